@@ -1,1 +1,14 @@
+//! The dataplane: pinned shards on io_uring that own UDP ports and sessions,
+//! terminate SRTP and relay RTP between ingests and egresses of a room.
+//!
+//! Layers, bottom up:
+//! - [`rtp`], [`srtp`]: sans-IO wire formats and crypto framing on caller buffers.
+//! - [`router`]: rooms, sessions and the per-packet forwarding decision (sans-IO).
+//! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
+//! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
+pub mod router;
+pub mod rtp;
+pub mod shard;
+pub mod srtp;
+pub mod uring;

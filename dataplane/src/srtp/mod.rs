@@ -1,0 +1,425 @@
+//! SRTP and SRTCP (RFC 3711, RFC 7714), in place on caller-owned buffers.
+//!
+//! One [`SrtpContext`] holds the session keys of one direction and the
+//! receive/send state of the stream it carries. Unprotect takes the datagram
+//! as received and returns the plaintext length; protect takes a buffer with
+//! room for the trailer ([`MAX_TRAILER`] bytes) and returns the wire length.
+//! No allocation per packet.
+//!
+//! ```
+//! use dataplane::srtp::SrtpContext;
+//! use gateway_ring::msg::{SrtpKey, SrtpSuite};
+//! let key = SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[7; 28]).unwrap();
+//! let (mut tx, mut rx) = (SrtpContext::new(&key), SrtpContext::new(&key));
+//! let mut buf = [0u8; 1500];
+//! buf[..16].copy_from_slice(&[0x80, 96, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42, 1, 2, 3, 4]);
+//! let wire = tx.protect_rtp(&mut buf, 16).unwrap();
+//! assert_eq!(rx.unprotect_rtp(&mut buf[..wire]).unwrap(), 16);
+//! assert_eq!(&buf[12..16], &[1, 2, 3, 4]);
+//! ```
+//!
+//! Why hand-written framing: the measured alternatives were `webrtc-srtp`
+//! (GCM ~8 µs per 1200-byte packet, one allocation per packet) and `rtc-srtp`
+//! (~0.65 µs, one copy). AES-GCM in place on `ring` costs ~0.4 µs. The crypto
+//! primitives are the crates'; this module only lays out IVs, AAD and trailers.
+
+pub mod cm;
+pub mod gcm;
+pub mod kdf;
+pub mod replay;
+pub mod test_vectors;
+
+use gateway_ring::msg::{SrtpKey, SrtpSuite};
+
+use crate::rtp::RtpHeader;
+use cm::CmKeys;
+use gcm::GcmKeys;
+use replay::{RtpIndex, Window};
+
+/// The longest trailer protect appends (SRTCP with GCM: tag 16 + index 4).
+pub const MAX_TRAILER: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SrtpError {
+    #[error("packet too short or header malformed")]
+    Malformed,
+    #[error("authentication failed")]
+    Auth,
+    #[error("replayed packet")]
+    Replay,
+    #[error("no room for the SRTP trailer")]
+    NoRoom,
+}
+
+enum Keys {
+    Cm(CmKeys),
+    Gcm(GcmKeys),
+}
+
+/// Send-side rollover counter of one SSRC.
+#[derive(Default)]
+struct TxIndex {
+    ssrc: u32,
+    roc: u32,
+    last_seq: Option<u16>,
+}
+
+impl TxIndex {
+    fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
+        if self.ssrc != ssrc {
+            *self = TxIndex {
+                ssrc,
+                ..Default::default()
+            };
+        }
+        if let Some(last) = self.last_seq {
+            // Sequence wrapped forwards.
+            if seq < last && last - seq > 0x8000 {
+                self.roc = self.roc.wrapping_add(1);
+            }
+        }
+        self.last_seq = Some(seq);
+        ((self.roc as u64) << 16) | seq as u64
+    }
+}
+
+pub struct SrtpContext {
+    rtp: Keys,
+    rtcp: Keys,
+    rx_ssrc: Option<u32>,
+    rx: RtpIndex,
+    rx_rtcp: Window,
+    tx: TxIndex,
+    tx_rtcp_index: u32,
+}
+
+impl SrtpContext {
+    pub fn new(key: &SrtpKey) -> SrtpContext {
+        let m = key.material();
+        let mut master = [0u8; 16];
+        master.copy_from_slice(&m[..16]);
+        let salt = &m[16..];
+        let (rtp, rtcp) = match key.suite {
+            SrtpSuite::AesCm128HmacSha1_80 => (
+                Keys::Cm(CmKeys::derive(&master, salt, false)),
+                Keys::Cm(CmKeys::derive(&master, salt, true)),
+            ),
+            SrtpSuite::AeadAes128Gcm => (
+                Keys::Gcm(GcmKeys::derive(&master, salt, false)),
+                Keys::Gcm(GcmKeys::derive(&master, salt, true)),
+            ),
+        };
+        SrtpContext {
+            rtp,
+            rtcp,
+            rx_ssrc: None,
+            rx: RtpIndex::default(),
+            rx_rtcp: Window::default(),
+            tx: TxIndex::default(),
+            tx_rtcp_index: 0,
+        }
+    }
+
+    fn rtp_tag_len(&self) -> usize {
+        match self.rtp {
+            Keys::Cm(_) => cm::TAG_LEN,
+            Keys::Gcm(_) => gcm::TAG_LEN,
+        }
+    }
+
+    /// Verifies and decrypts one SRTP packet in place; returns the RTP length.
+    pub fn unprotect_rtp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        let tag_len = self.rtp_tag_len();
+        if pkt.len() < 12 + tag_len {
+            return Err(SrtpError::Malformed);
+        }
+        let end = pkt.len() - tag_len;
+        let h = RtpHeader::parse(&pkt[..end]).map_err(|_| SrtpError::Malformed)?;
+        // A new SSRC starts a new stream; its state replaces the old one only
+        // once a packet of it authenticates.
+        let fresh = RtpIndex::default();
+        let state = if self.rx_ssrc == Some(h.ssrc) {
+            &self.rx
+        } else {
+            &fresh
+        };
+        let index = state.estimate(h.seq_no);
+        state.check(index).map_err(|_| SrtpError::Replay)?;
+        let plain_len = match &self.rtp {
+            Keys::Cm(k) => {
+                let roc = ((index >> 16) as u32).to_be_bytes();
+                let want = k.tag(&pkt[..end], &roc);
+                if !ring_eq(&want, &pkt[end..]) {
+                    return Err(SrtpError::Auth);
+                }
+                k.apply_keystream(h.ssrc, index, &mut pkt[h.len..end]);
+                end
+            }
+            Keys::Gcm(k) => {
+                let (hdr, body) = pkt.split_at_mut(h.len);
+                let n = k
+                    .open(k.rtp_iv(h.ssrc, index), hdr, body)
+                    .map_err(|_| SrtpError::Auth)?;
+                h.len + n
+            }
+        };
+        if self.rx_ssrc != Some(h.ssrc) {
+            self.rx_ssrc = Some(h.ssrc);
+            self.rx = RtpIndex::default();
+        }
+        self.rx.accept(index);
+        Ok(plain_len)
+    }
+
+    /// Encrypts and authenticates `buf[..len]` (an RTP packet) in place, appending
+    /// the tag; returns the SRTP length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        let tag_len = self.rtp_tag_len();
+        if buf.len() < len + tag_len {
+            return Err(SrtpError::NoRoom);
+        }
+        let h = RtpHeader::parse(&buf[..len]).map_err(|_| SrtpError::Malformed)?;
+        let index = self.tx.next(h.ssrc, h.seq_no);
+        match &self.rtp {
+            Keys::Cm(k) => {
+                k.apply_keystream(h.ssrc, index, &mut buf[h.len..len]);
+                let tag = k.tag(&buf[..len], &((index >> 16) as u32).to_be_bytes());
+                buf[len..len + tag_len].copy_from_slice(&tag);
+            }
+            Keys::Gcm(k) => {
+                let (hdr, body) = buf.split_at_mut(h.len);
+                let tag = k.seal(k.rtp_iv(h.ssrc, index), hdr, &mut body[..len - h.len]);
+                buf[len..len + tag_len].copy_from_slice(&tag);
+            }
+        }
+        Ok(len + tag_len)
+    }
+
+    /// Verifies and decrypts one SRTCP packet in place; returns the RTCP length.
+    pub fn unprotect_rtcp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
+        let len = pkt.len();
+        let ssrc_of = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        match &self.rtcp {
+            Keys::Cm(k) => {
+                // header(8) | payload | E+index(4) | tag(10)
+                if len < 8 + 4 + cm::TAG_LEN {
+                    return Err(SrtpError::Malformed);
+                }
+                let tag_at = len - cm::TAG_LEN;
+                let idx_at = tag_at - 4;
+                let e_index = u32::from_be_bytes([
+                    pkt[idx_at],
+                    pkt[idx_at + 1],
+                    pkt[idx_at + 2],
+                    pkt[idx_at + 3],
+                ]);
+                let index = e_index & 0x7fff_ffff;
+                self.rx_rtcp
+                    .check(index as u64)
+                    .map_err(|_| SrtpError::Replay)?;
+                let want = k.tag(&pkt[..tag_at], &[]);
+                if !ring_eq(&want, &pkt[tag_at..]) {
+                    return Err(SrtpError::Auth);
+                }
+                if e_index & 0x8000_0000 != 0 {
+                    let ssrc = ssrc_of(pkt);
+                    k.apply_keystream(ssrc, index as u64, &mut pkt[8..idx_at]);
+                }
+                self.rx_rtcp.accept(index as u64);
+                Ok(idx_at)
+            }
+            Keys::Gcm(k) => {
+                // header(8) | ciphertext | tag(16) | E+index(4)
+                if len < 8 + gcm::TAG_LEN + 4 {
+                    return Err(SrtpError::Malformed);
+                }
+                let idx_at = len - 4;
+                let e_index = u32::from_be_bytes([
+                    pkt[idx_at],
+                    pkt[idx_at + 1],
+                    pkt[idx_at + 2],
+                    pkt[idx_at + 3],
+                ]);
+                if e_index & 0x8000_0000 == 0 {
+                    // RFC 7714 §9.2 unencrypted SRTCP: not used by WebRTC or ffmpeg.
+                    return Err(SrtpError::Malformed);
+                }
+                let index = e_index & 0x7fff_ffff;
+                self.rx_rtcp
+                    .check(index as u64)
+                    .map_err(|_| SrtpError::Replay)?;
+                let mut aad = [0u8; 12];
+                aad[..8].copy_from_slice(&pkt[..8]);
+                aad[8..].copy_from_slice(&pkt[idx_at..]);
+                let iv = k.rtcp_iv(ssrc_of(pkt), index);
+                let n = k
+                    .open(iv, &aad, &mut pkt[8..idx_at])
+                    .map_err(|_| SrtpError::Auth)?;
+                self.rx_rtcp.accept(index as u64);
+                Ok(8 + n)
+            }
+        }
+    }
+
+    /// Encrypts and authenticates `buf[..len]` (an RTCP compound packet) in
+    /// place, appending the SRTCP trailer; returns the SRTCP length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        if len < 8 {
+            return Err(SrtpError::Malformed);
+        }
+        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let index = self.tx_rtcp_index;
+        self.tx_rtcp_index = (index + 1) & 0x7fff_ffff;
+        let e_index = (0x8000_0000 | index).to_be_bytes();
+        match &self.rtcp {
+            Keys::Cm(k) => {
+                if buf.len() < len + 4 + cm::TAG_LEN {
+                    return Err(SrtpError::NoRoom);
+                }
+                k.apply_keystream(ssrc, index as u64, &mut buf[8..len]);
+                buf[len..len + 4].copy_from_slice(&e_index);
+                let tag = k.tag(&buf[..len + 4], &[]);
+                buf[len + 4..len + 4 + cm::TAG_LEN].copy_from_slice(&tag);
+                Ok(len + 4 + cm::TAG_LEN)
+            }
+            Keys::Gcm(k) => {
+                if buf.len() < len + gcm::TAG_LEN + 4 {
+                    return Err(SrtpError::NoRoom);
+                }
+                let mut aad = [0u8; 12];
+                aad[..8].copy_from_slice(&buf[..8]);
+                aad[8..].copy_from_slice(&e_index);
+                let tag = k.seal(k.rtcp_iv(ssrc, index), &aad, &mut buf[8..len]);
+                buf[len..len + gcm::TAG_LEN].copy_from_slice(&tag);
+                buf[len + gcm::TAG_LEN..len + gcm::TAG_LEN + 4].copy_from_slice(&e_index);
+                Ok(len + gcm::TAG_LEN + 4)
+            }
+        }
+    }
+}
+
+/// Constant-time tag comparison (`ring`'s).
+fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+    #[allow(deprecated)]
+    ring::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_vectors::*;
+    use super::*;
+
+    fn cm_key() -> SrtpKey {
+        let mut m = Vec::from(RFC3711_B3_MASTER_KEY);
+        m.extend_from_slice(&RFC3711_B3_MASTER_SALT);
+        SrtpKey::new(SrtpSuite::AesCm128HmacSha1_80, &m).unwrap()
+    }
+
+    fn gcm_key() -> SrtpKey {
+        SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[0x42; 28]).unwrap()
+    }
+
+    fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x10, 0, 0xca, 0xfe, 0xba, 0xbe]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// RFC 7714 §16.1.1 and §16.1.2 through the context's framing: the session
+    /// key and salt of the vector are installed directly.
+    #[test]
+    fn rfc7714_16_1_protect_and_unprotect() {
+        let mut ctx = SrtpContext::new(&gcm_key());
+        ctx.rtp = Keys::Gcm(GcmKeys::from_session(&RFC7714_KEY, RFC7714_SALT));
+        let plain = hex(RFC7714_RTP);
+        let mut buf = vec![0u8; plain.len() + MAX_TRAILER];
+        buf[..plain.len()].copy_from_slice(&plain);
+        let n = ctx.protect_rtp(&mut buf, plain.len()).unwrap();
+        assert_eq!(buf[..n], hex(RFC7714_SRTP)[..]);
+
+        let mut rx = SrtpContext::new(&gcm_key());
+        rx.rtp = Keys::Gcm(GcmKeys::from_session(&RFC7714_KEY, RFC7714_SALT));
+        let mut wire = hex(RFC7714_SRTP);
+        let n = rx.unprotect_rtp(&mut wire).unwrap();
+        assert_eq!(wire[..n], plain[..]);
+    }
+
+    fn round_trip(key: SrtpKey) {
+        let mut tx = SrtpContext::new(&key);
+        let mut rx = SrtpContext::new(&key);
+        for seq in [65534u16, 65535, 0, 1] {
+            let plain = rtp(seq, b"hello srtp payload");
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + MAX_TRAILER, 0);
+            let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+            assert_ne!(buf[12..plain.len()], plain[12..], "payload is encrypted");
+            let mut wire = buf[..n].to_vec();
+            let m = rx.unprotect_rtp(&mut wire).unwrap();
+            assert_eq!(wire[..m], plain[..]);
+            // The same packet again is a replay.
+            let mut again = buf[..n].to_vec();
+            assert_eq!(rx.unprotect_rtp(&mut again), Err(SrtpError::Replay));
+        }
+        // Flipping one bit fails authentication.
+        let plain = rtp(2, b"x");
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + MAX_TRAILER, 0);
+        let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        buf[13] ^= 1;
+        assert_eq!(rx.unprotect_rtp(&mut buf[..n]), Err(SrtpError::Auth));
+        // Too short.
+        assert_eq!(rx.unprotect_rtp(&mut [0x80; 14]), Err(SrtpError::Malformed));
+
+        // RTCP: a receiver report.
+        let rr = [
+            0x81u8, 201, 0, 7, 0, 0, 0, 5, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0,
+        ];
+        for _ in 0..3 {
+            let mut buf = rr.to_vec();
+            buf.resize(rr.len() + MAX_TRAILER, 0);
+            let n = tx.protect_rtcp(&mut buf, rr.len()).unwrap();
+            let mut wire = buf[..n].to_vec();
+            let m = rx.unprotect_rtcp(&mut wire).unwrap();
+            assert_eq!(wire[..m], rr[..]);
+            assert_eq!(rx.unprotect_rtcp(&mut buf[..n]), Err(SrtpError::Replay));
+        }
+        let mut buf = rr.to_vec();
+        buf.resize(rr.len() + MAX_TRAILER, 0);
+        let n = tx.protect_rtcp(&mut buf, rr.len()).unwrap();
+        buf[10] ^= 0x80;
+        assert_eq!(rx.unprotect_rtcp(&mut buf[..n]), Err(SrtpError::Auth));
+    }
+
+    #[test]
+    fn cm_round_trip_replay_and_tamper() {
+        round_trip(cm_key());
+    }
+
+    #[test]
+    fn gcm_round_trip_replay_and_tamper() {
+        round_trip(gcm_key());
+    }
+
+    #[test]
+    fn wrong_key_fails_authentication() {
+        let mut tx = SrtpContext::new(&cm_key());
+        let mut rx =
+            SrtpContext::new(&SrtpKey::new(SrtpSuite::AesCm128HmacSha1_80, &[1; 30]).unwrap());
+        let plain = rtp(10, b"payload");
+        let mut buf = plain.clone();
+        buf.resize(plain.len() + MAX_TRAILER, 0);
+        let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        assert_eq!(rx.unprotect_rtp(&mut buf[..n]), Err(SrtpError::Auth));
+    }
+
+    #[test]
+    fn protect_needs_room_for_the_tag() {
+        let mut tx = SrtpContext::new(&gcm_key());
+        let mut buf = rtp(1, b"abc");
+        let len = buf.len();
+        assert_eq!(tx.protect_rtp(&mut buf, len), Err(SrtpError::NoRoom));
+    }
+}
