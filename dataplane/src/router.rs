@@ -1,1 +1,671 @@
+//! Rooms, sessions and the forwarding decision for one shard (sans-IO).
+//!
+//! The shard owns sockets; the router owns everything else about a session:
+//! its spec, peer, SRTP state, counters and, for an egress, the rewrite state
+//! of each outgoing track. Drive it like this for every datagram:
+//!
+//! ```text
+//! recv (handle, src, buf)  --handle_datagram-->  Some(Inbound { room, kind, len })
+//!   for each egress of room:
+//!       copy buf[..len] into a send slot
+//!       prepare_egress(now, egress, &inbound, slot)  --> Some((wire_len, dest)) -> send
+//! ```
+//!
+//! Nothing here reads a clock or touches a socket: `now` is an argument.
 
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use gateway_ring::msg::{
+    DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
+};
+
+use crate::rtp::{is_rtcp, RtpHeader};
+use crate::srtp::{SrtpContext, SrtpError};
+
+/// A session's slot in the shard; the same index names its socket.
+pub type Handle = u32;
+
+/// Payload types the egress SDP announces.
+pub const EGRESS_VIDEO_PT: u8 = 96;
+pub const EGRESS_AUDIO_PT: u8 = 111;
+
+/// A publisher that has been silent this long may be replaced: a new source
+/// address is latched on an ingest, and an egress track switches to another ingest.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most sessions one shard holds (each has a socket and a multishot receive).
+pub const MAX_SESSIONS: usize = 16_384;
+
+struct Room {
+    spec: RoomSpec,
+    ingests: Vec<Handle>,
+    egresses: Vec<Handle>,
+}
+
+struct Ingest {
+    spec: IngestSpec,
+    peer: Option<SocketAddrV4>,
+    last_rx: Option<Instant>,
+}
+
+struct Egress {
+    spec: EgressSpec,
+    video: OutTrack,
+    audio: OutTrack,
+}
+
+enum Role {
+    Ingest(Ingest),
+    Egress(Egress),
+}
+
+struct Session {
+    room: u32,
+    stats: SessionStats,
+    dirty: bool,
+    srtp: Option<SrtpContext>,
+    role: Role,
+}
+
+/// A plaintext RTP packet, now at the front of the receive buffer, to fan out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inbound {
+    pub room: u32,
+    pub ingest: u64,
+    pub kind: MediaKind,
+    pub len: usize,
+    pub seq_no: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
+/// Rewrite state of one outgoing track of an egress: receivers see one SSRC
+/// with continuous sequence numbers and timestamps, whichever ingest feeds it.
+struct OutTrack {
+    ssrc: u32,
+    pt: u8,
+    clock_rate: u32,
+    /// (ingest session id, its SSRC) currently mapped.
+    source: Option<(u64, u32)>,
+    seq_delta: u16,
+    ts_delta: u32,
+    last_seq: u16,
+    last_ts: u32,
+    last_at: Option<Instant>,
+}
+
+impl OutTrack {
+    fn new(ssrc: u32, pt: u8, clock_rate: u32) -> OutTrack {
+        OutTrack {
+            ssrc,
+            pt,
+            clock_rate,
+            source: None,
+            seq_delta: 0,
+            ts_delta: 0,
+            last_seq: 0,
+            last_ts: 0,
+            last_at: None,
+        }
+    }
+
+    /// Maps an input (seq, ts) to the output stream, or `None` when another
+    /// live ingest owns this track.
+    fn map(&mut self, now: Instant, source: (u64, u32), seq: u16, ts: u32) -> Option<(u16, u32)> {
+        if self.source != Some(source) {
+            let current_silent = match self.last_at {
+                Some(at) => now.saturating_duration_since(at) >= SOURCE_TIMEOUT,
+                None => true,
+            };
+            let same_ingest = self.source.map(|s| s.0) == Some(source.0);
+            if self.source.is_some() && !current_silent && !same_ingest {
+                return None;
+            }
+            if let Some(at) = self.last_at {
+                // Continue where the previous source stopped: next sequence
+                // number, and a timestamp advanced by the wall time in between.
+                let gap = now.saturating_duration_since(at).as_secs_f64();
+                let ticks = ((gap * self.clock_rate as f64) as u32).max(1);
+                self.seq_delta = self.last_seq.wrapping_add(1).wrapping_sub(seq);
+                self.ts_delta = self.last_ts.wrapping_add(ticks).wrapping_sub(ts);
+            }
+            self.source = Some(source);
+        }
+        let out_seq = seq.wrapping_add(self.seq_delta);
+        let out_ts = ts.wrapping_add(self.ts_delta);
+        if self.last_at.is_none() || (out_seq.wrapping_sub(self.last_seq) as i16) > 0 {
+            self.last_seq = out_seq;
+            self.last_ts = out_ts;
+        }
+        self.last_at = Some(now);
+        Some((out_seq, out_ts))
+    }
+}
+
+/// Rooms and sessions of one shard.
+#[derive(Default)]
+pub struct Router {
+    sessions: Vec<Option<Session>>,
+    free: Vec<Handle>,
+    by_id: HashMap<u64, Handle>,
+    rooms: HashMap<u32, Room>,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
+        if self.rooms.contains_key(&spec.room) {
+            return Outcome::Exists;
+        }
+        self.rooms.insert(
+            spec.room,
+            Room {
+                spec,
+                ingests: Vec::new(),
+                egresses: Vec::new(),
+            },
+        );
+        Outcome::Ok
+    }
+
+    /// Removes the room and returns the handles of its sessions (now removed)
+    /// so the shard can close their sockets.
+    pub fn remove_room(&mut self, room: u32) -> Option<Vec<Handle>> {
+        let r = self.rooms.remove(&room)?;
+        let handles: Vec<Handle> = r.ingests.iter().chain(&r.egresses).copied().collect();
+        for &h in &handles {
+            self.release(h);
+        }
+        Some(handles)
+    }
+
+    fn check_new(&self, id: u64, room: u32) -> Result<(), Outcome> {
+        if self.by_id.contains_key(&id) {
+            return Err(Outcome::Exists);
+        }
+        if !self.rooms.contains_key(&room) {
+            return Err(Outcome::NotFound);
+        }
+        if self.by_id.len() >= MAX_SESSIONS {
+            return Err(Outcome::Capacity);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, id: u64, s: Session) -> Handle {
+        let h = match self.free.pop() {
+            Some(h) => {
+                self.sessions[h as usize] = Some(s);
+                h
+            }
+            None => {
+                self.sessions.push(Some(s));
+                (self.sessions.len() - 1) as Handle
+            }
+        };
+        self.by_id.insert(id, h);
+        h
+    }
+
+    pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        let (id, room) = (spec.session, spec.room);
+        let s = Session {
+            room,
+            stats: SessionStats {
+                session: id,
+                ..Default::default()
+            },
+            dirty: true,
+            srtp: spec.srtp.as_ref().map(SrtpContext::new),
+            role: Role::Ingest(Ingest {
+                spec,
+                peer: None,
+                last_rx: None,
+            }),
+        };
+        let h = self.insert(id, s);
+        self.rooms
+            .get_mut(&room)
+            .expect("checked above")
+            .ingests
+            .push(h);
+        Ok(h)
+    }
+
+    pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        let (id, room) = (spec.session, spec.room);
+        // Per-egress SSRCs, stable for the session's life.
+        let base = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let s = Session {
+            room,
+            stats: SessionStats {
+                session: id,
+                ..Default::default()
+            },
+            dirty: true,
+            srtp: spec.srtp.as_ref().map(SrtpContext::new),
+            role: Role::Egress(Egress {
+                spec,
+                video: OutTrack::new(base | 1, EGRESS_VIDEO_PT, 90_000),
+                audio: OutTrack::new(base.wrapping_add(0x1000) | 1, EGRESS_AUDIO_PT, 48_000),
+            }),
+        };
+        let h = self.insert(id, s);
+        self.rooms
+            .get_mut(&room)
+            .expect("checked above")
+            .egresses
+            .push(h);
+        Ok(h)
+    }
+
+    /// Removes one session; returns its handle so the shard closes the socket.
+    pub fn remove_session(&mut self, id: u64) -> Option<Handle> {
+        let h = *self.by_id.get(&id)?;
+        let room = self.session(h)?.room;
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.ingests.retain(|&x| x != h);
+            r.egresses.retain(|&x| x != h);
+        }
+        self.release(h);
+        Some(h)
+    }
+
+    fn release(&mut self, h: Handle) {
+        let Some(s) = self.sessions.get_mut(h as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_id.remove(&s.stats.session);
+        self.free.push(h);
+        // An ingest that leaves frees the egress tracks it fed, so a new
+        // publisher continues the same output streams at once.
+        if let Role::Ingest(i) = &s.role {
+            let id = i.spec.session;
+            if let Some(room) = self.rooms.get(&s.room) {
+                for &e in &room.egresses {
+                    if let Some(Session {
+                        role: Role::Egress(eg),
+                        ..
+                    }) = self.sessions[e as usize].as_mut()
+                    {
+                        for t in [&mut eg.video, &mut eg.audio] {
+                            if t.source.map(|s| s.0) == Some(id) {
+                                t.source = None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn session(&self, h: Handle) -> Option<&Session> {
+        self.sessions.get(h as usize).and_then(Option::as_ref)
+    }
+
+    fn session_mut(&mut self, h: Handle) -> Option<&mut Session> {
+        self.sessions.get_mut(h as usize).and_then(Option::as_mut)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Counts a drop against a session.
+    pub fn count_drop(&mut self, h: Handle, reason: DropReason) {
+        if let Some(s) = self.session_mut(h) {
+            s.stats.drops[reason as usize] += 1;
+            s.dirty = true;
+        }
+    }
+
+    /// One datagram arrived on session `h`'s port. Returns the plaintext RTP
+    /// packet to fan out, if it is one; RTCP and bad packets return `None`
+    /// (bad ones counted by reason).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        src: SocketAddrV4,
+        buf: &mut [u8],
+    ) -> Option<Inbound> {
+        let s = self.sessions.get_mut(h as usize)?.as_mut()?;
+        let result = match &mut s.role {
+            Role::Ingest(ing) => Self::ingest_datagram(now, ing, &mut s.srtp, src, buf),
+            Role::Egress(_) => {
+                // Receiver reports from the egress peer: counted, not forwarded.
+                Err(None)
+            }
+        };
+        match result {
+            Ok(inbound) => {
+                s.stats.packets += 1;
+                s.stats.bytes += buf.len() as u64;
+                s.dirty = true;
+                Some(Inbound {
+                    room: s.room,
+                    ..inbound
+                })
+            }
+            Err(Some(reason)) => {
+                s.stats.drops[reason as usize] += 1;
+                s.dirty = true;
+                None
+            }
+            Err(None) => {
+                s.stats.packets += 1;
+                s.stats.bytes += buf.len() as u64;
+                s.dirty = true;
+                None
+            }
+        }
+    }
+
+    /// `Err(Some(reason))` drops, `Err(None)` consumes (RTCP).
+    fn ingest_datagram(
+        now: Instant,
+        ing: &mut Ingest,
+        srtp: &mut Option<SrtpContext>,
+        src: SocketAddrV4,
+        buf: &mut [u8],
+    ) -> Result<Inbound, Option<DropReason>> {
+        if let Some(peer) = ing.peer {
+            let silent = ing
+                .last_rx
+                .is_none_or(|t| now.saturating_duration_since(t) >= SOURCE_TIMEOUT);
+            if peer != src && !silent {
+                return Err(Some(DropReason::UnknownSource));
+            }
+        }
+        if buf.len() < 12 || buf[0] >> 6 != 2 {
+            return Err(Some(DropReason::Malformed));
+        }
+        let srtp_err = |e: SrtpError| match e {
+            SrtpError::Auth => DropReason::Auth,
+            SrtpError::Replay => DropReason::Replay,
+            SrtpError::Malformed | SrtpError::NoRoom => DropReason::Malformed,
+        };
+        let rtcp = is_rtcp(buf);
+        let len = match srtp {
+            Some(ctx) if rtcp => ctx.unprotect_rtcp(buf).map_err(|e| Some(srtp_err(e)))?,
+            Some(ctx) => ctx.unprotect_rtp(buf).map_err(|e| Some(srtp_err(e)))?,
+            None => buf.len(),
+        };
+        // Authentic (or plain and well-formed below): this source is the publisher.
+        let latch = |ing: &mut Ingest| {
+            ing.peer = Some(src);
+            ing.last_rx = Some(now);
+        };
+        if rtcp {
+            latch(ing);
+            return Err(None);
+        }
+        let h = RtpHeader::parse(&buf[..len]).map_err(|_| Some(DropReason::Malformed))?;
+        if h.pt != ing.spec.payload_type {
+            return Err(Some(DropReason::PayloadType));
+        }
+        latch(ing);
+        Ok(Inbound {
+            room: ing.spec.room,
+            ingest: ing.spec.session,
+            kind: ing.spec.kind,
+            len,
+            seq_no: h.seq_no,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+        })
+    }
+
+    /// Egress handles of a room, in order.
+    pub fn egresses(&self, room: u32) -> &[Handle] {
+        self.rooms
+            .get(&room)
+            .map(|r| r.egresses.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Prepares `pkt[..inbound.len]` (a copy of the inbound plaintext) for
+    /// egress `h`: rewrites the header, applies SRTP, counts it. Returns the
+    /// wire length and destination, or `None` if this egress does not take it.
+    pub fn prepare_egress(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        inbound: &Inbound,
+        pkt: &mut [u8],
+    ) -> Option<(usize, SocketAddrV4)> {
+        let s = self.sessions.get_mut(h as usize)?.as_mut()?;
+        let Role::Egress(eg) = &mut s.role else {
+            return None;
+        };
+        let (track, port) = match inbound.kind {
+            MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
+            MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
+        };
+        let (seq, ts) = track.map(
+            now,
+            (inbound.ingest, inbound.ssrc),
+            inbound.seq_no,
+            inbound.timestamp,
+        )?;
+        RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
+        let len = match &mut s.srtp {
+            Some(ctx) => match ctx.protect_rtp(pkt, inbound.len) {
+                Ok(n) => n,
+                Err(_) => {
+                    s.stats.drops[DropReason::Send as usize] += 1;
+                    return None;
+                }
+            },
+            None => inbound.len,
+        };
+        s.stats.packets += 1;
+        s.stats.bytes += len as u64;
+        s.dirty = true;
+        let dest = SocketAddrV4::new(Ipv4Addr::from(eg.spec.dest_ip), port);
+        Some((len, dest))
+    }
+
+    /// Appends the counters of every session that changed since the last call
+    /// (at most `max`), clearing their dirty marks.
+    pub fn take_dirty_stats(&mut self, out: &mut Vec<SessionStats>, max: usize) {
+        for s in self.sessions.iter_mut().flatten() {
+            if out.len() >= max {
+                break;
+            }
+            if s.dirty {
+                s.dirty = false;
+                out.push(s.stats);
+            }
+        }
+    }
+
+    /// Everything the shard holds, for a controlplane resync.
+    pub fn rooms(&self) -> impl Iterator<Item = &RoomSpec> {
+        self.rooms.values().map(|r| &r.spec)
+    }
+
+    pub fn ingests(&self) -> impl Iterator<Item = &IngestSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Ingest(i) => Some(&i.spec),
+                Role::Egress(_) => None,
+            })
+    }
+
+    pub fn egress_specs(&self) -> impl Iterator<Item = &EgressSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Egress(e) => Some(&e.spec),
+                Role::Ingest(_) => None,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(r: &mut Router) {
+        assert_eq!(
+            r.add_room(RoomSpec {
+                room: 1,
+                name: "demo".into()
+            }),
+            Outcome::Ok
+        );
+    }
+
+    fn ingest(id: u64, kind: MediaKind, pt: u8) -> IngestSpec {
+        IngestSpec {
+            session: id,
+            room: 1,
+            port: 40000 + id as u16,
+            kind,
+            payload_type: pt,
+            clock_rate: 90_000,
+            srtp: None,
+            created_ms: 0,
+        }
+    }
+
+    fn egress(id: u64) -> EgressSpec {
+        EgressSpec {
+            session: id,
+            room: 1,
+            port: 41000 + id as u16,
+            dest_ip: [127, 0, 0, 1],
+            dest_port: 5004,
+            srtp: None,
+            created_ms: 0,
+        }
+    }
+
+    fn rtp(pt: u8, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(b"payload");
+        p
+    }
+
+    fn addr(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    #[test]
+    fn sessions_need_a_room_and_unique_ids() {
+        let mut r = Router::new();
+        assert_eq!(
+            r.add_ingest(ingest(1, MediaKind::Video, 96)),
+            Err(Outcome::NotFound)
+        );
+        room(&mut r);
+        assert_eq!(
+            r.add_room(RoomSpec {
+                room: 1,
+                name: "again".into()
+            }),
+            Outcome::Exists
+        );
+        let h = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
+        assert_eq!(r.add_egress(egress(1)), Err(Outcome::Exists));
+        assert_eq!(r.remove_session(1), Some(h));
+        assert_eq!(r.remove_session(1), None);
+        assert_eq!(r.session_count(), 0);
+    }
+
+    #[test]
+    fn forwards_with_rewrite_and_counts_drops() {
+        let mut r = Router::new();
+        room(&mut r);
+        let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
+        let e = r.add_egress(egress(2)).unwrap();
+        let t0 = Instant::now();
+        let mut p = rtp(96, 100, 9000, 0xabc);
+        let inb = r.handle_datagram(t0, i, addr(6000), &mut p).unwrap();
+        assert_eq!(inb.kind, MediaKind::Video);
+        let mut out = p.clone();
+        let (n, dest) = r.prepare_egress(t0, e, &inb, &mut out).unwrap();
+        assert_eq!(n, p.len());
+        assert_eq!(dest, addr(5004));
+        let h = RtpHeader::parse(&out).unwrap();
+        assert_eq!((h.pt, h.seq_no, h.timestamp), (EGRESS_VIDEO_PT, 100, 9000));
+        assert_ne!(h.ssrc, 0xabc);
+
+        // Another source while the publisher is live: dropped as unknown.
+        assert!(r
+            .handle_datagram(t0, i, addr(6666), &mut rtp(96, 101, 9000, 0xabc))
+            .is_none());
+        // Wrong payload type and junk.
+        assert!(r
+            .handle_datagram(t0, i, addr(6000), &mut rtp(97, 101, 9000, 0xabc))
+            .is_none());
+        assert!(r
+            .handle_datagram(t0, i, addr(6000), &mut [1, 2, 3])
+            .is_none());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        let s = stats.iter().find(|s| s.session == 1).unwrap();
+        assert_eq!(s.packets, 1);
+        assert_eq!(s.drops[DropReason::UnknownSource as usize], 1);
+        assert_eq!(s.drops[DropReason::PayloadType as usize], 1);
+        assert_eq!(s.drops[DropReason::Malformed as usize], 1);
+        let s = stats.iter().find(|s| s.session == 2).unwrap();
+        assert_eq!(s.packets, 1);
+    }
+
+    #[test]
+    fn publisher_restart_continues_the_output_stream() {
+        let mut r = Router::new();
+        room(&mut r);
+        let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
+        let e = r.add_egress(egress(2)).unwrap();
+        let t0 = Instant::now();
+        let mut last = (0u16, 0u32);
+        for k in 0..3u16 {
+            let mut p = rtp(96, 500 + k, 1000 + 3000 * k as u32, 0x1);
+            let inb = r.handle_datagram(t0, i, addr(6000), &mut p).unwrap();
+            r.prepare_egress(t0, e, &inb, &mut p).unwrap();
+            let h = RtpHeader::parse(&p).unwrap();
+            last = (h.seq_no, h.timestamp);
+        }
+        // The publisher restarts: new source port, SSRC, sequence and timestamp base, 2 s later.
+        let t1 = t0 + Duration::from_secs(2);
+        let mut p = rtp(96, 7, 123, 0x2);
+        let inb = r
+            .handle_datagram(t1, i, addr(7000), &mut p)
+            .expect("new source latched after silence");
+        r.prepare_egress(t1, e, &inb, &mut p).unwrap();
+        let h = RtpHeader::parse(&p).unwrap();
+        assert_eq!(h.seq_no, last.0.wrapping_add(1));
+        let advanced = h.timestamp.wrapping_sub(last.1);
+        assert!(
+            (170_000..=190_000).contains(&advanced),
+            "timestamp advanced by ~2 s: {advanced}"
+        );
+    }
+
+    #[test]
+    fn removing_a_room_ends_its_sessions() {
+        let mut r = Router::new();
+        room(&mut r);
+        r.add_ingest(ingest(1, MediaKind::Audio, 111)).unwrap();
+        r.add_egress(egress(2)).unwrap();
+        assert_eq!(r.remove_room(1).unwrap().len(), 2);
+        assert_eq!(r.session_count(), 0);
+        assert!(r.remove_room(1).is_none());
+    }
+}

@@ -1,1 +1,473 @@
+//! One shard: a pinned thread with its own io_uring, sockets and router.
+//!
+//! Drive loop, one turn:
+//!
+//! 1. beat the heartbeat in shared memory;
+//! 2. apply commands from the controlplane ring (bind/close sockets, router changes);
+//! 3. arm multishot receives for new sockets (and re-arm ended ones);
+//! 4. submit everything queued and wait for a completion or [`TURN_WAIT`];
+//! 5. for each completion: a datagram goes through the router and, if it is
+//!    media, is copied into one send slot per egress and queued as `SendMsg`;
+//!    a finished send frees its slot;
+//! 6. every [`STATS_EVERY`], push changed session counters to the controlplane.
+//!
+//! All sends of a turn go to the kernel in one `io_uring_enter` (step 4 of the
+//! next turn, or earlier when the submission queue fills).
 
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_ring::msg::{Command, DropReason, Event, Outcome, SessionStats};
+use gateway_ring::{Consumer, Producer, Region};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use tracing::{debug, info, warn};
+
+use crate::router::{Handle, Inbound, Router};
+use crate::srtp::MAX_TRAILER;
+use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
+
+/// Longest wait for completions before the loop turns anyway (to read commands).
+pub const TURN_WAIT: Duration = Duration::from_millis(2);
+/// How often changed session counters go to the controlplane.
+pub const STATS_EVERY: Duration = Duration::from_millis(250);
+
+const RECV_BUFS: u16 = 4096;
+const RECV_BUF_SIZE: usize = 2048;
+const SEND_SLOTS: usize = 8192;
+const SEND_BUF_SIZE: usize = 1500 + MAX_TRAILER;
+const SQ_ENTRIES: u32 = 4096;
+const BGID: u16 = 0;
+
+const OP_RECV: u64 = 1;
+const OP_SEND: u64 = 2;
+const OP_CANCEL: u64 = 3;
+
+fn user_data(op: u64, gen: u32, index: u32) -> u64 {
+    (op << 56) | (((gen & 0xff_ffff) as u64) << 32) | index as u64
+}
+
+fn split_user_data(u: u64) -> (u64, u32, u32) {
+    (u >> 56, ((u >> 32) & 0xff_ffff) as u32, u as u32)
+}
+
+pub struct ShardConfig {
+    pub index: u32,
+    pub bind_ip: Ipv4Addr,
+    pub region: Region,
+    pub epoch: u64,
+    /// Core to pin to, if any.
+    pub core: Option<usize>,
+}
+
+struct SocketSlot {
+    sock: UdpSocket,
+    gen: u32,
+    armed: bool,
+}
+
+/// A send in flight: the kernel reads `msg`, `iov`, `addr` and `buf` until
+/// the completion arrives, so slots live in a boxed slice that never moves.
+#[repr(C)]
+struct SendSlot {
+    msg: libc::msghdr,
+    iov: libc::iovec,
+    addr: libc::sockaddr_in,
+    session: Handle,
+    buf: [u8; SEND_BUF_SIZE],
+}
+
+pub struct Shard {
+    // Field order is drop order: the ring goes before the buffers it points into.
+    ring: IoUring,
+    bufs: BufRing,
+    sends: Box<[SendSlot]>,
+    free_sends: Vec<u32>,
+    recv_msg: Box<libc::msghdr>,
+    sockets: Vec<Option<SocketSlot>>,
+    next_gen: u32,
+    router: Router,
+    cfg: ShardConfig,
+    commands: Consumer,
+    events: Producer,
+    outbox: VecDeque<Event>,
+    cqes: Vec<(u64, i32, u32)>,
+    fanout: Vec<Handle>,
+    stats: Vec<SessionStats>,
+    next_stats: Instant,
+    /// Datagrams received whose session is gone, or that do not parse as a message.
+    pub stray: u64,
+}
+
+impl Shard {
+    pub fn new(cfg: ShardConfig) -> io::Result<Shard> {
+        let ring = IoUring::builder()
+            .setup_cqsize(SQ_ENTRIES * 4)
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(SQ_ENTRIES)?;
+        let bufs = BufRing::register(&ring.submitter(), BGID, RECV_BUFS, RECV_BUF_SIZE)?;
+        // SAFETY: SendSlot is plain data (pointers, integers, bytes); all-zero is valid.
+        let sends: Box<[SendSlot]> = (0..SEND_SLOTS)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        // SAFETY: as above for msghdr.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        Ok(Shard {
+            ring,
+            bufs,
+            sends,
+            free_sends: (0..SEND_SLOTS as u32).rev().collect(),
+            recv_msg,
+            sockets: Vec::new(),
+            next_gen: 1,
+            router: Router::new(),
+            commands: cfg.region.command_consumer(cfg.index),
+            events: cfg.region.event_producer(cfg.index),
+            cfg,
+            outbox: VecDeque::new(),
+            cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
+            fanout: Vec::new(),
+            stats: Vec::new(),
+            next_stats: Instant::now(),
+            stray: 0,
+        })
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(mut self, stop: Arc<AtomicBool>) -> io::Result<()> {
+        if let Some(core) = self.cfg.core {
+            match crate::uring::pin_to_core(core) {
+                Ok(()) => info!(shard = self.cfg.index, core, "shard pinned"),
+                Err(e) => warn!(shard = self.cfg.index, core, "could not pin shard: {e}"),
+            }
+        }
+        let ts = types::Timespec::from(TURN_WAIT);
+        while !stop.load(Ordering::Relaxed) {
+            self.cfg.region.beat_shard(self.cfg.index);
+            let now = Instant::now();
+            self.poll_commands(now);
+            self.arm_receives();
+            let args = types::SubmitArgs::new().timespec(&ts);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            self.reap(Instant::now());
+            if now >= self.next_stats {
+                self.next_stats = now + STATS_EVERY;
+                self.push_stats();
+            }
+            self.flush_events();
+        }
+        info!(
+            shard = self.cfg.index,
+            sessions = self.router.session_count(),
+            "shard stopping"
+        );
+        Ok(())
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.outbox.push_back(e);
+    }
+
+    fn flush_events(&mut self) {
+        while let Some(e) = self.outbox.front() {
+            if self.events.push(e).is_err() {
+                // The controlplane is behind or away; keep the rest for later turns.
+                break;
+            }
+            self.outbox.pop_front();
+        }
+    }
+
+    fn poll_commands(&mut self, now: Instant) {
+        // Bound the work per turn so media keeps flowing under a command burst.
+        for _ in 0..256 {
+            match self.commands.pop::<Command>() {
+                None => break,
+                Some(Ok(c)) => self.apply(now, c),
+                Some(Err(e)) => warn!(shard = self.cfg.index, "undecodable command dropped: {e}"),
+            }
+        }
+    }
+
+    fn apply(&mut self, _now: Instant, c: Command) {
+        let tag = c.tag();
+        let (id, outcome) = match c {
+            Command::CreateRoom(spec) => (spec.room as u64, self.router.add_room(spec)),
+            Command::DeleteRoom { room } => match self.router.remove_room(room) {
+                Some(handles) => {
+                    for h in handles {
+                        self.close_socket(h);
+                    }
+                    (room as u64, Outcome::Ok)
+                }
+                None => (room as u64, Outcome::NotFound),
+            },
+            Command::CreateIngest(spec) => {
+                let (id, port) = (spec.session, spec.port);
+                (id, self.open_session(port, |r| r.add_ingest(spec)))
+            }
+            Command::CreateEgress(spec) => {
+                let (id, port) = (spec.session, spec.port);
+                (id, self.open_session(port, |r| r.add_egress(spec)))
+            }
+            Command::DeleteSession { session } => match self.router.remove_session(session) {
+                Some(h) => {
+                    self.close_socket(h);
+                    (session, Outcome::Ok)
+                }
+                None => (session, Outcome::NotFound),
+            },
+            Command::Resync => {
+                let rooms: Vec<_> = self.router.rooms().cloned().map(Event::Room).collect();
+                let ingests: Vec<_> = self.router.ingests().cloned().map(Event::Ingest).collect();
+                let egresses: Vec<_> = self
+                    .router
+                    .egress_specs()
+                    .cloned()
+                    .map(Event::Egress)
+                    .collect();
+                self.outbox
+                    .extend(rooms.into_iter().chain(ingests).chain(egresses));
+                self.emit(Event::ResyncDone {
+                    epoch: self.cfg.epoch,
+                });
+                return;
+            }
+        };
+        debug!(shard = self.cfg.index, tag, id, ?outcome, "command applied");
+        self.emit(Event::Done {
+            what: tag,
+            id,
+            outcome,
+        });
+    }
+
+    fn open_session(
+        &mut self,
+        port: u16,
+        add: impl FnOnce(&mut Router) -> Result<Handle, Outcome>,
+    ) -> Outcome {
+        let sock = match bind_udp(self.cfg.bind_ip, port) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(shard = self.cfg.index, port, "bind failed: {e}");
+                return Outcome::PortInUse;
+            }
+        };
+        match add(&mut self.router) {
+            Ok(h) => {
+                let gen = self.next_gen;
+                self.next_gen = (self.next_gen + 1) & 0xff_ffff;
+                let idx = h as usize;
+                if self.sockets.len() <= idx {
+                    self.sockets.resize_with(idx + 1, || None);
+                }
+                self.sockets[idx] = Some(SocketSlot {
+                    sock,
+                    gen,
+                    armed: false,
+                });
+                Outcome::Ok
+            }
+            Err(o) => o,
+        }
+    }
+
+    fn close_socket(&mut self, h: Handle) {
+        if let Some(slot) = self.sockets.get_mut(h as usize).and_then(Option::take) {
+            if slot.armed {
+                let target = user_data(OP_RECV, slot.gen, h);
+                let cancel = opcode::AsyncCancel::new(target)
+                    .build()
+                    .user_data(user_data(OP_CANCEL, 0, 0));
+                self.push_sqe(&cancel);
+            }
+            // Dropping the socket closes our fd; the kernel releases the port
+            // once the cancelled receive lets go of the file.
+            drop(slot.sock);
+        }
+    }
+
+    fn push_sqe(&mut self, e: &squeue::Entry) {
+        loop {
+            // SAFETY: every entry we build points into memory that outlives the
+            // operation (boxed msghdr, send slots, buffer ring).
+            if unsafe { self.ring.submission().push(e) }.is_ok() {
+                return;
+            }
+            // Submission queue full: hand what we have to the kernel.
+            if let Err(err) = self.ring.submit() {
+                warn!(shard = self.cfg.index, "submit failed: {err}");
+            }
+        }
+    }
+
+    fn arm_receives(&mut self) {
+        for i in 0..self.sockets.len() {
+            let Some(slot) = self.sockets[i].as_mut() else {
+                continue;
+            };
+            if slot.armed {
+                continue;
+            }
+            slot.armed = true;
+            let fd = types::Fd(slot.sock.as_raw_fd());
+            let e = opcode::RecvMsgMulti::new(fd, &*self.recv_msg as *const _, BGID)
+                .build()
+                .user_data(user_data(OP_RECV, slot.gen, i as u32));
+            self.push_sqe(&e);
+        }
+    }
+
+    fn reap(&mut self, now: Instant) {
+        // Copy completions out first: handling them pushes new submissions.
+        self.cqes.clear();
+        self.cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for k in 0..self.cqes.len() {
+            let (ud, res, flags) = self.cqes[k];
+            let (op, gen, index) = split_user_data(ud);
+            match op {
+                OP_RECV => self.on_recv(now, gen, index, res, flags),
+                OP_SEND => self.on_send(index, res),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_recv(&mut self, now: Instant, gen: u32, index: u32, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        let live = matches!(self.sockets.get(index as usize), Some(Some(s)) if s.gen == gen);
+        if live && !cqueue::more(flags) {
+            // The multishot receive ended (ENOBUFS, or an error): re-arm next turn.
+            if let Some(Some(s)) = self.sockets.get_mut(index as usize) {
+                s.armed = false;
+            }
+            if res < 0 && res != -libc::ENOBUFS {
+                debug!(
+                    shard = self.cfg.index,
+                    index,
+                    "receive ended: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
+            }
+        }
+        let Some(bid) = bid else { return };
+        if res > 0 && live {
+            self.on_datagram(now, index, bid, res as usize);
+        } else if res > 0 {
+            self.stray += 1;
+        }
+        self.bufs.recycle(bid);
+    }
+
+    fn on_datagram(&mut self, now: Instant, h: Handle, bid: u16, len: usize) {
+        let msg = &*self.recv_msg;
+        let buf = self.bufs.buf_mut(bid, len);
+        let Ok(out) = types::RecvMsgOut::parse(buf, msg) else {
+            self.router.count_drop(h, DropReason::Malformed);
+            return;
+        };
+        if out.is_payload_truncated() {
+            self.router.count_drop(h, DropReason::Malformed);
+            return;
+        }
+        let Some(src) = parse_sockaddr_in(out.name_data()) else {
+            self.router.count_drop(h, DropReason::Malformed);
+            return;
+        };
+        let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
+        let end = start + out.payload_data().len();
+        let Some(inbound) = self
+            .router
+            .handle_datagram(now, h, src, &mut buf[start..end])
+        else {
+            return;
+        };
+        self.fan_out(now, bid, start, &inbound);
+    }
+
+    fn fan_out(&mut self, now: Instant, bid: u16, start: usize, inbound: &Inbound) {
+        self.fanout.clear();
+        self.fanout
+            .extend_from_slice(self.router.egresses(inbound.room));
+        for k in 0..self.fanout.len() {
+            let e = self.fanout[k];
+            let Some(fd) = self
+                .sockets
+                .get(e as usize)
+                .and_then(Option::as_ref)
+                .map(|s| s.sock.as_raw_fd())
+            else {
+                continue;
+            };
+            let Some(slot_idx) = self.free_sends.pop() else {
+                self.router.count_drop(e, DropReason::Send);
+                continue;
+            };
+            let plain = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
+            let slot = &mut self.sends[slot_idx as usize];
+            // One copy per egress: each receiver's header rewrite and SRTP keys differ.
+            slot.buf[..inbound.len].copy_from_slice(plain);
+            let Some((n, dest)) = self.router.prepare_egress(now, e, inbound, &mut slot.buf) else {
+                self.free_sends.push(slot_idx);
+                continue;
+            };
+            slot.session = e;
+            slot.addr = sockaddr_in(dest);
+            slot.iov = libc::iovec {
+                iov_base: slot.buf.as_mut_ptr() as *mut libc::c_void,
+                iov_len: n,
+            };
+            slot.msg.msg_name = &mut slot.addr as *mut _ as *mut libc::c_void;
+            slot.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            slot.msg.msg_iov = &mut slot.iov;
+            slot.msg.msg_iovlen = 1;
+            let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+                .build()
+                .user_data(user_data(OP_SEND, 0, slot_idx));
+            self.push_sqe(&sqe);
+        }
+    }
+
+    fn on_send(&mut self, slot_idx: u32, res: i32) {
+        let Some(slot) = self.sends.get(slot_idx as usize) else {
+            return;
+        };
+        if res < 0 {
+            self.router.count_drop(slot.session, DropReason::Send);
+        }
+        self.free_sends.push(slot_idx);
+    }
+
+    fn push_stats(&mut self) {
+        self.stats.clear();
+        self.router.take_dirty_stats(&mut self.stats, 1024);
+        for k in 0..self.stats.len() {
+            self.outbox.push_back(Event::Stats(self.stats[k]));
+        }
+    }
+}
+
+/// Builds a shard and runs it on the current thread.
+pub fn run_shard(cfg: ShardConfig, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let shard = Shard::new(cfg)?;
+    shard.run(stop)
+}

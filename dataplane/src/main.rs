@@ -1,0 +1,126 @@
+//! `dataplane`: one pinned io_uring shard per core, driven by the controlplane
+//! through shared-memory rings. Usually started by the controlplane; run it
+//! yourself (with `controlplane --attach`) to operate the two as services.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use dataplane::shard::{run_shard, ShardConfig};
+use gateway_ring::{Region, RegionError};
+use tracing::{error, info};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Media gateway dataplane: io_uring shards relaying (S)RTP"
+)]
+struct Args {
+    /// Number of shards (threads), one per core. Default: available cores.
+    #[arg(long, env = "MGW_SHARDS")]
+    shards: Option<u32>,
+    /// Name of the shared-memory file under /dev/shm (or an absolute path).
+    #[arg(long, env = "MGW_SHM_NAME", default_value = "mediagw")]
+    shm_name: String,
+    /// Address the media sockets bind.
+    #[arg(long, env = "MGW_BIND_IP", default_value = "127.0.0.1")]
+    bind_ip: std::net::Ipv4Addr,
+    /// Do not pin shard threads to cores.
+    #[arg(long, env = "MGW_NO_PIN")]
+    no_pin: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn shm_path(name: &str) -> PathBuf {
+    if name.starts_with('/') {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from("/dev/shm").join(name)
+    }
+}
+
+fn open_or_create(path: &PathBuf, shards: u32) -> Result<Region, RegionError> {
+    match Region::open(path, Duration::from_millis(200)) {
+        Ok(r) if r.shards() == shards => Ok(r),
+        Ok(r) => {
+            error!(
+                path = %path.display(),
+                "shared memory was made for {} shards, --shards is {shards}: remove the file or match the count",
+                r.shards()
+            );
+            std::process::exit(2);
+        }
+        Err(RegionError::Io { .. }) => Region::create(path, shards),
+        Err(e) => Err(e),
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let shards = args.shards.unwrap_or(cores as u32).max(1);
+    let path = shm_path(&args.shm_name);
+    let region = match open_or_create(&path, shards) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot open shared memory: {e}");
+            std::process::exit(2);
+        }
+    };
+    let epoch = region.start_dataplane_epoch(std::process::id());
+    // SAFETY: installing an async-signal-safe handler that only stores an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+    }
+    info!(shards, epoch, shm = %path.display(), bind_ip = %args.bind_ip, "dataplane starting");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for index in 0..shards {
+        let cfg = ShardConfig {
+            index,
+            bind_ip: args.bind_ip,
+            region: region.clone(),
+            epoch,
+            core: (!args.no_pin).then_some(index as usize % cores),
+        };
+        let stop = stop.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                if let Err(e) = run_shard(cfg, stop) {
+                    error!(shard = index, "shard failed: {e}");
+                    // A dead shard must not look alive: exit so the supervisor restarts us.
+                    std::process::exit(1);
+                }
+            })
+            .expect("spawning a thread at start-up");
+        threads.push(t);
+    }
+    while !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("signal received, stopping shards");
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    info!("dataplane stopped");
+}
