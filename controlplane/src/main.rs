@@ -1,1 +1,159 @@
-fn main() {}
+//! `controlplane`: the HTTP API, rooms and ports, and the dataplane's supervisor.
+//!
+//! Start-up: create (spawn mode) or open (attach mode) the shared-memory
+//! region, start the event pump, spawn the dataplane (spawn mode), wait for
+//! every shard's heartbeat, resync rooms and sessions from the dataplane, then
+//! serve HTTP.
+
+mod api;
+mod config;
+mod error;
+mod link;
+mod sdp;
+mod state;
+mod supervisor;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use gateway_ring::Region;
+use tracing::{error, info, warn};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        if Instant::now() >= deadline {
+            warn!("{what}: not within {timeout:?}, continuing");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cfg = config::Config::parse();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let shards = cfg.shards.unwrap_or(cores).max(1);
+    let path = cfg.shm_path();
+
+    let region = if cfg.attach {
+        info!(shm = %path.display(), "attach mode: waiting for the dataplane's shared memory");
+        loop {
+            match Region::open(&path, Duration::from_secs(5)) {
+                Ok(r) => break r,
+                Err(e) => warn!("still waiting for the dataplane: {e}"),
+            }
+        }
+    } else {
+        match Region::create(&path, shards) {
+            Ok(r) => r,
+            Err(e) => {
+                error!("cannot create shared memory: {e}");
+                std::process::exit(2);
+            }
+        }
+    };
+    let shards = region.shards();
+    let ports = state::port_slices(cfg.udp_ports.0, cfg.udp_ports.1, shards);
+    let link = Arc::new(link::Link::new(region));
+    let state = Arc::new(Mutex::new(state::State::new(ports)));
+    link::spawn_pump(link.clone(), state.clone());
+    let app = Arc::new(api::App {
+        cfg: cfg.clone(),
+        state,
+        link: link.clone(),
+        restarts: AtomicU64::new(0),
+        dataplane_pid: AtomicU32::new(0),
+        shutting_down: AtomicBool::new(false),
+    });
+
+    if !cfg.attach {
+        let bin = supervisor::dataplane_bin(cfg.dataplane_bin.clone());
+        let mut args = vec![
+            "--shards".to_string(),
+            shards.to_string(),
+            "--shm-name".into(),
+            path.display().to_string(),
+            "--bind-ip".into(),
+            cfg.bind_ip.to_string(),
+        ];
+        if cfg.no_pin {
+            args.push("--no-pin".into());
+        }
+        tokio::spawn(supervisor::supervise(app.clone(), bin, args));
+    }
+
+    if wait_for("dataplane heartbeat", Duration::from_secs(15), || {
+        link.all_alive()
+    })
+    .await
+    {
+        // The epoch may have moved while we waited (spawn mode): adopt it before resync.
+        link.epoch
+            .store(link.region.dataplane_epoch(), Ordering::SeqCst);
+        match link.start_resync() {
+            Ok(()) => {
+                wait_for("resync", Duration::from_secs(5), || link.resync_done()).await;
+            }
+            Err(e) => warn!("resync not sent: {}", e.message),
+        }
+        let st = app.state.lock().expect("state lock");
+        info!(
+            rooms = st.rooms.len(),
+            sessions = st.sessions.len(),
+            "view of the dataplane recovered"
+        );
+    }
+
+    let listener = match tokio::net::TcpListener::bind(cfg.http).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(http = %cfg.http, "cannot listen: {e}");
+            std::process::exit(2);
+        }
+    };
+    info!(
+        http = %cfg.http,
+        shards,
+        udp_ports = format!("{}-{}", cfg.udp_ports.0, cfg.udp_ports.1),
+        public_ip = %cfg.public_ip,
+        mode = if cfg.attach { "attach" } else { "spawn" },
+        "HTTP API listening on http://{}",
+        cfg.http
+    );
+    let served = axum::serve(listener, api::router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    if let Err(e) = served {
+        error!("HTTP server failed: {e}");
+    }
+    app.shutting_down.store(true, Ordering::SeqCst);
+    if !cfg.attach {
+        supervisor::stop_dataplane(&app).await;
+        let _ = std::fs::remove_file(&path);
+    }
+}

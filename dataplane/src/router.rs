@@ -376,23 +376,26 @@ impl Router {
         src: SocketAddrV4,
         buf: &mut [u8],
     ) -> Result<Inbound, Option<DropReason>> {
+        if buf.len() < 12 || buf[0] >> 6 != 2 {
+            return Err(Some(DropReason::Malformed));
+        }
+        let rtcp = is_rtcp(buf);
         if let Some(peer) = ing.peer {
             let silent = ing
                 .last_rx
                 .is_none_or(|t| now.saturating_duration_since(t) >= SOURCE_TIMEOUT);
-            if peer != src && !silent {
+            // Senders without rtcp-mux (ffmpeg) send RTCP from a second socket:
+            // accept RTCP from the publisher's host. It is consumed, never forwarded.
+            let same_host_rtcp = rtcp && peer.ip() == src.ip();
+            if peer != src && !silent && !same_host_rtcp {
                 return Err(Some(DropReason::UnknownSource));
             }
-        }
-        if buf.len() < 12 || buf[0] >> 6 != 2 {
-            return Err(Some(DropReason::Malformed));
         }
         let srtp_err = |e: SrtpError| match e {
             SrtpError::Auth => DropReason::Auth,
             SrtpError::Replay => DropReason::Replay,
             SrtpError::Malformed | SrtpError::NoRoom => DropReason::Malformed,
         };
-        let rtcp = is_rtcp(buf);
         let len = match srtp {
             Some(ctx) if rtcp => ctx.unprotect_rtcp(buf).map_err(|e| Some(srtp_err(e)))?,
             Some(ctx) => ctx.unprotect_rtp(buf).map_err(|e| Some(srtp_err(e)))?,
@@ -404,7 +407,9 @@ impl Router {
             ing.last_rx = Some(now);
         };
         if rtcp {
-            latch(ing);
+            if ing.peer.is_none() {
+                latch(ing);
+            }
             return Err(None);
         }
         let h = RtpHeader::parse(&buf[..len]).map_err(|_| Some(DropReason::Malformed))?;

@@ -1,0 +1,594 @@
+//! HTTP API v1 (JSON). Every error is `{"error": "..."}` with the right status.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State as Ext};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use gateway_ring::msg::{
+    Command, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey, SrtpSuite,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::link::Link;
+use crate::sdp::egress_sdp;
+use crate::state::{kind_name, Role, SessionRecord, SrtpParams, State};
+
+pub struct App {
+    pub cfg: Config,
+    pub state: Arc<Mutex<State>>,
+    pub link: Arc<Link>,
+    pub restarts: AtomicU64,
+    pub dataplane_pid: AtomicU32,
+    pub shutting_down: AtomicBool,
+}
+
+type AppState = Ext<Arc<App>>;
+type Created = (StatusCode, Json<Value>);
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/rooms", post(create_room).get(list_rooms))
+        .route("/v1/rooms/{room}", get(get_room).delete(delete_room))
+        .route("/v1/rooms/{room}/ingest/rtp", post(create_ingest))
+        .route("/v1/rooms/{room}/egress/rtp", post(create_egress))
+        .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
+        .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see the README for the API") })
+        .with_state(app)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
+    app.state.lock().expect("state lock poisoned")
+}
+
+async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
+    let now = Instant::now();
+    let shards: Vec<Value> = app
+        .link
+        .health
+        .lock()
+        .expect("health lock")
+        .iter()
+        .enumerate()
+        .map(|(i, h)| json!({ "shard": i, "alive": h.alive(now), "heartbeat": h.heartbeat }))
+        .collect();
+    let alive = shards.iter().all(|s| s["alive"] == true);
+    let (in_use, total) = {
+        let st = lock(&app);
+        (
+            st.ports.iter().map(|p| p.in_use()).sum::<usize>(),
+            st.ports.iter().map(|p| p.size()).sum::<usize>(),
+        )
+    };
+    let body = json!({
+        "status": if alive { "ok" } else { "down" },
+        "shards": shards.len(),
+        "shard_health": shards,
+        "udp_ports": { "in_use": in_use, "total": total },
+        "mode": if app.cfg.attach { "attach" } else { "spawn" },
+        "dataplane": {
+            "alive": alive,
+            "pid": app.link.region.dataplane_pid(),
+            "epoch": app.link.region.dataplane_epoch(),
+            "restarts": app.restarts.load(Ordering::Relaxed),
+        },
+    });
+    (
+        if alive {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRoomBody {
+    name: String,
+}
+
+fn validate_room_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= gateway_ring::msg::MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "bad room name {name:?}: use 1-{} characters of A-Z, a-z, 0-9, '_' and '-'",
+            gateway_ring::msg::MAX_NAME
+        )))
+    }
+}
+
+async fn create_room(
+    Ext(app): AppState,
+    body: Result<Json<CreateRoomBody>, JsonRejection>,
+) -> Result<Created, ApiError> {
+    let Json(b) = body?;
+    validate_room_name(&b.name)?;
+    let spec = {
+        let mut st = lock(&app);
+        if st.rooms.contains_key(&b.name) {
+            return Err(ApiError::conflict(format!(
+                "room {:?} already exists",
+                b.name
+            )));
+        }
+        let spec = RoomSpec {
+            room: st.next_id() as u32,
+            name: b.name.clone(),
+        };
+        let shard = st.pick_shard();
+        // Reserve the name now so a concurrent create gets 409.
+        st.add_room(&spec, shard);
+        (spec, shard)
+    };
+    let (spec, shard) = spec;
+    match app
+        .link
+        .request(shard, Command::CreateRoom(spec.clone()), spec.room as u64)
+        .await
+    {
+        Ok(Outcome::Ok | Outcome::Exists) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "name": spec.name, "shard": shard })),
+        )),
+        Ok(o) => {
+            lock(&app).remove_room(&spec.name);
+            Err(ApiError::unavailable(format!(
+                "dataplane refused the room: {o:?}"
+            )))
+        }
+        Err(e) => {
+            lock(&app).remove_room(&spec.name);
+            Err(e)
+        }
+    }
+}
+
+async fn list_rooms(Ext(app): AppState) -> Json<Value> {
+    let st = lock(&app);
+    let mut rooms: Vec<Value> = st
+        .rooms
+        .values()
+        .map(|r| {
+            let count = |ingest: bool| {
+                r.live.iter().filter(|id| matches!(st.sessions.get(id).map(|s| &s.role), Some(Role::Ingest(_))) == ingest).count()
+            };
+            json!({ "name": r.name, "shard": r.shard, "ingests": count(true), "egresses": count(false) })
+        })
+        .collect();
+    rooms.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(json!({ "rooms": rooms }))
+}
+
+fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
+    let drops: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.name().to_string(), json!(s.stats.drops[*r as usize])))
+        .collect();
+    let mut v = json!({
+        "id": s.id.to_string(),
+        "state": if s.ended.is_some() { "ended" } else { "live" },
+        "port": s.port(),
+        "stats": { "packets": s.stats.packets, "bytes": s.stats.bytes, "drops": drops },
+    });
+    if let Some(reason) = &s.ended {
+        v["end_reason"] = json!(reason);
+    }
+    match &s.role {
+        Role::Ingest(i) => {
+            v["kind"] = json!(kind_name(i.kind));
+            v["codec"] = json!(match i.kind {
+                MediaKind::Video => "H264",
+                MediaKind::Audio => "opus",
+            });
+            v["payload_type"] = json!(i.payload_type);
+            v["clock_rate"] = json!(i.clock_rate);
+            v["host"] = json!(public_ip.to_string());
+            v["srtp"] = json!(i.srtp.map(|k| SrtpParams(k).suite_name()));
+            v["created_ms"] = json!(i.created_ms);
+        }
+        Role::Egress(e) => {
+            v["host"] = json!(Ipv4Addr::from(e.dest_ip).to_string());
+            v["dest_port"] = json!(e.dest_port);
+            v["srtp"] = json!(e.srtp.map(|k| SrtpParams(k).suite_name()));
+            v["created_ms"] = json!(e.created_ms);
+        }
+    }
+    v
+}
+
+async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<Value>, ApiError> {
+    let st = lock(&app);
+    let r = st
+        .rooms
+        .get(&room)
+        .ok_or_else(|| ApiError::not_found(format!("no room {room:?}")))?;
+    let (mut ingests, mut egresses) = (Vec::new(), Vec::new());
+    let live = r.live.iter().filter_map(|id| st.sessions.get(id));
+    for s in live.chain(r.ended.iter()) {
+        let list = if matches!(s.role, Role::Ingest(_)) {
+            &mut ingests
+        } else {
+            &mut egresses
+        };
+        list.push(session_json(s, app.cfg.public_ip));
+    }
+    Ok(Json(
+        json!({ "name": r.name, "shard": r.shard, "ingests": ingests, "egresses": egresses }),
+    ))
+}
+
+async fn delete_room(Ext(app): AppState, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
+    let (id, shard) = {
+        let st = lock(&app);
+        let r = st
+            .rooms
+            .get(&room)
+            .ok_or_else(|| ApiError::not_found(format!("no room {room:?}")))?;
+        (r.id, r.shard)
+    };
+    match app
+        .link
+        .request(shard, Command::DeleteRoom { room: id }, id as u64)
+        .await?
+    {
+        Outcome::Ok | Outcome::NotFound => {
+            lock(&app).remove_room(&room);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        o => Err(ApiError::unavailable(format!(
+            "dataplane refused to delete the room: {o:?}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SrtpBody {
+    suite: String,
+    /// base64 of master key || master salt; generated when absent.
+    key: Option<String>,
+}
+
+fn parse_srtp(b: Option<SrtpBody>) -> Result<Option<SrtpKey>, ApiError> {
+    let Some(b) = b else { return Ok(None) };
+    let suite = match b.suite.as_str() {
+        "AES_CM_128_HMAC_SHA1_80" => SrtpSuite::AesCm128HmacSha1_80,
+        "AEAD_AES_128_GCM" => SrtpSuite::AeadAes128Gcm,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown SRTP suite {other:?}: use AES_CM_128_HMAC_SHA1_80 or AEAD_AES_128_GCM"
+            )))
+        }
+    };
+    let need = suite.key_material_len();
+    let material = match b.key {
+        Some(k) => base64::engine::general_purpose::STANDARD
+            .decode(k.trim())
+            .map_err(|e| ApiError::bad_request(format!("srtp.key is not valid base64: {e}")))?,
+        None => {
+            let mut m = vec![0u8; need];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut m)
+                .map_err(|_| ApiError::unavailable("no randomness available for an SRTP key"))?;
+            m
+        }
+    };
+    SrtpKey::new(suite, &material).map(Some).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "srtp.key must decode to {need} bytes (16-byte master key + {}-byte salt) for {}, got {}",
+            need - 16,
+            b.suite,
+            material.len()
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestBody {
+    kind: String,
+    codec: Option<String>,
+    payload_type: Option<u8>,
+    clock_rate: Option<u32>,
+    srtp: Option<SrtpBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EgressBody {
+    host: String,
+    port: u16,
+    srtp: Option<SrtpBody>,
+}
+
+/// Allocates a port on the room's shard and asks the shard to open the
+/// session; retries on another port if the kernel refuses the bind.
+async fn open_session(
+    app: &App,
+    room: &str,
+    make: impl Fn(u64, u32, u16) -> (Command, Role),
+) -> Result<(u64, u16), ApiError> {
+    const ATTEMPTS: usize = 4;
+    for _ in 0..ATTEMPTS {
+        let (id, shard, port, cmd, role) = {
+            let mut st = lock(app);
+            let (room_id, shard) =
+                st.rooms.get(room).map(|r| (r.id, r.shard)).ok_or_else(|| {
+                    ApiError::not_found(format!("no room {room:?}; create it with POST /v1/rooms"))
+                })?;
+            let pool = &mut st.ports[shard as usize];
+            let port = pool.allocate().ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no free UDP port on shard {shard} ({} in use)",
+                    pool.in_use()
+                ))
+            })?;
+            let id = st.next_id();
+            let (cmd, role) = make(id, room_id, port);
+            (id, shard, port, cmd, role)
+        };
+        let result = app.link.request(shard, cmd, id).await;
+        let mut st = lock(app);
+        match result {
+            Ok(Outcome::Ok) => {
+                if !st.add_session(shard, role) {
+                    // The room was deleted while we waited; undo on the shard.
+                    st.ports[shard as usize].release(port);
+                    let _ = app
+                        .link
+                        .send(shard, &Command::DeleteSession { session: id });
+                    return Err(ApiError::not_found(format!("room {room:?} was deleted")));
+                }
+                return Ok((id, port));
+            }
+            Ok(Outcome::PortInUse) => {
+                // Taken by another program; the round-robin pool moves on.
+                st.ports[shard as usize].release(port);
+                tracing::warn!(port, "port in use by another program, trying the next one");
+            }
+            Ok(o) => {
+                st.ports[shard as usize].release(port);
+                return Err(ApiError::unavailable(format!(
+                    "dataplane refused the session: {o:?}"
+                )));
+            }
+            Err(e) => {
+                st.ports[shard as usize].release(port);
+                return Err(e);
+            }
+        }
+    }
+    Err(ApiError::unavailable(format!(
+        "no UDP port could be bound after {ATTEMPTS} attempts"
+    )))
+}
+
+async fn create_ingest(
+    Ext(app): AppState,
+    Path(room): Path<String>,
+    body: Result<Json<IngestBody>, JsonRejection>,
+) -> Result<Created, ApiError> {
+    let Json(b) = body?;
+    let (kind, codec, default_pt, default_rate) = match b.kind.as_str() {
+        "video" => (MediaKind::Video, "H264", 96, 90_000),
+        "audio" => (MediaKind::Audio, "opus", 111, 48_000),
+        k => {
+            return Err(ApiError::bad_request(format!(
+                "unknown kind {k:?}: use \"video\" or \"audio\""
+            )))
+        }
+    };
+    if let Some(c) = &b.codec {
+        if !c.eq_ignore_ascii_case(codec) {
+            return Err(ApiError::bad_request(format!(
+                "unsupported codec {c:?} for {}: use {codec:?}",
+                b.kind
+            )));
+        }
+    }
+    let payload_type = b.payload_type.unwrap_or(default_pt);
+    if !(35..=127).contains(&payload_type) || (64..=95).contains(&payload_type) {
+        return Err(ApiError::bad_request(format!(
+            "payload_type {payload_type} is not a usable dynamic payload type (96-127, or 35-63)"
+        )));
+    }
+    let clock_rate = b.clock_rate.unwrap_or(default_rate);
+    if clock_rate != default_rate {
+        return Err(ApiError::bad_request(format!(
+            "clock_rate for {codec} must be {default_rate}, got {clock_rate}"
+        )));
+    }
+    let srtp = parse_srtp(b.srtp)?;
+    let created_ms = now_ms();
+    let (id, port) = open_session(&app, &room, |session, room, port| {
+        let spec = IngestSpec {
+            session,
+            room,
+            port,
+            kind,
+            payload_type,
+            clock_rate,
+            srtp,
+            created_ms,
+        };
+        (Command::CreateIngest(spec.clone()), Role::Ingest(spec))
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id.to_string(),
+            "host": app.cfg.public_ip.to_string(),
+            "port": port,
+            "srtp": srtp.map(|k| SrtpParams(k).json()),
+        })),
+    ))
+}
+
+async fn create_egress(
+    Ext(app): AppState,
+    Path(room): Path<String>,
+    body: Result<Json<EgressBody>, JsonRejection>,
+) -> Result<Created, ApiError> {
+    let Json(b) = body?;
+    let host: Ipv4Addr = b
+        .host
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("host {:?} must be an IPv4 address", b.host)))?;
+    if !app.cfg.egress_allowed(host) {
+        return Err(ApiError::forbidden(format!(
+            "egress to {host} is not allowed; the operator permits {} (--egress-allow)",
+            app.cfg
+                .egress_allow
+                .iter()
+                .map(|(n, b)| format!("{n}/{b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if b.port == 0 || b.port > 65532 {
+        return Err(ApiError::bad_request(format!(
+            "port {} out of range: video goes to port, audio to port+2 (RTCP on +1 and +3), so use 1-65532",
+            b.port
+        )));
+    }
+    let srtp = parse_srtp(b.srtp)?;
+    let created_ms = now_ms();
+    let (id, _port) = open_session(&app, &room, |session, room, port| {
+        let spec = EgressSpec {
+            session,
+            room,
+            port,
+            dest_ip: host.octets(),
+            dest_port: b.port,
+            srtp,
+            created_ms,
+        };
+        (Command::CreateEgress(spec.clone()), Role::Egress(spec))
+    })
+    .await?;
+    let sdp = egress_sdp(
+        id,
+        &room,
+        app.cfg.public_ip,
+        host,
+        b.port,
+        srtp.map(SrtpParams).as_ref(),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": id.to_string(), "sdp": sdp, "srtp": srtp.map(|k| SrtpParams(k).json()) }),
+        ),
+    ))
+}
+
+async fn delete_session(
+    app: &App,
+    room: &str,
+    id: &str,
+    ingest: bool,
+) -> Result<StatusCode, ApiError> {
+    let what = if ingest { "ingest" } else { "egress" };
+    let missing = || ApiError::not_found(format!("no {what} {id:?} in room {room:?}"));
+    let id: u64 = id.parse().map_err(|_| missing())?;
+    let shard = {
+        let st = lock(app);
+        if !st.rooms.contains_key(room) {
+            return Err(ApiError::not_found(format!("no room {room:?}")));
+        }
+        let s = st.sessions.get(&id).ok_or_else(missing)?;
+        let in_room = st.room_names.get(&s.room_id()).map(String::as_str) == Some(room);
+        if !in_room || matches!(s.role, Role::Ingest(_)) != ingest {
+            return Err(missing());
+        }
+        s.shard
+    };
+    match app
+        .link
+        .request(shard, Command::DeleteSession { session: id }, id)
+        .await?
+    {
+        Outcome::Ok | Outcome::NotFound => {
+            lock(app).end_session(id, "deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        o => Err(ApiError::unavailable(format!(
+            "dataplane refused to delete: {o:?}"
+        ))),
+    }
+}
+
+async fn delete_ingest(
+    Ext(app): AppState,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_session(&app, &room, &id, true).await
+}
+
+async fn delete_egress(
+    Ext(app): AppState,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_session(&app, &room, &id, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names() {
+        assert!(validate_room_name("demo_1-x").is_ok());
+        for bad in ["", "-x", "a b", "ü", &"x".repeat(65), "../etc"] {
+            assert!(validate_room_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn srtp_parameters() {
+        let body = |suite: &str, key: Option<&str>| {
+            Some(SrtpBody {
+                suite: suite.into(),
+                key: key.map(Into::into),
+            })
+        };
+        assert!(parse_srtp(None).unwrap().is_none());
+        let k = parse_srtp(body("AEAD_AES_128_GCM", None)).unwrap().unwrap();
+        assert_eq!(k.material().len(), 28);
+        let e = parse_srtp(body("AES_CM_128_HMAC_SHA1_80", Some("AAAA"))).unwrap_err();
+        assert!(e.message.contains("30 bytes"), "{}", e.message);
+        let e = parse_srtp(body("AES_CM_128_HMAC_SHA1_80", Some("***"))).unwrap_err();
+        assert!(e.message.contains("base64"));
+        assert!(parse_srtp(body("NULL", None))
+            .unwrap_err()
+            .message
+            .contains("unknown SRTP suite"));
+    }
+}

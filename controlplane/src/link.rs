@@ -1,0 +1,253 @@
+//! The controlplane's end of the shared-memory rings.
+//!
+//! Requests: [`Link::request`] registers a waiter keyed by (command tag, id),
+//! pushes the command to the shard's ring and awaits the shard's `Done`.
+//! Everything else the dataplane says (counters, resync, ended sessions) goes
+//! through the event pump, a thread that also beats our heartbeat, watches the
+//! shards' heartbeats and notices a new dataplane epoch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway_ring::msg::{Command, Event, Outcome, RoomSpec};
+use gateway_ring::{Producer, Region};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::error::ApiError;
+use crate::state::{Role, State};
+
+/// How long a request waits for the shard's answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// A shard whose heartbeat has not moved for this long is reported dead.
+pub const HEARTBEAT_DEAD: Duration = Duration::from_millis(1000);
+
+#[derive(Clone, Copy, Debug)]
+pub struct ShardHealth {
+    pub heartbeat: u64,
+    pub changed_at: Instant,
+}
+
+impl ShardHealth {
+    pub fn alive(&self, now: Instant) -> bool {
+        self.heartbeat > 0 && now.saturating_duration_since(self.changed_at) < HEARTBEAT_DEAD
+    }
+}
+
+type Waiters = HashMap<(u8, u64), oneshot::Sender<Outcome>>;
+
+pub struct Link {
+    pub region: Region,
+    producers: Mutex<Vec<Producer>>,
+    waiters: Mutex<Waiters>,
+    pub health: Mutex<Vec<ShardHealth>>,
+    /// The dataplane epoch our state belongs to.
+    pub epoch: AtomicU64,
+    /// Shards that have not yet finished a resync.
+    resync_pending: AtomicU64,
+}
+
+impl Link {
+    pub fn new(region: Region) -> Link {
+        let n = region.shards();
+        let now = Instant::now();
+        Link {
+            producers: Mutex::new((0..n).map(|i| region.command_producer(i)).collect()),
+            waiters: Mutex::new(HashMap::new()),
+            health: Mutex::new(vec![
+                ShardHealth {
+                    heartbeat: 0,
+                    changed_at: now
+                };
+                n as usize
+            ]),
+            epoch: AtomicU64::new(region.dataplane_epoch()),
+            resync_pending: AtomicU64::new(0),
+            region,
+        }
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.region.shards()
+    }
+
+    /// Pushes a command without waiting for its answer.
+    pub fn send(&self, shard: u32, cmd: &Command) -> Result<(), ApiError> {
+        let mut p = self.producers.lock().expect("producer lock");
+        p[shard as usize].push(cmd).map_err(|_| {
+            ApiError::unavailable(format!(
+                "dataplane shard {shard} is not reading commands (ring full)"
+            ))
+        })
+    }
+
+    /// Sends a command and waits for the shard's outcome.
+    pub async fn request(&self, shard: u32, cmd: Command, id: u64) -> Result<Outcome, ApiError> {
+        let key = (cmd.tag(), id);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiter lock").insert(key, tx);
+        if let Err(e) = self.send(shard, &cmd) {
+            self.waiters.lock().expect("waiter lock").remove(&key);
+            return Err(e);
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            _ => {
+                self.waiters.lock().expect("waiter lock").remove(&key);
+                Err(ApiError::unavailable(format!(
+                    "dataplane shard {shard} did not answer within {} s (see /healthz)",
+                    REQUEST_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    fn answer(&self, what: u8, id: u64, outcome: Outcome) {
+        if let Some(tx) = self
+            .waiters
+            .lock()
+            .expect("waiter lock")
+            .remove(&(what, id))
+        {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    pub fn all_alive(&self) -> bool {
+        let now = Instant::now();
+        self.health
+            .lock()
+            .expect("health lock")
+            .iter()
+            .all(|h| h.alive(now))
+    }
+
+    /// Asks every shard for its rooms and sessions; the pump applies the answers.
+    pub fn start_resync(&self) -> Result<(), ApiError> {
+        self.resync_pending
+            .store(self.shards() as u64, Ordering::SeqCst);
+        for shard in 0..self.shards() {
+            self.send(shard, &Command::Resync)?;
+        }
+        Ok(())
+    }
+
+    pub fn resync_done(&self) -> bool {
+        self.resync_pending.load(Ordering::SeqCst) == 0
+    }
+}
+
+/// Runs the event pump until the process exits.
+pub fn spawn_pump(link: Arc<Link>, state: Arc<Mutex<State>>) {
+    std::thread::Builder::new()
+        .name("event-pump".into())
+        .spawn(move || pump(&link, &state))
+        .expect("spawning a thread at start-up");
+}
+
+fn pump(link: &Link, state: &Mutex<State>) {
+    let mut consumers: Vec<_> = (0..link.shards())
+        .map(|i| link.region.event_consumer(i))
+        .collect();
+    let mut next_check = Instant::now();
+    loop {
+        link.region.beat_control();
+        let mut idle = true;
+        for (shard, c) in consumers.iter_mut().enumerate() {
+            for _ in 0..4096 {
+                match c.pop::<Event>() {
+                    None => break,
+                    Some(Ok(e)) => {
+                        idle = false;
+                        handle_event(link, state, shard as u32, e);
+                    }
+                    Some(Err(e)) => warn!(shard, "undecodable event dropped: {e}"),
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + Duration::from_millis(100);
+            check_health(link, state, now);
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
+    match e {
+        Event::Done { what, id, outcome } => link.answer(what, id, outcome),
+        Event::Stats(s) => state.lock().expect("state lock").update_stats(s),
+        Event::Room(spec) => {
+            let mut st = state.lock().expect("state lock");
+            if !st.rooms.contains_key(&spec.name) {
+                st.add_room(&spec, shard);
+            }
+        }
+        Event::Ingest(spec) => {
+            let mut st = state.lock().expect("state lock");
+            if !st.sessions.contains_key(&spec.session) {
+                st.add_session(shard, Role::Ingest(spec));
+            }
+        }
+        Event::Egress(spec) => {
+            let mut st = state.lock().expect("state lock");
+            if !st.sessions.contains_key(&spec.session) {
+                st.add_session(shard, Role::Egress(spec));
+            }
+        }
+        Event::ResyncDone { epoch } => {
+            if epoch == link.epoch.load(Ordering::SeqCst) {
+                let _ = link
+                    .resync_pending
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            }
+        }
+        Event::SessionEnded { session, reason } => {
+            state
+                .lock()
+                .expect("state lock")
+                .end_session(session, &format!("ended by dataplane (code {reason})"));
+        }
+    }
+}
+
+fn check_health(link: &Link, state: &Mutex<State>, now: Instant) {
+    {
+        let mut h = link.health.lock().expect("health lock");
+        for (i, sh) in h.iter_mut().enumerate() {
+            let beat = link.region.shard_heartbeat(i as u32);
+            if beat != sh.heartbeat {
+                sh.heartbeat = beat;
+                sh.changed_at = now;
+            }
+        }
+    }
+    let epoch = link.region.dataplane_epoch();
+    let known = link.epoch.swap(epoch, Ordering::SeqCst);
+    if epoch != known {
+        // A new dataplane process: whatever it had before is gone. Its rooms
+        // are ours to give back (rooms outlive the media sessions in them).
+        let mut st = state.lock().expect("state lock");
+        let ended = st.end_all("dataplane restarted");
+        info!(
+            epoch,
+            ended,
+            rooms = st.rooms.len(),
+            "new dataplane epoch: sessions ended, rooms re-created"
+        );
+        for r in st.rooms.values() {
+            let cmd = Command::CreateRoom(RoomSpec {
+                room: r.id,
+                name: r.name.clone(),
+            });
+            if let Err(e) = link.send(r.shard, &cmd) {
+                warn!(room = %r.name, "re-creating room failed: {}", e.message);
+            }
+        }
+    }
+}

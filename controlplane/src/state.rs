@@ -1,0 +1,298 @@
+//! The controlplane's view: rooms, sessions, and each shard's slice of UDP ports.
+//!
+//! The dataplane is the source of truth for what is live; this view is rebuilt
+//! from it after a controlplane restart (resync) and marked ended when the
+//! dataplane is lost.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use base64::Engine;
+use gateway_ring::msg::{
+    EgressSpec, IngestSpec, MediaKind, RoomSpec, SessionStats, SrtpKey, SrtpSuite,
+};
+
+/// Ended sessions kept per room for inspection.
+const ENDED_KEPT: usize = 64;
+
+/// SRTP suite and key as the API shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrtpParams(pub SrtpKey);
+
+impl SrtpParams {
+    pub fn suite_name(&self) -> &'static str {
+        suite_name(self.0.suite)
+    }
+    pub fn key_b64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0.material())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({ "suite": self.suite_name(), "key": self.key_b64() })
+    }
+}
+
+pub fn suite_name(s: SrtpSuite) -> &'static str {
+    match s {
+        SrtpSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+        SrtpSuite::AeadAes128Gcm => "AEAD_AES_128_GCM",
+    }
+}
+
+pub fn kind_name(k: MediaKind) -> &'static str {
+    match k {
+        MediaKind::Video => "video",
+        MediaKind::Audio => "audio",
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Role {
+    Ingest(IngestSpec),
+    Egress(EgressSpec),
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionRecord {
+    pub id: u64,
+    pub shard: u32,
+    pub role: Role,
+    pub stats: SessionStats,
+    /// `None` while live; the reason once ended.
+    pub ended: Option<String>,
+}
+
+impl SessionRecord {
+    pub fn port(&self) -> u16 {
+        match &self.role {
+            Role::Ingest(s) => s.port,
+            Role::Egress(s) => s.port,
+        }
+    }
+    pub fn room_id(&self) -> u32 {
+        match &self.role {
+            Role::Ingest(s) => s.room,
+            Role::Egress(s) => s.room,
+        }
+    }
+}
+
+pub struct Room {
+    pub id: u32,
+    pub name: String,
+    pub shard: u32,
+    pub live: Vec<u64>,
+    pub ended: VecDeque<SessionRecord>,
+}
+
+/// A shard's UDP ports, handed out round-robin so a just-freed port is not
+/// reused at once.
+pub struct PortPool {
+    lo: u16,
+    hi: u16,
+    cursor: u16,
+    used: HashSet<u16>,
+}
+
+impl PortPool {
+    pub fn new(lo: u16, hi: u16) -> PortPool {
+        PortPool {
+            lo,
+            hi,
+            cursor: lo,
+            used: HashSet::new(),
+        }
+    }
+    pub fn allocate(&mut self) -> Option<u16> {
+        let n = (self.hi - self.lo) as u32 + 1;
+        for _ in 0..n {
+            let p = self.cursor;
+            self.cursor = if self.cursor >= self.hi {
+                self.lo
+            } else {
+                self.cursor + 1
+            };
+            if self.used.insert(p) {
+                return Some(p);
+            }
+        }
+        None
+    }
+    pub fn release(&mut self, p: u16) {
+        self.used.remove(&p);
+    }
+    pub fn mark_used(&mut self, p: u16) {
+        self.used.insert(p);
+    }
+    pub fn in_use(&self) -> usize {
+        self.used.len()
+    }
+    pub fn size(&self) -> usize {
+        (self.hi - self.lo) as usize + 1
+    }
+}
+
+/// Splits `lo..=hi` into `shards` contiguous slices.
+pub fn port_slices(lo: u16, hi: u16, shards: u32) -> Vec<PortPool> {
+    let total = (hi - lo) as u32 + 1;
+    (0..shards)
+        .map(|i| {
+            let a = lo as u32 + total * i / shards;
+            let b = lo as u32 + total * (i + 1) / shards;
+            PortPool::new(a as u16, (b.max(a + 1) - 1) as u16)
+        })
+        .collect()
+}
+
+pub struct State {
+    pub rooms: HashMap<String, Room>,
+    pub room_names: HashMap<u32, String>,
+    pub sessions: HashMap<u64, SessionRecord>,
+    pub ports: Vec<PortPool>,
+    next_id: u64,
+}
+
+impl State {
+    pub fn new(ports: Vec<PortPool>) -> State {
+        State {
+            rooms: HashMap::new(),
+            room_names: HashMap::new(),
+            sessions: HashMap::new(),
+            ports,
+            next_id: 1,
+        }
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The shard with the fewest rooms.
+    pub fn pick_shard(&self) -> u32 {
+        let mut counts = vec![0usize; self.ports.len()];
+        for r in self.rooms.values() {
+            counts[r.shard as usize] += 1;
+        }
+        (0..counts.len()).min_by_key(|&i| counts[i]).unwrap_or(0) as u32
+    }
+
+    pub fn add_room(&mut self, spec: &RoomSpec, shard: u32) {
+        self.next_id = self.next_id.max(spec.room as u64 + 1);
+        self.room_names.insert(spec.room, spec.name.clone());
+        self.rooms.insert(
+            spec.name.clone(),
+            Room {
+                id: spec.room,
+                name: spec.name.clone(),
+                shard,
+                live: Vec::new(),
+                ended: VecDeque::new(),
+            },
+        );
+    }
+
+    pub fn remove_room(&mut self, name: &str) -> Option<Room> {
+        let mut room = self.rooms.remove(name)?;
+        self.room_names.remove(&room.id);
+        for id in std::mem::take(&mut room.live) {
+            if let Some(s) = self.sessions.remove(&id) {
+                self.ports[s.shard as usize].release(s.port());
+            }
+        }
+        Some(room)
+    }
+
+    /// Records a live session (new, or learned from a resync).
+    pub fn add_session(&mut self, shard: u32, role: Role) -> bool {
+        let (id, room, port) = match &role {
+            Role::Ingest(s) => (s.session, s.room, s.port),
+            Role::Egress(s) => (s.session, s.room, s.port),
+        };
+        let Some(name) = self.room_names.get(&room) else {
+            return false;
+        };
+        let Some(r) = self.rooms.get_mut(name) else {
+            return false;
+        };
+        r.live.push(id);
+        self.next_id = self.next_id.max(id + 1);
+        if let Some(pool) = self.ports.get_mut(shard as usize) {
+            pool.mark_used(port);
+        }
+        self.sessions.insert(
+            id,
+            SessionRecord {
+                id,
+                shard,
+                role,
+                stats: SessionStats {
+                    session: id,
+                    ..Default::default()
+                },
+                ended: None,
+            },
+        );
+        true
+    }
+
+    /// Ends one live session: frees its port, keeps it in the room's ended list.
+    pub fn end_session(&mut self, id: u64, reason: &str) -> Option<SessionRecord> {
+        let mut s = self.sessions.remove(&id)?;
+        self.ports[s.shard as usize].release(s.port());
+        s.ended = Some(reason.to_string());
+        if let Some(r) = self
+            .room_names
+            .get(&s.room_id())
+            .and_then(|n| self.rooms.get_mut(n))
+        {
+            r.live.retain(|&x| x != id);
+            if r.ended.len() >= ENDED_KEPT {
+                r.ended.pop_front();
+            }
+            r.ended.push_back(s.clone());
+        }
+        Some(s)
+    }
+
+    /// The dataplane is gone: every live session with it.
+    pub fn end_all(&mut self, reason: &str) -> usize {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for &id in &ids {
+            self.end_session(id, reason);
+        }
+        ids.len()
+    }
+
+    pub fn update_stats(&mut self, s: SessionStats) {
+        if let Some(rec) = self.sessions.get_mut(&s.session) {
+            rec.stats = s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_slices_cover_the_range_without_overlap() {
+        let s = port_slices(40000, 40999, 3);
+        assert_eq!(s.iter().map(PortPool::size).sum::<usize>(), 1000);
+        assert_eq!((s[0].lo, s[2].hi), (40000, 40999));
+        assert_eq!(s[0].hi + 1, s[1].lo);
+    }
+
+    #[test]
+    fn pool_round_robins_and_exhausts() {
+        let mut p = PortPool::new(10, 12);
+        assert_eq!(
+            (p.allocate(), p.allocate(), p.allocate()),
+            (Some(10), Some(11), Some(12))
+        );
+        assert_eq!(p.allocate(), None);
+        p.release(10);
+        p.release(11);
+        assert_eq!(p.allocate(), Some(10));
+        assert_eq!(p.allocate(), Some(11));
+    }
+}
