@@ -29,6 +29,8 @@ pub struct App {
     pub link: Arc<Link>,
     pub restarts: AtomicU64,
     pub dataplane_pid: AtomicU32,
+    /// Spawn mode: false from the moment the supervisor sees the child exit.
+    pub dataplane_running: AtomicBool,
     pub shutting_down: AtomicBool,
 }
 
@@ -70,7 +72,8 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         .enumerate()
         .map(|(i, h)| json!({ "shard": i, "alive": h.alive(now), "heartbeat": h.heartbeat }))
         .collect();
-    let alive = shards.iter().all(|s| s["alive"] == true);
+    let running = app.cfg.attach || app.dataplane_running.load(Ordering::SeqCst);
+    let alive = running && shards.iter().all(|s| s["alive"] == true);
     let (in_use, total) = {
         let st = lock(&app);
         (

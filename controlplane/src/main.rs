@@ -88,6 +88,7 @@ async fn main() {
         link: link.clone(),
         restarts: AtomicU64::new(0),
         dataplane_pid: AtomicU32::new(0),
+        dataplane_running: AtomicBool::new(false),
         shutting_down: AtomicBool::new(false),
     });
 

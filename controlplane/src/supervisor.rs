@@ -45,8 +45,10 @@ pub async fn supervise(app: Arc<App>, bin: PathBuf, args: Vec<String>) {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 app.dataplane_pid.store(pid, Ordering::SeqCst);
+                app.dataplane_running.store(true, Ordering::SeqCst);
                 info!(pid, bin = %bin.display(), "dataplane started");
                 let status = child.wait().await;
+                app.dataplane_running.store(false, Ordering::SeqCst);
                 if app.shutting_down.load(Ordering::SeqCst) {
                     return;
                 }

@@ -407,9 +407,8 @@ impl Router {
             ing.last_rx = Some(now);
         };
         if rtcp {
-            if ing.peer.is_none() {
-                latch(ing);
-            }
+            // RTCP never latches the publisher: ffmpeg's first datagram is an
+            // SR from its separate RTCP socket.
             return Err(None);
         }
         let h = RtpHeader::parse(&buf[..len]).map_err(|_| Some(DropReason::Malformed))?;
@@ -630,6 +629,27 @@ mod tests {
         assert_eq!(s.drops[DropReason::Malformed as usize], 1);
         let s = stats.iter().find(|s| s.session == 2).unwrap();
         assert_eq!(s.packets, 1);
+    }
+
+    #[test]
+    fn rtcp_from_a_second_socket_neither_latches_nor_drops() {
+        let mut r = Router::new();
+        room(&mut r);
+        let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
+        let t0 = Instant::now();
+        let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0, 1];
+        sr.extend_from_slice(&[0; 20]);
+        assert!(r
+            .handle_datagram(t0, i, addr(6001), &mut sr.clone())
+            .is_none());
+        assert!(r
+            .handle_datagram(t0, i, addr(6000), &mut rtp(96, 1, 0, 7))
+            .is_some());
+        assert!(r.handle_datagram(t0, i, addr(6001), &mut sr).is_none());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        assert_eq!(stats[0].drops, [0; DropReason::COUNT]);
+        assert_eq!(stats[0].packets, 3);
     }
 
     #[test]

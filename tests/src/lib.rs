@@ -1,1 +1,516 @@
+//! Harness for end-to-end tests: runs the real `controlplane` and `dataplane`
+//! binaries on loopback, talks to the HTTP API, and drives ffmpeg.
+//!
+//! The binaries come from the same target directory as the test executable,
+//! so run `cargo build --workspace` first (the README's test command does).
+//! Every process a test starts is stopped when its handle drops.
 
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use serde_json::{json, Value};
+
+/// `target/debug` (or release) holding this test executable.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps layout")
+        .to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An even UDP port `p` with `p..p+4` free (video RTP/RTCP, audio RTP/RTCP).
+pub fn free_udp_quad() -> u16 {
+    for _ in 0..200 {
+        let p = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            & !1;
+        if p > 65000 || p < 1024 {
+            continue;
+        }
+        let socks: Vec<_> = (0..4)
+            .map(|i| UdpSocket::bind(("127.0.0.1", p + i)))
+            .collect();
+        if socks.iter().all(Result::is_ok) {
+            return p;
+        }
+    }
+    panic!("no four consecutive free UDP ports");
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A distinct UDP range per gateway in this process, so parallel tests do not collide.
+fn media_ports(count: u16) -> (u16, u16) {
+    let slot = SEQ.fetch_add(1, Ordering::SeqCst) as u16 % 40;
+    let base = 42000 + (std::process::id() as u16 % 20) * 1000 + slot * 25;
+    (base, base + count - 1)
+}
+
+/// Sends SIGTERM, then SIGKILL if the process has not gone within `grace`.
+pub fn stop(child: &mut Child, grace: Duration) {
+    if child.try_wait().ok().flatten().is_some() {
+        return;
+    }
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+pub fn kill9(pid: u32) {
+    // SAFETY: kill(2) with SIGKILL on a process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Captures a child's stderr into a file so a failing test can show it.
+fn log_file(name: &str) -> (std::fs::File, PathBuf) {
+    let dir = target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.log"));
+    (std::fs::File::create(&path).unwrap(), path)
+}
+
+/// A running gateway: the controlplane (which spawns the dataplane), or in
+/// attach mode a dataplane and a controlplane started separately.
+pub struct Gateway {
+    pub api: String,
+    pub shm: String,
+    pub ports: (u16, u16),
+    pub http: u16,
+    pub shards: u32,
+    pub controlplane: Option<Child>,
+    pub dataplane: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    /// Spawn mode: one command starts the product.
+    pub fn start(shards: u32, extra: &[&str]) -> Gateway {
+        let mut g = Gateway::new(shards, 25);
+        g.spawn_controlplane(false, extra);
+        g.wait_healthy(Duration::from_secs(20));
+        g
+    }
+
+    /// Attach mode: the dataplane runs as its own process.
+    pub fn start_attached(shards: u32) -> Gateway {
+        let mut g = Gateway::new(shards, 25);
+        g.spawn_dataplane();
+        g.spawn_controlplane(true, &[]);
+        g.wait_healthy(Duration::from_secs(20));
+        g
+    }
+
+    fn new(shards: u32, ports: u16) -> Gateway {
+        let shm = unique("mgw-test");
+        let http = free_tcp_port();
+        Gateway {
+            api: format!("http://127.0.0.1:{http}"),
+            log: PathBuf::new(),
+            shm,
+            ports: media_ports(ports),
+            http,
+            shards,
+            controlplane: None,
+            dataplane: None,
+        }
+    }
+
+    pub fn spawn_dataplane(&mut self) {
+        let (f, _) = log_file(&format!("{}-dataplane", self.shm));
+        let child = Command::new(bin("dataplane"))
+            .args([
+                "--shards",
+                &self.shards.to_string(),
+                "--shm-name",
+                &self.shm,
+                "--no-pin",
+            ])
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("start dataplane");
+        self.dataplane = Some(child);
+    }
+
+    pub fn spawn_controlplane(&mut self, attach: bool, extra: &[&str]) {
+        let (f, path) = log_file(&format!("{}-controlplane", self.shm));
+        self.log = path;
+        let ports = format!("{}-{}", self.ports.0, self.ports.1);
+        let mut cmd = Command::new(bin("controlplane"));
+        cmd.args([
+            "--http",
+            &format!("127.0.0.1:{}", self.http),
+            "--shards",
+            &self.shards.to_string(),
+        ])
+        .args(["--shm-name", &self.shm, "--udp-ports", &ports, "--no-pin"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(f);
+        if attach {
+            cmd.arg("--attach");
+        }
+        self.controlplane = Some(cmd.spawn().expect("start controlplane"));
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = self.try_get("/healthz") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not healthy in {timeout:?}; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn try_get(&self, path: &str) -> Result<(u16, Value), ureq::Error> {
+        match ureq::get(&format!("{}{path}", self.api))
+            .timeout(Duration::from_secs(5))
+            .call()
+        {
+            Ok(r) => Ok((r.status(), r.into_json().unwrap_or(Value::Null))),
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_json().unwrap_or(Value::Null))),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = ureq::post(&format!("{}{path}", self.api))
+            .timeout(Duration::from_secs(10))
+            .set("content-type", "application/json")
+            .send_string(body);
+        match r {
+            Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, &body.to_string())
+    }
+
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        match ureq::delete(&format!("{}{path}", self.api))
+            .timeout(Duration::from_secs(10))
+            .call()
+        {
+            Ok(r) => (r.status(), Value::Null),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("DELETE {path}: {e}"),
+        }
+    }
+
+    /// Creates a room, asserting 201.
+    pub fn room(&self, name: &str) {
+        let (code, body) = self.post("/v1/rooms", json!({ "name": name }));
+        assert_eq!(code, 201, "create room: {body}");
+    }
+
+    /// Creates an ingest, asserting 201; returns the response.
+    pub fn ingest(&self, room: &str, body: Value) -> Value {
+        let (code, v) = self.post(&format!("/v1/rooms/{room}/ingest/rtp"), body);
+        assert_eq!(code, 201, "create ingest: {v}");
+        v
+    }
+
+    pub fn egress(&self, room: &str, body: Value) -> Value {
+        let (code, v) = self.post(&format!("/v1/rooms/{room}/egress/rtp"), body);
+        assert_eq!(code, 201, "create egress: {v}");
+        v
+    }
+
+    /// One session's JSON from `GET /v1/rooms/{room}`.
+    pub fn session(&self, room: &str, id: &str) -> Value {
+        let (code, v) = self.get(&format!("/v1/rooms/{room}"));
+        assert_eq!(code, 200, "{v}");
+        v["ingests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(v["egresses"].as_array().unwrap())
+            .find(|s| s["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("session {id} not in room {room}: {v}"))
+    }
+
+    pub fn healthz(&self) -> (u16, Value) {
+        self.get("/healthz")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(c) = self.controlplane.as_mut() {
+            stop(c, Duration::from_secs(3));
+        }
+        if let Some(d) = self.dataplane.as_mut() {
+            stop(d, Duration::from_secs(3));
+        }
+        let _ = std::fs::remove_file(format!("/dev/shm/{}", self.shm));
+    }
+}
+
+/// The test clip: 10 s 640x360 30 fps H264 Constrained Baseline (IDR every
+/// 2 s, no B-frames) and a 440 Hz Opus tone, in Annex-B MPEG-TS so SPS/PPS
+/// travel in-band. Generated once per target directory.
+pub fn clip() -> PathBuf {
+    static CLIP: OnceLock<PathBuf> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let dir = target_dir().join("e2e-media");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clip-640x360-h264-opus.ts");
+        if !path.exists() {
+            let tmp = dir.join(format!("clip.{}.tmp.ts", std::process::id()));
+            let st = Command::new("ffmpeg")
+                .args(["-nostdin", "-loglevel", "error", "-y"])
+                .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+                .args([
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "sine=frequency=440:sample_rate=48000",
+                    "-t",
+                    "10",
+                ])
+                .args([
+                    "-c:v",
+                    "libx264",
+                    "-profile:v",
+                    "baseline",
+                    "-level",
+                    "3.1",
+                    "-pix_fmt",
+                    "yuv420p",
+                ])
+                .args([
+                    "-preset",
+                    "veryfast",
+                    "-tune",
+                    "zerolatency",
+                    "-g",
+                    "60",
+                    "-keyint_min",
+                    "60",
+                ])
+                .args([
+                    "-sc_threshold",
+                    "0",
+                    "-bf",
+                    "0",
+                    "-b:v",
+                    "400k",
+                    "-c:a",
+                    "libopus",
+                    "-b:a",
+                    "64k",
+                ])
+                .args(["-bsf:v", "h264_mp4toannexb", "-f", "mpegts"])
+                .arg(&tmp)
+                .status()
+                .expect("ffmpeg must be installed (the README's test command installs it)");
+            assert!(st.success(), "generating the test clip failed");
+            std::fs::rename(&tmp, &path).unwrap();
+        }
+        path
+    })
+    .clone()
+}
+
+/// Where one track goes: an ingest port and optional SDES key (base64).
+pub struct RtpTarget {
+    pub port: u16,
+    pub srtp_key: Option<String>,
+}
+
+fn ffmpeg_output(cmd: &mut Command, t: &RtpTarget, pt: u8) {
+    // `rtcpport` = the RTP port: the ingest takes RTCP muxed on its one port.
+    let query = format!("?rtcpport={}", t.port);
+    cmd.args(["-c", "copy", "-f", "rtp", "-payload_type", &pt.to_string()]);
+    match &t.srtp_key {
+        Some(k) => {
+            cmd.args([
+                "-srtp_out_suite",
+                "AES_CM_128_HMAC_SHA1_80",
+                "-srtp_out_params",
+                k,
+            ]);
+            cmd.arg(format!("srtp://127.0.0.1:{}{query}", t.port));
+        }
+        None => {
+            cmd.arg(format!("rtp://127.0.0.1:{}{query}", t.port));
+        }
+    }
+}
+
+/// ffmpeg sends the clip's video and audio, paced in real time, for `secs`.
+pub fn ffmpeg_send(video: &RtpTarget, audio: &RtpTarget, secs: u32) -> Child {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-re",
+        "-stream_loop",
+        "-1",
+        "-i",
+    ])
+    .arg(clip())
+    .args(["-t", &secs.to_string(), "-map", "0:v"]);
+    ffmpeg_output(&mut cmd, video, 96);
+    cmd.args(["-map", "0:a"]);
+    ffmpeg_output(&mut cmd, audio, 111);
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg sender")
+}
+
+/// An ffmpeg receiver decoding an SDP's video and audio to frame checksums.
+pub struct Receiver {
+    child: Child,
+    video: PathBuf,
+    audio: PathBuf,
+    log: PathBuf,
+}
+
+impl Receiver {
+    /// Starts ffmpeg on `sdp`; it decodes `secs` seconds of media, then exits.
+    pub fn start(sdp: &str, secs: u32) -> Receiver {
+        let dir = target_dir().join("e2e-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = unique("rx");
+        let sdp_path = dir.join(format!("{name}.sdp"));
+        std::fs::write(&sdp_path, sdp).unwrap();
+        let video = dir.join(format!("{name}-video.framecrc"));
+        let audio = dir.join(format!("{name}-audio.framecrc"));
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "info",
+                "-protocol_whitelist",
+                "file,udp,rtp,srtp,crypto",
+            ])
+            .args(["-i"])
+            .arg(&sdp_path)
+            .args(["-t", &secs.to_string(), "-map", "0:v", "-f", "framecrc"])
+            .arg(&video)
+            .args(["-t", &secs.to_string(), "-map", "0:a", "-f", "framecrc"])
+            .arg(&audio)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ffmpeg receiver");
+        Receiver {
+            child,
+            video,
+            audio,
+            log,
+        }
+    }
+
+    /// Waits for ffmpeg to finish (killing it after `timeout`); returns the
+    /// number of decoded (video, audio) frames and ffmpeg's log.
+    pub fn finish(mut self, timeout: Duration) -> (usize, usize, String) {
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        stop(&mut self.child, Duration::from_secs(2));
+        let count = |p: &Path| {
+            std::fs::File::open(p)
+                .map(|f| {
+                    BufReader::new(f)
+                        .lines()
+                        .map_while(Result::ok)
+                        .filter(|l| !l.starts_with('#'))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        (count(&self.video), count(&self.audio), log)
+    }
+}
+
+/// Ensures the child is reaped even if a test panics between start and wait.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        stop(&mut self.0, Duration::from_secs(1));
+    }
+}
+
+pub fn port_of(v: &Value) -> u16 {
+    v["port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no port in {v}")) as u16
+}
+
+pub fn id_of(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_string()
+}
