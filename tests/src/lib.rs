@@ -100,6 +100,20 @@ pub fn stop(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// Waits for a child to exit by itself, stopping it after `timeout`;
+/// returns whether it exited on its own.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(child, Duration::from_secs(1));
+    false
+}
+
 pub fn kill9(pid: u32) {
     // SAFETY: kill(2) with SIGKILL on a process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -411,10 +425,13 @@ pub fn ffmpeg_send(video: &RtpTarget, audio: &RtpTarget, secs: u32) -> Child {
         "-re",
         "-stream_loop",
         "-1",
+        // An input option, so both outputs end together.
+        "-t",
+        &secs.to_string(),
         "-i",
     ])
     .arg(clip())
-    .args(["-t", &secs.to_string(), "-map", "0:v"]);
+    .args(["-map", "0:v"]);
     ffmpeg_output(&mut cmd, video, 96);
     cmd.args(["-map", "0:a"]);
     ffmpeg_output(&mut cmd, audio, 111);

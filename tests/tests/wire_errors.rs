@@ -1,0 +1,98 @@
+//! Bad packets are dropped and counted by reason; other sessions do not notice.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use e2e::*;
+
+fn rtp(pt: u8, seq: u16) -> Vec<u8> {
+    let mut p = vec![0x80, pt];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(seq as u32 * 960).to_be_bytes());
+    p.extend_from_slice(&0xfeed_f00du32.to_be_bytes());
+    p.extend_from_slice(&[0x55; 160]);
+    p
+}
+
+fn drops(gw: &Gateway, room: &str, id: &str, reason: &str) -> u64 {
+    gw.session(room, id)["stats"]["drops"][reason]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn junk_wrong_keys_and_strangers_are_counted_and_harmless() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("w");
+    let key = "Z2F0ZXdheS10ZXN0LWtleXNhbHQtZm9yLXNydHAh";
+    let good = gw.ingest("w", json!({ "kind": "audio" }));
+    let secure = gw.ingest(
+        "w",
+        json!({ "kind": "video", "srtp": { "suite": "AES_CM_128_HMAC_SHA1_80", "key": key } }),
+    );
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let dest = rx.local_addr().unwrap().port() - 2; // audio goes to port + 2
+    gw.egress("w", json!({ "host": "127.0.0.1", "port": dest }));
+
+    let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = |v: &Value| ("127.0.0.1", port_of(v));
+    let mut buf = [0u8; 2048];
+    for seq in 0..20u16 {
+        publisher.send_to(&rtp(111, seq), to(&good)).unwrap();
+        // Interleaved abuse: junk, a truncated header, the wrong payload type, a stranger.
+        publisher.send_to(b"\x00\x01garbage", to(&good)).unwrap();
+        publisher.send_to(&[0x80, 111, 0], to(&good)).unwrap();
+        publisher.send_to(&rtp(0, seq), to(&good)).unwrap();
+        stranger.send_to(&rtp(111, seq + 100), to(&good)).unwrap();
+        // Plain RTP to the SRTP ingest fails authentication.
+        publisher.send_to(&rtp(96, seq), to(&secure)).unwrap();
+        let n = rx.recv(&mut buf).expect("the good stream keeps flowing");
+        assert_eq!(
+            u16::from_be_bytes([buf[2], buf[3]]),
+            seq,
+            "in order, nothing injected"
+        );
+        assert_eq!(n, 172);
+    }
+    assert!(
+        rx.recv(&mut buf).is_err(),
+        "the stranger's packets were not forwarded"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let id = id_of(&good);
+    assert_eq!(drops(&gw, "w", &id, "malformed"), 40);
+    assert_eq!(drops(&gw, "w", &id, "payload_type"), 20);
+    assert_eq!(drops(&gw, "w", &id, "unknown_source"), 20);
+    assert_eq!(gw.session("w", &id)["stats"]["packets"], 20);
+    assert_eq!(drops(&gw, "w", &id_of(&secure), "auth_failed"), 20);
+    let (code, _) = gw.healthz();
+    assert_eq!(code, 200, "the dataplane is still healthy");
+}
+
+#[test]
+fn ffmpeg_with_the_wrong_srtp_key_is_dropped_as_auth_failure() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("k");
+    let srtp = json!({ "suite": "AES_CM_128_HMAC_SHA1_80" }); // generated key
+    let v = gw.ingest("k", json!({ "kind": "video", "srtp": srtp }));
+    let a = gw.ingest("k", json!({ "kind": "audio", "srtp": srtp }));
+    let wrong = "d3Jvbmcta2V5LXdyb25nLXNhbHQtd3Jvbmcta2V5";
+    let target = |x: &Value| RtpTarget {
+        port: port_of(x),
+        srtp_key: Some(wrong.into()),
+    };
+    let mut sender = ffmpeg_send(&target(&v), &target(&a), 2);
+    assert!(
+        wait_bounded(&mut sender, Duration::from_secs(20)),
+        "ffmpeg sender did not end"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let s = gw.session("k", &id_of(&v));
+    assert_eq!(s["stats"]["packets"], 0, "{s}");
+    assert!(
+        s["stats"]["drops"]["auth_failed"].as_u64().unwrap() > 20,
+        "{s}"
+    );
+}
