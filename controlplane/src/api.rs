@@ -73,7 +73,7 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         .map(|(i, h)| json!({ "shard": i, "alive": h.alive(now), "heartbeat": h.heartbeat }))
         .collect();
     let running = app.cfg.attach || app.dataplane_running.load(Ordering::SeqCst);
-    let alive = running && shards.iter().all(|s| s["alive"] == true);
+    let alive = running && app.link.ready();
     let (in_use, total) = {
         let st = lock(&app);
         (
@@ -133,6 +133,7 @@ async fn create_room(
 ) -> Result<Created, ApiError> {
     let Json(b) = body?;
     validate_room_name(&b.name)?;
+    app.link.check_ready()?;
     let spec = {
         let mut st = lock(&app);
         if st.rooms.contains_key(&b.name) {
@@ -338,6 +339,7 @@ async fn open_session(
     make: impl Fn(u64, u32, u16) -> (Command, Role),
 ) -> Result<(u64, u16), ApiError> {
     const ATTEMPTS: usize = 4;
+    app.link.check_ready()?;
     for _ in 0..ATTEMPTS {
         let (id, shard, port, cmd, role) = {
             let mut st = lock(app);

@@ -124,6 +124,23 @@ impl Link {
             .all(|h| h.alive(now))
     }
 
+    /// Every shard beats and our state belongs to the running dataplane
+    /// (the pump has adopted its epoch and re-created the rooms in it).
+    pub fn ready(&self) -> bool {
+        self.all_alive() && self.epoch.load(Ordering::SeqCst) == self.region.dataplane_epoch()
+    }
+
+    /// `Ok` when commands can be sent now; a 503 that says why otherwise.
+    pub fn check_ready(&self) -> Result<(), ApiError> {
+        if self.ready() {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "the dataplane is not running or is restarting; retry shortly (see /healthz)",
+            ))
+        }
+    }
+
     /// Asks every shard for its rooms and sessions; the pump applies the answers.
     pub fn start_resync(&self) -> Result<(), ApiError> {
         self.resync_pending
