@@ -52,7 +52,7 @@ pub fn free_udp_quad() -> u16 {
             .unwrap()
             .port()
             & !1;
-        if p > 65000 || p < 1024 {
+        if !(1024..=65000).contains(&p) {
             continue;
         }
         let socks: Vec<_> = (0..4)
@@ -230,14 +230,14 @@ impl Gateway {
         }
     }
 
-    fn try_get(&self, path: &str) -> Result<(u16, Value), ureq::Error> {
+    fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
         match ureq::get(&format!("{}{path}", self.api))
             .timeout(Duration::from_secs(5))
             .call()
         {
             Ok(r) => Ok((r.status(), r.into_json().unwrap_or(Value::Null))),
             Err(ureq::Error::Status(code, r)) => Ok((code, r.into_json().unwrap_or(Value::Null))),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -515,6 +515,19 @@ impl Message for Event {
     }
 }
 
+/// The body of the `ring_decode` fuzz target, shared with the unit tests.
+pub fn fuzz_decode(data: &[u8]) {
+    let mut slot = [0u8; SLOT_SIZE];
+    if let Ok(c) = Command::decode(data) {
+        c.encode(&mut slot);
+        assert_eq!(Command::decode(&slot), Ok(c));
+    }
+    if let Ok(e) = Event::decode(data) {
+        e.encode(&mut slot);
+        assert_eq!(Event::decode(&slot), Ok(e));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -640,18 +653,5 @@ mod tests {
             slot[1] = (i % 9) as u8;
             crate::msg::fuzz_decode(&slot);
         }
-    }
-}
-
-/// The body of the `ring_decode` fuzz target, shared with the unit tests.
-pub fn fuzz_decode(data: &[u8]) {
-    let mut slot = [0u8; SLOT_SIZE];
-    if let Ok(c) = Command::decode(data) {
-        c.encode(&mut slot);
-        assert_eq!(Command::decode(&slot), Ok(c));
-    }
-    if let Ok(e) = Event::decode(data) {
-        e.encode(&mut slot);
-        assert_eq!(Event::decode(&slot), Ok(e));
     }
 }
