@@ -67,6 +67,7 @@ fn open_or_create(path: &PathBuf, shards: u32) -> Result<Region, RegionError> {
 
 fn main() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

@@ -36,6 +36,9 @@ pub const TURN_WAIT: Duration = Duration::from_millis(2);
 /// How often changed session counters go to the controlplane.
 pub const STATS_EVERY: Duration = Duration::from_millis(250);
 
+/// Longest wait for a send slot to come back when all are in flight.
+const RECLAIM_WAIT: Duration = Duration::from_millis(1);
+
 const RECV_BUFS: u16 = 4096;
 const RECV_BUF_SIZE: usize = 2048;
 const SEND_SLOTS: usize = 8192;
@@ -96,6 +99,8 @@ pub struct Shard {
     events: Producer,
     outbox: VecDeque<Event>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Completions found by `reclaim_sends` (kept to reuse its allocation).
+    spill: Vec<(u64, i32, u32)>,
     fanout: Vec<Handle>,
     stats: Vec<SessionStats>,
     next_stats: Instant,
@@ -131,7 +136,8 @@ impl Shard {
             events: cfg.region.event_producer(cfg.index),
             cfg,
             outbox: VecDeque::new(),
-            cqes: Vec::with_capacity(SQ_ENTRIES as usize * 4),
+            cqes: Vec::with_capacity(SQ_ENTRIES as usize * 8),
+            spill: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             fanout: Vec::new(),
             stats: Vec::new(),
             next_stats: Instant::now(),
@@ -341,8 +347,12 @@ impl Shard {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
-        for k in 0..self.cqes.len() {
+        // By index, not iterator: `reclaim_sends` may append completions it
+        // found while waiting for free send slots.
+        let mut k = 0;
+        while k < self.cqes.len() {
             let (ud, res, flags) = self.cqes[k];
+            k += 1;
             let (op, gen, index) = split_user_data(ud);
             match op {
                 OP_RECV => self.on_recv(now, gen, index, res, flags),
@@ -418,7 +428,11 @@ impl Shard {
             else {
                 continue;
             };
-            let Some(slot_idx) = self.free_sends.pop() else {
+            let Some(slot_idx) = self
+                .free_sends
+                .pop()
+                .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?)
+            else {
                 self.router.count_drop(e, DropReason::Send);
                 continue;
             };
@@ -440,11 +454,53 @@ impl Shard {
             slot.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             slot.msg.msg_iov = &mut slot.iov;
             slot.msg.msg_iovlen = 1;
+            // MSG_DONTWAIT: a full socket buffer (a receiver that stopped
+            // reading holds our memory in its queue) fails this send with
+            // EAGAIN, counted, instead of parking it in the kernel until the
+            // socket drains, which would pin send slots and stall the shard.
             let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+                .flags(libc::MSG_DONTWAIT as u32)
                 .build()
                 .user_data(user_data(OP_SEND, 0, slot_idx));
             self.push_sqe(&sqe);
         }
+    }
+
+    /// Every send slot is in flight (a burst, or a wide fan-out): submit the
+    /// queued sends and wait for some to finish. Completions of other kinds
+    /// are queued behind the ones `reap` is working through. Returns whether
+    /// a slot is free now.
+    fn reclaim_sends(&mut self) -> bool {
+        // Bounded: sends do not wait for socket space (MSG_DONTWAIT), but the
+        // shard must not hang on the kernel whatever happens.
+        let ts = types::Timespec::from(RECLAIM_WAIT);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+            if !matches!(
+                e.raw_os_error(),
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+            ) {
+                warn!(shard = self.cfg.index, "waiting for sends failed: {e}");
+                return false;
+            }
+        }
+        let mut found = std::mem::take(&mut self.spill);
+        found.clear();
+        found.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &found {
+            let (op, _, index) = split_user_data(ud);
+            if op == OP_SEND {
+                self.on_send(index, res);
+            } else {
+                self.cqes.push((ud, res, flags));
+            }
+        }
+        self.spill = found;
+        !self.free_sends.is_empty()
     }
 
     fn on_send(&mut self, slot_idx: u32, res: i32) {

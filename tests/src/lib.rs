@@ -415,23 +415,24 @@ fn ffmpeg_output(cmd: &mut Command, t: &RtpTarget, pt: u8) {
     }
 }
 
-/// ffmpeg sends the clip's video and audio, paced in real time, for `secs`.
-pub fn ffmpeg_send(video: &RtpTarget, audio: &RtpTarget, secs: u32) -> Child {
+/// How ffmpeg feeds the clip to the gateway.
+pub enum Pace {
+    /// In real time (`-re`), looping, for this many seconds.
+    RealTime { secs: u32 },
+    /// As fast as ffmpeg can, the clip played this many times over.
+    Unpaced { loops: u32 },
+}
+
+/// ffmpeg sends the clip's video and audio to two ingests.
+pub fn ffmpeg_send_with(video: &RtpTarget, audio: &RtpTarget, pace: Pace) -> Child {
     let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-nostdin",
-        "-loglevel",
-        "error",
-        "-re",
-        "-stream_loop",
-        "-1",
-        // An input option, so both outputs end together.
-        "-t",
-        &secs.to_string(),
-        "-i",
-    ])
-    .arg(clip())
-    .args(["-map", "0:v"]);
+    cmd.args(["-nostdin", "-loglevel", "error"]);
+    match pace {
+        // `-t` as an input option, so both outputs end together.
+        Pace::RealTime { secs } => cmd.args(["-re", "-stream_loop", "-1", "-t", &secs.to_string()]),
+        Pace::Unpaced { loops } => cmd.args(["-stream_loop", &loops.saturating_sub(1).to_string()]),
+    };
+    cmd.arg("-i").arg(clip()).args(["-map", "0:v"]);
     ffmpeg_output(&mut cmd, video, 96);
     cmd.args(["-map", "0:a"]);
     ffmpeg_output(&mut cmd, audio, 111);
@@ -439,6 +440,11 @@ pub fn ffmpeg_send(video: &RtpTarget, audio: &RtpTarget, secs: u32) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start ffmpeg sender")
+}
+
+/// ffmpeg sends the clip's video and audio, paced in real time, for `secs`.
+pub fn ffmpeg_send(video: &RtpTarget, audio: &RtpTarget, secs: u32) -> Child {
+    ffmpeg_send_with(video, audio, Pace::RealTime { secs })
 }
 
 /// An ffmpeg receiver decoding an SDP's video and audio to frame checksums.

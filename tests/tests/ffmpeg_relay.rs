@@ -119,3 +119,74 @@ fn ffmpeg_srtp_ingest_reaches_two_srtp_ffmpeg_receivers() {
     let given = json!({ "suite": "AES_CM_128_HMAC_SHA1_80", "key": "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk" });
     relay(true, [Some(generated), Some(given)]);
 }
+
+/// ffmpeg pushes the clip 30 times over as fast as it can (tens of thousands
+/// of packets a second) into one shard with two egresses. Every packet the
+/// shard accepted is either sent to each egress or counted as a send drop,
+/// and the shard stays healthy. Prints the rate.
+#[test]
+fn unpaced_ffmpeg_burst_is_relayed_or_counted_by_one_shard() {
+    use std::net::UdpSocket;
+    let gw = Gateway::start(1, &[]);
+    gw.room("burst");
+    let video = gw.ingest("burst", json!({ "kind": "video" }));
+    let audio = gw.ingest("burst", json!({ "kind": "audio" }));
+    let mut sinks = Vec::new();
+    let mut egress_ids = Vec::new();
+    for _ in 0..2 {
+        let base = free_udp_quad();
+        let sock = UdpSocket::bind(("127.0.0.1", base)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        egress_ids.push(id_of(
+            &gw.egress("burst", json!({ "host": "127.0.0.1", "port": base })),
+        ));
+        sinks.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let mut n = 0u64;
+            while sock.recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            n
+        }));
+    }
+    let target = |v: &Value| RtpTarget {
+        port: port_of(v),
+        srtp_key: None,
+    };
+    let started = Instant::now();
+    let mut sender = ffmpeg_send_with(
+        &target(&video),
+        &target(&audio),
+        Pace::Unpaced { loops: 30 },
+    );
+    assert!(
+        wait_bounded(&mut sender, Duration::from_secs(60)),
+        "ffmpeg did not finish"
+    );
+    let secs = started.elapsed().as_secs_f64();
+    let received: Vec<u64> = sinks.into_iter().map(|t| t.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(600)); // one stats period
+    let (code, h) = gw.healthz();
+    assert_eq!(code, 200, "{h}");
+
+    let vin = gw.session("burst", &id_of(&video));
+    let ain = gw.session("burst", &id_of(&audio));
+    let video_in = vin["stats"]["packets"].as_u64().unwrap();
+    let audio_in = ain["stats"]["packets"].as_u64().unwrap();
+    assert!(video_in > 10_000, "{vin}");
+    for (id, got) in egress_ids.iter().zip(&received) {
+        let e = gw.session("burst", id);
+        let sent = e["stats"]["packets"].as_u64().unwrap();
+        let failed = e["stats"]["drops"]["send_failed"].as_u64().unwrap();
+        // ffmpeg's RTCP is consumed, never forwarded, so accepted RTP is at most the ingest count.
+        assert!(sent + failed <= video_in + audio_in, "{e}");
+        assert!(sent > 0 && *got > 0, "{e}");
+        assert!(*got <= sent, "the sink cannot get more than was sent: {e}");
+    }
+    eprintln!(
+        "unpaced: {} packets in over {secs:.2} s = {:.0} packets/s into one shard; sinks received {received:?} video packets",
+        video_in + audio_in,
+        (video_in + audio_in) as f64 / secs
+    );
+}

@@ -96,3 +96,78 @@ fn ffmpeg_with_the_wrong_srtp_key_is_dropped_as_auth_failure() {
         "{s}"
     );
 }
+
+/// A UDP socket with a large receive buffer that nobody reads.
+fn deaf_receiver() -> (UdpSocket, u16) {
+    use std::os::fd::AsRawFd;
+    let base = free_udp_quad();
+    let s = UdpSocket::bind(("127.0.0.1", base)).unwrap();
+    let size: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt on a socket we own with a correctly sized int.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    (s, base)
+}
+
+#[test]
+fn a_receiver_that_stops_reading_does_not_stall_the_shard() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("slow");
+    let ingest = gw.ingest("slow", json!({ "kind": "video" }));
+    let (_deaf, deaf_port) = deaf_receiver();
+    let deaf = gw.egress("slow", json!({ "host": "127.0.0.1", "port": deaf_port }));
+    let good_base = free_udp_quad();
+    let good = UdpSocket::bind(("127.0.0.1", good_base)).unwrap();
+    good.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    gw.egress("slow", json!({ "host": "127.0.0.1", "port": good_base }));
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut last = 0u16;
+        while let Ok(n) = good.recv(&mut buf) {
+            assert!(n > 12);
+            last = u16::from_be_bytes([buf[2], buf[3]]);
+        }
+        last
+    });
+
+    // A burst far larger than the deaf receiver's buffer, as fast as we can.
+    let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut pkt = vec![0x80, 96, 0, 0, 0, 0, 0, 0, 0xde, 0xaf, 0, 1];
+    pkt.resize(1200, 0x11);
+    for seq in 0..20_000u16 {
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        let _ = publisher.send_to(&pkt, ("127.0.0.1", port_of(&ingest)));
+        if seq % 64 == 0 {
+            std::thread::sleep(Duration::from_micros(200)); // let the gateway keep up
+        }
+    }
+    // Then a paced tail that the reading egress must get in full.
+    for seq in 20_000..20_050u16 {
+        pkt[2..4].copy_from_slice(&seq.to_be_bytes());
+        publisher
+            .send_to(&pkt, ("127.0.0.1", port_of(&ingest)))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let last = reader.join().unwrap();
+    // The first source keeps its sequence numbers on egress.
+    assert_eq!(last, 20_049, "the reading egress got the tail");
+    std::thread::sleep(Duration::from_millis(600));
+    let (code, h) = gw.healthz();
+    assert_eq!(code, 200, "shard still beating: {h}");
+    // Loopback hands the overflow to the deaf socket's queue, where the
+    // kernel drops it; the gateway kept sending (or counted what it could not).
+    let d = gw.session("slow", &id_of(&deaf));
+    let sent = d["stats"]["packets"].as_u64().unwrap();
+    assert!(sent > 10_000, "the deaf egress was served too: {d}");
+    // And the shard still takes commands.
+    gw.ingest("slow", json!({ "kind": "audio" }));
+}
