@@ -214,35 +214,32 @@ impl Router {
 
     pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
-        let (id, room) = (spec.session, spec.room);
-        let s = Session {
-            room,
-            stats: SessionStats {
-                session: id,
-                ..Default::default()
-            },
-            dirty: true,
-            srtp: spec.srtp.as_ref().map(SrtpContext::new),
-            role: Role::Ingest(Ingest {
-                spec,
-                peer: None,
-                last_rx: None,
-            }),
-        };
-        let h = self.insert(id, s);
-        self.rooms
-            .get_mut(&room)
-            .expect("checked above")
-            .ingests
-            .push(h);
-        Ok(h)
+        let role = Role::Ingest(Ingest {
+            spec,
+            peer: None,
+            last_rx: None,
+        });
+        Ok(self.add_session(role))
     }
 
     pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
-        let (id, room) = (spec.session, spec.room);
         // Per-egress SSRCs, stable for the session's life.
-        let base = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let role = Role::Egress(Egress {
+            spec,
+            video: OutTrack::new(base | 1, EGRESS_VIDEO_PT, 90_000),
+            audio: OutTrack::new(base.wrapping_add(0x1000) | 1, EGRESS_AUDIO_PT, 48_000),
+        });
+        Ok(self.add_session(role))
+    }
+
+    /// Stores a session whose room `check_new` has confirmed, and lists it in the room.
+    fn add_session(&mut self, role: Role) -> Handle {
+        let (id, room, srtp, is_ingest) = match &role {
+            Role::Ingest(i) => (i.spec.session, i.spec.room, i.spec.srtp.as_ref(), true),
+            Role::Egress(e) => (e.spec.session, e.spec.room, e.spec.srtp.as_ref(), false),
+        };
         let s = Session {
             room,
             stats: SessionStats {
@@ -250,20 +247,17 @@ impl Router {
                 ..Default::default()
             },
             dirty: true,
-            srtp: spec.srtp.as_ref().map(SrtpContext::new),
-            role: Role::Egress(Egress {
-                spec,
-                video: OutTrack::new(base | 1, EGRESS_VIDEO_PT, 90_000),
-                audio: OutTrack::new(base.wrapping_add(0x1000) | 1, EGRESS_AUDIO_PT, 48_000),
-            }),
+            srtp: srtp.map(SrtpContext::new),
+            role,
         };
         let h = self.insert(id, s);
-        self.rooms
-            .get_mut(&room)
-            .expect("checked above")
-            .egresses
-            .push(h);
-        Ok(h)
+        let r = self.rooms.get_mut(&room).expect("check_new found the room");
+        if is_ingest {
+            r.ingests.push(h);
+        } else {
+            r.egresses.push(h);
+        }
+        h
     }
 
     /// Removes one session; returns its handle so the shard closes the socket.

@@ -210,12 +210,7 @@ impl SrtpContext {
                 }
                 let tag_at = len - cm::TAG_LEN;
                 let idx_at = tag_at - 4;
-                let e_index = u32::from_be_bytes([
-                    pkt[idx_at],
-                    pkt[idx_at + 1],
-                    pkt[idx_at + 2],
-                    pkt[idx_at + 3],
-                ]);
+                let e_index = be_u32(&pkt[idx_at..]);
                 let index = e_index & 0x7fff_ffff;
                 self.rx_rtcp
                     .check(index as u64)
@@ -237,12 +232,7 @@ impl SrtpContext {
                     return Err(SrtpError::Malformed);
                 }
                 let idx_at = len - 4;
-                let e_index = u32::from_be_bytes([
-                    pkt[idx_at],
-                    pkt[idx_at + 1],
-                    pkt[idx_at + 2],
-                    pkt[idx_at + 3],
-                ]);
+                let e_index = be_u32(&pkt[idx_at..]);
                 if e_index & 0x8000_0000 == 0 {
                     // RFC 7714 §9.2 unencrypted SRTCP: not used by WebRTC or ffmpeg.
                     return Err(SrtpError::Malformed);
@@ -305,6 +295,11 @@ impl SrtpContext {
 fn ring_eq(a: &[u8], b: &[u8]) -> bool {
     #[allow(deprecated)]
     ring::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// The big-endian u32 at the start of `b` (callers have checked the length).
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 #[cfg(test)]
