@@ -3,10 +3,13 @@
 //!
 //! Layers, bottom up:
 //! - [`rtp`], [`srtp`]: sans-IO wire formats and crypto framing on caller buffers.
+//! - [`demux`], [`ice`]: RFC 7983 first-byte demux and ICE-lite (STUN) for WebRTC sessions (sans-IO).
 //! - [`router`]: rooms, sessions and the per-packet forwarding decision (sans-IO).
 //! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
+pub mod demux;
+pub mod ice;
 pub mod router;
 pub mod rtp;
 pub mod shard;

@@ -152,7 +152,7 @@ impl SrtpContext {
             Keys::Cm(k) => {
                 let roc = ((index >> 16) as u32).to_be_bytes();
                 let want = k.tag(&pkt[..end], &roc);
-                if !ring_eq(&want, &pkt[end..]) {
+                if !tags_equal(&want, &pkt[end..]) {
                     return Err(SrtpError::Auth);
                 }
                 k.apply_keystream(h.ssrc, index, &mut pkt[h.len..end]);
@@ -216,7 +216,7 @@ impl SrtpContext {
                     .check(index as u64)
                     .map_err(|_| SrtpError::Replay)?;
                 let want = k.tag(&pkt[..tag_at], &[]);
-                if !ring_eq(&want, &pkt[tag_at..]) {
+                if !tags_equal(&want, &pkt[tag_at..]) {
                     return Err(SrtpError::Auth);
                 }
                 if e_index & 0x8000_0000 != 0 {
@@ -292,9 +292,11 @@ impl SrtpContext {
 }
 
 /// Constant-time tag comparison (`ring`'s).
-fn ring_eq(a: &[u8], b: &[u8]) -> bool {
-    #[allow(deprecated)]
-    ring::constant_time::verify_slices_are_equal(a, b).is_ok()
+/// Tags are compared in constant time (`subtle`), so a forger learns
+/// nothing from how long a rejection took.
+pub(crate) fn tags_equal(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The big-endian u32 at the start of `b` (callers have checked the length).
