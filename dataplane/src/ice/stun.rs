@@ -84,7 +84,7 @@ impl<'a> Message<'a> {
             return Err(StunError::NotStun);
         }
         let len = be16(buf, 2) as usize;
-        if len % 4 != 0 || HEADER_LEN + len != buf.len() {
+        if !len.is_multiple_of(4) || HEADER_LEN + len != buf.len() {
             return Err(StunError::BadLength);
         }
         let mut m = Message {
