@@ -8,7 +8,8 @@
 //! 4. submit everything queued and wait for a completion or [`TURN_WAIT`];
 //! 5. for each completion: a datagram goes through the router and, if it is
 //!    media, is copied into one send slot per egress and queued as `SendMsg`;
-//!    a finished send frees its slot;
+//!    a finished send frees its slot; when every slot is in flight, the shard
+//!    submits and waits up to [`RECLAIM_WAIT`] for some to come back;
 //! 6. every [`STATS_EVERY`], push changed session counters to the controlplane.
 //!
 //! All sends of a turn go to the kernel in one `io_uring_enter` (step 4 of the
@@ -37,7 +38,7 @@ pub const TURN_WAIT: Duration = Duration::from_millis(2);
 pub const STATS_EVERY: Duration = Duration::from_millis(250);
 
 /// Longest wait for a send slot to come back when all are in flight.
-const RECLAIM_WAIT: Duration = Duration::from_millis(1);
+pub const RECLAIM_WAIT: Duration = Duration::from_millis(1);
 
 const RECV_BUFS: u16 = 4096;
 const RECV_BUF_SIZE: usize = 2048;
@@ -153,22 +154,12 @@ impl Shard {
                 Err(e) => warn!(shard = self.cfg.index, core, "could not pin shard: {e}"),
             }
         }
-        let ts = types::Timespec::from(TURN_WAIT);
         while !stop.load(Ordering::Relaxed) {
             self.cfg.region.beat_shard(self.cfg.index);
             let now = Instant::now();
             self.poll_commands(now);
             self.arm_receives();
-            let args = types::SubmitArgs::new().timespec(&ts);
-            match self.ring.submitter().submit_with_args(1, &args) {
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+            self.submit_and_wait(TURN_WAIT)?;
             self.reap(Instant::now());
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
@@ -459,15 +450,35 @@ impl Shard {
             slot.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             slot.msg.msg_iov = &mut slot.iov;
             slot.msg.msg_iovlen = 1;
-            // MSG_DONTWAIT: a full socket buffer (a receiver that stopped
-            // reading holds our memory in its queue) fails this send with
-            // EAGAIN, counted, instead of parking it in the kernel until the
-            // socket drains, which would pin send slots and stall the shard.
+            // MSG_DONTWAIT: a send that finds the socket buffer full fails
+            // with EAGAIN, counted, instead of being parked in the kernel
+            // until the socket drains. Parked sends pinned all send slots and
+            // hung a shard under an unpaced ffmpeg burst (seen in gdb).
             let sqe = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
                 .flags(libc::MSG_DONTWAIT as u32)
                 .build()
                 .user_data(user_data(OP_SEND, 0, slot_idx));
             self.push_sqe(&sqe);
+        }
+    }
+
+    /// Submits everything queued and waits for one completion or `timeout`.
+    /// A timeout, a signal or a full completion queue are not errors: the
+    /// caller reaps whatever is there.
+    fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -478,16 +489,9 @@ impl Shard {
     fn reclaim_sends(&mut self) -> bool {
         // Bounded: sends do not wait for socket space (MSG_DONTWAIT), but the
         // shard must not hang on the kernel whatever happens.
-        let ts = types::Timespec::from(RECLAIM_WAIT);
-        let args = types::SubmitArgs::new().timespec(&ts);
-        if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
-            ) {
-                warn!(shard = self.cfg.index, "waiting for sends failed: {e}");
-                return false;
-            }
+        if let Err(e) = self.submit_and_wait(RECLAIM_WAIT) {
+            warn!(shard = self.cfg.index, "waiting for sends failed: {e}");
+            return false;
         }
         let mut found = std::mem::take(&mut self.spill);
         found.clear();
