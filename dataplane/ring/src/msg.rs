@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 1;
+pub const MSG_VERSION: u8 = 2;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 
@@ -43,6 +43,8 @@ pub enum SrtpSuite {
     AesCm128HmacSha1_80 = 1,
     /// RFC 7714: AES-128-GCM, 16-byte tag; 16-byte key, 12-byte salt.
     AeadAes128Gcm = 2,
+    /// RFC 7714: AES-256-GCM, 16-byte tag; 32-byte key, 12-byte salt.
+    AeadAes256Gcm = 3,
 }
 
 impl SrtpSuite {
@@ -51,15 +53,27 @@ impl SrtpSuite {
         match self {
             SrtpSuite::AesCm128HmacSha1_80 => 30,
             SrtpSuite::AeadAes128Gcm => 28,
+            SrtpSuite::AeadAes256Gcm => 44,
+        }
+    }
+
+    /// Length of the master key alone.
+    pub const fn key_len(self) -> usize {
+        match self {
+            SrtpSuite::AeadAes256Gcm => 32,
+            _ => 16,
         }
     }
 }
+
+/// The longest master key || master salt (AEAD_AES_256_GCM).
+pub const MAX_KEY_MATERIAL: usize = 44;
 
 /// An SRTP suite and its master key || master salt.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SrtpKey {
     pub suite: SrtpSuite,
-    material: [u8; 30],
+    material: [u8; MAX_KEY_MATERIAL],
 }
 
 impl SrtpKey {
@@ -68,7 +82,7 @@ impl SrtpKey {
         if material.len() != suite.key_material_len() {
             return None;
         }
-        let mut m = [0; 30];
+        let mut m = [0; MAX_KEY_MATERIAL];
         m[..material.len()].copy_from_slice(material);
         Some(SrtpKey { suite, material: m })
     }
@@ -358,9 +372,10 @@ impl<'a> Reader<'a> {
             0 => return Ok(None),
             1 => SrtpSuite::AesCm128HmacSha1_80,
             2 => SrtpSuite::AeadAes128Gcm,
+            3 => SrtpSuite::AeadAes256Gcm,
             _ => return Err(DecodeError::Value("srtp suite")),
         };
-        let material = self.array::<30>()?;
+        let material = self.array::<MAX_KEY_MATERIAL>()?;
         Ok(Some(SrtpKey { suite, material }))
     }
     fn room(&mut self) -> Result<RoomSpec, DecodeError> {

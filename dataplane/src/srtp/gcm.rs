@@ -1,6 +1,7 @@
-//! AEAD_AES_128_GCM for SRTP and SRTCP (RFC 7714), in place on `ring`'s AES-GCM.
+//! AEAD_AES_128_GCM and AEAD_AES_256_GCM for SRTP and SRTCP (RFC 7714), in
+//! place on `ring`'s AES-GCM.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 
 use super::kdf::{derive, Label};
 
@@ -16,22 +17,30 @@ pub struct GcmKeys {
 pub struct Unauthentic;
 
 impl GcmKeys {
-    pub fn derive(master_key: &[u8; 16], master_salt: &[u8], rtcp: bool) -> GcmKeys {
+    /// `master_key` is 16 bytes (AEAD_AES_128_GCM) or 32 (AEAD_AES_256_GCM).
+    pub fn derive(master_key: &[u8], master_salt: &[u8], rtcp: bool) -> GcmKeys {
         let (le, ls) = if rtcp {
             (Label::RtcpEncryption, Label::RtcpSalt)
         } else {
             (Label::RtpEncryption, Label::RtpSalt)
         };
-        let mut k = [0u8; 16];
+        let mut k = [0u8; 32];
+        let k = &mut k[..master_key.len()];
         let mut salt = [0u8; 12];
-        derive(master_key, master_salt, le, &mut k);
+        derive(master_key, master_salt, le, k);
         derive(master_key, master_salt, ls, &mut salt);
-        GcmKeys::from_session(&k, salt)
+        GcmKeys::from_session(k, salt)
     }
 
-    pub fn from_session(key: &[u8; 16], salt: [u8; 12]) -> GcmKeys {
-        // A 16-byte key is exactly what AES_128_GCM takes.
-        let unbound = UnboundKey::new(&AES_128_GCM, key).expect("16-byte AES-128 key");
+    /// # Panics
+    /// If `key` is neither 16 nor 32 bytes.
+    pub fn from_session(key: &[u8], salt: [u8; 12]) -> GcmKeys {
+        let alg = if key.len() == 32 {
+            &AES_256_GCM
+        } else {
+            &AES_128_GCM
+        };
+        let unbound = UnboundKey::new(alg, key).expect("16- or 32-byte AES key");
         GcmKeys {
             aead: LessSafeKey::new(unbound),
             salt,

@@ -10,6 +10,7 @@
 use aes::cipher::{KeyIvInit, StreamCipher};
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
 /// RFC 3711 §4.3.1 and §4.3.2 labels.
 #[derive(Debug, Clone, Copy)]
@@ -22,13 +23,21 @@ pub enum Label {
     RtcpSalt = 0x05,
 }
 
-/// Fills `out` with the PRF output for `label`.
-pub fn derive(master_key: &[u8; 16], master_salt: &[u8], label: Label, out: &mut [u8]) {
+/// Fills `out` with the PRF output for `label`. A 32-byte master key uses
+/// AES-256 in the same construction (RFC 6188 §3, AES_256_CM_PRF).
+///
+/// # Panics
+/// If `master_key` is neither 16 nor 32 bytes (callers pass a suite's key).
+pub fn derive(master_key: &[u8], master_salt: &[u8], label: Label, out: &mut [u8]) {
     let mut iv = [0u8; 16];
     iv[..master_salt.len()].copy_from_slice(master_salt);
     iv[7] ^= label as u8;
     out.fill(0);
-    Aes128Ctr::new(master_key.into(), &iv.into()).apply_keystream(out);
+    match master_key.len() {
+        16 => Aes128Ctr::new(master_key.into(), &iv.into()).apply_keystream(out),
+        32 => Aes256Ctr::new(master_key.into(), &iv.into()).apply_keystream(out),
+        n => panic!("SRTP master key of {n} bytes"),
+    }
 }
 
 #[cfg(test)]

@@ -60,21 +60,14 @@ enum Keys {
 }
 
 /// Send-side rollover counter of one SSRC.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct TxIndex {
-    ssrc: u32,
     roc: u32,
     last_seq: Option<u16>,
 }
 
 impl TxIndex {
-    fn next(&mut self, ssrc: u32, seq: u16) -> u64 {
-        if self.ssrc != ssrc {
-            *self = TxIndex {
-                ssrc,
-                ..Default::default()
-            };
-        }
+    fn next(&mut self, seq: u16) -> u64 {
         if let Some(last) = self.last_seq {
             // Sequence wrapped forwards.
             if seq < last && last - seq > 0x8000 {
@@ -86,39 +79,89 @@ impl TxIndex {
     }
 }
 
+/// Most SSRCs one context tracks at once. A WebRTC peer multiplexes a few
+/// streams on one transport (video, its RTX, audio); RFC 3711 keeps index
+/// and replay state per SSRC. A fixed table keeps the per-packet path free
+/// of allocation; an SSRC beyond it evicts the least recently used one.
+pub const MAX_STREAMS: usize = 8;
+
+/// Per-SSRC state, looked up by a linear scan (a handful of entries).
+struct Streams<T> {
+    slots: [Option<(u32, T)>; MAX_STREAMS],
+    /// Use order stamps: the smallest is evicted.
+    used: [u64; MAX_STREAMS],
+    clock: u64,
+}
+
+impl<T: Default + Clone> Streams<T> {
+    fn new() -> Self {
+        Streams {
+            slots: std::array::from_fn(|_| None),
+            used: [0; MAX_STREAMS],
+            clock: 0,
+        }
+    }
+
+    fn position(&self, ssrc: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| matches!(s, Some((x, _)) if *x == ssrc))
+    }
+
+    /// The state of `ssrc`, or a fresh one (not stored: see [`Self::store`]).
+    fn get(&self, ssrc: u32) -> T {
+        match self.position(ssrc) {
+            Some(i) => self.slots[i].as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+            None => T::default(),
+        }
+    }
+
+    /// Stores `ssrc`'s state, evicting the least recently used stream if full.
+    fn store(&mut self, ssrc: u32, state: T) {
+        self.clock += 1;
+        let i = self.position(ssrc).unwrap_or_else(|| {
+            match self.slots.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => (0..MAX_STREAMS).min_by_key(|&i| self.used[i]).unwrap_or(0),
+            }
+        });
+        self.slots[i] = Some((ssrc, state));
+        self.used[i] = self.clock;
+    }
+}
+
 pub struct SrtpContext {
     rtp: Keys,
     rtcp: Keys,
-    rx_ssrc: Option<u32>,
-    rx: RtpIndex,
-    rx_rtcp: Window,
-    tx: TxIndex,
+    rx: Streams<RtpIndex>,
+    rx_rtcp: Streams<Window>,
+    tx: Streams<TxIndex>,
     tx_rtcp_index: u32,
 }
 
 impl SrtpContext {
     pub fn new(key: &SrtpKey) -> SrtpContext {
         let m = key.material();
-        let mut master = [0u8; 16];
-        master.copy_from_slice(&m[..16]);
-        let salt = &m[16..];
+        let (master, salt) = m.split_at(key.suite.key_len());
         let (rtp, rtcp) = match key.suite {
-            SrtpSuite::AesCm128HmacSha1_80 => (
-                Keys::Cm(CmKeys::derive(&master, salt, false)),
-                Keys::Cm(CmKeys::derive(&master, salt, true)),
-            ),
-            SrtpSuite::AeadAes128Gcm => (
-                Keys::Gcm(GcmKeys::derive(&master, salt, false)),
-                Keys::Gcm(GcmKeys::derive(&master, salt, true)),
+            SrtpSuite::AesCm128HmacSha1_80 => {
+                let master: &[u8; 16] = master.try_into().expect("16-byte CM key");
+                (
+                    Keys::Cm(CmKeys::derive(master, salt, false)),
+                    Keys::Cm(CmKeys::derive(master, salt, true)),
+                )
+            }
+            SrtpSuite::AeadAes128Gcm | SrtpSuite::AeadAes256Gcm => (
+                Keys::Gcm(GcmKeys::derive(master, salt, false)),
+                Keys::Gcm(GcmKeys::derive(master, salt, true)),
             ),
         };
         SrtpContext {
             rtp,
             rtcp,
-            rx_ssrc: None,
-            rx: RtpIndex::default(),
-            rx_rtcp: Window::default(),
-            tx: TxIndex::default(),
+            rx: Streams::new(),
+            rx_rtcp: Streams::new(),
+            tx: Streams::new(),
             tx_rtcp_index: 0,
         }
     }
@@ -138,14 +181,9 @@ impl SrtpContext {
         }
         let end = pkt.len() - tag_len;
         let h = RtpHeader::parse(&pkt[..end]).map_err(|_| SrtpError::Malformed)?;
-        // A new SSRC starts a new stream; its state replaces the old one only
-        // once a packet of it authenticates.
-        let fresh = RtpIndex::default();
-        let state = if self.rx_ssrc == Some(h.ssrc) {
-            &self.rx
-        } else {
-            &fresh
-        };
+        // A new SSRC starts a new stream; it is stored only once a packet
+        // of it authenticates, so forged SSRCs cannot evict real streams.
+        let mut state = self.rx.get(h.ssrc);
         let index = state.estimate(h.seq_no);
         state.check(index).map_err(|_| SrtpError::Replay)?;
         let plain_len = match &self.rtp {
@@ -166,11 +204,8 @@ impl SrtpContext {
                 h.len + n
             }
         };
-        if self.rx_ssrc != Some(h.ssrc) {
-            self.rx_ssrc = Some(h.ssrc);
-            self.rx = RtpIndex::default();
-        }
-        self.rx.accept(index);
+        state.accept(index);
+        self.rx.store(h.ssrc, state);
         Ok(plain_len)
     }
 
@@ -182,7 +217,9 @@ impl SrtpContext {
             return Err(SrtpError::NoRoom);
         }
         let h = RtpHeader::parse(&buf[..len]).map_err(|_| SrtpError::Malformed)?;
-        let index = self.tx.next(h.ssrc, h.seq_no);
+        let mut state = self.tx.get(h.ssrc);
+        let index = state.next(h.seq_no);
+        self.tx.store(h.ssrc, state);
         match &self.rtp {
             Keys::Cm(k) => {
                 k.apply_keystream(h.ssrc, index, &mut buf[h.len..len]);
@@ -201,8 +238,12 @@ impl SrtpContext {
     /// Verifies and decrypts one SRTCP packet in place; returns the RTCP length.
     pub fn unprotect_rtcp(&mut self, pkt: &mut [u8]) -> Result<usize, SrtpError> {
         let len = pkt.len();
-        let ssrc_of = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-        match &self.rtcp {
+        if len < 8 {
+            return Err(SrtpError::Malformed);
+        }
+        let ssrc = be_u32(&pkt[4..]);
+        let mut window = self.rx_rtcp.get(ssrc);
+        let index = match &self.rtcp {
             Keys::Cm(k) => {
                 // header(8) | payload | E+index(4) | tag(10)
                 if len < 8 + 4 + cm::TAG_LEN {
@@ -212,19 +253,15 @@ impl SrtpContext {
                 let idx_at = tag_at - 4;
                 let e_index = be_u32(&pkt[idx_at..]);
                 let index = e_index & 0x7fff_ffff;
-                self.rx_rtcp
-                    .check(index as u64)
-                    .map_err(|_| SrtpError::Replay)?;
+                window.check(index as u64).map_err(|_| SrtpError::Replay)?;
                 let want = k.tag(&pkt[..tag_at], &[]);
                 if !tags_equal(&want, &pkt[tag_at..]) {
                     return Err(SrtpError::Auth);
                 }
                 if e_index & 0x8000_0000 != 0 {
-                    let ssrc = ssrc_of(pkt);
                     k.apply_keystream(ssrc, index as u64, &mut pkt[8..idx_at]);
                 }
-                self.rx_rtcp.accept(index as u64);
-                Ok(idx_at)
+                (index, idx_at)
             }
             Keys::Gcm(k) => {
                 // header(8) | ciphertext | tag(16) | E+index(4)
@@ -238,20 +275,21 @@ impl SrtpContext {
                     return Err(SrtpError::Malformed);
                 }
                 let index = e_index & 0x7fff_ffff;
-                self.rx_rtcp
-                    .check(index as u64)
-                    .map_err(|_| SrtpError::Replay)?;
+                window.check(index as u64).map_err(|_| SrtpError::Replay)?;
                 let mut aad = [0u8; 12];
                 aad[..8].copy_from_slice(&pkt[..8]);
                 aad[8..].copy_from_slice(&pkt[idx_at..]);
-                let iv = k.rtcp_iv(ssrc_of(pkt), index);
+                let iv = k.rtcp_iv(ssrc, index);
                 let n = k
                     .open(iv, &aad, &mut pkt[8..idx_at])
                     .map_err(|_| SrtpError::Auth)?;
-                self.rx_rtcp.accept(index as u64);
-                Ok(8 + n)
+                (index, 8 + n)
             }
-        }
+        };
+        let (index, plain_len) = index;
+        window.accept(index as u64);
+        self.rx_rtcp.store(ssrc, window);
+        Ok(plain_len)
     }
 
     /// Encrypts and authenticates `buf[..len]` (an RTCP compound packet) in
@@ -401,6 +439,46 @@ mod tests {
     #[test]
     fn gcm_round_trip_replay_and_tamper() {
         round_trip(gcm_key());
+    }
+
+    #[test]
+    fn gcm256_round_trip_replay_and_tamper() {
+        round_trip(SrtpKey::new(SrtpSuite::AeadAes256Gcm, &[0x24; 44]).unwrap());
+    }
+
+    fn rtp_ssrc(seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = rtp(seq, b"multiplexed");
+        p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        p
+    }
+
+    /// A WebRTC transport carries several SSRCs: each keeps its own index and
+    /// replay window, so interleaved streams neither reset nor reject each other.
+    #[test]
+    fn interleaved_ssrcs_keep_their_own_state() {
+        for key in [cm_key(), gcm_key()] {
+            let mut tx = SrtpContext::new(&key);
+            let mut rx = SrtpContext::new(&key);
+            let mut sent = Vec::new();
+            for i in 0..40u16 {
+                for ssrc in [1u32, 2, 3] {
+                    let seq = (ssrc as u16).wrapping_mul(20_000).wrapping_add(i);
+                    let plain = rtp_ssrc(seq, ssrc);
+                    let mut buf = plain.clone();
+                    buf.resize(plain.len() + MAX_TRAILER, 0);
+                    let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+                    buf.truncate(n);
+                    let mut wire = buf.clone();
+                    assert_eq!(rx.unprotect_rtp(&mut wire).unwrap(), plain.len());
+                    sent.push(buf);
+                }
+            }
+            // A recent packet of any stream replayed is still caught.
+            for old in sent.iter().rev().take(6) {
+                let mut again = old.clone();
+                assert_eq!(rx.unprotect_rtp(&mut again), Err(SrtpError::Replay));
+            }
+        }
     }
 
     #[test]
