@@ -9,6 +9,7 @@
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
 pub mod demux;
+pub mod dtls;
 pub mod ice;
 pub mod router;
 pub mod rtp;

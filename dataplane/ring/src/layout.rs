@@ -21,7 +21,7 @@ use crate::spsc::{self, Consumer, Producer, RingHeader};
 /// "MGWRING1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGWRING1");
 /// Bump when the layout or message encoding changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Slots per ring. A power of two.
 pub const SLOTS: u64 = 4096;
 /// Bytes per slot: one message.
@@ -41,6 +41,9 @@ struct Header {
     dataplane_pid: AtomicU64,
     /// Incremented by the controlplane while it runs.
     control_heartbeat: AtomicU64,
+    /// SHA-256 of the dataplane's DTLS certificate (the SDP `a=fingerprint`),
+    /// written before the epoch is published.
+    dtls_fingerprint: [AtomicU64; 4],
 }
 
 /// Per-shard block: heartbeat on its own line, then the two rings.
@@ -280,6 +283,24 @@ impl Region {
 
     pub fn control_heartbeat(&self) -> u64 {
         self.header().control_heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Dataplane start: publish the DTLS certificate's SHA-256 fingerprint.
+    /// Call before [`Self::start_dataplane_epoch`], whose Release publishes it.
+    pub fn set_dtls_fingerprint(&self, fingerprint: &[u8; 32]) {
+        for (i, word) in self.header().dtls_fingerprint.iter().enumerate() {
+            let b: [u8; 8] = fingerprint[i * 8..i * 8 + 8].try_into().expect("8 bytes");
+            word.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// The fingerprint of the dataplane whose epoch was read (Acquire) before.
+    pub fn dtls_fingerprint(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, word) in self.header().dtls_fingerprint.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out
     }
 
     /// Dataplane start: announce a new epoch and our pid, and drop commands
