@@ -199,7 +199,13 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
         "id": s.id.to_string(),
         "state": if s.ended.is_some() { "ended" } else { "live" },
         "port": s.port(),
-        "stats": { "packets": s.stats.packets, "bytes": s.stats.bytes, "drops": drops },
+        "stats": {
+            "packets": s.stats.packets,
+            "bytes": s.stats.bytes,
+            "drops": drops,
+            "retransmits": s.stats.retransmits,
+            "keyframe_requests": s.stats.keyframe_requests,
+        },
     });
     if let Some(reason) = &s.ended {
         v["end_reason"] = json!(reason);

@@ -63,10 +63,18 @@ fn sha256(der: &[u8]) -> [u8; 32] {
 pub enum ToDtls {
     /// A WebRTC session exists: expect a ClientHello whose certificate has
     /// this SHA-256 fingerprint (from the peer's SDP).
-    Open { session: u64, fingerprint: [u8; 32] },
+    Open {
+        session: u64,
+        fingerprint: [u8; 32],
+    },
     /// A DTLS datagram from the session's ICE-verified peer.
-    Datagram { session: u64, data: Vec<u8> },
-    Close { session: u64 },
+    Datagram {
+        session: u64,
+        data: Vec<u8>,
+    },
+    Close {
+        session: u64,
+    },
 }
 
 impl ToDtls {
@@ -144,11 +152,8 @@ impl Endpoints {
             } => {
                 // WebRTC's DTLS is 1.2 (RFC 8827); browsers that offer 1.3
                 // negotiate down. We are always the server (a=setup:passive).
-                let mut dtls = Dtls::new_12(
-                    self.config.clone(),
-                    self.identity.certificate.clone(),
-                    now,
-                );
+                let mut dtls =
+                    Dtls::new_12(self.config.clone(), self.identity.certificate.clone(), now);
                 dtls.set_active(false);
                 // dimpl draws its random and starts its clock in the first
                 // timeout; packets before it would find no ServerHello random.
@@ -287,7 +292,10 @@ pub fn split_keys(km: &[u8], profile: SrtpProfile) -> Option<(SrtpKey, SrtpKey)>
         m.extend_from_slice(salt);
         SrtpKey::new(suite, &m)
     };
-    Some((join(client_key, client_salt)?, join(server_key, server_salt)?))
+    Some((
+        join(client_key, client_salt)?,
+        join(server_key, server_salt)?,
+    ))
 }
 
 /// Longest the thread sleeps when no timer is due (it wakes on every message).
@@ -331,7 +339,11 @@ pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
                     eps.handle_timeouts(Instant::now(), &mut out);
                 }));
                 if turn.is_err() {
-                    warn!(shard = index, ?session, "DTLS engine panicked; dropping the session");
+                    warn!(
+                        shard = index,
+                        ?session,
+                        "DTLS engine panicked; dropping the session"
+                    );
                     if let Some(session) = session {
                         eps.peers.remove(&session);
                         out.push(FromDtls::Failed {

@@ -11,8 +11,11 @@
 pub mod demux;
 pub mod dtls;
 pub mod ice;
+pub mod nack;
 pub mod router;
+pub mod rtcp;
 pub mod rtp;
 pub mod shard;
 pub mod srtp;
 pub mod uring;
+pub mod webrtc;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use dataplane::dtls::DtlsIdentity;
 use dataplane::shard::{run_shard, ShardConfig};
 use gateway_ring::{Region, RegionError};
 use tracing::{error, info};
@@ -85,6 +86,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // One certificate per process: its fingerprint goes into every SDP
+    // answer, so the controlplane reads it from shared memory.
+    let identity = match DtlsIdentity::generate() {
+        Ok(i) => i,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    region.set_dtls_fingerprint(&identity.fingerprint);
     let epoch = region.start_dataplane_epoch(std::process::id());
     // SAFETY: installing an async-signal-safe handler that only stores an atomic.
     unsafe {
@@ -101,6 +112,7 @@ fn main() {
             region: region.clone(),
             epoch,
             core: (!args.no_pin).then_some(index as usize % cores),
+            dtls: identity.clone(),
         };
         let stop = stop.clone();
         let t = std::thread::Builder::new()

@@ -18,11 +18,14 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
+    Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
+    SrtpKey, WebrtcSpec,
 };
 
+use crate::rtcp::{self, Feedback, SenderInfo};
 use crate::rtp::{is_rtcp, RtpHeader};
-use crate::srtp::{SrtpContext, SrtpError};
+use crate::srtp::{SrtpContext, SrtpError, MAX_TRAILER};
+use crate::webrtc::{Peer, PeerEvent};
 
 /// A session's slot in the shard; the same index names its socket.
 pub type Handle = u32;
@@ -37,6 +40,35 @@ pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most sessions one shard holds (each has a socket and a multishot receive).
 pub const MAX_SESSIONS: usize = 16_384;
+
+/// At most one keyframe request per publisher per this interval: a burst of
+/// joining subscribers costs the publisher one keyframe, not one each.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a WebRTC peer gets an RTCP report from us.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `Event::SessionEnded` reasons.
+pub const END_CONSENT: u16 = 1;
+pub const END_DTLS: u16 = 2;
+
+/// A packet the router wants sent that is not a fan-out copy: STUN answers,
+/// DTLS records, RTCP feedback and reports, retransmissions.
+#[derive(Debug)]
+pub struct Control {
+    /// The session whose socket sends it.
+    pub from: Handle,
+    pub dest: SocketAddrV4,
+    pub data: Vec<u8>,
+}
+
+/// A session the router ended by itself (consent lost, DTLS failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub session: u64,
+    pub handle: Handle,
+    pub reason: u16,
+}
 
 struct Room {
     spec: RoomSpec,
@@ -56,9 +88,17 @@ struct Egress {
     audio: OutTrack,
 }
 
+/// A WebRTC peer and, when it subscribes, the rewrite state of its tracks.
+struct WebrtcSession {
+    peer: Peer,
+    video: OutTrack,
+    audio: OutTrack,
+}
+
 enum Role {
     Ingest(Ingest),
     Egress(Egress),
+    Webrtc(Box<WebrtcSession>),
 }
 
 struct Session {
@@ -94,6 +134,9 @@ struct OutTrack {
     last_seq: u16,
     last_ts: u32,
     last_at: Option<Instant>,
+    /// Packets and payload octets sent, for sender reports.
+    sent: u32,
+    octets: u32,
 }
 
 impl OutTrack {
@@ -108,6 +151,8 @@ impl OutTrack {
             last_seq: 0,
             last_ts: 0,
             last_at: None,
+            sent: 0,
+            octets: 0,
         }
     }
 
@@ -151,6 +196,17 @@ pub struct Router {
     free: Vec<Handle>,
     by_id: HashMap<u64, Handle>,
     rooms: HashMap<u32, Room>,
+    /// Packets to send that are not fan-out copies; the shard drains them.
+    controls: Vec<Control>,
+    /// DTLS datagrams for the DTLS thread: (session, bytes).
+    dtls_in: Vec<(u64, Vec<u8>)>,
+    /// Spent control buffers, reused so steady state does not allocate.
+    pool: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    feedback: Vec<Feedback>,
+    ended: Vec<Ended>,
+    /// WebRTC sessions removed since the last call (their DTLS state goes too).
+    closed_webrtc: Vec<u64>,
 }
 
 impl Router {
@@ -234,11 +290,28 @@ impl Router {
         Ok(self.add_session(role))
     }
 
+    /// A WebRTC publisher (an ingest of the room) or subscriber (an egress).
+    pub fn add_webrtc(&mut self, now: Instant, spec: WebrtcSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        let video = OutTrack::new(spec.video_ssrc, spec.video_pt, 90_000);
+        let audio = OutTrack::new(spec.audio_ssrc, spec.audio_pt, 48_000);
+        Ok(self.add_session(Role::Webrtc(Box::new(WebrtcSession {
+            peer: Peer::new(spec, now),
+            video,
+            audio,
+        }))))
+    }
+
     /// Stores a session whose room `check_new` has confirmed, and lists it in the room.
     fn add_session(&mut self, role: Role) -> Handle {
         let (id, room, srtp, is_ingest) = match &role {
             Role::Ingest(i) => (i.spec.session, i.spec.room, i.spec.srtp.as_ref(), true),
             Role::Egress(e) => (e.spec.session, e.spec.room, e.spec.srtp.as_ref(), false),
+            Role::Webrtc(w) => {
+                let spec = &w.peer.spec;
+                let publish = spec.direction == Direction::Publish;
+                (spec.session, spec.room, None, publish)
+            }
         };
         let s = Session {
             room,
@@ -278,22 +351,26 @@ impl Router {
         };
         self.by_id.remove(&s.stats.session);
         self.free.push(h);
+        if matches!(s.role, Role::Webrtc(_)) {
+            self.closed_webrtc.push(s.stats.session);
+        }
         // An ingest that leaves frees the egress tracks it fed, so a new
         // publisher continues the same output streams at once.
-        if let Role::Ingest(i) = &s.role {
-            let id = i.spec.session;
-            if let Some(room) = self.rooms.get(&s.room) {
-                for &e in &room.egresses {
-                    if let Some(Session {
-                        role: Role::Egress(eg),
-                        ..
-                    }) = self.sessions[e as usize].as_mut()
-                    {
-                        for t in [&mut eg.video, &mut eg.audio] {
-                            if t.source.map(|s| s.0) == Some(id) {
-                                t.source = None;
-                            }
-                        }
+        let publisher = match &s.role {
+            Role::Ingest(i) => Some(i.spec.session),
+            Role::Webrtc(w) if w.peer.is_publisher() => Some(w.peer.spec.session),
+            _ => None,
+        };
+        if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
+            for &e in &room.egresses {
+                let tracks = match self.sessions[e as usize].as_mut().map(|s| &mut s.role) {
+                    Some(Role::Egress(eg)) => [&mut eg.video, &mut eg.audio],
+                    Some(Role::Webrtc(w)) => [&mut w.video, &mut w.audio],
+                    _ => continue,
+                };
+                for t in tracks {
+                    if t.source.map(|s| s.0) == Some(id) {
+                        t.source = None;
                     }
                 }
             }
@@ -336,6 +413,58 @@ impl Router {
             Role::Egress(_) => {
                 // Receiver reports from the egress peer: counted, not forwarded.
                 Err(None)
+            }
+            Role::Webrtc(w) => {
+                if self.scratch.len() < 1500 {
+                    self.scratch.resize(1500, 0);
+                }
+                let room = s.room;
+                let ev = w.peer.on_datagram(now, src, buf, &mut self.scratch);
+                let session = w.peer.spec.session;
+                match ev {
+                    Ok(PeerEvent::Media {
+                        kind,
+                        len,
+                        seq_no,
+                        timestamp,
+                        ssrc,
+                    }) => Ok(Inbound {
+                        room,
+                        ingest: session,
+                        kind,
+                        len,
+                        seq_no,
+                        timestamp,
+                        ssrc,
+                    }),
+                    Ok(PeerEvent::Reply(n)) => {
+                        let mut data = self.pool.pop().unwrap_or_default();
+                        data.clear();
+                        data.extend_from_slice(&self.scratch[..n]);
+                        self.controls.push(Control {
+                            from: h,
+                            dest: src,
+                            data,
+                        });
+                        Err(None)
+                    }
+                    Ok(PeerEvent::Dtls) => {
+                        self.dtls_in.push((session, buf.to_vec()));
+                        Err(None)
+                    }
+                    Ok(PeerEvent::Rtcp(n)) => {
+                        let fb = &mut self.feedback;
+                        fb.clear();
+                        rtcp::walk(&buf[..n], |f| fb.push(f));
+                        s.stats.packets += 1;
+                        s.stats.bytes += buf.len() as u64;
+                        s.dirty = true;
+                        self.on_feedback(now, h);
+                        return None;
+                    }
+                    Ok(PeerEvent::Consumed) => Err(None),
+                    Err(reason) => Err(Some(reason)),
+                }
             }
         };
         match result {
@@ -440,35 +569,384 @@ impl Router {
         pkt: &mut [u8],
     ) -> Option<(usize, SocketAddrV4)> {
         let s = self.sessions.get_mut(h as usize)?.as_mut()?;
-        let Role::Egress(eg) = &mut s.role else {
-            return None;
-        };
-        let (track, port) = match inbound.kind {
-            MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
-            MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
-        };
-        let (seq, ts) = track.map(
-            now,
-            (inbound.ingest, inbound.ssrc),
-            inbound.seq_no,
-            inbound.timestamp,
-        )?;
-        RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
-        let len = match &mut s.srtp {
-            Some(ctx) => match ctx.protect_rtp(pkt, inbound.len) {
-                Ok(n) => n,
-                Err(_) => {
-                    s.stats.drops[DropReason::Send as usize] += 1;
+        let source = (inbound.ingest, inbound.ssrc);
+        let (len, dest) = match &mut s.role {
+            Role::Egress(eg) => {
+                let (track, port) = match inbound.kind {
+                    MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
+                    MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
+                };
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp)?;
+                RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
+                let len = match &mut s.srtp {
+                    Some(ctx) => match ctx.protect_rtp(pkt, inbound.len) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            s.stats.drops[DropReason::Send as usize] += 1;
+                            return None;
+                        }
+                    },
+                    None => inbound.len,
+                };
+                let dest = SocketAddrV4::new(Ipv4Addr::from(eg.spec.dest_ip), port);
+                (len, dest)
+            }
+            Role::Webrtc(w) => {
+                let track = match inbound.kind {
+                    MediaKind::Video => &mut w.video,
+                    MediaKind::Audio => &mut w.audio,
+                };
+                // Not negotiated (pt 0), the publisher itself, or not connected yet.
+                if track.pt == 0 || w.peer.is_publisher() {
                     return None;
                 }
-            },
-            None => inbound.len,
+                let dest = w.peer.destination()?;
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp)?;
+                RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
+                track.sent = track.sent.wrapping_add(1);
+                track.octets = track
+                    .octets
+                    .wrapping_add((inbound.len.saturating_sub(12)) as u32);
+                match w.peer.protect_rtp(pkt, inbound.len) {
+                    Ok(n) => (n, dest),
+                    Err(_) => {
+                        s.stats.drops[DropReason::Send as usize] += 1;
+                        return None;
+                    }
+                }
+            }
+            Role::Ingest(_) => return None,
         };
         s.stats.packets += 1;
         s.stats.bytes += len as u64;
         s.dirty = true;
-        let dest = SocketAddrV4::new(Ipv4Addr::from(eg.spec.dest_ip), port);
         Some((len, dest))
+    }
+
+    fn control_buf(&mut self) -> Vec<u8> {
+        let mut b = self.pool.pop().unwrap_or_default();
+        b.clear();
+        b.resize(1500 + MAX_TRAILER, 0);
+        b
+    }
+
+    /// Packets to send that are not fan-out copies. Give the buffers back
+    /// with [`Self::recycle`] once copied.
+    pub fn take_controls(&mut self, out: &mut Vec<Control>) {
+        out.append(&mut self.controls);
+    }
+
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 256 {
+            self.pool.push(buf);
+        }
+    }
+
+    /// DTLS datagrams received since the last call, for the DTLS thread.
+    pub fn take_dtls(&mut self, out: &mut Vec<(u64, Vec<u8>)>) {
+        out.append(&mut self.dtls_in);
+    }
+
+    /// WebRTC sessions removed since the last call, however they ended.
+    pub fn take_closed_webrtc(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.closed_webrtc);
+    }
+
+    /// Sessions the router ended by itself since the last call (already
+    /// removed: close their sockets and tell the controlplane).
+    pub fn take_ended(&mut self, out: &mut Vec<Ended>) {
+        out.append(&mut self.ended);
+    }
+
+    fn webrtc_mut(&mut self, h: Handle) -> Option<&mut WebrtcSession> {
+        match &mut self.session_mut(h)?.role {
+            Role::Webrtc(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Where a DTLS record for `session` goes: its socket and verified peer.
+    pub fn dtls_destination(&self, session: u64) -> Option<(Handle, SocketAddrV4)> {
+        let h = *self.by_id.get(&session)?;
+        match &self.session(h)?.role {
+            Role::Webrtc(w) => Some((h, w.peer.ice.remote()?)),
+            _ => None,
+        }
+    }
+
+    /// The DTLS handshake of `session` finished: media may flow. A new
+    /// subscriber asks the room's publishers for a keyframe so its first
+    /// picture comes at once rather than at the next periodic keyframe.
+    pub fn install_keys(&mut self, now: Instant, session: u64, rx: &SrtpKey, tx: &SrtpKey) {
+        let Some(&h) = self.by_id.get(&session) else {
+            return;
+        };
+        let Some(w) = self.webrtc_mut(h) else {
+            return;
+        };
+        w.peer.install_keys(rx, tx);
+        if w.peer.is_publisher() {
+            return;
+        }
+        let room = self.session(h).map(|s| s.room);
+        let publishers: Vec<Handle> = room
+            .and_then(|r| self.rooms.get(&r))
+            .map(|r| r.ingests.clone())
+            .unwrap_or_default();
+        for p in publishers {
+            self.request_keyframe(now, p);
+        }
+    }
+
+    /// Ends `session` (DTLS failed); returns its handle for the shard to close.
+    pub fn end_session(&mut self, session: u64, reason: u16) {
+        if let Some(handle) = self.remove_session(session) {
+            self.ended.push(Ended {
+                session,
+                handle,
+                reason,
+            });
+        }
+    }
+
+    /// Sends publisher `p` a PLI for its video, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`]. RTP ingests (no RTCP path back) are skipped.
+    fn request_keyframe(&mut self, now: Instant, p: Handle) {
+        let mut buf = self.control_buf();
+        let Some(s) = self.session_mut(p) else {
+            return;
+        };
+        let Role::Webrtc(w) = &mut s.role else {
+            return;
+        };
+        let peer = &mut w.peer;
+        let (Some(dest), true) = (peer.destination(), peer.video_in.ssrc != 0) else {
+            return;
+        };
+        if peer
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
+        {
+            return;
+        }
+        peer.last_keyframe_request = Some(now);
+        let n = rtcp::write_pli(&mut buf, peer.rtcp_ssrc(), peer.video_in.ssrc);
+        let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
+            return;
+        };
+        buf.truncate(n);
+        s.stats.keyframe_requests += 1;
+        s.dirty = true;
+        self.controls.push(Control {
+            from: p,
+            dest,
+            data: buf,
+        });
+    }
+
+    /// Acts on the RTCP items in `self.feedback` that session `h` sent.
+    fn on_feedback(&mut self, now: Instant, h: Handle) {
+        let items = std::mem::take(&mut self.feedback);
+        for f in &items {
+            match *f {
+                Feedback::KeyframeRequest { .. } => {
+                    if let Some(src) = self.video_source(h) {
+                        if let Some(s) = self.session_mut(h) {
+                            s.stats.keyframe_requests += 1;
+                        }
+                        self.request_keyframe(now, src);
+                    }
+                }
+                Feedback::Nack { pid, blp, .. } => {
+                    for seq in Feedback::nacked(pid, blp) {
+                        self.retransmit(h, seq);
+                    }
+                }
+                Feedback::SenderReport { .. } | Feedback::Bye => {}
+            }
+        }
+        self.feedback = items;
+    }
+
+    /// The publisher feeding subscriber `h`'s video track.
+    fn video_source(&self, h: Handle) -> Option<Handle> {
+        let Role::Webrtc(w) = &self.session(h)?.role else {
+            return None;
+        };
+        let (id, _) = w.video.source?;
+        self.by_id.get(&id).copied()
+    }
+
+    /// Answers a subscriber's NACK for its video sequence number `out_seq`
+    /// from the publisher's cache; a miss becomes a NACK to the publisher.
+    fn retransmit(&mut self, h: Handle, out_seq: u16) {
+        let Some(src) = self.video_source(h) else {
+            return;
+        };
+        let Some(Role::Webrtc(sub)) = self.session(h).map(|s| &s.role) else {
+            return;
+        };
+        let (seq_delta, ts_delta, pt, ssrc) = (
+            sub.video.seq_delta,
+            sub.video.ts_delta,
+            sub.video.pt,
+            sub.video.ssrc,
+        );
+        let in_seq = out_seq.wrapping_sub(seq_delta);
+        let mut buf = self.control_buf();
+        let cached = match self.session(src).map(|s| &s.role) {
+            Some(Role::Webrtc(p)) => p
+                .peer
+                .cache
+                .as_ref()
+                .and_then(|c| c.get(in_seq))
+                .map(|pkt| {
+                    buf[..pkt.len()].copy_from_slice(pkt);
+                    pkt.len()
+                }),
+            _ => None,
+        };
+        match cached {
+            Some(len) => {
+                let Some(s) = self.session_mut(h) else { return };
+                let Role::Webrtc(w) = &mut s.role else { return };
+                let Some(dest) = w.peer.destination() else {
+                    return;
+                };
+                let ts = RtpHeader::parse(&buf[..len])
+                    .map(|x| x.timestamp)
+                    .unwrap_or(0);
+                RtpHeader::rewrite(&mut buf, pt, out_seq, ts.wrapping_add(ts_delta), ssrc);
+                let Ok(n) = w.peer.protect_rtp(&mut buf, len) else {
+                    return;
+                };
+                buf.truncate(n);
+                s.stats.retransmits += 1;
+                s.dirty = true;
+                self.controls.push(Control {
+                    from: h,
+                    dest,
+                    data: buf,
+                });
+            }
+            None => {
+                let Some(s) = self.session_mut(src) else {
+                    return;
+                };
+                let Role::Webrtc(p) = &mut s.role else { return };
+                let peer = &mut p.peer;
+                let Some(dest) = peer.destination() else {
+                    return;
+                };
+                let n = rtcp::write_nack(&mut buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0);
+                let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
+                    return;
+                };
+                buf.truncate(n);
+                self.controls.push(Control {
+                    from: src,
+                    dest,
+                    data: buf,
+                });
+            }
+        }
+    }
+
+    /// Periodic work: consent freshness (RFC 7675) and RTCP reports. Call a
+    /// few times a second.
+    pub fn tick(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        let handles: Vec<Handle> = (0..self.sessions.len() as Handle).collect();
+        for h in handles {
+            let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) else {
+                continue;
+            };
+            if w.peer.ice.consent_expired(now, w.peer.created) {
+                expired.push(w.peer.spec.session);
+                continue;
+            }
+            self.send_reports(now, h);
+        }
+        for session in expired {
+            self.end_session(session, END_CONSENT);
+        }
+    }
+
+    /// One compound a second per peer: receiver reports to a publisher, sender
+    /// reports (mapped from the publisher's) to a subscriber.
+    fn send_reports(&mut self, now: Instant, h: Handle) {
+        let mut buf = self.control_buf();
+        // Sender reports need the publisher's NTP/RTP pair for each track.
+        let mut srs: [Option<SenderInfo>; 2] = [None, None];
+        if let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) {
+            if !w.peer.is_publisher() {
+                for (i, t) in [&w.video, &w.audio].into_iter().enumerate() {
+                    let Some((pid, in_ssrc)) = t.source else {
+                        continue;
+                    };
+                    let Some(&ph) = self.by_id.get(&pid) else {
+                        continue;
+                    };
+                    let Some(Role::Webrtc(p)) = self.session(ph).map(|s| &s.role) else {
+                        continue;
+                    };
+                    let stream = [&p.peer.video_in, &p.peer.audio_in]
+                        .into_iter()
+                        .find(|s| s.ssrc == in_ssrc);
+                    if let Some((ntp, rtp_ts, at)) = stream.and_then(|s| s.sr) {
+                        let dt = now.saturating_duration_since(at);
+                        let ntp_now =
+                            ntp.wrapping_add(((dt.as_secs_f64()) * 4_294_967_296.0) as u64);
+                        let ticks = (dt.as_secs_f64() * t.clock_rate as f64) as u32;
+                        let rtp_now = rtp_ts.wrapping_add(ticks).wrapping_add(t.ts_delta);
+                        srs[i] = Some(SenderInfo {
+                            ssrc: t.ssrc,
+                            ntp: ntp_now,
+                            rtp_ts: rtp_now,
+                            packets: t.sent,
+                            octets: t.octets,
+                        });
+                    }
+                }
+            }
+        }
+        let Some(s) = self.session_mut(h) else { return };
+        let Role::Webrtc(w) = &mut s.role else { return };
+        let peer = &mut w.peer;
+        let Some(dest) = peer.destination() else {
+            return;
+        };
+        if peer
+            .last_report
+            .is_some_and(|t| now.saturating_duration_since(t) < REPORT_INTERVAL)
+        {
+            return;
+        }
+        peer.last_report = Some(now);
+        let mut n = 0;
+        if peer.is_publisher() {
+            let blocks: Vec<_> = [peer.video_in.report(now), peer.audio_in.report(now)]
+                .into_iter()
+                .flatten()
+                .collect();
+            n += rtcp::write_rr(&mut buf, peer.rtcp_ssrc(), &blocks);
+        } else {
+            for sr in srs.iter().flatten() {
+                n += rtcp::write_sr(&mut buf[n..], sr);
+            }
+            if n == 0 {
+                n += rtcp::write_rr(&mut buf, peer.rtcp_ssrc(), &[]);
+            }
+        }
+        let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
+            return;
+        };
+        buf.truncate(n);
+        self.controls.push(Control {
+            from: h,
+            dest,
+            data: buf,
+        });
     }
 
     /// Appends the counters of every session that changed since the last call
@@ -496,7 +974,7 @@ impl Router {
             .flatten()
             .filter_map(|s| match &s.role {
                 Role::Ingest(i) => Some(&i.spec),
-                Role::Egress(_) => None,
+                _ => None,
             })
     }
 
@@ -506,7 +984,17 @@ impl Router {
             .flatten()
             .filter_map(|s| match &s.role {
                 Role::Egress(e) => Some(&e.spec),
-                Role::Ingest(_) => None,
+                _ => None,
+            })
+    }
+
+    pub fn webrtc_specs(&self) -> impl Iterator<Item = &WebrtcSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Webrtc(w) => Some(&w.peer.spec),
+                _ => None,
             })
     }
 }

@@ -28,7 +28,8 @@ use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, info, warn};
 
-use crate::router::{Handle, Inbound, Router};
+use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
+use crate::router::{Control, Ended, Handle, Inbound, Router, END_DTLS};
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
@@ -66,6 +67,8 @@ pub struct ShardConfig {
     pub epoch: u64,
     /// Core to pin to, if any.
     pub core: Option<usize>,
+    /// The DTLS certificate WebRTC sessions present.
+    pub dtls: DtlsIdentity,
 }
 
 struct SocketSlot {
@@ -105,6 +108,12 @@ pub struct Shard {
     fanout: Vec<Handle>,
     stats: Vec<SessionStats>,
     next_stats: Instant,
+    dtls: DtlsLink,
+    /// Reused buffers for draining the router's queues.
+    controls: Vec<Control>,
+    dtls_out: Vec<(u64, Vec<u8>)>,
+    ended: Vec<Ended>,
+    closed: Vec<u64>,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
 }
@@ -124,6 +133,7 @@ impl Shard {
         // SAFETY: as above for msghdr.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
         Ok(Shard {
             ring,
             bufs,
@@ -142,6 +152,11 @@ impl Shard {
             fanout: Vec::new(),
             stats: Vec::new(),
             next_stats: Instant::now(),
+            dtls,
+            controls: Vec::new(),
+            dtls_out: Vec::new(),
+            ended: Vec::new(),
+            closed: Vec::new(),
             stray: 0,
         })
     }
@@ -161,10 +176,13 @@ impl Shard {
             self.arm_receives();
             self.submit_and_wait(TURN_WAIT)?;
             self.reap(Instant::now());
+            self.poll_dtls(Instant::now());
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
+                self.router.tick(now);
                 self.push_stats();
             }
+            self.flush_router();
             self.flush_events();
         }
         info!(
@@ -205,7 +223,7 @@ impl Shard {
         }
     }
 
-    fn apply(&mut self, _now: Instant, c: Command) {
+    fn apply(&mut self, now: Instant, c: Command) {
         let tag = c.tag();
         let (id, outcome) = match c {
             Command::CreateRoom(spec) => (spec.room as u64, self.router.add_room(spec)),
@@ -226,6 +244,17 @@ impl Shard {
                 let (id, port) = (spec.session, spec.port);
                 (id, self.open_session(port, |r| r.add_egress(spec)))
             }
+            Command::CreateWebrtc(spec) => {
+                let (id, port, fingerprint) = (spec.session, spec.port, spec.remote_fingerprint);
+                let outcome = self.open_session(port, |r| r.add_webrtc(now, spec));
+                if outcome == Outcome::Ok {
+                    let _ = self.dtls.to.send(ToDtls::Open {
+                        session: id,
+                        fingerprint,
+                    });
+                }
+                (id, outcome)
+            }
             Command::DeleteSession { session } => match self.router.remove_session(session) {
                 Some(h) => {
                     self.close_socket(h);
@@ -242,8 +271,19 @@ impl Shard {
                     .cloned()
                     .map(Event::Egress)
                     .collect();
-                self.outbox
-                    .extend(rooms.into_iter().chain(ingests).chain(egresses));
+                let webrtc: Vec<_> = self
+                    .router
+                    .webrtc_specs()
+                    .cloned()
+                    .map(Event::Webrtc)
+                    .collect();
+                self.outbox.extend(
+                    rooms
+                        .into_iter()
+                        .chain(ingests)
+                        .chain(egresses)
+                        .chain(webrtc),
+                );
                 self.emit(Event::ResyncDone {
                     epoch: self.cfg.epoch,
                 });
@@ -440,7 +480,49 @@ impl Shard {
                 self.free_sends.push(slot_idx);
                 continue;
             };
-            slot.session = e;
+            self.queue_send(slot_idx, e, fd, dest, n);
+        }
+    }
+
+    /// Sends `data` from session `from`'s socket (STUN answers, DTLS records,
+    /// RTCP, retransmissions): one copy into a send slot, like media.
+    fn send_control(&mut self, from: Handle, dest: std::net::SocketAddrV4, data: &[u8]) {
+        let Some(fd) = self
+            .sockets
+            .get(from as usize)
+            .and_then(Option::as_ref)
+            .map(|s| s.sock.as_raw_fd())
+        else {
+            return;
+        };
+        if data.len() > SEND_BUF_SIZE {
+            self.router.count_drop(from, DropReason::Send);
+            return;
+        }
+        let Some(slot_idx) = self
+            .free_sends
+            .pop()
+            .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?)
+        else {
+            self.router.count_drop(from, DropReason::Send);
+            return;
+        };
+        self.sends[slot_idx as usize].buf[..data.len()].copy_from_slice(data);
+        self.queue_send(slot_idx, from, fd, dest, data.len());
+    }
+
+    /// Queues `SendMsg` for send slot `slot_idx` holding `n` bytes.
+    fn queue_send(
+        &mut self,
+        slot_idx: u32,
+        from: Handle,
+        fd: std::os::fd::RawFd,
+        dest: std::net::SocketAddrV4,
+        n: usize,
+    ) {
+        {
+            let slot = &mut self.sends[slot_idx as usize];
+            slot.session = from;
             slot.addr = sockaddr_in(dest);
             slot.iov = libc::iovec {
                 iov_base: slot.buf.as_mut_ptr() as *mut libc::c_void,
@@ -460,6 +542,68 @@ impl Shard {
                 .user_data(user_data(OP_SEND, 0, slot_idx));
             self.push_sqe(&sqe);
         }
+    }
+
+    /// Results from the DTLS thread: records to send, keys, failures.
+    fn poll_dtls(&mut self, now: Instant) {
+        // Bounded per turn, like commands.
+        for _ in 0..1024 {
+            let Ok(m) = self.dtls.from.try_recv() else {
+                break;
+            };
+            match m {
+                FromDtls::Send { session, data } => {
+                    if let Some((h, dest)) = self.router.dtls_destination(session) {
+                        self.send_control(h, dest, &data);
+                    }
+                }
+                FromDtls::Keys { session, rx, tx } => {
+                    info!(shard = self.cfg.index, session, suite = ?rx.suite, "DTLS-SRTP connected");
+                    self.router.install_keys(now, session, &rx, &tx);
+                }
+                FromDtls::Failed { session, .. } => self.router.end_session(session, END_DTLS),
+            }
+        }
+    }
+
+    /// Sends what the router queued, hands DTLS datagrams to the DTLS
+    /// thread, and closes sessions the router ended.
+    fn flush_router(&mut self) {
+        let mut controls = std::mem::take(&mut self.controls);
+        self.router.take_controls(&mut controls);
+        for c in controls.drain(..) {
+            self.send_control(c.from, c.dest, &c.data);
+            self.router.recycle(c.data);
+        }
+        self.controls = controls;
+        let mut dtls_out = std::mem::take(&mut self.dtls_out);
+        self.router.take_dtls(&mut dtls_out);
+        for (session, data) in dtls_out.drain(..) {
+            let _ = self.dtls.to.send(ToDtls::Datagram { session, data });
+        }
+        self.dtls_out = dtls_out;
+        let mut ended = std::mem::take(&mut self.ended);
+        self.router.take_ended(&mut ended);
+        for e in ended.drain(..) {
+            info!(
+                shard = self.cfg.index,
+                session = e.session,
+                reason = e.reason,
+                "session ended by the dataplane"
+            );
+            self.close_socket(e.handle);
+            self.emit(Event::SessionEnded {
+                session: e.session,
+                reason: e.reason,
+            });
+        }
+        self.ended = ended;
+        let mut closed = std::mem::take(&mut self.closed);
+        self.router.take_closed_webrtc(&mut closed);
+        for session in closed.drain(..) {
+            let _ = self.dtls.to.send(ToDtls::Close { session });
+        }
+        self.closed = closed;
     }
 
     /// Submits everything queued and waits for one completion or `timeout`.

@@ -55,6 +55,7 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
         region: region.clone(),
         epoch: 1,
         core: None,
+        dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
     };
     let s = stop.clone();
     let t = std::thread::spawn(move || run_shard(cfg, s).unwrap());

@@ -132,6 +132,41 @@ pub struct EgressSpec {
     pub created_ms: u64,
 }
 
+/// Which way media flows on a WebRTC session, seen from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// WHIP: the client sends its tracks into the room.
+    Publish = 0,
+    /// WHEP: the client receives the room's tracks.
+    Subscribe = 1,
+}
+
+/// Longest ICE ufrag carried (RFC 8839 allows 256; browsers use 4-16).
+pub const MAX_UFRAG: usize = 32;
+
+/// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
+/// BUNDLE and rtcp-mux, H264 and/or Opus with the payload types the SDP
+/// negotiated (0 = that kind is not negotiated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebrtcSpec {
+    pub session: u64,
+    pub room: u32,
+    pub port: u16,
+    pub direction: Direction,
+    /// Our ICE credentials (from the answer) and the peer's ufrag (from the offer).
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    pub remote_ufrag: String,
+    /// SHA-256 fingerprint of the peer's DTLS certificate (from the offer).
+    pub remote_fingerprint: [u8; 32],
+    pub video_pt: u8,
+    pub audio_pt: u8,
+    /// Subscribe: the SSRCs we send (announced in the answer). Publish: 0.
+    pub video_ssrc: u32,
+    pub audio_ssrc: u32,
+    pub created_ms: u64,
+}
+
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -147,10 +182,14 @@ pub enum DropReason {
     PayloadType = 4,
     /// The kernel refused the send or no send slot was free.
     Send = 5,
+    /// STUN with wrong ICE credentials or integrity: not our peer.
+    Ice = 6,
+    /// Media before the DTLS handshake gave us keys.
+    NotReady = 7,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Auth,
@@ -158,6 +197,8 @@ impl DropReason {
         DropReason::UnknownSource,
         DropReason::PayloadType,
         DropReason::Send,
+        DropReason::Ice,
+        DropReason::NotReady,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -167,6 +208,8 @@ impl DropReason {
             DropReason::UnknownSource => "unknown_source",
             DropReason::PayloadType => "payload_type",
             DropReason::Send => "send_failed",
+            DropReason::Ice => "ice_rejected",
+            DropReason::NotReady => "not_ready",
         }
     }
 }
@@ -179,6 +222,10 @@ pub struct SessionStats {
     pub packets: u64,
     pub bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    /// WebRTC subscriber: packets resent from the cache to answer its NACKs.
+    pub retransmits: u64,
+    /// Keyframe requests (PLI) sent to this publisher / received from this subscriber.
+    pub keyframe_requests: u64,
 }
 
 /// Result codes of [`Event::Done`].
@@ -207,6 +254,7 @@ pub enum Command {
     },
     CreateIngest(IngestSpec),
     CreateEgress(EgressSpec),
+    CreateWebrtc(WebrtcSpec),
     DeleteSession {
         session: u64,
     },
@@ -225,6 +273,8 @@ pub enum Event {
     Ingest(IngestSpec),
     /// Resync: one egress.
     Egress(EgressSpec),
+    /// Resync: one WebRTC session.
+    Webrtc(WebrtcSpec),
     /// Resync finished; `epoch` is the dataplane's.
     ResyncDone { epoch: u64 },
     /// Periodic counters of one session.
@@ -240,6 +290,7 @@ impl Command {
     pub const TAG_CREATE_EGRESS: u8 = 4;
     pub const TAG_DELETE_SESSION: u8 = 5;
     pub const TAG_RESYNC: u8 = 6;
+    pub const TAG_CREATE_WEBRTC: u8 = 7;
 
     pub fn tag(&self) -> u8 {
         match self {
@@ -247,6 +298,7 @@ impl Command {
             Command::DeleteRoom { .. } => Self::TAG_DELETE_ROOM,
             Command::CreateIngest(_) => Self::TAG_CREATE_INGEST,
             Command::CreateEgress(_) => Self::TAG_CREATE_EGRESS,
+            Command::CreateWebrtc(_) => Self::TAG_CREATE_WEBRTC,
             Command::DeleteSession { .. } => Self::TAG_DELETE_SESSION,
             Command::Resync => Self::TAG_RESYNC,
         }
@@ -284,7 +336,14 @@ impl<'a> Writer<'a> {
         self.bytes(&v.to_le_bytes());
     }
     fn name(&mut self, s: &str) {
-        let b = &s.as_bytes()[..s.len().min(MAX_NAME)];
+        self.short(s, MAX_NAME)
+    }
+    fn short(&mut self, s: &str, max: usize) {
+        let mut n = s.len().min(max);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        let b = &s.as_bytes()[..n];
         self.u8(b.len() as u8);
         self.bytes(b);
     }
@@ -309,6 +368,21 @@ impl<'a> Writer<'a> {
         self.u8(s.payload_type);
         self.u32(s.clock_rate);
         self.srtp(&s.srtp);
+        self.u64(s.created_ms);
+    }
+    fn webrtc(&mut self, s: &WebrtcSpec) {
+        self.u64(s.session);
+        self.u32(s.room);
+        self.u16(s.port);
+        self.u8(s.direction as u8);
+        self.short(&s.ice_ufrag, MAX_UFRAG);
+        self.name(&s.ice_pwd);
+        self.short(&s.remote_ufrag, MAX_UFRAG);
+        self.bytes(&s.remote_fingerprint);
+        self.u8(s.video_pt);
+        self.u8(s.audio_pt);
+        self.u32(s.video_ssrc);
+        self.u32(s.audio_ssrc);
         self.u64(s.created_ms);
     }
     fn egress(&mut self, s: &EgressSpec) {
@@ -353,8 +427,11 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
     fn name(&mut self) -> Result<String, DecodeError> {
+        self.short(MAX_NAME)
+    }
+    fn short(&mut self, max: usize) -> Result<String, DecodeError> {
         let n = self.u8()? as usize;
-        if n > MAX_NAME {
+        if n > max {
             return Err(DecodeError::Value("name length"));
         }
         let b = self.take(n)?;
@@ -393,6 +470,27 @@ impl<'a> Reader<'a> {
             payload_type: self.u8()?,
             clock_rate: self.u32()?,
             srtp: self.srtp()?,
+            created_ms: self.u64()?,
+        })
+    }
+    fn webrtc(&mut self) -> Result<WebrtcSpec, DecodeError> {
+        Ok(WebrtcSpec {
+            session: self.u64()?,
+            room: self.u32()?,
+            port: self.u16()?,
+            direction: match self.u8()? {
+                0 => Direction::Publish,
+                1 => Direction::Subscribe,
+                _ => return Err(DecodeError::Value("direction")),
+            },
+            ice_ufrag: self.short(MAX_UFRAG)?,
+            ice_pwd: self.name()?,
+            remote_ufrag: self.short(MAX_UFRAG)?,
+            remote_fingerprint: self.array()?,
+            video_pt: self.u8()?,
+            audio_pt: self.u8()?,
+            video_ssrc: self.u32()?,
+            audio_ssrc: self.u32()?,
             created_ms: self.u64()?,
         })
     }
@@ -438,6 +536,7 @@ impl Message for Command {
             Command::DeleteRoom { room } => w.u32(*room),
             Command::CreateIngest(s) => w.ingest(s),
             Command::CreateEgress(s) => w.egress(s),
+            Command::CreateWebrtc(s) => w.webrtc(s),
             Command::DeleteSession { session } => w.u64(*session),
             Command::Resync => {}
         }
@@ -450,6 +549,7 @@ impl Message for Command {
             Self::TAG_DELETE_ROOM => Command::DeleteRoom { room: r.u32()? },
             Self::TAG_CREATE_INGEST => Command::CreateIngest(r.ingest()?),
             Self::TAG_CREATE_EGRESS => Command::CreateEgress(r.egress()?),
+            Self::TAG_CREATE_WEBRTC => Command::CreateWebrtc(r.webrtc()?),
             Self::TAG_DELETE_SESSION => Command::DeleteSession { session: r.u64()? },
             Self::TAG_RESYNC => Command::Resync,
             t => return Err(DecodeError::Tag(t)),
@@ -467,6 +567,7 @@ impl Message for Event {
             Event::ResyncDone { .. } => 5,
             Event::Stats(_) => 6,
             Event::SessionEnded { .. } => 7,
+            Event::Webrtc(_) => 8,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -478,6 +579,7 @@ impl Message for Event {
             Event::Room(r) => w.room(r),
             Event::Ingest(s) => w.ingest(s),
             Event::Egress(s) => w.egress(s),
+            Event::Webrtc(s) => w.webrtc(s),
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
                 w.u64(s.session);
@@ -486,6 +588,8 @@ impl Message for Event {
                 for d in s.drops {
                     w.u64(d);
                 }
+                w.u64(s.retransmits);
+                w.u64(s.keyframe_requests);
             }
             Event::SessionEnded { session, reason } => {
                 w.u64(*session);
@@ -519,12 +623,15 @@ impl Message for Event {
                     packets,
                     bytes,
                     drops,
+                    retransmits: r.u64()?,
+                    keyframe_requests: r.u64()?,
                 })
             }
             7 => Event::SessionEnded {
                 session: r.u64()?,
                 reason: r.u16()?,
             },
+            8 => Event::Webrtc(r.webrtc()?),
             t => return Err(DecodeError::Tag(t)),
         })
     }
@@ -552,6 +659,22 @@ mod tests {
     }
 
     fn samples() -> (Vec<Command>, Vec<Event>) {
+        // Longest fields: the size check below covers the worst case.
+        let webrtc = WebrtcSpec {
+            session: u64::MAX,
+            room: 3,
+            port: 40010,
+            direction: Direction::Subscribe,
+            ice_ufrag: "u".repeat(MAX_UFRAG),
+            ice_pwd: "p".repeat(MAX_NAME),
+            remote_ufrag: "r".repeat(MAX_UFRAG),
+            remote_fingerprint: [0xfe; 32],
+            video_pt: 102,
+            audio_pt: 111,
+            video_ssrc: 0xdead_beef,
+            audio_ssrc: 7,
+            created_ms: 1,
+        };
         let ingest = IngestSpec {
             session: 7,
             room: 3,
@@ -580,6 +703,7 @@ mod tests {
             Command::DeleteRoom { room: 3 },
             Command::CreateIngest(ingest.clone()),
             Command::CreateEgress(egress.clone()),
+            Command::CreateWebrtc(webrtc.clone()),
             Command::DeleteSession { session: 9 },
             Command::Resync,
         ];
@@ -592,12 +716,15 @@ mod tests {
             Event::Room(room),
             Event::Ingest(ingest),
             Event::Egress(egress),
+            Event::Webrtc(webrtc),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {
                 session: 1,
                 packets: 2,
                 bytes: 3,
-                drops: [4, 5, 6, 7, 8, 9],
+                drops: [4, 5, 6, 7, 8, 9, 10, 11],
+                retransmits: 12,
+                keyframe_requests: 13,
             }),
             Event::SessionEnded {
                 session: 1,

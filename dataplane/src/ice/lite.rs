@@ -108,6 +108,12 @@ impl IceLite {
         self.nominated.or(self.last_valid.map(|(a, _)| a))
     }
 
+    /// Whether `src` has proven it holds our password (a valid check came from
+    /// it): only such an address may do DTLS and send media.
+    pub fn is_verified(&self, src: SocketAddrV4) -> bool {
+        self.nominated == Some(src) || self.last_valid.is_some_and(|(a, _)| a == src)
+    }
+
     pub fn nominated(&self) -> bool {
         self.nominated.is_some()
     }

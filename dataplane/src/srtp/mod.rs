@@ -111,7 +111,10 @@ impl<T: Default + Clone> Streams<T> {
     /// The state of `ssrc`, or a fresh one (not stored: see [`Self::store`]).
     fn get(&self, ssrc: u32) -> T {
         match self.position(ssrc) {
-            Some(i) => self.slots[i].as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+            Some(i) => self.slots[i]
+                .as_ref()
+                .map(|s| s.1.clone())
+                .unwrap_or_default(),
             None => T::default(),
         }
     }
@@ -338,7 +341,7 @@ pub(crate) fn tags_equal(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The big-endian u32 at the start of `b` (callers have checked the length).
-fn be_u32(b: &[u8]) -> u32 {
+pub(crate) fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 

@@ -1,0 +1,337 @@
+//! One WebRTC peer on one UDP port: ICE-lite, DTLS-SRTP keys, and its media
+//! streams (sans-IO).
+//!
+//! Every datagram is classified by its first byte (RFC 7983) and handled:
+//!
+//! ```text
+//! STUN  → IceLite answers a valid Binding request        → Reply(n): send scratch[..n] to src
+//! DTLS  → only from an ICE-verified address              → Dtls: copy to the DTLS thread
+//! SRTP  → publisher, after keys, from the verified peer  → Media: fan out
+//! SRTCP → after keys, from the verified peer             → Rtcp(n): feedback for the router
+//! ```
+//!
+//! The router owns the cross-session decisions (fan-out, keyframe requests,
+//! NACK answers); this module owns what is private to the peer.
+
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use gateway_ring::msg::{Direction, DropReason, MediaKind, SrtpKey, WebrtcSpec};
+
+use crate::demux::{classify, Protocol};
+use crate::ice::lite::{IceLite, StunDrop};
+use crate::nack::NackCache;
+use crate::rtcp::ReportBlock;
+use crate::rtp::{is_rtcp, RtpHeader};
+use crate::srtp::{SrtpContext, SrtpError};
+
+/// What the router should do with a datagram the peer accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Plaintext RTP now in `buf[..len]`, to fan out.
+    Media {
+        kind: MediaKind,
+        len: usize,
+        seq_no: u16,
+        timestamp: u32,
+        ssrc: u32,
+    },
+    /// A STUN response is in the scratch buffer: send `scratch[..n]` to the source.
+    Reply(usize),
+    /// A DTLS record from the verified peer: hand it to the DTLS thread.
+    Dtls,
+    /// Plaintext RTCP in `buf[..len]`, for the router to act on.
+    Rtcp(usize),
+    /// Accepted, nothing to do (a STUN indication, RTP a subscriber sent).
+    Consumed,
+}
+
+/// Receive statistics of one incoming stream, for receiver reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InStream {
+    pub ssrc: u32,
+    started: bool,
+    base: u32,
+    /// Extended highest sequence number (cycles << 16 | seq).
+    max_ext: u32,
+    received: u32,
+    expected_prior: u32,
+    received_prior: u32,
+    /// Middle 32 bits of the last SR's NTP time and when it arrived.
+    pub last_sr: Option<(u32, Instant)>,
+    /// The last SR: (NTP, RTP timestamp, arrival), to derive subscribers' SRs.
+    pub sr: Option<(u64, u32, Instant)>,
+}
+
+impl InStream {
+    fn on_packet(&mut self, ssrc: u32, seq: u16) {
+        if !self.started || self.ssrc != ssrc {
+            *self = InStream {
+                ssrc,
+                started: true,
+                base: seq as u32,
+                max_ext: seq as u32,
+                ..Default::default()
+            };
+        }
+        let max = self.max_ext as u16;
+        let delta = seq.wrapping_sub(max) as i16;
+        if delta > 0 {
+            let mut ext = (self.max_ext & 0xffff_0000) | seq as u32;
+            if seq < max {
+                ext = ext.wrapping_add(1 << 16);
+            }
+            self.max_ext = ext;
+        }
+        self.received = self.received.wrapping_add(1);
+    }
+
+    /// RFC 3550 §6.4.1 / Appendix A.3 report block for this stream.
+    pub fn report(&mut self, now: Instant) -> Option<ReportBlock> {
+        if !self.started {
+            return None;
+        }
+        let expected = self.max_ext.wrapping_sub(self.base).wrapping_add(1);
+        let lost = expected.saturating_sub(self.received);
+        let expected_interval = expected.wrapping_sub(self.expected_prior);
+        let received_interval = self.received.wrapping_sub(self.received_prior);
+        self.expected_prior = expected;
+        self.received_prior = self.received;
+        let lost_interval = expected_interval.saturating_sub(received_interval);
+        let fraction_lost = if expected_interval == 0 {
+            0
+        } else {
+            ((lost_interval as u64 * 256) / expected_interval as u64).min(255) as u8
+        };
+        let (lsr, dlsr) = match self.last_sr {
+            Some((lsr, at)) => {
+                let d = now.saturating_duration_since(at).as_secs_f64();
+                (lsr, (d * 65536.0) as u32)
+            }
+            None => (0, 0),
+        };
+        Some(ReportBlock {
+            ssrc: self.ssrc,
+            fraction_lost,
+            cumulative_lost: lost,
+            highest_seq: self.max_ext,
+            jitter: 0,
+            lsr,
+            dlsr,
+        })
+    }
+}
+
+pub struct Peer {
+    pub spec: WebrtcSpec,
+    pub ice: IceLite,
+    pub created: Instant,
+    rx: Option<SrtpContext>,
+    tx: Option<SrtpContext>,
+    /// Publisher: the incoming streams, and the video retransmission cache.
+    pub video_in: InStream,
+    pub audio_in: InStream,
+    pub cache: Option<Box<NackCache>>,
+    /// Publisher: when we last asked it for a keyframe.
+    pub last_keyframe_request: Option<Instant>,
+    /// When we last sent it an RTCP report.
+    pub last_report: Option<Instant>,
+}
+
+impl Peer {
+    pub fn new(spec: WebrtcSpec, now: Instant) -> Peer {
+        let ice = IceLite::new(&spec.ice_ufrag, &spec.ice_pwd, Some(&spec.remote_ufrag));
+        Peer {
+            spec,
+            ice,
+            created: now,
+            rx: None,
+            tx: None,
+            video_in: InStream::default(),
+            audio_in: InStream::default(),
+            cache: None,
+            last_keyframe_request: None,
+            last_report: None,
+        }
+    }
+
+    pub fn is_publisher(&self) -> bool {
+        self.spec.direction == Direction::Publish
+    }
+
+    /// DTLS finished: from now on media flows.
+    pub fn install_keys(&mut self, rx: &SrtpKey, tx: &SrtpKey) {
+        self.rx = Some(SrtpContext::new(rx));
+        self.tx = Some(SrtpContext::new(tx));
+    }
+
+    pub fn connected(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Where media for this peer goes, once it can be sent.
+    pub fn destination(&self) -> Option<SocketAddrV4> {
+        if self.tx.is_some() {
+            self.ice.remote()
+        } else {
+            None
+        }
+    }
+
+    /// Protects RTP `buf[..len]` for this peer; returns the wire length.
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.tx
+            .as_mut()
+            .ok_or(SrtpError::Malformed)?
+            .protect_rtp(buf, len)
+    }
+
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.tx
+            .as_mut()
+            .ok_or(SrtpError::Malformed)?
+            .protect_rtcp(buf, len)
+    }
+
+    /// Our SSRC for the RTCP we originate towards this peer.
+    pub fn rtcp_ssrc(&self) -> u32 {
+        (self.spec.session as u32) | 1
+    }
+
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddrV4,
+        buf: &mut [u8],
+        scratch: &mut [u8],
+    ) -> Result<PeerEvent, DropReason> {
+        match classify(buf) {
+            Protocol::Stun => match self.ice.handle_stun(now, src, buf, scratch) {
+                Ok(n) => Ok(PeerEvent::Reply(n)),
+                Err(StunDrop::NotARequest) => Ok(PeerEvent::Consumed),
+                Err(StunDrop::WrongUser | StunDrop::BadIntegrity | StunDrop::BadFingerprint) => {
+                    Err(DropReason::Ice)
+                }
+                Err(StunDrop::Malformed | StunDrop::NoRoom) => Err(DropReason::Malformed),
+            },
+            Protocol::Dtls => {
+                if self.ice.is_verified(src) {
+                    Ok(PeerEvent::Dtls)
+                } else {
+                    Err(DropReason::UnknownSource)
+                }
+            }
+            Protocol::Rtp => {
+                if !self.ice.is_verified(src) {
+                    return Err(DropReason::UnknownSource);
+                }
+                let Some(rx) = self.rx.as_mut() else {
+                    return Err(DropReason::NotReady);
+                };
+                let srtp_err = |e: SrtpError| match e {
+                    SrtpError::Auth => DropReason::Auth,
+                    SrtpError::Replay => DropReason::Replay,
+                    SrtpError::Malformed | SrtpError::NoRoom => DropReason::Malformed,
+                };
+                if is_rtcp(buf) {
+                    let n = rx.unprotect_rtcp(buf).map_err(srtp_err)?;
+                    self.note_sender_reports(now, &buf[..n]);
+                    return Ok(PeerEvent::Rtcp(n));
+                }
+                let len = rx.unprotect_rtp(buf).map_err(srtp_err)?;
+                if !self.is_publisher() {
+                    return Ok(PeerEvent::Consumed);
+                }
+                let h = RtpHeader::parse(&buf[..len]).map_err(|_| DropReason::Malformed)?;
+                let kind = if h.pt == self.spec.video_pt && h.pt != 0 {
+                    MediaKind::Video
+                } else if h.pt == self.spec.audio_pt && h.pt != 0 {
+                    MediaKind::Audio
+                } else {
+                    return Err(DropReason::PayloadType);
+                };
+                strip_extensions(&mut buf[..h.len]);
+                match kind {
+                    MediaKind::Video => {
+                        self.video_in.on_packet(h.ssrc, h.seq_no);
+                        self.cache
+                            .get_or_insert_with(Default::default)
+                            .insert(h.seq_no, &buf[..len]);
+                    }
+                    MediaKind::Audio => self.audio_in.on_packet(h.ssrc, h.seq_no),
+                }
+                Ok(PeerEvent::Media {
+                    kind,
+                    len,
+                    seq_no: h.seq_no,
+                    timestamp: h.timestamp,
+                    ssrc: h.ssrc,
+                })
+            }
+            Protocol::Other => Err(DropReason::Malformed),
+        }
+    }
+
+    fn note_sender_reports(&mut self, now: Instant, rtcp: &[u8]) {
+        let (video, audio) = (&mut self.video_in, &mut self.audio_in);
+        crate::rtcp::walk(rtcp, |f| {
+            if let crate::rtcp::Feedback::SenderReport(sr) = f {
+                for s in [&mut *video, &mut *audio] {
+                    if s.started && s.ssrc == sr.ssrc {
+                        s.last_sr = Some(((sr.ntp >> 16) as u32, now));
+                        s.sr = Some((sr.ntp, sr.rtp_ts, now));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Blanks the RTP header extension in place (RFC 8285: zero bytes are
+/// padding). The publisher's extension IDs mean nothing to a subscriber that
+/// negotiated its own; subscribers demultiplex by the SSRCs our answer
+/// announced. Keeps the length, so forwarding stays a single copy.
+fn strip_extensions(header: &mut [u8]) {
+    if header.len() < 12 || header[0] & 0x10 == 0 {
+        return;
+    }
+    let at = 12 + 4 * (header[0] & 0x0f) as usize;
+    if header.len() < at + 4 {
+        return;
+    }
+    header[at + 4..].fill(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_bytes_become_padding() {
+        let mut h = vec![
+            0x90, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0xbe, 0xde, 0, 1, 0x10, 0xff, 0x22, 7,
+        ];
+        strip_extensions(&mut h);
+        assert_eq!(&h[12..16], &[0xbe, 0xde, 0, 1]);
+        assert_eq!(&h[16..], &[0, 0, 0, 0]);
+        let mut plain = vec![0x80, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
+        strip_extensions(&mut plain);
+        assert_eq!(plain[0], 0x80);
+    }
+
+    #[test]
+    fn receiver_report_counts_loss_across_wrap() {
+        let mut s = InStream::default();
+        let t = Instant::now();
+        for seq in [65533u16, 65534, 0, 1, 3] {
+            s.on_packet(9, seq);
+        }
+        let b = s.report(t).unwrap();
+        assert_eq!(b.highest_seq, (1 << 16) | 3);
+        // 65533..=65535 and 0..=3 is 7 expected, 5 received.
+        assert_eq!(b.cumulative_lost, 2);
+        assert_eq!(b.fraction_lost, (2 * 256 / 7) as u8);
+        let b = s.report(t).unwrap();
+        assert_eq!(b.fraction_lost, 0, "nothing new since the last report");
+    }
+}
