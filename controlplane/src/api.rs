@@ -12,7 +12,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use gateway_ring::msg::{
-    Command, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey, SrtpSuite,
+    Command, Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey,
+    SrtpSuite,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -46,18 +47,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/rooms/{room}/egress/rtp", post(create_egress))
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
+        .merge(crate::whip::router())
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README for the API") })
         .with_state(app)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
+pub(crate) fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
     app.state.lock().expect("state lock poisoned")
 }
 
@@ -110,7 +112,7 @@ struct CreateRoomBody {
     name: String,
 }
 
-fn validate_room_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn validate_room_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= gateway_ring::msg::MAX_NAME
         && name
@@ -132,10 +134,20 @@ async fn create_room(
     body: Result<Json<CreateRoomBody>, JsonRejection>,
 ) -> Result<Created, ApiError> {
     let Json(b) = body?;
+    let (name, shard) = create_room_named(&app, b.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": name, "shard": shard })),
+    ))
+}
+
+/// Creates room `name` on a shard; 409 if it exists.
+pub(crate) async fn create_room_named(app: &App, name: String) -> Result<(String, u32), ApiError> {
+    let b = CreateRoomBody { name };
     validate_room_name(&b.name)?;
     app.link.check_ready()?;
     let spec = {
-        let mut st = lock(&app);
+        let mut st = lock(app);
         if st.rooms.contains_key(&b.name) {
             return Err(ApiError::conflict(format!(
                 "room {:?} already exists",
@@ -157,18 +169,15 @@ async fn create_room(
         .request(shard, Command::CreateRoom(spec.clone()), spec.room as u64)
         .await
     {
-        Ok(Outcome::Ok | Outcome::Exists) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "name": spec.name, "shard": shard })),
-        )),
+        Ok(Outcome::Ok | Outcome::Exists) => Ok((spec.name, shard)),
         Ok(o) => {
-            lock(&app).remove_room(&spec.name);
+            lock(app).remove_room(&spec.name);
             Err(ApiError::unavailable(format!(
                 "dataplane refused the room: {o:?}"
             )))
         }
         Err(e) => {
-            lock(&app).remove_room(&spec.name);
+            lock(app).remove_room(&spec.name);
             Err(e)
         }
     }
@@ -181,7 +190,7 @@ async fn list_rooms(Ext(app): AppState) -> Json<Value> {
         .values()
         .map(|r| {
             let count = |ingest: bool| {
-                r.live.iter().filter(|id| matches!(st.sessions.get(id).map(|s| &s.role), Some(Role::Ingest(_))) == ingest).count()
+                r.live.iter().filter(|id| st.sessions.get(id).is_some_and(|s| s.role.is_ingest()) == ingest).count()
             };
             json!({ "name": r.name, "shard": r.shard, "ingests": count(true), "egresses": count(false) })
         })
@@ -223,6 +232,15 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             v["srtp"] = json!(i.srtp.map(|k| SrtpParams(k).suite_name()));
             v["created_ms"] = json!(i.created_ms);
         }
+        Role::Webrtc(w) => {
+            v["kind"] = json!(match w.direction {
+                Direction::Publish => "whip",
+                Direction::Subscribe => "whep",
+            });
+            v["video_pt"] = json!(w.video_pt);
+            v["audio_pt"] = json!(w.audio_pt);
+            v["created_ms"] = json!(w.created_ms);
+        }
         Role::Egress(e) => {
             v["host"] = json!(Ipv4Addr::from(e.dest_ip).to_string());
             v["dest_port"] = json!(e.dest_port);
@@ -242,7 +260,7 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
     let (mut ingests, mut egresses) = (Vec::new(), Vec::new());
     let live = r.live.iter().filter_map(|id| st.sessions.get(id));
     for s in live.chain(r.ended.iter()) {
-        let list = if matches!(s.role, Role::Ingest(_)) {
+        let list = if s.role.is_ingest() {
             &mut ingests
         } else {
             &mut egresses
@@ -339,7 +357,7 @@ struct EgressBody {
 
 /// Allocates a port on the room's shard and asks the shard to open the
 /// session; retries on another port if the kernel refuses the bind.
-async fn open_session(
+pub(crate) async fn open_session(
     app: &App,
     room: &str,
     make: impl Fn(u64, u32, u16) -> (Command, Role),
@@ -520,7 +538,7 @@ async fn create_egress(
     ))
 }
 
-async fn delete_session(
+pub(crate) async fn delete_session(
     app: &App,
     room: &str,
     id: &str,
@@ -536,7 +554,7 @@ async fn delete_session(
         }
         let s = st.sessions.get(&id).ok_or_else(missing)?;
         let in_room = st.room_names.get(&s.room_id()).map(String::as_str) == Some(room);
-        if !in_room || matches!(s.role, Role::Ingest(_)) != ingest {
+        if !in_room || s.role.is_ingest() != ingest {
             return Err(missing());
         }
         s.shard

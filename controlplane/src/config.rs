@@ -39,6 +39,9 @@ pub struct Config {
     /// cannot aim traffic at third parties.
     #[arg(long, env = "MGW_EGRESS_ALLOW", default_value = "127.0.0.0/8", value_delimiter = ',', value_parser = parse_cidr)]
     pub egress_allow: Vec<(Ipv4Addr, u8)>,
+    /// WHIP to a room that does not exist creates it (`false`: 404 instead).
+    #[arg(long, env = "MGW_WHIP_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub whip_auto_room: bool,
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,

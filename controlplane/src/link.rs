@@ -217,6 +217,12 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 st.add_session(shard, Role::Egress(spec));
             }
         }
+        Event::Webrtc(spec) => {
+            let mut st = state.lock().expect("state lock");
+            if !st.sessions.contains_key(&spec.session) {
+                st.add_session(shard, Role::Webrtc(spec));
+            }
+        }
         Event::ResyncDone { epoch } => {
             if epoch == link.epoch.load(Ordering::SeqCst) {
                 let _ = link
@@ -225,10 +231,13 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             }
         }
         Event::SessionEnded { session, reason } => {
-            state
-                .lock()
-                .expect("state lock")
-                .end_session(session, &format!("ended by dataplane (code {reason})"));
+            let why = match reason {
+                1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),
+                2 => "DTLS handshake failed".to_string(),
+                r => format!("ended by dataplane (code {r})"),
+            };
+            info!(session, "{why}");
+            state.lock().expect("state lock").end_session(session, &why);
         }
     }
 }

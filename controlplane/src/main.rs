@@ -9,9 +9,11 @@ mod api;
 mod config;
 mod error;
 mod link;
+mod offer;
 mod sdp;
 mod state;
 mod supervisor;
+mod whip;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use gateway_ring::msg::{
-    EgressSpec, IngestSpec, MediaKind, RoomSpec, SessionStats, SrtpKey, SrtpSuite,
+    Direction, EgressSpec, IngestSpec, MediaKind, RoomSpec, SessionStats, SrtpKey, SrtpSuite,
+    WebrtcSpec,
 };
 
 /// Ended sessions kept per room for inspection.
@@ -34,6 +35,7 @@ pub fn suite_name(s: SrtpSuite) -> &'static str {
     match s {
         SrtpSuite::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
         SrtpSuite::AeadAes128Gcm => "AEAD_AES_128_GCM",
+        SrtpSuite::AeadAes256Gcm => "AEAD_AES_256_GCM",
     }
 }
 
@@ -48,6 +50,19 @@ pub fn kind_name(k: MediaKind) -> &'static str {
 pub enum Role {
     Ingest(IngestSpec),
     Egress(EgressSpec),
+    /// WHIP publisher or WHEP player.
+    Webrtc(WebrtcSpec),
+}
+
+impl Role {
+    /// Whether the session brings media into the room (RTP ingest, WHIP).
+    pub fn is_ingest(&self) -> bool {
+        match self {
+            Role::Ingest(_) => true,
+            Role::Egress(_) => false,
+            Role::Webrtc(w) => w.direction == Direction::Publish,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -65,12 +80,14 @@ impl SessionRecord {
         match &self.role {
             Role::Ingest(s) => s.port,
             Role::Egress(s) => s.port,
+            Role::Webrtc(s) => s.port,
         }
     }
     pub fn room_id(&self) -> u32 {
         match &self.role {
             Role::Ingest(s) => s.room,
             Role::Egress(s) => s.room,
+            Role::Webrtc(s) => s.room,
         }
     }
 }
@@ -207,6 +224,7 @@ impl State {
         let (id, room, port) = match &role {
             Role::Ingest(s) => (s.session, s.room, s.port),
             Role::Egress(s) => (s.session, s.room, s.port),
+            Role::Webrtc(s) => (s.session, s.room, s.port),
         };
         let Some(name) = self.room_names.get(&room) else {
             return false;

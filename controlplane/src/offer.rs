@@ -1,0 +1,596 @@
+//! WebRTC offer/answer (RFC 8829 JSEP, RFC 8839 ICE, RFC 8842 DTLS) for
+//! WHIP and WHEP: read the client's offer, pick what we can serve, write
+//! the answer an ICE-lite, DTLS-passive, BUNDLE-only server gives.
+//!
+//! What we serve: one H264 (packetization-mode=1) video and one Opus audio
+//! m-line, bundled on one port with rtcp-mux. Anything we cannot serve is
+//! either rejected in the answer (port 0: data channels, a second video) or,
+//! when it makes the session useless, refused with a message naming it.
+
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// A codec line of an m-section: `a=rtpmap` plus its `a=fmtp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    pub pt: u8,
+    pub name: String,
+    pub clock_rate: u32,
+    pub channels: Option<u8>,
+    pub fmtp: String,
+}
+
+impl Codec {
+    fn fmtp_param(&self, key: &str) -> Option<&str> {
+        self.fmtp.split(';').find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            k.eq_ignore_ascii_case(key).then_some(v.trim())
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    pub kind: String,
+    pub port: u16,
+    pub proto: String,
+    pub mid: Option<String>,
+    pub direction: String,
+    pub rtcp_mux: bool,
+    pub codecs: Vec<Codec>,
+    pub ice_ufrag: Option<String>,
+    pub ice_pwd: Option<String>,
+    pub fingerprints: Vec<(String, String)>,
+    pub setup: Option<String>,
+}
+
+/// The parts of an offer the answer depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub media: Vec<MediaSection>,
+    pub bundle: Vec<String>,
+    session_ice_ufrag: Option<String>,
+    session_ice_pwd: Option<String>,
+    session_fingerprints: Vec<(String, String)>,
+    session_setup: Option<String>,
+}
+
+/// Largest offer accepted (browsers' offers are 3-8 KB).
+pub const MAX_OFFER: usize = 64 * 1024;
+
+pub fn parse(text: &str) -> Result<Offer, String> {
+    if text.len() > MAX_OFFER {
+        return Err(format!("offer larger than {MAX_OFFER} bytes"));
+    }
+    if !text.trim_start().starts_with("v=0") {
+        return Err("not an SDP offer: it must start with \"v=0\"".into());
+    }
+    let mut offer = Offer {
+        media: Vec::new(),
+        bundle: Vec::new(),
+        session_ice_ufrag: None,
+        session_ice_pwd: None,
+        session_fingerprints: Vec::new(),
+        session_setup: None,
+    };
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let Some((typ, value)) = line.split_once('=') else {
+            return Err(format!(
+                "SDP line {} is not <type>=<value>: {line:?}",
+                n + 1
+            ));
+        };
+        match typ {
+            "m" => {
+                let mut f = value.split_whitespace();
+                let (Some(kind), Some(port), Some(proto)) = (f.next(), f.next(), f.next()) else {
+                    return Err(format!("SDP line {}: malformed m= line", n + 1));
+                };
+                let port = port
+                    .split('/')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .ok_or_else(|| format!("SDP line {}: bad port in m= line", n + 1))?;
+                offer.media.push(MediaSection {
+                    kind: kind.to_string(),
+                    port,
+                    proto: proto.to_string(),
+                    mid: None,
+                    direction: "sendrecv".into(),
+                    rtcp_mux: false,
+                    codecs: f
+                        .filter_map(|pt| pt.parse().ok())
+                        .map(|pt| Codec {
+                            pt,
+                            name: String::new(),
+                            clock_rate: 0,
+                            channels: None,
+                            fmtp: String::new(),
+                        })
+                        .collect(),
+                    ice_ufrag: None,
+                    ice_pwd: None,
+                    fingerprints: Vec::new(),
+                    setup: None,
+                });
+            }
+            "a" => {
+                let (name, val) = value.split_once(':').unwrap_or((value, ""));
+                attribute(&mut offer, name, val.trim());
+            }
+            _ => {}
+        }
+    }
+    if offer.media.is_empty() {
+        return Err("the offer has no m= lines".into());
+    }
+    Ok(offer)
+}
+
+fn attribute(offer: &mut Offer, name: &str, val: &str) {
+    let fingerprint = || {
+        val.split_once(' ')
+            .map(|(h, v)| (h.to_ascii_lowercase(), v.trim().to_string()))
+    };
+    let Some(m) = offer.media.last_mut() else {
+        match name {
+            "group" => {
+                if let Some(rest) = val.strip_prefix("BUNDLE") {
+                    offer.bundle = rest.split_whitespace().map(str::to_string).collect();
+                }
+            }
+            "ice-ufrag" => offer.session_ice_ufrag = Some(val.to_string()),
+            "ice-pwd" => offer.session_ice_pwd = Some(val.to_string()),
+            "fingerprint" => offer.session_fingerprints.extend(fingerprint()),
+            "setup" => offer.session_setup = Some(val.to_string()),
+            _ => {}
+        }
+        return;
+    };
+    match name {
+        "mid" => m.mid = Some(val.to_string()),
+        "sendrecv" | "sendonly" | "recvonly" | "inactive" => m.direction = name.to_string(),
+        "rtcp-mux" => m.rtcp_mux = true,
+        "ice-ufrag" => m.ice_ufrag = Some(val.to_string()),
+        "ice-pwd" => m.ice_pwd = Some(val.to_string()),
+        "fingerprint" => m.fingerprints.extend(fingerprint()),
+        "setup" => m.setup = Some(val.to_string()),
+        "rtpmap" => {
+            let Some((pt, enc)) = val.split_once(' ') else {
+                return;
+            };
+            let Ok(pt) = pt.parse::<u8>() else { return };
+            let mut p = enc.split('/');
+            let name = p.next().unwrap_or("").to_string();
+            let clock_rate = p.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let channels = p.next().and_then(|c| c.parse().ok());
+            if let Some(c) = m.codecs.iter_mut().find(|c| c.pt == pt) {
+                c.name = name;
+                c.clock_rate = clock_rate;
+                c.channels = channels;
+            }
+        }
+        "fmtp" => {
+            let Some((pt, params)) = val.split_once(' ') else {
+                return;
+            };
+            let Ok(pt) = pt.parse::<u8>() else { return };
+            if let Some(c) = m.codecs.iter_mut().find(|c| c.pt == pt) {
+                c.fmtp = params.trim().to_string();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Which way the client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// WHIP: the client publishes (its offer sends).
+    Publish,
+    /// WHEP: the client plays (its offer receives).
+    Play,
+}
+
+/// What the dataplane needs from a negotiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub remote_ufrag: String,
+    pub remote_fingerprint: [u8; 32],
+    pub video: Option<Codec>,
+    pub audio: Option<Codec>,
+}
+
+/// Rank of an H264 offer: constrained baseline first (every decoder and the
+/// RTMP side take it), then baseline, main, high.
+fn h264_rank(c: &Codec) -> Option<u8> {
+    if !c.name.eq_ignore_ascii_case("H264") || c.clock_rate != 90_000 {
+        return None;
+    }
+    // RFC 6184 §8.1: packetization-mode absent means 0 (single NAL only),
+    // which cannot carry a frame larger than one packet.
+    if c.fmtp_param("packetization-mode") != Some("1") {
+        return None;
+    }
+    let plid = c.fmtp_param("profile-level-id").unwrap_or("42001f");
+    let profile = plid.get(..4).unwrap_or("").to_ascii_lowercase();
+    Some(match profile.as_str() {
+        "42e0" => 0,
+        "4200" => 1,
+        "4d00" => 2,
+        "6400" => 3,
+        _ => 4,
+    })
+}
+
+fn is_opus(c: &Codec) -> bool {
+    c.name.eq_ignore_ascii_case("opus") && c.clock_rate == 48_000
+}
+
+fn parse_sha256(value: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    let mut n = 0;
+    for part in value.split(':') {
+        if n == 32 {
+            return None;
+        }
+        out[n] = u8::from_str_radix(part, 16).ok()?;
+        n += 1;
+    }
+    (n == 32).then_some(out)
+}
+
+/// Checks the offer and picks codecs. Errors name what is missing.
+pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
+    let media: Vec<&MediaSection> = offer
+        .media
+        .iter()
+        .filter(|m| m.kind == "audio" || m.kind == "video")
+        .collect();
+    if media.is_empty() {
+        return Err("the offer has no audio or video m= line".into());
+    }
+    let first = media[0];
+    let ufrag = first
+        .ice_ufrag
+        .clone()
+        .or_else(|| offer.session_ice_ufrag.clone())
+        .ok_or("the offer has no a=ice-ufrag")?;
+    if first.ice_pwd.is_none() && offer.session_ice_pwd.is_none() {
+        return Err("the offer has no a=ice-pwd".into());
+    }
+    if ufrag.len() > gateway_ring::msg::MAX_UFRAG || ufrag.is_empty() {
+        return Err(format!(
+            "a=ice-ufrag must be 1-{} characters",
+            gateway_ring::msg::MAX_UFRAG
+        ));
+    }
+    let fps = if first.fingerprints.is_empty() {
+        &offer.session_fingerprints
+    } else {
+        &first.fingerprints
+    };
+    if fps.is_empty() {
+        return Err(
+            "the offer has no a=fingerprint: DTLS-SRTP needs the client's certificate fingerprint"
+                .into(),
+        );
+    }
+    let fingerprint = fps
+        .iter()
+        .find(|(h, _)| h == "sha-256")
+        .ok_or("the offer has no a=fingerprint:sha-256 (the only hash we check)")?;
+    let remote_fingerprint =
+        parse_sha256(&fingerprint.1).ok_or("a=fingerprint:sha-256 is not 32 hex bytes")?;
+    let setup = first
+        .setup
+        .as_deref()
+        .or(offer.session_setup.as_deref())
+        .unwrap_or("actpass");
+    if setup == "passive" {
+        return Err(
+            "a=setup:passive: we are the DTLS server, so the client must be active or actpass"
+                .into(),
+        );
+    }
+    if media.len() > 1 {
+        for m in &media {
+            let bundled = m.mid.as_ref().is_some_and(|mid| offer.bundle.contains(mid));
+            if !bundled {
+                return Err(format!(
+                    "the {} m= line is not in a=group:BUNDLE: this server takes all media on one port (use max-bundle)",
+                    m.kind
+                ));
+            }
+        }
+    }
+    let mut video = None;
+    let mut audio = None;
+    for m in &media {
+        if !m.rtcp_mux {
+            return Err(format!("the {} m= line has no a=rtcp-mux", m.kind));
+        }
+        if !m.proto.contains("SAVPF") {
+            return Err(format!(
+                "the {} m= line uses {}; WebRTC needs UDP/TLS/RTP/SAVPF",
+                m.kind, m.proto
+            ));
+        }
+        let sends = m.direction == "sendrecv" || m.direction == "sendonly";
+        let receives = m.direction == "sendrecv" || m.direction == "recvonly";
+        let usable = match mode {
+            Mode::Publish => sends,
+            Mode::Play => receives,
+        };
+        if !usable || m.port == 0 {
+            continue;
+        }
+        if m.kind == "video" && video.is_none() {
+            let best = m
+                .codecs
+                .iter()
+                .filter_map(|c| h264_rank(c).map(|r| (r, c)))
+                .min_by_key(|(r, _)| *r)
+                .map(|(_, c)| c.clone());
+            video = Some(best.ok_or(
+                "the video m= line offers no H264 with packetization-mode=1 (this gateway forwards H264 without re-encoding)",
+            )?);
+        } else if m.kind == "audio" && audio.is_none() {
+            let opus = m.codecs.iter().find(|c| is_opus(c)).cloned();
+            audio = Some(opus.ok_or("the audio m= line offers no opus/48000/2")?);
+        }
+    }
+    if video.is_none() && audio.is_none() {
+        return Err(match mode {
+            Mode::Publish => "no m= line sends media (WHIP offers are sendonly or sendrecv)".into(),
+            Mode::Play => "no m= line receives media (WHEP offers are recvonly or sendrecv)".into(),
+        });
+    }
+    Ok(Negotiated {
+        remote_ufrag: ufrag,
+        remote_fingerprint,
+        video,
+        audio,
+    })
+}
+
+/// Our side of the answer.
+pub struct AnswerParams<'a> {
+    pub mode: Mode,
+    pub session: u64,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub ice_ufrag: &'a str,
+    pub ice_pwd: &'a str,
+    pub fingerprint: &'a [u8; 32],
+    /// WHEP: the SSRCs we send video and audio on.
+    pub video_ssrc: u32,
+    pub audio_ssrc: u32,
+}
+
+fn fingerprint_text(fp: &[u8; 32]) -> String {
+    fp.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The answer: every m-line of the offer, in order (JSEP requires it); the
+/// ones we serve on our one port, the rest rejected with port 0.
+pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
+    let mut served: Vec<(usize, &Codec)> = Vec::new();
+    let (mut video_done, mut audio_done) = (false, false);
+    for (i, m) in offer.media.iter().enumerate() {
+        let pick = match m.kind.as_str() {
+            "video" if !video_done => neg.video.as_ref().filter(|c| m.codecs.contains(c)),
+            "audio" if !audio_done => neg.audio.as_ref().filter(|c| m.codecs.contains(c)),
+            _ => None,
+        };
+        if let Some(c) = pick {
+            video_done |= m.kind == "video";
+            audio_done |= m.kind == "audio";
+            served.push((i, c));
+        }
+    }
+    let mids: Vec<String> = served
+        .iter()
+        .map(|(i, _)| offer.media[*i].mid.clone().unwrap_or_else(|| i.to_string()))
+        .collect();
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "v=0\r\no=- {} 2 IN IP4 {ip}\r\ns=mediagw\r\nt=0 0\r\na=group:BUNDLE {}\r\na=ice-lite\r\na=msid-semantic: WMS *\r\n",
+        p.session,
+        mids.join(" "),
+        ip = p.ip
+    );
+    let fp = fingerprint_text(p.fingerprint);
+    for (i, m) in offer.media.iter().enumerate() {
+        let Some(&(_, codec)) = served.iter().find(|(k, _)| *k == i) else {
+            // Rejected: same kind and proto, port 0, the first format echoed.
+            let fmt = m
+                .codecs
+                .first()
+                .map(|c| c.pt.to_string())
+                .unwrap_or_else(|| "0".into());
+            let proto = if m.kind == "application" {
+                m.proto.clone()
+            } else {
+                "UDP/TLS/RTP/SAVPF".to_string()
+            };
+            let _ = write!(s, "m={} 0 {proto} {fmt}\r\nc=IN IP4 0.0.0.0\r\n", m.kind);
+            if let Some(mid) = &m.mid {
+                let _ = write!(s, "a=mid:{mid}\r\n");
+            }
+            s.push_str("a=inactive\r\n");
+            continue;
+        };
+        let mid = m.mid.clone().unwrap_or_else(|| i.to_string());
+        let _ = write!(
+            s,
+            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:passive\r\na=rtcp-mux\r\na={dir}\r\n",
+            kind = m.kind,
+            port = p.port,
+            pt = codec.pt,
+            ip = p.ip,
+            ufrag = p.ice_ufrag,
+            pwd = p.ice_pwd,
+            dir = match p.mode {
+                Mode::Publish => "recvonly",
+                Mode::Play => "sendonly",
+            },
+        );
+        let channels = codec.channels.map(|c| format!("/{c}")).unwrap_or_default();
+        let _ = write!(
+            s,
+            "a=rtpmap:{} {}/{}{channels}\r\n",
+            codec.pt, codec.name, codec.clock_rate
+        );
+        if !codec.fmtp.is_empty() {
+            let _ = write!(s, "a=fmtp:{} {}\r\n", codec.pt, codec.fmtp);
+        }
+        if m.kind == "video" {
+            for fb in ["nack", "nack pli", "ccm fir"] {
+                let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
+            }
+        }
+        if p.mode == Mode::Play {
+            let ssrc = if m.kind == "video" {
+                p.video_ssrc
+            } else {
+                p.audio_ssrc
+            };
+            let _ = write!(
+                s,
+                "a=msid:mediagw {kind}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:mediagw {kind}\r\n",
+                kind = m.kind
+            );
+        }
+        let _ = write!(
+            s,
+            "a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+            ip = p.ip,
+            port = p.port
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of Chromium's offer (trimmed), with two H264 profiles.
+    pub const CHROME_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Ab3x\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F:20:21:22:23:24:25:26:27:28:29\r\n\
+a=setup:actpass\r\na=mid:0\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=sendonly\r\na=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 102 103\r\nc=IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:Ab3x\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1D:1E:1F:20:21:22:23:24:25:26:27:28:29\r\n\
+a=setup:actpass\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+a=rtpmap:96 VP8/90000\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
+a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+
+    fn params(mode: Mode) -> AnswerParams<'static> {
+        AnswerParams {
+            mode,
+            session: 5,
+            ip: Ipv4Addr::LOCALHOST,
+            port: 40002,
+            ice_ufrag: "srvu",
+            ice_pwd: "serverpasswordserverpass",
+            fingerprint: &[0xAB; 32],
+            video_ssrc: 1111,
+            audio_ssrc: 2222,
+        }
+    }
+
+    #[test]
+    fn chrome_publish_offer_negotiates_h264_pm1_and_opus() {
+        let offer = parse(CHROME_OFFER).unwrap();
+        let n = negotiate(&offer, Mode::Publish).unwrap();
+        assert_eq!(n.remote_ufrag, "Ab3x");
+        assert_eq!(n.remote_fingerprint[0], 0x0A);
+        assert_eq!(n.video.as_ref().unwrap().pt, 103);
+        assert_eq!(n.audio.as_ref().unwrap().pt, 111);
+        let a = answer(&offer, &n, &params(Mode::Publish));
+        for want in [
+            "a=ice-lite",
+            "a=group:BUNDLE 0 1",
+            "m=audio 40002 UDP/TLS/RTP/SAVPF 111",
+            "m=video 40002 UDP/TLS/RTP/SAVPF 103",
+            "a=fmtp:103 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            "a=setup:passive",
+            "a=recvonly",
+            "a=rtcp-fb:103 nack pli",
+            "a=candidate:1 1 udp 2130706431 127.0.0.1 40002 typ host",
+        ] {
+            assert!(a.contains(want), "missing {want:?} in\n{a}");
+        }
+        assert!(a.contains(&format!("a=fingerprint:sha-256 {}", ["AB"; 32].join(":"))));
+        // A WHEP answer to the same offer fails: it only sends.
+        assert!(negotiate(&offer, Mode::Play)
+            .unwrap_err()
+            .contains("receives"));
+    }
+
+    #[test]
+    fn play_answer_announces_ssrcs() {
+        let offer = parse(&CHROME_OFFER.replace("a=sendonly", "a=recvonly")).unwrap();
+        let n = negotiate(&offer, Mode::Play).unwrap();
+        let a = answer(&offer, &n, &params(Mode::Play));
+        assert!(a.contains("a=sendonly"));
+        assert!(a.contains("a=ssrc:1111 cname:mediagw"));
+        assert!(a.contains("a=ssrc:2222 cname:mediagw"));
+    }
+
+    #[test]
+    fn offers_we_cannot_serve_say_what_is_missing() {
+        let cases = [
+            ("", "v=0"),
+            ("v=0\r\ns=-\r\n", "no m= lines"),
+            (
+                &CHROME_OFFER.replace("packetization-mode=1", "packetization-mode=0"),
+                "H264",
+            ),
+            (&CHROME_OFFER.replace("opus/48000/2", "PCMU/8000"), "opus"),
+            (&CHROME_OFFER.replace("a=group:BUNDLE 0 1", ""), "BUNDLE"),
+            (
+                &CHROME_OFFER.replace("a=fingerprint:sha-256", "a=fingerprint:sha-1"),
+                "sha-256",
+            ),
+            (
+                &CHROME_OFFER.replace("a=fingerprint", "a=x-fp"),
+                "fingerprint",
+            ),
+            (&CHROME_OFFER.replace("a=ice-ufrag:Ab3x", ""), "ice-ufrag"),
+            (&CHROME_OFFER.replace("a=rtcp-mux", ""), "rtcp-mux"),
+            (
+                &CHROME_OFFER.replace("a=setup:actpass", "a=setup:passive"),
+                "setup",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text)
+                .and_then(|o| negotiate(&o, Mode::Publish))
+                .unwrap_err();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn junk_never_panics() {
+        for junk in ["v=0\r\nm=\r\n", "v=0\r\nm=video x y\r\n", "v=0\r\na=rtpmap:\r\nm=audio 9 P 1\r\na=rtpmap:1\r\na=fmtp:300 x\r\n", "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=fingerprint:sha-256 zz\na=ice-ufrag:a\na=ice-pwd:b\na=rtcp-mux\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n"] {
+            let _ = parse(junk).and_then(|o| negotiate(&o, Mode::Publish));
+        }
+    }
+}

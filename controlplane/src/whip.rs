@@ -1,0 +1,288 @@
+//! WHIP (RFC 9725) and WHEP: WebRTC publish and play over one HTTP request.
+//!
+//! ```text
+//! POST   /whip/{room}        application/sdp offer → 201, Location, answer
+//! POST   /whep/{room}        application/sdp offer → 201, Location, answer
+//! PATCH  /whip/{room}/{id}   trickle ICE fragment  → 204 (ICE-lite: nothing to do)
+//! DELETE /whip/{room}/{id}                         → 200, session ended
+//! OPTIONS on any of them                           → 204 with CORS headers
+//! ```
+//!
+//! Every response carries CORS headers so a page served from another origin
+//! can publish and play. Errors are the API's `{"error": "..."}` with a
+//! 4xx/5xx that says what to fix (for an offer: what it lacks).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as Ext};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::Router;
+use gateway_ring::msg::{Command, Direction, WebrtcSpec};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
+use crate::error::ApiError;
+use crate::offer::{self, AnswerParams, Mode};
+use crate::state::Role;
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/whip/{room}", post(whip).options(preflight))
+        .route("/whep/{room}", post(whep).options(preflight))
+        .route(
+            "/whip/{room}/{id}",
+            patch(trickle).delete(delete_whip).options(preflight),
+        )
+        .route(
+            "/whep/{room}/{id}",
+            patch(trickle).delete(delete_whep).options(preflight),
+        )
+        .layer(axum::middleware::map_response(cors))
+}
+
+/// Lets browsers on other origins call these endpoints and read `Location`.
+async fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link"),
+    );
+    r
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                "POST, PATCH, DELETE, OPTIONS",
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "Content-Type, Authorization, If-Match",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ],
+    )
+        .into_response()
+}
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+/// ICE credentials: RFC 8839 §5.4 asks for at least 24 bits of randomness
+/// in the ufrag and 128 in the password.
+fn random_token(rng: &SystemRandom, len: usize) -> Result<String, ApiError> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes)
+        .map_err(|_| ApiError::unavailable("no randomness available"))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[(*b & 63) as usize] as char)
+        .collect())
+}
+
+fn random_ssrc(rng: &SystemRandom) -> Result<u32, ApiError> {
+    let mut b = [0u8; 4];
+    rng.fill(&mut b)
+        .map_err(|_| ApiError::unavailable("no randomness available"))?;
+    Ok(u32::from_be_bytes(b).max(1))
+}
+
+async fn whip(
+    Ext(app): Ext<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    offer_answer(&app, room, Mode::Publish, &headers, &body).await
+}
+
+async fn whep(
+    Ext(app): Ext<Arc<App>>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    offer_answer(&app, room, Mode::Play, &headers, &body).await
+}
+
+async fn offer_answer(
+    app: &App,
+    room: String,
+    mode: Mode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !content_type_is(headers, "application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
+    let parsed = offer::parse(text).map_err(ApiError::bad_request)?;
+    let neg = offer::negotiate(&parsed, mode).map_err(ApiError::bad_request)?;
+    crate::api::validate_room_name(&room)?;
+    let exists = lock(app).rooms.contains_key(&room);
+    if !exists {
+        match mode {
+            Mode::Publish if app.cfg.whip_auto_room => {
+                match create_room_named(app, room.clone()).await {
+                    // Lost a race with another publisher creating it: fine.
+                    Ok(_) => {}
+                    Err(e) if e.status == StatusCode::CONFLICT => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Mode::Publish => {
+                return Err(ApiError::not_found(format!(
+                    "no room {room:?}, and the operator turned off creating rooms on publish"
+                )))
+            }
+            Mode::Play => {
+                return Err(ApiError::not_found(format!(
+                    "no room {room:?}: nothing is published there"
+                )))
+            }
+        }
+    }
+    let rng = SystemRandom::new();
+    let ice_ufrag = random_token(&rng, 8)?;
+    let ice_pwd = random_token(&rng, 24)?;
+    let (video_ssrc, audio_ssrc) = match mode {
+        Mode::Publish => (0, 0),
+        Mode::Play => (random_ssrc(&rng)?, random_ssrc(&rng)?),
+    };
+    let created_ms = now_ms();
+    let make_spec = |session, room, port| WebrtcSpec {
+        session,
+        room,
+        port,
+        direction: match mode {
+            Mode::Publish => Direction::Publish,
+            Mode::Play => Direction::Subscribe,
+        },
+        ice_ufrag: ice_ufrag.clone(),
+        ice_pwd: ice_pwd.clone(),
+        remote_ufrag: neg.remote_ufrag.clone(),
+        remote_fingerprint: neg.remote_fingerprint,
+        video_pt: neg.video.as_ref().map_or(0, |c| c.pt),
+        audio_pt: neg.audio.as_ref().map_or(0, |c| c.pt),
+        video_ssrc,
+        audio_ssrc,
+        created_ms,
+    };
+    let (id, port) = open_session(app, &room, |session, room, port| {
+        let spec = make_spec(session, room, port);
+        (Command::CreateWebrtc(spec.clone()), Role::Webrtc(spec))
+    })
+    .await?;
+    let fingerprint = app.link.region.dtls_fingerprint();
+    let answer = offer::answer(
+        &parsed,
+        &neg,
+        &AnswerParams {
+            mode,
+            session: id,
+            ip: app.cfg.public_ip,
+            port,
+            ice_ufrag: &ice_ufrag,
+            ice_pwd: &ice_pwd,
+            fingerprint: &fingerprint,
+            video_ssrc,
+            audio_ssrc,
+        },
+    );
+    let path = match mode {
+        Mode::Publish => "whip",
+        Mode::Play => "whep",
+    };
+    tracing::info!(room = %room, session = id, port, "{path} session created");
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::LOCATION, format!("/{path}/{room}/{id}")),
+            (header::ETAG, format!("\"{id}\"")),
+        ],
+        answer,
+    )
+        .into_response())
+}
+
+/// Trickle ICE (RFC 8840 fragments). An ICE-lite server put its only
+/// candidate in the answer and learns the client's address from its checks,
+/// so a fragment changes nothing; an ICE restart is not supported.
+async fn trickle(
+    Ext(app): Ext<Arc<App>>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
+        ));
+    }
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no session {id:?}")))?;
+    let ufrag = {
+        let st = lock(&app);
+        match st.sessions.get(&id).map(|s| &s.role) {
+            Some(Role::Webrtc(w)) if st.room_names.get(&w.room) == Some(&room) => {
+                w.remote_ufrag.clone()
+            }
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "no session {id} in room {room:?}"
+                )))
+            }
+        }
+    };
+    let text = String::from_utf8_lossy(&body);
+    let restart = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .any(|u| u.trim() != ufrag);
+    if restart {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restart is not supported: start a new session (POST) instead",
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete_whip(
+    Ext(app): Ext<Arc<App>>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_session(&app, &room, &id, true).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn delete_whep(
+    Ext(app): Ext<Arc<App>>,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_session(&app, &room, &id, false).await?;
+    Ok(StatusCode::OK)
+}
