@@ -537,3 +537,164 @@ pub fn id_of(v: &Value) -> String {
         .unwrap_or_else(|| panic!("no id in {v}"))
         .to_string()
 }
+
+/// The repository root (tests/ is one level down).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Pinned client versions (wheels only; see TESTING.md).
+const AIORTC_PACKAGES: [&str; 3] = ["aiortc==1.16.0", "aiohttp", "av==18.1.0"];
+
+/// A Python with aiortc: `<repo>/.venv`, created and filled on first use.
+/// `tests/run.sh` prepares it up front; this makes a lone `cargo test` work
+/// too. A file lock keeps parallel test binaries from installing at once.
+pub fn aiortc_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let venv = repo_root().join(".venv");
+        let py = venv.join("bin/python");
+        let ready = |py: &Path| {
+            Command::new(py)
+                .args(["-c", "import aiortc, aiohttp, av"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let lock = std::fs::File::create(std::env::temp_dir().join("mgw-venv.lock")).unwrap();
+        // SAFETY: flock(2) on a file we hold open; released when it closes.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        if !ready(&py) {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "python3 -m venv failed: install python3-venv (tests/run.sh does)"
+            );
+            let ok = Command::new(venv.join("bin/pip"))
+                .args(["install", "-q"])
+                .args(AIORTC_PACKAGES)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "pip install {AIORTC_PACKAGES:?} failed");
+        }
+        assert!(ready(&py), "aiortc not importable from {}", py.display());
+        py
+    })
+    .clone()
+}
+
+fn aiortc_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(aiortc_python());
+    cmd.arg(repo_root().join("tests/webrtc/aiortc_client.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    cmd
+}
+
+/// An aiortc WHIP publisher sending the test clip (H264 + Opus, no re-encode)
+/// for `secs` after it connects. Its stdout carries JSON lines.
+pub struct AiortcPublisher {
+    pub child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl AiortcPublisher {
+    pub fn start(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> AiortcPublisher {
+        let url = format!("{}/whip/{room}", gw.api);
+        let secs = secs.to_string();
+        let clip = clip();
+        let mut args = vec!["publish", url.as_str(), "--file", clip.to_str().unwrap()];
+        args.extend(["--seconds", secs.as_str()]);
+        args.extend(extra);
+        let (log, _) = log_file(&unique("aiortc-pub"));
+        let mut child = aiortc_command(&args)
+            .stderr(log)
+            .spawn()
+            .expect("start aiortc publisher");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        AiortcPublisher { child, lines }
+    }
+
+    /// The next JSON line (blocks; the script bounds its own run time).
+    pub fn next(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("aiortc publisher ended without output"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Waits until it reports ICE+DTLS connected; asserts it did.
+    pub fn connected(&mut self) -> Value {
+        let v = self.next();
+        assert_eq!(v["ok"], true, "publisher did not connect: {v}");
+        v
+    }
+
+    /// Its final report (after DELETE, unless `--no-delete`).
+    pub fn finish(mut self) -> Value {
+        let v = self.next();
+        wait_bounded(&mut self.child, Duration::from_secs(10));
+        v
+    }
+}
+
+impl Drop for AiortcPublisher {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(1));
+    }
+}
+
+/// Runs an aiortc WHEP player for `secs` after it connects; returns its report.
+pub fn aiortc_play(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> Value {
+    let url = format!("{}/whep/{room}", gw.api);
+    let secs = secs.to_string();
+    let mut args = vec!["play", url.as_str(), "--seconds", secs.as_str()];
+    args.extend(extra);
+    let (log, log_path) = log_file(&unique("aiortc-play"));
+    let child = aiortc_command(&args)
+        .stderr(log)
+        .spawn()
+        .expect("start aiortc player");
+    let out = child.wait_with_output().expect("aiortc player output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "aiortc player gave no report ({}): {text}\n{}",
+            out.status,
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        )
+    })
+}
+
+/// Posts an SDP body; returns (status, headers of interest, body text).
+pub fn post_sdp(
+    gw: &Gateway,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let r = ureq::post(&format!("{}{path}", gw.api))
+        .timeout(Duration::from_secs(10))
+        .set("content-type", content_type)
+        .send_string(body);
+    match r {
+        Ok(r) => (
+            r.status(),
+            r.header("location").map(str::to_string),
+            r.into_string().unwrap_or_default(),
+        ),
+        Err(ureq::Error::Status(code, r)) => (code, None, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {path}: {e}"),
+    }
+}

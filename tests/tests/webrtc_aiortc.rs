@@ -1,0 +1,290 @@
+//! WebRTC through the gateway with aiortc (a third-party WebRTC stack) on
+//! both ends: WHIP publish, WHEP play, NACK under loss, WHIP → RTP egress
+//! into ffmpeg, a client that vanishes, and hostile datagrams.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+fn room_sessions(gw: &Gateway, room: &str) -> Vec<Value> {
+    let (code, v) = gw.get(&format!("/v1/rooms/{room}"));
+    assert_eq!(code, 200, "{v}");
+    let mut all = v["ingests"].as_array().cloned().unwrap_or_default();
+    all.extend(v["egresses"].as_array().cloned().unwrap_or_default());
+    all
+}
+
+fn session_of_kind(gw: &Gateway, room: &str, kind: &str) -> Value {
+    room_sessions(gw, room)
+        .into_iter()
+        .find(|s| s["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} session in {room}"))
+}
+
+#[test]
+fn whip_publish_whep_play_decodes_h264_and_opus() {
+    let gw = Gateway::start(2, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "live", 9.0, &[]);
+    let c = publisher.connected();
+    assert!(c["resource"].as_str().unwrap().contains("/whip/live/"));
+    let play = aiortc_play(&gw, "live", 5.0, &[]);
+    eprintln!("aiortc player: {play}");
+    assert_eq!(play["connected"], true, "{play}");
+    assert!(play["video_frames"].as_u64().unwrap() >= 60, "{play}");
+    assert_eq!(
+        (play["width"].as_u64(), play["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    assert!(play["audio_frames"].as_u64().unwrap() >= 100, "{play}");
+    assert_eq!(play["deleted"], 200);
+    // Call set-up: offer POST to first decoded frame (the note reports it).
+    let setup_ms = play["first_frame_ms"].as_f64().unwrap();
+    eprintln!("aiortc WHEP set-up to first decoded frame: {setup_ms:.0} ms");
+
+    let whep = session_of_kind(&gw, "live", "whep");
+    assert_eq!(whep["state"], "ended");
+    assert!(whep["stats"]["packets"].as_u64().unwrap() > 100, "{whep}");
+    let whip = session_of_kind(&gw, "live", "whip");
+    assert_eq!(whip["state"], "live");
+    assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
+    assert!(whip["stats"]["packets"].as_u64().unwrap() > 100, "{whip}");
+
+    let done = publisher.finish();
+    assert_eq!(done["state"], "connected", "{done}");
+    assert_eq!(done["deleted"], 200, "{done}");
+    assert_eq!(session_of_kind(&gw, "live", "whip")["state"], "ended");
+}
+
+#[test]
+fn nack_recovers_loss_on_the_subscriber_leg() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "lossy", 10.0, &[]);
+    publisher.connected();
+    let secs = 6.0;
+    let play = aiortc_play(&gw, "lossy", secs, &["--loss", "0.05"]);
+    eprintln!("aiortc player behind a 5 % lossy relay: {play}");
+    let dropped = play["relay_dropped"].as_u64().unwrap();
+    assert!(
+        dropped >= 10,
+        "the relay dropped too little to test: {play}"
+    );
+    let whep = session_of_kind(&gw, "lossy", "whep");
+    let retransmits = whep["stats"]["retransmits"].as_u64().unwrap();
+    eprintln!("relay dropped {dropped} RTP packets, gateway retransmitted {retransmits}");
+    assert!(retransmits > 0, "no NACK was answered: {whep}");
+    // 30 fps source; frames keep decoding (a loss without retransmission
+    // breaks the picture until the next keyframe, every 2 s).
+    let fps = play["video_frames"].as_f64().unwrap() / secs;
+    eprintln!("decoded {fps:.1} frames/s under loss");
+    assert!(fps >= 15.0, "decoded only {fps:.1} frames/s: {play}");
+}
+
+#[test]
+fn whip_publisher_reaches_an_rtp_egress_that_ffmpeg_decodes() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "bridge", 8.0, &[]);
+    publisher.connected();
+    let port = free_udp_quad();
+    let e = gw.egress("bridge", json!({ "host": "127.0.0.1", "port": port }));
+    let rx = Receiver::start(e["sdp"].as_str().unwrap(), 4);
+    let (video, audio, log) = rx.finish(Duration::from_secs(15));
+    assert!(video >= 30, "ffmpeg decoded {video} video frames:\n{log}");
+    assert!(audio >= 50, "ffmpeg decoded {audio} audio frames:\n{log}");
+}
+
+#[test]
+fn a_client_that_vanishes_is_ended_by_consent_timeout() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "ghost", 30.0, &["--no-delete"]);
+    publisher.connected();
+    let port = port_of(&session_of_kind(&gw, "ghost", "whip"));
+    // SIGKILL: no DELETE, no DTLS close_notify, no more STUN checks.
+    kill9(publisher.child.id());
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let ended = loop {
+        let s = session_of_kind(&gw, "ghost", "whip");
+        if s["state"] == "ended" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "session still live: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        ended["end_reason"].as_str().unwrap().contains("consent"),
+        "{ended}"
+    );
+    // The port is free again, in the kernel and in the pool.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while UdpSocket::bind(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} still bound");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, health) = gw.healthz();
+    assert_eq!(health["udp_ports"]["in_use"], 0, "{health}");
+}
+
+/// A STUN Binding request with the wrong credentials (RFC 5389 framing,
+/// bogus MESSAGE-INTEGRITY).
+fn stun_with_wrong_credentials() -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+    m.extend_from_slice(&[7; 12]);
+    m.extend_from_slice(&[0x00, 0x06, 0, 8]);
+    m.extend_from_slice(b"bad:user");
+    m.extend_from_slice(&[0x00, 0x08, 0, 20]);
+    m.extend_from_slice(&[0xaa; 20]);
+    let len = (m.len() - 20) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+#[test]
+fn strangers_and_junk_are_counted_and_do_not_disturb_the_session() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "noisy", 9.0, &[]);
+    publisher.connected();
+    let port = port_of(&session_of_kind(&gw, "noisy", "whip"));
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let junk: [&[u8]; 4] = [
+        &stun_with_wrong_credentials(),
+        &[22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+        &[
+            0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+        ],
+        &[0xff; 50],
+    ];
+    for _ in 0..5 {
+        for j in junk {
+            stranger.send_to(j, ("127.0.0.1", port)).unwrap();
+        }
+    }
+    let mut buf = [0u8; 1500];
+    assert!(
+        stranger.recv_from(&mut buf).is_err(),
+        "the gateway answered a stranger"
+    );
+    // The real publisher is untouched: a player still decodes it.
+    let play = aiortc_play(&gw, "noisy", 3.0, &[]);
+    assert!(play["video_frames"].as_u64().unwrap() >= 30, "{play}");
+    let whip = session_of_kind(&gw, "noisy", "whip");
+    let drops = &whip["stats"]["drops"];
+    assert!(drops["ice_rejected"].as_u64().unwrap() >= 5, "{whip}");
+    assert!(drops["unknown_source"].as_u64().unwrap() >= 10, "{whip}");
+    assert!(drops["malformed"].as_u64().unwrap() >= 5, "{whip}");
+    assert_eq!(drops["auth_failed"], 0, "{whip}");
+    publisher.finish();
+}
+
+const MINIMAL_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=sendonly\r\na=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+
+#[test]
+fn whip_and_whep_errors_say_what_is_wrong() {
+    let gw = Gateway::start(1, &["--whip-auto-room", "false"]);
+    gw.room("r");
+    let cases = [
+        ("/whip/r", "application/sdp", "hello", 400, "v=0"),
+        (
+            "/whip/r",
+            "application/json",
+            MINIMAL_OFFER,
+            415,
+            "application/sdp",
+        ),
+        (
+            "/whip/r",
+            "application/sdp",
+            &MINIMAL_OFFER.replace("packetization-mode=1", "packetization-mode=0"),
+            400,
+            "H264",
+        ),
+        (
+            "/whip/r",
+            "application/sdp",
+            &MINIMAL_OFFER.replace("a=fingerprint", "a=nofp"),
+            400,
+            "fingerprint",
+        ),
+        ("/whep/r", "application/sdp", MINIMAL_OFFER, 400, "receives"),
+        (
+            "/whip/elsewhere",
+            "application/sdp",
+            MINIMAL_OFFER,
+            404,
+            "turned off",
+        ),
+        (
+            "/whep/nobody",
+            "application/sdp",
+            &MINIMAL_OFFER.replace("sendonly", "recvonly"),
+            404,
+            "nobody",
+        ),
+        (
+            "/whip/bad%20name",
+            "application/sdp",
+            MINIMAL_OFFER,
+            400,
+            "room name",
+        ),
+    ];
+    for (path, ct, body, code, want) in cases {
+        let (got, _, text) = post_sdp(&gw, path, ct, body);
+        assert_eq!(got, code, "{path}: {text}");
+        assert!(text.contains(want), "{path}: {want:?} not in {text}");
+    }
+    // A good offer: 201, Location, an answer; no port leaks on the errors above.
+    let (code, location, answer) = post_sdp(&gw, "/whip/r", "application/sdp", MINIMAL_OFFER);
+    assert_eq!(code, 201, "{answer}");
+    let location = location.expect("Location header");
+    assert!(location.starts_with("/whip/r/"), "{location}");
+    assert!(
+        answer.contains("a=ice-lite") && answer.contains("a=setup:passive"),
+        "{answer}"
+    );
+    assert!(answer.contains("a=fingerprint:sha-256 "), "{answer}");
+    let (_, health) = gw.healthz();
+    assert_eq!(health["udp_ports"]["in_use"], 1, "{health}");
+
+    // CORS preflight, trickle, delete.
+    let r = ureq::request("OPTIONS", &format!("{}/whip/r", gw.api))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r
+        .header("access-control-allow-methods")
+        .unwrap()
+        .contains("PATCH"));
+    let patch =
+        |ct: &str, body: &str| match ureq::request("PATCH", &format!("{}{location}", gw.api))
+            .set("content-type", ct)
+            .send_string(body)
+        {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(c, _)) => c,
+            Err(e) => panic!("{e}"),
+        };
+    assert_eq!(
+        patch(
+            "application/trickle-ice-sdpfrag",
+            "a=ice-ufrag:abcd\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n"
+        ),
+        204
+    );
+    assert_eq!(
+        patch("application/trickle-ice-sdpfrag", "a=ice-ufrag:zzzz\r\n"),
+        422
+    );
+    assert_eq!(patch("text/plain", ""), 415);
+    assert_eq!(gw.delete(&location).0, 200);
+    assert_eq!(gw.delete(&location).0, 404);
+    assert_eq!(gw.delete("/whip/r/999999").0, 404);
+}

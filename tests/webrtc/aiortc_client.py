@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""WHIP publisher / WHEP player built on aiortc, for the end-to-end tests.
+
+    aiortc_client.py publish URL --file clip.ts --seconds 12
+    aiortc_client.py play URL --seconds 5
+
+Prints one JSON line with what happened (the Rust test asserts on it):
+publish: {"state": ..., "connected_ms": ...}
+play:    {"video_frames": N, "audio_frames": N, "first_frame_ms": ms, "width": W, ...}
+
+aiortc gathers no loopback candidates by default and asks a public STUN
+server: patch the host address list and pass no ICE servers (TESTING.md).
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import sys
+import time
+
+import aioice.ice
+import aiohttp
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.contrib.media import MediaPlayer
+
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+
+def new_pc():
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+def prefer_h264(transceiver):
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"]
+    rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
+    transceiver.setCodecPreferences(h264 + rtx)
+
+
+class LossyRelay(asyncio.DatagramProtocol):
+    """A UDP relay on the subscriber leg that drops a seeded share of the
+    gateway's RTP packets (netem is not available on these machines)."""
+
+    def __init__(self, loss, seed=7):
+        self.loss = loss
+        self.rng = random.Random(seed)
+        self.client = None
+        self.upstream = None
+        self.dropped = 0
+        self.forwarded = 0
+
+    async def start(self, gateway):
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", 0)
+        )
+        relay = self
+
+        class Upstream(asyncio.DatagramProtocol):
+            def datagram_received(self, data, addr):
+                is_rtp = 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+                if is_rtp and relay.rng.random() < relay.loss:
+                    relay.dropped += 1
+                    return
+                relay.forwarded += 1
+                if relay.client:
+                    relay.transport.sendto(data, relay.client)
+
+        self.upstream, _ = await loop.create_datagram_endpoint(
+            Upstream, remote_addr=gateway
+        )
+        return self.transport.get_extra_info("sockname")[1]
+
+    def datagram_received(self, data, addr):
+        self.client = addr
+        self.upstream.sendto(data)
+
+
+async def exchange(session, url, pc, relay=None):
+    """POSTs our offer, applies the answer; returns the session URL. With a
+    relay, the answer's candidate is rewritten to go through it."""
+    await pc.setLocalDescription(await pc.createOffer())
+    async with session.post(
+        url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+    ) as r:
+        body = await r.text()
+        if r.status != 201:
+            raise SystemExit(f"POST {url}: {r.status} {body}")
+        location = r.headers["Location"]
+    if relay is not None:
+        m = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", body)
+        port = await relay.start((m.group(1), int(m.group(2))))
+        body = body.replace(f" {m.group(2)} typ host", f" {port} typ host")
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
+    base = url.split("/wh")[0]
+    return base + location
+
+
+async def wait_connected(pc, timeout):
+    deadline = time.monotonic() + timeout
+    while pc.connectionState != "connected":
+        if pc.connectionState == "failed" or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def publish(args):
+    player = MediaPlayer(args.file, decode=False)
+    pc = new_pc()
+    t0 = time.monotonic()
+    if player.video:
+        prefer_h264(pc.addTransceiver(player.video, direction="sendonly"))
+    if player.audio:
+        pc.addTransceiver(player.audio, direction="sendonly")
+    async with aiohttp.ClientSession() as s:
+        resource = await exchange(s, args.url, pc)
+        ok = await wait_connected(pc, 10)
+        connected_ms = (time.monotonic() - t0) * 1000
+        print(json.dumps({"event": "connected", "ok": ok, "resource": resource}), flush=True)
+        if ok:
+            await asyncio.sleep(args.seconds)
+        state = pc.connectionState
+        if not args.no_delete:
+            async with s.delete(resource) as r:
+                deleted = r.status
+        else:
+            deleted = None
+    await pc.close()
+    print(json.dumps({"state": state, "ok": ok, "connected_ms": connected_ms, "deleted": deleted}), flush=True)
+
+
+async def play(args):
+    pc = new_pc()
+    prefer_h264(pc.addTransceiver("video", direction="recvonly"))
+    pc.addTransceiver("audio", direction="recvonly")
+    stats = {"video_frames": 0, "audio_frames": 0, "first_frame_ms": None, "width": 0, "height": 0}
+    t0 = time.monotonic()
+    tasks = []
+
+    async def consume(track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            if track.kind == "video":
+                if stats["first_frame_ms"] is None:
+                    stats["first_frame_ms"] = (time.monotonic() - t0) * 1000
+                stats["video_frames"] += 1
+                stats["width"], stats["height"] = frame.width, frame.height
+            else:
+                stats["audio_frames"] += 1
+
+    @pc.on("track")
+    def on_track(track):
+        tasks.append(asyncio.ensure_future(consume(track)))
+
+    relay = LossyRelay(args.loss) if args.loss > 0 else None
+    async with aiohttp.ClientSession() as s:
+        resource = await exchange(s, args.url, pc, relay)
+        ok = await wait_connected(pc, 10)
+        stats["connected"] = ok
+        stats["connected_ms"] = (time.monotonic() - t0) * 1000
+        if ok:
+            await asyncio.sleep(args.seconds)
+        async with s.delete(resource) as r:
+            stats["deleted"] = r.status
+    await pc.close()
+    for t in tasks:
+        t.cancel()
+    if relay is not None:
+        stats["relay_dropped"] = relay.dropped
+        stats["relay_forwarded"] = relay.forwarded
+    print(json.dumps(stats), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["publish", "play"])
+    p.add_argument("url")
+    p.add_argument("--file")
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
+    p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
+    args = p.parse_args()
+    asyncio.run(publish(args) if args.mode == "publish" else play(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
