@@ -624,7 +624,7 @@ impl AiortcPublisher {
     }
 
     /// The next JSON line (blocks; the script bounds its own run time).
-    pub fn next(&mut self) -> Value {
+    pub fn next_report(&mut self) -> Value {
         let line = self
             .lines
             .next()
@@ -635,14 +635,14 @@ impl AiortcPublisher {
 
     /// Waits until it reports ICE+DTLS connected; asserts it did.
     pub fn connected(&mut self) -> Value {
-        let v = self.next();
+        let v = self.next_report();
         assert_eq!(v["ok"], true, "publisher did not connect: {v}");
         v
     }
 
     /// Its final report (after DELETE, unless `--no-delete`).
     pub fn finish(mut self) -> Value {
-        let v = self.next();
+        let v = self.next_report();
         wait_bounded(&mut self.child, Duration::from_secs(10));
         v
     }
