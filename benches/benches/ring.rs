@@ -16,6 +16,7 @@ fn stats(i: u64) -> Event {
         packets: i * 3,
         bytes: i * 3600,
         drops: [0; DropReason::COUNT],
+        ..Default::default()
     })
 }
 
