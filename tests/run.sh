@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository on a fresh Debian machine.
-# Installs what the tests need (ffmpeg), then: fmt, clippy, build, test.
+# Installs what the tests need (ffmpeg, Chromium, aiortc in .venv,
+# playwright-core in tests/webrtc), then: fmt, clippy, build, test.
 # Usage (as root, from anywhere): bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -16,6 +21,17 @@ fi
 if ! ffmpeg -hide_banner -protocols 2>/dev/null | grep -qx '  srtp'; then
     echo "ffmpeg without SRTP support: the relay tests need it" >&2
     exit 1
+fi
+
+# WebRTC clients: aiortc (pinned, wheels only) and the Chromium driver.
+if ! .venv/bin/python -c 'import aiortc, aiohttp, av' 2>/dev/null; then
+    echo "== installing aiortc into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q aiortc==1.16.0 aiohttp av==18.1.0
+fi
+if [ ! -d tests/webrtc/node_modules/playwright-core ]; then
+    echo "== installing playwright-core (drives /usr/bin/chromium)"
+    (cd tests/webrtc && npm install --no-audit --no-fund --silent)
 fi
 
 # io_uring buffer rings and sockets: give the tests room.

@@ -40,6 +40,7 @@ type Created = (StatusCode, Json<Value>);
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(demo_page))
         .route("/healthz", get(healthz))
         .route("/v1/rooms", post(create_room).get(list_rooms))
         .route("/v1/rooms/{room}", get(get_room).delete(delete_room))
@@ -61,6 +62,11 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
     app.state.lock().expect("state lock poisoned")
+}
+
+/// The demo page: publish a camera with WHIP, play a room with WHEP.
+async fn demo_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("demo.html"))
 }
 
 async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {

@@ -698,3 +698,75 @@ pub fn post_sdp(
         Err(e) => panic!("POST {path}: {e}"),
     }
 }
+
+/// A network namespace with only `lo` up, entered by the calling thread:
+/// sockets it opens and processes it spawns from now on live there. Chromium
+/// gathers loopback ICE candidates only in such a namespace (TESTING.md).
+/// Test threads are separate, so other tests stay in the host namespace.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn enter() -> Netns {
+        let name = unique("mgw-ns");
+        let run = |args: &[&str]| {
+            let ok = Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "ip {args:?} failed (needs root and iproute2)");
+        };
+        run(&["netns", "add", &name]);
+        run(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        let f = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file");
+        // SAFETY: setns(2) on a namespace fd we hold; it changes only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        Netns { name }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn install_apt(pkg: &str) {
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends", pkg])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status();
+}
+
+/// `tests/webrtc` with playwright-core installed, and Debian's Chromium.
+pub fn chromium_driver_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("tests/webrtc");
+        let lock = std::fs::File::create(std::env::temp_dir().join("mgw-npm.lock")).unwrap();
+        // SAFETY: flock(2) on a file we hold open; released when it closes.
+        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        if !Path::new("/usr/bin/chromium").exists() {
+            install_apt("chromium");
+        }
+        assert!(
+            Path::new("/usr/bin/chromium").exists(),
+            "Debian's chromium is needed (tests/run.sh installs it)"
+        );
+        if !dir.join("node_modules/playwright-core").exists() {
+            let ok = Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund"])
+                .current_dir(&dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "npm install playwright-core failed");
+        }
+        dir
+    })
+    .clone()
+}

@@ -1,0 +1,63 @@
+// Headless Chromium publishes its fake camera through the gateway's demo
+// page (WHIP) and a second page plays the room (WHEP). Prints one JSON line:
+// {"publisher": {...}, "player": {...}} with getStats() figures.
+//
+//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS
+//
+// Run it inside a network namespace that has only `lo`, next to the
+// gateway: Chromium gathers no loopback candidates otherwise (TESTING.md).
+"use strict";
+const { chromium } = require("playwright-core");
+
+const [api, room, seconds] = [process.argv[2], process.argv[3], Number(process.argv[4] || 5)];
+
+async function waitFor(page, fn, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await page.evaluate(fn);
+    if (v) return v;
+    if (Date.now() > deadline) {
+      const state = await page.evaluate(() => JSON.stringify(window.mgw));
+      throw new Error(`timed out waiting for ${what}: ${state}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      "--allow-loopback-in-peer-connection",
+    ],
+  });
+  const out = {};
+  try {
+    const ctx = await browser.newContext();
+    const pub = await ctx.newPage();
+    await pub.goto(`${api}/?room=${room}&publish=1`);
+    await waitFor(pub, () => window.mgw.state === "connected" || window.mgw.error, 15000, "publisher connected");
+    out.publisher_error = await pub.evaluate(() => window.mgw.error);
+    const play = await ctx.newPage();
+    await play.goto(`${api}/?room=${room}&play=1`);
+    await waitFor(play, async () => {
+      const s = await window.mgw.videoStats();
+      return (s && s.framesDecoded > 0) || window.mgw.error;
+    }, 15000, "first decoded frame");
+    await new Promise((r) => setTimeout(r, seconds * 1000));
+    out.player = await play.evaluate(() => window.mgw.videoStats());
+    out.player_error = await play.evaluate(() => window.mgw.error);
+    out.publisher = await pub.evaluate(() => window.mgw.videoStats());
+    await play.evaluate(() => document.getElementById("stop").click());
+    await pub.evaluate(() => document.getElementById("stop").click());
+    await new Promise((r) => setTimeout(r, 300));
+  } catch (e) {
+    out.error = String(e);
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(out));
+})();
