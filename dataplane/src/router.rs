@@ -1176,3 +1176,226 @@ mod tests {
         assert!(r.remove_room(1).is_none());
     }
 }
+
+/// WebRTC sessions in the router, driven as a shard would: a real STUN
+/// check verifies the peer, keys are installed as the DTLS thread would.
+#[cfg(test)]
+mod webrtc_tests {
+    use super::*;
+    use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
+    use gateway_ring::msg::SrtpSuite;
+
+    fn spec(session: u64, direction: Direction) -> WebrtcSpec {
+        WebrtcSpec {
+            session,
+            room: 1,
+            port: 0,
+            direction,
+            ice_ufrag: format!("srv{session}"),
+            ice_pwd: "0123456789abcdef01234567".into(),
+            remote_ufrag: "cli".into(),
+            remote_fingerprint: [0; 32],
+            video_pt: 102,
+            audio_pt: 111,
+            video_ssrc: 0x5000 + session as u32,
+            audio_ssrc: 0x6000 + session as u32,
+            created_ms: 0,
+        }
+    }
+
+    fn check(session: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; 200];
+        let user = format!("srv{session}:cli");
+        let mut w = Writer::new(&mut buf, BINDING_REQUEST, &[session as u8; 12]).unwrap();
+        w.attribute(attr::USERNAME, user.as_bytes()).unwrap();
+        w.attribute(attr::USE_CANDIDATE, &[]).unwrap();
+        w.integrity(b"0123456789abcdef01234567").unwrap();
+        w.fingerprint().unwrap();
+        let n = w.finish();
+        buf.truncate(n);
+        buf
+    }
+
+    fn keys(seed: u8) -> SrtpKey {
+        SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[seed; 28]).unwrap()
+    }
+
+    fn srtp(ctx: &mut SrtpContext, pt: u8, seq: u16, ssrc: u32) -> Vec<u8> {
+        let mut p = vec![0x80, pt];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&(seq as u32 * 3000).to_be_bytes());
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0x65; 100]);
+        let len = p.len();
+        p.resize(len + MAX_TRAILER, 0);
+        let n = ctx.protect_rtp(&mut p, len).unwrap();
+        p.truncate(n);
+        p
+    }
+
+    fn addr(port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
+    }
+
+    /// A publisher and a subscriber, both verified and keyed. Returns the
+    /// router, their handles, and the publisher's client-side SRTP context.
+    fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
+        let mut r = Router::new();
+        r.add_room(RoomSpec {
+            room: 1,
+            name: "w".into(),
+        });
+        let t0 = Instant::now();
+        let p = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
+        let s = r.add_webrtc(t0, spec(2, Direction::Subscribe)).unwrap();
+        for (h, port) in [(p, 5001), (s, 5002)] {
+            let mut c = check(if h == p { 1 } else { 2 });
+            assert!(r.handle_datagram(t0, h, addr(port), &mut c).is_none());
+        }
+        let mut out = Vec::new();
+        r.take_controls(&mut out);
+        assert_eq!(out.len(), 2, "both checks answered");
+        // Client → server keys are the client's "tx"; the server receives with them.
+        r.install_keys(t0, 1, &keys(1), &keys(2));
+        r.install_keys(t0, 2, &keys(3), &keys(4));
+        (r, p, s, SrtpContext::new(&keys(1)), t0)
+    }
+
+    #[test]
+    fn stun_with_wrong_credentials_gets_no_answer() {
+        let mut r = Router::new();
+        r.add_room(RoomSpec {
+            room: 1,
+            name: "w".into(),
+        });
+        let t0 = Instant::now();
+        let h = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
+        let mut wrong_user = check(9);
+        let mut tampered = check(1);
+        let n = tampered.len();
+        tampered[n - 20] ^= 1; // inside the MESSAGE-INTEGRITY value
+        for c in [&mut wrong_user, &mut tampered] {
+            assert!(r.handle_datagram(t0, h, addr(5001), c).is_none());
+        }
+        let mut out = Vec::new();
+        r.take_controls(&mut out);
+        assert!(out.is_empty(), "no answer to a stranger");
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        assert_eq!(stats[0].drops[DropReason::Ice as usize], 2);
+        // Media and DTLS from the unverified address are refused too.
+        let mut media = srtp(&mut SrtpContext::new(&keys(1)), 102, 1, 7);
+        assert!(r.handle_datagram(t0, h, addr(5001), &mut media).is_none());
+        assert!(r
+            .handle_datagram(t0, h, addr(5001), &mut [22, 0xfe, 0xfd, 0])
+            .is_none());
+        let mut dtls = Vec::new();
+        r.take_dtls(&mut dtls);
+        assert!(dtls.is_empty());
+    }
+
+    #[test]
+    fn publisher_media_fans_out_and_srtp_forgeries_are_counted() {
+        let (mut r, p, s, mut client, t0) = connected();
+        let mut pkt = srtp(&mut client, 102, 10, 0xabc);
+        let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+        assert_eq!(inb.kind, MediaKind::Video);
+        let mut out = vec![0u8; 1600];
+        out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+        let (n, dest) = r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        assert_eq!(dest, addr(5002));
+        // The subscriber's side decrypts with the server's send key.
+        let mut sub_rx = SrtpContext::new(&keys(4));
+        let m = sub_rx.unprotect_rtp(&mut out[..n]).unwrap();
+        let h = RtpHeader::parse(&out[..m]).unwrap();
+        assert_eq!((h.pt, h.ssrc), (102, 0x5002));
+
+        // Wrong key, a replay, and a stranger: counted, nothing forwarded.
+        let mut forged = srtp(&mut SrtpContext::new(&keys(9)), 102, 11, 0xabc);
+        assert!(r.handle_datagram(t0, p, addr(5001), &mut forged).is_none());
+        let mut again = srtp(&mut SrtpContext::new(&keys(1)), 102, 10, 0xabc);
+        assert!(r.handle_datagram(t0, p, addr(5001), &mut again).is_none());
+        let mut stranger = srtp(&mut client, 102, 12, 0xabc);
+        assert!(r
+            .handle_datagram(t0, p, addr(6666), &mut stranger)
+            .is_none());
+        // The real stream continues.
+        let mut next = srtp(&mut client, 102, 13, 0xabc);
+        assert!(r.handle_datagram(t0, p, addr(5001), &mut next).is_some());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        let pub_stats = stats.iter().find(|x| x.session == 1).unwrap();
+        assert_eq!(pub_stats.drops[DropReason::Auth as usize], 1);
+        assert_eq!(pub_stats.drops[DropReason::Replay as usize], 1);
+        assert_eq!(pub_stats.drops[DropReason::UnknownSource as usize], 1);
+    }
+
+    #[test]
+    fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
+        let (mut r, p, s, mut client, t0) = connected();
+        for seq in 100..110u16 {
+            let mut pkt = srtp(&mut client, 102, seq, 0xabc);
+            let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+            let mut out = vec![0u8; 1600];
+            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+            r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        }
+        let mut controls = Vec::new();
+        r.take_controls(&mut controls);
+        controls.clear();
+        // The subscriber NACKs 103 and 105 (pid 103, blp bit 1) and sends two PLIs.
+        let mut sub_tx = SrtpContext::new(&keys(3));
+        let mut fb = vec![0u8; 200];
+        let mut n = rtcp::write_nack(&mut fb, 9, 0x5002, 103, 0b10);
+        n += rtcp::write_pli(&mut fb[n..], 9, 0x5002);
+        n += rtcp::write_pli(&mut fb[n..], 9, 0x5002);
+        let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
+        fb.truncate(n);
+        assert!(r.handle_datagram(t0, s, addr(5002), &mut fb).is_none());
+        r.take_controls(&mut controls);
+        let to_sub: Vec<_> = controls.iter().filter(|c| c.from == s).collect();
+        let to_pub: Vec<_> = controls.iter().filter(|c| c.from == p).collect();
+        assert_eq!(to_sub.len(), 2, "two retransmissions");
+        let mut sub_rx = SrtpContext::new(&keys(4));
+        let mut seqs = Vec::new();
+        for c in &to_sub {
+            let mut d = c.data.clone();
+            let m = sub_rx.unprotect_rtp(&mut d).unwrap();
+            seqs.push(RtpHeader::parse(&d[..m]).unwrap().seq_no);
+        }
+        assert_eq!(seqs, vec![103, 105]);
+        assert_eq!(to_pub.len(), 1, "two PLIs within a second: one request");
+        let mut pub_rx = SrtpContext::new(&keys(2));
+        let mut d = to_pub[0].data.clone();
+        let m = pub_rx.unprotect_rtcp(&mut d).unwrap();
+        let mut items = Vec::new();
+        rtcp::walk(&d[..m], |f| items.push(f));
+        assert_eq!(items, vec![Feedback::KeyframeRequest { media_ssrc: 0xabc }]);
+        // A NACK for a packet never cached goes on to the publisher.
+        controls.clear();
+        let mut fb = vec![0u8; 200];
+        let n = rtcp::write_nack(&mut fb, 9, 0x5002, 5000, 0);
+        let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
+        fb.truncate(n);
+        r.handle_datagram(t0, s, addr(5002), &mut fb);
+        r.take_controls(&mut controls);
+        assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
+    }
+
+    #[test]
+    fn consent_expiry_ends_the_session() {
+        let (mut r, _, _, _, t0) = connected();
+        r.tick(t0 + Duration::from_secs(10));
+        let mut ended = Vec::new();
+        r.take_ended(&mut ended);
+        assert!(ended.is_empty());
+        r.tick(t0 + crate::ice::lite::CONSENT_TIMEOUT + Duration::from_secs(1));
+        r.take_ended(&mut ended);
+        assert_eq!(ended.len(), 2);
+        assert!(ended.iter().all(|e| e.reason == END_CONSENT));
+        assert_eq!(r.session_count(), 0);
+        let mut closed = Vec::new();
+        r.take_closed_webrtc(&mut closed);
+        assert_eq!(closed.len(), 2, "their DTLS state is released too");
+    }
+}
