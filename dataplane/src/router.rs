@@ -361,20 +361,50 @@ impl Router {
             Role::Webrtc(w) if w.peer.is_publisher() => Some(w.peer.spec.session),
             _ => None,
         };
+        let mut byes: Vec<(Handle, u32)> = Vec::new();
         if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
             for &e in &room.egresses {
-                let tracks = match self.sessions[e as usize].as_mut().map(|s| &mut s.role) {
-                    Some(Role::Egress(eg)) => [&mut eg.video, &mut eg.audio],
-                    Some(Role::Webrtc(w)) => [&mut w.video, &mut w.audio],
+                let (tracks, webrtc) = match self.sessions[e as usize].as_mut().map(|s| &mut s.role)
+                {
+                    Some(Role::Egress(eg)) => ([&mut eg.video, &mut eg.audio], false),
+                    Some(Role::Webrtc(w)) => ([&mut w.video, &mut w.audio], true),
                     _ => continue,
                 };
                 for t in tracks {
                     if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
+                        if webrtc {
+                            byes.push((e, t.ssrc));
+                        }
                     }
                 }
             }
         }
+        // WebRTC subscribers hear that the stream ended (RTCP BYE); a later
+        // publisher continues on the same SSRCs.
+        for (sub, ssrc) in byes {
+            self.send_bye(sub, ssrc);
+        }
+    }
+
+    fn send_bye(&mut self, h: Handle, ssrc: u32) {
+        let mut buf = self.control_buf();
+        let Some(Role::Webrtc(w)) = self.session_mut(h).map(|s| &mut s.role) else {
+            return;
+        };
+        let Some(dest) = w.peer.destination() else {
+            return;
+        };
+        let n = rtcp::write_bye(&mut buf, &[ssrc]);
+        let Ok(n) = w.peer.protect_rtcp(&mut buf, n) else {
+            return;
+        };
+        buf.truncate(n);
+        self.controls.push(Control {
+            from: h,
+            dest,
+            data: buf,
+        });
     }
 
     fn session(&self, h: Handle) -> Option<&Session> {
@@ -1380,6 +1410,27 @@ mod webrtc_tests {
         r.handle_datagram(t0, s, addr(5002), &mut fb);
         r.take_controls(&mut controls);
         assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
+    }
+
+    #[test]
+    fn a_leaving_publisher_sends_its_subscribers_a_bye() {
+        let (mut r, p, s, mut client, t0) = connected();
+        let mut pkt = srtp(&mut client, 102, 1, 0xabc);
+        let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+        let mut out = vec![0u8; 1600];
+        out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+        r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        let mut controls = Vec::new();
+        r.take_controls(&mut controls);
+        controls.clear();
+        r.remove_session(1);
+        r.take_controls(&mut controls);
+        assert_eq!(controls.len(), 1);
+        let mut d = controls[0].data.clone();
+        let m = SrtpContext::new(&keys(4)).unprotect_rtcp(&mut d).unwrap();
+        let mut items = Vec::new();
+        rtcp::walk(&d[..m], |f| items.push(f));
+        assert_eq!(items, vec![Feedback::Bye]);
     }
 
     #[test]

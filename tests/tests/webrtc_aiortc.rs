@@ -124,6 +124,19 @@ fn a_client_that_vanishes_is_ended_by_consent_timeout() {
     assert_eq!(health["udp_ports"]["in_use"], 0, "{health}");
 }
 
+#[test]
+fn a_dtls_certificate_that_does_not_match_the_offer_ends_the_session() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "forged", 1.0, &["--bad-fingerprint"]);
+    let first = publisher.next_report();
+    assert_eq!(first["ok"], false, "connected with a forged fingerprint: {first}");
+    let s = session_of_kind(&gw, "forged", "whip");
+    assert_eq!(s["state"], "ended", "{s}");
+    assert!(s["end_reason"].as_str().unwrap().contains("DTLS"), "{s}");
+    let (_, health) = gw.healthz();
+    assert_eq!(health["udp_ports"]["in_use"], 0, "{health}");
+}
+
 /// A STUN Binding request with the wrong credentials (RFC 5389 framing,
 /// bogus MESSAGE-INTEGRITY).
 fn stun_with_wrong_credentials() -> Vec<u8> {

@@ -86,12 +86,16 @@ class LossyRelay(asyncio.DatagramProtocol):
         self.upstream.sendto(data)
 
 
-async def exchange(session, url, pc, relay=None):
+async def exchange(session, url, pc, relay=None, bad_fingerprint=False):
     """POSTs our offer, applies the answer; returns the session URL. With a
-    relay, the answer's candidate is rewritten to go through it."""
+    relay, the answer's candidate is rewritten to go through it. With
+    bad_fingerprint, the offer names a certificate we do not hold."""
     await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    if bad_fingerprint:
+        sdp = re.sub(r"(a=fingerprint:sha-256 )[0-9A-F:]+", r"\g<1>" + ":".join(["00"] * 32), sdp)
     async with session.post(
-        url, data=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+        url, data=sdp, headers={"Content-Type": "application/sdp"}
     ) as r:
         body = await r.text()
         if r.status != 201:
@@ -124,7 +128,7 @@ async def publish(args):
     if player.audio:
         pc.addTransceiver(player.audio, direction="sendonly")
     async with aiohttp.ClientSession() as s:
-        resource = await exchange(s, args.url, pc)
+        resource = await exchange(s, args.url, pc, bad_fingerprint=args.bad_fingerprint)
         ok = await wait_connected(pc, 10)
         connected_ms = (time.monotonic() - t0) * 1000
         print(json.dumps({"event": "connected", "ok": ok, "resource": resource}), flush=True)
@@ -192,6 +196,7 @@ def main():
     p.add_argument("--file")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
+    p.add_argument("--bad-fingerprint", action="store_true", help="offer a wrong DTLS fingerprint")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     args = p.parse_args()
     asyncio.run(publish(args) if args.mode == "publish" else play(args))
