@@ -56,6 +56,29 @@ fn whip_publish_whep_play_decodes_h264_and_opus() {
     assert_eq!(session_of_kind(&gw, "live", "whip")["state"], "ended");
 }
 
+/// A publisher that encodes (as a camera does) answers the PLI a joining
+/// player triggers, so the player's first picture does not wait for the
+/// next periodic keyframe. The time is printed for the notes, not asserted.
+#[test]
+fn a_joining_player_gets_a_keyframe_from_an_encoding_publisher() {
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "cam", 6.0, &["--encode"]);
+    publisher.connected();
+    std::thread::sleep(Duration::from_millis(500));
+    let play = aiortc_play(&gw, "cam", 2.0, &[]);
+    assert!(play["video_frames"].as_u64().unwrap() >= 20, "{play}");
+    let whip = session_of_kind(&gw, "cam", "whip");
+    assert!(
+        whip["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
+        "{whip}"
+    );
+    eprintln!(
+        "aiortc (encoding publisher) WHEP set-up to first decoded frame: {:.0} ms, ICE+DTLS connected after {:.0} ms",
+        play["first_frame_ms"].as_f64().unwrap(),
+        play["connected_ms"].as_f64().unwrap()
+    );
+}
+
 #[test]
 fn nack_recovers_loss_on_the_subscriber_leg() {
     let gw = Gateway::start(1, &[]);
@@ -129,7 +152,10 @@ fn a_dtls_certificate_that_does_not_match_the_offer_ends_the_session() {
     let gw = Gateway::start(1, &[]);
     let mut publisher = AiortcPublisher::start(&gw, "forged", 1.0, &["--bad-fingerprint"]);
     let first = publisher.next_report();
-    assert_eq!(first["ok"], false, "connected with a forged fingerprint: {first}");
+    assert_eq!(
+        first["ok"], false,
+        "connected with a forged fingerprint: {first}"
+    );
     let s = session_of_kind(&gw, "forged", "whip");
     assert_eq!(s["state"], "ended", "{s}");
     assert!(s["end_reason"].as_str().unwrap().contains("DTLS"), "{s}");

@@ -120,7 +120,10 @@ async def wait_connected(pc, timeout):
 
 
 async def publish(args):
-    player = MediaPlayer(args.file, decode=False)
+    # Pass-through (decode=False) sends the clip's H264 as is, so a keyframe
+    # request waits for the clip's next IDR; --encode lets aiortc encode and
+    # answer PLI with a fresh keyframe, as a camera would.
+    player = MediaPlayer(args.file, decode=args.encode)
     pc = new_pc()
     t0 = time.monotonic()
     if player.video:
@@ -196,6 +199,7 @@ def main():
     p.add_argument("--file")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
+    p.add_argument("--encode", action="store_true", help="publish: re-encode (answers PLI)")
     p.add_argument("--bad-fingerprint", action="store_true", help="offer a wrong DTLS fingerprint")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     args = p.parse_args()
