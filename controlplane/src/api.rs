@@ -243,8 +243,11 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
                 Direction::Publish => "whip",
                 Direction::Subscribe => "whep",
             });
-            v["video_pt"] = json!(w.video_pt);
-            v["audio_pt"] = json!(w.audio_pt);
+            v["tracks"] = w
+                .tracks
+                .iter()
+                .map(|t| json!({ "kind": kind_name(t.kind), "payload_type": t.pt }))
+                .collect();
             v["created_ms"] = json!(w.created_ms);
         }
         Role::Egress(e) => {

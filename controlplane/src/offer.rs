@@ -10,6 +10,8 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use gateway_ring::msg::{MediaKind, MAX_TRACKS};
+
 /// A codec line of an m-section: `a=rtpmap` plus its `a=fmtp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Codec {
@@ -196,13 +198,22 @@ pub enum Mode {
     Play,
 }
 
+/// One m-line we serve: its index in the offer, its kind and codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub index: usize,
+    pub kind: MediaKind,
+    pub codec: Codec,
+}
+
 /// What the dataplane needs from a negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
     pub remote_ufrag: String,
     pub remote_fingerprint: [u8; 32],
-    pub video: Option<Codec>,
-    pub audio: Option<Codec>,
+    /// Publish: the first sending video and audio line. Play: every
+    /// receiving line (up to `MAX_TRACKS`), one publisher's track each.
+    pub tracks: Vec<Chosen>,
 }
 
 /// Rank of an H264 offer: constrained baseline first (every decoder and the
@@ -246,15 +257,16 @@ fn parse_sha256(value: &str) -> Option<[u8; 32]> {
 
 /// Checks the offer and picks codecs. Errors name what is missing.
 pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
-    let media: Vec<&MediaSection> = offer
+    let media: Vec<(usize, &MediaSection)> = offer
         .media
         .iter()
-        .filter(|m| m.kind == "audio" || m.kind == "video")
+        .enumerate()
+        .filter(|(_, m)| m.kind == "audio" || m.kind == "video")
         .collect();
     if media.is_empty() {
         return Err("the offer has no audio or video m= line".into());
     }
-    let first = media[0];
+    let first = media[0].1;
     let ufrag = first
         .ice_ufrag
         .clone()
@@ -298,7 +310,7 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
         );
     }
     if media.len() > 1 {
-        for m in &media {
+        for (_, m) in &media {
             let bundled = m.mid.as_ref().is_some_and(|mid| offer.bundle.contains(mid));
             if !bundled {
                 return Err(format!(
@@ -308,9 +320,8 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
             }
         }
     }
-    let mut video = None;
-    let mut audio = None;
-    for m in &media {
+    let mut tracks: Vec<Chosen> = Vec::new();
+    for &(index, m) in &media {
         if !m.rtcp_mux {
             return Err(format!("the {} m= line has no a=rtcp-mux", m.kind));
         }
@@ -329,22 +340,37 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
         if !usable || m.port == 0 {
             continue;
         }
-        if m.kind == "video" && video.is_none() {
+        let kind = if m.kind == "video" {
+            MediaKind::Video
+        } else {
+            MediaKind::Audio
+        };
+        // A publisher sends one video and one audio track; a player may ask
+        // for as many lines as it wants to see publishers, up to MAX_TRACKS.
+        let taken = match mode {
+            Mode::Publish => tracks.iter().any(|t| t.kind == kind),
+            Mode::Play => tracks.len() >= MAX_TRACKS,
+        };
+        if taken {
+            continue;
+        }
+        let codec = if kind == MediaKind::Video {
             let best = m
                 .codecs
                 .iter()
                 .filter_map(|c| h264_rank(c).map(|r| (r, c)))
                 .min_by_key(|(r, _)| *r)
                 .map(|(_, c)| c.clone());
-            video = Some(best.ok_or(
+            best.ok_or(
                 "the video m= line offers no H264 with packetization-mode=1 (this gateway forwards H264 without re-encoding)",
-            )?);
-        } else if m.kind == "audio" && audio.is_none() {
+            )?
+        } else {
             let opus = m.codecs.iter().find(|c| is_opus(c)).cloned();
-            audio = Some(opus.ok_or("the audio m= line offers no opus/48000/2")?);
-        }
+            opus.ok_or("the audio m= line offers no opus/48000/2")?
+        };
+        tracks.push(Chosen { index, kind, codec });
     }
-    if video.is_none() && audio.is_none() {
+    if tracks.is_empty() {
         return Err(match mode {
             Mode::Publish => "no m= line sends media (WHIP offers are sendonly or sendrecv)".into(),
             Mode::Play => "no m= line receives media (WHEP offers are recvonly or sendrecv)".into(),
@@ -353,8 +379,7 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
     Ok(Negotiated {
         remote_ufrag: ufrag,
         remote_fingerprint,
-        video,
-        audio,
+        tracks,
     })
 }
 
@@ -367,9 +392,8 @@ pub struct AnswerParams<'a> {
     pub ice_ufrag: &'a str,
     pub ice_pwd: &'a str,
     pub fingerprint: &'a [u8; 32],
-    /// WHEP: the SSRCs we send video and audio on.
-    pub video_ssrc: u32,
-    pub audio_ssrc: u32,
+    /// WHEP: the SSRC we send on, per negotiated track (same order).
+    pub ssrcs: &'a [u32],
 }
 
 fn fingerprint_text(fp: &[u8; 32]) -> String {
@@ -382,23 +406,15 @@ fn fingerprint_text(fp: &[u8; 32]) -> String {
 /// The answer: every m-line of the offer, in order (JSEP requires it); the
 /// ones we serve on our one port, the rest rejected with port 0.
 pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
-    let mut served: Vec<(usize, &Codec)> = Vec::new();
-    let (mut video_done, mut audio_done) = (false, false);
-    for (i, m) in offer.media.iter().enumerate() {
-        let pick = match m.kind.as_str() {
-            "video" if !video_done => neg.video.as_ref().filter(|c| m.codecs.contains(c)),
-            "audio" if !audio_done => neg.audio.as_ref().filter(|c| m.codecs.contains(c)),
-            _ => None,
-        };
-        if let Some(c) = pick {
-            video_done |= m.kind == "video";
-            audio_done |= m.kind == "audio";
-            served.push((i, c));
-        }
-    }
-    let mids: Vec<String> = served
+    let mids: Vec<String> = neg
+        .tracks
         .iter()
-        .map(|(i, _)| offer.media[*i].mid.clone().unwrap_or_else(|| i.to_string()))
+        .map(|t| {
+            offer.media[t.index]
+                .mid
+                .clone()
+                .unwrap_or_else(|| t.index.to_string())
+        })
         .collect();
     let mut s = String::new();
     let _ = write!(
@@ -410,7 +426,7 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
     );
     let fp = fingerprint_text(p.fingerprint);
     for (i, m) in offer.media.iter().enumerate() {
-        let Some(&(_, codec)) = served.iter().find(|(k, _)| *k == i) else {
+        let Some(k) = neg.tracks.iter().position(|t| t.index == i) else {
             // Rejected: same kind and proto, port 0, the first format echoed.
             let fmt = m
                 .codecs
@@ -429,7 +445,8 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
             s.push_str("a=inactive\r\n");
             continue;
         };
-        let mid = m.mid.clone().unwrap_or_else(|| i.to_string());
+        let codec = &neg.tracks[k].codec;
+        let mid = &mids[k];
         let _ = write!(
             s,
             "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:passive\r\na=rtcp-mux\r\na={dir}\r\n",
@@ -459,14 +476,11 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
             }
         }
         if p.mode == Mode::Play {
-            let ssrc = if m.kind == "video" {
-                p.video_ssrc
-            } else {
-                p.audio_ssrc
-            };
+            // One stream per line: line k carries one publisher's track.
+            let ssrc = p.ssrcs.get(k).copied().unwrap_or(0);
             let _ = write!(
                 s,
-                "a=msid:mediagw {kind}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:mediagw {kind}\r\n",
+                "a=msid:mediagw-{k} {kind}{k}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:mediagw-{k} {kind}{k}\r\n",
                 kind = m.kind
             );
         }
@@ -509,8 +523,7 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             ice_ufrag: "srvu",
             ice_pwd: "serverpasswordserverpass",
             fingerprint: &[0xAB; 32],
-            video_ssrc: 1111,
-            audio_ssrc: 2222,
+            ssrcs: &[2222, 1111],
         }
     }
 
@@ -520,8 +533,8 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         let n = negotiate(&offer, Mode::Publish).unwrap();
         assert_eq!(n.remote_ufrag, "Ab3x");
         assert_eq!(n.remote_fingerprint[0], 0x0A);
-        assert_eq!(n.video.as_ref().unwrap().pt, 103);
-        assert_eq!(n.audio.as_ref().unwrap().pt, 111);
+        let pts: Vec<(MediaKind, u8)> = n.tracks.iter().map(|t| (t.kind, t.codec.pt)).collect();
+        assert_eq!(pts, vec![(MediaKind::Audio, 111), (MediaKind::Video, 103)]);
         let a = answer(&offer, &n, &params(Mode::Publish));
         for want in [
             "a=ice-lite",

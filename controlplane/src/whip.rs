@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
-use gateway_ring::msg::{Command, Direction, WebrtcSpec};
+use gateway_ring::msg::{Command, Direction, TrackSpec, WebrtcSpec};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
@@ -165,9 +165,13 @@ async fn offer_answer(
     let rng = SystemRandom::new();
     let ice_ufrag = random_token(&rng, 8)?;
     let ice_pwd = random_token(&rng, 24)?;
-    let (video_ssrc, audio_ssrc) = match mode {
-        Mode::Publish => (0, 0),
-        Mode::Play => (random_ssrc(&rng)?, random_ssrc(&rng)?),
+    let ssrcs: Vec<u32> = match mode {
+        Mode::Publish => vec![0; neg.tracks.len()],
+        Mode::Play => neg
+            .tracks
+            .iter()
+            .map(|_| random_ssrc(&rng))
+            .collect::<Result<_, _>>()?,
     };
     let created_ms = now_ms();
     let make_spec = |session, room, port| WebrtcSpec {
@@ -182,10 +186,16 @@ async fn offer_answer(
         ice_pwd: ice_pwd.clone(),
         remote_ufrag: neg.remote_ufrag.clone(),
         remote_fingerprint: neg.remote_fingerprint,
-        video_pt: neg.video.as_ref().map_or(0, |c| c.pt),
-        audio_pt: neg.audio.as_ref().map_or(0, |c| c.pt),
-        video_ssrc,
-        audio_ssrc,
+        tracks: neg
+            .tracks
+            .iter()
+            .zip(&ssrcs)
+            .map(|(t, &ssrc)| TrackSpec {
+                kind: t.kind,
+                pt: t.codec.pt,
+                ssrc,
+            })
+            .collect(),
         created_ms,
     };
     let (id, port) = open_session(app, &room, |session, room, port| {
@@ -205,8 +215,7 @@ async fn offer_answer(
             ice_ufrag: &ice_ufrag,
             ice_pwd: &ice_pwd,
             fingerprint: &fingerprint,
-            video_ssrc,
-            audio_ssrc,
+            ssrcs: &ssrcs,
         },
     );
     let path = match mode {

@@ -91,8 +91,25 @@ struct Egress {
 /// A WebRTC peer and, when it subscribes, the rewrite state of its tracks.
 struct WebrtcSession {
     peer: Peer,
-    video: OutTrack,
-    audio: OutTrack,
+    /// Subscriber: one per media line it offered to receive; each carries
+    /// one publisher's track at a time.
+    tracks: Vec<OutTrack>,
+}
+
+/// The track of `tracks` that should carry `kind` media from `ingest`: the
+/// one already bound to it, else a free one, else one whose source went silent.
+fn pick_track(tracks: &[OutTrack], kind: MediaKind, ingest: u64, now: Instant) -> Option<usize> {
+    let of_kind = || tracks.iter().enumerate().filter(|(_, t)| t.kind == kind);
+    of_kind()
+        .find(|(_, t)| t.source.is_some_and(|s| s.0 == ingest))
+        .or_else(|| of_kind().find(|(_, t)| t.source.is_none()))
+        .or_else(|| {
+            of_kind().find(|(_, t)| {
+                t.last_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
+            })
+        })
+        .map(|(i, _)| i)
 }
 
 enum Role {
@@ -124,6 +141,7 @@ pub struct Inbound {
 /// Rewrite state of one outgoing track of an egress: receivers see one SSRC
 /// with continuous sequence numbers and timestamps, whichever ingest feeds it.
 struct OutTrack {
+    kind: MediaKind,
     ssrc: u32,
     pt: u8,
     clock_rate: u32,
@@ -140,8 +158,13 @@ struct OutTrack {
 }
 
 impl OutTrack {
-    fn new(ssrc: u32, pt: u8, clock_rate: u32) -> OutTrack {
+    fn new(kind: MediaKind, ssrc: u32, pt: u8) -> OutTrack {
+        let clock_rate = match kind {
+            MediaKind::Video => 90_000,
+            MediaKind::Audio => 48_000,
+        };
         OutTrack {
+            kind,
             ssrc,
             pt,
             clock_rate,
@@ -284,8 +307,12 @@ impl Router {
         let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
         let role = Role::Egress(Egress {
             spec,
-            video: OutTrack::new(base | 1, EGRESS_VIDEO_PT, 90_000),
-            audio: OutTrack::new(base.wrapping_add(0x1000) | 1, EGRESS_AUDIO_PT, 48_000),
+            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT),
+            audio: OutTrack::new(
+                MediaKind::Audio,
+                base.wrapping_add(0x1000) | 1,
+                EGRESS_AUDIO_PT,
+            ),
         });
         Ok(self.add_session(role))
     }
@@ -293,12 +320,17 @@ impl Router {
     /// A WebRTC publisher (an ingest of the room) or subscriber (an egress).
     pub fn add_webrtc(&mut self, now: Instant, spec: WebrtcSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
-        let video = OutTrack::new(spec.video_ssrc, spec.video_pt, 90_000);
-        let audio = OutTrack::new(spec.audio_ssrc, spec.audio_pt, 48_000);
+        let tracks = match spec.direction {
+            Direction::Subscribe => spec
+                .tracks
+                .iter()
+                .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt))
+                .collect(),
+            Direction::Publish => Vec::new(),
+        };
         Ok(self.add_session(Role::Webrtc(Box::new(WebrtcSession {
             peer: Peer::new(spec, now),
-            video,
-            audio,
+            tracks,
         }))))
     }
 
@@ -364,12 +396,12 @@ impl Router {
         let mut byes: Vec<(Handle, u32)> = Vec::new();
         if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
             for &e in &room.egresses {
-                let (tracks, webrtc) = match self.sessions[e as usize].as_mut().map(|s| &mut s.role)
-                {
-                    Some(Role::Egress(eg)) => ([&mut eg.video, &mut eg.audio], false),
-                    Some(Role::Webrtc(w)) => ([&mut w.video, &mut w.audio], true),
-                    _ => continue,
-                };
+                let (tracks, webrtc): (Vec<&mut OutTrack>, bool) =
+                    match self.sessions[e as usize].as_mut().map(|s| &mut s.role) {
+                        Some(Role::Egress(eg)) => (vec![&mut eg.video, &mut eg.audio], false),
+                        Some(Role::Webrtc(w)) => (w.tracks.iter_mut().collect(), true),
+                        _ => continue,
+                    };
                 for t in tracks {
                     if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
@@ -622,15 +654,10 @@ impl Router {
                 (len, dest)
             }
             Role::Webrtc(w) => {
-                let track = match inbound.kind {
-                    MediaKind::Video => &mut w.video,
-                    MediaKind::Audio => &mut w.audio,
-                };
-                // Not negotiated (pt 0), the publisher itself, or not connected yet.
-                if track.pt == 0 || w.peer.is_publisher() {
-                    return None;
-                }
+                // The publisher itself, not connected yet, or no media line free.
                 let dest = w.peer.destination()?;
+                let i = pick_track(&w.tracks, inbound.kind, inbound.ingest, now)?;
+                let track = &mut w.tracks[i];
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp)?;
                 RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
                 track.sent = track.sent.wrapping_add(1);
@@ -779,17 +806,21 @@ impl Router {
         let items = std::mem::take(&mut self.feedback);
         for f in &items {
             match *f {
-                Feedback::KeyframeRequest { .. } => {
-                    if let Some(src) = self.video_source(h) {
+                Feedback::KeyframeRequest { media_ssrc } => {
+                    if let Some((src, _)) = self.track_source(h, media_ssrc) {
                         if let Some(s) = self.session_mut(h) {
                             s.stats.keyframe_requests += 1;
                         }
                         self.request_keyframe(now, src);
                     }
                 }
-                Feedback::Nack { pid, blp, .. } => {
+                Feedback::Nack {
+                    media_ssrc,
+                    pid,
+                    blp,
+                } => {
                     for seq in Feedback::nacked(pid, blp) {
-                        self.retransmit(h, seq);
+                        self.retransmit(h, media_ssrc, seq);
                     }
                 }
                 Feedback::SenderReport { .. } | Feedback::Bye => {}
@@ -798,30 +829,36 @@ impl Router {
         self.feedback = items;
     }
 
-    /// The publisher feeding subscriber `h`'s video track.
-    fn video_source(&self, h: Handle) -> Option<Handle> {
+    /// The publisher feeding subscriber `h`'s track with our SSRC
+    /// `media_ssrc` (its first video track if no SSRC matches), and the
+    /// track's index.
+    fn track_source(&self, h: Handle, media_ssrc: u32) -> Option<(Handle, usize)> {
         let Role::Webrtc(w) = &self.session(h)?.role else {
             return None;
         };
-        let (id, _) = w.video.source?;
-        self.by_id.get(&id).copied()
+        let i = w
+            .tracks
+            .iter()
+            .position(|t| t.ssrc == media_ssrc)
+            .or_else(|| w.tracks.iter().position(|t| t.kind == MediaKind::Video))?;
+        let (id, _) = w.tracks[i].source?;
+        Some((*self.by_id.get(&id)?, i))
     }
 
     /// Answers a subscriber's NACK for its video sequence number `out_seq`
     /// from the publisher's cache; a miss becomes a NACK to the publisher.
-    fn retransmit(&mut self, h: Handle, out_seq: u16) {
-        let Some(src) = self.video_source(h) else {
+    fn retransmit(&mut self, h: Handle, media_ssrc: u32, out_seq: u16) {
+        let Some((src, i)) = self.track_source(h, media_ssrc) else {
             return;
         };
         let Some(Role::Webrtc(sub)) = self.session(h).map(|s| &s.role) else {
             return;
         };
-        let (seq_delta, ts_delta, pt, ssrc) = (
-            sub.video.seq_delta,
-            sub.video.ts_delta,
-            sub.video.pt,
-            sub.video.ssrc,
-        );
+        let t = &sub.tracks[i];
+        if t.kind != MediaKind::Video {
+            return;
+        }
+        let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
         let in_seq = out_seq.wrapping_sub(seq_delta);
         let mut buf = self.control_buf();
         let cached = match self.session(src).map(|s| &s.role) {
@@ -907,10 +944,10 @@ impl Router {
     fn send_reports(&mut self, now: Instant, h: Handle) {
         let mut buf = self.control_buf();
         // Sender reports need the publisher's NTP/RTP pair for each track.
-        let mut srs: [Option<SenderInfo>; 2] = [None, None];
+        let mut srs: Vec<SenderInfo> = Vec::new();
         if let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) {
             if !w.peer.is_publisher() {
-                for (i, t) in [&w.video, &w.audio].into_iter().enumerate() {
+                for t in &w.tracks {
                     let Some((pid, in_ssrc)) = t.source else {
                         continue;
                     };
@@ -929,7 +966,7 @@ impl Router {
                             ntp.wrapping_add(((dt.as_secs_f64()) * 4_294_967_296.0) as u64);
                         let ticks = (dt.as_secs_f64() * t.clock_rate as f64) as u32;
                         let rtp_now = rtp_ts.wrapping_add(ticks).wrapping_add(t.ts_delta);
-                        srs[i] = Some(SenderInfo {
+                        srs.push(SenderInfo {
                             ssrc: t.ssrc,
                             ntp: ntp_now,
                             rtp_ts: rtp_now,
@@ -961,7 +998,7 @@ impl Router {
                 .collect();
             n += rtcp::write_rr(&mut buf, peer.rtcp_ssrc(), &blocks);
         } else {
-            for sr in srs.iter().flatten() {
+            for sr in &srs {
                 n += rtcp::write_sr(&mut buf[n..], sr);
             }
             if n == 0 {
@@ -1213,7 +1250,7 @@ mod tests {
 mod webrtc_tests {
     use super::*;
     use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
-    use gateway_ring::msg::SrtpSuite;
+    use gateway_ring::msg::{SrtpSuite, TrackSpec};
 
     fn spec(session: u64, direction: Direction) -> WebrtcSpec {
         WebrtcSpec {
@@ -1225,10 +1262,18 @@ mod webrtc_tests {
             ice_pwd: "0123456789abcdef01234567".into(),
             remote_ufrag: "cli".into(),
             remote_fingerprint: [0; 32],
-            video_pt: 102,
-            audio_pt: 111,
-            video_ssrc: 0x5000 + session as u32,
-            audio_ssrc: 0x6000 + session as u32,
+            tracks: vec![
+                TrackSpec {
+                    kind: MediaKind::Video,
+                    pt: 102,
+                    ssrc: 0x5000 + session as u32,
+                },
+                TrackSpec {
+                    kind: MediaKind::Audio,
+                    pt: 111,
+                    ssrc: 0x6000 + session as u32,
+                },
+            ],
             created_ms: 0,
         }
     }
@@ -1410,6 +1455,51 @@ mod webrtc_tests {
         r.handle_datagram(t0, s, addr(5002), &mut fb);
         r.take_controls(&mut controls);
         assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
+    }
+
+    /// A player that offered two video lines sees two publishers at once.
+    #[test]
+    fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
+        let mut r = Router::new();
+        r.add_room(RoomSpec {
+            room: 1,
+            name: "w".into(),
+        });
+        let t0 = Instant::now();
+        let mut sub = spec(3, Direction::Subscribe);
+        sub.tracks.push(TrackSpec {
+            kind: MediaKind::Video,
+            pt: 102,
+            ssrc: 0x7003,
+        });
+        let s = r.add_webrtc(t0, sub).unwrap();
+        let mut c = check(3);
+        r.handle_datagram(t0, s, addr(5003), &mut c);
+        r.install_keys(t0, 3, &keys(3), &keys(4));
+        let mut sub_rx = SrtpContext::new(&keys(4));
+        let mut got = Vec::new();
+        for (publisher, ssrc) in [(10u64, 0xaaa), (11, 0xbbb), (10, 0xaaa), (12, 0xccc)] {
+            let inb = Inbound {
+                room: 1,
+                ingest: publisher,
+                kind: MediaKind::Video,
+                len: 40,
+                seq_no: got.len() as u16,
+                timestamp: 0,
+                ssrc,
+            };
+            let mut out = vec![0u8; 1600];
+            out[..40].copy_from_slice(&[0x80, 102, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].repeat(4)[..40]);
+            match r.prepare_egress(t0, s, &inb, &mut out) {
+                Some((n, _)) => {
+                    let m = sub_rx.unprotect_rtp(&mut out[..n]).unwrap();
+                    got.push(Some(RtpHeader::parse(&out[..m]).unwrap().ssrc));
+                }
+                None => got.push(None),
+            }
+        }
+        // Publisher 10 on the first line, 11 on the second, 12 finds none free.
+        assert_eq!(got, vec![Some(0x5003), Some(0x7003), Some(0x5003), None]);
     }
 
     #[test]

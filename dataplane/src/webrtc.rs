@@ -243,9 +243,9 @@ impl Peer {
                     return Ok(PeerEvent::Consumed);
                 }
                 let h = RtpHeader::parse(&buf[..len]).map_err(|_| DropReason::Malformed)?;
-                let kind = if h.pt == self.spec.video_pt && h.pt != 0 {
+                let kind = if h.pt == self.spec.pt(MediaKind::Video) && h.pt != 0 {
                     MediaKind::Video
-                } else if h.pt == self.spec.audio_pt && h.pt != 0 {
+                } else if h.pt == self.spec.pt(MediaKind::Audio) && h.pt != 0 {
                     MediaKind::Audio
                 } else {
                     return Err(DropReason::PayloadType);

@@ -79,6 +79,27 @@ fn a_joining_player_gets_a_keyframe_from_an_encoding_publisher() {
     );
 }
 
+/// Every publisher of a room reaches a player that offered a line for each.
+#[test]
+fn a_player_with_two_lines_sees_two_publishers() {
+    let gw = Gateway::start(1, &[]);
+    let mut first = AiortcPublisher::start(&gw, "duo", 8.0, &[]);
+    first.connected();
+    let mut second = AiortcPublisher::start(&gw, "duo", 8.0, &[]);
+    second.connected();
+    let play = aiortc_play(&gw, "duo", 4.0, &["--lines", "2"]);
+    eprintln!("two-line player: {play}");
+    let per_track: Vec<u64> = play["video_frames_per_track"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_track.len(), 2, "{play}");
+    assert!(per_track.iter().all(|&n| n >= 20), "{play}");
+    assert!(play["audio_frames"].as_u64().unwrap() >= 100, "{play}");
+}
+
 #[test]
 fn nack_recovers_loss_on_the_subscriber_leg() {
     let gw = Gateway::start(1, &[]);

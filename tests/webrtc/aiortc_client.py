@@ -149,13 +149,20 @@ async def publish(args):
 
 async def play(args):
     pc = new_pc()
-    prefer_h264(pc.addTransceiver("video", direction="recvonly"))
-    pc.addTransceiver("audio", direction="recvonly")
-    stats = {"video_frames": 0, "audio_frames": 0, "first_frame_ms": None, "width": 0, "height": 0}
+    # One video and one audio line per publisher the player wants to see.
+    for _ in range(args.lines):
+        prefer_h264(pc.addTransceiver("video", direction="recvonly"))
+        pc.addTransceiver("audio", direction="recvonly")
+    stats = {"video_frames": 0, "audio_frames": 0, "first_frame_ms": None, "width": 0, "height": 0,
+             "video_frames_per_track": []}
     t0 = time.monotonic()
     tasks = []
 
     async def consume(track):
+        slot = None
+        if track.kind == "video":
+            slot = len(stats["video_frames_per_track"])
+            stats["video_frames_per_track"].append(0)
         while True:
             try:
                 frame = await track.recv()
@@ -165,6 +172,7 @@ async def play(args):
                 if stats["first_frame_ms"] is None:
                     stats["first_frame_ms"] = (time.monotonic() - t0) * 1000
                 stats["video_frames"] += 1
+                stats["video_frames_per_track"][slot] += 1
                 stats["width"], stats["height"] = frame.width, frame.height
             else:
                 stats["audio_frames"] += 1
@@ -201,6 +209,7 @@ def main():
     p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
     p.add_argument("--encode", action="store_true", help="publish: re-encode (answers PLI)")
     p.add_argument("--bad-fingerprint", action="store_true", help="offer a wrong DTLS fingerprint")
+    p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     args = p.parse_args()
     asyncio.run(publish(args) if args.mode == "publish" else play(args))

@@ -144,9 +144,23 @@ pub enum Direction {
 /// Longest ICE ufrag carried (RFC 8839 allows 256; browsers use 4-16).
 pub const MAX_UFRAG: usize = 32;
 
+/// One negotiated media line of a WebRTC session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackSpec {
+    pub kind: MediaKind,
+    /// The payload type this peer uses for the codec (H264 or Opus).
+    pub pt: u8,
+    /// Subscribe: the SSRC we send this track on (announced in the answer).
+    /// Publish: 0 (learned from the packets).
+    pub ssrc: u32,
+}
+
+/// Most media lines a WebRTC session carries (a player may ask for several
+/// publishers' tracks by offering several recvonly m-lines).
+pub const MAX_TRACKS: usize = 8;
+
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
-/// BUNDLE and rtcp-mux, H264 and/or Opus with the payload types the SDP
-/// negotiated (0 = that kind is not negotiated).
+/// BUNDLE and rtcp-mux, H264 and/or Opus tracks as the SDP negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcSpec {
     pub session: u64,
@@ -159,12 +173,19 @@ pub struct WebrtcSpec {
     pub remote_ufrag: String,
     /// SHA-256 fingerprint of the peer's DTLS certificate (from the offer).
     pub remote_fingerprint: [u8; 32],
-    pub video_pt: u8,
-    pub audio_pt: u8,
-    /// Subscribe: the SSRCs we send (announced in the answer). Publish: 0.
-    pub video_ssrc: u32,
-    pub audio_ssrc: u32,
+    /// At most [`MAX_TRACKS`]; more are not encoded.
+    pub tracks: Vec<TrackSpec>,
     pub created_ms: u64,
+}
+
+impl WebrtcSpec {
+    /// The payload type of the first track of `kind` (0 if none).
+    pub fn pt(&self, kind: MediaKind) -> u8 {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == kind)
+            .map_or(0, |t| t.pt)
+    }
 }
 
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
@@ -379,10 +400,13 @@ impl<'a> Writer<'a> {
         self.name(&s.ice_pwd);
         self.short(&s.remote_ufrag, MAX_UFRAG);
         self.bytes(&s.remote_fingerprint);
-        self.u8(s.video_pt);
-        self.u8(s.audio_pt);
-        self.u32(s.video_ssrc);
-        self.u32(s.audio_ssrc);
+        let n = s.tracks.len().min(MAX_TRACKS);
+        self.u8(n as u8);
+        for t in &s.tracks[..n] {
+            self.u8(t.kind as u8);
+            self.u8(t.pt);
+            self.u32(t.ssrc);
+        }
         self.u64(s.created_ms);
     }
     fn egress(&mut self, s: &EgressSpec) {
@@ -487,10 +511,21 @@ impl<'a> Reader<'a> {
             ice_pwd: self.name()?,
             remote_ufrag: self.short(MAX_UFRAG)?,
             remote_fingerprint: self.array()?,
-            video_pt: self.u8()?,
-            audio_pt: self.u8()?,
-            video_ssrc: self.u32()?,
-            audio_ssrc: self.u32()?,
+            tracks: {
+                let n = self.u8()? as usize;
+                if n > MAX_TRACKS {
+                    return Err(DecodeError::Value("track count"));
+                }
+                let mut tracks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    tracks.push(TrackSpec {
+                        kind: self.kind()?,
+                        pt: self.u8()?,
+                        ssrc: self.u32()?,
+                    });
+                }
+                tracks
+            },
             created_ms: self.u64()?,
         })
     }
@@ -669,10 +704,17 @@ mod tests {
             ice_pwd: "p".repeat(MAX_NAME),
             remote_ufrag: "r".repeat(MAX_UFRAG),
             remote_fingerprint: [0xfe; 32],
-            video_pt: 102,
-            audio_pt: 111,
-            video_ssrc: 0xdead_beef,
-            audio_ssrc: 7,
+            tracks: (0..MAX_TRACKS as u32)
+                .map(|i| TrackSpec {
+                    kind: if i % 2 == 0 {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    },
+                    pt: 100 + i as u8,
+                    ssrc: 0xdead_0000 + i,
+                })
+                .collect(),
             created_ms: 1,
         };
         let ingest = IngestSpec {
