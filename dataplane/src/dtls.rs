@@ -22,6 +22,7 @@
 //! [`spawn`] runs it on a thread with two channels.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -301,10 +302,35 @@ pub fn split_keys(km: &[u8], profile: SrtpProfile) -> Option<(SrtpKey, SrtpKey)>
 /// Longest the thread sleeps when no timer is due (it wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
+/// Most DTLS datagrams waiting for the DTLS thread. Beyond it, datagrams
+/// are dropped (and counted by the shard), so a peer flooding DTLS cannot
+/// grow the queue without bound; handshakes retransmit what is lost.
+pub const MAX_QUEUED_DATAGRAMS: usize = 4096;
+
 /// The shard's ends of a DTLS thread's channels.
 pub struct DtlsLink {
-    pub to: Sender<ToDtls>,
+    to: Sender<ToDtls>,
     pub from: Receiver<FromDtls>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl DtlsLink {
+    /// Opening and closing sessions is never dropped.
+    pub fn send(&self, msg: ToDtls) {
+        // Err only if the DTLS thread is gone; the shard then has no DTLS,
+        // which its handshakes' timeouts will show.
+        let _ = self.to.send(msg);
+    }
+
+    /// Queues a datagram; `false` if the queue is full (drop and count it).
+    pub fn send_datagram(&self, session: u64, data: Vec<u8>) -> bool {
+        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED_DATAGRAMS {
+            return false;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.send(ToDtls::Datagram { session, data });
+        true
+    }
 }
 
 /// Starts a DTLS thread for shard `index`. It exits when the shard drops its
@@ -312,6 +338,8 @@ pub struct DtlsLink {
 pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
     let (to, inbox) = mpsc::channel::<ToDtls>();
     let (outbox, from) = mpsc::channel::<FromDtls>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let dequeued = queued.clone();
     std::thread::Builder::new()
         .name(format!("dtls-{index}"))
         .spawn(move || {
@@ -325,7 +353,12 @@ pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
                     .unwrap_or(IDLE_WAIT)
                     .min(IDLE_WAIT);
                 let msg = match inbox.recv_timeout(wait) {
-                    Ok(msg) => Some(msg),
+                    Ok(msg) => {
+                        if matches!(msg, ToDtls::Datagram { .. }) {
+                            dequeued.fetch_sub(1, Ordering::Relaxed);
+                        }
+                        Some(msg)
+                    }
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
@@ -363,7 +396,7 @@ pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
             }
             info!(shard = index, "DTLS thread stopping");
         })?;
-    Ok(DtlsLink { to, from })
+    Ok(DtlsLink { to, from, queued })
 }
 
 #[cfg(test)]

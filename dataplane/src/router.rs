@@ -451,6 +451,13 @@ impl Router {
         self.by_id.len()
     }
 
+    /// Counts a drop against the session with id `session`, if it exists.
+    pub fn count_drop_by_id(&mut self, session: u64, reason: DropReason) {
+        if let Some(&h) = self.by_id.get(&session) {
+            self.count_drop(h, reason);
+        }
+    }
+
     /// Counts a drop against a session.
     pub fn count_drop(&mut self, h: Handle, reason: DropReason) {
         if let Some(s) = self.session_mut(h) {

@@ -248,7 +248,7 @@ impl Shard {
                 let (id, port, fingerprint) = (spec.session, spec.port, spec.remote_fingerprint);
                 let outcome = self.open_session(port, |r| r.add_webrtc(now, spec));
                 if outcome == Outcome::Ok {
-                    let _ = self.dtls.to.send(ToDtls::Open {
+                    self.dtls.send(ToDtls::Open {
                         session: id,
                         fingerprint,
                     });
@@ -579,7 +579,9 @@ impl Shard {
         let mut dtls_out = std::mem::take(&mut self.dtls_out);
         self.router.take_dtls(&mut dtls_out);
         for (session, data) in dtls_out.drain(..) {
-            let _ = self.dtls.to.send(ToDtls::Datagram { session, data });
+            if !self.dtls.send_datagram(session, data) {
+                self.router.count_drop_by_id(session, DropReason::Send);
+            }
         }
         self.dtls_out = dtls_out;
         let mut ended = std::mem::take(&mut self.ended);
@@ -601,7 +603,7 @@ impl Shard {
         let mut closed = std::mem::take(&mut self.closed);
         self.router.take_closed_webrtc(&mut closed);
         for session in closed.drain(..) {
-            let _ = self.dtls.to.send(ToDtls::Close { session });
+            self.dtls.send(ToDtls::Close { session });
         }
         self.closed = closed;
     }
