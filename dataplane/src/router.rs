@@ -419,24 +419,46 @@ impl Router {
         }
     }
 
-    fn send_bye(&mut self, h: Handle, ssrc: u32) {
+    /// Builds RTCP for WebRTC peer `h` with `write` (the peer and a buffer
+    /// in; the plaintext length out, 0 for nothing to send), protects it and
+    /// queues it. Returns whether a packet was queued. The buffer is taken
+    /// from the pool and goes back to it when nothing is sent.
+    fn send_rtcp(&mut self, h: Handle, write: impl FnOnce(&mut Peer, &mut [u8]) -> usize) -> bool {
         let mut buf = self.control_buf();
-        let Some(Role::Webrtc(w)) = self.session_mut(h).map(|s| &mut s.role) else {
-            return;
-        };
-        let Some(dest) = w.peer.destination() else {
-            return;
-        };
-        let n = rtcp::write_bye(&mut buf, &[ssrc]);
-        let Ok(n) = w.peer.protect_rtcp(&mut buf, n) else {
-            return;
-        };
-        buf.truncate(n);
-        self.controls.push(Control {
-            from: h,
-            dest,
-            data: buf,
-        });
+        let built = (|| {
+            let Some(Session {
+                role: Role::Webrtc(w),
+                ..
+            }) = self.sessions.get_mut(h as usize)?.as_mut()
+            else {
+                return None;
+            };
+            let dest = w.peer.destination()?;
+            let n = write(&mut w.peer, &mut buf);
+            if n == 0 {
+                return None;
+            }
+            Some((dest, w.peer.protect_rtcp(&mut buf, n).ok()?))
+        })();
+        match built {
+            Some((dest, n)) => {
+                buf.truncate(n);
+                self.controls.push(Control {
+                    from: h,
+                    dest,
+                    data: buf,
+                });
+                true
+            }
+            None => {
+                self.recycle(buf);
+                false
+            }
+        }
+    }
+
+    fn send_bye(&mut self, h: Handle, ssrc: u32) {
+        self.send_rtcp(h, |_, buf| rtcp::write_bye(buf, &[ssrc]));
     }
 
     fn session(&self, h: Handle) -> Option<&Session> {
@@ -776,36 +798,22 @@ impl Router {
     /// Sends publisher `p` a PLI for its video, at most once per
     /// [`KEYFRAME_REQUEST_INTERVAL`]. RTP ingests (no RTCP path back) are skipped.
     fn request_keyframe(&mut self, now: Instant, p: Handle) {
-        let mut buf = self.control_buf();
-        let Some(s) = self.session_mut(p) else {
-            return;
-        };
-        let Role::Webrtc(w) = &mut s.role else {
-            return;
-        };
-        let peer = &mut w.peer;
-        let (Some(dest), true) = (peer.destination(), peer.video_in.ssrc != 0) else {
-            return;
-        };
-        if peer
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL)
-        {
-            return;
-        }
-        peer.last_keyframe_request = Some(now);
-        let n = rtcp::write_pli(&mut buf, peer.rtcp_ssrc(), peer.video_in.ssrc);
-        let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
-            return;
-        };
-        buf.truncate(n);
-        s.stats.keyframe_requests += 1;
-        s.dirty = true;
-        self.controls.push(Control {
-            from: p,
-            dest,
-            data: buf,
+        let sent = self.send_rtcp(p, |peer, buf| {
+            let recent = peer
+                .last_keyframe_request
+                .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL);
+            if peer.video_in.ssrc == 0 || recent {
+                return 0;
+            }
+            peer.last_keyframe_request = Some(now);
+            rtcp::write_pli(buf, peer.rtcp_ssrc(), peer.video_in.ssrc)
         });
+        if sent {
+            if let Some(s) = self.session_mut(p) {
+                s.stats.keyframe_requests += 1;
+                s.dirty = true;
+            }
+        }
     }
 
     /// Acts on the RTCP items in `self.feedback` that session `h` sent.
@@ -830,7 +838,12 @@ impl Router {
                         self.retransmit(h, media_ssrc, seq);
                     }
                 }
-                Feedback::SenderReport { .. } | Feedback::Bye => {}
+                Feedback::SenderReport(sr) => {
+                    if let Some(w) = self.webrtc_mut(h) {
+                        w.peer.note_sender_report(now, &sr);
+                    }
+                }
+                Feedback::Bye => {}
             }
         }
         self.feedback = items;
@@ -852,8 +865,17 @@ impl Router {
         Some((*self.by_id.get(&id)?, i))
     }
 
-    /// Answers a subscriber's NACK for its video sequence number `out_seq`
-    /// from the publisher's cache; a miss becomes a NACK to the publisher.
+    /// Publisher `p`'s cached video packet with sequence number `seq`.
+    fn cached(&self, p: Handle, seq: u16) -> Option<&[u8]> {
+        match &self.session(p)?.role {
+            Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
+            _ => None,
+        }
+    }
+
+    /// Answers a subscriber's NACK for its sequence number `out_seq` on our
+    /// SSRC `media_ssrc` from the publisher's cache; a miss becomes a NACK to
+    /// the publisher.
     fn retransmit(&mut self, h: Handle, media_ssrc: u32, out_seq: u16) {
         let Some((src, i)) = self.track_source(h, media_ssrc) else {
             return;
@@ -867,71 +889,45 @@ impl Router {
         }
         let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
         let in_seq = out_seq.wrapping_sub(seq_delta);
-        let mut buf = self.control_buf();
-        let cached = match self.session(src).map(|s| &s.role) {
-            Some(Role::Webrtc(p)) => p
-                .peer
-                .cache
-                .as_ref()
-                .and_then(|c| c.get(in_seq))
-                .map(|pkt| {
-                    buf[..pkt.len()].copy_from_slice(pkt);
-                    pkt.len()
-                }),
-            _ => None,
-        };
-        match cached {
-            Some(len) => {
-                let Some(s) = self.session_mut(h) else { return };
-                let Role::Webrtc(w) = &mut s.role else { return };
-                let Some(dest) = w.peer.destination() else {
-                    return;
-                };
-                let ts = RtpHeader::parse(&buf[..len])
-                    .map(|x| x.timestamp)
-                    .unwrap_or(0);
-                RtpHeader::rewrite(&mut buf, pt, out_seq, ts.wrapping_add(ts_delta), ssrc);
-                let Ok(n) = w.peer.protect_rtp(&mut buf, len) else {
-                    return;
-                };
-                buf.truncate(n);
-                s.stats.retransmits += 1;
-                s.dirty = true;
-                self.controls.push(Control {
-                    from: h,
-                    dest,
-                    data: buf,
-                });
-            }
-            None => {
-                let Some(s) = self.session_mut(src) else {
-                    return;
-                };
-                let Role::Webrtc(p) = &mut s.role else { return };
-                let peer = &mut p.peer;
-                let Some(dest) = peer.destination() else {
-                    return;
-                };
-                let n = rtcp::write_nack(&mut buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0);
-                let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
-                    return;
-                };
-                buf.truncate(n);
-                self.controls.push(Control {
-                    from: src,
-                    dest,
-                    data: buf,
-                });
-            }
+        if self.cached(src, in_seq).is_none() {
+            self.send_rtcp(src, |peer, buf| {
+                rtcp::write_nack(buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0)
+            });
+            return;
         }
+        let mut buf = self.control_buf();
+        let Some(pkt) = self.cached(src, in_seq) else {
+            return;
+        };
+        let len = pkt.len();
+        buf[..len].copy_from_slice(pkt);
+        let Some(s) = self.session_mut(h) else { return };
+        let Role::Webrtc(w) = &mut s.role else { return };
+        let Some(dest) = w.peer.destination() else {
+            return;
+        };
+        let ts = RtpHeader::parse(&buf[..len])
+            .map(|x| x.timestamp)
+            .unwrap_or(0);
+        RtpHeader::rewrite(&mut buf, pt, out_seq, ts.wrapping_add(ts_delta), ssrc);
+        let Ok(n) = w.peer.protect_rtp(&mut buf, len) else {
+            return;
+        };
+        buf.truncate(n);
+        s.stats.retransmits += 1;
+        s.dirty = true;
+        self.controls.push(Control {
+            from: h,
+            dest,
+            data: buf,
+        });
     }
 
     /// Periodic work: consent freshness (RFC 7675) and RTCP reports. Call a
     /// few times a second.
     pub fn tick(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        let handles: Vec<Handle> = (0..self.sessions.len() as Handle).collect();
-        for h in handles {
+        for h in 0..self.sessions.len() as Handle {
             let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) else {
                 continue;
             };
@@ -949,7 +945,6 @@ impl Router {
     /// One compound a second per peer: receiver reports to a publisher, sender
     /// reports (mapped from the publisher's) to a subscriber.
     fn send_reports(&mut self, now: Instant, h: Handle) {
-        let mut buf = self.control_buf();
         // Sender reports need the publisher's NTP/RTP pair for each track.
         let mut srs: Vec<SenderInfo> = Vec::new();
         if let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) {
@@ -984,42 +979,29 @@ impl Router {
                 }
             }
         }
-        let Some(s) = self.session_mut(h) else { return };
-        let Role::Webrtc(w) = &mut s.role else { return };
-        let peer = &mut w.peer;
-        let Some(dest) = peer.destination() else {
-            return;
-        };
-        if peer
-            .last_report
-            .is_some_and(|t| now.saturating_duration_since(t) < REPORT_INTERVAL)
-        {
-            return;
-        }
-        peer.last_report = Some(now);
-        let mut n = 0;
-        if peer.is_publisher() {
-            let blocks: Vec<_> = [peer.video_in.report(now), peer.audio_in.report(now)]
-                .into_iter()
-                .flatten()
-                .collect();
-            n += rtcp::write_rr(&mut buf, peer.rtcp_ssrc(), &blocks);
-        } else {
+        self.send_rtcp(h, |peer, buf| {
+            if peer
+                .last_report
+                .is_some_and(|t| now.saturating_duration_since(t) < REPORT_INTERVAL)
+            {
+                return 0;
+            }
+            peer.last_report = Some(now);
+            if peer.is_publisher() {
+                let blocks: Vec<_> = [peer.video_in.report(now), peer.audio_in.report(now)]
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                return rtcp::write_rr(buf, peer.rtcp_ssrc(), &blocks);
+            }
+            let mut n = 0;
             for sr in &srs {
                 n += rtcp::write_sr(&mut buf[n..], sr);
             }
             if n == 0 {
-                n += rtcp::write_rr(&mut buf, peer.rtcp_ssrc(), &[]);
+                n = rtcp::write_rr(buf, peer.rtcp_ssrc(), &[]);
             }
-        }
-        let Ok(n) = peer.protect_rtcp(&mut buf, n) else {
-            return;
-        };
-        buf.truncate(n);
-        self.controls.push(Control {
-            from: h,
-            dest,
-            data: buf,
+            n
         });
     }
 

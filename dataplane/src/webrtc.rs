@@ -21,7 +21,7 @@ use gateway_ring::msg::{Direction, DropReason, MediaKind, SrtpKey, WebrtcSpec};
 use crate::demux::{classify, Protocol};
 use crate::ice::lite::{IceLite, StunDrop};
 use crate::nack::NackCache;
-use crate::rtcp::ReportBlock;
+use crate::rtcp::{ReportBlock, SenderInfo};
 use crate::rtp::{is_rtcp, RtpHeader};
 use crate::srtp::{SrtpContext, SrtpError};
 
@@ -235,7 +235,6 @@ impl Peer {
                 };
                 if is_rtcp(buf) {
                     let n = rx.unprotect_rtcp(buf).map_err(srtp_err)?;
-                    self.note_sender_reports(now, &buf[..n]);
                     return Ok(PeerEvent::Rtcp(n));
                 }
                 let len = rx.unprotect_rtp(buf).map_err(srtp_err)?;
@@ -272,18 +271,15 @@ impl Peer {
         }
     }
 
-    fn note_sender_reports(&mut self, now: Instant, rtcp: &[u8]) {
-        let (video, audio) = (&mut self.video_in, &mut self.audio_in);
-        crate::rtcp::walk(rtcp, |f| {
-            if let crate::rtcp::Feedback::SenderReport(sr) = f {
-                for s in [&mut *video, &mut *audio] {
-                    if s.started && s.ssrc == sr.ssrc {
-                        s.last_sr = Some(((sr.ntp >> 16) as u32, now));
-                        s.sr = Some((sr.ntp, sr.rtp_ts, now));
-                    }
-                }
+    /// A sender report from this publisher: kept for our receiver reports'
+    /// LSR/DLSR and to derive its subscribers' sender reports.
+    pub fn note_sender_report(&mut self, now: Instant, sr: &SenderInfo) {
+        for s in [&mut self.video_in, &mut self.audio_in] {
+            if s.started && s.ssrc == sr.ssrc {
+                s.last_sr = Some(((sr.ntp >> 16) as u32, now));
+                s.sr = Some((sr.ntp, sr.rtp_ts, now));
             }
-        });
+        }
     }
 }
 
