@@ -14,6 +14,7 @@ pub mod ice;
 pub mod nack;
 pub mod router;
 pub mod rtcp;
+pub mod rtmp;
 pub mod rtp;
 pub mod shard;
 pub mod srtp;

@@ -1,0 +1,4 @@
+//! RTMP (Adobe RTMP 1.0 spec): chunk stream, AMF0 commands, FLV tag bodies.
+
+pub mod chunk;
+pub mod conn;
