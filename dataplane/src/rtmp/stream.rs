@@ -1,0 +1,309 @@
+//! What a room's RTMP stream keeps for its players (sans-IO): the GOP cache
+//! that gives a new player a picture at once, and each player's bounded
+//! send queue.
+//!
+//! FLV tag bodies (what RTMP audio/video messages carry):
+//!
+//! ```text
+//! video  [frame type(4) | codec 7=AVC (4)] [AVC packet type: 0 config, 1 NALUs] [cts(3)] ...
+//! audio  [format 10=AAC (4) | rate, size, channels (4)] [AAC packet type: 0 config, 1 raw] ...
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::chunk::{write_message, OUT_CHUNK_SIZE};
+use super::conn::{types, Media, CSID_AUDIO, CSID_STREAM, CSID_VIDEO, STREAM_ID};
+
+/// GOP cache bounds: beyond either, the cache is dropped until the next keyframe.
+pub const MAX_GOP_BYTES: usize = 8 << 20;
+pub const MAX_GOP_MS: u32 = 10_000;
+
+pub fn is_video_config(m: &Media) -> bool {
+    m.type_id == types::VIDEO
+        && m.payload.len() >= 2
+        && m.payload[0] & 0x0f == 7
+        && m.payload[1] == 0
+}
+
+pub fn is_keyframe(m: &Media) -> bool {
+    m.type_id == types::VIDEO && m.payload.len() >= 2 && m.payload[0] >> 4 == 1 && m.payload[1] == 1
+}
+
+pub fn is_audio_config(m: &Media) -> bool {
+    m.type_id == types::AUDIO
+        && m.payload.len() >= 2
+        && m.payload[0] >> 4 == 10
+        && m.payload[1] == 0
+}
+
+/// The latest GOP of a stream, with the sequence headers and metadata a
+/// decoder needs before it.
+#[derive(Default)]
+pub struct GopCache {
+    pub enabled: bool,
+    metadata: Option<Media>,
+    video_config: Option<Media>,
+    audio_config: Option<Media>,
+    gop: Vec<Media>,
+    bytes: usize,
+}
+
+impl GopCache {
+    pub fn new(enabled: bool) -> GopCache {
+        GopCache {
+            enabled,
+            ..Default::default()
+        }
+    }
+
+    pub fn on_media(&mut self, m: &Media) {
+        if m.type_id == types::DATA_AMF0 {
+            self.metadata = Some(m.clone());
+            return;
+        }
+        if is_video_config(m) {
+            self.video_config = Some(m.clone());
+            return;
+        }
+        if is_audio_config(m) {
+            self.audio_config = Some(m.clone());
+            return;
+        }
+        if !self.enabled {
+            return;
+        }
+        if is_keyframe(m) {
+            self.gop.clear();
+            self.bytes = 0;
+        } else if self.gop.is_empty() {
+            // Nothing decodable to build on before the first keyframe.
+            return;
+        }
+        let span = self
+            .gop
+            .first()
+            .map_or(0, |f| m.timestamp.wrapping_sub(f.timestamp));
+        if self.bytes + m.payload.len() > MAX_GOP_BYTES || span > MAX_GOP_MS {
+            self.gop.clear();
+            self.bytes = 0;
+            return;
+        }
+        self.bytes += m.payload.len();
+        self.gop.push(m.clone());
+    }
+
+    /// What a new player is sent first: metadata, sequence headers, then
+    /// the GOP so far (empty when the cache is off: it waits for a keyframe).
+    pub fn replay(&self) -> impl Iterator<Item = &Media> {
+        self.metadata
+            .iter()
+            .chain(&self.video_config)
+            .chain(&self.audio_config)
+            .chain(&self.gop)
+    }
+
+    pub fn gop_len(&self) -> usize {
+        self.gop.len()
+    }
+}
+
+/// One media message as chunks, the same bytes for every player.
+pub fn chunked(m: &Media) -> Bytes {
+    let csid = match m.type_id {
+        types::AUDIO => CSID_AUDIO,
+        types::VIDEO => CSID_VIDEO,
+        _ => CSID_STREAM,
+    };
+    let mut out = Vec::with_capacity(m.payload.len() + 16 + m.payload.len() / OUT_CHUNK_SIZE);
+    write_message(
+        &mut out,
+        csid,
+        m.timestamp,
+        m.type_id,
+        STREAM_ID,
+        &m.payload,
+        OUT_CHUNK_SIZE,
+    );
+    Bytes::from(out)
+}
+
+/// A player's queue is "behind" beyond this many bytes: it skips to the next
+/// keyframe instead of growing (about 2 s of a 2 Mbit/s stream).
+pub const QUEUE_SOFT_LIMIT: usize = 512 * 1024;
+/// A player that stays behind this long is disconnected.
+pub const BEHIND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to do with a player after offering it a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// Dropped: the player is behind and waits for a keyframe.
+    Dropped,
+    /// Behind for too long: close it.
+    Disconnect,
+}
+
+/// Bytes waiting to be written to one player, bounded by size: a slow
+/// player loses whole GOPs, not the end-to-end delay.
+#[derive(Default)]
+pub struct PlayerQueue {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    /// Skipping until a keyframe, since when.
+    behind_since: Option<Instant>,
+    pub dropped: u64,
+}
+
+impl PlayerQueue {
+    /// Control output (handshake, command answers): never dropped.
+    pub fn push_control(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        self.queue.push_back(b);
+    }
+
+    /// A media message for this player.
+    pub fn offer(&mut self, now: Instant, b: &Bytes, keyframe: bool, config: bool) -> Offer {
+        if let Some(since) = self.behind_since {
+            let drained = self.bytes < QUEUE_SOFT_LIMIT / 2;
+            if keyframe && drained {
+                self.behind_since = None;
+            } else if now.saturating_duration_since(since) >= BEHIND_TIMEOUT {
+                return Offer::Disconnect;
+            } else if !config {
+                self.dropped += 1;
+                return Offer::Dropped;
+            }
+        } else if self.bytes > QUEUE_SOFT_LIMIT && !config {
+            self.behind_since = Some(now);
+            self.dropped += 1;
+            return Offer::Dropped;
+        }
+        self.bytes += b.len();
+        self.queue.push_back(b.clone());
+        Offer::Queued
+    }
+
+    /// The next bytes to write, if any.
+    pub fn front(&self) -> Option<&Bytes> {
+        self.queue.front()
+    }
+
+    /// `n` bytes of the front buffer were written.
+    pub fn consumed(&mut self, n: usize) {
+        let Some(front) = self.queue.front_mut() else {
+            return;
+        };
+        let n = n.min(front.len());
+        self.bytes -= n;
+        if n == front.len() {
+            self.queue.pop_front();
+        } else {
+            let _ = front.split_to(n);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video(ts: u32, key: bool, len: usize) -> Media {
+        let mut p = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+        p.resize(len, 0xaa);
+        Media {
+            type_id: types::VIDEO,
+            timestamp: ts,
+            payload: Bytes::from(p),
+        }
+    }
+
+    fn config(type_id: u8, first: u8) -> Media {
+        Media {
+            type_id,
+            timestamp: 0,
+            payload: Bytes::from(vec![first, 0, 1, 2]),
+        }
+    }
+
+    #[test]
+    fn cache_holds_headers_and_the_gop_since_the_last_keyframe() {
+        let mut c = GopCache::new(true);
+        c.on_media(&video(0, false, 100)); // before any keyframe: ignored
+        c.on_media(&config(types::VIDEO, 0x17));
+        c.on_media(&config(types::AUDIO, 0xaf));
+        for i in 0..5 {
+            c.on_media(&video(i * 33, i == 0, 100));
+        }
+        c.on_media(&video(165, true, 100));
+        c.on_media(&video(198, false, 100));
+        let r: Vec<(u32, bool)> = c.replay().map(|m| (m.timestamp, is_keyframe(m))).collect();
+        assert_eq!(r, vec![(0, false), (0, false), (165, true), (198, false)]);
+
+        let mut off = GopCache::new(false);
+        off.on_media(&config(types::VIDEO, 0x17));
+        off.on_media(&video(0, true, 100));
+        assert_eq!(off.replay().count(), 1, "headers only without the cache");
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let mut c = GopCache::new(true);
+        c.on_media(&video(0, true, 1000));
+        c.on_media(&video(MAX_GOP_MS + 1, false, 1000));
+        assert_eq!(c.gop_len(), 0, "a GOP longer than the bound is dropped");
+        c.on_media(&video(20_000, true, MAX_GOP_BYTES / 2));
+        c.on_media(&video(20_033, false, MAX_GOP_BYTES / 2 + 1));
+        assert_eq!(c.gop_len(), 0);
+    }
+
+    #[test]
+    fn slow_player_skips_to_a_keyframe_then_is_dropped() {
+        let t0 = Instant::now();
+        let mut q = PlayerQueue::default();
+        let frame = Bytes::from(vec![0u8; 100 * 1024]);
+        let mut offers = Vec::new();
+        for i in 0..8 {
+            offers.push(q.offer(t0, &frame, i == 0, false));
+        }
+        assert_eq!(offers[..6], [Offer::Queued; 6]);
+        assert_eq!(offers[6], Offer::Dropped);
+        // Drains, then a keyframe resumes it.
+        while let Some(f) = q.front() {
+            let n = f.len();
+            q.consumed(n);
+        }
+        assert_eq!(q.offer(t0, &frame, false, false), Offer::Dropped);
+        assert_eq!(q.offer(t0, &frame, true, false), Offer::Queued);
+        // Behind and never draining: disconnected after the timeout.
+        for _ in 0..10 {
+            q.offer(t0, &frame, false, false);
+        }
+        assert_eq!(
+            q.offer(t0 + BEHIND_TIMEOUT, &frame, false, false),
+            Offer::Disconnect
+        );
+    }
+
+    #[test]
+    fn partial_writes_keep_order() {
+        let mut q = PlayerQueue::default();
+        q.push_control(Bytes::from_static(b"hello"));
+        q.push_control(Bytes::from_static(b"world"));
+        q.consumed(3);
+        assert_eq!(&q.front().unwrap()[..], b"lo");
+        q.consumed(2);
+        assert_eq!(&q.front().unwrap()[..], b"world");
+        assert_eq!(q.bytes(), 5);
+    }
+}
