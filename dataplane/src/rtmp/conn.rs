@@ -143,6 +143,14 @@ impl Conn {
         }
     }
 
+    /// A connection whose handshake is done (tests and fuzzing start here).
+    pub fn new_after_handshake() -> Conn {
+        Conn {
+            phase: Phase::Chunks,
+            ..Conn::new()
+        }
+    }
+
     /// Bytes to send now (responses and control messages).
     pub fn take_output(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)

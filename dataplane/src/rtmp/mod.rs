@@ -2,4 +2,5 @@
 
 pub mod chunk;
 pub mod conn;
+pub mod hub;
 pub mod stream;

@@ -1,0 +1,600 @@
+//! Every RTMP connection and stream of one shard (sans-IO): who publishes,
+//! who plays, and what each connection is sent.
+//!
+//! The shard owns the sockets and calls in with bytes and closures; the hub
+//! answers with [`Action`]s and leaves bytes in each connection's
+//! [`PlayerQueue`] (taken with [`Hub::queue`]). A stream belongs to the room
+//! of its name, on the shard that hosts the room: a connection that names a
+//! room of another shard is handed over to it with the event that named it.
+//!
+//! ```text
+//! on_bytes(idx, data) ─▶ Conn events ─▶ Publish{room}: local?  publisher (one per room)
+//!                                                     remote?  Action::Handoff
+//!                                                     missing? create (if allowed)
+//!                                       Play{room}:    local?  player: headers + GOP cache now
+//!                                       Media:         cache, chunk once, offer to each player
+//! ```
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
+use super::stream::{
+    chunked, is_audio_config, is_keyframe, is_video_config, GopCache, Offer, PlayerQueue,
+};
+
+/// Where a room lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Local(u32),
+    /// On another shard (by index).
+    Remote(u32),
+    Missing,
+}
+
+/// The shard's side of room lookups.
+pub trait Rooms {
+    fn place(&self, name: &str) -> Place;
+    /// Creates a room here for an RTMP publisher, if the operator allows it.
+    fn create(&mut self, name: &str) -> Option<u32>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Close the connection (after flushing what is queued, if `flush`).
+    Close { idx: u32, why: String, flush: bool },
+    /// Move the connection to `shard`, which replays `event` there.
+    Handoff { idx: u32, shard: u32, event: Event },
+    /// The connection has bytes to send.
+    Wake(u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    New,
+    Publisher(u32),
+    Player(u32),
+}
+
+/// One connection's protocol state and send queue; moves between shards
+/// with its socket.
+pub struct ConnState {
+    pub conn: Conn,
+    pub queue: PlayerQueue,
+    role: Role,
+}
+
+impl Default for ConnState {
+    fn default() -> Self {
+        ConnState {
+            conn: Conn::new(),
+            queue: PlayerQueue::default(),
+            role: Role::New,
+        }
+    }
+}
+
+struct Stream {
+    publisher: Option<u32>,
+    players: Vec<u32>,
+    cache: GopCache,
+}
+
+/// Counters for the shard's logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    pub published_messages: u64,
+    pub player_messages: u64,
+    pub player_drops: u64,
+    pub rejected: u64,
+}
+
+pub struct Hub {
+    conns: HashMap<u32, ConnState>,
+    streams: HashMap<u32, Stream>,
+    gop_cache: bool,
+    pub stats: HubStats,
+    events: Vec<Event>,
+}
+
+/// The application name in `rtmp://host/{app}/{room}`.
+pub const APP: &str = "live";
+
+impl Hub {
+    pub fn new(gop_cache: bool) -> Hub {
+        Hub {
+            conns: HashMap::new(),
+            streams: HashMap::new(),
+            gop_cache,
+            stats: HubStats::default(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn insert(&mut self, idx: u32, state: ConnState) {
+        self.conns.insert(idx, state);
+    }
+
+    /// Takes a connection out (closing or handing over), detaching it from its stream.
+    pub fn remove(&mut self, idx: u32) -> Option<ConnState> {
+        let st = self.conns.remove(&idx)?;
+        match st.role {
+            Role::Publisher(room) => {
+                if let Some(s) = self.streams.get_mut(&room) {
+                    s.publisher = None;
+                }
+            }
+            Role::Player(room) => {
+                if let Some(s) = self.streams.get_mut(&room) {
+                    s.players.retain(|&p| p != idx);
+                }
+            }
+            Role::New => {}
+        }
+        Some(st)
+    }
+
+    pub fn queue(&mut self, idx: u32) -> Option<&mut PlayerQueue> {
+        self.conns.get_mut(&idx).map(|c| &mut c.queue)
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Players of the room's stream (for tests and stats).
+    pub fn players(&self, room: u32) -> usize {
+        self.streams.get(&room).map_or(0, |s| s.players.len())
+    }
+
+    /// Bytes arrived on connection `idx`.
+    pub fn on_bytes(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        data: &[u8],
+        rooms: &mut dyn Rooms,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
+        let result: Result<(), RtmpError> = st.conn.on_bytes(data, &mut events);
+        self.flush_conn(idx, actions);
+        if let Err(e) = result {
+            actions.push(Action::Close {
+                idx,
+                why: e.to_string(),
+                flush: false,
+            });
+            self.events = events;
+            return;
+        }
+        for ev in events.drain(..) {
+            self.on_event(now, idx, ev, rooms, actions);
+        }
+        self.events = events;
+    }
+
+    /// Moves the connection's pending protocol output into its queue.
+    fn flush_conn(&mut self, idx: u32, actions: &mut Vec<Action>) {
+        if let Some(st) = self.conns.get_mut(&idx) {
+            if st.conn.has_output() {
+                st.queue.push_control(Bytes::from(st.conn.take_output()));
+                actions.push(Action::Wake(idx));
+            }
+        }
+    }
+
+    fn reject(&mut self, idx: u32, code: &str, why: &str, actions: &mut Vec<Action>) {
+        if let Some(st) = self.conns.get_mut(&idx) {
+            st.conn.reject(STREAM_ID, code, why);
+        }
+        self.stats.rejected += 1;
+        self.flush_conn(idx, actions);
+        actions.push(Action::Close {
+            idx,
+            why: why.to_string(),
+            flush: true,
+        });
+    }
+
+    /// Handles one connection event; also called by the shard that received
+    /// a handed-over connection, with the event that named its room.
+    pub fn on_event(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        ev: Event,
+        rooms: &mut dyn Rooms,
+        actions: &mut Vec<Action>,
+    ) {
+        match ev {
+            Event::Publish { ref app, ref key } | Event::Play { ref app, ref key } => {
+                let publish = matches!(ev, Event::Publish { .. });
+                let (bad, not_found) = if publish {
+                    ("NetStream.Publish.BadName", "NetStream.Publish.BadName")
+                } else {
+                    (
+                        "NetStream.Play.StreamNotFound",
+                        "NetStream.Play.StreamNotFound",
+                    )
+                };
+                if app != APP {
+                    let why = format!("unknown application {app:?}: use rtmp://host/{APP}/ROOM");
+                    return self.reject(idx, bad, &why, actions);
+                }
+                let room = match rooms.place(key) {
+                    Place::Local(room) => room,
+                    Place::Remote(shard) => {
+                        actions.push(Action::Handoff {
+                            idx,
+                            shard,
+                            event: ev.clone(),
+                        });
+                        return;
+                    }
+                    Place::Missing if publish => match rooms.create(key) {
+                        Some(room) => room,
+                        None => {
+                            let why =
+                                format!("no room {key:?}, and creating rooms on publish is off");
+                            return self.reject(idx, not_found, &why, actions);
+                        }
+                    },
+                    Place::Missing => {
+                        let why = format!("no stream {key:?}");
+                        return self.reject(idx, not_found, &why, actions);
+                    }
+                };
+                if publish {
+                    self.start_publish(idx, room, key, actions);
+                } else {
+                    self.start_play(now, idx, room, key, actions);
+                }
+            }
+            Event::Media(m) => self.on_media(now, idx, m, actions),
+            Event::Stopped => {
+                if let Some(st) = self.conns.get_mut(&idx) {
+                    if let Role::Publisher(room) = st.role {
+                        st.role = Role::New;
+                        if let Some(s) = self.streams.get_mut(&room) {
+                            s.publisher = None;
+                        }
+                    }
+                }
+            }
+            Event::Unknown(_) => self.flush_conn(idx, actions),
+        }
+    }
+
+    fn stream(&mut self, room: u32) -> &mut Stream {
+        let gop_cache = self.gop_cache;
+        self.streams.entry(room).or_insert_with(|| Stream {
+            publisher: None,
+            players: Vec::new(),
+            cache: GopCache::new(gop_cache),
+        })
+    }
+
+    fn start_publish(&mut self, idx: u32, room: u32, key: &str, actions: &mut Vec<Action>) {
+        let busy = self.stream(room).publisher.is_some_and(|p| p != idx);
+        if busy {
+            let why = format!("{key} already has a publisher");
+            return self.reject(idx, "NetStream.Publish.BadName", &why, actions);
+        }
+        let s = self.stream(room);
+        s.publisher = Some(idx);
+        // A new publisher's GOP starts afresh; headers come with its first messages.
+        s.cache = GopCache::new(s.cache.enabled);
+        if let Some(st) = self.conns.get_mut(&idx) {
+            st.role = Role::Publisher(room);
+            st.conn.accept_publish(key);
+        }
+        self.flush_conn(idx, actions);
+    }
+
+    fn start_play(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        room: u32,
+        key: &str,
+        actions: &mut Vec<Action>,
+    ) {
+        self.stream(room).players.push(idx);
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        st.role = Role::Player(room);
+        st.conn.accept_play(key);
+        self.flush_conn(idx, actions);
+        // A picture at once: headers and the GOP so far, serialized for this player.
+        let replay: Vec<(Bytes, bool)> = self
+            .streams
+            .get(&room)
+            .map(|s| {
+                s.cache
+                    .replay()
+                    .map(|m| (chunked(m), is_keyframe(m)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(st) = self.conns.get_mut(&idx) {
+            for (b, key) in &replay {
+                st.queue.offer(now, b, *key, true);
+            }
+        }
+        if !replay.is_empty() {
+            actions.push(Action::Wake(idx));
+        }
+    }
+
+    fn on_media(&mut self, now: Instant, idx: u32, m: Media, actions: &mut Vec<Action>) {
+        let Some(Role::Publisher(room)) = self.conns.get(&idx).map(|c| c.role) else {
+            return; // media from a connection that is not publishing
+        };
+        self.stats.published_messages += 1;
+        let Some(s) = self.streams.get_mut(&room) else {
+            return;
+        };
+        s.cache.on_media(&m);
+        if s.players.is_empty() {
+            return;
+        }
+        let bytes = chunked(&m);
+        let key = is_keyframe(&m);
+        let config = is_video_config(&m)
+            || is_audio_config(&m)
+            || m.type_id == super::conn::types::DATA_AMF0;
+        let players = s.players.clone();
+        for p in players {
+            let Some(st) = self.conns.get_mut(&p) else {
+                continue;
+            };
+            match st.queue.offer(now, &bytes, key, config) {
+                Offer::Queued => {
+                    self.stats.player_messages += 1;
+                    actions.push(Action::Wake(p));
+                }
+                Offer::Dropped => self.stats.player_drops += 1,
+                Offer::Disconnect => actions.push(Action::Close {
+                    idx: p,
+                    why: "player too slow: behind for 5 s".into(),
+                    flush: false,
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::{write_message, ChunkReader};
+    use crate::rtmp::conn::types;
+    use rml_amf0::Amf0Value;
+
+    struct OneRoom {
+        rooms: HashMap<String, Place>,
+        allow_create: bool,
+    }
+
+    impl Rooms for OneRoom {
+        fn place(&self, name: &str) -> Place {
+            self.rooms.get(name).copied().unwrap_or(Place::Missing)
+        }
+        fn create(&mut self, name: &str) -> Option<u32> {
+            if !self.allow_create {
+                return None;
+            }
+            self.rooms.insert(name.into(), Place::Local(77));
+            Some(77)
+        }
+    }
+
+    fn command(name: &str, args: Vec<Amf0Value>) -> Vec<u8> {
+        let mut v = vec![
+            Amf0Value::Utf8String(name.into()),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+        ];
+        v.extend(args);
+        let mut w = Vec::new();
+        write_message(
+            &mut w,
+            3,
+            0,
+            types::COMMAND_AMF0,
+            1,
+            &rml_amf0::serialize(&v).unwrap(),
+            128,
+        );
+        w
+    }
+
+    fn connect() -> Vec<u8> {
+        let mut props = HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
+        let v = vec![
+            Amf0Value::Utf8String("connect".into()),
+            Amf0Value::Number(1.0),
+            Amf0Value::Object(props),
+        ];
+        let mut w = Vec::new();
+        write_message(
+            &mut w,
+            3,
+            0,
+            types::COMMAND_AMF0,
+            0,
+            &rml_amf0::serialize(&v).unwrap(),
+            128,
+        );
+        w
+    }
+
+    /// A hub with connections past the handshake.
+    fn hub_with(n: u32) -> Hub {
+        let mut h = Hub::new(true);
+        for i in 0..n {
+            let st = ConnState {
+                conn: Conn::new_after_handshake(),
+                ..Default::default()
+            };
+            h.insert(i, st);
+        }
+        h
+    }
+
+    fn drain(h: &mut Hub, idx: u32) -> Vec<(u8, Bytes)> {
+        let q = h.queue(idx).unwrap();
+        let mut bytes = Vec::new();
+        while let Some(f) = q.front() {
+            bytes.extend_from_slice(f);
+            let n = f.len();
+            q.consumed(n);
+        }
+        let mut r = ChunkReader::default();
+        let mut out = Vec::new();
+        r.push(&bytes, |m| {
+            out.push((m.type_id, m.payload));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn publish_then_late_player_gets_headers_and_gop_at_once() {
+        let mut rooms = OneRoom {
+            rooms: HashMap::new(),
+            allow_create: true,
+        };
+        let mut h = hub_with(3);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        let publish = [
+            connect(),
+            command("publish", vec![Amf0Value::Utf8String("r".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
+        assert!(
+            a.iter().all(|x| !matches!(x, Action::Close { .. })),
+            "{a:?}"
+        );
+        let mut media = Vec::new();
+        write_message(&mut media, 6, 0, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
+        write_message(
+            &mut media,
+            6,
+            0,
+            types::VIDEO,
+            1,
+            &[0x17, 1, 0, 0, 0, 9],
+            128,
+        );
+        write_message(
+            &mut media,
+            6,
+            33,
+            types::VIDEO,
+            1,
+            &[0x27, 1, 0, 0, 0, 8],
+            128,
+        );
+        h.on_bytes(t0, 0, &media, &mut rooms, &mut a);
+        // A player joins after the keyframe.
+        let play = [
+            connect(),
+            command("play", vec![Amf0Value::Utf8String("r".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 1, &play, &mut rooms, &mut a);
+        let got = drain(&mut h, 1);
+        let videos: Vec<&Bytes> = got
+            .iter()
+            .filter(|(t, _)| *t == types::VIDEO)
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(videos.len(), 3, "config, keyframe, delta: {got:?}");
+        assert_eq!(videos[1][0], 0x17);
+        // A second publisher for the same room is refused.
+        a.clear();
+        h.on_bytes(t0, 2, &publish, &mut rooms, &mut a);
+        assert!(
+            a.iter().any(|x| matches!(
+                x,
+                Action::Close {
+                    idx: 2,
+                    flush: true,
+                    ..
+                }
+            )),
+            "{a:?}"
+        );
+        assert_eq!(h.stats.rejected, 1);
+    }
+
+    #[test]
+    fn unknown_rooms_apps_and_remote_rooms() {
+        let mut rooms = OneRoom {
+            rooms: HashMap::from([("far".to_string(), Place::Remote(1))]),
+            allow_create: false,
+        };
+        let mut h = hub_with(3);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        let play = [
+            connect(),
+            command("play", vec![Amf0Value::Utf8String("none".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 0, &play, &mut rooms, &mut a);
+        assert!(
+            a.iter().any(
+                |x| matches!(x, Action::Close { idx: 0, why, .. } if why.contains("no stream"))
+            ),
+            "{a:?}"
+        );
+        a.clear();
+        let publish = [
+            connect(),
+            command("publish", vec![Amf0Value::Utf8String("new".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 1, &publish, &mut rooms, &mut a);
+        assert!(
+            a.iter()
+                .any(|x| matches!(x, Action::Close { idx: 1, why, .. } if why.contains("off"))),
+            "{a:?}"
+        );
+        a.clear();
+        let far = [
+            connect(),
+            command("play", vec![Amf0Value::Utf8String("far".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 2, &far, &mut rooms, &mut a);
+        assert!(
+            a.iter().any(|x| matches!(
+                x,
+                Action::Handoff {
+                    idx: 2,
+                    shard: 1,
+                    ..
+                }
+            )),
+            "{a:?}"
+        );
+    }
+}
