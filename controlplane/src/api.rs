@@ -119,12 +119,7 @@ struct CreateRoomBody {
 }
 
 pub(crate) fn validate_room_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= gateway_ring::msg::MAX_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        && !name.starts_with('-');
+    let ok = gateway_ring::msg::valid_room_name(name);
     if ok {
         Ok(())
     } else {
@@ -164,7 +159,8 @@ pub(crate) async fn create_room_named(app: &App, name: String) -> Result<(String
             room: st.next_id() as u32,
             name: b.name.clone(),
         };
-        let shard = st.pick_shard();
+        // By name, as the dataplane places rooms it creates for RTMP publishers.
+        let shard = gateway_ring::msg::room_shard(&spec.name, st.ports.len() as u32);
         // Reserve the name now so a concurrent create gets 409.
         st.add_room(&spec, shard);
         (spec, shard)

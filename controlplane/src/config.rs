@@ -39,9 +39,16 @@ pub struct Config {
     /// cannot aim traffic at third parties.
     #[arg(long, env = "MGW_EGRESS_ALLOW", default_value = "127.0.0.0/8", value_delimiter = ',', value_parser = parse_cidr)]
     pub egress_allow: Vec<(Ipv4Addr, u8)>,
-    /// WHIP to a room that does not exist creates it (`false`: 404 instead).
-    #[arg(long, env = "MGW_WHIP_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
-    pub whip_auto_room: bool,
+    /// Publishing (WHIP or RTMP) to a room that does not exist creates it
+    /// (`false`: WHIP gets 404, RTMP an onStatus error).
+    #[arg(long, env = "MGW_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_room: bool,
+    /// RTMP listen address of the dataplane (`rtmp://ADDR/live/ROOM`), or `off`.
+    #[arg(long, env = "MGW_RTMP", default_value = "127.0.0.1:1935")]
+    pub rtmp: String,
+    /// Keep each stream's latest GOP so a new RTMP player gets a picture at once.
+    #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub gop_cache: bool,
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,

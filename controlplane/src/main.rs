@@ -104,6 +104,12 @@ async fn main() {
             path.display().to_string(),
             "--bind-ip".into(),
             cfg.bind_ip.to_string(),
+            "--rtmp".into(),
+            cfg.rtmp.clone(),
+            "--gop-cache".into(),
+            cfg.gop_cache.to_string(),
+            "--auto-room".into(),
+            cfg.auto_room.to_string(),
         ];
         if cfg.no_pin {
             args.push("--no-pin".into());

@@ -184,17 +184,11 @@ impl State {
         id
     }
 
-    /// The shard with the fewest rooms.
-    pub fn pick_shard(&self) -> u32 {
-        let mut counts = vec![0usize; self.ports.len()];
-        for r in self.rooms.values() {
-            counts[r.shard as usize] += 1;
-        }
-        (0..counts.len()).min_by_key(|&i| counts[i]).unwrap_or(0) as u32
-    }
-
     pub fn add_room(&mut self, spec: &RoomSpec, shard: u32) {
-        self.next_id = self.next_id.max(spec.room as u64 + 1);
+        // Ids the dataplane gave rooms it created live in their own range.
+        if spec.room < gateway_ring::msg::DATAPLANE_ROOM_IDS {
+            self.next_id = self.next_id.max(spec.room as u64 + 1);
+        }
         self.room_names.insert(spec.room, spec.name.clone());
         self.rooms.insert(
             spec.name.clone(),

@@ -142,7 +142,7 @@ async fn offer_answer(
     let exists = lock(app).rooms.contains_key(&room);
     if !exists {
         match mode {
-            Mode::Publish if app.cfg.whip_auto_room => {
+            Mode::Publish if app.cfg.auto_room => {
                 match create_room_named(app, room.clone()).await {
                     // Lost a race with another publisher creating it: fine.
                     Ok(_) => {}

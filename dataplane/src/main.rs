@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use dataplane::dtls::DtlsIdentity;
+use dataplane::shard::rtmp::{self, RtmpConfig};
 use dataplane::shard::{run_shard, ShardConfig};
 use gateway_ring::{Region, RegionError};
+use std::net::SocketAddrV4;
+use std::sync::mpsc;
 use tracing::{error, info};
 
 #[global_allocator]
@@ -34,6 +37,15 @@ struct Args {
     /// Do not pin shard threads to cores.
     #[arg(long, env = "MGW_NO_PIN")]
     no_pin: bool,
+    /// RTMP listen address (`rtmp://ADDR/live/ROOM`), or `off`.
+    #[arg(long, env = "MGW_RTMP", default_value = "127.0.0.1:1935")]
+    rtmp: String,
+    /// Keep each stream's latest GOP so a new RTMP player starts at once.
+    #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    gop_cache: bool,
+    /// An RTMP publish to a room that does not exist creates it.
+    #[arg(long, env = "MGW_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_room: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -64,6 +76,36 @@ fn open_or_create(path: &PathBuf, shards: u32) -> Result<Region, RegionError> {
         Err(RegionError::Io { .. }) => Region::create(path, shards),
         Err(e) => Err(e),
     }
+}
+
+/// One RTMP listener per shard on the same address (`SO_REUSEPORT`) and the
+/// channels shards hand connections over with.
+fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, String> {
+    if args.rtmp == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddrV4 = args
+        .rtmp
+        .parse()
+        .map_err(|e| format!("--rtmp {:?}: {e} (use IP:PORT or off)", args.rtmp))?;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
+    let peers = Arc::new(senders);
+    let mut out = Vec::new();
+    for inbox in receivers {
+        let listener = rtmp::listen(addr).map_err(|e| {
+            format!("cannot listen for RTMP on {addr}: {e} (use --rtmp off or another address)")
+        })?;
+        out.push(RtmpConfig {
+            listener,
+            inbox,
+            peers: peers.clone(),
+            gop_cache: args.gop_cache,
+            auto_room: args.auto_room,
+            shards,
+        });
+    }
+    info!(%addr, gop_cache = args.gop_cache, "RTMP listening");
+    Ok(Some(out))
 }
 
 fn main() {
@@ -104,6 +146,13 @@ fn main() {
     }
     info!(shards, epoch, shm = %path.display(), bind_ip = %args.bind_ip, "dataplane starting");
     let stop = Arc::new(AtomicBool::new(false));
+    let mut rtmp = match rtmp_configs(&args, shards) {
+        Ok(r) => r,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
     let mut threads = Vec::new();
     for index in 0..shards {
         let cfg = ShardConfig {
@@ -113,6 +162,7 @@ fn main() {
             epoch,
             core: (!args.no_pin).then_some(index as usize % cores),
             dtls: identity.clone(),
+            rtmp: rtmp.as_mut().map(|v| v.remove(0)),
         };
         let stop = stop.clone();
         let t = std::thread::Builder::new()

@@ -219,6 +219,8 @@ pub struct Router {
     free: Vec<Handle>,
     by_id: HashMap<u64, Handle>,
     rooms: HashMap<u32, Room>,
+    /// Room ids by name (RTMP streams name their room).
+    names: HashMap<String, u32>,
     /// Packets to send that are not fan-out copies; the shard drains them.
     controls: Vec<Control>,
     /// DTLS datagrams for the DTLS thread: (session, bytes).
@@ -238,9 +240,10 @@ impl Router {
     }
 
     pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
-        if self.rooms.contains_key(&spec.room) {
+        if self.rooms.contains_key(&spec.room) || self.names.contains_key(&spec.name) {
             return Outcome::Exists;
         }
+        self.names.insert(spec.name.clone(), spec.room);
         self.rooms.insert(
             spec.room,
             Room {
@@ -256,11 +259,16 @@ impl Router {
     /// so the shard can close their sockets.
     pub fn remove_room(&mut self, room: u32) -> Option<Vec<Handle>> {
         let r = self.rooms.remove(&room)?;
+        self.names.remove(&r.spec.name);
         let handles: Vec<Handle> = r.ingests.iter().chain(&r.egresses).copied().collect();
         for &h in &handles {
             self.release(h);
         }
         Some(handles)
+    }
+
+    pub fn room_by_name(&self, name: &str) -> Option<u32> {
+        self.names.get(name).copied()
     }
 
     fn check_new(&self, id: u64, room: u32) -> Result<(), Outcome> {

@@ -56,6 +56,7 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
         epoch: 1,
         core: None,
         dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
+        rtmp: None,
     };
     let s = stop.clone();
     let t = std::thread::spawn(move || run_shard(cfg, s).unwrap());

@@ -131,6 +131,8 @@ fn log_file(name: &str) -> (std::fs::File, PathBuf) {
 /// attach mode a dataplane and a controlplane started separately.
 pub struct Gateway {
     pub api: String,
+    /// `rtmp://127.0.0.1:{rtmp}/live/ROOM`
+    pub rtmp: u16,
     pub shm: String,
     pub ports: (u16, u16),
     pub http: u16,
@@ -163,6 +165,7 @@ impl Gateway {
         let http = free_tcp_port();
         Gateway {
             api: format!("http://127.0.0.1:{http}"),
+            rtmp: free_tcp_port(),
             log: PathBuf::new(),
             shm,
             ports: media_ports(ports),
@@ -182,6 +185,8 @@ impl Gateway {
                 "--shm-name",
                 &self.shm,
                 "--no-pin",
+                "--rtmp",
+                &format!("127.0.0.1:{}", self.rtmp),
             ])
             .stdout(Stdio::null())
             .stderr(f)
@@ -202,6 +207,7 @@ impl Gateway {
             &self.shards.to_string(),
         ])
         .args(["--shm-name", &self.shm, "--udp-ports", &ports, "--no-pin"])
+        .args(["--rtmp", &format!("127.0.0.1:{}", self.rtmp)])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(f);

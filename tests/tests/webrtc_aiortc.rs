@@ -247,7 +247,7 @@ a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e0
 
 #[test]
 fn whip_and_whep_errors_say_what_is_wrong() {
-    let gw = Gateway::start(1, &["--whip-auto-room", "false"]);
+    let gw = Gateway::start(1, &["--auto-room", "false"]);
     gw.room("r");
     let cases = [
         ("/whip/r", "application/sdp", "hello", 400, "v=0"),

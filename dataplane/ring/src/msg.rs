@@ -11,6 +11,34 @@ pub const MSG_VERSION: u8 = 2;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 
+/// Room names: 1-64 of `A-Za-z0-9_-`, not starting with `-` (they appear in
+/// URLs and RTMP stream keys).
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && !name.starts_with('-')
+}
+
+/// Room ids at or above this were given by the dataplane (rooms created on
+/// an RTMP publish); the controlplane's own ids stay below.
+pub const DATAPLANE_ROOM_IDS: u32 = 0x8000_0000;
+
+/// The shard that hosts a room: a hash of its name, so the controlplane and
+/// every shard agree without asking each other (an RTMP connection names
+/// its room only after it has been accepted by some shard).
+pub fn room_shard(name: &str, shards: u32) -> u32 {
+    // FNV-1a, 32 bit.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % shards.max(1)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("message version {0}, expected {MSG_VERSION}")]

@@ -352,7 +352,16 @@ impl Conn {
                     vec![Amf0Value::Null, Amf0Value::Number(STREAM_ID as f64)],
                 );
             }
-            "releaseStream" | "FCPublish" | "getStreamLength" | "checkBandwidth" | "_checkbw" => {
+            // Live streams have no length; ffmpeg reads a number here.
+            "getStreamLength" => {
+                self.send_command(
+                    0,
+                    "_result",
+                    txn,
+                    vec![Amf0Value::Null, Amf0Value::Number(0.0)],
+                );
+            }
+            "releaseStream" | "FCPublish" | "checkBandwidth" | "_checkbw" => {
                 if txn > 0.0 {
                     self.send_command(
                         0,

@@ -21,9 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
-use super::stream::{
-    chunked, is_audio_config, is_keyframe, is_video_config, GopCache, Offer, PlayerQueue,
-};
+use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +43,13 @@ pub trait Rooms {
 pub enum Action {
     /// Close the connection (after flushing what is queued, if `flush`).
     Close { idx: u32, why: String, flush: bool },
-    /// Move the connection to `shard`, which replays `event` there.
-    Handoff { idx: u32, shard: u32, event: Event },
+    /// Move the connection to `shard`, which replays `events` there (the
+    /// one that named the room, and any that came after it in the same read).
+    Handoff {
+        idx: u32,
+        shard: u32,
+        events: Vec<Event>,
+    },
     /// The connection has bytes to send.
     Wake(u32),
 }
@@ -178,10 +181,32 @@ impl Hub {
             self.events = events;
             return;
         }
-        for ev in events.drain(..) {
+        let mut rest = events.drain(..);
+        while let Some(ev) = rest.next() {
             self.on_event(now, idx, ev, rooms, actions);
+            // Handed over: what follows belongs to the other shard.
+            if let Some(Action::Handoff { idx: i, events, .. }) = actions.last_mut() {
+                if *i == idx {
+                    events.extend(rest.by_ref());
+                }
+            }
         }
+        drop(rest);
         self.events = events;
+    }
+
+    /// Ends every connection of a deleted room.
+    pub fn close_room(&mut self, room: u32, actions: &mut Vec<Action>) {
+        let Some(s) = self.streams.remove(&room) else {
+            return;
+        };
+        for idx in s.publisher.into_iter().chain(s.players) {
+            actions.push(Action::Close {
+                idx,
+                why: "room deleted".into(),
+                flush: false,
+            });
+        }
     }
 
     /// Moves the connection's pending protocol output into its queue.
@@ -238,7 +263,7 @@ impl Hub {
                         actions.push(Action::Handoff {
                             idx,
                             shard,
-                            event: ev.clone(),
+                            events: vec![ev.clone()],
                         });
                         return;
                     }
@@ -318,19 +343,28 @@ impl Hub {
         st.conn.accept_play(key);
         self.flush_conn(idx, actions);
         // A picture at once: headers and the GOP so far, serialized for this player.
-        let replay: Vec<(Bytes, bool)> = self
+        let replay: Vec<(Bytes, Frame)> = self
             .streams
             .get(&room)
             .map(|s| {
                 s.cache
                     .replay()
-                    .map(|m| (chunked(m), is_keyframe(m)))
+                    .map(|m| (chunked(m), Frame::of(m)))
                     .collect()
             })
             .unwrap_or_default();
         if let Some(st) = self.conns.get_mut(&idx) {
-            for (b, key) in &replay {
-                st.queue.offer(now, b, *key, true);
+            // Video before a keyframe cannot be decoded: without a cached GOP
+            // the player waits for the publisher's next keyframe.
+            st.queue.wait_keyframe = true;
+            for (b, frame) in &replay {
+                // The cached GOP is one coherent unit: never dropped.
+                let frame = if *frame == Frame::Delta {
+                    Frame::Config
+                } else {
+                    *frame
+                };
+                st.queue.offer(now, b, frame);
             }
         }
         if !replay.is_empty() {
@@ -351,16 +385,13 @@ impl Hub {
             return;
         }
         let bytes = chunked(&m);
-        let key = is_keyframe(&m);
-        let config = is_video_config(&m)
-            || is_audio_config(&m)
-            || m.type_id == super::conn::types::DATA_AMF0;
+        let frame = Frame::of(&m);
         let players = s.players.clone();
         for p in players {
             let Some(st) = self.conns.get_mut(&p) else {
                 continue;
             };
-            match st.queue.offer(now, &bytes, key, config) {
+            match st.queue.offer(now, &bytes, frame) {
                 Offer::Queued => {
                     self.stats.player_messages += 1;
                     actions.push(Action::Wake(p));

@@ -136,6 +136,33 @@ pub const QUEUE_SOFT_LIMIT: usize = 512 * 1024;
 /// A player that stays behind this long is disconnected.
 pub const BEHIND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How a message matters to a decoder starting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// Sequence headers and metadata: always delivered.
+    Config,
+    /// A video keyframe: a decoder can start here.
+    Key,
+    /// Other video: useless before a keyframe.
+    Delta,
+    /// Audio.
+    Audio,
+}
+
+impl Frame {
+    pub fn of(m: &Media) -> Frame {
+        if is_video_config(m) || is_audio_config(m) || m.type_id == types::DATA_AMF0 {
+            Frame::Config
+        } else if is_keyframe(m) {
+            Frame::Key
+        } else if m.type_id == types::VIDEO {
+            Frame::Delta
+        } else {
+            Frame::Audio
+        }
+    }
+}
+
 /// What to do with a player after offering it a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
@@ -154,6 +181,10 @@ pub struct PlayerQueue {
     bytes: usize,
     /// Skipping until a keyframe, since when.
     behind_since: Option<Instant>,
+    /// No keyframe sent yet: video before one cannot be decoded, so a player
+    /// that joined without the GOP cache waits for the next keyframe (audio
+    /// too, as nginx-rtmp's `wait_video`).
+    pub wait_keyframe: bool,
     pub dropped: u64,
 }
 
@@ -165,7 +196,17 @@ impl PlayerQueue {
     }
 
     /// A media message for this player.
-    pub fn offer(&mut self, now: Instant, b: &Bytes, keyframe: bool, config: bool) -> Offer {
+    pub fn offer(&mut self, now: Instant, b: &Bytes, frame: Frame) -> Offer {
+        let keyframe = frame == Frame::Key;
+        let config = frame == Frame::Config;
+        if self.wait_keyframe {
+            // Audio waits too, so playback starts with both at the keyframe.
+            match frame {
+                Frame::Key => self.wait_keyframe = false,
+                Frame::Delta | Frame::Audio => return Offer::Dropped,
+                Frame::Config => {}
+            }
+        }
         if let Some(since) = self.behind_since {
             let drained = self.bytes < QUEUE_SOFT_LIMIT / 2;
             if keyframe && drained {
@@ -274,7 +315,7 @@ mod tests {
         let frame = Bytes::from(vec![0u8; 100 * 1024]);
         let mut offers = Vec::new();
         for i in 0..8 {
-            offers.push(q.offer(t0, &frame, i == 0, false));
+            offers.push(q.offer(t0, &frame, if i == 0 { Frame::Key } else { Frame::Delta }));
         }
         assert_eq!(offers[..6], [Offer::Queued; 6]);
         assert_eq!(offers[6], Offer::Dropped);
@@ -283,16 +324,32 @@ mod tests {
             let n = f.len();
             q.consumed(n);
         }
-        assert_eq!(q.offer(t0, &frame, false, false), Offer::Dropped);
-        assert_eq!(q.offer(t0, &frame, true, false), Offer::Queued);
+        assert_eq!(q.offer(t0, &frame, Frame::Delta), Offer::Dropped);
+        assert_eq!(q.offer(t0, &frame, Frame::Key), Offer::Queued);
         // Behind and never draining: disconnected after the timeout.
         for _ in 0..10 {
-            q.offer(t0, &frame, false, false);
+            q.offer(t0, &frame, Frame::Delta);
         }
         assert_eq!(
-            q.offer(t0 + BEHIND_TIMEOUT, &frame, false, false),
+            q.offer(t0 + BEHIND_TIMEOUT, &frame, Frame::Delta),
             Offer::Disconnect
         );
+    }
+
+    #[test]
+    fn a_player_without_a_keyframe_gets_no_video_until_one() {
+        let t0 = Instant::now();
+        let mut q = PlayerQueue {
+            wait_keyframe: true,
+            ..Default::default()
+        };
+        let b = Bytes::from_static(b"x");
+        assert_eq!(q.offer(t0, &b, Frame::Config), Offer::Queued);
+        assert_eq!(q.offer(t0, &b, Frame::Delta), Offer::Dropped);
+        assert_eq!(q.offer(t0, &b, Frame::Audio), Offer::Dropped);
+        assert_eq!(q.offer(t0, &b, Frame::Key), Offer::Queued);
+        assert_eq!(q.offer(t0, &b, Frame::Audio), Offer::Queued);
+        assert_eq!(q.offer(t0, &b, Frame::Delta), Offer::Queued);
     }
 
     #[test]

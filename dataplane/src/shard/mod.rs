@@ -33,6 +33,9 @@ use crate::router::{Control, Ended, Handle, Inbound, Router, END_DTLS};
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
+pub mod rtmp;
+use rtmp::{RtmpConfig, RtmpIo, OP_ACCEPT, OP_TCP_RECV, OP_TCP_SEND};
+
 /// Longest wait for completions before the loop turns anyway (to read commands).
 pub const TURN_WAIT: Duration = Duration::from_millis(2);
 /// How often changed session counters go to the controlplane.
@@ -69,6 +72,8 @@ pub struct ShardConfig {
     pub core: Option<usize>,
     /// The DTLS certificate WebRTC sessions present.
     pub dtls: DtlsIdentity,
+    /// RTMP listener and hand-over channels; `None` with RTMP off.
+    pub rtmp: Option<RtmpConfig>,
 }
 
 struct SocketSlot {
@@ -109,6 +114,7 @@ pub struct Shard {
     stats: Vec<SessionStats>,
     next_stats: Instant,
     dtls: DtlsLink,
+    rtmp: Option<RtmpIo>,
     /// Reused buffers for draining the router's queues.
     controls: Vec<Control>,
     dtls_out: Vec<(u64, Vec<u8>)>,
@@ -119,7 +125,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(cfg: ShardConfig) -> io::Result<Shard> {
+    pub fn new(mut cfg: ShardConfig) -> io::Result<Shard> {
         let ring = IoUring::builder()
             .setup_cqsize(SQ_ENTRIES * 4)
             .setup_single_issuer()
@@ -134,6 +140,7 @@ impl Shard {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
+        let rtmp = cfg.rtmp.take().map(RtmpIo::new);
         Ok(Shard {
             ring,
             bufs,
@@ -153,6 +160,7 @@ impl Shard {
             stats: Vec::new(),
             next_stats: Instant::now(),
             dtls,
+            rtmp,
             controls: Vec::new(),
             dtls_out: Vec::new(),
             ended: Vec::new(),
@@ -174,6 +182,7 @@ impl Shard {
             let now = Instant::now();
             self.poll_commands(now);
             self.arm_receives();
+            self.rtmp_turn(now);
             self.submit_and_wait(TURN_WAIT)?;
             self.reap(Instant::now());
             self.poll_dtls(Instant::now());
@@ -232,6 +241,7 @@ impl Shard {
                     for h in handles {
                         self.close_socket(h);
                     }
+                    self.rtmp_close_room(room);
                     (room as u64, Outcome::Ok)
                 }
                 None => (room as u64, Outcome::NotFound),
@@ -393,6 +403,9 @@ impl Shard {
             match op {
                 OP_RECV => self.on_recv(now, gen, index, res, flags),
                 OP_SEND => self.on_send(index, res),
+                OP_ACCEPT => self.on_accept(res, cqueue::more(flags)),
+                OP_TCP_RECV => self.on_tcp_recv(now, gen, index, res),
+                OP_TCP_SEND => self.on_tcp_send(gen, index, res),
                 _ => {}
             }
         }

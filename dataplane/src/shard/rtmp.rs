@@ -1,0 +1,491 @@
+//! The shard's RTMP side: a TCP listener (one per shard, `SO_REUSEPORT`, so
+//! the kernel spreads connections), one receive and at most one send in
+//! flight per connection on the shard's io_uring, and hand-over of a
+//! connection to the shard that hosts its room.
+//!
+//! ```text
+//! AcceptMulti ─▶ new connection: TCP_NODELAY, Recv armed
+//! Recv done   ─▶ Hub::on_bytes ─▶ actions: Wake → pump sends; Close; Handoff
+//!                re-arm Recv (unless closing or handing over)
+//! Send done   ─▶ PlayerQueue::consumed(n) ─▶ pump the next buffer
+//! Handoff     ─▶ when nothing is in flight: socket + protocol state + the
+//!                events that named the room go to the other shard's inbox
+//! ```
+//!
+//! A connection is dropped (its fd closed) only once no operation on it is
+//! in flight: closing shuts the socket down, which completes them.
+
+use std::net::{SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gateway_ring::msg::{
+    room_shard, valid_room_name, Event as RingEvent, RoomSpec, DATAPLANE_ROOM_IDS,
+};
+use io_uring::{opcode, types};
+use tracing::{debug, info, warn};
+
+use super::{user_data, Shard};
+use crate::router::Router;
+use crate::rtmp::conn::Event;
+use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms};
+
+pub(super) const OP_ACCEPT: u64 = 4;
+pub(super) const OP_TCP_RECV: u64 = 5;
+pub(super) const OP_TCP_SEND: u64 = 6;
+
+/// Receive buffer per connection.
+const RECV_BUF: usize = 16 * 1024;
+/// Most RTMP connections one shard holds.
+pub const MAX_RTMP_CONNS: usize = 8192;
+
+/// A connection moving to the shard that hosts its room.
+pub struct Handoff {
+    pub sock: TcpStream,
+    pub state: ConnState,
+    pub events: Vec<Event>,
+}
+
+/// What `main` gives each shard for RTMP.
+pub struct RtmpConfig {
+    pub listener: TcpListener,
+    pub inbox: Receiver<Box<Handoff>>,
+    /// Every shard's inbox, by shard index.
+    pub peers: Arc<Vec<Sender<Box<Handoff>>>>,
+    pub gop_cache: bool,
+    pub auto_room: bool,
+    pub shards: u32,
+}
+
+/// A listening socket on `addr` that several shards share (`SO_REUSEPORT`).
+pub fn listen(addr: SocketAddrV4) -> std::io::Result<TcpListener> {
+    // SAFETY: plain socket syscalls on a descriptor we own; errors checked.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let listener = TcpListener::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let sa = crate::uring::sockaddr_in(addr);
+        if libc::bind(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) < 0
+            || libc::listen(fd, 1024) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(listener)
+    }
+}
+
+struct TcpSlot {
+    sock: TcpStream,
+    gen: u32,
+    buf: Box<[u8]>,
+    recv_armed: bool,
+    /// The buffer a send in flight reads (kept alive until it completes).
+    sending: Option<bytes::Bytes>,
+    closing: bool,
+    close_after_flush: bool,
+    handoff: Option<(u32, Vec<Event>)>,
+}
+
+pub(super) struct RtmpIo {
+    listener: TcpListener,
+    accept_armed: bool,
+    conns: Vec<Option<TcpSlot>>,
+    free: Vec<u32>,
+    next_gen: u32,
+    pub(super) hub: Hub,
+    actions: Vec<Action>,
+    inbox: Receiver<Box<Handoff>>,
+    peers: Arc<Vec<Sender<Box<Handoff>>>>,
+    auto_room: bool,
+    shards: u32,
+    next_room: u32,
+}
+
+impl RtmpIo {
+    pub(super) fn new(cfg: RtmpConfig) -> RtmpIo {
+        RtmpIo {
+            listener: cfg.listener,
+            accept_armed: false,
+            conns: Vec::new(),
+            free: Vec::new(),
+            next_gen: 1,
+            hub: Hub::new(cfg.gop_cache),
+            actions: Vec::new(),
+            inbox: cfg.inbox,
+            peers: cfg.peers,
+            auto_room: cfg.auto_room,
+            shards: cfg.shards,
+            next_room: 0,
+        }
+    }
+}
+
+/// Room lookups and creation against the shard's router.
+struct ShardRooms<'a> {
+    router: &'a mut Router,
+    outbox: &'a mut std::collections::VecDeque<RingEvent>,
+    shard: u32,
+    shards: u32,
+    auto_room: bool,
+    next_room: &'a mut u32,
+}
+
+impl Rooms for ShardRooms<'_> {
+    fn place(&self, name: &str) -> Place {
+        if let Some(room) = self.router.room_by_name(name) {
+            return Place::Local(room);
+        }
+        let home = room_shard(name, self.shards);
+        if home != self.shard {
+            Place::Remote(home)
+        } else {
+            Place::Missing
+        }
+    }
+
+    fn create(&mut self, name: &str) -> Option<u32> {
+        if !self.auto_room || !valid_room_name(name) {
+            return None;
+        }
+        *self.next_room += 1;
+        let room = DATAPLANE_ROOM_IDS | (self.shard << 24) | (*self.next_room & 0xff_ffff);
+        let spec = RoomSpec {
+            room,
+            name: name.to_string(),
+        };
+        self.router.add_room(spec.clone());
+        info!(
+            shard = self.shard,
+            room = name,
+            "room created for an RTMP publisher"
+        );
+        // The controlplane learns the room as it does on a resync.
+        self.outbox.push_back(RingEvent::Room(spec));
+        Some(room)
+    }
+}
+
+impl Shard {
+    /// Per turn: keep the accept armed and adopt handed-over connections.
+    pub(super) fn rtmp_turn(&mut self, now: Instant) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        if !io.accept_armed {
+            io.accept_armed = true;
+            let e = opcode::AcceptMulti::new(types::Fd(io.listener.as_raw_fd()))
+                .build()
+                .user_data(user_data(OP_ACCEPT, 0, 0));
+            self.push_sqe(&e);
+        }
+        for _ in 0..64 {
+            let Some(io) = self.rtmp.as_mut() else { return };
+            let Ok(h) = io.inbox.try_recv() else { break };
+            let Some(idx) = self.adopt(h.sock, h.state) else {
+                continue;
+            };
+            debug!(
+                shard = self.cfg.index,
+                idx, "RTMP connection handed over to this shard"
+            );
+            for ev in h.events {
+                self.with_hub(|hub, rooms, actions| hub.on_event(now, idx, ev, rooms, actions));
+            }
+            self.arm_tcp_recv(idx);
+            self.run_actions();
+        }
+    }
+
+    /// Runs `f` on the hub with the shard's rooms, then applies its actions.
+    fn with_hub(&mut self, f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Vec<Action>)) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let mut rooms = ShardRooms {
+            router: &mut self.router,
+            outbox: &mut self.outbox,
+            shard: self.cfg.index,
+            shards: io.shards,
+            auto_room: io.auto_room,
+            next_room: &mut io.next_room,
+        };
+        f(&mut io.hub, &mut rooms, &mut io.actions);
+    }
+
+    fn adopt(&mut self, sock: TcpStream, state: ConnState) -> Option<u32> {
+        let io = self.rtmp.as_mut()?;
+        let live = io.conns.len() - io.free.len();
+        if live >= MAX_RTMP_CONNS {
+            warn!(
+                shard = self.cfg.index,
+                "RTMP connection limit reached; refusing a connection"
+            );
+            return None;
+        }
+        let _ = sock.set_nodelay(true);
+        let gen = io.next_gen;
+        io.next_gen = (io.next_gen + 1) & 0xff_ffff;
+        let slot = TcpSlot {
+            sock,
+            gen,
+            buf: vec![0u8; RECV_BUF].into_boxed_slice(),
+            recv_armed: false,
+            sending: None,
+            closing: false,
+            close_after_flush: false,
+            handoff: None,
+        };
+        let idx = match io.free.pop() {
+            Some(i) => {
+                io.conns[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                io.conns.push(Some(slot));
+                (io.conns.len() - 1) as u32
+            }
+        };
+        io.hub.insert(idx, state);
+        Some(idx)
+    }
+
+    pub(super) fn on_accept(&mut self, res: i32, more: bool) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        if !more {
+            io.accept_armed = false;
+        }
+        if res < 0 {
+            debug!(
+                shard = self.cfg.index,
+                "accept: {}",
+                std::io::Error::from_raw_os_error(-res)
+            );
+            return;
+        }
+        // SAFETY: the kernel gave us this new descriptor; we own it now.
+        let sock = unsafe { TcpStream::from_raw_fd(res) };
+        if let Some(idx) = self.adopt(sock, ConnState::default()) {
+            self.arm_tcp_recv(idx);
+        }
+    }
+
+    fn arm_tcp_recv(&mut self, idx: u32) {
+        let Some(slot) = self.tcp_slot(idx) else {
+            return;
+        };
+        if slot.recv_armed || slot.closing || slot.handoff.is_some() {
+            return;
+        }
+        slot.recv_armed = true;
+        let e = opcode::Recv::new(
+            types::Fd(slot.sock.as_raw_fd()),
+            slot.buf.as_mut_ptr(),
+            slot.buf.len() as u32,
+        )
+        .build()
+        .user_data(user_data(OP_TCP_RECV, slot.gen, idx));
+        self.push_sqe(&e);
+    }
+
+    fn tcp_slot(&mut self, idx: u32) -> Option<&mut TcpSlot> {
+        self.rtmp.as_mut()?.conns.get_mut(idx as usize)?.as_mut()
+    }
+
+    fn live_slot(&mut self, gen: u32, idx: u32) -> Option<&mut TcpSlot> {
+        self.tcp_slot(idx).filter(|s| s.gen == gen)
+    }
+
+    pub(super) fn on_tcp_recv(&mut self, now: Instant, gen: u32, idx: u32, res: i32) {
+        let Some(slot) = self.live_slot(gen, idx) else {
+            return;
+        };
+        slot.recv_armed = false;
+        if slot.closing || slot.handoff.is_some() {
+            self.maybe_release(idx);
+            return;
+        }
+        if res <= 0 {
+            self.close_tcp(idx, "peer closed the connection");
+            self.maybe_release(idx);
+            return;
+        }
+        let n = res as usize;
+        // The receive buffer is lent to the hub for this call, then put back.
+        let Some(buf) = self.tcp_slot(idx).map(|s| std::mem::take(&mut s.buf)) else {
+            return;
+        };
+        self.with_hub(|hub, rooms, actions| hub.on_bytes(now, idx, &buf[..n], rooms, actions));
+        if let Some(slot) = self.tcp_slot(idx) {
+            slot.buf = buf;
+        }
+        self.run_actions();
+        self.arm_tcp_recv(idx);
+    }
+
+    pub(super) fn on_tcp_send(&mut self, gen: u32, idx: u32, res: i32) {
+        let Some(slot) = self.live_slot(gen, idx) else {
+            return;
+        };
+        slot.sending = None;
+        if res < 0 {
+            self.close_tcp(idx, "send failed");
+            self.maybe_release(idx);
+            return;
+        }
+        if let Some(q) = self.rtmp.as_mut().and_then(|io| io.hub.queue(idx)) {
+            q.consumed(res as usize);
+        }
+        self.pump(idx);
+        self.maybe_release(idx);
+    }
+
+    /// Starts the next send if none is in flight.
+    fn pump(&mut self, idx: u32) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
+            return;
+        };
+        if slot.sending.is_some() || slot.closing {
+            return;
+        }
+        let Some(front) = io.hub.queue(idx).and_then(|q| q.front().cloned()) else {
+            if slot.close_after_flush {
+                self.close_tcp(idx, "closed after its last message");
+                self.maybe_release(idx);
+            }
+            return;
+        };
+        let e = opcode::Send::new(
+            types::Fd(slot.sock.as_raw_fd()),
+            front.as_ptr(),
+            front.len().min(u32::MAX as usize) as u32,
+        )
+        .flags(libc::MSG_NOSIGNAL)
+        .build()
+        .user_data(user_data(OP_TCP_SEND, slot.gen, idx));
+        slot.sending = Some(front);
+        self.push_sqe(&e);
+    }
+
+    fn run_actions(&mut self) {
+        loop {
+            let Some(io) = self.rtmp.as_mut() else { return };
+            if io.actions.is_empty() {
+                return;
+            }
+            let batch = std::mem::take(&mut io.actions);
+            for a in batch {
+                self.run_action(a);
+            }
+        }
+    }
+
+    fn run_action(&mut self, a: Action) {
+        {
+            match a {
+                Action::Wake(idx) => self.pump(idx),
+                Action::Close { idx, why, flush } => {
+                    debug!(
+                        shard = self.cfg.index,
+                        idx, "closing RTMP connection: {why}"
+                    );
+                    match self.tcp_slot(idx) {
+                        Some(slot) if flush => {
+                            slot.close_after_flush = true;
+                            self.pump(idx);
+                        }
+                        Some(_) => self.close_tcp(idx, &why),
+                        None => {}
+                    }
+                    self.maybe_release(idx);
+                }
+                Action::Handoff { idx, shard, events } => {
+                    if let Some(slot) = self.tcp_slot(idx) {
+                        slot.handoff = Some((shard, events));
+                    }
+                    self.maybe_release(idx);
+                }
+            }
+        }
+    }
+
+    /// Stops a connection: detached from its stream at once, the socket shut
+    /// down so operations in flight complete, released when none is left.
+    fn close_tcp(&mut self, idx: u32, why: &str) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
+            return;
+        };
+        if slot.closing {
+            return;
+        }
+        slot.closing = true;
+        debug!(idx, "RTMP connection closing: {why}");
+        io.hub.remove(idx);
+        // SAFETY: shutdown(2) on a descriptor we own.
+        unsafe { libc::shutdown(slot.sock.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+
+    /// Frees a closing slot, or hands one over, once nothing is in flight.
+    fn maybe_release(&mut self, idx: u32) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
+            return;
+        };
+        if slot.recv_armed || slot.sending.is_some() {
+            return;
+        }
+        if slot.closing {
+            io.conns[idx as usize] = None;
+            io.free.push(idx);
+            return;
+        }
+        let Some((shard, events)) = slot.handoff.take() else {
+            return;
+        };
+        let slot = io.conns[idx as usize].take().expect("checked above");
+        io.free.push(idx);
+        let Some(state) = io.hub.remove(idx) else {
+            return;
+        };
+        let target = io.peers.get(shard as usize).cloned();
+        let handoff = Box::new(Handoff {
+            sock: slot.sock,
+            state,
+            events,
+        });
+        match target.map(|t| t.send(handoff)) {
+            Some(Ok(())) => debug!(
+                shard = self.cfg.index,
+                to = shard,
+                "RTMP connection handed over"
+            ),
+            _ => warn!(
+                shard = self.cfg.index,
+                to = shard,
+                "RTMP hand-over failed; connection dropped"
+            ),
+        }
+    }
+
+    /// A room was deleted: its RTMP connections end.
+    pub(super) fn rtmp_close_room(&mut self, room: u32) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        io.hub.close_room(room, &mut io.actions);
+        self.run_actions();
+    }
+}
