@@ -776,3 +776,134 @@ pub fn chromium_driver_dir() -> PathBuf {
     })
     .clone()
 }
+
+impl Gateway {
+    pub fn rtmp_url(&self, room: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{room}", self.rtmp)
+    }
+}
+
+/// ffmpeg publishes the test clip over RTMP in real time, looping, for
+/// `secs`: H264 copied, Opus transcoded to AAC (FLV in ffmpeg 5.1 has no Opus).
+pub fn ffmpeg_rtmp_publish(gw: &Gateway, room: &str, secs: u32) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+        ])
+        .args(["-t", &secs.to_string(), "-i"])
+        .arg(clip())
+        .args(["-c:v", "copy", "-c:a", "aac", "-f", "flv"])
+        .arg(gw.rtmp_url(room))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg RTMP publisher")
+}
+
+/// An ffmpeg RTMP player decoding `secs` of the stream; returns the number
+/// of decoded (video, audio) frames and its log (bounded by `timeout`).
+pub fn ffmpeg_rtmp_play(url: &str, secs: u32, timeout: Duration) -> (usize, usize, String) {
+    let dir = target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = unique("rtmp-play");
+    let video = dir.join(format!("{name}-video.framecrc"));
+    let audio = dir.join(format!("{name}-audio.framecrc"));
+    let out = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            &timeout.as_secs().max(1).to_string(),
+            "ffmpeg",
+        ])
+        .args(["-nostdin", "-loglevel", "error", "-i", url])
+        .args(["-t", &secs.to_string(), "-map", "0:v", "-f", "framecrc"])
+        .arg(&video)
+        .args(["-t", &secs.to_string(), "-map", "0:a", "-f", "framecrc"])
+        .arg(&audio)
+        .output()
+        .expect("run ffmpeg RTMP player");
+    let count = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().filter(|l| !l.starts_with('#')).count())
+            .unwrap_or(0)
+    };
+    (
+        count(&video),
+        count(&audio),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Wall time from starting an ffmpeg player to its first decoded video
+/// frame (TESTING.md's method); `None` if it failed.
+pub fn rtmp_first_frame(url: &str) -> Option<Duration> {
+    let t0 = Instant::now();
+    let st = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "15",
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+        ])
+        .args(["-analyzeduration", "0", "-probesize", "32", "-threads", "1"])
+        .args(["-i", url, "-an", "-frames:v", "1", "-f", "null", "-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    st.success().then(|| t0.elapsed())
+}
+
+/// A raw RTMP client socket past the handshake (rml_rtmp's client side), for
+/// sending hand-made chunks.
+pub fn rtmp_raw(gw: &Gateway) -> std::net::TcpStream {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.rtmp)).expect("connect RTMP");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).expect("handshake read");
+        assert!(n > 0, "server closed during the handshake");
+        match hs.process_bytes(&buf[..n]).expect("handshake") {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).unwrap();
+            }
+            HandshakeProcessResult::Completed { response_bytes, .. } => {
+                s.write_all(&response_bytes).unwrap();
+                return s;
+            }
+        }
+    }
+}
+
+/// Reads until the peer closes (returns true) or `timeout` passes (false).
+pub fn closed_within(s: &mut std::net::TcpStream, timeout: Duration) -> bool {
+    use std::io::Read;
+    let deadline = Instant::now() + timeout;
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}

@@ -1,0 +1,203 @@
+//! RTMP with ffmpeg on both ends: publish and play through the gateway, the
+//! GOP cache's effect on the first frame, and hostile connections.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use e2e::*;
+use rml_amf0::Amf0Value;
+
+/// Waits until the room's stream has a publisher: a player gets media.
+fn wait_for_stream(gw: &Gateway, room: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while rtmp_first_frame(&gw.rtmp_url(room)).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stream {room} never started; log:\n{}",
+            gw.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn ffmpeg_publishes_and_ffmpeg_players_decode() {
+    // Two shards: players land on either and are handed to the room's shard.
+    let gw = Gateway::start(2, &[]);
+    let _publisher = Reap(ffmpeg_rtmp_publish(&gw, "show", 20));
+    wait_for_stream(&gw, "show");
+    let url = gw.rtmp_url("show");
+    let players: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || ffmpeg_rtmp_play(&url, 3, Duration::from_secs(20)))
+        })
+        .collect();
+    for p in players {
+        let (video, audio, log) = p.join().unwrap();
+        assert!(video >= 60, "decoded {video} video frames:\n{log}");
+        assert!(audio >= 100, "decoded {audio} audio frames:\n{log}");
+    }
+    // Codec parameters as a player sees them.
+    let probe = std::process::Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "15",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+        ])
+        .args([
+            "stream=codec_name,width,height,sample_rate",
+            "-of",
+            "json",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams.iter().find(|s| s["codec_name"] == "h264");
+    let audio = streams.iter().find(|s| s["codec_name"] == "aac");
+    assert_eq!(
+        video.map(|s| (s["width"].clone(), s["height"].clone())),
+        Some((json!(640), json!(360))),
+        "{v}"
+    );
+    assert_eq!(
+        audio.map(|s| s["sample_rate"].clone()),
+        Some(json!("48000")),
+        "{v}"
+    );
+    // The room was created by the publish, and the controlplane knows it.
+    let (code, room) = gw.get("/v1/rooms/show");
+    assert_eq!(code, 200, "{room}");
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A player joining mid-GOP: with the cache it gets the GOP at once; without
+/// it, it waits for the next keyframe (the clip has one every 2 s). Both
+/// measured in the same run; the assertion is on the ratio.
+#[test]
+fn the_gop_cache_gives_a_first_frame_sooner() {
+    let with = Gateway::start(1, &[]);
+    let without = Gateway::start(1, &["--gop-cache", "false"]);
+    let _p1 = Reap(ffmpeg_rtmp_publish(&with, "gop", 30));
+    let _p2 = Reap(ffmpeg_rtmp_publish(&without, "gop", 30));
+    wait_for_stream(&with, "gop");
+    wait_for_stream(&without, "gop");
+    let mut cached = Vec::new();
+    let mut uncached = Vec::new();
+    // Joins spread over more than a GOP, at steps that are not a multiple of it.
+    for i in 0..7 {
+        cached.push(rtmp_first_frame(&with.rtmp_url("gop")).expect("player with cache"));
+        uncached.push(rtmp_first_frame(&without.rtmp_url("gop")).expect("player without cache"));
+        std::thread::sleep(Duration::from_millis(230 + 110 * i));
+    }
+    let (c, u) = (median(cached.clone()), median(uncached.clone()));
+    eprintln!("first frame with GOP cache: median {c:?} {cached:?}");
+    eprintln!("first frame without GOP cache: median {u:?} {uncached:?}");
+    assert!(
+        u.as_secs_f64() / c.as_secs_f64() >= 2.0,
+        "cache {c:?} vs no cache {u:?}"
+    );
+}
+
+/// Hand-made chunks: a type-0 header on chunk stream 3, one chunk.
+fn chunk(type_id: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut w = vec![3u8, 0, 0, 0];
+    w.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    w.push(type_id);
+    w.extend_from_slice(&stream.to_le_bytes());
+    w.extend_from_slice(payload);
+    w
+}
+
+fn command(name: &str, txn: f64, args: Vec<Amf0Value>) -> Vec<u8> {
+    let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
+    v.extend(args);
+    chunk(20, 0, &rml_amf0::serialize(&v).unwrap())
+}
+
+#[test]
+fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
+    let gw = Gateway::start(1, &["--auto-room", "false"]);
+    gw.room("main");
+    let _publisher = Reap(ffmpeg_rtmp_publish(&gw, "main", 25));
+    wait_for_stream(&gw, "main");
+
+    // Junk instead of a handshake: closed.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
+    s.write_all(&[0x47; 4000]).unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)),
+        "junk handshake not closed"
+    );
+
+    // A message longer than the limit: closed.
+    let mut s = rtmp_raw(&gw);
+    let mut huge = vec![3u8, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0];
+    huge.extend_from_slice(&[0; 128]);
+    s.write_all(&huge).unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)),
+        "oversized message not closed"
+    );
+
+    // A chunk size of zero: closed.
+    let mut s = rtmp_raw(&gw);
+    s.write_all(&chunk(1, 0, &0u32.to_be_bytes())).unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(3)),
+        "chunk size 0 not closed"
+    );
+
+    // An unknown command gets an `_error`, and the connection stays usable.
+    let mut s = rtmp_raw(&gw);
+    s.write_all(&command("frobnicate", 7.0, vec![Amf0Value::Null]))
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert!(
+        buf[..n].windows(6).any(|w| w == b"_error"),
+        "no _error reply: {:?}",
+        &buf[..n]
+    );
+    assert!(
+        !closed_within(&mut s, Duration::from_millis(500)),
+        "closed after an unknown command"
+    );
+
+    // Play of a stream that does not exist, and publish to it (rooms are not
+    // auto-created here): ffmpeg fails fast, with the server's reason.
+    let (v, _, log) = ffmpeg_rtmp_play(&gw.rtmp_url("nowhere"), 2, Duration::from_secs(10));
+    assert_eq!(v, 0, "{log}");
+    let mut p = ffmpeg_rtmp_publish(&gw, "nowhere", 3);
+    assert!(
+        wait_bounded(&mut p, Duration::from_secs(10)),
+        "publish to a missing room kept going"
+    );
+    assert!(!p.wait().unwrap().success());
+
+    // A second publisher for the room: refused.
+    let mut second = ffmpeg_rtmp_publish(&gw, "main", 5);
+    assert!(
+        wait_bounded(&mut second, Duration::from_secs(10)),
+        "second publisher kept going"
+    );
+    assert!(!second.wait().unwrap().success());
+
+    // Through all of it, the stream still plays.
+    let (video, audio, log) = ffmpeg_rtmp_play(&gw.rtmp_url("main"), 3, Duration::from_secs(20));
+    assert!(
+        video >= 60 && audio >= 100,
+        "{video} video / {audio} audio frames:\n{log}"
+    );
+}
