@@ -803,6 +803,14 @@ impl Router {
         }
     }
 
+    /// Asks the publisher with session id `session` for a keyframe (rate
+    /// limited; only WebRTC publishers can be asked).
+    pub fn request_keyframe_by_id(&mut self, now: Instant, session: u64) {
+        if let Some(&h) = self.by_id.get(&session) {
+            self.request_keyframe(now, h);
+        }
+    }
+
     /// Sends publisher `p` a PLI for its video, at most once per
     /// [`KEYFRAME_REQUEST_INTERVAL`]. RTP ingests (no RTCP path back) are skipped.
     fn request_keyframe(&mut self, now: Instant, p: Handle) {

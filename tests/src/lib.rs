@@ -484,7 +484,7 @@ impl Receiver {
             .arg(&sdp_path)
             .args(["-t", &secs.to_string(), "-map", "0:v", "-f", "framecrc"])
             .arg(&video)
-            .args(["-t", &secs.to_string(), "-map", "0:a", "-f", "framecrc"])
+            .args(["-t", &secs.to_string(), "-map", "0:a?", "-f", "framecrc"])
             .arg(&audio)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -823,7 +823,7 @@ pub fn ffmpeg_rtmp_play(url: &str, secs: u32, timeout: Duration) -> (usize, usiz
         .args(["-nostdin", "-loglevel", "error", "-i", url])
         .args(["-t", &secs.to_string(), "-map", "0:v", "-f", "framecrc"])
         .arg(&video)
-        .args(["-t", &secs.to_string(), "-map", "0:a", "-f", "framecrc"])
+        .args(["-t", &secs.to_string(), "-map", "0:a?", "-f", "framecrc"])
         .arg(&audio)
         .output()
         .expect("run ffmpeg RTMP player");

@@ -201,3 +201,52 @@ fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
         "{video} video / {audio} audio frames:\n{log}"
     );
 }
+
+/// WebRTC → RTMP: an aiortc WHIP publisher's H264 is repacketized (not
+/// re-encoded) into FLV for ffmpeg RTMP players; the join asks the
+/// publisher for a keyframe.
+#[test]
+fn a_whip_publisher_is_played_over_rtmp() {
+    let gw = Gateway::start(2, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "bridge", 12.0, &["--encode"]);
+    publisher.connected();
+    let (video, _, log) = ffmpeg_rtmp_play(&gw.rtmp_url("bridge"), 3, Duration::from_secs(20));
+    assert!(
+        video >= 60,
+        "decoded {video} video frames over RTMP:\n{log}"
+    );
+    let probe = std::process::Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "15",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+        ])
+        .args(["stream=codec_name,width,height", "-of", "json"])
+        .arg(gw.rtmp_url("bridge"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
+    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "h264" && s["width"] == 640 && s["height"] == 360),
+        "{v}"
+    );
+    let (_, room) = gw.get("/v1/rooms/bridge");
+    let whip = room["ingests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "whip")
+        .cloned()
+        .unwrap();
+    assert!(
+        whip["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
+        "{whip}"
+    );
+}

@@ -20,8 +20,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
+use crate::h264::{Depacketizer, Out};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,20 @@ struct Stream {
     publisher: Option<u32>,
     players: Vec<u32>,
     cache: GopCache,
+    /// RTP from the room's WebRTC or RTP publisher, repacketized for RTMP
+    /// players while no RTMP client publishes.
+    bridge: Option<Bridge>,
+}
+
+/// H264 RTP → FLV video tags for one room.
+struct Bridge {
+    depack: Depacketizer,
+    /// (ingest session, SSRC) feeding it.
+    source: Option<(u64, u32)>,
+    first_ts: u32,
+    /// FLV time of `first_ts`, so a new source continues the timeline.
+    base_ms: u32,
+    last_ms: u32,
 }
 
 /// Counters for the shard's logs and tests.
@@ -307,6 +323,7 @@ impl Hub {
             publisher: None,
             players: Vec::new(),
             cache: GopCache::new(gop_cache),
+            bridge: None,
         })
     }
 
@@ -318,8 +335,10 @@ impl Hub {
         }
         let s = self.stream(room);
         s.publisher = Some(idx);
-        // A new publisher's GOP starts afresh; headers come with its first messages.
+        // A new publisher's GOP starts afresh; headers come with its first
+        // messages. An RTMP publisher takes over from bridged RTP.
         s.cache = GopCache::new(s.cache.enabled);
+        s.bridge = None;
         if let Some(st) = self.conns.get_mut(&idx) {
             st.role = Role::Publisher(room);
             st.conn.accept_publish(key);
@@ -377,6 +396,82 @@ impl Hub {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
+        self.deliver(now, room, m, actions);
+    }
+
+    /// Whether RTP video of `room` should be bridged to RTMP: someone played
+    /// the room over RTMP and no RTMP client publishes it.
+    pub fn wants_rtp(&self, room: u32) -> bool {
+        self.streams
+            .get(&room)
+            .is_some_and(|s| s.publisher.is_none())
+    }
+
+    /// One H264 RTP packet of the room's publisher (`source` = ingest session
+    /// and SSRC). Returns true when the bridge lost data and needs a keyframe.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_rtp_video(
+        &mut self,
+        now: Instant,
+        room: u32,
+        source: (u64, u32),
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(s) = self.streams.get_mut(&room) else {
+            return false;
+        };
+        if s.publisher.is_some() {
+            return false;
+        }
+        let b = s.bridge.get_or_insert_with(|| Bridge {
+            depack: Depacketizer::new(),
+            source: None,
+            first_ts: ts,
+            base_ms: 0,
+            last_ms: 0,
+        });
+        let mut need = false;
+        if b.source != Some(source) {
+            // A new publisher (or SSRC): a fresh depacketizer waiting for its
+            // first IDR, on a timeline that continues where the last ended.
+            need = true;
+            b.depack = Depacketizer::new();
+            b.source = Some(source);
+            b.first_ts = ts;
+            b.base_ms = b.last_ms.wrapping_add(if b.last_ms == 0 { 0 } else { 33 });
+        }
+        let mut out = Vec::new();
+        b.depack.push(seq, ts, marker, payload, &mut out);
+        let mut media = Vec::new();
+        for o in out {
+            match o {
+                Out::NeedKeyframe => need = true,
+                Out::Config(body) => media.push((b.last_ms, body)),
+                Out::Frame { rtp_ts, body, .. } => {
+                    let ms = b.base_ms.wrapping_add(rtp_ts.wrapping_sub(b.first_ts) / 90);
+                    b.last_ms = ms;
+                    media.push((ms, body));
+                }
+            }
+        }
+        for (timestamp, body) in media {
+            let m = Media {
+                type_id: types::VIDEO,
+                timestamp,
+                payload: Bytes::from(body),
+            };
+            self.deliver(now, room, m, actions);
+        }
+        need
+    }
+
+    /// A message of the room's stream: into the GOP cache, chunked once,
+    /// offered to every player.
+    fn deliver(&mut self, now: Instant, room: u32, m: Media, actions: &mut Vec<Action>) {
         let Some(s) = self.streams.get_mut(&room) else {
             return;
         };

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_ring::msg::{Command, DropReason, Event, Outcome, SessionStats};
+use gateway_ring::msg::{Command, DropReason, Event, MediaKind, Outcome, SessionStats};
 use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, info, warn};
@@ -461,6 +461,9 @@ impl Shard {
             return;
         };
         self.fan_out(now, bid, start, &inbound);
+        if inbound.kind == MediaKind::Video {
+            self.bridge_to_rtmp(now, bid, start, &inbound);
+        }
     }
 
     fn fan_out(&mut self, now: Instant, bid: u16, start: usize, inbound: &Inbound) {

@@ -28,9 +28,10 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
-use crate::router::Router;
+use crate::router::{Inbound, Router};
 use crate::rtmp::conn::Event;
 use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms};
+use crate::rtp::RtpHeader;
 
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
@@ -480,6 +481,42 @@ impl Shard {
                 "RTMP hand-over failed; connection dropped"
             ),
         }
+    }
+
+    /// A room's RTP video (plaintext, in receive buffer `bid` at `start`) for
+    /// its RTMP players, when the hub wants it.
+    pub(super) fn bridge_to_rtmp(
+        &mut self,
+        now: Instant,
+        bid: u16,
+        start: usize,
+        inbound: &Inbound,
+    ) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        if !io.hub.wants_rtp(inbound.room) {
+            return;
+        }
+        let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
+        let Ok(h) = RtpHeader::parse(pkt) else { return };
+        let mut end = pkt.len();
+        if pkt[0] & 0x20 != 0 {
+            // RFC 3550 §5.1 padding: the last byte counts it.
+            end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
+        }
+        let need = io.hub.on_rtp_video(
+            now,
+            inbound.room,
+            (inbound.ingest, inbound.ssrc),
+            h.seq_no,
+            h.timestamp,
+            h.marker,
+            &pkt[h.len..end],
+            &mut io.actions,
+        );
+        if need {
+            self.router.request_keyframe_by_id(now, inbound.ingest);
+        }
+        self.run_actions();
     }
 
     /// A room was deleted: its RTMP connections end.
