@@ -198,6 +198,166 @@ impl Depacketizer {
     }
 }
 
+/// Payload budget per RTP packet (1200 + headers stays under common MTUs).
+pub const RTP_PAYLOAD: usize = 1200;
+
+/// FLV video tags (AVCC) into H264 RTP packets (RFC 6184, packetization
+/// mode 1): SPS and PPS in a STAP-A before every IDR, NALs that fit sent
+/// whole, larger ones as FU-A; the marker bit ends each access unit.
+pub struct Packetizer {
+    pub ssrc: u32,
+    pub pt: u8,
+    seq: u16,
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+}
+
+impl Packetizer {
+    pub fn new(ssrc: u32, pt: u8) -> Packetizer {
+        Packetizer {
+            ssrc,
+            pt,
+            seq: 0,
+            sps: Vec::new(),
+            pps: Vec::new(),
+        }
+    }
+
+    fn packet(&mut self, ts: u32, marker: bool, payload: &[&[u8]], out: &mut Vec<Vec<u8>>) {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let mut p = Vec::with_capacity(12 + len);
+        p.extend_from_slice(&[0x80, self.pt | if marker { 0x80 } else { 0 }]);
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        for part in payload {
+            p.extend_from_slice(part);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        out.push(p);
+    }
+
+    /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets.
+    /// Returns false for tags that carry nothing to send (config, junk).
+    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> bool {
+        if body.len() < 5 || body[0] & 0x0f != 7 {
+            return false;
+        }
+        let key = body[0] >> 4 == 1;
+        if body[1] == 0 {
+            self.read_config(&body[5..]);
+            return false;
+        }
+        if body[1] != 1 {
+            return false;
+        }
+        let mut nals = Vec::new();
+        let mut p = &body[5..];
+        while p.len() >= 4 {
+            let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+            if n == 0 || p.len() < 4 + n {
+                break;
+            }
+            let nal = &p[4..4 + n];
+            if !matches!(nal[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD) {
+                nals.push(nal);
+            }
+            p = &p[4 + n..];
+        }
+        if nals.is_empty() {
+            return false;
+        }
+        if key && !self.sps.is_empty() && !self.pps.is_empty() {
+            let (sps, pps) = (self.sps.clone(), self.pps.clone());
+            let nri = sps[0] & 0x60;
+            self.packet(
+                ts,
+                false,
+                &[
+                    &[nri | STAP_A],
+                    &(sps.len() as u16).to_be_bytes(),
+                    &sps,
+                    &(pps.len() as u16).to_be_bytes(),
+                    &pps,
+                ],
+                out,
+            );
+        }
+        let last = nals.len() - 1;
+        for (i, nal) in nals.into_iter().enumerate() {
+            let end_of_au = i == last;
+            if nal.len() <= RTP_PAYLOAD {
+                self.packet(ts, end_of_au, &[nal], out);
+                continue;
+            }
+            let indicator = (nal[0] & 0xe0) | FU_A;
+            let typ = nal[0] & 0x1f;
+            let chunks: Vec<&[u8]> = nal[1..].chunks(RTP_PAYLOAD - 2).collect();
+            let n = chunks.len();
+            for (k, c) in chunks.into_iter().enumerate() {
+                let header =
+                    typ | if k == 0 { 0x80 } else { 0 } | if k == n - 1 { 0x40 } else { 0 };
+                self.packet(ts, end_of_au && k == n - 1, &[&[indicator, header], c], out);
+            }
+        }
+        true
+    }
+
+    /// AVCDecoderConfigurationRecord: keep the first SPS and PPS.
+    fn read_config(&mut self, rec: &[u8]) {
+        if rec.len() < 8 {
+            return;
+        }
+        let mut p = &rec[5..];
+        let nsps = (p[0] & 0x1f) as usize;
+        p = &p[1..];
+        for i in 0..nsps {
+            if p.len() < 2 {
+                return;
+            }
+            let n = u16::from_be_bytes([p[0], p[1]]) as usize;
+            if p.len() < 2 + n || n == 0 {
+                return;
+            }
+            if i == 0 {
+                self.sps = p[2..2 + n].to_vec();
+            }
+            p = &p[2 + n..];
+        }
+        if p.is_empty() {
+            return;
+        }
+        let npps = p[0] as usize;
+        p = &p[1..];
+        if npps > 0 && p.len() >= 2 {
+            let n = u16::from_be_bytes([p[0], p[1]]) as usize;
+            if n > 0 && p.len() >= 2 + n {
+                self.pps = p[2..2 + n].to_vec();
+            }
+        }
+    }
+}
+
+/// The body of the `h264_rtp` fuzz target: junk RTP payloads never panic
+/// the depacketizer, and what it emits packetizes back.
+pub fn fuzz_depacketize(data: &[u8]) {
+    let mut d = Depacketizer::new();
+    let mut pk = Packetizer::new(1, 96);
+    let mut out = Vec::new();
+    let mut rtp = Vec::new();
+    for (i, part) in data.chunks(61).enumerate() {
+        d.push(i as u16, (i / 3) as u32, i % 3 == 2, part, &mut out);
+        for o in out.drain(..) {
+            match o {
+                Out::Config(b) | Out::Frame { body: b, .. } => {
+                    pk.push(&b, 0, &mut rtp);
+                }
+                Out::NeedKeyframe => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +438,40 @@ mod tests {
         assert_eq!(out, vec![Out::NeedKeyframe]);
     }
 
+    /// FLV → RTP → FLV gives back the same frames, with the config first.
+    #[test]
+    fn packetizer_round_trips_through_the_depacketizer() {
+        let idr: Vec<u8> = [0x65].iter().chain([3u8; 5000].iter()).copied().collect();
+        let mut frame = vec![0x17, 1, 0, 0, 0];
+        for nal in [&[0x09u8, 0xf0][..], SPS, PPS, &idr] {
+            frame.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            frame.extend_from_slice(nal);
+        }
+        let mut p = Packetizer::new(7, 96);
+        let mut rtp = Vec::new();
+        assert!(!p.push(&config_tag(SPS, PPS), 0, &mut rtp));
+        assert!(p.push(&frame, 9000, &mut rtp));
+        assert!(rtp.iter().all(|x| x.len() <= 12 + RTP_PAYLOAD));
+        assert_eq!(rtp[0][12] & 0x1f, STAP_A, "parameter sets first");
+        assert_eq!(
+            rtp.iter().filter(|x| x[1] & 0x80 != 0).count(),
+            1,
+            "one marker"
+        );
+        let mut d = Depacketizer::new();
+        let mut out = Vec::new();
+        for x in &rtp {
+            let h = crate::rtp::RtpHeader::parse(x).unwrap();
+            d.push(h.seq_no, h.timestamp, h.marker, &x[12..], &mut out);
+        }
+        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS)));
+        let Out::Frame { key, body, .. } = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert!(*key);
+        assert_eq!(&body[9..], &idr[..], "the IDR survives FU-A");
+    }
+
     #[test]
     fn nothing_before_the_first_idr_and_junk_is_harmless() {
         let mut d = Depacketizer::new();
@@ -290,5 +484,7 @@ mod tests {
                 .collect();
             d.push(seed as u16 + 2, seed, seed % 3 == 0, &p, &mut out);
         }
+        let junk: Vec<u8> = (0..5000u32).map(|i| ((i * 7919) >> 3) as u8).collect();
+        fuzz_depacketize(&junk);
     }
 }

@@ -232,6 +232,8 @@ pub struct Router {
     ended: Vec<Ended>,
     /// WebRTC sessions removed since the last call (their DTLS state goes too).
     closed_webrtc: Vec<u64>,
+    /// WebRTC players connected since the last call: (room, handle).
+    joined: Vec<(u32, Handle)>,
 }
 
 impl Router {
@@ -741,6 +743,11 @@ impl Router {
         out.append(&mut self.dtls_in);
     }
 
+    /// WebRTC players whose DTLS finished since the last call.
+    pub fn take_joined(&mut self, out: &mut Vec<(u32, Handle)>) {
+        out.append(&mut self.joined);
+    }
+
     /// WebRTC sessions removed since the last call, however they ended.
     pub fn take_closed_webrtc(&mut self, out: &mut Vec<u64>) {
         out.append(&mut self.closed_webrtc);
@@ -781,6 +788,9 @@ impl Router {
         w.peer.install_keys(rx, tx);
         if w.peer.is_publisher() {
             return;
+        }
+        if let Some(room) = self.session(h).map(|s| s.room) {
+            self.joined.push((room, h));
         }
         let room = self.session(h).map(|s| s.room);
         let publishers: Vec<Handle> = room

@@ -250,3 +250,25 @@ fn a_whip_publisher_is_played_over_rtmp() {
         "{whip}"
     );
 }
+
+/// RTMP → WebRTC: an ffmpeg RTMP publisher's H264 is packetized (STAP-A
+/// parameter sets before each IDR, FU-A) for an aiortc WHEP player, which
+/// gets the cached GOP as soon as DTLS completes (an RTMP publisher cannot
+/// be asked for a keyframe).
+#[test]
+fn an_rtmp_publisher_is_played_over_whep() {
+    let gw = Gateway::start(2, &[]);
+    let _publisher = Reap(ffmpeg_rtmp_publish(&gw, "rw", 20));
+    wait_for_stream(&gw, "rw");
+    let play = aiortc_play(&gw, "rw", 4.0, &[]);
+    eprintln!("aiortc WHEP player of an RTMP publish: {play}");
+    assert!(play["video_frames"].as_u64().unwrap() >= 60, "{play}");
+    assert_eq!(
+        (play["width"].as_u64(), play["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    eprintln!(
+        "RTMP → WHEP: offer POST to first decoded frame {:.0} ms",
+        play["first_frame_ms"].as_f64().unwrap()
+    );
+}

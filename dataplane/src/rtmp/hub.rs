@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
-use crate::h264::{Depacketizer, Out};
+use crate::h264::{Depacketizer, Out, Packetizer};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,23 @@ struct Stream {
     /// RTP from the room's WebRTC or RTP publisher, repacketized for RTMP
     /// players while no RTMP client publishes.
     bridge: Option<Bridge>,
+    /// The RTMP publisher's video as H264 RTP for the room's WebRTC players
+    /// and RTP egresses.
+    rtp: Option<RtpOut>,
 }
+
+/// FLV video → RTP for one room, with the RTP packets of the latest GOP so a
+/// WHEP player joining gets a picture at once (an RTMP publisher cannot be
+/// asked for a keyframe).
+struct RtpOut {
+    packetizer: Packetizer,
+    gop: Vec<Bytes>,
+    gop_bytes: usize,
+}
+
+/// Session ids of the virtual ingests that carry RTMP publishers' video into
+/// the router's fan-out: this bit plus the room id.
+pub const RTMP_SOURCE: u64 = 1 << 62;
 
 /// H264 RTP → FLV video tags for one room.
 struct Bridge {
@@ -111,6 +127,8 @@ pub struct HubStats {
 }
 
 pub struct Hub {
+    /// RTP packets of RTMP publishers' video to fan out: (room, packet).
+    pub rtp_out: Vec<(u32, Bytes)>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<u32, Stream>,
     gop_cache: bool,
@@ -124,6 +142,7 @@ pub const APP: &str = "live";
 impl Hub {
     pub fn new(gop_cache: bool) -> Hub {
         Hub {
+            rtp_out: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
             gop_cache,
@@ -324,6 +343,7 @@ impl Hub {
             players: Vec::new(),
             cache: GopCache::new(gop_cache),
             bridge: None,
+            rtp: None,
         })
     }
 
@@ -339,6 +359,7 @@ impl Hub {
         // messages. An RTMP publisher takes over from bridged RTP.
         s.cache = GopCache::new(s.cache.enabled);
         s.bridge = None;
+        s.rtp = None;
         if let Some(st) = self.conns.get_mut(&idx) {
             st.role = Role::Publisher(room);
             st.conn.accept_publish(key);
@@ -396,7 +417,52 @@ impl Hub {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
+        if m.type_id == types::VIDEO {
+            self.packetize_for_webrtc(room, &m);
+        }
         self.deliver(now, room, m, actions);
+    }
+
+    /// Packetizes an RTMP publisher's video for the room's WebRTC side.
+    fn packetize_for_webrtc(&mut self, room: u32, m: &Media) {
+        let Some(s) = self.streams.get_mut(&room) else {
+            return;
+        };
+        let out = s.rtp.get_or_insert_with(|| RtpOut {
+            packetizer: Packetizer::new(room.wrapping_mul(0x9e37_79b1) | 1, 96),
+            gop: Vec::new(),
+            gop_bytes: 0,
+        });
+        let mut packets = Vec::new();
+        out.packetizer
+            .push(&m.payload, m.timestamp.wrapping_mul(90), &mut packets);
+        if packets.is_empty() {
+            return;
+        }
+        if Frame::of(m) == Frame::Key {
+            out.gop.clear();
+            out.gop_bytes = 0;
+        }
+        for p in packets {
+            let p = Bytes::from(p);
+            // Bounded like the FLV cache; beyond it, no replay until the next keyframe.
+            if out.gop_bytes + p.len() <= super::stream::MAX_GOP_BYTES {
+                out.gop_bytes += p.len();
+                out.gop.push(p.clone());
+            } else {
+                out.gop.clear();
+            }
+            self.rtp_out.push((room, p));
+        }
+    }
+
+    /// The RTP packets of the room's latest GOP (RTMP-published rooms), for
+    /// a WebRTC player that just connected.
+    pub fn rtp_gop(&self, room: u32) -> &[Bytes] {
+        self.streams
+            .get(&room)
+            .and_then(|s| s.rtp.as_ref())
+            .map_or(&[], |r| &r.gop[..])
     }
 
     /// Whether RTP video of `room` should be bridged to RTMP: someone played

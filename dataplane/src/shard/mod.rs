@@ -63,6 +63,14 @@ fn split_user_data(u: u64) -> (u64, u32, u32) {
     (u >> 56, ((u >> 32) & 0xff_ffff) as u32, u as u32)
 }
 
+/// Where the plaintext of a packet to fan out is.
+enum Plain {
+    /// In the receive buffer `bid`, at `start`.
+    Recv { bid: u16, start: usize },
+    /// Made by the shard (RTMP video packetized as RTP).
+    Owned(bytes::Bytes),
+}
+
 pub struct ShardConfig {
     pub index: u32,
     pub bind_ip: Ipv4Addr,
@@ -120,6 +128,7 @@ pub struct Shard {
     dtls_out: Vec<(u64, Vec<u8>)>,
     ended: Vec<Ended>,
     closed: Vec<u64>,
+    joined: Vec<(u32, Handle)>,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
 }
@@ -165,6 +174,7 @@ impl Shard {
             dtls_out: Vec::new(),
             ended: Vec::new(),
             closed: Vec::new(),
+            joined: Vec::new(),
             stray: 0,
         })
     }
@@ -460,16 +470,22 @@ impl Shard {
         else {
             return;
         };
-        self.fan_out(now, bid, start, &inbound);
+        self.fan_out(now, &Plain::Recv { bid, start }, &inbound, None);
         if inbound.kind == MediaKind::Video {
             self.bridge_to_rtmp(now, bid, start, &inbound);
         }
     }
 
-    fn fan_out(&mut self, now: Instant, bid: u16, start: usize, inbound: &Inbound) {
+    /// Sends `inbound` (its plaintext in `plain`) to every egress of its
+    /// room, or only to `only`.
+    fn fan_out(&mut self, now: Instant, plain: &Plain, inbound: &Inbound, only: Option<Handle>) {
         self.fanout.clear();
-        self.fanout
-            .extend_from_slice(self.router.egresses(inbound.room));
+        match only {
+            Some(h) => self.fanout.push(h),
+            None => self
+                .fanout
+                .extend_from_slice(self.router.egresses(inbound.room)),
+        }
         for k in 0..self.fanout.len() {
             let e = self.fanout[k];
             let Some(fd) = self
@@ -488,10 +504,15 @@ impl Shard {
                 self.router.count_drop(e, DropReason::Send);
                 continue;
             };
-            let plain = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
+            let src: &[u8] = match plain {
+                Plain::Recv { bid, start } => {
+                    &self.bufs.buf_mut(*bid, start + inbound.len)[*start..]
+                }
+                Plain::Owned(b) => b,
+            };
             let slot = &mut self.sends[slot_idx as usize];
             // One copy per egress: each receiver's header rewrite and SRTP keys differ.
-            slot.buf[..inbound.len].copy_from_slice(plain);
+            slot.buf[..inbound.len].copy_from_slice(&src[..inbound.len]);
             let Some((n, dest)) = self.router.prepare_egress(now, e, inbound, &mut slot.buf) else {
                 self.free_sends.push(slot_idx);
                 continue;
@@ -585,6 +606,7 @@ impl Shard {
     /// Sends what the router queued, hands DTLS datagrams to the DTLS
     /// thread, and closes sessions the router ended.
     fn flush_router(&mut self) {
+        self.rtmp_to_webrtc(Instant::now());
         let mut controls = std::mem::take(&mut self.controls);
         self.router.take_controls(&mut controls);
         for c in controls.drain(..) {

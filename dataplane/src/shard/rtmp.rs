@@ -28,10 +28,12 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
+use crate::router::Handle;
 use crate::router::{Inbound, Router};
 use crate::rtmp::conn::Event;
-use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms};
+use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
+use gateway_ring::msg::MediaKind;
 
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
@@ -517,6 +519,47 @@ impl Shard {
             self.router.request_keyframe_by_id(now, inbound.ingest);
         }
         self.run_actions();
+    }
+
+    /// RTMP publishers' video, packetized as RTP by the hub, goes to the
+    /// room's WebRTC players and RTP egresses; a WebRTC player that just
+    /// connected gets the latest GOP first.
+    pub(super) fn rtmp_to_webrtc(&mut self, now: Instant) {
+        if self.rtmp.is_none() {
+            return;
+        }
+        let mut joined = std::mem::take(&mut self.joined);
+        self.router.take_joined(&mut joined);
+        for (room, h) in joined.drain(..) {
+            let gop: Vec<bytes::Bytes> = self
+                .rtmp
+                .as_ref()
+                .map(|io| io.hub.rtp_gop(room).to_vec())
+                .unwrap_or_default();
+            for p in gop {
+                self.fan_out_rtp(now, room, p, Some(h));
+            }
+        }
+        self.joined = joined;
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let out = std::mem::take(&mut io.hub.rtp_out);
+        for (room, p) in out {
+            self.fan_out_rtp(now, room, p, None);
+        }
+    }
+
+    fn fan_out_rtp(&mut self, now: Instant, room: u32, p: bytes::Bytes, only: Option<Handle>) {
+        let Ok(h) = RtpHeader::parse(&p) else { return };
+        let inbound = Inbound {
+            room,
+            ingest: RTMP_SOURCE | room as u64,
+            kind: MediaKind::Video,
+            len: p.len(),
+            seq_no: h.seq_no,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+        };
+        self.fan_out(now, &super::Plain::Owned(p), &inbound, only);
     }
 
     /// A room was deleted: its RTMP connections end.
