@@ -19,5 +19,6 @@ pub mod rtmp;
 pub mod rtp;
 pub mod shard;
 pub mod srtp;
+pub mod transcode;
 pub mod uring;
 pub mod webrtc;
