@@ -203,8 +203,8 @@ fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
 }
 
 /// WebRTC → RTMP: an aiortc WHIP publisher's H264 is repacketized (not
-/// re-encoded) into FLV for ffmpeg RTMP players; the join asks the
-/// publisher for a keyframe.
+/// re-encoded) into FLV and its Opus transcoded to AAC for ffmpeg RTMP
+/// players; the join asks the publisher for a keyframe.
 #[test]
 fn a_whip_publisher_is_played_over_rtmp() {
     let gw = Gateway::start(2, &[]);
@@ -225,7 +225,7 @@ fn a_whip_publisher_is_played_over_rtmp() {
             "error",
             "-show_entries",
         ])
-        .args(["stream=codec_name,width,height", "-of", "json"])
+        .args(["stream=codec_name,width,height,sample_rate", "-of", "json"])
         .arg(gw.rtmp_url("bridge"))
         .output()
         .unwrap();
@@ -235,6 +235,12 @@ fn a_whip_publisher_is_played_over_rtmp() {
         streams
             .iter()
             .any(|s| s["codec_name"] == "h264" && s["width"] == 640 && s["height"] == 360),
+        "{v}"
+    );
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "aac" && s["sample_rate"] == "48000"),
         "{v}"
     );
     let (_, room) = gw.get("/v1/rooms/bridge");
@@ -252,9 +258,9 @@ fn a_whip_publisher_is_played_over_rtmp() {
 }
 
 /// RTMP → WebRTC: an ffmpeg RTMP publisher's H264 is packetized (STAP-A
-/// parameter sets before each IDR, FU-A) for an aiortc WHEP player, which
-/// gets the cached GOP as soon as DTLS completes (an RTMP publisher cannot
-/// be asked for a keyframe).
+/// parameter sets before each IDR, FU-A) and its AAC transcoded to Opus for
+/// an aiortc WHEP player, which gets the cached GOP as soon as DTLS
+/// completes (an RTMP publisher cannot be asked for a keyframe).
 #[test]
 fn an_rtmp_publisher_is_played_over_whep() {
     let gw = Gateway::start(2, &[]);

@@ -24,6 +24,7 @@ use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer};
+use crate::transcode::Job;
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,21 +101,93 @@ struct RtpOut {
     packetizer: Packetizer,
     gop: Vec<Bytes>,
     gop_bytes: usize,
+    audio_ssrc: u32,
+    audio_seq: u16,
+    /// RTP time of the next Opus packet.
+    audio_ts: Option<u32>,
+}
+
+impl Bridge {
+    fn new(now: Instant) -> Bridge {
+        Bridge {
+            depack: Depacketizer::new(),
+            epoch: now,
+            video: None,
+            audio: None,
+            aac_ms: None,
+        }
+    }
 }
 
 /// Session ids of the virtual ingests that carry RTMP publishers' video into
 /// the router's fan-out: this bit plus the room id.
 pub const RTMP_SOURCE: u64 = 1 << 62;
 
+impl RtpOut {
+    fn new(room: u32) -> RtpOut {
+        RtpOut {
+            packetizer: Packetizer::new(room.wrapping_mul(0x9e37_79b1) | 1, 96),
+            gop: Vec::new(),
+            gop_bytes: 0,
+            audio_ssrc: room.wrapping_mul(0x85eb_ca6b) | 1,
+            audio_seq: 0,
+            audio_ts: None,
+        }
+    }
+}
+
 /// H264 RTP → FLV video tags for one room.
 struct Bridge {
     depack: Depacketizer,
-    /// (ingest session, SSRC) feeding it.
-    source: Option<(u64, u32)>,
+    /// FLV time 0.
+    epoch: Instant,
+    video: Option<Anchor>,
+    audio: Option<Anchor>,
+    /// FLV time of the next AAC frame from the transcoder.
+    aac_ms: Option<f64>,
+}
+
+/// Where one RTP stream sits on the FLV timeline: its first packet's RTP
+/// time at its arrival time. Video and audio anchored by arrival line up to
+/// within the network's jitter (RTCP SR alignment is finer; not done yet).
+#[derive(Clone, Copy)]
+struct Anchor {
+    source: (u64, u32),
     first_ts: u32,
-    /// FLV time of `first_ts`, so a new source continues the timeline.
-    base_ms: u32,
-    last_ms: u32,
+    first_ms: u32,
+    ticks_per_ms: u32,
+}
+
+impl Anchor {
+    fn ms(&self, ts: u32) -> u32 {
+        self.first_ms
+            .wrapping_add(ts.wrapping_sub(self.first_ts) / self.ticks_per_ms)
+    }
+}
+
+/// The anchor of `source` in `slot`, made afresh if the source changed;
+/// true if it did.
+fn anchor(
+    slot: &mut Option<Anchor>,
+    epoch: Instant,
+    now: Instant,
+    source: (u64, u32),
+    ts: u32,
+    ticks_per_ms: u32,
+) -> (Anchor, bool) {
+    match slot {
+        Some(a) if a.source == source => (*a, false),
+        _ => {
+            let a = Anchor {
+                source,
+                first_ts: ts,
+                first_ms: now.saturating_duration_since(epoch).as_millis() as u32,
+                ticks_per_ms,
+            };
+            *slot = Some(a);
+            (a, true)
+        }
+    }
 }
 
 /// Counters for the shard's logs and tests.
@@ -129,6 +202,8 @@ pub struct HubStats {
 pub struct Hub {
     /// RTP packets of RTMP publishers' video to fan out: (room, packet).
     pub rtp_out: Vec<(u32, Bytes)>,
+    /// Audio for the transcoder thread.
+    pub jobs: Vec<Job>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<u32, Stream>,
     gop_cache: bool,
@@ -143,6 +218,7 @@ impl Hub {
     pub fn new(gop_cache: bool) -> Hub {
         Hub {
             rtp_out: Vec::new(),
+            jobs: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
             gop_cache,
@@ -360,6 +436,7 @@ impl Hub {
         s.cache = GopCache::new(s.cache.enabled);
         s.bridge = None;
         s.rtp = None;
+        self.jobs.push(Job::Reset { room });
         if let Some(st) = self.conns.get_mut(&idx) {
             st.role = Role::Publisher(room);
             st.conn.accept_publish(key);
@@ -420,6 +497,20 @@ impl Hub {
         if m.type_id == types::VIDEO {
             self.packetize_for_webrtc(room, &m);
         }
+        if m.type_id == types::AUDIO {
+            // The RTP side exists once video started; audio joins it.
+            if let Some(s) = self.streams.get_mut(&room) {
+                let rtp = s.rtp.get_or_insert_with(|| RtpOut::new(room));
+                if Frame::of(&m) == Frame::Config {
+                    rtp.audio_ts = None;
+                }
+            }
+            self.jobs.push(Job::AacToOpus {
+                room,
+                ms: m.timestamp,
+                flv: m.payload.to_vec(),
+            });
+        }
         self.deliver(now, room, m, actions);
     }
 
@@ -428,11 +519,7 @@ impl Hub {
         let Some(s) = self.streams.get_mut(&room) else {
             return;
         };
-        let out = s.rtp.get_or_insert_with(|| RtpOut {
-            packetizer: Packetizer::new(room.wrapping_mul(0x9e37_79b1) | 1, 96),
-            gop: Vec::new(),
-            gop_bytes: 0,
-        });
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(room));
         let mut packets = Vec::new();
         out.packetizer
             .push(&m.payload, m.timestamp.wrapping_mul(90), &mut packets);
@@ -493,22 +580,14 @@ impl Hub {
         if s.publisher.is_some() {
             return false;
         }
-        let b = s.bridge.get_or_insert_with(|| Bridge {
-            depack: Depacketizer::new(),
-            source: None,
-            first_ts: ts,
-            base_ms: 0,
-            last_ms: 0,
-        });
+        let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
+        let (a, changed) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
         let mut need = false;
-        if b.source != Some(source) {
+        if changed {
             // A new publisher (or SSRC): a fresh depacketizer waiting for its
-            // first IDR, on a timeline that continues where the last ended.
+            // first IDR, on the same timeline.
             need = true;
             b.depack = Depacketizer::new();
-            b.source = Some(source);
-            b.first_ts = ts;
-            b.base_ms = b.last_ms.wrapping_add(if b.last_ms == 0 { 0 } else { 33 });
         }
         let mut out = Vec::new();
         b.depack.push(seq, ts, marker, payload, &mut out);
@@ -516,12 +595,8 @@ impl Hub {
         for o in out {
             match o {
                 Out::NeedKeyframe => need = true,
-                Out::Config(body) => media.push((b.last_ms, body)),
-                Out::Frame { rtp_ts, body, .. } => {
-                    let ms = b.base_ms.wrapping_add(rtp_ts.wrapping_sub(b.first_ts) / 90);
-                    b.last_ms = ms;
-                    media.push((ms, body));
-                }
+                Out::Config(body) => media.push((a.ms(ts), body)),
+                Out::Frame { rtp_ts, body, .. } => media.push((a.ms(rtp_ts), body)),
             }
         }
         for (timestamp, body) in media {
@@ -533,6 +608,84 @@ impl Hub {
             self.deliver(now, room, m, actions);
         }
         need
+    }
+
+    /// The FLV time of an Opus RTP packet of the room's publisher, when its
+    /// audio should go to RTMP players (transcoded to AAC); `true` with it
+    /// when the source changed and the transcoder must start afresh.
+    pub fn on_rtp_audio(
+        &mut self,
+        now: Instant,
+        room: u32,
+        source: (u64, u32),
+        ts: u32,
+    ) -> Option<(u32, bool)> {
+        let s = self.streams.get_mut(&room)?;
+        if s.publisher.is_some() {
+            return None;
+        }
+        let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
+        let (a, changed) = anchor(&mut b.audio, b.epoch, now, source, ts, 48);
+        if changed {
+            b.aac_ms = None;
+        }
+        Some((a.ms(ts), changed))
+    }
+
+    /// AAC tags the transcoder made from Opus that arrived at FLV time `ms`:
+    /// a steady 1024 samples (21.3 ms) apart from the first.
+    pub fn on_aac(
+        &mut self,
+        now: Instant,
+        room: u32,
+        ms: u32,
+        tags: Vec<Vec<u8>>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(b) = self.streams.get_mut(&room).and_then(|s| s.bridge.as_mut()) else {
+            return;
+        };
+        let mut clock = *b.aac_ms.get_or_insert(ms as f64);
+        let mut media = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let config = tag.get(1) == Some(&0);
+            media.push((clock as u32, tag));
+            if !config {
+                clock += crate::transcode::AAC_FRAME as f64 / 48.0;
+            }
+        }
+        b.aac_ms = Some(clock);
+        for (timestamp, body) in media {
+            let m = Media {
+                type_id: types::AUDIO,
+                timestamp,
+                payload: Bytes::from(body),
+            };
+            self.deliver(now, room, m, actions);
+        }
+    }
+
+    /// RTP packets for Opus the transcoder made from the room's RTMP
+    /// publisher's AAC at FLV time `ms`: 20 ms apart, on the room's audio SSRC.
+    pub fn opus_rtp(&mut self, room: u32, ms: u32, packets: Vec<Vec<u8>>) -> Vec<Bytes> {
+        let Some(out) = self.streams.get_mut(&room).and_then(|s| s.rtp.as_mut()) else {
+            return Vec::new();
+        };
+        let mut ts = *out.audio_ts.get_or_insert(ms.wrapping_mul(48));
+        let mut rtp = Vec::with_capacity(packets.len());
+        for p in packets {
+            let mut pkt = Vec::with_capacity(12 + p.len());
+            pkt.extend_from_slice(&[0x80, 111]);
+            pkt.extend_from_slice(&out.audio_seq.to_be_bytes());
+            pkt.extend_from_slice(&ts.to_be_bytes());
+            pkt.extend_from_slice(&out.audio_ssrc.to_be_bytes());
+            pkt.extend_from_slice(&p);
+            out.audio_seq = out.audio_seq.wrapping_add(1);
+            ts = ts.wrapping_add(crate::transcode::OPUS_FRAME as u32);
+            rtp.push(Bytes::from(pkt));
+        }
+        out.audio_ts = Some(ts);
+        rtp
     }
 
     /// A message of the room's stream: into the GOP cache, chunked once,

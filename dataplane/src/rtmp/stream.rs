@@ -82,10 +82,12 @@ impl GopCache {
             // Nothing decodable to build on before the first keyframe.
             return;
         }
-        let span = self
-            .gop
-            .first()
-            .map_or(0, |f| m.timestamp.wrapping_sub(f.timestamp));
+        // Signed: audio may be stamped a little before the keyframe it
+        // follows (streams are interleaved as they arrive), which is not a
+        // GOP of 49 days.
+        let span = self.gop.first().map_or(0, |f| {
+            (m.timestamp.wrapping_sub(f.timestamp) as i32).max(0) as u32
+        });
         if self.bytes + m.payload.len() > MAX_GOP_BYTES || span > MAX_GOP_MS {
             self.gop.clear();
             self.bytes = 0;
@@ -295,6 +297,19 @@ mod tests {
         off.on_media(&config(types::VIDEO, 0x17));
         off.on_media(&video(0, true, 100));
         assert_eq!(off.replay().count(), 1, "headers only without the cache");
+    }
+
+    #[test]
+    fn audio_stamped_just_before_the_keyframe_does_not_flush_the_cache() {
+        let mut c = GopCache::new(true);
+        c.on_media(&video(1000, true, 100));
+        c.on_media(&Media {
+            type_id: types::AUDIO,
+            timestamp: 990,
+            payload: Bytes::from_static(&[0xaf, 1, 5]),
+        });
+        c.on_media(&video(1033, false, 100));
+        assert_eq!(c.gop_len(), 3);
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Shard {
     next_stats: Instant,
     dtls: DtlsLink,
     rtmp: Option<RtmpIo>,
+    /// Opus ↔ AAC off the packet loop (with RTMP on).
+    transcode: Option<crate::transcode::TranscodeLink>,
     /// Reused buffers for draining the router's queues.
     controls: Vec<Control>,
     dtls_out: Vec<(u64, Vec<u8>)>,
@@ -150,6 +152,10 @@ impl Shard {
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
         let rtmp = cfg.rtmp.take().map(RtmpIo::new);
+        let transcode = match &rtmp {
+            Some(_) => Some(crate::transcode::spawn(cfg.index)?),
+            None => None,
+        };
         Ok(Shard {
             ring,
             bufs,
@@ -169,6 +175,7 @@ impl Shard {
             stats: Vec::new(),
             next_stats: Instant::now(),
             dtls,
+            transcode,
             rtmp,
             controls: Vec::new(),
             dtls_out: Vec::new(),
@@ -471,8 +478,9 @@ impl Shard {
             return;
         };
         self.fan_out(now, &Plain::Recv { bid, start }, &inbound, None);
-        if inbound.kind == MediaKind::Video {
-            self.bridge_to_rtmp(now, bid, start, &inbound);
+        match inbound.kind {
+            MediaKind::Video => self.bridge_to_rtmp(now, bid, start, &inbound),
+            MediaKind::Audio => self.bridge_audio_to_rtmp(now, bid, start, &inbound),
         }
     }
 

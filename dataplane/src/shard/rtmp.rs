@@ -33,6 +33,7 @@ use crate::router::{Inbound, Router};
 use crate::rtmp::conn::Event;
 use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
+use crate::transcode::{Done, Job};
 use gateway_ring::msg::MediaKind;
 
 pub(super) const OP_ACCEPT: u64 = 4;
@@ -537,29 +538,101 @@ impl Shard {
                 .map(|io| io.hub.rtp_gop(room).to_vec())
                 .unwrap_or_default();
             for p in gop {
-                self.fan_out_rtp(now, room, p, Some(h));
+                self.fan_out_rtp(now, room, MediaKind::Video, p, Some(h));
             }
         }
         self.joined = joined;
         let Some(io) = self.rtmp.as_mut() else { return };
         let out = std::mem::take(&mut io.hub.rtp_out);
         for (room, p) in out {
-            self.fan_out_rtp(now, room, p, None);
+            self.fan_out_rtp(now, room, MediaKind::Video, p, None);
         }
+        self.poll_transcoder(now);
     }
 
-    fn fan_out_rtp(&mut self, now: Instant, room: u32, p: bytes::Bytes, only: Option<Handle>) {
+    fn fan_out_rtp(
+        &mut self,
+        now: Instant,
+        room: u32,
+        kind: MediaKind,
+        p: bytes::Bytes,
+        only: Option<Handle>,
+    ) {
         let Ok(h) = RtpHeader::parse(&p) else { return };
         let inbound = Inbound {
             room,
             ingest: RTMP_SOURCE | room as u64,
-            kind: MediaKind::Video,
+            kind,
             len: p.len(),
             seq_no: h.seq_no,
             timestamp: h.timestamp,
             ssrc: h.ssrc,
         };
         self.fan_out(now, &super::Plain::Owned(p), &inbound, only);
+    }
+
+    /// A room's Opus RTP (plaintext in receive buffer `bid` at `start`) goes
+    /// to the transcoder when the room's RTMP players want it.
+    pub(super) fn bridge_audio_to_rtmp(
+        &mut self,
+        now: Instant,
+        bid: u16,
+        start: usize,
+        inbound: &Inbound,
+    ) {
+        let (Some(io), Some(tc)) = (self.rtmp.as_mut(), self.transcode.as_ref()) else {
+            return;
+        };
+        let Some((ms, changed)) = io.hub.on_rtp_audio(
+            now,
+            inbound.room,
+            (inbound.ingest, inbound.ssrc),
+            inbound.timestamp,
+        ) else {
+            return;
+        };
+        let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
+        let Ok(h) = RtpHeader::parse(pkt) else { return };
+        let room = inbound.room;
+        if changed {
+            let _ = tc.to.send(Job::Reset { room });
+        }
+        let _ = tc.to.send(Job::OpusToAac {
+            room,
+            ms,
+            opus: pkt[h.len..].to_vec(),
+        });
+    }
+
+    /// Transcoded audio back from the transcoder thread, and the hub's
+    /// audio jobs to it.
+    pub(super) fn poll_transcoder(&mut self, now: Instant) {
+        let Some(tc) = self.transcode.as_ref() else {
+            return;
+        };
+        if let Some(io) = self.rtmp.as_mut() {
+            for job in io.hub.jobs.drain(..) {
+                let _ = tc.to.send(job);
+            }
+        }
+        for _ in 0..256 {
+            let Some(tc) = self.transcode.as_ref() else {
+                return;
+            };
+            let Ok(done) = tc.from.try_recv() else { break };
+            let Some(io) = self.rtmp.as_mut() else { return };
+            match done {
+                Done::Aac { room, ms, tags } => {
+                    io.hub.on_aac(now, room, ms, tags, &mut io.actions);
+                    self.run_actions();
+                }
+                Done::Opus { room, ms, packets } => {
+                    for p in io.hub.opus_rtp(room, ms, packets) {
+                        self.fan_out_rtp(now, room, MediaKind::Audio, p, None);
+                    }
+                }
+            }
+        }
     }
 
     /// A room was deleted: its RTMP connections end.
