@@ -204,6 +204,9 @@ pub struct Hub {
     pub rtp_out: Vec<(u32, Bytes)>,
     /// Audio for the transcoder thread.
     pub jobs: Vec<Job>,
+    /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
+    /// keyframe: a player joined and the GOP cache had none.
+    pub keyframe_requests: Vec<u64>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<u32, Stream>,
     gop_cache: bool,
@@ -219,6 +222,7 @@ impl Hub {
         Hub {
             rtp_out: Vec::new(),
             jobs: Vec::new(),
+            keyframe_requests: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
             gop_cache,
@@ -452,7 +456,15 @@ impl Hub {
         key: &str,
         actions: &mut Vec<Action>,
     ) {
-        self.stream(room).players.push(idx);
+        let s = self.stream(room);
+        s.players.push(idx);
+        // A bridged WebRTC publisher can be asked for the keyframe the cache
+        // lacks (an encoder with long GOPs, or the cache was bounded out).
+        if s.cache.gop_len() == 0 {
+            if let Some(a) = s.bridge.as_ref().and_then(|b| b.video) {
+                self.keyframe_requests.push(a.source.0);
+            }
+        }
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
         };

@@ -543,6 +543,10 @@ impl Shard {
         }
         self.joined = joined;
         let Some(io) = self.rtmp.as_mut() else { return };
+        for ingest in std::mem::take(&mut io.hub.keyframe_requests) {
+            self.router.request_keyframe_by_id(now, ingest);
+        }
+        let Some(io) = self.rtmp.as_mut() else { return };
         let out = std::mem::take(&mut io.hub.rtp_out);
         for (room, p) in out {
             self.fan_out_rtp(now, room, MediaKind::Video, p, None);
