@@ -950,8 +950,9 @@ impl Router {
     }
 
     /// Periodic work: consent freshness (RFC 7675) and RTCP reports. Call a
-    /// few times a second.
-    pub fn tick(&mut self, now: Instant) {
+    /// few times a second; `ntp_now` is the wall clock in NTP format (RFC
+    /// 3550 §4), for sender reports.
+    pub fn tick(&mut self, now: Instant, ntp_now: u64) {
         let mut expired = Vec::new();
         for h in 0..self.sessions.len() as Handle {
             let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) else {
@@ -961,7 +962,7 @@ impl Router {
                 expired.push(w.peer.spec.session);
                 continue;
             }
-            self.send_reports(now, h);
+            self.send_reports(now, ntp_now, h);
         }
         for session in expired {
             self.end_session(session, END_CONSENT);
@@ -970,8 +971,10 @@ impl Router {
 
     /// One compound a second per peer: receiver reports to a publisher, sender
     /// reports (mapped from the publisher's) to a subscriber.
-    fn send_reports(&mut self, now: Instant, h: Handle) {
-        // Sender reports need the publisher's NTP/RTP pair for each track.
+    fn send_reports(&mut self, now: Instant, ntp_now: u64, h: Handle) {
+        // Sender reports map RTP time to NTP: from the publisher's own SR
+        // when it sends them (WebRTC), else from our clock at the track's
+        // last packet (RTP ingests, RTMP publishers).
         let mut srs: Vec<SenderInfo> = Vec::new();
         if let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) {
             if !w.peer.is_publisher() {
@@ -979,29 +982,38 @@ impl Router {
                     let Some((pid, in_ssrc)) = t.source else {
                         continue;
                     };
-                    let Some(&ph) = self.by_id.get(&pid) else {
-                        continue;
+                    let publisher_sr = self.by_id.get(&pid).and_then(|&ph| {
+                        match self.session(ph).map(|s| &s.role) {
+                            Some(Role::Webrtc(p)) => [&p.peer.video_in, &p.peer.audio_in]
+                                .into_iter()
+                                .find(|s| s.ssrc == in_ssrc)
+                                .and_then(|s| s.sr),
+                            _ => None,
+                        }
+                    });
+                    let (ntp, rtp_ts) = match (publisher_sr, t.last_at) {
+                        (Some((ntp, rtp_ts, at)), _) => {
+                            let dt = now.saturating_duration_since(at).as_secs_f64();
+                            let ticks = (dt * t.clock_rate as f64) as u32;
+                            (
+                                ntp.wrapping_add((dt * 4_294_967_296.0) as u64),
+                                rtp_ts.wrapping_add(ticks).wrapping_add(t.ts_delta),
+                            )
+                        }
+                        (None, Some(at)) => {
+                            let dt = now.saturating_duration_since(at).as_secs_f64();
+                            let ticks = (dt * t.clock_rate as f64) as u32;
+                            (ntp_now, t.last_ts.wrapping_add(ticks))
+                        }
+                        (None, None) => continue,
                     };
-                    let Some(Role::Webrtc(p)) = self.session(ph).map(|s| &s.role) else {
-                        continue;
-                    };
-                    let stream = [&p.peer.video_in, &p.peer.audio_in]
-                        .into_iter()
-                        .find(|s| s.ssrc == in_ssrc);
-                    if let Some((ntp, rtp_ts, at)) = stream.and_then(|s| s.sr) {
-                        let dt = now.saturating_duration_since(at);
-                        let ntp_now =
-                            ntp.wrapping_add(((dt.as_secs_f64()) * 4_294_967_296.0) as u64);
-                        let ticks = (dt.as_secs_f64() * t.clock_rate as f64) as u32;
-                        let rtp_now = rtp_ts.wrapping_add(ticks).wrapping_add(t.ts_delta);
-                        srs.push(SenderInfo {
-                            ssrc: t.ssrc,
-                            ntp: ntp_now,
-                            rtp_ts: rtp_now,
-                            packets: t.sent,
-                            octets: t.octets,
-                        });
-                    }
+                    srs.push(SenderInfo {
+                        ssrc: t.ssrc,
+                        ntp,
+                        rtp_ts,
+                        packets: t.sent,
+                        octets: t.octets,
+                    });
                 }
             }
         }
@@ -1538,14 +1550,47 @@ mod webrtc_tests {
         assert_eq!(items, vec![Feedback::Bye]);
     }
 
+    /// A source that sends no SR of its own (RTP ingest, RTMP, or a WebRTC
+    /// publisher before its first SR): players still get sender reports,
+    /// mapped from our clock at the track's last packet.
+    #[test]
+    fn players_get_sender_reports_without_a_publisher_sr() {
+        let (mut r, p, s, mut client, t0) = connected();
+        let mut pkt = srtp(&mut client, 102, 1, 0xabc);
+        let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+        let mut out = vec![0u8; 1600];
+        out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+        r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        let mut controls = Vec::new();
+        r.take_controls(&mut controls);
+        controls.clear();
+        let ntp = 0x1234_5678_0000_0000;
+        r.tick(t0 + Duration::from_millis(500), ntp);
+        r.take_controls(&mut controls);
+        let to_sub = controls.iter().find(|c| c.from == s).expect("an SR");
+        let mut d = to_sub.data.clone();
+        let m = SrtpContext::new(&keys(4)).unprotect_rtcp(&mut d).unwrap();
+        let mut items = Vec::new();
+        rtcp::walk(&d[..m], |f| items.push(f));
+        let Some(Feedback::SenderReport(sr)) = items.first() else {
+            panic!("{items:?}")
+        };
+        assert_eq!((sr.ssrc, sr.ntp, sr.packets), (0x5002, ntp, 1));
+        // 0.5 s after the packet at RTP time 3000 (seq 1 x 3000), at 90 kHz.
+        assert_eq!(sr.rtp_ts, 3000 + 45_000);
+    }
+
     #[test]
     fn consent_expiry_ends_the_session() {
         let (mut r, _, _, _, t0) = connected();
-        r.tick(t0 + Duration::from_secs(10));
+        r.tick(t0 + Duration::from_secs(10), 0);
         let mut ended = Vec::new();
         r.take_ended(&mut ended);
         assert!(ended.is_empty());
-        r.tick(t0 + crate::ice::lite::CONSENT_TIMEOUT + Duration::from_secs(1));
+        r.tick(
+            t0 + crate::ice::lite::CONSENT_TIMEOUT + Duration::from_secs(1),
+            0,
+        );
         r.take_ended(&mut ended);
         assert_eq!(ended.len(), 2);
         assert!(ended.iter().all(|e| e.reason == END_CONSENT));

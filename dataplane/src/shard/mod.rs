@@ -63,6 +63,16 @@ fn split_user_data(u: u64) -> (u64, u32, u32) {
     (u >> 56, ((u >> 32) & 0xff_ffff) as u32, u as u32)
 }
 
+/// The wall clock as a 64-bit NTP timestamp (seconds since 1900 . fraction).
+fn ntp_now() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() + 2_208_988_800;
+    let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
+    (secs << 32) | frac
+}
+
 /// Where the plaintext of a packet to fan out is.
 enum Plain {
     /// In the receive buffer `bid`, at `start`.
@@ -205,7 +215,7 @@ impl Shard {
             self.poll_dtls(Instant::now());
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
-                self.router.tick(now);
+                self.router.tick(now, ntp_now());
                 self.push_stats();
             }
             self.flush_router();
