@@ -278,3 +278,74 @@ fn an_rtmp_publisher_is_played_over_whep() {
         play["first_frame_ms"].as_f64().unwrap()
     );
 }
+
+/// Added delay WHIP → RTMP through the gateway. The bridge stamps FLV time
+/// from the arrival of the first RTP packet after the first player's `play`
+/// (plus RTP time since), so for that player `receive time − FLV time`
+/// measures what the gateway and TCP add, to within one frame interval. The
+/// publisher paces the clip in real time. Printed for the notes.
+#[test]
+fn whip_to_rtmp_added_delay() {
+    use rml_rtmp::sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+    };
+    let gw = Gateway::start(1, &[]);
+    let mut publisher = AiortcPublisher::start(&gw, "delay", 12.0, &[]);
+    publisher.connected();
+    let mut s = rtmp_raw(&gw);
+    let (mut session, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let send = |s: &mut std::net::TcpStream, r: ClientSessionResult| {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            s.write_all(&p.bytes).unwrap();
+        }
+    };
+    let r = session.request_connection("live".into()).unwrap();
+    send(&mut s, r);
+    let mut t_play = None;
+    let mut frames: Vec<(f64, u32)> = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while std::time::Instant::now() < deadline && frames.len() < 120 {
+        let n = match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        let now = std::time::Instant::now();
+        for r in session.handle_input(&buf[..n]).unwrap() {
+            match r {
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) => {
+                    let r = session.request_playback("delay".into()).unwrap();
+                    send(&mut s, r);
+                    t_play = Some(std::time::Instant::now());
+                }
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::VideoDataReceived {
+                    timestamp,
+                    data,
+                }) if data.len() > 1 && data[1] == 1 => {
+                    let since = now.duration_since(t_play.unwrap()).as_secs_f64() * 1000.0;
+                    frames.push((since, timestamp.value));
+                }
+                other => send(&mut s, other),
+            }
+        }
+    }
+    assert!(
+        frames.len() >= 60,
+        "{} video frames over RTMP",
+        frames.len()
+    );
+    assert!(
+        frames.windows(2).all(|w| w[1].1 >= w[0].1),
+        "FLV time goes back"
+    );
+    let mut delays: Vec<f64> = frames.iter().map(|(r, ts)| r - *ts as f64).collect();
+    delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    eprintln!(
+        "WHIP → RTMP added delay over {} frames: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        delays.len(),
+        delays[0],
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+}
