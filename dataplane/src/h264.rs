@@ -358,6 +358,18 @@ pub fn fuzz_depacketize(data: &[u8]) {
     }
 }
 
+/// The body of the `flv_video` fuzz target: any FLV video tag body (from an
+/// RTMP publisher) packetizes without panicking, within the payload budget.
+pub fn fuzz_flv(data: &[u8]) {
+    let mut pk = Packetizer::new(1, 96);
+    let mut rtp = Vec::new();
+    for body in data.split(|&b| b == 0xfe) {
+        pk.push(body, 0, &mut rtp);
+        assert!(rtp.iter().all(|p| p.len() <= 12 + 2 + RTP_PAYLOAD));
+        rtp.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +498,9 @@ mod tests {
         }
         let junk: Vec<u8> = (0..5000u32).map(|i| ((i * 7919) >> 3) as u8).collect();
         fuzz_depacketize(&junk);
+        let mut flv = vec![0x17, 1, 0, 0, 0, 0, 0, 0x10, 0, 0x65];
+        flv.extend_from_slice(&junk);
+        fuzz_flv(&flv);
+        fuzz_flv(&[0x17, 0, 0, 0, 0, 1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 200]);
     }
 }
