@@ -813,6 +813,20 @@ impl Router {
         }
     }
 
+    /// The latest RTCP sender report (NTP, RTP time) of WebRTC publisher
+    /// `session`'s stream `ssrc`, if it sent one.
+    pub fn publisher_sr(&self, session: u64, ssrc: u32) -> Option<(u64, u32)> {
+        let h = *self.by_id.get(&session)?;
+        let Role::Webrtc(w) = &self.session(h)?.role else {
+            return None;
+        };
+        [&w.peer.video_in, &w.peer.audio_in]
+            .into_iter()
+            .find(|s| s.ssrc == ssrc)
+            .and_then(|s| s.sr)
+            .map(|(ntp, rtp, _)| (ntp, rtp))
+    }
+
     /// Asks the publisher with session id `session` for a keyframe (rate
     /// limited; only WebRTC publishers can be asked).
     pub fn request_keyframe_by_id(&mut self, now: Instant, session: u64) {

@@ -171,9 +171,13 @@ impl AacToOpus {
 
 /// Work for the transcoder thread, per room.
 pub enum Job {
-    /// An Opus RTP payload of the room's WebRTC publisher (`ms` on the
-    /// room's RTMP timeline), for RTMP players.
-    OpusToAac { room: u32, ms: u32, opus: Vec<u8> },
+    /// An Opus RTP payload (of RTP time `rtp_ts`) of the room's WebRTC
+    /// publisher, for RTMP players.
+    OpusToAac {
+        room: u32,
+        rtp_ts: u32,
+        opus: Vec<u8>,
+    },
     /// An FLV audio tag of the room's RTMP publisher, for WebRTC players.
     AacToOpus { room: u32, ms: u32, flv: Vec<u8> },
     /// The room's publisher changed or left: start afresh.
@@ -181,10 +185,11 @@ pub enum Job {
 }
 
 pub enum Done {
-    /// FLV audio tag bodies (the first one a sequence header) at `ms`.
+    /// FLV audio tag bodies (the first one a sequence header) made from
+    /// Opus of RTP time `rtp_ts`.
     Aac {
         room: u32,
-        ms: u32,
+        rtp_ts: u32,
         tags: Vec<Vec<u8>>,
     },
     /// Opus packets, 20 ms each, the first at `ms`.
@@ -216,7 +221,7 @@ pub fn spawn(index: u32) -> std::io::Result<TranscodeLink> {
                         to_opus.remove(&room);
                         continue;
                     }
-                    Job::OpusToAac { room, ms, opus } => {
+                    Job::OpusToAac { room, rtp_ts, opus } => {
                         let entry = match to_aac.entry(room) {
                             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                             std::collections::hash_map::Entry::Vacant(v) => {
@@ -236,7 +241,7 @@ pub fn spawn(index: u32) -> std::io::Result<TranscodeLink> {
                             tags.push(t.config_tag());
                         }
                         t.push(&opus, &mut tags);
-                        Done::Aac { room, ms, tags }
+                        Done::Aac { room, rtp_ts, tags }
                     }
                     Job::AacToOpus { room, ms, flv } => {
                         let t = match to_opus.entry(room) {

@@ -111,10 +111,36 @@ impl Bridge {
     fn new(now: Instant) -> Bridge {
         Bridge {
             depack: Depacketizer::new(),
-            epoch: now,
+            // A second of room before the first packet, so an audio anchor
+            // moved earlier than the video's stays on the timeline.
+            epoch: now
+                .checked_sub(std::time::Duration::from_secs(1))
+                .unwrap_or(now),
             video: None,
             audio: None,
+            video_sr: None,
+            audio_sr: None,
+            audio_aligned: false,
+            held: Vec::new(),
             aac_ms: None,
+        }
+    }
+
+    /// Lines the audio anchor up with the video's by the sender reports
+    /// (RFC 3550 §6.4.1: both map RTP time to the sender's one NTP clock),
+    /// or gives up waiting after [`ALIGN_WAIT`] and keeps arrival order.
+    fn align_audio(&mut self, now: Instant) {
+        if self.audio_aligned {
+            return;
+        }
+        let Some(a) = self.audio.as_mut() else { return };
+        if let (Some(v), Some(vsr), Some(asr)) = (self.video, self.video_sr, self.audio_sr) {
+            let d = capture_ms(asr, a.first_ts, a.ticks_per_ms)
+                - capture_ms(vsr, v.first_ts, v.ticks_per_ms);
+            a.first_ms = (v.first_ms as i64 + d).max(0) as u32;
+            self.audio_aligned = true;
+        } else if now.saturating_duration_since(a.created) >= ALIGN_WAIT {
+            self.audio_aligned = true;
         }
     }
 }
@@ -143,19 +169,40 @@ struct Bridge {
     epoch: Instant,
     video: Option<Anchor>,
     audio: Option<Anchor>,
+    /// The publisher's latest RTCP sender reports (NTP, RTP time) per stream.
+    video_sr: Option<(u64, u32)>,
+    audio_sr: Option<(u64, u32)>,
+    /// Audio waits (as AAC tags, with their RTP time) until its anchor is
+    /// lined up with the video's by the sender reports, or [`ALIGN_WAIT`].
+    audio_aligned: bool,
+    held: Vec<(u32, Vec<Vec<u8>>)>,
     /// FLV time of the next AAC frame from the transcoder.
     aac_ms: Option<f64>,
 }
 
+/// Longest audio waits for sender reports before it is placed by arrival.
+pub const ALIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Milliseconds of a 64-bit NTP time.
+fn ntp_ms(ntp: u64) -> i64 {
+    ((ntp >> 32) * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)) as i64
+}
+
+/// NTP milliseconds of RTP time `ts`, from a sender report of the stream.
+fn capture_ms(sr: (u64, u32), ts: u32, ticks_per_ms: u32) -> i64 {
+    ntp_ms(sr.0) + (ts.wrapping_sub(sr.1) as i32 as i64) / ticks_per_ms as i64
+}
+
 /// Where one RTP stream sits on the FLV timeline: its first packet's RTP
-/// time at its arrival time. Video and audio anchored by arrival line up to
-/// within the network's jitter (RTCP SR alignment is finer; not done yet).
+/// time at its arrival time. The audio anchor is then moved to where the
+/// publisher's RTCP sender reports say it was captured relative to the video.
 #[derive(Clone, Copy)]
 struct Anchor {
     source: (u64, u32),
     first_ts: u32,
     first_ms: u32,
     ticks_per_ms: u32,
+    created: Instant,
 }
 
 impl Anchor {
@@ -183,6 +230,7 @@ fn anchor(
                 first_ts: ts,
                 first_ms: now.saturating_duration_since(epoch).as_millis() as u32,
                 ticks_per_ms,
+                created: now,
             };
             *slot = Some(a);
             (a, true)
@@ -580,6 +628,7 @@ impl Hub {
         now: Instant,
         room: u32,
         source: (u64, u32),
+        sr: Option<(u64, u32)>,
         seq: u16,
         ts: u32,
         marker: bool,
@@ -594,6 +643,9 @@ impl Hub {
         }
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
         let (a, changed) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
+        if sr.is_some() {
+            b.video_sr = sr;
+        }
         let mut need = false;
         if changed {
             // A new publisher (or SSRC): a fresh depacketizer waiting for its
@@ -622,51 +674,65 @@ impl Hub {
         need
     }
 
-    /// The FLV time of an Opus RTP packet of the room's publisher, when its
-    /// audio should go to RTMP players (transcoded to AAC); `true` with it
-    /// when the source changed and the transcoder must start afresh.
+    /// Whether an Opus RTP packet of the room's publisher should go to RTMP
+    /// players (transcoded to AAC): `Some(true)` when its source changed and
+    /// the transcoder must start afresh.
     pub fn on_rtp_audio(
         &mut self,
         now: Instant,
         room: u32,
         source: (u64, u32),
+        sr: Option<(u64, u32)>,
         ts: u32,
-    ) -> Option<(u32, bool)> {
+    ) -> Option<bool> {
         let s = self.streams.get_mut(&room)?;
         if s.publisher.is_some() {
             return None;
         }
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
-        let (a, changed) = anchor(&mut b.audio, b.epoch, now, source, ts, 48);
+        let (_, changed) = anchor(&mut b.audio, b.epoch, now, source, ts, 48);
         if changed {
             b.aac_ms = None;
+            b.audio_aligned = false;
+            b.held.clear();
         }
-        Some((a.ms(ts), changed))
+        if sr.is_some() {
+            b.audio_sr = sr;
+        }
+        Some(changed)
     }
 
-    /// AAC tags the transcoder made from Opus that arrived at FLV time `ms`:
-    /// a steady 1024 samples (21.3 ms) apart from the first.
+    /// AAC tags the transcoder made from Opus of RTP time `rtp_ts`: held
+    /// until the audio is aligned, then stamped a steady 1024 samples
+    /// (21.3 ms) apart from the first.
     pub fn on_aac(
         &mut self,
         now: Instant,
         room: u32,
-        ms: u32,
+        rtp_ts: u32,
         tags: Vec<Vec<u8>>,
         actions: &mut Vec<Action>,
     ) {
         let Some(b) = self.streams.get_mut(&room).and_then(|s| s.bridge.as_mut()) else {
             return;
         };
-        let mut clock = *b.aac_ms.get_or_insert(ms as f64);
-        let mut media = Vec::with_capacity(tags.len());
-        for tag in tags {
-            let config = tag.get(1) == Some(&0);
-            media.push((clock as u32, tag));
-            if !config {
-                clock += crate::transcode::AAC_FRAME as f64 / 48.0;
+        b.held.push((rtp_ts, tags));
+        b.align_audio(now);
+        let Some(a) = b.audio.filter(|_| b.audio_aligned) else {
+            return;
+        };
+        let mut media = Vec::new();
+        for (ts, tags) in std::mem::take(&mut b.held) {
+            let mut clock = *b.aac_ms.get_or_insert(a.ms(ts) as f64);
+            for tag in tags {
+                let config = tag.get(1) == Some(&0);
+                media.push((clock as u32, tag));
+                if !config {
+                    clock += crate::transcode::AAC_FRAME as f64 / 48.0;
+                }
             }
+            b.aac_ms = Some(clock);
         }
-        b.aac_ms = Some(clock);
         for (timestamp, body) in media {
             let m = Media {
                 type_id: types::AUDIO,
@@ -900,6 +966,33 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(h.stats.rejected, 1);
+    }
+
+    /// Audio that arrives 100 ms after video but, per the sender reports,
+    /// was captured at the same instant lands at the same FLV time.
+    #[test]
+    fn sender_reports_line_audio_up_with_video() {
+        let t0 = Instant::now();
+        let mut b = Bridge::new(t0);
+        let ntp = 1000u64 << 32;
+        anchor(&mut b.video, b.epoch, t0, (1, 1), 90_000, 90);
+        let later = t0 + std::time::Duration::from_millis(100);
+        anchor(&mut b.audio, b.epoch, later, (1, 2), 48_000, 48);
+        b.video_sr = Some((ntp, 90_000));
+        b.align_audio(later);
+        assert!(!b.audio_aligned, "waits for the audio's report");
+        b.audio_sr = Some((ntp, 48_000));
+        b.align_audio(later);
+        assert!(b.audio_aligned);
+        let (v, a) = (b.video.unwrap(), b.audio.unwrap());
+        assert_eq!(v.ms(90_000), a.ms(48_000));
+        assert_eq!(v.ms(90_000 + 90 * 500), a.ms(48_000 + 48 * 500));
+
+        // Without reports, arrival order stands after the wait.
+        let mut c = Bridge::new(t0);
+        anchor(&mut c.audio, c.epoch, t0, (1, 2), 0, 48);
+        c.align_audio(t0 + ALIGN_WAIT);
+        assert!(c.audio_aligned);
     }
 
     #[test]

@@ -506,10 +506,12 @@ impl Shard {
             // RFC 3550 §5.1 padding: the last byte counts it.
             end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
         }
+        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
         let need = io.hub.on_rtp_video(
             now,
             inbound.room,
             (inbound.ingest, inbound.ssrc),
+            sr,
             h.seq_no,
             h.timestamp,
             h.marker,
@@ -587,10 +589,12 @@ impl Shard {
         let (Some(io), Some(tc)) = (self.rtmp.as_mut(), self.transcode.as_ref()) else {
             return;
         };
-        let Some((ms, changed)) = io.hub.on_rtp_audio(
+        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
+        let Some(changed) = io.hub.on_rtp_audio(
             now,
             inbound.room,
             (inbound.ingest, inbound.ssrc),
+            sr,
             inbound.timestamp,
         ) else {
             return;
@@ -603,7 +607,7 @@ impl Shard {
         }
         let _ = tc.to.send(Job::OpusToAac {
             room,
-            ms,
+            rtp_ts: h.timestamp,
             opus: pkt[h.len..].to_vec(),
         });
     }
@@ -626,8 +630,8 @@ impl Shard {
             let Ok(done) = tc.from.try_recv() else { break };
             let Some(io) = self.rtmp.as_mut() else { return };
             match done {
-                Done::Aac { room, ms, tags } => {
-                    io.hub.on_aac(now, room, ms, tags, &mut io.actions);
+                Done::Aac { room, rtp_ts, tags } => {
+                    io.hub.on_aac(now, room, rtp_ts, tags, &mut io.actions);
                     self.run_actions();
                 }
                 Done::Opus { room, ms, packets } => {
