@@ -778,6 +778,23 @@ pub fn chromium_driver_dir() -> PathBuf {
 }
 
 impl Gateway {
+    /// Every session of a room (ingests, then egresses), live and ended.
+    pub fn room_sessions(&self, room: &str) -> Vec<Value> {
+        let (code, v) = self.get(&format!("/v1/rooms/{room}"));
+        assert_eq!(code, 200, "{v}");
+        let mut all = v["ingests"].as_array().cloned().unwrap_or_default();
+        all.extend(v["egresses"].as_array().cloned().unwrap_or_default());
+        all
+    }
+
+    /// The first session of a room with this `kind` (`whip`, `whep`, ...).
+    pub fn session_of_kind(&self, room: &str, kind: &str) -> Value {
+        self.room_sessions(room)
+            .into_iter()
+            .find(|s| s["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} session in {room}"))
+    }
+
     pub fn rtmp_url(&self, room: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{room}", self.rtmp)
     }
@@ -837,6 +854,30 @@ pub fn ffmpeg_rtmp_play(url: &str, secs: u32, timeout: Duration) -> (usize, usiz
         count(&audio),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The streams ffprobe sees at `url` (codec, size, sample rate), or none.
+pub fn ffprobe_streams(url: &str) -> Vec<Value> {
+    let out = Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "15",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+        ])
+        .args([
+            "stream=codec_name,width,height,sample_rate",
+            "-of",
+            "json",
+            url,
+        ])
+        .output()
+        .expect("run ffprobe");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v["streams"].as_array().cloned().unwrap_or_default()
 }
 
 /// Wall time from starting an ffmpeg player to its first decoded video

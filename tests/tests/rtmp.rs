@@ -39,37 +39,18 @@ fn ffmpeg_publishes_and_ffmpeg_players_decode() {
         assert!(audio >= 100, "decoded {audio} audio frames:\n{log}");
     }
     // Codec parameters as a player sees them.
-    let probe = std::process::Command::new("timeout")
-        .args([
-            "-s",
-            "KILL",
-            "15",
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_entries",
-        ])
-        .args([
-            "stream=codec_name,width,height,sample_rate",
-            "-of",
-            "json",
-            &url,
-        ])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
-    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let streams = ffprobe_streams(&url);
     let video = streams.iter().find(|s| s["codec_name"] == "h264");
     let audio = streams.iter().find(|s| s["codec_name"] == "aac");
     assert_eq!(
         video.map(|s| (s["width"].clone(), s["height"].clone())),
         Some((json!(640), json!(360))),
-        "{v}"
+        "{streams:?}"
     );
     assert_eq!(
         audio.map(|s| s["sample_rate"].clone()),
         Some(json!("48000")),
-        "{v}"
+        "{streams:?}"
     );
     // The room was created by the publish, and the controlplane knows it.
     let (code, room) = gw.get("/v1/rooms/show");
@@ -215,42 +196,20 @@ fn a_whip_publisher_is_played_over_rtmp() {
         video >= 60,
         "decoded {video} video frames over RTMP:\n{log}"
     );
-    let probe = std::process::Command::new("timeout")
-        .args([
-            "-s",
-            "KILL",
-            "15",
-            "ffprobe",
-            "-v",
-            "error",
-            "-show_entries",
-        ])
-        .args(["stream=codec_name,width,height,sample_rate", "-of", "json"])
-        .arg(gw.rtmp_url("bridge"))
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&probe.stdout).unwrap_or(Value::Null);
-    let streams = v["streams"].as_array().cloned().unwrap_or_default();
+    let streams = ffprobe_streams(&gw.rtmp_url("bridge"));
     assert!(
         streams
             .iter()
             .any(|s| s["codec_name"] == "h264" && s["width"] == 640 && s["height"] == 360),
-        "{v}"
+        "{streams:?}"
     );
     assert!(
         streams
             .iter()
             .any(|s| s["codec_name"] == "aac" && s["sample_rate"] == "48000"),
-        "{v}"
+        "{streams:?}"
     );
-    let (_, room) = gw.get("/v1/rooms/bridge");
-    let whip = room["ingests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "whip")
-        .cloned()
-        .unwrap();
+    let whip = gw.session_of_kind("bridge", "whip");
     assert!(
         whip["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
         "{whip}"

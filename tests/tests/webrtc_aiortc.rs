@@ -7,21 +7,6 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 
-fn room_sessions(gw: &Gateway, room: &str) -> Vec<Value> {
-    let (code, v) = gw.get(&format!("/v1/rooms/{room}"));
-    assert_eq!(code, 200, "{v}");
-    let mut all = v["ingests"].as_array().cloned().unwrap_or_default();
-    all.extend(v["egresses"].as_array().cloned().unwrap_or_default());
-    all
-}
-
-fn session_of_kind(gw: &Gateway, room: &str, kind: &str) -> Value {
-    room_sessions(gw, room)
-        .into_iter()
-        .find(|s| s["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} session in {room}"))
-}
-
 #[test]
 fn whip_publish_whep_play_decodes_h264_and_opus() {
     let gw = Gateway::start(2, &[]);
@@ -42,10 +27,10 @@ fn whip_publish_whep_play_decodes_h264_and_opus() {
     let setup_ms = play["first_frame_ms"].as_f64().unwrap();
     eprintln!("aiortc WHEP set-up to first decoded frame: {setup_ms:.0} ms");
 
-    let whep = session_of_kind(&gw, "live", "whep");
+    let whep = gw.session_of_kind("live", "whep");
     assert_eq!(whep["state"], "ended");
     assert!(whep["stats"]["packets"].as_u64().unwrap() > 100, "{whep}");
-    let whip = session_of_kind(&gw, "live", "whip");
+    let whip = gw.session_of_kind("live", "whip");
     assert_eq!(whip["state"], "live");
     assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
     assert!(whip["stats"]["packets"].as_u64().unwrap() > 100, "{whip}");
@@ -53,7 +38,7 @@ fn whip_publish_whep_play_decodes_h264_and_opus() {
     let done = publisher.finish();
     assert_eq!(done["state"], "connected", "{done}");
     assert_eq!(done["deleted"], 200, "{done}");
-    assert_eq!(session_of_kind(&gw, "live", "whip")["state"], "ended");
+    assert_eq!(gw.session_of_kind("live", "whip")["state"], "ended");
 }
 
 /// A publisher that encodes (as a camera does) answers the PLI a joining
@@ -67,7 +52,7 @@ fn a_joining_player_gets_a_keyframe_from_an_encoding_publisher() {
     std::thread::sleep(Duration::from_millis(500));
     let play = aiortc_play(&gw, "cam", 2.0, &[]);
     assert!(play["video_frames"].as_u64().unwrap() >= 20, "{play}");
-    let whip = session_of_kind(&gw, "cam", "whip");
+    let whip = gw.session_of_kind("cam", "whip");
     assert!(
         whip["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
         "{whip}"
@@ -113,7 +98,7 @@ fn nack_recovers_loss_on_the_subscriber_leg() {
         dropped >= 10,
         "the relay dropped too little to test: {play}"
     );
-    let whep = session_of_kind(&gw, "lossy", "whep");
+    let whep = gw.session_of_kind("lossy", "whep");
     let retransmits = whep["stats"]["retransmits"].as_u64().unwrap();
     eprintln!("relay dropped {dropped} RTP packets, gateway retransmitted {retransmits}");
     assert!(retransmits > 0, "no NACK was answered: {whep}");
@@ -142,12 +127,12 @@ fn a_client_that_vanishes_is_ended_by_consent_timeout() {
     let gw = Gateway::start(1, &[]);
     let mut publisher = AiortcPublisher::start(&gw, "ghost", 30.0, &["--no-delete"]);
     publisher.connected();
-    let port = port_of(&session_of_kind(&gw, "ghost", "whip"));
+    let port = port_of(&gw.session_of_kind("ghost", "whip"));
     // SIGKILL: no DELETE, no DTLS close_notify, no more STUN checks.
     kill9(publisher.child.id());
     let deadline = Instant::now() + Duration::from_secs(45);
     let ended = loop {
-        let s = session_of_kind(&gw, "ghost", "whip");
+        let s = gw.session_of_kind("ghost", "whip");
         if s["state"] == "ended" {
             break s;
         }
@@ -177,7 +162,7 @@ fn a_dtls_certificate_that_does_not_match_the_offer_ends_the_session() {
         first["ok"], false,
         "connected with a forged fingerprint: {first}"
     );
-    let s = session_of_kind(&gw, "forged", "whip");
+    let s = gw.session_of_kind("forged", "whip");
     assert_eq!(s["state"], "ended", "{s}");
     assert!(s["end_reason"].as_str().unwrap().contains("DTLS"), "{s}");
     let (_, health) = gw.healthz();
@@ -203,7 +188,7 @@ fn strangers_and_junk_are_counted_and_do_not_disturb_the_session() {
     let gw = Gateway::start(1, &[]);
     let mut publisher = AiortcPublisher::start(&gw, "noisy", 9.0, &[]);
     publisher.connected();
-    let port = port_of(&session_of_kind(&gw, "noisy", "whip"));
+    let port = port_of(&gw.session_of_kind("noisy", "whip"));
     let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
     stranger
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -229,7 +214,7 @@ fn strangers_and_junk_are_counted_and_do_not_disturb_the_session() {
     // The real publisher is untouched: a player still decodes it.
     let play = aiortc_play(&gw, "noisy", 3.0, &[]);
     assert!(play["video_frames"].as_u64().unwrap() >= 30, "{play}");
-    let whip = session_of_kind(&gw, "noisy", "whip");
+    let whip = gw.session_of_kind("noisy", "whip");
     let drops = &whip["stats"]["drops"];
     assert!(drops["ice_rejected"].as_u64().unwrap() >= 5, "{whip}");
     assert!(drops["unknown_source"].as_u64().unwrap() >= 10, "{whip}");

@@ -46,14 +46,7 @@ fn chromium_publishes_and_another_chromium_page_plays() {
     );
 
     // The player's join asked the publisher for a keyframe.
-    let (_, room) = gw.get("/v1/rooms/browser");
-    let whip = room["ingests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["kind"] == "whip")
-        .cloned()
-        .unwrap();
+    let whip = gw.session_of_kind("browser", "whip");
     assert!(
         whip["stats"]["keyframe_requests"].as_u64().unwrap() >= 1,
         "{whip}"
