@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(demo_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/rooms", post(create_room).get(list_rooms))
         .route("/v1/rooms/{room}", get(get_room).delete(delete_room))
         .route("/v1/rooms/{room}/ingest/rtp", post(create_ingest))

@@ -50,6 +50,16 @@ pub struct Link {
 }
 
 impl Link {
+    /// Commands waiting in each shard's ring (a backlog means a stuck shard).
+    pub fn command_depths(&self) -> Vec<u64> {
+        self.producers
+            .lock()
+            .expect("producers lock")
+            .iter()
+            .map(Producer::depth)
+            .collect()
+    }
+
     pub fn new(region: Region) -> Link {
         let n = region.shards();
         let now = Instant::now();

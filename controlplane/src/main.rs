@@ -9,6 +9,7 @@ mod api;
 mod config;
 mod error;
 mod link;
+mod metrics;
 mod offer;
 mod sdp;
 mod state;

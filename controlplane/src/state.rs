@@ -164,12 +164,45 @@ pub struct State {
     pub room_names: HashMap<u32, String>,
     pub sessions: HashMap<u64, SessionRecord>,
     pub ports: Vec<PortPool>,
+    /// Per shard: the counters of sessions that ended, so totals in
+    /// `/metrics` never go down when a session leaves.
+    pub retired: Vec<Totals>,
     next_id: u64,
+}
+
+/// Counters summed over sessions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub drops: [u64; gateway_ring::msg::DropReason::COUNT],
+    pub retransmits: u64,
+    pub keyframe_requests: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, s: &SessionStats, ingest: bool) {
+        if ingest {
+            self.packets_in += s.packets;
+            self.bytes_in += s.bytes;
+        } else {
+            self.packets_out += s.packets;
+            self.bytes_out += s.bytes;
+        }
+        for (t, d) in self.drops.iter_mut().zip(s.drops) {
+            *t += d;
+        }
+        self.retransmits += s.retransmits;
+        self.keyframe_requests += s.keyframe_requests;
+    }
 }
 
 impl State {
     pub fn new(ports: Vec<PortPool>) -> State {
         State {
+            retired: vec![Totals::default(); ports.len()],
             rooms: HashMap::new(),
             room_names: HashMap::new(),
             sessions: HashMap::new(),
@@ -251,6 +284,9 @@ impl State {
     pub fn end_session(&mut self, id: u64, reason: &str) -> Option<SessionRecord> {
         let mut s = self.sessions.remove(&id)?;
         self.ports[s.shard as usize].release(s.port());
+        if let Some(t) = self.retired.get_mut(s.shard as usize) {
+            t.add(&s.stats, s.role.is_ingest());
+        }
         s.ended = Some(reason.to_string());
         if let Some(r) = self
             .room_names
@@ -273,6 +309,17 @@ impl State {
             self.end_session(id, reason);
         }
         ids.len()
+    }
+
+    /// Per shard: everything counted so far, live sessions and ended ones.
+    pub fn totals(&self) -> Vec<Totals> {
+        let mut t = self.retired.clone();
+        for s in self.sessions.values() {
+            if let Some(x) = t.get_mut(s.shard as usize) {
+                x.add(&s.stats, s.role.is_ingest());
+            }
+        }
+        t
     }
 
     pub fn update_stats(&mut self, s: SessionStats) {

@@ -553,7 +553,12 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Pinned client versions (wheels only; see TESTING.md).
-const AIORTC_PACKAGES: [&str; 3] = ["aiortc==1.16.0", "aiohttp", "av==18.1.0"];
+const AIORTC_PACKAGES: [&str; 4] = [
+    "aiortc==1.16.0",
+    "aiohttp",
+    "av==18.1.0",
+    "prometheus_client",
+];
 
 /// A Python with aiortc: `<repo>/.venv`, created and filled on first use.
 /// `tests/run.sh` prepares it up front; this makes a lone `cargo test` work
@@ -565,7 +570,7 @@ pub fn aiortc_python() -> PathBuf {
         let py = venv.join("bin/python");
         let ready = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import aiortc, aiohttp, av"])
+                .args(["-c", "import aiortc, aiohttp, av, prometheus_client"])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())

@@ -1,0 +1,248 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4).
+//!
+//! Counters are sums over sessions as the dataplane last reported them
+//! (every 250 ms), plus those of sessions that ended, so they never go down
+//! while the controlplane runs.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State as Ext;
+use axum::http::header;
+use axum::response::IntoResponse;
+use gateway_ring::msg::{Direction, DropReason};
+
+use crate::api::{lock, App};
+use crate::state::Role;
+
+/// One metric family: HELP and TYPE, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{name}");
+        if !labels.is_empty() {
+            let l: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            let _ = write!(self.out, "{{{}}}", l.join(","));
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+fn session_kind(r: &Role) -> &'static str {
+    match r {
+        Role::Ingest(_) => "rtp_ingest",
+        Role::Egress(_) => "rtp_egress",
+        Role::Webrtc(w) if w.direction == Direction::Publish => "whip",
+        Role::Webrtc(_) => "whep",
+    }
+}
+
+pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
+    let mut out = String::new();
+    let now = Instant::now();
+    let alive: Vec<bool> = app
+        .link
+        .health
+        .lock()
+        .expect("health lock")
+        .iter()
+        .map(|h| h.alive(now))
+        .collect();
+    let up = app.link.ready() && (app.cfg.attach || app.dataplane_running.load(Ordering::SeqCst));
+    Family::new(
+        &mut out,
+        "mgw_up",
+        "gauge",
+        "1 when the dataplane is alive and in step.",
+    )
+    .sample("mgw_up", &[], up as u8);
+    Family::new(
+        &mut out,
+        "mgw_dataplane_restarts_total",
+        "counter",
+        "Dataplane restarts by the supervisor.",
+    )
+    .sample(
+        "mgw_dataplane_restarts_total",
+        &[],
+        app.restarts.load(Ordering::Relaxed),
+    );
+    let mut f = Family::new(
+        &mut out,
+        "mgw_shard_alive",
+        "gauge",
+        "1 while the shard's heartbeat moves.",
+    );
+    for (i, a) in alive.iter().enumerate() {
+        f.sample("mgw_shard_alive", &[("shard", &i.to_string())], *a as u8);
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_command_ring_depth",
+        "gauge",
+        "Commands waiting in the shard's ring.",
+    );
+    for (i, d) in app.link.command_depths().iter().enumerate() {
+        f.sample("mgw_command_ring_depth", &[("shard", &i.to_string())], d);
+    }
+
+    let st = lock(&app);
+    let totals = st.totals();
+    let shard = |i: usize| i.to_string();
+    let mut f = Family::new(
+        &mut out,
+        "mgw_packets_total",
+        "counter",
+        "Packets received from publishers (in) and sent to receivers (out).",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        f.sample(
+            "mgw_packets_total",
+            &[("shard", &shard(i)), ("direction", "in")],
+            t.packets_in,
+        );
+        f.sample(
+            "mgw_packets_total",
+            &[("shard", &shard(i)), ("direction", "out")],
+            t.packets_out,
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_bytes_total",
+        "counter",
+        "Bytes received (in) and sent (out).",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        f.sample(
+            "mgw_bytes_total",
+            &[("shard", &shard(i)), ("direction", "in")],
+            t.bytes_in,
+        );
+        f.sample(
+            "mgw_bytes_total",
+            &[("shard", &shard(i)), ("direction", "out")],
+            t.bytes_out,
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_drops_total",
+        "counter",
+        "Packets dropped, by reason.",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        for r in DropReason::ALL {
+            f.sample(
+                "mgw_drops_total",
+                &[("shard", &shard(i)), ("reason", r.name())],
+                t.drops[r as usize],
+            );
+        }
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_retransmits_total",
+        "counter",
+        "Packets resent to WebRTC players from the NACK cache.",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        f.sample(
+            "mgw_retransmits_total",
+            &[("shard", &shard(i))],
+            t.retransmits,
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_keyframe_requests_total",
+        "counter",
+        "Keyframe requests (PLI) sent to publishers and received from players.",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        f.sample(
+            "mgw_keyframe_requests_total",
+            &[("shard", &shard(i))],
+            t.keyframe_requests,
+        );
+    }
+
+    let mut by_kind = std::collections::BTreeMap::new();
+    for s in st.sessions.values() {
+        *by_kind
+            .entry((s.shard, session_kind(&s.role)))
+            .or_insert(0u64) += 1;
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_sessions",
+        "gauge",
+        "Live sessions by shard and kind.",
+    );
+    for ((sh, kind), n) in &by_kind {
+        f.sample(
+            "mgw_sessions",
+            &[("shard", &sh.to_string()), ("kind", kind)],
+            n,
+        );
+    }
+    Family::new(&mut out, "mgw_rooms", "gauge", "Rooms.").sample("mgw_rooms", &[], st.rooms.len());
+    let mut f = Family::new(
+        &mut out,
+        "mgw_room_sessions",
+        "gauge",
+        "Live sessions per room, publishers (ingest) and receivers (egress).",
+    );
+    let mut rooms: Vec<_> = st.rooms.values().collect();
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in rooms {
+        let ingest = r
+            .live
+            .iter()
+            .filter(|id| st.sessions.get(id).is_some_and(|s| s.role.is_ingest()))
+            .count();
+        f.sample(
+            "mgw_room_sessions",
+            &[("room", &r.name), ("role", "ingest")],
+            ingest,
+        );
+        f.sample(
+            "mgw_room_sessions",
+            &[("room", &r.name), ("role", "egress")],
+            r.live.len() - ingest,
+        );
+    }
+    let (in_use, total): (usize, usize) = st
+        .ports
+        .iter()
+        .fold((0, 0), |(u, t), p| (u + p.in_use(), t + p.size()));
+    Family::new(
+        &mut out,
+        "mgw_udp_ports_in_use",
+        "gauge",
+        "UDP media ports allocated.",
+    )
+    .sample("mgw_udp_ports_in_use", &[], in_use);
+    Family::new(
+        &mut out,
+        "mgw_udp_ports",
+        "gauge",
+        "UDP media ports configured.",
+    )
+    .sample("mgw_udp_ports", &[], total);
+    drop(st);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
