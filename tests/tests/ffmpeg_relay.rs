@@ -174,7 +174,11 @@ fn unpaced_ffmpeg_burst_is_relayed_or_counted_by_one_shard() {
     let ain = gw.session("burst", &id_of(&audio));
     let video_in = vin["stats"]["packets"].as_u64().unwrap();
     let audio_in = ain["stats"]["packets"].as_u64().unwrap();
-    assert!(video_in > 10_000, "{vin}");
+    // A burst, not a trickle. How much of ffmpeg's burst the kernel keeps
+    // depends on the machine's load (one CI run accepted 9.4 k of ~25 k
+    // video packets), so the bar is "thousands"; what is asserted exactly
+    // is below: everything accepted is sent or counted.
+    assert!(video_in > 5_000, "{vin}");
     for (id, got) in egress_ids.iter().zip(&received) {
         let e = gw.session("burst", id);
         let sent = e["stats"]["packets"].as_u64().unwrap();
