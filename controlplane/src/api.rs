@@ -26,6 +26,7 @@ use crate::state::{kind_name, Role, SessionRecord, SrtpParams, State};
 
 pub struct App {
     pub cfg: Config,
+    pub auth: crate::auth::Auth,
     pub state: Arc<Mutex<State>>,
     pub link: Arc<Link>,
     pub restarts: AtomicU64,
@@ -38,18 +39,29 @@ pub struct App {
 type AppState = Ext<Arc<App>>;
 type Created = (StatusCode, Json<Value>);
 
+/// Largest request body (JSON or SDP); beyond it, 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/", get(demo_page))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(crate::metrics::metrics))
+    let v1 = Router::new()
         .route("/v1/rooms", post(create_room).get(list_rooms))
+        .route("/v1/rooms/{room}/tokens", post(mint_token))
         .route("/v1/rooms/{room}", get(get_room).delete(delete_room))
         .route("/v1/rooms/{room}/ingest/rtp", post(create_ingest))
         .route("/v1/rooms/{room}/egress/rtp", post(create_egress))
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_admin,
+        ));
+    Router::new()
+        .route("/", get(demo_page))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::metrics))
+        .merge(v1)
         .merge(crate::whip::router())
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README for the API") })
         .with_state(app)
 }
@@ -63,6 +75,48 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
     app.state.lock().expect("state lock poisoned")
+}
+
+/// `/v1/*` needs the admin key.
+async fn require_admin(
+    Ext(app): AppState,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, ApiError> {
+    app.auth.check_admin(req.headers())?;
+    Ok(next.run(req).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    role: crate::auth::TokenRole,
+    ttl_s: Option<u64>,
+}
+
+/// Mints a room token for WHIP (`publish`) or WHEP (`subscribe`).
+async fn mint_token(
+    Ext(app): AppState,
+    Path(room): Path<String>,
+    body: Result<Json<TokenBody>, JsonRejection>,
+) -> Result<Created, ApiError> {
+    let Json(b) = body?;
+    validate_room_name(&room)?;
+    let ttl = b.ttl_s.unwrap_or(3600);
+    let now_s = now_ms() / 1000;
+    let token = app.auth.mint(&room, b.role, ttl, now_s)?;
+    let path = match b.role {
+        crate::auth::TokenRole::Publish => "whip",
+        crate::auth::TokenRole::Subscribe => "whep",
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "expires_at": now_s + ttl,
+            "url": format!("/{path}/{room}"),
+        })),
+    ))
 }
 
 /// The demo page: publish a camera with WHIP, play a room with WHEP.

@@ -49,6 +49,17 @@ pub struct Config {
     /// Keep each stream's latest GOP so a new RTMP player gets a picture at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub gop_cache: bool,
+    /// Admin key for `/v1/*` (`Authorization: Bearer KEY`). Default: a
+    /// development key generated and printed at start. Prefer the
+    /// environment variable: flags show in `ps`.
+    #[arg(long, env = "MGW_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// HS256 secret for room tokens; when set, WHIP and WHEP need one.
+    #[arg(long, env = "MGW_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Refuse to start without --admin-key and --token-secret.
+    #[arg(long, env = "MGW_PRODUCTION")]
+    pub production: bool,
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,

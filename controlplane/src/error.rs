@@ -48,7 +48,10 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(r: axum::extract::rejection::JsonRejection) -> ApiError {
         // axum's message names the problem (syntax, missing field, wrong type, content type).
         ApiError::new(
-            if r.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            if matches!(
+                r.status(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::PAYLOAD_TOO_LARGE
+            ) {
                 r.status()
             } else {
                 StatusCode::BAD_REQUEST

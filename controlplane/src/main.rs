@@ -6,6 +6,7 @@
 //! serve HTTP.
 
 mod api;
+mod auth;
 mod config;
 mod error;
 mod link;
@@ -86,7 +87,24 @@ async fn main() {
     let link = Arc::new(link::Link::new(region));
     let state = Arc::new(Mutex::new(state::State::new(ports)));
     link::spawn_pump(link.clone(), state.clone());
+    let auth = match auth::Auth::from_config(&cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if auth.dev_admin_key {
+        warn!(
+            "no --admin-key: development admin key for /v1/* is {} (use Authorization: Bearer <key>; --production refuses to start without one)",
+            auth.admin_key()
+        );
+    }
+    if !auth.require_tokens {
+        warn!("no --token-secret: WHIP and WHEP are open to anyone who can reach this address");
+    }
     let app = Arc::new(api::App {
+        auth,
         cfg: cfg.clone(),
         state,
         link: link.clone(),

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State as Ext};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,7 @@ use gateway_ring::msg::{Command, Direction, TrackSpec, WebrtcSpec};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
+use crate::auth::TokenRole;
 use crate::error::ApiError;
 use crate::offer::{self, AnswerParams, Mode};
 use crate::state::Role;
@@ -103,22 +105,32 @@ fn random_ssrc(rng: &SystemRandom) -> Result<u32, ApiError> {
     Ok(u32::from_be_bytes(b).max(1))
 }
 
+type Body = Result<Bytes, BytesRejection>;
+
+/// The body, or the extractor's refusal (413 over the limit) as an API error.
+fn body_bytes(body: Body) -> Result<Bytes, ApiError> {
+    body.map_err(|r| ApiError::new(r.status(), format!("request body: {}", r.body_text())))
+}
+
 async fn whip(
     Ext(app): Ext<Arc<App>>,
     Path(room): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    offer_answer(&app, room, Mode::Publish, &headers, &body).await
+    app.auth.check_stream(&headers, &room, TokenRole::Publish)?;
+    offer_answer(&app, room, Mode::Publish, &headers, &body_bytes(body)?).await
 }
 
 async fn whep(
     Ext(app): Ext<Arc<App>>,
     Path(room): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    offer_answer(&app, room, Mode::Play, &headers, &body).await
+    app.auth
+        .check_stream(&headers, &room, TokenRole::Subscribe)?;
+    offer_answer(&app, room, Mode::Play, &headers, &body_bytes(body)?).await
 }
 
 async fn offer_answer(
@@ -242,8 +254,16 @@ async fn trickle(
     Ext(app): Ext<Arc<App>>,
     Path((room, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<StatusCode, ApiError> {
+    // The session URL is not a secret: the token that made it is needed.
+    let role = if is_whep(&headers, &app, &room, &id) {
+        TokenRole::Subscribe
+    } else {
+        TokenRole::Publish
+    };
+    app.auth.check_stream(&headers, &room, role)?;
+    let body = body_bytes(body)?;
     if !content_type_is(&headers, "application/trickle-ice-sdpfrag") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -283,15 +303,31 @@ async fn trickle(
 async fn delete_whip(
     Ext(app): Ext<Arc<App>>,
     Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    app.auth.check_stream(&headers, &room, TokenRole::Publish)?;
     delete_session(&app, &room, &id, true).await?;
     Ok(StatusCode::OK)
+}
+
+/// Whether session `id` of `room` is a WHEP player (PATCH serves both).
+fn is_whep(_headers: &HeaderMap, app: &App, room: &str, id: &str) -> bool {
+    let st = lock(app);
+    id.parse::<u64>()
+        .ok()
+        .and_then(|id| st.sessions.get(&id))
+        .is_some_and(|s| {
+            !s.role.is_ingest() && st.room_names.get(&s.room_id()).map(String::as_str) == Some(room)
+        })
 }
 
 async fn delete_whep(
     Ext(app): Ext<Arc<App>>,
     Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
+    app.auth
+        .check_stream(&headers, &room, TokenRole::Subscribe)?;
     delete_session(&app, &room, &id, false).await?;
     Ok(StatusCode::OK)
 }

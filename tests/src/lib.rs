@@ -127,6 +127,9 @@ fn log_file(name: &str) -> (std::fs::File, PathBuf) {
     (std::fs::File::create(&path).unwrap(), path)
 }
 
+/// The admin key every test gateway runs with.
+pub const ADMIN_KEY: &str = "e2e-admin-key-0123456789";
+
 /// A running gateway: the controlplane (which spawns the dataplane), or in
 /// attach mode a dataplane and a controlplane started separately.
 pub struct Gateway {
@@ -208,6 +211,7 @@ impl Gateway {
         ])
         .args(["--shm-name", &self.shm, "--udp-ports", &ports, "--no-pin"])
         .args(["--rtmp", &format!("127.0.0.1:{}", self.rtmp)])
+        .args(["--admin-key", ADMIN_KEY])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(f);
@@ -215,6 +219,15 @@ impl Gateway {
             cmd.arg("--attach");
         }
         self.controlplane = Some(cmd.spawn().expect("start controlplane"));
+    }
+
+    /// The operator API (`/v1/*`) gets the admin key; WHIP/WHEP do not.
+    fn authed(&self, r: ureq::Request, path: &str) -> ureq::Request {
+        if path.starts_with("/v1/") {
+            r.set("authorization", &format!("Bearer {ADMIN_KEY}"))
+        } else {
+            r
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -237,7 +250,8 @@ impl Gateway {
     }
 
     fn try_get(&self, path: &str) -> Result<(u16, Value), String> {
-        match ureq::get(&format!("{}{path}", self.api))
+        match self
+            .authed(ureq::get(&format!("{}{path}", self.api)), path)
             .timeout(Duration::from_secs(5))
             .call()
         {
@@ -253,7 +267,8 @@ impl Gateway {
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let r = ureq::post(&format!("{}{path}", self.api))
+        let r = self
+            .authed(ureq::post(&format!("{}{path}", self.api)), path)
             .timeout(Duration::from_secs(10))
             .set("content-type", "application/json")
             .send_string(body);
@@ -269,7 +284,8 @@ impl Gateway {
     }
 
     pub fn delete(&self, path: &str) -> (u16, Value) {
-        match ureq::delete(&format!("{}{path}", self.api))
+        match self
+            .authed(ureq::delete(&format!("{}{path}", self.api)), path)
             .timeout(Duration::from_secs(10))
             .call()
         {
@@ -688,18 +704,31 @@ pub fn aiortc_play(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> Value
     })
 }
 
-/// Posts an SDP body; returns (status, headers of interest, body text).
+/// Posts an SDP body; returns (status, Location, body text).
 pub fn post_sdp(
     gw: &Gateway,
     path: &str,
     content_type: &str,
     body: &str,
 ) -> (u16, Option<String>, String) {
-    let r = ureq::post(&format!("{}{path}", gw.api))
+    post_sdp_with(gw, path, content_type, body, None)
+}
+
+/// As [`post_sdp`], with `Authorization: Bearer <token>`.
+pub fn post_sdp_with(
+    gw: &Gateway,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let mut r = ureq::post(&format!("{}{path}", gw.api))
         .timeout(Duration::from_secs(10))
-        .set("content-type", content_type)
-        .send_string(body);
-    match r {
+        .set("content-type", content_type);
+    if let Some(t) = token {
+        r = r.set("authorization", &format!("Bearer {t}"));
+    }
+    match r.send_string(body) {
         Ok(r) => (
             r.status(),
             r.header("location").map(str::to_string),
@@ -709,6 +738,15 @@ pub fn post_sdp(
         Err(e) => panic!("POST {path}: {e}"),
     }
 }
+
+/// A minimal WHIP offer (H264 only) that the gateway accepts; no client
+/// will ever connect to its answer.
+pub const MINIMAL_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=sendonly\r\na=rtcp-mux\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
 
 /// A network namespace with only `lo` up, entered by the calling thread:
 /// sockets it opens and processes it spawns from now on live there. Chromium

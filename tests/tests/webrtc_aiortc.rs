@@ -223,13 +223,6 @@ fn strangers_and_junk_are_counted_and_do_not_disturb_the_session() {
     publisher.finish();
 }
 
-const MINIMAL_OFFER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
-a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwxyz\r\n\
-a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
-a=setup:actpass\r\na=sendonly\r\na=rtcp-mux\r\n\
-a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
-
 #[test]
 fn whip_and_whep_errors_say_what_is_wrong() {
     let gw = Gateway::start(1, &["--auto-room", "false"]);

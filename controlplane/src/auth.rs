@@ -1,0 +1,277 @@
+//! Who may do what.
+//!
+//! - `/v1/*` (the operator API) needs the admin key: `Authorization: Bearer KEY`.
+//! - WHIP and WHEP need a room token when a token secret is configured:
+//!   a JWT (HS256) with `room`, `role` (`publish` for WHIP, `subscribe` for
+//!   WHEP) and `exp`, minted by `POST /v1/rooms/{room}/tokens`.
+//!
+//! Without `--admin-key` a development key is generated and printed at
+//! start, and without `--token-secret` WHIP/WHEP are open (tokens can still
+//! be minted, with a generated secret), so the one-command start and the
+//! demo page just work on a laptop. `--production` refuses to start without
+//! both secrets.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Shortest secrets accepted (bytes).
+pub const MIN_SECRET: usize = 16;
+/// Longest token lifetime that can be minted.
+pub const MAX_TTL_S: u64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRole {
+    Publish,
+    Subscribe,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    room: String,
+    role: TokenRole,
+    exp: u64,
+}
+
+pub struct Auth {
+    admin_key: String,
+    // (Debug below never prints the secrets.)
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// WHIP/WHEP need a token (a secret was configured).
+    pub require_tokens: bool,
+    /// The admin key was generated (development mode).
+    pub dev_admin_key: bool,
+}
+
+fn random_secret() -> Result<String, String> {
+    let mut b = [0u8; 24];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| "no randomness available".to_string())?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("require_tokens", &self.require_tokens)
+            .field("dev_admin_key", &self.dev_admin_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    pub fn from_config(cfg: &Config) -> Result<Auth, String> {
+        if cfg.production && (cfg.admin_key.is_none() || cfg.token_secret.is_none()) {
+            return Err(
+                "--production needs --admin-key and --token-secret (or MGW_ADMIN_KEY and MGW_TOKEN_SECRET)"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("--admin-key", &cfg.admin_key),
+            ("--token-secret", &cfg.token_secret),
+        ] {
+            if v.as_ref().is_some_and(|s| s.len() < MIN_SECRET) {
+                return Err(format!("{name} must be at least {MIN_SECRET} characters"));
+            }
+        }
+        let (admin_key, dev_admin_key) = match &cfg.admin_key {
+            Some(k) => (k.clone(), false),
+            None => (random_secret()?, true),
+        };
+        let secret = match &cfg.token_secret {
+            Some(s) => s.clone(),
+            None => random_secret()?,
+        };
+        Ok(Auth {
+            admin_key,
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            require_tokens: cfg.token_secret.is_some(),
+            dev_admin_key,
+        })
+    }
+
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    fn bearer(headers: &HeaderMap) -> Option<&str> {
+        headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+    }
+
+    /// The operator API: 401 without a key, 403 with a wrong one.
+    pub fn check_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(key) = Self::bearer(headers) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "the API needs the admin key: Authorization: Bearer <key> (--admin-key; printed at start in development)",
+            ));
+        };
+        if bool::from(key.as_bytes().ct_eq(self.admin_key.as_bytes())) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("wrong admin key"))
+        }
+    }
+
+    /// A room token for `room` and `role`, valid `ttl_s` seconds.
+    pub fn mint(
+        &self,
+        room: &str,
+        role: TokenRole,
+        ttl_s: u64,
+        now_s: u64,
+    ) -> Result<String, ApiError> {
+        if ttl_s == 0 || ttl_s > MAX_TTL_S {
+            return Err(ApiError::bad_request(format!(
+                "ttl_s must be 1-{MAX_TTL_S} seconds"
+            )));
+        }
+        let claims = Claims {
+            room: room.to_string(),
+            role,
+            exp: now_s + ttl_s,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| ApiError::unavailable(format!("minting the token failed: {e}")))
+    }
+
+    /// WHIP (`Publish`) or WHEP (`Subscribe`) on `room`: 401 for a missing,
+    /// malformed, forged or expired token; 403 for another room or role.
+    pub fn check_stream(
+        &self,
+        headers: &HeaderMap,
+        room: &str,
+        role: TokenRole,
+    ) -> Result<(), ApiError> {
+        if !self.require_tokens {
+            return Ok(());
+        }
+        let Some(token) = Self::bearer(headers) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("this server needs a room token: Authorization: Bearer <token> (POST /v1/rooms/{room}/tokens)"),
+            ));
+        };
+        let mut v = Validation::new(Algorithm::HS256);
+        v.leeway = 0;
+        v.set_required_spec_claims(&["exp"]);
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    format!("room token rejected: {e}"),
+                )
+            })?
+            .claims;
+        if claims.room != room {
+            return Err(ApiError::forbidden(format!(
+                "the token is for room {:?}, not {room:?}",
+                claims.room
+            )));
+        }
+        if claims.role != role {
+            return Err(ApiError::forbidden(format!(
+                "the token allows {:?}, not {role:?}",
+                claims.role
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn auth(args: &[&str]) -> Result<Auth, String> {
+        let mut v = vec!["cp"];
+        v.extend_from_slice(args);
+        Auth::from_config(&Config::parse_from(v))
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn tokens_bind_room_role_and_time() {
+        let a = auth(&[
+            "--admin-key",
+            "0123456789abcdef0",
+            "--token-secret",
+            "fedcba98765432100",
+        ])
+        .unwrap();
+        let now = 1_800_000_000;
+        let t = a.mint("r", TokenRole::Publish, 60, now).unwrap();
+        assert!(a.check_stream(&bearer(&t), "r", TokenRole::Publish).is_ok());
+        let e = a
+            .check_stream(&bearer(&t), "other", TokenRole::Publish)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = a
+            .check_stream(&bearer(&t), "r", TokenRole::Subscribe)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let old = a.mint("r", TokenRole::Publish, 1, 1_000_000).unwrap();
+        let e = a
+            .check_stream(&bearer(&old), "r", TokenRole::Publish)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{}", e.message);
+        let forged = auth(&["--token-secret", "another-secret-123"])
+            .unwrap()
+            .mint("r", TokenRole::Publish, 60, now)
+            .unwrap();
+        let e = a
+            .check_stream(&bearer(&forged), "r", TokenRole::Publish)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            a.check_stream(&HeaderMap::new(), "r", TokenRole::Publish)
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(a.mint("r", TokenRole::Publish, 0, now).is_err());
+    }
+
+    #[test]
+    fn admin_key_and_modes() {
+        let a = auth(&["--admin-key", "0123456789abcdef0"]).unwrap();
+        assert!(a.check_admin(&bearer("0123456789abcdef0")).is_ok());
+        assert_eq!(
+            a.check_admin(&bearer("nope")).unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            a.check_admin(&HeaderMap::new()).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(!a.require_tokens, "no secret: WHIP/WHEP open");
+        let dev = auth(&[]).unwrap();
+        assert!(dev.dev_admin_key && dev.admin_key().len() >= MIN_SECRET);
+        assert!(auth(&["--production"]).unwrap_err().contains("--admin-key"));
+        assert!(auth(&["--admin-key", "short"]).unwrap_err().contains("16"));
+    }
+}

@@ -1,0 +1,144 @@
+//! Keeping strangers out: the admin key on `/v1/*`, room tokens on WHIP and
+//! WHEP, production mode without secrets, body size limits. None of the
+//! refused requests changes state.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+fn status(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match r {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn the_api_needs_the_admin_key() {
+    let gw = Gateway::start(1, &[]);
+    let url = format!("{}/v1/rooms", gw.api);
+    let (code, body) = status(ureq::get(&url).call());
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("admin key"), "{body}");
+    let (code, _) = status(
+        ureq::get(&url)
+            .set("authorization", "Bearer wrong-key")
+            .call(),
+    );
+    assert_eq!(code, 403);
+    let (code, _) = status(
+        ureq::post(&url)
+            .set("content-type", "application/json")
+            .send_string(r#"{"name":"sneaky"}"#),
+    );
+    assert_eq!(code, 401);
+    let (code, rooms) = gw.get("/v1/rooms");
+    assert_eq!(code, 200);
+    assert_eq!(
+        rooms["rooms"],
+        json!([]),
+        "the refused create changed nothing"
+    );
+    // Health and metrics stay open for probes and scrapers.
+    assert_eq!(gw.healthz().0, 200);
+}
+
+#[test]
+fn room_tokens_guard_whip_and_whep() {
+    let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
+    let mint = |room: &str, role: &str, ttl: u64| {
+        let (code, v) = gw.post(
+            &format!("/v1/rooms/{room}/tokens"),
+            json!({ "role": role, "ttl_s": ttl }),
+        );
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let publish = mint("t", "publish", 60);
+    let try_whip = |token: Option<&str>| {
+        post_sdp_with(&gw, "/whip/t", "application/sdp", MINIMAL_OFFER, token)
+    };
+
+    let (code, _, body) = try_whip(None);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("room token"), "{body}");
+    assert_eq!(try_whip(Some(&mint("t", "subscribe", 60))).0, 403);
+    assert_eq!(try_whip(Some(&mint("other", "publish", 60))).0, 403);
+    // A token whose signature is not ours.
+    let mut forged = publish.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    assert_eq!(try_whip(Some(&forged)).0, 401);
+    let short = mint("t", "publish", 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (code, _, body) = try_whip(Some(&short));
+    assert_eq!(code, 401, "expired: {body}");
+    assert_eq!(
+        gw.healthz().1["udp_ports"]["in_use"],
+        0,
+        "refusals allocate nothing"
+    );
+
+    let (code, location, answer) = try_whip(Some(&publish));
+    assert_eq!(code, 201, "{answer}");
+    let location = location.unwrap();
+    // The session URL alone does not let anyone end the session.
+    let del = |token: Option<&str>| {
+        let mut r = ureq::delete(&format!("{}{location}", gw.api));
+        if let Some(t) = token {
+            r = r.set("authorization", &format!("Bearer {t}"));
+        }
+        status(r.call()).0
+    };
+    assert_eq!(del(None), 401);
+    assert_eq!(del(Some(&publish)), 200);
+    assert_eq!(gw.healthz().1["udp_ports"]["in_use"], 0);
+    // Tokens need a role and a sane lifetime.
+    let (code, v) = gw.post("/v1/rooms/t/tokens", json!({ "role": "admin" }));
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = gw.post(
+        "/v1/rooms/t/tokens",
+        json!({ "role": "publish", "ttl_s": 0 }),
+    );
+    assert_eq!(code, 400, "{v}");
+}
+
+#[test]
+fn production_mode_refuses_to_start_without_secrets() {
+    let t0 = Instant::now();
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "20"])
+        .arg(bin("controlplane"))
+        .args([
+            "--production",
+            "--http",
+            "127.0.0.1:0",
+            "--shm-name",
+            "mgw-test-prod-refused",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin-key") && err.contains("--token-secret"),
+        "{err}"
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "it should refuse at once"
+    );
+}
+
+#[test]
+fn oversized_bodies_get_413() {
+    let gw = Gateway::start(1, &[]);
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(100_000));
+    let (code, v) = gw.post_raw("/v1/rooms", &big);
+    assert_eq!(code, 413, "{v}");
+    let (code, _, body) = post_sdp(&gw, "/whip/r", "application/sdp", &"a=x\r\n".repeat(20_000));
+    assert_eq!(code, 413, "{body}");
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+}
