@@ -12,9 +12,9 @@
 //! both secrets.
 
 use axum::http::{header, HeaderMap, StatusCode};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+pub use gateway_ring::token::TokenRole;
+use gateway_ring::token::{TokenError, TokenKeys};
 use ring::rand::{SecureRandom, SystemRandom};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -25,25 +25,10 @@ pub const MIN_SECRET: usize = 16;
 /// Longest token lifetime that can be minted.
 pub const MAX_TTL_S: u64 = 7 * 24 * 3600;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenRole {
-    Publish,
-    Subscribe,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    room: String,
-    role: TokenRole,
-    exp: u64,
-}
-
 pub struct Auth {
     admin_key: String,
     // (Debug below never prints the secrets.)
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: TokenKeys,
     /// WHIP/WHEP need a token (a secret was configured).
     pub require_tokens: bool,
     /// The admin key was generated (development mode).
@@ -93,8 +78,7 @@ impl Auth {
         };
         Ok(Auth {
             admin_key,
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            keys: TokenKeys::new(secret.as_bytes()),
             require_tokens: cfg.token_secret.is_some(),
             dev_admin_key,
         })
@@ -141,12 +125,8 @@ impl Auth {
                 "ttl_s must be 1-{MAX_TTL_S} seconds"
             )));
         }
-        let claims = Claims {
-            room: room.to_string(),
-            role,
-            exp: now_s + ttl_s,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.keys
+            .mint(room, role, now_s + ttl_s)
             .map_err(|e| ApiError::unavailable(format!("minting the token failed: {e}")))
     }
 
@@ -167,30 +147,12 @@ impl Auth {
                 format!("this server needs a room token: Authorization: Bearer <token> (POST /v1/rooms/{room}/tokens)"),
             ));
         };
-        let mut v = Validation::new(Algorithm::HS256);
-        v.leeway = 0;
-        v.set_required_spec_claims(&["exp"]);
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("room token rejected: {e}"),
-                )
-            })?
-            .claims;
-        if claims.room != room {
-            return Err(ApiError::forbidden(format!(
-                "the token is for room {:?}, not {room:?}",
-                claims.room
-            )));
-        }
-        if claims.role != role {
-            return Err(ApiError::forbidden(format!(
-                "the token allows {:?}, not {role:?}",
-                claims.role
-            )));
-        }
-        Ok(())
+        self.keys
+            .verify(Some(token), room, role)
+            .map_err(|e| match e {
+                TokenError::Invalid(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+                TokenError::Forbidden(m) => ApiError::forbidden(m),
+            })
     }
 }
 

@@ -33,6 +33,11 @@ pub async fn supervise(app: Arc<App>, bin: PathBuf, args: Vec<String>) {
         let started = Instant::now();
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(&args).kill_on_drop(true);
+        // The dataplane checks RTMP room tokens; the secret goes by
+        // environment, not argv (argv shows in `ps`).
+        if let Some(secret) = &app.cfg.token_secret {
+            cmd.env("MGW_TOKEN_SECRET", secret);
+        }
         // SAFETY: prctl is async-signal-safe; it asks the kernel to stop the
         // dataplane if we die, so spawn mode never leaves an orphan behind.
         unsafe {

@@ -43,6 +43,10 @@ struct Args {
     /// Keep each stream's latest GOP so a new RTMP player starts at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     gop_cache: bool,
+    /// Room-token secret: RTMP publish and play then need `?token=` (a JWT
+    /// minted by the controlplane). Pass it in the environment: flags show in `ps`.
+    #[arg(long, env = "MGW_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
     /// An RTMP publish to a room that does not exist creates it.
     #[arg(long, env = "MGW_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
     auto_room: bool,
@@ -90,6 +94,10 @@ fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, Str
         .map_err(|e| format!("--rtmp {:?}: {e} (use IP:PORT or off)", args.rtmp))?;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let peers = Arc::new(senders);
+    let tokens = args
+        .token_secret
+        .as_ref()
+        .map(|s| Arc::new(gateway_ring::token::TokenKeys::new(s.as_bytes())));
     let mut out = Vec::new();
     for inbox in receivers {
         let listener = rtmp::listen(addr).map_err(|e| {
@@ -102,9 +110,10 @@ fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, Str
             gop_cache: args.gop_cache,
             auto_room: args.auto_room,
             shards,
+            tokens: tokens.clone(),
         });
     }
-    info!(%addr, gop_cache = args.gop_cache, "RTMP listening");
+    info!(%addr, gop_cache = args.gop_cache, tokens = tokens.is_some(), "RTMP listening");
     Ok(Some(out))
 }
 

@@ -142,3 +142,43 @@ fn oversized_bodies_get_413() {
     assert_eq!(code, 413, "{body}");
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
 }
+
+/// With a token secret, RTMP publish and play need `?token=` on the stream
+/// key, checked by the dataplane (the secret reaches it by environment).
+#[test]
+fn rtmp_needs_room_tokens_when_configured() {
+    let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
+    let mint = |role: &str| {
+        let (code, v) = gw.post("/v1/rooms/rt/tokens", json!({ "role": role, "ttl_s": 120 }));
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let mut anonymous = ffmpeg_rtmp_publish(&gw, "rt", 5);
+    assert!(
+        wait_bounded(&mut anonymous, Duration::from_secs(10)),
+        "an anonymous publish kept going"
+    );
+    assert!(!anonymous.wait().unwrap().success());
+
+    let publish = mint("publish");
+    let _publisher = Reap(ffmpeg_rtmp_publish(&gw, &format!("rt?token={publish}"), 20));
+    let subscribe = mint("subscribe");
+    let url = gw.rtmp_url(&format!("rt?token={subscribe}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rtmp_first_frame(&url).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the authorized stream never played"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (video, _, _) = ffmpeg_rtmp_play(&gw.rtmp_url("rt"), 2, Duration::from_secs(10));
+    assert_eq!(video, 0, "played without a token");
+    let publish_as_player = gw.rtmp_url(&format!("rt?token={publish}"));
+    assert!(
+        rtmp_first_frame(&publish_as_player).is_none(),
+        "a publish token played"
+    );
+    let (video, audio, log) = ffmpeg_rtmp_play(&url, 2, Duration::from_secs(15));
+    assert!(video >= 30 && audio >= 50, "{video}/{audio}: {log}");
+}

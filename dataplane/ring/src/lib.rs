@@ -27,6 +27,7 @@
 pub mod layout;
 pub mod msg;
 pub mod spsc;
+pub mod token;
 
 pub use layout::{Region, RegionError};
 pub use spsc::{Consumer, Full, Producer};

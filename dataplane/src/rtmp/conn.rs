@@ -69,15 +69,17 @@ pub struct Media {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// `publish` on `rtmp://host/{app}/{key}`: accept or reject.
+    /// `publish` on `rtmp://host/{app}/{key}[?token=T]`: accept or reject.
     Publish {
         app: String,
         key: String,
+        token: Option<String>,
     },
     /// `play`: accept or reject.
     Play {
         app: String,
         key: String,
+        token: Option<String>,
     },
     Media(Media),
     /// The client stopped publishing or playing (deleteStream, FCUnpublish).
@@ -372,10 +374,14 @@ impl Conn {
                 }
             }
             "publish" => match first_string() {
-                Some(key) => events.push(Event::Publish {
-                    app: self.app.clone(),
-                    key: strip_query(&key),
-                }),
+                Some(key) => {
+                    let (key, token) = split_key(&key);
+                    events.push(Event::Publish {
+                        app: self.app.clone(),
+                        key,
+                        token,
+                    })
+                }
                 None => self.reject(
                     stream_id,
                     "NetStream.Publish.BadName",
@@ -383,10 +389,14 @@ impl Conn {
                 ),
             },
             "play" => match first_string() {
-                Some(key) => events.push(Event::Play {
-                    app: self.app.clone(),
-                    key: strip_query(&key),
-                }),
+                Some(key) => {
+                    let (key, token) = split_key(&key);
+                    events.push(Event::Play {
+                        app: self.app.clone(),
+                        key,
+                        token,
+                    })
+                }
                 None => self.reject(
                     stream_id,
                     "NetStream.Play.StreamNotFound",
@@ -448,8 +458,15 @@ impl Conn {
 }
 
 /// `key?token=...` → `key` (the query is for auth, not the name).
-fn strip_query(key: &str) -> String {
-    key.split('?').next().unwrap_or("").to_string()
+/// `room?token=T&x=y` → (`room`, `Some(T)`): the query is for auth, not
+/// the name.
+fn split_key(key: &str) -> (String, Option<String>) {
+    let (name, query) = key.split_once('?').unwrap_or((key, ""));
+    let token = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .map(str::to_string);
+    (name.to_string(), token)
 }
 
 /// A publisher's `@setDataFrame("onMetaData", {...})` as players expect it:
@@ -523,7 +540,8 @@ mod tests {
             ev,
             vec![Event::Publish {
                 app: "live".into(),
-                key: "room1".into()
+                key: "room1".into(),
+                token: Some("x".into()),
             }]
         );
         // The answers parse back: control messages then two _result.

@@ -38,6 +38,8 @@ pub enum Place {
 /// The shard's side of room lookups.
 pub trait Rooms {
     fn place(&self, name: &str) -> Place;
+    /// Whether `token` lets its holder publish (or play) `room`.
+    fn authorize(&self, room: &str, publish: bool, token: Option<&str>) -> Result<(), String>;
     /// Creates a room here for an RTMP publisher, if the operator allows it.
     fn create(&mut self, name: &str) -> Option<u32>;
 }
@@ -406,7 +408,16 @@ impl Hub {
         actions: &mut Vec<Action>,
     ) {
         match ev {
-            Event::Publish { ref app, ref key } | Event::Play { ref app, ref key } => {
+            Event::Publish {
+                ref app,
+                ref key,
+                ref token,
+            }
+            | Event::Play {
+                ref app,
+                ref key,
+                ref token,
+            } => {
                 let publish = matches!(ev, Event::Publish { .. });
                 let (bad, not_found) = if publish {
                     ("NetStream.Publish.BadName", "NetStream.Publish.BadName")
@@ -419,6 +430,14 @@ impl Hub {
                 if app != APP {
                     let why = format!("unknown application {app:?}: use rtmp://host/{APP}/ROOM");
                     return self.reject(idx, bad, &why, actions);
+                }
+                if let Err(why) = rooms.authorize(key, publish, token.as_deref()) {
+                    let code = if publish {
+                        "NetStream.Publish.Unauthorized"
+                    } else {
+                        "NetStream.Play.Failed"
+                    };
+                    return self.reject(idx, code, &why, actions);
                 }
                 let room = match rooms.place(key) {
                     Place::Local(room) => room,
@@ -814,6 +833,12 @@ mod tests {
     impl Rooms for OneRoom {
         fn place(&self, name: &str) -> Place {
             self.rooms.get(name).copied().unwrap_or(Place::Missing)
+        }
+        fn authorize(&self, _: &str, _: bool, token: Option<&str>) -> Result<(), String> {
+            match token {
+                Some("bad") => Err("token rejected".into()),
+                _ => Ok(()),
+            }
         }
         fn create(&mut self, name: &str) -> Option<u32> {
             if !self.allow_create {

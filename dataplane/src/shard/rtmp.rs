@@ -35,6 +35,7 @@ use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
 use crate::transcode::{Done, Job};
 use gateway_ring::msg::MediaKind;
+use gateway_ring::token::{TokenKeys, TokenRole};
 
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
@@ -61,6 +62,8 @@ pub struct RtmpConfig {
     pub gop_cache: bool,
     pub auto_room: bool,
     pub shards: u32,
+    /// Room-token keys: when set, publish and play need `?token=`.
+    pub tokens: Option<Arc<TokenKeys>>,
 }
 
 /// A listening socket on `addr` that several shards share (`SO_REUSEPORT`).
@@ -121,6 +124,7 @@ pub(super) struct RtmpIo {
     auto_room: bool,
     shards: u32,
     next_room: u32,
+    tokens: Option<Arc<TokenKeys>>,
 }
 
 impl RtmpIo {
@@ -138,6 +142,7 @@ impl RtmpIo {
             auto_room: cfg.auto_room,
             shards: cfg.shards,
             next_room: 0,
+            tokens: cfg.tokens,
         }
     }
 }
@@ -150,6 +155,7 @@ struct ShardRooms<'a> {
     shards: u32,
     auto_room: bool,
     next_room: &'a mut u32,
+    tokens: Option<&'a TokenKeys>,
 }
 
 impl Rooms for ShardRooms<'_> {
@@ -163,6 +169,19 @@ impl Rooms for ShardRooms<'_> {
         } else {
             Place::Missing
         }
+    }
+
+    fn authorize(&self, room: &str, publish: bool, token: Option<&str>) -> Result<(), String> {
+        let Some(keys) = self.tokens else {
+            return Ok(());
+        };
+        let role = if publish {
+            TokenRole::Publish
+        } else {
+            TokenRole::Subscribe
+        };
+        keys.verify(token, room, role)
+            .map_err(|e| format!("{e} (rtmp://host/live/ROOM?token=...)"))
     }
 
     fn create(&mut self, name: &str) -> Option<u32> {
@@ -226,6 +245,7 @@ impl Shard {
             shards: io.shards,
             auto_room: io.auto_room,
             next_room: &mut io.next_room,
+            tokens: io.tokens.as_deref(),
         };
         f(&mut io.hub, &mut rooms, &mut io.actions);
     }
