@@ -27,6 +27,7 @@ use crate::state::{kind_name, Role, SessionRecord, SrtpParams, State};
 pub struct App {
     pub cfg: Config,
     pub auth: crate::auth::Auth,
+    pub limiter: crate::ratelimit::RateLimiter,
     pub state: Arc<Mutex<State>>,
     pub link: Arc<Link>,
     pub restarts: AtomicU64,
@@ -47,8 +48,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/rooms", post(create_room).get(list_rooms))
         .route("/v1/rooms/{room}/tokens", post(mint_token))
         .route("/v1/rooms/{room}", get(get_room).delete(delete_room))
-        .route("/v1/rooms/{room}/ingest/rtp", post(create_ingest))
-        .route("/v1/rooms/{room}/egress/rtp", post(create_egress))
+        .route(
+            "/v1/rooms/{room}/ingest/rtp",
+            post(create_ingest).route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::ratelimit::limit_sessions,
+            )),
+        )
+        .route(
+            "/v1/rooms/{room}/egress/rtp",
+            post(create_egress).route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                crate::ratelimit::limit_sessions,
+            )),
+        )
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -60,7 +73,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .merge(v1)
-        .merge(crate::whip::router())
+        .merge(crate::whip::router(app.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README for the API") })
         .with_state(app)

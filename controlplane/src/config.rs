@@ -60,6 +60,12 @@ pub struct Config {
     /// Refuse to start without --admin-key and --token-secret.
     #[arg(long, env = "MGW_PRODUCTION")]
     pub production: bool,
+    /// New sessions (WHIP, WHEP, RTP ingest/egress) per second per client IP.
+    #[arg(long, env = "MGW_SESSION_RATE", default_value_t = 20.0)]
+    pub session_rate: f64,
+    /// How many new sessions a client may open at once before the rate applies.
+    #[arg(long, env = "MGW_SESSION_BURST", default_value_t = 40)]
+    pub session_burst: u32,
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,

@@ -12,6 +12,7 @@ mod error;
 mod link;
 mod metrics;
 mod offer;
+mod ratelimit;
 mod sdp;
 mod state;
 mod supervisor;
@@ -105,6 +106,7 @@ async fn main() {
     }
     let app = Arc::new(api::App {
         auth,
+        limiter: ratelimit::RateLimiter::new(cfg.session_rate, cfg.session_burst),
         cfg: cfg.clone(),
         state,
         link: link.clone(),
@@ -174,9 +176,12 @@ async fn main() {
         "HTTP API listening on http://{}",
         cfg.http
     );
-    let served = axum::serve(listener, api::router(app.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = axum::serve(
+        listener,
+        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
     if let Err(e) = served {
         error!("HTTP server failed: {e}");
     }

@@ -30,10 +30,18 @@ use crate::error::ApiError;
 use crate::offer::{self, AnswerParams, Mode};
 use crate::state::Role;
 
-pub fn router() -> Router<Arc<App>> {
+pub fn router(app: Arc<App>) -> Router<Arc<App>> {
+    let limit =
+        || axum::middleware::from_fn_with_state(app.clone(), crate::ratelimit::limit_sessions);
     Router::new()
-        .route("/whip/{room}", post(whip).options(preflight))
-        .route("/whep/{room}", post(whep).options(preflight))
+        .route(
+            "/whip/{room}",
+            post(whip).route_layer(limit()).options(preflight),
+        )
+        .route(
+            "/whep/{room}",
+            post(whep).route_layer(limit()).options(preflight),
+        )
         .route(
             "/whip/{room}/{id}",
             patch(trickle).delete(delete_whip).options(preflight),

@@ -182,3 +182,35 @@ fn rtmp_needs_room_tokens_when_configured() {
     let (video, audio, log) = ffmpeg_rtmp_play(&url, 2, Duration::from_secs(15));
     assert!(video >= 30 && audio >= 50, "{video}/{audio}: {log}");
 }
+
+/// Session creation is rate limited per client: over the burst, 429 with
+/// `Retry-After`, and nothing is allocated; tokens come back at the rate.
+#[test]
+fn session_creation_is_rate_limited_per_client() {
+    let gw = Gateway::start(1, &["--session-rate", "1", "--session-burst", "3"]);
+    let whip = || post_sdp(&gw, "/whip/rl", "application/sdp", MINIMAL_OFFER);
+    for _ in 0..3 {
+        assert_eq!(whip().0, 201);
+    }
+    let r = ureq::post(&format!("{}/whip/rl", gw.api))
+        .set("content-type", "application/sdp")
+        .send_string(MINIMAL_OFFER);
+    let Err(ureq::Error::Status(429, resp)) = r else {
+        panic!("expected 429, got {r:?}")
+    };
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    assert!(resp
+        .into_string()
+        .unwrap()
+        .contains("too many new sessions"));
+    // RTP ingests count against the same bucket.
+    let (code, v) = gw.post("/v1/rooms/rl/ingest/rtp", json!({ "kind": "video" }));
+    assert_eq!(code, 429, "{v}");
+    assert_eq!(
+        gw.healthz().1["udp_ports"]["in_use"],
+        3,
+        "refusals allocate nothing"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(whip().0, 201);
+}
