@@ -265,7 +265,7 @@ async fn trickle(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     // The session URL is not a secret: the token that made it is needed.
-    let role = if is_whep(&headers, &app, &room, &id) {
+    let role = if is_whep(&app, &room, &id) {
         TokenRole::Subscribe
     } else {
         TokenRole::Publish
@@ -319,7 +319,7 @@ async fn delete_whip(
 }
 
 /// Whether session `id` of `room` is a WHEP player (PATCH serves both).
-fn is_whep(_headers: &HeaderMap, app: &App, room: &str, id: &str) -> bool {
+fn is_whep(app: &App, room: &str, id: &str) -> bool {
     let st = lock(app);
     id.parse::<u64>()
         .ok()
