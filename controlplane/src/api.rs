@@ -64,6 +64,10 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
+        .route(
+            "/v1/rooms/{room}/participants/{id}",
+            delete(delete_participant),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_admin,
@@ -301,6 +305,15 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             v["host"] = json!(public_ip.to_string());
             v["srtp"] = json!(i.srtp.map(|k| SrtpParams(k).suite_name()));
             v["created_ms"] = json!(i.created_ms);
+        }
+        Role::Rtmp(r) => {
+            v["kind"] = json!(if r.publish {
+                "rtmp_publish"
+            } else {
+                "rtmp_play"
+            });
+            v["peer"] = json!(format!("{}:{}", Ipv4Addr::from(r.peer_ip), r.peer_port));
+            v["created_ms"] = json!(r.created_ms);
         }
         Role::Webrtc(w) => {
             v["kind"] = json!(match w.direction {
@@ -611,13 +624,19 @@ async fn create_egress(
     ))
 }
 
+/// Ends session `id` of `room`. `ingest` restricts it to publishers
+/// (`Some(true)`) or receivers (`Some(false)`); `None` takes any participant.
 pub(crate) async fn delete_session(
     app: &App,
     room: &str,
     id: &str,
-    ingest: bool,
+    ingest: Option<bool>,
 ) -> Result<StatusCode, ApiError> {
-    let what = if ingest { "ingest" } else { "egress" };
+    let what = match ingest {
+        Some(true) => "ingest",
+        Some(false) => "egress",
+        None => "participant",
+    };
     let missing = || ApiError::not_found(format!("no {what} {id:?} in room {room:?}"));
     let id: u64 = id.parse().map_err(|_| missing())?;
     let shard = {
@@ -627,7 +646,7 @@ pub(crate) async fn delete_session(
         }
         let s = st.sessions.get(&id).ok_or_else(missing)?;
         let in_room = st.room_names.get(&s.room_id()).map(String::as_str) == Some(room);
-        if !in_room || s.role.is_ingest() != ingest {
+        if !in_room || ingest.is_some_and(|i| s.role.is_ingest() != i) {
             return Err(missing());
         }
         s.shard
@@ -647,18 +666,26 @@ pub(crate) async fn delete_session(
     }
 }
 
+/// Removes anyone from a room: WHIP, WHEP, RTMP, RTP ingest or egress.
+async fn delete_participant(
+    Ext(app): AppState,
+    Path((room, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete_session(&app, &room, &id, None).await
+}
+
 async fn delete_ingest(
     Ext(app): AppState,
     Path((room, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    delete_session(&app, &room, &id, true).await
+    delete_session(&app, &room, &id, Some(true)).await
 }
 
 async fn delete_egress(
     Ext(app): AppState,
     Path((room, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    delete_session(&app, &room, &id, false).await
+    delete_session(&app, &room, &id, Some(false)).await
 }
 
 #[cfg(test)]

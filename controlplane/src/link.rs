@@ -233,6 +233,12 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 st.add_session(shard, Role::Webrtc(spec));
             }
         }
+        Event::Rtmp(spec) => {
+            let mut st = state.lock().expect("state lock");
+            if !st.sessions.contains_key(&spec.session) {
+                st.add_session(shard, Role::Rtmp(spec));
+            }
+        }
         Event::ResyncDone { epoch } => {
             if epoch == link.epoch.load(Ordering::SeqCst) {
                 let _ = link
@@ -244,6 +250,7 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             let why = match reason {
                 1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),
                 2 => "DTLS handshake failed".to_string(),
+                3 => "RTMP connection closed".to_string(),
                 r => format!("ended by dataplane (code {r})"),
             };
             info!(session, "{why}");

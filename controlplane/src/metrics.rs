@@ -47,6 +47,8 @@ fn session_kind(r: &Role) -> &'static str {
         Role::Egress(_) => "rtp_egress",
         Role::Webrtc(w) if w.direction == Direction::Publish => "whip",
         Role::Webrtc(_) => "whep",
+        Role::Rtmp(r) if r.publish => "rtmp_publish",
+        Role::Rtmp(_) => "rtmp_play",
     }
 }
 

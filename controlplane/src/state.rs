@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use gateway_ring::msg::{
-    Direction, EgressSpec, IngestSpec, MediaKind, RoomSpec, SessionStats, SrtpKey, SrtpSuite,
-    WebrtcSpec,
+    Direction, EgressSpec, IngestSpec, MediaKind, RoomSpec, RtmpSpec, SessionStats, SrtpKey,
+    SrtpSuite, WebrtcSpec,
 };
 
 /// Ended sessions kept per room for inspection.
@@ -52,6 +52,8 @@ pub enum Role {
     Egress(EgressSpec),
     /// WHIP publisher or WHEP player.
     Webrtc(WebrtcSpec),
+    /// RTMP publisher or player (no UDP port).
+    Rtmp(RtmpSpec),
 }
 
 impl Role {
@@ -61,6 +63,7 @@ impl Role {
             Role::Ingest(_) => true,
             Role::Egress(_) => false,
             Role::Webrtc(w) => w.direction == Direction::Publish,
+            Role::Rtmp(r) => r.publish,
         }
     }
 }
@@ -81,6 +84,7 @@ impl SessionRecord {
             Role::Ingest(s) => s.port,
             Role::Egress(s) => s.port,
             Role::Webrtc(s) => s.port,
+            Role::Rtmp(_) => 0,
         }
     }
     pub fn room_id(&self) -> u32 {
@@ -88,6 +92,7 @@ impl SessionRecord {
             Role::Ingest(s) => s.room,
             Role::Egress(s) => s.room,
             Role::Webrtc(s) => s.room,
+            Role::Rtmp(s) => s.room,
         }
     }
 }
@@ -252,6 +257,7 @@ impl State {
             Role::Ingest(s) => (s.session, s.room, s.port),
             Role::Egress(s) => (s.session, s.room, s.port),
             Role::Webrtc(s) => (s.session, s.room, s.port),
+            Role::Rtmp(s) => (s.session, s.room, 0),
         };
         let Some(name) = self.room_names.get(&room) else {
             return false;
@@ -260,8 +266,12 @@ impl State {
             return false;
         };
         r.live.push(id);
-        self.next_id = self.next_id.max(id + 1);
-        if let Some(pool) = self.ports.get_mut(shard as usize) {
+        // RTMP participants have ids from the dataplane's own range.
+        if id < gateway_ring::msg::RTMP_SESSION_IDS {
+            self.next_id = self.next_id.max(id + 1);
+        }
+        // RTMP clients hold no UDP port (0).
+        if let Some(pool) = self.ports.get_mut(shard as usize).filter(|_| port != 0) {
             pool.mark_used(port);
         }
         self.sessions.insert(
@@ -283,7 +293,9 @@ impl State {
     /// Ends one live session: frees its port, keeps it in the room's ended list.
     pub fn end_session(&mut self, id: u64, reason: &str) -> Option<SessionRecord> {
         let mut s = self.sessions.remove(&id)?;
-        self.ports[s.shard as usize].release(s.port());
+        if s.port() != 0 {
+            self.ports[s.shard as usize].release(s.port());
+        }
         if let Some(t) = self.retired.get_mut(s.shard as usize) {
             t.add(&s.stats, s.role.is_ingest());
         }

@@ -314,7 +314,7 @@ async fn delete_whip(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     app.auth.check_stream(&headers, &room, TokenRole::Publish)?;
-    delete_session(&app, &room, &id, true).await?;
+    delete_session(&app, &room, &id, Some(true)).await?;
     Ok(StatusCode::OK)
 }
 
@@ -336,6 +336,6 @@ async fn delete_whep(
 ) -> Result<StatusCode, ApiError> {
     app.auth
         .check_stream(&headers, &room, TokenRole::Subscribe)?;
-    delete_session(&app, &room, &id, false).await?;
+    delete_session(&app, &room, &id, Some(false)).await?;
     Ok(StatusCode::OK)
 }

@@ -308,3 +308,73 @@ fn whip_to_rtmp_added_delay() {
         delays[delays.len() - 1]
     );
 }
+
+/// RTMP clients are participants: listed in the room with role and peer,
+/// counted in `/metrics`, removable through the API, and gone from the list
+/// when they leave.
+#[test]
+fn rtmp_clients_are_participants_of_the_room() {
+    let gw = Gateway::start(2, &[]);
+    let mut publisher = ffmpeg_rtmp_publish(&gw, "party", 20);
+    wait_for_stream(&gw, "party");
+    let url = gw.rtmp_url("party");
+    let player = std::thread::spawn(move || ffmpeg_rtmp_play(&url, 8, Duration::from_secs(20)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let live = |gw: &Gateway| -> Vec<Value> {
+        gw.room_sessions("party")
+            .into_iter()
+            .filter(|s| s["state"] == "live")
+            .collect()
+    };
+    loop {
+        let kinds: Vec<String> = live(&gw)
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap_or("").to_string())
+            .collect();
+        if kinds.contains(&"rtmp_publish".into()) && kinds.contains(&"rtmp_play".into()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "participants: {kinds:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let player_session = live(&gw)
+        .into_iter()
+        .find(|s| s["kind"] == "rtmp_play")
+        .unwrap();
+    assert!(
+        player_session["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{player_session}"
+    );
+    assert_eq!(
+        gw.healthz().1["udp_ports"]["in_use"],
+        0,
+        "RTMP holds no UDP port"
+    );
+
+    // Removing the player through the API closes its connection.
+    let id = id_of(&player_session);
+    assert_eq!(
+        gw.delete(&format!("/v1/rooms/party/participants/{id}")).0,
+        204
+    );
+    let (video, _, _) = player.join().unwrap();
+    assert!(
+        video < 8 * 30,
+        "the player was cut off early ({video} frames)"
+    );
+    // The publisher leaves: it ends too.
+    stop(&mut publisher, Duration::from_secs(2));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !live(&gw).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", live(&gw));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ended = gw.session_of_kind("party", "rtmp_publish");
+    assert_eq!(ended["end_reason"], "RTMP connection closed", "{ended}");
+}

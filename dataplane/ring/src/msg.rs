@@ -216,6 +216,24 @@ impl WebrtcSpec {
     }
 }
 
+/// An RTMP client publishing or playing a room (reported by the dataplane,
+/// which accepted it; the controlplane lists it as a participant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpSpec {
+    /// In the dataplane's own id range ([`RTMP_SESSION_IDS`] and up).
+    pub session: u64,
+    pub room: u32,
+    pub publish: bool,
+    /// The client's address.
+    pub peer_ip: [u8; 4],
+    pub peer_port: u16,
+    pub created_ms: u64,
+}
+
+/// Session ids at or above this belong to RTMP connections (given by the
+/// dataplane); the controlplane's ids stay below.
+pub const RTMP_SESSION_IDS: u64 = 1 << 61;
+
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -324,6 +342,8 @@ pub enum Event {
     Egress(EgressSpec),
     /// Resync: one WebRTC session.
     Webrtc(WebrtcSpec),
+    /// An RTMP client started publishing or playing (also sent on resync).
+    Rtmp(RtmpSpec),
     /// Resync finished; `epoch` is the dataplane's.
     ResyncDone { epoch: u64 },
     /// Periodic counters of one session.
@@ -435,6 +455,14 @@ impl<'a> Writer<'a> {
             self.u8(t.pt);
             self.u32(t.ssrc);
         }
+        self.u64(s.created_ms);
+    }
+    fn rtmp(&mut self, s: &RtmpSpec) {
+        self.u64(s.session);
+        self.u32(s.room);
+        self.u8(s.publish as u8);
+        self.bytes(&s.peer_ip);
+        self.u16(s.peer_port);
         self.u64(s.created_ms);
     }
     fn egress(&mut self, s: &EgressSpec) {
@@ -557,6 +585,20 @@ impl<'a> Reader<'a> {
             created_ms: self.u64()?,
         })
     }
+    fn rtmp(&mut self) -> Result<RtmpSpec, DecodeError> {
+        Ok(RtmpSpec {
+            session: self.u64()?,
+            room: self.u32()?,
+            publish: match self.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Value("publish flag")),
+            },
+            peer_ip: self.array()?,
+            peer_port: self.u16()?,
+            created_ms: self.u64()?,
+        })
+    }
     fn egress(&mut self) -> Result<EgressSpec, DecodeError> {
         Ok(EgressSpec {
             session: self.u64()?,
@@ -631,6 +673,7 @@ impl Message for Event {
             Event::Stats(_) => 6,
             Event::SessionEnded { .. } => 7,
             Event::Webrtc(_) => 8,
+            Event::Rtmp(_) => 9,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -643,6 +686,7 @@ impl Message for Event {
             Event::Ingest(s) => w.ingest(s),
             Event::Egress(s) => w.egress(s),
             Event::Webrtc(s) => w.webrtc(s),
+            Event::Rtmp(s) => w.rtmp(s),
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
                 w.u64(s.session);
@@ -695,6 +739,7 @@ impl Message for Event {
                 reason: r.u16()?,
             },
             8 => Event::Webrtc(r.webrtc()?),
+            9 => Event::Rtmp(r.rtmp()?),
             t => return Err(DecodeError::Tag(t)),
         })
     }
@@ -787,6 +832,14 @@ mod tests {
             Event::Ingest(ingest),
             Event::Egress(egress),
             Event::Webrtc(webrtc),
+            Event::Rtmp(RtmpSpec {
+                session: RTMP_SESSION_IDS + 5,
+                room: 3,
+                publish: true,
+                peer_ip: [127, 0, 0, 1],
+                peer_port: 50_000,
+                created_ms: 9,
+            }),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {
                 session: 1,

@@ -25,6 +25,7 @@ use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer};
 use crate::transcode::Job;
+use gateway_ring::msg::{Event as RingEvent, RtmpSpec, RTMP_SESSION_IDS};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,10 @@ pub struct ConnState {
     pub conn: Conn,
     pub queue: PlayerQueue,
     role: Role,
+    /// The client's address (for the participant list).
+    pub peer: Option<std::net::SocketAddrV4>,
+    /// Participant id once publishing or playing.
+    session: Option<u64>,
 }
 
 impl Default for ConnState {
@@ -80,9 +85,14 @@ impl Default for ConnState {
             conn: Conn::new(),
             queue: PlayerQueue::default(),
             role: Role::New,
+            peer: None,
+            session: None,
         }
     }
 }
+
+/// `Event::SessionEnded` reason for an RTMP client that left or was closed.
+pub const END_RTMP: u16 = 3;
 
 struct Stream {
     publisher: Option<u32>,
@@ -250,6 +260,10 @@ pub struct HubStats {
 }
 
 pub struct Hub {
+    /// Participants started and ended, for the controlplane.
+    pub events_out: Vec<RingEvent>,
+    shard: u32,
+    next_session: u64,
     /// RTP packets of RTMP publishers' video to fan out: (room, packet).
     pub rtp_out: Vec<(u32, Bytes)>,
     /// Audio for the transcoder thread.
@@ -268,8 +282,11 @@ pub struct Hub {
 pub const APP: &str = "live";
 
 impl Hub {
-    pub fn new(gop_cache: bool) -> Hub {
+    pub fn new(gop_cache: bool, shard: u32) -> Hub {
         Hub {
+            events_out: Vec::new(),
+            shard,
+            next_session: 0,
             rtp_out: Vec::new(),
             jobs: Vec::new(),
             keyframe_requests: Vec::new(),
@@ -287,7 +304,13 @@ impl Hub {
 
     /// Takes a connection out (closing or handing over), detaching it from its stream.
     pub fn remove(&mut self, idx: u32) -> Option<ConnState> {
-        let st = self.conns.remove(&idx)?;
+        let mut st = self.conns.remove(&idx)?;
+        if let Some(session) = st.session.take() {
+            self.events_out.push(RingEvent::SessionEnded {
+                session,
+                reason: END_RTMP,
+            });
+        }
         match st.role {
             Role::Publisher(room) => {
                 if let Some(s) = self.streams.get_mut(&room) {
@@ -358,6 +381,60 @@ impl Hub {
         }
         drop(rest);
         self.events = events;
+    }
+
+    /// Reports a connection that started publishing or playing as a participant.
+    fn announce(&mut self, idx: u32, room: u32, publish: bool) {
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        self.next_session += 1;
+        let session = RTMP_SESSION_IDS | ((self.shard as u64) << 40) | self.next_session;
+        st.session = Some(session);
+        let peer = st
+            .peer
+            .unwrap_or(std::net::SocketAddrV4::new([0; 4].into(), 0));
+        self.events_out.push(RingEvent::Rtmp(RtmpSpec {
+            session,
+            room,
+            publish,
+            peer_ip: peer.ip().octets(),
+            peer_port: peer.port(),
+            created_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }));
+    }
+
+    /// Every live participant (controlplane resync).
+    pub fn participants(&self) -> Vec<RtmpSpec> {
+        let mut out = Vec::new();
+        for st in self.conns.values() {
+            let (Some(session), Role::Publisher(room) | Role::Player(room)) = (st.session, st.role)
+            else {
+                continue;
+            };
+            let peer = st
+                .peer
+                .unwrap_or(std::net::SocketAddrV4::new([0; 4].into(), 0));
+            out.push(RtmpSpec {
+                session,
+                room,
+                publish: matches!(st.role, Role::Publisher(_)),
+                peer_ip: peer.ip().octets(),
+                peer_port: peer.port(),
+                created_ms: 0,
+            });
+        }
+        out
+    }
+
+    /// The connection of participant `session`, if it is here.
+    pub fn find_session(&self, session: u64) -> Option<u32> {
+        self.conns
+            .iter()
+            .find(|(_, st)| st.session == Some(session))
+            .map(|(&idx, _)| idx)
     }
 
     /// Ends every connection of a deleted room.
@@ -473,6 +550,12 @@ impl Hub {
                 if let Some(st) = self.conns.get_mut(&idx) {
                     if let Role::Publisher(room) = st.role {
                         st.role = Role::New;
+                        if let Some(session) = st.session.take() {
+                            self.events_out.push(RingEvent::SessionEnded {
+                                session,
+                                reason: END_RTMP,
+                            });
+                        }
                         if let Some(s) = self.streams.get_mut(&room) {
                             s.publisher = None;
                         }
@@ -512,6 +595,7 @@ impl Hub {
             st.role = Role::Publisher(room);
             st.conn.accept_publish(key);
         }
+        self.announce(idx, room, true);
         self.flush_conn(idx, actions);
     }
 
@@ -537,6 +621,7 @@ impl Hub {
         };
         st.role = Role::Player(room);
         st.conn.accept_play(key);
+        self.announce(idx, room, false);
         self.flush_conn(idx, actions);
         // A picture at once: headers and the GOP so far, serialized for this player.
         let replay: Vec<(Bytes, Frame)> = self
@@ -892,7 +977,7 @@ mod tests {
 
     /// A hub with connections past the handshake.
     fn hub_with(n: u32) -> Hub {
-        let mut h = Hub::new(true);
+        let mut h = Hub::new(true, 0);
         for i in 0..n {
             let st = ConnState {
                 conn: Conn::new_after_handshake(),

@@ -161,7 +161,7 @@ impl Shard {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
-        let rtmp = cfg.rtmp.take().map(RtmpIo::new);
+        let rtmp = cfg.rtmp.take().map(|r| RtmpIo::new(r, cfg.index));
         let transcode = match &rtmp {
             Some(_) => Some(crate::transcode::spawn(cfg.index)?),
             None => None,
@@ -297,6 +297,7 @@ impl Shard {
                     self.close_socket(h);
                     (session, Outcome::Ok)
                 }
+                None if self.rtmp_close_session(session) => (session, Outcome::Ok),
                 None => (session, Outcome::NotFound),
             },
             Command::Resync => {
@@ -313,6 +314,7 @@ impl Shard {
                     .webrtc_specs()
                     .cloned()
                     .map(Event::Webrtc)
+                    .chain(self.rtmp_participants().into_iter().map(Event::Rtmp))
                     .collect();
                 self.outbox.extend(
                     rooms

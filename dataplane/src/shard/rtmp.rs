@@ -128,14 +128,14 @@ pub(super) struct RtmpIo {
 }
 
 impl RtmpIo {
-    pub(super) fn new(cfg: RtmpConfig) -> RtmpIo {
+    pub(super) fn new(cfg: RtmpConfig, shard: u32) -> RtmpIo {
         RtmpIo {
             listener: cfg.listener,
             accept_armed: false,
             conns: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
-            hub: Hub::new(cfg.gop_cache),
+            hub: Hub::new(cfg.gop_cache, shard),
             actions: Vec::new(),
             inbox: cfg.inbox,
             peers: cfg.peers,
@@ -302,7 +302,12 @@ impl Shard {
         }
         // SAFETY: the kernel gave us this new descriptor; we own it now.
         let sock = unsafe { TcpStream::from_raw_fd(res) };
-        if let Some(idx) = self.adopt(sock, ConnState::default()) {
+        let mut state = ConnState::default();
+        state.peer = match sock.peer_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => Some(a),
+            _ => None,
+        };
+        if let Some(idx) = self.adopt(sock, state) {
             self.arm_tcp_recv(idx);
         }
     }
@@ -565,6 +570,8 @@ impl Shard {
         }
         self.joined = joined;
         let Some(io) = self.rtmp.as_mut() else { return };
+        // Participants that started or ended, for the controlplane.
+        self.outbox.extend(io.hub.events_out.drain(..));
         for ingest in std::mem::take(&mut io.hub.keyframe_requests) {
             self.router.request_keyframe_by_id(now, ingest);
         }
@@ -661,6 +668,28 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Closes RTMP participant `session` if it is on this shard.
+    pub(super) fn rtmp_close_session(&mut self, session: u64) -> bool {
+        let Some(idx) = self
+            .rtmp
+            .as_ref()
+            .and_then(|io| io.hub.find_session(session))
+        else {
+            return false;
+        };
+        self.close_tcp(idx, "deleted through the API");
+        self.maybe_release(idx);
+        true
+    }
+
+    /// Live RTMP participants, for a controlplane resync.
+    pub(super) fn rtmp_participants(&self) -> Vec<gateway_ring::msg::RtmpSpec> {
+        self.rtmp
+            .as_ref()
+            .map(|io| io.hub.participants())
+            .unwrap_or_default()
     }
 
     /// A room was deleted: its RTMP connections end.
