@@ -60,6 +60,12 @@ pub struct Config {
     /// Refuse to start without --admin-key and --token-secret.
     #[arg(long, env = "MGW_PRODUCTION")]
     pub production: bool,
+    /// POST every room event here (JSON), signed with --webhook-secret.
+    #[arg(long, env = "MGW_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// HMAC-SHA256 key for `X-Mgw-Signature` (default: the admin key).
+    #[arg(long, env = "MGW_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// New sessions (WHIP, WHEP, RTP ingest/egress) per second per client IP.
     #[arg(long, env = "MGW_SESSION_RATE", default_value_t = 20.0)]
     pub session_rate: f64,

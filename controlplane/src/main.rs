@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod config;
 mod error;
+mod events;
 mod link;
 mod metrics;
 mod offer;
@@ -86,7 +87,20 @@ async fn main() {
     let shards = region.shards();
     let ports = state::port_slices(cfg.udp_ports.0, cfg.udp_ports.1, shards);
     let link = Arc::new(link::Link::new(region));
-    let state = Arc::new(Mutex::new(state::State::new(ports)));
+    let mut st = state::State::new(ports);
+    if let Some(url) = &cfg.webhook_url {
+        let secret = cfg
+            .webhook_secret
+            .clone()
+            .or_else(|| cfg.admin_key.clone())
+            .unwrap_or_default();
+        if secret.is_empty() {
+            warn!("--webhook-url without --webhook-secret or --admin-key: webhooks are signed with an empty key");
+        }
+        st.events.start_webhook(url.clone(), secret.into_bytes());
+        info!(url, "room events go to the webhook");
+    }
+    let state = Arc::new(Mutex::new(st));
     link::spawn_pump(link.clone(), state.clone());
     let auth = match auth::Auth::from_config(&cfg) {
         Ok(a) => a,

@@ -12,10 +12,9 @@ use std::time::Instant;
 use axum::extract::State as Ext;
 use axum::http::header;
 use axum::response::IntoResponse;
-use gateway_ring::msg::{Direction, DropReason};
+use gateway_ring::msg::DropReason;
 
 use crate::api::{lock, App};
-use crate::state::Role;
 
 /// One metric family: HELP and TYPE, then its samples.
 struct Family<'a> {
@@ -38,17 +37,6 @@ impl<'a> Family<'a> {
             let _ = write!(self.out, "{{{}}}", l.join(","));
         }
         let _ = writeln!(self.out, " {value}");
-    }
-}
-
-fn session_kind(r: &Role) -> &'static str {
-    match r {
-        Role::Ingest(_) => "rtp_ingest",
-        Role::Egress(_) => "rtp_egress",
-        Role::Webrtc(w) if w.direction == Direction::Publish => "whip",
-        Role::Webrtc(_) => "whep",
-        Role::Rtmp(r) if r.publish => "rtmp_publish",
-        Role::Rtmp(_) => "rtmp_play",
     }
 }
 
@@ -184,9 +172,7 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
 
     let mut by_kind = std::collections::BTreeMap::new();
     for s in st.sessions.values() {
-        *by_kind
-            .entry((s.shard, session_kind(&s.role)))
-            .or_insert(0u64) += 1;
+        *by_kind.entry((s.shard, s.role.kind_name())).or_insert(0u64) += 1;
     }
     let mut f = Family::new(
         &mut out,

@@ -12,6 +12,12 @@ use gateway_ring::msg::{
     SrtpSuite, WebrtcSpec,
 };
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Ended sessions kept per room for inspection.
 const ENDED_KEPT: usize = 64;
 
@@ -57,6 +63,18 @@ pub enum Role {
 }
 
 impl Role {
+    /// The participant kind operators see (events, metrics).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Role::Ingest(_) => "rtp_ingest",
+            Role::Egress(_) => "rtp_egress",
+            Role::Webrtc(w) if w.direction == Direction::Publish => "whip",
+            Role::Webrtc(_) => "whep",
+            Role::Rtmp(r) if r.publish => "rtmp_publish",
+            Role::Rtmp(_) => "rtmp_play",
+        }
+    }
+
     /// Whether the session brings media into the room (RTP ingest, WHIP).
     pub fn is_ingest(&self) -> bool {
         match self {
@@ -172,6 +190,8 @@ pub struct State {
     /// Per shard: the counters of sessions that ended, so totals in
     /// `/metrics` never go down when a session leaves.
     pub retired: Vec<Totals>,
+    /// Participant joined / left / failed, for SSE streams and webhooks.
+    pub events: crate::events::Events,
     next_id: u64,
 }
 
@@ -208,6 +228,7 @@ impl State {
     pub fn new(ports: Vec<PortPool>) -> State {
         State {
             retired: vec![Totals::default(); ports.len()],
+            events: Default::default(),
             rooms: HashMap::new(),
             room_names: HashMap::new(),
             sessions: HashMap::new(),
@@ -259,10 +280,10 @@ impl State {
             Role::Webrtc(s) => (s.session, s.room, s.port),
             Role::Rtmp(s) => (s.session, s.room, 0),
         };
-        let Some(name) = self.room_names.get(&room) else {
+        let Some(name) = self.room_names.get(&room).cloned() else {
             return false;
         };
-        let Some(r) = self.rooms.get_mut(name) else {
+        let Some(r) = self.rooms.get_mut(&name) else {
             return false;
         };
         r.live.push(id);
@@ -287,6 +308,15 @@ impl State {
                 ended: None,
             },
         );
+        let kind = self.sessions[&id].role.kind_name();
+        self.events.emit(crate::events::RoomEvent {
+            room: name,
+            event: "participant_joined",
+            participant: id.to_string(),
+            kind,
+            reason: None,
+            at_ms: now_ms(),
+        });
         true
     }
 
@@ -300,6 +330,22 @@ impl State {
             t.add(&s.stats, s.role.is_ingest());
         }
         s.ended = Some(reason.to_string());
+        if let Some(room) = self.room_names.get(&s.room_id()) {
+            // Leaving on purpose (API, client) is not a failure.
+            let left = reason == "deleted" || reason == "RTMP connection closed";
+            self.events.emit(crate::events::RoomEvent {
+                room: room.clone(),
+                event: if left {
+                    "participant_left"
+                } else {
+                    "session_failed"
+                },
+                participant: id.to_string(),
+                kind: s.role.kind_name(),
+                reason: (!left).then(|| reason.to_string()),
+                at_ms: now_ms(),
+            });
+        }
         if let Some(r) = self
             .room_names
             .get(&s.room_id())

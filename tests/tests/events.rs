@@ -1,0 +1,128 @@
+//! Room events: as Server-Sent Events to an operator, and as signed webhooks
+//! retried after a failure.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use e2e::*;
+
+#[test]
+fn room_events_stream_as_server_sent_events() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("ev");
+    let resp = ureq::get(&format!("{}/v1/rooms/ev/events", gw.api))
+        .set("authorization", &format!("Bearer {ADMIN_KEY}"))
+        .call()
+        .expect("SSE stream");
+    assert_eq!(resp.content_type(), "text/event-stream");
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(resp.into_reader())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let ingest = gw.ingest("ev", json!({ "kind": "video" }));
+    assert_eq!(
+        gw.delete(&format!("/v1/rooms/ev/ingest/{}", id_of(&ingest)))
+            .0,
+        204
+    );
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while seen.len() < 2 && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if let Some(data) = line.strip_prefix("data: ") {
+                seen.push(serde_json::from_str::<Value>(data).unwrap());
+            }
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["event"], "participant_joined");
+    assert_eq!(seen[0]["kind"], "rtp_ingest");
+    assert_eq!(seen[0]["participant"], ingest["id"]);
+    assert_eq!(seen[1]["event"], "participant_left");
+    // Unknown rooms are 404, and the stream needs the admin key.
+    assert_eq!(gw.get("/v1/rooms/none/events").0, 404);
+    let r = ureq::get(&format!("{}/v1/rooms/ev/events", gw.api)).call();
+    assert!(matches!(r, Err(ureq::Error::Status(401, _))));
+}
+
+/// A webhook receiver that fails its first request, then accepts; it
+/// reports (signature header, body) of every request.
+fn flaky_receiver() -> (u16, mpsc::Receiver<(String, Vec<u8>)>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for (n, conn) in l.incoming().enumerate() {
+            let Ok(mut s) = conn else { continue };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let (mut len, mut sig) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("x-mgw-signature:") {
+                    sig = line["x-mgw-signature:".len()..].trim().to_string();
+                }
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if tx.send((sig, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn webhooks_are_signed_and_retried() {
+    let (port, rx) = flaky_receiver();
+    let secret = "webhook-secret-0123456789";
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let gw = Gateway::start(1, &["--webhook-url", &url, "--webhook-secret", secret]);
+    gw.room("hooked");
+    gw.ingest("hooked", json!({ "kind": "audio" }));
+    let first = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first attempt");
+    let retry = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("retry after the 500");
+    assert_eq!(first.1, retry.1, "the same event is retried");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let hex: String = ring::hmac::sign(&key, &retry.1)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(retry.0, format!("sha256={hex}"), "signature over the body");
+    let ev: Value = serde_json::from_slice(&retry.1).unwrap();
+    assert_eq!(
+        (ev["room"].as_str(), ev["event"].as_str()),
+        (Some("hooked"), Some("participant_joined"))
+    );
+    assert_eq!(ev["kind"], "rtp_ingest");
+}
