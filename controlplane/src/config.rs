@@ -1,4 +1,11 @@
-//! Command-line flags; each is also an environment variable.
+//! Configuration: flags, environment variables (`MGW_*`) and a TOML file,
+//! in that order of precedence, over the defaults.
+//!
+//! The file (`--config FILE` or `MGW_CONFIG`) uses the flags' names with
+//! `_` for `-`, e.g. `udp_ports = "40000-40999"`, `auto_room = false`,
+//! `egress_allow = ["127.0.0.0/8", "10.0.0.0/8"]`. Each key becomes the
+//! default of its `MGW_*` variable, so a value set in the environment or on
+//! the command line still wins. Unknown keys are an error, not a silent no-op.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -11,6 +18,9 @@ use clap::Parser;
     about = "Media gateway controlplane: HTTP API, rooms, ports, dataplane supervision"
 )]
 pub struct Config {
+    /// TOML file with settings (flag names with `_`); flags and `MGW_*` win.
+    #[arg(long, env = "MGW_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address of the HTTP API.
     #[arg(long, env = "MGW_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
@@ -77,7 +87,94 @@ pub struct Config {
     pub no_pin: bool,
 }
 
+/// Every key the file may set, with its environment variable.
+const FILE_KEYS: &[&str] = &[
+    "http",
+    "shards",
+    "udp_ports",
+    "public_ip",
+    "bind_ip",
+    "shm_name",
+    "attach",
+    "dataplane_bin",
+    "egress_allow",
+    "auto_room",
+    "rtmp",
+    "gop_cache",
+    "admin_key",
+    "token_secret",
+    "production",
+    "webhook_url",
+    "webhook_secret",
+    "session_rate",
+    "session_burst",
+    "no_pin",
+];
+
+/// The `--config`/`MGW_CONFIG` file named in `args` or the environment.
+fn config_path(args: &[String]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().cloned();
+        }
+        if let Some(v) = a.strip_prefix("--config=") {
+            return Some(v.to_string());
+        }
+    }
+    std::env::var("MGW_CONFIG").ok()
+}
+
+/// `(MGW_KEY, value)` for every setting in TOML `text`.
+pub fn file_settings(text: &str) -> Result<Vec<(String, String)>, String> {
+    let table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+    let mut out = Vec::new();
+    for (k, v) in table {
+        if !FILE_KEYS.contains(&k.as_str()) {
+            return Err(format!(
+                "unknown setting {k:?} (known: {})",
+                FILE_KEYS.join(", ")
+            ));
+        }
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| match x {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!("{k}: list items must be strings, got {other}")),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            other => return Err(format!("{k}: unsupported value {other}")),
+        };
+        out.push((format!("MGW_{}", k.to_ascii_uppercase()), value));
+    }
+    Ok(out)
+}
+
 impl Config {
+    /// Flags, then environment, then the config file, then defaults.
+    pub fn load() -> Result<Config, String> {
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(path) = config_path(&args) {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            for (key, value) in file_settings(&text).map_err(|e| format!("{path}: {e}"))? {
+                // The environment and flags win over the file. Single-threaded
+                // here: nothing else reads the environment yet.
+                if std::env::var_os(&key).is_none() {
+                    // SAFETY: called once at start-up before any thread exists.
+                    unsafe { std::env::set_var(&key, value) };
+                }
+            }
+        }
+        // Help, version and flag errors print and exit as clap does.
+        Ok(Config::try_parse_from(args).unwrap_or_else(|e| e.exit()))
+    }
+
     pub fn shm_path(&self) -> PathBuf {
         if self.shm_name.starts_with('/') {
             PathBuf::from(&self.shm_name)
@@ -123,6 +220,26 @@ fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_become_defaults_and_reject_unknown_keys() {
+        let s = file_settings(
+            "udp_ports = \"50000-50099\"\nauto_room = false\nsession_burst = 5\negress_allow = [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        assert!(s.contains(&("MGW_UDP_PORTS".into(), "50000-50099".into())));
+        assert!(s.contains(&("MGW_AUTO_ROOM".into(), "false".into())));
+        assert!(s.contains(&("MGW_SESSION_BURST".into(), "5".into())));
+        assert!(s.contains(&("MGW_EGRESS_ALLOW".into(), "127.0.0.0/8,10.0.0.0/8".into())));
+        assert!(file_settings("udp_portz = 1")
+            .unwrap_err()
+            .contains("unknown setting"));
+        assert!(file_settings("http = [").is_err());
+        assert_eq!(
+            config_path(&["cp".into(), "--config".into(), "a.toml".into()]),
+            Some("a.toml".into())
+        );
+    }
 
     #[test]
     fn ranges_and_cidrs_parse() {
