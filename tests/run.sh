@@ -24,10 +24,10 @@ if ! ffmpeg -hide_banner -protocols 2>/dev/null | grep -qx '  srtp'; then
 fi
 
 # WebRTC clients: aiortc (pinned, wheels only) and the Chromium driver.
-if ! .venv/bin/python -c 'import aiortc, aiohttp, av, prometheus_client' 2>/dev/null; then
-    echo "== installing aiortc (and the Prometheus text parser) into .venv"
+if ! .venv/bin/python -c 'import aiortc, aiohttp, av, prometheus_client, openapi_spec_validator' 2>/dev/null; then
+    echo "== installing aiortc, the Prometheus text parser and the OpenAPI validator into .venv"
     python3 -m venv .venv
-    .venv/bin/pip install -q aiortc==1.16.0 aiohttp av==18.1.0 prometheus_client
+    .venv/bin/pip install -q aiortc==1.16.0 aiohttp av==18.1.0 prometheus_client openapi-spec-validator
 fi
 if [ ! -d tests/webrtc/node_modules/playwright-core ]; then
     echo "== installing playwright-core (drives /usr/bin/chromium)"

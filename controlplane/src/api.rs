@@ -77,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/", get(demo_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/v1/openapi.json", get(crate::openapi::openapi))
         .merge(v1)
         .merge(crate::whip::router(app.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

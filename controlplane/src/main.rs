@@ -13,6 +13,7 @@ mod events;
 mod link;
 mod metrics;
 mod offer;
+mod openapi;
 mod ratelimit;
 mod sdp;
 mod state;

@@ -568,12 +568,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Pinned client versions (wheels only; see TESTING.md).
-const AIORTC_PACKAGES: [&str; 4] = [
+/// Pinned client versions (wheels only; see TESTING.md), and the
+/// third-party checkers some tests use (Prometheus text parser, OpenAPI
+/// validator).
+const AIORTC_PACKAGES: [&str; 5] = [
     "aiortc==1.16.0",
     "aiohttp",
     "av==18.1.0",
     "prometheus_client",
+    "openapi-spec-validator",
 ];
 
 /// A Python with aiortc: `<repo>/.venv`, created and filled on first use.
@@ -586,7 +589,10 @@ pub fn aiortc_python() -> PathBuf {
         let py = venv.join("bin/python");
         let ready = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import aiortc, aiohttp, av, prometheus_client"])
+                .args([
+                    "-c",
+                    "import aiortc, aiohttp, av, prometheus_client, openapi_spec_validator",
+                ])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
