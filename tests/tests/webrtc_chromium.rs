@@ -12,10 +12,14 @@ fn chromium_publishes_and_another_chromium_page_plays() {
     // This test thread and everything it starts live in a fresh namespace.
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
+    let shot = target_dir().join("e2e-logs").join("chromium-player.png");
+    let _ = std::fs::create_dir_all(shot.parent().unwrap());
+    let _ = std::fs::remove_file(&shot);
     let out = Command::new("timeout")
         .args(["-s", "KILL", "90", "node"])
         .arg(driver.join("chromium_whip.js"))
         .args([gw.api.as_str(), "browser", "4"])
+        .arg(&shot)
         .current_dir(&driver)
         .output()
         .expect("run node");
@@ -36,6 +40,18 @@ fn chromium_publishes_and_another_chromium_page_plays() {
     let player = &report["player"];
     assert!(player["framesDecoded"].as_u64().unwrap() >= 30, "{report}");
     assert_eq!(player["mimeType"], "video/H264", "{report}");
+    let later = report["player_later"]["framesDecoded"].as_u64().unwrap();
+    assert!(
+        later > player["framesDecoded"].as_u64().unwrap(),
+        "framesDecoded stopped growing: {report}"
+    );
+    let png = std::fs::read(&shot).expect("screenshot of the playing page");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!("screenshot: {}", shot.display());
     assert!(
         report["publisher"]["framesSent"].as_u64().unwrap() > 0,
         "{report}"

@@ -2,7 +2,7 @@
 // page (WHIP) and a second page plays the room (WHEP). Prints one JSON line:
 // {"publisher": {...}, "player": {...}} with getStats() figures.
 //
-//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS
+//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS [SCREENSHOT.png]
 //
 // Run it inside a network namespace that has only `lo`, next to the
 // gateway: Chromium gathers no loopback candidates otherwise (TESTING.md).
@@ -49,6 +49,11 @@ async function waitFor(page, fn, timeoutMs, what) {
     }, 15000, "first decoded frame");
     await new Promise((r) => setTimeout(r, seconds * 1000));
     out.player = await play.evaluate(() => window.mgw.videoStats());
+    // Decoding goes on: a second sample a second later, and a screenshot of
+    // the playing page for the test artifacts.
+    await new Promise((r) => setTimeout(r, 1000));
+    out.player_later = await play.evaluate(() => window.mgw.videoStats());
+    if (process.argv[5]) await play.screenshot({ path: process.argv[5] });
     out.player_error = await play.evaluate(() => window.mgw.error);
     out.publisher = await pub.evaluate(() => window.mgw.videoStats());
     await play.evaluate(() => document.getElementById("stop").click());
