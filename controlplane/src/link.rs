@@ -239,6 +239,16 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 st.add_session(shard, Role::Rtmp(spec));
             }
         }
+        Event::Shard(s) => {
+            if let Some(slot) = state
+                .lock()
+                .expect("state lock")
+                .shard_stats
+                .get_mut(s.shard as usize)
+            {
+                *slot = s;
+            }
+        }
         Event::ResyncDone { epoch } => {
             if epoch == link.epoch.load(Ordering::SeqCst) {
                 let _ = link

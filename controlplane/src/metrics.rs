@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::extract::State as Ext;
 use axum::http::header;
 use axum::response::IntoResponse;
-use gateway_ring::msg::DropReason;
+use gateway_ring::msg::{DropReason, TURN_BUCKETS_US};
 
 use crate::api::{lock, App};
 
@@ -170,6 +170,37 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
         );
     }
 
+    let mut f = Family::new(
+        &mut out,
+        "mgw_loop_turn_seconds",
+        "histogram",
+        "Busy time of shard loop turns (not the wait for completions).",
+    );
+    for (i, s) in st.shard_stats.iter().enumerate() {
+        let shard = i.to_string();
+        let mut cumulative = 0;
+        for (k, bound) in TURN_BUCKETS_US.iter().enumerate() {
+            cumulative += s.turns[k];
+            let le = format!("{}", *bound as f64 / 1e6);
+            f.sample(
+                "mgw_loop_turn_seconds_bucket",
+                &[("shard", &shard), ("le", &le)],
+                cumulative,
+            );
+        }
+        let count: u64 = s.turns.iter().sum();
+        f.sample(
+            "mgw_loop_turn_seconds_bucket",
+            &[("shard", &shard), ("le", "+Inf")],
+            count,
+        );
+        f.sample(
+            "mgw_loop_turn_seconds_sum",
+            &[("shard", &shard)],
+            s.busy_us as f64 / 1e6,
+        );
+        f.sample("mgw_loop_turn_seconds_count", &[("shard", &shard)], count);
+    }
     let mut by_kind = std::collections::BTreeMap::new();
     for s in st.sessions.values() {
         *by_kind.entry((s.shard, s.role.kind_name())).or_insert(0u64) += 1;

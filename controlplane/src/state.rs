@@ -192,6 +192,8 @@ pub struct State {
     pub retired: Vec<Totals>,
     /// Participant joined / left / failed, for SSE streams and webhooks.
     pub events: crate::events::Events,
+    /// Latest loop-turn timing per shard.
+    pub shard_stats: Vec<gateway_ring::msg::ShardStats>,
     next_id: u64,
 }
 
@@ -229,6 +231,7 @@ impl State {
         State {
             retired: vec![Totals::default(); ports.len()],
             events: Default::default(),
+            shard_stats: vec![Default::default(); ports.len()],
             rooms: HashMap::new(),
             room_names: HashMap::new(),
             sessions: HashMap::new(),

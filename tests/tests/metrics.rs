@@ -90,6 +90,14 @@ fn metrics_parse_and_count_real_traffic() {
     assert_eq!(sum(&m, "mgw_sessions{kind=rtp_ingest"), 2.0);
     assert_eq!(m["mgw_udp_ports_in_use{}"], 3.0);
     assert!(m.contains_key("mgw_drops_total{reason=auth_failed,shard=0}"));
+    // The shards' loop-turn histogram counts turns, cumulative by bucket.
+    let turns = m["mgw_loop_turn_seconds_count{shard=0}"];
+    assert!(turns > 100.0, "{turns}");
+    assert_eq!(m["mgw_loop_turn_seconds_bucket{le=+Inf,shard=0}"], turns);
+    assert!(
+        m["mgw_loop_turn_seconds_bucket{le=0.0001,shard=0}"]
+            <= m["mgw_loop_turn_seconds_bucket{le=0.001,shard=0}"]
+    );
 
     // Sessions end; their packets stay counted.
     for (kind, v) in [("ingest", &video), ("ingest", &audio), ("egress", &egress)] {

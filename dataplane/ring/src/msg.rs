@@ -234,6 +234,20 @@ pub struct RtmpSpec {
 /// dataplane); the controlplane's ids stay below.
 pub const RTMP_SESSION_IDS: u64 = 1 << 61;
 
+/// Upper bounds (µs) of the loop-turn histogram buckets; the last is +Inf.
+pub const TURN_BUCKETS_US: [u64; 7] = [10, 50, 100, 500, 1_000, 5_000, 10_000];
+
+/// How long one shard's loop turns take (busy time, not the wait for
+/// completions), as counts per bucket since the dataplane started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardStats {
+    pub shard: u32,
+    /// Turns whose busy time fell in each bucket (not cumulative); the last
+    /// entry counts those over the largest bound.
+    pub turns: [u64; TURN_BUCKETS_US.len() + 1],
+    pub busy_us: u64,
+}
+
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -344,6 +358,8 @@ pub enum Event {
     Webrtc(WebrtcSpec),
     /// An RTMP client started publishing or playing (also sent on resync).
     Rtmp(RtmpSpec),
+    /// Periodic loop-turn timing of a shard.
+    Shard(ShardStats),
     /// Resync finished; `epoch` is the dataplane's.
     ResyncDone { epoch: u64 },
     /// Periodic counters of one session.
@@ -674,6 +690,7 @@ impl Message for Event {
             Event::SessionEnded { .. } => 7,
             Event::Webrtc(_) => 8,
             Event::Rtmp(_) => 9,
+            Event::Shard(_) => 10,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -687,6 +704,13 @@ impl Message for Event {
             Event::Egress(s) => w.egress(s),
             Event::Webrtc(s) => w.webrtc(s),
             Event::Rtmp(s) => w.rtmp(s),
+            Event::Shard(s) => {
+                w.u32(s.shard);
+                for t in s.turns {
+                    w.u64(t);
+                }
+                w.u64(s.busy_us);
+            }
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
                 w.u64(s.session);
@@ -740,6 +764,18 @@ impl Message for Event {
             },
             8 => Event::Webrtc(r.webrtc()?),
             9 => Event::Rtmp(r.rtmp()?),
+            10 => {
+                let shard = r.u32()?;
+                let mut turns = [0; TURN_BUCKETS_US.len() + 1];
+                for t in &mut turns {
+                    *t = r.u64()?;
+                }
+                Event::Shard(ShardStats {
+                    shard,
+                    turns,
+                    busy_us: r.u64()?,
+                })
+            }
             t => return Err(DecodeError::Tag(t)),
         })
     }
@@ -839,6 +875,11 @@ mod tests {
                 peer_ip: [127, 0, 0, 1],
                 peer_port: 50_000,
                 created_ms: 9,
+            }),
+            Event::Shard(ShardStats {
+                shard: 1,
+                turns: [1, 2, 3, 4, 5, 6, 7, 8],
+                busy_us: 99,
             }),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {

@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_ring::msg::{Command, DropReason, Event, MediaKind, Outcome, SessionStats};
+use gateway_ring::msg::{
+    Command, DropReason, Event, MediaKind, Outcome, SessionStats, ShardStats, TURN_BUCKETS_US,
+};
 use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, info, warn};
@@ -141,6 +143,8 @@ pub struct Shard {
     ended: Vec<Ended>,
     closed: Vec<u64>,
     joined: Vec<(u32, Handle)>,
+    /// Loop-turn timing since start, reported with the session counters.
+    turns: ShardStats,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
 }
@@ -192,6 +196,7 @@ impl Shard {
             ended: Vec::new(),
             closed: Vec::new(),
             joined: Vec::new(),
+            turns: ShardStats::default(),
             stray: 0,
         })
     }
@@ -210,8 +215,10 @@ impl Shard {
             self.poll_commands(now);
             self.arm_receives();
             self.rtmp_turn(now);
+            let before_wait = Instant::now();
             self.submit_and_wait(TURN_WAIT)?;
-            self.reap(Instant::now());
+            let after_wait = Instant::now();
+            self.reap(after_wait);
             self.poll_dtls(Instant::now());
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
@@ -219,6 +226,9 @@ impl Shard {
                 self.push_stats();
             }
             self.flush_router();
+            // Busy time of the turn: everything but the wait for completions.
+            let busy = before_wait.duration_since(now) + after_wait.elapsed();
+            self.record_turn(busy);
             self.flush_events();
         }
         info!(
@@ -227,6 +237,16 @@ impl Shard {
             "shard stopping"
         );
         Ok(())
+    }
+
+    fn record_turn(&mut self, busy: Duration) {
+        let us = busy.as_micros() as u64;
+        let b = TURN_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(TURN_BUCKETS_US.len());
+        self.turns.turns[b] += 1;
+        self.turns.busy_us += us;
     }
 
     fn emit(&mut self, e: Event) {
@@ -727,6 +747,8 @@ impl Shard {
     }
 
     fn push_stats(&mut self) {
+        self.turns.shard = self.cfg.index;
+        self.outbox.push_back(Event::Shard(self.turns));
         self.stats.clear();
         self.router.take_dirty_stats(&mut self.stats, 1024);
         for k in 0..self.stats.len() {
