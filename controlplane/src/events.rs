@@ -1,5 +1,5 @@
 //! Room events for operators: participant joined / left, session failed
-//! (with its reason). Streamed by `GET /v1/rooms/{room}/events` as
+//! (with its reason), track published / unpublished, keyframe requested. Streamed by `GET /v1/rooms/{room}/events` as
 //! Server-Sent Events, and POSTed to `--webhook-url` when set, signed with
 //! HMAC-SHA256 (`X-Mgw-Signature: sha256=<hex>` over the body) and retried
 //! with back-off.
@@ -27,7 +27,8 @@ const WEBHOOK_BACKOFF: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RoomEvent {
     pub room: String,
-    /// `participant_joined`, `participant_left` or `session_failed`.
+    /// `participant_joined`, `participant_left`, `session_failed`,
+    /// `track_published`, `track_unpublished` or `keyframe_requested`.
     pub event: &'static str,
     pub participant: String,
     /// `rtp_ingest`, `rtp_egress`, `whip`, `whep`, `rtmp_publish`, `rtmp_play`.

@@ -311,16 +311,31 @@ impl State {
                 ended: None,
             },
         );
-        let kind = self.sessions[&id].role.kind_name();
+        let role = &self.sessions[&id].role;
+        let kind = role.kind_name();
+        self.emit(&name, "participant_joined", id, kind, None);
+        if role.is_ingest() {
+            self.emit(&name, "track_published", id, kind, None);
+        }
+        true
+    }
+
+    fn emit(
+        &self,
+        room: &str,
+        event: &'static str,
+        id: u64,
+        kind: &'static str,
+        reason: Option<String>,
+    ) {
         self.events.emit(crate::events::RoomEvent {
-            room: name,
-            event: "participant_joined",
+            room: room.to_string(),
+            event,
             participant: id.to_string(),
             kind,
-            reason: None,
+            reason,
             at_ms: now_ms(),
         });
-        true
     }
 
     /// Ends one live session: frees its port, keeps it in the room's ended list.
@@ -334,20 +349,18 @@ impl State {
         }
         s.ended = Some(reason.to_string());
         if let Some(room) = self.room_names.get(&s.room_id()) {
+            let kind = s.role.kind_name();
+            if s.role.is_ingest() {
+                self.emit(room, "track_unpublished", id, kind, None);
+            }
             // Leaving on purpose (API, client) is not a failure.
             let left = reason == "deleted" || reason == "RTMP connection closed";
-            self.events.emit(crate::events::RoomEvent {
-                room: room.clone(),
-                event: if left {
-                    "participant_left"
-                } else {
-                    "session_failed"
-                },
-                participant: id.to_string(),
-                kind: s.role.kind_name(),
-                reason: (!left).then(|| reason.to_string()),
-                at_ms: now_ms(),
-            });
+            let (event, why) = if left {
+                ("participant_left", None)
+            } else {
+                ("session_failed", Some(reason.to_string()))
+            };
+            self.emit(room, event, id, kind, why);
         }
         if let Some(r) = self
             .room_names
@@ -384,8 +397,18 @@ impl State {
     }
 
     pub fn update_stats(&mut self, s: SessionStats) {
-        if let Some(rec) = self.sessions.get_mut(&s.session) {
-            rec.stats = s;
+        let Some(rec) = self.sessions.get_mut(&s.session) else {
+            return;
+        };
+        let more_keyframes = s.keyframe_requests > rec.stats.keyframe_requests;
+        rec.stats = s;
+        // Counted by the dataplane (a player joined or asked, a publisher
+        // was asked); reported once per stats period.
+        if more_keyframes {
+            let (room, kind) = (rec.room_id(), rec.role.kind_name());
+            if let Some(name) = self.room_names.get(&room) {
+                self.emit(name, "keyframe_requested", s.session, kind, None);
+            }
         }
     }
 }
@@ -400,6 +423,43 @@ mod tests {
         assert_eq!(s.iter().map(PortPool::size).sum::<usize>(), 1000);
         assert_eq!((s[0].lo, s[2].hi), (40000, 40999));
         assert_eq!(s[0].hi + 1, s[1].lo);
+    }
+
+    #[test]
+    fn keyframe_requests_counted_by_the_dataplane_become_events() {
+        let mut st = State::new(vec![PortPool::new(10, 20)]);
+        st.add_room(
+            &RoomSpec {
+                room: 1,
+                name: "r".into(),
+            },
+            0,
+        );
+        let mut rx = st.events.subscribe();
+        let spec = EgressSpec {
+            session: 5,
+            room: 1,
+            port: 10,
+            dest_ip: [127, 0, 0, 1],
+            dest_port: 5004,
+            srtp: None,
+            created_ms: 0,
+        };
+        assert!(st.add_session(0, Role::Egress(spec)));
+        assert_eq!(rx.try_recv().unwrap().event, "participant_joined");
+        let mut s = SessionStats {
+            session: 5,
+            ..Default::default()
+        };
+        st.update_stats(s);
+        assert!(rx.try_recv().is_err(), "no new request, no event");
+        s.keyframe_requests = 2;
+        st.update_stats(s);
+        let e = rx.try_recv().unwrap();
+        assert_eq!(
+            (e.event, e.kind, e.room.as_str()),
+            ("keyframe_requested", "rtp_egress", "r")
+        );
     }
 
     #[test]
