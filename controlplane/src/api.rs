@@ -68,7 +68,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/rooms/{room}/participants/{id}",
             delete(delete_participant),
         )
-        .route("/v1/rooms/{room}/events", get(room_events))
+        .route("/v1/rooms/{room}/events", get(crate::events::room_events))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_admin,
@@ -666,46 +666,6 @@ pub(crate) async fn delete_session(
             "dataplane refused to delete: {o:?}"
         ))),
     }
-}
-
-/// The room's events as Server-Sent Events (`event: participant_joined`,
-/// `data: {json}`), from now on.
-async fn room_events(
-    Ext(app): AppState,
-    Path(room): Path<String>,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-    >,
-    ApiError,
-> {
-    use tokio::sync::broadcast::error::RecvError;
-    let rx = {
-        let st = lock(&app);
-        if !st.rooms.contains_key(&room) {
-            return Err(ApiError::not_found(format!("no room {room:?}")));
-        }
-        st.events.subscribe()
-    };
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
-        let room = room.clone();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) if ev.room == room => {
-                        let e = axum::response::sse::Event::default()
-                            .event(ev.event)
-                            .json_data(&ev)
-                            .unwrap_or_default();
-                        return Some((Ok(e), rx));
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        }
-    });
-    Ok(axum::response::sse::Sse::new(stream).keep_alive(axum::response::sse::KeepAlive::default()))
 }
 
 /// Removes anyone from a room: WHIP, WHEP, RTMP, RTP ingest or egress.

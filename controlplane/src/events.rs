@@ -10,11 +10,21 @@
 //! ```
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tracing::{debug, warn};
+
+use crate::api::{lock, App};
+use crate::error::ApiError;
 
 /// Events buffered per SSE subscriber; a slower one misses the oldest.
 const SSE_BUFFER: usize = 1024;
@@ -88,6 +98,81 @@ impl Events {
             });
         if let Err(e) = spawned {
             warn!("webhook thread not started: {e}");
+        }
+    }
+}
+
+/// The events of `room` from `rx` on.
+fn room_stream(rx: broadcast::Receiver<RoomEvent>, room: String) -> impl Stream<Item = RoomEvent> {
+    futures_util::stream::unfold(rx, move |mut rx| {
+        let room = room.clone();
+        async move {
+            use broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) if ev.room == room => return Some((ev, rx)),
+                    // A lagging reader skips what it missed rather than stop.
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    })
+}
+
+/// `GET /v1/rooms/{room}/events`: Server-Sent Events (`event: <name>`,
+/// `data: <json>`), or JSON text messages over a WebSocket upgrade.
+pub async fn room_events(
+    State(app): State<Arc<App>>,
+    Path(room): Path<String>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let rx = {
+        let st = lock(&app);
+        if !st.rooms.contains_key(&room) {
+            return Err(ApiError::not_found(format!("no room {room:?}")));
+        }
+        st.events.subscribe()
+    };
+    let events = room_stream(rx, room);
+    // Not a WebSocket upgrade (the rejection): Server-Sent Events.
+    Ok(match ws.ok() {
+        Some(ws) => ws
+            .on_upgrade(move |socket| forward_to_socket(socket, events))
+            .into_response(),
+        None => {
+            let sse = events.map(|ev| {
+                Ok::<_, std::convert::Infallible>(
+                    SseEvent::default()
+                        .event(ev.event)
+                        .json_data(&ev)
+                        .unwrap_or_default(),
+                )
+            });
+            Sse::new(sse)
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
+    })
+}
+
+/// Sends each event as a text message; ends when the client closes (its
+/// close frame is answered, so it does not wait) or goes away.
+async fn forward_to_socket(mut socket: WebSocket, events: impl Stream<Item = RoomEvent>) {
+    let mut events = Box::pin(events);
+    loop {
+        tokio::select! {
+            ev = events.next() => {
+                let Some(ev) = ev else { return };
+                let text = serde_json::to_string(&ev).expect("events serialize");
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            msg = socket.recv() => match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {} // pings are answered by the library; other input is ignored
+            },
         }
     }
 }

@@ -134,3 +134,40 @@ fn webhooks_are_signed_and_retried() {
     );
     assert_eq!(ev["kind"], "rtp_ingest");
 }
+
+/// The same events over a WebSocket upgrade of the same URL, read by
+/// aiohttp's WebSocket client.
+#[test]
+fn room_events_stream_over_websocket() {
+    use std::process::{Command, Stdio};
+    let gw = Gateway::start(1, &[]);
+    gw.room("wsr");
+    let script = r#"
+import asyncio, json, sys, aiohttp
+async def main(url, key):
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url, headers={"Authorization": f"Bearer {key}"}) as ws:
+            print("connected", flush=True)
+            for _ in range(2):
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                print(msg.data, flush=True)
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"#;
+    let url = format!("ws://127.0.0.1:{}/v1/rooms/wsr/events", gw.http);
+    let mut child = Command::new(aiortc_python())
+        .args(["-c", script, &url, ADMIN_KEY])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "connected");
+    let ingest = gw.ingest("wsr", json!({ "kind": "video" }));
+    let events: Vec<Value> = lines
+        .take(2)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(wait_bounded(&mut child, Duration::from_secs(10)));
+    assert_eq!(events[0]["event"], "participant_joined", "{events:?}");
+    assert_eq!(events[0]["participant"], ingest["id"]);
+    assert_eq!(events[1]["event"], "track_published");
+}
