@@ -356,6 +356,22 @@ fn rtmp_clients_are_participants_of_the_room() {
         0,
         "RTMP holds no UDP port"
     );
+    // Their counters come from the dataplane like any session's.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let counted: Vec<u64> = live(&gw)
+            .iter()
+            .map(|s| s["stats"]["bytes"].as_u64().unwrap_or(0))
+            .collect();
+        if counted.len() == 2 && counted.iter().all(|&b| b > 10_000) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RTMP byte counters: {counted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Removing the player through the API closes its connection.
     let id = id_of(&player_session);

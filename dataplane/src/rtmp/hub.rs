@@ -25,7 +25,7 @@ use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer};
 use crate::transcode::Job;
-use gateway_ring::msg::{Event as RingEvent, RtmpSpec, RTMP_SESSION_IDS};
+use gateway_ring::msg::{DropReason, Event as RingEvent, RtmpSpec, SessionStats, RTMP_SESSION_IDS};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,10 @@ pub struct ConnState {
     pub peer: Option<std::net::SocketAddrV4>,
     /// Participant id once publishing or playing.
     session: Option<u64>,
+    /// Media messages and bytes received (publisher) or queued (player),
+    /// and messages dropped for a slow player; `dirty` until reported.
+    stats: SessionStats,
+    dirty: bool,
 }
 
 impl Default for ConnState {
@@ -87,6 +91,8 @@ impl Default for ConnState {
             role: Role::New,
             peer: None,
             session: None,
+            stats: SessionStats::default(),
+            dirty: false,
         }
     }
 }
@@ -429,6 +435,19 @@ impl Hub {
         out
     }
 
+    /// Counters of participants that changed since the last call.
+    pub fn take_dirty_stats(&mut self, out: &mut Vec<SessionStats>) {
+        for st in self.conns.values_mut() {
+            if let (true, Some(session)) = (st.dirty, st.session) {
+                st.dirty = false;
+                out.push(SessionStats {
+                    session,
+                    ..st.stats
+                });
+            }
+        }
+    }
+
     /// The connection of participant `session`, if it is here.
     pub fn find_session(&self, session: u64) -> Option<u32> {
         self.conns
@@ -658,6 +677,11 @@ impl Hub {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
+        if let Some(st) = self.conns.get_mut(&idx) {
+            st.stats.packets += 1;
+            st.stats.bytes += m.payload.len() as u64;
+            st.dirty = true;
+        }
         if m.type_id == types::VIDEO {
             self.packetize_for_webrtc(room, &m);
         }
@@ -887,12 +911,18 @@ impl Hub {
             let Some(st) = self.conns.get_mut(&p) else {
                 continue;
             };
+            st.dirty = true;
             match st.queue.offer(now, &bytes, frame) {
                 Offer::Queued => {
+                    st.stats.packets += 1;
+                    st.stats.bytes += bytes.len() as u64;
                     self.stats.player_messages += 1;
                     actions.push(Action::Wake(p));
                 }
-                Offer::Dropped => self.stats.player_drops += 1,
+                Offer::Dropped => {
+                    st.stats.drops[DropReason::Send as usize] += 1;
+                    self.stats.player_drops += 1
+                }
                 Offer::Disconnect => actions.push(Action::Close {
                     idx: p,
                     why: "player too slow: behind for 5 s".into(),

@@ -751,6 +751,9 @@ impl Shard {
         self.outbox.push_back(Event::Shard(self.turns));
         self.stats.clear();
         self.router.take_dirty_stats(&mut self.stats, 1024);
+        if let Some(io) = self.rtmp.as_mut() {
+            io.hub.take_dirty_stats(&mut self.stats);
+        }
         for k in 0..self.stats.len() {
             self.outbox.push_back(Event::Stats(self.stats[k]));
         }
