@@ -169,6 +169,7 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         "shard_health": shards,
         "udp_ports": { "in_use": in_use, "total": total },
         "mode": if app.cfg.attach { "attach" } else { "spawn" },
+        "rtmp": app.cfg.rtmp,
         "dataplane": {
             "alive": alive,
             "pid": app.link.region.dataplane_pid(),

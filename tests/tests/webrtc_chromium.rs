@@ -20,6 +20,7 @@ fn chromium_publishes_and_another_chromium_page_plays() {
         .arg(driver.join("chromium_whip.js"))
         .args([gw.api.as_str(), "browser", "4"])
         .arg(&shot)
+        .arg(ADMIN_KEY)
         .current_dir(&driver)
         .output()
         .expect("run node");
@@ -52,6 +53,9 @@ fn chromium_publishes_and_another_chromium_page_plays() {
         png.len()
     );
     eprintln!("screenshot: {}", shot.display());
+    // The demo page lists the room and its participants for the operator.
+    let rooms = report["rooms_table"].as_str().unwrap_or("");
+    assert!(rooms.contains("browser") && rooms.contains("whip"), "{report}");
     assert!(
         report["publisher"]["framesSent"].as_u64().unwrap() > 0,
         "{report}"

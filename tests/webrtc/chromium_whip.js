@@ -2,7 +2,7 @@
 // page (WHIP) and a second page plays the room (WHEP). Prints one JSON line:
 // {"publisher": {...}, "player": {...}} with getStats() figures.
 //
-//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS [SCREENSHOT.png]
+//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS [SCREENSHOT.png [ADMIN_KEY]]
 //
 // Run it inside a network namespace that has only `lo`, next to the
 // gateway: Chromium gathers no loopback candidates otherwise (TESTING.md).
@@ -54,6 +54,13 @@ async function waitFor(page, fn, timeoutMs, what) {
     await new Promise((r) => setTimeout(r, 1000));
     out.player_later = await play.evaluate(() => window.mgw.videoStats());
     if (process.argv[5]) await play.screenshot({ path: process.argv[5] });
+    // The demo page's room list, with the admin key: the publisher is there.
+    if (process.argv[6]) {
+      const admin = await ctx.newPage();
+      await admin.goto(`${api}/?key=${encodeURIComponent(process.argv[6])}`);
+      await waitFor(admin, () => document.getElementById("rooms").innerText.includes("whip"), 10000, "room list");
+      out.rooms_table = await admin.evaluate(() => document.getElementById("rooms").innerText);
+    }
     out.player_error = await play.evaluate(() => window.mgw.error);
     out.publisher = await pub.evaluate(() => window.mgw.videoStats());
     await play.evaluate(() => document.getElementById("stop").click());
