@@ -261,6 +261,7 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),
                 2 => "DTLS handshake failed".to_string(),
                 3 => "RTMP connection closed".to_string(),
+                4 => "slow consumer: fell 5 s behind the stream".to_string(),
                 r => format!("ended by dataplane (code {r})"),
             };
             info!(session, "{why}");

@@ -55,7 +55,10 @@ fn chromium_publishes_and_another_chromium_page_plays() {
     eprintln!("screenshot: {}", shot.display());
     // The demo page lists the room and its participants for the operator.
     let rooms = report["rooms_table"].as_str().unwrap_or("");
-    assert!(rooms.contains("browser") && rooms.contains("whip"), "{report}");
+    assert!(
+        rooms.contains("browser") && rooms.contains("whip"),
+        "{report}"
+    );
     assert!(
         report["publisher"]["framesSent"].as_u64().unwrap() > 0,
         "{report}"

@@ -81,6 +81,8 @@ pub struct ConnState {
     /// and messages dropped for a slow player; `dirty` until reported.
     stats: SessionStats,
     dirty: bool,
+    /// Dropped for falling behind (reported as such).
+    slow: bool,
 }
 
 impl Default for ConnState {
@@ -93,12 +95,15 @@ impl Default for ConnState {
             session: None,
             stats: SessionStats::default(),
             dirty: false,
+            slow: false,
         }
     }
 }
 
 /// `Event::SessionEnded` reason for an RTMP client that left or was closed.
 pub const END_RTMP: u16 = 3;
+/// `Event::SessionEnded` reason for a player dropped for being too slow.
+pub const END_SLOW: u16 = 4;
 
 struct Stream {
     publisher: Option<u32>,
@@ -314,7 +319,7 @@ impl Hub {
         if let Some(session) = st.session.take() {
             self.events_out.push(RingEvent::SessionEnded {
                 session,
-                reason: END_RTMP,
+                reason: if st.slow { END_SLOW } else { END_RTMP },
             });
         }
         match st.role {
@@ -923,11 +928,14 @@ impl Hub {
                     st.stats.drops[DropReason::Send as usize] += 1;
                     self.stats.player_drops += 1
                 }
-                Offer::Disconnect => actions.push(Action::Close {
-                    idx: p,
-                    why: "player too slow: behind for 5 s".into(),
-                    flush: false,
-                }),
+                Offer::Disconnect => {
+                    st.slow = true;
+                    actions.push(Action::Close {
+                        idx: p,
+                        why: "player too slow: behind for 5 s".into(),
+                        flush: false,
+                    })
+                }
             }
         }
     }
@@ -1133,6 +1141,64 @@ mod tests {
         anchor(&mut c.audio, c.epoch, t0, (1, 2), 0, 48);
         c.align_audio(t0 + ALIGN_WAIT);
         assert!(c.audio_aligned);
+    }
+
+    /// A player whose queue never drains is dropped after the timeout and
+    /// reported as a slow consumer, not as an ordinary leave.
+    #[test]
+    fn a_player_that_never_reads_is_dropped_as_slow() {
+        let mut rooms = OneRoom {
+            rooms: HashMap::new(),
+            allow_create: true,
+        };
+        let mut h = hub_with(2);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        let publish = [
+            connect(),
+            command(
+                "publish",
+                vec![Amf0Value::Utf8String("s".into()), Amf0Value::Null],
+            ),
+        ]
+        .concat();
+        h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
+        let play = [
+            connect(),
+            command("play", vec![Amf0Value::Utf8String("s".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 1, &play, &mut rooms, &mut a);
+        let mut frame = vec![0x27u8, 1, 0, 0, 0];
+        frame.resize(200_000, 7);
+        let mut closed = false;
+        for i in 0..40u32 {
+            a.clear();
+            // A keyframe first: a new player waits for one.
+            frame[0] = if i == 0 { 0x17 } else { 0x27 };
+            let mut m = Vec::new();
+            write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
+            let now = t0 + std::time::Duration::from_millis(200 * i as u64);
+            h.on_bytes(now, 0, &m, &mut rooms, &mut a);
+            if a.iter().any(|x| matches!(x, Action::Close { idx: 1, .. })) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the stalled player was never dropped");
+        h.events_out.clear();
+        h.remove(1);
+        assert!(
+            h.events_out.iter().any(|e| matches!(
+                e,
+                RingEvent::SessionEnded {
+                    reason: END_SLOW,
+                    ..
+                }
+            )),
+            "{:?}",
+            h.events_out
+        );
     }
 
     #[test]
