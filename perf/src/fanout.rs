@@ -1,0 +1,375 @@
+//! Scenario `fanout`: one SRTP publisher → S SRTP subscribers through the
+//! gateway (and, with `--baseline`, the same fan-out through the no-crypto
+//! relay), at `--rate` packets/s of `--size` bytes for `--seconds`.
+
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use dataplane::srtp::{SrtpContext, MAX_TRAILER};
+use gateway_ring::msg::{SrtpKey, SrtpSuite};
+use serde_json::{json, Value};
+
+use crate::proc_stats::{cpu_seconds, rss_bytes};
+use crate::Args;
+
+/// One in this many packets per subscriber is decrypted for its latency.
+const SAMPLE_EVERY: u64 = 16;
+const SSRC: u32 = 0x5eed_0001;
+
+struct Api<'a> {
+    base: &'a str,
+    key: Option<&'a str>,
+}
+
+impl Api<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        loop {
+            let mut r = ureq::request(method, &format!("{}{path}", self.base))
+                .timeout(Duration::from_secs(10));
+            if let Some(k) = self.key {
+                r = r.set("authorization", &format!("Bearer {k}"));
+            }
+            let res = match &body {
+                Some(b) => r.send_json(b.clone()),
+                None => r.call(),
+            };
+            match res {
+                Ok(resp) => return Ok(resp.into_json().unwrap_or(Value::Null)),
+                // Session creation is rate limited per client: wait as told.
+                Err(ureq::Error::Status(429, resp)) => {
+                    let secs: u64 = resp
+                        .header("retry-after")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                    std::thread::sleep(Duration::from_secs(secs));
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    return Err(format!(
+                        "{method} {path}: {code} {}",
+                        resp.into_string().unwrap_or_default()
+                    ))
+                }
+                Err(e) => return Err(format!("{method} {path}: {e}")),
+            }
+        }
+    }
+}
+
+fn srtp_key(v: &Value) -> Result<SrtpKey, String> {
+    let material = base64::engine::general_purpose::STANDARD
+        .decode(
+            v["srtp"]["key"]
+                .as_str()
+                .ok_or("no srtp key in the answer")?,
+        )
+        .map_err(|e| e.to_string())?;
+    SrtpKey::new(SrtpSuite::AeadAes128Gcm, &material).ok_or_else(|| "bad key length".into())
+}
+
+/// What the receivers saw.
+#[derive(Default)]
+struct Received {
+    packets: u64,
+    bytes: u64,
+    latencies_us: Vec<u64>,
+}
+
+/// Receives on every socket until `stop`; unprotects a sample for latency.
+fn receive(
+    socks: Vec<UdpSocket>,
+    mut ctxs: Vec<Option<SrtpContext>>,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Received {
+    // SAFETY: plain epoll syscalls on descriptors we own; errors checked.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0, "epoll_create1");
+    for (i, s) in socks.iter().enumerate() {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
+        // SAFETY: valid epoll fd, socket fd and event.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, s.as_raw_fd(), &mut ev) };
+    }
+    let mut out = Received::default();
+    let mut counts = vec![0u64; socks.len()];
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: events has room for 256 entries.
+        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 10) };
+        for e in &events[..n.max(0) as usize] {
+            let i = e.u64 as usize;
+            while let Ok(len) = socks[i].recv(&mut buf) {
+                out.packets += 1;
+                out.bytes += len as u64;
+                counts[i] += 1;
+                if counts[i] % SAMPLE_EVERY != 1 {
+                    continue;
+                }
+                let plain = match &mut ctxs[i] {
+                    Some(ctx) => match ctx.unprotect_rtp(&mut buf[..len]) {
+                        Ok(n) => n,
+                        Err(_) => continue,
+                    },
+                    None => len,
+                };
+                if plain >= 20 {
+                    let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
+                    let now = t0.elapsed().as_nanos() as u64;
+                    out.latencies_us.push(now.saturating_sub(sent) / 1000);
+                }
+            }
+        }
+    }
+    // SAFETY: closing the epoll fd we created.
+    unsafe { libc::close(ep) };
+    out
+}
+
+/// Sends `rate` packets/s of `size` bytes to `port` for `secs`, each with
+/// its send time (ns since `t0`) at the start of the payload.
+fn send(
+    port: u16,
+    mut ctx: Option<SrtpContext>,
+    rate: u32,
+    size: usize,
+    secs: f64,
+    t0: Instant,
+) -> u64 {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
+    let mut buf = vec![0u8; size.max(20) + MAX_TRAILER];
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    for k in 0..total {
+        // Paced by the clock: packet k leaves at k / rate.
+        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let seq = k as u16;
+        let ts = (k as u32).wrapping_mul(3000);
+        buf[..12].copy_from_slice(&[0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&SSRC.to_be_bytes());
+        buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
+        let n = match &mut ctx {
+            Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
+            None => size,
+        };
+        let _ = sock.send_to(&buf[..n], ("127.0.0.1", port));
+    }
+    total
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Drives one fan-out; `cpu_pid` is the process whose CPU is measured.
+fn drive(
+    sender_port: u16,
+    sender_ctx: Option<SrtpContext>,
+    socks: Vec<UdpSocket>,
+    ctxs: Vec<Option<SrtpContext>>,
+    args: &Args,
+    cpu_pid: u32,
+) -> Value {
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let rx = std::thread::spawn(move || receive(socks, ctxs, t0, s));
+    let cpu0 = cpu_seconds(cpu_pid);
+    let started = Instant::now();
+    let sent = send(
+        sender_port,
+        sender_ctx,
+        args.rate,
+        args.size,
+        args.seconds,
+        t0,
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu1 = cpu_seconds(cpu_pid);
+    std::thread::sleep(Duration::from_millis(300)); // the last packets land
+    stop.store(true, Ordering::Relaxed);
+    let mut got = rx.join().expect("receiver thread");
+    got.latencies_us.sort_unstable();
+    let expected = sent * args.subscribers as u64;
+    json!({
+        "pps_in": sent as f64 / elapsed,
+        "pps_out": got.packets as f64 / elapsed,
+        "mbps_out": got.bytes as f64 * 8.0 / elapsed / 1e6,
+        "loss_ratio": 1.0 - got.packets as f64 / expected.max(1) as f64,
+        "latency_us": {
+            "p50": percentile(&got.latencies_us, 0.5),
+            "p99": percentile(&got.latencies_us, 0.99),
+            "p999": percentile(&got.latencies_us, 0.999),
+            "samples": got.latencies_us.len(),
+        },
+        "cpu": match (cpu0, cpu1) { (Some(a), Some(b)) => json!((b - a) / elapsed), _ => Value::Null },
+    })
+}
+
+fn sockets(n: u32) -> Result<Vec<UdpSocket>, String> {
+    (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("receiver socket: {e}")))
+        .collect()
+}
+
+pub fn run(args: &Args) -> Result<Value, String> {
+    let api = Api {
+        base: &args.api,
+        key: args.admin_key.as_deref(),
+    };
+    let health = api.call("GET", "/healthz", None)?;
+    let pid = health["dataplane"]["pid"]
+        .as_u64()
+        .ok_or("no dataplane pid in /healthz")? as u32;
+    let room = format!("loadgen-{}", std::process::id());
+    api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
+    let result = (|| {
+        let ingest = api.call(
+            "POST",
+            &format!("/v1/rooms/{room}/ingest/rtp"),
+            Some(json!({ "kind": "video", "srtp": { "suite": "AEAD_AES_128_GCM" } })),
+        )?;
+        let ingest_port = ingest["port"].as_u64().ok_or("no ingest port")? as u16;
+        let rss0 = rss_bytes(pid);
+        let socks = sockets(args.subscribers)?;
+        let mut ctxs = Vec::new();
+        for s in &socks {
+            let port = s.local_addr().map_err(|e| e.to_string())?.port();
+            let e = api.call(
+                "POST",
+                &format!("/v1/rooms/{room}/egress/rtp"),
+                Some(json!({ "host": "127.0.0.1", "port": port, "srtp": { "suite": "AEAD_AES_128_GCM" } })),
+            )?;
+            ctxs.push(Some(SrtpContext::new(&srtp_key(&e)?)));
+        }
+        let rss1 = rss_bytes(pid);
+        let sender = SrtpContext::new(&srtp_key(&ingest)?);
+        let gw = drive(ingest_port, Some(sender), socks, ctxs, args, pid);
+        let mut report = json!({
+            "scenario": "fanout",
+            "publishers": 1,
+            "subscribers": args.subscribers,
+            "seconds": args.seconds,
+            "rate_per_publisher": args.rate,
+            "packet_size": args.size,
+            "pps_in": gw["pps_in"],
+            "pps_out": gw["pps_out"],
+            "mbps_out": gw["mbps_out"],
+            "loss_ratio": gw["loss_ratio"],
+            "latency_us": gw["latency_us"],
+            "dataplane_cpu": gw["cpu"],
+            "rss_per_session_bytes": match (rss0, rss1) {
+                (Some(a), Some(b)) => json!(b.saturating_sub(a) / args.subscribers.max(1) as u64),
+                _ => Value::Null,
+            },
+        });
+        if args.baseline {
+            let base = baseline(args)?;
+            for k in ["pps_out", "mbps_out", "loss_ratio", "latency_us", "cpu"] {
+                report[format!("baseline_{k}")] = base[k].clone();
+            }
+        }
+        Ok(report)
+    })();
+    let _ = api.call("DELETE", &format!("/v1/rooms/{room}"), None);
+    result
+}
+
+/// The same fan-out through `loadgen relay` (no crypto), in a child process.
+fn baseline(args: &Args) -> Result<Value, String> {
+    let socks = sockets(args.subscribers)?;
+    let ports: Vec<String> = socks
+        .iter()
+        .map(|s| {
+            s.local_addr()
+                .map(|a| a.port().to_string())
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let listen = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "relay",
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &ports.join(","),
+        ])
+        .spawn()
+        .map_err(|e| format!("starting the baseline relay: {e}"))?;
+    std::thread::sleep(Duration::from_millis(200));
+    let ctxs = socks.iter().map(|_| None).collect();
+    let r = drive(listen, None, socks, ctxs, args, child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(r)
+}
+
+pub fn print_table(r: &Value) {
+    let row = |name: &str, gw: &Value, base: &Value| {
+        println!("{name:<22} {:>14} {:>14}", fmt(gw), fmt(base));
+    };
+    fn fmt(v: &Value) -> String {
+        match v {
+            Value::Number(n) => {
+                let f = n.as_f64().unwrap_or(0.0);
+                if f.fract() == 0.0 {
+                    format!("{f:.0}")
+                } else {
+                    format!("{f:.4}")
+                }
+            }
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        }
+    }
+    println!(
+        "fanout: 1 publisher -> {} subscribers, {} pkt/s of {} B, {} s",
+        r["subscribers"], r["rate_per_publisher"], r["packet_size"], r["seconds"]
+    );
+    println!("{:<22} {:>14} {:>14}", "", "gateway", "baseline");
+    row("packets/s out", &r["pps_out"], &r["baseline_pps_out"]);
+    row("Mbit/s out", &r["mbps_out"], &r["baseline_mbps_out"]);
+    row("loss ratio", &r["loss_ratio"], &r["baseline_loss_ratio"]);
+    row(
+        "latency p50 (us)",
+        &r["latency_us"]["p50"],
+        &r["baseline_latency_us"]["p50"],
+    );
+    row(
+        "latency p99 (us)",
+        &r["latency_us"]["p99"],
+        &r["baseline_latency_us"]["p99"],
+    );
+    row(
+        "latency p99.9 (us)",
+        &r["latency_us"]["p999"],
+        &r["baseline_latency_us"]["p999"],
+    );
+    row("CPU (cores)", &r["dataplane_cpu"], &r["baseline_cpu"]);
+    row(
+        "RSS/session (bytes)",
+        &r["rss_per_session_bytes"],
+        &Value::Null,
+    );
+}
