@@ -528,20 +528,7 @@ impl Shard {
         }
         for k in 0..self.fanout.len() {
             let e = self.fanout[k];
-            let Some(fd) = self
-                .sockets
-                .get(e as usize)
-                .and_then(Option::as_ref)
-                .map(|s| s.sock.as_raw_fd())
-            else {
-                continue;
-            };
-            let Some(slot_idx) = self
-                .free_sends
-                .pop()
-                .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?)
-            else {
-                self.router.count_drop(e, DropReason::Send);
+            let Some((fd, slot_idx)) = self.send_slot_for(e) else {
                 continue;
             };
             let src: &[u8] = match plain {
@@ -564,28 +551,34 @@ impl Shard {
     /// Sends `data` from session `from`'s socket (STUN answers, DTLS records,
     /// RTCP, retransmissions): one copy into a send slot, like media.
     fn send_control(&mut self, from: Handle, dest: std::net::SocketAddrV4, data: &[u8]) {
-        let Some(fd) = self
-            .sockets
-            .get(from as usize)
-            .and_then(Option::as_ref)
-            .map(|s| s.sock.as_raw_fd())
-        else {
-            return;
-        };
         if data.len() > SEND_BUF_SIZE {
             self.router.count_drop(from, DropReason::Send);
             return;
         }
-        let Some(slot_idx) = self
-            .free_sends
-            .pop()
-            .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?)
-        else {
-            self.router.count_drop(from, DropReason::Send);
+        let Some((fd, slot_idx)) = self.send_slot_for(from) else {
             return;
         };
         self.sends[slot_idx as usize].buf[..data.len()].copy_from_slice(data);
         self.queue_send(slot_idx, from, fd, dest, data.len());
+    }
+
+    /// The socket of session `h` and a free send slot (waiting briefly for
+    /// one if all are in flight); `None` if the session has no socket, or no
+    /// slot came back (counted as a send drop).
+    fn send_slot_for(&mut self, h: Handle) -> Option<(std::os::fd::RawFd, u32)> {
+        let fd = self
+            .sockets
+            .get(h as usize)
+            .and_then(Option::as_ref)
+            .map(|s| s.sock.as_raw_fd())?;
+        let slot = self
+            .free_sends
+            .pop()
+            .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?);
+        if slot.is_none() {
+            self.router.count_drop(h, DropReason::Send);
+        }
+        Some((fd, slot?))
     }
 
     /// Queues `SendMsg` for send slot `slot_idx` holding `n` bytes.
