@@ -205,6 +205,14 @@ fn pump(link: &Link, state: &Mutex<State>) {
     }
 }
 
+/// Records a session the dataplane reported, once.
+fn adopt(state: &Mutex<State>, shard: u32, role: Role) {
+    let mut st = state.lock().expect("state lock");
+    if !st.sessions.contains_key(&role.session_id()) {
+        st.add_session(shard, role);
+    }
+}
+
 fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
     match e {
         Event::Done { what, id, outcome } => link.answer(what, id, outcome),
@@ -215,30 +223,11 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 st.add_room(&spec, shard);
             }
         }
-        Event::Ingest(spec) => {
-            let mut st = state.lock().expect("state lock");
-            if !st.sessions.contains_key(&spec.session) {
-                st.add_session(shard, Role::Ingest(spec));
-            }
-        }
-        Event::Egress(spec) => {
-            let mut st = state.lock().expect("state lock");
-            if !st.sessions.contains_key(&spec.session) {
-                st.add_session(shard, Role::Egress(spec));
-            }
-        }
-        Event::Webrtc(spec) => {
-            let mut st = state.lock().expect("state lock");
-            if !st.sessions.contains_key(&spec.session) {
-                st.add_session(shard, Role::Webrtc(spec));
-            }
-        }
-        Event::Rtmp(spec) => {
-            let mut st = state.lock().expect("state lock");
-            if !st.sessions.contains_key(&spec.session) {
-                st.add_session(shard, Role::Rtmp(spec));
-            }
-        }
+        // Sessions the dataplane reports (resync, RTMP clients it accepted).
+        Event::Ingest(spec) => adopt(state, shard, Role::Ingest(spec)),
+        Event::Egress(spec) => adopt(state, shard, Role::Egress(spec)),
+        Event::Webrtc(spec) => adopt(state, shard, Role::Webrtc(spec)),
+        Event::Rtmp(spec) => adopt(state, shard, Role::Rtmp(spec)),
         Event::Shard(s) => {
             if let Some(slot) = state
                 .lock()

@@ -84,6 +84,20 @@ impl Role {
             Role::Rtmp(r) => r.publish,
         }
     }
+
+    /// (session id, room id, UDP port; 0 for RTMP, which holds none).
+    fn ids(&self) -> (u64, u32, u16) {
+        match self {
+            Role::Ingest(s) => (s.session, s.room, s.port),
+            Role::Egress(s) => (s.session, s.room, s.port),
+            Role::Webrtc(s) => (s.session, s.room, s.port),
+            Role::Rtmp(s) => (s.session, s.room, 0),
+        }
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.ids().0
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -98,20 +112,10 @@ pub struct SessionRecord {
 
 impl SessionRecord {
     pub fn port(&self) -> u16 {
-        match &self.role {
-            Role::Ingest(s) => s.port,
-            Role::Egress(s) => s.port,
-            Role::Webrtc(s) => s.port,
-            Role::Rtmp(_) => 0,
-        }
+        self.role.ids().2
     }
     pub fn room_id(&self) -> u32 {
-        match &self.role {
-            Role::Ingest(s) => s.room,
-            Role::Egress(s) => s.room,
-            Role::Webrtc(s) => s.room,
-            Role::Rtmp(s) => s.room,
-        }
+        self.role.ids().1
     }
 }
 
@@ -277,12 +281,7 @@ impl State {
 
     /// Records a live session (new, or learned from a resync).
     pub fn add_session(&mut self, shard: u32, role: Role) -> bool {
-        let (id, room, port) = match &role {
-            Role::Ingest(s) => (s.session, s.room, s.port),
-            Role::Egress(s) => (s.session, s.room, s.port),
-            Role::Webrtc(s) => (s.session, s.room, s.port),
-            Role::Rtmp(s) => (s.session, s.room, 0),
-        };
+        let (id, room, port) = role.ids();
         let Some(name) = self.room_names.get(&room).cloned() else {
             return false;
         };
