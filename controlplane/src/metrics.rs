@@ -201,6 +201,23 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
         );
         f.sample("mgw_loop_turn_seconds_count", &[("shard", &shard)], count);
     }
+    for (name, help, value) in [
+        (
+            "mgw_udp_sends_total",
+            "UDP sendmsg operations submitted (one per GSO batch).",
+            (|s: &gateway_ring::msg::ShardStats| s.udp_sends) as fn(&_) -> u64,
+        ),
+        (
+            "mgw_udp_datagrams_total",
+            "UDP datagrams those sends carried (more than sends: GSO batching).",
+            |s| s.udp_datagrams,
+        ),
+    ] {
+        let mut f = Family::new(&mut out, name, "counter", help);
+        for (i, s) in st.shard_stats.iter().enumerate() {
+            f.sample(name, &[("shard", &i.to_string())], value(s));
+        }
+    }
     let mut by_kind = std::collections::BTreeMap::new();
     for s in st.sessions.values() {
         *by_kind.entry((s.shard, s.role.kind_name())).or_insert(0u64) += 1;

@@ -50,6 +50,10 @@ struct Args {
     /// An RTMP publish to a room that does not exist creates it.
     #[arg(long, env = "MGW_AUTO_ROOM", default_value_t = true, action = clap::ArgAction::Set)]
     auto_room: bool,
+    /// Send each loop turn's packets to one destination as one UDP GSO
+    /// send (falls back by itself if the kernel refuses).
+    #[arg(long, env = "MGW_GSO", default_value_t = true, action = clap::ArgAction::Set)]
+    gso: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -172,6 +176,7 @@ fn main() {
             core: (!args.no_pin).then_some(index as usize % cores),
             dtls: identity.clone(),
             rtmp: rtmp.as_mut().map(|v| v.remove(0)),
+            gso: args.gso,
         };
         let stop = stop.clone();
         let t = std::thread::Builder::new()

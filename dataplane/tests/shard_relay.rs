@@ -1,8 +1,11 @@
 //! A shard on a real io_uring, driven through a real shared-memory region:
-//! commands in, RTP through loopback sockets, events and counters out.
+//! commands in, RTP through loopback sockets, events and counters out; and
+//! proof that forwarding a packet allocates nothing on the shard's thread.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +14,46 @@ use gateway_ring::msg::{
     Command, DropReason, EgressSpec, Event, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey,
     SrtpSuite,
 };
-use gateway_ring::Region;
+use gateway_ring::{Consumer, Producer, Region};
+
+/// Counts allocations (and reallocations) made on threads that opted in:
+/// the shard's thread in these tests.
+struct CountingAlloc;
+
+static SHARD_ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    // `try_with`: the thread-local may be gone while a thread exits.
+    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+        SHARD_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards to the system allocator; counting has no effect on it.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 fn free_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -44,9 +86,25 @@ fn rtp(pt: u8, seq: u16) -> Vec<u8> {
     p
 }
 
-#[test]
-fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
-    let path = std::env::temp_dir().join(format!("gw-shard-test-{}", std::process::id()));
+/// A shard on its own thread with one room: an SRTP ingest and two RTP
+/// egresses (plain to `rx1`, SRTP to `rx2`).
+struct Relay {
+    path: std::path::PathBuf,
+    region: Region,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    cmd: Producer,
+    evt: Consumer,
+    key: SrtpKey,
+    ing_port: u16,
+    rx1: UdpSocket,
+    rx2: UdpSocket,
+}
+
+/// With `count_allocs`, the shard thread's allocations go to `SHARD_ALLOCS`
+/// (one test only: tests of this file run in parallel).
+fn start_relay(name: &str, count_allocs: bool) -> Relay {
+    let path = std::env::temp_dir().join(format!("gw-{name}-{}", std::process::id()));
     let region = Region::create(&path, 1).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = ShardConfig {
@@ -57,10 +115,13 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
         core: None,
         dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
         rtmp: None,
+        gso: true,
     };
     let s = stop.clone();
-    let t = std::thread::spawn(move || run_shard(cfg, s).unwrap());
-
+    let thread = std::thread::spawn(move || {
+        COUNTED.set(count_allocs);
+        run_shard(cfg, s).unwrap()
+    });
     let mut cmd = region.command_producer(0);
     let mut evt = region.event_consumer(0);
     let key = SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[5; 28]).unwrap();
@@ -115,6 +176,43 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
         );
     }
 
+    Relay {
+        path,
+        region,
+        stop,
+        thread,
+        cmd,
+        evt,
+        key,
+        ing_port,
+        rx1,
+        rx2,
+    }
+}
+
+fn srtp_packet(ctx: &mut dataplane::srtp::SrtpContext, seq: u16) -> Vec<u8> {
+    let mut p = rtp(100, seq);
+    let len = p.len();
+    p.resize(len + 32, 0);
+    let n = ctx.protect_rtp(&mut p, len).unwrap();
+    p.truncate(n);
+    p
+}
+
+#[test]
+fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
+    let Relay {
+        path,
+        region,
+        stop,
+        thread: t,
+        mut cmd,
+        mut evt,
+        key,
+        ing_port,
+        rx1,
+        rx2,
+    } = start_relay("shard-test", false);
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sender = dataplane::srtp::SrtpContext::new(&key);
     let mut receiver = dataplane::srtp::SrtpContext::new(&key);
@@ -159,6 +257,25 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
     assert_eq!(s.packets, N as u64);
     assert_eq!(s.drops[DropReason::Malformed as usize], 1);
     assert_eq!(s.drops[DropReason::Auth as usize], 1);
+    let shard = wait_event(
+        &mut evt,
+        |e| matches!(e, Event::Shard(s) if s.udp_datagrams >= 2 * N as u64),
+    );
+    let Event::Shard(shard) = shard else {
+        unreachable!()
+    };
+    eprintln!(
+        "udp sends {} datagrams {}",
+        shard.udp_sends, shard.udp_datagrams
+    );
+    // The sender protects and sends back to back; the shard unprotects,
+    // copies twice and protects for each packet, so packets queue between
+    // its turns and leave as GSO batches (the receivers above got each one
+    // as its own datagram, in order).
+    assert!(
+        shard.udp_sends < shard.udp_datagrams,
+        "GSO batched nothing: {shard:?}"
+    );
 
     // Resync reports everything; delete frees the port.
     cmd.push(&Command::Resync).unwrap();
@@ -190,4 +307,50 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
     std::fs::remove_file(path).unwrap();
+}
+
+/// The hot path's promise: once warm, a forwarded packet (receive, SRTP
+/// unprotect, two copies with header rewrite, SRTP protect, GSO batching,
+/// send) allocates nothing on the shard's thread. Counted by the global
+/// allocator above, for the shard thread only.
+#[test]
+fn forwarding_allocates_nothing_on_the_shard_thread() {
+    let r = start_relay("no-alloc", true);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sender = dataplane::srtp::SrtpContext::new(&r.key);
+    let mut buf = [0u8; 2048];
+    // In bursts the receivers' socket buffers hold, each burst read back.
+    let mut forward = |from: u32, count: u32| {
+        for burst in (from..from + count).step_by(50) {
+            for seq in burst..burst + 50 {
+                let p = srtp_packet(&mut sender, seq as u16);
+                tx.send_to(&p, ("127.0.0.1", r.ing_port)).unwrap();
+            }
+            for _ in 0..50 {
+                r.rx1
+                    .recv(&mut buf)
+                    .expect("plain egress gets every packet");
+                r.rx2.recv(&mut buf).expect("SRTP egress gets every packet");
+            }
+        }
+    };
+    // Warm-up: tables, queues and batches reach their working size.
+    forward(0, 1000);
+    let before = SHARD_ALLOCS.load(Ordering::Relaxed);
+    assert!(before > 0, "the counter sees the shard thread's start-up");
+    const N: u32 = 10_000;
+    forward(1000, N);
+    let allocs = SHARD_ALLOCS.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "{allocs} allocations on the shard thread for {N} packets in, {} out",
+        2 * N
+    );
+    assert!(
+        allocs < 1,
+        "the shard allocated {allocs} times for {N} forwarded packets"
+    );
+    r.stop.store(true, Ordering::Relaxed);
+    r.thread.join().unwrap();
+    drop(r.region);
+    std::fs::remove_file(r.path).unwrap();
 }

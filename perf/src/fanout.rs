@@ -59,6 +59,25 @@ impl Api<'_> {
     }
 }
 
+impl Api<'_> {
+    /// The dataplane's UDP sends and the datagrams they carried, summed
+    /// over shards, from `/metrics`.
+    fn udp_sends(&self) -> Option<(u64, u64)> {
+        let mut r = ureq::get(&format!("{}/metrics", self.base)).timeout(Duration::from_secs(5));
+        if let Some(k) = self.key {
+            r = r.set("authorization", &format!("Bearer {k}"));
+        }
+        let text = r.call().ok()?.into_string().ok()?;
+        let sum = |name: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        Some((sum("mgw_udp_sends_total"), sum("mgw_udp_datagrams_total")))
+    }
+}
+
 fn srtp_key(v: &Value) -> Result<SrtpKey, String> {
     let material = base64::engine::general_purpose::STANDARD
         .decode(
@@ -76,6 +95,60 @@ struct Received {
     packets: u64,
     bytes: u64,
     latencies_us: Vec<u64>,
+}
+
+const RECV_BATCH: usize = 32;
+
+/// `recvmmsg` buffers: one syscall drains up to [`RECV_BATCH`] datagrams of
+/// a socket, so the load tool's receive side costs less than what it measures.
+struct RecvBatch {
+    bufs: Vec<[u8; 2048]>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl RecvBatch {
+    fn new() -> RecvBatch {
+        let mut bufs = vec![[0u8; 2048]; RECV_BATCH];
+        let mut iov: Vec<libc::iovec> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let msgs = (0..RECV_BATCH)
+            .map(|i| {
+                // SAFETY: a plain C struct; all-zero is valid.
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_iov = &mut iov[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        RecvBatch { bufs, iov, msgs }
+    }
+
+    /// Takes what is queued on `fd` without waiting; returns how many.
+    fn recv(&mut self, fd: i32) -> usize {
+        debug_assert_eq!(self.iov.len(), RECV_BATCH);
+        // SAFETY: the headers point at `iov` and `bufs`, which live as long as self.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.msgs.as_mut_ptr(),
+                RECV_BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        n.max(0) as usize
+    }
+
+    fn packet(&mut self, k: usize) -> &mut [u8] {
+        let len = self.msgs[k].msg_len as usize;
+        &mut self.bufs[k][..len]
+    }
 }
 
 /// Receives on every socket until `stop`; unprotects a sample for latency.
@@ -100,30 +173,38 @@ fn receive(
     let mut out = Received::default();
     let mut counts = vec![0u64; socks.len()];
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let mut buf = [0u8; 2048];
+    let mut batch = RecvBatch::new();
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: events has room for 256 entries.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 10) };
         for e in &events[..n.max(0) as usize] {
             let i = e.u64 as usize;
-            while let Ok(len) = socks[i].recv(&mut buf) {
-                out.packets += 1;
-                out.bytes += len as u64;
-                counts[i] += 1;
-                if counts[i] % SAMPLE_EVERY != 1 {
-                    continue;
+            loop {
+                let got = batch.recv(socks[i].as_raw_fd());
+                for k in 0..got {
+                    let buf = batch.packet(k);
+                    let len = buf.len();
+                    out.packets += 1;
+                    out.bytes += len as u64;
+                    counts[i] += 1;
+                    if counts[i] % SAMPLE_EVERY != 1 {
+                        continue;
+                    }
+                    let plain = match &mut ctxs[i] {
+                        Some(ctx) => match ctx.unprotect_rtp(buf) {
+                            Ok(n) => n,
+                            Err(_) => continue,
+                        },
+                        None => len,
+                    };
+                    if plain >= 20 {
+                        let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
+                        let now = t0.elapsed().as_nanos() as u64;
+                        out.latencies_us.push(now.saturating_sub(sent) / 1000);
+                    }
                 }
-                let plain = match &mut ctxs[i] {
-                    Some(ctx) => match ctx.unprotect_rtp(&mut buf[..len]) {
-                        Ok(n) => n,
-                        Err(_) => continue,
-                    },
-                    None => len,
-                };
-                if plain >= 20 {
-                    let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
-                    let now = t0.elapsed().as_nanos() as u64;
-                    out.latencies_us.push(now.saturating_sub(sent) / 1000);
+                if got < RECV_BATCH {
+                    break;
                 }
             }
         }
@@ -133,30 +214,31 @@ fn receive(
     out
 }
 
-/// Sends `rate` packets/s of `size` bytes to `port` for `secs`, each with
-/// its send time (ns since `t0`) at the start of the payload.
-fn send(
-    port: u16,
-    mut ctx: Option<SrtpContext>,
-    rate: u32,
-    size: usize,
-    secs: f64,
-    t0: Instant,
-) -> u64 {
+/// Sends `--rate` packets/s of `--size` bytes to `port` for `--seconds`,
+/// each with its send time (ns since `t0`) at the start of the payload. With
+/// `--fps F` the packets go out as F frame bursts a second (one RTP
+/// timestamp each, marker on the last), as an unpaced encoder sends them;
+/// with `--fps 0` evenly spaced.
+fn send(port: u16, mut ctx: Option<SrtpContext>, args: &Args, t0: Instant) -> u64 {
+    let (rate, size) = (args.rate as u64, args.size);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
     let mut buf = vec![0u8; size.max(20) + MAX_TRAILER];
-    let total = (rate as f64 * secs) as u64;
+    let total = (rate as f64 * args.seconds) as u64;
+    // Packet k belongs to "frame" k·fps/rate, which leaves at frame/fps.
+    let per_second = if args.fps > 0 { args.fps as u64 } else { rate };
+    let frame_of = |k: u64| k * per_second / rate;
     let start = Instant::now();
     for k in 0..total {
-        // Paced by the clock: packet k leaves at k / rate.
-        let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+        let frame = frame_of(k);
+        let due = start + Duration::from_secs_f64(frame as f64 / per_second as f64);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
         let seq = k as u16;
-        let ts = (k as u32).wrapping_mul(3000);
-        buf[..12].copy_from_slice(&[0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let ts = (frame * 90_000 / per_second) as u32;
+        let marker = if frame_of(k + 1) != frame { 0x80 } else { 0 };
+        buf[..12].copy_from_slice(&[0x80, 96 | marker, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         buf[2..4].copy_from_slice(&seq.to_be_bytes());
         buf[4..8].copy_from_slice(&ts.to_be_bytes());
         buf[8..12].copy_from_slice(&SSRC.to_be_bytes());
@@ -192,14 +274,7 @@ fn drive(
     let rx = std::thread::spawn(move || receive(socks, ctxs, t0, s));
     let cpu0 = cpu_seconds(cpu_pid);
     let started = Instant::now();
-    let sent = send(
-        sender_port,
-        sender_ctx,
-        args.rate,
-        args.size,
-        args.seconds,
-        t0,
-    );
+    let sent = send(sender_port, sender_ctx, args, t0);
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(cpu_pid);
     std::thread::sleep(Duration::from_millis(300)); // the last packets land
@@ -260,6 +335,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         }
         let rss1 = rss_bytes(pid);
         let sender = SrtpContext::new(&srtp_key(&ingest)?);
+        let sends0 = api.udp_sends();
         let gw = drive(ingest_port, Some(sender), socks, ctxs, args, pid);
         let mut report = json!({
             "scenario": "fanout",
@@ -268,6 +344,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
             "seconds": args.seconds,
             "rate_per_publisher": args.rate,
             "packet_size": args.size,
+            "fps": args.fps,
             "pps_in": gw["pps_in"],
             "pps_out": gw["pps_out"],
             "mbps_out": gw["mbps_out"],
@@ -279,10 +356,17 @@ pub fn run(args: &Args) -> Result<Value, String> {
                 _ => Value::Null,
             },
         });
+        if let (Some(a), Some(b)) = (sends0, api.udp_sends()) {
+            let (sends, datagrams) = (b.0 - a.0, b.1 - a.1);
+            report["udp_sends"] = json!(sends);
+            report["datagrams_per_send"] = json!(datagrams as f64 / sends.max(1) as f64);
+        }
         if args.baseline {
-            let base = baseline(args)?;
-            for k in ["pps_out", "mbps_out", "loss_ratio", "latency_us", "cpu"] {
-                report[format!("baseline_{k}")] = base[k].clone();
+            for (prefix, gso) in [("baseline_", false), ("baseline_gso_", true)] {
+                let base = baseline(args, gso)?;
+                for k in ["pps_out", "mbps_out", "loss_ratio", "latency_us", "cpu"] {
+                    report[format!("{prefix}{k}")] = base[k].clone();
+                }
             }
         }
         Ok(report)
@@ -292,7 +376,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
 }
 
 /// The same fan-out through `loadgen relay` (no crypto), in a child process.
-fn baseline(args: &Args) -> Result<Value, String> {
+fn baseline(args: &Args, gso: bool) -> Result<Value, String> {
     let socks = sockets(args.subscribers)?;
     let ports: Vec<String> = socks
         .iter()
@@ -315,6 +399,7 @@ fn baseline(args: &Args) -> Result<Value, String> {
             "--to",
             &ports.join(","),
         ])
+        .args(gso.then_some("--gso"))
         .spawn()
         .map_err(|e| format!("starting the baseline relay: {e}"))?;
     std::thread::sleep(Duration::from_millis(200));
@@ -326,9 +411,6 @@ fn baseline(args: &Args) -> Result<Value, String> {
 }
 
 pub fn print_table(r: &Value) {
-    let row = |name: &str, gw: &Value, base: &Value| {
-        println!("{name:<22} {:>14} {:>14}", fmt(gw), fmt(base));
-    };
     fn fmt(v: &Value) -> String {
         match v {
             Value::Number(n) => {
@@ -343,33 +425,35 @@ pub fn print_table(r: &Value) {
             other => other.to_string(),
         }
     }
+    // Each row: the gateway's figure, then both relays' (`baseline_…`,
+    // `baseline_gso_…`); `path` goes into nested objects.
+    let row = |name: &str, gateway_key: &str, key: &str, path: &[&str]| {
+        let at = |v: &Value| path.iter().fold(v.clone(), |v, k| v[*k].clone());
+        println!(
+            "{name:<22} {:>14} {:>14} {:>14}",
+            fmt(&at(&r[gateway_key])),
+            fmt(&at(&r[format!("baseline_{key}")])),
+            fmt(&at(&r[format!("baseline_gso_{key}")]))
+        );
+    };
     println!(
         "fanout: 1 publisher -> {} subscribers, {} pkt/s of {} B, {} s",
         r["subscribers"], r["rate_per_publisher"], r["packet_size"], r["seconds"]
     );
-    println!("{:<22} {:>14} {:>14}", "", "gateway", "baseline");
-    row("packets/s out", &r["pps_out"], &r["baseline_pps_out"]);
-    row("Mbit/s out", &r["mbps_out"], &r["baseline_mbps_out"]);
-    row("loss ratio", &r["loss_ratio"], &r["baseline_loss_ratio"]);
-    row(
-        "latency p50 (us)",
-        &r["latency_us"]["p50"],
-        &r["baseline_latency_us"]["p50"],
+    println!(
+        "{:<22} {:>14} {:>14} {:>14}",
+        "", "gateway", "relay", "relay+GSO"
     );
-    row(
-        "latency p99 (us)",
-        &r["latency_us"]["p99"],
-        &r["baseline_latency_us"]["p99"],
-    );
-    row(
-        "latency p99.9 (us)",
-        &r["latency_us"]["p999"],
-        &r["baseline_latency_us"]["p999"],
-    );
-    row("CPU (cores)", &r["dataplane_cpu"], &r["baseline_cpu"]);
-    row(
-        "RSS/session (bytes)",
-        &r["rss_per_session_bytes"],
-        &Value::Null,
+    row("packets/s out", "pps_out", "pps_out", &[]);
+    row("Mbit/s out", "mbps_out", "mbps_out", &[]);
+    row("loss ratio", "loss_ratio", "loss_ratio", &[]);
+    row("latency p50 (us)", "latency_us", "latency_us", &["p50"]);
+    row("latency p99 (us)", "latency_us", "latency_us", &["p99"]);
+    row("latency p99.9 (us)", "latency_us", "latency_us", &["p999"]);
+    row("CPU (cores)", "dataplane_cpu", "cpu", &[]);
+    println!(
+        "gateway: RSS/session {} bytes, {} datagrams per UDP send",
+        fmt(&r["rss_per_session_bytes"]),
+        fmt(&r["datagrams_per_send"])
     );
 }

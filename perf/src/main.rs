@@ -42,6 +42,10 @@ pub struct Args {
     /// Packets per second per publisher (1 Mbit/s of 1200-byte packets ≈ 104).
     #[arg(long, default_value_t = 104)]
     rate: u32,
+    /// Frames per second: packets leave in this many bursts a second (0:
+    /// evenly spaced).
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
     /// RTP packet size in bytes (header + payload).
     #[arg(long, default_value_t = 1200)]
     size: usize,
@@ -62,13 +66,16 @@ enum Cmd {
         listen: u16,
         #[arg(long, value_delimiter = ',')]
         to: Vec<u16>,
+        /// Send each received batch to each destination as GSO sends.
+        #[arg(long)]
+        gso: bool,
     },
 }
 
 fn main() {
     let args = Args::parse();
-    if let Some(Cmd::Relay { listen, to }) = &args.cmd {
-        relay::run(*listen, to);
+    if let Some(Cmd::Relay { listen, to, gso }) = &args.cmd {
+        relay::run(*listen, to, *gso);
         return;
     }
     if args.scenario != "fanout" {

@@ -1,7 +1,8 @@
 //! The baseline: what the kernel allows a minimal relay on this machine.
 //! Every datagram received on one socket goes to every destination port, in
 //! batches (`recvmmsg` up to 64, then `sendmmsg` of up to 1024 copies), with
-//! no crypto and no header rewrite. The gateway's figures read as a ratio
+//! no crypto and no header rewrite; with `--gso`, each received batch goes
+//! to each destination as one GSO send (`UDP_SEGMENT`). The gateway's figures read as a ratio
 //! to this one measured in the same run.
 
 use std::net::UdpSocket;
@@ -11,7 +12,7 @@ const BATCH_IN: usize = 64;
 const BATCH_OUT: usize = 1024;
 const MAX_DGRAM: usize = 2048;
 
-pub fn run(listen: u16, to: &[u16]) {
+pub fn run(listen: u16, to: &[u16], gso: bool) {
     let sock = UdpSocket::bind(("127.0.0.1", listen)).expect("bind relay socket");
     let fd = sock.as_raw_fd();
     let size: libc::c_int = 8 << 20;
@@ -55,24 +56,15 @@ pub fn run(listen: u16, to: &[u16]) {
             m
         })
         .collect();
+    if gso {
+        relay_gso(fd, &dests, &mut msgs_in, &mut bufs);
+    }
     let mut iov_out: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH_OUT];
     let mut msgs_out: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH_OUT];
     loop {
-        // SAFETY: msgs_in points at live iovecs and buffers.
-        let n = unsafe {
-            libc::recvmmsg(
-                fd,
-                msgs_in.as_mut_ptr(),
-                BATCH_IN as u32,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        if n <= 0 {
-            continue;
-        }
+        let n = recv_batch(fd, &mut msgs_in);
         let mut k = 0;
-        for i in 0..n as usize {
+        for i in 0..n {
             let len = msgs_in[i].msg_len as usize;
             for d in &dests {
                 iov_out[k] = libc::iovec {
@@ -98,6 +90,107 @@ pub fn run(listen: u16, to: &[u16]) {
     }
 }
 
+/// Waits for at least one datagram and takes up to a batch; their lengths
+/// are in `msg_len`.
+fn recv_batch(fd: i32, msgs_in: &mut [libc::mmsghdr]) -> usize {
+    // SAFETY: msgs_in points at live iovecs and buffers.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs_in.as_mut_ptr(),
+            msgs_in.len() as u32,
+            libc::MSG_WAITFORONE,
+            std::ptr::null_mut(),
+        )
+    };
+    n.max(0) as usize
+}
+
+/// Room for one `cmsghdr` carrying a `u16`, aligned for the header.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Cmsg([u8; 32]);
+
+/// The GSO baseline: each received batch goes to each destination as GSO
+/// sends (runs of equal-sized datagrams, the last of a run may be shorter),
+/// so a frame's burst costs one send per subscriber.
+fn relay_gso(
+    fd: i32,
+    dests: &[libc::sockaddr_in],
+    msgs_in: &mut [libc::mmsghdr],
+    bufs: &mut [[u8; MAX_DGRAM]],
+) -> ! {
+    const MAX_SEGS: usize = 64;
+    let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH_IN];
+    let mut cmsgs: Vec<Cmsg> = vec![Cmsg([0; 32]); BATCH_OUT];
+    let mut msgs_out: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH_OUT];
+    let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH_IN); // (first, count, segment size)
+    loop {
+        let n = recv_batch(fd, msgs_in);
+        for i in 0..n {
+            iov[i] = libc::iovec {
+                iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
+                iov_len: msgs_in[i].msg_len as usize,
+            };
+        }
+        // Runs of the batch that one GSO send can carry.
+        runs.clear();
+        let mut i = 0;
+        while i < n {
+            let seg = iov[i].iov_len;
+            let mut j = i + 1;
+            let mut bytes = seg;
+            while j < n
+                && j - i < MAX_SEGS
+                && iov[j].iov_len <= seg
+                && bytes + iov[j].iov_len <= 65_507
+            {
+                bytes += iov[j].iov_len;
+                j += 1;
+                if iov[j - 1].iov_len < seg {
+                    break;
+                }
+            }
+            runs.push((i, j - i, seg));
+            i = j;
+        }
+        let mut k = 0;
+        for d in dests {
+            for &(first, count, seg) in &runs {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = d as *const _ as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                m.msg_hdr.msg_iov = &mut iov[first];
+                m.msg_hdr.msg_iovlen = count as _;
+                if count > 1 {
+                    // SAFETY: CMSG_SPACE(2) fits the 8-aligned 32-byte buffer.
+                    unsafe {
+                        m.msg_hdr.msg_control = cmsgs[k].0.as_mut_ptr() as *mut libc::c_void;
+                        m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
+                        let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = libc::UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                        std::ptr::copy_nonoverlapping(
+                            (seg as u16).to_ne_bytes().as_ptr(),
+                            libc::CMSG_DATA(c),
+                            2,
+                        );
+                    }
+                }
+                msgs_out[k] = m;
+                k += 1;
+                if k == BATCH_OUT {
+                    send_all(fd, &mut msgs_out[..k]);
+                    k = 0;
+                }
+            }
+        }
+        if k > 0 {
+            send_all(fd, &mut msgs_out[..k]);
+        }
+    }
+}
 fn send_all(fd: i32, msgs: &mut [libc::mmsghdr]) {
     let mut off = 0;
     while off < msgs.len() {

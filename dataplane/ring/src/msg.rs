@@ -246,6 +246,10 @@ pub struct ShardStats {
     /// entry counts those over the largest bound.
     pub turns: [u64; TURN_BUCKETS_US.len() + 1],
     pub busy_us: u64,
+    /// UDP `sendmsg` operations the shard submitted, and the datagrams they
+    /// carried: more datagrams than sends is GSO batching at work.
+    pub udp_sends: u64,
+    pub udp_datagrams: u64,
 }
 
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
@@ -710,6 +714,8 @@ impl Message for Event {
                     w.u64(t);
                 }
                 w.u64(s.busy_us);
+                w.u64(s.udp_sends);
+                w.u64(s.udp_datagrams);
             }
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
@@ -774,6 +780,8 @@ impl Message for Event {
                     shard,
                     turns,
                     busy_us: r.u64()?,
+                    udp_sends: r.u64()?,
+                    udp_datagrams: r.u64()?,
                 })
             }
             t => return Err(DecodeError::Tag(t)),
@@ -880,6 +888,8 @@ mod tests {
                 shard: 1,
                 turns: [1, 2, 3, 4, 5, 6, 7, 8],
                 busy_us: 99,
+                udp_sends: 10,
+                udp_datagrams: 30,
             }),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {
