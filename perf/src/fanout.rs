@@ -13,70 +13,13 @@ use dataplane::srtp::{SrtpContext, MAX_TRAILER};
 use gateway_ring::msg::{SrtpKey, SrtpSuite};
 use serde_json::{json, Value};
 
+use crate::api::Api;
 use crate::proc_stats::{cpu_seconds, rss_bytes};
 use crate::Args;
 
 /// One in this many packets per subscriber is decrypted for its latency.
 const SAMPLE_EVERY: u64 = 16;
 const SSRC: u32 = 0x5eed_0001;
-
-struct Api<'a> {
-    base: &'a str,
-    key: Option<&'a str>,
-}
-
-impl Api<'_> {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        loop {
-            let mut r = ureq::request(method, &format!("{}{path}", self.base))
-                .timeout(Duration::from_secs(10));
-            if let Some(k) = self.key {
-                r = r.set("authorization", &format!("Bearer {k}"));
-            }
-            let res = match &body {
-                Some(b) => r.send_json(b.clone()),
-                None => r.call(),
-            };
-            match res {
-                Ok(resp) => return Ok(resp.into_json().unwrap_or(Value::Null)),
-                // Session creation is rate limited per client: wait as told.
-                Err(ureq::Error::Status(429, resp)) => {
-                    let secs: u64 = resp
-                        .header("retry-after")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1);
-                    std::thread::sleep(Duration::from_secs(secs));
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    return Err(format!(
-                        "{method} {path}: {code} {}",
-                        resp.into_string().unwrap_or_default()
-                    ))
-                }
-                Err(e) => return Err(format!("{method} {path}: {e}")),
-            }
-        }
-    }
-}
-
-impl Api<'_> {
-    /// The dataplane's UDP sends and the datagrams they carried, summed
-    /// over shards, from `/metrics`.
-    fn udp_sends(&self) -> Option<(u64, u64)> {
-        let mut r = ureq::get(&format!("{}/metrics", self.base)).timeout(Duration::from_secs(5));
-        if let Some(k) = self.key {
-            r = r.set("authorization", &format!("Bearer {k}"));
-        }
-        let text = r.call().ok()?.into_string().ok()?;
-        let sum = |name: &str| -> u64 {
-            text.lines()
-                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum()
-        };
-        Some((sum("mgw_udp_sends_total"), sum("mgw_udp_datagrams_total")))
-    }
-}
 
 fn srtp_key(v: &Value) -> Result<SrtpKey, String> {
     let material = base64::engine::general_purpose::STANDARD
@@ -252,7 +195,7 @@ fn send(port: u16, mut ctx: Option<SrtpContext>, args: &Args, t0: Instant) -> u6
     total
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -11,9 +11,13 @@
 //!                                                        unprotect → latency
 //! ```
 //!
-//! Scenarios implemented: `fanout` (P=1 publisher → S subscribers). The
-//! others named by the performance issue are refused with a message.
+//! Scenarios implemented: `fanout` (P=1 publisher → S subscribers) and
+//! `churn` (create and delete `--sessions` sessions; RSS, descriptors and
+//! ports must come back). The others named by the performance issue are
+//! refused with a message and exit status 2.
 
+mod api;
+mod churn;
 mod fanout;
 mod proc_stats;
 mod relay;
@@ -49,6 +53,9 @@ pub struct Args {
     /// RTP packet size in bytes (header + payload).
     #[arg(long, default_value_t = 1200)]
     size: usize,
+    /// Sessions to create and delete (scenario churn).
+    #[arg(long, default_value_t = 100_000)]
+    sessions: u32,
     /// Write the results here as JSON (and print a table).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -78,20 +85,24 @@ fn main() {
         relay::run(*listen, to, *gso);
         return;
     }
-    if args.scenario != "fanout" {
-        eprintln!(
-            "loadgen: scenario {:?} is not implemented yet; use --scenario fanout",
-            args.scenario
-        );
-        std::process::exit(2);
-    }
-    if args.publishers != 1 {
-        eprintln!("loadgen: fanout has one publisher (--publishers 1)");
-        std::process::exit(2);
-    }
-    match fanout::run(&args) {
+    let (run, table): (
+        fn(&Args) -> Result<serde_json::Value, String>,
+        fn(&serde_json::Value),
+    ) = match args.scenario.as_str() {
+        "fanout" if args.publishers == 1 => (fanout::run, fanout::print_table),
+        "fanout" => {
+            eprintln!("loadgen: fanout has one publisher (--publishers 1)");
+            std::process::exit(2);
+        }
+        "churn" => (churn::run, churn::print_table),
+        other => {
+            eprintln!("loadgen: scenario {other:?} is not implemented yet; use fanout or churn");
+            std::process::exit(2);
+        }
+    };
+    match run(&args) {
         Ok(report) => {
-            fanout::print_table(&report);
+            table(&report);
             if let Some(path) = &args.json {
                 let text = serde_json::to_string_pretty(&report).expect("json");
                 if let Err(e) = std::fs::write(path, text) {

@@ -21,6 +21,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Open file descriptors of `pid` (the dataplane holds one UDP socket per session).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -33,5 +38,9 @@ mod tests {
         assert!(x != 1);
         assert!(super::cpu_seconds(me).is_some());
         assert!(super::rss_bytes(me).unwrap() > 1_000_000);
+        let fds = super::open_fds(me).unwrap();
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert_eq!(super::open_fds(me).unwrap(), fds + 1);
+        drop(f);
     }
 }

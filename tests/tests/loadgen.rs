@@ -1,5 +1,6 @@
 //! CI smoke of the load tool: a short fan-out through the real gateway and
-//! through the baseline relay, with every figure the JSON promises.
+//! through both baseline relays, with every figure the JSON promises; and a
+//! short session churn that must leave nothing behind.
 
 use std::process::Command;
 
@@ -43,6 +44,8 @@ fn loadgen_fanout_smoke_with_baseline() {
         "dataplane_cpu",
         "rss_per_session_bytes",
         "baseline_pps_out",
+        "baseline_gso_pps_out",
+        "datagrams_per_send",
     ] {
         assert!(!r[k].is_null(), "{k} missing: {r}");
     }
@@ -50,6 +53,10 @@ fn loadgen_fanout_smoke_with_baseline() {
     // CI machine must get most of them through both paths.
     assert!(r["pps_out"].as_f64().unwrap() > 5_000.0, "{r}");
     assert!(r["baseline_pps_out"].as_f64().unwrap() > 5_000.0, "{r}");
+    assert!(r["baseline_gso_pps_out"].as_f64().unwrap() > 5_000.0, "{r}");
+    // The gateway's send counters moved with the traffic (at least one
+    // datagram per send; more when GSO batched a burst).
+    assert!(r["datagrams_per_send"].as_f64().unwrap() >= 1.0, "{r}");
     assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
     // The tool cleans up after itself.
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
@@ -59,4 +66,34 @@ fn loadgen_fanout_smoke_with_baseline() {
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
+}
+
+#[test]
+fn loadgen_churn_gives_back_ports_and_descriptors() {
+    // 25 ports per test gateway: 16 sessions live at once (8 API clients × 2).
+    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let out = target_dir().join("e2e-logs").join("loadgen-churn.json");
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
+    let run = Command::new("timeout")
+        .args(["-s", "KILL", "120"])
+        .arg(bin("loadgen"))
+        .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
+        .args(["--scenario", "churn", "--sessions", "400", "--subscribers", "16"])
+        .arg("--json")
+        .arg(&out)
+        .output()
+        .expect("run loadgen");
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!("{table}");
+    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(r["sessions"], json!(400), "{r}");
+    assert_eq!(r["ports_in_use_after"], r["ports_in_use_before"], "{r}");
+    assert_eq!(r["fds_after"], r["fds_before"], "{r}");
+    assert!(r["create_latency_us"]["p50"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
 }
