@@ -157,6 +157,34 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Room for one control message carrying a `u16`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Default)]
+pub struct CmsgU16(pub [u8; 32]);
+
+/// Makes `msg` carry `UDP_SEGMENT = seg` (UDP GSO: the kernel cuts the
+/// payload into datagrams of `seg` bytes, the last may be shorter), with
+/// the control message in `cmsg`, which must outlive the send.
+pub fn set_udp_segment(msg: &mut libc::msghdr, cmsg: &mut CmsgU16, seg: u16) {
+    // SAFETY: CMSG_SPACE(2) = 24 ≤ 32 bytes of an 8-aligned buffer; the
+    // header and data pointers come from the libc macros on that buffer.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        debug_assert!(space <= cmsg.0.len());
+        msg.msg_control = cmsg.0.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::copy_nonoverlapping(
+            seg.to_ne_bytes().as_ptr(),
+            libc::CMSG_DATA(c),
+            std::mem::size_of::<u16>(),
+        );
+    }
+}
+
 pub fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,

@@ -79,16 +79,17 @@ enum Cmd {
     },
 }
 
+/// A scenario's driver and how it prints its report.
+type Scenario = fn(&Args) -> Result<serde_json::Value, String>;
+type Table = fn(&serde_json::Value);
+
 fn main() {
     let args = Args::parse();
     if let Some(Cmd::Relay { listen, to, gso }) = &args.cmd {
         relay::run(*listen, to, *gso);
         return;
     }
-    let (run, table): (
-        fn(&Args) -> Result<serde_json::Value, String>,
-        fn(&serde_json::Value),
-    ) = match args.scenario.as_str() {
+    let (run, table): (Scenario, Table) = match args.scenario.as_str() {
         "fanout" if args.publishers == 1 => (fanout::run, fanout::print_table),
         "fanout" => {
             eprintln!("loadgen: fanout has one publisher (--publishers 1)");

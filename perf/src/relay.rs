@@ -8,6 +8,8 @@
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
+use dataplane::uring::{set_udp_segment, CmsgU16};
+
 const BATCH_IN: usize = 64;
 const BATCH_OUT: usize = 1024;
 const MAX_DGRAM: usize = 2048;
@@ -106,11 +108,6 @@ fn recv_batch(fd: i32, msgs_in: &mut [libc::mmsghdr]) -> usize {
     n.max(0) as usize
 }
 
-/// Room for one `cmsghdr` carrying a `u16`, aligned for the header.
-#[repr(C, align(8))]
-#[derive(Clone, Copy)]
-struct Cmsg([u8; 32]);
-
 /// The GSO baseline: each received batch goes to each destination as GSO
 /// sends (runs of equal-sized datagrams, the last of a run may be shorter),
 /// so a frame's burst costs one send per subscriber.
@@ -122,7 +119,7 @@ fn relay_gso(
 ) -> ! {
     const MAX_SEGS: usize = 64;
     let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; BATCH_IN];
-    let mut cmsgs: Vec<Cmsg> = vec![Cmsg([0; 32]); BATCH_OUT];
+    let mut cmsgs: Vec<CmsgU16> = vec![CmsgU16::default(); BATCH_OUT];
     let mut msgs_out: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; BATCH_OUT];
     let mut runs: Vec<(usize, usize, usize)> = Vec::with_capacity(BATCH_IN); // (first, count, segment size)
     loop {
@@ -163,20 +160,7 @@ fn relay_gso(
                 m.msg_hdr.msg_iov = &mut iov[first];
                 m.msg_hdr.msg_iovlen = count as _;
                 if count > 1 {
-                    // SAFETY: CMSG_SPACE(2) fits the 8-aligned 32-byte buffer.
-                    unsafe {
-                        m.msg_hdr.msg_control = cmsgs[k].0.as_mut_ptr() as *mut libc::c_void;
-                        m.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as _;
-                        let c = libc::CMSG_FIRSTHDR(&m.msg_hdr);
-                        (*c).cmsg_level = libc::SOL_UDP;
-                        (*c).cmsg_type = libc::UDP_SEGMENT;
-                        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                        std::ptr::copy_nonoverlapping(
-                            (seg as u16).to_ne_bytes().as_ptr(),
-                            libc::CMSG_DATA(c),
-                            2,
-                        );
-                    }
+                    set_udp_segment(&mut m.msg_hdr, &mut cmsgs[k], seg as u16);
                 }
                 msgs_out[k] = m;
                 k += 1;

@@ -78,7 +78,14 @@ fn loadgen_churn_gives_back_ports_and_descriptors() {
         .args(["-s", "KILL", "120"])
         .arg(bin("loadgen"))
         .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
-        .args(["--scenario", "churn", "--sessions", "400", "--subscribers", "16"])
+        .args([
+            "--scenario",
+            "churn",
+            "--sessions",
+            "400",
+            "--subscribers",
+            "16",
+        ])
         .arg("--json")
         .arg(&out)
         .output()

@@ -30,7 +30,7 @@ use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
 
 use crate::router::Handle;
-use crate::uring::sockaddr_in;
+use crate::uring::{set_udp_segment, sockaddr_in, CmsgU16};
 
 /// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` before 6.x
 /// raised it to 128).
@@ -41,10 +41,6 @@ pub const MAX_BYTES: usize = 65_507;
 const BATCHES: usize = 2048;
 const NONE: u32 = u32::MAX;
 
-/// Room for one `cmsghdr` carrying a `u16`, aligned for the header.
-#[repr(C, align(8))]
-struct Cmsg([u8; 32]);
-
 /// One batch: the `msghdr` the kernel reads until the completion arrives,
 /// so batches live in a boxed slice that never moves.
 #[repr(C)]
@@ -52,7 +48,7 @@ pub struct Batch {
     msg: libc::msghdr,
     iov: [libc::iovec; MAX_SEGMENTS],
     addr: libc::sockaddr_in,
-    cmsg: Cmsg,
+    cmsg: CmsgU16,
     pub session: Handle,
     pub fd: RawFd,
     pub dest: SocketAddrV4,
@@ -278,24 +274,7 @@ impl Batch {
         self.msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = self.count as _;
-        let seg = self.seg as u16;
-        // SAFETY: CMSG_SPACE(2) = 24 ≤ 32 bytes of an 8-aligned buffer; the
-        // header and data pointers come from the libc macros on that buffer.
-        unsafe {
-            let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
-            debug_assert!(space <= self.cmsg.0.len());
-            self.msg.msg_control = self.cmsg.0.as_mut_ptr() as *mut libc::c_void;
-            self.msg.msg_controllen = space as _;
-            let c = libc::CMSG_FIRSTHDR(&self.msg);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = libc::UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                seg.to_ne_bytes().as_ptr(),
-                libc::CMSG_DATA(c),
-                std::mem::size_of::<u16>(),
-            );
-        }
+        set_udp_segment(&mut self.msg, &mut self.cmsg, self.seg as u16);
     }
 }
 
