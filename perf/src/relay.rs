@@ -73,12 +73,7 @@ pub fn run(listen: u16, to: &[u16], gso: bool) {
                     iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
                     iov_len: len,
                 };
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = d as *const _ as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = &mut iov_out[k];
-                m.msg_hdr.msg_iovlen = 1;
-                msgs_out[k] = m;
+                msgs_out[k] = header_to(d, &mut iov_out[k], 1);
                 k += 1;
                 if k == BATCH_OUT {
                     send_all(fd, &mut msgs_out[..k]);
@@ -154,11 +149,7 @@ fn relay_gso(
         let mut k = 0;
         for d in dests {
             for &(first, count, seg) in &runs {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = d as *const _ as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = &mut iov[first];
-                m.msg_hdr.msg_iovlen = count as _;
+                let mut m = header_to(d, &mut iov[first], count);
                 if count > 1 {
                     set_udp_segment(&mut m.msg_hdr, &mut cmsgs[k], seg as u16);
                 }
@@ -175,6 +166,17 @@ fn relay_gso(
         }
     }
 }
+/// A `sendmmsg` entry for `count` iovecs starting at `iov`, to `dest`.
+fn header_to(dest: &libc::sockaddr_in, iov: &mut libc::iovec, count: usize) -> libc::mmsghdr {
+    // SAFETY: a plain C struct; all-zero is valid.
+    let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    m.msg_hdr.msg_name = dest as *const _ as *mut libc::c_void;
+    m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    m.msg_hdr.msg_iov = iov;
+    m.msg_hdr.msg_iovlen = count as _;
+    m
+}
+
 fn send_all(fd: i32, msgs: &mut [libc::mmsghdr]) {
     let mut off = 0;
     while off < msgs.len() {

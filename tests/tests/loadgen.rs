@@ -6,24 +6,17 @@ use std::process::Command;
 
 use e2e::*;
 
-#[test]
-fn loadgen_fanout_smoke_with_baseline() {
-    let gw = Gateway::start(1, &[]);
-    let out = target_dir().join("e2e-logs").join("loadgen-smoke.json");
+/// Runs loadgen against `gw` with `args` (killed after `limit_s`), asserts
+/// it succeeded, prints its table and returns its JSON report.
+fn loadgen(gw: &Gateway, args: &[&str], limit_s: u32, json_name: &str) -> Value {
+    let out = target_dir().join("e2e-logs").join(json_name);
     let _ = std::fs::create_dir_all(out.parent().unwrap());
     let run = Command::new("timeout")
-        .args(["-s", "KILL", "60"])
+        .args(["-s", "KILL", &limit_s.to_string()])
         .arg(bin("loadgen"))
         .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
-        .args([
-            "--scenario",
-            "fanout",
-            "--subscribers",
-            "20",
-            "--rate",
-            "500",
-        ])
-        .args(["--seconds", "2", "--baseline", "--json"])
+        .args(args)
+        .arg("--json")
         .arg(&out)
         .output()
         .expect("run loadgen");
@@ -34,7 +27,28 @@ fn loadgen_fanout_smoke_with_baseline() {
         String::from_utf8_lossy(&run.stderr)
     );
     eprintln!("{table}");
-    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
+}
+
+#[test]
+fn loadgen_fanout_smoke_with_baseline() {
+    let gw = Gateway::start(1, &[]);
+    let r = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "fanout",
+            "--subscribers",
+            "20",
+            "--rate",
+            "500",
+            "--seconds",
+            "2",
+            "--baseline",
+        ],
+        60,
+        "loadgen-smoke.json",
+    );
     for k in [
         "scenario",
         "pps_out",
@@ -72,32 +86,19 @@ fn loadgen_fanout_smoke_with_baseline() {
 fn loadgen_churn_gives_back_ports_and_descriptors() {
     // 25 ports per test gateway: 16 sessions live at once (8 API clients × 2).
     let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
-    let out = target_dir().join("e2e-logs").join("loadgen-churn.json");
-    let _ = std::fs::create_dir_all(out.parent().unwrap());
-    let run = Command::new("timeout")
-        .args(["-s", "KILL", "120"])
-        .arg(bin("loadgen"))
-        .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
-        .args([
+    let r = loadgen(
+        &gw,
+        &[
             "--scenario",
             "churn",
             "--sessions",
             "400",
             "--subscribers",
             "16",
-        ])
-        .arg("--json")
-        .arg(&out)
-        .output()
-        .expect("run loadgen");
-    let table = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
+        120,
+        "loadgen-churn.json",
     );
-    eprintln!("{table}");
-    let r: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(r["sessions"], json!(400), "{r}");
     assert_eq!(r["ports_in_use_after"], r["ports_in_use_before"], "{r}");
     assert_eq!(r["fds_after"], r["fds_before"], "{r}");
