@@ -73,12 +73,8 @@ pub fn run(listen: u16, to: &[u16], gso: bool) {
                     iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
                     iov_len: len,
                 };
-                msgs_out[k] = header_to(d, &mut iov_out[k], 1);
-                k += 1;
-                if k == BATCH_OUT {
-                    send_all(fd, &mut msgs_out[..k]);
-                    k = 0;
-                }
+                let m = header_to(d, &mut iov_out[k], 1);
+                queue(fd, &mut msgs_out, &mut k, m);
             }
         }
         if k > 0 {
@@ -153,12 +149,7 @@ fn relay_gso(
                 if count > 1 {
                     set_udp_segment(&mut m.msg_hdr, &mut cmsgs[k], seg as u16);
                 }
-                msgs_out[k] = m;
-                k += 1;
-                if k == BATCH_OUT {
-                    send_all(fd, &mut msgs_out[..k]);
-                    k = 0;
-                }
+                queue(fd, &mut msgs_out, &mut k, m);
             }
         }
         if k > 0 {
@@ -166,6 +157,17 @@ fn relay_gso(
         }
     }
 }
+
+/// Puts `m` at `msgs[*k]`; a full batch goes to the kernel and `*k` restarts.
+fn queue(fd: i32, msgs: &mut [libc::mmsghdr], k: &mut usize, m: libc::mmsghdr) {
+    msgs[*k] = m;
+    *k += 1;
+    if *k == msgs.len() {
+        send_all(fd, msgs);
+        *k = 0;
+    }
+}
+
 /// A `sendmmsg` entry for `count` iovecs starting at `iov`, to `dest`.
 fn header_to(dest: &libc::sockaddr_in, iov: &mut libc::iovec, count: usize) -> libc::mmsghdr {
     // SAFETY: a plain C struct; all-zero is valid.
