@@ -11,6 +11,8 @@ command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
+# nginx-rtmp: the baseline of the load tool's RTMP scenario.
+[ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(nginx-light libnginx-mod-rtmp)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"

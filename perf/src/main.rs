@@ -11,16 +11,21 @@
 //!                                                        unprotect → latency
 //! ```
 //!
-//! Scenarios implemented: `fanout` (P=1 publisher → S subscribers) and
-//! `churn` (create and delete `--sessions` sessions; RSS, descriptors and
-//! ports must come back). The others named by the performance issue are
-//! refused with a message and exit status 2.
+//! Scenarios implemented: `fanout` (P=1 publisher → S subscribers),
+//! `rtmp` (one RTMP publisher → S RTMP players; `--baseline` runs the same
+//! against nginx-rtmp) and `churn` (create and delete `--sessions`
+//! sessions; RSS, descriptors and ports must come back). The others named
+//! by the performance issue are refused with a message and exit status 2.
 
 mod api;
 mod churn;
 mod fanout;
+mod flv;
+mod nginx;
 mod proc_stats;
 mod relay;
+mod rtmp;
+mod rtmp_client;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +40,9 @@ pub struct Args {
     /// Admin key for /v1/* (default: MGW_ADMIN_KEY).
     #[arg(long, env = "MGW_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
+    /// Gateway RTMP listener (scenario rtmp).
+    #[arg(long, default_value = "127.0.0.1:1935")]
+    rtmp: String,
     #[arg(long, default_value = "fanout")]
     scenario: String,
     #[arg(long, default_value_t = 1)]
@@ -96,8 +104,15 @@ fn main() {
             std::process::exit(2);
         }
         "churn" => (churn::run, churn::print_table),
+        "rtmp" if args.publishers == 1 => (rtmp::run, rtmp::print_table),
+        "rtmp" => {
+            eprintln!("loadgen: rtmp has one publisher (--publishers 1)");
+            std::process::exit(2);
+        }
         other => {
-            eprintln!("loadgen: scenario {other:?} is not implemented yet; use fanout or churn");
+            eprintln!(
+                "loadgen: scenario {other:?} is not implemented yet; use fanout, rtmp or churn"
+            );
             std::process::exit(2);
         }
     };

@@ -1,5 +1,6 @@
 //! CI smoke of the load tool: a short fan-out through the real gateway and
-//! through both baseline relays, with every figure the JSON promises; and a
+//! through both baseline relays, with every figure the JSON promises; RTMP
+//! players through the gateway and through nginx-rtmp in the same run; and a
 //! short session churn that must leave nothing behind.
 
 use std::process::Command;
@@ -80,6 +81,57 @@ fn loadgen_fanout_smoke_with_baseline() {
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
+}
+
+#[test]
+fn loadgen_rtmp_smoke_against_nginx_rtmp() {
+    let gw = Gateway::start(1, &[]);
+    let rtmp = format!("127.0.0.1:{}", gw.rtmp);
+    let r = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "rtmp",
+            "--rtmp",
+            &rtmp,
+            "--subscribers",
+            "20",
+            "--seconds",
+            "2",
+            "--baseline",
+        ],
+        120,
+        "loadgen-rtmp.json",
+    );
+    for k in [
+        "scenario",
+        "pps_out",
+        "mbps_out",
+        "loss_ratio",
+        "latency_us",
+        "dataplane_cpu",
+        "rss_per_session_bytes",
+        "first_frame_ms",
+        "baseline_pps_out",
+        "baseline_cpu",
+    ] {
+        assert!(!r[k].is_null(), "{k} missing: {r}");
+    }
+    for prefix in ["", "baseline_"] {
+        let at = |k: &str| r[format!("{prefix}{k}")].clone();
+        // Every player of both servers connected, got a keyframe, and got
+        // the stamped frames sent while measuring: 20 players of a 1 Mbit/s
+        // stream is about 20 Mbit/s.
+        assert_eq!(at("players_failed"), json!(0), "{prefix}: {r}");
+        assert_eq!(at("first_frame_ms")["never"], json!(0), "{prefix}: {r}");
+        assert!(at("loss_ratio").as_f64().unwrap() < 0.01, "{prefix}: {r}");
+        assert!(at("mbps_out").as_f64().unwrap() > 10.0, "{prefix}: {r}");
+        assert!(
+            at("latency_us")["samples"].as_u64().unwrap() > 100,
+            "{prefix}: {r}"
+        );
+    }
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
 }
 
 #[test]
