@@ -62,3 +62,48 @@ impl Api<'_> {
         Some((sum("mgw_udp_sends_total"), sum("mgw_udp_datagrams_total")))
     }
 }
+
+impl Api<'_> {
+    /// Posts an SDP offer (WHIP or WHEP) and returns the session's
+    /// `Location` and the answer; waits out 429s like [`Api::call`].
+    pub fn post_sdp(&self, path: &str, offer: &str) -> Result<(String, String), String> {
+        loop {
+            let r = ureq::post(&format!("{}{path}", self.base))
+                .timeout(Duration::from_secs(10))
+                .set("content-type", "application/sdp");
+            match r.send_string(offer) {
+                Ok(resp) => {
+                    let location = resp
+                        .header("location")
+                        .ok_or_else(|| format!("POST {path}: no Location"))?
+                        .to_string();
+                    let answer = resp.into_string().map_err(|e| e.to_string())?;
+                    return Ok((location, answer));
+                }
+                Err(ureq::Error::Status(429, resp)) => {
+                    let secs: u64 = resp
+                        .header("retry-after")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(1);
+                    std::thread::sleep(Duration::from_secs(secs));
+                }
+                Err(ureq::Error::Status(code, resp)) => {
+                    return Err(format!(
+                        "POST {path}: {code} {}",
+                        resp.into_string().unwrap_or_default()
+                    ))
+                }
+                Err(e) => return Err(format!("POST {path}: {e}")),
+            }
+        }
+    }
+
+    /// Ends a WHIP/WHEP session by its `Location` (a path on the API).
+    pub fn delete_location(&self, location: &str) -> Result<(), String> {
+        ureq::delete(&format!("{}{location}", self.base))
+            .timeout(Duration::from_secs(10))
+            .call()
+            .map(|_| ())
+            .map_err(|e| format!("DELETE {location}: {e}"))
+    }
+}

@@ -22,7 +22,7 @@ use crate::Args;
 const WORKERS: u32 = 8;
 
 /// Ports the controlplane's pool has handed out, from `/healthz`.
-fn ports_in_use(api: &Api) -> Result<u64, String> {
+pub(crate) fn ports_in_use(api: &Api) -> Result<u64, String> {
     api.call("GET", "/healthz", None)?["udp_ports"]["in_use"]
         .as_u64()
         .ok_or_else(|| "no udp_ports.in_use in /healthz".into())

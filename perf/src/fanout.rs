@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use dataplane::rtp::is_rtcp;
 use dataplane::srtp::{SrtpContext, MAX_TRAILER};
 use gateway_ring::msg::{SrtpKey, SrtpSuite};
 use serde_json::{json, Value};
@@ -127,6 +128,11 @@ fn receive(
                 for k in 0..got {
                     let buf = batch.packet(k);
                     let len = buf.len();
+                    // RTP only: not the RTCP reports or STUN answers a
+                    // WebRTC session also gets.
+                    if len < 12 || buf[0] >> 6 != 2 || is_rtcp(buf) {
+                        continue;
+                    }
                     out.packets += 1;
                     out.bytes += len as u64;
                     counts[i] += 1;
@@ -157,14 +163,37 @@ fn receive(
     out
 }
 
-/// Sends `--rate` packets/s of `--size` bytes to `port` for `--seconds`,
-/// each with its send time (ns since `t0`) at the start of the payload. With
-/// `--fps F` the packets go out as F frame bursts a second (one RTP
-/// timestamp each, marker on the last), as an unpaced encoder sends them;
-/// with `--fps 0` evenly spaced.
-fn send(port: u16, mut ctx: Option<SrtpContext>, args: &Args, t0: Instant) -> u64 {
+/// One publisher's way in: a socket connected to the gateway (or relay),
+/// its SRTP context and the payload type its media goes with.
+pub(crate) struct Target {
+    pub sock: UdpSocket,
+    pub ctx: Option<SrtpContext>,
+    pub pt: u8,
+    pub ssrc: u32,
+}
+
+impl Target {
+    /// A plain RTP ingest (or the relay) at `port`, from a socket of its own.
+    fn to_port(port: u16, ctx: Option<SrtpContext>) -> Target {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
+        sock.connect(("127.0.0.1", port))
+            .expect("connect the sender");
+        Target {
+            sock,
+            ctx,
+            pt: 96,
+            ssrc: SSRC,
+        }
+    }
+}
+
+/// Sends `--rate` packets/s of `--size` bytes from every target for
+/// `--seconds`, each with its send time (ns since `t0`) at the start of the
+/// payload; returns the packets each sent. With `--fps F` the packets go
+/// out as F frame bursts a second (one RTP timestamp each, marker on the
+/// last), as an unpaced encoder sends them; with `--fps 0` evenly spaced.
+fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
     let (rate, size) = (args.rate as u64, args.size);
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("sender socket");
     let mut buf = vec![0u8; size.max(20) + MAX_TRAILER];
     let total = (rate as f64 * args.seconds) as u64;
     // Packet k belongs to "frame" k·fps/rate, which leaves at frame/fps.
@@ -181,16 +210,18 @@ fn send(port: u16, mut ctx: Option<SrtpContext>, args: &Args, t0: Instant) -> u6
         let seq = k as u16;
         let ts = (frame * 90_000 / per_second) as u32;
         let marker = if frame_of(k + 1) != frame { 0x80 } else { 0 };
-        buf[..12].copy_from_slice(&[0x80, 96 | marker, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        buf[2..4].copy_from_slice(&seq.to_be_bytes());
-        buf[4..8].copy_from_slice(&ts.to_be_bytes());
-        buf[8..12].copy_from_slice(&SSRC.to_be_bytes());
-        buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
-        let n = match &mut ctx {
-            Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
-            None => size,
-        };
-        let _ = sock.send_to(&buf[..n], ("127.0.0.1", port));
+        for t in targets.iter_mut() {
+            buf[..12].copy_from_slice(&[0x80, t.pt | marker, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            buf[4..8].copy_from_slice(&ts.to_be_bytes());
+            buf[8..12].copy_from_slice(&t.ssrc.to_be_bytes());
+            buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
+            let n = match &mut t.ctx {
+                Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
+                None => size,
+            };
+            let _ = t.sock.send(&buf[..n]);
+        }
     }
     total
 }
@@ -202,10 +233,12 @@ pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Drives one fan-out; `cpu_pid` is the process whose CPU is measured.
-fn drive(
-    sender_port: u16,
-    sender_ctx: Option<SrtpContext>,
+/// Drives one run: the targets send, the receivers count; each packet sent
+/// should reach `copies` receivers. `cpu_pid` is the process whose CPU is
+/// measured.
+pub(crate) fn drive(
+    mut targets: Vec<Target>,
+    copies: u64,
     socks: Vec<UdpSocket>,
     ctxs: Vec<Option<SrtpContext>>,
     args: &Args,
@@ -217,14 +250,14 @@ fn drive(
     let rx = std::thread::spawn(move || receive(socks, ctxs, t0, s));
     let cpu0 = cpu_seconds(cpu_pid);
     let started = Instant::now();
-    let sent = send(sender_port, sender_ctx, args, t0);
+    let sent = send(&mut targets, args, t0) * targets.len() as u64;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = cpu_seconds(cpu_pid);
     std::thread::sleep(Duration::from_millis(300)); // the last packets land
     stop.store(true, Ordering::Relaxed);
     let mut got = rx.join().expect("receiver thread");
     got.latencies_us.sort_unstable();
-    let expected = sent * args.subscribers as u64;
+    let expected = sent * copies;
     json!({
         "pps_in": sent as f64 / elapsed,
         "pps_out": got.packets as f64 / elapsed,
@@ -240,7 +273,7 @@ fn drive(
     })
 }
 
-fn sockets(n: u32) -> Result<Vec<UdpSocket>, String> {
+pub(crate) fn sockets(n: u32) -> Result<Vec<UdpSocket>, String> {
     (0..n)
         .map(|_| UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("receiver socket: {e}")))
         .collect()
@@ -279,7 +312,9 @@ pub fn run(args: &Args) -> Result<Value, String> {
         let rss1 = rss_bytes(pid);
         let sender = SrtpContext::new(&srtp_key(&ingest)?);
         let sends0 = api.udp_sends();
-        let gw = drive(ingest_port, Some(sender), socks, ctxs, args, pid);
+        let target = Target::to_port(ingest_port, Some(sender));
+        let copies = args.subscribers as u64;
+        let gw = drive(vec![target], copies, socks, ctxs, args, pid);
         let mut report = json!({
             "scenario": "fanout",
             "publishers": 1,
@@ -347,7 +382,15 @@ fn baseline(args: &Args, gso: bool) -> Result<Value, String> {
         .map_err(|e| format!("starting the baseline relay: {e}"))?;
     std::thread::sleep(Duration::from_millis(200));
     let ctxs = socks.iter().map(|_| None).collect();
-    let r = drive(listen, None, socks, ctxs, args, child.id());
+    let target = Target::to_port(listen, None);
+    let r = drive(
+        vec![target],
+        args.subscribers as u64,
+        socks,
+        ctxs,
+        args,
+        child.id(),
+    );
     let _ = child.kill();
     let _ = child.wait();
     Ok(r)

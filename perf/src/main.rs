@@ -21,11 +21,14 @@ mod api;
 mod churn;
 mod fanout;
 mod flv;
+mod meeting;
 mod nginx;
 mod proc_stats;
 mod relay;
 mod rtmp;
 mod rtmp_client;
+mod setup;
+mod webrtc_client;
 
 use clap::{Parser, Subcommand};
 
@@ -61,6 +64,13 @@ pub struct Args {
     /// RTP packet size in bytes (header + payload).
     #[arg(long, default_value_t = 1200)]
     size: usize,
+    /// Rooms (scenario meeting).
+    #[arg(long, default_value_t = 50)]
+    rooms: u32,
+    /// Participants per room, each publishing (WHIP) and playing the
+    /// others (WHEP) (scenario meeting).
+    #[arg(long, default_value_t = 4)]
+    participants: u32,
     /// Sessions to create and delete (scenario churn).
     #[arg(long, default_value_t = 100_000)]
     sessions: u32,
@@ -104,6 +114,8 @@ fn main() {
             std::process::exit(2);
         }
         "churn" => (churn::run, churn::print_table),
+        "setup" => (setup::run, setup::print_table),
+        "meeting" => (meeting::run, meeting::print_table),
         "rtmp" if args.publishers == 1 => (rtmp::run, rtmp::print_table),
         "rtmp" => {
             eprintln!("loadgen: rtmp has one publisher (--publishers 1)");
@@ -111,7 +123,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "loadgen: scenario {other:?} is not implemented yet; use fanout, rtmp or churn"
+                "loadgen: scenario {other:?} is not implemented yet; use fanout, meeting, rtmp, setup or churn"
             );
             std::process::exit(2);
         }

@@ -77,7 +77,7 @@ fn loadgen_fanout_smoke_with_baseline() {
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
     // Scenarios not written yet are refused, not faked.
     let other = Command::new(bin("loadgen"))
-        .args(["--api", &gw.api, "--scenario", "meeting"])
+        .args(["--api", &gw.api, "--scenario", "audio"])
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
@@ -131,6 +131,63 @@ fn loadgen_rtmp_smoke_against_nginx_rtmp() {
             "{prefix}: {r}"
         );
     }
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+}
+
+/// WHIP and WHEP sessions with real ICE and DTLS (dimpl as the client),
+/// timed step by step; every port comes back when they are deleted.
+#[test]
+fn loadgen_setup_connects_webrtc_sessions_and_gives_ports_back() {
+    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let r = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "setup",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "16",
+        ],
+        120,
+        "loadgen-setup.json",
+    );
+    assert_eq!(r["connected"], json!(18), "{r}");
+    assert_eq!(r["failed"], json!(0), "{r}");
+    assert_eq!(r["ports_in_use_connected"], json!(18), "{r}");
+    assert_eq!(r["ports_in_use_after"], r["ports_in_use_before"], "{r}");
+    for step in ["setup_ms", "api_ms", "ice_ms", "dtls_ms"] {
+        assert!(r[step]["p50"].as_f64().unwrap() > 0.0, "{step}: {r}");
+    }
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+}
+
+/// Rooms of WebRTC participants sending SRTP with the keys their DTLS
+/// handshakes exported: every packet reaches the other participants.
+#[test]
+fn loadgen_meeting_smoke() {
+    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let r = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "meeting",
+            "--rooms",
+            "2",
+            "--participants",
+            "3",
+            "--rate",
+            "200",
+            "--seconds",
+            "2",
+        ],
+        120,
+        "loadgen-meeting.json",
+    );
+    // 6 publishers × 200 packets/s, each to 2 players: 2400 packets/s out.
+    assert!(r["pps_out"].as_f64().unwrap() > 1_500.0, "{r}");
+    assert!(r["loss_ratio"].as_f64().unwrap() < 0.05, "{r}");
+    assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
 }
 
