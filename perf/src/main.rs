@@ -12,10 +12,11 @@
 //! ```
 //!
 //! Scenarios implemented: `fanout` (P=1 publisher → S subscribers),
-//! `rtmp` (one RTMP publisher → S RTMP players; `--baseline` runs the same
-//! against nginx-rtmp) and `churn` (create and delete `--sessions`
-//! sessions; RSS, descriptors and ports must come back). The others named
-//! by the performance issue are refused with a message and exit status 2.
+//! `meeting` (rooms of WebRTC participants), `rtmp` (one RTMP publisher → S
+//! RTMP players; `--baseline` runs the same against nginx-rtmp), `setup`
+//! (WHIP/WHEP set-up with real ICE and DTLS) and `churn` (create and delete
+//! `--sessions` sessions; RSS, descriptors and ports must come back).
+//! `audio` is refused with a message and exit status 2.
 
 mod api;
 mod churn;
