@@ -5,42 +5,73 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::Args;
+
 pub struct Api<'a> {
     pub base: &'a str,
     pub key: Option<&'a str>,
 }
 
+/// Sends a request until it is not answered 429 (session creation is rate
+/// limited per client: wait as told), and names the request in errors.
+fn with_retry(
+    what: &str,
+    send: impl Fn() -> Result<ureq::Response, Box<ureq::Error>>,
+) -> Result<ureq::Response, String> {
+    loop {
+        match send().map_err(|e| *e) {
+            Ok(resp) => return Ok(resp),
+            Err(ureq::Error::Status(429, resp)) => {
+                let secs: u64 = resp
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                return Err(format!(
+                    "{what}: {code} {}",
+                    resp.into_string().unwrap_or_default()
+                ))
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+}
+
+impl<'a> Api<'a> {
+    /// The API and admin key the command line names.
+    pub fn new(args: &'a Args) -> Api<'a> {
+        Api {
+            base: &args.api,
+            key: args.admin_key.as_deref(),
+        }
+    }
+}
+
 impl Api<'_> {
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
-        loop {
+        let resp = with_retry(&format!("{method} {path}"), || {
             let mut r = ureq::request(method, &format!("{}{path}", self.base))
                 .timeout(Duration::from_secs(10));
             if let Some(k) = self.key {
                 r = r.set("authorization", &format!("Bearer {k}"));
             }
-            let res = match &body {
+            match &body {
                 Some(b) => r.send_json(b.clone()),
                 None => r.call(),
-            };
-            match res {
-                Ok(resp) => return Ok(resp.into_json().unwrap_or(Value::Null)),
-                // Session creation is rate limited per client: wait as told.
-                Err(ureq::Error::Status(429, resp)) => {
-                    let secs: u64 = resp
-                        .header("retry-after")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1);
-                    std::thread::sleep(Duration::from_secs(secs));
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    return Err(format!(
-                        "{method} {path}: {code} {}",
-                        resp.into_string().unwrap_or_default()
-                    ))
-                }
-                Err(e) => return Err(format!("{method} {path}: {e}")),
             }
-        }
+            .map_err(Box::new)
+        })?;
+        Ok(resp.into_json().unwrap_or(Value::Null))
+    }
+
+    /// The dataplane's process id (its CPU and memory are what is measured).
+    pub fn dataplane_pid(&self) -> Result<u32, String> {
+        self.call("GET", "/healthz", None)?["dataplane"]["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+            .ok_or_else(|| "no dataplane pid in /healthz".into())
     }
 }
 
@@ -67,35 +98,19 @@ impl Api<'_> {
     /// Posts an SDP offer (WHIP or WHEP) and returns the session's
     /// `Location` and the answer; waits out 429s like [`Api::call`].
     pub fn post_sdp(&self, path: &str, offer: &str) -> Result<(String, String), String> {
-        loop {
-            let r = ureq::post(&format!("{}{path}", self.base))
+        let resp = with_retry(&format!("POST {path}"), || {
+            ureq::post(&format!("{}{path}", self.base))
                 .timeout(Duration::from_secs(10))
-                .set("content-type", "application/sdp");
-            match r.send_string(offer) {
-                Ok(resp) => {
-                    let location = resp
-                        .header("location")
-                        .ok_or_else(|| format!("POST {path}: no Location"))?
-                        .to_string();
-                    let answer = resp.into_string().map_err(|e| e.to_string())?;
-                    return Ok((location, answer));
-                }
-                Err(ureq::Error::Status(429, resp)) => {
-                    let secs: u64 = resp
-                        .header("retry-after")
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(1);
-                    std::thread::sleep(Duration::from_secs(secs));
-                }
-                Err(ureq::Error::Status(code, resp)) => {
-                    return Err(format!(
-                        "POST {path}: {code} {}",
-                        resp.into_string().unwrap_or_default()
-                    ))
-                }
-                Err(e) => return Err(format!("POST {path}: {e}")),
-            }
-        }
+                .set("content-type", "application/sdp")
+                .send_string(offer)
+                .map_err(Box::new)
+        })?;
+        let location = resp
+            .header("location")
+            .ok_or_else(|| format!("POST {path}: no Location"))?
+            .to_string();
+        let answer = resp.into_string().map_err(|e| e.to_string())?;
+        Ok((location, answer))
     }
 
     /// Ends a WHIP/WHEP session by its `Location` (a path on the API).

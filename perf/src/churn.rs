@@ -50,13 +50,8 @@ fn round(api: &Api, room: &str, n: u32, latencies: &mut Vec<u64>) -> Result<(), 
 }
 
 pub fn run(args: &Args) -> Result<Value, String> {
-    let api = Api {
-        base: &args.api,
-        key: args.admin_key.as_deref(),
-    };
-    let pid = api.call("GET", "/healthz", None)?["dataplane"]["pid"]
-        .as_u64()
-        .ok_or("no dataplane pid in /healthz")? as u32;
+    let api = Api::new(args);
+    let pid = api.dataplane_pid()?;
     let room = format!("loadgen-churn-{}", std::process::id());
     api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
     let result = (|| {

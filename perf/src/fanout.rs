@@ -280,14 +280,8 @@ pub(crate) fn sockets(n: u32) -> Result<Vec<UdpSocket>, String> {
 }
 
 pub fn run(args: &Args) -> Result<Value, String> {
-    let api = Api {
-        base: &args.api,
-        key: args.admin_key.as_deref(),
-    };
-    let health = api.call("GET", "/healthz", None)?;
-    let pid = health["dataplane"]["pid"]
-        .as_u64()
-        .ok_or("no dataplane pid in /healthz")? as u32;
+    let api = Api::new(args);
+    let pid = api.dataplane_pid()?;
     let room = format!("loadgen-{}", std::process::id());
     api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
     let result = (|| {

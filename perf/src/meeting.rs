@@ -26,13 +26,8 @@ pub fn run(args: &Args) -> Result<Value, String> {
     if args.participants < 2 {
         return Err("a meeting needs --participants 2 or more".into());
     }
-    let api = Api {
-        base: &args.api,
-        key: args.admin_key.as_deref(),
-    };
-    let pid = api.call("GET", "/healthz", None)?["dataplane"]["pid"]
-        .as_u64()
-        .ok_or("no dataplane pid in /healthz")? as u32;
+    let api = Api::new(args);
+    let pid = api.dataplane_pid()?;
     let id = Identity::generate()?;
     let rooms: Vec<String> = (0..args.rooms)
         .map(|r| format!("loadgen-meeting-{}-{r}", std::process::id()))

@@ -127,14 +127,8 @@ const KEYS: [&str; 9] = [
 ];
 
 pub fn run(args: &Args) -> Result<Value, String> {
-    let api = Api {
-        base: &args.api,
-        key: args.admin_key.as_deref(),
-    };
-    let health = api.call("GET", "/healthz", None)?;
-    let pid = health["dataplane"]["pid"]
-        .as_u64()
-        .ok_or("no dataplane pid in /healthz")? as u32;
+    let api = Api::new(args);
+    let pid = api.dataplane_pid()?;
     let addr = args
         .rtmp
         .to_socket_addrs()

@@ -75,13 +75,8 @@ fn sorted_us(times: &[Times], step: impl Fn(&Times) -> Duration) -> Vec<u64> {
 }
 
 pub fn run(args: &Args) -> Result<Value, String> {
-    let api = Api {
-        base: &args.api,
-        key: args.admin_key.as_deref(),
-    };
-    let pid = api.call("GET", "/healthz", None)?["dataplane"]["pid"]
-        .as_u64()
-        .ok_or("no dataplane pid in /healthz")? as u32;
+    let api = Api::new(args);
+    let pid = api.dataplane_pid()?;
     // In the default mode the controlplane started the dataplane.
     let cp_pid = parent_pid(pid).filter(|p| *p > 1);
     let id = Identity::generate()?;

@@ -31,6 +31,12 @@ fn loadgen(gw: &Gateway, args: &[&str], limit_s: u32, json_name: &str) -> Value 
     serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
+/// One shard, and session creation not rate limited (the scenarios open
+/// sessions faster than a person would).
+fn gateway_for_many_sessions() -> Gateway {
+    Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"])
+}
+
 #[test]
 fn loadgen_fanout_smoke_with_baseline() {
     let gw = Gateway::start(1, &[]);
@@ -138,7 +144,7 @@ fn loadgen_rtmp_smoke_against_nginx_rtmp() {
 /// timed step by step; every port comes back when they are deleted.
 #[test]
 fn loadgen_setup_connects_webrtc_sessions_and_gives_ports_back() {
-    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let gw = gateway_for_many_sessions();
     let r = loadgen(
         &gw,
         &[
@@ -166,7 +172,7 @@ fn loadgen_setup_connects_webrtc_sessions_and_gives_ports_back() {
 /// handshakes exported: every packet reaches the other participants.
 #[test]
 fn loadgen_meeting_smoke() {
-    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let gw = gateway_for_many_sessions();
     let r = loadgen(
         &gw,
         &[
@@ -194,7 +200,7 @@ fn loadgen_meeting_smoke() {
 #[test]
 fn loadgen_churn_gives_back_ports_and_descriptors() {
     // 25 ports per test gateway: 16 sessions live at once (8 API clients × 2).
-    let gw = Gateway::start(1, &["--session-rate", "10000", "--session-burst", "10000"]);
+    let gw = gateway_for_many_sessions();
     let r = loadgen(
         &gw,
         &[
