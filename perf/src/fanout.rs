@@ -226,6 +226,16 @@ fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
     total
 }
 
+/// p50, p99, p99.9 and the sample count of sorted delays (µs).
+pub(crate) fn latency_json(sorted_us: &[u64]) -> Value {
+    json!({
+        "p50": percentile(sorted_us, 0.5),
+        "p99": percentile(sorted_us, 0.99),
+        "p999": percentile(sorted_us, 0.999),
+        "samples": sorted_us.len(),
+    })
+}
+
 pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -263,12 +273,7 @@ pub(crate) fn drive(
         "pps_out": got.packets as f64 / elapsed,
         "mbps_out": got.bytes as f64 * 8.0 / elapsed / 1e6,
         "loss_ratio": 1.0 - got.packets as f64 / expected.max(1) as f64,
-        "latency_us": {
-            "p50": percentile(&got.latencies_us, 0.5),
-            "p99": percentile(&got.latencies_us, 0.99),
-            "p999": percentile(&got.latencies_us, 0.999),
-            "samples": got.latencies_us.len(),
-        },
+        "latency_us": latency_json(&got.latencies_us),
         "cpu": match (cpu0, cpu1) { (Some(a), Some(b)) => json!((b - a) / elapsed), _ => Value::Null },
     })
 }

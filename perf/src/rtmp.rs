@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::api::Api;
-use crate::fanout::percentile;
+use crate::fanout::latency_json;
 use crate::flv::{self, Tag};
 use crate::nginx::Nginx;
 use crate::proc_stats::{cpu_seconds, rss_bytes};
@@ -90,12 +90,7 @@ fn drive(
         "pps_out": got.messages as f64 / secs,
         "mbps_out": got.bytes as f64 * 8.0 / secs / 1e6,
         "loss_ratio": 1.0 - got.frames as f64 / expected.max(1) as f64,
-        "latency_us": {
-            "p50": percentile(&got.latencies_us, 0.5),
-            "p99": percentile(&got.latencies_us, 0.99),
-            "p999": percentile(&got.latencies_us, 0.999),
-            "samples": got.latencies_us.len(),
-        },
+        "latency_us": latency_json(&got.latencies_us),
         "first_frame_ms": {
             "p50": ms(&got.first_keyframe_ms, 0.5),
             "p99": ms(&got.first_keyframe_ms, 0.99),
