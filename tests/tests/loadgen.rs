@@ -87,6 +87,23 @@ fn loadgen_fanout_smoke_with_baseline() {
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
+    // A meeting of one is refused with a message, before any session opens.
+    let alone = Command::new(bin("loadgen"))
+        .args([
+            "--api",
+            &gw.api,
+            "--scenario",
+            "meeting",
+            "--participants",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(alone.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&alone.stderr).contains("--participants 2 or more"),
+        "{alone:?}"
+    );
 }
 
 #[test]
