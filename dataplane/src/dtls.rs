@@ -53,7 +53,8 @@ impl DtlsIdentity {
     }
 }
 
-fn sha256(der: &[u8]) -> [u8; 32] {
+/// SHA-256 of a DER certificate: its SDP fingerprint (RFC 8122).
+pub fn sha256(der: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, der);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());

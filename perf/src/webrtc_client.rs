@@ -17,7 +17,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::dtls::split_keys;
+use dataplane::dtls::{sha256, split_keys};
 use dataplane::ice::stun::{self, attr, Message, Writer};
 use dimpl::{Config, Dtls, DtlsCertificate, Output};
 use gateway_ring::msg::SrtpKey;
@@ -50,11 +50,6 @@ impl Identity {
     }
 }
 
-fn sha256(der: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    d.as_ref().try_into().expect("32 bytes")
-}
-
 fn hex_fingerprint(fp: &[u8; 32]) -> String {
     fp.iter()
         .map(|b| format!("{b:02X}"))
@@ -64,7 +59,7 @@ fn hex_fingerprint(fp: &[u8; 32]) -> String {
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    // SAFETY: getrandom fills the buffer we own; short reads are retried below.
+    // SAFETY: getrandom writes at most N bytes into the buffer we own.
     let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, N, 0) };
     assert_eq!(n, N as isize, "getrandom");
     b
@@ -245,8 +240,23 @@ pub fn connect(api: &Api, path: &str, id: &Identity, mode: Mode) -> Result<Sessi
     let pwd = random_token::<24>();
     let t0 = Instant::now();
     let (location, answer) = api.post_sdp(path, &offer_sdp(id, &ufrag, &pwd, mode))?;
-    let answer = parse_answer(&answer)?;
     let t_api = t0.elapsed();
+    // Whatever fails from here, the gateway's session is ended with it.
+    establish(id, &ufrag, &answer, t_api, location.clone()).map_err(|e| {
+        let _ = api.delete_location(&location);
+        format!("{path}: {e}")
+    })
+}
+
+/// ICE and DTLS on the session the answer describes.
+fn establish(
+    id: &Identity,
+    ufrag: &str,
+    answer: &str,
+    t_api: Duration,
+    location: String,
+) -> Result<Session, String> {
+    let answer = parse_answer(answer)?;
     let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     sock.connect(answer.candidate).map_err(|e| e.to_string())?;
     sock.set_read_timeout(Some(Duration::from_millis(10)))
@@ -261,8 +271,7 @@ pub fn connect(api: &Api, path: &str, id: &Identity, mode: Mode) -> Result<Sessi
     let mut last_sent: Option<Instant> = None;
     loop {
         if t1.elapsed() > STEP_TIMEOUT {
-            let _ = api.delete_location(&location);
-            return Err(format!("{path}: no STUN answer from {}", answer.candidate));
+            return Err(format!("no STUN answer from {}", answer.candidate));
         }
         if last_sent.is_none_or(|t| t.elapsed() >= STUN_RETRY) {
             let n = binding_request(&mut buf, &stun_user, &answer.pwd, &tid);
@@ -329,13 +338,7 @@ pub fn connect(api: &Api, path: &str, id: &Identity, mode: Mode) -> Result<Sessi
             }
         }
     };
-    let (client, server) = match keys {
-        Ok(k) => k,
-        Err(e) => {
-            let _ = api.delete_location(&location);
-            return Err(format!("{path}: {e}"));
-        }
-    };
+    let (client, server) = keys?;
     Ok(Session {
         sock,
         location,
