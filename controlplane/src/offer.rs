@@ -566,6 +566,34 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         assert!(a.contains("a=ssrc:2222 cname:mediagw"));
     }
 
+    /// A player sees one publisher per line, up to MAX_TRACKS of them (a
+    /// voice room of 16); a line beyond is answered as rejected (port 0).
+    #[test]
+    fn a_player_takes_up_to_max_tracks_lines() {
+        let lines = MAX_TRACKS + 1;
+        let mids: Vec<String> = (0..lines).map(|i| i.to_string()).collect();
+        let mut text = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n",
+            mids.join(" ")
+        );
+        for mid in &mids {
+            text.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{mid}\r\n\
+                 a=ice-ufrag:Ab3x\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+                 a=fingerprint:sha-256 {}\r\na=setup:active\r\na=recvonly\r\na=rtcp-mux\r\n\
+                 a=rtpmap:111 opus/48000/2\r\n",
+                ["0A"; 32].join(":")
+            ));
+        }
+        let offer = parse(&text).unwrap();
+        let n = negotiate(&offer, Mode::Play).unwrap();
+        assert_eq!(n.tracks.len(), MAX_TRACKS);
+        assert!(n.tracks.iter().all(|t| t.kind == MediaKind::Audio));
+        let a = answer(&offer, &n, &params(Mode::Play));
+        assert_eq!(a.matches("m=audio 40002 ").count(), MAX_TRACKS, "{a}");
+        assert_eq!(a.matches("m=audio 0 ").count(), 1, "{a}");
+    }
+
     #[test]
     fn offers_we_cannot_serve_say_what_is_missing() {
         let cases = [

@@ -192,6 +192,8 @@ impl Target {
 /// payload; returns the packets each sent. With `--fps F` the packets go
 /// out as F frame bursts a second (one RTP timestamp each, marker on the
 /// last), as an unpaced encoder sends them; with `--fps 0` evenly spaced.
+/// Publishers are independent: target i of n starts its frames i/n of a
+/// frame interval after target 0, so their packets do not arrive in step.
 fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
     let (rate, size) = (args.rate as u64, args.size);
     let mut buf = vec![0u8; size.max(20) + MAX_TRAILER];
@@ -199,29 +201,37 @@ fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
     // Packet k belongs to "frame" k·fps/rate, which leaves at frame/fps.
     let per_second = if args.fps > 0 { args.fps as u64 } else { rate };
     let frame_of = |k: u64| k * per_second / rate;
+    let n = targets.len() as f64;
     let start = Instant::now();
-    for k in 0..total {
-        let frame = frame_of(k);
-        let due = start + Duration::from_secs_f64(frame as f64 / per_second as f64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let seq = k as u16;
+    let mut first = 0;
+    while first < total {
+        let frame = frame_of(first);
+        let end = (first..=total)
+            .find(|&k| k == total || frame_of(k) != frame)
+            .unwrap_or(total);
         let ts = (frame * 90_000 / per_second) as u32;
-        let marker = if frame_of(k + 1) != frame { 0x80 } else { 0 };
-        for t in targets.iter_mut() {
-            buf[..12].copy_from_slice(&[0x80, t.pt | marker, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            buf[2..4].copy_from_slice(&seq.to_be_bytes());
-            buf[4..8].copy_from_slice(&ts.to_be_bytes());
-            buf[8..12].copy_from_slice(&t.ssrc.to_be_bytes());
-            buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
-            let n = match &mut t.ctx {
-                Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
-                None => size,
-            };
-            let _ = t.sock.send(&buf[..n]);
+        for (i, t) in targets.iter_mut().enumerate() {
+            let phase = (frame as f64 + i as f64 / n) / per_second as f64;
+            let due = start + Duration::from_secs_f64(phase);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            for k in first..end {
+                let marker = if k + 1 == end { 0x80 } else { 0 };
+                buf[..12].copy_from_slice(&[0x80, t.pt | marker, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                buf[2..4].copy_from_slice(&(k as u16).to_be_bytes());
+                buf[4..8].copy_from_slice(&ts.to_be_bytes());
+                buf[8..12].copy_from_slice(&t.ssrc.to_be_bytes());
+                buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
+                let n = match &mut t.ctx {
+                    Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
+                    None => size,
+                };
+                let _ = t.sock.send(&buf[..n]);
+            }
         }
+        first = end;
     }
     total
 }
@@ -333,18 +343,9 @@ pub fn run(args: &Args) -> Result<Value, String> {
                 _ => Value::Null,
             },
         });
-        if let (Some(a), Some(b)) = (sends0, api.udp_sends()) {
-            let (sends, datagrams) = (b.0 - a.0, b.1 - a.1);
-            report["udp_sends"] = json!(sends);
-            report["datagrams_per_send"] = json!(datagrams as f64 / sends.max(1) as f64);
-        }
+        add_udp_sends(&mut report, sends0, api.udp_sends());
         if args.baseline {
-            for (prefix, gso) in [("baseline_", false), ("baseline_gso_", true)] {
-                let base = baseline(args, gso)?;
-                for k in ["pps_out", "mbps_out", "loss_ratio", "latency_us", "cpu"] {
-                    report[format!("{prefix}{k}")] = base[k].clone();
-                }
-            }
+            add_baselines(&mut report, args, 1)?;
         }
         Ok(report)
     })();
@@ -352,8 +353,46 @@ pub fn run(args: &Args) -> Result<Value, String> {
     result
 }
 
+/// How many UDP sends the gateway made between two readings of its
+/// counters, and how many datagrams each carried (GSO batching).
+pub(crate) fn add_udp_sends(
+    report: &mut Value,
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+) {
+    if let (Some(a), Some(b)) = (before, after) {
+        let (sends, datagrams) = (b.0 - a.0, b.1 - a.1);
+        report["udp_sends"] = json!(sends);
+        report["datagrams_per_send"] = json!(datagrams as f64 / sends.max(1) as f64);
+    }
+}
+
+/// Runs the report's fan-out (`publishers` senders, `subscribers`
+/// receivers, every packet to every receiver) through both baseline relays
+/// and adds their figures as `baseline_…` and `baseline_gso_…`.
+pub(crate) fn add_baselines(
+    report: &mut Value,
+    args: &Args,
+    publishers: u32,
+) -> Result<(), String> {
+    for (prefix, gso) in [("baseline_", false), ("baseline_gso_", true)] {
+        let base = baseline(args, publishers, gso)?;
+        for k in [
+            "pps_in",
+            "pps_out",
+            "mbps_out",
+            "loss_ratio",
+            "latency_us",
+            "cpu",
+        ] {
+            report[format!("{prefix}{k}")] = base[k].clone();
+        }
+    }
+    Ok(())
+}
+
 /// The same fan-out through `loadgen relay` (no crypto), in a child process.
-fn baseline(args: &Args, gso: bool) -> Result<Value, String> {
+fn baseline(args: &Args, publishers: u32, gso: bool) -> Result<Value, String> {
     let socks = sockets(args.subscribers)?;
     let ports: Vec<String> = socks
         .iter()
@@ -381,9 +420,14 @@ fn baseline(args: &Args, gso: bool) -> Result<Value, String> {
         .map_err(|e| format!("starting the baseline relay: {e}"))?;
     std::thread::sleep(Duration::from_millis(200));
     let ctxs = socks.iter().map(|_| None).collect();
-    let target = Target::to_port(listen, None);
+    let targets = (0..publishers)
+        .map(|i| Target {
+            ssrc: SSRC + i,
+            ..Target::to_port(listen, None)
+        })
+        .collect();
     let r = drive(
-        vec![target],
+        targets,
         args.subscribers as u64,
         socks,
         ctxs,
@@ -396,39 +440,53 @@ fn baseline(args: &Args, gso: bool) -> Result<Value, String> {
 }
 
 pub fn print_table(r: &Value) {
-    fn fmt(v: &Value) -> String {
-        match v {
-            Value::Number(n) => {
-                let f = n.as_f64().unwrap_or(0.0);
-                if f.fract() == 0.0 {
-                    format!("{f:.0}")
-                } else {
-                    format!("{f:.4}")
-                }
-            }
-            Value::Null => "-".into(),
-            other => other.to_string(),
-        }
-    }
-    // Each row: the gateway's figure, then both relays' (`baseline_…`,
-    // `baseline_gso_…`); `path` goes into nested objects.
-    let row = |name: &str, gateway_key: &str, key: &str, path: &[&str]| {
-        let at = |v: &Value| path.iter().fold(v.clone(), |v, k| v[*k].clone());
-        println!(
-            "{name:<22} {:>14} {:>14} {:>14}",
-            fmt(&at(&r[gateway_key])),
-            fmt(&at(&r[format!("baseline_{key}")])),
-            fmt(&at(&r[format!("baseline_gso_{key}")]))
-        );
-    };
     println!(
         "fanout: 1 publisher -> {} subscribers, {} pkt/s of {} B, {} s",
         r["subscribers"], r["rate_per_publisher"], r["packet_size"], r["seconds"]
     );
-    println!(
-        "{:<22} {:>14} {:>14} {:>14}",
-        "", "gateway", "relay", "relay+GSO"
-    );
+    print_measurements(r);
+}
+
+/// A figure as the tables show it: integers plain, others with 4 decimals.
+pub(crate) fn fmt(v: &Value) -> String {
+    match v {
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if f.fract() == 0.0 {
+                format!("{f:.0}")
+            } else {
+                format!("{f:.4}")
+            }
+        }
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The media figures of a fan-out report, with both relays' beside the
+/// gateway's when the report has them (`--baseline`).
+pub(crate) fn print_measurements(r: &Value) {
+    let relays = !r["baseline_pps_out"].is_null();
+    // Each row: the gateway's figure, then both relays' (`baseline_…`,
+    // `baseline_gso_…`); `path` goes into nested objects.
+    let row = |name: &str, gateway_key: &str, key: &str, path: &[&str]| {
+        let at = |v: &Value| path.iter().fold(v.clone(), |v, k| v[*k].clone());
+        print!("{name:<22} {:>14}", fmt(&at(&r[gateway_key])));
+        if relays {
+            print!(
+                " {:>14} {:>14}",
+                fmt(&at(&r[format!("baseline_{key}")])),
+                fmt(&at(&r[format!("baseline_gso_{key}")]))
+            );
+        }
+        println!();
+    };
+    print!("{:<22} {:>14}", "", "gateway");
+    if relays {
+        print!(" {:>14} {:>14}", "relay", "relay+GSO");
+    }
+    println!();
+    row("packets/s in", "pps_in", "pps_in", &[]);
     row("packets/s out", "pps_out", "pps_out", &[]);
     row("Mbit/s out", "mbps_out", "mbps_out", &[]);
     row("loss ratio", "loss_ratio", "loss_ratio", &[]);

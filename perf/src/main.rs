@@ -11,14 +11,16 @@
 //!                                                        unprotect → latency
 //! ```
 //!
-//! Scenarios implemented: `fanout` (P=1 publisher → S subscribers),
-//! `meeting` (rooms of WebRTC participants), `rtmp` (one RTMP publisher → S
-//! RTMP players; `--baseline` runs the same against nginx-rtmp), `setup`
-//! (WHIP/WHEP set-up with real ICE and DTLS) and `churn` (create and delete
-//! `--sessions` sessions; RSS, descriptors and ports must come back).
-//! `audio` is refused with a message and exit status 2.
+//! Scenarios: `fanout` (P=1 publisher → S subscribers), `meeting` (rooms
+//! of WebRTC participants), `audio` (P WebRTC audio publishers → S WebRTC
+//! players hearing all of them; `--baseline` runs the same fan-out through
+//! the relays), `rtmp` (one RTMP publisher → S RTMP players; `--baseline`
+//! runs the same against nginx-rtmp), `setup` (WHIP/WHEP set-up with real
+//! ICE and DTLS) and `churn` (create and delete `--sessions` sessions; RSS,
+//! descriptors and ports must come back).
 
 mod api;
+mod audio;
 mod churn;
 mod fanout;
 mod flv;
@@ -26,12 +28,14 @@ mod meeting;
 mod nginx;
 mod proc_stats;
 mod relay;
+mod rooms;
 mod rtmp;
 mod rtmp_client;
 mod setup;
 mod webrtc_client;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(about = "Load tool for the media gateway (see perf/README section in the main README)")]
@@ -49,20 +53,22 @@ pub struct Args {
     rtmp: String,
     #[arg(long, default_value = "fanout")]
     scenario: String,
+    /// Publishers (audio: 10).
     #[arg(long, default_value_t = 1)]
     publishers: u32,
     #[arg(long, default_value_t = 100)]
     subscribers: u32,
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Packets per second per publisher (1 Mbit/s of 1200-byte packets ≈ 104).
+    /// Packets per second per publisher (1 Mbit/s of 1200-byte packets ≈ 104;
+    /// audio: 50).
     #[arg(long, default_value_t = 104)]
     rate: u32,
     /// Frames per second: packets leave in this many bursts a second (0:
-    /// evenly spaced).
+    /// evenly spaced; audio: 0).
     #[arg(long, default_value_t = 30)]
     fps: u32,
-    /// RTP packet size in bytes (header + payload).
+    /// RTP packet size in bytes (header + payload; audio: 100).
     #[arg(long, default_value_t = 1200)]
     size: usize,
     /// Rooms (scenario meeting).
@@ -102,8 +108,34 @@ enum Cmd {
 type Scenario = fn(&Args) -> Result<serde_json::Value, String>;
 type Table = fn(&serde_json::Value);
 
+impl Args {
+    /// The command line, with the `audio` scenario's own defaults where the
+    /// command line leaves an option out (an Opus voice call, not video).
+    fn parse_with_scenario_defaults() -> Args {
+        let matches = Args::command().get_matches();
+        let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let unset =
+            |m: &ArgMatches, id: &str| m.value_source(id) == Some(ValueSource::DefaultValue);
+        if args.scenario == "audio" {
+            if unset(&matches, "publishers") {
+                args.publishers = audio::DEFAULT_PUBLISHERS;
+            }
+            if unset(&matches, "rate") {
+                args.rate = audio::DEFAULT_RATE;
+            }
+            if unset(&matches, "size") {
+                args.size = audio::DEFAULT_SIZE;
+            }
+            if unset(&matches, "fps") {
+                args.fps = audio::DEFAULT_FPS;
+            }
+        }
+        args
+    }
+}
+
 fn main() {
-    let args = Args::parse();
+    let args = Args::parse_with_scenario_defaults();
     if let Some(Cmd::Relay { listen, to, gso }) = &args.cmd {
         relay::run(*listen, to, *gso);
         return;
@@ -117,6 +149,7 @@ fn main() {
         "churn" => (churn::run, churn::print_table),
         "setup" => (setup::run, setup::print_table),
         "meeting" => (meeting::run, meeting::print_table),
+        "audio" => (audio::run, audio::print_table),
         "rtmp" if args.publishers == 1 => (rtmp::run, rtmp::print_table),
         "rtmp" => {
             eprintln!("loadgen: rtmp has one publisher (--publishers 1)");
@@ -124,7 +157,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "loadgen: scenario {other:?} is not implemented yet; use fanout, meeting, rtmp, setup or churn"
+                "loadgen: unknown scenario {other:?}; use fanout, meeting, audio, rtmp, setup or churn"
             );
             std::process::exit(2);
         }

@@ -6,8 +6,6 @@
 //! sessions stay up (consent refreshed) until the last one is connected,
 //! then are deleted; the port pool must come back.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,52 +14,8 @@ use crate::api::Api;
 use crate::churn::ports_in_use;
 use crate::fanout::percentile;
 use crate::proc_stats::{cpu_seconds, parent_pid, rss_bytes};
-use crate::webrtc_client::{self, Identity, Mode, Session, Times};
+use crate::webrtc_client::{self, Identity, Mode, Times, WORKERS};
 use crate::Args;
-
-/// Clients setting sessions up at once.
-const WORKERS: u32 = 8;
-/// Consent checks go out at least this often (the gateway waits 30 s).
-const CONSENT_EVERY: Duration = Duration::from_secs(5);
-
-/// What the workers collected.
-#[derive(Default)]
-struct Outcome {
-    sessions: Vec<Session>,
-    failures: Vec<String>,
-}
-
-/// Opens sessions until `next` passes `total`; the first `publishers` are WHIP.
-fn worker(
-    api: &Api,
-    room: &str,
-    id: &Identity,
-    next: &AtomicU32,
-    publishers: u32,
-    total: u32,
-) -> Outcome {
-    let mut out = Outcome::default();
-    let mut refreshed = Instant::now();
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total {
-            return out;
-        }
-        let (path, mode) = if i < publishers {
-            (format!("/whip/{room}"), Mode::Publish)
-        } else {
-            (format!("/whep/{room}"), Mode::Play { video: 1, audio: 1 })
-        };
-        match webrtc_client::connect(api, &path, id, mode) {
-            Ok(s) => out.sessions.push(s),
-            Err(e) => out.failures.push(e),
-        }
-        if refreshed.elapsed() >= CONSENT_EVERY {
-            out.sessions.iter().for_each(Session::refresh_consent);
-            refreshed = Instant::now();
-        }
-    }
-}
 
 fn ms(sorted_us: &[u64]) -> Value {
     let f = |p| percentile(sorted_us, p) as f64 / 1000.0;
@@ -85,36 +39,34 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let ports0 = ports_in_use(&api)?;
     let rss0 = rss_bytes(pid);
     let total = args.publishers + args.subscribers;
-    let next = AtomicU32::new(0);
-    let results = Mutex::new(Vec::new());
+    // The first `--publishers` are WHIP, the rest WHEP.
+    let jobs: Vec<(String, Mode)> = (0..total)
+        .map(|i| {
+            if i < args.publishers {
+                (format!("/whip/{room}"), Mode::Publish)
+            } else {
+                (format!("/whep/{room}"), Mode::Play { video: 1, audio: 1 })
+            }
+        })
+        .collect();
     let cpu0 = (cpu_seconds(pid), cp_pid.and_then(cpu_seconds));
     let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..WORKERS {
-            s.spawn(|| {
-                let o = worker(&api, &room, &id, &next, args.publishers, total);
-                results.lock().expect("results").push(o);
-            });
-        }
-    });
+    let results = webrtc_client::connect_parallel(&api, &id, &jobs);
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu1 = (cpu_seconds(pid), cp_pid.and_then(cpu_seconds));
     let rss1 = rss_bytes(pid);
-    let outcomes: Vec<Outcome> = results.into_inner().expect("results");
-    let failed: usize = outcomes.iter().map(|o| o.failures.len()).sum();
-    if let Some(first) = outcomes.iter().find_map(|o| o.failures.first()) {
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
         eprintln!("loadgen: {failed} of {total} set-ups failed, first: {first}");
     }
-    let times: Vec<Times> = outcomes
-        .iter()
-        .flat_map(|o| o.sessions.iter().map(|s| s.times))
-        .collect();
+    let sessions: Vec<_> = results.into_iter().filter_map(Result::ok).collect();
+    let times: Vec<Times> = sessions.iter().map(|s| s.times).collect();
     let connected = times.len();
     let ports1 = ports_in_use(&api)?;
-    for s in outcomes.iter().flat_map(|o| &o.sessions) {
+    for s in &sessions {
         api.delete_location(&s.location)?;
     }
-    drop(outcomes);
+    drop(sessions);
     let _ = api.call("DELETE", &format!("/v1/rooms/{room}"), None);
     let ports2 = ports_in_use(&api)?;
     let total_us = sorted_us(&times, Times::total);

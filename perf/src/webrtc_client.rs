@@ -14,7 +14,8 @@
 //! and Chromium (tests/tests/webrtc_*.rs), this client only makes load.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dataplane::dtls::{sha256, split_keys};
@@ -28,6 +29,10 @@ use crate::api::Api;
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// STUN retransmission interval while waiting for the answer to a check.
 const STUN_RETRY: Duration = Duration::from_millis(100);
+/// Clients setting sessions up at once in [`connect_parallel`].
+pub const WORKERS: usize = 8;
+/// Consent checks go out at least this often (the gateway waits 30 s).
+const CONSENT_EVERY: Duration = Duration::from_secs(5);
 
 /// The client's certificate and its SDP fingerprint, shared by all sessions.
 #[derive(Clone)]
@@ -246,6 +251,63 @@ pub fn connect(api: &Api, path: &str, id: &Identity, mode: Mode) -> Result<Sessi
         let _ = api.delete_location(&location);
         format!("{path}: {e}")
     })
+}
+
+/// Opens one session per `(path, mode)` job from [`WORKERS`] clients at
+/// once; the results come back in the jobs' order. Sessions already open
+/// keep getting consent checks while the others are set up, however long
+/// that takes.
+pub fn connect_parallel(
+    api: &Api,
+    id: &Identity,
+    jobs: &[(String, Mode)],
+) -> Vec<Result<Session, String>> {
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::with_capacity(jobs.len()));
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| {
+                let mut mine: Vec<(usize, Result<Session, String>)> = Vec::new();
+                let mut refreshed = Instant::now();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((path, mode)) = jobs.get(i) else {
+                        break;
+                    };
+                    mine.push((i, connect(api, path, id, *mode)));
+                    if refreshed.elapsed() >= CONSENT_EVERY {
+                        mine.iter()
+                            .filter_map(|(_, r)| r.as_ref().ok())
+                            .for_each(Session::refresh_consent);
+                        refreshed = Instant::now();
+                    }
+                }
+                done.lock().expect("results").append(&mut mine);
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("results");
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`connect_parallel`], all or nothing: on the first failure every session
+/// that did open is deleted and the failure returned.
+pub fn connect_all(
+    api: &Api,
+    id: &Identity,
+    jobs: &[(String, Mode)],
+) -> Result<Vec<Session>, String> {
+    let results = connect_parallel(api, id, jobs);
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let e = format!("{failed} of {} set-ups failed, first: {e}", jobs.len());
+        for s in results.iter().filter_map(|r| r.as_ref().ok()) {
+            let _ = api.delete_location(&s.location);
+        }
+        return Err(e);
+    }
+    Ok(results.into_iter().filter_map(Result::ok).collect())
 }
 
 /// ICE and DTLS on the session the answer describes.

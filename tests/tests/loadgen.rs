@@ -81,12 +81,33 @@ fn loadgen_fanout_smoke_with_baseline() {
     assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
     // The tool cleans up after itself.
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
-    // Scenarios not written yet are refused, not faked.
+    // An unknown scenario is refused with the list of known ones.
     let other = Command::new(bin("loadgen"))
-        .args(["--api", &gw.api, "--scenario", "audio"])
+        .args(["--api", &gw.api, "--scenario", "conference"])
         .output()
         .unwrap();
     assert_eq!(other.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("audio"),
+        "{other:?}"
+    );
+    // More audio publishers than a player has lines for is refused.
+    let crowd = Command::new(bin("loadgen"))
+        .args([
+            "--api",
+            &gw.api,
+            "--scenario",
+            "audio",
+            "--publishers",
+            "17",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(crowd.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&crowd.stderr).contains("1 to 16 publishers"),
+        "{crowd:?}"
+    );
     // A meeting of one is refused with a message, before any session opens.
     let alone = Command::new(bin("loadgen"))
         .args([
@@ -211,6 +232,43 @@ fn loadgen_meeting_smoke() {
     assert!(r["pps_out"].as_f64().unwrap() > 1_500.0, "{r}");
     assert!(r["loss_ratio"].as_f64().unwrap() < 0.05, "{r}");
     assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+}
+
+/// A voice room: 12 WebRTC audio publishers (more than the 8 lines a
+/// session carried before) and players that each hear all 12. A player
+/// missing one publisher would lose 1/12 of what it should get, so the
+/// loss bound below checks every line of every player.
+#[test]
+fn loadgen_audio_smoke_with_baseline() {
+    let gw = gateway_for_many_sessions();
+    let r = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "audio",
+            "--publishers",
+            "12",
+            "--subscribers",
+            "10",
+            "--seconds",
+            "2",
+            "--baseline",
+        ],
+        120,
+        "loadgen-audio.json",
+    );
+    assert_eq!(r["publishers"], json!(12), "{r}");
+    assert_eq!(r["subscribers"], json!(10), "{r}");
+    // The audio defaults: 50 packets/s of 100 B per publisher.
+    assert_eq!(r["rate_per_publisher"], json!(50), "{r}");
+    assert_eq!(r["packet_size"], json!(100), "{r}");
+    // 12 × 50 packets/s, each to 10 players: 6000 packets/s out.
+    assert!(r["pps_out"].as_f64().unwrap() > 4_000.0, "{r}");
+    assert!(r["loss_ratio"].as_f64().unwrap() < 0.04, "{r}");
+    assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
+    assert!(r["baseline_pps_out"].as_f64().unwrap() > 4_000.0, "{r}");
+    assert!(r["baseline_gso_pps_out"].as_f64().unwrap() > 4_000.0, "{r}");
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
 }
 

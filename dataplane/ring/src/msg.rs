@@ -172,6 +172,11 @@ pub enum Direction {
 /// Longest ICE ufrag carried (RFC 8839 allows 256; browsers use 4-16).
 pub const MAX_UFRAG: usize = 32;
 
+/// Longest ICE password carried: only ours crosses the ring (the
+/// controlplane makes 24 characters), and a tight bound leaves the slot's
+/// room for media lines.
+pub const MAX_PWD: usize = 32;
+
 /// One negotiated media line of a WebRTC session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackSpec {
@@ -184,8 +189,10 @@ pub struct TrackSpec {
 }
 
 /// Most media lines a WebRTC session carries (a player may ask for several
-/// publishers' tracks by offering several recvonly m-lines).
-pub const MAX_TRACKS: usize = 8;
+/// publishers' tracks by offering several recvonly m-lines). Bounded by the
+/// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
+/// to 253 of its 256 bytes (checked by the round-trip test).
+pub const MAX_TRACKS: usize = 16;
 
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
 /// BUNDLE and rtcp-mux, H264 and/or Opus tracks as the SDP negotiated.
@@ -407,8 +414,9 @@ impl<'a> Writer<'a> {
         Writer { buf, pos: 2 }
     }
     fn bytes(&mut self, b: &[u8]) {
-        // Every message is far below SLOT_SIZE (the largest is ~80 bytes), so
-        // this slice cannot go out of bounds; `encoded_sizes_fit` checks it.
+        // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
+        // longest fields and MAX_TRACKS tracks, is 253 bytes), so this slice
+        // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
     }
@@ -465,7 +473,7 @@ impl<'a> Writer<'a> {
         self.u16(s.port);
         self.u8(s.direction as u8);
         self.short(&s.ice_ufrag, MAX_UFRAG);
-        self.name(&s.ice_pwd);
+        self.short(&s.ice_pwd, MAX_PWD);
         self.short(&s.remote_ufrag, MAX_UFRAG);
         self.bytes(&s.remote_fingerprint);
         let n = s.tracks.len().min(MAX_TRACKS);
@@ -584,7 +592,7 @@ impl<'a> Reader<'a> {
                 _ => return Err(DecodeError::Value("direction")),
             },
             ice_ufrag: self.short(MAX_UFRAG)?,
-            ice_pwd: self.name()?,
+            ice_pwd: self.short(MAX_PWD)?,
             remote_ufrag: self.short(MAX_UFRAG)?,
             remote_fingerprint: self.array()?,
             tracks: {
@@ -818,7 +826,7 @@ mod tests {
             port: 40010,
             direction: Direction::Subscribe,
             ice_ufrag: "u".repeat(MAX_UFRAG),
-            ice_pwd: "p".repeat(MAX_NAME),
+            ice_pwd: "p".repeat(MAX_PWD),
             remote_ufrag: "r".repeat(MAX_UFRAG),
             remote_fingerprint: [0xfe; 32],
             tracks: (0..MAX_TRACKS as u32)
