@@ -15,7 +15,7 @@ use gateway_ring::msg::{SrtpKey, SrtpSuite};
 use serde_json::{json, Value};
 
 use crate::api::Api;
-use crate::proc_stats::{cpu_seconds, rss_bytes};
+use crate::proc_stats::{cpu_seconds, keep_off, pinned_cpu, rss_bytes, set_affinity};
 use crate::Args;
 
 /// One in this many packets per subscriber is decrypted for its latency.
@@ -264,6 +264,13 @@ pub(crate) fn drive(
     args: &Args,
     cpu_pid: u32,
 ) -> Value {
+    // The measured process has its core to itself: the sender (this
+    // thread) and the receiver (started next) run on the others.
+    if let Some(cpu) = pinned_cpu(cpu_pid) {
+        if let Err(e) = keep_off(cpu) {
+            eprintln!("loadgen: could not keep off cpu {cpu}: {e}");
+        }
+    }
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
@@ -300,10 +307,24 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let room = format!("loadgen-{}", std::process::id());
     api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
     let result = (|| {
+        // `--plain`: RTP without SRTP both ways, to tell the crypto's cost
+        // from the rest of the gateway's.
+        let srtp = if args.plain {
+            Value::Null
+        } else {
+            json!({ "suite": "AEAD_AES_128_GCM" })
+        };
+        let key = |answer: &Value| {
+            if args.plain {
+                Ok(None)
+            } else {
+                srtp_key(answer).map(|k| Some(SrtpContext::new(&k)))
+            }
+        };
         let ingest = api.call(
             "POST",
             &format!("/v1/rooms/{room}/ingest/rtp"),
-            Some(json!({ "kind": "video", "srtp": { "suite": "AEAD_AES_128_GCM" } })),
+            Some(json!({ "kind": "video", "srtp": srtp })),
         )?;
         let ingest_port = ingest["port"].as_u64().ok_or("no ingest port")? as u16;
         let rss0 = rss_bytes(pid);
@@ -314,18 +335,18 @@ pub fn run(args: &Args) -> Result<Value, String> {
             let e = api.call(
                 "POST",
                 &format!("/v1/rooms/{room}/egress/rtp"),
-                Some(json!({ "host": "127.0.0.1", "port": port, "srtp": { "suite": "AEAD_AES_128_GCM" } })),
+                Some(json!({ "host": "127.0.0.1", "port": port, "srtp": srtp })),
             )?;
-            ctxs.push(Some(SrtpContext::new(&srtp_key(&e)?)));
+            ctxs.push(key(&e)?);
         }
         let rss1 = rss_bytes(pid);
-        let sender = SrtpContext::new(&srtp_key(&ingest)?);
         let sends0 = api.udp_sends();
-        let target = Target::to_port(ingest_port, Some(sender));
+        let target = Target::to_port(ingest_port, key(&ingest)?);
         let copies = args.subscribers as u64;
         let gw = drive(vec![target], copies, socks, ctxs, args, pid);
         let mut report = json!({
             "scenario": "fanout",
+            "srtp": !args.plain,
             "publishers": 1,
             "subscribers": args.subscribers,
             "seconds": args.seconds,
@@ -375,8 +396,10 @@ pub(crate) fn add_baselines(
     args: &Args,
     publishers: u32,
 ) -> Result<(), String> {
+    // The relay runs on the core the gateway's shard is pinned to.
+    let cpu = Api::new(args).dataplane_pid().ok().and_then(pinned_cpu);
     for (prefix, gso) in [("baseline_", false), ("baseline_gso_", true)] {
-        let base = baseline(args, publishers, gso)?;
+        let base = baseline(args, publishers, gso, cpu)?;
         for k in [
             "pps_in",
             "pps_out",
@@ -392,7 +415,7 @@ pub(crate) fn add_baselines(
 }
 
 /// The same fan-out through `loadgen relay` (no crypto), in a child process.
-fn baseline(args: &Args, publishers: u32, gso: bool) -> Result<Value, String> {
+fn baseline(args: &Args, publishers: u32, gso: bool, cpu: Option<usize>) -> Result<Value, String> {
     let socks = sockets(args.subscribers)?;
     let ports: Vec<String> = socks
         .iter()
@@ -418,6 +441,11 @@ fn baseline(args: &Args, publishers: u32, gso: bool) -> Result<Value, String> {
         .args(gso.then_some("--gso"))
         .spawn()
         .map_err(|e| format!("starting the baseline relay: {e}"))?;
+    if let Some(cpu) = cpu {
+        if let Err(e) = set_affinity(child.id(), &[cpu]) {
+            eprintln!("loadgen: could not pin the relay to cpu {cpu}: {e}");
+        }
+    }
     std::thread::sleep(Duration::from_millis(200));
     let ctxs = socks.iter().map(|_| None).collect();
     let targets = (0..publishers)
@@ -441,8 +469,16 @@ fn baseline(args: &Args, publishers: u32, gso: bool) -> Result<Value, String> {
 
 pub fn print_table(r: &Value) {
     println!(
-        "fanout: 1 publisher -> {} subscribers, {} pkt/s of {} B, {} s",
-        r["subscribers"], r["rate_per_publisher"], r["packet_size"], r["seconds"]
+        "fanout: 1 publisher -> {} subscribers, {} pkt/s of {} B, {} s{}",
+        r["subscribers"],
+        r["rate_per_publisher"],
+        r["packet_size"],
+        r["seconds"],
+        if r["srtp"] == false {
+            ", plain RTP (--plain)"
+        } else {
+            ", SRTP AES-128-GCM"
+        }
     );
     print_measurements(r);
 }

@@ -84,6 +84,10 @@ pub struct Args {
     /// Write the results here as JSON (and print a table).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// fanout: plain RTP in and out, no SRTP (what the crypto costs is the
+    /// difference to a normal run).
+    #[arg(long)]
+    plain: bool,
     /// Also run the same fan-out through the baseline relay.
     #[arg(long)]
     baseline: bool,

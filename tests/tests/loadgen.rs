@@ -81,6 +81,27 @@ fn loadgen_fanout_smoke_with_baseline() {
     assert!(r["latency_us"]["samples"].as_u64().unwrap() > 100, "{r}");
     // The tool cleans up after itself.
     assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+    // `--plain`: the same fan-out without SRTP, to tell the crypto's cost.
+    let plain = loadgen(
+        &gw,
+        &[
+            "--scenario",
+            "fanout",
+            "--plain",
+            "--subscribers",
+            "20",
+            "--rate",
+            "500",
+            "--seconds",
+            "1",
+        ],
+        60,
+        "loadgen-plain.json",
+    );
+    assert_eq!(plain["srtp"], json!(false), "{plain}");
+    assert_eq!(r["srtp"], json!(true), "{r}");
+    assert!(plain["pps_out"].as_f64().unwrap() > 5_000.0, "{plain}");
+    assert!(plain["latency_us"]["samples"].as_u64().unwrap() > 100, "{plain}");
     // An unknown scenario is refused with the list of known ones.
     let other = Command::new(bin("loadgen"))
         .args(["--api", &gw.api, "--scenario", "conference"])
