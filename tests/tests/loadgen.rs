@@ -101,7 +101,10 @@ fn loadgen_fanout_smoke_with_baseline() {
     assert_eq!(plain["srtp"], json!(false), "{plain}");
     assert_eq!(r["srtp"], json!(true), "{r}");
     assert!(plain["pps_out"].as_f64().unwrap() > 5_000.0, "{plain}");
-    assert!(plain["latency_us"]["samples"].as_u64().unwrap() > 100, "{plain}");
+    assert!(
+        plain["latency_us"]["samples"].as_u64().unwrap() > 100,
+        "{plain}"
+    );
     // An unknown scenario is refused with the list of known ones.
     let other = Command::new(bin("loadgen"))
         .args(["--api", &gw.api, "--scenario", "conference"])
