@@ -43,6 +43,15 @@ type Created = (StatusCode, Json<Value>);
 /// Largest request body (JSON or SDP); beyond it, 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// A body declared over [`MAX_BODY`] but under this is read and thrown away
+/// before the 413 goes out. Why: most HTTP clients write the whole body before
+/// they read, and closing a socket with unread bytes makes the kernel send a
+/// reset, so the client would see "broken pipe" instead of our message.
+/// Beyond this size we answer at once and let the reset happen.
+const DRAIN_MAX: usize = 1024 * 1024;
+/// How long an oversized body may take to drain.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn router(app: Arc<App>) -> Router {
     let v1 = Router::new()
         .route("/v1/rooms", post(create_room).get(list_rooms))
@@ -81,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(v1)
         .merge(crate::whip::router(app.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README for the API") })
         .with_state(app)
 }
@@ -94,6 +104,34 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) fn lock(app: &App) -> std::sync::MutexGuard<'_, State> {
     app.state.lock().expect("state lock poisoned")
+}
+
+/// 413 for a body whose `Content-Length` is over [`MAX_BODY`], before any
+/// handler or auth check runs; see [`DRAIN_MAX`] for why it reads it first.
+/// Bodies without a length (chunked) are cut by `DefaultBodyLimit` instead.
+async fn refuse_oversized(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(len) = declared.filter(|&n| n > MAX_BODY) else {
+        return next.run(req).await;
+    };
+    if len <= DRAIN_MAX {
+        let body = req.into_body();
+        // The content is junk to us; only the reading matters.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, axum::body::to_bytes(body, DRAIN_MAX)).await;
+    }
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body of {len} bytes is over the limit of {MAX_BODY}"),
+    )
+    .into_response()
 }
 
 /// `/v1/*` needs the admin key.
