@@ -7,8 +7,9 @@
 //! `loadgen relay --gso`). At 1 → N fan-out a turn that received k packets
 //! of a frame sends k packets to each of N subscribers: with batching that is
 //! N sends of k segments instead of N·k sends. Nothing waits for a batch to
-//! fill: the shard seals every open batch before it submits, so a packet
-//! leaves in the same turn it would have left without GSO. Under light load a
+//! fill: the shard seals every open batch before it submits (during a
+//! fan-out, every 256 KiB prepared), so a packet leaves in the same turn it
+//! would have left without GSO. Under light load a
 //! turn holds one packet per subscriber and a batch of one goes out as a
 //! plain send.
 //!

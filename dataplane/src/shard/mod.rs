@@ -6,17 +6,25 @@
 //! 2. apply commands from the controlplane ring (bind/close sockets, router changes);
 //! 3. arm multishot receives for new sockets (and re-arm ended ones);
 //! 4. submit everything queued and wait for a completion or [`TURN_WAIT`];
-//! 5. for each completion: a datagram goes through the router and, if it is
-//!    media, is copied into one send slot per egress and added to that
-//!    egress's GSO batch ([`gso`]); a finished send frees its slots; when
-//!    every slot is in flight, the shard seals the batches, submits and waits
-//!    up to [`RECLAIM_WAIT`] for some to come back;
-//! 6. every [`STATS_EVERY`], push changed session counters to the controlplane;
-//! 7. seal the turn's batches: one `SendMsg` per egress (with `UDP_SEGMENT`
-//!    when it holds several packets).
+//! 5. for each completion: a datagram goes through the router (unprotected
+//!    in place); if it is media its receive buffer is held for the turn's
+//!    fan-out; a finished send frees its slots;
+//! 6. take the packets that arrived meanwhile (a frame's tail), then fan the
+//!    held media out subscriber by subscriber: each egress gets all of the
+//!    turn's packets at once, each copied into a send slot, rewritten and
+//!    protected there, and added to that egress's GSO batch ([`gso`]);
+//!    every [`SUBMIT_EVERY_BYTES`] the batches so far are sealed and handed
+//!    to the kernel; when every slot is in flight, the shard seals the
+//!    batches, submits and waits up to [`RECLAIM_WAIT`] for some to come back;
+//! 7. every [`STATS_EVERY`], push changed session counters to the controlplane;
+//! 8. seal the turn's remaining batches: one `SendMsg` per egress (with
+//!    `UDP_SEGMENT` when it holds several packets).
 //!
-//! All sends of a turn go to the kernel in one `io_uring_enter` (step 4 of the
-//! next turn, or earlier when the submission queue fills).
+//! Why subscriber by subscriber (measured, docs/PERFORMANCE.md): packet by
+//! packet, a turn's 13 packets to 1000 subscribers were 13 000 slots (15 MB)
+//! written before the first went to the kernel, which then copied them out
+//! of memory rather than cache, and each subscriber's keys were loaded 13
+//! times; at 400 packets/s in the shard used 0.78-0.80 cores, now 0.63-0.66.
 
 use std::collections::VecDeque;
 use std::io;
@@ -60,6 +68,15 @@ const DRAIN_PASSES: usize = 4;
 /// No extra reap once the turn has been busy this long.
 const DRAIN_BUDGET: Duration = Duration::from_millis(1);
 
+/// Most received media packets held for the turn's fan-out before it runs
+/// anyway ([`Shard::fan_out_held`]); their receive buffers wait with them.
+const HOLD_MAX: usize = 64;
+/// During a fan-out, sealed batches go to the kernel every this many bytes
+/// prepared: the kernel copies them out while they are still in cache (the
+/// L2 is 1-2 MiB here), and the first subscribers' sends leave before the
+/// last ones are encrypted.
+const SUBMIT_EVERY_BYTES: usize = 256 * 1024;
+
 /// Longest wait for a send slot to come back when all are in flight.
 pub const RECLAIM_WAIT: Duration = Duration::from_millis(1);
 
@@ -92,6 +109,15 @@ fn ntp_now() -> u64 {
     let secs = d.as_secs() + 2_208_988_800;
     let frac = ((d.subsec_nanos() as u64) << 32) / 1_000_000_000;
     (secs << 32) | frac
+}
+
+/// A received media packet waiting for the turn's fan-out: its plaintext
+/// stays in receive buffer `bid` at `start` until then.
+#[derive(Clone, Copy)]
+struct Held {
+    bid: u16,
+    start: usize,
+    inbound: Inbound,
 }
 
 /// Where the plaintext of a packet to fan out is.
@@ -157,6 +183,8 @@ pub struct Shard {
     /// Completions taken by `collect_completions` (kept to reuse its allocation).
     spill: Vec<(u64, i32, u32)>,
     fanout: Vec<Handle>,
+    /// Media received this turn, fanned out together at its end.
+    held: Vec<Held>,
     stats: Vec<SessionStats>,
     next_stats: Instant,
     dtls: DtlsLink,
@@ -214,6 +242,7 @@ impl Shard {
             cqes: VecDeque::with_capacity(SQ_ENTRIES as usize * 8),
             spill: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             fanout: Vec::new(),
+            held: Vec::with_capacity(HOLD_MAX),
             stats: Vec::new(),
             next_stats: Instant::now(),
             dtls,
@@ -254,6 +283,7 @@ impl Shard {
             let after_wait = Instant::now();
             self.reap(after_wait);
             self.drain_arrivals(after_wait);
+            self.fan_out_held(Instant::now());
             self.poll_dtls(Instant::now());
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
@@ -275,16 +305,16 @@ impl Shard {
         Ok(())
     }
 
-    /// Packets that arrived while this turn worked join its batches before
-    /// they are sealed. Under a frame burst the first packet wakes the shard,
-    /// and the rest land while it fans that one out: reaped now, a frame
-    /// leaves as one GSO send per egress rather than 1 + (k-1). Bounded by
-    /// [`DRAIN_PASSES`] and [`DRAIN_BUDGET`] so the first packet's sends are
-    /// not held back long.
+    /// Packets that arrived while this turn worked join its fan-out. Under a
+    /// frame burst the first packet wakes the shard, and the rest land while
+    /// it handles that one: reaped now, a frame leaves as one GSO send per
+    /// egress rather than 1 + (k-1). Bounded by [`DRAIN_PASSES`] and
+    /// [`DRAIN_BUDGET`] so the first packet's sends are not held back long.
     fn drain_arrivals(&mut self, turn_start: Instant) {
         for _ in 0..DRAIN_PASSES {
             let backlog = !self.cqes.is_empty();
-            if backlog || !self.gso.has_open() || turn_start.elapsed() >= DRAIN_BUDGET {
+            let waiting = !self.held.is_empty() || self.gso.has_open();
+            if backlog || !waiting || turn_start.elapsed() >= DRAIN_BUDGET {
                 return;
             }
             // Entering the kernel runs the deferred receive completions
@@ -538,27 +568,31 @@ impl Shard {
         }
         let Some(bid) = bid else { return };
         if res > 0 && live {
-            self.on_datagram(now, index, bid, res as usize);
+            if self.on_datagram(now, index, bid, res as usize) {
+                return; // held for the fan-out, which recycles the buffer
+            }
         } else if res > 0 {
             self.stray += 1;
         }
         self.bufs.recycle(bid);
     }
 
-    fn on_datagram(&mut self, now: Instant, h: Handle, bid: u16, len: usize) {
+    /// Handles one datagram; returns whether its buffer is held as media
+    /// for this turn's fan-out.
+    fn on_datagram(&mut self, now: Instant, h: Handle, bid: u16, len: usize) -> bool {
         let msg = &*self.recv_msg;
         let buf = self.bufs.buf_mut(bid, len);
         let Ok(out) = types::RecvMsgOut::parse(buf, msg) else {
             self.router.count_drop(h, DropReason::Malformed);
-            return;
+            return false;
         };
         if out.is_payload_truncated() {
             self.router.count_drop(h, DropReason::Malformed);
-            return;
+            return false;
         }
         let Some(src) = parse_sockaddr_in(out.name_data()) else {
             self.router.count_drop(h, DropReason::Malformed);
-            return;
+            return false;
         };
         let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
         let end = start + out.payload_data().len();
@@ -566,13 +600,70 @@ impl Shard {
             .router
             .handle_datagram(now, h, src, &mut buf[start..end])
         else {
-            return;
+            return false;
         };
-        self.fan_out(now, &Plain::Recv { bid, start }, &inbound, None);
         match inbound.kind {
             MediaKind::Video => self.bridge_to_rtmp(now, bid, start, &inbound),
             MediaKind::Audio => self.bridge_audio_to_rtmp(now, bid, start, &inbound),
         }
+        self.held.push(Held {
+            bid,
+            start,
+            inbound,
+        });
+        if self.held.len() >= HOLD_MAX {
+            self.fan_out_held(now);
+        }
+        true
+    }
+
+    /// Fans out the media held this turn, subscriber by subscriber: each
+    /// egress gets all of the turn's packets of its room at once (one GSO
+    /// batch, its SRTP keys loaded once), and sealed batches go to the
+    /// kernel every [`SUBMIT_EVERY_BYTES`] rather than at the turn's end.
+    /// Each egress still gets its room's packets in arrival order. Then the
+    /// receive buffers go back to the kernel.
+    fn fan_out_held(&mut self, now: Instant) {
+        if self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        for (i, first) in held.iter().enumerate() {
+            let room = first.inbound.room;
+            // Each room once, at its first packet.
+            if held[..i].iter().any(|p| p.inbound.room == room) {
+                continue;
+            }
+            self.fanout.clear();
+            self.fanout.extend_from_slice(self.router.egresses(room));
+            let mut prepared = 0;
+            for k in 0..self.fanout.len() {
+                let e = self.fanout[k];
+                for p in held[i..].iter().filter(|p| p.inbound.room == room) {
+                    prepared += self.send_copy(
+                        now,
+                        e,
+                        &Plain::Recv {
+                            bid: p.bid,
+                            start: p.start,
+                        },
+                        &p.inbound,
+                    );
+                }
+                if prepared >= SUBMIT_EVERY_BYTES {
+                    prepared = 0;
+                    self.seal_batches();
+                    if let Err(e) = self.ring.submit() {
+                        warn!(shard = self.cfg.index, "submit failed: {e}");
+                    }
+                }
+            }
+        }
+        for p in &held {
+            self.bufs.recycle(p.bid);
+        }
+        self.held = held;
+        self.held.clear();
     }
 
     /// Sends `inbound` (its plaintext in `plain`) to every egress of its
@@ -587,24 +678,30 @@ impl Shard {
         }
         for k in 0..self.fanout.len() {
             let e = self.fanout[k];
-            let Some((fd, slot_idx)) = self.send_slot_for(e) else {
-                continue;
-            };
-            let src: &[u8] = match plain {
-                Plain::Recv { bid, start } => {
-                    &self.bufs.buf_mut(*bid, start + inbound.len)[*start..]
-                }
-                Plain::Owned(b) => b,
-            };
-            let slot = &mut self.sends[slot_idx as usize];
-            // One copy per egress: each receiver's header rewrite and SRTP keys differ.
-            slot.buf[..inbound.len].copy_from_slice(&src[..inbound.len]);
-            let Some((n, dest)) = self.router.prepare_egress(now, e, inbound, &mut slot.buf) else {
-                self.free_sends.push(slot_idx);
-                continue;
-            };
-            self.send_media(slot_idx, e, fd, dest, n);
+            self.send_copy(now, e, plain, inbound);
         }
+    }
+
+    /// Copies `inbound` into a send slot for egress `e`, rewrites and
+    /// protects it there and adds it to `e`'s batch. Returns the bytes
+    /// queued (0 if `e` does not take it).
+    fn send_copy(&mut self, now: Instant, e: Handle, plain: &Plain, inbound: &Inbound) -> usize {
+        let Some((fd, slot_idx)) = self.send_slot_for(e) else {
+            return 0;
+        };
+        let src: &[u8] = match plain {
+            Plain::Recv { bid, start } => &self.bufs.buf_mut(*bid, start + inbound.len)[*start..],
+            Plain::Owned(b) => b,
+        };
+        let slot = &mut self.sends[slot_idx as usize];
+        // One copy per egress: each receiver's header rewrite and SRTP keys differ.
+        slot.buf[..inbound.len].copy_from_slice(&src[..inbound.len]);
+        let Some((n, dest)) = self.router.prepare_egress(now, e, inbound, &mut slot.buf) else {
+            self.free_sends.push(slot_idx);
+            return 0;
+        };
+        self.send_media(slot_idx, e, fd, dest, n);
+        n
     }
 
     /// Adds a media packet to its egress's batch for this turn.
