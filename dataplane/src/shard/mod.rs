@@ -319,8 +319,7 @@ impl Shard {
             }
             // Entering the kernel runs the deferred receive completions
             // (coop taskrun); it also starts the control sends queued so far.
-            if let Err(e) = self.ring.submit() {
-                warn!(shard = self.cfg.index, "submit failed: {e}");
+            if !self.submit() {
                 return;
             }
             if self.ring.completion().is_empty() {
@@ -504,8 +503,18 @@ impl Shard {
                 return;
             }
             // Submission queue full: hand what we have to the kernel.
-            if let Err(err) = self.ring.submit() {
-                warn!(shard = self.cfg.index, "submit failed: {err}");
+            self.submit();
+        }
+    }
+
+    /// Hands the queued entries to the kernel without waiting; false (and
+    /// logged) if it refused them.
+    fn submit(&mut self) -> bool {
+        match self.ring.submit() {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(shard = self.cfg.index, "submit failed: {e}");
+                false
             }
         }
     }
@@ -653,9 +662,7 @@ impl Shard {
                 if prepared >= SUBMIT_EVERY_BYTES {
                     prepared = 0;
                     self.seal_batches();
-                    if let Err(e) = self.ring.submit() {
-                        warn!(shard = self.cfg.index, "submit failed: {e}");
-                    }
+                    self.submit();
                 }
             }
         }
