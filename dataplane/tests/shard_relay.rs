@@ -130,6 +130,7 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
     let rx2 = UdpSocket::bind("127.0.0.1:0").unwrap();
     for r in [&rx1, &rx2] {
         r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        roomy(r);
     }
     cmd.push(&Command::CreateRoom(RoomSpec {
         room: 1,
@@ -199,6 +200,28 @@ fn srtp_packet(ctx: &mut dataplane::srtp::SrtpContext, seq: u16) -> Vec<u8> {
     p
 }
 
+/// A receive buffer big enough for a test's whole burst (tests run as root;
+/// without it, `SO_RCVBUF` is capped by `rmem_max`).
+fn roomy(sock: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and an int option of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}
+
 #[test]
 fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
     let Relay {
@@ -216,7 +239,9 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut sender = dataplane::srtp::SrtpContext::new(&key);
     let mut receiver = dataplane::srtp::SrtpContext::new(&key);
-    const N: u16 = 50;
+    // More than the shard holds for one turn's fan-out (64): a burst this
+    // long is fanned out in several parts, still in order per egress.
+    const N: u16 = 200;
     for seq in 0..N {
         let mut p = rtp(100, seq);
         let len = p.len();
