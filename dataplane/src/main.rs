@@ -14,7 +14,7 @@ use dataplane::shard::{run_shard, ShardConfig};
 use gateway_ring::{Region, RegionError};
 use std::net::SocketAddrV4;
 use std::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -129,6 +129,10 @@ fn main() {
         )
         .init();
     let args = Args::parse();
+    match dataplane::uring::raise_open_files_limit() {
+        Ok(n) => info!(open_files = n, "open files limit"),
+        Err(e) => warn!("cannot raise the open files limit: {e}"),
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

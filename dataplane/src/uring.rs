@@ -118,6 +118,25 @@ impl Drop for BufRing {
     }
 }
 
+/// Raises the soft limit on open files to the hard one: a shard holds a
+/// socket per session, and the usual default soft limit of 1024 would
+/// refuse sessions (bind fails with EMFILE) long before the ports run out.
+/// Returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Binds a UDP socket with large kernel buffers (best effort: capped by
 /// net.core.rmem_max / wmem_max; see docs for the bare-metal sysctls).
 pub fn bind_udp(ip: Ipv4Addr, port: u16) -> io::Result<UdpSocket> {
@@ -209,6 +228,20 @@ pub fn parse_sockaddr_in(name: &[u8]) -> Option<SocketAddrV4> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+        let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        // Start from the usual default, as a fresh login shell would.
+        lim.rlim_cur = lim.rlim_max.min(1024);
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+        let now = raise_open_files_limit().unwrap();
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+        assert_eq!(lim.rlim_cur, lim.rlim_max);
+        assert_eq!(now, lim.rlim_cur);
+    }
 
     #[test]
     fn sockaddr_round_trip() {
