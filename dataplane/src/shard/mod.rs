@@ -24,7 +24,8 @@
 //! packet, a turn's 13 packets to 1000 subscribers were 13 000 slots (15 MB)
 //! written before the first went to the kernel, which then copied them out
 //! of memory rather than cache, and each subscriber's keys were loaded 13
-//! times; at 400 packets/s in the shard used 0.78-0.80 cores, now 0.63-0.66.
+//! times; at 400 packets/s in the shard used 0.78-0.80 cores, now 0.63-0.79
+//! (four runs).
 
 use std::collections::VecDeque;
 use std::io;
