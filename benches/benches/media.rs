@@ -34,7 +34,7 @@ fn fanout(c: &mut Criterion) {
         ("baseline_plain_rtp_egress", None),
         ("srtp_aes_128_gcm_egress", Some(key)),
     ] {
-        let mut r = Router::new();
+        let mut r = Router::default();
         r.add_room(RoomSpec {
             room: 1,
             name: "bench".into(),
@@ -139,7 +139,7 @@ fn flv_frame(key: bool, size: usize) -> Vec<u8> {
 fn flv_config() -> Vec<u8> {
     let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47, 0xfe, 0xc8];
     let pps = [0x68, 0xce, 0x3c, 0x80];
-    dataplane::h264::config_tag(&sps, &pps)
+    dataplane::h264::config_tag(&sps, &pps).expect("a valid SPS and PPS")
 }
 
 fn h264(c: &mut Criterion) {

@@ -85,6 +85,40 @@ pub struct Config {
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,
+    /// Most RTMP connections the dataplane holds; more are refused at accept.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = 4096)]
+    pub rtmp_max_conns: u32,
+    /// Most RTMP connections from one client IP.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = 64)]
+    pub rtmp_max_conns_per_ip: u32,
+    /// Seconds an RTMP connection has to finish `connect` + `publish`/`play`.
+    #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = 10.0)]
+    pub rtmp_setup_timeout: f64,
+    /// Seconds an RTMP publisher may send nothing before it is closed.
+    #[arg(long, env = "MGW_RTMP_IDLE_TIMEOUT", default_value_t = 10.0)]
+    pub rtmp_idle_timeout: f64,
+    /// Retransmissions per second one WebRTC player's NACKs may cause.
+    #[arg(long, env = "MGW_NACK_BUDGET", default_value_t = 400)]
+    pub nack_budget: u32,
+    /// Audio jobs waiting for a shard's transcoder thread; more are dropped.
+    #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = 2048)]
+    pub transcode_queue: usize,
+}
+
+impl Config {
+    /// The dataplane's protective limits as `(flag, value)`: passed to a
+    /// spawned dataplane and shown in `/metrics` as `mgw_limit`. An attached
+    /// dataplane must be started with the same flags.
+    pub fn dataplane_limits(&self) -> [(&'static str, f64); 6] {
+        [
+            ("rtmp-max-conns", self.rtmp_max_conns as f64),
+            ("rtmp-max-conns-per-ip", self.rtmp_max_conns_per_ip as f64),
+            ("rtmp-setup-timeout", self.rtmp_setup_timeout),
+            ("rtmp-idle-timeout", self.rtmp_idle_timeout),
+            ("nack-budget", self.nack_budget as f64),
+            ("transcode-queue", self.transcode_queue as f64),
+        ]
+    }
 }
 
 /// Every key the file may set, with its environment variable.
@@ -109,6 +143,12 @@ const FILE_KEYS: &[&str] = &[
     "session_rate",
     "session_burst",
     "no_pin",
+    "rtmp_max_conns",
+    "rtmp_max_conns_per_ip",
+    "rtmp_setup_timeout",
+    "rtmp_idle_timeout",
+    "nack_budget",
+    "transcode_queue",
 ];
 
 /// The `--config`/`MGW_CONFIG` file named in `args` or the environment.

@@ -251,6 +251,9 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                 2 => "DTLS handshake failed".to_string(),
                 3 => "RTMP connection closed".to_string(),
                 4 => "slow consumer: fell 5 s behind the stream".to_string(),
+                gateway_ring::msg::END_INTERNAL => {
+                    "internal error (contained: this session ended, the others went on)".to_string()
+                }
                 r => format!("ended by dataplane (code {r})"),
             };
             info!(session, "{why}");

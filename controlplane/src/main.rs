@@ -155,6 +155,9 @@ async fn main() {
         if cfg.no_pin {
             args.push("--no-pin".into());
         }
+        for (flag, value) in cfg.dataplane_limits() {
+            args.push(format!("--{flag}={value}"));
+        }
         tokio::spawn(supervisor::supervise(app.clone(), bin, args));
     }
 

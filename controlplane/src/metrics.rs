@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::extract::State as Ext;
 use axum::http::header;
 use axum::response::IntoResponse;
-use gateway_ring::msg::{DropReason, TURN_BUCKETS_US};
+use gateway_ring::msg::{DropReason, Limit, TURN_BUCKETS_US};
 
 use crate::api::{lock, App};
 
@@ -217,6 +217,43 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
         for (i, s) in st.shard_stats.iter().enumerate() {
             f.sample(name, &[("shard", &i.to_string())], value(s));
         }
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_limit_hits_total",
+        "counter",
+        "Connections refused or closed, and jobs dropped, by a protective limit.",
+    );
+    for (i, s) in st.shard_stats.iter().enumerate() {
+        for l in Limit::ALL {
+            f.sample(
+                "mgw_limit_hits_total",
+                &[("shard", &i.to_string()), ("limit", l.name())],
+                s.limits[l as usize],
+            );
+        }
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_contained_panics_total",
+        "counter",
+        "Panics caught while handling one session's input (that session ended, the shard went on).",
+    );
+    for (i, s) in st.shard_stats.iter().enumerate() {
+        f.sample(
+            "mgw_contained_panics_total",
+            &[("shard", &i.to_string())],
+            s.panics,
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
+        "mgw_limit",
+        "gauge",
+        "The dataplane's protective limits as configured (flag name; seconds for timeouts).",
+    );
+    for (name, value) in app.cfg.dataplane_limits() {
+        f.sample("mgw_limit", &[("name", name)], value);
     }
     let mut by_kind = std::collections::BTreeMap::new();
     for s in st.sessions.values() {

@@ -22,6 +22,25 @@ const NAL_AUD: u8 = 9;
 /// Largest access unit assembled (bounds memory against a hostile sender).
 pub const MAX_ACCESS_UNIT: usize = 4 << 20;
 
+/// Largest SPS or PPS accepted. Real ones are tens of bytes (a PPS with
+/// scaling lists a few hundred); anything larger is hostile or broken, and
+/// this bound keeps each one sendable as a single RTP packet.
+pub const MAX_PARAMETER_SET: usize = RTP_PAYLOAD;
+
+/// Whether `sps` can be used: the NAL header and the three bytes the
+/// AVCDecoderConfigurationRecord copies (profile_idc, constraint flags,
+/// level_idc; ITU-T H.264 §7.3.2.1.1) are there, within
+/// [`MAX_PARAMETER_SET`].
+pub fn valid_sps(sps: &[u8]) -> bool {
+    (4..=MAX_PARAMETER_SET).contains(&sps.len()) && sps[0] & 0x1f == NAL_SPS
+}
+
+/// Whether `pps` can be used: a NAL header and at least one byte of
+/// content, within [`MAX_PARAMETER_SET`].
+pub fn valid_pps(pps: &[u8]) -> bool {
+    (2..=MAX_PARAMETER_SET).contains(&pps.len()) && pps[0] & 0x1f == NAL_PPS
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Out {
     /// An FLV video tag body with a new AVCDecoderConfigurationRecord.
@@ -34,6 +53,9 @@ pub enum Out {
     },
     /// Part of a frame was lost: ask the publisher for a keyframe.
     NeedKeyframe,
+    /// An SPS or PPS that cannot be used (too short to hold the fields the
+    /// decoder configuration needs, or too long): dropped, to be counted.
+    BadParameterSet,
 }
 
 #[derive(Default)]
@@ -58,15 +80,18 @@ fn video_header(key: bool) -> [u8; 5] {
 }
 
 /// AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1) in an FLV
-/// sequence-header tag body.
-pub fn config_tag(sps: &[u8], pps: &[u8]) -> Vec<u8> {
+/// sequence-header tag body; `None` unless [`valid_sps`] and [`valid_pps`].
+pub fn config_tag(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
+    if !valid_sps(sps) || !valid_pps(pps) {
+        return None;
+    }
     let mut b = vec![0x17, 0, 0, 0, 0, 1, sps[1], sps[2], sps[3], 0xff, 0xe1];
     b.extend_from_slice(&(sps.len() as u16).to_be_bytes());
     b.extend_from_slice(sps);
     b.push(1);
     b.extend_from_slice(&(pps.len() as u16).to_be_bytes());
     b.extend_from_slice(pps);
-    b
+    Some(b)
 }
 
 impl Depacketizer {
@@ -98,7 +123,7 @@ impl Depacketizer {
             return;
         }
         match payload[0] & 0x1f {
-            1..=23 => self.nal(payload),
+            1..=23 => self.nal(payload, out),
             STAP_A => {
                 let mut p = &payload[1..];
                 while p.len() >= 2 {
@@ -106,7 +131,7 @@ impl Depacketizer {
                     if n == 0 || p.len() < 2 + n {
                         break;
                     }
-                    self.nal(&p[2..2 + n]);
+                    self.nal(&p[2..2 + n], out);
                     p = &p[2 + n..];
                 }
             }
@@ -131,7 +156,7 @@ impl Depacketizer {
                 }
                 if end {
                     if let Some(nal) = self.fu.take() {
-                        self.nal(&nal);
+                        self.nal(&nal, out);
                     }
                 }
             }
@@ -150,10 +175,14 @@ impl Depacketizer {
         out.push(Out::NeedKeyframe);
     }
 
-    fn nal(&mut self, nal: &[u8]) {
-        match nal[0] & 0x1f {
-            NAL_SPS => self.sps = nal.to_vec(),
-            NAL_PPS => self.pps = nal.to_vec(),
+    /// One whole NAL unit (never empty: every caller checked).
+    fn nal(&mut self, nal: &[u8], out: &mut Vec<Out>) {
+        let Some(&header) = nal.first() else { return };
+        match header & 0x1f {
+            // Checked on arrival, so the decoder configuration can use them.
+            NAL_SPS if valid_sps(nal) => self.sps = nal.to_vec(),
+            NAL_PPS if valid_pps(nal) => self.pps = nal.to_vec(),
+            NAL_SPS | NAL_PPS => out.push(Out::BadParameterSet),
             NAL_AUD => {}
             t => {
                 if self.au.len() + nal.len() + 4 > MAX_ACCESS_UNIT {
@@ -182,9 +211,11 @@ impl Depacketizer {
         if self.waiting_idr {
             return;
         }
-        if key && !self.sps.is_empty() && !self.pps.is_empty() {
-            self.config_sent = true;
-            out.push(Out::Config(config_tag(&self.sps, &self.pps)));
+        if key {
+            if let Some(config) = config_tag(&self.sps, &self.pps) {
+                self.config_sent = true;
+                out.push(Out::Config(config));
+            }
         }
         if !self.config_sent {
             return; // no decoder configuration yet: nothing decodable
@@ -237,19 +268,22 @@ impl Packetizer {
         out.push(p);
     }
 
-    /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets.
-    /// Returns false for tags that carry nothing to send (config, junk).
-    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> bool {
+    /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets,
+    /// each at most `12 + RTP_PAYLOAD` bytes.
+    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
         if body.len() < 5 || body[0] & 0x0f != 7 {
-            return false;
+            return Pushed::Nothing;
         }
         let key = body[0] >> 4 == 1;
         if body[1] == 0 {
-            self.read_config(&body[5..]);
-            return false;
+            return if self.read_config(&body[5..]) {
+                Pushed::Nothing
+            } else {
+                Pushed::BadConfig
+            };
         }
         if body[1] != 1 {
-            return false;
+            return Pushed::Nothing;
         }
         let mut nals = Vec::new();
         let mut p = &body[5..];
@@ -265,23 +299,29 @@ impl Packetizer {
             p = &p[4 + n..];
         }
         if nals.is_empty() {
-            return false;
+            return Pushed::Nothing;
         }
         if key && !self.sps.is_empty() && !self.pps.is_empty() {
-            let (sps, pps) = (self.sps.clone(), self.pps.clone());
-            let nri = sps[0] & 0x60;
-            self.packet(
-                ts,
-                false,
-                &[
-                    &[nri | STAP_A],
-                    &(sps.len() as u16).to_be_bytes(),
-                    &sps,
-                    &(pps.len() as u16).to_be_bytes(),
-                    &pps,
-                ],
-                out,
-            );
+            let (sps, pps) = (std::mem::take(&mut self.sps), std::mem::take(&mut self.pps));
+            if 1 + 2 + sps.len() + 2 + pps.len() <= RTP_PAYLOAD {
+                let nri = sps[0] & 0x60;
+                let (sps_len, pps_len) = (
+                    (sps.len() as u16).to_be_bytes(),
+                    (pps.len() as u16).to_be_bytes(),
+                );
+                self.packet(
+                    ts,
+                    false,
+                    &[&[nri | STAP_A], &sps_len, &sps, &pps_len, &pps],
+                    out,
+                );
+            } else {
+                // Too large together for one STAP-A: each alone (each fits,
+                // `read_config` bounds them at MAX_PARAMETER_SET).
+                self.packet(ts, false, &[&sps], out);
+                self.packet(ts, false, &[&pps], out);
+            }
+            (self.sps, self.pps) = (sps, pps);
         }
         let last = nals.len() - 1;
         for (i, nal) in nals.into_iter().enumerate() {
@@ -300,42 +340,62 @@ impl Packetizer {
                 self.packet(ts, end_of_au && k == n - 1, &[&[indicator, header], c], out);
             }
         }
-        true
+        Pushed::Packets
     }
 
-    /// AVCDecoderConfigurationRecord: keep the first SPS and PPS.
-    fn read_config(&mut self, rec: &[u8]) {
+    /// AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1): keep the first
+    /// SPS and PPS if both are usable; false (nothing kept) if not.
+    fn read_config(&mut self, rec: &[u8]) -> bool {
         if rec.len() < 8 {
-            return;
+            return false;
         }
         let mut p = &rec[5..];
         let nsps = (p[0] & 0x1f) as usize;
         p = &p[1..];
-        for i in 0..nsps {
-            if p.len() < 2 {
-                return;
-            }
-            let n = u16::from_be_bytes([p[0], p[1]]) as usize;
-            if p.len() < 2 + n || n == 0 {
-                return;
-            }
-            if i == 0 {
-                self.sps = p[2..2 + n].to_vec();
-            }
-            p = &p[2 + n..];
+        let mut sps = None;
+        for _ in 0..nsps {
+            let Some((set, rest)) = length_prefixed(p) else {
+                return false;
+            };
+            sps = sps.or(Some(set));
+            p = rest;
         }
-        if p.is_empty() {
-            return;
-        }
-        let npps = p[0] as usize;
-        p = &p[1..];
-        if npps > 0 && p.len() >= 2 {
-            let n = u16::from_be_bytes([p[0], p[1]]) as usize;
-            if n > 0 && p.len() >= 2 + n {
-                self.pps = p[2..2 + n].to_vec();
+        let Some((&npps, rest)) = p.split_first() else {
+            return false;
+        };
+        let pps = if npps > 0 {
+            length_prefixed(rest)
+        } else {
+            None
+        };
+        match (sps, pps) {
+            (Some(sps), Some((pps, _))) if valid_sps(sps) && valid_pps(pps) => {
+                self.sps = sps.to_vec();
+                self.pps = pps.to_vec();
+                true
             }
+            _ => false,
         }
     }
+}
+
+/// What [`Packetizer::push`] made of a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// RTP packets were appended.
+    Packets,
+    /// Nothing to send (a usable config, script data, junk framing).
+    Nothing,
+    /// A decoder configuration whose SPS or PPS cannot be used: refused
+    /// (the last good one stays), to be counted.
+    BadConfig,
+}
+
+/// A 16-bit length-prefixed, non-empty field at the start of `p`, and what follows it.
+fn length_prefixed(p: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = p.split_first_chunk::<2>()?;
+    let n = u16::from_be_bytes(*len) as usize;
+    (n > 0 && rest.len() >= n).then(|| rest.split_at(n))
 }
 
 /// The body of the `h264_rtp` fuzz target: junk RTP payloads never panic
@@ -352,7 +412,7 @@ pub fn fuzz_depacketize(data: &[u8]) {
                 Out::Config(b) | Out::Frame { body: b, .. } => {
                     pk.push(&b, 0, &mut rtp);
                 }
-                Out::NeedKeyframe => {}
+                Out::NeedKeyframe | Out::BadParameterSet => {}
             }
         }
     }
@@ -365,7 +425,7 @@ pub fn fuzz_flv(data: &[u8]) {
     let mut rtp = Vec::new();
     for body in data.split(|&b| b == 0xfe) {
         pk.push(body, 0, &mut rtp);
-        assert!(rtp.iter().all(|p| p.len() <= 12 + 2 + RTP_PAYLOAD));
+        assert!(rtp.iter().all(|p| p.len() <= 12 + RTP_PAYLOAD));
         rtp.clear();
     }
 }
@@ -417,7 +477,7 @@ mod tests {
         }
         d.push(5, 12000, true, &[0x41, 1, 2, 3], &mut out);
         assert_eq!(out.len(), 3, "{out:?}");
-        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS)));
+        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS).unwrap()));
         let Out::Frame { key, rtp_ts, body } = &out[1] else {
             panic!()
         };
@@ -461,8 +521,11 @@ mod tests {
         }
         let mut p = Packetizer::new(7, 96);
         let mut rtp = Vec::new();
-        assert!(!p.push(&config_tag(SPS, PPS), 0, &mut rtp));
-        assert!(p.push(&frame, 9000, &mut rtp));
+        assert_eq!(
+            p.push(&config_tag(SPS, PPS).unwrap(), 0, &mut rtp),
+            Pushed::Nothing
+        );
+        assert_eq!(p.push(&frame, 9000, &mut rtp), Pushed::Packets);
         assert!(rtp.iter().all(|x| x.len() <= 12 + RTP_PAYLOAD));
         assert_eq!(rtp[0][12] & 0x1f, STAP_A, "parameter sets first");
         assert_eq!(
@@ -476,12 +539,71 @@ mod tests {
             let h = crate::rtp::RtpHeader::parse(x).unwrap();
             d.push(h.seq_no, h.timestamp, h.marker, &x[12..], &mut out);
         }
-        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS)));
+        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS).unwrap()));
         let Out::Frame { key, body, .. } = &out[1] else {
             panic!("{out:?}")
         };
         assert!(*key);
         assert_eq!(&body[9..], &idr[..], "the IDR survives FU-A");
+    }
+
+    /// A 1-byte SPS once panicked the shard as soon as an RTMP player was in
+    /// the room (the decoder configuration read `sps[1..=3]`).
+    #[test]
+    fn an_sps_too_short_for_its_fields_is_refused_and_counted() {
+        let mut d = Depacketizer::new();
+        let mut out = Vec::new();
+        d.push(1, 0, true, &stap(&[&[0x67], PPS, &[0x65, 1]]), &mut out);
+        assert_eq!(out, vec![Out::BadParameterSet], "no config, no frame");
+        out.clear();
+        // A later good SPS starts the stream.
+        d.push(2, 3000, true, &stap(&[SPS, PPS, &[0x65, 2]]), &mut out);
+        assert_eq!(out[0], Out::Config(config_tag(SPS, PPS).unwrap()));
+        assert!(config_tag(&[0x67, 0x42], PPS).is_none());
+        assert!(config_tag(SPS, &[0x68]).is_none());
+        let huge = [&[0x67u8, 0x42, 0, 0x1f][..], &[0; MAX_PARAMETER_SET]].concat();
+        assert!(!valid_sps(&huge));
+    }
+
+    /// An RTMP publisher's config with large parameter sets once made a
+    /// STAP-A over a send slot; now each set goes alone when they do not
+    /// fit together, and sets over MAX_PARAMETER_SET are refused.
+    #[test]
+    fn parameter_sets_never_make_a_packet_over_the_budget() {
+        let big_sps = [&[0x67u8, 0x64, 0, 0x28][..], &[0xaa; 700]].concat();
+        let big_pps = [&[0x68u8][..], &[0xbb; 700]].concat();
+        let idr_frame = |nal: &[u8]| {
+            let mut f = vec![0x17, 1, 0, 0, 0];
+            f.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            f.extend_from_slice(nal);
+            f
+        };
+        let mut p = Packetizer::new(7, 96);
+        let mut rtp = Vec::new();
+        let cfg = config_tag(&big_sps, &big_pps).unwrap();
+        assert_eq!(p.push(&cfg, 0, &mut rtp), Pushed::Nothing);
+        assert_eq!(
+            p.push(&idr_frame(&[0x65, 1, 2]), 0, &mut rtp),
+            Pushed::Packets
+        );
+        assert_eq!(rtp.len(), 3, "SPS, PPS, IDR each alone");
+        assert!(rtp.iter().all(|x| x.len() <= 12 + RTP_PAYLOAD));
+        assert_eq!(&rtp[0][12..], &big_sps[..]);
+        assert_eq!(&rtp[1][12..], &big_pps[..]);
+        // Over the bound: refused, the last good config stays.
+        let over = [&[0x67u8, 0x64, 0, 0x28][..], &[0xcc; 60_000]].concat();
+        let mut rec = vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x28, 0xff, 0xe1];
+        rec.extend_from_slice(&(over.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&over);
+        rec.extend_from_slice(&[1, 0, 2, 0x68, 1]);
+        assert_eq!(p.push(&rec, 0, &mut rtp), Pushed::BadConfig);
+        rtp.clear();
+        p.push(&idr_frame(&[0x65, 3]), 0, &mut rtp);
+        assert_eq!(&rtp[0][12..], &big_sps[..], "the good config is kept");
+        // A 1-byte SPS in a config is refused the same way.
+        let mut tiny = vec![0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x28, 0xff, 0xe1, 0, 1, 0x67];
+        tiny.extend_from_slice(&[1, 0, 2, 0x68, 1]);
+        assert_eq!(p.push(&tiny, 0, &mut rtp), Pushed::BadConfig);
     }
 
     #[test]

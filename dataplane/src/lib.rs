@@ -12,6 +12,7 @@ pub mod demux;
 pub mod dtls;
 pub mod h264;
 pub mod ice;
+pub mod limits;
 pub mod nack;
 pub mod router;
 pub mod rtcp;

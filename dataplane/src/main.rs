@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use dataplane::dtls::DtlsIdentity;
+use dataplane::limits::{ConnCounter, Limits};
 use dataplane::shard::rtmp::{self, RtmpConfig};
 use dataplane::shard::{run_shard, ShardConfig};
 use gateway_ring::{Region, RegionError};
@@ -54,6 +55,46 @@ struct Args {
     /// send (falls back by itself if the kernel refuses).
     #[arg(long, env = "MGW_GSO", default_value_t = true, action = clap::ArgAction::Set)]
     gso: bool,
+    /// Most RTMP connections the process holds; more are refused at accept.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = Limits::default().rtmp_max_conns)]
+    rtmp_max_conns: u32,
+    /// Most RTMP connections from one client IP.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = Limits::default().rtmp_max_conns_per_ip)]
+    rtmp_max_conns_per_ip: u32,
+    /// Seconds an RTMP connection has to finish `connect` + `publish`/`play`.
+    #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = Limits::default().rtmp_setup_timeout.as_secs_f64())]
+    rtmp_setup_timeout: f64,
+    /// Seconds an RTMP connection may send nothing before it is closed.
+    #[arg(long, env = "MGW_RTMP_IDLE_TIMEOUT", default_value_t = Limits::default().rtmp_idle_timeout.as_secs_f64())]
+    rtmp_idle_timeout: f64,
+    /// Retransmissions per second one WebRTC player's NACKs may cause.
+    #[arg(long, env = "MGW_NACK_BUDGET", default_value_t = Limits::default().nack_per_s)]
+    nack_budget: u32,
+    /// Audio jobs waiting for a shard's transcoder thread; more are dropped.
+    #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = Limits::default().transcode_queue)]
+    transcode_queue: usize,
+    /// Test only: honour datagrams that make a shard panic (see `shard::PANIC_SESSION`).
+    #[arg(long, env = "MGW_TEST_PANIC_TRIGGERS", hide = true)]
+    test_panic_triggers: bool,
+}
+
+impl Args {
+    fn limits(&self) -> Result<Limits, String> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("--{name} {v}: a positive number of seconds"))
+        };
+        Ok(Limits {
+            rtmp_max_conns: self.rtmp_max_conns,
+            rtmp_max_conns_per_ip: self.rtmp_max_conns_per_ip,
+            rtmp_setup_timeout: secs("rtmp-setup-timeout", self.rtmp_setup_timeout)?,
+            rtmp_idle_timeout: secs("rtmp-idle-timeout", self.rtmp_idle_timeout)?,
+            nack_per_s: self.nack_budget,
+            transcode_queue: self.transcode_queue.max(1),
+        })
+    }
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -88,7 +129,11 @@ fn open_or_create(path: &PathBuf, shards: u32) -> Result<Region, RegionError> {
 
 /// One RTMP listener per shard on the same address (`SO_REUSEPORT`) and the
 /// channels shards hand connections over with.
-fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, String> {
+fn rtmp_configs(
+    args: &Args,
+    shards: u32,
+    limits: Limits,
+) -> Result<Option<Vec<RtmpConfig>>, String> {
     if args.rtmp == "off" {
         return Ok(None);
     }
@@ -102,6 +147,7 @@ fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, Str
         .token_secret
         .as_ref()
         .map(|s| Arc::new(gateway_ring::token::TokenKeys::new(s.as_bytes())));
+    let conns = Arc::new(ConnCounter::default());
     let mut out = Vec::new();
     for inbox in receivers {
         let listener = rtmp::listen(addr).map_err(|e| {
@@ -115,6 +161,8 @@ fn rtmp_configs(args: &Args, shards: u32) -> Result<Option<Vec<RtmpConfig>>, Str
             auto_room: args.auto_room,
             shards,
             tokens: tokens.clone(),
+            limits,
+            conns: conns.clone(),
         });
     }
     info!(%addr, gop_cache = args.gop_cache, tokens = tokens.is_some(), "RTMP listening");
@@ -129,6 +177,19 @@ fn main() {
         )
         .init();
     let args = Args::parse();
+    // Panics go to the log with their thread and place, whether a shard
+    // contains them (one session ends) or not (the process exits).
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let place = info.location().map(|l| l.to_string()).unwrap_or_default();
+        error!(thread = thread.name().unwrap_or("?"), %place, "panic: {msg}");
+    }));
     match dataplane::uring::raise_open_files_limit() {
         Ok(n) => info!(open_files = n, "open files limit"),
         Err(e) => warn!("cannot raise the open files limit: {e}"),
@@ -163,7 +224,18 @@ fn main() {
     }
     info!(shards, epoch, shm = %path.display(), bind_ip = %args.bind_ip, "dataplane starting");
     let stop = Arc::new(AtomicBool::new(false));
-    let mut rtmp = match rtmp_configs(&args, shards) {
+    let limits = match args.limits() {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    info!(?limits, "limits");
+    if args.test_panic_triggers {
+        warn!("test panic triggers are on: never run a production gateway this way");
+    }
+    let mut rtmp = match rtmp_configs(&args, shards, limits) {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");
@@ -181,15 +253,27 @@ fn main() {
             dtls: identity.clone(),
             rtmp: rtmp.as_mut().map(|v| v.remove(0)),
             gso: args.gso,
+            limits,
+            panic_triggers: args.test_panic_triggers,
         };
         let stop = stop.clone();
         let t = std::thread::Builder::new()
             .name(format!("shard-{index}"))
             .spawn(move || {
-                if let Err(e) = run_shard(cfg, stop) {
-                    error!(shard = index, "shard failed: {e}");
-                    // A dead shard must not look alive: exit so the supervisor restarts us.
-                    std::process::exit(1);
+                // Panics of one session's input are contained in the shard;
+                // one that reaches here is a bug in the loop itself. A dead
+                // shard must never look alive: exit, and the supervisor
+                // restarts the process (its sessions end with an event).
+                match std::panic::catch_unwind(|| run_shard(cfg, stop)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        error!(shard = index, "shard failed: {e}; exiting");
+                        std::process::exit(1);
+                    }
+                    Err(_) => {
+                        error!(shard = index, "shard panicked outside a session; exiting");
+                        std::process::exit(70);
+                    }
                 }
             })
             .expect("spawning a thread at start-up");

@@ -94,6 +94,9 @@ struct WebrtcSession {
     /// Subscriber: one per media line it offered to receive; each carries
     /// one publisher's track at a time.
     tracks: Vec<OutTrack>,
+    /// Retransmissions (and NACKs passed on) this player may still cause:
+    /// a NACK storm must not make the shard resend its cache at line rate.
+    nack_budget: crate::limits::Budget,
 }
 
 /// The track of `tracks` that should carry `kind` media from `ingest`: the
@@ -213,8 +216,9 @@ impl OutTrack {
 }
 
 /// Rooms and sessions of one shard.
-#[derive(Default)]
 pub struct Router {
+    /// Retransmissions per second one WebRTC player may cause ([`crate::limits::Limits::nack_per_s`]).
+    nack_per_s: u32,
     sessions: Vec<Option<Session>>,
     free: Vec<Handle>,
     by_id: HashMap<u64, Handle>,
@@ -236,9 +240,35 @@ pub struct Router {
     joined: Vec<(u32, Handle)>,
 }
 
+impl Default for Router {
+    fn default() -> Self {
+        Router::new(&crate::limits::Limits::default())
+    }
+}
+
 impl Router {
-    pub fn new() -> Router {
-        Router::default()
+    pub fn new(limits: &crate::limits::Limits) -> Router {
+        Router {
+            nack_per_s: limits.nack_per_s,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            rooms: HashMap::new(),
+            names: HashMap::new(),
+            controls: Vec::new(),
+            dtls_in: Vec::new(),
+            pool: Vec::new(),
+            scratch: Vec::new(),
+            feedback: Vec::new(),
+            ended: Vec::new(),
+            closed_webrtc: Vec::new(),
+            joined: Vec::new(),
+        }
+    }
+
+    /// The session id of handle `h`, if it is live.
+    pub fn session_id(&self, h: Handle) -> Option<u64> {
+        self.session(h).map(|s| s.stats.session)
     }
 
     pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
@@ -341,6 +371,7 @@ impl Router {
         Ok(self.add_session(Role::Webrtc(Box::new(WebrtcSession {
             peer: Peer::new(spec, now),
             tracks,
+            nack_budget: crate::limits::Budget::new(),
         }))))
     }
 
@@ -569,6 +600,13 @@ impl Router {
             }
         };
         match result {
+            Ok(inbound) if inbound.len > crate::rtp::MAX_PACKET => {
+                // Bounded here, where packets enter: send slots, the NACK
+                // cache and the RTMP bridge all rely on it.
+                s.stats.drops[DropReason::Oversize as usize] += 1;
+                s.dirty = true;
+                None
+            }
             Ok(inbound) => {
                 s.stats.packets += 1;
                 s.stats.bytes += buf.len() as u64;
@@ -875,6 +913,12 @@ impl Router {
                     blp,
                 } => {
                     for seq in Feedback::nacked(pid, blp) {
+                        let rate = self.nack_per_s;
+                        let Some(w) = self.webrtc_mut(h) else { break };
+                        if !w.nack_budget.take(now, rate) {
+                            self.count_drop(h, DropReason::RateLimited);
+                            continue;
+                        }
                         self.retransmit(h, media_ssrc, seq);
                     }
                 }
@@ -1161,7 +1205,7 @@ mod tests {
 
     #[test]
     fn sessions_need_a_room_and_unique_ids() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         assert_eq!(
             r.add_ingest(ingest(1, MediaKind::Video, 96)),
             Err(Outcome::NotFound)
@@ -1183,7 +1227,7 @@ mod tests {
 
     #[test]
     fn forwards_with_rewrite_and_counts_drops() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         room(&mut r);
         let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
         let e = r.add_egress(egress(2)).unwrap();
@@ -1223,7 +1267,7 @@ mod tests {
 
     #[test]
     fn rtcp_from_a_second_socket_neither_latches_nor_drops() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         room(&mut r);
         let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
         let t0 = Instant::now();
@@ -1244,7 +1288,7 @@ mod tests {
 
     #[test]
     fn publisher_restart_continues_the_output_stream() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         room(&mut r);
         let i = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
         let e = r.add_egress(egress(2)).unwrap();
@@ -1275,13 +1319,35 @@ mod tests {
 
     #[test]
     fn removing_a_room_ends_its_sessions() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         room(&mut r);
         r.add_ingest(ingest(1, MediaKind::Audio, 111)).unwrap();
         r.add_egress(egress(2)).unwrap();
         assert_eq!(r.remove_room(1).unwrap().len(), 2);
         assert_eq!(r.session_count(), 0);
         assert!(r.remove_room(1).is_none());
+    }
+
+    /// A packet over `rtp::MAX_PACKET` is counted, never forwarded: the
+    /// shard's send slots are sized on the bound.
+    #[test]
+    fn an_oversize_packet_is_dropped_where_it_enters() {
+        let mut r = Router::default();
+        room(&mut r);
+        let h = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
+        let mut pkt = rtp(96, 1, 0, 0x1234);
+        pkt.resize(crate::rtp::MAX_PACKET + 1, 0);
+        assert!(r
+            .handle_datagram(Instant::now(), h, addr(7000), &mut pkt)
+            .is_none());
+        pkt.truncate(crate::rtp::MAX_PACKET);
+        assert!(r
+            .handle_datagram(Instant::now(), h, addr(7000), &mut pkt)
+            .is_some());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        assert_eq!(stats[0].drops[DropReason::Oversize as usize], 1);
+        assert_eq!(stats[0].packets, 1);
     }
 }
 
@@ -1356,7 +1422,7 @@ mod webrtc_tests {
     /// A publisher and a subscriber, both verified and keyed. Returns the
     /// router, their handles, and the publisher's client-side SRTP context.
     fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
-        let mut r = Router::new();
+        let mut r = Router::default();
         r.add_room(RoomSpec {
             room: 1,
             name: "w".into(),
@@ -1379,7 +1445,7 @@ mod webrtc_tests {
 
     #[test]
     fn stun_with_wrong_credentials_gets_no_answer() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         r.add_room(RoomSpec {
             room: 1,
             name: "w".into(),
@@ -1498,10 +1564,51 @@ mod webrtc_tests {
         assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
     }
 
+    /// A NACK storm (hundreds of NACK items per packet, many packets a
+    /// second) is answered up to the player's budget; the rest is counted.
+    #[test]
+    fn a_nack_storm_is_answered_within_the_budget() {
+        let (mut r, p, s, mut client, t0) = connected();
+        for seq in 0..100u16 {
+            let mut pkt = srtp(&mut client, 102, seq, 0xabc);
+            let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+            let mut out = vec![0u8; 1600];
+            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+            r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        }
+        let mut controls = Vec::new();
+        r.take_controls(&mut controls);
+        let mut sub_tx = SrtpContext::new(&keys(3));
+        let budget = crate::limits::Limits::default().nack_per_s as usize;
+        let mut sent = 0;
+        // Each packet NACKs all 100 cached packets (pid + 16 in blp each).
+        for k in 0..20 {
+            let mut fb = vec![0u8; 1400];
+            let mut n = 0;
+            for pid in (0..100u16).step_by(17) {
+                n += rtcp::write_nack(&mut fb[n..], 9, 0x5002, pid, 0xffff);
+            }
+            let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
+            fb.truncate(n);
+            let at = t0 + std::time::Duration::from_millis(k);
+            r.handle_datagram(at, s, addr(5002), &mut fb);
+            controls.clear();
+            r.take_controls(&mut controls);
+            sent += controls.iter().filter(|c| c.from == s).count();
+        }
+        assert!(sent <= budget + 2, "{sent} retransmissions in 20 ms");
+        assert!(sent >= budget - 2, "{sent}: the burst is answered");
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        let sub = stats.iter().find(|x| x.session == 2).unwrap();
+        assert_eq!(sub.retransmits as usize, sent);
+        assert!(sub.drops[DropReason::RateLimited as usize] as usize >= 20 * 100 - budget - 2);
+    }
+
     /// A player that offered two video lines sees two publishers at once.
     #[test]
     fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
-        let mut r = Router::new();
+        let mut r = Router::default();
         r.add_room(RoomSpec {
             room: 1,
             name: "w".into(),

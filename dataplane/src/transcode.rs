@@ -13,7 +13,7 @@
 //! FLV audio tag    ─▶ AacToOpus ─▶ 48 kHz stereo PCM ─▶ Opus 20 ms frames           ─▶ RTP payloads
 //! ```
 
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
 use opus_rs::{Application, OpusDecoder, OpusEncoder};
@@ -201,13 +201,22 @@ pub enum Done {
 }
 
 pub struct TranscodeLink {
-    pub to: Sender<Job>,
+    to: SyncSender<Job>,
     pub from: Receiver<Done>,
 }
 
-/// Starts shard `index`'s transcoder thread; it ends when the link drops.
-pub fn spawn(index: u32) -> std::io::Result<TranscodeLink> {
-    let (to, inbox) = mpsc::channel::<Job>();
+impl TranscodeLink {
+    /// Queues `job` without waiting; false if the queue is full (the
+    /// transcoder is behind: the caller counts the drop) or the thread is gone.
+    pub fn send(&self, job: Job) -> bool {
+        self.to.try_send(job).is_ok()
+    }
+}
+
+/// Starts shard `index`'s transcoder thread with room for `queue` jobs; it
+/// ends when the link drops.
+pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
+    let (to, inbox) = mpsc::sync_channel::<Job>(queue);
     let (outbox, from) = mpsc::channel::<Done>();
     std::thread::Builder::new()
         .name(format!("transcode-{index}"))
@@ -215,50 +224,20 @@ pub fn spawn(index: u32) -> std::io::Result<TranscodeLink> {
             let mut to_aac: std::collections::HashMap<u32, (OpusToAac, bool)> = Default::default();
             let mut to_opus: std::collections::HashMap<u32, AacToOpus> = Default::default();
             while let Ok(job) = inbox.recv() {
-                let done = match job {
-                    Job::Reset { room } => {
+                let room = job.room();
+                // A codec bug costs the room its transcoder state, not the
+                // thread (and with it every room's audio on the shard).
+                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_job(job, &mut to_aac, &mut to_opus)
+                }));
+                let done = match done {
+                    Ok(Some(done)) => done,
+                    Ok(None) => continue,
+                    Err(_) => {
+                        warn!(room, "transcoder panicked; the room's audio starts afresh");
                         to_aac.remove(&room);
                         to_opus.remove(&room);
                         continue;
-                    }
-                    Job::OpusToAac { room, rtp_ts, opus } => {
-                        let entry = match to_aac.entry(room) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                match OpusToAac::new() {
-                                    Ok(t) => v.insert((t, false)),
-                                    Err(e) => {
-                                        warn!(room, "no Opus → AAC transcoder: {e}");
-                                        continue;
-                                    }
-                                }
-                            }
-                        };
-                        let (t, sent_config) = entry;
-                        let mut tags = Vec::new();
-                        if !*sent_config {
-                            *sent_config = true;
-                            tags.push(t.config_tag());
-                        }
-                        t.push(&opus, &mut tags);
-                        Done::Aac { room, rtp_ts, tags }
-                    }
-                    Job::AacToOpus { room, ms, flv } => {
-                        let t = match to_opus.entry(room) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                match AacToOpus::new() {
-                                    Ok(t) => v.insert(t),
-                                    Err(e) => {
-                                        warn!(room, "no AAC → Opus transcoder: {e}");
-                                        continue;
-                                    }
-                                }
-                            }
-                        };
-                        let mut packets = Vec::new();
-                        t.push(&flv, &mut packets);
-                        Done::Opus { room, ms, packets }
                     }
                 };
                 if outbox.send(done).is_err() {
@@ -267,6 +246,68 @@ pub fn spawn(index: u32) -> std::io::Result<TranscodeLink> {
             }
         })?;
     Ok(TranscodeLink { to, from })
+}
+
+impl Job {
+    fn room(&self) -> u32 {
+        match self {
+            Job::OpusToAac { room, .. } | Job::AacToOpus { room, .. } | Job::Reset { room } => {
+                *room
+            }
+        }
+    }
+}
+
+/// Runs one job on the room's codec state (made on first use); `None` when
+/// there is nothing to send back.
+fn run_job(
+    job: Job,
+    to_aac: &mut std::collections::HashMap<u32, (OpusToAac, bool)>,
+    to_opus: &mut std::collections::HashMap<u32, AacToOpus>,
+) -> Option<Done> {
+    let done = match job {
+        Job::Reset { room } => {
+            to_aac.remove(&room);
+            to_opus.remove(&room);
+            return None;
+        }
+        Job::OpusToAac { room, rtp_ts, opus } => {
+            let entry = match to_aac.entry(room) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match OpusToAac::new() {
+                    Ok(t) => v.insert((t, false)),
+                    Err(e) => {
+                        warn!(room, "no Opus → AAC transcoder: {e}");
+                        return None;
+                    }
+                },
+            };
+            let (t, sent_config) = entry;
+            let mut tags = Vec::new();
+            if !*sent_config {
+                *sent_config = true;
+                tags.push(t.config_tag());
+            }
+            t.push(&opus, &mut tags);
+            Done::Aac { room, rtp_ts, tags }
+        }
+        Job::AacToOpus { room, ms, flv } => {
+            let t = match to_opus.entry(room) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match AacToOpus::new() {
+                    Ok(t) => v.insert(t),
+                    Err(e) => {
+                        warn!(room, "no AAC → Opus transcoder: {e}");
+                        return None;
+                    }
+                },
+            };
+            let mut packets = Vec::new();
+            t.push(&flv, &mut packets);
+            Done::Opus { room, ms, packets }
+        }
+    };
+    Some(done)
 }
 
 #[cfg(test)]

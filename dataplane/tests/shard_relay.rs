@@ -116,6 +116,8 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
         rtmp: None,
         gso: true,
+        limits: Default::default(),
+        panic_triggers: false,
     };
     let s = stop.clone();
     let thread = std::thread::spawn(move || {

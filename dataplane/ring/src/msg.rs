@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 2;
+pub const MSG_VERSION: u8 = 3;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 
@@ -257,12 +257,63 @@ pub struct ShardStats {
     /// carried: more datagrams than sends is GSO batching at work.
     pub udp_sends: u64,
     pub udp_datagrams: u64,
+    /// Connections and sessions refused or ended by a protective limit, per [`Limit`].
+    pub limits: [u64; Limit::COUNT],
+    /// Panics contained while handling one session's input (that session
+    /// was ended with [`END_INTERNAL`]; the shard went on).
+    pub panics: u64,
+}
+
+/// `Event::SessionEnded` reason: a panic while handling this session's
+/// input was contained; the session was ended, the shard went on.
+pub const END_INTERNAL: u16 = 5;
+
+/// A protective limit of the dataplane; the index is stable (an array
+/// index on both sides of the ring).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// An RTMP connection refused: the process holds `--rtmp-max-conns`.
+    RtmpConns = 0,
+    /// An RTMP connection refused: its IP holds `--rtmp-max-conns-per-ip`.
+    RtmpConnsPerIp = 1,
+    /// An RTMP connection closed: no `publish`/`play` within the set-up timeout.
+    RtmpSetupTimeout = 2,
+    /// An RTMP connection closed: idle (nothing received) too long.
+    RtmpIdle = 3,
+    /// An RTMP connection closed: over its memory bounds (message size,
+    /// partial messages, or output it does not read).
+    RtmpMemory = 4,
+    /// An audio job dropped: the shard's transcoder queue was full.
+    TranscodeQueue = 5,
+}
+
+impl Limit {
+    pub const COUNT: usize = 6;
+    pub const ALL: [Limit; Self::COUNT] = [
+        Limit::RtmpConns,
+        Limit::RtmpConnsPerIp,
+        Limit::RtmpSetupTimeout,
+        Limit::RtmpIdle,
+        Limit::RtmpMemory,
+        Limit::TranscodeQueue,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::RtmpConns => "rtmp_conns",
+            Limit::RtmpConnsPerIp => "rtmp_conns_per_ip",
+            Limit::RtmpSetupTimeout => "rtmp_setup_timeout",
+            Limit::RtmpIdle => "rtmp_idle",
+            Limit::RtmpMemory => "rtmp_memory",
+            Limit::TranscodeQueue => "transcode_queue",
+        }
+    }
 }
 
 /// Why a packet was dropped. The index is stable: it is an array index on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
-    /// Not RTP/RTCP, or a header that does not parse.
+    /// Not RTP/RTCP, a header that does not parse, or an unusable H264
+    /// parameter set (SPS/PPS too short for its fields, or too long).
     Malformed = 0,
     /// SRTP/SRTCP authentication (or AEAD) failed: wrong key or tampering.
     Auth = 1,
@@ -278,10 +329,16 @@ pub enum DropReason {
     Ice = 6,
     /// Media before the DTLS handshake gave us keys.
     NotReady = 7,
+    /// Larger than any packet the gateway forwards (`dataplane::rtp::MAX_PACKET`).
+    Oversize = 8,
+    /// Over a per-session budget (NACK answers per second).
+    RateLimited = 9,
+    /// A worker thread's queue (transcoder, DTLS) was full.
+    Overload = 10,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 11;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Malformed,
         DropReason::Auth,
@@ -291,6 +348,9 @@ impl DropReason {
         DropReason::Send,
         DropReason::Ice,
         DropReason::NotReady,
+        DropReason::Oversize,
+        DropReason::RateLimited,
+        DropReason::Overload,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -302,6 +362,9 @@ impl DropReason {
             DropReason::Send => "send_failed",
             DropReason::Ice => "ice_rejected",
             DropReason::NotReady => "not_ready",
+            DropReason::Oversize => "oversize",
+            DropReason::RateLimited => "rate_limited",
+            DropReason::Overload => "overload",
         }
     }
 }
@@ -724,6 +787,10 @@ impl Message for Event {
                 w.u64(s.busy_us);
                 w.u64(s.udp_sends);
                 w.u64(s.udp_datagrams);
+                for l in s.limits {
+                    w.u64(l);
+                }
+                w.u64(s.panics);
             }
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
@@ -784,12 +851,19 @@ impl Message for Event {
                 for t in &mut turns {
                     *t = r.u64()?;
                 }
+                let (busy_us, udp_sends, udp_datagrams) = (r.u64()?, r.u64()?, r.u64()?);
+                let mut limits = [0; Limit::COUNT];
+                for l in &mut limits {
+                    *l = r.u64()?;
+                }
                 Event::Shard(ShardStats {
                     shard,
                     turns,
-                    busy_us: r.u64()?,
-                    udp_sends: r.u64()?,
-                    udp_datagrams: r.u64()?,
+                    busy_us,
+                    udp_sends,
+                    udp_datagrams,
+                    limits,
+                    panics: r.u64()?,
                 })
             }
             t => return Err(DecodeError::Tag(t)),
@@ -898,13 +972,15 @@ mod tests {
                 busy_us: 99,
                 udp_sends: 10,
                 udp_datagrams: 30,
+                limits: [31, 32, 33, 34, 35, 37],
+                panics: 36,
             }),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {
                 session: 1,
                 packets: 2,
                 bytes: 3,
-                drops: [4, 5, 6, 7, 8, 9, 10, 11],
+                drops: [4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16],
                 retransmits: 12,
                 keyframe_requests: 13,
             }),

@@ -23,16 +23,24 @@
 
 use bytes::Bytes;
 
-/// Longest message accepted (a keyframe of a high-bitrate stream fits).
+/// Longest message accepted from a publisher (a keyframe of a high-bitrate stream fits).
 pub const MAX_MESSAGE: usize = 4 << 20;
 /// Most chunk streams with a message in progress at once.
 pub const MAX_PARTIAL: usize = 16;
+/// Most bytes of messages in progress at once, all chunk streams together,
+/// from a publisher: what one connection can make the shard hold for it.
+pub const MAX_PARTIAL_BYTES: usize = 8 << 20;
+/// Before a connection publishes (handshake, `connect`, `createStream`,
+/// `play`; every player, every client that has not authenticated): the
+/// longest message and the most bytes in progress. Commands are small
+/// (AMF0 is bounded at 8 KiB); nothing bigger is legitimate before `publish`.
+pub const SETUP_MAX_MESSAGE: usize = 64 << 10;
 /// Chunk size we send with (announced by Set Chunk Size at connect).
 pub const OUT_CHUNK_SIZE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    #[error("message of {0} bytes is over the {MAX_MESSAGE}-byte limit")]
+    #[error("message of {0} bytes is over the connection's limit ({SETUP_MAX_MESSAGE} before publish, {MAX_MESSAGE} after)")]
     TooLong(usize),
     #[error("chunk header continues a chunk stream that never started")]
     NoPreviousHeader,
@@ -42,6 +50,18 @@ pub enum ChunkError {
     BadChunkSize(u32),
     #[error("a new message header arrived in the middle of a message")]
     Interleaved,
+    #[error("over {0} bytes of messages in progress at once")]
+    TooMuchPartial(usize),
+}
+
+impl ChunkError {
+    /// Whether the peer hit a memory bound (rather than sending junk).
+    pub fn is_memory_limit(self) -> bool {
+        matches!(
+            self,
+            ChunkError::TooLong(_) | ChunkError::TooManyPartial | ChunkError::TooMuchPartial(_)
+        )
+    }
 }
 
 /// One reassembled message.
@@ -79,6 +99,13 @@ pub struct ChunkReader {
     streams: std::collections::HashMap<u32, StreamState>,
     head: Vec<u8>,
     stage: Stage,
+    /// Longest message accepted now ([`SETUP_MAX_MESSAGE`] until
+    /// [`Self::allow_media`], then [`MAX_MESSAGE`]).
+    max_message: usize,
+    /// Most bytes in progress over all chunk streams now.
+    max_partial_bytes: usize,
+    /// Bytes in progress over all chunk streams.
+    partial_bytes: usize,
 }
 
 impl Default for ChunkReader {
@@ -88,6 +115,9 @@ impl Default for ChunkReader {
             streams: Default::default(),
             head: Vec::with_capacity(18),
             stage: Stage::Header,
+            max_message: SETUP_MAX_MESSAGE,
+            max_partial_bytes: SETUP_MAX_MESSAGE,
+            partial_bytes: 0,
         }
     }
 }
@@ -117,6 +147,13 @@ fn u24(b: &[u8]) -> u32 {
 }
 
 impl ChunkReader {
+    /// The connection publishes now: media messages up to [`MAX_MESSAGE`],
+    /// [`MAX_PARTIAL_BYTES`] in progress.
+    pub fn allow_media(&mut self) {
+        self.max_message = MAX_MESSAGE;
+        self.max_partial_bytes = MAX_PARTIAL_BYTES;
+    }
+
     /// Applies a Set Chunk Size (the reader does so itself for type-1 messages).
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
         if size == 0 || size > 0x7fff_ffff {
@@ -158,8 +195,15 @@ impl ChunkReader {
                         return Ok(());
                     }
                     let take = left.min(input.len());
-                    let st = self.streams.get_mut(&csid).expect("header created it");
+                    let Some(st) = self.streams.get_mut(&csid) else {
+                        // `finish_header` created it; unreachable, but not worth a panic.
+                        return Err(ChunkError::NoPreviousHeader);
+                    };
+                    if self.partial_bytes + take > self.max_partial_bytes {
+                        return Err(ChunkError::TooMuchPartial(self.max_partial_bytes));
+                    }
                     st.partial.extend_from_slice(&input[..take]);
+                    self.partial_bytes += take;
                     input = &input[take..];
                     if left > take {
                         self.stage = Stage::Data {
@@ -170,6 +214,7 @@ impl ChunkReader {
                     }
                     self.stage = Stage::Header;
                     if st.partial.len() == st.length as usize {
+                        self.partial_bytes -= st.partial.len();
                         let payload = Bytes::from(std::mem::take(&mut st.partial));
                         let m = Message {
                             csid,
@@ -219,7 +264,10 @@ impl ChunkReader {
     }
 
     fn finish_header(&mut self) -> Result<(), ChunkError> {
-        let n = header_len(&self.head).expect("complete header");
+        // Called once `push` has collected a whole header.
+        let Some(n) = header_len(&self.head) else {
+            return Err(ChunkError::NoPreviousHeader);
+        };
         let fmt = self.head[0] >> 6;
         let basic = n - [11, 7, 3, 0][fmt as usize];
         let csid = self.csid();
@@ -270,7 +318,7 @@ impl ChunkReader {
             }
         }
         st.started = true;
-        if st.length as usize > MAX_MESSAGE {
+        if st.length as usize > self.max_message {
             return Err(ChunkError::TooLong(st.length as usize));
         }
         if new_message && st.length > 0 && partial_count >= MAX_PARTIAL {
@@ -337,8 +385,10 @@ pub fn fuzz_chunks(data: &[u8]) {
 mod tests {
     use super::*;
 
+    /// Reads as from a publisher (media-sized messages allowed).
     fn read_all(bytes: &[u8], split: usize) -> Result<Vec<Message>, ChunkError> {
         let mut r = ChunkReader::default();
+        r.allow_media();
         r.set_chunk_size(4096).unwrap();
         let mut out = Vec::new();
         for part in bytes.chunks(split) {
@@ -387,6 +437,46 @@ mod tests {
         let ts: Vec<u32> = msgs.iter().map(|m| m.timestamp).collect();
         assert_eq!(ts, vec![1000, 1023, 1043, 1063]);
         assert_eq!(&msgs[3].payload[..], b"yo");
+    }
+
+    /// Before `publish` a connection is not trusted with media-sized
+    /// messages; after it, messages in progress are bounded in bytes.
+    #[test]
+    fn memory_a_peer_can_pin_is_bounded_before_and_after_publish() {
+        let big = vec![7u8; SETUP_MAX_MESSAGE + 1];
+        let mut wire = Vec::new();
+        write_message(&mut wire, 6, 0, 9, 1, &big, 4096);
+        let mut r = ChunkReader::default();
+        let e = r.push(&wire, |_| Ok(())).unwrap_err();
+        assert!(matches!(e, ChunkError::TooLong(_)) && e.is_memory_limit());
+        let mut r = ChunkReader::default();
+        r.allow_media();
+        r.set_chunk_size(4096).unwrap();
+        let mut n = 0;
+        r.push(&wire, |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1, "a publisher's keyframe of that size is fine");
+        // Five 3 MiB messages, 2 MiB of each sent: over MAX_PARTIAL_BYTES.
+        let mut r = ChunkReader::default();
+        r.allow_media();
+        r.set_chunk_size(1 << 20).unwrap();
+        let len = (3u32 << 20).to_be_bytes();
+        let mut err = None;
+        for csid in 3..8u8 {
+            let mut w = vec![csid, 0, 0, 0, len[1], len[2], len[3], 9, 1, 0, 0, 0];
+            w.resize(w.len() + (1 << 20), 0);
+            for _ in 0..2 {
+                if let Err(e) = r.push(&w, |_| Ok(())) {
+                    err = Some(e);
+                }
+                w = vec![0xc0 | csid];
+                w.resize(1 + (1 << 20), 0);
+            }
+        }
+        assert_eq!(err, Some(ChunkError::TooMuchPartial(MAX_PARTIAL_BYTES)));
     }
 
     #[test]

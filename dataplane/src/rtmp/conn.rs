@@ -59,6 +59,17 @@ pub enum RtmpError {
     Malformed(&'static str),
 }
 
+impl RtmpError {
+    /// Whether the peer hit a memory bound (counted as `rtmp_memory`).
+    pub fn is_memory_limit(&self) -> bool {
+        match self {
+            RtmpError::Chunk(e) => e.is_memory_limit(),
+            RtmpError::AmfTooLong(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Audio, video or script data from a publisher: an FLV tag body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Media {
@@ -415,8 +426,9 @@ impl Conn {
         }
     }
 
-    /// Publishing may start.
+    /// Publishing may start: media-sized messages are accepted from now on.
     pub fn accept_publish(&mut self, key: &str) {
+        self.reader.allow_media();
         let s = status(
             "status",
             "NetStream.Publish.Start",

@@ -23,9 +23,11 @@ use bytes::Bytes;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
-use crate::h264::{Depacketizer, Out, Packetizer};
+use crate::h264::{Depacketizer, Out, Packetizer, Pushed};
 use crate::transcode::Job;
-use gateway_ring::msg::{DropReason, Event as RingEvent, RtmpSpec, SessionStats, RTMP_SESSION_IDS};
+use gateway_ring::msg::{
+    DropReason, Event as RingEvent, Limit, RtmpSpec, SessionStats, RTMP_SESSION_IDS,
+};
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +289,17 @@ pub struct Hub {
     gop_cache: bool,
     pub stats: HubStats,
     events: Vec<Event>,
+    /// Connections closed by a memory bound ([`Limit::RtmpMemory`]), since start.
+    pub limit_hits: [u64; Limit::COUNT],
+}
+
+/// What bridging one RTP video packet to RTMP asks of the shard.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Bridged {
+    /// Data was lost (or the source changed): ask the publisher for a keyframe.
+    pub need_keyframe: bool,
+    /// SPS/PPS NAL units refused as unusable: count them against the publisher.
+    pub bad_parameter_sets: u32,
 }
 
 /// The application name in `rtmp://host/{app}/{room}`.
@@ -306,6 +319,7 @@ impl Hub {
             gop_cache,
             stats: HubStats::default(),
             events: Vec::new(),
+            limit_hits: [0; Limit::COUNT],
         }
     }
 
@@ -372,6 +386,9 @@ impl Hub {
         let result: Result<(), RtmpError> = st.conn.on_bytes(data, &mut events);
         self.flush_conn(idx, actions);
         if let Err(e) = result {
+            if e.is_memory_limit() {
+                self.limit_hits[Limit::RtmpMemory as usize] += 1;
+            }
             actions.push(Action::Close {
                 idx,
                 why: e.to_string(),
@@ -475,14 +492,35 @@ impl Hub {
         }
     }
 
-    /// Moves the connection's pending protocol output into its queue.
+    /// Moves the connection's pending protocol output into its queue; a
+    /// connection that does not read what it is sent is closed.
     fn flush_conn(&mut self, idx: u32, actions: &mut Vec<Action>) {
         if let Some(st) = self.conns.get_mut(&idx) {
             if st.conn.has_output() {
-                st.queue.push_control(Bytes::from(st.conn.take_output()));
-                actions.push(Action::Wake(idx));
+                if st.queue.push_control(Bytes::from(st.conn.take_output())) {
+                    actions.push(Action::Wake(idx));
+                } else {
+                    self.limit_hits[Limit::RtmpMemory as usize] += 1;
+                    actions.push(Action::Close {
+                        idx,
+                        why: "does not read what it is sent".into(),
+                        flush: false,
+                    });
+                }
             }
         }
+    }
+
+    /// Whether connection `idx` publishes or plays (set-up done).
+    pub fn is_set_up(&self, idx: u32) -> bool {
+        self.conns.get(&idx).is_some_and(|c| c.role != Role::New)
+    }
+
+    /// Whether connection `idx` publishes.
+    pub fn is_publisher(&self, idx: u32) -> bool {
+        self.conns
+            .get(&idx)
+            .is_some_and(|c| matches!(c.role, Role::Publisher(_)))
     }
 
     fn reject(&mut self, idx: u32, code: &str, why: &str, actions: &mut Vec<Action>) {
@@ -687,8 +725,10 @@ impl Hub {
             st.stats.bytes += m.payload.len() as u64;
             st.dirty = true;
         }
-        if m.type_id == types::VIDEO {
-            self.packetize_for_webrtc(room, &m);
+        if m.type_id == types::VIDEO && self.packetize_for_webrtc(room, &m) == Pushed::BadConfig {
+            if let Some(st) = self.conns.get_mut(&idx) {
+                st.stats.drops[DropReason::Malformed as usize] += 1;
+            }
         }
         if m.type_id == types::AUDIO {
             // The RTP side exists once video started; audio joins it.
@@ -708,16 +748,17 @@ impl Hub {
     }
 
     /// Packetizes an RTMP publisher's video for the room's WebRTC side.
-    fn packetize_for_webrtc(&mut self, room: u32, m: &Media) {
+    fn packetize_for_webrtc(&mut self, room: u32, m: &Media) -> Pushed {
         let Some(s) = self.streams.get_mut(&room) else {
-            return;
+            return Pushed::Nothing;
         };
         let out = s.rtp.get_or_insert_with(|| RtpOut::new(room));
         let mut packets = Vec::new();
-        out.packetizer
+        let pushed = out
+            .packetizer
             .push(&m.payload, m.timestamp.wrapping_mul(90), &mut packets);
         if packets.is_empty() {
-            return;
+            return pushed;
         }
         if Frame::of(m) == Frame::Key {
             out.gop.clear();
@@ -734,6 +775,7 @@ impl Hub {
             }
             self.rtp_out.push((room, p));
         }
+        pushed
     }
 
     /// The RTP packets of the room's latest GOP (RTMP-published rooms), for
@@ -754,7 +796,7 @@ impl Hub {
     }
 
     /// One H264 RTP packet of the room's publisher (`source` = ingest session
-    /// and SSRC). Returns true when the bridge lost data and needs a keyframe.
+    /// and SSRC): what the publisher must be told or counted for.
     #[allow(clippy::too_many_arguments)]
     pub fn on_rtp_video(
         &mut self,
@@ -767,23 +809,23 @@ impl Hub {
         marker: bool,
         payload: &[u8],
         actions: &mut Vec<Action>,
-    ) -> bool {
+    ) -> Bridged {
+        let mut bridged = Bridged::default();
         let Some(s) = self.streams.get_mut(&room) else {
-            return false;
+            return bridged;
         };
         if s.publisher.is_some() {
-            return false;
+            return bridged;
         }
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
         let (a, changed) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
         if sr.is_some() {
             b.video_sr = sr;
         }
-        let mut need = false;
         if changed {
             // A new publisher (or SSRC): a fresh depacketizer waiting for its
             // first IDR, on the same timeline.
-            need = true;
+            bridged.need_keyframe = true;
             b.depack = Depacketizer::new();
         }
         let mut out = Vec::new();
@@ -791,7 +833,8 @@ impl Hub {
         let mut media = Vec::new();
         for o in out {
             match o {
-                Out::NeedKeyframe => need = true,
+                Out::NeedKeyframe => bridged.need_keyframe = true,
+                Out::BadParameterSet => bridged.bad_parameter_sets += 1,
                 Out::Config(body) => media.push((a.ms(ts), body)),
                 Out::Frame { rtp_ts, body, .. } => media.push((a.ms(rtp_ts), body)),
             }
@@ -804,7 +847,7 @@ impl Hub {
             };
             self.deliver(now, room, m, actions);
         }
-        need
+        bridged
     }
 
     /// Whether an Opus RTP packet of the room's publisher should go to RTMP
@@ -1199,6 +1242,43 @@ mod tests {
             "{:?}",
             h.events_out
         );
+    }
+
+    /// A client that sends pings and never reads the answers cannot make
+    /// the shard queue them without end: closed once MAX_UNREAD is queued.
+    #[test]
+    fn a_client_that_never_reads_its_answers_is_closed() {
+        let mut rooms = OneRoom {
+            rooms: HashMap::new(),
+            allow_create: true,
+        };
+        let mut h = hub_with(1);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        h.on_bytes(t0, 0, &connect(), &mut rooms, &mut a);
+        let mut ping = Vec::new();
+        write_message(
+            &mut ping,
+            2,
+            0,
+            types::USER_CONTROL,
+            0,
+            &[0, 6, 0, 0, 0, 1],
+            128,
+        );
+        let pings: Vec<u8> = ping.repeat(1000);
+        let mut closed = false;
+        for _ in 0..200 {
+            a.clear();
+            h.on_bytes(t0, 0, &pings, &mut rooms, &mut a);
+            if a.iter().any(|x| matches!(x, Action::Close { idx: 0, .. })) {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "never closed");
+        assert_eq!(h.limit_hits[Limit::RtmpMemory as usize], 1);
+        assert!(h.queue(0).unwrap().bytes() <= crate::rtmp::stream::MAX_UNREAD);
     }
 
     #[test]

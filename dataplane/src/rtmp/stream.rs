@@ -135,6 +135,10 @@ pub fn chunked(m: &Media) -> Bytes {
 /// A player's queue is "behind" beyond this many bytes: it skips to the next
 /// keyframe instead of growing (about 2 s of a 2 Mbit/s stream).
 pub const QUEUE_SOFT_LIMIT: usize = 512 * 1024;
+/// Most bytes waiting for one connection, media and control together;
+/// media stops at [`QUEUE_SOFT_LIMIT`], so only control output it never
+/// reads gets here.
+pub const MAX_UNREAD: usize = 1 << 20;
 /// A player that stays behind this long is disconnected.
 pub const BEHIND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -191,10 +195,16 @@ pub struct PlayerQueue {
 }
 
 impl PlayerQueue {
-    /// Control output (handshake, command answers): never dropped.
-    pub fn push_control(&mut self, b: Bytes) {
+    /// Control output (handshake, command answers): never dropped, but a
+    /// client that lets [`MAX_UNREAD`] pile up (pings it never reads the
+    /// answers to, commands in a loop) is not reading: false, close it.
+    pub fn push_control(&mut self, b: Bytes) -> bool {
+        if self.bytes + b.len() > MAX_UNREAD {
+            return false;
+        }
         self.bytes += b.len();
         self.queue.push_back(b);
+        true
     }
 
     /// A media message for this player.
@@ -370,8 +380,8 @@ mod tests {
     #[test]
     fn partial_writes_keep_order() {
         let mut q = PlayerQueue::default();
-        q.push_control(Bytes::from_static(b"hello"));
-        q.push_control(Bytes::from_static(b"world"));
+        assert!(q.push_control(Bytes::from_static(b"hello")));
+        assert!(q.push_control(Bytes::from_static(b"world")));
         q.consumed(3);
         assert_eq!(&q.front().unwrap()[..], b"lo");
         q.consumed(2);

@@ -7,4 +7,12 @@
 
 pub mod header;
 
+/// Largest RTP packet (plaintext, header included) the gateway forwards:
+/// an Ethernet MTU's worth. Checked where packets enter (UDP ingress, the
+/// RTMP → RTP packetizer), so every send slot, retransmission cache entry
+/// and bridge buffer can assume it; a larger packet is dropped and counted
+/// as `oversize`, never copied. Jumbo-frame senders (`ffmpeg -pkt_size
+/// 1900`) must be set to 1500 or less: browsers never send more than ~1200.
+pub const MAX_PACKET: usize = 1500;
+
 pub use header::{is_rtcp, RtpError, RtpHeader};

@@ -36,11 +36,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    Command, DropReason, Event, MediaKind, Outcome, SessionStats, ShardStats, TURN_BUCKETS_US,
+    Command, DropReason, Event, MediaKind, Outcome, SessionStats, ShardStats, END_INTERNAL,
+    TURN_BUCKETS_US,
 };
 use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
 use crate::router::{Control, Ended, Handle, Inbound, Router, END_DTLS};
@@ -84,7 +85,9 @@ pub const RECLAIM_WAIT: Duration = Duration::from_millis(1);
 const RECV_BUFS: u16 = 4096;
 const RECV_BUF_SIZE: usize = 2048;
 const SEND_SLOTS: usize = 16384;
-const SEND_BUF_SIZE: usize = 1500 + MAX_TRAILER;
+/// A forwarded packet with its SRTP trailer ([`crate::rtp::MAX_PACKET`] is
+/// checked where packets enter; `send_copy` checks again, never trusting it).
+const SEND_BUF_SIZE: usize = crate::rtp::MAX_PACKET + MAX_TRAILER;
 const SQ_ENTRIES: u32 = 4096;
 const BGID: u16 = 0;
 
@@ -142,6 +145,29 @@ pub struct ShardConfig {
     pub rtmp: Option<RtmpConfig>,
     /// Batch each turn's packets to one destination into UDP GSO sends.
     pub gso: bool,
+    /// What one client may cost (see [`crate::limits`]).
+    pub limits: crate::limits::Limits,
+    /// Honour the test-only panic triggers ([`PANIC_SESSION`], [`PANIC_SHARD`]).
+    pub panic_triggers: bool,
+}
+
+/// Test-only (with `--test-panic-triggers`): a datagram starting with this
+/// panics while its session's input is handled, as a bug would.
+pub const PANIC_SESSION: &[u8] = b"MGW-TEST-PANIC-SESSION";
+/// Test-only: a datagram starting with this panics the shard outside any
+/// session, at the end of the turn.
+pub const PANIC_SHARD: &[u8] = b"MGW-TEST-PANIC-SHARD";
+
+/// Runs one session's input handler; a panic in it is caught and its
+/// message returned, so the caller ends that session and the shard goes on.
+/// The panic hook (set in `main`) has logged it with its location already.
+fn contained<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into())
+    })
 }
 
 struct SocketSlot {
@@ -202,6 +228,8 @@ pub struct Shard {
     turns: ShardStats,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
+    /// Test-only: [`PANIC_SHARD`] arrived.
+    panic_at_turn_end: bool,
 }
 
 impl Shard {
@@ -222,7 +250,10 @@ impl Shard {
         let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
         let rtmp = cfg.rtmp.take().map(|r| RtmpIo::new(r, cfg.index));
         let transcode = match &rtmp {
-            Some(_) => Some(crate::transcode::spawn(cfg.index)?),
+            Some(_) => Some(crate::transcode::spawn(
+                cfg.index,
+                cfg.limits.transcode_queue,
+            )?),
             None => None,
         };
         Ok(Shard {
@@ -235,7 +266,7 @@ impl Shard {
             recv_msg,
             sockets: Vec::new(),
             next_gen: 1,
-            router: Router::new(),
+            router: Router::new(&cfg.limits),
             commands: cfg.region.command_consumer(cfg.index),
             events: cfg.region.event_producer(cfg.index),
             cfg,
@@ -256,6 +287,7 @@ impl Shard {
             joined: Vec::new(),
             turns: ShardStats::default(),
             stray: 0,
+            panic_at_turn_end: false,
         })
     }
 
@@ -297,6 +329,9 @@ impl Shard {
             let busy = before_wait.duration_since(now) + after_wait.elapsed();
             self.record_turn(busy);
             self.flush_events();
+            if std::mem::take(&mut self.panic_at_turn_end) {
+                panic!("test trigger: a bug in the shard loop, outside any session");
+            }
         }
         info!(
             shard = self.cfg.index,
@@ -548,7 +583,7 @@ impl Shard {
             let (op, gen, index) = split_user_data(ud);
             match op {
                 OP_RECV => self.on_recv(now, gen, index, res, flags),
-                OP_ACCEPT => self.on_accept(res, cqueue::more(flags)),
+                OP_ACCEPT => self.on_accept(now, res, cqueue::more(flags)),
                 OP_TCP_RECV => self.on_tcp_recv(now, gen, index, res),
                 OP_TCP_SEND => self.on_tcp_send(gen, index, res),
                 _ => {}
@@ -578,13 +613,39 @@ impl Shard {
         }
         let Some(bid) = bid else { return };
         if res > 0 && live {
-            if self.on_datagram(now, index, bid, res as usize) {
-                return; // held for the fan-out, which recycles the buffer
+            // A bug reached through one session's bytes costs that session,
+            // not the shard: everything `on_datagram` touches belongs to it,
+            // and a held buffer is pushed last, after anything can panic.
+            match contained(|| self.on_datagram(now, index, bid, res as usize)) {
+                Ok(true) => {
+                    // Held for the fan-out, which recycles the buffer.
+                    if self.held.len() >= HOLD_MAX {
+                        self.fan_out_held(now);
+                    }
+                    return;
+                }
+                Ok(false) => {}
+                Err(why) => self.end_after_panic(index, &why),
             }
         } else if res > 0 {
             self.stray += 1;
         }
         self.bufs.recycle(bid);
+    }
+
+    /// A panic was contained while handling session `h`: end it (reason
+    /// `END_INTERNAL`, so its client and the operator hear of it), count it.
+    fn end_after_panic(&mut self, h: Handle, why: &str) {
+        self.turns.panics += 1;
+        let session = self.router.session_id(h);
+        error!(
+            shard = self.cfg.index,
+            ?session,
+            "panic contained while handling a session's input ({why}); ending that session"
+        );
+        if let Some(session) = session {
+            self.router.end_session(session, END_INTERNAL);
+        }
     }
 
     /// Handles one datagram; returns whether its buffer is held as media
@@ -597,7 +658,8 @@ impl Shard {
             return false;
         };
         if out.is_payload_truncated() {
-            self.router.count_drop(h, DropReason::Malformed);
+            // Larger than the receive buffer: far over `rtp::MAX_PACKET`.
+            self.router.count_drop(h, DropReason::Oversize);
             return false;
         }
         let Some(src) = parse_sockaddr_in(out.name_data()) else {
@@ -606,6 +668,13 @@ impl Shard {
         };
         let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
         let end = start + out.payload_data().len();
+        if self.cfg.panic_triggers {
+            let payload = &buf[start..end];
+            if payload.starts_with(PANIC_SESSION) {
+                panic!("test trigger: a bug in session {h}'s input handling");
+            }
+            self.panic_at_turn_end |= payload.starts_with(PANIC_SHARD);
+        }
         let Some(inbound) = self
             .router
             .handle_datagram(now, h, src, &mut buf[start..end])
@@ -616,14 +685,12 @@ impl Shard {
             MediaKind::Video => self.bridge_to_rtmp(now, bid, start, &inbound),
             MediaKind::Audio => self.bridge_audio_to_rtmp(now, bid, start, &inbound),
         }
+        // Within capacity (the caller fans out at HOLD_MAX): no allocation, no panic.
         self.held.push(Held {
             bid,
             start,
             inbound,
         });
-        if self.held.len() >= HOLD_MAX {
-            self.fan_out_held(now);
-        }
         true
     }
 
@@ -702,10 +769,23 @@ impl Shard {
             Plain::Owned(b) => b,
         };
         let slot = &mut self.sends[slot_idx as usize];
+        // The router and the packetizer bound packets at `rtp::MAX_PACKET`;
+        // a send slot is never the place that finds out they did not.
+        if inbound.len > slot.buf.len() - MAX_TRAILER || inbound.len > src.len() {
+            self.free_sends.push(slot_idx);
+            self.router.count_drop(e, DropReason::Oversize);
+            return 0;
+        }
         // One copy per egress: each receiver's header rewrite and SRTP keys differ.
         slot.buf[..inbound.len].copy_from_slice(&src[..inbound.len]);
-        let Some((n, dest)) = self.router.prepare_egress(now, e, inbound, &mut slot.buf) else {
+        // Contained like ingress: a bug in one egress's rewrite or SRTP ends
+        // that egress, and its slot goes back.
+        let prepared = contained(|| self.router.prepare_egress(now, e, inbound, &mut slot.buf));
+        let Ok(Some((n, dest))) = prepared else {
             self.free_sends.push(slot_idx);
+            if let Err(why) = prepared {
+                self.end_after_panic(e, &why);
+            }
             return 0;
         };
         self.send_media(slot_idx, e, fd, dest, n);
@@ -874,7 +954,7 @@ impl Shard {
         self.router.take_dtls(&mut dtls_out);
         for (session, data) in dtls_out.drain(..) {
             if !self.dtls.send_datagram(session, data) {
-                self.router.count_drop_by_id(session, DropReason::Send);
+                self.router.count_drop_by_id(session, DropReason::Overload);
             }
         }
         self.dtls_out = dtls_out;
@@ -995,12 +1075,18 @@ impl Shard {
 
     fn push_stats(&mut self) {
         self.turns.shard = self.cfg.index;
-        self.outbox.push_back(Event::Shard(self.turns));
         self.stats.clear();
         self.router.take_dirty_stats(&mut self.stats, 1024);
         if let Some(io) = self.rtmp.as_mut() {
             io.hub.take_dirty_stats(&mut self.stats);
         }
+        let mut turns = self.turns;
+        if let Some(io) = self.rtmp.as_ref() {
+            for (total, hub) in turns.limits.iter_mut().zip(io.hub.limit_hits) {
+                *total += hub;
+            }
+        }
+        self.outbox.push_back(Event::Shard(turns));
         for k in 0..self.stats.len() {
             self.outbox.push_back(Event::Stats(self.stats[k]));
         }

@@ -28,13 +28,14 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
+use crate::limits::{ConnCounter, Limits, Refused};
 use crate::router::Handle;
 use crate::router::{Inbound, Router};
 use crate::rtmp::conn::Event;
 use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
 use crate::transcode::{Done, Job};
-use gateway_ring::msg::MediaKind;
+use gateway_ring::msg::{DropReason, Limit, MediaKind};
 use gateway_ring::token::{TokenKeys, TokenRole};
 
 pub(super) const OP_ACCEPT: u64 = 4;
@@ -51,6 +52,9 @@ pub struct Handoff {
     pub sock: TcpStream,
     pub state: ConnState,
     pub events: Vec<Event>,
+    /// Counted in [`ConnCounter`] at accept; the receiving shard releases it.
+    pub counted_ip: Option<std::net::Ipv4Addr>,
+    pub accepted_at: Instant,
 }
 
 /// What `main` gives each shard for RTMP.
@@ -64,7 +68,13 @@ pub struct RtmpConfig {
     pub shards: u32,
     /// Room-token keys: when set, publish and play need `?token=`.
     pub tokens: Option<Arc<TokenKeys>>,
+    pub limits: Limits,
+    /// Connections of the whole process, shared by every shard.
+    pub conns: Arc<ConnCounter>,
 }
+
+/// How often the shard looks for RTMP connections past their timeouts.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A listening socket on `addr` that several shards share (`SO_REUSEPORT`).
 pub fn listen(addr: SocketAddrV4) -> std::io::Result<TcpListener> {
@@ -109,6 +119,12 @@ struct TcpSlot {
     closing: bool,
     close_after_flush: bool,
     handoff: Option<(u32, Vec<Event>)>,
+    /// The client IP counted in [`ConnCounter`] for this connection (moves
+    /// with it on a hand-over; released when it is freed).
+    counted_ip: Option<std::net::Ipv4Addr>,
+    /// When it was accepted (set-up timeout) and last sent us bytes (idle timeout).
+    accepted_at: Instant,
+    last_rx: Instant,
 }
 
 pub(super) struct RtmpIo {
@@ -125,6 +141,11 @@ pub(super) struct RtmpIo {
     shards: u32,
     next_room: u32,
     tokens: Option<Arc<TokenKeys>>,
+    limits: Limits,
+    counter: Arc<ConnCounter>,
+    next_sweep: Option<Instant>,
+    /// Reused by the sweep.
+    expired: Vec<(u32, Limit)>,
 }
 
 impl RtmpIo {
@@ -143,6 +164,10 @@ impl RtmpIo {
             shards: cfg.shards,
             next_room: 0,
             tokens: cfg.tokens,
+            limits: cfg.limits,
+            counter: cfg.conns,
+            next_sweep: None,
+            expired: Vec::new(),
         }
     }
 }
@@ -220,9 +245,13 @@ impl Shard {
         for _ in 0..64 {
             let Some(io) = self.rtmp.as_mut() else { return };
             let Ok(h) = io.inbox.try_recv() else { break };
-            let Some(idx) = self.adopt(h.sock, h.state) else {
+            let Some(idx) = self.adopt(now, h.sock, h.state, h.counted_ip) else {
                 continue;
             };
+            if let Some(slot) = self.tcp_slot(idx) {
+                // The set-up timeout runs from the first accept.
+                slot.accepted_at = h.accepted_at;
+            }
             debug!(
                 shard = self.cfg.index,
                 idx, "RTMP connection handed over to this shard"
@@ -232,6 +261,54 @@ impl Shard {
             }
             self.arm_tcp_recv(idx);
             self.run_actions();
+        }
+        self.sweep_rtmp(now);
+    }
+
+    /// Closes connections past their timeouts: no `publish`/`play` within
+    /// the set-up timeout (a client that connects and stalls holds a slot
+    /// and buffers for nothing), or a publisher that sent nothing for the
+    /// idle timeout (a stale push after the client lost its network).
+    /// Players are not idle-checked: they only ack, and dead ones fail
+    /// their sends or fall behind.
+    fn sweep_rtmp(&mut self, now: Instant) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        if io.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        io.next_sweep = Some(now + SWEEP_EVERY);
+        let mut expired = std::mem::take(&mut io.expired);
+        for (idx, slot) in io.conns.iter().enumerate() {
+            let Some(slot) = slot.as_ref().filter(|s| !s.closing && s.handoff.is_none()) else {
+                continue;
+            };
+            let idx = idx as u32;
+            if !io.hub.is_set_up(idx)
+                && now.saturating_duration_since(slot.accepted_at) >= io.limits.rtmp_setup_timeout
+            {
+                expired.push((idx, Limit::RtmpSetupTimeout));
+            } else if io.hub.is_publisher(idx)
+                && now.saturating_duration_since(slot.last_rx) >= io.limits.rtmp_idle_timeout
+            {
+                expired.push((idx, Limit::RtmpIdle));
+            }
+        }
+        for &(idx, limit) in &expired {
+            self.turns.limits[limit as usize] += 1;
+            let why = match limit {
+                Limit::RtmpSetupTimeout => "no publish or play within the set-up timeout",
+                _ => "publisher sent nothing within the idle timeout",
+            };
+            info!(
+                shard = self.cfg.index,
+                idx, "closing RTMP connection: {why}"
+            );
+            self.close_tcp(idx, why);
+            self.maybe_release(idx);
+        }
+        expired.clear();
+        if let Some(io) = self.rtmp.as_mut() {
+            io.expired = expired;
         }
     }
 
@@ -250,14 +327,27 @@ impl Shard {
         f(&mut io.hub, &mut rooms, &mut io.actions);
     }
 
-    fn adopt(&mut self, sock: TcpStream, state: ConnState) -> Option<u32> {
+    /// Takes a connection into this shard: a new one (`counted_ip` is what
+    /// [`ConnCounter::admit`] counted), or one handed over (counted when it
+    /// was accepted). `None` if the shard has no slot for it; the caller's
+    /// count is then released here.
+    fn adopt(
+        &mut self,
+        now: Instant,
+        sock: TcpStream,
+        state: ConnState,
+        counted_ip: Option<std::net::Ipv4Addr>,
+    ) -> Option<u32> {
         let io = self.rtmp.as_mut()?;
         let live = io.conns.len() - io.free.len();
         if live >= MAX_RTMP_CONNS {
             warn!(
                 shard = self.cfg.index,
-                "RTMP connection limit reached; refusing a connection"
+                "RTMP connection slots of this shard are full; refusing a connection"
             );
+            if let Some(ip) = counted_ip {
+                io.counter.release(ip);
+            }
             return None;
         }
         let _ = sock.set_nodelay(true);
@@ -272,6 +362,9 @@ impl Shard {
             closing: false,
             close_after_flush: false,
             handoff: None,
+            counted_ip,
+            accepted_at: now,
+            last_rx: now,
         };
         let idx = match io.free.pop() {
             Some(i) => {
@@ -287,7 +380,7 @@ impl Shard {
         Some(idx)
     }
 
-    pub(super) fn on_accept(&mut self, res: i32, more: bool) {
+    pub(super) fn on_accept(&mut self, now: Instant, res: i32, more: bool) {
         let Some(io) = self.rtmp.as_mut() else { return };
         if !more {
             io.accept_armed = false;
@@ -307,7 +400,28 @@ impl Shard {
             Ok(std::net::SocketAddr::V4(a)) => Some(a),
             _ => None,
         };
-        if let Some(idx) = self.adopt(sock, state) {
+        let counted_ip = match state.peer {
+            Some(peer) => match io.counter.admit(*peer.ip(), &io.limits) {
+                Ok(()) => Some(*peer.ip()),
+                Err(refused) => {
+                    let (limit, max) = match refused {
+                        Refused::Total => (Limit::RtmpConns, io.limits.rtmp_max_conns),
+                        Refused::PerIp => (Limit::RtmpConnsPerIp, io.limits.rtmp_max_conns_per_ip),
+                    };
+                    self.turns.limits[limit as usize] += 1;
+                    debug!(
+                        shard = self.cfg.index,
+                        %peer,
+                        "RTMP connection refused: {} at its limit of {max}",
+                        limit.name()
+                    );
+                    // Dropping the socket closes it: the client sees a reset.
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let Some(idx) = self.adopt(now, sock, state, counted_ip) {
             self.arm_tcp_recv(idx);
         }
     }
@@ -353,13 +467,34 @@ impl Shard {
             return;
         }
         let n = res as usize;
+        if let Some(slot) = self.tcp_slot(idx) {
+            slot.last_rx = now;
+        }
         // The receive buffer is lent to the hub for this call, then put back.
         let Some(buf) = self.tcp_slot(idx).map(|s| std::mem::take(&mut s.buf)) else {
             return;
         };
-        self.with_hub(|hub, rooms, actions| hub.on_bytes(now, idx, &buf[..n], rooms, actions));
+        // A bug reached through one connection's bytes closes that
+        // connection, not the shard (see `Shard::on_recv`).
+        let handled = super::contained(|| {
+            self.with_hub(|hub, rooms, actions| hub.on_bytes(now, idx, &buf[..n], rooms, actions))
+        });
         if let Some(slot) = self.tcp_slot(idx) {
             slot.buf = buf;
+        }
+        if let Err(why) = handled {
+            self.turns.panics += 1;
+            tracing::error!(
+                shard = self.cfg.index,
+                idx,
+                "panic contained while handling an RTMP connection's bytes ({why}); closing it"
+            );
+            if let Some(io) = self.rtmp.as_mut() {
+                io.actions.clear();
+            }
+            self.close_tcp(idx, "internal error");
+            self.maybe_release(idx);
+            return;
         }
         self.run_actions();
         self.arm_tcp_recv(idx);
@@ -479,6 +614,9 @@ impl Shard {
             return;
         }
         if slot.closing {
+            if let Some(ip) = slot.counted_ip {
+                io.counter.release(ip);
+            }
             io.conns[idx as usize] = None;
             io.free.push(idx);
             return;
@@ -496,6 +634,8 @@ impl Shard {
             sock: slot.sock,
             state,
             events,
+            counted_ip: slot.counted_ip,
+            accepted_at: slot.accepted_at,
         });
         match target.map(|t| t.send(handoff)) {
             Some(Ok(())) => debug!(
@@ -503,11 +643,16 @@ impl Shard {
                 to = shard,
                 "RTMP connection handed over"
             ),
-            _ => warn!(
-                shard = self.cfg.index,
-                to = shard,
-                "RTMP hand-over failed; connection dropped"
-            ),
+            _ => {
+                if let Some(ip) = slot.counted_ip {
+                    io.counter.release(ip);
+                }
+                warn!(
+                    shard = self.cfg.index,
+                    to = shard,
+                    "RTMP hand-over failed; connection dropped"
+                )
+            }
         }
     }
 
@@ -532,7 +677,7 @@ impl Shard {
             end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
         }
         let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
-        let need = io.hub.on_rtp_video(
+        let bridged = io.hub.on_rtp_video(
             now,
             inbound.room,
             (inbound.ingest, inbound.ssrc),
@@ -543,8 +688,12 @@ impl Shard {
             &pkt[h.len..end],
             &mut io.actions,
         );
-        if need {
+        if bridged.need_keyframe {
             self.router.request_keyframe_by_id(now, inbound.ingest);
+        }
+        for _ in 0..bridged.bad_parameter_sets {
+            self.router
+                .count_drop_by_id(inbound.ingest, DropReason::Malformed);
         }
         self.run_actions();
     }
@@ -629,14 +778,21 @@ impl Shard {
         let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
         let Ok(h) = RtpHeader::parse(pkt) else { return };
         let room = inbound.room;
-        if changed {
-            let _ = tc.to.send(Job::Reset { room });
+        let mut dropped = 0;
+        if changed && !tc.send(Job::Reset { room }) {
+            dropped += 1;
         }
-        let _ = tc.to.send(Job::OpusToAac {
+        let job = Job::OpusToAac {
             room,
             rtp_ts: h.timestamp,
             opus: pkt[h.len..].to_vec(),
-        });
+        };
+        if !tc.send(job) {
+            dropped += 1;
+            self.router
+                .count_drop_by_id(inbound.ingest, DropReason::Overload);
+        }
+        self.turns.limits[Limit::TranscodeQueue as usize] += dropped;
     }
 
     /// Transcoded audio back from the transcoder thread, and the hub's
@@ -647,7 +803,9 @@ impl Shard {
         };
         if let Some(io) = self.rtmp.as_mut() {
             for job in io.hub.jobs.drain(..) {
-                let _ = tc.to.send(job);
+                if !tc.send(job) {
+                    self.turns.limits[Limit::TranscodeQueue as usize] += 1;
+                }
             }
         }
         for _ in 0..256 {
