@@ -47,6 +47,11 @@ pub struct Link {
     pub epoch: AtomicU64,
     /// Shards that have not yet finished a resync.
     resync_pending: AtomicU64,
+    /// The epoch of a dataplane the supervisor saw exit: not ready until a
+    /// new one has started (its last heartbeats still look fresh for a
+    /// moment, and a command pushed meanwhile would be discarded by the
+    /// next dataplane, costing the request its whole timeout).
+    exited_epoch: AtomicU64,
 }
 
 impl Link {
@@ -75,6 +80,7 @@ impl Link {
             ]),
             epoch: AtomicU64::new(region.dataplane_epoch()),
             resync_pending: AtomicU64::new(0),
+            exited_epoch: AtomicU64::new(0),
             region,
         }
     }
@@ -137,7 +143,16 @@ impl Link {
     /// Every shard beats and our state belongs to the running dataplane
     /// (the pump has adopted its epoch and re-created the rooms in it).
     pub fn ready(&self) -> bool {
-        self.all_alive() && self.epoch.load(Ordering::SeqCst) == self.region.dataplane_epoch()
+        let running = self.region.dataplane_epoch();
+        self.all_alive()
+            && self.epoch.load(Ordering::SeqCst) == running
+            && self.exited_epoch.load(Ordering::SeqCst) != running
+    }
+
+    /// The supervisor saw the dataplane process exit (spawn mode).
+    pub fn dataplane_exited(&self) {
+        self.exited_epoch
+            .store(self.region.dataplane_epoch(), Ordering::SeqCst);
     }
 
     /// `Ok` when commands can be sent now; a 503 that says why otherwise.

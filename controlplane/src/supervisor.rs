@@ -54,6 +54,7 @@ pub async fn supervise(app: Arc<App>, bin: PathBuf, args: Vec<String>) {
                 info!(pid, bin = %bin.display(), "dataplane started");
                 let status = child.wait().await;
                 app.dataplane_running.store(false, Ordering::SeqCst);
+                app.link.dataplane_exited();
                 if app.shutting_down.load(Ordering::SeqCst) {
                     return;
                 }

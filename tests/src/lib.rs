@@ -143,6 +143,8 @@ pub struct Gateway {
     pub controlplane: Option<Child>,
     pub dataplane: Option<Child>,
     pub log: PathBuf,
+    /// Extra environment for the controlplane (and the dataplane it spawns).
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
@@ -152,6 +154,36 @@ impl Gateway {
         g.spawn_controlplane(false, extra);
         g.wait_healthy(Duration::from_secs(20));
         g
+    }
+
+    /// Spawn mode with extra environment (inherited by the dataplane).
+    pub fn start_with_env(shards: u32, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut g = Gateway::new(shards, 25);
+        g.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        g.spawn_controlplane(false, extra);
+        g.wait_healthy(Duration::from_secs(20));
+        g
+    }
+
+    /// The sum over shards of every `/metrics` sample named `name` whose
+    /// labels include `label` (e.g. `limit="rtmp_memory"`; "" for all).
+    pub fn metric(&self, name: &str, label: &str) -> f64 {
+        let text = ureq::get(&format!("{}/metrics", self.api))
+            .call()
+            .expect("GET /metrics")
+            .into_string()
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' '))
+            .filter(|(k, _)| {
+                (k.starts_with(&format!("{name}{{")) || *k == name) && k.contains(label)
+            })
+            .filter_map(|(_, v)| v.parse::<f64>().ok())
+            .sum()
     }
 
     /// Attach mode: the dataplane runs as its own process.
@@ -176,6 +208,7 @@ impl Gateway {
             shards,
             controlplane: None,
             dataplane: None,
+            env: Vec::new(),
         }
     }
 
@@ -213,6 +246,7 @@ impl Gateway {
         .args(["--rtmp", &format!("127.0.0.1:{}", self.rtmp)])
         .args(["--admin-key", ADMIN_KEY])
         .args(extra)
+        .envs(self.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(f);
         if attach {
@@ -996,4 +1030,50 @@ pub fn closed_within(s: &mut std::net::TcpStream, timeout: Duration) -> bool {
         }
     }
     false
+}
+
+/// A room's Server-Sent Events, read on a thread.
+pub struct Events(std::sync::mpsc::Receiver<Value>);
+
+impl Events {
+    /// The first event from now on that `pick` accepts (panics after `timeout`).
+    pub fn next_matching(&mut self, timeout: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.0.recv_timeout(left) {
+                Ok(e) if pick(&e) => return e,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no matching event within {timeout:?}");
+    }
+}
+
+impl Gateway {
+    /// Subscribes to `GET /v1/rooms/{room}/events`.
+    pub fn events(&self, room: &str) -> Events {
+        let resp = ureq::get(&format!("{}/v1/rooms/{room}/events", self.api))
+            .set("authorization", &format!("Bearer {ADMIN_KEY}"))
+            .call()
+            .expect("SSE stream");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(resp.into_reader())
+                .lines()
+                .map_while(Result::ok)
+            {
+                let Some(data) = line.strip_prefix("data: ") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    continue;
+                };
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        Events(rx)
+    }
 }
