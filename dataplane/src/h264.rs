@@ -418,6 +418,27 @@ pub fn fuzz_depacketize(data: &[u8]) {
     }
 }
 
+/// The body of the `avc_config` fuzz target: any SPS/PPS pair builds a
+/// decoder configuration or is refused, and a built one reads back (as an
+/// RTMP publisher's) into the same pair, packetized within the budget.
+pub fn fuzz_config(data: &[u8]) {
+    let split = data.first().map_or(0, |&b| b as usize).min(data.len());
+    let (sps, pps) = data.split_at(split);
+    let Some(tag) = config_tag(sps, pps) else {
+        assert!(!valid_sps(sps) || !valid_pps(pps));
+        return;
+    };
+    let mut pk = Packetizer::new(1, 96);
+    let mut rtp = Vec::new();
+    assert_eq!(pk.push(&tag, 0, &mut rtp), Pushed::Nothing);
+    assert_eq!((&pk.sps[..], &pk.pps[..]), (sps, pps));
+    assert_eq!(
+        pk.push(&[0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 1], 0, &mut rtp),
+        Pushed::Packets
+    );
+    assert!(rtp.iter().all(|p| p.len() <= 12 + RTP_PAYLOAD));
+}
+
 /// The body of the `flv_video` fuzz target: any FLV video tag body (from an
 /// RTMP publisher) packetizes without panicking, within the payload budget.
 pub fn fuzz_flv(data: &[u8]) {

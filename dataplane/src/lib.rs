@@ -10,6 +10,7 @@
 
 pub mod demux;
 pub mod dtls;
+pub mod fuzz;
 pub mod h264;
 pub mod ice;
 pub mod limits;
