@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository on a fresh Debian machine.
 # Installs what the tests need (ffmpeg, Chromium, aiortc in .venv,
-# playwright-core in tests/webrtc), then: fmt, clippy, build, test.
+# playwright-core in tests/webrtc), then: fmt, clippy, build, test, and
+# every fuzz target for 10 s (installs cargo-fuzz if missing).
 # Usage (as root, from anywhere): bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +49,6 @@ echo "== cargo build --workspace (the e2e tests run the built binaries)"
 cargo build --workspace
 echo "== cargo test --workspace"
 cargo test --workspace
+echo "== fuzz/run.sh 10: every fuzz target builds and runs 10 s from the recorded seeds"
+bash fuzz/run.sh 10
 echo "== all checks passed"
