@@ -244,6 +244,89 @@ fn a_panic_costs_its_session_and_one_outside_sessions_restarts_the_dataplane() {
     assert_eq!(gw.session("steady", &id_of(&fresh))["state"], "live");
 }
 
+/// One RTMP message in one chunk (type-0 header on chunk stream 3).
+fn rtmp_message(type_id: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut w = vec![3u8, 0, 0, 0];
+    w.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    w.push(type_id);
+    w.extend_from_slice(&stream.to_le_bytes());
+    w.extend_from_slice(payload);
+    w
+}
+
+fn rtmp_command(stream: u32, name: &str, txn: f64, args: Vec<rml_amf0::Amf0Value>) -> Vec<u8> {
+    use rml_amf0::Amf0Value;
+    let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
+    v.extend(args);
+    rtmp_message(20, stream, &rml_amf0::serialize(&v).unwrap())
+}
+
+/// An RTMP publisher whose SPS and PPS (1100 bytes each) do not fit one
+/// STAP-A once made a packet larger than any send slot as soon as the room
+/// had an RTP egress or WebRTC player: now each goes alone, within the MTU.
+#[test]
+fn an_rtmp_publisher_with_large_parameter_sets_reaches_rtp_in_mtu_sized_packets() {
+    use rml_amf0::Amf0Value;
+    let gw = Gateway::start(1, &[]);
+    gw.room("big");
+    let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    gw.egress(
+        "big",
+        json!({ "host": "127.0.0.1", "port": rx.local_addr().unwrap().port() }),
+    );
+    let mut s = rtmp_raw(&gw);
+    let connect = Amf0Value::Object(
+        [("app".to_string(), Amf0Value::Utf8String("live".into()))]
+            .into_iter()
+            .collect(),
+    );
+    let mut out = rtmp_message(1, 0, &65536u32.to_be_bytes()); // Set Chunk Size
+    out.extend(rtmp_command(0, "connect", 1.0, vec![connect]));
+    out.extend(rtmp_command(0, "createStream", 2.0, vec![Amf0Value::Null]));
+    out.extend(rtmp_command(
+        1,
+        "publish",
+        3.0,
+        vec![Amf0Value::Null, Amf0Value::Utf8String("big".into())],
+    ));
+    s.write_all(&out).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sps = [&[0x67u8, 0x42, 0xc0, 0x1e][..], &[0xaa; 1096]].concat();
+    let pps = [&[0x68u8][..], &[0xbb; 1099]].concat();
+    let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xc0, 0x1e, 0xff, 0xe1];
+    config.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+    config.extend_from_slice(&sps);
+    config.push(1);
+    config.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+    config.extend_from_slice(&pps);
+    let idr = [0x65u8, 0x88, 0x84, 0x00, 0x33];
+    let mut key = vec![0x17, 1, 0, 0, 0];
+    key.extend_from_slice(&(idr.len() as u32).to_be_bytes());
+    key.extend_from_slice(&idr);
+    let mut media = rtmp_message(9, 1, &config);
+    media.extend(rtmp_message(9, 1, &key));
+    s.write_all(&media).unwrap();
+    let mut buf = [0u8; 2048];
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let n = rx
+            .recv(&mut buf)
+            .expect("the egress gets the parameter sets and the IDR");
+        got.push(buf[..n].to_vec());
+    }
+    assert!(
+        got.iter().all(|p| p.len() <= 1500),
+        "{:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(&got[0][12..], &sps[..], "the SPS alone");
+    assert_eq!(&got[1][12..], &pps[..], "the PPS alone");
+    assert_eq!(&got[2][12..], &idr[..]);
+    assert_eq!(gw.healthz().0, 200);
+    assert_eq!(restarts(&gw), 0, "the dataplane never died");
+}
+
 /// Writes `bytes` and reports whether the server closed the connection
 /// within `timeout` (a refused connection is closed right after accept).
 fn closed_after(mut s: std::net::TcpStream, bytes: &[u8], timeout: Duration) -> bool {
