@@ -103,13 +103,25 @@ pub struct Config {
     /// Audio jobs waiting for a shard's transcoder thread; more are dropped.
     #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = 2048)]
     pub transcode_queue: usize,
+    /// Longest RTMP message (bytes) a publisher may send.
+    #[arg(long, env = "MGW_RTMP_MAX_MESSAGE", default_value_t = 4 << 20)]
+    pub rtmp_max_message: usize,
+    /// Most bytes of RTMP messages in progress on one connection.
+    #[arg(long, env = "MGW_RTMP_MAX_PENDING", default_value_t = 8 << 20)]
+    pub rtmp_max_pending: usize,
+    /// Most bytes queued for one RTMP connection that it has not read.
+    #[arg(long, env = "MGW_RTMP_MAX_UNREAD", default_value_t = 1 << 20)]
+    pub rtmp_max_unread: usize,
+    /// DTLS datagrams waiting for a shard's DTLS thread; more are dropped.
+    #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = 4096)]
+    pub dtls_queue: usize,
 }
 
 impl Config {
     /// The dataplane's protective limits as `(flag, value)`: passed to a
     /// spawned dataplane and shown in `/metrics` as `mgw_limit`. An attached
     /// dataplane must be started with the same flags.
-    pub fn dataplane_limits(&self) -> [(&'static str, f64); 6] {
+    pub fn dataplane_limits(&self) -> [(&'static str, f64); 10] {
         [
             ("rtmp-max-conns", self.rtmp_max_conns as f64),
             ("rtmp-max-conns-per-ip", self.rtmp_max_conns_per_ip as f64),
@@ -117,6 +129,10 @@ impl Config {
             ("rtmp-idle-timeout", self.rtmp_idle_timeout),
             ("nack-budget", self.nack_budget as f64),
             ("transcode-queue", self.transcode_queue as f64),
+            ("rtmp-max-message", self.rtmp_max_message as f64),
+            ("rtmp-max-pending", self.rtmp_max_pending as f64),
+            ("rtmp-max-unread", self.rtmp_max_unread as f64),
+            ("dtls-queue", self.dtls_queue as f64),
         ]
     }
 }
@@ -149,6 +165,10 @@ const FILE_KEYS: &[&str] = &[
     "rtmp_idle_timeout",
     "nack_budget",
     "transcode_queue",
+    "rtmp_max_message",
+    "rtmp_max_pending",
+    "rtmp_max_unread",
+    "dtls_queue",
 ];
 
 /// The `--config`/`MGW_CONFIG` file named in `args` or the environment.

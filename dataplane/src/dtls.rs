@@ -303,9 +303,10 @@ pub fn split_keys(km: &[u8], profile: SrtpProfile) -> Option<(SrtpKey, SrtpKey)>
 /// Longest the thread sleeps when no timer is due (it wakes on every message).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// Most DTLS datagrams waiting for the DTLS thread. Beyond it, datagrams
-/// are dropped (and counted by the shard), so a peer flooding DTLS cannot
-/// grow the queue without bound; handshakes retransmit what is lost.
+/// Default for the most DTLS datagrams waiting for the DTLS thread
+/// (`--dtls-queue`). Beyond it, datagrams are dropped (and counted by the
+/// shard as `overload`), so a peer flooding DTLS cannot grow the queue
+/// without bound; handshakes retransmit what is lost.
 pub const MAX_QUEUED_DATAGRAMS: usize = 4096;
 
 /// The shard's ends of a DTLS thread's channels.
@@ -313,6 +314,7 @@ pub struct DtlsLink {
     to: Sender<ToDtls>,
     pub from: Receiver<FromDtls>,
     queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl DtlsLink {
@@ -325,7 +327,7 @@ impl DtlsLink {
 
     /// Queues a datagram; `false` if the queue is full (drop and count it).
     pub fn send_datagram(&self, session: u64, data: Vec<u8>) -> bool {
-        if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED_DATAGRAMS {
+        if self.queued.load(Ordering::Relaxed) >= self.max_queued {
             return false;
         }
         self.queued.fetch_add(1, Ordering::Relaxed);
@@ -334,9 +336,9 @@ impl DtlsLink {
     }
 }
 
-/// Starts a DTLS thread for shard `index`. It exits when the shard drops its
-/// [`DtlsLink`].
-pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
+/// Starts a DTLS thread for shard `index` with room for `max_queued`
+/// datagrams. It exits when the shard drops its [`DtlsLink`].
+pub fn spawn(index: u32, identity: DtlsIdentity, max_queued: usize) -> std::io::Result<DtlsLink> {
     let (to, inbox) = mpsc::channel::<ToDtls>();
     let (outbox, from) = mpsc::channel::<FromDtls>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -397,7 +399,12 @@ pub fn spawn(index: u32, identity: DtlsIdentity) -> std::io::Result<DtlsLink> {
             }
             info!(shard = index, "DTLS thread stopping");
         })?;
-    Ok(DtlsLink { to, from, queued })
+    Ok(DtlsLink {
+        to,
+        from,
+        queued,
+        max_queued,
+    })
 }
 
 #[cfg(test)]

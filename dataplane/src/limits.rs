@@ -13,14 +13,18 @@
 //! | RTMP connections per IP | 64 | a mini-program pushes 1 and plays a few; NAT'd offices share IPs |
 //! | RTMP set-up timeout | 10 s | `connect` + `publish`/`play` takes < 1 s on a mobile link |
 //! | RTMP idle timeout | 10 s | a live pusher sends audio every 20-40 ms; a player sends acks |
-//! | RTMP message before set-up | 64 KiB | commands only (AMF0 ≤ 8 KiB); no media before `publish` |
-//! | RTMP partial messages | 8 MiB in all | 2 keyframes of a 20 Mbit/s stream in flight at once |
-//! | RTMP unread output | 1 MiB | control output a client never reads (pings, errors) |
+//! | RTMP message before set-up | 64 KiB (fixed) | commands only (AMF0 ≤ 8 KiB); no media before `publish` |
+//! | RTMP message of a publisher | 4 MiB | a keyframe of a 20 Mbit/s stream |
+//! | RTMP messages in progress | 8 MiB in all | 2 such keyframes in flight at once |
+//! | RTMP unread output | 1 MiB | twice what a player may fall behind (512 KiB) before skipping |
 //! | NACK answers per player | 400/s, burst 400 | a 4 Mbit/s stream at 100 % loss |
 //! | transcoder queue | 2048 jobs | ~2 s of audio for 50 rooms on one shard |
-//! | DTLS queue | `dtls::MAX_QUEUED_DATAGRAMS` | handshakes are a few datagrams each |
+//! | DTLS queue | 4096 datagrams | a thousand handshakes' flights at once |
 
 use std::net::Ipv4Addr;
+
+use crate::rtmp::chunk::MediaLimits;
+use crate::rtmp::hub::ConnLimits;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -35,6 +39,14 @@ pub struct Limits {
     /// one WebRTC player may cause; also the burst.
     pub nack_per_s: u32,
     pub transcode_queue: usize,
+    /// Longest RTMP message a publisher may send.
+    pub rtmp_max_message: usize,
+    /// Most bytes of RTMP messages in progress on one connection.
+    pub rtmp_max_pending: usize,
+    /// Most bytes queued for one RTMP connection that it has not read.
+    pub rtmp_max_unread: usize,
+    /// DTLS datagrams waiting for a shard's DTLS thread.
+    pub dtls_queue: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +58,23 @@ impl Default for Limits {
             rtmp_idle_timeout: Duration::from_secs(10),
             nack_per_s: 400,
             transcode_queue: 2048,
+            rtmp_max_message: crate::rtmp::chunk::MAX_MESSAGE,
+            rtmp_max_pending: crate::rtmp::chunk::MAX_PARTIAL_BYTES,
+            rtmp_max_unread: crate::rtmp::stream::MAX_UNREAD,
+            dtls_queue: crate::dtls::MAX_QUEUED_DATAGRAMS,
+        }
+    }
+}
+
+impl Limits {
+    /// The memory bounds of one RTMP connection.
+    pub fn rtmp_conn(&self) -> ConnLimits {
+        ConnLimits {
+            media: MediaLimits {
+                max_message: self.rtmp_max_message,
+                max_pending: self.rtmp_max_pending,
+            },
+            max_unread: self.rtmp_max_unread,
         }
     }
 }

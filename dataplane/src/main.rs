@@ -73,6 +73,18 @@ struct Args {
     /// Audio jobs waiting for a shard's transcoder thread; more are dropped.
     #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = Limits::default().transcode_queue)]
     transcode_queue: usize,
+    /// Longest RTMP message (bytes) a publisher may send.
+    #[arg(long, env = "MGW_RTMP_MAX_MESSAGE", default_value_t = Limits::default().rtmp_max_message)]
+    rtmp_max_message: usize,
+    /// Most bytes of RTMP messages in progress on one connection.
+    #[arg(long, env = "MGW_RTMP_MAX_PENDING", default_value_t = Limits::default().rtmp_max_pending)]
+    rtmp_max_pending: usize,
+    /// Most bytes queued for one RTMP connection that it has not read.
+    #[arg(long, env = "MGW_RTMP_MAX_UNREAD", default_value_t = Limits::default().rtmp_max_unread)]
+    rtmp_max_unread: usize,
+    /// DTLS datagrams waiting for a shard's DTLS thread; more are dropped.
+    #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = Limits::default().dtls_queue)]
+    dtls_queue: usize,
     /// Test only: honour datagrams that make a shard panic (see `shard::PANIC_SESSION`).
     #[arg(long, env = "MGW_TEST_PANIC_TRIGGERS", hide = true)]
     test_panic_triggers: bool,
@@ -93,6 +105,11 @@ impl Args {
             rtmp_idle_timeout: secs("rtmp-idle-timeout", self.rtmp_idle_timeout)?,
             nack_per_s: self.nack_budget,
             transcode_queue: self.transcode_queue.max(1),
+            // At least a command's worth: below it no client could publish.
+            rtmp_max_message: self.rtmp_max_message.max(64 << 10),
+            rtmp_max_pending: self.rtmp_max_pending.max(64 << 10),
+            rtmp_max_unread: self.rtmp_max_unread.max(64 << 10),
+            dtls_queue: self.dtls_queue.max(1),
         })
     }
 }

@@ -40,7 +40,9 @@ pub const OUT_CHUNK_SIZE: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    #[error("message of {0} bytes is over the connection's limit ({SETUP_MAX_MESSAGE} before publish, {MAX_MESSAGE} after)")]
+    #[error(
+        "message of {0} bytes is over the connection's limit ({SETUP_MAX_MESSAGE} before publish)"
+    )]
     TooLong(usize),
     #[error("chunk header continues a chunk stream that never started")]
     NoPreviousHeader,
@@ -146,12 +148,28 @@ fn u24(b: &[u8]) -> u32 {
     (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32
 }
 
+/// What a publishing connection may send: the longest message, and the most
+/// bytes of messages in progress at once (`--rtmp-max-message`, `--rtmp-max-pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaLimits {
+    pub max_message: usize,
+    pub max_pending: usize,
+}
+
+impl Default for MediaLimits {
+    fn default() -> Self {
+        MediaLimits {
+            max_message: MAX_MESSAGE,
+            max_pending: MAX_PARTIAL_BYTES,
+        }
+    }
+}
+
 impl ChunkReader {
-    /// The connection publishes now: media messages up to [`MAX_MESSAGE`],
-    /// [`MAX_PARTIAL_BYTES`] in progress.
-    pub fn allow_media(&mut self) {
-        self.max_message = MAX_MESSAGE;
-        self.max_partial_bytes = MAX_PARTIAL_BYTES;
+    /// The connection publishes now: media messages within `limits`.
+    pub fn allow_media(&mut self, limits: MediaLimits) {
+        self.max_message = limits.max_message;
+        self.max_partial_bytes = limits.max_pending;
     }
 
     /// Applies a Set Chunk Size (the reader does so itself for type-1 messages).
@@ -388,7 +406,7 @@ mod tests {
     /// Reads as from a publisher (media-sized messages allowed).
     fn read_all(bytes: &[u8], split: usize) -> Result<Vec<Message>, ChunkError> {
         let mut r = ChunkReader::default();
-        r.allow_media();
+        r.allow_media(MediaLimits::default());
         r.set_chunk_size(4096).unwrap();
         let mut out = Vec::new();
         for part in bytes.chunks(split) {
@@ -450,7 +468,7 @@ mod tests {
         let e = r.push(&wire, |_| Ok(())).unwrap_err();
         assert!(matches!(e, ChunkError::TooLong(_)) && e.is_memory_limit());
         let mut r = ChunkReader::default();
-        r.allow_media();
+        r.allow_media(MediaLimits::default());
         r.set_chunk_size(4096).unwrap();
         let mut n = 0;
         r.push(&wire, |_| {
@@ -461,7 +479,7 @@ mod tests {
         assert_eq!(n, 1, "a publisher's keyframe of that size is fine");
         // Five 3 MiB messages, 2 MiB of each sent: over MAX_PARTIAL_BYTES.
         let mut r = ChunkReader::default();
-        r.allow_media();
+        r.allow_media(MediaLimits::default());
         r.set_chunk_size(1 << 20).unwrap();
         let len = (3u32 << 20).to_be_bytes();
         let mut err = None;

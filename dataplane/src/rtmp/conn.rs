@@ -16,7 +16,7 @@ use rml_amf0::Amf0Value;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use std::collections::HashMap;
 
-use super::chunk::{write_message, ChunkError, ChunkReader, Message, OUT_CHUNK_SIZE};
+use super::chunk::{write_message, ChunkError, ChunkReader, MediaLimits, Message, OUT_CHUNK_SIZE};
 
 /// Message type ids (RTMP spec §5.4, §7.1).
 pub mod types {
@@ -427,8 +427,8 @@ impl Conn {
     }
 
     /// Publishing may start: media-sized messages are accepted from now on.
-    pub fn accept_publish(&mut self, key: &str) {
-        self.reader.allow_media();
+    pub fn accept_publish(&mut self, key: &str, limits: MediaLimits) {
+        self.reader.allow_media(limits);
         let s = status(
             "status",
             "NetStream.Publish.Start",

@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::chunk::MediaLimits;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
@@ -291,6 +292,25 @@ pub struct Hub {
     events: Vec<Event>,
     /// Connections closed by a memory bound ([`Limit::RtmpMemory`]), since start.
     pub limit_hits: [u64; Limit::COUNT],
+    /// What one connection may make the shard hold.
+    pub limits: ConnLimits,
+}
+
+/// Memory bounds of one RTMP connection (see [`crate::limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub media: MediaLimits,
+    /// Bytes queued for it that it has not read, control output included.
+    pub max_unread: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            media: MediaLimits::default(),
+            max_unread: super::stream::MAX_UNREAD,
+        }
+    }
 }
 
 /// What bridging one RTP video packet to RTMP asks of the shard.
@@ -320,10 +340,12 @@ impl Hub {
             stats: HubStats::default(),
             events: Vec::new(),
             limit_hits: [0; Limit::COUNT],
+            limits: ConnLimits::default(),
         }
     }
 
-    pub fn insert(&mut self, idx: u32, state: ConnState) {
+    pub fn insert(&mut self, idx: u32, mut state: ConnState) {
+        state.queue.max_unread = self.limits.max_unread;
         self.conns.insert(idx, state);
     }
 
@@ -655,7 +677,7 @@ impl Hub {
         self.jobs.push(Job::Reset { room });
         if let Some(st) = self.conns.get_mut(&idx) {
             st.role = Role::Publisher(room);
-            st.conn.accept_publish(key);
+            st.conn.accept_publish(key, self.limits.media);
         }
         self.announce(idx, room, true);
         self.flush_conn(idx, actions);

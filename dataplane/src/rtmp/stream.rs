@@ -181,7 +181,6 @@ pub enum Offer {
 
 /// Bytes waiting to be written to one player, bounded by size: a slow
 /// player loses whole GOPs, not the end-to-end delay.
-#[derive(Default)]
 pub struct PlayerQueue {
     queue: VecDeque<Bytes>,
     bytes: usize,
@@ -192,14 +191,30 @@ pub struct PlayerQueue {
     /// too, as nginx-rtmp's `wait_video`).
     pub wait_keyframe: bool,
     pub dropped: u64,
+    /// Most bytes of control output and config messages it may leave
+    /// unread ([`MAX_UNREAD`] unless the hub sets `--rtmp-max-unread`).
+    pub max_unread: usize,
+}
+
+impl Default for PlayerQueue {
+    fn default() -> Self {
+        PlayerQueue {
+            queue: VecDeque::new(),
+            bytes: 0,
+            behind_since: None,
+            wait_keyframe: false,
+            dropped: 0,
+            max_unread: MAX_UNREAD,
+        }
+    }
 }
 
 impl PlayerQueue {
     /// Control output (handshake, command answers): never dropped, but a
-    /// client that lets [`MAX_UNREAD`] pile up (pings it never reads the
+    /// client that lets `max_unread` pile up (pings it never reads the
     /// answers to, commands in a loop) is not reading: false, close it.
     pub fn push_control(&mut self, b: Bytes) -> bool {
-        if self.bytes + b.len() > MAX_UNREAD {
+        if self.bytes + b.len() > self.max_unread {
             return false;
         }
         self.bytes += b.len();
@@ -233,6 +248,11 @@ impl PlayerQueue {
             self.behind_since = Some(now);
             self.dropped += 1;
             return Offer::Dropped;
+        }
+        // Config is always delivered, so it alone could grow the queue of a
+        // player that never reads (a publisher sending metadata in a loop).
+        if config && self.bytes + b.len() > self.max_unread {
+            return Offer::Disconnect;
         }
         self.bytes += b.len();
         self.queue.push_back(b.clone());
@@ -359,6 +379,23 @@ mod tests {
             q.offer(t0 + BEHIND_TIMEOUT, &frame, Frame::Delta),
             Offer::Disconnect
         );
+    }
+
+    /// Config messages are always delivered; a publisher sending them in a
+    /// loop to a player that never reads gets that player disconnected
+    /// once `max_unread` is queued, not an unbounded queue.
+    #[test]
+    fn config_for_a_player_that_never_reads_is_bounded() {
+        let mut q = PlayerQueue {
+            max_unread: 10_000,
+            ..PlayerQueue::default()
+        };
+        let meta = Bytes::from(vec![0u8; 1000]);
+        let t0 = Instant::now();
+        let offers: Vec<Offer> = (0..20).map(|_| q.offer(t0, &meta, Frame::Config)).collect();
+        assert_eq!(offers.iter().filter(|o| **o == Offer::Queued).count(), 10);
+        assert_eq!(offers.last(), Some(&Offer::Disconnect));
+        assert!(q.bytes() <= 10_000);
     }
 
     #[test]

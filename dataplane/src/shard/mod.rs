@@ -247,7 +247,7 @@ impl Shard {
         // SAFETY: as above for msghdr.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let dtls = dtls::spawn(cfg.index, cfg.dtls.clone())?;
+        let dtls = dtls::spawn(cfg.index, cfg.dtls.clone(), cfg.limits.dtls_queue)?;
         let rtmp = cfg.rtmp.take().map(|r| RtmpIo::new(r, cfg.index));
         let transcode = match &rtmp {
             Some(_) => Some(crate::transcode::spawn(

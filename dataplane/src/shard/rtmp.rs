@@ -156,7 +156,11 @@ impl RtmpIo {
             conns: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
-            hub: Hub::new(cfg.gop_cache, shard),
+            hub: {
+                let mut hub = Hub::new(cfg.gop_cache, shard);
+                hub.limits = cfg.limits.rtmp_conn();
+                hub
+            },
             actions: Vec::new(),
             inbox: cfg.inbox,
             peers: cfg.peers,
