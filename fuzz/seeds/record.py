@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Records fuzz seeds from real clients (ffmpeg), in each target's input format.
 
-Usage: fuzz/seeds/record.py RTMP_PORT
+Usage: fuzz/seeds/record.py RTMP_PORT [API_URL UDP_PORTS]
   (a running gateway's RTMP port; `target/debug/controlplane` with defaults
-  listens on 1935). Writes fuzz/seeds/{udp_router,rtp_h264,rtmp_hub,rtmp_conn,
-  rtmp_chunks,flv_video,avc_config,rtcp_walk}/*.
+  listens on 1935). Writes fuzz/seeds/{udp_router,h264_rtp,rtmp_hub,rtmp_conn,
+  rtmp_chunks,flv_video,avc_config,rtcp_walk,srtp_unprotect,stun_parse}/*.
+  With API_URL (e.g. http://127.0.0.1:8080) and the gateway's UDP_PORTS
+  (e.g. 40000-40999), also aiortc's datagrams (STUN, DTLS, SRTP, SRTCP) as
+  a WHIP publisher and a WHEP player, caught with tcpdump on loopback.
 
 - ffmpeg's RTP (H264 packetization mode 1 and Opus) and its RTCP sender
   reports are caught on a local UDP socket.
 - ffmpeg's RTMP publish and play byte streams are caught by a TCP proxy in
   front of the gateway (client to server, after the 3073-byte handshake).
+- aiortc (tests/webrtc/aiortc_client.py, the e2e tests' WebRTC client) is
+  captured with tcpdump: what it sends to the gateway's UDP ports.
 
 The harness formats are in dataplane/src/fuzz.rs: `[op][len/8][bytes]...`.
 """
@@ -174,6 +179,78 @@ def record_rtmp(rtmp_port):
     print(f"RTMP: {len(publish)} bytes published, {len(play)} bytes from the player")
 
 
+def udp_payloads(pcap, ports):
+    """(dst port, payload) of the IPv4 UDP datagrams to `ports` in a pcap file."""
+    import struct
+    data = open(pcap, "rb").read()
+    endian = "<" if data[:4] == b"\xd4\xc3\xb2\xa1" else ">"
+    link = struct.unpack(endian + "I", data[20:24])[0]
+    off, out = 24, []
+    while off + 16 <= len(data):
+        incl = struct.unpack(endian + "I", data[off + 8:off + 12])[0]
+        frame = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        ip = frame[14:] if link == 1 else frame[16:] if link == 113 else frame[4:]
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        udp = ip[(ip[0] & 15) * 4:]
+        dport = int.from_bytes(udp[2:4], "big")
+        if ports[0] <= dport <= ports[1]:
+            out.append((dport, bytes(udp[8:])))
+    return out
+
+
+def record_aiortc(api, ports):
+    import tempfile
+    import time
+    root = os.path.dirname(os.path.dirname(HERE))
+    py = os.path.join(root, ".venv/bin/python")
+    client = os.path.join(root, "tests/webrtc/aiortc_client.py")
+    clip = subprocess.run(["ls", os.path.join(root, "target/debug/e2e-media")],
+                          capture_output=True, text=True).stdout.split()
+    clip = [c for c in clip if c.endswith(".ts")]
+    pcap = tempfile.mktemp(suffix=".pcap")
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-w", pcap, "-U", "udp", "and", "dst",
+                             "portrange", f"{ports[0]}-{ports[1]}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    media = ["--file", os.path.join(root, "target/debug/e2e-media", clip[0])] if clip else []
+    pub = subprocess.Popen([py, client, "publish", f"{api}/whip/seeds", "--seconds", "4"] + media,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.5)
+    subprocess.run([py, client, "play", f"{api}/whep/seeds", "--seconds", "2"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    pub.wait(timeout=30)
+    time.sleep(0.5)
+    dump.terminate()
+    dump.wait()
+    got = udp_payloads(pcap, ports)
+    os.unlink(pcap)
+    by_port = {}
+    for port, p in got:
+        by_port.setdefault(port, []).append(p)
+    sessions = sorted(by_port.values(), key=len, reverse=True)
+    payloads = [p for _, p in got]
+    stun = [p for p in payloads if p and p[0] < 4]
+    dtls = [p for p in payloads if p and 20 <= p[0] <= 63]
+    srtp = [p for p in payloads if p and 128 <= p[0] <= 191]
+    for i, p in enumerate(stun[:3]):
+        save("stun_parse", f"aiortc-check-{i}", p)
+    for i, p in enumerate(srtp[:4]):
+        save("srtp_unprotect", f"aiortc-srtp-{i}", bytes([i % 3]) + p)
+    if sessions:
+        # The publisher's first datagrams (checks, DTLS flights, SRTP) as the
+        # publisher's (op 1), the player's as the player's (op 4).
+        seed = b"".join(framed(1, p) for p in sessions[0][:40])
+        if len(sessions) > 1:
+            seed += b"".join(framed(4, p) for p in sessions[1][:20])
+        save("udp_router", "aiortc-publisher-and-player", seed)
+    print(f"aiortc: {len(got)} datagrams ({len(stun)} STUN, {len(dtls)} DTLS, {len(srtp)} SRTP/SRTCP)")
+
+
 if __name__ == "__main__":
     record_rtp()
     record_rtmp(int(sys.argv[1]) if len(sys.argv) > 1 else 1935)
+    if len(sys.argv) > 3:
+        lo, hi = sys.argv[3].split("-")
+        record_aiortc(sys.argv[2], (int(lo), int(hi)))

@@ -261,12 +261,32 @@ fn rtmp_command(stream: u32, name: &str, txn: f64, args: Vec<rml_amf0::Amf0Value
     rtmp_message(20, stream, &rml_amf0::serialize(&v).unwrap())
 }
 
+/// `connect` (app `live`), `createStream` and `publish ROOM`, after a Set
+/// Chunk Size of 64 KiB so each command is one chunk.
+fn publish_commands(room: &str) -> Vec<u8> {
+    use rml_amf0::Amf0Value;
+    let connect = Amf0Value::Object(
+        [("app".to_string(), Amf0Value::Utf8String("live".into()))]
+            .into_iter()
+            .collect(),
+    );
+    let mut out = rtmp_message(1, 0, &65536u32.to_be_bytes());
+    out.extend(rtmp_command(0, "connect", 1.0, vec![connect]));
+    out.extend(rtmp_command(0, "createStream", 2.0, vec![Amf0Value::Null]));
+    out.extend(rtmp_command(
+        1,
+        "publish",
+        3.0,
+        vec![Amf0Value::Null, Amf0Value::Utf8String(room.into())],
+    ));
+    out
+}
+
 /// An RTMP publisher whose SPS and PPS (1100 bytes each) do not fit one
 /// STAP-A once made a packet larger than any send slot as soon as the room
 /// had an RTP egress or WebRTC player: now each goes alone, within the MTU.
 #[test]
 fn an_rtmp_publisher_with_large_parameter_sets_reaches_rtp_in_mtu_sized_packets() {
-    use rml_amf0::Amf0Value;
     let gw = Gateway::start(1, &[]);
     gw.room("big");
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -276,21 +296,7 @@ fn an_rtmp_publisher_with_large_parameter_sets_reaches_rtp_in_mtu_sized_packets(
         json!({ "host": "127.0.0.1", "port": rx.local_addr().unwrap().port() }),
     );
     let mut s = rtmp_raw(&gw);
-    let connect = Amf0Value::Object(
-        [("app".to_string(), Amf0Value::Utf8String("live".into()))]
-            .into_iter()
-            .collect(),
-    );
-    let mut out = rtmp_message(1, 0, &65536u32.to_be_bytes()); // Set Chunk Size
-    out.extend(rtmp_command(0, "connect", 1.0, vec![connect]));
-    out.extend(rtmp_command(0, "createStream", 2.0, vec![Amf0Value::Null]));
-    out.extend(rtmp_command(
-        1,
-        "publish",
-        3.0,
-        vec![Amf0Value::Null, Amf0Value::Utf8String("big".into())],
-    ));
-    s.write_all(&out).unwrap();
+    s.write_all(&publish_commands("big")).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let sps = [&[0x67u8, 0x42, 0xc0, 0x1e][..], &[0xaa; 1096]].concat();
     let pps = [&[0x68u8][..], &[0xbb; 1099]].concat();
@@ -345,6 +351,8 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
             "3",
             "--rtmp-setup-timeout",
             "1.5",
+            "--rtmp-idle-timeout",
+            "1.5",
         ],
     );
     let connect = || std::net::TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
@@ -368,10 +376,29 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     header.extend_from_slice(&[20, 0, 0, 0, 0]);
     s.write_all(&header).unwrap();
     assert!(closed_within(&mut s, Duration::from_secs(2)));
+    // A publisher that goes silent (a phone that lost its network) is closed
+    // after the idle timeout, so a stale push does not hold the room.
+    let publishing = |room: &str| {
+        let (code, v) = gw.get(&format!("/v1/rooms/{room}"));
+        code == 200
+            && v["ingests"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|s| s["kind"] == "rtmp_publish" && s["state"] == "live")
+            })
+    };
+    let mut s = rtmp_raw(&gw);
+    s.write_all(&publish_commands("quiet")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(publishing("quiet"), "the raw publisher was not accepted");
+    let t0 = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    eprintln!("silent publisher closed after {:?}", t0.elapsed());
     settle();
+    assert!(!publishing("quiet"));
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_conns_per_ip\"") >= 1.0);
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_setup_timeout\"") >= 3.0);
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_memory\"") >= 1.0);
+    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_idle\"") >= 1.0);
     assert_eq!(
         gw.metric("mgw_limit", "name=\"rtmp-max-conns-per-ip\""),
         3.0
@@ -379,14 +406,7 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     // Slots come back: a publisher still gets in and is served.
     let mut publisher = Reap(ffmpeg_rtmp_publish(&gw, "after", 3));
     let deadline = Instant::now() + Duration::from_secs(10);
-    let publishing = || {
-        let (code, v) = gw.get("/v1/rooms/after");
-        code == 200
-            && v["ingests"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|s| s["kind"] == "rtmp_publish"))
-    };
-    while !publishing() {
+    while !publishing("after") {
         assert!(
             Instant::now() < deadline,
             "publisher refused after the limits"

@@ -249,19 +249,32 @@ impl Shard {
         for _ in 0..64 {
             let Some(io) = self.rtmp.as_mut() else { return };
             let Ok(h) = io.inbox.try_recv() else { break };
-            let Some(idx) = self.adopt(now, h.sock, h.state, h.counted_ip) else {
+            let Handoff {
+                sock,
+                state,
+                events,
+                counted_ip,
+                accepted_at,
+            } = *h;
+            let Some(idx) = self.adopt(now, sock, state, counted_ip) else {
                 continue;
             };
             if let Some(slot) = self.tcp_slot(idx) {
                 // The set-up timeout runs from the first accept.
-                slot.accepted_at = h.accepted_at;
+                slot.accepted_at = accepted_at;
             }
             debug!(
                 shard = self.cfg.index,
                 idx, "RTMP connection handed over to this shard"
             );
-            for ev in h.events {
-                self.with_hub(|hub, rooms, actions| hub.on_event(now, idx, ev, rooms, actions));
+            let replayed = super::contained(|| {
+                for ev in events {
+                    self.with_hub(|hub, rooms, actions| hub.on_event(now, idx, ev, rooms, actions));
+                }
+            });
+            if let Err(why) = replayed {
+                self.rtmp_panic_contained(idx, &why);
+                continue;
             }
             self.arm_tcp_recv(idx);
             self.run_actions();
@@ -487,21 +500,28 @@ impl Shard {
             slot.buf = buf;
         }
         if let Err(why) = handled {
-            self.turns.panics += 1;
-            tracing::error!(
-                shard = self.cfg.index,
-                idx,
-                "panic contained while handling an RTMP connection's bytes ({why}); closing it"
-            );
-            if let Some(io) = self.rtmp.as_mut() {
-                io.actions.clear();
-            }
-            self.close_tcp(idx, "internal error");
-            self.maybe_release(idx);
+            self.rtmp_panic_contained(idx, &why);
             return;
         }
         self.run_actions();
         self.arm_tcp_recv(idx);
+    }
+
+    /// A panic was contained while handling connection `idx`'s input: close
+    /// it (its hub state may be half-changed), drop what the hub asked for
+    /// meanwhile, count it.
+    fn rtmp_panic_contained(&mut self, idx: u32, why: &str) {
+        self.turns.panics += 1;
+        tracing::error!(
+            shard = self.cfg.index,
+            idx,
+            "panic contained while handling an RTMP connection ({why}); closing it"
+        );
+        if let Some(io) = self.rtmp.as_mut() {
+            io.actions.clear();
+        }
+        self.close_tcp(idx, "internal error");
+        self.maybe_release(idx);
     }
 
     pub(super) fn on_tcp_send(&mut self, gen: u32, idx: u32, res: i32) {
