@@ -22,7 +22,8 @@ use gateway_ring::msg::SrtpKey;
 
 const PWD: &[u8] = b"0123456789abcdef01234567";
 
-fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
+/// A WebRTC session of room 1 whose ICE password is `PWD` (also the router's tests').
+pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
     WebrtcSpec {
         session,
         room: 1,
@@ -49,7 +50,7 @@ fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
 }
 
 /// A valid ICE connectivity check from the client of WebRTC session `session`.
-fn check(session: u64) -> Vec<u8> {
+pub(crate) fn check(session: u64) -> Vec<u8> {
     let mut buf = vec![0u8; 200];
     let user = format!("srv{session}:cli");
     let Ok(mut w) = Writer::new(&mut buf, BINDING_REQUEST, &[session as u8; 12]) else {

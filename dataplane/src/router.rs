@@ -1356,47 +1356,10 @@ mod tests {
 #[cfg(test)]
 mod webrtc_tests {
     use super::*;
-    use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
     use gateway_ring::msg::{SrtpSuite, TrackSpec};
 
-    fn spec(session: u64, direction: Direction) -> WebrtcSpec {
-        WebrtcSpec {
-            session,
-            room: 1,
-            port: 0,
-            direction,
-            ice_ufrag: format!("srv{session}"),
-            ice_pwd: "0123456789abcdef01234567".into(),
-            remote_ufrag: "cli".into(),
-            remote_fingerprint: [0; 32],
-            tracks: vec![
-                TrackSpec {
-                    kind: MediaKind::Video,
-                    pt: 102,
-                    ssrc: 0x5000 + session as u32,
-                },
-                TrackSpec {
-                    kind: MediaKind::Audio,
-                    pt: 111,
-                    ssrc: 0x6000 + session as u32,
-                },
-            ],
-            created_ms: 0,
-        }
-    }
-
-    fn check(session: u64) -> Vec<u8> {
-        let mut buf = vec![0u8; 200];
-        let user = format!("srv{session}:cli");
-        let mut w = Writer::new(&mut buf, BINDING_REQUEST, &[session as u8; 12]).unwrap();
-        w.attribute(attr::USERNAME, user.as_bytes()).unwrap();
-        w.attribute(attr::USE_CANDIDATE, &[]).unwrap();
-        w.integrity(b"0123456789abcdef01234567").unwrap();
-        w.fingerprint().unwrap();
-        let n = w.finish();
-        buf.truncate(n);
-        buf
-    }
+    // The same WebRTC session spec and ICE check the fuzz harness uses.
+    use crate::fuzz::{check, webrtc as spec};
 
     fn keys(seed: u8) -> SrtpKey {
         SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[seed; 28]).unwrap()
@@ -1441,6 +1404,23 @@ mod webrtc_tests {
         r.install_keys(t0, 1, &keys(1), &keys(2));
         r.install_keys(t0, 2, &keys(3), &keys(4));
         (r, p, s, SrtpContext::new(&keys(1)), t0)
+    }
+
+    /// Video packets `seqs` from the publisher, each fanned out to the subscriber.
+    fn forward(
+        r: &mut Router,
+        (p, s): (Handle, Handle),
+        client: &mut SrtpContext,
+        t0: Instant,
+        seqs: std::ops::Range<u16>,
+    ) {
+        for seq in seqs {
+            let mut pkt = srtp(client, 102, seq, 0xabc);
+            let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+            let mut out = vec![0u8; 1600];
+            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+            r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+        }
     }
 
     #[test]
@@ -1515,13 +1495,7 @@ mod webrtc_tests {
     #[test]
     fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
         let (mut r, p, s, mut client, t0) = connected();
-        for seq in 100..110u16 {
-            let mut pkt = srtp(&mut client, 102, seq, 0xabc);
-            let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
-            let mut out = vec![0u8; 1600];
-            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
-            r.prepare_egress(t0, s, &inb, &mut out).unwrap();
-        }
+        forward(&mut r, (p, s), &mut client, t0, 100..110);
         let mut controls = Vec::new();
         r.take_controls(&mut controls);
         controls.clear();
@@ -1569,13 +1543,7 @@ mod webrtc_tests {
     #[test]
     fn a_nack_storm_is_answered_within_the_budget() {
         let (mut r, p, s, mut client, t0) = connected();
-        for seq in 0..100u16 {
-            let mut pkt = srtp(&mut client, 102, seq, 0xabc);
-            let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
-            let mut out = vec![0u8; 1600];
-            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
-            r.prepare_egress(t0, s, &inb, &mut out).unwrap();
-        }
+        forward(&mut r, (p, s), &mut client, t0, 0..100);
         let mut controls = Vec::new();
         r.take_controls(&mut controls);
         let mut sub_tx = SrtpContext::new(&keys(3));

@@ -1012,6 +1012,26 @@ pub fn rtmp_raw(gw: &Gateway) -> std::net::TcpStream {
     }
 }
 
+/// One hand-made RTMP message in one chunk: a type-0 header on chunk stream 3.
+pub fn rtmp_message(type_id: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut w = vec![3u8, 0, 0, 0];
+    w.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    w.push(type_id);
+    w.extend_from_slice(&stream.to_le_bytes());
+    w.extend_from_slice(payload);
+    w
+}
+
+/// An AMF0 command as one RTMP message on message stream `stream`.
+pub fn rtmp_command(stream: u32, name: &str, txn: f64, args: Vec<rml_amf0::Amf0Value>) -> Vec<u8> {
+    let mut v = vec![
+        rml_amf0::Amf0Value::Utf8String(name.into()),
+        rml_amf0::Amf0Value::Number(txn),
+    ];
+    v.extend(args);
+    rtmp_message(20, stream, &rml_amf0::serialize(&v).unwrap())
+}
+
 /// Reads until the peer closes (returns true) or `timeout` passes (false).
 pub fn closed_within(s: &mut std::net::TcpStream, timeout: Duration) -> bool {
     use std::io::Read;

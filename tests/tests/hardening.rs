@@ -244,23 +244,6 @@ fn a_panic_costs_its_session_and_one_outside_sessions_restarts_the_dataplane() {
     assert_eq!(gw.session("steady", &id_of(&fresh))["state"], "live");
 }
 
-/// One RTMP message in one chunk (type-0 header on chunk stream 3).
-fn rtmp_message(type_id: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut w = vec![3u8, 0, 0, 0];
-    w.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    w.push(type_id);
-    w.extend_from_slice(&stream.to_le_bytes());
-    w.extend_from_slice(payload);
-    w
-}
-
-fn rtmp_command(stream: u32, name: &str, txn: f64, args: Vec<rml_amf0::Amf0Value>) -> Vec<u8> {
-    use rml_amf0::Amf0Value;
-    let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
-    v.extend(args);
-    rtmp_message(20, stream, &rml_amf0::serialize(&v).unwrap())
-}
-
 /// `connect` (app `live`), `createStream` and `publish ROOM`, after a Set
 /// Chunk Size of 64 KiB so each command is one chunk.
 fn publish_commands(room: &str) -> Vec<u8> {

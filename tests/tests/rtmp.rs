@@ -90,22 +90,6 @@ fn the_gop_cache_gives_a_first_frame_sooner() {
     );
 }
 
-/// Hand-made chunks: a type-0 header on chunk stream 3, one chunk.
-fn chunk(type_id: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut w = vec![3u8, 0, 0, 0];
-    w.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    w.push(type_id);
-    w.extend_from_slice(&stream.to_le_bytes());
-    w.extend_from_slice(payload);
-    w
-}
-
-fn command(name: &str, txn: f64, args: Vec<Amf0Value>) -> Vec<u8> {
-    let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
-    v.extend(args);
-    chunk(20, 0, &rml_amf0::serialize(&v).unwrap())
-}
-
 #[test]
 fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
     let gw = Gateway::start(1, &["--auto-room", "false"]);
@@ -133,7 +117,8 @@ fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
 
     // A chunk size of zero: closed.
     let mut s = rtmp_raw(&gw);
-    s.write_all(&chunk(1, 0, &0u32.to_be_bytes())).unwrap();
+    s.write_all(&rtmp_message(1, 0, &0u32.to_be_bytes()))
+        .unwrap();
     assert!(
         closed_within(&mut s, Duration::from_secs(3)),
         "chunk size 0 not closed"
@@ -141,7 +126,7 @@ fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
 
     // An unknown command gets an `_error`, and the connection stays usable.
     let mut s = rtmp_raw(&gw);
-    s.write_all(&command("frobnicate", 7.0, vec![Amf0Value::Null]))
+    s.write_all(&rtmp_command(0, "frobnicate", 7.0, vec![Amf0Value::Null]))
         .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut buf = [0u8; 4096];
