@@ -26,12 +26,17 @@ impl SteadyRoom {
         gw.room(room);
         let video = gw.ingest(room, json!({ "kind": "video" }));
         let audio = gw.ingest(room, json!({ "kind": "audio" }));
-        let e = gw.egress(
-            room,
-            json!({ "host": "127.0.0.1", "port": free_udp_quad() }),
-        );
+        let port = free_udp_quad();
+        let e = gw.egress(room, json!({ "host": "127.0.0.1", "port": port }));
         let receiver = Receiver::start(e["sdp"].as_str().unwrap(), STEADY_SECS);
-        std::thread::sleep(Duration::from_millis(500)); // listening before the first packet
+        // Listening before the first packet (the clip's first IDR): ffmpeg
+        // holds both ports once it is. Under parallel tests its start-up
+        // took over 500 ms, and it began at the next IDR, 2 s in.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ![port, port + 2].iter().all(|&p| udp_port_bound(p)) {
+            assert!(Instant::now() < deadline, "the receiver never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let target = |v: &Value| RtpTarget {
             port: port_of(v),
             srtp_key: None,
@@ -65,6 +70,18 @@ impl SteadyRoom {
             "{a} audio frames:\n{log}"
         );
     }
+}
+
+/// Whether some socket is bound to UDP `port` (read from /proc, so the
+/// check never races the program about to bind it).
+fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let wanted = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&wanted))
 }
 
 fn restarts(gw: &Gateway) -> u64 {
@@ -335,7 +352,7 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
             "--rtmp-setup-timeout",
             "1.5",
             "--rtmp-idle-timeout",
-            "1.5",
+            "3",
         ],
     );
     let connect = || std::net::TcpStream::connect(("127.0.0.1", gw.rtmp)).unwrap();
@@ -371,10 +388,15 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     };
     let mut s = rtmp_raw(&gw);
     s.write_all(&publish_commands("quiet")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(publishing("quiet"), "the raw publisher was not accepted");
     let t0 = Instant::now();
-    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    while !publishing("quiet") {
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "the raw publisher was not accepted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(closed_within(&mut s, Duration::from_secs(6)));
     eprintln!("silent publisher closed after {:?}", t0.elapsed());
     settle();
     assert!(!publishing("quiet"));
