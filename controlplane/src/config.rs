@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
+use gateway_ring::limits::DEFAULT;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -86,34 +87,34 @@ pub struct Config {
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,
     /// Most RTMP connections the dataplane holds; more are refused at accept.
-    #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = 4096)]
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = DEFAULT.rtmp_max_conns)]
     pub rtmp_max_conns: u32,
     /// Most RTMP connections from one client IP.
-    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = 64)]
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = DEFAULT.rtmp_max_conns_per_ip)]
     pub rtmp_max_conns_per_ip: u32,
     /// Seconds an RTMP connection has to finish `connect` + `publish`/`play`.
-    #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = DEFAULT.rtmp_setup_timeout.as_secs_f64())]
     pub rtmp_setup_timeout: f64,
     /// Seconds an RTMP publisher may send nothing before it is closed.
-    #[arg(long, env = "MGW_RTMP_IDLE_TIMEOUT", default_value_t = 10.0)]
+    #[arg(long, env = "MGW_RTMP_IDLE_TIMEOUT", default_value_t = DEFAULT.rtmp_idle_timeout.as_secs_f64())]
     pub rtmp_idle_timeout: f64,
     /// Retransmissions per second one WebRTC player's NACKs may cause.
-    #[arg(long, env = "MGW_NACK_BUDGET", default_value_t = 400)]
+    #[arg(long, env = "MGW_NACK_BUDGET", default_value_t = DEFAULT.nack_per_s)]
     pub nack_budget: u32,
     /// Audio jobs waiting for a shard's transcoder thread; more are dropped.
-    #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = 2048)]
+    #[arg(long, env = "MGW_TRANSCODE_QUEUE", default_value_t = DEFAULT.transcode_queue)]
     pub transcode_queue: usize,
     /// Longest RTMP message (bytes) a publisher may send.
-    #[arg(long, env = "MGW_RTMP_MAX_MESSAGE", default_value_t = 4 << 20)]
+    #[arg(long, env = "MGW_RTMP_MAX_MESSAGE", default_value_t = DEFAULT.rtmp_max_message)]
     pub rtmp_max_message: usize,
     /// Most bytes of RTMP messages in progress on one connection.
-    #[arg(long, env = "MGW_RTMP_MAX_PENDING", default_value_t = 8 << 20)]
+    #[arg(long, env = "MGW_RTMP_MAX_PENDING", default_value_t = DEFAULT.rtmp_max_pending)]
     pub rtmp_max_pending: usize,
     /// Most bytes queued for one RTMP connection that it has not read.
-    #[arg(long, env = "MGW_RTMP_MAX_UNREAD", default_value_t = 1 << 20)]
+    #[arg(long, env = "MGW_RTMP_MAX_UNREAD", default_value_t = DEFAULT.rtmp_max_unread)]
     pub rtmp_max_unread: usize,
     /// DTLS datagrams waiting for a shard's DTLS thread; more are dropped.
-    #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = 4096)]
+    #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = DEFAULT.dtls_queue)]
     pub dtls_queue: usize,
 }
 

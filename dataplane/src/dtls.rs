@@ -307,7 +307,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// (`--dtls-queue`). Beyond it, datagrams are dropped (and counted by the
 /// shard as `overload`), so a peer flooding DTLS cannot grow the queue
 /// without bound; handshakes retransmit what is lost.
-pub const MAX_QUEUED_DATAGRAMS: usize = 4096;
+pub const MAX_QUEUED_DATAGRAMS: usize = gateway_ring::limits::DEFAULT.dtls_queue;
 
 /// The shard's ends of a DTLS thread's channels.
 pub struct DtlsLink {

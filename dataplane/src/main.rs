@@ -198,12 +198,7 @@ fn main() {
     // contains them (one session ends) or not (the process exits).
     std::panic::set_hook(Box::new(|info| {
         let thread = std::thread::current();
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let msg = dataplane::shard::panic_message(info.payload());
         let place = info.location().map(|l| l.to_string()).unwrap_or_default();
         error!(thread = thread.name().unwrap_or("?"), %place, "panic: {msg}");
     }));

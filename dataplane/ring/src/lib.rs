@@ -25,6 +25,7 @@
 //! [`Region::event_producer`], polled once per io_uring loop turn.
 
 pub mod layout;
+pub mod limits;
 pub mod msg;
 pub mod spsc;
 pub mod token;

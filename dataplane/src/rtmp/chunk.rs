@@ -24,12 +24,12 @@
 use bytes::Bytes;
 
 /// Longest message accepted from a publisher (a keyframe of a high-bitrate stream fits).
-pub const MAX_MESSAGE: usize = 4 << 20;
+pub const MAX_MESSAGE: usize = gateway_ring::limits::DEFAULT.rtmp_max_message;
 /// Most chunk streams with a message in progress at once.
 pub const MAX_PARTIAL: usize = 16;
 /// Most bytes of messages in progress at once, all chunk streams together,
 /// from a publisher: what one connection can make the shard hold for it.
-pub const MAX_PARTIAL_BYTES: usize = 8 << 20;
+pub const MAX_PARTIAL_BYTES: usize = gateway_ring::limits::DEFAULT.rtmp_max_pending;
 /// Before a connection publishes (handshake, `connect`, `createStream`,
 /// `play`; every player, every client that has not authenticated): the
 /// longest message and the most bytes in progress. Commands are small

@@ -138,7 +138,7 @@ pub const QUEUE_SOFT_LIMIT: usize = 512 * 1024;
 /// Most bytes waiting for one connection, media and control together;
 /// media stops at [`QUEUE_SOFT_LIMIT`], so only control output it never
 /// reads gets here.
-pub const MAX_UNREAD: usize = 1 << 20;
+pub const MAX_UNREAD: usize = gateway_ring::limits::DEFAULT.rtmp_max_unread;
 /// A player that stays behind this long is disconnected.
 pub const BEHIND_TIMEOUT: Duration = Duration::from_secs(5);
 

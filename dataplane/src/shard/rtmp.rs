@@ -158,7 +158,7 @@ impl RtmpIo {
             next_gen: 1,
             hub: {
                 let mut hub = Hub::new(cfg.gop_cache, shard);
-                hub.limits = cfg.limits.rtmp_conn();
+                hub.limits = crate::limits::rtmp_conn(&cfg.limits);
                 hub
             },
             actions: Vec::new(),

@@ -1,0 +1,68 @@
+//! The dataplane's protective limits: what one client may cost the process
+//! before it is refused, throttled or closed, whether it authenticated or not.
+//! Here, in the crate both processes share, so the dataplane's flags and the
+//! controlplane's (which passes them on and shows them as `mgw_limit`) have
+//! one set of defaults.
+//!
+//! Each knob is a `dataplane` flag (and `MGW_*` variable, and a key of the
+//! controlplane's config file, which passes it on). What a limit refuses is
+//! counted: per shard in `mgw_limit_hits_total{limit}` (connections), per
+//! session in `stats.drops` (packets: `oversize`, `rate_limited`, `overload`).
+//!
+//! | limit | default | why that number |
+//! |---|---|---|
+//! | `rtp::MAX_PACKET` | 1500 B | an Ethernet MTU; send slots and caches are sized on it |
+//! | RTMP connections | 4096 | each costs ≥ 16 KiB of buffers plus its queue |
+//! | RTMP connections per IP | 64 | a mini-program pushes 1 and plays a few; NAT'd offices share IPs |
+//! | RTMP set-up timeout | 10 s | `connect` + `publish`/`play` takes < 1 s on a mobile link |
+//! | RTMP idle timeout | 10 s | a live pusher sends audio every 20-40 ms; a player sends acks |
+//! | RTMP message before set-up | 64 KiB (fixed) | commands only (AMF0 ≤ 8 KiB); no media before `publish` |
+//! | RTMP message of a publisher | 4 MiB | a keyframe of a 20 Mbit/s stream |
+//! | RTMP messages in progress | 8 MiB in all | 2 such keyframes in flight at once |
+//! | RTMP unread output | 1 MiB | twice what a player may fall behind (512 KiB) before skipping |
+//! | NACK answers per player | 400/s, burst 400 | a 4 Mbit/s stream at 100 % loss |
+//! | transcoder queue | 2048 jobs | ~2 s of audio for 50 rooms on one shard |
+//! | DTLS queue | 4096 datagrams | a thousand handshakes' flights at once |
+
+use std::time::Duration;
+
+/// The knobs, as set by flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub rtmp_max_conns: u32,
+    pub rtmp_max_conns_per_ip: u32,
+    pub rtmp_setup_timeout: Duration,
+    pub rtmp_idle_timeout: Duration,
+    /// Retransmissions (and NACKs passed on to the publisher) per second
+    /// one WebRTC player may cause; also the burst.
+    pub nack_per_s: u32,
+    pub transcode_queue: usize,
+    /// Longest RTMP message a publisher may send.
+    pub rtmp_max_message: usize,
+    /// Most bytes of RTMP messages in progress on one connection.
+    pub rtmp_max_pending: usize,
+    /// Most bytes queued for one RTMP connection that it has not read.
+    pub rtmp_max_unread: usize,
+    /// DTLS datagrams waiting for a shard's DTLS thread.
+    pub dtls_queue: usize,
+}
+
+/// The defaults (see the table above for why each number).
+pub const DEFAULT: Limits = Limits {
+    rtmp_max_conns: 4096,
+    rtmp_max_conns_per_ip: 64,
+    rtmp_setup_timeout: Duration::from_secs(10),
+    rtmp_idle_timeout: Duration::from_secs(10),
+    nack_per_s: 400,
+    transcode_queue: 2048,
+    rtmp_max_message: 4 << 20,
+    rtmp_max_pending: 8 << 20,
+    rtmp_max_unread: 1 << 20,
+    dtls_queue: 4096,
+};
+
+impl Default for Limits {
+    fn default() -> Self {
+        DEFAULT
+    }
+}
