@@ -212,6 +212,11 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
             "UDP datagrams those sends carried (more than sends: GSO batching).",
             |s| s.udp_datagrams,
         ),
+        (
+            "mgw_contained_panics_total",
+            "Panics caught while handling one session's input (that session ended, the shard went on).",
+            |s| s.panics,
+        ),
     ] {
         let mut f = Family::new(&mut out, name, "counter", help);
         for (i, s) in st.shard_stats.iter().enumerate() {
@@ -232,19 +237,6 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
                 s.limits[l as usize],
             );
         }
-    }
-    let mut f = Family::new(
-        &mut out,
-        "mgw_contained_panics_total",
-        "counter",
-        "Panics caught while handling one session's input (that session ended, the shard went on).",
-    );
-    for (i, s) in st.shard_stats.iter().enumerate() {
-        f.sample(
-            "mgw_contained_panics_total",
-            &[("shard", &i.to_string())],
-            s.panics,
-        );
     }
     let mut f = Family::new(
         &mut out,
