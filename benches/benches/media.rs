@@ -49,6 +49,7 @@ fn fanout(c: &mut Criterion) {
                 clock_rate: 90_000,
                 srtp: None,
                 created_ms: 0,
+                participant: "cam".into(),
             })
             .expect("ingest");
         for k in 0..SUBSCRIBERS {

@@ -149,6 +149,8 @@ async fn require_admin(
 struct TokenBody {
     role: crate::auth::TokenRole,
     ttl_s: Option<u64>,
+    /// Who the holder is in the room (WHIP/WHEP/RTMP take it from the token).
+    participant: Option<String>,
 }
 
 /// Mints a room token for WHIP (`publish`) or WHEP (`subscribe`).
@@ -159,9 +161,14 @@ async fn mint_token(
 ) -> Result<Created, ApiError> {
     let Json(b) = body?;
     validate_room_name(&room)?;
+    if let Some(p) = &b.participant {
+        validate_participant(p)?;
+    }
     let ttl = b.ttl_s.unwrap_or(3600);
     let now_s = now_ms() / 1000;
-    let token = app.auth.mint(&room, b.role, ttl, now_s)?;
+    let token = app
+        .auth
+        .mint(&room, b.role, b.participant.as_deref(), ttl, now_s)?;
     let path = match b.role {
         crate::auth::TokenRole::Publish => "whip",
         crate::auth::TokenRole::Subscribe => "whep",
@@ -172,6 +179,7 @@ async fn mint_token(
             "token": token,
             "expires_at": now_s + ttl,
             "url": format!("/{path}/{room}"),
+            "participant": b.participant,
         })),
     ))
 }
@@ -238,6 +246,17 @@ pub(crate) fn validate_room_name(name: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad_request(format!(
             "bad room name {name:?}: use 1-{} characters of A-Z, a-z, 0-9, '_' and '-'",
+            gateway_ring::msg::MAX_NAME
+        )))
+    }
+}
+
+pub(crate) fn validate_participant(name: &str) -> Result<(), ApiError> {
+    if gateway_ring::participant::valid_participant(name) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "bad participant name {name:?}: use 1-{} characters of A-Z, a-z, 0-9, '_' and '-'",
             gateway_ring::msg::MAX_NAME
         )))
     }
@@ -321,6 +340,7 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
         .collect();
     let mut v = json!({
         "id": s.id.to_string(),
+        "participant": s.role.participant(),
         "state": if s.ended.is_some() { "ended" } else { "live" },
         "port": s.port(),
         "stats": {
@@ -386,7 +406,7 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
         .ok_or_else(|| ApiError::not_found(format!("no room {room:?}")))?;
     let (mut ingests, mut egresses) = (Vec::new(), Vec::new());
     let live = r.live.iter().filter_map(|id| st.sessions.get(id));
-    for s in live.chain(r.ended.iter()) {
+    for s in live.clone().chain(r.ended.iter()) {
         let list = if s.role.is_ingest() {
             &mut ingests
         } else {
@@ -394,9 +414,36 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
         };
         list.push(session_json(s, app.cfg.public_ip));
     }
-    Ok(Json(
-        json!({ "name": r.name, "shard": r.shard, "ingests": ingests, "egresses": egresses }),
-    ))
+    // Each live participant once, with its sessions and the tracks it publishes.
+    let mut participants: Vec<Value> = Vec::new();
+    for s in live.filter(|s| !s.role.participant().is_empty()) {
+        let name = s.role.participant();
+        let i = match participants.iter().position(|p| p["name"] == name) {
+            Some(i) => i,
+            None => {
+                participants.push(json!({ "name": name, "sessions": [], "tracks": [] }));
+                participants.len() - 1
+            }
+        };
+        let p = &mut participants[i];
+        if let Some(list) = p["sessions"].as_array_mut() {
+            list.push(json!({ "id": s.id.to_string(), "kind": s.role.kind_name() }));
+        }
+        let (video, audio) = s.role.publishes();
+        for (has, kind) in [(video, "video"), (audio, "audio")] {
+            let tracks = p["tracks"].as_array_mut().expect("made as an array");
+            if has && !tracks.iter().any(|t| t == kind) {
+                tracks.push(json!(kind));
+            }
+        }
+    }
+    Ok(Json(json!({
+        "name": r.name,
+        "shard": r.shard,
+        "participants": participants,
+        "ingests": ingests,
+        "egresses": egresses,
+    })))
 }
 
 async fn delete_room(Ext(app): AppState, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
@@ -472,6 +519,9 @@ struct IngestBody {
     payload_type: Option<u8>,
     clock_rate: Option<u32>,
     srtp: Option<SrtpBody>,
+    /// Whose track it is: a participant's video and audio ingests share
+    /// one name. Generated when absent.
+    participant: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -482,8 +532,31 @@ struct EgressBody {
     srtp: Option<SrtpBody>,
 }
 
+/// A generated participant name (see [`gateway_ring::participant`]).
+pub(crate) fn generated_participant() -> Result<String, ApiError> {
+    let mut b = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| ApiError::unavailable("no randomness available"))?;
+    Ok(gateway_ring::participant::generated(b))
+}
+
+/// [`open_session`]'s 409 for a publisher, naming who publishes already.
+pub(crate) fn published_already(e: ApiError, participant: &str, room: &str) -> ApiError {
+    if e.status == StatusCode::CONFLICT {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "participant {participant:?} already publishes in room {room:?}: one publisher per name (and kind); end it first or use another name"
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 /// Allocates a port on the room's shard and asks the shard to open the
-/// session; retries on another port if the kernel refuses the bind.
+/// session; retries on another port if the kernel refuses the bind. 409
+/// when the dataplane says the session's participant publishes already.
 pub(crate) async fn open_session(
     app: &App,
     room: &str,
@@ -522,6 +595,13 @@ pub(crate) async fn open_session(
                     return Err(ApiError::not_found(format!("room {room:?} was deleted")));
                 }
                 return Ok((id, port));
+            }
+            Ok(Outcome::Exists) => {
+                st.ports[shard as usize].release(port);
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "the participant already publishes in this room",
+                ));
             }
             Ok(Outcome::PortInUse) => {
                 // Taken by another program; the round-robin pool moves on.
@@ -581,6 +661,13 @@ async fn create_ingest(
         )));
     }
     let srtp = parse_srtp(b.srtp)?;
+    let participant = match b.participant {
+        Some(p) => {
+            validate_participant(&p)?;
+            p
+        }
+        None => generated_participant()?,
+    };
     let created_ms = now_ms();
     let (id, port) = open_session(&app, &room, |session, room, port| {
         let spec = IngestSpec {
@@ -592,10 +679,12 @@ async fn create_ingest(
             clock_rate,
             srtp,
             created_ms,
+            participant: participant.clone(),
         };
         (Command::CreateIngest(spec.clone()), Role::Ingest(spec))
     })
-    .await?;
+    .await
+    .map_err(|e| published_already(e, &participant, &room))?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -603,6 +692,7 @@ async fn create_ingest(
             "host": app.cfg.public_ip.to_string(),
             "port": port,
             "srtp": srtp.map(|k| SrtpParams(k).json()),
+            "participant": participant,
         })),
     ))
 }

@@ -12,6 +12,7 @@
 //! both secrets.
 
 use axum::http::{header, HeaderMap, StatusCode};
+use gateway_ring::participant::NameError;
 pub use gateway_ring::token::TokenRole;
 use gateway_ring::token::{TokenError, TokenKeys};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -112,11 +113,13 @@ impl Auth {
         }
     }
 
-    /// A room token for `room` and `role`, valid `ttl_s` seconds.
+    /// A room token for `room` and `role` (as `participant`, if given),
+    /// valid `ttl_s` seconds.
     pub fn mint(
         &self,
         room: &str,
         role: TokenRole,
+        participant: Option<&str>,
         ttl_s: u64,
         now_s: u64,
     ) -> Result<String, ApiError> {
@@ -126,20 +129,44 @@ impl Auth {
             )));
         }
         self.keys
-            .mint(room, role, now_s + ttl_s)
+            .mint(room, role, participant, now_s + ttl_s)
             .map_err(|e| ApiError::unavailable(format!("minting the token failed: {e}")))
+    }
+
+    /// Who a WHIP/WHEP client is in `room` (see
+    /// [`gateway_ring::participant`]): the token's participant, else
+    /// `?participant=` (`query`), else a generated name (`true`). 400 for a
+    /// bad name, 403 for a query that contradicts the token; the token is
+    /// checked as by [`Self::check_stream`].
+    pub fn participant(
+        &self,
+        headers: &HeaderMap,
+        room: &str,
+        role: TokenRole,
+        query: Option<&str>,
+    ) -> Result<(String, bool), ApiError> {
+        let claim = self.check_stream(headers, room, role)?;
+        let mut random = [0u8; 4];
+        SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| ApiError::unavailable("no randomness available"))?;
+        gateway_ring::participant::resolve(claim.as_deref(), query, random).map_err(|e| match e {
+            NameError::Bad(m) => ApiError::bad_request(m),
+            NameError::NotYours(m) => ApiError::forbidden(m),
+        })
     }
 
     /// WHIP (`Publish`) or WHEP (`Subscribe`) on `room`: 401 for a missing,
     /// malformed, forged or expired token; 403 for another room or role.
+    /// Returns the token's participant, if it names one.
     pub fn check_stream(
         &self,
         headers: &HeaderMap,
         room: &str,
         role: TokenRole,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         if !self.require_tokens {
-            return Ok(());
+            return Ok(None);
         }
         let Some(token) = Self::bearer(headers) else {
             return Err(ApiError::new(
@@ -186,7 +213,7 @@ mod tests {
         ])
         .unwrap();
         let now = 1_800_000_000;
-        let t = a.mint("r", TokenRole::Publish, 60, now).unwrap();
+        let t = a.mint("r", TokenRole::Publish, None, 60, now).unwrap();
         assert!(a.check_stream(&bearer(&t), "r", TokenRole::Publish).is_ok());
         let e = a
             .check_stream(&bearer(&t), "other", TokenRole::Publish)
@@ -196,14 +223,14 @@ mod tests {
             .check_stream(&bearer(&t), "r", TokenRole::Subscribe)
             .unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let old = a.mint("r", TokenRole::Publish, 1, 1_000_000).unwrap();
+        let old = a.mint("r", TokenRole::Publish, None, 1, 1_000_000).unwrap();
         let e = a
             .check_stream(&bearer(&old), "r", TokenRole::Publish)
             .unwrap_err();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED, "{}", e.message);
         let forged = auth(&["--token-secret", "another-secret-123"])
             .unwrap()
-            .mint("r", TokenRole::Publish, 60, now)
+            .mint("r", TokenRole::Publish, None, 60, now)
             .unwrap();
         let e = a
             .check_stream(&bearer(&forged), "r", TokenRole::Publish)
@@ -215,7 +242,25 @@ mod tests {
                 .status,
             StatusCode::UNAUTHORIZED
         );
-        assert!(a.mint("r", TokenRole::Publish, 0, now).is_err());
+        assert!(a.mint("r", TokenRole::Publish, None, 0, now).is_err());
+        // A token minted for a participant names it; a query must agree.
+        let alice = a
+            .mint("r", TokenRole::Publish, Some("alice"), 60, now)
+            .unwrap();
+        let who = a.participant(&bearer(&alice), "r", TokenRole::Publish, None);
+        assert_eq!(who.unwrap(), ("alice".to_string(), false));
+        let e = a
+            .participant(&bearer(&alice), "r", TokenRole::Publish, Some("bob"))
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        let e = a
+            .participant(&bearer(&t), "r", TokenRole::Publish, Some("no way"))
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let (name, generated) = a
+            .participant(&bearer(&t), "r", TokenRole::Publish, None)
+            .unwrap();
+        assert!(generated && name.starts_with("guest-"), "{name}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Room events for operators: participant joined / left, session failed
-//! (with its reason), track published / unpublished, keyframe requested. Streamed by `GET /v1/rooms/{room}/events` as
+//! (with its reason), track published / unpublished, keyframe requested,
+//! a player's line changed hands. Streamed by `GET /v1/rooms/{room}/events` as
 //! Server-Sent Events, and POSTed to `--webhook-url` when set, signed with
 //! HMAC-SHA256 (`X-Mgw-Signature: sha256=<hex>` over the body) and retried
 //! with back-off.
@@ -38,13 +39,23 @@ const WEBHOOK_BACKOFF: Duration = Duration::from_millis(250);
 pub struct RoomEvent {
     pub room: String,
     /// `participant_joined`, `participant_left`, `session_failed`,
-    /// `track_published`, `track_unpublished` or `keyframe_requested`.
+    /// `track_published`, `track_unpublished`, `keyframe_requested` or
+    /// `line_changed`.
     pub event: &'static str,
+    /// The participant's name in the room.
     pub participant: String,
+    /// The session (of the participant) the event is about.
+    pub session: String,
     /// `rtp_ingest`, `rtp_egress`, `whip`, `whep`, `rtmp_publish`, `rtmp_play`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `line_changed`: the player's media line (0-based, in offer order)
+    /// and the participant it now carries (empty: nobody).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub at_ms: u64,
 }
 
@@ -222,15 +233,18 @@ mod tests {
         e.emit(RoomEvent {
             room: "r".into(),
             event: "participant_joined",
-            participant: "7".into(),
+            participant: "alice".into(),
+            session: "7".into(),
             kind: "whip",
             reason: None,
+            line: None,
+            source: None,
             at_ms: 1,
         });
         let got = rx.try_recv().unwrap();
         assert_eq!(got.event, "participant_joined");
         let json = serde_json::to_string(&got).unwrap();
-        assert!(!json.contains("reason"), "{json}");
+        assert!(!json.contains("reason") && !json.contains("line"), "{json}");
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
         assert!(signature(&key, b"x").starts_with("sha256=") && signature(&key, b"x").len() == 71);
     }

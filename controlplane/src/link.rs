@@ -260,12 +260,23 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
             }
         }
+        Event::Line {
+            session,
+            line,
+            participant,
+        } => state
+            .lock()
+            .expect("state lock")
+            .line_changed(session, line, participant),
         Event::SessionEnded { session, reason } => {
             let why = match reason {
                 1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),
                 2 => "DTLS handshake failed".to_string(),
                 3 => "RTMP connection closed".to_string(),
                 4 => "slow consumer: fell 5 s behind the stream".to_string(),
+                gateway_ring::msg::END_TAKEN_OVER => {
+                    "taken over: the participant published again from a new connection".to_string()
+                }
                 gateway_ring::msg::END_INTERNAL => {
                     "internal error (contained: this session ended, the others went on)".to_string()
                 }

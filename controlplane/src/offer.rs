@@ -394,6 +394,9 @@ pub struct AnswerParams<'a> {
     pub fingerprint: &'a [u8; 32],
     /// WHEP: the SSRC we send on, per negotiated track (same order).
     pub ssrcs: &'a [u32],
+    /// WHEP: the participant each negotiated track is named for (its
+    /// `a=msid` stream id), if any.
+    pub sources: &'a [Option<String>],
 }
 
 fn fingerprint_text(fp: &[u8; 32]) -> String {
@@ -476,11 +479,18 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
             }
         }
         if p.mode == Mode::Play {
-            // One stream per line: line k carries one publisher's track.
+            // One stream per line: line k carries one publisher's track. A
+            // line named for a participant has its name as the stream id, so
+            // `ontrack` tells whose it is (and a participant's video and
+            // audio lines form one MediaStream); others are `mediagw-k`.
             let ssrc = p.ssrcs.get(k).copied().unwrap_or(0);
+            let stream = match p.sources.get(k).and_then(Option::as_ref) {
+                Some(name) => name.clone(),
+                None => format!("mediagw-{k}"),
+            };
             let _ = write!(
                 s,
-                "a=msid:mediagw-{k} {kind}{k}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:mediagw-{k} {kind}{k}\r\n",
+                "a=msid:{stream} {kind}{k}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:{stream} {kind}{k}\r\n",
                 kind = m.kind
             );
         }
@@ -524,8 +534,11 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             ice_pwd: "serverpasswordserverpass",
             fingerprint: &[0xAB; 32],
             ssrcs: &[2222, 1111],
+            sources: SOURCES,
         }
     }
+
+    const SOURCES: &[Option<String>] = &[None, None];
 
     #[test]
     fn chrome_publish_offer_negotiates_h264_pm1_and_opus() {
@@ -564,6 +577,19 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         assert!(a.contains("a=sendonly"));
         assert!(a.contains("a=ssrc:1111 cname:mediagw"));
         assert!(a.contains("a=ssrc:2222 cname:mediagw"));
+        assert!(a.contains("a=msid:mediagw-0 audio0"), "{a}");
+        // A line named for a participant carries its name as the stream id.
+        let sources = [None, Some("alice".to_string())];
+        let named = answer(
+            &offer,
+            &n,
+            &AnswerParams {
+                sources: &sources,
+                ..params(Mode::Play)
+            },
+        );
+        assert!(named.contains("a=msid:alice video1"), "{named}");
+        assert!(named.contains("a=ssrc:1111 msid:alice video1"), "{named}");
     }
 
     /// A player sees one publisher per line, up to MAX_TRACKS of them (a

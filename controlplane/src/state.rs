@@ -98,6 +98,29 @@ impl Role {
     pub fn session_id(&self) -> u64 {
         self.ids().0
     }
+
+    /// The participant the session belongs to (empty for an RTP egress).
+    pub fn participant(&self) -> &str {
+        match self {
+            Role::Ingest(s) => &s.participant,
+            Role::Egress(_) => "",
+            Role::Webrtc(s) => &s.participant,
+            Role::Rtmp(s) => &s.participant,
+        }
+    }
+
+    /// The kinds of media it publishes: (video, audio).
+    pub fn publishes(&self) -> (bool, bool) {
+        match self {
+            Role::Ingest(s) => (s.kind == MediaKind::Video, s.kind == MediaKind::Audio),
+            Role::Webrtc(w) if w.direction == Direction::Publish => (
+                w.tracks.iter().any(|t| t.kind == MediaKind::Video),
+                w.tracks.iter().any(|t| t.kind == MediaKind::Audio),
+            ),
+            Role::Rtmp(r) if r.publish => (true, true),
+            _ => (false, false),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -311,30 +334,70 @@ impl State {
             },
         );
         let role = &self.sessions[&id].role;
-        let kind = role.kind_name();
-        self.emit(&name, "participant_joined", id, kind, None);
+        self.emit(&name, "participant_joined", role, None);
         if role.is_ingest() {
-            self.emit(&name, "track_published", id, kind, None);
+            self.emit(&name, "track_published", role, None);
         }
         true
     }
 
-    fn emit(
-        &self,
-        room: &str,
-        event: &'static str,
-        id: u64,
-        kind: &'static str,
-        reason: Option<String>,
-    ) {
+    fn emit(&self, room: &str, event: &'static str, role: &Role, reason: Option<String>) {
         self.events.emit(crate::events::RoomEvent {
             room: room.to_string(),
             event,
-            participant: id.to_string(),
-            kind,
+            participant: role.participant().to_string(),
+            session: role.session_id().to_string(),
+            kind: role.kind_name(),
             reason,
+            line: None,
+            source: None,
             at_ms: now_ms(),
         });
+    }
+
+    /// Media line `line` of player `session` now carries `source` (empty: nobody).
+    pub fn line_changed(&self, session: u64, line: u8, source: String) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(room) = self.room_names.get(&s.room_id()) else {
+            return;
+        };
+        self.events.emit(crate::events::RoomEvent {
+            room: room.clone(),
+            event: "line_changed",
+            participant: s.role.participant().to_string(),
+            session: session.to_string(),
+            kind: s.role.kind_name(),
+            reason: None,
+            line: Some(line),
+            source: Some(source),
+            at_ms: now_ms(),
+        });
+    }
+
+    /// The participants that publish in `room` now, other than `except`, in
+    /// the order they started, with the kinds they publish: (name, video, audio).
+    pub fn publishers(&self, room: &str, except: &str) -> Vec<(String, bool, bool)> {
+        let mut out: Vec<(String, bool, bool)> = Vec::new();
+        let Some(r) = self.rooms.get(room) else {
+            return out;
+        };
+        for s in r.live.iter().filter_map(|id| self.sessions.get(id)) {
+            let (video, audio) = s.role.publishes();
+            let name = s.role.participant();
+            if !(video || audio) || name == except {
+                continue;
+            }
+            match out.iter_mut().find(|(n, _, _)| n == name) {
+                Some(p) => {
+                    p.1 |= video;
+                    p.2 |= audio;
+                }
+                None => out.push((name.to_string(), video, audio)),
+            }
+        }
+        out
     }
 
     /// Ends one live session: frees its port, keeps it in the room's ended list.
@@ -348,18 +411,19 @@ impl State {
         }
         s.ended = Some(reason.to_string());
         if let Some(room) = self.room_names.get(&s.room_id()) {
-            let kind = s.role.kind_name();
             if s.role.is_ingest() {
-                self.emit(room, "track_unpublished", id, kind, None);
+                self.emit(room, "track_unpublished", &s.role, None);
             }
             // Leaving on purpose (API, client) is not a failure.
-            let left = reason == "deleted" || reason == "RTMP connection closed";
+            let left = reason == "deleted"
+                || reason == "RTMP connection closed"
+                || reason.starts_with("taken over");
             let (event, why) = if left {
                 ("participant_left", None)
             } else {
                 ("session_failed", Some(reason.to_string()))
             };
-            self.emit(room, event, id, kind, why);
+            self.emit(room, event, &s.role, why);
         }
         if let Some(r) = self
             .room_names
@@ -404,9 +468,9 @@ impl State {
         // Counted by the dataplane (a player joined or asked, a publisher
         // was asked); reported once per stats period.
         if more_keyframes {
-            let (room, kind) = (rec.room_id(), rec.role.kind_name());
-            if let Some(name) = self.room_names.get(&room) {
-                self.emit(name, "keyframe_requested", s.session, kind, None);
+            let rec = &self.sessions[&s.session];
+            if let Some(name) = self.room_names.get(&rec.room_id()) {
+                self.emit(name, "keyframe_requested", &rec.role, None);
             }
         }
     }

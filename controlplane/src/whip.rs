@@ -1,12 +1,17 @@
 //! WHIP (RFC 9725) and WHEP: WebRTC publish and play over one HTTP request.
 //!
 //! ```text
-//! POST   /whip/{room}        application/sdp offer → 201, Location, answer
-//! POST   /whep/{room}        application/sdp offer → 201, Location, answer
+//! POST   /whip/{room}[?participant=NAME]  application/sdp offer → 201, Location, answer
+//! POST   /whep/{room}[?participant=NAME]  application/sdp offer → 201, Location, answer
 //! PATCH  /whip/{room}/{id}   trickle ICE fragment  → 204 (ICE-lite: nothing to do)
 //! DELETE /whip/{room}/{id}                         → 200, session ended
 //! OPTIONS on any of them                           → 204 with CORS headers
 //! ```
+//!
+//! The client is a participant of the room: the token's, the query's, or a
+//! generated name, told in the `X-Participant` response header. A WHEP
+//! player is never sent its own participant's tracks; each of its media
+//! lines carries one other publisher, named in the answer's `a=msid`.
 //!
 //! Every response carries CORS headers so a page served from another origin
 //! can publish and play. Errors are the API's `{"error": "..."}` with a
@@ -16,12 +21,13 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State as Ext};
+use axum::extract::{Path, RawQuery, State as Ext};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
-use gateway_ring::msg::{Command, Direction, TrackSpec, WebrtcSpec};
+use gateway_ring::msg::{participant_key, Command, Direction, MediaKind, TrackSpec, WebrtcSpec};
+use gateway_ring::participant::query_value;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
@@ -62,7 +68,7 @@ async fn cors(mut r: Response) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location, ETag, Link"),
+        HeaderValue::from_static("Location, ETag, Link, X-Participant"),
     );
     r
 }
@@ -123,28 +129,56 @@ fn body_bytes(body: Body) -> Result<Bytes, ApiError> {
 async fn whip(
     Ext(app): Ext<Arc<App>>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.auth.check_stream(&headers, &room, TokenRole::Publish)?;
-    offer_answer(&app, room, Mode::Publish, &headers, &body_bytes(body)?).await
+    let asked = query.as_deref().and_then(|q| query_value(q, "participant"));
+    let (me, _) = app
+        .auth
+        .participant(&headers, &room, TokenRole::Publish, asked)?;
+    offer_answer(&app, room, Mode::Publish, me, &headers, &body_bytes(body)?).await
 }
 
 async fn whep(
     Ext(app): Ext<Arc<App>>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    app.auth
-        .check_stream(&headers, &room, TokenRole::Subscribe)?;
-    offer_answer(&app, room, Mode::Play, &headers, &body_bytes(body)?).await
+    let asked = query.as_deref().and_then(|q| query_value(q, "participant"));
+    let (me, _) = app
+        .auth
+        .participant(&headers, &room, TokenRole::Subscribe, asked)?;
+    offer_answer(&app, room, Mode::Play, me, &headers, &body_bytes(body)?).await
+}
+
+/// For a player as `me`: the publisher each negotiated line is named for
+/// (its `a=msid` and the dataplane's preference), in line order: the
+/// room's publishers other than `me` as they started, one per line of
+/// each kind; `None` for a line left for whoever comes.
+fn line_sources(app: &App, room: &str, me: &str, kinds: &[MediaKind]) -> Vec<Option<String>> {
+    let publishers = lock(app).publishers(room, me);
+    let mut video = publishers.iter().filter(|p| p.1);
+    let mut audio = publishers.iter().filter(|p| p.2);
+    kinds
+        .iter()
+        .map(|kind| {
+            let next = match kind {
+                MediaKind::Video => video.next(),
+                MediaKind::Audio => audio.next(),
+            };
+            next.map(|p| p.0.clone())
+        })
+        .collect()
 }
 
 async fn offer_answer(
     app: &App,
     room: String,
     mode: Mode,
+    me: String,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
@@ -194,6 +228,11 @@ async fn offer_answer(
             .collect::<Result<_, _>>()?,
     };
     let created_ms = now_ms();
+    let kinds: Vec<MediaKind> = neg.tracks.iter().map(|t| t.kind).collect();
+    let sources: Vec<Option<String>> = match mode {
+        Mode::Publish => vec![None; kinds.len()],
+        Mode::Play => line_sources(app, &room, &me, &kinds),
+    };
     let make_spec = |session, room, port| WebrtcSpec {
         session,
         room,
@@ -210,19 +249,23 @@ async fn offer_answer(
             .tracks
             .iter()
             .zip(&ssrcs)
-            .map(|(t, &ssrc)| TrackSpec {
+            .zip(&sources)
+            .map(|((t, &ssrc), source)| TrackSpec {
                 kind: t.kind,
                 pt: t.codec.pt,
                 ssrc,
+                source: source.as_deref().map_or(0, participant_key),
             })
             .collect(),
         created_ms,
+        participant: me.clone(),
     };
     let (id, port) = open_session(app, &room, |session, room, port| {
         let spec = make_spec(session, room, port);
         (Command::CreateWebrtc(spec.clone()), Role::Webrtc(spec))
     })
-    .await?;
+    .await
+    .map_err(|e| crate::api::published_already(e, &me, &room))?;
     let fingerprint = app.link.region.dtls_fingerprint();
     let answer = offer::answer(
         &parsed,
@@ -236,19 +279,21 @@ async fn offer_answer(
             ice_pwd: &ice_pwd,
             fingerprint: &fingerprint,
             ssrcs: &ssrcs,
+            sources: &sources,
         },
     );
     let path = match mode {
         Mode::Publish => "whip",
         Mode::Play => "whep",
     };
-    tracing::info!(room = %room, session = id, port, "{path} session created");
+    tracing::info!(room = %room, session = id, port, participant = %me, "{path} session created");
     Ok((
         StatusCode::CREATED,
         [
             (header::CONTENT_TYPE, "application/sdp".to_string()),
             (header::LOCATION, format!("/{path}/{room}/{id}")),
             (header::ETAG, format!("\"{id}\"")),
+            (header::HeaderName::from_static("x-participant"), me.clone()),
         ],
         answer,
     )

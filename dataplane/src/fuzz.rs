@@ -38,14 +38,17 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 kind: MediaKind::Video,
                 pt: 102,
                 ssrc: 0x5000 + session as u32,
+                source: 0,
             },
             TrackSpec {
                 kind: MediaKind::Audio,
                 pt: 111,
                 ssrc: 0x6000 + session as u32,
+                source: 0,
             },
         ],
         created_ms: 0,
+        participant: format!("p{session}"),
     }
 }
 
@@ -99,6 +102,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
         clock_rate: 90_000,
         srtp: None,
         created_ms: 0,
+        participant: "cam".into(),
     };
     let (Ok(ingest), Ok(egress), Ok(publisher), Ok(player)) = (
         r.add_ingest(spec(10, MediaKind::Video, 96)),
@@ -187,7 +191,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
 
 /// A room registry for [`fuzz_rtmp_hub`]: one room on this shard, created
 /// by the first publish; tokens always pass.
-struct FuzzRooms(Option<u32>);
+struct FuzzRooms(Option<u32>, crate::participants::Participants);
 
 impl crate::rtmp::hub::Rooms for FuzzRooms {
     fn place(&self, name: &str) -> crate::rtmp::hub::Place {
@@ -197,8 +201,14 @@ impl crate::rtmp::hub::Rooms for FuzzRooms {
             _ => crate::rtmp::hub::Place::Missing,
         }
     }
-    fn authorize(&self, _: &str, _: bool, _: Option<&str>) -> Result<(), String> {
-        Ok(())
+    fn authorize(&self, _: &str, _: bool, _: Option<&str>) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+    fn participants(&mut self) -> &mut crate::participants::Participants {
+        &mut self.1
+    }
+    fn random(&mut self) -> [u8; 4] {
+        [0; 4]
     }
     fn create(&mut self, name: &str) -> Option<u32> {
         (name == "fuzz").then(|| *self.0.get_or_insert(7))
@@ -213,10 +223,12 @@ impl crate::rtmp::hub::Rooms for FuzzRooms {
 /// Input: `[op][len][len bytes]`...: op % 4 picks connection 0-2, or 3 for
 /// RTP video of the room's (WebRTC) publisher (`len` bytes of payload).
 pub fn fuzz_rtmp_hub(data: &[u8]) {
+    use crate::participants::Kinds;
     use crate::rtmp::conn::Conn;
     use crate::rtmp::hub::{Action, ConnState, Hub};
     let mut hub = Hub::new(true, 0);
-    let mut rooms = FuzzRooms(None);
+    let mut rooms = FuzzRooms(None, Default::default());
+    let mut web = None;
     let mut actions = Vec::new();
     for idx in 0..3 {
         let mut st = ConnState::default();
@@ -234,10 +246,20 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         match op % 4 {
             3 => {
                 seq = seq.wrapping_add(1);
+                // A WebRTC publisher "web" of the room, from its first packet.
                 let room = rooms.0.unwrap_or(7);
+                let web = *web.get_or_insert_with(|| {
+                    let pid = rooms.1.join(room, "web");
+                    let _ = rooms.1.publish(pid, Kinds::BOTH, false);
+                    pid
+                });
+                let key = gateway_ring::msg::participant_key("web");
+                if !hub.wants_rtp(now, room, web, key, &rooms.1) {
+                    continue;
+                }
                 hub.on_rtp_video(
                     now,
-                    room,
+                    web,
                     (1, 1),
                     None,
                     seq,
@@ -251,7 +273,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         }
         for a in actions.drain(..) {
             if let Action::Close { idx, .. } | Action::Handoff { idx, .. } = a {
-                hub.remove(idx);
+                hub.remove(idx, &mut rooms.1);
             }
         }
         for idx in 0..3 {
@@ -263,8 +285,8 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 q.consumed(n);
             }
         }
-        for (_, p) in hub.rtp_out.drain(..) {
-            assert!(p.len() <= 12 + crate::h264::RTP_PAYLOAD);
+        for p in hub.rtp_out.drain(..) {
+            assert!(p.packet.len() <= 12 + crate::h264::RTP_PAYLOAD);
         }
         hub.jobs.clear();
         hub.events_out.clear();

@@ -209,6 +209,10 @@ impl Depacketizer {
             self.waiting_idr = false;
         }
         if self.waiting_idr {
+            // Still no IDR: the request was lost, or the sender ignored it
+            // (Chromium does while it starts up). Ask again with every
+            // frame; the router sends at most one request a second.
+            out.push(Out::NeedKeyframe);
             return;
         }
         if key {
@@ -522,7 +526,9 @@ mod tests {
         out.clear();
         d.push(4, 6000, true, &[0x41, 3], &mut out); // 3 lost
         d.push(5, 9000, true, &[0x41, 4], &mut out);
-        assert_eq!(out, vec![Out::NeedKeyframe]);
+        // Asked at the loss, and again with every frame until an IDR (a
+        // request can be lost or ignored; the router sends one a second).
+        assert_eq!(out, vec![Out::NeedKeyframe; 3]);
         d.push(6, 12000, true, &stap(&[SPS, PPS, &[0x65, 5]]), &mut out);
         assert!(matches!(out.last(), Some(Out::Frame { key: true, .. })));
         // Fragments without their start are a loss too.
@@ -632,7 +638,7 @@ mod tests {
         let mut d = Depacketizer::new();
         let mut out = Vec::new();
         d.push(1, 0, true, &[0x41, 1], &mut out);
-        assert!(out.is_empty());
+        assert_eq!(out, vec![Out::NeedKeyframe], "no frame, a request");
         for seed in 0..500u32 {
             let p: Vec<u8> = (0..40u32)
                 .map(|i| (i.wrapping_mul(seed).wrapping_add(seed >> 3)) as u8)

@@ -15,6 +15,7 @@ pub mod h264;
 pub mod ice;
 pub mod limits;
 pub mod nack;
+pub mod participants;
 pub mod router;
 pub mod rtcp;
 pub mod rtmp;

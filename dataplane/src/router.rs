@@ -22,6 +22,7 @@ use gateway_ring::msg::{
     SrtpKey, WebrtcSpec,
 };
 
+use crate::participants::{Kinds, Participants, Pid, NOBODY};
 use crate::rtcp::{self, Feedback, SenderInfo};
 use crate::rtp::{is_rtcp, RtpHeader};
 use crate::srtp::{SrtpContext, SrtpError, MAX_TRAILER};
@@ -99,20 +100,33 @@ struct WebrtcSession {
     nack_budget: crate::limits::Budget,
 }
 
-/// The track of `tracks` that should carry `kind` media from `ingest`: the
-/// one already bound to it, else a free one, else one whose source went silent.
-fn pick_track(tracks: &[OutTrack], kind: MediaKind, ingest: u64, now: Instant) -> Option<usize> {
+/// The track of `tracks` that should carry `kind` media from `ingest`
+/// (participant key `key`), and whether it takes the track from a live
+/// source: the one already bound to it; else the line the answer's
+/// `a=msid` named for this participant (taken from whoever holds it); else
+/// a free line the answer named for nobody, or for someone who has not
+/// come within [`SOURCE_TIMEOUT`]; else one whose source went silent.
+fn pick_track(
+    tracks: &[OutTrack],
+    kind: MediaKind,
+    ingest: u64,
+    key: u32,
+    now: Instant,
+) -> Option<(usize, bool)> {
     let of_kind = || tracks.iter().enumerate().filter(|(_, t)| t.kind == kind);
+    let long_ago = |at: Option<Instant>| {
+        at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
+    };
+    if let Some((i, _)) = of_kind().find(|(_, t)| t.source.is_some_and(|s| s.0 == ingest)) {
+        return Some((i, false));
+    }
+    if let Some((i, _)) = of_kind().find(|(_, t)| t.want == key && t.source_key != key) {
+        return Some((i, true));
+    }
     of_kind()
-        .find(|(_, t)| t.source.is_some_and(|s| s.0 == ingest))
-        .or_else(|| of_kind().find(|(_, t)| t.source.is_none()))
-        .or_else(|| {
-            of_kind().find(|(_, t)| {
-                t.last_at
-                    .is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
-            })
-        })
-        .map(|(i, _)| i)
+        .find(|(_, t)| t.source.is_none() && (t.want == 0 || long_ago(t.free_since)))
+        .or_else(|| of_kind().find(|(_, t)| t.source.is_some() && long_ago(t.last_at)))
+        .map(|(i, _)| (i, false))
 }
 
 enum Role {
@@ -123,6 +137,11 @@ enum Role {
 
 struct Session {
     room: u32,
+    /// Whose session it is ([`NOBODY`] for RTP egresses), its name's
+    /// [`gateway_ring::msg::participant_key`], and what it publishes.
+    pid: Pid,
+    key: u32,
+    kinds: Kinds,
     stats: SessionStats,
     dirty: bool,
     srtp: Option<SrtpContext>,
@@ -134,6 +153,9 @@ struct Session {
 pub struct Inbound {
     pub room: u32,
     pub ingest: u64,
+    /// The participant it comes from (never sent back to it) and its key.
+    pub participant: Pid,
+    pub key: u32,
     pub kind: MediaKind,
     pub len: usize,
     pub seq_no: u16,
@@ -150,6 +172,13 @@ struct OutTrack {
     clock_rate: u32,
     /// (ingest session id, its SSRC) currently mapped.
     source: Option<(u64, u32)>,
+    /// The participant of `source`, and its key.
+    source_pid: Pid,
+    source_key: u32,
+    /// Subscribe: the key of the participant the answer named for this line (0: none).
+    want: u32,
+    /// Since when no source feeds it.
+    free_since: Option<Instant>,
     seq_delta: u16,
     ts_delta: u32,
     last_seq: u16,
@@ -161,7 +190,7 @@ struct OutTrack {
 }
 
 impl OutTrack {
-    fn new(kind: MediaKind, ssrc: u32, pt: u8) -> OutTrack {
+    fn new(kind: MediaKind, ssrc: u32, pt: u8, want: u32, now: Instant) -> OutTrack {
         let clock_rate = match kind {
             MediaKind::Video => 90_000,
             MediaKind::Audio => 48_000,
@@ -172,6 +201,10 @@ impl OutTrack {
             pt,
             clock_rate,
             source: None,
+            source_pid: NOBODY,
+            source_key: 0,
+            want,
+            free_since: Some(now),
             seq_delta: 0,
             ts_delta: 0,
             last_seq: 0,
@@ -183,15 +216,22 @@ impl OutTrack {
     }
 
     /// Maps an input (seq, ts) to the output stream, or `None` when another
-    /// live ingest owns this track.
-    fn map(&mut self, now: Instant, source: (u64, u32), seq: u16, ts: u32) -> Option<(u16, u32)> {
+    /// live ingest owns this track (unless `take`: the line is this source's).
+    fn map(
+        &mut self,
+        now: Instant,
+        source: (u64, u32),
+        seq: u16,
+        ts: u32,
+        take: bool,
+    ) -> Option<(u16, u32)> {
         if self.source != Some(source) {
             let current_silent = match self.last_at {
                 Some(at) => now.saturating_duration_since(at) >= SOURCE_TIMEOUT,
                 None => true,
             };
             let same_ingest = self.source.map(|s| s.0) == Some(source.0);
-            if self.source.is_some() && !current_silent && !same_ingest {
+            if self.source.is_some() && !current_silent && !same_ingest && !take {
                 return None;
             }
             if let Some(at) = self.last_at {
@@ -238,6 +278,12 @@ pub struct Router {
     closed_webrtc: Vec<u64>,
     /// WebRTC players connected since the last call: (room, handle).
     joined: Vec<(u32, Handle)>,
+    /// Who is in each room; the RTMP side joins its connections here too.
+    pub participants: Participants,
+    /// Participants that stopped publishing anything since the last call: (room, pid).
+    unpublished: Vec<(u32, Pid)>,
+    /// Player lines that changed hands since the last call: (session, line, pid).
+    lines: Vec<(u64, u8, Pid)>,
 }
 
 impl Default for Router {
@@ -263,6 +309,9 @@ impl Router {
             ended: Vec::new(),
             closed_webrtc: Vec::new(),
             joined: Vec::new(),
+            participants: Participants::default(),
+            unpublished: Vec::new(),
+            lines: Vec::new(),
         }
     }
 
@@ -296,6 +345,8 @@ impl Router {
         for &h in &handles {
             self.release(h);
         }
+        self.participants.remove_room(room);
+        self.unpublished.retain(|&(r, _)| r != room);
         Some(handles)
     }
 
@@ -333,50 +384,77 @@ impl Router {
 
     pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
+        let (room, kinds) = (spec.room, Kinds::of(spec.kind));
+        let pid = self.join_publishing(room, &spec.participant, kinds)?;
         let role = Role::Ingest(Ingest {
             spec,
             peer: None,
             last_rx: None,
         });
-        Ok(self.add_session(role))
+        Ok(self.add_session(role, pid, kinds))
+    }
+
+    /// Joins `name` to `room` as a session publishing `kinds` (none: a
+    /// player); `Exists` if the participant publishes one of them already.
+    fn join_publishing(&mut self, room: u32, name: &str, kinds: Kinds) -> Result<Pid, Outcome> {
+        let pid = self.participants.join(room, name);
+        if kinds.any() && self.participants.publish(pid, kinds, false).is_err() {
+            self.participants.leave(pid);
+            return Err(Outcome::Exists);
+        }
+        Ok(pid)
     }
 
     pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
         // Per-egress SSRCs, stable for the session's life.
         let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let now = Instant::now();
         let role = Role::Egress(Egress {
             spec,
-            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT),
+            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0, now),
             audio: OutTrack::new(
                 MediaKind::Audio,
                 base.wrapping_add(0x1000) | 1,
                 EGRESS_AUDIO_PT,
+                0,
+                now,
             ),
         });
-        Ok(self.add_session(role))
+        // An RTP egress sends the whole room: it is nobody.
+        Ok(self.add_session(role, NOBODY, Kinds::NONE))
     }
 
     /// A WebRTC publisher (an ingest of the room) or subscriber (an egress).
     pub fn add_webrtc(&mut self, now: Instant, spec: WebrtcSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
-        let tracks = match spec.direction {
-            Direction::Subscribe => spec
-                .tracks
-                .iter()
-                .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt))
-                .collect(),
-            Direction::Publish => Vec::new(),
+        let (tracks, kinds) = match spec.direction {
+            Direction::Subscribe => (
+                spec.tracks
+                    .iter()
+                    .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt, t.source, now))
+                    .collect(),
+                Kinds::NONE,
+            ),
+            Direction::Publish => (
+                Vec::new(),
+                Kinds {
+                    video: spec.tracks.iter().any(|t| t.kind == MediaKind::Video),
+                    audio: spec.tracks.iter().any(|t| t.kind == MediaKind::Audio),
+                },
+            ),
         };
-        Ok(self.add_session(Role::Webrtc(Box::new(WebrtcSession {
+        let pid = self.join_publishing(spec.room, &spec.participant, kinds)?;
+        let role = Role::Webrtc(Box::new(WebrtcSession {
             peer: Peer::new(spec, now),
             tracks,
             nack_budget: crate::limits::Budget::new(),
-        }))))
+        }));
+        Ok(self.add_session(role, pid, kinds))
     }
 
     /// Stores a session whose room `check_new` has confirmed, and lists it in the room.
-    fn add_session(&mut self, role: Role) -> Handle {
+    fn add_session(&mut self, role: Role, pid: Pid, kinds: Kinds) -> Handle {
         let (id, room, srtp, is_ingest) = match &role {
             Role::Ingest(i) => (i.spec.session, i.spec.room, i.spec.srtp.as_ref(), true),
             Role::Egress(e) => (e.spec.session, e.spec.room, e.spec.srtp.as_ref(), false),
@@ -388,6 +466,9 @@ impl Router {
         };
         let s = Session {
             room,
+            pid,
+            key: self.participants.key(pid),
+            kinds,
             stats: SessionStats {
                 session: id,
                 ..Default::default()
@@ -424,6 +505,10 @@ impl Router {
         };
         self.by_id.remove(&s.stats.session);
         self.free.push(h);
+        if self.participants.unpublish(s.pid, s.kinds) {
+            self.unpublished.push((s.room, s.pid));
+        }
+        self.participants.leave(s.pid);
         if matches!(s.role, Role::Webrtc(_)) {
             self.closed_webrtc.push(s.stats.session);
         }
@@ -436,19 +521,29 @@ impl Router {
         };
         let mut byes: Vec<(Handle, u32)> = Vec::new();
         if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
+            let now = Instant::now();
             for &e in &room.egresses {
-                let (tracks, webrtc): (Vec<&mut OutTrack>, bool) =
-                    match self.sessions[e as usize].as_mut().map(|s| &mut s.role) {
-                        Some(Role::Egress(eg)) => (vec![&mut eg.video, &mut eg.audio], false),
-                        Some(Role::Webrtc(w)) => (w.tracks.iter_mut().collect(), true),
-                        _ => continue,
-                    };
-                for t in tracks {
+                let Some(sub) = self.sessions[e as usize].as_mut() else {
+                    continue;
+                };
+                let session = sub.stats.session;
+                let (tracks, webrtc): (Vec<&mut OutTrack>, bool) = match &mut sub.role {
+                    Role::Egress(eg) => (vec![&mut eg.video, &mut eg.audio], false),
+                    Role::Webrtc(w) => (w.tracks.iter_mut().collect(), true),
+                    _ => continue,
+                };
+                for (line, t) in tracks.into_iter().enumerate() {
                     if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
+                        t.free_since = Some(now);
                         if webrtc {
                             byes.push((e, t.ssrc));
+                            if t.source_pid != NOBODY {
+                                self.lines.push((session, line as u8, NOBODY));
+                            }
                         }
+                        t.source_pid = NOBODY;
+                        t.source_key = 0;
                     }
                 }
             }
@@ -563,6 +658,8 @@ impl Router {
                     }) => Ok(Inbound {
                         room,
                         ingest: session,
+                        participant: NOBODY,
+                        key: 0,
                         kind,
                         len,
                         seq_no,
@@ -613,6 +710,8 @@ impl Router {
                 s.dirty = true;
                 Some(Inbound {
                     room: s.room,
+                    participant: s.pid,
+                    key: s.key,
                     ..inbound
                 })
             }
@@ -681,6 +780,8 @@ impl Router {
         Ok(Inbound {
             room: ing.spec.room,
             ingest: ing.spec.session,
+            participant: NOBODY,
+            key: 0,
             kind: ing.spec.kind,
             len,
             seq_no: h.seq_no,
@@ -709,13 +810,14 @@ impl Router {
     ) -> Option<(usize, SocketAddrV4)> {
         let s = self.sessions.get_mut(h as usize)?.as_mut()?;
         let source = (inbound.ingest, inbound.ssrc);
+        let session = s.stats.session;
         let (len, dest) = match &mut s.role {
             Role::Egress(eg) => {
                 let (track, port) = match inbound.kind {
                     MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
                     MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
                 };
-                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp)?;
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, false)?;
                 RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
                 let len = match &mut s.srtp {
                     Some(ctx) => match ctx.protect_rtp(pkt, inbound.len) {
@@ -731,11 +833,22 @@ impl Router {
                 (len, dest)
             }
             Role::Webrtc(w) => {
-                // The publisher itself, not connected yet, or no media line free.
+                // A participant never gets its own tracks; the publisher
+                // itself, a player not connected yet, or no media line free.
+                if inbound.participant == s.pid {
+                    return None;
+                }
                 let dest = w.peer.destination()?;
-                let i = pick_track(&w.tracks, inbound.kind, inbound.ingest, now)?;
+                let (i, take) =
+                    pick_track(&w.tracks, inbound.kind, inbound.ingest, inbound.key, now)?;
                 let track = &mut w.tracks[i];
-                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp)?;
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
+                if track.source_pid != inbound.participant {
+                    // The line changed hands: the room's events say so.
+                    track.source_pid = inbound.participant;
+                    track.source_key = inbound.key;
+                    self.lines.push((session, i as u8, inbound.participant));
+                }
                 RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
                 track.sent = track.sent.wrapping_add(1);
                 track.octets = track
@@ -779,6 +892,16 @@ impl Router {
     /// DTLS datagrams received since the last call, for the DTLS thread.
     pub fn take_dtls(&mut self, out: &mut Vec<(u64, Vec<u8>)>) {
         out.append(&mut self.dtls_in);
+    }
+
+    /// Participants that stopped publishing since the last call: (room, pid).
+    pub fn take_unpublished(&mut self, out: &mut Vec<(u32, Pid)>) {
+        out.append(&mut self.unpublished);
+    }
+
+    /// Player lines that changed hands since the last call: (session, line, pid).
+    pub fn take_lines(&mut self, out: &mut Vec<(u64, u8, Pid)>) {
+        out.append(&mut self.lines);
     }
 
     /// WebRTC players whose DTLS finished since the last call.
@@ -1155,7 +1278,7 @@ impl Router {
 mod tests {
     use super::*;
 
-    fn room(r: &mut Router) {
+    pub(super) fn room(r: &mut Router) {
         assert_eq!(
             r.add_room(RoomSpec {
                 room: 1,
@@ -1165,7 +1288,7 @@ mod tests {
         );
     }
 
-    fn ingest(id: u64, kind: MediaKind, pt: u8) -> IngestSpec {
+    pub(super) fn ingest(id: u64, kind: MediaKind, pt: u8) -> IngestSpec {
         IngestSpec {
             session: id,
             room: 1,
@@ -1175,6 +1298,7 @@ mod tests {
             clock_rate: 90_000,
             srtp: None,
             created_ms: 0,
+            participant: format!("cam{id}"),
         }
     }
 
@@ -1355,8 +1479,9 @@ mod tests {
 /// check verifies the peer, keys are installed as the DTLS thread would.
 #[cfg(test)]
 mod webrtc_tests {
+    use super::tests::{ingest, room};
     use super::*;
-    use gateway_ring::msg::{SrtpSuite, TrackSpec};
+    use gateway_ring::msg::{participant_key, SrtpSuite, TrackSpec};
 
     // The same WebRTC session spec and ICE check the fuzz harness uses.
     use crate::fuzz::{check, webrtc as spec};
@@ -1587,6 +1712,7 @@ mod webrtc_tests {
             kind: MediaKind::Video,
             pt: 102,
             ssrc: 0x7003,
+            source: 0,
         });
         let s = r.add_webrtc(t0, sub).unwrap();
         let mut c = check(3);
@@ -1598,6 +1724,8 @@ mod webrtc_tests {
             let inb = Inbound {
                 room: 1,
                 ingest: publisher,
+                participant: publisher as u32 + 100,
+                key: publisher as u32 + 100,
                 kind: MediaKind::Video,
                 len: 40,
                 seq_no: got.len() as u16,
@@ -1616,6 +1744,130 @@ mod webrtc_tests {
         }
         // Publisher 10 on the first line, 11 on the second, 12 finds none free.
         assert_eq!(got, vec![Some(0x5003), Some(0x7003), Some(0x5003), None]);
+    }
+
+    /// A player's copy of video packet `seq` from participant `pid`, if it
+    /// takes it: the SSRC (line) it went out on.
+    fn offer(r: &mut Router, s: Handle, ingest: u64, pid: Pid, key: u32, seq: u16) -> Option<u32> {
+        let inb = Inbound {
+            room: 1,
+            ingest,
+            participant: pid,
+            key,
+            kind: MediaKind::Video,
+            len: 40,
+            seq_no: seq,
+            timestamp: 0,
+            ssrc: ingest as u32,
+        };
+        let mut out = vec![0u8; 1600];
+        out[..12].copy_from_slice(&[0x80, 102, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let (n, _) = r.prepare_egress(Instant::now(), s, &inb, &mut out)?;
+        let m = SrtpContext::new(&keys(4))
+            .unprotect_rtp(&mut out[..n])
+            .ok()?;
+        Some(RtpHeader::parse(&out[..m]).ok()?.ssrc)
+    }
+
+    /// A keyed player of room 1 with `video_lines` video lines wanting the
+    /// participants with keys `wants`, playing as `me`.
+    fn player(r: &mut Router, session: u64, me: &str, wants: &[u32]) -> Handle {
+        let t0 = Instant::now();
+        let mut sub = spec(session, Direction::Subscribe);
+        sub.participant = me.into();
+        sub.tracks.retain(|t| t.kind == MediaKind::Video);
+        sub.tracks[0].source = wants.first().copied().unwrap_or(0);
+        for (i, &want) in wants.iter().enumerate().skip(1) {
+            sub.tracks.push(TrackSpec {
+                kind: MediaKind::Video,
+                pt: 102,
+                ssrc: 0x7000 + i as u32,
+                source: want,
+            });
+        }
+        let s = r.add_webrtc(t0, sub).unwrap();
+        let mut c = check(session);
+        r.handle_datagram(t0, s, addr(5000 + session as u16), &mut c);
+        r.install_keys(t0, session, &keys(3), &keys(4));
+        s
+    }
+
+    /// A participant playing the room never receives its own tracks, and
+    /// the others' come through.
+    #[test]
+    fn a_participant_never_receives_its_own_tracks() {
+        let mut r = Router::default();
+        room(&mut r);
+        let mut alice = spec(1, Direction::Publish);
+        alice.participant = "alice".into();
+        r.add_webrtc(Instant::now(), alice).unwrap();
+        let a = r.participants.find(1, "alice").unwrap();
+        let s = player(&mut r, 2, "alice", &[]);
+        assert_eq!(
+            r.participants.find(1, "alice"),
+            Some(a),
+            "one participant, two sessions"
+        );
+        assert_eq!(offer(&mut r, s, 1, a, participant_key("alice"), 1), None);
+        let bob = r.participants.join(1, "bob");
+        assert_eq!(
+            offer(&mut r, s, 9, bob, participant_key("bob"), 1),
+            Some(0x5002)
+        );
+    }
+
+    /// A name publishes each kind once: a second WHIP publisher of a live
+    /// name is refused; an RTP participant's video and audio ingests are two
+    /// sessions of one participant.
+    #[test]
+    fn a_live_name_publishes_each_kind_once() {
+        let mut r = Router::default();
+        room(&mut r);
+        let t0 = Instant::now();
+        let mut first = spec(1, Direction::Publish);
+        first.participant = "alice".into();
+        let mut second = spec(2, Direction::Publish);
+        second.participant = "alice".into();
+        r.add_webrtc(t0, first).unwrap();
+        assert_eq!(r.add_webrtc(t0, second).err(), Some(Outcome::Exists));
+        assert_eq!(r.session_count(), 1);
+        let mut video = ingest(3, MediaKind::Video, 96);
+        let mut audio = ingest(4, MediaKind::Audio, 111);
+        let mut again = ingest(5, MediaKind::Video, 96);
+        for s in [&mut video, &mut audio, &mut again] {
+            s.participant = "cam".into();
+        }
+        r.add_ingest(video).unwrap();
+        r.add_ingest(audio).unwrap();
+        assert_eq!(r.add_ingest(again).err(), Some(Outcome::Exists));
+        // Once the publisher leaves, the name publishes again.
+        r.remove_session(1);
+        let mut third = spec(6, Direction::Publish);
+        third.participant = "alice".into();
+        assert!(r.add_webrtc(t0, third).is_ok());
+    }
+
+    /// Each line carries the publisher the answer named for it (its
+    /// `a=msid`), whoever sends first; lines that change hands are reported.
+    #[test]
+    fn lines_carry_the_publishers_the_answer_named() {
+        let mut r = Router::default();
+        room(&mut r);
+        let (kb, kc) = (participant_key("bob"), participant_key("carol"));
+        let s = player(&mut r, 2, "alice", &[kb, kc]);
+        let (bob, carol, dave) = (
+            r.participants.join(1, "bob"),
+            r.participants.join(1, "carol"),
+            r.participants.join(1, "dave"),
+        );
+        // Carol sends first, yet gets her own line (the second), not bob's.
+        assert_eq!(offer(&mut r, s, 11, carol, kc, 1), Some(0x7001));
+        assert_eq!(offer(&mut r, s, 10, bob, kb, 1), Some(0x5002));
+        // Dave was named for no line: none is free.
+        assert_eq!(offer(&mut r, s, 12, dave, participant_key("dave"), 1), None);
+        let mut lines = Vec::new();
+        r.take_lines(&mut lines);
+        assert_eq!(lines, vec![(2, 1, carol), (2, 0, bob)]);
     }
 
     #[test]

@@ -169,32 +169,32 @@ impl AacToOpus {
     }
 }
 
-/// Work for the transcoder thread, per room.
+/// Work for the transcoder thread, per participant stream (its [`crate::participants::Pid`]).
 pub enum Job {
-    /// An Opus RTP payload (of RTP time `rtp_ts`) of the room's WebRTC
+    /// An Opus RTP payload (of RTP time `rtp_ts`) of the stream's WebRTC
     /// publisher, for RTMP players.
     OpusToAac {
-        room: u32,
+        stream: u32,
         rtp_ts: u32,
         opus: Vec<u8>,
     },
-    /// An FLV audio tag of the room's RTMP publisher, for WebRTC players.
-    AacToOpus { room: u32, ms: u32, flv: Vec<u8> },
-    /// The room's publisher changed or left: start afresh.
-    Reset { room: u32 },
+    /// An FLV audio tag of the stream's RTMP publisher, for WebRTC players.
+    AacToOpus { stream: u32, ms: u32, flv: Vec<u8> },
+    /// The stream's publisher changed or left: start afresh.
+    Reset { stream: u32 },
 }
 
 pub enum Done {
     /// FLV audio tag bodies (the first one a sequence header) made from
     /// Opus of RTP time `rtp_ts`.
     Aac {
-        room: u32,
+        stream: u32,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
     },
     /// Opus packets, 20 ms each, the first at `ms`.
     Opus {
-        room: u32,
+        stream: u32,
         ms: u32,
         packets: Vec<Vec<u8>>,
     },
@@ -224,9 +224,9 @@ pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
             let mut to_aac: std::collections::HashMap<u32, (OpusToAac, bool)> = Default::default();
             let mut to_opus: std::collections::HashMap<u32, AacToOpus> = Default::default();
             while let Ok(job) = inbox.recv() {
-                let room = job.room();
-                // A codec bug costs the room its transcoder state, not the
-                // thread (and with it every room's audio on the shard).
+                let stream = job.stream();
+                // A codec bug costs the stream its transcoder state, not the
+                // thread (and with it every stream's audio on the shard).
                 let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     run_job(job, &mut to_aac, &mut to_opus)
                 }));
@@ -234,9 +234,12 @@ pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
                     Ok(Some(done)) => done,
                     Ok(None) => continue,
                     Err(_) => {
-                        warn!(room, "transcoder panicked; the room's audio starts afresh");
-                        to_aac.remove(&room);
-                        to_opus.remove(&room);
+                        warn!(
+                            stream,
+                            "transcoder panicked; the stream's audio starts afresh"
+                        );
+                        to_aac.remove(&stream);
+                        to_opus.remove(&stream);
                         continue;
                     }
                 };
@@ -249,16 +252,16 @@ pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
 }
 
 impl Job {
-    fn room(&self) -> u32 {
+    fn stream(&self) -> u32 {
         match self {
-            Job::OpusToAac { room, .. } | Job::AacToOpus { room, .. } | Job::Reset { room } => {
-                *room
-            }
+            Job::OpusToAac { stream, .. }
+            | Job::AacToOpus { stream, .. }
+            | Job::Reset { stream } => *stream,
         }
     }
 }
 
-/// Runs one job on the room's codec state (made on first use); `None` when
+/// Runs one job on the stream's codec state (made on first use); `None` when
 /// there is nothing to send back.
 fn run_job(
     job: Job,
@@ -266,18 +269,22 @@ fn run_job(
     to_opus: &mut std::collections::HashMap<u32, AacToOpus>,
 ) -> Option<Done> {
     let done = match job {
-        Job::Reset { room } => {
-            to_aac.remove(&room);
-            to_opus.remove(&room);
+        Job::Reset { stream } => {
+            to_aac.remove(&stream);
+            to_opus.remove(&stream);
             return None;
         }
-        Job::OpusToAac { room, rtp_ts, opus } => {
-            let entry = match to_aac.entry(room) {
+        Job::OpusToAac {
+            stream,
+            rtp_ts,
+            opus,
+        } => {
+            let entry = match to_aac.entry(stream) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => match OpusToAac::new() {
                     Ok(t) => v.insert((t, false)),
                     Err(e) => {
-                        warn!(room, "no Opus → AAC transcoder: {e}");
+                        warn!(stream, "no Opus → AAC transcoder: {e}");
                         return None;
                     }
                 },
@@ -289,22 +296,30 @@ fn run_job(
                 tags.push(t.config_tag());
             }
             t.push(&opus, &mut tags);
-            Done::Aac { room, rtp_ts, tags }
+            Done::Aac {
+                stream,
+                rtp_ts,
+                tags,
+            }
         }
-        Job::AacToOpus { room, ms, flv } => {
-            let t = match to_opus.entry(room) {
+        Job::AacToOpus { stream, ms, flv } => {
+            let t = match to_opus.entry(stream) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => match AacToOpus::new() {
                     Ok(t) => v.insert(t),
                     Err(e) => {
-                        warn!(room, "no AAC → Opus transcoder: {e}");
+                        warn!(stream, "no AAC → Opus transcoder: {e}");
                         return None;
                     }
                 },
             };
             let mut packets = Vec::new();
             t.push(&flv, &mut packets);
-            Done::Opus { room, ms, packets }
+            Done::Opus {
+                stream,
+                ms,
+                packets,
+            }
         }
     };
     Some(done)

@@ -148,6 +148,7 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         clock_rate: 90_000,
         srtp: Some(key),
         created_ms: 0,
+        participant: "cam".into(),
     }))
     .unwrap();
     for (id, port, rx, srtp) in [(11, e1_port, &rx1, None), (12, e2_port, &rx2, Some(key))] {

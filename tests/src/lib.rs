@@ -384,65 +384,77 @@ impl Drop for Gateway {
 /// travel in-band. Generated once per target directory.
 pub fn clip() -> PathBuf {
     static CLIP: OnceLock<PathBuf> = OnceLock::new();
-    CLIP.get_or_init(|| {
-        let dir = target_dir().join("e2e-media");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("clip-640x360-h264-opus.ts");
-        if !path.exists() {
-            let tmp = dir.join(format!("clip.{}.tmp.ts", std::process::id()));
-            let st = Command::new("ffmpeg")
-                .args(["-nostdin", "-loglevel", "error", "-y"])
-                .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-                .args([
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "sine=frequency=440:sample_rate=48000",
-                    "-t",
-                    "10",
-                ])
-                .args([
-                    "-c:v",
-                    "libx264",
-                    "-profile:v",
-                    "baseline",
-                    "-level",
-                    "3.1",
-                    "-pix_fmt",
-                    "yuv420p",
-                ])
-                .args([
-                    "-preset",
-                    "veryfast",
-                    "-tune",
-                    "zerolatency",
-                    "-g",
-                    "60",
-                    "-keyint_min",
-                    "60",
-                ])
-                .args([
-                    "-sc_threshold",
-                    "0",
-                    "-bf",
-                    "0",
-                    "-b:v",
-                    "400k",
-                    "-c:a",
-                    "libopus",
-                    "-b:a",
-                    "64k",
-                ])
-                .args(["-bsf:v", "h264_mp4toannexb", "-f", "mpegts"])
-                .arg(&tmp)
-                .status()
-                .expect("ffmpeg must be installed (the README's test command installs it)");
-            assert!(st.success(), "generating the test clip failed");
-            std::fs::rename(&tmp, &path).unwrap();
-        }
-        path
-    })
-    .clone()
+    CLIP.get_or_init(|| clip_sized(640, 360, 440)).clone()
+}
+
+/// A clip like [`clip`] at `width`x`height` with a `tone_hz` tone: tests
+/// with several participants tell their streams apart by size.
+pub fn clip_sized(width: u32, height: u32, tone_hz: u32) -> PathBuf {
+    let dir = target_dir().join("e2e-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("clip-{width}x{height}-{tone_hz}hz-h264-opus.ts"));
+    if !path.exists() {
+        let tmp = dir.join(format!(
+            "clip-{width}x{height}.{}.{}.tmp.ts",
+            std::process::id(),
+            unique("clip")
+        ));
+        let st = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc=size={width}x{height}:rate=30"),
+            ])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency={tone_hz}:sample_rate=48000"),
+                "-t",
+                "10",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-level",
+                "3.1",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                "60",
+                "-keyint_min",
+                "60",
+            ])
+            .args([
+                "-sc_threshold",
+                "0",
+                "-bf",
+                "0",
+                "-b:v",
+                "400k",
+                "-c:a",
+                "libopus",
+                "-b:a",
+                "64k",
+            ])
+            .args(["-bsf:v", "h264_mp4toannexb", "-f", "mpegts"])
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg must be installed (the README's test command installs it)");
+        assert!(st.success(), "generating the test clip failed");
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
 }
 
 /// Where one track goes: an ingest port and optional SDES key (base64).
@@ -675,9 +687,33 @@ pub struct AiortcPublisher {
 
 impl AiortcPublisher {
     pub fn start(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> AiortcPublisher {
+        Self::start_with(gw, room, &clip(), secs, extra)
+    }
+
+    /// Publishes `clip` to `/whip/{room}` (which may carry a query, e.g.
+    /// `?participant=NAME`), with a room token if given.
+    pub fn start_clip(
+        gw: &Gateway,
+        room: &str,
+        clip: &Path,
+        secs: f64,
+        token: Option<&str>,
+    ) -> AiortcPublisher {
+        match token {
+            Some(t) => Self::start_with(gw, room, clip, secs, &["--token", t]),
+            None => Self::start_with(gw, room, clip, secs, &[]),
+        }
+    }
+
+    fn start_with(
+        gw: &Gateway,
+        room: &str,
+        clip: &Path,
+        secs: f64,
+        extra: &[&str],
+    ) -> AiortcPublisher {
         let url = format!("{}/whip/{room}", gw.api);
         let secs = secs.to_string();
-        let clip = clip();
         let mut args = vec!["publish", url.as_str(), "--file", clip.to_str().unwrap()];
         args.extend(["--seconds", secs.as_str()]);
         args.extend(extra);
@@ -716,6 +752,68 @@ impl AiortcPublisher {
 }
 
 impl Drop for AiortcPublisher {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(1));
+    }
+}
+
+/// A browser in a call (aiortc): publishes `clip` as `name` in `room` over
+/// WHIP and plays the room as `name` over WHEP with `lines` video+audio
+/// lines, for `secs` after it joins.
+pub struct AiortcCall {
+    pub child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl AiortcCall {
+    pub fn start(
+        gw: &Gateway,
+        room: &str,
+        name: &str,
+        clip: Option<&Path>,
+        lines: u32,
+        secs: f64,
+    ) -> AiortcCall {
+        let (secs, lines) = (secs.to_string(), lines.to_string());
+        let mut args = vec!["call", gw.api.as_str(), room, name];
+        args.extend(["--seconds", secs.as_str(), "--lines", lines.as_str()]);
+        if let Some(c) = clip {
+            args.extend(["--file", c.to_str().unwrap()]);
+        }
+        let (log, _) = log_file(&unique("aiortc-call"));
+        let mut child = aiortc_command(&args)
+            .stderr(log)
+            .spawn()
+            .expect("start aiortc call");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        AiortcCall { child, lines }
+    }
+
+    fn next_report(&mut self) -> Value {
+        let line = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("aiortc call ended without output"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Waits until its player connected (it published before); asserts it did.
+    pub fn joined(&mut self) {
+        let v = self.next_report();
+        assert_eq!(v["ok"], true, "the call did not connect: {v}");
+    }
+
+    /// Its report: `participant`, and per received track `mid`, `kind`,
+    /// `msid`, `frames`, `width`, `height`, `first_frame_ms` (from joining).
+    pub fn finish(mut self) -> Value {
+        let v = self.next_report();
+        wait_bounded(&mut self.child, Duration::from_secs(10));
+        v
+    }
+}
+
+impl Drop for AiortcCall {
     fn drop(&mut self) {
         stop(&mut self.child, Duration::from_secs(1));
     }
@@ -886,6 +984,12 @@ impl Gateway {
 /// ffmpeg publishes the test clip over RTMP in real time, looping, for
 /// `secs`: H264 copied, Opus transcoded to AAC (FLV in ffmpeg 5.1 has no Opus).
 pub fn ffmpeg_rtmp_publish(gw: &Gateway, room: &str, secs: u32) -> Child {
+    ffmpeg_rtmp_push(gw, room, &clip(), secs)
+}
+
+/// As [`ffmpeg_rtmp_publish`], pushing `clip` to `rtmp://…/live/{path}`
+/// (a mini-program's `live-pusher`: `ROOM/NAME`).
+pub fn ffmpeg_rtmp_push(gw: &Gateway, path: &str, clip: &Path, secs: u32) -> Child {
     Command::new("ffmpeg")
         .args([
             "-nostdin",
@@ -896,9 +1000,9 @@ pub fn ffmpeg_rtmp_publish(gw: &Gateway, room: &str, secs: u32) -> Child {
             "-1",
         ])
         .args(["-t", &secs.to_string(), "-i"])
-        .arg(clip())
+        .arg(clip)
         .args(["-c:v", "copy", "-c:a", "aac", "-f", "flv"])
-        .arg(gw.rtmp_url(room))
+        .arg(gw.rtmp_url(path))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

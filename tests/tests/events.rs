@@ -55,7 +55,8 @@ fn room_events_stream_as_server_sent_events() {
         "{seen:?}"
     );
     assert_eq!(seen[0]["kind"], "rtp_ingest");
-    assert_eq!(seen[0]["participant"], ingest["id"]);
+    assert_eq!(seen[0]["session"], ingest["id"]);
+    assert_eq!(seen[0]["participant"], ingest["participant"]);
     // Unknown rooms are 404, and the stream needs the admin key.
     assert_eq!(gw.get("/v1/rooms/none/events").0, 404);
     let r = ureq::get(&format!("{}/v1/rooms/ev/events", gw.api)).call();
@@ -168,6 +169,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
         .collect();
     assert!(wait_bounded(&mut child, Duration::from_secs(10)));
     assert_eq!(events[0]["event"], "participant_joined", "{events:?}");
-    assert_eq!(events[0]["participant"], ingest["id"]);
+    assert_eq!(events[0]["session"], ingest["id"]);
     assert_eq!(events[1]["event"], "track_published");
 }

@@ -152,11 +152,11 @@ fn hostile_rtmp_clients_are_refused_and_the_stream_plays_on() {
     );
     assert!(!p.wait().unwrap().success());
 
-    // A second publisher for the room: refused.
-    let mut second = ffmpeg_rtmp_publish(&gw, "main", 5);
+    // A publisher whose participant name has a bad character: refused.
+    let mut second = ffmpeg_rtmp_publish(&gw, "main/a.b", 5);
     assert!(
         wait_bounded(&mut second, Duration::from_secs(10)),
-        "second publisher kept going"
+        "publisher with a bad name kept going"
     );
     assert!(!second.wait().unwrap().success());
 

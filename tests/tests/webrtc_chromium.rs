@@ -76,3 +76,112 @@ fn chromium_publishes_and_another_chromium_page_plays() {
     );
     assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
 }
+
+/// The call the product exists for: a mini-program (ffmpeg: RTMP push to
+/// `live/ROOM/bob`, RTMP play of `live/ROOM/alice`) is in the room first,
+/// then a browser joins the call on the demo page as alice. Each decodes
+/// the other; the page labels bob's tile with his name.
+#[test]
+fn the_demo_page_holds_a_call_with_a_mini_program() {
+    let driver = chromium_driver_dir();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &[]);
+    let room = "call";
+    gw.room(room);
+    let mut bob = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &clip_sized(320, 240, 660), 60);
+    let shot = target_dir().join("e2e-logs").join("chromium-call.png");
+    let _ = std::fs::create_dir_all(shot.parent().unwrap());
+    let _ = std::fs::remove_file(&shot);
+    let page = Command::new("timeout")
+        .args(["-s", "KILL", "90", "node"])
+        .arg(driver.join("chromium_call.js"))
+        .args([gw.api.as_str(), room, "alice", "6"])
+        .arg(&shot)
+        .current_dir(&driver)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run node");
+    // The mini-program plays alice once she is in.
+    let alice = gw.rtmp_url(&format!("{room}/alice"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let t_join = loop {
+        let (_, v) = gw.get(&format!("/v1/rooms/{room}"));
+        let there = v["participants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "alice");
+        if there {
+            break std::time::Instant::now();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice never joined: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let (video, audio, log) = ffmpeg_rtmp_play(&alice, 3, std::time::Duration::from_secs(30));
+    eprintln!(
+        "mini-program: alice's first 3 s decoded {:?} after she joined",
+        t_join.elapsed()
+    );
+    // Chromium's encoder starts low (loss-based ramp-up): 19-30 fps here.
+    assert!(
+        video >= 30 && audio >= 100,
+        "{video} video / {audio} audio\n{log}\n{}\n{:?}",
+        gw.logs(),
+        gw.get(&format!("/v1/rooms/{room}"))
+    );
+    let out = page.wait_with_output().expect("node output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+            panic!(
+                "no report from the call page ({}): {text}\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                gw.logs()
+            )
+        });
+    eprintln!("call page: {report}");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    assert_eq!(report["participant"], "alice", "{report}");
+    let tiles = report["tiles"].as_array().unwrap();
+    let bob_tile = tiles
+        .iter()
+        .find(|t| t["name"] == "bob")
+        .unwrap_or_else(|| panic!("no tile labelled bob: {report}"));
+    assert!(
+        bob_tile["framesDecoded"].as_u64().unwrap() >= 60,
+        "{report}"
+    );
+    assert_eq!(
+        (bob_tile["width"].as_u64(), bob_tile["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{report}"
+    );
+    assert!(
+        tiles.iter().all(|t| t["name"] != "alice"),
+        "her own tile: {report}"
+    );
+    assert!(
+        report["urls"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("/live/{room}/alice")),
+        "{report}"
+    );
+    let png = std::fs::read(&shot).expect("screenshot of the call page");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!(
+        "browser: bob's first frame {:.0} ms after joining; screenshot {}",
+        report["first_other_frame_ms"].as_f64().unwrap_or(-1.0),
+        shot.display()
+    );
+    stop(&mut bob, std::time::Duration::from_secs(1));
+}

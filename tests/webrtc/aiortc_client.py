@@ -3,10 +3,12 @@
 
     aiortc_client.py publish URL --file clip.ts --seconds 12
     aiortc_client.py play URL --seconds 5
+    aiortc_client.py call BASE ROOM NAME --file clip.ts --lines 3 --seconds 10
 
 Prints one JSON line with what happened (the Rust test asserts on it):
 publish: {"state": ..., "connected_ms": ...}
 play:    {"video_frames": N, "audio_frames": N, "first_frame_ms": ms, "width": W, ...}
+call:    {"participant": NAME, "tracks": [{"mid", "kind", "msid", "frames", "width", ...}]}
 
 aiortc gathers no loopback candidates by default and asks a public STUN
 server: patch the host address list and pass no ICE servers (TESTING.md).
@@ -32,6 +34,9 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+# --token: a room token sent as `Authorization: Bearer` on WHIP/WHEP/DELETE.
+TOKEN = None
 
 
 def new_pc():
@@ -86,21 +91,25 @@ class LossyRelay(asyncio.DatagramProtocol):
         self.upstream.sendto(data)
 
 
-async def exchange(session, url, pc, relay=None, bad_fingerprint=False):
+async def exchange(session, url, pc, relay=None, bad_fingerprint=False, headers_out=None):
     """POSTs our offer, applies the answer; returns the session URL. With a
     relay, the answer's candidate is rewritten to go through it. With
-    bad_fingerprint, the offer names a certificate we do not hold."""
+    bad_fingerprint, the offer names a certificate we do not hold. The
+    response headers go into headers_out, if given."""
     await pc.setLocalDescription(await pc.createOffer())
     sdp = pc.localDescription.sdp
     if bad_fingerprint:
         sdp = re.sub(r"(a=fingerprint:sha-256 )[0-9A-F:]+", r"\g<1>" + ":".join(["00"] * 32), sdp)
-    async with session.post(
-        url, data=sdp, headers={"Content-Type": "application/sdp"}
-    ) as r:
+    headers = {"Content-Type": "application/sdp"}
+    if TOKEN:
+        headers["Authorization"] = f"Bearer {TOKEN}"
+    async with session.post(url, data=sdp, headers=headers) as r:
         body = await r.text()
         if r.status != 201:
             raise SystemExit(f"POST {url}: {r.status} {body}")
         location = r.headers["Location"]
+        if headers_out is not None:
+            headers_out.update({k.lower(): v for k, v in r.headers.items()})
     if relay is not None:
         m = re.search(r"a=candidate:\S+ 1 udp \d+ (\S+) (\d+) typ host", body)
         port = await relay.start((m.group(1), int(m.group(2))))
@@ -108,6 +117,10 @@ async def exchange(session, url, pc, relay=None, bad_fingerprint=False):
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
     base = url.split("/wh")[0]
     return base + location
+
+
+def auth_headers():
+    return {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
 
 
 async def wait_connected(pc, timeout):
@@ -139,7 +152,7 @@ async def publish(args):
             await asyncio.sleep(args.seconds)
         state = pc.connectionState
         if not args.no_delete:
-            async with s.delete(resource) as r:
+            async with s.delete(resource, headers=auth_headers()) as r:
                 deleted = r.status
         else:
             deleted = None
@@ -189,7 +202,7 @@ async def play(args):
         stats["connected_ms"] = (time.monotonic() - t0) * 1000
         if ok:
             await asyncio.sleep(args.seconds)
-        async with s.delete(resource) as r:
+        async with s.delete(resource, headers=auth_headers()) as r:
             stats["deleted"] = r.status
     await pc.close()
     for t in tasks:
@@ -200,10 +213,96 @@ async def play(args):
     print(json.dumps(stats), flush=True)
 
 
+def msid_of(sdp, mid):
+    """The a=msid stream id of the m-section with a=mid:<mid>."""
+    for section in sdp.replace("\r\n", "\n").split("\nm=")[1:]:
+        if re.search(rf"^a=mid:{re.escape(mid)}$", section, re.M):
+            m = re.search(r"^a=msid:(\S+)", section, re.M)
+            return m.group(1) if m else None
+    return None
+
+
+async def call(args):
+    """A browser in a call: publishes --file as NAME (WHIP), plays the room
+    as NAME (WHEP, --lines video+audio lines), and reports each received
+    track with the participant its a=msid names."""
+    base = args.url.rstrip("/")
+    query = f"?participant={args.participant}"
+    out = {"participant": None, "tracks": []}
+    t0 = time.monotonic()
+    tracks = {}
+    tasks = []
+    play_pc = new_pc()
+    for _ in range(args.lines):
+        prefer_h264(play_pc.addTransceiver("video", direction="recvonly"))
+        play_pc.addTransceiver("audio", direction="recvonly")
+
+    async def consume(track, info):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            if info["first_frame_ms"] is None:
+                info["first_frame_ms"] = (time.monotonic() - t0) * 1000
+            info["frames"] += 1
+            if track.kind == "video":
+                info["width"], info["height"] = frame.width, frame.height
+                size = f"{frame.width}x{frame.height}"
+                if size not in info["sizes"]:
+                    info["sizes"].append(size)
+
+    @play_pc.on("track")
+    def on_track(track):
+        mid = next(
+            (t.mid for t in play_pc.getTransceivers() if t.receiver.track is track), None
+        )
+        # aiortc fires "track" inside setRemoteDescription, before the
+        # description is readable: the msid is looked up at the end.
+        info = {"mid": mid, "kind": track.kind, "frames": 0, "first_frame_ms": None,
+                "width": 0, "height": 0, "sizes": [], "msid": None}
+        tracks[id(track)] = info
+        tasks.append(asyncio.ensure_future(consume(track, info)))
+
+    pub_pc = None
+    async with aiohttp.ClientSession() as s:
+        if args.file:
+            media = MediaPlayer(args.file, decode=False)
+            pub_pc = new_pc()
+            if media.video:
+                prefer_h264(pub_pc.addTransceiver(media.video, direction="sendonly"))
+            if media.audio:
+                pub_pc.addTransceiver(media.audio, direction="sendonly")
+            headers = {}
+            await exchange(s, f"{base}/whip/{args.room}{query}", pub_pc, headers_out=headers)
+            out["participant"] = headers.get("x-participant")
+            out["published"] = await wait_connected(pub_pc, 10)
+        t0 = time.monotonic()
+        headers = {}
+        await exchange(s, f"{base}/whep/{args.room}{query}", play_pc, headers_out=headers)
+        out["player_participant"] = headers.get("x-participant")
+        out["connected"] = await wait_connected(play_pc, 10)
+        print(json.dumps({"event": "joined", "ok": out["connected"]}), flush=True)
+        if out["connected"]:
+            await asyncio.sleep(args.seconds)
+    for info in tracks.values():
+        if info["mid"] is not None:
+            info["msid"] = msid_of(play_pc.remoteDescription.sdp, info["mid"])
+    await play_pc.close()
+    if pub_pc is not None:
+        await pub_pc.close()
+    for t in tasks:
+        t.cancel()
+    out["tracks"] = sorted(tracks.values(), key=lambda t: int(t["mid"] or 0))
+    print(json.dumps(out), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["publish", "play"])
-    p.add_argument("url")
+    p.add_argument("mode", choices=["publish", "play", "call"])
+    p.add_argument("url", help="publish/play: the WHIP/WHEP URL; call: the API base URL")
+    p.add_argument("room", nargs="?", help="call: the room")
+    p.add_argument("participant", nargs="?", help="call: who this browser is")
     p.add_argument("--file")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
@@ -211,8 +310,12 @@ def main():
     p.add_argument("--bad-fingerprint", action="store_true", help="offer a wrong DTLS fingerprint")
     p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
+    p.add_argument("--token", help="a room token (Authorization: Bearer)")
     args = p.parse_args()
-    asyncio.run(publish(args) if args.mode == "publish" else play(args))
+    global TOKEN
+    TOKEN = args.token
+    run = {"publish": publish, "play": play, "call": call}[args.mode]
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

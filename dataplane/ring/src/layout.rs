@@ -21,11 +21,11 @@ use crate::spsc::{self, Consumer, Producer, RingHeader};
 /// "MGWRING1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGWRING1");
 /// Bump when the layout or message encoding changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Slots per ring. A power of two.
 pub const SLOTS: u64 = 4096;
 /// Bytes per slot: one message.
-pub const SLOT_SIZE: usize = 256;
+pub const SLOT_SIZE: usize = 512;
 const PAGE: usize = 4096;
 const CACHE_LINE: usize = 64;
 const MAX_SHARDS: u32 = 256;

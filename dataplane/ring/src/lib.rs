@@ -27,6 +27,7 @@
 pub mod layout;
 pub mod limits;
 pub mod msg;
+pub mod participant;
 pub mod spsc;
 pub mod token;
 

@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 3;
+pub const MSG_VERSION: u8 = 4;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 
@@ -145,6 +145,9 @@ pub struct IngestSpec {
     pub srtp: Option<SrtpKey>,
     /// Unix milliseconds when the session was created (kept for resync).
     pub created_ms: u64,
+    /// The participant whose track this is ([`valid_room_name`] rules); a
+    /// participant's video and audio ingests share it.
+    pub participant: String,
 }
 
 /// Send every track of the room from local `port` to `dest` (video to
@@ -186,12 +189,28 @@ pub struct TrackSpec {
     /// Subscribe: the SSRC we send this track on (announced in the answer).
     /// Publish: 0 (learned from the packets).
     pub ssrc: u32,
+    /// Subscribe: [`participant_key`] of the publisher the answer's `a=msid`
+    /// named for this line (0: none), so the line carries that publisher
+    /// while it publishes. Publish: 0.
+    pub source: u32,
+}
+
+/// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never
+/// 0). A hint only: a collision makes a line prefer the wrong publisher, it
+/// never sends a participant its own media (that check compares ids).
+pub fn participant_key(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(1)
 }
 
 /// Most media lines a WebRTC session carries (a player may ask for several
 /// publishers' tracks by offering several recvonly m-lines). Bounded by the
 /// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
-/// to 253 of its 256 bytes (checked by the round-trip test).
+/// to 382 of its 512 bytes (checked by the round-trip test).
 pub const MAX_TRACKS: usize = 16;
 
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
@@ -211,6 +230,8 @@ pub struct WebrtcSpec {
     /// At most [`MAX_TRACKS`]; more are not encoded.
     pub tracks: Vec<TrackSpec>,
     pub created_ms: u64,
+    /// Who publishes (WHIP) or plays (WHEP: never sent its own tracks).
+    pub participant: String,
 }
 
 impl WebrtcSpec {
@@ -235,6 +256,8 @@ pub struct RtmpSpec {
     pub peer_ip: [u8; 4],
     pub peer_port: u16,
     pub created_ms: u64,
+    /// Who publishes, or whom the player plays as (from the stream key).
+    pub participant: String,
 }
 
 /// Session ids at or above this belong to RTMP connections (given by the
@@ -267,6 +290,9 @@ pub struct ShardStats {
 /// `Event::SessionEnded` reason: a panic while handling this session's
 /// input was contained; the session was ended, the shard went on.
 pub const END_INTERNAL: u16 = 5;
+/// `Event::SessionEnded` reason: an RTMP publisher whose participant pushed
+/// again from a new connection (which continues its stream).
+pub const END_TAKEN_OVER: u16 = 6;
 
 /// A protective limit of the dataplane; the index is stable (an array
 /// index on both sides of the ring).
@@ -440,6 +466,13 @@ pub enum Event {
     Stats(SessionStats),
     /// The shard ended a session by itself.
     SessionEnded { session: u64, reason: u16 },
+    /// Media line `line` of WebRTC player `session` now carries
+    /// `participant`'s track (empty: nobody's).
+    Line {
+        session: u64,
+        line: u8,
+        participant: String,
+    },
 }
 
 impl Command {
@@ -478,7 +511,7 @@ impl<'a> Writer<'a> {
     }
     fn bytes(&mut self, b: &[u8]) {
         // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
-        // longest fields and MAX_TRACKS tracks, is 253 bytes), so this slice
+        // longest fields and MAX_TRACKS tracks, is 382 bytes), so this slice
         // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
@@ -529,6 +562,7 @@ impl<'a> Writer<'a> {
         self.u32(s.clock_rate);
         self.srtp(&s.srtp);
         self.u64(s.created_ms);
+        self.name(&s.participant);
     }
     fn webrtc(&mut self, s: &WebrtcSpec) {
         self.u64(s.session);
@@ -545,8 +579,10 @@ impl<'a> Writer<'a> {
             self.u8(t.kind as u8);
             self.u8(t.pt);
             self.u32(t.ssrc);
+            self.u32(t.source);
         }
         self.u64(s.created_ms);
+        self.name(&s.participant);
     }
     fn rtmp(&mut self, s: &RtmpSpec) {
         self.u64(s.session);
@@ -555,6 +591,7 @@ impl<'a> Writer<'a> {
         self.bytes(&s.peer_ip);
         self.u16(s.peer_port);
         self.u64(s.created_ms);
+        self.name(&s.participant);
     }
     fn egress(&mut self, s: &EgressSpec) {
         self.u64(s.session);
@@ -642,6 +679,7 @@ impl<'a> Reader<'a> {
             clock_rate: self.u32()?,
             srtp: self.srtp()?,
             created_ms: self.u64()?,
+            participant: self.name()?,
         })
     }
     fn webrtc(&mut self) -> Result<WebrtcSpec, DecodeError> {
@@ -669,11 +707,13 @@ impl<'a> Reader<'a> {
                         kind: self.kind()?,
                         pt: self.u8()?,
                         ssrc: self.u32()?,
+                        source: self.u32()?,
                     });
                 }
                 tracks
             },
             created_ms: self.u64()?,
+            participant: self.name()?,
         })
     }
     fn rtmp(&mut self) -> Result<RtmpSpec, DecodeError> {
@@ -688,6 +728,7 @@ impl<'a> Reader<'a> {
             peer_ip: self.array()?,
             peer_port: self.u16()?,
             created_ms: self.u64()?,
+            participant: self.name()?,
         })
     }
     fn egress(&mut self) -> Result<EgressSpec, DecodeError> {
@@ -766,6 +807,7 @@ impl Message for Event {
             Event::Webrtc(_) => 8,
             Event::Rtmp(_) => 9,
             Event::Shard(_) => 10,
+            Event::Line { .. } => 11,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -806,6 +848,15 @@ impl Message for Event {
             Event::SessionEnded { session, reason } => {
                 w.u64(*session);
                 w.u16(*reason);
+            }
+            Event::Line {
+                session,
+                line,
+                participant,
+            } => {
+                w.u64(*session);
+                w.u8(*line);
+                w.name(participant);
             }
         }
     }
@@ -866,6 +917,11 @@ impl Message for Event {
                     panics: r.u64()?,
                 })
             }
+            11 => Event::Line {
+                session: r.u64()?,
+                line: r.u8()?,
+                participant: r.name()?,
+            },
             t => return Err(DecodeError::Tag(t)),
         })
     }
@@ -912,9 +968,11 @@ mod tests {
                     },
                     pt: 100 + i as u8,
                     ssrc: 0xdead_0000 + i,
+                    source: u32::MAX - i,
                 })
                 .collect(),
             created_ms: 1,
+            participant: "q".repeat(MAX_NAME),
         };
         let ingest = IngestSpec {
             session: 7,
@@ -925,6 +983,7 @@ mod tests {
             clock_rate: 48000,
             srtp: Some(key()),
             created_ms: 1_700_000_000_000,
+            participant: "alice".into(),
         };
         let egress = EgressSpec {
             session: u64::MAX,
@@ -965,6 +1024,7 @@ mod tests {
                 peer_ip: [127, 0, 0, 1],
                 peer_port: 50_000,
                 created_ms: 9,
+                participant: "bob".into(),
             }),
             Event::Shard(ShardStats {
                 shard: 1,
@@ -987,6 +1047,11 @@ mod tests {
             Event::SessionEnded {
                 session: 1,
                 reason: 2,
+            },
+            Event::Line {
+                session: 1,
+                line: 3,
+                participant: "carol".into(),
             },
         ];
         (cmds, evts)

@@ -3,7 +3,9 @@
 //! (`rtmp://host/live/ROOM?token=...`).
 //!
 //! A token is a JWT (RFC 7519) signed with HS256 over the claims
-//! `{"room", "role": "publish"|"subscribe", "exp"}`; expiry has no leeway.
+//! `{"room", "role": "publish"|"subscribe", "exp"}` and, when minted for
+//! one, `"participant"` (who the holder is in the room; see
+//! [`crate::participant`]); expiry has no leeway.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,8 @@ struct Claims {
     room: String,
     role: TokenRole,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    participant: Option<String>,
 }
 
 /// Why a token was refused.
@@ -52,24 +56,32 @@ impl TokenKeys {
         }
     }
 
-    /// A token for `room` and `role` that expires at Unix time `exp`.
-    pub fn mint(&self, room: &str, role: TokenRole, exp: u64) -> Result<String, String> {
+    /// A token for `room` and `role` (as `participant`, if given) that
+    /// expires at Unix time `exp`.
+    pub fn mint(
+        &self,
+        room: &str,
+        role: TokenRole,
+        participant: Option<&str>,
+        exp: u64,
+    ) -> Result<String, String> {
         let claims = Claims {
             room: room.to_string(),
             role,
             exp,
+            participant: participant.map(str::to_string),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| e.to_string())
     }
 
-    /// Accepts `token` for `role` on `room`.
+    /// Accepts `token` for `role` on `room`; returns its participant claim.
     pub fn verify(
         &self,
         token: Option<&str>,
         room: &str,
         role: TokenRole,
-    ) -> Result<(), TokenError> {
+    ) -> Result<Option<String>, TokenError> {
         let Some(token) = token else {
             return Err(TokenError::Invalid("a room token is required".into()));
         };
@@ -91,7 +103,7 @@ impl TokenKeys {
                 claims.role
             )));
         }
-        Ok(())
+        Ok(claims.participant)
     }
 }
 
@@ -103,8 +115,13 @@ mod tests {
     fn room_role_expiry_and_signature_are_checked() {
         let k = TokenKeys::new(b"0123456789abcdef");
         let far = 4_000_000_000;
-        let t = k.mint("r", TokenRole::Publish, far).unwrap();
-        assert_eq!(k.verify(Some(&t), "r", TokenRole::Publish), Ok(()));
+        let t = k.mint("r", TokenRole::Publish, None, far).unwrap();
+        assert_eq!(k.verify(Some(&t), "r", TokenRole::Publish), Ok(None));
+        let named = k.mint("r", TokenRole::Publish, Some("al"), far).unwrap();
+        assert_eq!(
+            k.verify(Some(&named), "r", TokenRole::Publish),
+            Ok(Some("al".into()))
+        );
         assert!(matches!(
             k.verify(Some(&t), "x", TokenRole::Publish),
             Err(TokenError::Forbidden(_))
@@ -113,13 +130,13 @@ mod tests {
             k.verify(Some(&t), "r", TokenRole::Subscribe),
             Err(TokenError::Forbidden(_))
         ));
-        let old = k.mint("r", TokenRole::Publish, 1_000).unwrap();
+        let old = k.mint("r", TokenRole::Publish, None, 1_000).unwrap();
         assert!(matches!(
             k.verify(Some(&old), "r", TokenRole::Publish),
             Err(TokenError::Invalid(_))
         ));
         let other = TokenKeys::new(b"another-secret!!")
-            .mint("r", TokenRole::Publish, far)
+            .mint("r", TokenRole::Publish, None, far)
             .unwrap();
         assert!(matches!(
             k.verify(Some(&other), "r", TokenRole::Publish),

@@ -80,17 +80,18 @@ pub struct Media {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// `publish` on `rtmp://host/{app}/{key}[?token=T]`: accept or reject.
+    /// `publish` on `rtmp://host/{app}/{key}[?{query}]`: accept or reject
+    /// (the hub reads the address, see [`super::address`]).
     Publish {
         app: String,
         key: String,
-        token: Option<String>,
+        query: String,
     },
     /// `play`: accept or reject.
     Play {
         app: String,
         key: String,
-        token: Option<String>,
+        query: String,
     },
     Media(Media),
     /// The client stopped publishing or playing (deleteStream, FCUnpublish).
@@ -386,11 +387,11 @@ impl Conn {
             }
             "publish" => match first_string() {
                 Some(key) => {
-                    let (key, token) = split_key(&key);
+                    let (key, query) = split_key(&key);
                     events.push(Event::Publish {
                         app: self.app.clone(),
                         key,
-                        token,
+                        query,
                     })
                 }
                 None => self.reject(
@@ -401,11 +402,11 @@ impl Conn {
             },
             "play" => match first_string() {
                 Some(key) => {
-                    let (key, token) = split_key(&key);
+                    let (key, query) = split_key(&key);
                     events.push(Event::Play {
                         app: self.app.clone(),
                         key,
-                        token,
+                        query,
                     })
                 }
                 None => self.reject(
@@ -469,16 +470,11 @@ impl Conn {
     }
 }
 
-/// `key?token=...` → `key` (the query is for auth, not the name).
-/// `room?token=T&x=y` → (`room`, `Some(T)`): the query is for auth, not
-/// the name.
-fn split_key(key: &str) -> (String, Option<String>) {
+/// `room?token=T&x=y` → (`room`, `token=T&x=y`): the name, and the query
+/// (a token, a participant name) apart from it.
+fn split_key(key: &str) -> (String, String) {
     let (name, query) = key.split_once('?').unwrap_or((key, ""));
-    let token = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string);
-    (name.to_string(), token)
+    (name.to_string(), query.to_string())
 }
 
 /// A publisher's `@setDataFrame("onMetaData", {...})` as players expect it:
@@ -553,7 +549,7 @@ mod tests {
             vec![Event::Publish {
                 app: "live".into(),
                 key: "room1".into(),
-                token: Some("x".into()),
+                query: "token=x".into(),
             }]
         );
         // The answers parse back: control messages then two _result.

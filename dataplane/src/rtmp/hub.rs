@@ -1,18 +1,24 @@
-//! Every RTMP connection and stream of one shard (sans-IO): who publishes,
-//! who plays, and what each connection is sent.
+//! Every RTMP connection and participant stream of one shard (sans-IO):
+//! who publishes, who plays, and what each connection is sent.
 //!
 //! The shard owns the sockets and calls in with bytes and closures; the hub
 //! answers with [`Action`]s and leaves bytes in each connection's
-//! [`PlayerQueue`] (taken with [`Hub::queue`]). A stream belongs to the room
-//! of its name, on the shard that hosts the room: a connection that names a
-//! room of another shard is handed over to it with the event that named it.
+//! [`PlayerQueue`] (taken with [`Hub::queue`]). A room lives on one shard; a
+//! connection that names a room of another shard is handed over to it with
+//! the event that named it.
+//!
+//! Streams are per participant ([`Pid`]): whoever publishes as NAME (RTMP,
+//! or WebRTC/RTP bridged here) feeds NAME's stream, with its own GOP cache,
+//! bridge and RTP side, shared by all of NAME's players.
 //!
 //! ```text
-//! on_bytes(idx, data) ─▶ Conn events ─▶ Publish{room}: local?  publisher (one per room)
-//!                                                     remote?  Action::Handoff
-//!                                                     missing? create (if allowed)
-//!                                       Play{room}:    local?  player: headers + GOP cache now
-//!                                       Media:         cache, chunk once, offer to each player
+//! on_bytes(idx, data) ─▶ Conn events ─▶ Publish ROOM[/NAME]: local?  NAME's publisher (a stale
+//!                                                                     push of NAME is taken over)
+//!                                                            remote?  Action::Handoff
+//!                                                            missing? create (if allowed)
+//!                                       Play ROOM/NAME:  NAME's player: headers + GOP cache now
+//!                                       Play ROOM:       follows the room's first publisher
+//!                                       Media:           cache, chunk once, offer to each player
 //! ```
 
 use std::collections::HashMap;
@@ -20,15 +26,21 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::address::{self, Address};
 use super::chunk::MediaLimits;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer, Pushed};
+use crate::participants::{Kinds, Participants, Pid, Taken};
 use crate::transcode::Job;
 use gateway_ring::msg::{
-    DropReason, Event as RingEvent, Limit, RtmpSpec, SessionStats, RTMP_SESSION_IDS,
+    participant_key, DropReason, Event as RingEvent, Limit, RtmpSpec, SessionStats, END_TAKEN_OVER,
+    RTMP_SESSION_IDS,
 };
+use gateway_ring::participant::{resolve, NameError};
+
+pub use super::address::APP;
 
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +54,20 @@ pub enum Place {
 /// The shard's side of room lookups.
 pub trait Rooms {
     fn place(&self, name: &str) -> Place;
-    /// Whether `token` lets its holder publish (or play) `room`.
-    fn authorize(&self, room: &str, publish: bool, token: Option<&str>) -> Result<(), String>;
+    /// Whether `token` lets its holder publish (or play) `room`; the
+    /// token's participant claim, if any.
+    fn authorize(
+        &self,
+        room: &str,
+        publish: bool,
+        token: Option<&str>,
+    ) -> Result<Option<String>, String>;
     /// Creates a room here for an RTMP publisher, if the operator allows it.
     fn create(&mut self, name: &str) -> Option<u32>;
+    /// Who is in the shard's rooms (shared with the WebRTC side).
+    fn participants(&mut self) -> &mut Participants;
+    /// Seeds a generated participant name.
+    fn random(&mut self) -> [u8; 4];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +88,16 @@ pub enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     New,
-    Publisher(u32),
-    Player(u32),
+    Publisher {
+        room: u32,
+        pid: Pid,
+    },
+    /// Plays `stream` (`None`: follows the room and waits for a publisher).
+    Player {
+        room: u32,
+        stream: Option<Pid>,
+        follow: bool,
+    },
 }
 
 /// One connection's protocol state and send queue; moves between shards
@@ -78,8 +108,15 @@ pub struct ConnState {
     role: Role,
     /// The client's address (for the participant list).
     pub peer: Option<std::net::SocketAddrV4>,
-    /// Participant id once publishing or playing.
+    /// Session id once publishing or playing.
     session: Option<u64>,
+    /// Who the client is in its room.
+    name: String,
+    /// The participant this connection holds a session of (a publisher's
+    /// own; a player's of NAME, so NAME's stream waits for its return),
+    /// and whether it counts as that participant's publisher.
+    joined: Option<Pid>,
+    publishing: bool,
     /// Media messages and bytes received (publisher) or queued (player),
     /// and messages dropped for a slow player; `dirty` until reported.
     stats: SessionStats,
@@ -96,6 +133,9 @@ impl Default for ConnState {
             role: Role::New,
             peer: None,
             session: None,
+            name: String::new(),
+            joined: None,
+            publishing: false,
             stats: SessionStats::default(),
             dirty: false,
             slow: false,
@@ -108,21 +148,26 @@ pub const END_RTMP: u16 = 3;
 /// `Event::SessionEnded` reason for a player dropped for being too slow.
 pub const END_SLOW: u16 = 4;
 
+/// One participant's stream for RTMP players.
 struct Stream {
+    room: u32,
+    /// [`participant_key`] of the participant's name.
+    key: u32,
+    /// The participant's RTMP publisher, if it publishes over RTMP.
     publisher: Option<u32>,
     players: Vec<u32>,
     cache: GopCache,
-    /// RTP from the room's WebRTC or RTP publisher, repacketized for RTMP
-    /// players while no RTMP client publishes.
+    /// RTP from the participant's WebRTC or RTP publisher, repacketized
+    /// for RTMP players while no RTMP client publishes as it.
     bridge: Option<Bridge>,
     /// The RTMP publisher's video as H264 RTP for the room's WebRTC players
     /// and RTP egresses.
     rtp: Option<RtpOut>,
 }
 
-/// FLV video → RTP for one room, with the RTP packets of the latest GOP so a
-/// WHEP player joining gets a picture at once (an RTMP publisher cannot be
-/// asked for a keyframe).
+/// FLV video → RTP for one participant, with the RTP packets of the latest
+/// GOP so a WHEP player joining gets a picture at once (an RTMP publisher
+/// cannot be asked for a keyframe).
 struct RtpOut {
     packetizer: Packetizer,
     gop: Vec<Bytes>,
@@ -171,24 +216,24 @@ impl Bridge {
     }
 }
 
-/// Session ids of the virtual ingests that carry RTMP publishers' video into
-/// the router's fan-out: this bit plus the room id.
+/// Session ids of the virtual ingests that carry RTMP publishers' media
+/// into the router's fan-out: this bit plus the participant's [`Pid`].
 pub const RTMP_SOURCE: u64 = 1 << 62;
 
 impl RtpOut {
-    fn new(room: u32) -> RtpOut {
+    fn new(pid: Pid) -> RtpOut {
         RtpOut {
-            packetizer: Packetizer::new(room.wrapping_mul(0x9e37_79b1) | 1, 96),
+            packetizer: Packetizer::new(pid.wrapping_mul(0x9e37_79b1) | 1, 96),
             gop: Vec::new(),
             gop_bytes: 0,
-            audio_ssrc: room.wrapping_mul(0x85eb_ca6b) | 1,
+            audio_ssrc: pid.wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
         }
     }
 }
 
-/// H264 RTP → FLV video tags for one room.
+/// H264 RTP → FLV video tags for one participant's stream.
 struct Bridge {
     depack: Depacketizer,
     /// FLV time 0.
@@ -273,20 +318,31 @@ pub struct HubStats {
     pub rejected: u64,
 }
 
+/// An RTMP publisher's media as RTP, for the room's WebRTC side.
+#[derive(Debug, Clone)]
+pub struct RtpFromRtmp {
+    pub room: u32,
+    pub pid: Pid,
+    pub key: u32,
+    pub packet: Bytes,
+}
+
 pub struct Hub {
     /// Participants started and ended, for the controlplane.
     pub events_out: Vec<RingEvent>,
     shard: u32,
     next_session: u64,
-    /// RTP packets of RTMP publishers' video to fan out: (room, packet).
-    pub rtp_out: Vec<(u32, Bytes)>,
+    /// RTP packets of RTMP publishers' video to fan out.
+    pub rtp_out: Vec<RtpFromRtmp>,
     /// Audio for the transcoder thread.
     pub jobs: Vec<Job>,
     /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
     /// keyframe: a player joined and the GOP cache had none.
     pub keyframe_requests: Vec<u64>,
     conns: HashMap<u32, ConnState>,
-    streams: HashMap<u32, Stream>,
+    streams: HashMap<Pid, Stream>,
+    /// Per room: players of `ROOM` waiting for a publisher to follow.
+    waiting: HashMap<u32, Vec<u32>>,
     gop_cache: bool,
     pub stats: HubStats,
     events: Vec<Event>,
@@ -322,9 +378,6 @@ pub struct Bridged {
     pub bad_parameter_sets: u32,
 }
 
-/// The application name in `rtmp://host/{app}/{room}`.
-pub const APP: &str = "live";
-
 impl Hub {
     pub fn new(gop_cache: bool, shard: u32) -> Hub {
         Hub {
@@ -336,6 +389,7 @@ impl Hub {
             keyframe_requests: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
+            waiting: HashMap::new(),
             gop_cache,
             stats: HubStats::default(),
             events: Vec::new(),
@@ -349,8 +403,9 @@ impl Hub {
         self.conns.insert(idx, state);
     }
 
-    /// Takes a connection out (closing or handing over), detaching it from its stream.
-    pub fn remove(&mut self, idx: u32) -> Option<ConnState> {
+    /// Takes a connection out (closing or handing over), detaching it from
+    /// its stream and its participant.
+    pub fn remove(&mut self, idx: u32, parts: &mut Participants) -> Option<ConnState> {
         let mut st = self.conns.remove(&idx)?;
         if let Some(session) = st.session.take() {
             self.events_out.push(RingEvent::SessionEnded {
@@ -358,20 +413,121 @@ impl Hub {
                 reason: if st.slow { END_SLOW } else { END_RTMP },
             });
         }
-        match st.role {
-            Role::Publisher(room) => {
-                if let Some(s) = self.streams.get_mut(&room) {
-                    s.publisher = None;
+        // Unpublished first: the players that followed it look for the
+        // room's next publisher.
+        if let (Some(pid), true) = (st.joined, std::mem::take(&mut st.publishing)) {
+            parts.unpublish(pid, Kinds::BOTH);
+        }
+        let role = std::mem::replace(&mut st.role, Role::New);
+        self.detach(idx, role, parts);
+        if let Some(pid) = st.joined.take() {
+            parts.leave(pid);
+        }
+        Some(st)
+    }
+
+    /// Detaches connection `idx` that had `role` from its stream.
+    fn detach(&mut self, idx: u32, role: Role, parts: &mut Participants) {
+        match role {
+            Role::Publisher { room, pid } => {
+                if let Some(s) = self.streams.get_mut(&pid) {
+                    if s.publisher == Some(idx) {
+                        s.publisher = None;
+                        s.rtp = None;
+                        self.publisher_gone(room, pid, parts);
+                    }
                 }
             }
-            Role::Player(room) => {
-                if let Some(s) = self.streams.get_mut(&room) {
-                    s.players.retain(|&p| p != idx);
+            Role::Player { room, stream, .. } => {
+                if let Some(pid) = stream {
+                    if let Some(s) = self.streams.get_mut(&pid) {
+                        s.players.retain(|&p| p != idx);
+                    }
+                    self.forget_if_unused(pid, parts);
+                } else if let Some(w) = self.waiting.get_mut(&room) {
+                    w.retain(|&p| p != idx);
                 }
             }
             Role::New => {}
         }
-        Some(st)
+    }
+
+    /// Drops `pid`'s stream once nothing needs it: no publisher here, no
+    /// players, and no WebRTC/RTP publisher whose bridge state it keeps.
+    fn forget_if_unused(&mut self, pid: Pid, parts: &Participants) {
+        let unused = self.streams.get(&pid).is_some_and(|s| {
+            s.publisher.is_none() && s.players.is_empty() && !parts.is_publishing(pid)
+        });
+        if unused {
+            self.streams.remove(&pid);
+            self.jobs.push(Job::Reset { stream: pid });
+        }
+    }
+
+    /// Participant `pid` of `room` stopped publishing (its RTMP push ended,
+    /// or its last WebRTC/RTP publishing session): the players that followed
+    /// it as "the room" move to the room's next publisher; its own players
+    /// wait for it. The next publisher starts a fresh bridge.
+    pub fn publisher_gone(&mut self, room: u32, pid: Pid, parts: &mut Participants) {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
+        s.bridge = None;
+        let mut followers = Vec::new();
+        s.players.retain(|&p| {
+            let follows = matches!(
+                self.conns.get(&p).map(|c| c.role),
+                Some(Role::Player { follow: true, .. })
+            );
+            if follows {
+                followers.push(p);
+            }
+            !follows
+        });
+        for &p in &followers {
+            if let Some(c) = self.conns.get_mut(&p) {
+                c.role = Role::Player {
+                    room,
+                    stream: None,
+                    follow: true,
+                };
+            }
+        }
+        self.waiting.entry(room).or_default().extend(followers);
+        self.forget_if_unused(pid, parts);
+        self.refollow(Instant::now(), room, parts, &mut Vec::new());
+    }
+
+    /// Waiting followers of `room` join its earliest publisher (other than
+    /// themselves), if one publishes now.
+    fn refollow(
+        &mut self,
+        now: Instant,
+        room: u32,
+        parts: &mut Participants,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(waiting) = self.waiting.remove(&room) else {
+            return;
+        };
+        let mut still = Vec::new();
+        for idx in waiting {
+            let me = self
+                .conns
+                .get(&idx)
+                .and_then(|c| parts.find(room, &c.name))
+                .unwrap_or(crate::participants::NOBODY);
+            match parts.publishers(room, me).first() {
+                Some(&pid) => {
+                    let key = parts.key(pid);
+                    self.attach_player(now, idx, room, pid, key, true, actions);
+                }
+                None => still.push(idx),
+            }
+        }
+        if !still.is_empty() {
+            self.waiting.insert(room, still);
+        }
     }
 
     pub fn queue(&mut self, idx: u32) -> Option<&mut PlayerQueue> {
@@ -386,9 +542,9 @@ impl Hub {
         self.conns.is_empty()
     }
 
-    /// Players of the room's stream (for tests and stats).
-    pub fn players(&self, room: u32) -> usize {
-        self.streams.get(&room).map_or(0, |s| s.players.len())
+    /// Players of participant `pid`'s stream (for tests and stats).
+    pub fn players(&self, pid: Pid) -> usize {
+        self.streams.get(&pid).map_or(0, |s| s.players.len())
     }
 
     /// Bytes arrived on connection `idx`.
@@ -453,6 +609,7 @@ impl Hub {
             created_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            participant: st.name.clone(),
         }));
     }
 
@@ -460,7 +617,8 @@ impl Hub {
     pub fn participants(&self) -> Vec<RtmpSpec> {
         let mut out = Vec::new();
         for st in self.conns.values() {
-            let (Some(session), Role::Publisher(room) | Role::Player(room)) = (st.session, st.role)
+            let (Some(session), Role::Publisher { room, .. } | Role::Player { room, .. }) =
+                (st.session, st.role)
             else {
                 continue;
             };
@@ -470,10 +628,11 @@ impl Hub {
             out.push(RtmpSpec {
                 session,
                 room,
-                publish: matches!(st.role, Role::Publisher(_)),
+                publish: matches!(st.role, Role::Publisher { .. }),
                 peer_ip: peer.ip().octets(),
                 peer_port: peer.port(),
                 created_ms: 0,
+                participant: st.name.clone(),
             });
         }
         out
@@ -502,10 +661,20 @@ impl Hub {
 
     /// Ends every connection of a deleted room.
     pub fn close_room(&mut self, room: u32, actions: &mut Vec<Action>) {
-        let Some(s) = self.streams.remove(&room) else {
-            return;
-        };
-        for idx in s.publisher.into_iter().chain(s.players) {
+        let pids: Vec<Pid> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.room == room)
+            .map(|(&pid, _)| pid)
+            .collect();
+        let mut conns: Vec<u32> = self.waiting.remove(&room).unwrap_or_default();
+        for pid in pids {
+            if let Some(s) = self.streams.remove(&pid) {
+                conns.extend(s.publisher.into_iter().chain(s.players));
+                self.jobs.push(Job::Reset { stream: pid });
+            }
+        }
+        for idx in conns {
             actions.push(Action::Close {
                 idx,
                 why: "room deleted".into(),
@@ -542,7 +711,7 @@ impl Hub {
     pub fn is_publisher(&self, idx: u32) -> bool {
         self.conns
             .get(&idx)
-            .is_some_and(|c| matches!(c.role, Role::Publisher(_)))
+            .is_some_and(|c| matches!(c.role, Role::Publisher { .. }))
     }
 
     fn reject(&mut self, idx: u32, code: &str, why: &str, actions: &mut Vec<Action>) {
@@ -572,12 +741,12 @@ impl Hub {
             Event::Publish {
                 ref app,
                 ref key,
-                ref token,
+                ref query,
             }
             | Event::Play {
                 ref app,
                 ref key,
-                ref token,
+                ref query,
             } => {
                 let publish = matches!(ev, Event::Publish { .. });
                 let (bad, not_found) = if publish {
@@ -588,19 +757,22 @@ impl Hub {
                         "NetStream.Play.StreamNotFound",
                     )
                 };
-                if app != APP {
-                    let why = format!("unknown application {app:?}: use rtmp://host/{APP}/ROOM");
-                    return self.reject(idx, bad, &why, actions);
-                }
-                if let Err(why) = rooms.authorize(key, publish, token.as_deref()) {
-                    let code = if publish {
-                        "NetStream.Publish.Unauthorized"
-                    } else {
-                        "NetStream.Play.Failed"
-                    };
-                    return self.reject(idx, code, &why, actions);
-                }
-                let room = match rooms.place(key) {
+                let addr = match address::parse(app, key, query) {
+                    Ok(a) => a,
+                    Err(why) => return self.reject(idx, bad, &why, actions),
+                };
+                let claim = match rooms.authorize(&addr.room, publish, addr.token.as_deref()) {
+                    Ok(claim) => claim,
+                    Err(why) => {
+                        let code = if publish {
+                            "NetStream.Publish.Unauthorized"
+                        } else {
+                            "NetStream.Play.Failed"
+                        };
+                        return self.reject(idx, code, &why, actions);
+                    }
+                };
+                let room = match rooms.place(&addr.room) {
                     Place::Local(room) => room,
                     Place::Remote(shard) => {
                         actions.push(Action::Handoff {
@@ -610,49 +782,87 @@ impl Hub {
                         });
                         return;
                     }
-                    Place::Missing if publish => match rooms.create(key) {
+                    Place::Missing if publish => match rooms.create(&addr.room) {
                         Some(room) => room,
                         None => {
-                            let why =
-                                format!("no room {key:?}, and creating rooms on publish is off");
+                            let why = format!(
+                                "no room {:?}, and creating rooms on publish is off",
+                                addr.room
+                            );
                             return self.reject(idx, not_found, &why, actions);
                         }
                     },
                     Place::Missing => {
-                        let why = format!("no stream {key:?}");
+                        let why = format!("no stream {:?}", addr.room);
                         return self.reject(idx, not_found, &why, actions);
                     }
                 };
+                // Who the client is: the token's participant, else the
+                // path's NAME (a push) or `?participant=`, else generated.
+                let asked = match (&addr.name, &addr.participant) {
+                    (Some(n), Some(q)) if publish && n != q => {
+                        let why = format!(
+                            "the stream name {n:?} and ?participant={q:?} name different participants"
+                        );
+                        return self.reject(idx, bad, &why, actions);
+                    }
+                    (Some(n), _) if publish => Some(n.clone()),
+                    (_, q) => q.clone(),
+                };
+                let random = rooms.random();
+                let (me, generated) = match resolve(claim.as_deref(), asked.as_deref(), random) {
+                    Ok(x) => x,
+                    Err(NameError::Bad(why)) => return self.reject(idx, bad, &why, actions),
+                    Err(NameError::NotYours(why)) => {
+                        let code = if publish {
+                            "NetStream.Publish.Unauthorized"
+                        } else {
+                            "NetStream.Play.Failed"
+                        };
+                        return self.reject(idx, code, &why, actions);
+                    }
+                };
+                if let Some(st) = self.conns.get_mut(&idx) {
+                    st.name = me.clone();
+                }
+                let parts = rooms.participants();
                 if publish {
-                    self.start_publish(idx, room, key, actions);
+                    self.start_publish(now, idx, room, &addr, &me, generated, parts, actions);
                 } else {
-                    self.start_play(now, idx, room, key, actions);
+                    self.start_play(now, idx, room, &addr, &me, parts, actions);
                 }
             }
             Event::Media(m) => self.on_media(now, idx, m, actions),
             Event::Stopped => {
-                if let Some(st) = self.conns.get_mut(&idx) {
-                    if let Role::Publisher(room) = st.role {
-                        st.role = Role::New;
-                        if let Some(session) = st.session.take() {
-                            self.events_out.push(RingEvent::SessionEnded {
-                                session,
-                                reason: END_RTMP,
-                            });
-                        }
-                        if let Some(s) = self.streams.get_mut(&room) {
-                            s.publisher = None;
-                        }
-                    }
+                let Some(st) = self.conns.get_mut(&idx) else {
+                    return;
+                };
+                if !matches!(st.role, Role::Publisher { .. }) {
+                    return;
                 }
+                let role = std::mem::replace(&mut st.role, Role::New);
+                if let Some(session) = st.session.take() {
+                    self.events_out.push(RingEvent::SessionEnded {
+                        session,
+                        reason: END_RTMP,
+                    });
+                }
+                let publishing = std::mem::take(&mut st.publishing);
+                let parts = rooms.participants();
+                if let (Some(pid), true) = (st.joined, publishing) {
+                    parts.unpublish(pid, Kinds::BOTH);
+                }
+                self.detach(idx, role, parts);
             }
             Event::Unknown(_) => self.flush_conn(idx, actions),
         }
     }
 
-    fn stream(&mut self, room: u32) -> &mut Stream {
+    fn stream(&mut self, room: u32, pid: Pid, key: u32) -> &mut Stream {
         let gop_cache = self.gop_cache;
-        self.streams.entry(room).or_insert_with(|| Stream {
+        self.streams.entry(pid).or_insert_with(|| Stream {
+            room,
+            key,
             publisher: None,
             players: Vec::new(),
             cache: GopCache::new(gop_cache),
@@ -661,37 +871,152 @@ impl Hub {
         })
     }
 
-    fn start_publish(&mut self, idx: u32, room: u32, key: &str, actions: &mut Vec<Action>) {
-        let busy = self.stream(room).publisher.is_some_and(|p| p != idx);
-        if busy {
-            let why = format!("{key} already has a publisher");
-            return self.reject(idx, "NetStream.Publish.BadName", &why, actions);
+    #[allow(clippy::too_many_arguments)]
+    fn start_publish(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        room: u32,
+        addr: &Address,
+        me: &str,
+        generated: bool,
+        parts: &mut Participants,
+        actions: &mut Vec<Action>,
+    ) {
+        let pid = parts.join(room, me);
+        match parts.publish(pid, Kinds::BOTH, true) {
+            Ok(()) => {}
+            Err(Taken::ByRtmp) => {
+                // The same name pushes again (a phone that moved from Wi-Fi
+                // to 4G): the stale push ends, the new one continues its
+                // stream and players at its first keyframe.
+                let old = self.streams.get(&pid).and_then(|s| s.publisher);
+                if let Some(old) = old.filter(|&o| o != idx) {
+                    self.take_over(old, actions);
+                }
+            }
+            Err(Taken::ByWebrtcOrRtp) => {
+                parts.leave(pid);
+                let why = format!(
+                    "participant {me:?} already publishes in room {:?} over WebRTC or RTP",
+                    addr.room
+                );
+                return self.reject(idx, "NetStream.Publish.BadName", &why, actions);
+            }
         }
-        let s = self.stream(room);
+        let key = participant_key(me);
+        let s = self.stream(room, pid, key);
         s.publisher = Some(idx);
         // A new publisher's GOP starts afresh; headers come with its first
         // messages. An RTMP publisher takes over from bridged RTP.
         s.cache = GopCache::new(s.cache.enabled);
         s.bridge = None;
         s.rtp = None;
-        self.jobs.push(Job::Reset { room });
+        self.jobs.push(Job::Reset { stream: pid });
+        let shown = match &addr.name {
+            Some(_) => format!("{}/{me}", addr.room),
+            None if generated => format!("{} as participant {me}", addr.room),
+            None => format!("{} as {me}", addr.room),
+        };
         if let Some(st) = self.conns.get_mut(&idx) {
-            st.role = Role::Publisher(room);
-            st.conn.accept_publish(key, self.limits.media);
+            st.role = Role::Publisher { room, pid };
+            st.joined = Some(pid);
+            st.publishing = true;
+            st.conn.accept_publish(&shown, self.limits.media);
         }
         self.announce(idx, room, true);
         self.flush_conn(idx, actions);
+        self.refollow(now, room, parts, actions);
     }
 
+    /// Ends publisher `old`, whose name a new connection pushes: it keeps
+    /// its participant session until closed, but no longer publishes.
+    fn take_over(&mut self, old: u32, actions: &mut Vec<Action>) {
+        let Some(st) = self.conns.get_mut(&old) else {
+            return;
+        };
+        st.role = Role::New;
+        st.publishing = false;
+        if let Some(session) = st.session.take() {
+            self.events_out.push(RingEvent::SessionEnded {
+                session,
+                reason: END_TAKEN_OVER,
+            });
+        }
+        actions.push(Action::Close {
+            idx: old,
+            why: "taken over by a new publish of the same participant".into(),
+            flush: false,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start_play(
         &mut self,
         now: Instant,
         idx: u32,
         room: u32,
-        key: &str,
+        addr: &Address,
+        me: &str,
+        parts: &mut Participants,
         actions: &mut Vec<Action>,
     ) {
-        let s = self.stream(room);
+        // NAME's stream, whoever publishes it: NAME must be in the room (a
+        // session of any kind); its stream waits for NAME to publish (again).
+        if let Some(name) = &addr.name {
+            if parts.find(room, name).is_none() {
+                let why = format!("no participant {name:?} in room {:?}", addr.room);
+                return self.reject(idx, "NetStream.Play.StreamNotFound", &why, actions);
+            }
+        }
+        let shown = match &addr.name {
+            Some(n) => format!("{}/{n}", addr.room),
+            None => addr.room.clone(),
+        };
+        if let Some(st) = self.conns.get_mut(&idx) {
+            st.conn.accept_play(&format!("{shown} as {me}"));
+        }
+        self.announce(idx, room, false);
+        self.flush_conn(idx, actions);
+        match &addr.name {
+            Some(name) => {
+                // Held while this player lives, so NAME's stream (and id)
+                // outlast a publisher that reconnects.
+                let pid = parts.join(room, name);
+                if let Some(st) = self.conns.get_mut(&idx) {
+                    st.joined = Some(pid);
+                }
+                self.attach_player(now, idx, room, pid, participant_key(name), false, actions);
+            }
+            None => {
+                if let Some(st) = self.conns.get_mut(&idx) {
+                    st.role = Role::Player {
+                        room,
+                        stream: None,
+                        follow: true,
+                    };
+                    st.queue.wait_keyframe = true;
+                }
+                self.waiting.entry(room).or_default().push(idx);
+                self.refollow(now, room, parts, actions);
+            }
+        }
+    }
+
+    /// Makes `idx` a player of participant `pid`'s stream: headers and the
+    /// GOP so far at once, or a keyframe request to a bridged publisher.
+    #[allow(clippy::too_many_arguments)]
+    fn attach_player(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        room: u32,
+        pid: Pid,
+        key: u32,
+        follow: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let s = self.stream(room, pid, key);
         s.players.push(idx);
         // A bridged WebRTC publisher can be asked for the keyframe the cache
         // lacks (an encoder with long GOPs, or the cache was bounded out).
@@ -700,17 +1025,10 @@ impl Hub {
                 self.keyframe_requests.push(a.source.0);
             }
         }
-        let Some(st) = self.conns.get_mut(&idx) else {
-            return;
-        };
-        st.role = Role::Player(room);
-        st.conn.accept_play(key);
-        self.announce(idx, room, false);
-        self.flush_conn(idx, actions);
         // A picture at once: headers and the GOP so far, serialized for this player.
         let replay: Vec<(Bytes, Frame)> = self
             .streams
-            .get(&room)
+            .get(&pid)
             .map(|s| {
                 s.cache
                     .replay()
@@ -718,19 +1036,25 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default();
-        if let Some(st) = self.conns.get_mut(&idx) {
-            // Video before a keyframe cannot be decoded: without a cached GOP
-            // the player waits for the publisher's next keyframe.
-            st.queue.wait_keyframe = true;
-            for (b, frame) in &replay {
-                // The cached GOP is one coherent unit: never dropped.
-                let frame = if *frame == Frame::Delta {
-                    Frame::Config
-                } else {
-                    *frame
-                };
-                st.queue.offer(now, b, frame);
-            }
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        st.role = Role::Player {
+            room,
+            stream: Some(pid),
+            follow,
+        };
+        // Video before a keyframe cannot be decoded: without a cached GOP
+        // the player waits for the publisher's next keyframe.
+        st.queue.wait_keyframe = true;
+        for (b, frame) in &replay {
+            // The cached GOP is one coherent unit: never dropped.
+            let frame = if *frame == Frame::Delta {
+                Frame::Config
+            } else {
+                *frame
+            };
+            st.queue.offer(now, b, frame);
         }
         if !replay.is_empty() {
             actions.push(Action::Wake(idx));
@@ -738,7 +1062,7 @@ impl Hub {
     }
 
     fn on_media(&mut self, now: Instant, idx: u32, m: Media, actions: &mut Vec<Action>) {
-        let Some(Role::Publisher(room)) = self.conns.get(&idx).map(|c| c.role) else {
+        let Some(Role::Publisher { pid, .. }) = self.conns.get(&idx).map(|c| c.role) else {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
@@ -747,34 +1071,35 @@ impl Hub {
             st.stats.bytes += m.payload.len() as u64;
             st.dirty = true;
         }
-        if m.type_id == types::VIDEO && self.packetize_for_webrtc(room, &m) == Pushed::BadConfig {
+        if m.type_id == types::VIDEO && self.packetize_for_webrtc(pid, &m) == Pushed::BadConfig {
             if let Some(st) = self.conns.get_mut(&idx) {
                 st.stats.drops[DropReason::Malformed as usize] += 1;
             }
         }
         if m.type_id == types::AUDIO {
             // The RTP side exists once video started; audio joins it.
-            if let Some(s) = self.streams.get_mut(&room) {
-                let rtp = s.rtp.get_or_insert_with(|| RtpOut::new(room));
+            if let Some(s) = self.streams.get_mut(&pid) {
+                let rtp = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
                 if Frame::of(&m) == Frame::Config {
                     rtp.audio_ts = None;
                 }
             }
             self.jobs.push(Job::AacToOpus {
-                room,
+                stream: pid,
                 ms: m.timestamp,
                 flv: m.payload.to_vec(),
             });
         }
-        self.deliver(now, room, m, actions);
+        self.deliver(now, pid, m, actions);
     }
 
     /// Packetizes an RTMP publisher's video for the room's WebRTC side.
-    fn packetize_for_webrtc(&mut self, room: u32, m: &Media) -> Pushed {
-        let Some(s) = self.streams.get_mut(&room) else {
+    fn packetize_for_webrtc(&mut self, pid: Pid, m: &Media) -> Pushed {
+        let Some(s) = self.streams.get_mut(&pid) else {
             return Pushed::Nothing;
         };
-        let out = s.rtp.get_or_insert_with(|| RtpOut::new(room));
+        let (room, key) = (s.room, s.key);
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
         let mut packets = Vec::new();
         let pushed = out
             .packetizer
@@ -795,35 +1120,77 @@ impl Hub {
             } else {
                 out.gop.clear();
             }
-            self.rtp_out.push((room, p));
+            self.rtp_out.push(RtpFromRtmp {
+                room,
+                pid,
+                key,
+                packet: p,
+            });
         }
         pushed
     }
 
-    /// The RTP packets of the room's latest GOP (RTMP-published rooms), for
-    /// a WebRTC player that just connected.
-    pub fn rtp_gop(&self, room: u32) -> &[Bytes] {
-        self.streams
-            .get(&room)
-            .and_then(|s| s.rtp.as_ref())
-            .map_or(&[], |r| &r.gop[..])
+    /// The RTP packets of the latest GOP of each RTMP publisher of `room`,
+    /// for a WebRTC player that just connected.
+    pub fn rtp_gops(&self, room: u32) -> Vec<RtpFromRtmp> {
+        let mut out = Vec::new();
+        for (&pid, s) in self.streams.iter().filter(|(_, s)| s.room == room) {
+            for p in s.rtp.iter().flat_map(|r| &r.gop) {
+                out.push(RtpFromRtmp {
+                    room,
+                    pid,
+                    key: s.key,
+                    packet: p.clone(),
+                });
+            }
+        }
+        out
     }
 
-    /// Whether RTP video of `room` should be bridged to RTMP: someone played
-    /// the room over RTMP and no RTMP client publishes it.
-    pub fn wants_rtp(&self, room: u32) -> bool {
-        self.streams
-            .get(&room)
-            .is_some_and(|s| s.publisher.is_none())
+    /// Whether RTP video of participant `pid` should be bridged to RTMP:
+    /// its stream has players, or `room` has players waiting to follow a
+    /// publisher (they follow `pid` from now on), and no RTMP client
+    /// publishes as `pid`.
+    pub fn wants_rtp(
+        &mut self,
+        now: Instant,
+        room: u32,
+        pid: Pid,
+        key: u32,
+        parts: &Participants,
+    ) -> bool {
+        if let Some(s) = self.streams.get(&pid) {
+            return s.publisher.is_none();
+        }
+        let Some(waiting) = self.waiting.remove(&room) else {
+            return false;
+        };
+        let mut actions = Vec::new();
+        let mut still = Vec::new();
+        for idx in waiting {
+            let own = self
+                .conns
+                .get(&idx)
+                .is_some_and(|c| parts.find(room, &c.name) == Some(pid));
+            if own {
+                still.push(idx);
+            } else {
+                self.attach_player(now, idx, room, pid, key, true, &mut actions);
+            }
+        }
+        if !still.is_empty() {
+            self.waiting.insert(room, still);
+        }
+        self.streams.contains_key(&pid)
     }
 
-    /// One H264 RTP packet of the room's publisher (`source` = ingest session
-    /// and SSRC): what the publisher must be told or counted for.
+    /// One H264 RTP packet of participant `pid`'s publisher (`source` =
+    /// ingest session and SSRC): what the publisher must be told or counted for.
     #[allow(clippy::too_many_arguments)]
     pub fn on_rtp_video(
         &mut self,
         now: Instant,
-        room: u32,
+        pid: Pid,
         source: (u64, u32),
         sr: Option<(u64, u32)>,
         seq: u16,
@@ -833,7 +1200,7 @@ impl Hub {
         actions: &mut Vec<Action>,
     ) -> Bridged {
         let mut bridged = Bridged::default();
-        let Some(s) = self.streams.get_mut(&room) else {
+        let Some(s) = self.streams.get_mut(&pid) else {
             return bridged;
         };
         if s.publisher.is_some() {
@@ -845,8 +1212,8 @@ impl Hub {
             b.video_sr = sr;
         }
         if changed {
-            // A new publisher (or SSRC): a fresh depacketizer waiting for its
-            // first IDR, on the same timeline.
+            // A new publisher session (or SSRC) of this participant: a fresh
+            // depacketizer waiting for its first IDR, on the same timeline.
             bridged.need_keyframe = true;
             b.depack = Depacketizer::new();
         }
@@ -867,23 +1234,23 @@ impl Hub {
                 timestamp,
                 payload: Bytes::from(body),
             };
-            self.deliver(now, room, m, actions);
+            self.deliver(now, pid, m, actions);
         }
         bridged
     }
 
-    /// Whether an Opus RTP packet of the room's publisher should go to RTMP
-    /// players (transcoded to AAC): `Some(true)` when its source changed and
-    /// the transcoder must start afresh.
+    /// Whether an Opus RTP packet of participant `pid`'s publisher should go
+    /// to RTMP players (transcoded to AAC): `Some(true)` when its source
+    /// changed and the transcoder must start afresh.
     pub fn on_rtp_audio(
         &mut self,
         now: Instant,
-        room: u32,
+        pid: Pid,
         source: (u64, u32),
         sr: Option<(u64, u32)>,
         ts: u32,
     ) -> Option<bool> {
-        let s = self.streams.get_mut(&room)?;
+        let s = self.streams.get_mut(&pid)?;
         if s.publisher.is_some() {
             return None;
         }
@@ -906,12 +1273,12 @@ impl Hub {
     pub fn on_aac(
         &mut self,
         now: Instant,
-        room: u32,
+        pid: Pid,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(b) = self.streams.get_mut(&room).and_then(|s| s.bridge.as_mut()) else {
+        let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
             return;
         };
         b.held.push((rtp_ts, tags));
@@ -937,14 +1304,18 @@ impl Hub {
                 timestamp,
                 payload: Bytes::from(body),
             };
-            self.deliver(now, room, m, actions);
+            self.deliver(now, pid, m, actions);
         }
     }
 
-    /// RTP packets for Opus the transcoder made from the room's RTMP
-    /// publisher's AAC at FLV time `ms`: 20 ms apart, on the room's audio SSRC.
-    pub fn opus_rtp(&mut self, room: u32, ms: u32, packets: Vec<Vec<u8>>) -> Vec<Bytes> {
-        let Some(out) = self.streams.get_mut(&room).and_then(|s| s.rtp.as_mut()) else {
+    /// RTP packets for Opus the transcoder made from participant `pid`'s
+    /// RTMP publisher's AAC at FLV time `ms`: 20 ms apart, on its audio SSRC.
+    pub fn opus_rtp(&mut self, pid: Pid, ms: u32, packets: Vec<Vec<u8>>) -> Vec<RtpFromRtmp> {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let (room, key) = (s.room, s.key);
+        let Some(out) = s.rtp.as_mut() else {
             return Vec::new();
         };
         let mut ts = *out.audio_ts.get_or_insert(ms.wrapping_mul(48));
@@ -958,16 +1329,21 @@ impl Hub {
             pkt.extend_from_slice(&p);
             out.audio_seq = out.audio_seq.wrapping_add(1);
             ts = ts.wrapping_add(crate::transcode::OPUS_FRAME as u32);
-            rtp.push(Bytes::from(pkt));
+            rtp.push(RtpFromRtmp {
+                room,
+                pid,
+                key,
+                packet: Bytes::from(pkt),
+            });
         }
         out.audio_ts = Some(ts);
         rtp
     }
 
-    /// A message of the room's stream: into the GOP cache, chunked once,
-    /// offered to every player.
-    fn deliver(&mut self, now: Instant, room: u32, m: Media, actions: &mut Vec<Action>) {
-        let Some(s) = self.streams.get_mut(&room) else {
+    /// A message of participant `pid`'s stream: into the GOP cache, chunked
+    /// once, offered to every player.
+    fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
+        let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
         s.cache.on_media(&m);
@@ -1013,20 +1389,36 @@ mod tests {
     use crate::rtmp::conn::types;
     use rml_amf0::Amf0Value;
 
+    #[derive(Default)]
     struct OneRoom {
         rooms: HashMap<String, Place>,
         allow_create: bool,
+        parts: Participants,
+        names: u8,
     }
 
     impl Rooms for OneRoom {
         fn place(&self, name: &str) -> Place {
             self.rooms.get(name).copied().unwrap_or(Place::Missing)
         }
-        fn authorize(&self, _: &str, _: bool, token: Option<&str>) -> Result<(), String> {
+        fn authorize(
+            &self,
+            _: &str,
+            _: bool,
+            token: Option<&str>,
+        ) -> Result<Option<String>, String> {
             match token {
                 Some("bad") => Err("token rejected".into()),
-                _ => Ok(()),
+                Some(t) => Ok(t.strip_prefix("as-").map(str::to_string)),
+                None => Ok(None),
             }
+        }
+        fn participants(&mut self) -> &mut Participants {
+            &mut self.parts
+        }
+        fn random(&mut self) -> [u8; 4] {
+            self.names += 1;
+            [0, 0, 0, self.names]
         }
         fn create(&mut self, name: &str) -> Option<u32> {
             if !self.allow_create {
@@ -1114,6 +1506,7 @@ mod tests {
         let mut rooms = OneRoom {
             rooms: HashMap::new(),
             allow_create: true,
+            ..Default::default()
         };
         let mut h = hub_with(3);
         let t0 = Instant::now();
@@ -1164,21 +1557,173 @@ mod tests {
             .collect();
         assert_eq!(videos.len(), 3, "config, keyframe, delta: {got:?}");
         assert_eq!(videos[1][0], 0x17);
-        // A second publisher for the same room is refused.
+        // Another push of the room is another participant: both publish.
         a.clear();
         h.on_bytes(t0, 2, &publish, &mut rooms, &mut a);
         assert!(
-            a.iter().any(|x| matches!(
-                x,
-                Action::Close {
-                    idx: 2,
-                    flush: true,
-                    ..
-                }
-            )),
+            a.iter().all(|x| !matches!(x, Action::Close { .. })),
             "{a:?}"
         );
-        assert_eq!(h.stats.rejected, 1);
+        assert_eq!(h.stats.rejected, 0);
+    }
+
+    fn send(h: &mut Hub, rooms: &mut OneRoom, idx: u32, cmd: &str, key: &str) -> Vec<Action> {
+        let mut a = Vec::new();
+        let bytes = [
+            connect(),
+            command(cmd, vec![Amf0Value::Utf8String(key.into())]),
+        ]
+        .concat();
+        h.on_bytes(Instant::now(), idx, &bytes, rooms, &mut a);
+        a
+    }
+
+    /// A keyframe of publisher `idx` whose payload ends in `mark`.
+    fn keyframe(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8) -> Vec<Action> {
+        let mut m = Vec::new();
+        write_message(&mut m, 6, 0, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
+        write_message(
+            &mut m,
+            6,
+            0,
+            types::VIDEO,
+            1,
+            &[0x17, 1, 0, 0, 0, mark],
+            128,
+        );
+        let mut a = Vec::new();
+        h.on_bytes(Instant::now(), idx, &m, rooms, &mut a);
+        a
+    }
+
+    /// The marks of the keyframes player `idx` was sent.
+    fn marks(h: &mut Hub, idx: u32) -> Vec<u8> {
+        drain(h, idx)
+            .iter()
+            .filter(|(t, p)| *t == types::VIDEO && p.len() == 6 && p[1] == 1)
+            .map(|(_, p)| p[5])
+            .collect()
+    }
+
+    fn closed(a: &[Action], idx: u32) -> Option<&str> {
+        a.iter().find_map(|x| match x {
+            Action::Close { idx: i, why, .. } if *i == idx => Some(why.as_str()),
+            _ => None,
+        })
+    }
+
+    /// `live/ROOM/NAME` is NAME's stream: two participants push into one
+    /// room, and each player gets the one it asked for, in either URL split.
+    #[test]
+    fn each_participant_has_its_own_stream_in_a_room() {
+        let mut rooms = OneRoom {
+            allow_create: true,
+            ..Default::default()
+        };
+        let mut h = hub_with(5);
+        assert_eq!(
+            closed(&send(&mut h, &mut rooms, 0, "publish", "r/alice"), 0),
+            None
+        );
+        assert_eq!(
+            closed(&send(&mut h, &mut rooms, 1, "publish", "r/bob"), 1),
+            None
+        );
+        keyframe(&mut h, &mut rooms, 0, 0xa1);
+        keyframe(&mut h, &mut rooms, 1, 0xb1);
+        send(&mut h, &mut rooms, 2, "play", "r/bob");
+        send(&mut h, &mut rooms, 3, "play", "r/alice");
+        keyframe(&mut h, &mut rooms, 0, 0xa2);
+        keyframe(&mut h, &mut rooms, 1, 0xb2);
+        assert_eq!(marks(&mut h, 2), vec![0xb1, 0xb2]);
+        assert_eq!(marks(&mut h, 3), vec![0xa1, 0xa2]);
+        // Nobody called carol: an onStatus error naming her, then closed.
+        let a = send(&mut h, &mut rooms, 4, "play", "r/carol");
+        assert!(closed(&a, 4).is_some_and(|w| w.contains("carol")), "{a:?}");
+    }
+
+    /// A phone that moved from Wi-Fi to 4G pushes its name again: the stale
+    /// push is closed at once and the players go on with the new one.
+    #[test]
+    fn a_new_push_of_a_live_name_takes_the_stale_one_over() {
+        let mut rooms = OneRoom {
+            allow_create: true,
+            ..Default::default()
+        };
+        let mut h = hub_with(3);
+        send(&mut h, &mut rooms, 0, "publish", "r/bob");
+        keyframe(&mut h, &mut rooms, 0, 1);
+        send(&mut h, &mut rooms, 1, "play", "r/bob");
+        let a = send(&mut h, &mut rooms, 2, "publish", "r/bob");
+        assert!(
+            closed(&a, 0).is_some_and(|w| w.contains("taken over")),
+            "{a:?}"
+        );
+        assert_eq!(closed(&a, 2), None);
+        h.remove(0, &mut rooms.parts);
+        // The stale connection's late media is not the stream's any more.
+        keyframe(&mut h, &mut rooms, 0, 9);
+        keyframe(&mut h, &mut rooms, 2, 2);
+        assert_eq!(marks(&mut h, 1), vec![1, 2]);
+        assert!(rooms
+            .parts
+            .find(77, "bob")
+            .is_some_and(|p| rooms.parts.is_publishing(p)));
+    }
+
+    /// `live/ROOM` plays the room's publisher: a player that comes first
+    /// waits for one, and moves to the next when it leaves.
+    #[test]
+    fn a_room_player_follows_the_rooms_publisher() {
+        let mut rooms = OneRoom {
+            allow_create: true,
+            ..Default::default()
+        };
+        let mut h = hub_with(3);
+        // The room exists once someone pushed into it.
+        send(&mut h, &mut rooms, 0, "publish", "r/alice");
+        let a = send(&mut h, &mut rooms, 1, "play", "r");
+        assert_eq!(closed(&a, 1), None);
+        send(&mut h, &mut rooms, 2, "publish", "r/bob");
+        keyframe(&mut h, &mut rooms, 0, 0xa1);
+        keyframe(&mut h, &mut rooms, 2, 0xb1);
+        assert_eq!(marks(&mut h, 1), vec![0xa1], "alice published first");
+        h.remove(0, &mut rooms.parts);
+        keyframe(&mut h, &mut rooms, 2, 0xb2);
+        assert_eq!(marks(&mut h, 1), vec![0xb1, 0xb2], "bob's GOP, then bob");
+    }
+
+    /// A WebRTC participant's RTP reaches the players of its name only.
+    #[test]
+    fn bridged_rtp_goes_to_its_participants_players() {
+        let mut rooms = OneRoom {
+            allow_create: true,
+            ..Default::default()
+        };
+        let mut h = hub_with(3);
+        send(&mut h, &mut rooms, 0, "publish", "r/bob");
+        let web = rooms.parts.join(77, "web");
+        rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
+        send(&mut h, &mut rooms, 1, "play", "r/web");
+        send(&mut h, &mut rooms, 2, "play", "r/bob");
+        let key = participant_key("web");
+        let t0 = Instant::now();
+        assert!(h.wants_rtp(t0, 77, web, key, &rooms.parts));
+        let mut a = Vec::new();
+        // SPS, PPS, IDR as single NAL unit packets.
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+        for (i, nal) in nals.iter().enumerate() {
+            h.on_rtp_video(t0, web, (5, 5), None, i as u16, 0, i == 2, nal, &mut a);
+        }
+        let web_got = drain(&mut h, 1);
+        assert!(
+            web_got
+                .iter()
+                .any(|(t, p)| *t == types::VIDEO && p[0] == 0x17 && p[1] == 1),
+            "web's keyframe: {web_got:?}"
+        );
+        assert!(drain(&mut h, 2).iter().all(|(t, _)| *t != types::VIDEO));
     }
 
     /// Audio that arrives 100 ms after video but, per the sender reports,
@@ -1215,6 +1760,7 @@ mod tests {
         let mut rooms = OneRoom {
             rooms: HashMap::new(),
             allow_create: true,
+            ..Default::default()
         };
         let mut h = hub_with(2);
         let t0 = Instant::now();
@@ -1252,7 +1798,7 @@ mod tests {
         }
         assert!(closed, "the stalled player was never dropped");
         h.events_out.clear();
-        h.remove(1);
+        h.remove(1, &mut rooms.parts);
         assert!(
             h.events_out.iter().any(|e| matches!(
                 e,
@@ -1273,6 +1819,7 @@ mod tests {
         let mut rooms = OneRoom {
             rooms: HashMap::new(),
             allow_create: true,
+            ..Default::default()
         };
         let mut h = hub_with(1);
         let t0 = Instant::now();
@@ -1308,6 +1855,7 @@ mod tests {
         let mut rooms = OneRoom {
             rooms: HashMap::from([("far".to_string(), Place::Remote(1))]),
             allow_create: false,
+            ..Default::default()
         };
         let mut h = hub_with(3);
         let t0 = Instant::now();

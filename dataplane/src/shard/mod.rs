@@ -228,6 +228,8 @@ pub struct Shard {
     ended: Vec<Ended>,
     closed: Vec<u64>,
     joined: Vec<(u32, Handle)>,
+    unpublished: Vec<(u32, crate::participants::Pid)>,
+    lines: Vec<(u64, u8, crate::participants::Pid)>,
     /// Loop-turn timing since start, reported with the session counters.
     turns: ShardStats,
     /// Datagrams received whose session is gone, or that do not parse as a message.
@@ -289,6 +291,8 @@ impl Shard {
             ended: Vec::new(),
             closed: Vec::new(),
             joined: Vec::new(),
+            unpublished: Vec::new(),
+            lines: Vec::new(),
             turns: ShardStats::default(),
             stray: 0,
             panic_at_turn_end: false,
@@ -978,6 +982,18 @@ impl Shard {
             });
         }
         self.ended = ended;
+        // Player lines that changed hands, named for the controlplane.
+        let mut lines = std::mem::take(&mut self.lines);
+        self.router.take_lines(&mut lines);
+        for (session, line, pid) in lines.drain(..) {
+            let participant = self.router.participants.name(pid).unwrap_or("").to_string();
+            self.emit(Event::Line {
+                session,
+                line,
+                participant,
+            });
+        }
+        self.lines = lines;
         let mut closed = std::mem::take(&mut self.closed);
         self.router.take_closed_webrtc(&mut closed);
         for session in closed.drain(..) {

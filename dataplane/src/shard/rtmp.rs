@@ -29,10 +29,11 @@ use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
 use crate::limits::{ConnCounter, Limits, Refused};
+use crate::participants::Participants;
 use crate::router::Handle;
 use crate::router::{Inbound, Router};
 use crate::rtmp::conn::Event;
-use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RTMP_SOURCE};
+use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
 use crate::transcode::{Done, Job};
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
@@ -200,9 +201,14 @@ impl Rooms for ShardRooms<'_> {
         }
     }
 
-    fn authorize(&self, room: &str, publish: bool, token: Option<&str>) -> Result<(), String> {
+    fn authorize(
+        &self,
+        room: &str,
+        publish: bool,
+        token: Option<&str>,
+    ) -> Result<Option<String>, String> {
         let Some(keys) = self.tokens else {
-            return Ok(());
+            return Ok(None);
         };
         let role = if publish {
             TokenRole::Publish
@@ -211,6 +217,18 @@ impl Rooms for ShardRooms<'_> {
         };
         keys.verify(token, room, role)
             .map_err(|e| format!("{e} (rtmp://host/live/ROOM?token=...)"))
+    }
+
+    fn participants(&mut self) -> &mut Participants {
+        &mut self.router.participants
+    }
+
+    fn random(&mut self) -> [u8; 4] {
+        let mut b = [0u8; 4];
+        // A failure leaves zeros: the name is then `guest-00000000`, and a
+        // second such push takes the first over; not worth failing for.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        b
     }
 
     fn create(&mut self, name: &str) -> Option<u32> {
@@ -623,7 +641,7 @@ impl Shard {
         }
         slot.closing = true;
         debug!(idx, "RTMP connection closing: {why}");
-        io.hub.remove(idx);
+        io.hub.remove(idx, &mut self.router.participants);
         // SAFETY: shutdown(2) on a descriptor we own.
         unsafe { libc::shutdown(slot.sock.as_raw_fd(), libc::SHUT_RDWR) };
     }
@@ -650,7 +668,7 @@ impl Shard {
         };
         let slot = io.conns[idx as usize].take().expect("checked above");
         io.free.push(idx);
-        let Some(state) = io.hub.remove(idx) else {
+        let Some(state) = io.hub.remove(idx, &mut self.router.participants) else {
             return;
         };
         let target = io.peers.get(shard as usize).cloned();
@@ -690,7 +708,11 @@ impl Shard {
         inbound: &Inbound,
     ) {
         let Some(io) = self.rtmp.as_mut() else { return };
-        if !io.hub.wants_rtp(inbound.room) {
+        let parts = &self.router.participants;
+        if !io
+            .hub
+            .wants_rtp(now, inbound.room, inbound.participant, inbound.key, parts)
+        {
             return;
         }
         let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
@@ -703,7 +725,7 @@ impl Shard {
         let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
         let bridged = io.hub.on_rtp_video(
             now,
-            inbound.room,
+            inbound.participant,
             (inbound.ingest, inbound.ssrc),
             sr,
             h.seq_no,
@@ -732,16 +754,27 @@ impl Shard {
         let mut joined = std::mem::take(&mut self.joined);
         self.router.take_joined(&mut joined);
         for (room, h) in joined.drain(..) {
-            let gop: Vec<bytes::Bytes> = self
+            let gops = self
                 .rtmp
                 .as_ref()
-                .map(|io| io.hub.rtp_gop(room).to_vec())
+                .map(|io| io.hub.rtp_gops(room))
                 .unwrap_or_default();
-            for p in gop {
-                self.fan_out_rtp(now, room, MediaKind::Video, p, Some(h));
+            for p in &gops {
+                self.fan_out_rtp(now, p, MediaKind::Video, Some(h));
             }
         }
         self.joined = joined;
+        // WebRTC and RTP publishers that left: RTMP players following
+        // them as "the room" move on.
+        let mut gone = std::mem::take(&mut self.unpublished);
+        self.router.take_unpublished(&mut gone);
+        for (room, pid) in gone.drain(..) {
+            if let Some(io) = self.rtmp.as_mut() {
+                io.hub
+                    .publisher_gone(room, pid, &mut self.router.participants);
+            }
+        }
+        self.unpublished = gone;
         let Some(io) = self.rtmp.as_mut() else { return };
         // Participants that started or ended, for the controlplane.
         self.outbox.extend(io.hub.events_out.drain(..));
@@ -750,31 +783,36 @@ impl Shard {
         }
         let Some(io) = self.rtmp.as_mut() else { return };
         let out = std::mem::take(&mut io.hub.rtp_out);
-        for (room, p) in out {
-            self.fan_out_rtp(now, room, MediaKind::Video, p, None);
+        for p in &out {
+            self.fan_out_rtp(now, p, MediaKind::Video, None);
         }
         self.poll_transcoder(now);
     }
 
+    /// An RTMP publisher's RTP to the room's WebRTC players and RTP
+    /// egresses (or only to `only`), as a virtual ingest of its participant.
     fn fan_out_rtp(
         &mut self,
         now: Instant,
-        room: u32,
+        p: &RtpFromRtmp,
         kind: MediaKind,
-        p: bytes::Bytes,
         only: Option<Handle>,
     ) {
-        let Ok(h) = RtpHeader::parse(&p) else { return };
+        let Ok(h) = RtpHeader::parse(&p.packet) else {
+            return;
+        };
         let inbound = Inbound {
-            room,
-            ingest: RTMP_SOURCE | room as u64,
+            room: p.room,
+            ingest: RTMP_SOURCE | p.pid as u64,
+            participant: p.pid,
+            key: p.key,
             kind,
-            len: p.len(),
+            len: p.packet.len(),
             seq_no: h.seq_no,
             timestamp: h.timestamp,
             ssrc: h.ssrc,
         };
-        self.fan_out(now, &super::Plain::Owned(p), &inbound, only);
+        self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound, only);
     }
 
     /// A room's Opus RTP (plaintext in receive buffer `bid` at `start`) goes
@@ -792,7 +830,7 @@ impl Shard {
         let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
         let Some(changed) = io.hub.on_rtp_audio(
             now,
-            inbound.room,
+            inbound.participant,
             (inbound.ingest, inbound.ssrc),
             sr,
             inbound.timestamp,
@@ -801,13 +839,13 @@ impl Shard {
         };
         let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
         let Ok(h) = RtpHeader::parse(pkt) else { return };
-        let room = inbound.room;
+        let stream = inbound.participant;
         let mut dropped = 0;
-        if changed && !tc.send(Job::Reset { room }) {
+        if changed && !tc.send(Job::Reset { stream }) {
             dropped += 1;
         }
         let job = Job::OpusToAac {
-            room,
+            stream,
             rtp_ts: h.timestamp,
             opus: pkt[h.len..].to_vec(),
         };
@@ -839,13 +877,21 @@ impl Shard {
             let Ok(done) = tc.from.try_recv() else { break };
             let Some(io) = self.rtmp.as_mut() else { return };
             match done {
-                Done::Aac { room, rtp_ts, tags } => {
-                    io.hub.on_aac(now, room, rtp_ts, tags, &mut io.actions);
+                Done::Aac {
+                    stream,
+                    rtp_ts,
+                    tags,
+                } => {
+                    io.hub.on_aac(now, stream, rtp_ts, tags, &mut io.actions);
                     self.run_actions();
                 }
-                Done::Opus { room, ms, packets } => {
-                    for p in io.hub.opus_rtp(room, ms, packets) {
-                        self.fan_out_rtp(now, room, MediaKind::Audio, p, None);
+                Done::Opus {
+                    stream,
+                    ms,
+                    packets,
+                } => {
+                    for p in &io.hub.opus_rtp(stream, ms, packets) {
+                        self.fan_out_rtp(now, p, MediaKind::Audio, None);
                     }
                 }
             }

@@ -1,0 +1,272 @@
+//! Who is in each room of a shard, whatever protocol they came by.
+//!
+//! A participant is a name in a room; it holds sessions (a WHIP publisher
+//! and a WHEP player, an RTMP push and RTMP plays, two RTP ingests) and is
+//! known here by a [`Pid`] while any of them lives. Media carries the
+//! [`Pid`] of the participant it comes from, so a player is never sent its
+//! own tracks and an RTMP player can ask for one participant's stream.
+//!
+//! ```text
+//! session created ─▶ join(room, name) ─▶ Pid (same name, same Pid)
+//!                    publish(pid, kinds) ─▶ refused if a kind is taken
+//! session ends    ─▶ unpublish(pid, kinds), leave(pid) ─▶ forgotten at 0 sessions
+//! ```
+//!
+//! Sans-IO and allocation-free on the media path: packets carry ids, names
+//! are looked up only when sessions start and end.
+
+use std::collections::HashMap;
+
+use gateway_ring::msg::{participant_key, MediaKind};
+
+/// A participant's id on this shard; 0 is nobody (RTP egresses).
+pub type Pid = u32;
+
+/// Nobody: never equal to a participant's id.
+pub const NOBODY: Pid = 0;
+
+/// The kinds of media a session publishes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    pub video: bool,
+    pub audio: bool,
+}
+
+impl Kinds {
+    pub const BOTH: Kinds = Kinds {
+        video: true,
+        audio: true,
+    };
+    pub const NONE: Kinds = Kinds {
+        video: false,
+        audio: false,
+    };
+
+    pub fn of(kind: MediaKind) -> Kinds {
+        Kinds {
+            video: kind == MediaKind::Video,
+            audio: kind == MediaKind::Audio,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.video || self.audio
+    }
+}
+
+#[derive(Debug)]
+struct Participant {
+    room: u32,
+    name: String,
+    key: u32,
+    /// Live sessions holding this participant.
+    sessions: u32,
+    /// Live publishing sessions per kind (video, audio): one each at most.
+    video: u32,
+    audio: u32,
+    /// The publisher is an RTMP connection (taken over by a new push of
+    /// the same name rather than refused).
+    rtmp: bool,
+    /// Order of arrival as a publisher, for "the room's first publisher".
+    since: u64,
+}
+
+/// Why a session could not publish as its participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Another live session of the participant publishes that kind.
+    ByWebrtcOrRtp,
+    /// A live RTMP connection publishes as the participant.
+    ByRtmp,
+}
+
+#[derive(Default)]
+pub struct Participants {
+    by_pid: HashMap<Pid, Participant>,
+    /// Per room: names to ids.
+    by_name: HashMap<u32, HashMap<String, Pid>>,
+    next: Pid,
+    order: u64,
+}
+
+impl Participants {
+    /// The id of `name` in `room`, made if new; each call is one session
+    /// more ([`Self::leave`] once per call).
+    pub fn join(&mut self, room: u32, name: &str) -> Pid {
+        if let Some(pid) = self.find(room, name) {
+            if let Some(p) = self.by_pid.get_mut(&pid) {
+                p.sessions += 1;
+            }
+            return pid;
+        }
+        self.next = self.next.wrapping_add(1).max(1);
+        while self.by_pid.contains_key(&self.next) {
+            self.next = self.next.wrapping_add(1).max(1);
+        }
+        let pid = self.next;
+        self.by_pid.insert(
+            pid,
+            Participant {
+                room,
+                name: name.to_string(),
+                key: participant_key(name),
+                sessions: 1,
+                video: 0,
+                audio: 0,
+                rtmp: false,
+                since: 0,
+            },
+        );
+        self.by_name
+            .entry(room)
+            .or_default()
+            .insert(name.to_string(), pid);
+        pid
+    }
+
+    /// One session of `pid` ended.
+    pub fn leave(&mut self, pid: Pid) {
+        let Some(p) = self.by_pid.get_mut(&pid) else {
+            return;
+        };
+        p.sessions = p.sessions.saturating_sub(1);
+        if p.sessions == 0 {
+            let p = self.by_pid.remove(&pid).expect("just found");
+            if let Some(names) = self.by_name.get_mut(&p.room) {
+                names.remove(&p.name);
+                if names.is_empty() {
+                    self.by_name.remove(&p.room);
+                }
+            }
+        }
+    }
+
+    /// A session of `pid` starts publishing `kinds`; refused when one of
+    /// them is published already.
+    pub fn publish(&mut self, pid: Pid, kinds: Kinds, rtmp: bool) -> Result<(), Taken> {
+        let Some(p) = self.by_pid.get_mut(&pid) else {
+            return Ok(());
+        };
+        if (kinds.video && p.video > 0) || (kinds.audio && p.audio > 0) {
+            return Err(if p.rtmp {
+                Taken::ByRtmp
+            } else {
+                Taken::ByWebrtcOrRtp
+            });
+        }
+        if p.video == 0 && p.audio == 0 {
+            self.order += 1;
+            p.since = self.order;
+        }
+        p.video += kinds.video as u32;
+        p.audio += kinds.audio as u32;
+        p.rtmp = rtmp;
+        Ok(())
+    }
+
+    /// A publishing session of `pid` stopped publishing `kinds`; returns
+    /// whether the participant publishes nothing now.
+    pub fn unpublish(&mut self, pid: Pid, kinds: Kinds) -> bool {
+        let Some(p) = self.by_pid.get_mut(&pid) else {
+            return false;
+        };
+        p.video = p.video.saturating_sub(kinds.video as u32);
+        p.audio = p.audio.saturating_sub(kinds.audio as u32);
+        let none = p.video == 0 && p.audio == 0;
+        if none {
+            p.rtmp = false;
+        }
+        none && kinds.any()
+    }
+
+    pub fn find(&self, room: u32, name: &str) -> Option<Pid> {
+        self.by_name.get(&room)?.get(name).copied()
+    }
+
+    pub fn name(&self, pid: Pid) -> Option<&str> {
+        self.by_pid.get(&pid).map(|p| p.name.as_str())
+    }
+
+    /// [`participant_key`] of `pid`'s name (0 for nobody).
+    pub fn key(&self, pid: Pid) -> u32 {
+        self.by_pid.get(&pid).map_or(0, |p| p.key)
+    }
+
+    pub fn is_publishing(&self, pid: Pid) -> bool {
+        self.by_pid
+            .get(&pid)
+            .is_some_and(|p| p.video > 0 || p.audio > 0)
+    }
+
+    /// The room's publishing participants other than `except`, the
+    /// earliest publisher first.
+    pub fn publishers(&self, room: u32, except: Pid) -> Vec<Pid> {
+        let mut v: Vec<(u64, Pid)> = self
+            .by_pid
+            .iter()
+            .filter(|(&pid, p)| p.room == room && pid != except && (p.video > 0 || p.audio > 0))
+            .map(|(&pid, p)| (p.since, pid))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// Forgets every participant of a deleted room.
+    pub fn remove_room(&mut self, room: u32) {
+        self.by_pid.retain(|_, p| p.room != room);
+        self.by_name.remove(&room);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_one_participant_per_room_until_its_last_session_leaves() {
+        let mut p = Participants::default();
+        let a = p.join(1, "alice");
+        assert_eq!(p.join(1, "alice"), a, "a second session, same participant");
+        let other_room = p.join(2, "alice");
+        assert_ne!(other_room, a);
+        assert_eq!(p.name(a), Some("alice"));
+        assert_eq!(p.key(a), participant_key("alice"));
+        p.leave(a);
+        assert_eq!(p.find(1, "alice"), Some(a));
+        p.leave(a);
+        assert_eq!(p.find(1, "alice"), None);
+        assert_eq!(p.len(), 1);
+        p.remove_room(2);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn each_kind_has_one_publisher_and_the_earliest_publisher_comes_first() {
+        let mut p = Participants::default();
+        let a = p.join(1, "a");
+        let b = p.join(1, "b");
+        // RTP ingests: video and audio are two sessions of one participant.
+        assert_eq!(p.publish(b, Kinds::of(MediaKind::Video), false), Ok(()));
+        assert_eq!(p.publish(b, Kinds::of(MediaKind::Audio), false), Ok(()));
+        assert_eq!(p.publish(b, Kinds::BOTH, false), Err(Taken::ByWebrtcOrRtp));
+        assert_eq!(p.publish(a, Kinds::BOTH, true), Ok(()));
+        assert_eq!(p.publish(a, Kinds::BOTH, true), Err(Taken::ByRtmp));
+        assert_eq!(p.publishers(1, NOBODY), vec![b, a]);
+        assert_eq!(p.publishers(1, b), vec![a]);
+        assert!(!p.unpublish(b, Kinds::of(MediaKind::Video)));
+        assert!(
+            p.unpublish(b, Kinds::of(MediaKind::Audio)),
+            "b publishes nothing now"
+        );
+        assert!(!p.is_publishing(b));
+        assert_eq!(p.publishers(1, NOBODY), vec![a]);
+    }
+}
