@@ -273,7 +273,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         }
         for a in actions.drain(..) {
             if let Action::Close { idx, .. } | Action::Handoff { idx, .. } = a {
-                hub.remove(idx, &mut rooms.1);
+                hub.remove(now, idx, &mut rooms.1);
             }
         }
         for idx in 0..3 {
@@ -291,6 +291,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         hub.jobs.clear();
         hub.events_out.clear();
         hub.keyframe_requests.clear();
+        hub.deferred.clear();
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
+pub mod core;
 pub mod demux;
 pub mod dtls;
 pub mod fuzz;

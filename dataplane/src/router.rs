@@ -521,7 +521,6 @@ impl Router {
         };
         let mut byes: Vec<(Handle, u32)> = Vec::new();
         if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
-            let now = Instant::now();
             for &e in &room.egresses {
                 let Some(sub) = self.sessions[e as usize].as_mut() else {
                     continue;
@@ -535,7 +534,8 @@ impl Router {
                 for (line, t) in tracks.into_iter().enumerate() {
                     if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
-                        t.free_since = Some(now);
+                        // Free since its source last sent (no clock here).
+                        t.free_since = t.last_at.or(t.free_since);
                         if webrtc {
                             byes.push((e, t.ssrc));
                             if t.source_pid != NOBODY {

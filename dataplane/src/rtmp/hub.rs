@@ -339,6 +339,9 @@ pub struct Hub {
     /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
     /// keyframe: a player joined and the GOP cache had none.
     pub keyframe_requests: Vec<u64>,
+    /// Actions taken outside a call that has an action list (a publisher
+    /// left, a bridged publisher started): the owner drains them.
+    pub deferred: Vec<Action>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<Pid, Stream>,
     /// Per room: players of `ROOM` waiting for a publisher to follow.
@@ -387,6 +390,7 @@ impl Hub {
             rtp_out: Vec::new(),
             jobs: Vec::new(),
             keyframe_requests: Vec::new(),
+            deferred: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
             waiting: HashMap::new(),
@@ -405,7 +409,12 @@ impl Hub {
 
     /// Takes a connection out (closing or handing over), detaching it from
     /// its stream and its participant.
-    pub fn remove(&mut self, idx: u32, parts: &mut Participants) -> Option<ConnState> {
+    pub fn remove(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        parts: &mut Participants,
+    ) -> Option<ConnState> {
         let mut st = self.conns.remove(&idx)?;
         if let Some(session) = st.session.take() {
             self.events_out.push(RingEvent::SessionEnded {
@@ -419,7 +428,7 @@ impl Hub {
             parts.unpublish(pid, Kinds::BOTH);
         }
         let role = std::mem::replace(&mut st.role, Role::New);
-        self.detach(idx, role, parts);
+        self.detach(now, idx, role, parts);
         if let Some(pid) = st.joined.take() {
             parts.leave(pid);
         }
@@ -427,14 +436,14 @@ impl Hub {
     }
 
     /// Detaches connection `idx` that had `role` from its stream.
-    fn detach(&mut self, idx: u32, role: Role, parts: &mut Participants) {
+    fn detach(&mut self, now: Instant, idx: u32, role: Role, parts: &mut Participants) {
         match role {
             Role::Publisher { room, pid } => {
                 if let Some(s) = self.streams.get_mut(&pid) {
                     if s.publisher == Some(idx) {
                         s.publisher = None;
                         s.rtp = None;
-                        self.publisher_gone(room, pid, parts);
+                        self.publisher_gone(now, room, pid, parts);
                     }
                 }
             }
@@ -468,7 +477,7 @@ impl Hub {
     /// or its last WebRTC/RTP publishing session): the players that followed
     /// it as "the room" move to the room's next publisher; its own players
     /// wait for it. The next publisher starts a fresh bridge.
-    pub fn publisher_gone(&mut self, room: u32, pid: Pid, parts: &mut Participants) {
+    pub fn publisher_gone(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -495,7 +504,9 @@ impl Hub {
         }
         self.waiting.entry(room).or_default().extend(followers);
         self.forget_if_unused(pid, parts);
-        self.refollow(Instant::now(), room, parts, &mut Vec::new());
+        let mut actions = std::mem::take(&mut self.deferred);
+        self.refollow(now, room, parts, &mut actions);
+        self.deferred = actions;
     }
 
     /// Waiting followers of `room` join its earliest publisher (other than
@@ -852,7 +863,7 @@ impl Hub {
                 if let (Some(pid), true) = (st.joined, publishing) {
                     parts.unpublish(pid, Kinds::BOTH);
                 }
-                self.detach(idx, role, parts);
+                self.detach(now, idx, role, parts);
             }
             Event::Unknown(_) => self.flush_conn(idx, actions),
         }
@@ -1165,7 +1176,7 @@ impl Hub {
         let Some(waiting) = self.waiting.remove(&room) else {
             return false;
         };
-        let mut actions = Vec::new();
+        let mut actions = std::mem::take(&mut self.deferred);
         let mut still = Vec::new();
         for idx in waiting {
             let own = self
@@ -1181,6 +1192,7 @@ impl Hub {
         if !still.is_empty() {
             self.waiting.insert(room, still);
         }
+        self.deferred = actions;
         self.streams.contains_key(&pid)
     }
 
@@ -1660,7 +1672,7 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(closed(&a, 2), None);
-        h.remove(0, &mut rooms.parts);
+        h.remove(Instant::now(), 0, &mut rooms.parts);
         // The stale connection's late media is not the stream's any more.
         keyframe(&mut h, &mut rooms, 0, 9);
         keyframe(&mut h, &mut rooms, 2, 2);
@@ -1688,7 +1700,7 @@ mod tests {
         keyframe(&mut h, &mut rooms, 0, 0xa1);
         keyframe(&mut h, &mut rooms, 2, 0xb1);
         assert_eq!(marks(&mut h, 1), vec![0xa1], "alice published first");
-        h.remove(0, &mut rooms.parts);
+        h.remove(Instant::now(), 0, &mut rooms.parts);
         keyframe(&mut h, &mut rooms, 2, 0xb2);
         assert_eq!(marks(&mut h, 1), vec![0xb1, 0xb2], "bob's GOP, then bob");
     }
@@ -1798,7 +1810,7 @@ mod tests {
         }
         assert!(closed, "the stalled player was never dropped");
         h.events_out.clear();
-        h.remove(1, &mut rooms.parts);
+        h.remove(Instant::now(), 1, &mut rooms.parts);
         assert!(
             h.events_out.iter().any(|e| matches!(
                 e,

@@ -1,14 +1,17 @@
-//! One shard: a pinned thread with its own io_uring, sockets and router.
+//! One shard: a pinned thread with its own io_uring and sockets, driving
+//! its room core ([`crate::core::Core`]). The shard does I/O only: what
+//! arrives goes into the core, and what the core's outputs ask for goes out.
 //!
 //! Drive loop, one turn:
 //!
 //! 1. beat the heartbeat in shared memory;
-//! 2. apply commands from the controlplane ring (bind/close sockets, router changes);
+//! 2. apply commands from the controlplane ring (bind/close sockets, core changes);
 //! 3. arm multishot receives for new sockets (and re-arm ended ones);
 //! 4. submit everything queued and wait for a completion or [`TURN_WAIT`];
-//! 5. for each completion: a datagram goes through the router (unprotected
-//!    in place); if it is media its receive buffer is held for the turn's
-//!    fan-out; a finished send frees its slots;
+//! 5. for each completion: a datagram goes through the core (unprotected
+//!    in place, bridged to the participant's RTMP players); if it is media
+//!    its receive buffer is held for the turn's fan-out; RTMP bytes go to
+//!    the core too; a finished send frees its slots;
 //! 6. take the packets that arrived meanwhile (a frame's tail), then fan the
 //!    held media out subscriber by subscriber: each egress gets all of the
 //!    turn's packets at once, each copied into a send slot, rewritten and
@@ -16,8 +19,11 @@
 //!    every [`SUBMIT_EVERY_BYTES`] the batches so far are sealed and handed
 //!    to the kernel; when every slot is in flight, the shard seals the
 //!    batches, submits and waits up to [`RECLAIM_WAIT`] for some to come back;
-//! 7. every [`STATS_EVERY`], push changed session counters to the controlplane;
-//! 8. seal the turn's remaining batches: one `SendMsg` per egress (with
+//! 7. DTLS and transcoder results into the core; its timeout when due;
+//!    every [`STATS_EVERY`], changed session counters to the controlplane;
+//! 8. drain the core's outputs (control datagrams, DTLS records, RTMP
+//!    actions, transcoder jobs, RTMP publishers' RTP to fan out, events);
+//! 9. seal the turn's remaining batches: one `SendMsg` per egress (with
 //!    `UDP_SEGMENT` when it holds several packets).
 //!
 //! Why subscriber by subscriber (measured, docs/PERFORMANCE.md): packet by
@@ -36,15 +42,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    Command, DropReason, Event, MediaKind, Outcome, SessionStats, ShardStats, END_INTERNAL,
-    TURN_BUCKETS_US,
+    Command, DropReason, Event, Outcome, SessionStats, ShardStats, END_INTERNAL, TURN_BUCKETS_US,
 };
 use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, error, info, warn};
 
+use crate::core::{Core, CoreConfig, Output, Removed};
 use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
-use crate::router::{Control, Ended, Handle, Inbound, Router, END_DTLS};
+use crate::router::{Handle, Inbound, END_DTLS};
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
@@ -203,7 +209,7 @@ pub struct Shard {
     recv_msg: Box<libc::msghdr>,
     sockets: Vec<Option<SocketSlot>>,
     next_gen: u32,
-    router: Router,
+    core: Core,
     cfg: ShardConfig,
     commands: Consumer,
     events: Producer,
@@ -222,14 +228,6 @@ pub struct Shard {
     rtmp: Option<RtmpIo>,
     /// Opus ↔ AAC off the packet loop (with RTMP on).
     transcode: Option<crate::transcode::TranscodeLink>,
-    /// Reused buffers for draining the router's queues.
-    controls: Vec<Control>,
-    dtls_out: Vec<(u64, Vec<u8>)>,
-    ended: Vec<Ended>,
-    closed: Vec<u64>,
-    joined: Vec<(u32, Handle)>,
-    unpublished: Vec<(u32, crate::participants::Pid)>,
-    lines: Vec<(u64, u8, crate::participants::Pid)>,
     /// Loop-turn timing since start, reported with the session counters.
     turns: ShardStats,
     /// Datagrams received whose session is gone, or that do not parse as a message.
@@ -254,7 +252,18 @@ impl Shard {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let dtls = dtls::spawn(cfg.index, cfg.dtls.clone(), cfg.limits.dtls_queue)?;
-        let rtmp = cfg.rtmp.take().map(|r| RtmpIo::new(r, cfg.index));
+        let core = Core::new(
+            CoreConfig {
+                shard: cfg.index,
+                shards: cfg.rtmp.as_ref().map_or(1, |r| r.shards),
+                limits: cfg.limits,
+                gop_cache: cfg.rtmp.as_ref().is_some_and(|r| r.gop_cache),
+                auto_room: cfg.rtmp.as_ref().is_some_and(|r| r.auto_room),
+                tokens: cfg.rtmp.as_ref().and_then(|r| r.tokens.clone()),
+            },
+            Instant::now(),
+        );
+        let rtmp = cfg.rtmp.take().map(RtmpIo::new);
         let transcode = match &rtmp {
             Some(_) => Some(crate::transcode::spawn(
                 cfg.index,
@@ -272,7 +281,7 @@ impl Shard {
             recv_msg,
             sockets: Vec::new(),
             next_gen: 1,
-            router: Router::new(&cfg.limits),
+            core,
             commands: cfg.region.command_consumer(cfg.index),
             events: cfg.region.event_producer(cfg.index),
             cfg,
@@ -286,13 +295,6 @@ impl Shard {
             dtls,
             transcode,
             rtmp,
-            controls: Vec::new(),
-            dtls_out: Vec::new(),
-            ended: Vec::new(),
-            closed: Vec::new(),
-            joined: Vec::new(),
-            unpublished: Vec::new(),
-            lines: Vec::new(),
             turns: ShardStats::default(),
             stray: 0,
             panic_at_turn_end: false,
@@ -325,13 +327,17 @@ impl Shard {
             self.reap(after_wait);
             self.drain_arrivals(after_wait);
             self.fan_out_held(Instant::now());
-            self.poll_dtls(Instant::now());
+            let now = Instant::now();
+            self.poll_dtls(now);
+            self.poll_transcoder(now);
+            if now >= self.core.poll_timeout() {
+                self.core.handle_timeout(now, ntp_now());
+            }
             if now >= self.next_stats {
                 self.next_stats = now + STATS_EVERY;
-                self.router.tick(now, ntp_now());
                 self.push_stats();
             }
-            self.flush_router();
+            self.drain_core(now);
             self.seal_batches();
             // Busy time of the turn: everything but the wait for completions.
             let busy = before_wait.duration_since(now) + after_wait.elapsed();
@@ -343,7 +349,7 @@ impl Shard {
         }
         info!(
             shard = self.cfg.index,
-            sessions = self.router.session_count(),
+            sessions = self.core.session_count(),
             "shard stopping"
         );
         Ok(())
@@ -416,28 +422,27 @@ impl Shard {
     fn apply(&mut self, now: Instant, c: Command) {
         let tag = c.tag();
         let (id, outcome) = match c {
-            Command::CreateRoom(spec) => (spec.room as u64, self.router.add_room(spec)),
-            Command::DeleteRoom { room } => match self.router.remove_room(room) {
+            Command::CreateRoom(spec) => (spec.room as u64, self.core.add_room(spec)),
+            Command::DeleteRoom { room } => match self.core.remove_room(now, room) {
                 Some(handles) => {
                     for h in handles {
                         self.close_socket(h);
                     }
-                    self.rtmp_close_room(room);
                     (room as u64, Outcome::Ok)
                 }
                 None => (room as u64, Outcome::NotFound),
             },
             Command::CreateIngest(spec) => {
                 let (id, port) = (spec.session, spec.port);
-                (id, self.open_session(port, |r| r.add_ingest(spec)))
+                (id, self.open_session(port, |c| c.add_ingest(spec)))
             }
             Command::CreateEgress(spec) => {
                 let (id, port) = (spec.session, spec.port);
-                (id, self.open_session(port, |r| r.add_egress(spec)))
+                (id, self.open_session(port, |c| c.add_egress(spec)))
             }
             Command::CreateWebrtc(spec) => {
                 let (id, port, fingerprint) = (spec.session, spec.port, spec.remote_fingerprint);
-                let outcome = self.open_session(port, |r| r.add_webrtc(now, spec));
+                let outcome = self.open_session(port, |c| c.add_webrtc(now, spec));
                 if outcome == Outcome::Ok {
                     self.dtls.send(ToDtls::Open {
                         session: id,
@@ -446,37 +451,18 @@ impl Shard {
                 }
                 (id, outcome)
             }
-            Command::DeleteSession { session } => match self.router.remove_session(session) {
-                Some(h) => {
+            Command::DeleteSession { session } => match self.core.remove_session(now, session) {
+                Removed::Socket(h) => {
                     self.close_socket(h);
                     (session, Outcome::Ok)
                 }
-                None if self.rtmp_close_session(session) => (session, Outcome::Ok),
-                None => (session, Outcome::NotFound),
+                // Its connection closes through an output.
+                Removed::Rtmp => (session, Outcome::Ok),
+                Removed::NotFound => (session, Outcome::NotFound),
             },
             Command::Resync => {
-                let rooms: Vec<_> = self.router.rooms().cloned().map(Event::Room).collect();
-                let ingests: Vec<_> = self.router.ingests().cloned().map(Event::Ingest).collect();
-                let egresses: Vec<_> = self
-                    .router
-                    .egress_specs()
-                    .cloned()
-                    .map(Event::Egress)
-                    .collect();
-                let webrtc: Vec<_> = self
-                    .router
-                    .webrtc_specs()
-                    .cloned()
-                    .map(Event::Webrtc)
-                    .chain(self.rtmp_participants().into_iter().map(Event::Rtmp))
-                    .collect();
-                self.outbox.extend(
-                    rooms
-                        .into_iter()
-                        .chain(ingests)
-                        .chain(egresses)
-                        .chain(webrtc),
-                );
+                let everything = self.core.resync();
+                self.outbox.extend(everything);
                 self.emit(Event::ResyncDone {
                     epoch: self.cfg.epoch,
                 });
@@ -494,7 +480,7 @@ impl Shard {
     fn open_session(
         &mut self,
         port: u16,
-        add: impl FnOnce(&mut Router) -> Result<Handle, Outcome>,
+        add: impl FnOnce(&mut Core) -> Result<Handle, Outcome>,
     ) -> Outcome {
         let sock = match bind_udp(self.cfg.bind_ip, port) {
             Ok(s) => s,
@@ -503,7 +489,7 @@ impl Shard {
                 return Outcome::PortInUse;
             }
         };
-        match add(&mut self.router) {
+        match add(&mut self.core) {
             Ok(h) => {
                 let gen = self.next_gen;
                 self.next_gen = (self.next_gen + 1) & 0xff_ffff;
@@ -624,6 +610,7 @@ impl Shard {
             // A bug reached through one session's bytes costs that session,
             // not the shard: everything `on_datagram` touches belongs to it,
             // and a held buffer is pushed last, after anything can panic.
+            let mark = self.core.outputs_len();
             match contained(|| self.on_datagram(now, index, bid, res as usize)) {
                 Ok(true) => {
                     // Held for the fan-out, which recycles the buffer.
@@ -633,7 +620,10 @@ impl Shard {
                     return;
                 }
                 Ok(false) => {}
-                Err(why) => self.end_after_panic(index, &why),
+                Err(why) => {
+                    self.core.truncate_outputs(mark);
+                    self.end_after_panic(now, index, &why);
+                }
             }
         } else if res > 0 {
             self.stray += 1;
@@ -643,16 +633,16 @@ impl Shard {
 
     /// A panic was contained while handling session `h`: end it (reason
     /// `END_INTERNAL`, so its client and the operator hear of it), count it.
-    fn end_after_panic(&mut self, h: Handle, why: &str) {
+    fn end_after_panic(&mut self, now: Instant, h: Handle, why: &str) {
         self.turns.panics += 1;
-        let session = self.router.session_id(h);
+        let session = self.core.session_id(h);
         error!(
             shard = self.cfg.index,
             ?session,
             "panic contained while handling a session's input ({why}); ending that session"
         );
         if let Some(session) = session {
-            self.router.end_session(session, END_INTERNAL);
+            self.core.end_session(now, session, END_INTERNAL);
         }
     }
 
@@ -662,16 +652,16 @@ impl Shard {
         let msg = &*self.recv_msg;
         let buf = self.bufs.buf_mut(bid, len);
         let Ok(out) = types::RecvMsgOut::parse(buf, msg) else {
-            self.router.count_drop(h, DropReason::Malformed);
+            self.core.count_drop(h, DropReason::Malformed);
             return false;
         };
         if out.is_payload_truncated() {
             // Larger than the receive buffer: far over `rtp::MAX_PACKET`.
-            self.router.count_drop(h, DropReason::Oversize);
+            self.core.count_drop(h, DropReason::Oversize);
             return false;
         }
         let Some(src) = parse_sockaddr_in(out.name_data()) else {
-            self.router.count_drop(h, DropReason::Malformed);
+            self.core.count_drop(h, DropReason::Malformed);
             return false;
         };
         let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
@@ -683,16 +673,9 @@ impl Shard {
             }
             self.panic_at_turn_end |= payload.starts_with(PANIC_SHARD);
         }
-        let Some(inbound) = self
-            .router
-            .handle_datagram(now, h, src, &mut buf[start..end])
-        else {
+        let Some(inbound) = self.core.handle_datagram(now, h, src, &mut buf[start..end]) else {
             return false;
         };
-        match inbound.kind {
-            MediaKind::Video => self.bridge_to_rtmp(now, bid, start, &inbound),
-            MediaKind::Audio => self.bridge_audio_to_rtmp(now, bid, start, &inbound),
-        }
         // Within capacity (the caller fans out at HOLD_MAX): no allocation, no panic.
         self.held.push(Held {
             bid,
@@ -720,7 +703,7 @@ impl Shard {
                 continue;
             }
             self.fanout.clear();
-            self.fanout.extend_from_slice(self.router.egresses(room));
+            self.fanout.extend_from_slice(self.core.egresses(room));
             let mut prepared = 0;
             for k in 0..self.fanout.len() {
                 let e = self.fanout[k];
@@ -757,7 +740,7 @@ impl Shard {
             Some(h) => self.fanout.push(h),
             None => self
                 .fanout
-                .extend_from_slice(self.router.egresses(inbound.room)),
+                .extend_from_slice(self.core.egresses(inbound.room)),
         }
         for k in 0..self.fanout.len() {
             let e = self.fanout[k];
@@ -777,22 +760,22 @@ impl Shard {
             Plain::Owned(b) => b,
         };
         let slot = &mut self.sends[slot_idx as usize];
-        // The router and the packetizer bound packets at `rtp::MAX_PACKET`;
+        // The core and the packetizer bound packets at `rtp::MAX_PACKET`;
         // a send slot is never the place that finds out they did not.
         if inbound.len > slot.buf.len() - MAX_TRAILER || inbound.len > src.len() {
             self.free_sends.push(slot_idx);
-            self.router.count_drop(e, DropReason::Oversize);
+            self.core.count_drop(e, DropReason::Oversize);
             return 0;
         }
         // One copy per egress: each receiver's header rewrite and SRTP keys differ.
         slot.buf[..inbound.len].copy_from_slice(&src[..inbound.len]);
         // Contained like ingress: a bug in one egress's rewrite or SRTP ends
         // that egress, and its slot goes back.
-        let prepared = contained(|| self.router.prepare_egress(now, e, inbound, &mut slot.buf));
+        let prepared = contained(|| self.core.prepare_egress(now, e, inbound, &mut slot.buf));
         let Ok(Some((n, dest))) = prepared else {
             self.free_sends.push(slot_idx);
             if let Err(why) = prepared {
-                self.end_after_panic(e, &why);
+                self.end_after_panic(now, e, &why);
             }
             return 0;
         };
@@ -861,7 +844,7 @@ impl Shard {
     /// RTCP, retransmissions): one copy into a send slot, like media.
     fn send_control(&mut self, from: Handle, dest: std::net::SocketAddrV4, data: &[u8]) {
         if data.len() > SEND_BUF_SIZE {
-            self.router.count_drop(from, DropReason::Send);
+            self.core.count_drop(from, DropReason::Send);
             return;
         }
         let Some((fd, slot_idx)) = self.send_slot_for(from) else {
@@ -885,7 +868,7 @@ impl Shard {
             .pop()
             .or_else(|| self.reclaim_sends().then(|| self.free_sends.pop())?);
         if slot.is_none() {
-            self.router.count_drop(h, DropReason::Send);
+            self.core.count_drop(h, DropReason::Send);
         }
         Some((fd, slot?))
     }
@@ -934,72 +917,42 @@ impl Shard {
             };
             match m {
                 FromDtls::Send { session, data } => {
-                    if let Some((h, dest)) = self.router.dtls_destination(session) {
+                    if let Some((h, dest)) = self.core.dtls_destination(session) {
                         self.send_control(h, dest, &data);
                     }
                 }
                 FromDtls::Keys { session, rx, tx } => {
                     info!(shard = self.cfg.index, session, suite = ?rx.suite, "DTLS-SRTP connected");
-                    self.router.install_keys(now, session, &rx, &tx);
+                    self.core.handle_dtls_keys(now, session, &rx, &tx);
                 }
-                FromDtls::Failed { session, .. } => self.router.end_session(session, END_DTLS),
+                FromDtls::Failed { session, .. } => self.core.end_session(now, session, END_DTLS),
             }
         }
     }
 
-    /// Sends what the router queued, hands DTLS datagrams to the DTLS
-    /// thread, and closes sessions the router ended.
-    fn flush_router(&mut self) {
-        self.rtmp_to_webrtc(Instant::now());
-        let mut controls = std::mem::take(&mut self.controls);
-        self.router.take_controls(&mut controls);
-        for c in controls.drain(..) {
-            self.send_control(c.from, c.dest, &c.data);
-            self.router.recycle(c.data);
-        }
-        self.controls = controls;
-        let mut dtls_out = std::mem::take(&mut self.dtls_out);
-        self.router.take_dtls(&mut dtls_out);
-        for (session, data) in dtls_out.drain(..) {
-            if !self.dtls.send_datagram(session, data) {
-                self.router.count_drop_by_id(session, DropReason::Overload);
+    /// Does what the core asks, until it asks nothing more: sends, DTLS
+    /// records to the DTLS thread, sockets to close, RTMP actions,
+    /// transcoder jobs, RTMP publishers' RTP to fan out, events.
+    fn drain_core(&mut self, now: Instant) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Transmit(c) => {
+                    self.send_control(c.from, c.dest, &c.data);
+                    self.core.recycle(c.data);
+                }
+                Output::Dtls { session, data } => {
+                    if !self.dtls.send_datagram(session, data) {
+                        self.core.count_drop_by_id(session, DropReason::Overload);
+                    }
+                }
+                Output::DtlsClosed { session } => self.dtls.send(ToDtls::Close { session }),
+                Output::CloseSocket(h) => self.close_socket(h),
+                Output::Event(e) => self.emit(e),
+                Output::Rtmp(a) => self.run_action(a),
+                Output::Transcode { job, from } => self.send_job(job, from),
+                Output::Rtp { rtp, kind, only } => self.fan_out_rtp(now, &rtp, kind, only),
             }
         }
-        self.dtls_out = dtls_out;
-        let mut ended = std::mem::take(&mut self.ended);
-        self.router.take_ended(&mut ended);
-        for e in ended.drain(..) {
-            info!(
-                shard = self.cfg.index,
-                session = e.session,
-                reason = e.reason,
-                "session ended by the dataplane"
-            );
-            self.close_socket(e.handle);
-            self.emit(Event::SessionEnded {
-                session: e.session,
-                reason: e.reason,
-            });
-        }
-        self.ended = ended;
-        // Player lines that changed hands, named for the controlplane.
-        let mut lines = std::mem::take(&mut self.lines);
-        self.router.take_lines(&mut lines);
-        for (session, line, pid) in lines.drain(..) {
-            let participant = self.router.participants.name(pid).unwrap_or("").to_string();
-            self.emit(Event::Line {
-                session,
-                line,
-                participant,
-            });
-        }
-        self.lines = lines;
-        let mut closed = std::mem::take(&mut self.closed);
-        self.router.take_closed_webrtc(&mut closed);
-        for session in closed.drain(..) {
-            self.dtls.send(ToDtls::Close { session });
-        }
-        self.closed = closed;
     }
 
     /// Submits everything queued and waits for one completion or `timeout`.
@@ -1066,7 +1019,7 @@ impl Shard {
             return;
         };
         if res < 0 {
-            self.router.count_drop(slot.session, DropReason::Send);
+            self.core.count_drop(slot.session, DropReason::Send);
         }
         self.free_sends.push(slot_idx);
     }
@@ -1079,7 +1032,7 @@ impl Shard {
             return;
         }
         for _ in 0..count {
-            self.router.count_drop(session, DropReason::Send);
+            self.core.count_drop(session, DropReason::Send);
         }
         // The kernel or the route cannot segment (no checksum offload, an
         // old kernel): send datagram by datagram from now on.
@@ -1096,15 +1049,10 @@ impl Shard {
     fn push_stats(&mut self) {
         self.turns.shard = self.cfg.index;
         self.stats.clear();
-        self.router.take_dirty_stats(&mut self.stats, 1024);
-        if let Some(io) = self.rtmp.as_mut() {
-            io.hub.take_dirty_stats(&mut self.stats);
-        }
+        self.core.take_dirty_stats(&mut self.stats, 1024);
         let mut turns = self.turns;
-        if let Some(io) = self.rtmp.as_ref() {
-            for (total, hub) in turns.limits.iter_mut().zip(io.hub.limit_hits) {
-                *total += hub;
-            }
+        for (total, hub) in turns.limits.iter_mut().zip(self.core.rtmp_limit_hits()) {
+            *total += hub;
         }
         self.outbox.push_back(Event::Shard(turns));
         for k in 0..self.stats.len() {

@@ -1,11 +1,12 @@
 //! The shard's RTMP side: a TCP listener (one per shard, `SO_REUSEPORT`, so
 //! the kernel spreads connections), one receive and at most one send in
 //! flight per connection on the shard's io_uring, and hand-over of a
-//! connection to the shard that hosts its room.
+//! connection to the shard that hosts its room. The protocol and the
+//! streams are the core's ([`crate::core::Core::handle_rtmp_bytes`]).
 //!
 //! ```text
 //! AcceptMulti ─▶ new connection: TCP_NODELAY, Recv armed
-//! Recv done   ─▶ Hub::on_bytes ─▶ actions: Wake → pump sends; Close; Handoff
+//! Recv done   ─▶ Core::handle_rtmp_bytes ─▶ outputs: Wake → pump sends; Close; Handoff
 //!                re-arm Recv (unless closing or handing over)
 //! Send done   ─▶ PlayerQueue::consumed(n) ─▶ pump the next buffer
 //! Handoff     ─▶ when nothing is in flight: socket + protocol state + the
@@ -21,23 +22,19 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
-use gateway_ring::msg::{
-    room_shard, valid_room_name, Event as RingEvent, RoomSpec, DATAPLANE_ROOM_IDS,
-};
 use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
 use crate::limits::{ConnCounter, Limits, Refused};
-use crate::participants::Participants;
 use crate::router::Handle;
-use crate::router::{Inbound, Router};
+use crate::router::Inbound;
 use crate::rtmp::conn::Event;
-use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp, RTMP_SOURCE};
+use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp, RTMP_SOURCE};
 use crate::rtp::RtpHeader;
-use crate::transcode::{Done, Job};
+use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
-use gateway_ring::token::{TokenKeys, TokenRole};
+use gateway_ring::token::TokenKeys;
 
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
@@ -134,14 +131,8 @@ pub(super) struct RtmpIo {
     conns: Vec<Option<TcpSlot>>,
     free: Vec<u32>,
     next_gen: u32,
-    pub(super) hub: Hub,
-    actions: Vec<Action>,
     inbox: Receiver<Box<Handoff>>,
     peers: Arc<Vec<Sender<Box<Handoff>>>>,
-    auto_room: bool,
-    shards: u32,
-    next_room: u32,
-    tokens: Option<Arc<TokenKeys>>,
     limits: Limits,
     counter: Arc<ConnCounter>,
     next_sweep: Option<Instant>,
@@ -150,106 +141,21 @@ pub(super) struct RtmpIo {
 }
 
 impl RtmpIo {
-    pub(super) fn new(cfg: RtmpConfig, shard: u32) -> RtmpIo {
+    /// The I/O side; the core got the rest of `cfg` (GOP cache, rooms, tokens).
+    pub(super) fn new(cfg: RtmpConfig) -> RtmpIo {
         RtmpIo {
             listener: cfg.listener,
             accept_armed: false,
             conns: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
-            hub: {
-                let mut hub = Hub::new(cfg.gop_cache, shard);
-                hub.limits = crate::limits::rtmp_conn(&cfg.limits);
-                hub
-            },
-            actions: Vec::new(),
             inbox: cfg.inbox,
             peers: cfg.peers,
-            auto_room: cfg.auto_room,
-            shards: cfg.shards,
-            next_room: 0,
-            tokens: cfg.tokens,
             limits: cfg.limits,
             counter: cfg.conns,
             next_sweep: None,
             expired: Vec::new(),
         }
-    }
-}
-
-/// Room lookups and creation against the shard's router.
-struct ShardRooms<'a> {
-    router: &'a mut Router,
-    outbox: &'a mut std::collections::VecDeque<RingEvent>,
-    shard: u32,
-    shards: u32,
-    auto_room: bool,
-    next_room: &'a mut u32,
-    tokens: Option<&'a TokenKeys>,
-}
-
-impl Rooms for ShardRooms<'_> {
-    fn place(&self, name: &str) -> Place {
-        if let Some(room) = self.router.room_by_name(name) {
-            return Place::Local(room);
-        }
-        let home = room_shard(name, self.shards);
-        if home != self.shard {
-            Place::Remote(home)
-        } else {
-            Place::Missing
-        }
-    }
-
-    fn authorize(
-        &self,
-        room: &str,
-        publish: bool,
-        token: Option<&str>,
-    ) -> Result<Option<String>, String> {
-        let Some(keys) = self.tokens else {
-            return Ok(None);
-        };
-        let role = if publish {
-            TokenRole::Publish
-        } else {
-            TokenRole::Subscribe
-        };
-        keys.verify(token, room, role)
-            .map_err(|e| format!("{e} (rtmp://host/live/ROOM?token=...)"))
-    }
-
-    fn participants(&mut self) -> &mut Participants {
-        &mut self.router.participants
-    }
-
-    fn random(&mut self) -> [u8; 4] {
-        let mut b = [0u8; 4];
-        // A failure leaves zeros: the name is then `guest-00000000`, and a
-        // second such push takes the first over; not worth failing for.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-        b
-    }
-
-    fn create(&mut self, name: &str) -> Option<u32> {
-        if !self.auto_room || !valid_room_name(name) {
-            return None;
-        }
-        *self.next_room += 1;
-        let room = DATAPLANE_ROOM_IDS | (self.shard << 24) | (*self.next_room & 0xff_ffff);
-        let spec = RoomSpec {
-            room,
-            name: name.to_string(),
-        };
-        self.router.add_room(spec.clone());
-        info!(
-            shard = self.shard,
-            room = name,
-            "room created for an RTMP publisher"
-        );
-        // The controlplane learns the room as it does on a resync.
-        self.outbox.push_back(RingEvent::Room(spec));
-        Some(room)
     }
 }
 
@@ -285,17 +191,14 @@ impl Shard {
                 shard = self.cfg.index,
                 idx, "RTMP connection handed over to this shard"
             );
-            let replayed = super::contained(|| {
-                for ev in events {
-                    self.with_hub(|hub, rooms, actions| hub.on_event(now, idx, ev, rooms, actions));
-                }
-            });
+            let mark = self.core.outputs_len();
+            let replayed = super::contained(|| self.core.handle_rtmp_events(now, idx, events));
             if let Err(why) = replayed {
-                self.rtmp_panic_contained(idx, &why);
+                self.rtmp_panic_contained(idx, &why, mark);
                 continue;
             }
+            self.drain_core(now);
             self.arm_tcp_recv(idx);
-            self.run_actions();
         }
         self.sweep_rtmp(now);
     }
@@ -313,16 +216,17 @@ impl Shard {
         }
         io.next_sweep = Some(now + SWEEP_EVERY);
         let mut expired = std::mem::take(&mut io.expired);
+        let core = &self.core;
         for (idx, slot) in io.conns.iter().enumerate() {
             let Some(slot) = slot.as_ref().filter(|s| !s.closing && s.handoff.is_none()) else {
                 continue;
             };
             let idx = idx as u32;
-            if !io.hub.is_set_up(idx)
+            if !core.rtmp_is_set_up(idx)
                 && now.saturating_duration_since(slot.accepted_at) >= io.limits.rtmp_setup_timeout
             {
                 expired.push((idx, Limit::RtmpSetupTimeout));
-            } else if io.hub.is_publisher(idx)
+            } else if core.rtmp_is_publisher(idx)
                 && now.saturating_duration_since(slot.last_rx) >= io.limits.rtmp_idle_timeout
             {
                 expired.push((idx, Limit::RtmpIdle));
@@ -345,21 +249,6 @@ impl Shard {
         if let Some(io) = self.rtmp.as_mut() {
             io.expired = expired;
         }
-    }
-
-    /// Runs `f` on the hub with the shard's rooms, then applies its actions.
-    fn with_hub(&mut self, f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Vec<Action>)) {
-        let Some(io) = self.rtmp.as_mut() else { return };
-        let mut rooms = ShardRooms {
-            router: &mut self.router,
-            outbox: &mut self.outbox,
-            shard: self.cfg.index,
-            shards: io.shards,
-            auto_room: io.auto_room,
-            next_room: &mut io.next_room,
-            tokens: io.tokens.as_deref(),
-        };
-        f(&mut io.hub, &mut rooms, &mut io.actions);
     }
 
     /// Takes a connection into this shard: a new one (`counted_ip` is what
@@ -411,7 +300,7 @@ impl Shard {
                 (io.conns.len() - 1) as u32
             }
         };
-        io.hub.insert(idx, state);
+        self.core.rtmp_insert(idx, state);
         Some(idx)
     }
 
@@ -511,33 +400,30 @@ impl Shard {
         };
         // A bug reached through one connection's bytes closes that
         // connection, not the shard (see `Shard::on_recv`).
-        let handled = super::contained(|| {
-            self.with_hub(|hub, rooms, actions| hub.on_bytes(now, idx, &buf[..n], rooms, actions))
-        });
+        let mark = self.core.outputs_len();
+        let handled = super::contained(|| self.core.handle_rtmp_bytes(now, idx, &buf[..n]));
         if let Some(slot) = self.tcp_slot(idx) {
             slot.buf = buf;
         }
         if let Err(why) = handled {
-            self.rtmp_panic_contained(idx, &why);
+            self.rtmp_panic_contained(idx, &why, mark);
             return;
         }
-        self.run_actions();
+        self.drain_core(now);
         self.arm_tcp_recv(idx);
     }
 
     /// A panic was contained while handling connection `idx`'s input: close
-    /// it (its hub state may be half-changed), drop what the hub asked for
-    /// meanwhile, count it.
-    fn rtmp_panic_contained(&mut self, idx: u32, why: &str) {
+    /// it (its state in the core may be half-changed), drop what the core
+    /// was asked for since `mark`, count it.
+    fn rtmp_panic_contained(&mut self, idx: u32, why: &str, mark: usize) {
         self.turns.panics += 1;
         tracing::error!(
             shard = self.cfg.index,
             idx,
             "panic contained while handling an RTMP connection ({why}); closing it"
         );
-        if let Some(io) = self.rtmp.as_mut() {
-            io.actions.clear();
-        }
+        self.core.truncate_outputs(mark);
         self.close_tcp(idx, "internal error");
         self.maybe_release(idx);
     }
@@ -552,7 +438,7 @@ impl Shard {
             self.maybe_release(idx);
             return;
         }
-        if let Some(q) = self.rtmp.as_mut().and_then(|io| io.hub.queue(idx)) {
+        if let Some(q) = self.core.rtmp_queue(idx) {
             q.consumed(res as usize);
         }
         self.pump(idx);
@@ -568,7 +454,7 @@ impl Shard {
         if slot.sending.is_some() || slot.closing {
             return;
         }
-        let Some(front) = io.hub.queue(idx).and_then(|q| q.front().cloned()) else {
+        let Some(front) = self.core.rtmp_queue(idx).and_then(|q| q.front().cloned()) else {
             if slot.close_after_flush {
                 self.close_tcp(idx, "closed after its last message");
                 self.maybe_release(idx);
@@ -587,20 +473,8 @@ impl Shard {
         self.push_sqe(&e);
     }
 
-    fn run_actions(&mut self) {
-        loop {
-            let Some(io) = self.rtmp.as_mut() else { return };
-            if io.actions.is_empty() {
-                return;
-            }
-            let batch = std::mem::take(&mut io.actions);
-            for a in batch {
-                self.run_action(a);
-            }
-        }
-    }
-
-    fn run_action(&mut self, a: Action) {
+    /// Does what the core asked for one connection.
+    pub(super) fn run_action(&mut self, a: Action) {
         {
             match a {
                 Action::Wake(idx) => self.pump(idx),
@@ -641,7 +515,7 @@ impl Shard {
         }
         slot.closing = true;
         debug!(idx, "RTMP connection closing: {why}");
-        io.hub.remove(idx, &mut self.router.participants);
+        self.core.rtmp_remove(Instant::now(), idx);
         // SAFETY: shutdown(2) on a descriptor we own.
         unsafe { libc::shutdown(slot.sock.as_raw_fd(), libc::SHUT_RDWR) };
     }
@@ -668,7 +542,7 @@ impl Shard {
         };
         let slot = io.conns[idx as usize].take().expect("checked above");
         io.free.push(idx);
-        let Some(state) = io.hub.remove(idx, &mut self.router.participants) else {
+        let Some(state) = self.core.rtmp_remove(Instant::now(), idx) else {
             return;
         };
         let target = io.peers.get(shard as usize).cloned();
@@ -698,100 +572,9 @@ impl Shard {
         }
     }
 
-    /// A room's RTP video (plaintext, in receive buffer `bid` at `start`) for
-    /// its RTMP players, when the hub wants it.
-    pub(super) fn bridge_to_rtmp(
-        &mut self,
-        now: Instant,
-        bid: u16,
-        start: usize,
-        inbound: &Inbound,
-    ) {
-        let Some(io) = self.rtmp.as_mut() else { return };
-        let parts = &self.router.participants;
-        if !io
-            .hub
-            .wants_rtp(now, inbound.room, inbound.participant, inbound.key, parts)
-        {
-            return;
-        }
-        let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
-        let Ok(h) = RtpHeader::parse(pkt) else { return };
-        let mut end = pkt.len();
-        if pkt[0] & 0x20 != 0 {
-            // RFC 3550 §5.1 padding: the last byte counts it.
-            end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
-        }
-        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
-        let bridged = io.hub.on_rtp_video(
-            now,
-            inbound.participant,
-            (inbound.ingest, inbound.ssrc),
-            sr,
-            h.seq_no,
-            h.timestamp,
-            h.marker,
-            &pkt[h.len..end],
-            &mut io.actions,
-        );
-        if bridged.need_keyframe {
-            self.router.request_keyframe_by_id(now, inbound.ingest);
-        }
-        for _ in 0..bridged.bad_parameter_sets {
-            self.router
-                .count_drop_by_id(inbound.ingest, DropReason::Malformed);
-        }
-        self.run_actions();
-    }
-
-    /// RTMP publishers' video, packetized as RTP by the hub, goes to the
-    /// room's WebRTC players and RTP egresses; a WebRTC player that just
-    /// connected gets the latest GOP first.
-    pub(super) fn rtmp_to_webrtc(&mut self, now: Instant) {
-        if self.rtmp.is_none() {
-            return;
-        }
-        let mut joined = std::mem::take(&mut self.joined);
-        self.router.take_joined(&mut joined);
-        for (room, h) in joined.drain(..) {
-            let gops = self
-                .rtmp
-                .as_ref()
-                .map(|io| io.hub.rtp_gops(room))
-                .unwrap_or_default();
-            for p in &gops {
-                self.fan_out_rtp(now, p, MediaKind::Video, Some(h));
-            }
-        }
-        self.joined = joined;
-        // WebRTC and RTP publishers that left: RTMP players following
-        // them as "the room" move on.
-        let mut gone = std::mem::take(&mut self.unpublished);
-        self.router.take_unpublished(&mut gone);
-        for (room, pid) in gone.drain(..) {
-            if let Some(io) = self.rtmp.as_mut() {
-                io.hub
-                    .publisher_gone(room, pid, &mut self.router.participants);
-            }
-        }
-        self.unpublished = gone;
-        let Some(io) = self.rtmp.as_mut() else { return };
-        // Participants that started or ended, for the controlplane.
-        self.outbox.extend(io.hub.events_out.drain(..));
-        for ingest in std::mem::take(&mut io.hub.keyframe_requests) {
-            self.router.request_keyframe_by_id(now, ingest);
-        }
-        let Some(io) = self.rtmp.as_mut() else { return };
-        let out = std::mem::take(&mut io.hub.rtp_out);
-        for p in &out {
-            self.fan_out_rtp(now, p, MediaKind::Video, None);
-        }
-        self.poll_transcoder(now);
-    }
-
     /// An RTMP publisher's RTP to the room's WebRTC players and RTP
     /// egresses (or only to `only`), as a virtual ingest of its participant.
-    fn fan_out_rtp(
+    pub(super) fn fan_out_rtp(
         &mut self,
         now: Instant,
         p: &RtpFromRtmp,
@@ -815,115 +598,28 @@ impl Shard {
         self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound, only);
     }
 
-    /// A room's Opus RTP (plaintext in receive buffer `bid` at `start`) goes
-    /// to the transcoder when the room's RTMP players want it.
-    pub(super) fn bridge_audio_to_rtmp(
-        &mut self,
-        now: Instant,
-        bid: u16,
-        start: usize,
-        inbound: &Inbound,
-    ) {
-        let (Some(io), Some(tc)) = (self.rtmp.as_mut(), self.transcode.as_ref()) else {
-            return;
-        };
-        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
-        let Some(changed) = io.hub.on_rtp_audio(
-            now,
-            inbound.participant,
-            (inbound.ingest, inbound.ssrc),
-            sr,
-            inbound.timestamp,
-        ) else {
-            return;
-        };
-        let pkt = &self.bufs.buf_mut(bid, start + inbound.len)[start..];
-        let Ok(h) = RtpHeader::parse(pkt) else { return };
-        let stream = inbound.participant;
-        let mut dropped = 0;
-        if changed && !tc.send(Job::Reset { stream }) {
-            dropped += 1;
-        }
-        let job = Job::OpusToAac {
-            stream,
-            rtp_ts: h.timestamp,
-            opus: pkt[h.len..].to_vec(),
-        };
-        if !tc.send(job) {
-            dropped += 1;
-            self.router
-                .count_drop_by_id(inbound.ingest, DropReason::Overload);
-        }
-        self.turns.limits[Limit::TranscodeQueue as usize] += dropped;
-    }
-
-    /// Transcoded audio back from the transcoder thread, and the hub's
-    /// audio jobs to it.
-    pub(super) fn poll_transcoder(&mut self, now: Instant) {
+    /// Hands a job to the transcoder thread without waiting; a full queue
+    /// is counted (against session `from`, if given).
+    pub(super) fn send_job(&mut self, job: Job, from: Option<u64>) {
         let Some(tc) = self.transcode.as_ref() else {
             return;
         };
-        if let Some(io) = self.rtmp.as_mut() {
-            for job in io.hub.jobs.drain(..) {
-                if !tc.send(job) {
-                    self.turns.limits[Limit::TranscodeQueue as usize] += 1;
-                }
+        if !tc.send(job) {
+            self.turns.limits[Limit::TranscodeQueue as usize] += 1;
+            if let Some(session) = from {
+                self.core.count_drop_by_id(session, DropReason::Overload);
             }
         }
+    }
+
+    /// What the transcoder thread finished, into the core.
+    pub(super) fn poll_transcoder(&mut self, now: Instant) {
         for _ in 0..256 {
             let Some(tc) = self.transcode.as_ref() else {
                 return;
             };
             let Ok(done) = tc.from.try_recv() else { break };
-            let Some(io) = self.rtmp.as_mut() else { return };
-            match done {
-                Done::Aac {
-                    stream,
-                    rtp_ts,
-                    tags,
-                } => {
-                    io.hub.on_aac(now, stream, rtp_ts, tags, &mut io.actions);
-                    self.run_actions();
-                }
-                Done::Opus {
-                    stream,
-                    ms,
-                    packets,
-                } => {
-                    for p in &io.hub.opus_rtp(stream, ms, packets) {
-                        self.fan_out_rtp(now, p, MediaKind::Audio, None);
-                    }
-                }
-            }
+            self.core.handle_transcoded(now, done);
         }
-    }
-
-    /// Closes RTMP participant `session` if it is on this shard.
-    pub(super) fn rtmp_close_session(&mut self, session: u64) -> bool {
-        let Some(idx) = self
-            .rtmp
-            .as_ref()
-            .and_then(|io| io.hub.find_session(session))
-        else {
-            return false;
-        };
-        self.close_tcp(idx, "deleted through the API");
-        self.maybe_release(idx);
-        true
-    }
-
-    /// Live RTMP participants, for a controlplane resync.
-    pub(super) fn rtmp_participants(&self) -> Vec<gateway_ring::msg::RtmpSpec> {
-        self.rtmp
-            .as_ref()
-            .map(|io| io.hub.participants())
-            .unwrap_or_default()
-    }
-
-    /// A room was deleted: its RTMP connections end.
-    pub(super) fn rtmp_close_room(&mut self, room: u32) {
-        let Some(io) = self.rtmp.as_mut() else { return };
-        io.hub.close_room(room, &mut io.actions);
-        self.run_actions();
     }
 }

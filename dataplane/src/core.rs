@@ -1,0 +1,798 @@
+//! The room core of one shard (sans-IO): rooms, their participants, every
+//! session and connection in them, and the routing of every track to every
+//! kind of consumer (WebRTC players, RTP egresses, RTMP players), bridge
+//! state included. The shard does I/O only: it feeds the core what arrived
+//! and drains one [`Output`] queue.
+//!
+//! ```text
+//!             ┌──────────────────────── Core ─────────────────────────┐
+//! datagram ──▶│ Router (UDP sessions) ──▶ Inbound ──▶ fan-out (shard: │
+//!             │   │ RTP video/audio of a participant     send slots)  │
+//!             │   └──▶ Hub (RTMP conns, participant streams, bridges) │
+//! RTMP bytes ▶│ Hub ──▶ FLV to players; RTP to the router's fan-out   │
+//! DTLS, codec▶│ Participants: one name, one id, whatever the protocol │
+//! timeout   ─▶│                                                        │──▶ poll_output()
+//!             └────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Drive loop, as the shard runs it:
+//!
+//! ```text
+//! loop {
+//!     for each completion: handle_datagram / handle_rtmp_bytes / ...
+//!         (a datagram that is media comes back as an Inbound: the shard
+//!          fans it out with egresses() + prepare_egress(), in its send slots)
+//!     handle_dtls / handle_transcoded for what the slow-path threads sent back
+//!     if now >= poll_timeout(): handle_timeout(now, ntp)
+//!     while let Some(o) = poll_output() { do the I/O it asks for }
+//! }
+//! ```
+//!
+//! Nothing here reads a clock, touches a socket or blocks: time is an
+//! argument, and the codec and DTLS threads are reached through outputs.
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway_ring::msg::{
+    room_shard, valid_room_name, DropReason, EgressSpec, Event, IngestSpec, MediaKind, Outcome,
+    RoomSpec, SessionStats, SrtpKey, WebrtcSpec, DATAPLANE_ROOM_IDS,
+};
+use gateway_ring::token::{TokenKeys, TokenRole};
+use tracing::info;
+
+use crate::participants::Participants;
+use crate::router::{Control, Handle, Inbound, Router};
+use crate::rtmp::conn::Event as RtmpEvent;
+use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp};
+use crate::rtmp::stream::PlayerQueue;
+use crate::rtp::RtpHeader;
+use crate::transcode::{Done, Job};
+
+/// How often RTCP reports go out and consent is checked.
+pub const TICK_EVERY: Duration = Duration::from_millis(250);
+
+/// What the core asks the shard to do.
+pub enum Output {
+    /// Send a datagram from a session's socket (STUN answers, DTLS records,
+    /// RTCP, retransmissions); give the buffer back with [`Core::recycle`].
+    Transmit(Control),
+    /// A DTLS datagram of `session` for the DTLS thread.
+    Dtls { session: u64, data: Vec<u8> },
+    /// The session's DTLS state can go (it ended).
+    DtlsClosed { session: u64 },
+    /// The core ended a UDP session by itself: close its socket.
+    CloseSocket(Handle),
+    /// For the controlplane.
+    Event(Event),
+    /// Something to do with an RTMP connection.
+    Rtmp(Action),
+    /// Work for the transcoder thread; a full queue is counted against
+    /// session `from`, if given.
+    Transcode { job: Job, from: Option<u64> },
+    /// RTP an RTMP publisher's media became: fan it out to the room's
+    /// WebRTC players and RTP egresses (or only to `only`).
+    Rtp {
+        rtp: RtpFromRtmp,
+        kind: MediaKind,
+        only: Option<Handle>,
+    },
+}
+
+/// What [`Core::remove_session`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    /// A UDP session: close this socket.
+    Socket(Handle),
+    /// An RTMP connection: it closes through an [`Output::Rtmp`].
+    Rtmp,
+    NotFound,
+}
+
+/// The core's share of the dataplane's configuration.
+pub struct CoreConfig {
+    pub shard: u32,
+    pub shards: u32,
+    pub limits: crate::limits::Limits,
+    /// Keep a GOP cache per participant stream for RTMP players.
+    pub gop_cache: bool,
+    /// Create a room for an RTMP publish that names an unknown one.
+    pub auto_room: bool,
+    /// Room-token keys: when set, RTMP publish and play need `?token=`.
+    pub tokens: Option<Arc<TokenKeys>>,
+}
+
+pub struct Core {
+    router: Router,
+    hub: Hub,
+    cfg: CoreConfig,
+    next_room: u32,
+    next_tick: Instant,
+    outputs: VecDeque<Output>,
+    /// Reused by the router drains.
+    controls: Vec<Control>,
+    dtls_out: Vec<(u64, Vec<u8>)>,
+    ended: Vec<crate::router::Ended>,
+    closed: Vec<u64>,
+    joined: Vec<(u32, Handle)>,
+    unpublished: Vec<(u32, crate::participants::Pid)>,
+    lines: Vec<(u64, u8, crate::participants::Pid)>,
+    actions: Vec<Action>,
+}
+
+/// Room lookups and creation for the hub, against the router's rooms.
+struct CoreRooms<'a> {
+    router: &'a mut Router,
+    outputs: &'a mut VecDeque<Output>,
+    cfg: &'a CoreConfig,
+    next_room: &'a mut u32,
+}
+
+impl Rooms for CoreRooms<'_> {
+    fn place(&self, name: &str) -> Place {
+        if let Some(room) = self.router.room_by_name(name) {
+            return Place::Local(room);
+        }
+        let home = room_shard(name, self.cfg.shards);
+        if home != self.cfg.shard {
+            Place::Remote(home)
+        } else {
+            Place::Missing
+        }
+    }
+
+    fn authorize(
+        &self,
+        room: &str,
+        publish: bool,
+        token: Option<&str>,
+    ) -> Result<Option<String>, String> {
+        let Some(keys) = self.cfg.tokens.as_deref() else {
+            return Ok(None);
+        };
+        let role = if publish {
+            TokenRole::Publish
+        } else {
+            TokenRole::Subscribe
+        };
+        keys.verify(token, room, role)
+            .map_err(|e| format!("{e} (rtmp://host/live/ROOM?token=...)"))
+    }
+
+    fn create(&mut self, name: &str) -> Option<u32> {
+        if !self.cfg.auto_room || !valid_room_name(name) {
+            return None;
+        }
+        *self.next_room += 1;
+        let room = DATAPLANE_ROOM_IDS | (self.cfg.shard << 24) | (*self.next_room & 0xff_ffff);
+        let spec = RoomSpec {
+            room,
+            name: name.to_string(),
+        };
+        self.router.add_room(spec.clone());
+        info!(
+            shard = self.cfg.shard,
+            room = name,
+            "room created for an RTMP publisher"
+        );
+        // The controlplane learns the room as it does on a resync.
+        self.outputs.push_back(Output::Event(Event::Room(spec)));
+        Some(room)
+    }
+
+    fn participants(&mut self) -> &mut Participants {
+        &mut self.router.participants
+    }
+
+    fn random(&mut self) -> [u8; 4] {
+        let mut b = [0u8; 4];
+        // A failure leaves zeros: the name is then `guest-00000000`, and a
+        // second such push takes the first over; not worth failing for.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        b
+    }
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, now: Instant) -> Core {
+        let mut hub = Hub::new(cfg.gop_cache, cfg.shard);
+        hub.limits = crate::limits::rtmp_conn(&cfg.limits);
+        Core {
+            router: Router::new(&cfg.limits),
+            hub,
+            cfg,
+            next_room: 0,
+            next_tick: now,
+            outputs: VecDeque::new(),
+            controls: Vec::new(),
+            dtls_out: Vec::new(),
+            ended: Vec::new(),
+            closed: Vec::new(),
+            joined: Vec::new(),
+            unpublished: Vec::new(),
+            lines: Vec::new(),
+            actions: Vec::new(),
+        }
+    }
+
+    // ---- commands from the controlplane ----
+
+    pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
+        self.router.add_room(spec)
+    }
+
+    /// Deletes a room: its UDP sessions' handles (close their sockets);
+    /// its RTMP connections are closed through outputs.
+    pub fn remove_room(&mut self, now: Instant, room: u32) -> Option<Vec<Handle>> {
+        let handles = self.router.remove_room(room)?;
+        self.hub.close_room(room, &mut self.actions);
+        self.collect(now);
+        Some(handles)
+    }
+
+    pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
+        self.router.add_ingest(spec)
+    }
+
+    pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
+        self.router.add_egress(spec)
+    }
+
+    pub fn add_webrtc(&mut self, now: Instant, spec: WebrtcSpec) -> Result<Handle, Outcome> {
+        self.router.add_webrtc(now, spec)
+    }
+
+    /// Removes a UDP session or closes an RTMP participant's connection.
+    pub fn remove_session(&mut self, now: Instant, session: u64) -> Removed {
+        if let Some(h) = self.router.remove_session(session) {
+            self.collect(now);
+            return Removed::Socket(h);
+        }
+        match self.hub.find_session(session) {
+            Some(idx) => {
+                self.outputs.push_back(Output::Rtmp(Action::Close {
+                    idx,
+                    why: "deleted through the API".into(),
+                    flush: false,
+                }));
+                Removed::Rtmp
+            }
+            None => Removed::NotFound,
+        }
+    }
+
+    /// Everything live, as the controlplane rebuilds its view from.
+    pub fn resync(&self) -> Vec<Event> {
+        let mut out: Vec<Event> = self.router.rooms().cloned().map(Event::Room).collect();
+        out.extend(self.router.ingests().cloned().map(Event::Ingest));
+        out.extend(self.router.egress_specs().cloned().map(Event::Egress));
+        out.extend(self.router.webrtc_specs().cloned().map(Event::Webrtc));
+        out.extend(self.hub.participants().into_iter().map(Event::Rtmp));
+        out
+    }
+
+    // ---- UDP ----
+
+    /// One datagram on session `h`'s socket (unprotected in place). Media
+    /// comes back as an [`Inbound`] for the shard's fan-out, after the
+    /// participant's RTMP players had their share.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        src: SocketAddrV4,
+        buf: &mut [u8],
+    ) -> Option<Inbound> {
+        let inbound = self.router.handle_datagram(now, h, src, buf)?;
+        let plain = &buf[..inbound.len];
+        match inbound.kind {
+            MediaKind::Video => self.bridge_video(now, &inbound, plain),
+            MediaKind::Audio => self.bridge_audio(now, &inbound, plain),
+        }
+        Some(inbound)
+    }
+
+    /// The room's egress handles, in order (the fan-out's list).
+    pub fn egresses(&self, room: u32) -> &[Handle] {
+        self.router.egresses(room)
+    }
+
+    /// See [`Router::prepare_egress`]: the hot path, no allocation.
+    pub fn prepare_egress(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        inbound: &Inbound,
+        pkt: &mut [u8],
+    ) -> Option<(usize, SocketAddrV4)> {
+        self.router.prepare_egress(now, h, inbound, pkt)
+    }
+
+    pub fn count_drop(&mut self, h: Handle, reason: DropReason) {
+        self.router.count_drop(h, reason);
+    }
+
+    pub fn count_drop_by_id(&mut self, session: u64, reason: DropReason) {
+        self.router.count_drop_by_id(session, reason);
+    }
+
+    pub fn session_id(&self, h: Handle) -> Option<u64> {
+        self.router.session_id(h)
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.router.session_count()
+    }
+
+    /// Ends `session` (an internal error while handling it, `reason`).
+    pub fn end_session(&mut self, now: Instant, session: u64, reason: u16) {
+        self.router.end_session(session, reason);
+        self.collect(now);
+    }
+
+    /// A participant's RTP video, to its RTMP players (depacketized).
+    fn bridge_video(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
+        let parts = &self.router.participants;
+        if !self
+            .hub
+            .wants_rtp(now, inbound.room, inbound.participant, inbound.key, parts)
+        {
+            return;
+        }
+        let Ok(h) = RtpHeader::parse(pkt) else { return };
+        let mut end = pkt.len();
+        if pkt[0] & 0x20 != 0 {
+            // RFC 3550 §5.1 padding: the last byte counts it.
+            end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
+        }
+        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
+        let bridged = self.hub.on_rtp_video(
+            now,
+            inbound.participant,
+            (inbound.ingest, inbound.ssrc),
+            sr,
+            h.seq_no,
+            h.timestamp,
+            h.marker,
+            &pkt[h.len..end],
+            &mut self.actions,
+        );
+        if bridged.need_keyframe {
+            self.router.request_keyframe_by_id(now, inbound.ingest);
+        }
+        for _ in 0..bridged.bad_parameter_sets {
+            self.router
+                .count_drop_by_id(inbound.ingest, DropReason::Malformed);
+        }
+        self.collect(now);
+    }
+
+    /// A participant's Opus, to the transcoder when its RTMP players want it.
+    fn bridge_audio(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
+        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
+        let Some(changed) = self.hub.on_rtp_audio(
+            now,
+            inbound.participant,
+            (inbound.ingest, inbound.ssrc),
+            sr,
+            inbound.timestamp,
+        ) else {
+            return;
+        };
+        let Ok(h) = RtpHeader::parse(pkt) else { return };
+        let stream = inbound.participant;
+        if changed {
+            self.outputs.push_back(Output::Transcode {
+                job: Job::Reset { stream },
+                from: None,
+            });
+        }
+        self.outputs.push_back(Output::Transcode {
+            job: Job::OpusToAac {
+                stream,
+                rtp_ts: h.timestamp,
+                opus: pkt[h.len..].to_vec(),
+            },
+            from: Some(inbound.ingest),
+        });
+    }
+
+    // ---- DTLS and the transcoder ----
+
+    /// Where a DTLS record for `session` goes: its socket and verified peer.
+    pub fn dtls_destination(&self, session: u64) -> Option<(Handle, SocketAddrV4)> {
+        self.router.dtls_destination(session)
+    }
+
+    /// `session`'s DTLS handshake finished with these SRTP keys.
+    pub fn handle_dtls_keys(&mut self, now: Instant, session: u64, rx: &SrtpKey, tx: &SrtpKey) {
+        self.router.install_keys(now, session, rx, tx);
+        self.collect(now);
+    }
+
+    /// What the transcoder made: AAC for a participant's RTMP players, or
+    /// Opus RTP from an RTMP publisher for the room's WebRTC side.
+    pub fn handle_transcoded(&mut self, now: Instant, done: Done) {
+        match done {
+            Done::Aac {
+                stream,
+                rtp_ts,
+                tags,
+            } => self
+                .hub
+                .on_aac(now, stream, rtp_ts, tags, &mut self.actions),
+            Done::Opus {
+                stream,
+                ms,
+                packets,
+            } => {
+                for rtp in self.hub.opus_rtp(stream, ms, packets) {
+                    self.outputs.push_back(Output::Rtp {
+                        rtp,
+                        kind: MediaKind::Audio,
+                        only: None,
+                    });
+                }
+            }
+        }
+        self.collect(now);
+    }
+
+    // ---- RTMP ----
+
+    /// A connection accepted (or handed over) as `idx`.
+    pub fn rtmp_insert(&mut self, idx: u32, state: ConnState) {
+        self.hub.insert(idx, state);
+    }
+
+    /// Takes a connection out (closed, or handed over to another shard).
+    pub fn rtmp_remove(&mut self, now: Instant, idx: u32) -> Option<ConnState> {
+        let st = self.hub.remove(now, idx, &mut self.router.participants);
+        self.collect(now);
+        st
+    }
+
+    /// Bytes arrived on connection `idx`.
+    pub fn handle_rtmp_bytes(&mut self, now: Instant, idx: u32, data: &[u8]) {
+        let mut rooms = CoreRooms {
+            router: &mut self.router,
+            outputs: &mut self.outputs,
+            cfg: &self.cfg,
+            next_room: &mut self.next_room,
+        };
+        self.hub
+            .on_bytes(now, idx, data, &mut rooms, &mut self.actions);
+        self.collect(now);
+    }
+
+    /// The events a handed-over connection brought from its first shard.
+    pub fn handle_rtmp_events(&mut self, now: Instant, idx: u32, events: Vec<RtmpEvent>) {
+        for ev in events {
+            let mut rooms = CoreRooms {
+                router: &mut self.router,
+                outputs: &mut self.outputs,
+                cfg: &self.cfg,
+                next_room: &mut self.next_room,
+            };
+            self.hub
+                .on_event(now, idx, ev, &mut rooms, &mut self.actions);
+        }
+        self.collect(now);
+    }
+
+    pub fn rtmp_queue(&mut self, idx: u32) -> Option<&mut PlayerQueue> {
+        self.hub.queue(idx)
+    }
+
+    /// Whether connection `idx` publishes or plays (set-up done).
+    pub fn rtmp_is_set_up(&self, idx: u32) -> bool {
+        self.hub.is_set_up(idx)
+    }
+
+    /// Whether connection `idx` publishes.
+    pub fn rtmp_is_publisher(&self, idx: u32) -> bool {
+        self.hub.is_publisher(idx)
+    }
+
+    /// RTMP connections closed by a memory bound, since start.
+    pub fn rtmp_limit_hits(&self) -> [u64; gateway_ring::msg::Limit::COUNT] {
+        self.hub.limit_hits
+    }
+
+    // ---- time and output ----
+
+    /// When [`Self::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// Periodic work: consent freshness and RTCP reports (`ntp_now` is the
+    /// wall clock in NTP format, for sender reports).
+    pub fn handle_timeout(&mut self, now: Instant, ntp_now: u64) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK_EVERY;
+        self.router.tick(now, ntp_now);
+        self.collect(now);
+    }
+
+    /// Changed session counters (UDP sessions, at most `max`; then RTMP).
+    pub fn take_dirty_stats(&mut self, out: &mut Vec<SessionStats>, max: usize) {
+        self.router.take_dirty_stats(out, max);
+        self.hub.take_dirty_stats(out);
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// How many outputs wait: a mark to [`Self::truncate_outputs`] back to.
+    pub fn outputs_len(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// Drops outputs queued after `mark`: a panic was contained while an
+    /// input was handled, and what it asked for meanwhile is not trusted.
+    pub fn truncate_outputs(&mut self, mark: usize) {
+        self.actions.clear();
+        self.outputs.truncate(mark);
+    }
+
+    /// A spent [`Output::Transmit`] buffer, for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.router.recycle(buf);
+    }
+
+    /// Moves what the parts queued into the output queue, and acts on what
+    /// one part tells another (a WHEP player connected: the RTMP
+    /// publishers' latest GOP; a publisher left: RTMP players that followed
+    /// it move on).
+    fn collect(&mut self, now: Instant) {
+        let mut joined = std::mem::take(&mut self.joined);
+        self.router.take_joined(&mut joined);
+        for (room, h) in joined.drain(..) {
+            for rtp in self.hub.rtp_gops(room) {
+                self.outputs.push_back(Output::Rtp {
+                    rtp,
+                    kind: MediaKind::Video,
+                    only: Some(h),
+                });
+            }
+        }
+        self.joined = joined;
+        let mut gone = std::mem::take(&mut self.unpublished);
+        self.router.take_unpublished(&mut gone);
+        for (room, pid) in gone.drain(..) {
+            self.hub
+                .publisher_gone(now, room, pid, &mut self.router.participants);
+        }
+        self.unpublished = gone;
+        for rtp in self.hub.rtp_out.drain(..) {
+            self.outputs.push_back(Output::Rtp {
+                rtp,
+                kind: MediaKind::Video,
+                only: None,
+            });
+        }
+        for ingest in std::mem::take(&mut self.hub.keyframe_requests) {
+            self.router.request_keyframe_by_id(now, ingest);
+        }
+        for job in self.hub.jobs.drain(..) {
+            self.outputs
+                .push_back(Output::Transcode { job, from: None });
+        }
+        for e in self.hub.events_out.drain(..) {
+            self.outputs.push_back(Output::Event(e));
+        }
+        for a in self.actions.drain(..).chain(self.hub.deferred.drain(..)) {
+            self.outputs.push_back(Output::Rtmp(a));
+        }
+        let mut controls = std::mem::take(&mut self.controls);
+        self.router.take_controls(&mut controls);
+        self.outputs
+            .extend(controls.drain(..).map(Output::Transmit));
+        self.controls = controls;
+        let mut dtls_out = std::mem::take(&mut self.dtls_out);
+        self.router.take_dtls(&mut dtls_out);
+        self.outputs.extend(
+            dtls_out
+                .drain(..)
+                .map(|(session, data)| Output::Dtls { session, data }),
+        );
+        self.dtls_out = dtls_out;
+        let mut ended = std::mem::take(&mut self.ended);
+        self.router.take_ended(&mut ended);
+        for e in ended.drain(..) {
+            info!(
+                shard = self.cfg.shard,
+                session = e.session,
+                reason = e.reason,
+                "session ended by the dataplane"
+            );
+            self.outputs.push_back(Output::CloseSocket(e.handle));
+            self.outputs.push_back(Output::Event(Event::SessionEnded {
+                session: e.session,
+                reason: e.reason,
+            }));
+        }
+        self.ended = ended;
+        let mut closed = std::mem::take(&mut self.closed);
+        self.router.take_closed_webrtc(&mut closed);
+        self.outputs.extend(
+            closed
+                .drain(..)
+                .map(|session| Output::DtlsClosed { session }),
+        );
+        self.closed = closed;
+        // Player lines that changed hands, named for the controlplane.
+        let mut lines = std::mem::take(&mut self.lines);
+        self.router.take_lines(&mut lines);
+        for (session, line, pid) in lines.drain(..) {
+            let participant = self.router.participants.name(pid).unwrap_or("").to_string();
+            self.outputs.push_back(Output::Event(Event::Line {
+                session,
+                line,
+                participant,
+            }));
+        }
+        self.lines = lines;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::{write_message, ChunkReader};
+    use crate::rtmp::conn::{types, Conn};
+    use rml_amf0::Amf0Value;
+    use std::net::Ipv4Addr;
+
+    fn core() -> Core {
+        Core::new(
+            CoreConfig {
+                shard: 0,
+                shards: 1,
+                limits: crate::limits::Limits::default(),
+                gop_cache: true,
+                auto_room: true,
+                tokens: None,
+            },
+            Instant::now(),
+        )
+    }
+
+    fn amf(name: &str, txn: f64, args: Vec<Amf0Value>) -> Vec<u8> {
+        let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
+        v.extend(args);
+        let mut w = Vec::new();
+        let body = rml_amf0::serialize(&v).unwrap();
+        write_message(&mut w, 3, 0, types::COMMAND_AMF0, 1, &body, 128);
+        w
+    }
+
+    /// `connect` to `live`, then `cmd` (publish or play) of `key`.
+    fn rtmp(core: &mut Core, idx: u32, cmd: &str, key: &str) {
+        let app =
+            Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
+        let mut bytes = amf("connect", 1.0, vec![app]);
+        bytes.extend(amf(
+            cmd,
+            0.0,
+            vec![Amf0Value::Null, Amf0Value::Utf8String(key.into())],
+        ));
+        core.handle_rtmp_bytes(Instant::now(), idx, &bytes);
+    }
+
+    fn rtp(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 96 | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&0x1234u32.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    /// The video messages queued for RTMP connection `idx`.
+    fn videos(core: &mut Core, idx: u32) -> Vec<Vec<u8>> {
+        let q = core.rtmp_queue(idx).unwrap();
+        let mut bytes = Vec::new();
+        while let Some(f) = q.front() {
+            bytes.extend_from_slice(f);
+            let n = f.len();
+            q.consumed(n);
+        }
+        let mut out = Vec::new();
+        ChunkReader::default()
+            .push(&bytes, |m| {
+                if m.type_id == types::VIDEO {
+                    out.push(m.payload.to_vec());
+                }
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    /// One core routes every way on virtual time: an RTP participant's
+    /// video reaches the RTMP player of its name as FLV (depacketized once,
+    /// through the participant's stream), and an RTMP participant's push
+    /// comes out as RTP for the room's WebRTC side, tagged with its
+    /// participant; each asked for through outputs, no I/O in between.
+    #[test]
+    fn one_core_routes_rtp_to_rtmp_and_rtmp_to_rtp() {
+        let mut c = core();
+        let t0 = Instant::now();
+        c.add_room(RoomSpec {
+            room: 1,
+            name: "r".into(),
+        });
+        let cam = c
+            .add_ingest(IngestSpec {
+                session: 1,
+                room: 1,
+                port: 0,
+                kind: MediaKind::Video,
+                payload_type: 96,
+                clock_rate: 90_000,
+                srtp: None,
+                created_ms: 0,
+                participant: "cam".into(),
+            })
+            .unwrap();
+        for idx in [7, 8] {
+            let mut st = ConnState::default();
+            st.conn = Conn::new_after_handshake();
+            c.rtmp_insert(idx, st);
+        }
+        rtmp(&mut c, 7, "play", "r/cam");
+        let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+        for (i, nal) in nals.iter().enumerate() {
+            let mut p = rtp(i as u16, 0, i == 2, nal);
+            let inbound = c.handle_datagram(t0, cam, src, &mut p).expect("media");
+            assert_eq!(c.session_id(cam), Some(1));
+            assert!(c.egresses(inbound.room).is_empty());
+        }
+        let mut woken = false;
+        while let Some(o) = c.poll_output() {
+            woken |= matches!(o, Output::Rtmp(Action::Wake(7)));
+        }
+        assert!(woken, "the player was woken");
+        let v = videos(&mut c, 7);
+        assert!(v.iter().any(|b| b[0] == 0x17 && b[1] == 0), "config: {v:?}");
+        assert!(
+            v.iter().any(|b| b[0] == 0x17 && b[1] == 1),
+            "keyframe: {v:?}"
+        );
+
+        // bob pushes over RTMP: his video comes out as RTP, tagged as his.
+        rtmp(&mut c, 8, "publish", "r/bob");
+        let mut flv = Vec::new();
+        let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
+        config.extend_from_slice(&sps);
+        config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
+        write_message(&mut flv, 6, 0, types::VIDEO, 1, &config, 128);
+        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
+        c.handle_rtmp_bytes(t0, 8, &flv);
+        let bob = c.router.participants.find(1, "bob").expect("bob joined");
+        let mut rtp_out = 0;
+        while let Some(o) = c.poll_output() {
+            if let Output::Rtp { rtp, kind, only } = o {
+                assert_eq!(
+                    (rtp.room, rtp.pid, kind, only),
+                    (1, bob, MediaKind::Video, None)
+                );
+                rtp_out += 1;
+            }
+        }
+        assert!(rtp_out >= 2, "parameter sets and the IDR as RTP");
+        // Time is an input: nothing is due before the next tick.
+        assert!(c.poll_timeout() <= t0 + TICK_EVERY);
+    }
+}
