@@ -105,12 +105,14 @@ struct WebrtcSession {
 /// source: the one already bound to it; else the line the answer's
 /// `a=msid` named for this participant (taken from whoever holds it); else
 /// a free line the answer named for nobody, or for someone who has not
-/// come within [`SOURCE_TIMEOUT`]; else one whose source went silent.
+/// come within [`SOURCE_TIMEOUT`] (of the player's start, or of the line's
+/// last packet); else one whose source went silent.
 fn pick_track(
     tracks: &[OutTrack],
     kind: MediaKind,
     ingest: u64,
     key: u32,
+    created: Instant,
     now: Instant,
 ) -> Option<(usize, bool)> {
     let of_kind = || tracks.iter().enumerate().filter(|(_, t)| t.kind == kind);
@@ -124,7 +126,7 @@ fn pick_track(
         return Some((i, true));
     }
     of_kind()
-        .find(|(_, t)| t.source.is_none() && (t.want == 0 || long_ago(t.free_since)))
+        .find(|(_, t)| t.source.is_none() && (t.want == 0 || long_ago(t.last_at.or(Some(created)))))
         .or_else(|| of_kind().find(|(_, t)| t.source.is_some() && long_ago(t.last_at)))
         .map(|(i, _)| (i, false))
 }
@@ -177,8 +179,6 @@ struct OutTrack {
     source_key: u32,
     /// Subscribe: the key of the participant the answer named for this line (0: none).
     want: u32,
-    /// Since when no source feeds it.
-    free_since: Option<Instant>,
     seq_delta: u16,
     ts_delta: u32,
     last_seq: u16,
@@ -190,7 +190,7 @@ struct OutTrack {
 }
 
 impl OutTrack {
-    fn new(kind: MediaKind, ssrc: u32, pt: u8, want: u32, now: Instant) -> OutTrack {
+    fn new(kind: MediaKind, ssrc: u32, pt: u8, want: u32) -> OutTrack {
         let clock_rate = match kind {
             MediaKind::Video => 90_000,
             MediaKind::Audio => 48_000,
@@ -204,7 +204,6 @@ impl OutTrack {
             source_pid: NOBODY,
             source_key: 0,
             want,
-            free_since: Some(now),
             seq_delta: 0,
             ts_delta: 0,
             last_seq: 0,
@@ -409,16 +408,14 @@ impl Router {
         self.check_new(spec.session, spec.room)?;
         // Per-egress SSRCs, stable for the session's life.
         let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
-        let now = Instant::now();
         let role = Role::Egress(Egress {
             spec,
-            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0, now),
+            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0),
             audio: OutTrack::new(
                 MediaKind::Audio,
                 base.wrapping_add(0x1000) | 1,
                 EGRESS_AUDIO_PT,
                 0,
-                now,
             ),
         });
         // An RTP egress sends the whole room: it is nobody.
@@ -432,7 +429,7 @@ impl Router {
             Direction::Subscribe => (
                 spec.tracks
                     .iter()
-                    .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt, t.source, now))
+                    .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt, t.source))
                     .collect(),
                 Kinds::NONE,
             ),
@@ -534,8 +531,6 @@ impl Router {
                 for (line, t) in tracks.into_iter().enumerate() {
                     if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
-                        // Free since its source last sent (no clock here).
-                        t.free_since = t.last_at.or(t.free_since);
                         if webrtc {
                             byes.push((e, t.ssrc));
                             if t.source_pid != NOBODY {
@@ -839,8 +834,15 @@ impl Router {
                     return None;
                 }
                 let dest = w.peer.destination()?;
-                let (i, take) =
-                    pick_track(&w.tracks, inbound.kind, inbound.ingest, inbound.key, now)?;
+                let created = w.peer.created;
+                let (i, take) = pick_track(
+                    &w.tracks,
+                    inbound.kind,
+                    inbound.ingest,
+                    inbound.key,
+                    created,
+                    now,
+                )?;
                 let track = &mut w.tracks[i];
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
                 if track.source_pid != inbound.participant {
