@@ -465,29 +465,33 @@ impl Core {
 
     /// Bytes arrived on connection `idx`.
     pub fn handle_rtmp_bytes(&mut self, now: Instant, idx: u32, data: &[u8]) {
+        self.rtmp_input(now, |hub, rooms, actions| {
+            hub.on_bytes(now, idx, data, rooms, actions)
+        });
+    }
+
+    /// The events a handed-over connection brought from its first shard.
+    pub fn handle_rtmp_events(&mut self, now: Instant, idx: u32, events: Vec<RtmpEvent>) {
+        self.rtmp_input(now, |hub, rooms, actions| {
+            for ev in events {
+                hub.on_event(now, idx, ev, rooms, actions);
+            }
+        });
+    }
+
+    /// Runs `f` on the hub with the core's rooms, then collects.
+    fn rtmp_input(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Vec<Action>),
+    ) {
         let mut rooms = CoreRooms {
             router: &mut self.router,
             outputs: &mut self.outputs,
             cfg: &self.cfg,
             next_room: &mut self.next_room,
         };
-        self.hub
-            .on_bytes(now, idx, data, &mut rooms, &mut self.actions);
-        self.collect(now);
-    }
-
-    /// The events a handed-over connection brought from its first shard.
-    pub fn handle_rtmp_events(&mut self, now: Instant, idx: u32, events: Vec<RtmpEvent>) {
-        for ev in events {
-            let mut rooms = CoreRooms {
-                router: &mut self.router,
-                outputs: &mut self.outputs,
-                cfg: &self.cfg,
-                next_room: &mut self.next_room,
-            };
-            self.hub
-                .on_event(now, idx, ev, &mut rooms, &mut self.actions);
-        }
+        f(&mut self.hub, &mut rooms, &mut self.actions);
         self.collect(now);
     }
 

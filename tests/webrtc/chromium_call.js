@@ -7,34 +7,13 @@
 //
 // Run it inside a network namespace that has only `lo` (TESTING.md).
 "use strict";
-const { chromium } = require("playwright-core");
+const { launch, waitFor } = require("./chromium");
 
 const [api, room, name] = process.argv.slice(2, 5);
 const seconds = Number(process.argv[5] || 5);
 
-async function waitFor(page, fn, timeoutMs, what) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await page.evaluate(fn);
-    if (v) return v;
-    if (Date.now() > deadline) {
-      const state = await page.evaluate(() => JSON.stringify({ ...window.mgw, pc: null, pubPc: null, tiles: Object.keys(window.mgw.tiles) }));
-      throw new Error(`timed out waiting for ${what}: ${state}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 (async () => {
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
+  const browser = await launch();
   const out = {};
   try {
     const page = await (await browser.newContext()).newPage();

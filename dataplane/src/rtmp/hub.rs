@@ -1409,6 +1409,16 @@ mod tests {
         names: u8,
     }
 
+    impl OneRoom {
+        /// No room yet; a publish creates it.
+        fn creating() -> OneRoom {
+            OneRoom {
+                allow_create: true,
+                ..Default::default()
+            }
+        }
+    }
+
     impl Rooms for OneRoom {
         fn place(&self, name: &str) -> Place {
             self.rooms.get(name).copied().unwrap_or(Place::Missing)
@@ -1515,11 +1525,7 @@ mod tests {
 
     #[test]
     fn publish_then_late_player_gets_headers_and_gop_at_once() {
-        let mut rooms = OneRoom {
-            rooms: HashMap::new(),
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         let t0 = Instant::now();
         let mut a = Vec::new();
@@ -1628,10 +1634,7 @@ mod tests {
     /// room, and each player gets the one it asked for, in either URL split.
     #[test]
     fn each_participant_has_its_own_stream_in_a_room() {
-        let mut rooms = OneRoom {
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(5);
         assert_eq!(
             closed(&send(&mut h, &mut rooms, 0, "publish", "r/alice"), 0),
@@ -1658,10 +1661,7 @@ mod tests {
     /// push is closed at once and the players go on with the new one.
     #[test]
     fn a_new_push_of_a_live_name_takes_the_stale_one_over() {
-        let mut rooms = OneRoom {
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         send(&mut h, &mut rooms, 0, "publish", "r/bob");
         keyframe(&mut h, &mut rooms, 0, 1);
@@ -1687,10 +1687,7 @@ mod tests {
     /// waits for one, and moves to the next when it leaves.
     #[test]
     fn a_room_player_follows_the_rooms_publisher() {
-        let mut rooms = OneRoom {
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         // The room exists once someone pushed into it.
         send(&mut h, &mut rooms, 0, "publish", "r/alice");
@@ -1708,10 +1705,7 @@ mod tests {
     /// A WebRTC participant's RTP reaches the players of its name only.
     #[test]
     fn bridged_rtp_goes_to_its_participants_players() {
-        let mut rooms = OneRoom {
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         send(&mut h, &mut rooms, 0, "publish", "r/bob");
         let web = rooms.parts.join(77, "web");
@@ -1769,11 +1763,7 @@ mod tests {
     /// reported as a slow consumer, not as an ordinary leave.
     #[test]
     fn a_player_that_never_reads_is_dropped_as_slow() {
-        let mut rooms = OneRoom {
-            rooms: HashMap::new(),
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(2);
         let t0 = Instant::now();
         let mut a = Vec::new();
@@ -1828,11 +1818,7 @@ mod tests {
     /// the shard queue them without end: closed once MAX_UNREAD is queued.
     #[test]
     fn a_client_that_never_reads_its_answers_is_closed() {
-        let mut rooms = OneRoom {
-            rooms: HashMap::new(),
-            allow_create: true,
-            ..Default::default()
-        };
+        let mut rooms = OneRoom::creating();
         let mut h = hub_with(1);
         let t0 = Instant::now();
         let mut a = Vec::new();

@@ -1,0 +1,32 @@
+// What the Chromium drivers share: Debian's Chromium launched the way the
+// tests need it (fake camera and microphone, no permission prompt, loopback
+// ICE, autoplay), and waiting on the demo page's `window.mgw` state.
+"use strict";
+const { chromium } = require("playwright-core");
+
+exports.launch = () =>
+  chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+    ],
+  });
+
+// Polls `fn` in the page until it returns something truthy (that value),
+// or throws after `timeoutMs` with the page's state for the test log.
+exports.waitFor = async (page, fn, timeoutMs, what) => {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await page.evaluate(fn);
+    if (v) return v;
+    if (Date.now() > deadline) {
+      const state = await page.evaluate(() =>
+        JSON.stringify({ ...window.mgw, pc: null, pubPc: null, tiles: Object.keys(window.mgw.tiles || {}) }));
+      throw new Error(`timed out waiting for ${what}: ${state}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
