@@ -768,6 +768,12 @@ impl Hub {
                         "NetStream.Play.StreamNotFound",
                     )
                 };
+                // One stream per connection at a time (a publisher that
+                // stopped may publish again).
+                if self.conns.get(&idx).is_some_and(|c| c.role != Role::New) {
+                    let why = "this connection already publishes or plays";
+                    return self.reject(idx, bad, why, actions);
+                }
                 let addr = match address::parse(app, key, query) {
                     Ok(a) => a,
                     Err(why) => return self.reject(idx, bad, &why, actions),
@@ -859,11 +865,16 @@ impl Hub {
                     });
                 }
                 let publishing = std::mem::take(&mut st.publishing);
+                let joined = st.joined.take();
                 let parts = rooms.participants();
-                if let (Some(pid), true) = (st.joined, publishing) {
+                if let (Some(pid), true) = (joined, publishing) {
                     parts.unpublish(pid, Kinds::BOTH);
                 }
                 self.detach(now, idx, role, parts);
+                // The connection may publish again, as anyone: a new session.
+                if let Some(pid) = joined {
+                    parts.leave(pid);
+                }
             }
             Event::Unknown(_) => self.flush_conn(idx, actions),
         }
@@ -1700,6 +1711,35 @@ mod tests {
         h.remove(Instant::now(), 0, &mut rooms.parts);
         keyframe(&mut h, &mut rooms, 2, 0xb2);
         assert_eq!(marks(&mut h, 1), vec![0xb1, 0xb2], "bob's GOP, then bob");
+    }
+
+    /// A publisher that stops and publishes again on its connection is a
+    /// new session; its names are forgotten once it closes. A second
+    /// `play` on a playing connection is refused.
+    #[test]
+    fn a_connection_holds_one_stream_at_a_time() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(2);
+        send(&mut h, &mut rooms, 0, "publish", "r/bob");
+        let mut a = Vec::new();
+        h.on_bytes(
+            Instant::now(),
+            0,
+            &command("FCUnpublish", vec![]),
+            &mut rooms,
+            &mut a,
+        );
+        assert!(rooms.parts.find(77, "bob").is_none(), "bob left");
+        let again = send(&mut h, &mut rooms, 0, "publish", "r/carol");
+        assert_eq!(closed(&again, 0), None, "{again:?}");
+        h.remove(Instant::now(), 0, &mut rooms.parts);
+        assert!(rooms.parts.is_empty(), "nobody is left behind");
+        send(&mut h, &mut rooms, 1, "publish", "r/dave");
+        let a = send(&mut h, &mut rooms, 1, "play", "r/dave");
+        assert!(
+            closed(&a, 1).is_some_and(|w| w.contains("already")),
+            "{a:?}"
+        );
     }
 
     /// A WebRTC participant's RTP reaches the players of its name only.
