@@ -77,7 +77,6 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/rooms/{room}/participants/{id}",
             delete(delete_participant),
         )
-        .route("/v1/rooms/{room}/events", get(crate::events::room_events))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             require_admin,
@@ -87,6 +86,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/openapi.json", get(crate::openapi::openapi))
+        // The admin key or a participant's room token: checked by the handler.
+        .route("/v1/rooms/{room}/events", get(crate::events::room_events))
         .merge(v1)
         .merge(crate::whip::router(app.clone()))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -406,7 +407,7 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
         .ok_or_else(|| ApiError::not_found(format!("no room {room:?}")))?;
     let (mut ingests, mut egresses) = (Vec::new(), Vec::new());
     let live = r.live.iter().filter_map(|id| st.sessions.get(id));
-    for s in live.clone().chain(r.ended.iter()) {
+    for s in live.chain(r.ended.iter()) {
         let list = if s.role.is_ingest() {
             &mut ingests
         } else {
@@ -414,29 +415,7 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
         };
         list.push(session_json(s, app.cfg.public_ip));
     }
-    // Each live participant once, with its sessions and the tracks it publishes.
-    let mut participants: Vec<Value> = Vec::new();
-    for s in live.filter(|s| !s.role.participant().is_empty()) {
-        let name = s.role.participant();
-        let i = match participants.iter().position(|p| p["name"] == name) {
-            Some(i) => i,
-            None => {
-                participants.push(json!({ "name": name, "sessions": [], "tracks": [] }));
-                participants.len() - 1
-            }
-        };
-        let p = &mut participants[i];
-        if let Some(list) = p["sessions"].as_array_mut() {
-            list.push(json!({ "id": s.id.to_string(), "kind": s.role.kind_name() }));
-        }
-        let (video, audio) = s.role.publishes();
-        for (has, kind) in [(video, "video"), (audio, "audio")] {
-            let tracks = p["tracks"].as_array_mut().expect("made as an array");
-            if has && !tracks.iter().any(|t| t == kind) {
-                tracks.push(json!(kind));
-            }
-        }
-    }
+    let participants = st.participants_json(&room);
     Ok(Json(json!({
         "name": r.name,
         "shard": r.shard,

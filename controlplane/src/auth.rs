@@ -26,6 +26,15 @@ pub const MIN_SECRET: usize = 16;
 /// Longest token lifetime that can be minted.
 pub const MAX_TTL_S: u64 = 7 * 24 * 3600;
 
+/// Who opened a room's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator: every event, read only.
+    Admin,
+    /// A participant of the room, by name: its signalling.
+    Participant(String),
+}
+
 pub struct Auth {
     admin_key: String,
     // (Debug below never prints the secrets.)
@@ -154,6 +163,69 @@ impl Auth {
             NameError::Bad(m) => ApiError::bad_request(m),
             NameError::NotYours(m) => ApiError::forbidden(m),
         })
+    }
+
+    /// Who opens `room`'s events: the operator (the admin key), or a
+    /// participant of the room. With tokens on, a participant brings a room
+    /// token (`Authorization: Bearer` or `?token=`, either role) that names
+    /// it; without, `?participant=NAME` says who it is. 401 without either,
+    /// 403 for a token of another room, one that names nobody, or a query
+    /// that names someone else.
+    pub fn room_caller(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        room: &str,
+    ) -> Result<Caller, ApiError> {
+        use gateway_ring::participant::query_value;
+        let bearer = Self::bearer(headers);
+        if bearer.is_some_and(|k| bool::from(k.as_bytes().ct_eq(self.admin_key.as_bytes()))) {
+            return Ok(Caller::Admin);
+        }
+        let asked = query.and_then(|q| query_value(q, "participant"));
+        if !self.require_tokens {
+            if bearer.is_some() {
+                // Not a participant's way in here: a wrong admin key.
+                self.check_admin(headers)?;
+            }
+            return match asked {
+                Some(name) if gateway_ring::participant::valid_participant(name) => {
+                    Ok(Caller::Participant(name.to_string()))
+                }
+                Some(name) => Err(ApiError::bad_request(format!(
+                    "bad participant name {name:?}"
+                ))),
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "room events need the admin key (Authorization: Bearer <key>), or ?participant=NAME for a participant",
+                )),
+            };
+        }
+        let Some(token) = bearer.or_else(|| query.and_then(|q| query_value(q, "token"))) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("room events need the admin key, or a room token naming its participant (?token=..., POST /v1/rooms/{room}/tokens with \"participant\")"),
+            ));
+        };
+        let claim = self
+            .keys
+            .verify(Some(token), room, TokenRole::Publish)
+            .or_else(|_| self.keys.verify(Some(token), room, TokenRole::Subscribe))
+            .map_err(|e| match e {
+                TokenError::Invalid(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+                TokenError::Forbidden(m) => ApiError::forbidden(m),
+            })?;
+        let Some(name) = claim else {
+            return Err(ApiError::forbidden(
+                "this token names no participant: mint it with \"participant\" to use the room's signalling",
+            ));
+        };
+        match asked {
+            Some(q) if q != name => Err(ApiError::forbidden(format!(
+                "the token is for participant {name:?}, not {q:?}"
+            ))),
+            _ => Ok(Caller::Participant(name)),
+        }
     }
 
     /// WHIP (`Publish`) or WHEP (`Subscribe`) on `room`: 401 for a missing,

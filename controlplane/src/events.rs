@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
@@ -25,6 +26,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, warn};
 
 use crate::api::{lock, App};
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// Events buffered per SSE subscriber; a slower one misses the oldest.
@@ -131,13 +133,18 @@ fn room_stream(rx: broadcast::Receiver<RoomEvent>, room: String) -> impl Stream<
     })
 }
 
-/// `GET /v1/rooms/{room}/events`: Server-Sent Events (`event: <name>`,
-/// `data: <json>`), or JSON text messages over a WebSocket upgrade.
+/// `GET /v1/rooms/{room}/events`: for the operator (admin key),
+/// Server-Sent Events (`event: <name>`, `data: <json>`), or JSON text
+/// messages over a WebSocket upgrade; for a participant (a room token),
+/// the room's signalling over a WebSocket ([`crate::signal`]).
 pub async fn room_events(
     State(app): State<Arc<App>>,
     Path(room): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let caller = app.auth.room_caller(&headers, query.as_deref(), &room)?;
     let rx = {
         let st = lock(&app);
         if !st.rooms.contains_key(&room) {
@@ -145,7 +152,18 @@ pub async fn room_events(
         }
         st.events.subscribe()
     };
-    let events = room_stream(rx, room);
+    let events = room_stream(rx, room.clone());
+    if let Caller::Participant(me) = caller {
+        let Ok(ws) = ws else {
+            return Err(ApiError::bad_request(
+                "participants connect with a WebSocket (ws://HOST/v1/rooms/ROOM/events?token=...)",
+            ));
+        };
+        return Ok(ws
+            .max_message_size(crate::signal::MAX_FRAME)
+            .on_upgrade(move |socket| crate::signal::participant(socket, app, room, me, events))
+            .into_response());
+    }
     // Not a WebSocket upgrade (the rejection): Server-Sent Events.
     Ok(match ws.ok() {
         Some(ws) => ws

@@ -16,6 +16,7 @@ mod offer;
 mod openapi;
 mod ratelimit;
 mod sdp;
+mod signal;
 mod state;
 mod supervisor;
 mod whip;

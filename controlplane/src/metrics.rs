@@ -240,6 +240,19 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
     }
     let mut f = Family::new(
         &mut out,
+        "mgw_room_messages_total",
+        "counter",
+        "Messages participants sent over their rooms' signalling, by what became of them.",
+    );
+    for o in crate::signal::Outcome::ALL {
+        f.sample(
+            "mgw_room_messages_total",
+            &[("result", o.name())],
+            st.signal.counts[o as usize],
+        );
+    }
+    let mut f = Family::new(
+        &mut out,
         "mgw_limit",
         "gauge",
         "The dataplane's protective limits as configured (flag name; seconds for timeouts).",

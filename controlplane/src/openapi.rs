@@ -42,16 +42,16 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "post",
         "/v1/rooms/{room}/tokens",
-        "Mint a room token {\"role\",\"ttl_s\"}",
+        "Mint a room token {\"role\",\"ttl_s\",\"participant\"}",
         "application/json",
         "admin",
     ),
     (
         "get",
         "/v1/rooms/{room}/events",
-        "Room events as Server-Sent Events",
+        "Room events (SSE, or a WebSocket) for the operator; with a room token naming its participant, that participant's signalling WebSocket (participant list, events, messages)",
         "",
-        "admin",
+        "admin_or_token",
     ),
     (
         "post",
@@ -159,6 +159,7 @@ pub fn document() -> Value {
         match *security {
             "admin" => op["security"] = json!([{ "admin": [] }]),
             "token" => op["security"] = json!([{ "roomToken": [] }, {}]),
+            "admin_or_token" => op["security"] = json!([{ "admin": [] }, { "roomToken": [] }]),
             _ => {}
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

@@ -221,6 +221,8 @@ pub struct State {
     pub events: crate::events::Events,
     /// Latest loop-turn timing per shard.
     pub shard_stats: Vec<gateway_ring::msg::ShardStats>,
+    /// Participants' signalling connections and messages.
+    pub signal: crate::signal::Signal,
     next_id: u64,
 }
 
@@ -259,6 +261,7 @@ impl State {
             retired: vec![Totals::default(); ports.len()],
             events: Default::default(),
             shard_stats: vec![Default::default(); ports.len()],
+            signal: Default::default(),
             rooms: HashMap::new(),
             room_names: HashMap::new(),
             sessions: HashMap::new(),
@@ -374,6 +377,55 @@ impl State {
             source: Some(source),
             at_ms: now_ms(),
         });
+    }
+
+    /// Whether `name` has a live session in `room`.
+    pub fn has_participant(&self, room: &str, name: &str) -> bool {
+        self.rooms.get(room).is_some_and(|r| {
+            r.live
+                .iter()
+                .filter_map(|id| self.sessions.get(id))
+                .any(|s| s.role.participant() == name)
+        })
+    }
+
+    /// Each participant of `room` once: its live sessions, the tracks it
+    /// publishes, and those connected only to the room's signalling.
+    pub fn participants_json(&self, room: &str) -> serde_json::Value {
+        use serde_json::json;
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        let Some(r) = self.rooms.get(room) else {
+            return json!(out);
+        };
+        let live = r.live.iter().filter_map(|id| self.sessions.get(id));
+        for s in live.filter(|s| !s.role.participant().is_empty()) {
+            let name = s.role.participant();
+            let i = match out.iter().position(|p| p["name"] == name) {
+                Some(i) => i,
+                None => {
+                    out.push(json!({ "name": name, "sessions": [], "tracks": [] }));
+                    out.len() - 1
+                }
+            };
+            let p = &mut out[i];
+            if let Some(list) = p["sessions"].as_array_mut() {
+                list.push(json!({ "id": s.id.to_string(), "kind": s.role.kind_name() }));
+            }
+            let (video, audio) = s.role.publishes();
+            for (has, kind) in [(video, "video"), (audio, "audio")] {
+                if let Some(tracks) = p["tracks"].as_array_mut() {
+                    if has && !tracks.iter().any(|t| t == kind) {
+                        tracks.push(json!(kind));
+                    }
+                }
+            }
+        }
+        for name in self.signal.members(room) {
+            if !out.iter().any(|p| p["name"] == name.as_str()) {
+                out.push(json!({ "name": name, "sessions": [], "tracks": [] }));
+            }
+        }
+        json!(out)
     }
 
     /// The participants that publish in `room` now, other than `except`, in

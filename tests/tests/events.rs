@@ -172,3 +172,140 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
     assert_eq!(events[0]["session"], ingest["id"]);
     assert_eq!(events[1]["event"], "track_published");
 }
+
+/// Room signalling for participants (aiohttp's WebSocket client, two room
+/// tokens): a participant gets the room's participant list, then its
+/// messages reach the others with the sender's name set by the server,
+/// never echoed back; messages to nobody, too big or too many are refused
+/// with an error frame and counted; another room's token, or one that
+/// names no participant, does not get in.
+#[test]
+fn participants_message_each_other_through_the_room() {
+    use std::process::{Command, Stdio};
+    let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
+    gw.room("sig");
+    gw.room("other");
+    let mint = |room: &str, participant: Option<&str>| {
+        let (code, v) = gw.post(
+            &format!("/v1/rooms/{room}/tokens"),
+            json!({ "role": "subscribe", "participant": participant }),
+        );
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    // alice also publishes, so the list shows her tracks.
+    let _ingest = gw.ingest("sig", json!({ "kind": "video", "participant": "alice" }));
+    let script = r#"
+import asyncio, json, sys, aiohttp
+
+async def frame(ws, t):
+    msg = await asyncio.wait_for(ws.receive(), t)
+    return json.loads(msg.data)
+
+async def next_of(ws, kind, t=5):
+    while True:
+        m = await frame(ws, t)
+        if m.get("type") == kind:
+            return m
+
+async def all_of(ws, kind, t):
+    out = []
+    try:
+        while True:
+            m = await frame(ws, t)
+            if m.get("type") == kind:
+                out.append(m)
+    except asyncio.TimeoutError:
+        return out
+
+async def main(base, ta, tb, tother, tnobody):
+    r = {}
+    url = f"{base}/v1/rooms/sig/events?token="
+    async with aiohttp.ClientSession() as s:
+        for name, tok in [("other_room", tother), ("nobody", tnobody)]:
+            try:
+                async with s.ws_connect(url + tok):
+                    r[name] = "connected"
+            except aiohttp.WSServerHandshakeError as e:
+                r[name] = e.status
+        a = await s.ws_connect(url + ta)
+        r["hello_a"] = await next_of(a, "participants")
+        b = await s.ws_connect(url + tb)
+        r["hello_b"] = await next_of(b, "participants")
+        await a.send_str(json.dumps({"type": "message", "to": None, "data": {"hi": 1}}))
+        r["b_got"] = await next_of(b, "message")
+        r["a_echo"] = await all_of(a, "message", 1.0)
+        await b.send_str(json.dumps({"type": "message", "to": "alice", "from": "mallory", "data": "psst"}))
+        r["a_got"] = await next_of(a, "message")
+        await a.send_str(json.dumps({"type": "message", "to": "zed", "data": 1}))
+        r["unknown"] = await next_of(a, "error")
+        await a.send_str(json.dumps({"type": "message", "to": None, "data": "x" * 20000}))
+        r["oversize"] = await next_of(a, "error")
+        for i in range(60):
+            await a.send_str(json.dumps({"type": "message", "to": None, "data": i}))
+        r["flood_errors"] = len(await all_of(a, "error", 1.5))
+        r["flood_delivered"] = len(await all_of(b, "message", 1.5))
+        await a.close()
+        await b.close()
+    print(json.dumps(r), flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"#;
+    let base = format!("ws://127.0.0.1:{}", gw.http);
+    let (ta, tb) = (mint("sig", Some("alice")), mint("sig", Some("bob")));
+    let (tother, tnobody) = (mint("other", Some("eve")), mint("sig", None));
+    let out = Command::new(aiortc_python())
+        .args(["-c", script, &base, &ta, &tb, &tother, &tnobody])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(text.lines().last().unwrap_or(""))
+        .unwrap_or_else(|_| panic!("no report: {text}\n{}", gw.logs()));
+    assert_eq!(
+        (r["other_room"].as_u64(), r["nobody"].as_u64()),
+        (Some(403), Some(403)),
+        "{r}"
+    );
+    assert_eq!(r["hello_a"]["you"], "alice", "{r}");
+    let list = r["hello_b"]["participants"].as_array().unwrap();
+    let alice = list
+        .iter()
+        .find(|p| p["name"] == "alice")
+        .expect("alice listed");
+    assert_eq!(alice["tracks"], json!(["video"]), "{r}");
+    assert_eq!(r["b_got"]["from"], "alice");
+    assert_eq!(r["b_got"]["data"], json!({ "hi": 1 }));
+    assert_eq!(r["a_echo"], json!([]), "not echoed to its sender: {r}");
+    assert_eq!(
+        r["a_got"]["from"], "bob",
+        "the server names the sender: {r}"
+    );
+    assert_eq!(r["a_got"]["to"], "alice");
+    assert!(
+        r["unknown"]["error"].as_str().unwrap().contains("zed"),
+        "{r}"
+    );
+    assert!(
+        r["oversize"]["error"].as_str().unwrap().contains("over"),
+        "{r}"
+    );
+    let (errors, delivered) = (
+        r["flood_errors"].as_u64().unwrap(),
+        r["flood_delivered"].as_u64().unwrap(),
+    );
+    assert!(errors >= 30 && (10..=25).contains(&delivered), "{r}");
+    assert_eq!(
+        gw.metric("mgw_room_messages_total", "rate_limited"),
+        errors as f64
+    );
+    assert_eq!(gw.metric("mgw_room_messages_total", "oversize"), 1.0);
+    assert_eq!(
+        gw.metric("mgw_room_messages_total", "unknown_participant"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("mgw_room_messages_total", "delivered"),
+        2.0 + delivered as f64
+    );
+}
