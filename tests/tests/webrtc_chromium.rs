@@ -185,3 +185,66 @@ fn the_demo_page_holds_a_call_with_a_mini_program() {
     );
     stop(&mut bob, std::time::Duration::from_secs(1));
 }
+
+/// The call page between two browsers: alice joins, then bob; each page
+/// shows the other's video under the other's name (alice's line was named
+/// by the signalling's `line_changed` event, bob's by the answer's
+/// `a=msid`), both list both, and alice's chat message reaches bob.
+#[test]
+fn two_call_pages_see_each_other_by_name_and_chat() {
+    let driver = chromium_driver_dir();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &[]);
+    gw.room("duo");
+    let shot = target_dir().join("e2e-logs").join("chromium-duo.png");
+    let _ = std::fs::create_dir_all(shot.parent().unwrap());
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "120", "node"])
+        .arg(driver.join("chromium_duo.js"))
+        .args([gw.api.as_str(), "duo"])
+        .arg(&shot)
+        .current_dir(&driver)
+        .output()
+        .expect("run node");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: Value =
+        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+            panic!(
+                "no report from the call pages ({}): {text}\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                gw.logs()
+            )
+        });
+    eprintln!("call pages: {report}");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    for (me, other) in [("alice", "bob"), ("bob", "alice")] {
+        let page = &report[me];
+        assert!(page["error"].is_null(), "{report}");
+        let tiles = page["tiles"].as_array().unwrap();
+        assert!(
+            tiles
+                .iter()
+                .any(|t| t["name"] == other && t["framesDecoded"].as_u64().unwrap_or(0) >= 30),
+            "{me} does not see {other}: {report}"
+        );
+        assert!(
+            tiles.iter().all(|t| t["name"] != me),
+            "{me} sees itself: {report}"
+        );
+        assert_eq!(page["people"], json!(["alice", "bob"]), "{report}");
+    }
+    assert_eq!(
+        report["bob"]["chat"],
+        json!([{ "from": "alice", "text": "hello bob" }])
+    );
+    let png = std::fs::read(&shot).expect("screenshot of the call page");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+    eprintln!(
+        "join to the other's first frame: bob sees alice {:.0} ms, alice sees bob {:.0} ms (from her own join, bob came later); screenshot {}",
+        report["bob_sees_alice_ms"].as_f64().unwrap_or(-1.0),
+        report["alice_sees_bob_ms"].as_f64().unwrap_or(-1.0),
+        shot.display()
+    );
+}
