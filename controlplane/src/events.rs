@@ -41,8 +41,8 @@ const WEBHOOK_BACKOFF: Duration = Duration::from_millis(250);
 pub struct RoomEvent {
     pub room: String,
     /// `participant_joined`, `participant_left`, `session_failed`,
-    /// `track_published`, `track_unpublished`, `keyframe_requested` or
-    /// `line_changed`.
+    /// `track_published`, `track_unpublished`, `keyframe_requested`,
+    /// `line_changed` or `active_speaker` (`participant` speaks now).
     pub event: &'static str,
     /// The participant's name in the room.
     pub participant: String,

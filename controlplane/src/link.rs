@@ -268,6 +268,10 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             .lock()
             .expect("state lock")
             .line_changed(session, line, participant),
+        Event::Speaker { room, participant } => state
+            .lock()
+            .expect("state lock")
+            .active_speaker(room, participant),
         Event::SessionEnded { session, reason } => {
             let why = match reason {
                 1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),

@@ -44,6 +44,8 @@ pub struct MediaSection {
     pub ice_pwd: Option<String>,
     pub fingerprints: Vec<(String, String)>,
     pub setup: Option<String>,
+    /// `a=extmap:ID URI` of the section: (id, uri).
+    pub extmaps: Vec<(u8, String)>,
 }
 
 /// The parts of an offer the answer depends on.
@@ -118,6 +120,7 @@ pub fn parse(text: &str) -> Result<Offer, String> {
                     ice_pwd: None,
                     fingerprints: Vec::new(),
                     setup: None,
+                    extmaps: Vec::new(),
                 });
             }
             "a" => {
@@ -161,6 +164,16 @@ fn attribute(offer: &mut Offer, name: &str, val: &str) {
         "ice-pwd" => m.ice_pwd = Some(val.to_string()),
         "fingerprint" => m.fingerprints.extend(fingerprint()),
         "setup" => m.setup = Some(val.to_string()),
+        "extmap" => {
+            // `ID[/direction] URI [attributes]`; one-byte ids are 1-14.
+            let mut f = val.split_whitespace();
+            let id = f
+                .next()
+                .and_then(|i| i.split('/').next()?.parse::<u8>().ok());
+            if let (Some(id @ 1..=14), Some(uri)) = (id, f.next()) {
+                m.extmaps.push((id, uri.to_string()));
+            }
+        }
         "rtpmap" => {
             let Some((pt, enc)) = val.split_once(' ') else {
                 return;
@@ -204,7 +217,13 @@ pub struct Chosen {
     pub index: usize,
     pub kind: MediaKind,
     pub codec: Codec,
+    /// Publish, audio: the id of RFC 6464 audio levels (the active speaker
+    /// comes from them), when offered.
+    pub audio_level: Option<u8>,
 }
+
+/// RFC 6464 client-to-mixer audio levels.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// What the dataplane needs from a negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,7 +387,20 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
             let opus = m.codecs.iter().find(|c| is_opus(c)).cloned();
             opus.ok_or("the audio m= line offers no opus/48000/2")?
         };
-        tracks.push(Chosen { index, kind, codec });
+        let audio_level = match (mode, kind) {
+            (Mode::Publish, MediaKind::Audio) => m
+                .extmaps
+                .iter()
+                .find(|(_, uri)| uri == AUDIO_LEVEL_URI)
+                .map(|&(id, _)| id),
+            _ => None,
+        };
+        tracks.push(Chosen {
+            index,
+            kind,
+            codec,
+            audio_level,
+        });
     }
     if tracks.is_empty() {
         return Err(match mode {
@@ -473,6 +505,9 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         if !codec.fmtp.is_empty() {
             let _ = write!(s, "a=fmtp:{} {}\r\n", codec.pt, codec.fmtp);
         }
+        if let Some(id) = neg.tracks[k].audio_level {
+            let _ = write!(s, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
+        }
         if m.kind == "video" {
             for fb in ["nack", "nack pli", "ccm fir"] {
                 let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
@@ -563,6 +598,20 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             assert!(a.contains(want), "missing {want:?} in\n{a}");
         }
         assert!(a.contains(&format!("a=fingerprint:sha-256 {}", ["AB"; 32].join(":"))));
+        // Audio levels are accepted when offered, with the offer's id.
+        let with_level = CHROME_OFFER.replace(
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
+        );
+        let offer2 = parse(&with_level).unwrap();
+        let n2 = negotiate(&offer2, Mode::Publish).unwrap();
+        assert_eq!(n2.tracks[0].audio_level, Some(1));
+        let a2 = answer(&offer2, &n2, &params(Mode::Publish));
+        assert!(
+            a2.contains("a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level"),
+            "{a2}"
+        );
+        assert!(!a.contains("extmap"), "not offered, not answered");
         // A WHEP answer to the same offer fails: it only sends.
         assert!(negotiate(&offer, Mode::Play)
             .unwrap_err()

@@ -379,6 +379,24 @@ impl State {
         });
     }
 
+    /// Room `room`'s active speaker is now `participant` (from its audio levels).
+    pub fn active_speaker(&self, room: u32, participant: String) {
+        let Some(name) = self.room_names.get(&room) else {
+            return;
+        };
+        self.events.emit(crate::events::RoomEvent {
+            room: name.clone(),
+            event: "active_speaker",
+            participant,
+            session: String::new(),
+            kind: "audio",
+            reason: None,
+            line: None,
+            source: None,
+            at_ms: now_ms(),
+        });
+    }
+
     /// Whether `name` has a live session in `room`.
     pub fn has_participant(&self, room: &str, name: &str) -> bool {
         self.rooms.get(room).is_some_and(|r| {

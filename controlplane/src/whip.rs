@@ -255,6 +255,7 @@ async fn offer_answer(
                 pt: t.codec.pt,
                 ssrc,
                 source: source.as_deref().map_or(0, participant_key),
+                audio_level: t.audio_level.unwrap_or(0),
             })
             .collect(),
         created_ms,

@@ -107,6 +107,8 @@ pub struct CoreConfig {
 pub struct Core {
     router: Router,
     hub: Hub,
+    /// Each room's active speaker, from its participants' audio levels.
+    speakers: crate::speakers::Speakers,
     cfg: CoreConfig,
     next_room: u32,
     next_tick: Instant,
@@ -205,6 +207,7 @@ impl Core {
         Core {
             router: Router::new(&cfg.limits),
             hub,
+            speakers: Default::default(),
             cfg,
             next_room: 0,
             next_tick: now,
@@ -231,6 +234,7 @@ impl Core {
     /// its RTMP connections are closed through outputs.
     pub fn remove_room(&mut self, now: Instant, room: u32) -> Option<Vec<Handle>> {
         let handles = self.router.remove_room(room)?;
+        self.speakers.remove_room(room);
         self.hub.close_room(room, &mut self.actions);
         self.collect(now);
         Some(handles)
@@ -293,6 +297,9 @@ impl Core {
         // collected by `poll_output`, once per turn, not per datagram.
         self.now = now;
         let inbound = self.router.handle_datagram(now, h, src, buf)?;
+        if let Some(level) = inbound.level {
+            self.on_level(now, &inbound, level);
+        }
         let plain = &buf[..inbound.len];
         match inbound.kind {
             MediaKind::Video => self.bridge_video(now, &inbound, plain),
@@ -339,6 +346,21 @@ impl Core {
     pub fn end_session(&mut self, now: Instant, session: u64, reason: u16) {
         self.router.end_session(session, reason);
         self.collect(now);
+    }
+
+    /// An audio level of a participant: the room's active speaker may change.
+    fn on_level(&mut self, now: Instant, inbound: &Inbound, level: u8) {
+        let Some(pid) = self
+            .speakers
+            .on_level(now, inbound.room, inbound.participant, level)
+        else {
+            return;
+        };
+        let participant = self.router.participants.name(pid).unwrap_or("").to_string();
+        self.outputs.push_back(Output::Event(Event::Speaker {
+            room: inbound.room,
+            participant,
+        }));
     }
 
     /// A participant's RTP video, to its RTMP players (depacketized).
@@ -588,6 +610,7 @@ impl Core {
         for (room, pid) in gone.drain(..) {
             self.hub
                 .publisher_gone(now, room, pid, &mut self.router.participants);
+            self.speakers.forget(room, pid);
         }
         self.unpublished = gone;
         for rtp in self.hub.rtp_out.drain(..) {

@@ -22,6 +22,7 @@ pub mod rtcp;
 pub mod rtmp;
 pub mod rtp;
 pub mod shard;
+pub mod speakers;
 pub mod srtp;
 pub mod transcode;
 pub mod uring;

@@ -158,6 +158,8 @@ pub struct Inbound {
     /// The participant it comes from (never sent back to it) and its key.
     pub participant: Pid,
     pub key: u32,
+    /// Audio: its RFC 6464 level, when the publisher sends them.
+    pub level: Option<u8>,
     pub kind: MediaKind,
     pub len: usize,
     pub seq_no: u16,
@@ -650,11 +652,13 @@ impl Router {
                         seq_no,
                         timestamp,
                         ssrc,
+                        level,
                     }) => Ok(Inbound {
                         room,
                         ingest: session,
                         participant: NOBODY,
                         key: 0,
+                        level,
                         kind,
                         len,
                         seq_no,
@@ -777,6 +781,7 @@ impl Router {
             ingest: ing.spec.session,
             participant: NOBODY,
             key: 0,
+            level: None,
             kind: ing.spec.kind,
             len,
             seq_no: h.seq_no,
@@ -1715,6 +1720,7 @@ mod webrtc_tests {
             pt: 102,
             ssrc: 0x7003,
             source: 0,
+            audio_level: 0,
         });
         let s = r.add_webrtc(t0, sub).unwrap();
         let mut c = check(3);
@@ -1728,6 +1734,7 @@ mod webrtc_tests {
                 ingest: publisher,
                 participant: publisher as u32 + 100,
                 key: publisher as u32 + 100,
+                level: None,
                 kind: MediaKind::Video,
                 len: 40,
                 seq_no: got.len() as u16,
@@ -1756,6 +1763,7 @@ mod webrtc_tests {
             ingest,
             participant: pid,
             key,
+            level: None,
             kind: MediaKind::Video,
             len: 40,
             seq_no: seq,
@@ -1785,6 +1793,7 @@ mod webrtc_tests {
                 pt: 102,
                 ssrc: 0x7000 + i as u32,
                 source: want,
+                audio_level: 0,
             });
         }
         let s = r.add_webrtc(t0, sub).unwrap();

@@ -35,6 +35,8 @@ pub enum PeerEvent {
         seq_no: u16,
         timestamp: u32,
         ssrc: u32,
+        /// Audio: the RFC 6464 level (-dBov, 0 loudest), when negotiated.
+        level: Option<u8>,
     },
     /// A STUN response is in the scratch buffer: send `scratch[..n]` to the source.
     Reply(usize),
@@ -249,6 +251,10 @@ impl Peer {
                 } else {
                     return Err(DropReason::PayloadType);
                 };
+                let level = match kind {
+                    MediaKind::Audio => audio_level(&buf[..h.len], self.spec.audio_level_id()),
+                    MediaKind::Video => None,
+                };
                 strip_extensions(&mut buf[..h.len]);
                 match kind {
                     MediaKind::Video => {
@@ -265,6 +271,7 @@ impl Peer {
                     seq_no: h.seq_no,
                     timestamp: h.timestamp,
                     ssrc: h.ssrc,
+                    level,
                 })
             }
             Protocol::Other => Err(DropReason::Malformed),
@@ -281,6 +288,36 @@ impl Peer {
             }
         }
     }
+}
+
+/// The RFC 6464 audio level in an RTP header's one-byte-header extension
+/// block (RFC 8285 §4.2, profile 0xBEDE) under id `id`: -dBov, 0 loudest,
+/// 127 silence. `None` without one (or `id` 0: not negotiated).
+pub fn audio_level(header: &[u8], id: u8) -> Option<u8> {
+    if id == 0 || header.len() < 12 || header[0] & 0x10 == 0 {
+        return None;
+    }
+    let at = 12 + 4 * (header[0] & 0x0f) as usize;
+    if header.get(at..at + 2)? != [0xbe, 0xde] {
+        return None;
+    }
+    let mut i = at + 4;
+    while let Some(&b) = header.get(i) {
+        if b == 0 {
+            i += 1; // padding
+            continue;
+        }
+        let (eid, len) = (b >> 4, (b & 0x0f) as usize + 1);
+        if eid == 15 {
+            return None; // RFC 8285: stop parsing
+        }
+        if eid == id {
+            // RFC 6464 §3: V bit, then the level in 7 bits.
+            return header.get(i + 1).map(|v| v & 0x7f);
+        }
+        i += 1 + len;
+    }
+    None
 }
 
 /// Blanks the RTP header extension in place (RFC 8285: zero bytes are
@@ -301,6 +338,22 @@ fn strip_extensions(header: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_levels_are_read_from_one_byte_extensions() {
+        // V=2, X=1; ext profile 0xBEDE, 2 words: mid (id 1, 2 bytes), then
+        // padding, then audio level (id 3, 1 byte: V=1, level 42).
+        let mut h = vec![0x90, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9];
+        h.extend_from_slice(&[0xbe, 0xde, 0, 2, 0x11, b'a', b'b', 0, 0x30, 0x80 | 42, 0, 0]);
+        assert_eq!(audio_level(&h, 3), Some(42));
+        assert_eq!(audio_level(&h, 0), None, "not negotiated");
+        assert_eq!(audio_level(&h, 2), None, "no such id");
+        // Two-byte headers (0x1000) and truncated blocks give nothing.
+        let mut two = h.clone();
+        two[12..14].copy_from_slice(&[0x10, 0x00]);
+        assert_eq!(audio_level(&two, 3), None);
+        assert_eq!(audio_level(&h[..17], 3), None);
+    }
 
     #[test]
     fn extension_bytes_become_padding() {

@@ -390,9 +390,21 @@ pub fn clip() -> PathBuf {
 /// A clip like [`clip`] at `width`x`height` with a `tone_hz` tone: tests
 /// with several participants tell their streams apart by size.
 pub fn clip_sized(width: u32, height: u32, tone_hz: u32) -> PathBuf {
+    clip_tone(width, height, tone_hz, 0)
+}
+
+/// As [`clip_sized`], its tone `gain_db` louder (negative: quieter).
+pub fn clip_tone(width: u32, height: u32, tone_hz: u32, gain_db: i32) -> PathBuf {
     let dir = target_dir().join("e2e-media");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("clip-{width}x{height}-{tone_hz}hz-h264-opus.ts"));
+    let gain = if gain_db == 0 {
+        String::new()
+    } else {
+        format!("{gain_db}db")
+    };
+    let path = dir.join(format!(
+        "clip-{width}x{height}-{tone_hz}hz{gain}-h264-opus.ts"
+    ));
     if !path.exists() {
         let tmp = dir.join(format!(
             "clip-{width}x{height}.{}.{}.tmp.ts",
@@ -415,6 +427,7 @@ pub fn clip_sized(width: u32, height: u32, tone_hz: u32) -> PathBuf {
                 "-t",
                 "10",
             ])
+            .args(["-af", &format!("volume={gain_db}dB")])
             .args([
                 "-c:v",
                 "libx264",
@@ -705,7 +718,8 @@ impl AiortcPublisher {
         }
     }
 
-    fn start_with(
+    /// As [`Self::start_clip`], with more of the script's flags (`--encode`).
+    pub fn start_with(
         gw: &Gateway,
         room: &str,
         clip: &Path,

@@ -309,3 +309,33 @@ asyncio.run(main(*sys.argv[1:]))
         2.0 + delivered as f64
     );
 }
+
+/// The room's active speaker comes from the publishers' RFC 6464 audio
+/// levels (aiortc sends them when it encodes): of a quiet participant and a
+/// loud one who came later, the loud one is announced.
+#[test]
+fn the_loud_participant_is_the_active_speaker() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("talk");
+    let mut events = gw.events("talk");
+    let quiet_clip = clip_tone(320, 180, 660, -60);
+    let loud_clip = clip_tone(320, 180, 440, 0);
+    let mut quiet = AiortcPublisher::start_with(
+        &gw,
+        "talk?participant=quiet",
+        &quiet_clip,
+        20.0,
+        &["--encode"],
+    );
+    quiet.connected();
+    let mut loud = AiortcPublisher::start_with(
+        &gw,
+        "talk?participant=loud",
+        &loud_clip,
+        20.0,
+        &["--encode"],
+    );
+    loud.connected();
+    let ev = events.next_matching(Duration::from_secs(15), |e| e["event"] == "active_speaker");
+    assert_eq!(ev["participant"], "loud", "{ev}");
+}

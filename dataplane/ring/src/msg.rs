@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 4;
+pub const MSG_VERSION: u8 = 5;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 
@@ -193,6 +193,9 @@ pub struct TrackSpec {
     /// named for this line (0: none), so the line carries that publisher
     /// while it publishes. Publish: 0.
     pub source: u32,
+    /// Publish, audio: the RTP header extension id of RFC 6464 audio
+    /// levels the answer accepted (0: none).
+    pub audio_level: u8,
 }
 
 /// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never
@@ -210,7 +213,7 @@ pub fn participant_key(name: &str) -> u32 {
 /// Most media lines a WebRTC session carries (a player may ask for several
 /// publishers' tracks by offering several recvonly m-lines). Bounded by the
 /// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
-/// to 382 of its 512 bytes (checked by the round-trip test).
+/// to 398 of its 512 bytes (checked by the round-trip test).
 pub const MAX_TRACKS: usize = 16;
 
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
@@ -235,6 +238,14 @@ pub struct WebrtcSpec {
 }
 
 impl WebrtcSpec {
+    /// The audio-level header extension id of its audio (0: none).
+    pub fn audio_level_id(&self) -> u8 {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Audio)
+            .map_or(0, |t| t.audio_level)
+    }
+
     /// The payload type of the first track of `kind` (0 if none).
     pub fn pt(&self, kind: MediaKind) -> u8 {
         self.tracks
@@ -473,6 +484,8 @@ pub enum Event {
         line: u8,
         participant: String,
     },
+    /// The room's active speaker changed (empty: nobody speaks).
+    Speaker { room: u32, participant: String },
 }
 
 impl Command {
@@ -511,7 +524,7 @@ impl<'a> Writer<'a> {
     }
     fn bytes(&mut self, b: &[u8]) {
         // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
-        // longest fields and MAX_TRACKS tracks, is 382 bytes), so this slice
+        // longest fields and MAX_TRACKS tracks, is 398 bytes), so this slice
         // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
@@ -580,6 +593,7 @@ impl<'a> Writer<'a> {
             self.u8(t.pt);
             self.u32(t.ssrc);
             self.u32(t.source);
+            self.u8(t.audio_level);
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
@@ -708,6 +722,7 @@ impl<'a> Reader<'a> {
                         pt: self.u8()?,
                         ssrc: self.u32()?,
                         source: self.u32()?,
+                        audio_level: self.u8()?,
                     });
                 }
                 tracks
@@ -808,6 +823,7 @@ impl Message for Event {
             Event::Rtmp(_) => 9,
             Event::Shard(_) => 10,
             Event::Line { .. } => 11,
+            Event::Speaker { .. } => 12,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -856,6 +872,10 @@ impl Message for Event {
             } => {
                 w.u64(*session);
                 w.u8(*line);
+                w.name(participant);
+            }
+            Event::Speaker { room, participant } => {
+                w.u32(*room);
                 w.name(participant);
             }
         }
@@ -922,6 +942,10 @@ impl Message for Event {
                 line: r.u8()?,
                 participant: r.name()?,
             },
+            12 => Event::Speaker {
+                room: r.u32()?,
+                participant: r.name()?,
+            },
             t => return Err(DecodeError::Tag(t)),
         })
     }
@@ -969,6 +993,7 @@ mod tests {
                     pt: 100 + i as u8,
                     ssrc: 0xdead_0000 + i,
                     source: u32::MAX - i,
+                    audio_level: i as u8,
                 })
                 .collect(),
             created_ms: 1,
@@ -1052,6 +1077,10 @@ mod tests {
                 session: 1,
                 line: 3,
                 participant: "carol".into(),
+            },
+            Event::Speaker {
+                room: 3,
+                participant: "dave".into(),
             },
         ];
         (cmds, evts)

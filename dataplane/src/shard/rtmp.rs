@@ -589,6 +589,7 @@ impl Shard {
             ingest: RTMP_SOURCE | p.pid as u64,
             participant: p.pid,
             key: p.key,
+            level: None,
             kind,
             len: p.packet.len(),
             seq_no: h.seq_no,
