@@ -6,34 +6,57 @@ use std::process::Command;
 
 use e2e::*;
 
+/// A fresh path for a screenshot kept with the test artifacts.
+fn screenshot(name: &str) -> std::path::PathBuf {
+    let shot = target_dir().join("e2e-logs").join(name);
+    let _ = std::fs::create_dir_all(shot.parent().unwrap());
+    let _ = std::fs::remove_file(&shot);
+    shot
+}
+
+/// `node SCRIPT ARGS...` in the drivers' directory, killed after `secs`.
+fn driver(script: &str, args: &[&std::ffi::OsStr], secs: u32) -> Command {
+    let dir = chromium_driver_dir();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", &secs.to_string(), "node"])
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir);
+    cmd
+}
+
+/// The driver's report: its last stdout line, as JSON.
+fn report(gw: &Gateway, out: &std::process::Output, what: &str) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "no report from {what} ({}): {text}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            gw.logs()
+        )
+    })
+}
+
 #[test]
 fn chromium_publishes_and_another_chromium_page_plays() {
-    let driver = chromium_driver_dir();
+    // npm and apt (if needed) before the namespace, which has no network.
+    let _driver = chromium_driver_dir();
     // This test thread and everything it starts live in a fresh namespace.
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
-    let shot = target_dir().join("e2e-logs").join("chromium-player.png");
-    let _ = std::fs::create_dir_all(shot.parent().unwrap());
-    let _ = std::fs::remove_file(&shot);
-    let out = Command::new("timeout")
-        .args(["-s", "KILL", "90", "node"])
-        .arg(driver.join("chromium_whip.js"))
-        .args([gw.api.as_str(), "browser", "4"])
-        .arg(&shot)
-        .arg(ADMIN_KEY)
-        .current_dir(&driver)
+    let shot = screenshot("chromium-player.png");
+    let args = [
+        gw.api.as_ref(),
+        "browser".as_ref(),
+        "4".as_ref(),
+        shot.as_os_str(),
+        ADMIN_KEY.as_ref(),
+    ];
+    let out = driver("chromium_whip.js", &args, 90)
         .output()
         .expect("run node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-            panic!(
-                "no report from the Chromium driver ({}): {text}\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                gw.logs()
-            )
-        });
+    let report = report(&gw, &out, "the Chromium driver");
     eprintln!("chromium: {report}");
     assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
     assert!(report["publisher_error"].is_null(), "{report}");
@@ -83,21 +106,21 @@ fn chromium_publishes_and_another_chromium_page_plays() {
 /// the other; the page labels bob's tile with his name.
 #[test]
 fn the_demo_page_holds_a_call_with_a_mini_program() {
-    let driver = chromium_driver_dir();
+    let _driver = chromium_driver_dir();
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
     let room = "call";
     gw.room(room);
     let mut bob = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &clip_sized(320, 240, 660), 60);
-    let shot = target_dir().join("e2e-logs").join("chromium-call.png");
-    let _ = std::fs::create_dir_all(shot.parent().unwrap());
-    let _ = std::fs::remove_file(&shot);
-    let page = Command::new("timeout")
-        .args(["-s", "KILL", "90", "node"])
-        .arg(driver.join("chromium_call.js"))
-        .args([gw.api.as_str(), room, "alice", "6"])
-        .arg(&shot)
-        .current_dir(&driver)
+    let shot = screenshot("chromium-call.png");
+    let args = [
+        gw.api.as_ref(),
+        room.as_ref(),
+        "alice".as_ref(),
+        "6".as_ref(),
+        shot.as_os_str(),
+    ];
+    let page = driver("chromium_call.js", &args, 90)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -134,16 +157,7 @@ fn the_demo_page_holds_a_call_with_a_mini_program() {
         gw.get(&format!("/v1/rooms/{room}"))
     );
     let out = page.wait_with_output().expect("node output");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-            panic!(
-                "no report from the call page ({}): {text}\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                gw.logs()
-            )
-        });
+    let report = report(&gw, &out, "the call page");
     eprintln!("call page: {report}");
     assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
     assert_eq!(report["participant"], "alice", "{report}");
@@ -192,31 +206,16 @@ fn the_demo_page_holds_a_call_with_a_mini_program() {
 /// `a=msid`), both list both, and alice's chat message reaches bob.
 #[test]
 fn two_call_pages_see_each_other_by_name_and_chat() {
-    let driver = chromium_driver_dir();
+    let _driver = chromium_driver_dir();
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
     gw.room("duo");
-    let shot = target_dir().join("e2e-logs").join("chromium-duo.png");
-    let _ = std::fs::create_dir_all(shot.parent().unwrap());
-    let _ = std::fs::remove_file(&shot);
-    let out = Command::new("timeout")
-        .args(["-s", "KILL", "120", "node"])
-        .arg(driver.join("chromium_duo.js"))
-        .args([gw.api.as_str(), "duo"])
-        .arg(&shot)
-        .current_dir(&driver)
+    let shot = screenshot("chromium-duo.png");
+    let args = [gw.api.as_ref(), "duo".as_ref(), shot.as_os_str()];
+    let out = driver("chromium_duo.js", &args, 120)
         .output()
         .expect("run node");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: Value =
-        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|_| {
-            panic!(
-                "no report from the call pages ({}): {text}\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr),
-                gw.logs()
-            )
-        });
+    let report = report(&gw, &out, "the call pages");
     eprintln!("call pages: {report}");
     assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
     for (me, other) in [("alice", "bob"), ("bob", "alice")] {
