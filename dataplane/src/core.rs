@@ -298,7 +298,7 @@ impl Core {
         self.now = now;
         let inbound = self.router.handle_datagram(now, h, src, buf)?;
         if let Some(level) = inbound.level {
-            self.on_level(now, &inbound, level);
+            self.on_level(now, inbound.room, inbound.participant, level);
         }
         let plain = &buf[..inbound.len];
         match inbound.kind {
@@ -348,19 +348,16 @@ impl Core {
         self.collect(now);
     }
 
-    /// An audio level of a participant: the room's active speaker may change.
-    fn on_level(&mut self, now: Instant, inbound: &Inbound, level: u8) {
-        let Some(pid) = self
-            .speakers
-            .on_level(now, inbound.room, inbound.participant, level)
-        else {
+    /// An audio level of a participant (sent by a WebRTC publisher, or
+    /// measured from an RTMP publisher's decoded AAC): the room's active
+    /// speaker may change.
+    fn on_level(&mut self, now: Instant, room: u32, pid: crate::participants::Pid, level: u8) {
+        let Some(pid) = self.speakers.on_level(now, room, pid, level) else {
             return;
         };
         let participant = self.router.participants.name(pid).unwrap_or("").to_string();
-        self.outputs.push_back(Output::Event(Event::Speaker {
-            room: inbound.room,
-            participant,
-        }));
+        self.outputs
+            .push_back(Output::Event(Event::Speaker { room, participant }));
     }
 
     /// A participant's RTP video, to its RTMP players (depacketized).
@@ -458,7 +455,11 @@ impl Core {
                 stream,
                 ms,
                 packets,
+                level,
             } => {
+                if let (Some(level), Some(room)) = (level, self.hub.stream_room(stream)) {
+                    self.on_level(now, room, stream, level);
+                }
                 for rtp in self.hub.opus_rtp(stream, ms, packets) {
                     self.outputs.push_back(Output::Rtp {
                         rtp,

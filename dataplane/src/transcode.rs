@@ -131,29 +131,32 @@ impl AacToOpus {
         })
     }
 
-    /// One FLV audio tag body; appends the Opus packets now complete.
-    /// AAC at sample rates other than 48 kHz is not bridged (no resampler).
-    pub fn push(&mut self, body: &[u8], out: &mut Vec<Vec<u8>>) {
+    /// One FLV audio tag body; appends the Opus packets now complete, and
+    /// returns the decoded frame's level (RFC 6464 -dBov, for the room's
+    /// active speaker). AAC at sample rates other than 48 kHz is not
+    /// bridged (no resampler).
+    pub fn push(&mut self, body: &[u8], out: &mut Vec<Vec<u8>>) -> Option<u8> {
         if body.len() < 2 || body[0] >> 4 != 10 {
-            return; // not AAC
+            return None; // not AAC
         }
         if body[1] == 0 {
             self.configured = self.dec.config_raw(&body[2..]).is_ok();
             let _ = self.dec.set_min_output_channels(CHANNELS);
             let _ = self.dec.set_max_output_channels(CHANNELS);
-            return;
+            return None;
         }
         if !self.configured {
-            return;
+            return None;
         }
         if self.dec.fill(&body[2..]).is_err() || self.dec.decode_frame(&mut self.pcm_i).is_err() {
-            return;
+            return None;
         }
         let info = self.dec.stream_info();
         if info.sampleRate != RATE as i32 || info.numChannels as usize != CHANNELS {
-            return;
+            return None;
         }
         let n = self.dec.decoded_frame_size().min(self.pcm_i.len());
+        let level = audio_level(&self.pcm_i[..n]);
         self.pending
             .extend(self.pcm_i[..n].iter().map(|&s| s as f32 / 32768.0));
         let frame = OPUS_FRAME * CHANNELS;
@@ -166,7 +169,22 @@ impl AacToOpus {
             }
             self.pending.drain(..frame);
         }
+        Some(level)
     }
+}
+
+/// The level of PCM samples as RFC 6464 has it: the RMS against full
+/// scale in -dBov, 0 (loudest) to 127 (silence or quieter).
+pub fn audio_level(pcm: &[i16]) -> u8 {
+    if pcm.is_empty() {
+        return 127;
+    }
+    let sum: f64 = pcm.iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum();
+    let rms = (sum / pcm.len() as f64).sqrt();
+    if rms <= 0.0 {
+        return 127;
+    }
+    (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8
 }
 
 /// Work for the transcoder thread, per participant stream (its [`crate::participants::Pid`]).
@@ -192,11 +210,13 @@ pub enum Done {
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
     },
-    /// Opus packets, 20 ms each, the first at `ms`.
+    /// Opus packets, 20 ms each, the first at `ms`, and the level of the
+    /// AAC they came from.
     Opus {
         stream: u32,
         ms: u32,
         packets: Vec<Vec<u8>>,
+        level: Option<u8>,
     },
 }
 
@@ -314,11 +334,12 @@ fn run_job(
                 },
             };
             let mut packets = Vec::new();
-            t.push(&flv, &mut packets);
+            let level = t.push(&flv, &mut packets);
             Done::Opus {
                 stream,
                 ms,
                 packets,
+                level,
             }
         }
     };
@@ -364,10 +385,17 @@ mod tests {
 
         let mut b = AacToOpus::new().unwrap();
         let mut opus = Vec::new();
-        b.push(&config, &mut opus);
+        assert_eq!(b.push(&config, &mut opus), None, "a config has no level");
+        let mut levels = Vec::new();
         for t in &aac {
-            b.push(t, &mut opus);
+            levels.extend(b.push(t, &mut opus));
         }
+        // A sine at half scale: RMS 0.354, 9 dB under full scale.
+        let loud = levels[5..]
+            .iter()
+            .filter(|&&l| (8..=10).contains(&l))
+            .count();
+        assert!(loud * 10 >= (levels.len() - 5) * 9, "{levels:?}");
         assert!(
             (35..=50).contains(&opus.len()),
             "{} Opus frames",
@@ -388,6 +416,21 @@ mod tests {
             energy > 0.01,
             "the tone survives two transcodes: energy {energy}"
         );
+    }
+
+    /// RFC 6464 levels of PCM: -dBov of the RMS, 127 for silence.
+    #[test]
+    fn audio_levels_of_pcm() {
+        assert_eq!(audio_level(&[]), 127);
+        assert_eq!(audio_level(&[0; 960]), 127);
+        assert_eq!(audio_level(&[i16::MIN; 960]), 0, "full-scale square");
+        let sine = |amp: f64| -> Vec<i16> {
+            (0..960)
+                .map(|i| ((i as f64 * 0.0576).sin() * amp * 32767.0) as i16)
+                .collect()
+        };
+        assert_eq!(audio_level(&sine(1.0)), 3, "full-scale sine");
+        assert_eq!(audio_level(&sine(0.001)), 63, "60 dB under it");
     }
 
     #[test]

@@ -339,3 +339,26 @@ fn the_loud_participant_is_the_active_speaker() {
     let ev = events.next_matching(Duration::from_secs(15), |e| e["event"] == "active_speaker");
     assert_eq!(ev["participant"], "loud", "{ev}");
 }
+
+/// An RTMP publisher's level is measured from its decoded AAC: a
+/// mini-program pushing a tone beside a quiet browser is announced as the
+/// active speaker.
+#[test]
+fn an_rtmp_publisher_can_be_the_active_speaker() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("talk2");
+    let mut events = gw.events("talk2");
+    let quiet_clip = clip_tone(320, 180, 660, -60);
+    let mut quiet = AiortcPublisher::start_with(
+        &gw,
+        "talk2?participant=quiet",
+        &quiet_clip,
+        20.0,
+        &["--encode"],
+    );
+    quiet.connected();
+    let mut mini = ffmpeg_rtmp_push(&gw, "talk2/mini", &clip_sized(320, 180, 440), 20);
+    let ev = events.next_matching(Duration::from_secs(15), |e| e["event"] == "active_speaker");
+    assert_eq!(ev["participant"], "mini", "{ev}");
+    stop(&mut mini, Duration::from_secs(1));
+}

@@ -553,6 +553,11 @@ impl Hub {
         self.conns.is_empty()
     }
 
+    /// The room of participant `pid`'s stream, if it has one here.
+    pub fn stream_room(&self, pid: Pid) -> Option<u32> {
+        self.streams.get(&pid).map(|s| s.room)
+    }
+
     /// Players of participant `pid`'s stream (for tests and stats).
     pub fn players(&self, pid: Pid) -> usize {
         self.streams.get(&pid).map_or(0, |s| s.players.len())
