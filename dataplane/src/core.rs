@@ -355,6 +355,9 @@ impl Core {
         let Some(pid) = self.speakers.on_level(now, room, pid, level) else {
             return;
         };
+        // The room's programs switch to the new speaker at its keyframe.
+        self.hub
+            .speaker_changed(now, room, pid, &mut self.router.participants);
         let participant = self.router.participants.name(pid).unwrap_or("").to_string();
         self.outputs
             .push_back(Output::Event(Event::Speaker { room, participant }));

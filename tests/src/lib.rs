@@ -395,15 +395,27 @@ pub fn clip_sized(width: u32, height: u32, tone_hz: u32) -> PathBuf {
 
 /// As [`clip_sized`], its tone `gain_db` louder (negative: quieter).
 pub fn clip_tone(width: u32, height: u32, tone_hz: u32, gain_db: i32) -> PathBuf {
-    let dir = target_dir().join("e2e-media");
-    std::fs::create_dir_all(&dir).unwrap();
     let gain = if gain_db == 0 {
         String::new()
     } else {
         format!("{gain_db}db")
     };
+    clip_with(
+        width,
+        height,
+        tone_hz,
+        &format!("volume={gain_db}dB"),
+        &gain,
+    )
+}
+
+/// As [`clip_sized`], its tone through the audio filter `af` (named `tag`
+/// in the file name), e.g. a volume that changes over time.
+pub fn clip_with(width: u32, height: u32, tone_hz: u32, af: &str, tag: &str) -> PathBuf {
+    let dir = target_dir().join("e2e-media");
+    std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!(
-        "clip-{width}x{height}-{tone_hz}hz{gain}-h264-opus.ts"
+        "clip-{width}x{height}-{tone_hz}hz{tag}-h264-opus.ts"
     ));
     if !path.exists() {
         let tmp = dir.join(format!(
@@ -427,7 +439,7 @@ pub fn clip_tone(width: u32, height: u32, tone_hz: u32, gain_db: i32) -> PathBuf
                 "-t",
                 "10",
             ])
-            .args(["-af", &format!("volume={gain_db}dB")])
+            .args(["-af", af])
             .args([
                 "-c:v",
                 "libx264",

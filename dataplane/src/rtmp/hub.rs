@@ -17,7 +17,7 @@
 //!                                                            remote?  Action::Handoff
 //!                                                            missing? create (if allowed)
 //!                                       Play ROOM/NAME:  NAME's player: headers + GOP cache now
-//!                                       Play ROOM:       follows the room's first publisher
+//!                                       Play ROOM:       the room's program: its active speaker
 //!                                       Media:           cache, chunk once, offer to each player
 //! ```
 
@@ -92,11 +92,15 @@ enum Role {
         room: u32,
         pid: Pid,
     },
-    /// Plays `stream` (`None`: follows the room and waits for a publisher).
+    /// Plays participant `stream`'s stream (`live/ROOM/NAME`).
     Player {
         room: u32,
-        stream: Option<Pid>,
-        follow: bool,
+        stream: Pid,
+    },
+    /// Plays the room's program (`live/ROOM`): its active speaker.
+    Program {
+        room: u32,
+        program: u64,
     },
 }
 
@@ -163,6 +167,26 @@ struct Stream {
     /// The RTMP publisher's video as H264 RTP for the room's WebRTC players
     /// and RTP egresses.
     rtp: Option<RtpOut>,
+    /// Programs that show this participant now, or switch to it at its next keyframe.
+    watchers: Vec<u64>,
+}
+
+/// The room as one stream for the RTMP players who are `me` (the room's
+/// "program", `live/ROOM?participant=ME`): the active speaker other than
+/// `me` (or, before anyone spoke, the room's first publisher), switched at
+/// the new speaker's keyframe and re-timed so its time runs on across
+/// switches. Chunked once for all its players, with its own GOP cache.
+struct Program {
+    room: u32,
+    me: String,
+    source: Option<Pid>,
+    /// Switching to this participant at its next keyframe.
+    pending: Option<Pid>,
+    players: Vec<u32>,
+    cache: GopCache,
+    /// Program time = source time + offset (ms), set at each switch.
+    offset: i64,
+    last_out: Option<u32>,
 }
 
 /// FLV video → RTP for one participant, with the RTP packets of the latest
@@ -344,8 +368,11 @@ pub struct Hub {
     pub deferred: Vec<Action>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<Pid, Stream>,
-    /// Per room: players of `ROOM` waiting for a publisher to follow.
-    waiting: HashMap<u32, Vec<u32>>,
+    /// The rooms' programs (players of `live/ROOM`), by id.
+    programs: HashMap<u64, Program>,
+    next_program: u64,
+    /// Each room's active speaker, as the core told it.
+    speakers: HashMap<u32, Pid>,
     gop_cache: bool,
     pub stats: HubStats,
     events: Vec<Event>,
@@ -393,7 +420,9 @@ impl Hub {
             deferred: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
-            waiting: HashMap::new(),
+            programs: HashMap::new(),
+            next_program: 0,
+            speakers: HashMap::new(),
             gop_cache,
             stats: HubStats::default(),
             events: Vec::new(),
@@ -447,14 +476,23 @@ impl Hub {
                     }
                 }
             }
-            Role::Player { room, stream, .. } => {
-                if let Some(pid) = stream {
-                    if let Some(s) = self.streams.get_mut(&pid) {
-                        s.players.retain(|&p| p != idx);
+            Role::Player { stream, .. } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.players.retain(|&p| p != idx);
+                }
+                self.forget_if_unused(stream, parts);
+            }
+            Role::Program { program, .. } => {
+                let Some(p) = self.programs.get_mut(&program) else {
+                    return;
+                };
+                p.players.retain(|&x| x != idx);
+                if p.players.is_empty() {
+                    // Nobody plays it: it stops watching its participants.
+                    let p = self.programs.remove(&program).expect("just found");
+                    for pid in p.source.into_iter().chain(p.pending) {
+                        self.unwatch(program, pid, parts);
                     }
-                    self.forget_if_unused(pid, parts);
-                } else if let Some(w) = self.waiting.get_mut(&room) {
-                    w.retain(|&p| p != idx);
                 }
             }
             Role::New => {}
@@ -465,7 +503,10 @@ impl Hub {
     /// players, and no WebRTC/RTP publisher whose bridge state it keeps.
     fn forget_if_unused(&mut self, pid: Pid, parts: &Participants) {
         let unused = self.streams.get(&pid).is_some_and(|s| {
-            s.publisher.is_none() && s.players.is_empty() && !parts.is_publishing(pid)
+            s.publisher.is_none()
+                && s.players.is_empty()
+                && s.watchers.is_empty()
+                && !parts.is_publishing(pid)
         });
         if unused {
             self.streams.remove(&pid);
@@ -474,70 +515,169 @@ impl Hub {
     }
 
     /// Participant `pid` of `room` stopped publishing (its RTMP push ended,
-    /// or its last WebRTC/RTP publishing session): the players that followed
-    /// it as "the room" move to the room's next publisher; its own players
-    /// wait for it. The next publisher starts a fresh bridge.
+    /// or its last WebRTC/RTP publishing session): its own players wait for
+    /// it; the room's programs that showed it move on. The next publisher
+    /// starts a fresh bridge.
     pub fn publisher_gone(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
-        let Some(s) = self.streams.get_mut(&pid) else {
-            return;
-        };
-        s.bridge = None;
-        let mut followers = Vec::new();
-        s.players.retain(|&p| {
-            let follows = matches!(
-                self.conns.get(&p).map(|c| c.role),
-                Some(Role::Player { follow: true, .. })
-            );
-            if follows {
-                followers.push(p);
-            }
-            !follows
-        });
-        for &p in &followers {
-            if let Some(c) = self.conns.get_mut(&p) {
-                c.role = Role::Player {
-                    room,
-                    stream: None,
-                    follow: true,
-                };
-            }
+        if let Some(s) = self.streams.get_mut(&pid) {
+            s.bridge = None;
         }
-        self.waiting.entry(room).or_default().extend(followers);
+        if self.speakers.get(&room) == Some(&pid) {
+            self.speakers.remove(&room);
+        }
+        let ids: Vec<u64> = self
+            .programs
+            .iter()
+            .filter(|(_, p)| p.room == room && (p.source == Some(pid) || p.pending == Some(pid)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(p) = self.programs.get_mut(&id) {
+                if p.source == Some(pid) {
+                    p.source = None;
+                }
+                if p.pending == Some(pid) {
+                    p.pending = None;
+                }
+            }
+            self.unwatch(id, pid, parts);
+        }
         self.forget_if_unused(pid, parts);
         let mut actions = std::mem::take(&mut self.deferred);
-        self.refollow(now, room, parts, &mut actions);
+        self.choose_all(now, room, parts, &mut actions);
         self.deferred = actions;
     }
 
-    /// Waiting followers of `room` join its earliest publisher (other than
-    /// themselves), if one publishes now.
-    fn refollow(
+    /// The core found `room`'s active speaker: its programs switch to it
+    /// (each but the speaker's own) at its next keyframe.
+    pub fn speaker_changed(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
+        self.speakers.insert(room, pid);
+        let mut actions = std::mem::take(&mut self.deferred);
+        self.choose_all(now, room, parts, &mut actions);
+        self.deferred = actions;
+    }
+
+    /// Every program of `room` looks again at whom it should show.
+    fn choose_all(
         &mut self,
         now: Instant,
         room: u32,
-        parts: &mut Participants,
+        parts: &Participants,
         actions: &mut Vec<Action>,
     ) {
-        let Some(waiting) = self.waiting.remove(&room) else {
+        let ids: Vec<u64> = self
+            .programs
+            .iter()
+            .filter(|(_, p)| p.room == room)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.choose(now, id, parts, actions);
+        }
+    }
+
+    /// Whom program `id` should show: the room's active speaker other than
+    /// its `me`, else the room's earliest publisher other than `me`. A new
+    /// choice is pending until its keyframe (at once from a cached GOP).
+    fn choose(&mut self, now: Instant, id: u64, parts: &Participants, actions: &mut Vec<Action>) {
+        let Some(p) = self.programs.get(&id) else {
             return;
         };
-        let mut still = Vec::new();
-        for idx in waiting {
-            let me = self
-                .conns
-                .get(&idx)
-                .and_then(|c| parts.find(room, &c.name))
-                .unwrap_or(crate::participants::NOBODY);
-            match parts.publishers(room, me).first() {
-                Some(&pid) => {
-                    let key = parts.key(pid);
-                    self.attach_player(now, idx, room, pid, key, true, actions);
-                }
-                None => still.push(idx),
-            }
+        let room = p.room;
+        let me = parts
+            .find(room, &p.me)
+            .unwrap_or(crate::participants::NOBODY);
+        let speaker = self
+            .speakers
+            .get(&room)
+            .copied()
+            .filter(|&s| s != me && parts.is_publishing(s));
+        let Some(target) = speaker.or_else(|| parts.publishers(room, me).first().copied()) else {
+            return;
+        };
+        if p.source == Some(target) || p.pending == Some(target) {
+            return;
         }
-        if !still.is_empty() {
-            self.waiting.insert(room, still);
+        let old_pending = p.pending;
+        if let Some(old) = old_pending {
+            self.unwatch(id, old, parts);
+        }
+        let key = parts.key(target);
+        let s = self.stream(room, target, key);
+        s.watchers.push(id);
+        // A bridged WebRTC publisher is asked for a keyframe now.
+        let ask = (s.cache.gop_len() == 0)
+            .then(|| s.bridge.as_ref().and_then(|b| b.video).map(|a| a.source.0))
+            .flatten();
+        let cached: Vec<Media> = s.cache.gop().to_vec();
+        self.keyframe_requests.extend(ask);
+        if let Some(p) = self.programs.get_mut(&id) {
+            p.pending = Some(target);
+        }
+        // The target's cached GOP switches the program at once.
+        for m in &cached {
+            self.feed(now, id, target, m, actions);
+        }
+    }
+
+    /// Program `id` no longer shows or waits for `pid`.
+    fn unwatch(&mut self, id: u64, pid: Pid, parts: &Participants) {
+        if let Some(s) = self.streams.get_mut(&pid) {
+            s.watchers.retain(|&w| w != id);
+        }
+        self.forget_if_unused(pid, parts);
+    }
+
+    /// A message of participant `pid`'s stream, for program `id`: shown if
+    /// `pid` is its source, or the switch to `pid` at its keyframe.
+    fn feed(&mut self, now: Instant, id: u64, pid: Pid, m: &Media, actions: &mut Vec<Action>) {
+        let Some(p) = self.programs.get_mut(&id) else {
+            return;
+        };
+        let mut out: Vec<Media> = Vec::new();
+        if p.pending == Some(pid) && Frame::of(m) == Frame::Key {
+            // Switch: program time runs on from where it was.
+            let next = p.last_out.map_or(0, |t| t.wrapping_add(1));
+            p.offset = next as i64 - m.timestamp as i64;
+            let old = p.source.replace(pid);
+            p.pending = None;
+            if let Some(s) = self.streams.get(&pid) {
+                out.extend(s.cache.configs().cloned());
+            }
+            out.push(m.clone());
+            if let Some(old) = old.filter(|&o| o != pid) {
+                if let Some(s) = self.streams.get_mut(&old) {
+                    s.watchers.retain(|&w| w != id);
+                }
+            }
+        } else if p.source == Some(pid) {
+            out.push(m.clone());
+        } else {
+            return;
+        }
+        let Some(p) = self.programs.get_mut(&id) else {
+            return;
+        };
+        let mut timed = Vec::with_capacity(out.len());
+        for m in out {
+            let t = (m.timestamp as i64 + p.offset).clamp(0, u32::MAX as i64) as u32;
+            let t = if is_config_or_meta(&m) {
+                p.last_out.unwrap_or(t)
+            } else {
+                t
+            };
+            p.last_out = Some(p.last_out.map_or(t, |l| l.max(t)));
+            let m = Media {
+                type_id: m.type_id,
+                timestamp: t,
+                payload: m.payload,
+            };
+            p.cache.on_media(&m);
+            timed.push(m);
+        }
+        let players = p.players.clone();
+        for m in &timed {
+            self.offer_to(now, &players, m, actions);
         }
     }
 
@@ -633,8 +773,12 @@ impl Hub {
     pub fn participants(&self) -> Vec<RtmpSpec> {
         let mut out = Vec::new();
         for st in self.conns.values() {
-            let (Some(session), Role::Publisher { room, .. } | Role::Player { room, .. }) =
-                (st.session, st.role)
+            let (
+                Some(session),
+                Role::Publisher { room, .. }
+                | Role::Player { room, .. }
+                | Role::Program { room, .. },
+            ) = (st.session, st.role)
             else {
                 continue;
             };
@@ -683,7 +827,18 @@ impl Hub {
             .filter(|(_, s)| s.room == room)
             .map(|(&pid, _)| pid)
             .collect();
-        let mut conns: Vec<u32> = self.waiting.remove(&room).unwrap_or_default();
+        let ids: Vec<u64> = self
+            .programs
+            .iter()
+            .filter(|(_, p)| p.room == room)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut conns: Vec<u32> = Vec::new();
+        for id in ids {
+            if let Some(p) = self.programs.remove(&id) {
+                conns.extend(p.players);
+            }
+        }
         for pid in pids {
             if let Some(s) = self.streams.remove(&pid) {
                 conns.extend(s.publisher.into_iter().chain(s.players));
@@ -895,6 +1050,7 @@ impl Hub {
             cache: GopCache::new(gop_cache),
             bridge: None,
             rtp: None,
+            watchers: Vec::new(),
         })
     }
 
@@ -953,7 +1109,7 @@ impl Hub {
         }
         self.announce(idx, room, true);
         self.flush_conn(idx, actions);
-        self.refollow(now, room, parts, actions);
+        self.choose_all(now, room, parts, actions);
     }
 
     /// Ends publisher `old`, whose name a new connection pushes: it keeps
@@ -1013,21 +1169,74 @@ impl Hub {
                 if let Some(st) = self.conns.get_mut(&idx) {
                     st.joined = Some(pid);
                 }
-                self.attach_player(now, idx, room, pid, participant_key(name), false, actions);
+                self.attach_player(now, idx, room, pid, participant_key(name), actions);
             }
+            None => self.attach_program(now, idx, room, me, parts, actions),
+        }
+    }
+
+    /// Makes `idx` a player of `room`'s program as `me`: the program's
+    /// headers and GOP at once (made when its first player comes).
+    fn attach_program(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        room: u32,
+        me: &str,
+        parts: &Participants,
+        actions: &mut Vec<Action>,
+    ) {
+        let existing = self
+            .programs
+            .iter()
+            .find(|(_, p)| p.room == room && p.me == me)
+            .map(|(&id, _)| id);
+        let id = match existing {
+            Some(id) => id,
             None => {
-                if let Some(st) = self.conns.get_mut(&idx) {
-                    st.role = Role::Player {
+                self.next_program += 1;
+                let id = self.next_program;
+                self.programs.insert(
+                    id,
+                    Program {
                         room,
-                        stream: None,
-                        follow: true,
-                    };
-                    st.queue.wait_keyframe = true;
-                }
-                self.waiting.entry(room).or_default().push(idx);
-                self.refollow(now, room, parts, actions);
+                        me: me.to_string(),
+                        source: None,
+                        pending: None,
+                        players: Vec::new(),
+                        cache: GopCache::new(self.gop_cache),
+                        offset: 0,
+                        last_out: None,
+                    },
+                );
+                id
+            }
+        };
+        let Some(p) = self.programs.get_mut(&id) else {
+            return;
+        };
+        p.players.push(idx);
+        let replay: Vec<(Bytes, Frame)> = p
+            .cache
+            .replay()
+            .map(|m| (chunked(m), Frame::of(m)))
+            .collect();
+        if let Some(st) = self.conns.get_mut(&idx) {
+            st.role = Role::Program { room, program: id };
+            st.queue.wait_keyframe = true;
+            for (b, frame) in &replay {
+                let frame = if *frame == Frame::Delta {
+                    Frame::Config
+                } else {
+                    *frame
+                };
+                st.queue.offer(now, b, frame);
             }
         }
+        if !replay.is_empty() {
+            actions.push(Action::Wake(idx));
+        }
+        self.choose(now, id, parts, actions);
     }
 
     /// Makes `idx` a player of participant `pid`'s stream: headers and the
@@ -1040,7 +1249,6 @@ impl Hub {
         room: u32,
         pid: Pid,
         key: u32,
-        follow: bool,
         actions: &mut Vec<Action>,
     ) {
         let s = self.stream(room, pid, key);
@@ -1066,11 +1274,7 @@ impl Hub {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
         };
-        st.role = Role::Player {
-            room,
-            stream: Some(pid),
-            follow,
-        };
+        st.role = Role::Player { room, stream: pid };
         // Video before a keyframe cannot be decoded: without a cached GOP
         // the player waits for the publisher's next keyframe.
         st.queue.wait_keyframe = true;
@@ -1175,39 +1379,29 @@ impl Hub {
     }
 
     /// Whether RTP video of participant `pid` should be bridged to RTMP:
-    /// its stream has players, or `room` has players waiting to follow a
-    /// publisher (they follow `pid` from now on), and no RTMP client
+    /// its stream has players or programs watching it (a program of `room`
+    /// with nobody to show looks at `pid` now), and no RTMP client
     /// publishes as `pid`.
     pub fn wants_rtp(
         &mut self,
         now: Instant,
         room: u32,
         pid: Pid,
-        key: u32,
+        _key: u32,
         parts: &Participants,
     ) -> bool {
         if let Some(s) = self.streams.get(&pid) {
             return s.publisher.is_none();
         }
-        let Some(waiting) = self.waiting.remove(&room) else {
+        let idle = self
+            .programs
+            .values()
+            .any(|p| p.room == room && p.source.is_none() && p.pending.is_none());
+        if !idle {
             return false;
-        };
+        }
         let mut actions = std::mem::take(&mut self.deferred);
-        let mut still = Vec::new();
-        for idx in waiting {
-            let own = self
-                .conns
-                .get(&idx)
-                .is_some_and(|c| parts.find(room, &c.name) == Some(pid));
-            if own {
-                still.push(idx);
-            } else {
-                self.attach_player(now, idx, room, pid, key, true, &mut actions);
-            }
-        }
-        if !still.is_empty() {
-            self.waiting.insert(room, still);
-        }
+        self.choose_all(now, room, parts, &mut actions);
         self.deferred = actions;
         self.streams.contains_key(&pid)
     }
@@ -1369,19 +1563,30 @@ impl Hub {
     }
 
     /// A message of participant `pid`'s stream: into the GOP cache, chunked
-    /// once, offered to every player.
+    /// once, offered to every player; then to the programs that show it.
     fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
         s.cache.on_media(&m);
-        if s.players.is_empty() {
+        let watchers = s.watchers.clone();
+        if !s.players.is_empty() {
+            let players = s.players.clone();
+            self.offer_to(now, &players, &m, actions);
+        }
+        for id in watchers {
+            self.feed(now, id, pid, &m, actions);
+        }
+    }
+
+    /// `m` chunked once and offered to each of `players`.
+    fn offer_to(&mut self, now: Instant, players: &[u32], m: &Media, actions: &mut Vec<Action>) {
+        if players.is_empty() {
             return;
         }
-        let bytes = chunked(&m);
-        let frame = Frame::of(&m);
-        let players = s.players.clone();
-        for p in players {
+        let bytes = chunked(m);
+        let frame = Frame::of(m);
+        for &p in players {
             let Some(st) = self.conns.get_mut(&p) else {
                 continue;
             };
@@ -1408,6 +1613,11 @@ impl Hub {
             }
         }
     }
+}
+
+/// Metadata or a sequence header: placed at the program's current time.
+fn is_config_or_meta(m: &Media) -> bool {
+    m.type_id == types::DATA_AMF0 || Frame::of(m) == Frame::Config
 }
 
 #[cfg(test)]
@@ -1745,6 +1955,78 @@ mod tests {
             closed(&a, 1).is_some_and(|w| w.contains("already")),
             "{a:?}"
         );
+    }
+
+    /// Keyframes (mark, FLV time) of the video queued for player `idx`.
+    fn keyframes(h: &mut Hub, idx: u32) -> Vec<(u8, u32)> {
+        let q = h.queue(idx).unwrap();
+        let mut bytes = Vec::new();
+        while let Some(f) = q.front() {
+            bytes.extend_from_slice(f);
+            let n = f.len();
+            q.consumed(n);
+        }
+        let mut out = Vec::new();
+        ChunkReader::default()
+            .push(&bytes, |m| {
+                if m.type_id == types::VIDEO && m.payload.len() == 6 && m.payload[1] == 1 {
+                    out.push((m.payload[5], m.timestamp));
+                }
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    /// A keyframe marked `mark` at FLV time `ts` from publisher `idx`.
+    fn keyframe_at(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8, ts: u32) {
+        let mut m = Vec::new();
+        write_message(&mut m, 6, ts, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
+        write_message(
+            &mut m,
+            6,
+            ts,
+            types::VIDEO,
+            1,
+            &[0x17, 1, 0, 0, 0, mark],
+            128,
+        );
+        let mut a = Vec::new();
+        h.on_bytes(Instant::now(), idx, &m, rooms, &mut a);
+    }
+
+    /// `live/ROOM?participant=ME` is the room's program: the active
+    /// speaker other than ME, switched at the speaker's keyframe (at once
+    /// from its cached GOP), its time running on across the switch.
+    #[test]
+    fn the_program_follows_the_active_speaker_with_continuous_time() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(4);
+        send(&mut h, &mut rooms, 0, "publish", "r/alice");
+        send(&mut h, &mut rooms, 1, "publish", "r/bob");
+        send(&mut h, &mut rooms, 2, "play", "r?participant=carol");
+        send(&mut h, &mut rooms, 3, "play", "r?participant=alice");
+        keyframe_at(&mut h, &mut rooms, 0, 0xa1, 0);
+        keyframe_at(&mut h, &mut rooms, 1, 0xb1, 50_000);
+        keyframe_at(&mut h, &mut rooms, 0, 0xa2, 1_000);
+        // Before anyone spoke: the first publisher (but never yourself).
+        assert_eq!(keyframes(&mut h, 2), vec![(0xa1, 0), (0xa2, 1_000)]);
+        assert_eq!(keyframes(&mut h, 3), vec![(0xb1, 0)], "alice sees bob");
+        let (alice, bob) = (
+            rooms.parts.find(77, "alice").unwrap(),
+            rooms.parts.find(77, "bob").unwrap(),
+        );
+        // bob speaks: carol's program switches at once from bob's cached
+        // keyframe, one millisecond after alice's last frame.
+        h.speaker_changed(Instant::now(), 77, bob, &mut rooms.parts);
+        keyframe_at(&mut h, &mut rooms, 1, 0xb2, 51_000);
+        keyframe_at(&mut h, &mut rooms, 0, 0xa3, 2_000);
+        assert_eq!(keyframes(&mut h, 2), vec![(0xb1, 1_001), (0xb2, 2_001)]);
+        // alice speaks: alice's own program stays on bob.
+        h.speaker_changed(Instant::now(), 77, alice, &mut rooms.parts);
+        keyframe_at(&mut h, &mut rooms, 1, 0xb3, 52_000);
+        let mine = keyframes(&mut h, 3);
+        assert!(mine.iter().all(|(mark, _)| mark >> 4 == 0xb), "{mine:?}");
     }
 
     /// A WebRTC participant's RTP reaches the players of its name only.

@@ -110,6 +110,19 @@ impl GopCache {
     pub fn gop_len(&self) -> usize {
         self.gop.len()
     }
+
+    /// Metadata and sequence headers: what a decoder needs before a keyframe.
+    pub fn configs(&self) -> impl Iterator<Item = &Media> {
+        self.metadata
+            .iter()
+            .chain(&self.video_config)
+            .chain(&self.audio_config)
+    }
+
+    /// The GOP so far, from its keyframe.
+    pub fn gop(&self) -> &[Media] {
+        &self.gop
+    }
 }
 
 /// One media message as chunks, the same bytes for every player.
