@@ -373,6 +373,9 @@ pub struct Hub {
     next_program: u64,
     /// Each room's active speaker, as the core told it.
     speakers: HashMap<u32, Pid>,
+    /// When an idle program (nobody to show) may look at a publisher's
+    /// packets again: not at every packet of, say, its own participant.
+    next_idle_choose: Option<Instant>,
     gop_cache: bool,
     pub stats: HubStats,
     events: Vec<Event>,
@@ -423,6 +426,7 @@ impl Hub {
             programs: HashMap::new(),
             next_program: 0,
             speakers: HashMap::new(),
+            next_idle_choose: None,
             gop_cache,
             stats: HubStats::default(),
             events: Vec::new(),
@@ -1397,9 +1401,10 @@ impl Hub {
             .programs
             .values()
             .any(|p| p.room == room && p.source.is_none() && p.pending.is_none());
-        if !idle {
+        if !idle || self.next_idle_choose.is_some_and(|t| now < t) {
             return false;
         }
+        self.next_idle_choose = Some(now + IDLE_CHOOSE_EVERY);
         let mut actions = std::mem::take(&mut self.deferred);
         self.choose_all(now, room, parts, &mut actions);
         self.deferred = actions;
@@ -1614,6 +1619,9 @@ impl Hub {
         }
     }
 }
+
+/// How often an idle program looks at arriving WebRTC/RTP publishers.
+const IDLE_CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Metadata or a sequence header: placed at the program's current time.
 fn is_config_or_meta(m: &Media) -> bool {
