@@ -1220,27 +1220,46 @@ impl Hub {
             return;
         };
         p.players.push(idx);
-        let replay: Vec<(Bytes, Frame)> = p
-            .cache
-            .replay()
-            .map(|m| (chunked(m), Frame::of(m)))
-            .collect();
-        if let Some(st) = self.conns.get_mut(&idx) {
-            st.role = Role::Program { room, program: id };
-            st.queue.wait_keyframe = true;
-            for (b, frame) in &replay {
-                let frame = if *frame == Frame::Delta {
-                    Frame::Config
-                } else {
-                    *frame
-                };
-                st.queue.offer(now, b, frame);
-            }
+        let replay = replay_of(&p.cache);
+        self.start_player(
+            now,
+            idx,
+            Role::Program { room, program: id },
+            replay,
+            actions,
+        );
+        self.choose(now, id, parts, actions);
+    }
+
+    /// Player `idx` starts with `replay` (a GOP cache's headers and GOP,
+    /// chunked for it), waiting for a keyframe if there is none.
+    fn start_player(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        role: Role,
+        replay: Vec<(Bytes, Frame)>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        st.role = role;
+        // Video before a keyframe cannot be decoded: without a cached GOP
+        // the player waits for the publisher's next keyframe.
+        st.queue.wait_keyframe = true;
+        for (b, frame) in &replay {
+            // The cached GOP is one coherent unit: never dropped.
+            let frame = if *frame == Frame::Delta {
+                Frame::Config
+            } else {
+                *frame
+            };
+            st.queue.offer(now, b, frame);
         }
         if !replay.is_empty() {
             actions.push(Action::Wake(idx));
         }
-        self.choose(now, id, parts, actions);
     }
 
     /// Makes `idx` a player of participant `pid`'s stream: headers and the
@@ -1265,35 +1284,9 @@ impl Hub {
             }
         }
         // A picture at once: headers and the GOP so far, serialized for this player.
-        let replay: Vec<(Bytes, Frame)> = self
-            .streams
-            .get(&pid)
-            .map(|s| {
-                s.cache
-                    .replay()
-                    .map(|m| (chunked(m), Frame::of(m)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let Some(st) = self.conns.get_mut(&idx) else {
-            return;
-        };
-        st.role = Role::Player { room, stream: pid };
-        // Video before a keyframe cannot be decoded: without a cached GOP
-        // the player waits for the publisher's next keyframe.
-        st.queue.wait_keyframe = true;
-        for (b, frame) in &replay {
-            // The cached GOP is one coherent unit: never dropped.
-            let frame = if *frame == Frame::Delta {
-                Frame::Config
-            } else {
-                *frame
-            };
-            st.queue.offer(now, b, frame);
-        }
-        if !replay.is_empty() {
-            actions.push(Action::Wake(idx));
-        }
+        let replay = self.streams.get(&pid).map(|s| replay_of(&s.cache));
+        let role = Role::Player { room, stream: pid };
+        self.start_player(now, idx, role, replay.unwrap_or_default(), actions);
     }
 
     fn on_media(&mut self, now: Instant, idx: u32, m: Media, actions: &mut Vec<Action>) {
@@ -1618,6 +1611,11 @@ impl Hub {
             }
         }
     }
+}
+
+/// A GOP cache's headers and GOP, chunked, for a player that starts.
+fn replay_of(cache: &GopCache) -> Vec<(Bytes, Frame)> {
+    cache.replay().map(|m| (chunked(m), Frame::of(m))).collect()
 }
 
 /// How often an idle program looks at arriving WebRTC/RTP publishers.
