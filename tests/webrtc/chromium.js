@@ -30,3 +30,25 @@ exports.waitFor = async (page, fn, timeoutMs, what) => {
     await new Promise((r) => setTimeout(r, 50));
   }
 };
+
+// Runs `body(browser, out)` in a launched Chromium, then prints `out` as
+// the one JSON line the Rust test reads (with `error` set if it threw).
+exports.report = async (body) => {
+  const browser = await exports.launch();
+  const out = {};
+  try {
+    await body(browser, out);
+  } catch (e) {
+    out.error = String(e);
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(out));
+};
+
+// Clicks each demo page's Stop (DELETEs its sessions), and lets the
+// requests leave before the browser closes.
+exports.stop = async (pages) => {
+  for (const page of pages) await page.evaluate(() => document.getElementById("stop").click());
+  await new Promise((r) => setTimeout(r, 300));
+};

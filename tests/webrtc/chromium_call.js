@@ -7,37 +7,27 @@
 //
 // Run it inside a network namespace that has only `lo` (TESTING.md).
 "use strict";
-const { launch, waitFor } = require("./chromium");
+const { report, stop, waitFor } = require("./chromium");
 
 const [api, room, name] = process.argv.slice(2, 5);
 const seconds = Number(process.argv[5] || 5);
 
-(async () => {
-  const browser = await launch();
-  const out = {};
-  try {
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(`${api}/?room=${room}&name=${name}&call=1`);
-    await waitFor(page, () => window.mgw.state === "connected" || window.mgw.error, 15000, "call connected");
-    out.participant = await page.evaluate(() => window.mgw.participant);
-    // Join → the first frame of someone else decoded.
-    out.first_other_frame_ms = await waitFor(page, async () => {
-      if (window.mgw.error) return -1;
-      const tiles = await window.mgw.tileStats();
-      return tiles.some((t) => t.framesDecoded > 0) ? performance.now() - window.mgw.t0 : 0;
-    }, 20000, "a frame of another participant");
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    out.tiles = await page.evaluate(() => window.mgw.tileStats());
-    out.labels = await page.evaluate(() => [...document.querySelectorAll(".tile span")].map((s) => s.textContent));
-    out.urls = await page.evaluate(() => document.getElementById("urls").innerText);
-    if (process.argv[6]) await page.screenshot({ path: process.argv[6] });
-    out.error = await page.evaluate(() => window.mgw.error);
-    await page.evaluate(() => document.getElementById("stop").click());
-    await new Promise((r) => setTimeout(r, 300));
-  } catch (e) {
-    out.error = String(e);
-  } finally {
-    await browser.close();
-  }
-  console.log(JSON.stringify(out));
-})();
+report(async (browser, out) => {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${api}/?room=${room}&name=${name}&call=1`);
+  await waitFor(page, () => window.mgw.state === "connected" || window.mgw.error, 15000, "call connected");
+  out.participant = await page.evaluate(() => window.mgw.participant);
+  // Join → the first frame of someone else decoded.
+  out.first_other_frame_ms = await waitFor(page, async () => {
+    if (window.mgw.error) return -1;
+    const tiles = await window.mgw.tileStats();
+    return tiles.some((t) => t.framesDecoded > 0) ? performance.now() - window.mgw.t0 : 0;
+  }, 20000, "a frame of another participant");
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  out.tiles = await page.evaluate(() => window.mgw.tileStats());
+  out.labels = await page.evaluate(() => [...document.querySelectorAll(".tile span")].map((s) => s.textContent));
+  out.urls = await page.evaluate(() => document.getElementById("urls").innerText);
+  if (process.argv[6]) await page.screenshot({ path: process.argv[6] });
+  out.error = await page.evaluate(() => window.mgw.error);
+  await stop([page]);
+});
