@@ -366,10 +366,7 @@ impl Core {
     /// A participant's RTP video, to its RTMP players (depacketized).
     fn bridge_video(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
         let parts = &self.router.participants;
-        if !self
-            .hub
-            .wants_rtp(now, inbound.room, inbound.participant, inbound.key, parts)
-        {
+        if !self.hub.wants_rtp(now, inbound.participant, parts) {
             return;
         }
         let Ok(h) = RtpHeader::parse(pkt) else { return };
@@ -692,7 +689,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtmp::chunk::{write_message, ChunkReader};
+    use crate::rtmp::chunk::write_message;
     use crate::rtmp::conn::{types, Conn};
     use rml_amf0::Amf0Value;
     use std::net::Ipv4Addr;
@@ -745,22 +742,11 @@ mod tests {
     /// The video messages queued for RTMP connection `idx`.
     fn videos(core: &mut Core, idx: u32) -> Vec<Vec<u8>> {
         let q = core.rtmp_queue(idx).unwrap();
-        let mut bytes = Vec::new();
-        while let Some(f) = q.front() {
-            bytes.extend_from_slice(f);
-            let n = f.len();
-            q.consumed(n);
-        }
-        let mut out = Vec::new();
-        ChunkReader::default()
-            .push(&bytes, |m| {
-                if m.type_id == types::VIDEO {
-                    out.push(m.payload.to_vec());
-                }
-                Ok(())
-            })
-            .unwrap();
-        out
+        q.take_messages()
+            .into_iter()
+            .filter(|m| m.type_id == types::VIDEO)
+            .map(|m| m.payload.to_vec())
+            .collect()
     }
 
     /// What a datagram asks for leaves in the same turn: a STUN check's

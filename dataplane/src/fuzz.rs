@@ -255,8 +255,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                     let _ = rooms.1.publish(pid, Kinds::BOTH, false);
                     pid
                 });
-                let key = gateway_ring::msg::participant_key("web");
-                if !hub.wants_rtp(now, room, web, key, &rooms.1) {
+                if !hub.wants_rtp(now, web, &rooms.1) {
                     continue;
                 }
                 hub.on_rtp_video(

@@ -189,6 +189,19 @@ struct Program {
     last_out: Option<u32>,
 }
 
+impl Stream {
+    /// The ingest to ask for a keyframe when someone starts watching: a
+    /// bridged WebRTC publisher, when the cache holds no GOP (an encoder
+    /// with long GOPs, or the cache was bounded out). An RTMP publisher
+    /// cannot be asked.
+    fn keyframe_source(&self) -> Option<u64> {
+        if self.cache.gop_len() > 0 {
+            return None;
+        }
+        self.bridge.as_ref()?.video.map(|a| a.source.0)
+    }
+}
+
 /// FLV video → RTP for one participant, with the RTP packets of the latest
 /// GOP so a WHEP player joining gets a picture at once (an RTMP publisher
 /// cannot be asked for a keyframe).
@@ -529,12 +542,7 @@ impl Hub {
         if self.speakers.get(&room) == Some(&pid) {
             self.speakers.remove(&room);
         }
-        let ids: Vec<u64> = self
-            .programs
-            .iter()
-            .filter(|(_, p)| p.room == room && (p.source == Some(pid) || p.pending == Some(pid)))
-            .map(|(&id, _)| id)
-            .collect();
+        let ids = self.programs_of(room, |p| p.source == Some(pid) || p.pending == Some(pid));
         for id in ids {
             if let Some(p) = self.programs.get_mut(&id) {
                 if p.source == Some(pid) {
@@ -561,6 +569,15 @@ impl Hub {
         self.deferred = actions;
     }
 
+    /// The ids of `room`'s programs that `pick` takes.
+    fn programs_of(&self, room: u32, pick: impl Fn(&Program) -> bool) -> Vec<u64> {
+        self.programs
+            .iter()
+            .filter(|(_, p)| p.room == room && pick(p))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
     /// Every program of `room` looks again at whom it should show.
     fn choose_all(
         &mut self,
@@ -569,13 +586,7 @@ impl Hub {
         parts: &Participants,
         actions: &mut Vec<Action>,
     ) {
-        let ids: Vec<u64> = self
-            .programs
-            .iter()
-            .filter(|(_, p)| p.room == room)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+        for id in self.programs_of(room, |_| true) {
             self.choose(now, id, parts, actions);
         }
     }
@@ -609,10 +620,7 @@ impl Hub {
         let key = parts.key(target);
         let s = self.stream(room, target, key);
         s.watchers.push(id);
-        // A bridged WebRTC publisher is asked for a keyframe now.
-        let ask = (s.cache.gop_len() == 0)
-            .then(|| s.bridge.as_ref().and_then(|b| b.video).map(|a| a.source.0))
-            .flatten();
+        let ask = s.keyframe_source();
         let cached: Vec<Media> = s.cache.gop().to_vec();
         self.keyframe_requests.extend(ask);
         if let Some(p) = self.programs.get_mut(&id) {
@@ -831,12 +839,7 @@ impl Hub {
             .filter(|(_, s)| s.room == room)
             .map(|(&pid, _)| pid)
             .collect();
-        let ids: Vec<u64> = self
-            .programs
-            .iter()
-            .filter(|(_, p)| p.room == room)
-            .map(|(&id, _)| id)
-            .collect();
+        let ids = self.programs_of(room, |_| true);
         let mut conns: Vec<u32> = Vec::new();
         for id in ids {
             if let Some(p) = self.programs.remove(&id) {
@@ -1276,13 +1279,8 @@ impl Hub {
     ) {
         let s = self.stream(room, pid, key);
         s.players.push(idx);
-        // A bridged WebRTC publisher can be asked for the keyframe the cache
-        // lacks (an encoder with long GOPs, or the cache was bounded out).
-        if s.cache.gop_len() == 0 {
-            if let Some(a) = s.bridge.as_ref().and_then(|b| b.video) {
-                self.keyframe_requests.push(a.source.0);
-            }
-        }
+        let ask = s.keyframe_source();
+        self.keyframe_requests.extend(ask);
         // A picture at once: headers and the GOP so far, serialized for this player.
         let replay = self.streams.get(&pid).map(|s| replay_of(&s.cache));
         let role = Role::Player { room, stream: pid };
@@ -1376,30 +1374,31 @@ impl Hub {
     }
 
     /// Whether RTP video of participant `pid` should be bridged to RTMP:
-    /// its stream has players or programs watching it (a program of `room`
-    /// with nobody to show looks at `pid` now), and no RTMP client
-    /// publishes as `pid`.
-    pub fn wants_rtp(
-        &mut self,
-        now: Instant,
-        room: u32,
-        pid: Pid,
-        _key: u32,
-        parts: &Participants,
-    ) -> bool {
+    /// its stream has players or programs watching it (an idle program may
+    /// choose `pid` now), and no RTMP client publishes as `pid`.
+    pub fn wants_rtp(&mut self, now: Instant, pid: Pid, parts: &Participants) -> bool {
         if let Some(s) = self.streams.get(&pid) {
             return s.publisher.is_none();
         }
-        let idle = self
-            .programs
-            .values()
-            .any(|p| p.room == room && p.source.is_none() && p.pending.is_none());
-        if !idle || self.next_idle_choose.is_some_and(|t| now < t) {
+        // Idle programs (nobody to show) look at the publishers at most
+        // every IDLE_CHOOSE_EVERY, all rooms at once: not a scan at every
+        // packet of a publisher nobody plays over RTMP.
+        if self.next_idle_choose.is_some_and(|t| now < t) {
             return false;
         }
         self.next_idle_choose = Some(now + IDLE_CHOOSE_EVERY);
+        let mut idle: Vec<u32> = self
+            .programs
+            .values()
+            .filter(|p| p.source.is_none() && p.pending.is_none())
+            .map(|p| p.room)
+            .collect();
+        idle.sort_unstable();
+        idle.dedup();
         let mut actions = std::mem::take(&mut self.deferred);
-        self.choose_all(now, room, parts, &mut actions);
+        for r in idle {
+            self.choose_all(now, r, parts, &mut actions);
+        }
         self.deferred = actions;
         self.streams.contains_key(&pid)
     }
@@ -1629,7 +1628,7 @@ fn is_config_or_meta(m: &Media) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtmp::chunk::{write_message, ChunkReader};
+    use crate::rtmp::chunk::write_message;
     use crate::rtmp::conn::types;
     use rml_amf0::Amf0Value;
 
@@ -1739,20 +1738,10 @@ mod tests {
 
     fn drain(h: &mut Hub, idx: u32) -> Vec<(u8, Bytes)> {
         let q = h.queue(idx).unwrap();
-        let mut bytes = Vec::new();
-        while let Some(f) = q.front() {
-            bytes.extend_from_slice(f);
-            let n = f.len();
-            q.consumed(n);
-        }
-        let mut r = ChunkReader::default();
-        let mut out = Vec::new();
-        r.push(&bytes, |m| {
-            out.push((m.type_id, m.payload));
-            Ok(())
-        })
-        .unwrap();
-        out
+        q.take_messages()
+            .into_iter()
+            .map(|m| (m.type_id, m.payload))
+            .collect()
     }
 
     #[test]
@@ -1966,22 +1955,11 @@ mod tests {
     /// Keyframes (mark, FLV time) of the video queued for player `idx`.
     fn keyframes(h: &mut Hub, idx: u32) -> Vec<(u8, u32)> {
         let q = h.queue(idx).unwrap();
-        let mut bytes = Vec::new();
-        while let Some(f) = q.front() {
-            bytes.extend_from_slice(f);
-            let n = f.len();
-            q.consumed(n);
-        }
-        let mut out = Vec::new();
-        ChunkReader::default()
-            .push(&bytes, |m| {
-                if m.type_id == types::VIDEO && m.payload.len() == 6 && m.payload[1] == 1 {
-                    out.push((m.payload[5], m.timestamp));
-                }
-                Ok(())
-            })
-            .unwrap();
-        out
+        q.take_messages()
+            .into_iter()
+            .filter(|m| m.type_id == types::VIDEO && m.payload.len() == 6 && m.payload[1] == 1)
+            .map(|m| (m.payload[5], m.timestamp))
+            .collect()
     }
 
     /// A keyframe marked `mark` at FLV time `ts` from publisher `idx`.
@@ -2045,9 +2023,8 @@ mod tests {
         rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
         send(&mut h, &mut rooms, 1, "play", "r/web");
         send(&mut h, &mut rooms, 2, "play", "r/bob");
-        let key = participant_key("web");
         let t0 = Instant::now();
-        assert!(h.wants_rtp(t0, 77, web, key, &rooms.parts));
+        assert!(h.wants_rtp(t0, web, &rooms.parts));
         let mut a = Vec::new();
         // SPS, PPS, IDR as single NAL unit packets.
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];

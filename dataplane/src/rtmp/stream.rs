@@ -223,6 +223,26 @@ impl Default for PlayerQueue {
 }
 
 impl PlayerQueue {
+    /// Test helper: everything queued, sent and read back as messages, the
+    /// way a player's chunk reader sees them.
+    #[cfg(test)]
+    pub(crate) fn take_messages(&mut self) -> Vec<super::chunk::Message> {
+        let mut bytes = Vec::new();
+        while let Some(f) = self.front() {
+            bytes.extend_from_slice(f);
+            let n = f.len();
+            self.consumed(n);
+        }
+        let mut out = Vec::new();
+        super::chunk::ChunkReader::default()
+            .push(&bytes, |m| {
+                out.push(m);
+                Ok(())
+            })
+            .expect("the queue holds well-formed chunks");
+        out
+    }
+
     /// Control output (handshake, command answers): never dropped, but a
     /// client that lets `max_unread` pile up (pings it never reads the
     /// answers to, commands in a loop) is not reading: false, close it.
