@@ -46,7 +46,9 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 pt: 111,
                 ssrc: 0x6000 + session as u32,
                 source: 0,
-                audio_level: 0,
+                // Audio levels negotiated: the udp_router target reaches
+                // their extension parser.
+                audio_level: 1,
             },
         ],
         created_ms: 0,
