@@ -49,7 +49,7 @@ use crate::rtmp::conn::Event as RtmpEvent;
 use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp};
 use crate::rtmp::stream::PlayerQueue;
 use crate::rtp::RtpHeader;
-use crate::transcode::{Done, Job};
+use crate::transcode::{Done, Job, OpusUses};
 
 /// How often RTCP reports go out and consent is checked.
 pub const TICK_EVERY: Duration = Duration::from_millis(250);
@@ -397,31 +397,43 @@ impl Core {
         self.collect(now);
     }
 
-    /// A participant's Opus, to the transcoder when its RTMP players want it.
+    /// A participant's Opus, to the transcoder when it is wanted: by its
+    /// RTMP players (as AAC), by the room's programs (in their mixes, and
+    /// its level when the publisher sends none).
     fn bridge_audio(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
         let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
-        let Some(changed) = self.hub.on_rtp_audio(
+        let stream = inbound.participant;
+        let bridged = self.hub.on_rtp_audio(
             now,
-            inbound.participant,
+            stream,
             (inbound.ingest, inbound.ssrc),
             sr,
             inbound.timestamp,
-        ) else {
-            return;
+        );
+        let mixes = self
+            .hub
+            .mixes_for(inbound.room, stream, &self.router.participants);
+        let uses = OpusUses {
+            bridge: bridged.is_some(),
+            level: inbound.level.is_none() && !mixes.is_empty(),
+            mixes,
         };
+        if uses == OpusUses::default() {
+            return;
+        }
         let Ok(h) = RtpHeader::parse(pkt) else { return };
-        let stream = inbound.participant;
-        if changed {
+        if bridged == Some(true) {
             self.outputs.push_back(Output::Transcode {
                 job: Job::Reset { stream },
                 from: None,
             });
         }
         self.outputs.push_back(Output::Transcode {
-            job: Job::OpusToAac {
+            job: Job::Opus {
                 stream,
                 rtp_ts: h.timestamp,
                 opus: pkt[h.len..].to_vec(),
+                uses,
             },
             from: Some(inbound.ingest),
         });
@@ -440,8 +452,9 @@ impl Core {
         self.collect(now);
     }
 
-    /// What the transcoder made: AAC for a participant's RTMP players, or
-    /// Opus RTP from an RTMP publisher for the room's WebRTC side.
+    /// What the transcoder made: AAC for a participant's RTMP players, Opus
+    /// RTP from an RTMP publisher for the room's WebRTC side, a level, or a
+    /// program's mix.
     pub fn handle_transcoded(&mut self, now: Instant, done: Done) {
         match done {
             Done::Aac {
@@ -451,6 +464,12 @@ impl Core {
             } => self
                 .hub
                 .on_aac(now, stream, rtp_ts, tags, &mut self.actions),
+            Done::Level { stream, level } => {
+                if let Some(room) = self.router.participants.room_of(stream) {
+                    self.on_level(now, room, stream, level);
+                }
+            }
+            Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.actions),
             Done::Opus {
                 stream,
                 ms,

@@ -15,6 +15,7 @@ pub mod fuzz;
 pub mod h264;
 pub mod ice;
 pub mod limits;
+pub mod mix;
 pub mod nack;
 pub mod participants;
 pub mod router;

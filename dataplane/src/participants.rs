@@ -187,6 +187,10 @@ impl Participants {
         self.by_pid.get(&pid).map(|p| p.name.as_str())
     }
 
+    pub fn room_of(&self, pid: Pid) -> Option<u32> {
+        self.by_pid.get(&pid).map(|p| p.room)
+    }
+
     /// [`participant_key`] of `pid`'s name (0 for nobody).
     pub fn key(&self, pid: Pid) -> u32 {
         self.by_pid.get(&pid).map_or(0, |p| p.key)

@@ -8,16 +8,29 @@
 //! transcoder thread ([`spawn`]), never on the shard's packet loop: a 20 ms
 //! frame costs ~0.15 ms to transcode, a hundred times a forwarded packet.
 //!
+//! Each participant's audio is decoded once, then goes where it is wanted:
+//!
 //! ```text
-//! Opus RTP payload ─▶ OpusToAac ─▶ 48 kHz stereo PCM ─▶ AAC-LC 1024-sample frames ─▶ FLV audio tags
-//! FLV audio tag    ─▶ AacToOpus ─▶ 48 kHz stereo PCM ─▶ Opus 20 ms frames           ─▶ RTP payloads
+//! Opus RTP payload ─▶ OpusIn ─┬─▶ 48 kHz stereo PCM ─▶ AacOut ─▶ FLV audio tags (its RTMP players)
+//!                             ├─▶ level (RFC 6464)   (a publisher that sends none)
+//!                             └─▶ the room's mixes (each program's but its own)
+//! FLV audio tag    ─▶ AacIn  ─┬─▶ 48 kHz stereo PCM ─▶ OpusOut ─▶ 20 ms Opus (its WebRTC players)
+//!                             ├─▶ level
+//!                             └─▶ the room's mixes
+//! mix (crate::mix)  ─▶ AacOut ─▶ FLV audio tags of a program
 //! ```
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::{Duration, Instant};
 
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
 use opus_rs::{Application, OpusDecoder, OpusEncoder};
 use tracing::warn;
+
+use crate::mix::{self, Mixer};
+use crate::participants::Pid;
 
 pub const RATE: u32 = 48_000;
 pub const CHANNELS: usize = 2;
@@ -28,20 +41,46 @@ pub const OPUS_FRAME: usize = 960;
 /// Longest Opus frame a decoder is asked for (120 ms).
 const MAX_OPUS_FRAME: usize = 5760;
 
-/// Opus packets (from RTP) to FLV AAC audio tag bodies.
-pub struct OpusToAac {
+/// Decodes one participant's Opus packets to 48 kHz stereo PCM.
+struct OpusIn {
     dec: OpusDecoder,
+    pcm: Vec<f32>,
+}
+
+impl OpusIn {
+    fn new() -> Result<OpusIn, String> {
+        let dec =
+            OpusDecoder::new(RATE as i32, CHANNELS).map_err(|e| format!("opus decoder: {e}"))?;
+        Ok(OpusIn {
+            dec,
+            pcm: vec![0.0; MAX_OPUS_FRAME * CHANNELS],
+        })
+    }
+
+    /// Interleaved samples of one packet (an empty one conceals a lost 20
+    /// ms frame); `None` if it does not decode.
+    fn decode(&mut self, opus: &[u8]) -> Option<&[f32]> {
+        match self.dec.decode(opus, MAX_OPUS_FRAME, &mut self.pcm) {
+            Ok(n) => Some(&self.pcm[..n * CHANNELS]),
+            Err(e) => {
+                warn!("undecodable Opus packet dropped: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// 48 kHz stereo PCM to FLV AAC audio tag bodies, the sequence header first.
+pub struct AacOut {
     enc: fdk_aac::enc::Encoder,
     asc: Vec<u8>,
-    pcm_f: Vec<f32>,
+    sent_config: bool,
     pending: Vec<i16>,
     out: Vec<u8>,
 }
 
-impl OpusToAac {
-    pub fn new() -> Result<OpusToAac, String> {
-        let dec =
-            OpusDecoder::new(RATE as i32, CHANNELS).map_err(|e| format!("opus decoder: {e}"))?;
+impl AacOut {
+    pub fn new() -> Result<AacOut, String> {
         let enc = fdk_aac::enc::Encoder::new(EncoderParams {
             bit_rate: BitRate::Cbr(128_000),
             sample_rate: RATE,
@@ -52,11 +91,10 @@ impl OpusToAac {
         .map_err(|e| format!("AAC encoder: {e:?}"))?;
         let info = enc.info().map_err(|e| format!("AAC encoder info: {e:?}"))?;
         let asc = info.confBuf[..info.confSize as usize].to_vec();
-        Ok(OpusToAac {
-            dec,
+        Ok(AacOut {
             enc,
             asc,
-            pcm_f: vec![0.0; MAX_OPUS_FRAME * CHANNELS],
+            sent_config: false,
             pending: Vec::with_capacity(AAC_FRAME * CHANNELS * 4),
             out: vec![0; 8192],
         })
@@ -69,21 +107,15 @@ impl OpusToAac {
         b
     }
 
-    /// Decodes one Opus packet (an empty one conceals a lost 20 ms frame)
-    /// and appends the FLV tag bodies of every AAC frame now complete.
-    pub fn push(&mut self, opus: &[u8], out: &mut Vec<Vec<u8>>) {
-        let n = match self.dec.decode(opus, MAX_OPUS_FRAME, &mut self.pcm_f) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!("undecodable Opus packet dropped: {e}");
-                return;
-            }
-        };
-        self.pending.extend(
-            self.pcm_f[..n * CHANNELS]
-                .iter()
-                .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16),
-        );
+    /// Appends the tag bodies of every AAC frame now complete (after the
+    /// sequence header, the first time).
+    pub fn push(&mut self, pcm: &[f32], tags: &mut Vec<Vec<u8>>) {
+        if !self.sent_config {
+            self.sent_config = true;
+            tags.push(self.config_tag());
+        }
+        self.pending
+            .extend(pcm.iter().map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16));
         let frame = AAC_FRAME * CHANNELS;
         while self.pending.len() >= frame {
             match self.enc.encode(&self.pending[..frame], &mut self.out) {
@@ -93,7 +125,7 @@ impl OpusToAac {
                     if info.output_size > 0 {
                         let mut tag = vec![0xaf, 1];
                         tag.extend_from_slice(&self.out[..info.output_size]);
-                        out.push(tag);
+                        tags.push(tag);
                     }
                 }
                 Err(e) => {
@@ -106,36 +138,28 @@ impl OpusToAac {
     }
 }
 
-/// FLV AAC audio tag bodies to 20 ms Opus packets.
-pub struct AacToOpus {
+/// FLV AAC audio tag bodies of one participant to 48 kHz stereo PCM.
+struct AacIn {
     dec: fdk_aac::dec::Decoder,
-    enc: OpusEncoder,
     configured: bool,
     pcm_i: Vec<i16>,
-    pending: Vec<f32>,
-    out: Vec<u8>,
+    pcm: Vec<f32>,
 }
 
-impl AacToOpus {
-    pub fn new() -> Result<AacToOpus, String> {
-        let mut enc = OpusEncoder::new(RATE as i32, CHANNELS, Application::Audio)
-            .map_err(|e| format!("opus encoder: {e}"))?;
-        enc.bitrate_bps = 64_000;
-        Ok(AacToOpus {
+impl AacIn {
+    fn new() -> AacIn {
+        AacIn {
             dec: fdk_aac::dec::Decoder::new(fdk_aac::dec::Transport::Raw),
-            enc,
             configured: false,
             pcm_i: vec![0; 8 * AAC_FRAME * CHANNELS],
-            pending: Vec::with_capacity(OPUS_FRAME * CHANNELS * 4),
-            out: vec![0; 1500],
-        })
+            pcm: Vec::with_capacity(8 * AAC_FRAME * CHANNELS),
+        }
     }
 
-    /// One FLV audio tag body; appends the Opus packets now complete, and
-    /// returns the decoded frame's level (RFC 6464 -dBov, for the room's
-    /// active speaker). AAC at sample rates other than 48 kHz is not
-    /// bridged (no resampler).
-    pub fn push(&mut self, body: &[u8], out: &mut Vec<Vec<u8>>) -> Option<u8> {
+    /// One FLV audio tag body: the samples of its frame, `None` for a
+    /// sequence header or what does not decode. AAC at sample rates other
+    /// than 48 kHz is not bridged (no resampler).
+    fn push(&mut self, body: &[u8]) -> Option<&[f32]> {
         if body.len() < 2 || body[0] >> 4 != 10 {
             return None; // not AAC
         }
@@ -156,30 +180,54 @@ impl AacToOpus {
             return None;
         }
         let n = self.dec.decoded_frame_size().min(self.pcm_i.len());
-        let level = audio_level(&self.pcm_i[..n]);
-        self.pending
+        self.pcm.clear();
+        self.pcm
             .extend(self.pcm_i[..n].iter().map(|&s| s as f32 / 32768.0));
+        Some(&self.pcm)
+    }
+}
+
+/// 48 kHz stereo PCM to 20 ms Opus packets.
+struct OpusOut {
+    enc: OpusEncoder,
+    pending: Vec<f32>,
+    out: Vec<u8>,
+}
+
+impl OpusOut {
+    fn new() -> Result<OpusOut, String> {
+        let mut enc = OpusEncoder::new(RATE as i32, CHANNELS, Application::Audio)
+            .map_err(|e| format!("opus encoder: {e}"))?;
+        enc.bitrate_bps = 64_000;
+        Ok(OpusOut {
+            enc,
+            pending: Vec::with_capacity(OPUS_FRAME * CHANNELS * 4),
+            out: vec![0; 1500],
+        })
+    }
+
+    fn push(&mut self, pcm: &[f32], packets: &mut Vec<Vec<u8>>) {
+        self.pending.extend_from_slice(pcm);
         let frame = OPUS_FRAME * CHANNELS;
         while self.pending.len() >= frame {
             if let Ok(len) = self
                 .enc
                 .encode(&self.pending[..frame], OPUS_FRAME, &mut self.out)
             {
-                out.push(self.out[..len].to_vec());
+                packets.push(self.out[..len].to_vec());
             }
             self.pending.drain(..frame);
         }
-        Some(level)
     }
 }
 
 /// The level of PCM samples as RFC 6464 has it: the RMS against full
 /// scale in -dBov, 0 (loudest) to 127 (silence or quieter).
-pub fn audio_level(pcm: &[i16]) -> u8 {
+pub fn audio_level(pcm: &[f32]) -> u8 {
     if pcm.is_empty() {
         return 127;
     }
-    let sum: f64 = pcm.iter().map(|&s| (s as f64 / 32768.0).powi(2)).sum();
+    let sum: f64 = pcm.iter().map(|&s| (s as f64).powi(2)).sum();
     let rms = (sum / pcm.len() as f64).sqrt();
     if rms <= 0.0 {
         return 127;
@@ -187,37 +235,63 @@ pub fn audio_level(pcm: &[i16]) -> u8 {
     (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8
 }
 
-/// Work for the transcoder thread, per participant stream (its [`crate::participants::Pid`]).
+/// What a participant's decoded Opus is for.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OpusUses {
+    /// AAC for the participant's own RTMP players.
+    pub bridge: bool,
+    /// Its level, for the room's active speaker (a publisher that sends none).
+    pub level: bool,
+    /// The programs whose mix it is in.
+    pub mixes: Vec<u64>,
+}
+
+/// Work for the transcoder thread. Streams are participants
+/// ([`crate::participants::Pid`]); mixes are programs (the hub's ids).
 pub enum Job {
-    /// An Opus RTP payload (of RTP time `rtp_ts`) of the stream's WebRTC
-    /// publisher, for RTMP players.
-    OpusToAac {
-        stream: u32,
+    /// An Opus RTP payload (of RTP time `rtp_ts`) of the participant's
+    /// WebRTC or RTP publisher.
+    Opus {
+        stream: Pid,
         rtp_ts: u32,
         opus: Vec<u8>,
+        uses: OpusUses,
     },
-    /// An FLV audio tag of the stream's RTMP publisher, for WebRTC players.
-    AacToOpus { stream: u32, ms: u32, flv: Vec<u8> },
-    /// The stream's publisher changed or left: start afresh.
-    Reset { stream: u32 },
+    /// An FLV audio tag of the participant's RTMP publisher: Opus for the
+    /// WebRTC side, its level, and into the `mixes`.
+    Aac {
+        stream: Pid,
+        ms: u32,
+        flv: Vec<u8>,
+        mixes: Vec<u64>,
+    },
+    /// The participant's publisher changed or left: start afresh.
+    Reset { stream: Pid },
+    /// Nobody plays the program any more.
+    MixEnd { program: u64 },
 }
 
 pub enum Done {
     /// FLV audio tag bodies (the first one a sequence header) made from
     /// Opus of RTP time `rtp_ts`.
     Aac {
-        stream: u32,
+        stream: Pid,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
     },
     /// Opus packets, 20 ms each, the first at `ms`, and the level of the
     /// AAC they came from.
     Opus {
-        stream: u32,
+        stream: Pid,
         ms: u32,
         packets: Vec<Vec<u8>>,
         level: Option<u8>,
     },
+    /// The level of a participant's decoded Opus.
+    Level { stream: Pid, level: u8 },
+    /// FLV audio tag bodies of a program's mix, 1024 samples apart (the
+    /// first one a sequence header when the mix starts).
+    Mix { program: u64, tags: Vec<Vec<u8>> },
 }
 
 pub struct TranscodeLink {
@@ -241,109 +315,217 @@ pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
     std::thread::Builder::new()
         .name(format!("transcode-{index}"))
         .spawn(move || {
-            let mut to_aac: std::collections::HashMap<u32, (OpusToAac, bool)> = Default::default();
-            let mut to_opus: std::collections::HashMap<u32, AacToOpus> = Default::default();
+            let mut t = Transcoder::default();
+            let mut done = Vec::new();
             while let Ok(job) = inbox.recv() {
-                let stream = job.stream();
-                // A codec bug costs the stream its transcoder state, not the
-                // thread (and with it every stream's audio on the shard).
-                let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    run_job(job, &mut to_aac, &mut to_opus)
-                }));
-                let done = match done {
-                    Ok(Some(done)) => done,
-                    Ok(None) => continue,
-                    Err(_) => {
-                        warn!(
-                            stream,
-                            "transcoder panicked; the stream's audio starts afresh"
-                        );
-                        to_aac.remove(&stream);
-                        to_opus.remove(&stream);
-                        continue;
+                t.run(job, Instant::now(), &mut done);
+                for d in done.drain(..) {
+                    if outbox.send(d).is_err() {
+                        return;
                     }
-                };
-                if outbox.send(done).is_err() {
-                    return;
                 }
             }
         })?;
     Ok(TranscodeLink { to, from })
 }
 
-impl Job {
-    fn stream(&self) -> u32 {
-        match self {
-            Job::OpusToAac { stream, .. }
-            | Job::AacToOpus { stream, .. }
-            | Job::Reset { stream } => *stream,
+/// One participant's codec state, each part made on first use.
+#[derive(Default)]
+struct StreamCodecs {
+    opus_in: Option<OpusIn>,
+    aac_out: Option<AacOut>,
+    aac_in: Option<AacIn>,
+    opus_out: Option<OpusOut>,
+}
+
+/// One program's mix and its encoder.
+struct Mix {
+    mixer: Mixer,
+    aac: AacOut,
+    fed: Instant,
+}
+
+/// A mix nobody fed for this long is dropped (its end may have been lost
+/// to a full queue).
+const MIX_IDLE: Duration = Duration::from_secs(10);
+
+/// The transcoder thread's state: every participant's codecs and every
+/// program's mix. Each participant is decoded once, whatever its audio
+/// is for (its own RTMP or WebRTC players, the room's mixes).
+#[derive(Default)]
+pub struct Transcoder {
+    streams: HashMap<Pid, StreamCodecs>,
+    mixes: HashMap<u64, Mix>,
+    last_sweep: Option<Instant>,
+}
+
+/// Makes a codec part on first use; logs and gives up if it cannot.
+fn made<T>(
+    slot: &mut Option<T>,
+    stream: Pid,
+    new: impl FnOnce() -> Result<T, String>,
+) -> Option<&mut T> {
+    if slot.is_none() {
+        match new() {
+            Ok(t) => *slot = Some(t),
+            Err(e) => {
+                warn!(stream, "no codec: {e}");
+                return None;
+            }
         }
+    }
+    slot.as_mut()
+}
+
+impl Transcoder {
+    /// Runs `job` at `now`, appending what it made to `done`. A codec bug
+    /// costs the participant (or program) its state, not the thread and
+    /// with it every stream's audio on the shard.
+    pub fn run(&mut self, job: Job, now: Instant, done: &mut Vec<Done>) {
+        self.sweep(now);
+        let (stream, mixes) = match &job {
+            Job::Opus { stream, uses, .. } => (Some(*stream), uses.mixes.clone()),
+            Job::Aac { stream, mixes, .. } => (Some(*stream), mixes.clone()),
+            Job::Reset { stream } => (Some(*stream), Vec::new()),
+            Job::MixEnd { program } => (None, vec![*program]),
+        };
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run_job(job, now, done)
+        }));
+        if ran.is_err() {
+            warn!(
+                ?stream,
+                ?mixes,
+                "transcoder panicked; this audio starts afresh"
+            );
+            if let Some(s) = stream {
+                self.streams.remove(&s);
+            }
+            for m in mixes {
+                self.mixes.remove(&m);
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Job, now: Instant, done: &mut Vec<Done>) {
+        match job {
+            Job::Reset { stream } => {
+                self.streams.remove(&stream);
+                for m in self.mixes.values_mut() {
+                    m.mixer.remove(stream);
+                }
+            }
+            Job::MixEnd { program } => {
+                self.mixes.remove(&program);
+            }
+            Job::Opus {
+                stream,
+                rtp_ts,
+                opus,
+                uses,
+            } => {
+                let s = self.streams.entry(stream).or_default();
+                let Some(dec) = made(&mut s.opus_in, stream, OpusIn::new) else {
+                    return;
+                };
+                let Some(pcm) = dec.decode(&opus) else { return };
+                if uses.bridge {
+                    if let Some(enc) = made(&mut s.aac_out, stream, AacOut::new) {
+                        let mut tags = Vec::new();
+                        enc.push(pcm, &mut tags);
+                        done.push(Done::Aac {
+                            stream,
+                            rtp_ts,
+                            tags,
+                        });
+                    }
+                }
+                if uses.level {
+                    let level = audio_level(pcm);
+                    done.push(Done::Level { stream, level });
+                }
+                mix_in(&mut self.mixes, &uses.mixes, stream, pcm, now, done);
+            }
+            Job::Aac {
+                stream,
+                ms,
+                flv,
+                mixes,
+            } => {
+                let s = self.streams.entry(stream).or_default();
+                let dec = s.aac_in.get_or_insert_with(AacIn::new);
+                let Some(pcm) = dec.push(&flv) else { return };
+                let level = audio_level(pcm);
+                let mut packets = Vec::new();
+                if let Some(enc) = made(&mut s.opus_out, stream, OpusOut::new) {
+                    enc.push(pcm, &mut packets);
+                }
+                done.push(Done::Opus {
+                    stream,
+                    ms,
+                    packets,
+                    level: Some(level),
+                });
+                mix_in(&mut self.mixes, &mixes, stream, pcm, now, done);
+            }
+        }
+    }
+
+    /// Drops the mixes nobody fed for [`MIX_IDLE`], every few seconds.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < MIX_IDLE / 2)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        self.mixes
+            .retain(|_, m| now.saturating_duration_since(m.fed) < MIX_IDLE);
+    }
+
+    /// Programs with a mix (for tests).
+    pub fn mix_count(&self) -> usize {
+        self.mixes.len()
     }
 }
 
-/// Runs one job on the stream's codec state (made on first use); `None` when
-/// there is nothing to send back.
-fn run_job(
-    job: Job,
-    to_aac: &mut std::collections::HashMap<u32, (OpusToAac, bool)>,
-    to_opus: &mut std::collections::HashMap<u32, AacToOpus>,
-) -> Option<Done> {
-    let done = match job {
-        Job::Reset { stream } => {
-            to_aac.remove(&stream);
-            to_opus.remove(&stream);
-            return None;
+/// Adds participant `stream`'s `pcm` to each of `programs`' mixes (made on
+/// first use) and encodes the frames now due.
+fn mix_in(
+    mixes: &mut HashMap<u64, Mix>,
+    programs: &[u64],
+    stream: Pid,
+    pcm: &[f32],
+    now: Instant,
+    done: &mut Vec<Done>,
+) {
+    let mut frame = [0.0f32; mix::FRAME * mix::CHANNELS];
+    for &program in programs {
+        let m = match mixes.entry(program) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => match AacOut::new() {
+                Ok(aac) => v.insert(Mix {
+                    mixer: Mixer::default(),
+                    aac,
+                    fed: now,
+                }),
+                Err(e) => {
+                    warn!(program, "no mix encoder: {e}");
+                    continue;
+                }
+            },
+        };
+        m.fed = now;
+        m.mixer.push(stream, pcm);
+        let mut tags = Vec::new();
+        while m.mixer.pull(&mut frame) {
+            m.aac.push(&frame, &mut tags);
         }
-        Job::OpusToAac {
-            stream,
-            rtp_ts,
-            opus,
-        } => {
-            let entry = match to_aac.entry(stream) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match OpusToAac::new() {
-                    Ok(t) => v.insert((t, false)),
-                    Err(e) => {
-                        warn!(stream, "no Opus → AAC transcoder: {e}");
-                        return None;
-                    }
-                },
-            };
-            let (t, sent_config) = entry;
-            let mut tags = Vec::new();
-            if !*sent_config {
-                *sent_config = true;
-                tags.push(t.config_tag());
-            }
-            t.push(&opus, &mut tags);
-            Done::Aac {
-                stream,
-                rtp_ts,
-                tags,
-            }
+        if !tags.is_empty() {
+            done.push(Done::Mix { program, tags });
         }
-        Job::AacToOpus { stream, ms, flv } => {
-            let t = match to_opus.entry(stream) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match AacToOpus::new() {
-                    Ok(t) => v.insert(t),
-                    Err(e) => {
-                        warn!(stream, "no AAC → Opus transcoder: {e}");
-                        return None;
-                    }
-                },
-            };
-            let mut packets = Vec::new();
-            let level = t.push(&flv, &mut packets);
-            Done::Opus {
-                stream,
-                ms,
-                packets,
-                level,
-            }
-        }
-    };
-    Some(done)
+    }
 }
 
 #[cfg(test)]
@@ -351,6 +533,10 @@ mod tests {
     use super::*;
 
     fn sine_opus(frames: usize) -> Vec<Vec<u8>> {
+        sine_opus_hz(frames, 440.0)
+    }
+
+    fn sine_opus_hz(frames: usize, hz: f32) -> Vec<Vec<u8>> {
         let mut enc = OpusEncoder::new(48_000, 2, Application::Audio).unwrap();
         let mut out = vec![0u8; 1500];
         (0..frames)
@@ -358,7 +544,7 @@ mod tests {
                 let pcm: Vec<f32> = (0..OPUS_FRAME * 2)
                     .map(|i| {
                         let t = (f * OPUS_FRAME + i / 2) as f32 / 48_000.0;
-                        (t * 440.0 * std::f32::consts::TAU).sin() * 0.5
+                        (t * hz * std::f32::consts::TAU).sin() * 0.5
                     })
                     .collect();
                 let n = enc.encode(&pcm, OPUS_FRAME, &mut out).unwrap();
@@ -367,28 +553,73 @@ mod tests {
             .collect()
     }
 
-    /// Opus → AAC → Opus: frame counts follow the sample counts, and the
-    /// AAC decodes (checked by the return trip).
+    fn opus_job(stream: Pid, opus: Vec<u8>, uses: OpusUses) -> Job {
+        Job::Opus {
+            stream,
+            rtp_ts: 0,
+            opus,
+            uses,
+        }
+    }
+
+    fn aac_job(stream: Pid, flv: Vec<u8>, mixes: Vec<u64>) -> Job {
+        Job::Aac {
+            stream,
+            ms: 0,
+            flv,
+            mixes,
+        }
+    }
+
+    /// Opus → AAC → Opus through the thread's jobs: frame counts follow the
+    /// sample counts, and the AAC decodes (checked by the return trip).
     #[test]
     fn opus_to_aac_and_back() {
-        let mut a = OpusToAac::new().unwrap();
-        let config = a.config_tag();
+        let mut t = Transcoder::default();
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let bridge = OpusUses {
+            bridge: true,
+            ..Default::default()
+        };
+        for p in sine_opus(50) {
+            t.run(opus_job(1, p, bridge.clone()), now, &mut done);
+        }
+        let mut aac: Vec<Vec<u8>> = done
+            .drain(..)
+            .flat_map(|d| match d {
+                Done::Aac {
+                    stream: 1, tags, ..
+                } => tags,
+                _ => panic!("only AAC of stream 1"),
+            })
+            .collect();
+        let config = aac.remove(0);
         assert_eq!(&config[..2], &[0xaf, 0]);
         assert!(config.len() >= 4, "AudioSpecificConfig present");
-        let mut aac = Vec::new();
-        for p in sine_opus(50) {
-            a.push(&p, &mut aac);
-        }
         // 50 x 960 samples = 46.9 AAC frames, minus the encoder's delay.
         assert!((40..=47).contains(&aac.len()), "{} AAC frames", aac.len());
         assert!(aac.iter().all(|t| t[0] == 0xaf && t[1] == 1));
 
-        let mut b = AacToOpus::new().unwrap();
-        let mut opus = Vec::new();
-        assert_eq!(b.push(&config, &mut opus), None, "a config has no level");
+        t.run(aac_job(2, config, vec![]), now, &mut done);
+        assert!(done.is_empty(), "a sequence header makes nothing");
+        for tag in &aac {
+            t.run(aac_job(2, tag.clone(), vec![]), now, &mut done);
+        }
         let mut levels = Vec::new();
-        for t in &aac {
-            levels.extend(b.push(t, &mut opus));
+        let mut opus = Vec::new();
+        for d in done.drain(..) {
+            let Done::Opus {
+                stream: 2,
+                packets,
+                level,
+                ..
+            } = d
+            else {
+                panic!("only Opus of stream 2");
+            };
+            levels.extend(level);
+            opus.extend(packets);
         }
         // A sine at half scale: RMS 0.354, 9 dB under full scale.
         let loud = levels[5..]
@@ -422,30 +653,106 @@ mod tests {
     #[test]
     fn audio_levels_of_pcm() {
         assert_eq!(audio_level(&[]), 127);
-        assert_eq!(audio_level(&[0; 960]), 127);
-        assert_eq!(audio_level(&[i16::MIN; 960]), 0, "full-scale square");
-        let sine = |amp: f64| -> Vec<i16> {
-            (0..960)
-                .map(|i| ((i as f64 * 0.0576).sin() * amp * 32767.0) as i16)
-                .collect()
-        };
+        assert_eq!(audio_level(&[0.0; 960]), 127);
+        assert_eq!(audio_level(&[-1.0; 960]), 0, "full-scale square");
+        let sine =
+            |amp: f32| -> Vec<f32> { (0..960).map(|i| (i as f32 * 0.0576).sin() * amp).collect() };
         assert_eq!(audio_level(&sine(1.0)), 3, "full-scale sine");
         assert_eq!(audio_level(&sine(0.001)), 63, "60 dB under it");
     }
 
     #[test]
     fn junk_is_dropped_not_panicked_on() {
-        let mut a = OpusToAac::new().unwrap();
-        let mut b = AacToOpus::new().unwrap();
-        let mut out = Vec::new();
+        let mut t = Transcoder::default();
+        let now = Instant::now();
+        let mut done = Vec::new();
+        let all = OpusUses {
+            bridge: true,
+            level: true,
+            mixes: vec![9],
+        };
         for seed in 0..200u32 {
             let junk: Vec<u8> = (0..(seed % 90))
                 .map(|i| (i * 31 + seed * 7) as u8)
                 .collect();
-            a.push(&junk, &mut out);
+            t.run(opus_job(1, junk.clone(), all.clone()), now, &mut done);
             let mut flv = vec![0xaf, (seed % 2) as u8];
             flv.extend_from_slice(&junk);
-            b.push(&flv, &mut out);
+            t.run(aac_job(2, flv, vec![9]), now, &mut done);
         }
+    }
+
+    /// Two participants' tones into two programs' mixes, each without its
+    /// own participant: a program hears the others, not its `me`. Decoded
+    /// back and measured by the energy at each tone's frequency.
+    #[test]
+    fn each_mix_leaves_its_own_participant_out() {
+        let mut t = Transcoder::default();
+        let now = Instant::now();
+        let mut done = Vec::new();
+        // Program 10 is played by participant 1 (hears 2), 20 by 2 (hears 1),
+        // 30 by nobody who publishes (hears both).
+        for (a, b) in sine_opus_hz(100, 440.0)
+            .into_iter()
+            .zip(sine_opus_hz(100, 880.0))
+        {
+            let mixes = |m: [u64; 2]| OpusUses {
+                mixes: m.to_vec(),
+                ..Default::default()
+            };
+            t.run(opus_job(1, a, mixes([20, 30])), now, &mut done);
+            t.run(opus_job(2, b, mixes([10, 30])), now, &mut done);
+        }
+        assert_eq!(t.mix_count(), 3);
+        let pcm_of = |program: u64| -> Vec<f32> {
+            let mut dec = AacIn::new();
+            let mut pcm = Vec::new();
+            for d in &done {
+                if let Done::Mix { program: p, tags } = d {
+                    if *p == program {
+                        for tag in tags {
+                            pcm.extend_from_slice(dec.push(tag).unwrap_or(&[]));
+                        }
+                    }
+                }
+            }
+            pcm
+        };
+        for (program, hears, not) in [(10, 880.0, 440.0), (20, 440.0, 880.0)] {
+            let pcm = pcm_of(program);
+            assert!(pcm.len() >= 48_000, "{} samples", pcm.len());
+            let (yes, no) = (tone_energy(&pcm, hears), tone_energy(&pcm, not));
+            assert!(yes > 100.0 * no, "program {program}: {yes} vs {no}");
+        }
+        let both = pcm_of(30);
+        let (a, b) = (tone_energy(&both, 440.0), tone_energy(&both, 880.0));
+        assert!(
+            a > 0.01 && b > 0.01 && a / b < 4.0 && b / a < 4.0,
+            "{a} {b}"
+        );
+        // A program that ends takes its mix with it; a participant that
+        // resets leaves every mix.
+        t.run(Job::MixEnd { program: 30 }, now, &mut done);
+        assert_eq!(t.mix_count(), 2);
+        t.run(Job::Reset { stream: 1 }, now, &mut done);
+        assert!(t.mixes.values().all(|m| m.mixer.len() <= 1));
+        // Nobody feeds them: swept after MIX_IDLE.
+        t.run(Job::Reset { stream: 2 }, now + MIX_IDLE, &mut done);
+        assert_eq!(t.mix_count(), 0);
+    }
+
+    /// Energy of the left channel at `hz` (a Goertzel filter over the
+    /// samples after the first 0.2 s), normalised per sample.
+    fn tone_energy(pcm: &[f32], hz: f32) -> f32 {
+        let left: Vec<f32> = pcm.iter().step_by(2).skip(9_600).copied().collect();
+        let w = std::f32::consts::TAU * hz / 48_000.0;
+        let coeff = 2.0 * w.cos();
+        let (mut s1, mut s2) = (0.0f32, 0.0f32);
+        for x in &left {
+            let s0 = x + coeff * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        (s1 * s1 + s2 * s2 - coeff * s1 * s2) / left.len() as f32
     }
 }

@@ -67,7 +67,8 @@ pub fn free_udp_quad() -> u16 {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn unique(prefix: &str) -> String {
+/// A name no other call in this process (or another test process) uses.
+pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}-{}",
         std::process::id(),

@@ -422,3 +422,112 @@ fn the_program_shows_the_active_speaker_across_a_change() {
         "{video} video / {audio} audio\n{log}"
     );
 }
+
+/// Records `secs` of the audio of `url` (an RTMP player) to a WAV file,
+/// and counts the video frames it decoded meanwhile.
+fn record_audio(url: &str, secs: u32, name: &str) -> (std::path::PathBuf, usize) {
+    let dir = target_dir().join("e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = unique(name);
+    let wav = dir.join(format!("{name}.wav"));
+    let video = dir.join(format!("{name}-video.framecrc"));
+    let t = secs.to_string();
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", &(secs + 20).to_string(), "ffmpeg"])
+        .args(["-nostdin", "-loglevel", "error", "-i", url])
+        .args(["-t", &t, "-map", "0:a", "-ac", "1", "-ar", "48000"])
+        .arg(&wav)
+        .args(["-t", &t, "-map", "0:v", "-f", "framecrc"])
+        .arg(&video)
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "recording {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frames = std::fs::read_to_string(&video)
+        .map(|s| s.lines().filter(|l| !l.starts_with('#')).count())
+        .unwrap_or(0);
+    (wav, frames)
+}
+
+/// Mean level (dB) of the recording's band around `hz`, after its first
+/// second: three 40 Hz band-passes in a row (a 2-pole one alone lets a
+/// tone 220 Hz away through at about -15 dB), measured by `volumedetect`.
+fn band_db(wav: &std::path::Path, hz: u32) -> f64 {
+    let band = format!("bandpass=f={hz}:width_type=h:w=40");
+    let af = format!("{band},{band},{band},volumedetect");
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-ss", "1", "-i"])
+        .arg(wav)
+        .args(["-af", &af, "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg volumedetect");
+    let log = String::from_utf8_lossy(&out.stderr);
+    log.lines()
+        .find_map(|l| l.split("mean_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mean_volume for {hz} Hz in:\n{log}"))
+}
+
+/// The program's audio is the room without you: two browsers send 440 Hz
+/// and 880 Hz, mini-program carol pushes 660 Hz over RTMP. carol's
+/// program (`live/ROOM?participant=carol`) holds 440 and 880 Hz, not her
+/// own 660; a's holds 660 and 880, not a's 440; an anonymous player hears
+/// all three. Each recording is measured per band (ffmpeg band-pass and
+/// volumedetect), and each program's video decodes beside it.
+#[test]
+fn the_programs_audio_is_everyone_but_me_mixed() {
+    let gw = Gateway::start(1, &[]);
+    let room = "mixed";
+    gw.room(room);
+    let a_clip = clip_sized(320, 180, 440);
+    let b_clip = clip_sized(256, 144, 880);
+    let c_clip = clip_sized(320, 240, 660);
+    let mut a = AiortcPublisher::start_with(&gw, "mixed?participant=a", &a_clip, 20.0, &[]);
+    a.connected();
+    let mut b = AiortcPublisher::start_with(&gw, "mixed?participant=b", &b_clip, 20.0, &[]);
+    b.connected();
+    let mut carol = ffmpeg_rtmp_push(&gw, &format!("{room}/carol"), &c_clip, 20);
+    wait_publishing(&gw, room, "carol");
+    let url = |q: &str| gw.rtmp_url(&format!("{room}{q}"));
+    let (as_carol, as_a, anon) = (url("?participant=carol"), url("?participant=a"), url(""));
+    let players = [
+        std::thread::spawn(move || record_audio(&as_carol, 7, "mix-carol")),
+        std::thread::spawn(move || record_audio(&as_a, 7, "mix-a")),
+        std::thread::spawn(move || record_audio(&anon, 7, "mix-anon")),
+    ];
+    let recorded: Vec<_> = players.into_iter().map(|p| p.join().unwrap()).collect();
+    let wavs: Vec<_> = recorded.iter().map(|(w, _)| w.clone()).collect();
+    still_pushing(&mut carol, "carol");
+    let _ = carol.kill();
+    let bands = |w: &std::path::Path| [440, 660, 880].map(|hz| band_db(w, hz));
+    let [carol_hears, a_hears, anon_hears] = [&wavs[0], &wavs[1], &wavs[2]].map(|w| bands(w));
+    eprintln!(
+        "bands 440/660/880 Hz (dB): carol {carol_hears:?}, a {a_hears:?}, anonymous {anon_hears:?}"
+    );
+    let heard = |db: f64| db > -45.0;
+    let left_out = |db: f64, others: &[f64]| others.iter().all(|o| *o > db + 20.0);
+    let [c440, c660, c880] = carol_hears;
+    assert!(
+        heard(c440) && heard(c880),
+        "carol hears a and b: {carol_hears:?}"
+    );
+    assert!(
+        left_out(c660, &[c440, c880]),
+        "not herself: {carol_hears:?}"
+    );
+    let [a440, a660, a880] = a_hears;
+    assert!(
+        heard(a660) && heard(a880),
+        "a hears carol and b: {a_hears:?}"
+    );
+    assert!(left_out(a440, &[a660, a880]), "not itself: {a_hears:?}");
+    assert!(anon_hears.iter().all(|&db| heard(db)), "{anon_hears:?}");
+    // Each program's video decodes beside its mix (7 s at 30 fps, from
+    // the program's cached GOP).
+    for (who, (_, frames)) in ["carol", "a", "anonymous"].iter().zip(&recorded) {
+        assert!(*frames >= 150, "{who}'s program decoded {frames} frames");
+    }
+}

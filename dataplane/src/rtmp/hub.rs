@@ -169,13 +169,24 @@ struct Stream {
     rtp: Option<RtpOut>,
     /// Programs that show this participant now, or switch to it at its next keyframe.
     watchers: Vec<u64>,
+    /// When its newest video frame arrived, and its FLV time.
+    last_video: Option<(Instant, u32)>,
 }
 
 /// The room as one stream for the RTMP players who are `me` (the room's
-/// "program", `live/ROOM?participant=ME`): the active speaker other than
-/// `me` (or, before anyone spoke, the room's first publisher), switched at
-/// the new speaker's keyframe and re-timed so its time runs on across
-/// switches. Chunked once for all its players, with its own GOP cache.
+/// "program", `live/ROOM?participant=ME`; anonymous players share the one
+/// whose `me` is empty): the video of the active speaker other than `me`
+/// (or, before anyone spoke, the room's first publisher), switched at the
+/// new speaker's keyframe, and the audio of everyone but `me` mixed into
+/// one AAC stream on the transcoder thread. Chunked once for all its
+/// players, with its own GOP cache.
+///
+/// Program time is wall time since the program started, so the mix (made
+/// from several participants' clocks) and the video (one at a time) stay
+/// together: a switch places the new speaker's frames on it where they
+/// arrived. A switch from a cached GOP packs the frames older than the
+/// previous picture just after it (1 ms apart), so the player decodes up
+/// to now at once instead of running behind by the age of the cache.
 struct Program {
     room: u32,
     me: String,
@@ -184,9 +195,20 @@ struct Program {
     pending: Option<Pid>,
     players: Vec<u32>,
     cache: GopCache,
+    /// Program time 0.
+    start: Instant,
     /// Program time = source time + offset (ms), set at each switch.
     offset: i64,
-    last_out: Option<u32>,
+    /// Program time of the latest video frame and mixed audio frame.
+    last_video: Option<u32>,
+    mix_ms: Option<f64>,
+}
+
+impl Program {
+    /// Program time at `now` (ms).
+    fn clock(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.start).as_millis() as u32
+    }
 }
 
 impl Stream {
@@ -507,6 +529,7 @@ impl Hub {
                 if p.players.is_empty() {
                     // Nobody plays it: it stops watching its participants.
                     let p = self.programs.remove(&program).expect("just found");
+                    self.jobs.push(Job::MixEnd { program });
                     for pid in p.source.into_iter().chain(p.pending) {
                         self.unwatch(program, pid, parts);
                     }
@@ -622,13 +645,15 @@ impl Hub {
         s.watchers.push(id);
         let ask = s.keyframe_source();
         let cached: Vec<Media> = s.cache.gop().to_vec();
+        let sync = s.last_video.unwrap_or((now, 0));
         self.keyframe_requests.extend(ask);
         if let Some(p) = self.programs.get_mut(&id) {
             p.pending = Some(target);
         }
-        // The target's cached GOP switches the program at once.
+        // The target's cached GOP switches the program at once, caught up
+        // to its newest frame.
         for m in &cached {
-            self.feed(now, id, target, m, actions);
+            self.feed(now, id, target, m, sync, actions);
         }
     }
 
@@ -640,21 +665,41 @@ impl Hub {
         self.forget_if_unused(pid, parts);
     }
 
-    /// A message of participant `pid`'s stream, for program `id`: shown if
-    /// `pid` is its source, or the switch to `pid` at its keyframe.
-    fn feed(&mut self, now: Instant, id: u64, pid: Pid, m: &Media, actions: &mut Vec<Action>) {
+    /// A video message of participant `pid`'s stream, for program `id`:
+    /// shown if `pid` is its source, or the switch to `pid` at its keyframe.
+    /// `sync` is when `pid`'s newest frame arrived and its source time
+    /// (later than `m`'s when `m` comes from its cached GOP). The
+    /// program's audio is its mix ([`Self::on_mix`]), never its source's.
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        now: Instant,
+        id: u64,
+        pid: Pid,
+        m: &Media,
+        sync: (Instant, u32),
+        actions: &mut Vec<Action>,
+    ) {
+        if m.type_id == types::AUDIO {
+            return;
+        }
         let Some(p) = self.programs.get_mut(&id) else {
             return;
         };
         let mut out: Vec<Media> = Vec::new();
         if p.pending == Some(pid) && Frame::of(m) == Frame::Key {
-            // Switch: program time runs on from where it was.
-            let next = p.last_out.map_or(0, |t| t.wrapping_add(1));
-            p.offset = next as i64 - m.timestamp as i64;
+            // Switch: the source's newest frame where it arrived on the
+            // program's time.
+            p.offset = p.clock(sync.0) as i64 - sync.1 as i64;
             let old = p.source.replace(pid);
             p.pending = None;
             if let Some(s) = self.streams.get(&pid) {
-                out.extend(s.cache.configs().cloned());
+                out.extend(
+                    s.cache
+                        .configs()
+                        .filter(|c| c.type_id != types::AUDIO)
+                        .cloned(),
+                );
             }
             out.push(m.clone());
             if let Some(old) = old.filter(|&o| o != pid) {
@@ -673,12 +718,16 @@ impl Hub {
         let mut timed = Vec::with_capacity(out.len());
         for m in out {
             let t = (m.timestamp as i64 + p.offset).clamp(0, u32::MAX as i64) as u32;
-            let t = if is_config_or_meta(&m) {
-                p.last_out.unwrap_or(t)
-            } else {
-                t
+            // Headers at the current picture; frames strictly after it
+            // (a cached GOP packed 1 ms apart), so decode order holds.
+            let t = match p.last_video {
+                Some(last) if is_config_or_meta(&m) => last,
+                Some(last) => t.max(last.wrapping_add(1)),
+                None => t,
             };
-            p.last_out = Some(p.last_out.map_or(t, |l| l.max(t)));
+            if !is_config_or_meta(&m) {
+                p.last_video = Some(t);
+            }
             let m = Media {
                 type_id: m.type_id,
                 timestamp: t,
@@ -691,6 +740,49 @@ impl Hub {
         for m in &timed {
             self.offer_to(now, &players, m, actions);
         }
+    }
+
+    /// AAC tags of program `id`'s mix, from the transcoder: stamped 1024
+    /// samples apart on the program's time, starting where it is now (and
+    /// again after a gap: nobody sent audio for a while).
+    pub fn on_mix(&mut self, now: Instant, id: u64, tags: Vec<Vec<u8>>, actions: &mut Vec<Action>) {
+        let Some(p) = self.programs.get_mut(&id) else {
+            return;
+        };
+        let clock = p.clock(now) as f64;
+        let mut t = match p.mix_ms {
+            Some(t) if t + MIX_RESYNC_MS >= clock => t,
+            _ => clock,
+        };
+        let mut timed = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let config = tag.get(1) == Some(&0);
+            let m = Media {
+                type_id: types::AUDIO,
+                timestamp: t as u32,
+                payload: Bytes::from(tag),
+            };
+            if !config {
+                t += crate::mix::FRAME as f64 / 48.0;
+            }
+            p.cache.on_media(&m);
+            timed.push(m);
+        }
+        p.mix_ms = Some(t);
+        let players = p.players.clone();
+        for m in &timed {
+            self.offer_to(now, &players, m, actions);
+        }
+    }
+
+    /// The programs of `room` whose mix takes participant `pid`'s audio:
+    /// every one but `pid`'s own.
+    pub fn mixes_for(&self, room: u32, pid: Pid, parts: &Participants) -> Vec<u64> {
+        if !self.programs.values().any(|p| p.room == room) {
+            return Vec::new();
+        }
+        let name = parts.name(pid).unwrap_or("");
+        self.programs_of(room, |p| p.me.is_empty() || p.me != name)
     }
 
     pub fn queue(&mut self, idx: u32) -> Option<&mut PlayerQueue> {
@@ -844,6 +936,7 @@ impl Hub {
         for id in ids {
             if let Some(p) = self.programs.remove(&id) {
                 conns.extend(p.players);
+                self.jobs.push(Job::MixEnd { program: id });
             }
         }
         for pid in pids {
@@ -1013,10 +1106,10 @@ impl Hub {
                 if publish {
                     self.start_publish(now, idx, room, &addr, &me, generated, parts, actions);
                 } else {
-                    self.start_play(now, idx, room, &addr, &me, parts, actions);
+                    self.start_play(now, idx, room, &addr, &me, generated, parts, actions);
                 }
             }
-            Event::Media(m) => self.on_media(now, idx, m, actions),
+            Event::Media(m) => self.on_media(now, idx, m, rooms.participants(), actions),
             Event::Stopped => {
                 let Some(st) = self.conns.get_mut(&idx) else {
                     return;
@@ -1058,6 +1151,7 @@ impl Hub {
             bridge: None,
             rtp: None,
             watchers: Vec::new(),
+            last_video: None,
         })
     }
 
@@ -1148,6 +1242,7 @@ impl Hub {
         room: u32,
         addr: &Address,
         me: &str,
+        generated: bool,
         parts: &mut Participants,
         actions: &mut Vec<Action>,
     ) {
@@ -1178,7 +1273,12 @@ impl Hub {
                 }
                 self.attach_player(now, idx, room, pid, participant_key(name), actions);
             }
-            None => self.attach_program(now, idx, room, me, parts, actions),
+            // Anonymous players (a generated name) share one program,
+            // which leaves nobody out.
+            None => {
+                let me = if generated { "" } else { me };
+                self.attach_program(now, idx, room, me, parts, actions)
+            }
         }
     }
 
@@ -1212,8 +1312,10 @@ impl Hub {
                         pending: None,
                         players: Vec::new(),
                         cache: GopCache::new(self.gop_cache),
+                        start: now,
                         offset: 0,
-                        last_out: None,
+                        last_video: None,
+                        mix_ms: None,
                     },
                 );
                 id
@@ -1287,8 +1389,15 @@ impl Hub {
         self.start_player(now, idx, role, replay.unwrap_or_default(), actions);
     }
 
-    fn on_media(&mut self, now: Instant, idx: u32, m: Media, actions: &mut Vec<Action>) {
-        let Some(Role::Publisher { pid, .. }) = self.conns.get(&idx).map(|c| c.role) else {
+    fn on_media(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        m: Media,
+        parts: &Participants,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(Role::Publisher { room, pid }) = self.conns.get(&idx).map(|c| c.role) else {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
@@ -1310,10 +1419,12 @@ impl Hub {
                     rtp.audio_ts = None;
                 }
             }
-            self.jobs.push(Job::AacToOpus {
+            let mixes = self.mixes_for(room, pid, parts);
+            self.jobs.push(Job::Aac {
                 stream: pid,
                 ms: m.timestamp,
                 flv: m.payload.to_vec(),
+                mixes,
             });
         }
         self.deliver(now, pid, m, actions);
@@ -1566,13 +1677,16 @@ impl Hub {
             return;
         };
         s.cache.on_media(&m);
+        if m.type_id == types::VIDEO {
+            s.last_video = Some((now, m.timestamp));
+        }
         let watchers = s.watchers.clone();
         if !s.players.is_empty() {
             let players = s.players.clone();
             self.offer_to(now, &players, &m, actions);
         }
         for id in watchers {
-            self.feed(now, id, pid, &m, actions);
+            self.feed(now, id, pid, &m, (now, m.timestamp), actions);
         }
     }
 
@@ -1619,6 +1733,10 @@ fn replay_of(cache: &GopCache) -> Vec<(Bytes, Frame)> {
 
 /// How often an idle program looks at arriving WebRTC/RTP publishers.
 const IDLE_CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A mix behind the program's time by more than this (nobody sent audio
+/// for a while) starts again at the program's now.
+const MIX_RESYNC_MS: f64 = 200.0;
 
 /// Metadata or a sequence header: placed at the program's current time.
 fn is_config_or_meta(m: &Media) -> bool {
@@ -1962,55 +2080,163 @@ mod tests {
             .collect()
     }
 
-    /// A keyframe marked `mark` at FLV time `ts` from publisher `idx`.
-    fn keyframe_at(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8, ts: u32) {
+    /// A video frame (a keyframe with its sequence header, or a delta)
+    /// marked `mark` at FLV time `ts` from publisher `idx`, arriving at `now`.
+    #[allow(clippy::too_many_arguments)]
+    fn frame_at(
+        h: &mut Hub,
+        rooms: &mut OneRoom,
+        idx: u32,
+        mark: u8,
+        ts: u32,
+        key: bool,
+        now: Instant,
+    ) {
         let mut m = Vec::new();
-        write_message(&mut m, 6, ts, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
+        if key {
+            write_message(&mut m, 6, ts, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
+        }
+        let kind = if key { 0x17 } else { 0x27 };
         write_message(
             &mut m,
             6,
             ts,
             types::VIDEO,
             1,
-            &[0x17, 1, 0, 0, 0, mark],
+            &[kind, 1, 0, 0, 0, mark],
             128,
         );
         let mut a = Vec::new();
-        h.on_bytes(Instant::now(), idx, &m, rooms, &mut a);
+        h.on_bytes(now, idx, &m, rooms, &mut a);
+    }
+
+    fn send_at(h: &mut Hub, rooms: &mut OneRoom, idx: u32, cmd: &str, key: &str, now: Instant) {
+        let bytes = [
+            connect(),
+            command(cmd, vec![Amf0Value::Utf8String(key.into())]),
+        ]
+        .concat();
+        h.on_bytes(now, idx, &bytes, rooms, &mut Vec::new());
     }
 
     /// `live/ROOM?participant=ME` is the room's program: the active
     /// speaker other than ME, switched at the speaker's keyframe (at once
-    /// from its cached GOP), its time running on across the switch.
+    /// from its cached GOP), on the program's own time (wall time since it
+    /// started): a cached GOP is packed after the last picture and caught
+    /// up to the program's now, so the player is not left behind.
     #[test]
-    fn the_program_follows_the_active_speaker_with_continuous_time() {
+    fn the_program_follows_the_active_speaker_on_its_own_time() {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(4);
-        send(&mut h, &mut rooms, 0, "publish", "r/alice");
-        send(&mut h, &mut rooms, 1, "publish", "r/bob");
-        send(&mut h, &mut rooms, 2, "play", "r?participant=carol");
-        send(&mut h, &mut rooms, 3, "play", "r?participant=alice");
-        keyframe_at(&mut h, &mut rooms, 0, 0xa1, 0);
-        keyframe_at(&mut h, &mut rooms, 1, 0xb1, 50_000);
-        keyframe_at(&mut h, &mut rooms, 0, 0xa2, 1_000);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        send_at(&mut h, &mut rooms, 0, "publish", "r/alice", t0);
+        send_at(&mut h, &mut rooms, 1, "publish", "r/bob", t0);
+        send_at(&mut h, &mut rooms, 2, "play", "r?participant=carol", t0);
+        send_at(&mut h, &mut rooms, 3, "play", "r?participant=alice", t0);
+        frame_at(&mut h, &mut rooms, 0, 0xa1, 0, true, at(0));
+        frame_at(&mut h, &mut rooms, 1, 0xb1, 50_000, true, at(0));
+        frame_at(&mut h, &mut rooms, 0, 0xa2, 1_000, true, at(1_000));
+        frame_at(&mut h, &mut rooms, 1, 0xb2, 51_400, false, at(1_400));
         // Before anyone spoke: the first publisher (but never yourself).
         assert_eq!(keyframes(&mut h, 2), vec![(0xa1, 0), (0xa2, 1_000)]);
-        assert_eq!(keyframes(&mut h, 3), vec![(0xb1, 0)], "alice sees bob");
+        assert_eq!(
+            keyframes(&mut h, 3),
+            vec![(0xb1, 0), (0xb2, 1_400)],
+            "alice sees bob"
+        );
         let (alice, bob) = (
             rooms.parts.find(77, "alice").unwrap(),
             rooms.parts.find(77, "bob").unwrap(),
         );
-        // bob speaks: carol's program switches at once from bob's cached
-        // keyframe, one millisecond after alice's last frame.
-        h.speaker_changed(Instant::now(), 77, bob, &mut rooms.parts);
-        keyframe_at(&mut h, &mut rooms, 1, 0xb2, 51_000);
-        keyframe_at(&mut h, &mut rooms, 0, 0xa3, 2_000);
-        assert_eq!(keyframes(&mut h, 2), vec![(0xb1, 1_001), (0xb2, 2_001)]);
+        // bob speaks at 1.5 s: carol's program switches at once from bob's
+        // cached GOP; its keyframe (older than alice's last picture) right
+        // after that picture, its newest frame when it arrived.
+        h.speaker_changed(at(1_500), 77, bob, &mut rooms.parts);
+        frame_at(&mut h, &mut rooms, 1, 0xb3, 52_500, true, at(2_500));
+        frame_at(&mut h, &mut rooms, 0, 0xa3, 2_000, true, at(2_500));
+        assert_eq!(
+            keyframes(&mut h, 2),
+            vec![(0xb1, 1_001), (0xb2, 1_400), (0xb3, 2_500)]
+        );
         // alice speaks: alice's own program stays on bob.
-        h.speaker_changed(Instant::now(), 77, alice, &mut rooms.parts);
-        keyframe_at(&mut h, &mut rooms, 1, 0xb3, 52_000);
+        h.speaker_changed(at(3_000), 77, alice, &mut rooms.parts);
+        frame_at(&mut h, &mut rooms, 1, 0xb4, 53_500, true, at(3_500));
         let mine = keyframes(&mut h, 3);
         assert!(mine.iter().all(|(mark, _)| mark >> 4 == 0xb), "{mine:?}");
+    }
+
+    /// A program's audio is its mix: the source's own audio is not sent;
+    /// the mix takes everyone but the program's `me` (anonymous players
+    /// share a program that leaves nobody out), and is stamped on the
+    /// program's time, 1024 samples apart, from where the program is now.
+    #[test]
+    fn a_programs_audio_is_the_mix_of_everyone_but_me() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(5);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        send_at(&mut h, &mut rooms, 0, "publish", "r/alice", t0);
+        send_at(&mut h, &mut rooms, 1, "publish", "r/bob", t0);
+        send_at(&mut h, &mut rooms, 2, "play", "r?participant=alice", t0);
+        send_at(&mut h, &mut rooms, 3, "play", "r", t0);
+        send_at(&mut h, &mut rooms, 4, "play", "r", t0);
+        let (alice, bob) = (
+            rooms.parts.find(77, "alice").unwrap(),
+            rooms.parts.find(77, "bob").unwrap(),
+        );
+        let ids = h.programs_of(77, |_| true);
+        assert_eq!(ids.len(), 2, "alice's and the anonymous players' one");
+        let mine = h.programs_of(77, |p| p.me == "alice")[0];
+        let anon = h.programs_of(77, |p| p.me.is_empty())[0];
+        let sorted = |mut v: Vec<u64>| {
+            v.sort();
+            v
+        };
+        assert_eq!(h.mixes_for(77, alice, &rooms.parts), vec![anon]);
+        assert_eq!(
+            sorted(h.mixes_for(77, bob, &rooms.parts)),
+            sorted(vec![mine, anon])
+        );
+        // bob's AAC goes to the transcoder with both mixes; not to players.
+        frame_at(&mut h, &mut rooms, 1, 0xb1, 0, true, at(0));
+        h.jobs.clear();
+        let mut m = Vec::new();
+        write_message(&mut m, 4, 10, types::AUDIO, 1, &[0xaf, 1, 0x21, 0x10], 128);
+        h.on_bytes(at(10), 1, &m, &mut rooms, &mut Vec::new());
+        assert!(matches!(
+            h.jobs.as_slice(),
+            [Job::Aac { mixes, .. }] if sorted(mixes.clone()) == sorted(vec![mine, anon])
+        ));
+        let audio = |h: &mut Hub, idx: u32| -> Vec<(u32, u8)> {
+            h.queue(idx)
+                .unwrap()
+                .take_messages()
+                .into_iter()
+                .filter(|m| m.type_id == types::AUDIO)
+                .map(|m| (m.timestamp, m.payload[1]))
+                .collect()
+        };
+        assert!(audio(&mut h, 2).is_empty(), "bob's own audio is not sent");
+        // The mix arrives at 2 s: config and two frames from there.
+        let tags = vec![
+            vec![0xaf, 0, 0x11, 0x90],
+            vec![0xaf, 1, 1],
+            vec![0xaf, 1, 2],
+        ];
+        h.on_mix(at(2_000), mine, tags, &mut Vec::new());
+        assert_eq!(audio(&mut h, 2), vec![(2_000, 0), (2_000, 1), (2_021, 1)]);
+        assert!(audio(&mut h, 3).is_empty(), "another program's mix");
+        // Steady 21.3 ms steps while on time; after a gap, from the clock.
+        h.on_mix(at(2_050), mine, vec![vec![0xaf, 1, 3]], &mut Vec::new());
+        h.on_mix(at(3_000), mine, vec![vec![0xaf, 1, 4]], &mut Vec::new());
+        assert_eq!(audio(&mut h, 2), vec![(2_042, 1), (3_000, 1)]);
+        // The last anonymous player leaves: its mix ends on the transcoder.
+        h.jobs.clear();
+        h.remove(at(4_000), 3, &mut rooms.parts);
+        assert!(h.jobs.is_empty(), "one player of it is left");
+        h.remove(at(4_000), 4, &mut rooms.parts);
+        assert!(matches!(h.jobs.as_slice(), [Job::MixEnd { program }] if *program == anon));
     }
 
     /// A WebRTC participant's RTP reaches the players of its name only.
