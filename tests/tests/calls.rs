@@ -385,7 +385,7 @@ fn the_program_shows_the_active_speaker_across_a_change() {
     b.connected();
     let url = gw.rtmp_url(&format!("{room}?participant=carol"));
     let t0 = std::time::Instant::now();
-    let player = std::thread::spawn(move || ffmpeg_rtmp_play(&url, 8, Duration::from_secs(30)));
+    let player = std::thread::spawn(move || record(&url, 8, "program-switch"));
     let first_speaker =
         events.next_matching(Duration::from_secs(10), |e| e["event"] == "active_speaker");
     assert_eq!(first_speaker["participant"], "a", "{first_speaker}");
@@ -414,42 +414,102 @@ fn the_program_shows_the_active_speaker_across_a_change() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (video, audio, log) = player.join().unwrap();
-    // 8 s at 30 fps; the switch waits for b's keyframe (aiortc answers the
-    // request), so a little is lost there at most.
+    let rec = player.join().unwrap();
+    // 8 s at 30 fps, decoded through the switch from a's picture to b's.
+    let frames = &rec.frames;
+    assert!(frames.len() >= 180, "{} frames", frames.len());
+    assert_eq!(frames[0].1, "320x180", "a first");
+    let switch = frames
+        .iter()
+        .find(|(_, size)| size == "256x144")
+        .map(|(t, _)| *t)
+        .expect("the program switched to b");
     assert!(
-        video >= 180 && audio >= 200,
-        "{video} video / {audio} audio\n{log}"
+        frames
+            .iter()
+            .all(|(t, size)| (*t < switch) == (size == "320x180")),
+        "a, then b only"
+    );
+    // The switch delay on the program's own time: from b's voice rising in
+    // the program's mix to b's first picture in it.
+    let onset = tone_onset(&rec.wav, 880.0).expect("b's voice in the mix");
+    eprintln!(
+        "speaker switch: b's voice at {onset:.2} s of the program, b's picture at {switch:.2} s: {:.0} ms",
+        (switch - onset) * 1000.0
     );
 }
 
-/// Records `secs` of the audio of `url` (an RTMP player) to a WAV file,
-/// and counts the video frames it decoded meanwhile.
-fn record_audio(url: &str, secs: u32, name: &str) -> (std::path::PathBuf, usize) {
+/// What an RTMP player of a program recorded: its audio as a WAV file
+/// (mono, 48 kHz) and each decoded video frame's (time, size), both on the
+/// stream's time from its start.
+struct Recording {
+    wav: std::path::PathBuf,
+    frames: Vec<(f64, String)>,
+}
+
+/// Plays `url` for `secs`, recording the audio and what `showinfo` says
+/// of each video frame.
+fn record(url: &str, secs: u32, name: &str) -> Recording {
     let dir = target_dir().join("e2e-logs");
     std::fs::create_dir_all(&dir).unwrap();
-    let name = unique(name);
-    let wav = dir.join(format!("{name}.wav"));
-    let video = dir.join(format!("{name}-video.framecrc"));
+    let wav = dir.join(format!("{}.wav", unique(name)));
     let t = secs.to_string();
     let out = std::process::Command::new("timeout")
         .args(["-s", "KILL", &(secs + 20).to_string(), "ffmpeg"])
-        .args(["-nostdin", "-loglevel", "error", "-i", url])
+        .args(["-nostdin", "-hide_banner", "-loglevel", "info", "-i", url])
         .args(["-t", &t, "-map", "0:a", "-ac", "1", "-ar", "48000"])
         .arg(&wav)
-        .args(["-t", &t, "-map", "0:v", "-f", "framecrc"])
-        .arg(&video)
+        .args([
+            "-t", &t, "-map", "0:v", "-vf", "showinfo", "-f", "null", "-",
+        ])
         .output()
         .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "recording {url} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let frames = std::fs::read_to_string(&video)
-        .map(|s| s.lines().filter(|l| !l.starts_with('#')).count())
-        .unwrap_or(0);
-    (wav, frames)
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "recording {url} failed: {log}");
+    let field = |l: &str, k: &str| {
+        l.split(k)
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .map(str::to_string)
+    };
+    let frames = log
+        .lines()
+        .filter(|l| l.contains("Parsed_showinfo") && l.contains(" n:"))
+        .filter_map(|l| {
+            let t = field(l, "pts_time:")?.parse().ok()?;
+            Some((t, field(l, " s:")?))
+        })
+        .collect();
+    Recording { wav, frames }
+}
+
+/// When (s) the tone at `hz` starts in the recording: the first 50 ms
+/// window whose energy at `hz` (Goertzel) reaches a quarter of the
+/// loudest window's, after one that was under a hundredth of it.
+fn tone_onset(wav: &std::path::Path, hz: f64) -> Option<f64> {
+    let bytes = std::fs::read(wav).ok()?;
+    let data = bytes.windows(4).position(|w| w == b"data")? + 8;
+    let pcm: Vec<f64> = bytes[data..]
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]) as f64 / 32768.0)
+        .collect();
+    let coeff = 2.0 * (std::f64::consts::TAU * hz / 48_000.0).cos();
+    let energy: Vec<f64> = pcm
+        .chunks_exact(2_400)
+        .map(|w| {
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for x in w {
+                let s0 = x + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s0;
+            }
+            s1 * s1 + s2 * s2 - coeff * s1 * s2
+        })
+        .collect();
+    let most = energy.iter().cloned().fold(0.0, f64::max);
+    let quiet = energy.iter().position(|&e| e < most / 100.0)?;
+    let rise = quiet + energy[quiet..].iter().position(|&e| e >= most / 4.0)?;
+    Some(rise as f64 * 0.05)
 }
 
 /// Mean level (dB) of the recording's band around `hz`, after its first
@@ -494,12 +554,12 @@ fn the_programs_audio_is_everyone_but_me_mixed() {
     let url = |q: &str| gw.rtmp_url(&format!("{room}{q}"));
     let (as_carol, as_a, anon) = (url("?participant=carol"), url("?participant=a"), url(""));
     let players = [
-        std::thread::spawn(move || record_audio(&as_carol, 7, "mix-carol")),
-        std::thread::spawn(move || record_audio(&as_a, 7, "mix-a")),
-        std::thread::spawn(move || record_audio(&anon, 7, "mix-anon")),
+        std::thread::spawn(move || record(&as_carol, 7, "mix-carol")),
+        std::thread::spawn(move || record(&as_a, 7, "mix-a")),
+        std::thread::spawn(move || record(&anon, 7, "mix-anon")),
     ];
-    let recorded: Vec<_> = players.into_iter().map(|p| p.join().unwrap()).collect();
-    let wavs: Vec<_> = recorded.iter().map(|(w, _)| w.clone()).collect();
+    let recorded: Vec<Recording> = players.into_iter().map(|p| p.join().unwrap()).collect();
+    let wavs: Vec<_> = recorded.iter().map(|r| r.wav.clone()).collect();
     still_pushing(&mut carol, "carol");
     let _ = carol.kill();
     let bands = |w: &std::path::Path| [440, 660, 880].map(|hz| band_db(w, hz));
@@ -527,7 +587,8 @@ fn the_programs_audio_is_everyone_but_me_mixed() {
     assert!(anon_hears.iter().all(|&db| heard(db)), "{anon_hears:?}");
     // Each program's video decodes beside its mix (7 s at 30 fps, from
     // the program's cached GOP).
-    for (who, (_, frames)) in ["carol", "a", "anonymous"].iter().zip(&recorded) {
-        assert!(*frames >= 150, "{who}'s program decoded {frames} frames");
+    for (who, r) in ["carol", "a", "anonymous"].iter().zip(&recorded) {
+        let frames = r.frames.len();
+        assert!(frames >= 150, "{who}'s program decoded {frames} frames");
     }
 }
