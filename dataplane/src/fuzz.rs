@@ -224,8 +224,11 @@ impl crate::rtmp::hub::Rooms for FuzzRooms {
 /// publish and play, FLV media through the GOP cache, the packetizer for
 /// WebRTC and every player's queue, and RTP video bridged the other way.
 ///
-/// Input: `[op][len][len bytes]`...: op % 4 picks connection 0-2, or 3 for
-/// RTP video of the room's (WebRTC) publisher (`len` bytes of payload).
+/// Input: `[op][len][len bytes]`...: op % 8 is 3 for RTP video of the
+/// room's (WebRTC) publisher (`len` bytes of payload), 4 for an active
+/// speaker change (to participant id `bytes[0] % 8`), 5 for AAC tags of a
+/// program's mix from the transcoder (program `bytes[0] % 8`, the rest
+/// split into tags at every 0xff), anything else for connection op % 3.
 pub fn fuzz_rtmp_hub(data: &[u8]) {
     use crate::participants::Kinds;
     use crate::rtmp::conn::Conn;
@@ -247,7 +250,19 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         let (body, after) = tail.split_at(n);
         rest = after;
         let now = t0 + Duration::from_millis(seq as u64 * 10);
-        match op % 4 {
+        match op % 8 {
+            4 => {
+                let room = rooms.0.unwrap_or(7);
+                let pid = body.first().map_or(0, |b| (b % 8) as u32);
+                hub.speaker_changed(now, room, pid, &mut rooms.1);
+                actions.append(&mut hub.deferred);
+            }
+            5 => {
+                let id = body.first().map_or(0, |b| (b % 8) as u64);
+                let tags = body.get(1..).unwrap_or(&[]);
+                let tags = tags.split(|&b| b == 0xff).map(<[u8]>::to_vec).collect();
+                hub.on_mix(now, id, tags, &mut actions);
+            }
             3 => {
                 seq = seq.wrapping_add(1);
                 // A WebRTC publisher "web" of the room, from its first packet.
@@ -272,7 +287,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                     &mut actions,
                 );
             }
-            idx => hub.on_bytes(now, idx as u32, body, &mut rooms, &mut actions),
+            op => hub.on_bytes(now, (op % 3) as u32, body, &mut rooms, &mut actions),
         }
         for a in actions.drain(..) {
             if let Action::Close { idx, .. } | Action::Handoff { idx, .. } = a {

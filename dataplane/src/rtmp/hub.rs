@@ -405,6 +405,8 @@ pub struct Hub {
     streams: HashMap<Pid, Stream>,
     /// The rooms' programs (players of `live/ROOM`), by id.
     programs: HashMap<u64, Program>,
+    /// Each room's program ids (looked up at every audio packet).
+    room_programs: HashMap<u32, Vec<u64>>,
     next_program: u64,
     /// Each room's active speaker, as the core told it.
     speakers: HashMap<u32, Pid>,
@@ -459,6 +461,7 @@ impl Hub {
             conns: HashMap::new(),
             streams: HashMap::new(),
             programs: HashMap::new(),
+            room_programs: HashMap::new(),
             next_program: 0,
             speakers: HashMap::new(),
             next_idle_choose: None,
@@ -528,8 +531,7 @@ impl Hub {
                 p.players.retain(|&x| x != idx);
                 if p.players.is_empty() {
                     // Nobody plays it: it stops watching its participants.
-                    let p = self.programs.remove(&program).expect("just found");
-                    self.jobs.push(Job::MixEnd { program });
+                    let p = self.remove_program(program).expect("just found");
                     for pid in p.source.into_iter().chain(p.pending) {
                         self.unwatch(program, pid, parts);
                     }
@@ -594,11 +596,25 @@ impl Hub {
 
     /// The ids of `room`'s programs that `pick` takes.
     fn programs_of(&self, room: u32, pick: impl Fn(&Program) -> bool) -> Vec<u64> {
-        self.programs
-            .iter()
-            .filter(|(_, p)| p.room == room && pick(p))
-            .map(|(&id, _)| id)
+        let ids = self.room_programs.get(&room).map_or(&[][..], |v| v);
+        ids.iter()
+            .copied()
+            .filter(|id| self.programs.get(id).is_some_and(&pick))
             .collect()
+    }
+
+    /// Forgets program `id` (nobody plays it, or its room went), and its
+    /// mix on the transcoder thread.
+    fn remove_program(&mut self, id: u64) -> Option<Program> {
+        let p = self.programs.remove(&id)?;
+        if let Some(ids) = self.room_programs.get_mut(&p.room) {
+            ids.retain(|&x| x != id);
+            if ids.is_empty() {
+                self.room_programs.remove(&p.room);
+            }
+        }
+        self.jobs.push(Job::MixEnd { program: id });
+        Some(p)
     }
 
     /// Every program of `room` looks again at whom it should show.
@@ -778,7 +794,7 @@ impl Hub {
     /// The programs of `room` whose mix takes participant `pid`'s audio:
     /// every one but `pid`'s own.
     pub fn mixes_for(&self, room: u32, pid: Pid, parts: &Participants) -> Vec<u64> {
-        if !self.programs.values().any(|p| p.room == room) {
+        if !self.room_programs.contains_key(&room) {
             return Vec::new();
         }
         let name = parts.name(pid).unwrap_or("");
@@ -934,9 +950,8 @@ impl Hub {
         let ids = self.programs_of(room, |_| true);
         let mut conns: Vec<u32> = Vec::new();
         for id in ids {
-            if let Some(p) = self.programs.remove(&id) {
+            if let Some(p) = self.remove_program(id) {
                 conns.extend(p.players);
-                self.jobs.push(Job::MixEnd { program: id });
             }
         }
         for pid in pids {
@@ -1293,16 +1308,13 @@ impl Hub {
         parts: &Participants,
         actions: &mut Vec<Action>,
     ) {
-        let existing = self
-            .programs
-            .iter()
-            .find(|(_, p)| p.room == room && p.me == me)
-            .map(|(&id, _)| id);
+        let existing = self.programs_of(room, |p| p.me == me).first().copied();
         let id = match existing {
             Some(id) => id,
             None => {
                 self.next_program += 1;
                 let id = self.next_program;
+                self.room_programs.entry(room).or_default().push(id);
                 self.programs.insert(
                     id,
                     Program {
