@@ -57,6 +57,9 @@ pub struct Config {
     /// RTMP listen address of the dataplane (`rtmp://ADDR/live/ROOM`), or `off`.
     #[arg(long, env = "MGW_RTMP", default_value = "127.0.0.1:1935")]
     pub rtmp: String,
+    /// HTTP-FLV listen address of the dataplane (`http://ADDR/live/ROOM.flv`), or `off`.
+    #[arg(long, env = "MGW_HTTP_FLV", default_value = "127.0.0.1:8088")]
+    pub http_flv: String,
     /// Keep each stream's latest GOP so a new RTMP player gets a picture at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub gop_cache: bool,

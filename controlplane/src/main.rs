@@ -148,6 +148,8 @@ async fn main() {
             cfg.bind_ip.to_string(),
             "--rtmp".into(),
             cfg.rtmp.clone(),
+            "--http-flv".into(),
+            cfg.http_flv.clone(),
             "--gop-cache".into(),
             cfg.gop_cache.to_string(),
             "--auto-room".into(),

@@ -41,6 +41,9 @@ struct Args {
     /// RTMP listen address (`rtmp://ADDR/live/ROOM`), or `off`.
     #[arg(long, env = "MGW_RTMP", default_value = "127.0.0.1:1935")]
     rtmp: String,
+    /// HTTP-FLV listen address (`http://ADDR/live/ROOM.flv`), or `off`.
+    #[arg(long, env = "MGW_HTTP_FLV", default_value = "127.0.0.1:8088")]
+    http_flv: String,
     /// Keep each stream's latest GOP so a new RTMP player starts at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     gop_cache: bool,
@@ -144,20 +147,39 @@ fn open_or_create(path: &PathBuf, shards: u32) -> Result<Region, RegionError> {
     }
 }
 
-/// One RTMP listener per shard on the same address (`SO_REUSEPORT`) and the
-/// channels shards hand connections over with.
+/// `--FLAG`'s address, or `None` for `off`.
+fn listen_addr(flag: &str, value: &str) -> Result<Option<SocketAddrV4>, String> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("--{flag} {value:?}: {e} (use IP:PORT or off)"))
+}
+
+/// One RTMP and one HTTP-FLV listener per shard on the same addresses
+/// (`SO_REUSEPORT`) and the channels shards hand connections over with.
 fn rtmp_configs(
     args: &Args,
     shards: u32,
     limits: Limits,
 ) -> Result<Option<Vec<RtmpConfig>>, String> {
-    if args.rtmp == "off" {
+    let rtmp = listen_addr("rtmp", &args.rtmp)?;
+    let http = listen_addr("http-flv", &args.http_flv)?;
+    if rtmp.is_none() && http.is_none() {
         return Ok(None);
     }
-    let addr: SocketAddrV4 = args
-        .rtmp
-        .parse()
-        .map_err(|e| format!("--rtmp {:?}: {e} (use IP:PORT or off)", args.rtmp))?;
+    let bind = |addr: Option<SocketAddrV4>, what: &str, flag: &str| {
+        addr.map(|a| {
+            rtmp::listen(a).map_err(|e| {
+                format!(
+                    "cannot listen for {what} on {a}: {e} (use --{flag} off or another address)"
+                )
+            })
+        })
+        .transpose()
+    };
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| mpsc::channel()).unzip();
     let peers = Arc::new(senders);
     let tokens = args
@@ -167,11 +189,9 @@ fn rtmp_configs(
     let conns = Arc::new(ConnCounter::default());
     let mut out = Vec::new();
     for inbox in receivers {
-        let listener = rtmp::listen(addr).map_err(|e| {
-            format!("cannot listen for RTMP on {addr}: {e} (use --rtmp off or another address)")
-        })?;
         out.push(RtmpConfig {
-            listener,
+            listener: bind(rtmp, "RTMP", "rtmp")?,
+            http_listener: bind(http, "HTTP-FLV", "http-flv")?,
             inbox,
             peers: peers.clone(),
             gop_cache: args.gop_cache,
@@ -182,7 +202,13 @@ fn rtmp_configs(
             conns: conns.clone(),
         });
     }
-    info!(%addr, gop_cache = args.gop_cache, tokens = tokens.is_some(), "RTMP listening");
+    info!(
+        rtmp = %args.rtmp,
+        http_flv = %args.http_flv,
+        gop_cache = args.gop_cache,
+        tokens = tokens.is_some(),
+        "RTMP and HTTP-FLV listening"
+    );
     Ok(Some(out))
 }
 

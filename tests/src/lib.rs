@@ -137,6 +137,8 @@ pub struct Gateway {
     pub api: String,
     /// `rtmp://127.0.0.1:{rtmp}/live/ROOM`
     pub rtmp: u16,
+    /// `http://127.0.0.1:{http_flv}/live/ROOM.flv`
+    pub http_flv: u16,
     pub shm: String,
     pub ports: (u16, u16),
     pub http: u16,
@@ -202,6 +204,7 @@ impl Gateway {
         Gateway {
             api: format!("http://127.0.0.1:{http}"),
             rtmp: free_tcp_port(),
+            http_flv: free_tcp_port(),
             log: PathBuf::new(),
             shm,
             ports: media_ports(ports),
@@ -224,6 +227,8 @@ impl Gateway {
                 "--no-pin",
                 "--rtmp",
                 &format!("127.0.0.1:{}", self.rtmp),
+                "--http-flv",
+                &format!("127.0.0.1:{}", self.http_flv),
             ])
             .stdout(Stdio::null())
             .stderr(f)
@@ -245,6 +250,7 @@ impl Gateway {
         ])
         .args(["--shm-name", &self.shm, "--udp-ports", &ports, "--no-pin"])
         .args(["--rtmp", &format!("127.0.0.1:{}", self.rtmp)])
+        .args(["--http-flv", &format!("127.0.0.1:{}", self.http_flv)])
         .args(["--admin-key", ADMIN_KEY])
         .args(extra)
         .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -1005,6 +1011,12 @@ impl Gateway {
 
     pub fn rtmp_url(&self, room: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{room}", self.rtmp)
+    }
+
+    /// `http://…/live/{path}.flv{query}`: the HTTP-FLV twin of
+    /// [`Self::rtmp_url`] (`path` is `ROOM` or `ROOM/NAME`).
+    pub fn flv_url(&self, path: &str, query: &str) -> String {
+        format!("http://127.0.0.1:{}/live/{path}.flv{query}", self.http_flv)
     }
 }
 

@@ -30,6 +30,7 @@ use super::address::{self, Address};
 use super::chunk::MediaLimits;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
+use super::http;
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer, Pushed};
 use crate::participants::{Kinds, Participants, Pid, Taken};
@@ -127,6 +128,19 @@ pub struct ConnState {
     dirty: bool,
     /// Dropped for falling behind (reported as such).
     slow: bool,
+    /// An HTTP-FLV player (its `conn` unused), and its request head so far.
+    pub http: bool,
+    http_head: Vec<u8>,
+}
+
+impl ConnState {
+    /// A connection accepted on the HTTP-FLV listener.
+    pub fn http_flv() -> ConnState {
+        ConnState {
+            http: true,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for ConnState {
@@ -143,6 +157,8 @@ impl Default for ConnState {
             stats: SessionStats::default(),
             dirty: false,
             slow: false,
+            http: false,
+            http_head: Vec::new(),
         }
     }
 }
@@ -835,6 +851,9 @@ impl Hub {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
         };
+        if st.http {
+            return self.on_http_bytes(now, idx, data, rooms, actions);
+        }
         let mut events = std::mem::take(&mut self.events);
         events.clear();
         let result: Result<(), RtmpError> = st.conn.on_bytes(data, &mut events);
@@ -863,6 +882,57 @@ impl Hub {
         }
         drop(rest);
         self.events = events;
+    }
+
+    /// Bytes from an HTTP-FLV client: its request head (bounded by
+    /// [`http::MAX_REQUEST`]), then a play like an RTMP `play` of the same
+    /// address; what it sends after the head is ignored.
+    fn on_http_bytes(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        data: &[u8],
+        rooms: &mut dyn Rooms,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        if st.role != Role::New || st.session.is_some() {
+            return;
+        }
+        let room = http::MAX_REQUEST.saturating_sub(st.http_head.len());
+        st.http_head
+            .extend_from_slice(&data[..data.len().min(room)]);
+        let request = http::parse_request(&st.http_head);
+        if request != http::Request::Partial {
+            st.http_head = Vec::new();
+        }
+        match request {
+            http::Request::Partial => {}
+            http::Request::Preflight => {
+                st.queue.push_control(http::preflight_response());
+                actions.push(Action::Wake(idx));
+                actions.push(Action::Close {
+                    idx,
+                    why: "CORS preflight answered".into(),
+                    flush: true,
+                });
+            }
+            http::Request::Refuse { status, why } => {
+                st.queue.push_control(http::error_response(status, &why));
+                self.stats.rejected += 1;
+                actions.push(Action::Wake(idx));
+                actions.push(Action::Close {
+                    idx,
+                    why,
+                    flush: true,
+                });
+            }
+            http::Request::Play { app, key, query } => {
+                self.on_event(now, idx, Event::Play { app, key, query }, rooms, actions)
+            }
+        }
     }
 
     /// Reports a connection that started publishing or playing as a participant.
@@ -1000,9 +1070,16 @@ impl Hub {
             .is_some_and(|c| matches!(c.role, Role::Publisher { .. }))
     }
 
-    fn reject(&mut self, idx: u32, code: &str, why: &str, actions: &mut Vec<Action>) {
+    /// Refuses a publish or play: an `onStatus` error `code` to an RTMP
+    /// client, the HTTP `status` to an HTTP-FLV one; then closes it.
+    fn reject(&mut self, idx: u32, code: &str, status: u16, why: &str, actions: &mut Vec<Action>) {
         if let Some(st) = self.conns.get_mut(&idx) {
-            st.conn.reject(STREAM_ID, code, why);
+            if st.http {
+                st.queue.push_control(http::error_response(status, why));
+                actions.push(Action::Wake(idx));
+            } else {
+                st.conn.reject(STREAM_ID, code, why);
+            }
         }
         self.stats.rejected += 1;
         self.flush_conn(idx, actions);
@@ -1047,11 +1124,11 @@ impl Hub {
                 // stopped may publish again).
                 if self.conns.get(&idx).is_some_and(|c| c.role != Role::New) {
                     let why = "this connection already publishes or plays";
-                    return self.reject(idx, bad, why, actions);
+                    return self.reject(idx, bad, 400, why, actions);
                 }
                 let addr = match address::parse(app, key, query) {
                     Ok(a) => a,
-                    Err(why) => return self.reject(idx, bad, &why, actions),
+                    Err(why) => return self.reject(idx, bad, 400, &why, actions),
                 };
                 let claim = match rooms.authorize(&addr.room, publish, addr.token.as_deref()) {
                     Ok(claim) => claim,
@@ -1061,7 +1138,7 @@ impl Hub {
                         } else {
                             "NetStream.Play.Failed"
                         };
-                        return self.reject(idx, code, &why, actions);
+                        return self.reject(idx, code, 403, &why, actions);
                     }
                 };
                 let room = match rooms.place(&addr.room) {
@@ -1081,12 +1158,12 @@ impl Hub {
                                 "no room {:?}, and creating rooms on publish is off",
                                 addr.room
                             );
-                            return self.reject(idx, not_found, &why, actions);
+                            return self.reject(idx, not_found, 404, &why, actions);
                         }
                     },
                     Place::Missing => {
                         let why = format!("no stream {:?}", addr.room);
-                        return self.reject(idx, not_found, &why, actions);
+                        return self.reject(idx, not_found, 404, &why, actions);
                     }
                 };
                 // Who the client is: the token's participant, else the
@@ -1096,7 +1173,7 @@ impl Hub {
                         let why = format!(
                             "the stream name {n:?} and ?participant={q:?} name different participants"
                         );
-                        return self.reject(idx, bad, &why, actions);
+                        return self.reject(idx, bad, 400, &why, actions);
                     }
                     (Some(n), _) if publish => Some(n.clone()),
                     (_, q) => q.clone(),
@@ -1104,14 +1181,14 @@ impl Hub {
                 let random = rooms.random();
                 let (me, generated) = match resolve(claim.as_deref(), asked.as_deref(), random) {
                     Ok(x) => x,
-                    Err(NameError::Bad(why)) => return self.reject(idx, bad, &why, actions),
+                    Err(NameError::Bad(why)) => return self.reject(idx, bad, 400, &why, actions),
                     Err(NameError::NotYours(why)) => {
                         let code = if publish {
                             "NetStream.Publish.Unauthorized"
                         } else {
                             "NetStream.Play.Failed"
                         };
-                        return self.reject(idx, code, &why, actions);
+                        return self.reject(idx, code, 403, &why, actions);
                     }
                 };
                 if let Some(st) = self.conns.get_mut(&idx) {
@@ -1200,7 +1277,7 @@ impl Hub {
                     "participant {me:?} already publishes in room {:?} over WebRTC or RTP",
                     addr.room
                 );
-                return self.reject(idx, "NetStream.Publish.BadName", &why, actions);
+                return self.reject(idx, "NetStream.Publish.BadName", 400, &why, actions);
             }
         }
         let key = participant_key(me);
@@ -1266,7 +1343,7 @@ impl Hub {
         if let Some(name) = &addr.name {
             if parts.find(room, name).is_none() {
                 let why = format!("no participant {name:?} in room {:?}", addr.room);
-                return self.reject(idx, "NetStream.Play.StreamNotFound", &why, actions);
+                return self.reject(idx, "NetStream.Play.StreamNotFound", 404, &why, actions);
             }
         }
         let shown = match &addr.name {
@@ -1274,7 +1351,12 @@ impl Hub {
             None => addr.room.clone(),
         };
         if let Some(st) = self.conns.get_mut(&idx) {
-            st.conn.accept_play(&format!("{shown} as {me}"));
+            if st.http {
+                st.queue.push_control(http::stream_head());
+                actions.push(Action::Wake(idx));
+            } else {
+                st.conn.accept_play(&format!("{shown} as {me}"));
+            }
         }
         self.announce(idx, room, false);
         self.flush_conn(idx, actions);
@@ -1337,7 +1419,7 @@ impl Hub {
             return;
         };
         p.players.push(idx);
-        let replay = replay_of(&p.cache);
+        let replay = replay_of(&p.cache, self.conns.get(&idx).is_some_and(|c| c.http));
         self.start_player(
             now,
             idx,
@@ -1396,7 +1478,8 @@ impl Hub {
         let ask = s.keyframe_source();
         self.keyframe_requests.extend(ask);
         // A picture at once: headers and the GOP so far, serialized for this player.
-        let replay = self.streams.get(&pid).map(|s| replay_of(&s.cache));
+        let http = self.conns.get(&idx).is_some_and(|c| c.http);
+        let replay = self.streams.get(&pid).map(|s| replay_of(&s.cache, http));
         let role = Role::Player { room, stream: pid };
         self.start_player(now, idx, role, replay.unwrap_or_default(), actions);
     }
@@ -1707,14 +1790,20 @@ impl Hub {
         if players.is_empty() {
             return;
         }
-        let bytes = chunked(m);
+        // Serialized once per wire format that a player here speaks.
+        let (rtmp, flv) = (std::cell::OnceCell::new(), std::cell::OnceCell::new());
         let frame = Frame::of(m);
         for &p in players {
             let Some(st) = self.conns.get_mut(&p) else {
                 continue;
             };
             st.dirty = true;
-            match st.queue.offer(now, &bytes, frame) {
+            let bytes = if st.http {
+                flv.get_or_init(|| http::tag_chunk(m))
+            } else {
+                rtmp.get_or_init(|| chunked(m))
+            };
+            match st.queue.offer(now, bytes, frame) {
                 Offer::Queued => {
                     st.stats.packets += 1;
                     st.stats.bytes += bytes.len() as u64;
@@ -1738,9 +1827,11 @@ impl Hub {
     }
 }
 
-/// A GOP cache's headers and GOP, chunked, for a player that starts.
-fn replay_of(cache: &GopCache) -> Vec<(Bytes, Frame)> {
-    cache.replay().map(|m| (chunked(m), Frame::of(m))).collect()
+/// A GOP cache's headers and GOP, as RTMP chunks or HTTP-FLV tags, for a
+/// player that starts.
+fn replay_of(cache: &GopCache, http: bool) -> Vec<(Bytes, Frame)> {
+    let wire = if http { http::tag_chunk } else { chunked };
+    cache.replay().map(|m| (wire(m), Frame::of(m))).collect()
 }
 
 /// How often an idle program looks at arriving WebRTC/RTP publishers.
@@ -2311,54 +2402,129 @@ mod tests {
     /// reported as a slow consumer, not as an ordinary leave.
     #[test]
     fn a_player_that_never_reads_is_dropped_as_slow() {
-        let mut rooms = OneRoom::creating();
-        let mut h = hub_with(2);
-        let t0 = Instant::now();
-        let mut a = Vec::new();
-        let publish = [
-            connect(),
-            command(
-                "publish",
-                vec![Amf0Value::Utf8String("s".into()), Amf0Value::Null],
-            ),
-        ]
-        .concat();
-        h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
-        let play = [
-            connect(),
-            command("play", vec![Amf0Value::Utf8String("s".into())]),
-        ]
-        .concat();
-        h.on_bytes(t0, 1, &play, &mut rooms, &mut a);
-        let mut frame = vec![0x27u8, 1, 0, 0, 0];
-        frame.resize(200_000, 7);
-        let mut closed = false;
-        for i in 0..40u32 {
-            a.clear();
-            // A keyframe first: a new player waits for one.
-            frame[0] = if i == 0 { 0x17 } else { 0x27 };
-            let mut m = Vec::new();
-            write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
-            let now = t0 + std::time::Duration::from_millis(200 * i as u64);
-            h.on_bytes(now, 0, &m, &mut rooms, &mut a);
-            if a.iter().any(|x| matches!(x, Action::Close { idx: 1, .. })) {
-                closed = true;
-                break;
-            }
-        }
-        assert!(closed, "the stalled player was never dropped");
-        h.events_out.clear();
-        h.remove(Instant::now(), 1, &mut rooms.parts);
-        assert!(
-            h.events_out.iter().any(|e| matches!(
-                e,
-                RingEvent::SessionEnded {
-                    reason: END_SLOW,
-                    ..
+        // RTMP and HTTP-FLV players alike.
+        for http in [false, true] {
+            let mut rooms = OneRoom::creating();
+            let mut h = hub_with(2);
+            let t0 = Instant::now();
+            let mut a = Vec::new();
+            let publish = [
+                connect(),
+                command(
+                    "publish",
+                    vec![Amf0Value::Utf8String("s".into()), Amf0Value::Null],
+                ),
+            ]
+            .concat();
+            h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
+            let play = if http {
+                h.insert(1, ConnState::http_flv());
+                b"GET /live/s.flv HTTP/1.1\r\n\r\n".to_vec()
+            } else {
+                [
+                    connect(),
+                    command("play", vec![Amf0Value::Utf8String("s".into())]),
+                ]
+                .concat()
+            };
+            h.on_bytes(t0, 1, &play, &mut rooms, &mut a);
+            let mut frame = vec![0x27u8, 1, 0, 0, 0];
+            frame.resize(200_000, 7);
+            let mut closed = false;
+            for i in 0..40u32 {
+                a.clear();
+                // A keyframe first: a new player waits for one.
+                frame[0] = if i == 0 { 0x17 } else { 0x27 };
+                let mut m = Vec::new();
+                write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
+                let now = t0 + std::time::Duration::from_millis(200 * i as u64);
+                h.on_bytes(now, 0, &m, &mut rooms, &mut a);
+                if a.iter().any(|x| matches!(x, Action::Close { idx: 1, .. })) {
+                    closed = true;
+                    break;
                 }
-            )),
-            "{:?}",
-            h.events_out
+            }
+            assert!(
+                closed,
+                "the stalled player was never dropped (http: {http})"
+            );
+            h.events_out.clear();
+            h.remove(Instant::now(), 1, &mut rooms.parts);
+            assert!(
+                h.events_out.iter().any(|e| matches!(
+                    e,
+                    RingEvent::SessionEnded {
+                        reason: END_SLOW,
+                        ..
+                    }
+                )),
+                "{:?}",
+                h.events_out
+            );
+        }
+    }
+
+    /// An HTTP-FLV player gets the answer head, the FLV header and the
+    /// cached stream as FLV tags in chunks; a request for someone who is
+    /// not in the room gets 404 with the reason, then the connection closes.
+    #[test]
+    fn an_http_flv_player_gets_the_stream_as_chunked_flv() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(1);
+        send(&mut h, &mut rooms, 0, "publish", "r/bob");
+        frame_at(&mut h, &mut rooms, 0, 0xb1, 40, true, Instant::now());
+        h.insert(1, ConnState::http_flv());
+        h.insert(2, ConnState::http_flv());
+        let mut a = Vec::new();
+        // The head may come in pieces.
+        h.on_bytes(
+            Instant::now(),
+            1,
+            b"GET /live/r/bob.flv HT",
+            &mut rooms,
+            &mut a,
+        );
+        assert!(h.queue(1).unwrap().is_empty(), "half a head: nothing yet");
+        h.on_bytes(Instant::now(), 1, b"TP/1.1\r\n\r\n", &mut rooms, &mut a);
+        let mut out = Vec::new();
+        let q = h.queue(1).unwrap();
+        while let Some(b) = q.front() {
+            out.extend_from_slice(b);
+            let n = b.len();
+            q.consumed(n);
+        }
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        let body = &out[text.find("\r\n\r\n").unwrap() + 4..];
+        assert!(body.starts_with(b"d\r\nFLV\x01\x05"));
+        // The sequence header, then the keyframe, each an FLV video tag.
+        let keyframe = http::tag_chunk(&Media {
+            type_id: types::VIDEO,
+            timestamp: 40,
+            payload: Bytes::from_static(&[0x17, 1, 0, 0, 0, 0xb1]),
+        });
+        assert!(body.ends_with(&keyframe), "the cached keyframe last");
+        assert_eq!(
+            body.windows(keyframe.len())
+                .filter(|w| *w == &keyframe[..])
+                .count(),
+            1
+        );
+
+        h.on_bytes(
+            Instant::now(),
+            2,
+            b"GET /live/r/carol.flv HTTP/1.1\r\n\r\n",
+            &mut rooms,
+            &mut a,
+        );
+        let q = h.queue(2).unwrap();
+        let answer = String::from_utf8_lossy(q.front().unwrap()).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\n"), "{answer}");
+        assert!(answer.contains("carol"), "{answer}");
+        assert_eq!(
+            closed(&a, 2),
+            Some("no participant \"carol\" in room \"r\"")
         );
     }
 

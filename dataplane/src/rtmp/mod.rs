@@ -3,5 +3,6 @@
 pub mod address;
 pub mod chunk;
 pub mod conn;
+pub mod http;
 pub mod hub;
 pub mod stream;

@@ -56,7 +56,7 @@ use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
 pub mod gso;
 pub mod rtmp;
-use rtmp::{RtmpConfig, RtmpIo, OP_ACCEPT, OP_TCP_RECV, OP_TCP_SEND};
+use rtmp::{RtmpConfig, RtmpIo, OP_ACCEPT, OP_HTTP_ACCEPT, OP_TCP_RECV, OP_TCP_SEND};
 
 /// Longest wait for completions before the loop turns anyway (to read commands).
 pub const TURN_WAIT: Duration = Duration::from_millis(2);
@@ -100,7 +100,7 @@ const BGID: u16 = 0;
 const OP_RECV: u64 = 1;
 const OP_SEND: u64 = 2;
 const OP_CANCEL: u64 = 3;
-/// A GSO batch of media (`index` is the batch); RTMP uses 4-6.
+/// A GSO batch of media (`index` is the batch); RTMP and HTTP-FLV use 4-6 and 8.
 const OP_GSO_SEND: u64 = 7;
 
 fn user_data(op: u64, gen: u32, index: u32) -> u64 {
@@ -147,7 +147,7 @@ pub struct ShardConfig {
     pub core: Option<usize>,
     /// The DTLS certificate WebRTC sessions present.
     pub dtls: DtlsIdentity,
-    /// RTMP listener and hand-over channels; `None` with RTMP off.
+    /// RTMP and HTTP-FLV listeners and hand-over channels; `None` with both off.
     pub rtmp: Option<RtmpConfig>,
     /// Batch each turn's packets to one destination into UDP GSO sends.
     pub gso: bool,
@@ -577,7 +577,8 @@ impl Shard {
             let (op, gen, index) = split_user_data(ud);
             match op {
                 OP_RECV => self.on_recv(now, gen, index, res, flags),
-                OP_ACCEPT => self.on_accept(now, res, cqueue::more(flags)),
+                OP_ACCEPT => self.on_accept(now, res, cqueue::more(flags), false),
+                OP_HTTP_ACCEPT => self.on_accept(now, res, cqueue::more(flags), true),
                 OP_TCP_RECV => self.on_tcp_recv(now, gen, index, res),
                 OP_TCP_SEND => self.on_tcp_send(gen, index, res),
                 _ => {}

@@ -1,8 +1,10 @@
-//! The shard's RTMP side: a TCP listener (one per shard, `SO_REUSEPORT`, so
-//! the kernel spreads connections), one receive and at most one send in
-//! flight per connection on the shard's io_uring, and hand-over of a
-//! connection to the shard that hosts its room. The protocol and the
-//! streams are the core's ([`crate::core::Core::handle_rtmp_bytes`]).
+//! The shard's RTMP and HTTP-FLV side: TCP listeners (one of each per
+//! shard, `SO_REUSEPORT`, so the kernel spreads connections), one receive
+//! and at most one send in flight per connection on the shard's io_uring,
+//! and hand-over of a connection to the shard that hosts its room. The
+//! protocols and the streams are the core's
+//! ([`crate::core::Core::handle_rtmp_bytes`]); an HTTP-FLV player is an
+//! RTMP player with another framing, under the same limits and timeouts.
 //!
 //! ```text
 //! AcceptMulti ─▶ new connection: TCP_NODELAY, Recv armed
@@ -39,6 +41,7 @@ use gateway_ring::token::TokenKeys;
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
 pub(super) const OP_TCP_SEND: u64 = 6;
+pub(super) const OP_HTTP_ACCEPT: u64 = 8;
 
 /// Receive buffer per connection.
 const RECV_BUF: usize = 16 * 1024;
@@ -57,7 +60,9 @@ pub struct Handoff {
 
 /// What `main` gives each shard for RTMP.
 pub struct RtmpConfig {
-    pub listener: TcpListener,
+    /// RTMP, HTTP-FLV: either may be off.
+    pub listener: Option<TcpListener>,
+    pub http_listener: Option<TcpListener>,
     pub inbox: Receiver<Box<Handoff>>,
     /// Every shard's inbox, by shard index.
     pub peers: Arc<Vec<Sender<Box<Handoff>>>>,
@@ -126,8 +131,10 @@ struct TcpSlot {
 }
 
 pub(super) struct RtmpIo {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
     accept_armed: bool,
+    http_accept_armed: bool,
     conns: Vec<Option<TcpSlot>>,
     free: Vec<u32>,
     next_gen: u32,
@@ -145,7 +152,9 @@ impl RtmpIo {
     pub(super) fn new(cfg: RtmpConfig) -> RtmpIo {
         RtmpIo {
             listener: cfg.listener,
+            http_listener: cfg.http_listener,
             accept_armed: false,
+            http_accept_armed: false,
             conns: Vec::new(),
             free: Vec::new(),
             next_gen: 1,
@@ -163,11 +172,19 @@ impl Shard {
     /// Per turn: keep the accept armed and adopt handed-over connections.
     pub(super) fn rtmp_turn(&mut self, now: Instant) {
         let Some(io) = self.rtmp.as_mut() else { return };
-        if !io.accept_armed {
+        let mut arm = [None, None];
+        if let Some(l) = io.listener.as_ref().filter(|_| !io.accept_armed) {
             io.accept_armed = true;
-            let e = opcode::AcceptMulti::new(types::Fd(io.listener.as_raw_fd()))
+            arm[0] = Some((l.as_raw_fd(), OP_ACCEPT));
+        }
+        if let Some(l) = io.http_listener.as_ref().filter(|_| !io.http_accept_armed) {
+            io.http_accept_armed = true;
+            arm[1] = Some((l.as_raw_fd(), OP_HTTP_ACCEPT));
+        }
+        for (fd, op) in arm.into_iter().flatten() {
+            let e = opcode::AcceptMulti::new(types::Fd(fd))
                 .build()
-                .user_data(user_data(OP_ACCEPT, 0, 0));
+                .user_data(user_data(op, 0, 0));
             self.push_sqe(&e);
         }
         for _ in 0..64 {
@@ -304,10 +321,15 @@ impl Shard {
         Some(idx)
     }
 
-    pub(super) fn on_accept(&mut self, now: Instant, res: i32, more: bool) {
+    /// A connection accepted on the RTMP listener, or on the HTTP-FLV one.
+    pub(super) fn on_accept(&mut self, now: Instant, res: i32, more: bool, http: bool) {
         let Some(io) = self.rtmp.as_mut() else { return };
         if !more {
-            io.accept_armed = false;
+            if http {
+                io.http_accept_armed = false;
+            } else {
+                io.accept_armed = false;
+            }
         }
         if res < 0 {
             debug!(
@@ -319,7 +341,11 @@ impl Shard {
         }
         // SAFETY: the kernel gave us this new descriptor; we own it now.
         let sock = unsafe { TcpStream::from_raw_fd(res) };
-        let mut state = ConnState::default();
+        let mut state = if http {
+            ConnState::http_flv()
+        } else {
+            ConnState::default()
+        };
         state.peer = match sock.peer_addr() {
             Ok(std::net::SocketAddr::V4(a)) => Some(a),
             _ => None,

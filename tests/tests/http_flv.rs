@@ -1,0 +1,225 @@
+//! HTTP-FLV (`http://HOST/live/ROOM/NAME.flv`, `…/live/ROOM.flv`): what
+//! WeChat's `live-player` and flv.js pages play. ffmpeg plays it from the
+//! GOP cache like an RTMP player, with the same streams (a participant's,
+//! the room's program); bad requests get their status and a reason.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+
+/// Sends `request` on a new connection to the HTTP-FLV listener; the
+/// answer's status and head, and the first bytes of its body (read until
+/// the server closes, `limit` bytes, or 5 s).
+fn exchange(gw: &Gateway, request: &[u8], limit: usize) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", gw.http_flv)).expect("connect HTTP-FLV");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A server that refuses early may close before the request is all
+    // written: what it answered is still read below.
+    let _ = s.write_all(request);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while got.len() < limit {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(got.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head, got[end..].to_vec())
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes()
+}
+
+/// Waits until `url` plays (ffmpeg decodes a first frame).
+fn wait_playing(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rtmp_first_frame(url).is_none() {
+        assert!(Instant::now() < deadline, "{url} never played");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A mini-program pushes over RTMP; ffmpeg plays its HTTP-FLV address:
+/// video and audio decode, the picture comes from the GOP cache as fast as
+/// an RTMP player's (both measured in the same run, alternating), the
+/// room's program has its HTTP-FLV twin, and the answer is chunked FLV
+/// with CORS for flv.js.
+#[test]
+fn ffmpeg_plays_http_flv_like_an_rtmp_player() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("hf");
+    let clip = clip_sized(320, 240, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "hf/bob", &clip, 60));
+    let (rtmp, flv) = (gw.rtmp_url("hf/bob"), gw.flv_url("hf/bob", ""));
+    wait_playing(&rtmp);
+
+    let (video, audio, log) = ffmpeg_rtmp_play(&flv, 3, Duration::from_secs(20));
+    assert!(
+        video >= 60 && audio >= 100,
+        "{video} video / {audio} audio\n{log}"
+    );
+    let streams = ffprobe_streams(&flv);
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["width"] == 320 && s["height"] == 240),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|s| s["codec_name"] == "aac"),
+        "{streams:?}"
+    );
+
+    // Time to the first picture, RTMP and HTTP-FLV alternating.
+    let (mut by_rtmp, mut by_flv) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        by_rtmp.push(rtmp_first_frame(&rtmp).expect("RTMP plays"));
+        by_flv.push(rtmp_first_frame(&flv).expect("HTTP-FLV plays"));
+    }
+    eprintln!(
+        "first picture (ffmpeg, median of 5): RTMP {:?}, HTTP-FLV {:?}; all RTMP {by_rtmp:?}, all HTTP-FLV {by_flv:?}",
+        median(by_rtmp.clone()),
+        median(by_flv.clone())
+    );
+
+    // The room's program, as alice (who is nobody here yet): bob.
+    let program = gw.flv_url("hf", "?participant=alice");
+    let (video, _, log) = ffmpeg_rtmp_play(&program, 2, Duration::from_secs(20));
+    assert!(video >= 30, "{video} frames of the program\n{log}");
+
+    // What flv.js needs: CORS, FLV, chunked; the body starts with the FLV
+    // header in the first chunk, then the cached stream's tags.
+    let (status, head, body) = exchange(&gw, &get("/live/hf/bob.flv"), 4096);
+    assert_eq!(status, 200, "{head}");
+    for h in [
+        "Access-Control-Allow-Origin: *",
+        "Content-Type: video/x-flv",
+        "Transfer-Encoding: chunked",
+    ] {
+        assert!(head.contains(h), "{h} missing:\n{head}");
+    }
+    assert!(
+        body.starts_with(b"d\r\nFLV\x01\x05\0\0\0\x09\0\0\0\0\r\n"),
+        "{:?}",
+        &body[..body.len().min(32)]
+    );
+    let (status, head, _) = exchange(&gw, b"OPTIONS /live/hf/bob.flv HTTP/1.1\r\n\r\n", 4096);
+    assert_eq!(status, 204, "{head}");
+    assert!(head.contains("Access-Control-Allow-Methods: GET"), "{head}");
+}
+
+/// What a client can get wrong, each with its status and a reason, and
+/// the stream plays on for the others.
+#[test]
+fn bad_http_flv_requests_get_clear_answers() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("bad");
+    let clip = clip_sized(320, 240, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "bad/bob", &clip, 60));
+    wait_playing(&gw.rtmp_url("bad/bob"));
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (get("/live/nope.flv"), 404, "no stream"),
+        (get("/live/bad/carol.flv"), 404, "carol"),
+        (get("/live/bad/bob"), 404, "/live/ROOM.flv"),
+        (get("/other/bad/bob.flv"), 400, ""),
+        (get("/live/bad.flv?participant=b%20b"), 400, ""),
+        (
+            b"POST /live/bad/bob.flv HTTP/1.1\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            405,
+            "POST",
+        ),
+        (
+            b"\x16\x03\x01\x02\x00junk\r\n\r\n".to_vec(),
+            400,
+            "malformed",
+        ),
+        (
+            format!("GET /live/{}.flv HTTP/1.1\r\n", "a".repeat(8300)).into_bytes(),
+            431,
+            "8 KiB",
+        ),
+    ];
+    for (request, want, says) in &cases {
+        let (status, head, body) = exchange(&gw, request, 64 * 1024);
+        let body = String::from_utf8_lossy(&body);
+        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]);
+        assert_eq!(status, *want, "{shown:?}\n{head}{body}");
+        assert!(body.contains(says), "{shown:?}: {body}");
+        assert!(head.contains("Connection: close"), "{head}");
+    }
+    // A client that sends half a head and stops is closed at the set-up
+    // timeout (10 s), like an RTMP client that never plays: not waited on
+    // for ever. Meanwhile, bob plays on.
+    let mut stalled = TcpStream::connect(("127.0.0.1", gw.http_flv)).unwrap();
+    stalled
+        .write_all(b"GET /live/bad/bob.flv HTTP/1.1\r\n")
+        .unwrap();
+    let (video, _, log) = ffmpeg_rtmp_play(&gw.flv_url("bad/bob", ""), 2, Duration::from_secs(20));
+    assert!(video >= 30, "{video}\n{log}");
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = stalled.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    // Counted as the set-up timeout (the shards report every second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.metric("mgw_limit_hits_total", "rtmp_setup_timeout") < 1.0 {
+        assert!(Instant::now() < deadline, "the timeout was not counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// With room tokens, HTTP-FLV needs `?token=` like RTMP play: none or a
+/// wrong one is 403, a subscribe token of the room plays.
+#[test]
+fn http_flv_needs_room_tokens_when_configured() {
+    let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
+    let mint = |role: &str| {
+        let (code, v) = gw.post("/v1/rooms/ht/tokens", json!({ "role": role, "ttl_s": 120 }));
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    };
+    let publish = mint("publish");
+    let clip = clip_sized(320, 240, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(
+        &gw,
+        &format!("ht/bob?token={publish}"),
+        &clip,
+        60,
+    ));
+    let subscribe = mint("subscribe");
+    wait_playing(&gw.flv_url("ht/bob", &format!("?token={subscribe}")));
+    for path in [
+        "/live/ht/bob.flv".to_string(),
+        "/live/ht/bob.flv?token=not-a-jwt".to_string(),
+    ] {
+        let (status, head, body) = exchange(&gw, &get(&path), 4096);
+        assert_eq!(
+            status,
+            403,
+            "{path}: {head}{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
