@@ -228,7 +228,8 @@ impl crate::rtmp::hub::Rooms for FuzzRooms {
 /// room's (WebRTC) publisher (`len` bytes of payload), 4 for an active
 /// speaker change (to participant id `bytes[0] % 8`), 5 for AAC tags of a
 /// program's mix from the transcoder (program `bytes[0] % 8`, the rest
-/// split into tags at every 0xff), anything else for connection op % 3.
+/// split into tags at every 0xff), 6 for bytes of connection 3 (an
+/// HTTP-FLV client), anything else for connection op % 3.
 pub fn fuzz_rtmp_hub(data: &[u8]) {
     use crate::participants::Kinds;
     use crate::rtmp::conn::Conn;
@@ -242,6 +243,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         st.conn = Conn::new_after_handshake();
         hub.insert(idx, st);
     }
+    hub.insert(3, ConnState::http_flv());
     let t0 = Instant::now();
     let mut seq = 0u16;
     let mut rest = data;
@@ -287,6 +289,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                     &mut actions,
                 );
             }
+            6 => hub.on_bytes(now, 3, body, &mut rooms, &mut actions),
             op => hub.on_bytes(now, (op % 3) as u32, body, &mut rooms, &mut actions),
         }
         for a in actions.drain(..) {
@@ -294,7 +297,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 hub.remove(now, idx, &mut rooms.1);
             }
         }
-        for idx in 0..3 {
+        for idx in 0..4 {
             if let Some(q) = hub.queue(idx) {
                 // Control output and config within their bound; media up to
                 // the soft limit and the one message that crossed it.
