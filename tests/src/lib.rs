@@ -1095,7 +1095,7 @@ pub fn ffprobe_streams(url: &str) -> Vec<Value> {
             "-show_entries",
         ])
         .args([
-            "stream=codec_name,width,height,sample_rate",
+            "stream=codec_name,width,height,sample_rate,channels,bit_rate",
             "-of",
             "json",
             url,

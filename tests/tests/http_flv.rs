@@ -223,3 +223,116 @@ fn http_flv_needs_room_tokens_when_configured() {
         );
     }
 }
+
+/// The FLV tags (type, time, body) at the start of an HTTP-FLV answer:
+/// chunked transfer undone, the file header skipped.
+fn flv_tags(gw: &Gateway, path: &str, bytes: usize) -> Vec<(u8, u32, Vec<u8>)> {
+    let (status, head, body) = exchange(gw, &get(path), bytes);
+    assert_eq!(status, 200, "{head}");
+    let mut flv = Vec::new();
+    let mut rest = &body[..];
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let Ok(n) = usize::from_str_radix(&String::from_utf8_lossy(&rest[..eol]), 16) else {
+            break;
+        };
+        let start = eol + 2;
+        if rest.len() < start + n + 2 {
+            break;
+        }
+        flv.extend_from_slice(&rest[start..start + n]);
+        rest = &rest[start + n + 2..];
+    }
+    assert!(flv.starts_with(b"FLV\x01"), "an FLV file");
+    let mut tags = Vec::new();
+    let mut at = 13;
+    while at + 11 <= flv.len() {
+        let len = u32::from_be_bytes([0, flv[at + 1], flv[at + 2], flv[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
+        if at + 11 + len + 4 > flv.len() {
+            break;
+        }
+        tags.push((flv[at], ts, flv[at + 11..at + 11 + len].to_vec()));
+        at += 11 + len + 4;
+    }
+    tags
+}
+
+/// The fields of an `onMetaData` script tag body.
+fn metadata(body: &[u8]) -> std::collections::HashMap<String, rml_amf0::Amf0Value> {
+    let values = rml_amf0::deserialize(&mut &body[..]).expect("AMF0");
+    assert_eq!(
+        values[0],
+        rml_amf0::Amf0Value::Utf8String("onMetaData".into())
+    );
+    match &values[1] {
+        rml_amf0::Amf0Value::Object(f) => f.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Complete `onMetaData` on every FLV output, before the sequence headers
+/// and the first frame: from an RTMP publisher (ffmpeg copying its video,
+/// so its own metadata says `videodatarate` 0) and from a WebRTC one
+/// (aiortc: no metadata of its own at all). ffprobe reads the data rates.
+#[test]
+fn flv_metadata_is_complete_whoever_publishes() {
+    use rml_amf0::Amf0Value::{Boolean, Number};
+    let gw = Gateway::start(1, &[]);
+    gw.room("meta");
+    let clip = clip_sized(320, 240, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "meta/bob", &clip, 60));
+    let web_clip = clip_sized(256, 144, 880);
+    let mut web =
+        AiortcPublisher::start_with(&gw, "meta?participant=web", &web_clip, 30.0, &["--encode"]);
+    web.connected();
+    wait_playing(&gw.rtmp_url("meta/bob"));
+    wait_playing(&gw.rtmp_url("meta/web"));
+    for (name, w, h) in [("bob", 320.0, 240.0), ("web", 256.0, 144.0)] {
+        let tags = flv_tags(&gw, &format!("/live/meta/{name}.flv"), 64 * 1024);
+        let kinds: Vec<u8> = tags.iter().map(|t| t.0).take(4).collect();
+        assert_eq!(kinds[0], 18, "{name}: metadata first: {kinds:?}");
+        let first_frame = tags
+            .iter()
+            .position(|t| t.0 == 9 && t.2.get(1) == Some(&1))
+            .expect("a frame");
+        let headers = tags[..first_frame]
+            .iter()
+            .filter(|t| t.0 != 18 && t.2.get(1) == Some(&0))
+            .count();
+        assert_eq!(
+            headers, 2,
+            "{name}: both sequence headers before the first frame"
+        );
+        let f = metadata(&tags[0].2);
+        eprintln!("{name}'s onMetaData: {f:?}");
+        let num = |k: &str| match f.get(k) {
+            Some(Number(n)) => *n,
+            other => panic!("{name}: {k} is {other:?} in {f:?}"),
+        };
+        assert_eq!((num("width"), num("height")), (w, h), "{name}");
+        assert_eq!((num("videocodecid"), num("audiocodecid")), (7.0, 10.0));
+        assert_eq!(num("audiosamplerate"), 48_000.0, "{name}");
+        assert!(
+            num("audiochannels") >= 1.0 && f.contains_key("stereo"),
+            "{name}"
+        );
+        assert!(num("framerate") > 0.0, "{name}");
+        assert!(
+            num("videodatarate") > 0.0 && num("audiodatarate") > 0.0,
+            "{name}"
+        );
+        if name == "web" {
+            assert_eq!(f["stereo"], Boolean(true), "transcoded to AAC stereo");
+        }
+        // ffmpeg's FLV reader takes each stream's bit rate from the data rates.
+        let streams = ffprobe_streams(&gw.rtmp_url(&format!("meta/{name}")));
+        let rate = |codec: &str| {
+            streams
+                .iter()
+                .find(|s| s["codec_name"] == codec)
+                .and_then(|s| s["bit_rate"].as_str()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(rate("h264") > 0 && rate("aac") > 0, "{name}: {streams:?}");
+    }
+}

@@ -31,6 +31,7 @@ use super::chunk::MediaLimits;
 use super::conn::types;
 use super::conn::{Conn, Event, Media, RtmpError, STREAM_ID};
 use super::http;
+use super::meta::{self, Meta};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer, Pushed};
 use crate::participants::{Kinds, Participants, Pid, Taken};
@@ -187,6 +188,8 @@ struct Stream {
     watchers: Vec<u64>,
     /// When its newest video frame arrived, and its FLV time.
     last_video: Option<(Instant, u32)>,
+    /// Its `onMetaData`, written from what passes through.
+    meta: Meta,
 }
 
 /// The room as one stream for the RTMP players who are `me` (the room's
@@ -218,12 +221,29 @@ struct Program {
     /// Program time of the latest video frame and mixed audio frame.
     last_video: Option<u32>,
     mix_ms: Option<f64>,
+    /// Its own `onMetaData` (the size changes with the speaker).
+    meta: Meta,
 }
 
 impl Program {
     /// Program time at `now` (ms).
     fn clock(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.start).as_millis() as u32
+    }
+
+    /// `m` (on program time) goes out: into the cache and `out`, after
+    /// the metadata it calls for.
+    fn emit(&mut self, m: Media, out: &mut Vec<Media>) {
+        match self.meta.before(&m) {
+            meta::Send::Players(meta) => {
+                self.cache.on_media(&meta);
+                out.push(meta);
+            }
+            meta::Send::Cache(meta) => self.cache.on_media(&meta),
+            meta::Send::Nothing => {}
+        }
+        self.cache.on_media(&m);
+        out.push(m);
     }
 }
 
@@ -712,8 +732,8 @@ impl Hub {
         sync: (Instant, u32),
         actions: &mut Vec<Action>,
     ) {
-        if m.type_id == types::AUDIO {
-            return;
+        if m.type_id != types::VIDEO {
+            return; // the program's audio is its mix, its metadata its own
         }
         let Some(p) = self.programs.get_mut(&id) else {
             return;
@@ -729,7 +749,7 @@ impl Hub {
                 out.extend(
                     s.cache
                         .configs()
-                        .filter(|c| c.type_id != types::AUDIO)
+                        .filter(|c| c.type_id == types::VIDEO)
                         .cloned(),
                 );
             }
@@ -765,8 +785,7 @@ impl Hub {
                 timestamp: t,
                 payload: m.payload,
             };
-            p.cache.on_media(&m);
-            timed.push(m);
+            p.emit(m, &mut timed);
         }
         let players = p.players.clone();
         for m in &timed {
@@ -797,8 +816,7 @@ impl Hub {
             if !config {
                 t += crate::mix::FRAME as f64 / 48.0;
             }
-            p.cache.on_media(&m);
-            timed.push(m);
+            p.emit(m, &mut timed);
         }
         p.mix_ms = Some(t);
         let players = p.players.clone();
@@ -1244,6 +1262,7 @@ impl Hub {
             rtp: None,
             watchers: Vec::new(),
             last_video: None,
+            meta: Meta::default(),
         })
     }
 
@@ -1410,6 +1429,7 @@ impl Hub {
                         offset: 0,
                         last_video: None,
                         mix_ms: None,
+                        meta: Meta::default(),
                     },
                 );
                 id
@@ -1767,7 +1787,30 @@ impl Hub {
 
     /// A message of participant `pid`'s stream: into the GOP cache, chunked
     /// once, offered to every player; then to the programs that show it.
+    /// The stream's own metadata goes first when it calls for it (the
+    /// publisher's is merged into it, not sent on).
     fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
+        let publisher_meta = m.type_id == types::DATA_AMF0;
+        let send = if publisher_meta {
+            s.meta.from_publisher(&m)
+        } else {
+            s.meta.before(&m)
+        };
+        match send {
+            meta::Send::Players(meta) => self.send_on(now, pid, meta, actions),
+            meta::Send::Cache(meta) => s.cache.on_media(&meta),
+            meta::Send::Nothing => {}
+        }
+        if !publisher_meta {
+            self.send_on(now, pid, m, actions);
+        }
+    }
+
+    /// [`Self::deliver`] once the metadata is dealt with.
+    fn send_on(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };

@@ -234,7 +234,13 @@ impl PlayerQueue {
             self.consumed(n);
         }
         let mut out = Vec::new();
-        super::chunk::ChunkReader::default()
+        // A player that read the earlier output has been told the chunk
+        // size (the server's first message); a later call starts after it.
+        let mut reader = super::chunk::ChunkReader::default();
+        reader
+            .set_chunk_size(super::chunk::OUT_CHUNK_SIZE as u32)
+            .expect("a valid chunk size");
+        reader
             .push(&bytes, |m| {
                 out.push(m);
                 Ok(())
