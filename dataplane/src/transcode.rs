@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, EncoderParams, Transport};
 use opus_rs::{Application, OpusDecoder, OpusEncoder};
+use rubato::{FftFixedIn, Resampler};
 use tracing::warn;
 
 use crate::mix::{self, Mixer};
@@ -138,13 +139,23 @@ impl AacOut {
     }
 }
 
-/// FLV AAC audio tag bodies of one participant to 48 kHz stereo PCM.
+/// FLV AAC audio tag bodies of one participant to 48 kHz stereo PCM:
+/// mono is spread to both channels (by the decoder), other rates
+/// (8-96 kHz) go through a resampler.
 struct AacIn {
     dec: fdk_aac::dec::Decoder,
     configured: bool,
     pcm_i: Vec<i16>,
     pcm: Vec<f32>,
+    /// The resampler for the stream's rate (when it is not 48 kHz), and the
+    /// decoded samples (per channel) waiting for a whole input chunk.
+    resampler: Option<(i32, FftFixedIn<f32>)>,
+    waiting: [Vec<f32>; CHANNELS],
+    resampled: Vec<Vec<f32>>,
 }
+
+/// Input frames per resampler call: one AAC-LC frame.
+const RESAMPLE_CHUNK: usize = AAC_FRAME;
 
 impl AacIn {
     fn new() -> AacIn {
@@ -153,12 +164,15 @@ impl AacIn {
             configured: false,
             pcm_i: vec![0; 8 * AAC_FRAME * CHANNELS],
             pcm: Vec::with_capacity(8 * AAC_FRAME * CHANNELS),
+            resampler: None,
+            waiting: Default::default(),
+            resampled: Vec::new(),
         }
     }
 
-    /// One FLV audio tag body: the samples of its frame, `None` for a
-    /// sequence header or what does not decode. AAC at sample rates other
-    /// than 48 kHz is not bridged (no resampler).
+    /// One FLV audio tag body: the 48 kHz stereo samples it gave (possibly
+    /// none yet, while the resampler fills), `None` for a sequence header
+    /// or what does not decode.
     fn push(&mut self, body: &[u8]) -> Option<&[f32]> {
         if body.len() < 2 || body[0] >> 4 != 10 {
             return None; // not AAC
@@ -176,13 +190,57 @@ impl AacIn {
             return None;
         }
         let info = self.dec.stream_info();
-        if info.sampleRate != RATE as i32 || info.numChannels as usize != CHANNELS {
+        let channels = info.numChannels as usize;
+        if !(1..=CHANNELS).contains(&channels) {
             return None;
         }
         let n = self.dec.decoded_frame_size().min(self.pcm_i.len());
+        let samples = self.pcm_i[..n].iter().map(|&s| s as f32 / 32768.0);
         self.pcm.clear();
-        self.pcm
-            .extend(self.pcm_i[..n].iter().map(|&s| s as f32 / 32768.0));
+        let rate = info.sampleRate;
+        if rate == RATE as i32 {
+            if channels == 1 {
+                self.pcm.extend(samples.flat_map(|x| [x, x]));
+            } else {
+                self.pcm.extend(samples);
+            }
+            return Some(&self.pcm);
+        }
+        if !(8_000..=96_000).contains(&rate) {
+            return None;
+        }
+        if self.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
+            let r =
+                FftFixedIn::new(rate as usize, RATE as usize, RESAMPLE_CHUNK, 2, CHANNELS).ok()?;
+            self.resampled = r.output_buffer_allocate(true);
+            self.resampler = Some((rate, r));
+            self.waiting.iter_mut().for_each(Vec::clear);
+        }
+        for (i, x) in samples.enumerate() {
+            if channels == 1 {
+                self.waiting[0].push(x);
+                self.waiting[1].push(x);
+            } else {
+                self.waiting[i % CHANNELS].push(x);
+            }
+        }
+        let (_, r) = self.resampler.as_mut()?;
+        while self.waiting[0].len() >= RESAMPLE_CHUNK {
+            let input: [&[f32]; CHANNELS] = [
+                &self.waiting[0][..RESAMPLE_CHUNK],
+                &self.waiting[1][..RESAMPLE_CHUNK],
+            ];
+            let (_, made) = r
+                .process_into_buffer(&input, &mut self.resampled, None)
+                .ok()?;
+            for i in 0..made {
+                self.pcm.push(self.resampled[0][i]);
+                self.pcm.push(self.resampled[1][i]);
+            }
+            self.waiting.iter_mut().for_each(|w| {
+                w.drain(..RESAMPLE_CHUNK);
+            });
+        }
         Some(&self.pcm)
     }
 }
@@ -454,7 +512,9 @@ impl Transcoder {
             } => {
                 let s = self.streams.entry(stream).or_default();
                 let dec = s.aac_in.get_or_insert_with(AacIn::new);
-                let Some(pcm) = dec.push(&flv) else { return };
+                let Some(pcm) = dec.push(&flv).filter(|p| !p.is_empty()) else {
+                    return;
+                };
                 let level = audio_level(pcm);
                 let mut packets = Vec::new();
                 if let Some(enc) = made(&mut s.opus_out, stream, OpusOut::new) {
@@ -739,6 +799,82 @@ mod tests {
         // Nobody feeds them: swept after MIX_IDLE.
         t.run(Job::Reset { stream: 2 }, now + MIX_IDLE, &mut done);
         assert_eq!(t.mix_count(), 0);
+    }
+
+    /// FLV tags of a `hz` tone encoded as AAC-LC at `rate`, `channels`:
+    /// the sequence header, then `frames` frames.
+    fn aac_tone(rate: u32, channels: u32, hz: f32, frames: usize) -> Vec<Vec<u8>> {
+        let mode = if channels == 1 {
+            ChannelMode::Mono
+        } else {
+            ChannelMode::Stereo
+        };
+        let enc = fdk_aac::enc::Encoder::new(EncoderParams {
+            bit_rate: BitRate::Cbr(64_000),
+            sample_rate: rate,
+            transport: Transport::Raw,
+            channels: mode,
+            audio_object_type: AudioObjectType::Mpeg4LowComplexity,
+        })
+        .unwrap();
+        let info = enc.info().unwrap();
+        let mut tags = vec![[&[0xaf, 0][..], &info.confBuf[..info.confSize as usize]].concat()];
+        let mut out = vec![0u8; 8192];
+        let mut t = 0usize;
+        while tags.len() <= frames {
+            let pcm: Vec<i16> = (0..AAC_FRAME)
+                .flat_map(|i| {
+                    let x = ((t + i) as f32 * hz * std::f32::consts::TAU / rate as f32).sin();
+                    std::iter::repeat_n((x * 12_000.0) as i16, channels as usize)
+                })
+                .collect();
+            t += AAC_FRAME;
+            let done = enc.encode(&pcm, &mut out).unwrap();
+            if done.output_size > 0 {
+                tags.push([&[0xaf, 1][..], &out[..done.output_size]].concat());
+            }
+        }
+        tags
+    }
+
+    /// AAC at 44.1 kHz mono and at 16 kHz stereo reaches the WebRTC side
+    /// as 48 kHz Opus with the tone where it was: resampled, not played
+    /// fast (a 1 kHz tone read at 48 kHz without resampling lands at
+    /// 1088 Hz, or 3 kHz).
+    #[test]
+    fn aac_at_any_rate_is_resampled_to_48_khz() {
+        for (rate, channels, wrong) in [(44_100, 1, 1_088.0), (16_000, 2, 3_000.0)] {
+            let mut t = Transcoder::default();
+            let now = Instant::now();
+            let mut done = Vec::new();
+            for tag in aac_tone(rate, channels, 1_000.0, 150) {
+                t.run(aac_job(1, tag, vec![]), now, &mut done);
+            }
+            let mut dec = OpusDecoder::new(48_000, 2).unwrap();
+            let mut pcm = Vec::new();
+            let mut buf = vec![0f32; MAX_OPUS_FRAME * 2];
+            for d in done {
+                if let Done::Opus { packets, .. } = d {
+                    for p in packets {
+                        let n = dec.decode(&p, MAX_OPUS_FRAME, &mut buf).unwrap();
+                        pcm.extend_from_slice(&buf[..n * 2]);
+                    }
+                }
+            }
+            // 150 frames of 1024 at `rate`, as 48 kHz stereo.
+            let want = 150.0 * 1024.0 * 48_000.0 / rate as f64 * 2.0;
+            let got = pcm.len() as f64;
+            assert!(
+                got > want * 0.9 && got < want * 1.02,
+                "{rate}: {got} of {want}"
+            );
+            let (right, wrong) = (tone_energy(&pcm, 1_000.0), tone_energy(&pcm, wrong));
+            assert!(right > 100.0 * wrong, "{rate} Hz: {right} vs {wrong}");
+            let (l, r): (Vec<f32>, Vec<f32>) = pcm.chunks(2).map(|c| (c[0], c[1])).unzip();
+            let diff: f32 =
+                l.iter().zip(&r).map(|(a, b)| (a - b).abs()).sum::<f32>() / l.len() as f32;
+            assert!(diff < 0.01, "both channels carry the tone: {diff}");
+        }
     }
 
     /// Energy of the left channel at `hz` (a Goertzel filter over the

@@ -379,3 +379,47 @@ fn rtmp_clients_are_participants_of_the_room() {
     let ended = gw.session_of_kind("party", "rtmp_publish");
     assert_eq!(ended["end_reason"], "RTMP connection closed", "{ended}");
 }
+
+/// AAC at 44.1 kHz mono (what phones and OBS presets send) reaches a WHEP
+/// player as 48 kHz Opus at its pitch: resampled, not played 9 % fast (a
+/// 1 kHz tone read as 48 kHz would sound at 1088 Hz), and not dropped.
+#[test]
+fn aac_at_44_1_khz_mono_is_heard_over_whep_at_its_pitch() {
+    let gw = Gateway::start(1, &[]);
+    let clip = clip_sized(320, 240, 1000);
+    let _publisher = Reap(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+            ])
+            .args(["-t", "30", "-i"])
+            .arg(&clip)
+            .args(["-c:v", "copy", "-c:a", "aac", "-ar", "44100", "-ac", "1"])
+            .args(["-f", "flv", &gw.rtmp_url("tone/phone")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    );
+    wait_for_stream(&gw, "tone/phone");
+    let streams = ffprobe_streams(&gw.rtmp_url("tone/phone"));
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_name"] == "aac" && s["sample_rate"] == "44100"),
+        "the push is 44.1 kHz AAC: {streams:?}"
+    );
+    let play = aiortc_play(&gw, "tone", 4.0, &["--tones", "1000,1088"]);
+    eprintln!("aiortc WHEP player of 44.1 kHz mono AAC: {play}");
+    assert!(play["audio_frames"].as_u64().unwrap_or(0) >= 100, "{play}");
+    let e = |hz: &str| play["tone_energy"][hz].as_f64().unwrap_or(0.0);
+    assert!(
+        e("1000") > 100.0 * e("1088") && e("1000") > 0.0,
+        "the tone at 1 kHz, not 1088 Hz: {play}"
+    );
+}

@@ -7,7 +7,8 @@
 
 Prints one JSON line with what happened (the Rust test asserts on it):
 publish: {"state": ..., "connected_ms": ...}
-play:    {"video_frames": N, "audio_frames": N, "first_frame_ms": ms, "width": W, ...}
+play:    {"video_frames": N, "audio_frames": N, "first_frame_ms": ms, "width": W, ...,
+          "tone_energy": {"HZ": e, ...} with --tones}
 call:    {"participant": NAME, "tracks": [{"mid", "kind", "msid", "frames", "width", ...}]}
 
 aiortc gathers no loopback candidates by default and asks a public STUN
@@ -15,8 +16,10 @@ server: patch the host address list and pass no ICE servers (TESTING.md).
 """
 
 import argparse
+import array
 import asyncio
 import json
+import math
 import random
 import re
 import sys
@@ -170,6 +173,7 @@ async def play(args):
              "video_frames_per_track": []}
     t0 = time.monotonic()
     tasks = []
+    audio = array.array("h")
 
     async def consume(track):
         slot = None
@@ -189,6 +193,12 @@ async def play(args):
                 stats["width"], stats["height"] = frame.width, frame.height
             else:
                 stats["audio_frames"] += 1
+                if args.tones and frame.format.name == "s16":
+                    # Packed s16: keep the left channel, as it arrived.
+                    samples = array.array("h", bytes(frame.planes[0]))
+                    step = len(frame.layout.channels)
+                    audio.extend(samples[::step])
+                    stats["audio_rate"] = frame.sample_rate
 
     @pc.on("track")
     def on_track(track):
@@ -210,7 +220,23 @@ async def play(args):
     if relay is not None:
         stats["relay_dropped"] = relay.dropped
         stats["relay_forwarded"] = relay.forwarded
+    if args.tones:
+        # After the first second: the decoder and the stream have settled.
+        rate = stats.get("audio_rate", 48000)
+        tail = audio[rate:]
+        stats["tone_energy"] = {hz: goertzel(tail, float(hz), rate) for hz in args.tones.split(",")}
     print(json.dumps(stats), flush=True)
+
+
+def goertzel(samples, hz, rate):
+    """Energy of `samples` at `hz` per sample (a Goertzel filter)."""
+    if not samples:
+        return 0.0
+    coeff = 2.0 * math.cos(2.0 * math.pi * hz / rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x / 32768.0 + coeff * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - coeff * s1 * s2) / len(samples)
 
 
 def msid_of(sdp, mid):
@@ -311,6 +337,7 @@ def main():
     p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     p.add_argument("--token", help="a room token (Authorization: Bearer)")
+    p.add_argument("--tones", help="play: report the audio's energy at these Hz (comma-separated)")
     args = p.parse_args()
     global TOKEN
     TOKEN = args.token
