@@ -42,7 +42,8 @@ pub struct RoomEvent {
     pub room: String,
     /// `participant_joined`, `participant_left`, `session_failed`,
     /// `track_published`, `track_unpublished`, `keyframe_requested`,
-    /// `line_changed` or `active_speaker` (`participant` speaks now).
+    /// `line_changed`, `active_speaker` (`participant` speaks now) or
+    /// `media_not_bridged` (`reason` names the codec or format).
     pub event: &'static str,
     /// The participant's name in the room.
     pub participant: String,

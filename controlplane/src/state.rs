@@ -379,6 +379,30 @@ impl State {
         });
     }
 
+    /// Publisher `session` sends media the other side cannot be given
+    /// (`what` names it): a room event, so the operator hears of it instead
+    /// of the players hearing silence.
+    pub fn media_not_bridged(&self, session: u64, what: String) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        let Some(room) = self.room_names.get(&s.room_id()) else {
+            return;
+        };
+        tracing::warn!(session, room = %room, "media not bridged: {what}");
+        self.events.emit(crate::events::RoomEvent {
+            room: room.clone(),
+            event: "media_not_bridged",
+            participant: s.role.participant().to_string(),
+            session: session.to_string(),
+            kind: s.role.kind_name(),
+            reason: Some(what),
+            line: None,
+            source: None,
+            at_ms: now_ms(),
+        });
+    }
+
     /// Room `room`'s active speaker is now `participant` (from its audio levels).
     pub fn active_speaker(&self, room: u32, participant: String) {
         let Some(name) = self.room_names.get(&room) else {

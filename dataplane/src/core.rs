@@ -470,6 +470,12 @@ impl Core {
                 }
             }
             Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.actions),
+            Done::Unbridged { stream, what } => {
+                if let Some(session) = self.hub.publisher_session(stream) {
+                    self.outputs
+                        .push_back(Output::Event(Event::Unbridged { session, what }));
+                }
+            }
             Done::Opus {
                 stream,
                 ms,

@@ -152,6 +152,9 @@ struct AacIn {
     resampler: Option<(i32, FftFixedIn<f32>)>,
     waiting: [Vec<f32>; CHANNELS],
     resampled: Vec<Vec<f32>>,
+    /// What about the stream cannot be bridged, once, for the room's event.
+    refused: Option<String>,
+    told: bool,
 }
 
 /// Input frames per resampler call: one AAC-LC frame.
@@ -167,6 +170,16 @@ impl AacIn {
             resampler: None,
             waiting: Default::default(),
             resampled: Vec::new(),
+            refused: None,
+            told: false,
+        }
+    }
+
+    /// Names what cannot be bridged, the first time only.
+    fn refuse(&mut self, what: String) {
+        if !self.told {
+            self.told = true;
+            self.refused = Some(what);
         }
     }
 
@@ -179,6 +192,12 @@ impl AacIn {
         }
         if body[1] == 0 {
             self.configured = self.dec.config_raw(&body[2..]).is_ok();
+            if !self.configured {
+                let object = body.get(2).map_or(0, |b| b >> 3);
+                self.refuse(format!(
+                    "audio: AAC of object type {object}, which the decoder refuses (AAC-LC, HE-AAC and HE-AACv2 are bridged)"
+                ));
+            }
             let _ = self.dec.set_min_output_channels(CHANNELS);
             let _ = self.dec.set_max_output_channels(CHANNELS);
             return None;
@@ -192,6 +211,7 @@ impl AacIn {
         let info = self.dec.stream_info();
         let channels = info.numChannels as usize;
         if !(1..=CHANNELS).contains(&channels) {
+            self.refuse(format!("audio: AAC with {channels} output channels"));
             return None;
         }
         let n = self.dec.decoded_frame_size().min(self.pcm_i.len());
@@ -207,6 +227,7 @@ impl AacIn {
             return Some(&self.pcm);
         }
         if !(8_000..=96_000).contains(&rate) {
+            self.refuse(format!("audio: AAC at {rate} Hz (8-96 kHz are bridged)"));
             return None;
         }
         if self.resampler.as_ref().is_none_or(|(r, _)| *r != rate) {
@@ -350,6 +371,8 @@ pub enum Done {
     /// FLV audio tag bodies of a program's mix, 1024 samples apart (the
     /// first one a sequence header when the mix starts).
     Mix { program: u64, tags: Vec<Vec<u8>> },
+    /// The participant's audio cannot be bridged; `what` says why (once).
+    Unbridged { stream: Pid, what: String },
 }
 
 pub struct TranscodeLink {
@@ -512,9 +535,14 @@ impl Transcoder {
             } => {
                 let s = self.streams.entry(stream).or_default();
                 let dec = s.aac_in.get_or_insert_with(AacIn::new);
-                let Some(pcm) = dec.push(&flv).filter(|p| !p.is_empty()) else {
+                let got = dec.push(&flv).is_some_and(|p| !p.is_empty());
+                if let Some(what) = dec.refused.take() {
+                    done.push(Done::Unbridged { stream, what });
+                }
+                if !got {
                     return;
-                };
+                }
+                let pcm = &dec.pcm[..];
                 let level = audio_level(pcm);
                 let mut packets = Vec::new();
                 if let Some(enc) = made(&mut s.opus_out, stream, OpusOut::new) {

@@ -1201,15 +1201,25 @@ pub struct Events(std::sync::mpsc::Receiver<Value>);
 impl Events {
     /// The first event from now on that `pick` accepts (panics after `timeout`).
     pub fn next_matching(&mut self, timeout: Duration, pick: impl Fn(&Value) -> bool) -> Value {
+        self.try_next_matching(timeout, pick)
+            .unwrap_or_else(|| panic!("no matching event within {timeout:?}"))
+    }
+
+    /// As [`Self::next_matching`], `None` after `timeout`.
+    pub fn try_next_matching(
+        &mut self,
+        timeout: Duration,
+        pick: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.0.recv_timeout(left) {
-                Ok(e) if pick(&e) => return e,
+                Ok(e) if pick(&e) => return Some(e),
                 Ok(_) => {}
                 Err(_) => break,
             }
         }
-        panic!("no matching event within {timeout:?}");
+        None
     }
 }
 

@@ -423,3 +423,53 @@ fn aac_at_44_1_khz_mono_is_heard_over_whep_at_its_pitch() {
         "the tone at 1 kHz, not 1088 Hz: {play}"
     );
 }
+
+/// Media the bridge cannot carry to WebRTC is named in a room event, not
+/// met with silence: an RTMP push with MP3 audio gets `media_not_bridged`
+/// naming MP3 (once), its H264 still reaches a WHEP player, and RTMP
+/// players get the MP3 as it is.
+#[test]
+fn media_that_cannot_be_bridged_is_named_in_an_event() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("mp3");
+    let mut events = gw.events("mp3");
+    let clip = clip_sized(320, 240, 440);
+    let _publisher = Reap(
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+            ])
+            .args(["-t", "30", "-i"])
+            .arg(&clip)
+            .args(["-c:v", "copy", "-c:a", "libmp3lame", "-ar", "44100"])
+            .args(["-f", "flv", &gw.rtmp_url("mp3/radio")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start ffmpeg"),
+    );
+    let e = events.next_matching(Duration::from_secs(15), |e| {
+        e["event"] == "media_not_bridged"
+    });
+    eprintln!("{e}");
+    assert_eq!(e["participant"], "radio", "{e}");
+    let reason = e["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("MP3") && reason.contains("audio"), "{e}");
+    let play = aiortc_play(&gw, "mp3", 3.0, &[]);
+    assert!(play["video_frames"].as_u64().unwrap_or(0) >= 45, "{play}");
+    let streams = ffprobe_streams(&gw.rtmp_url("mp3/radio"));
+    assert!(
+        streams.iter().any(|s| s["codec_name"] == "mp3"),
+        "{streams:?}"
+    );
+    // Said once, not at every packet.
+    let again = events.try_next_matching(Duration::from_secs(2), |e| {
+        e["event"] == "media_not_bridged"
+    });
+    assert!(again.is_none(), "{again:?}");
+}

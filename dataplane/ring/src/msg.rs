@@ -7,9 +7,11 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 5;
+pub const MSG_VERSION: u8 = 6;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
+/// Longest description carried in an event (cut at a character boundary).
+pub const MAX_TEXT: usize = 200;
 
 /// Room names: 1-64 of `A-Za-z0-9_-`, not starting with `-` (they appear in
 /// URLs and RTMP stream keys).
@@ -486,6 +488,9 @@ pub enum Event {
     },
     /// The room's active speaker changed (empty: nobody speaks).
     Speaker { room: u32, participant: String },
+    /// Media of publisher `session` that the other side cannot be given
+    /// (a codec or format the bridge does not carry), named in `what`.
+    Unbridged { session: u64, what: String },
 }
 
 impl Command {
@@ -824,6 +829,7 @@ impl Message for Event {
             Event::Shard(_) => 10,
             Event::Line { .. } => 11,
             Event::Speaker { .. } => 12,
+            Event::Unbridged { .. } => 13,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -877,6 +883,10 @@ impl Message for Event {
             Event::Speaker { room, participant } => {
                 w.u32(*room);
                 w.name(participant);
+            }
+            Event::Unbridged { session, what } => {
+                w.u64(*session);
+                w.short(what, MAX_TEXT);
             }
         }
     }
@@ -945,6 +955,10 @@ impl Message for Event {
             12 => Event::Speaker {
                 room: r.u32()?,
                 participant: r.name()?,
+            },
+            13 => Event::Unbridged {
+                session: r.u64()?,
+                what: r.short(MAX_TEXT)?,
             },
             t => return Err(DecodeError::Tag(t)),
         })
@@ -1081,6 +1095,10 @@ mod tests {
             Event::Speaker {
                 room: 3,
                 participant: "dave".into(),
+            },
+            Event::Unbridged {
+                session: 9,
+                what: "audio: MP3 (FLV sound format 2)".into(),
             },
         ];
         (cmds, evts)

@@ -132,6 +132,9 @@ pub struct ConnState {
     /// An HTTP-FLV player (its `conn` unused), and its request head so far.
     pub http: bool,
     http_head: Vec<u8>,
+    /// Kinds of its published media already reported as not bridged
+    /// ([`not_bridged`]'s bits).
+    unbridged: u8,
 }
 
 impl ConnState {
@@ -160,6 +163,7 @@ impl Default for ConnState {
             slow: false,
             http: false,
             http_head: Vec::new(),
+            unbridged: 0,
         }
     }
 }
@@ -852,6 +856,12 @@ impl Hub {
         self.streams.get(&pid).map(|s| s.room)
     }
 
+    /// The session of participant `pid`'s RTMP publisher, if it has one here.
+    pub fn publisher_session(&self, pid: Pid) -> Option<u64> {
+        let idx = self.streams.get(&pid)?.publisher?;
+        self.conns.get(&idx)?.session
+    }
+
     /// Players of participant `pid`'s stream (for tests and stats).
     pub fn players(&self, pid: Pid) -> usize {
         self.streams.get(&pid).map_or(0, |s| s.players.len())
@@ -1520,6 +1530,13 @@ impl Hub {
             st.stats.packets += 1;
             st.stats.bytes += m.payload.len() as u64;
             st.dirty = true;
+            if let Some((kind, what)) = not_bridged(&m).filter(|(k, _)| st.unbridged & k == 0) {
+                st.unbridged |= kind;
+                if let Some(session) = st.session {
+                    tracing::info!(session, "RTMP publisher's media not bridged: {what}");
+                    self.events_out.push(RingEvent::Unbridged { session, what });
+                }
+            }
         }
         if m.type_id == types::VIDEO && self.packetize_for_webrtc(pid, &m) == Pushed::BadConfig {
             if let Some(st) = self.conns.get_mut(&idx) {
@@ -1867,6 +1884,48 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+/// What of an RTMP publisher's message WebRTC players cannot be given: its
+/// kind (1 video, 2 audio) and a description for the room's event. RTMP
+/// and HTTP-FLV players get it as it is.
+fn not_bridged(m: &Media) -> Option<(u8, String)> {
+    let first = *m.payload.first()?;
+    let over = "RTMP and HTTP-FLV players get it as is";
+    match m.type_id {
+        types::VIDEO if first & 0x80 != 0 => {
+            let fourcc = m.payload.get(1..5).unwrap_or_default();
+            let fourcc = String::from_utf8_lossy(fourcc);
+            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only H264 is; {over}")))
+        }
+        types::VIDEO if first & 0x0f != 7 => {
+            let name = match first & 0x0f {
+                2 => "Sorenson H.263",
+                3 | 6 => "Screen video",
+                4 | 5 => "VP6",
+                12 => "HEVC",
+                13 => "AV1",
+                _ => "unknown",
+            };
+            let id = first & 0x0f;
+            Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only H264 is; {over}")))
+        }
+        types::AUDIO if first >> 4 != 10 => {
+            let name = match first >> 4 {
+                0 | 3 => "linear PCM",
+                1 => "ADPCM",
+                2 | 14 => "MP3",
+                4..=6 => "Nellymoser",
+                7 => "G.711 A-law",
+                8 => "G.711 mu-law",
+                11 => "Speex",
+                _ => "unknown",
+            };
+            let format = first >> 4;
+            Some((2, format!("audio: {name} (FLV sound format {format}) is not bridged to WebRTC, only AAC is; {over}")))
+        }
+        _ => None,
     }
 }
 
