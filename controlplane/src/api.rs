@@ -83,6 +83,7 @@ pub fn router(app: Arc<App>) -> Router {
         ));
     Router::new()
         .route("/", get(demo_page))
+        .route("/vendor/flv.min.js", get(flv_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/v1/openapi.json", get(crate::openapi::openapi))
@@ -190,6 +191,21 @@ async fn demo_page() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("demo.html"))
 }
 
+/// flv.js (npm `flv.js`, vendored: see `vendor/README.md`) for the demo
+/// page's HTTP-FLV player, served here so no CDN is needed.
+async fn flv_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("vendor/flv.min.js"),
+    )
+}
+
 async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
     let now = Instant::now();
     let shards: Vec<Value> = app
@@ -217,6 +233,7 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         "udp_ports": { "in_use": in_use, "total": total },
         "mode": if app.cfg.attach { "attach" } else { "spawn" },
         "rtmp": app.cfg.rtmp,
+        "http_flv": app.cfg.http_flv,
         "dataplane": {
             "alive": alive,
             "pid": app.link.region.dataplane_pid(),

@@ -247,3 +247,52 @@ fn two_call_pages_see_each_other_by_name_and_chat() {
         shot.display()
     );
 }
+
+/// flv.js on the demo page plays a mini-program's push over HTTP-FLV, as
+/// the mini-program's own `live-player` would: the script comes from the
+/// gateway (no CDN), the first picture from the GOP cache, and decoded
+/// frames keep growing.
+#[test]
+fn flv_js_on_the_demo_page_plays_http_flv() {
+    let _driver = chromium_driver_dir();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &[]);
+    gw.room("flvjs");
+    let clip = clip_sized(320, 240, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "flvjs/bob", &clip, 60));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rtmp_first_frame(&gw.rtmp_url("flvjs/bob")).is_none() {
+        assert!(std::time::Instant::now() < deadline, "bob never played");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let shot = screenshot("chromium-flvjs.png");
+    let args = [
+        gw.api.as_ref(),
+        "flvjs".as_ref(),
+        "bob".as_ref(),
+        "3".as_ref(),
+        shot.as_os_str(),
+    ];
+    let out = driver("chromium_flv.js", &args, 90)
+        .output()
+        .expect("run node");
+    let report = report(&gw, &out, "the flv.js driver");
+    eprintln!("flv.js: {report}");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    let (first, later) = (&report["first"], &report["later"]);
+    assert_eq!(
+        (later["width"].as_u64(), later["height"].as_u64()),
+        (Some(320), Some(240)),
+        "{report}"
+    );
+    assert!(
+        later["frames"].as_u64().unwrap_or(0) >= first["frames"].as_u64().unwrap_or(0) + 45,
+        "3 s more at 30 fps: {report}"
+    );
+    assert!(
+        report["script"].as_array().is_some_and(|s| s
+            .iter()
+            .any(|u| u.as_str().unwrap_or("").ends_with("/vendor/flv.min.js"))),
+        "{report}"
+    );
+}
