@@ -43,7 +43,8 @@ pub struct RoomEvent {
     /// `participant_joined`, `participant_left`, `session_failed`,
     /// `track_published`, `track_unpublished`, `keyframe_requested`,
     /// `line_changed`, `active_speaker` (`participant` speaks now) or
-    /// `media_not_bridged` (`reason` names the codec or format).
+    /// `media_warning` (`reason` names media of the participant that the
+    /// other side cannot be given or cannot play: a codec, a format, B-frames).
     pub event: &'static str,
     /// The participant's name in the room.
     pub participant: String,

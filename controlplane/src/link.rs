@@ -272,10 +272,10 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             .lock()
             .expect("state lock")
             .active_speaker(room, participant),
-        Event::Unbridged { session, what } => state
+        Event::MediaWarning { session, what } => state
             .lock()
             .expect("state lock")
-            .media_not_bridged(session, what),
+            .media_warning(session, what),
         Event::SessionEnded { session, reason } => {
             let why = match reason {
                 1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),

@@ -379,20 +379,20 @@ impl State {
         });
     }
 
-    /// Publisher `session` sends media the other side cannot be given
-    /// (`what` names it): a room event, so the operator hears of it instead
-    /// of the players hearing silence.
-    pub fn media_not_bridged(&self, session: u64, what: String) {
+    /// Publisher `session` sends media the other side cannot be given or
+    /// cannot play (`what` names it): a room event, so the operator hears
+    /// of it instead of the players hearing silence.
+    pub fn media_warning(&self, session: u64, what: String) {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
         let Some(room) = self.room_names.get(&s.room_id()) else {
             return;
         };
-        tracing::warn!(session, room = %room, "media not bridged: {what}");
+        tracing::warn!(session, room = %room, "media warning: {what}");
         self.events.emit(crate::events::RoomEvent {
             room: room.clone(),
-            event: "media_not_bridged",
+            event: "media_warning",
             participant: s.role.participant().to_string(),
             session: session.to_string(),
             kind: s.role.kind_name(),

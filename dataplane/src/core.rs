@@ -470,10 +470,10 @@ impl Core {
                 }
             }
             Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.actions),
-            Done::Unbridged { stream, what } => {
+            Done::MediaWarning { stream, what } => {
                 if let Some(session) = self.hub.publisher_session(stream) {
                     self.outputs
-                        .push_back(Output::Event(Event::Unbridged { session, what }));
+                        .push_back(Output::Event(Event::MediaWarning { session, what }));
                 }
             }
             Done::Opus {

@@ -372,7 +372,7 @@ pub enum Done {
     /// first one a sequence header when the mix starts).
     Mix { program: u64, tags: Vec<Vec<u8>> },
     /// The participant's audio cannot be bridged; `what` says why (once).
-    Unbridged { stream: Pid, what: String },
+    MediaWarning { stream: Pid, what: String },
 }
 
 pub struct TranscodeLink {
@@ -537,7 +537,7 @@ impl Transcoder {
                 let dec = s.aac_in.get_or_insert_with(AacIn::new);
                 let got = dec.push(&flv).is_some_and(|p| !p.is_empty());
                 if let Some(what) = dec.refused.take() {
-                    done.push(Done::Unbridged { stream, what });
+                    done.push(Done::MediaWarning { stream, what });
                 }
                 if !got {
                     return;

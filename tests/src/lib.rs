@@ -1048,6 +1048,52 @@ pub fn ffmpeg_rtmp_push(gw: &Gateway, path: &str, clip: &Path, secs: u32) -> Chi
         .expect("start ffmpeg RTMP publisher")
 }
 
+/// An RTMP push the way OBS's default x264 settings send it: re-encoded
+/// in High profile with `bframes` B-frames (OBS: 2), so decode and
+/// presentation order differ and FLV carries composition times.
+pub fn ffmpeg_rtmp_push_x264(
+    gw: &Gateway,
+    path: &str,
+    clip: &Path,
+    secs: u32,
+    bframes: u32,
+) -> Child {
+    Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+        ])
+        .args(["-t", &secs.to_string(), "-i"])
+        .arg(clip)
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "high",
+        ])
+        .args([
+            "-bf",
+            &bframes.to_string(),
+            "-g",
+            "60",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-b:v", "600k"])
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(gw.rtmp_url(path))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg RTMP publisher")
+}
+
 /// An ffmpeg RTMP player decoding `secs` of the stream; returns the number
 /// of decoded (video, audio) frames and its log (bounded by `timeout`).
 pub fn ffmpeg_rtmp_play(url: &str, secs: u32, timeout: Duration) -> (usize, usize, String) {

@@ -425,7 +425,7 @@ fn aac_at_44_1_khz_mono_is_heard_over_whep_at_its_pitch() {
 }
 
 /// Media the bridge cannot carry to WebRTC is named in a room event, not
-/// met with silence: an RTMP push with MP3 audio gets `media_not_bridged`
+/// met with silence: an RTMP push with MP3 audio gets `media_warning`
 /// naming MP3 (once), its H264 still reaches a WHEP player, and RTMP
 /// players get the MP3 as it is.
 #[test]
@@ -453,9 +453,7 @@ fn media_that_cannot_be_bridged_is_named_in_an_event() {
             .spawn()
             .expect("start ffmpeg"),
     );
-    let e = events.next_matching(Duration::from_secs(15), |e| {
-        e["event"] == "media_not_bridged"
-    });
+    let e = events.next_matching(Duration::from_secs(15), |e| e["event"] == "media_warning");
     eprintln!("{e}");
     assert_eq!(e["participant"], "radio", "{e}");
     let reason = e["reason"].as_str().unwrap_or("");
@@ -468,8 +466,67 @@ fn media_that_cannot_be_bridged_is_named_in_an_event() {
         "{streams:?}"
     );
     // Said once, not at every packet.
-    let again = events.try_next_matching(Duration::from_secs(2), |e| {
-        e["event"] == "media_not_bridged"
-    });
+    let again = events.try_next_matching(Duration::from_secs(2), |e| e["event"] == "media_warning");
     assert!(again.is_none(), "{again:?}");
+}
+
+/// (packets, packets whose presentation time is not their decode time) of
+/// the first `secs` of `url`'s video, as ffprobe reads them.
+fn composition_times(url: &str, secs: u32) -> (usize, usize) {
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "20", "ffprobe", "-v", "error"])
+        .args(["-select_streams", "v", "-show_entries", "packet=pts,dts"])
+        .args([
+            "-read_intervals",
+            &format!("%+{secs}"),
+            "-of",
+            "csv=p=0",
+            url,
+        ])
+        .output()
+        .expect("run ffprobe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let packets: Vec<(i64, i64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (p, d) = l.split_once(',')?;
+            Some((p.parse().ok()?, d.parse().ok()?))
+        })
+        .collect();
+    let reordered = packets.iter().filter(|(p, d)| p != d).count();
+    (packets.len(), reordered)
+}
+
+/// An RTMP publisher with B-frames (x264 `-bf 2`, as OBS sends by
+/// default): RTMP and HTTP-FLV players get the composition times intact,
+/// and a WHEP player (aiortc) decodes every frame with presentation times
+/// that never go back (RTP time is presentation time). The room is warned
+/// that browsers' WebRTC decoders cannot play B-frames.
+#[test]
+fn b_frames_from_rtmp_play_in_order_everywhere() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("bf");
+    let mut events = gw.events("bf");
+    let clip = clip_sized(320, 240, 440);
+    let _obs = Reap(ffmpeg_rtmp_push_x264(&gw, "bf/obs", &clip, 60, 2));
+    wait_for_stream(&gw, "bf/obs");
+    let e = events.next_matching(Duration::from_secs(10), |e| e["event"] == "media_warning");
+    let reason = e["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("B-frames") && reason.contains("bframes=0"),
+        "{e}"
+    );
+    for url in [gw.rtmp_url("bf/obs"), gw.flv_url("bf/obs", "")] {
+        let (packets, reordered) = composition_times(&url, 3);
+        eprintln!("{url}: {packets} video packets, {reordered} with pts != dts");
+        assert!(
+            packets >= 60 && reordered * 3 >= packets,
+            "{url}: {packets}/{reordered}"
+        );
+    }
+    let play = aiortc_play(&gw, "bf", 5.0, &[]);
+    eprintln!("aiortc WHEP player of a B-frame push: {play}");
+    let frames = play["video_frames"].as_u64().unwrap_or(0);
+    assert!(frames >= 135, "5 s at 30 fps, 90 %: {play}");
+    assert_eq!(play["video_pts_backwards"], 0, "{play}");
 }

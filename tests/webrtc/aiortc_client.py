@@ -170,16 +170,18 @@ async def play(args):
         prefer_h264(pc.addTransceiver("video", direction="recvonly"))
         pc.addTransceiver("audio", direction="recvonly")
     stats = {"video_frames": 0, "audio_frames": 0, "first_frame_ms": None, "width": 0, "height": 0,
-             "video_frames_per_track": []}
+             "video_frames_per_track": [], "video_pts_backwards": 0}
     t0 = time.monotonic()
     tasks = []
     audio = array.array("h")
+    last_pts = []
 
     async def consume(track):
         slot = None
         if track.kind == "video":
             slot = len(stats["video_frames_per_track"])
             stats["video_frames_per_track"].append(0)
+            last_pts.append(None)
         while True:
             try:
                 frame = await track.recv()
@@ -190,6 +192,12 @@ async def play(args):
                     stats["first_frame_ms"] = (time.monotonic() - t0) * 1000
                 stats["video_frames"] += 1
                 stats["video_frames_per_track"][slot] += 1
+                # The decoder's output order: a presentation time that goes
+                # back is a frame shown out of order.
+                if frame.pts is not None:
+                    if last_pts[slot] is not None and ((frame.pts - last_pts[slot]) & 0xFFFFFFFF) >= 0x80000000:
+                        stats["video_pts_backwards"] += 1
+                    last_pts[slot] = frame.pts
                 stats["width"], stats["height"] = frame.width, frame.height
             else:
                 stats["audio_frames"] += 1

@@ -12,6 +12,8 @@ exports.launch = () =>
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+      // Extra flags for a debugging run, e.g. "--enable-logging=stderr --vmodule=*h264*=3".
+      ...(process.env.MGW_CHROMIUM_ARGS || "").split(" ").filter(Boolean),
     ],
   });
 

@@ -489,8 +489,9 @@ pub enum Event {
     /// The room's active speaker changed (empty: nobody speaks).
     Speaker { room: u32, participant: String },
     /// Media of publisher `session` that the other side cannot be given
-    /// (a codec or format the bridge does not carry), named in `what`.
-    Unbridged { session: u64, what: String },
+    /// (a codec or format the bridge does not carry) or cannot play
+    /// (B-frames for browsers), named in `what`.
+    MediaWarning { session: u64, what: String },
 }
 
 impl Command {
@@ -829,7 +830,7 @@ impl Message for Event {
             Event::Shard(_) => 10,
             Event::Line { .. } => 11,
             Event::Speaker { .. } => 12,
-            Event::Unbridged { .. } => 13,
+            Event::MediaWarning { .. } => 13,
         };
         let mut w = Writer::new(slot, tag);
         match self {
@@ -884,7 +885,7 @@ impl Message for Event {
                 w.u32(*room);
                 w.name(participant);
             }
-            Event::Unbridged { session, what } => {
+            Event::MediaWarning { session, what } => {
                 w.u64(*session);
                 w.short(what, MAX_TEXT);
             }
@@ -956,7 +957,7 @@ impl Message for Event {
                 room: r.u32()?,
                 participant: r.name()?,
             },
-            13 => Event::Unbridged {
+            13 => Event::MediaWarning {
                 session: r.u64()?,
                 what: r.short(MAX_TEXT)?,
             },
@@ -1096,7 +1097,7 @@ mod tests {
                 room: 3,
                 participant: "dave".into(),
             },
-            Event::Unbridged {
+            Event::MediaWarning {
                 session: 9,
                 what: "audio: MP3 (FLV sound format 2)".into(),
             },

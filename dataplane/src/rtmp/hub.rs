@@ -132,9 +132,8 @@ pub struct ConnState {
     /// An HTTP-FLV player (its `conn` unused), and its request head so far.
     pub http: bool,
     http_head: Vec<u8>,
-    /// Kinds of its published media already reported as not bridged
-    /// ([`not_bridged`]'s bits).
-    unbridged: u8,
+    /// Kinds of its published media already warned about ([`media_warning`]'s bits).
+    warned: u8,
 }
 
 impl ConnState {
@@ -163,7 +162,7 @@ impl Default for ConnState {
             slow: false,
             http: false,
             http_head: Vec::new(),
-            unbridged: 0,
+            warned: 0,
         }
     }
 }
@@ -1530,11 +1529,12 @@ impl Hub {
             st.stats.packets += 1;
             st.stats.bytes += m.payload.len() as u64;
             st.dirty = true;
-            if let Some((kind, what)) = not_bridged(&m).filter(|(k, _)| st.unbridged & k == 0) {
-                st.unbridged |= kind;
+            if let Some((kind, what)) = media_warning(&m).filter(|(k, _)| st.warned & k == 0) {
+                st.warned |= kind;
                 if let Some(session) = st.session {
-                    tracing::info!(session, "RTMP publisher's media not bridged: {what}");
-                    self.events_out.push(RingEvent::Unbridged { session, what });
+                    tracing::info!(session, "RTMP publisher's media: {what}");
+                    self.events_out
+                        .push(RingEvent::MediaWarning { session, what });
                 }
             }
         }
@@ -1570,9 +1570,11 @@ impl Hub {
         let (room, key) = (s.room, s.key);
         let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
         let mut packets = Vec::new();
-        let pushed = out
-            .packetizer
-            .push(&m.payload, m.timestamp.wrapping_mul(90), &mut packets);
+        let pushed = out.packetizer.push(
+            &m.payload,
+            presentation_ms(m).wrapping_mul(90),
+            &mut packets,
+        );
         if packets.is_empty() {
             return pushed;
         }
@@ -1887,10 +1889,30 @@ impl Hub {
     }
 }
 
-/// What of an RTMP publisher's message WebRTC players cannot be given: its
-/// kind (1 video, 2 audio) and a description for the room's event. RTMP
-/// and HTTP-FLV players get it as it is.
-fn not_bridged(m: &Media) -> Option<(u8, String)> {
+/// A video message's presentation time (ms): its FLV time (decode time)
+/// plus the AVC packet's composition time offset, a signed 24-bit field.
+fn presentation_ms(m: &Media) -> u32 {
+    let cts = match m.payload.get(2..5) {
+        Some(&[a, b, c]) => ((u32::from_be_bytes([0, a, b, c]) << 8) as i32) >> 8,
+        _ => 0,
+    };
+    m.timestamp.wrapping_add(cts as u32)
+}
+
+/// What of an RTMP publisher's message WebRTC players cannot be given or
+/// cannot play: its kind (1 video codec, 2 audio format, 4 B-frames) and a
+/// description for the room's event. RTMP and HTTP-FLV players get it as
+/// it is.
+///
+/// B-frames (H264 whose presentation order differs from its decode order:
+/// a composition time offset) are bridged with presentation times as RTP
+/// times, in decode order on the wire, as RFC 6184 has it; decoders that
+/// reorder (ffmpeg, aiortc) play every frame in order. Chromium's WebRTC
+/// decoder does not: it takes the output delay reordering needs for an
+/// error ("avcodec_receive_frame error: -11"), drops the frames and asks
+/// for keyframes, whatever the RTP times (measured: 9 of 150 frames in 5
+/// s; tests/tests/webrtc_chromium.rs). Only the encoder can fix that.
+fn media_warning(m: &Media) -> Option<(u8, String)> {
     let first = *m.payload.first()?;
     let over = "RTMP and HTTP-FLV players get it as is";
     match m.type_id {
@@ -1910,6 +1932,9 @@ fn not_bridged(m: &Media) -> Option<(u8, String)> {
             };
             let id = first & 0x0f;
             Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only H264 is; {over}")))
+        }
+        types::VIDEO if first & 0x0f == 7 && m.payload.get(1) == Some(&1) && presentation_ms(m) != m.timestamp => {
+            Some((4, "video: H264 with B-frames (composition time offsets) reaches WebRTC players, but browsers' WebRTC decoders (Chromium's) cannot play it: set the encoder's B-frames to 0 (x264 bframes=0, OBS: x264 options 'bframes=0'); RTMP and HTTP-FLV players play it as is".to_string()))
         }
         types::AUDIO if first >> 4 != 10 => {
             let name = match first >> 4 {
@@ -2564,6 +2589,39 @@ mod tests {
                 h.events_out
             );
         }
+    }
+
+    /// RTP time for WebRTC is presentation time: the FLV time plus the
+    /// signed 24-bit composition offset (B-frames); the room is warned once
+    /// per kind about what browsers cannot play.
+    #[test]
+    fn presentation_times_and_media_warnings() {
+        let video = |ts: u32, head: [u8; 5]| Media {
+            type_id: types::VIDEO,
+            timestamp: ts,
+            payload: Bytes::copy_from_slice(&[&head[..], &[0x65, 0]].concat()),
+        };
+        assert_eq!(presentation_ms(&video(1000, [0x27, 1, 0, 0, 66])), 1066);
+        assert_eq!(
+            presentation_ms(&video(1000, [0x27, 1, 0xff, 0xff, 0xdf])),
+            967
+        );
+        assert_eq!(presentation_ms(&video(1000, [0x17, 1, 0, 0, 0])), 1000);
+        assert_eq!(media_warning(&video(1000, [0x17, 1, 0, 0, 0])), None);
+        let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66])).unwrap();
+        assert_eq!(bframes.0, 4);
+        assert!(bframes.1.contains("B-frames"));
+        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0])).unwrap();
+        assert_eq!(hevc.0, 1);
+        assert!(hevc.1.contains("HEVC"), "{}", hevc.1);
+        let mp3 = Media {
+            type_id: types::AUDIO,
+            timestamp: 0,
+            payload: Bytes::from_static(&[0x2f, 0xff]),
+        };
+        let mp3 = media_warning(&mp3).unwrap();
+        assert_eq!(mp3.0, 2);
+        assert!(mp3.1.contains("MP3"), "{}", mp3.1);
     }
 
     /// An HTTP-FLV player gets the answer head, the FLV header and the
