@@ -336,3 +336,65 @@ fn flv_metadata_is_complete_whoever_publishes() {
         assert!(rate("h264") > 0 && rate("aac") > 0, "{name}: {streams:?}");
     }
 }
+
+/// A TCP connection to `port` whose receive buffer is `rcvbuf` bytes, set
+/// before connecting so the window stays small.
+fn small_window_connect(port: u16, rcvbuf: i32) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor we own until it is wrapped.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &rcvbuf as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        );
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// An HTTP-FLV client that asks for a stream and never reads is a slow
+/// player like an RTMP one: it falls behind, skips to keyframes, and is
+/// disconnected after 5 s behind (`session_failed`, slow consumer); a
+/// player that reads goes on undisturbed.
+#[test]
+fn an_http_flv_client_that_never_reads_is_dropped_as_slow() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("slow");
+    let mut events = gw.events("slow");
+    let clip = clip_sized(640, 360, 440);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "slow/bob", &clip, 90));
+    wait_playing(&gw.rtmp_url("slow/bob"));
+    let mut stalled = small_window_connect(gw.http_flv, 4096);
+    stalled
+        .write_all(b"GET /live/slow/bob.flv HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let e = events.next_matching(Duration::from_secs(75), |e| {
+        e["event"] == "session_failed" && e["reason"].as_str().unwrap_or("").contains("slow")
+    });
+    eprintln!(
+        "the client that never reads was dropped after {:?}: {e}",
+        t0.elapsed()
+    );
+    assert_eq!(e["kind"], "rtmp_play", "{e}");
+    let (video, _, log) = ffmpeg_rtmp_play(&gw.flv_url("slow/bob", ""), 2, Duration::from_secs(20));
+    assert!(video >= 30, "{video}\n{log}");
+}
