@@ -220,10 +220,17 @@ pub struct Chosen {
     /// Publish, audio: the id of RFC 6464 audio levels (the active speaker
     /// comes from them), when offered.
     pub audio_level: Option<u8>,
+    /// Publish: the transport-wide sequence number extension id, when
+    /// offered; the answer accepts it with `transport-cc` feedback.
+    pub twcc: Option<u8>,
 }
 
 /// RFC 6464 client-to-mixer audio levels.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// draft-holmer-rmcat-transport-wide-cc-extensions-01: the sender numbers
+/// every packet of the transport; we feed back their arrival times.
+pub const TWCC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// What the dataplane needs from a negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,11 +402,20 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
                 .map(|&(id, _)| id),
             _ => None,
         };
+        let twcc = match mode {
+            Mode::Publish => m
+                .extmaps
+                .iter()
+                .find(|(_, uri)| uri == TWCC_URI)
+                .map(|&(id, _)| id),
+            Mode::Play => None,
+        };
         tracks.push(Chosen {
             index,
             kind,
             codec,
             audio_level,
+            twcc,
         });
     }
     if tracks.is_empty() {
@@ -508,6 +524,10 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         if let Some(id) = neg.tracks[k].audio_level {
             let _ = write!(s, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
         }
+        if let Some(id) = neg.tracks[k].twcc {
+            let _ = write!(s, "a=extmap:{id} {TWCC_URI}\r\n");
+            let _ = write!(s, "a=rtcp-fb:{} transport-cc\r\n", codec.pt);
+        }
         if m.kind == "video" {
             for fb in ["nack", "nack pli", "ccm fir"] {
                 let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
@@ -612,6 +632,27 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             "{a2}"
         );
         assert!(!a.contains("extmap"), "not offered, not answered");
+        assert!(!a.contains("transport-cc"), "not offered, not answered");
+        // Transport-wide sequence numbers: accepted with the offer's id and
+        // transport-cc feedback on every line, so the publisher's estimator
+        // runs on delay, not on loss alone.
+        let with_twcc = CHROME_OFFER.replace(
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+            &format!("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 {TWCC_URI}\r\n"),
+        );
+        let offer3 = parse(&with_twcc).unwrap();
+        let n3 = negotiate(&offer3, Mode::Publish).unwrap();
+        // (This offer has extensions on its audio line only.)
+        assert_eq!(n3.tracks[0].twcc, Some(3));
+        let a3 = answer(&offer3, &n3, &params(Mode::Publish));
+        for want in [
+            format!("a=extmap:3 {TWCC_URI}"),
+            "a=rtcp-fb:111 transport-cc".to_string(),
+        ] {
+            assert!(a3.contains(&want), "missing {want:?} in\n{a3}");
+        }
+        // A player is not fed back to: its answer does not accept them.
+        assert!(negotiate(&offer3, Mode::Play).is_err_and(|e| e.contains("receives")));
         // A WHEP answer to the same offer fails: it only sends.
         assert!(negotiate(&offer, Mode::Play)
             .unwrap_err()

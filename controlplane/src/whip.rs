@@ -256,6 +256,7 @@ async fn offer_answer(
                 ssrc,
                 source: source.as_deref().map_or(0, participant_key),
                 audio_level: t.audio_level.unwrap_or(0),
+                twcc: t.twcc.unwrap_or(0),
             })
             .collect(),
         created_ms,

@@ -40,6 +40,9 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 ssrc: 0x5000 + session as u32,
                 source: 0,
                 audio_level: 0,
+                // transport-cc negotiated: the recorder and its feedback
+                // are reached (publishers only).
+                twcc: 3,
             },
             TrackSpec {
                 kind: MediaKind::Audio,
@@ -49,6 +52,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 // Audio levels negotiated: the udp_router target reaches
                 // their extension parser.
                 audio_level: 1,
+                twcc: 3,
             },
         ],
         created_ms: 0,

@@ -26,5 +26,6 @@ pub mod shard;
 pub mod speakers;
 pub mod srtp;
 pub mod transcode;
+pub mod twcc;
 pub mod uring;
 pub mod webrtc;

@@ -707,12 +707,18 @@ impl Router {
                 s.stats.packets += 1;
                 s.stats.bytes += buf.len() as u64;
                 s.dirty = true;
-                Some(Inbound {
+                let feedback = matches!(&s.role, Role::Webrtc(w) if w.peer.twcc_due(now));
+                let inbound = Inbound {
                     room: s.room,
                     participant: s.pid,
                     key: s.key,
                     ..inbound
-                })
+                };
+                if feedback {
+                    // At most every 100 ms per publisher: never per packet.
+                    self.send_rtcp(h, |peer, out| peer.write_twcc(now, out));
+                }
+                Some(inbound)
             }
             Err(Some(reason)) => {
                 s.stats.drops[reason as usize] += 1;
@@ -1721,6 +1727,7 @@ mod webrtc_tests {
             ssrc: 0x7003,
             source: 0,
             audio_level: 0,
+            twcc: 0,
         });
         let s = r.add_webrtc(t0, sub).unwrap();
         let mut c = check(3);
@@ -1794,6 +1801,7 @@ mod webrtc_tests {
                 ssrc: 0x7000 + i as u32,
                 source: want,
                 audio_level: 0,
+                twcc: 0,
             });
         }
         let s = r.add_webrtc(t0, sub).unwrap();

@@ -138,12 +138,18 @@ pub struct Peer {
     pub last_keyframe_request: Option<Instant>,
     /// When we last sent it an RTCP report.
     pub last_report: Option<Instant>,
+    /// Publisher with transport-cc: its packets' arrival times, for the
+    /// feedback its congestion controller runs on.
+    pub twcc: Option<Box<crate::twcc::Recorder>>,
 }
 
 impl Peer {
     pub fn new(spec: WebrtcSpec, now: Instant) -> Peer {
         let ice = IceLite::new(&spec.ice_ufrag, &spec.ice_pwd, Some(&spec.remote_ufrag));
+        let twcc = (spec.direction == Direction::Publish && spec.twcc_id() != 0)
+            .then(|| Box::new(crate::twcc::Recorder::new(now)));
         Peer {
+            twcc,
             spec,
             ice,
             created: now,
@@ -255,6 +261,11 @@ impl Peer {
                     MediaKind::Audio => audio_level(&buf[..h.len], self.spec.audio_level_id()),
                     MediaKind::Video => None,
                 };
+                if let Some(r) = self.twcc.as_mut() {
+                    if let Some(seq) = crate::twcc::sequence(&buf[..h.len], self.spec.twcc_id()) {
+                        r.record(seq, now);
+                    }
+                }
                 strip_extensions(&mut buf[..h.len]);
                 match kind {
                     MediaKind::Video => {
@@ -278,6 +289,20 @@ impl Peer {
         }
     }
 
+    /// Whether a transport-cc feedback is due (see [`crate::twcc::Recorder::due`]).
+    pub fn twcc_due(&self, now: Instant) -> bool {
+        self.twcc.as_ref().is_some_and(|r| r.due(now))
+    }
+
+    /// The transport-cc feedback due now (plaintext RTCP in `out`, 0 if none).
+    pub fn write_twcc(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        let (ours, media) = (self.rtcp_ssrc(), self.video_in.ssrc.max(self.audio_in.ssrc));
+        match self.twcc.as_mut() {
+            Some(r) => r.feedback(now, ours, media, out),
+            None => 0,
+        }
+    }
+
     /// A sender report from this publisher: kept for our receiver reports'
     /// LSR/DLSR and to derive its subscribers' sender reports.
     pub fn note_sender_report(&mut self, now: Instant, sr: &SenderInfo) {
@@ -291,9 +316,17 @@ impl Peer {
 }
 
 /// The RFC 6464 audio level in an RTP header's one-byte-header extension
-/// block (RFC 8285 §4.2, profile 0xBEDE) under id `id`: -dBov, 0 loudest,
-/// 127 silence. `None` without one (or `id` 0: not negotiated).
+/// block under id `id`: -dBov, 0 loudest, 127 silence. `None` without one
+/// (or `id` 0: not negotiated).
 pub fn audio_level(header: &[u8], id: u8) -> Option<u8> {
+    // RFC 6464 §3: V bit, then the level in 7 bits.
+    one_byte_extension(header, id)?.first().map(|v| v & 0x7f)
+}
+
+/// The value of extension `id` in an RTP header's one-byte-header
+/// extension block (RFC 8285 §4.2, profile 0xBEDE); `None` without one (or
+/// `id` 0: not negotiated).
+pub fn one_byte_extension(header: &[u8], id: u8) -> Option<&[u8]> {
     if id == 0 || header.len() < 12 || header[0] & 0x10 == 0 {
         return None;
     }
@@ -312,8 +345,7 @@ pub fn audio_level(header: &[u8], id: u8) -> Option<u8> {
             return None; // RFC 8285: stop parsing
         }
         if eid == id {
-            // RFC 6464 §3: V bit, then the level in 7 bits.
-            return header.get(i + 1).map(|v| v & 0x7f);
+            return header.get(i + 1..i + 1 + len);
         }
         i += 1 + len;
     }

@@ -489,6 +489,28 @@ pub fn clip_with(width: u32, height: u32, tone_hz: u32, af: &str, tag: &str) -> 
     path
 }
 
+/// A detailed camera picture for Chromium's fake capture device (a y4m
+/// file it loops): 1280x720 at 30 fps, a test pattern under moving noise,
+/// so the encoder can use all the bitrate it is given (2 s, 83 MB, made once).
+pub fn detailed_camera_y4m() -> PathBuf {
+    let dir = target_dir().join("e2e-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("camera-1280x720-noise.y4m");
+    if !path.exists() {
+        let tmp = dir.join(format!("{}.tmp.y4m", unique("camera")));
+        let st = Command::new("ffmpeg")
+            .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc2=size=1280x720:rate=30,noise=alls=40:allf=t+u")
+            .args(["-t", "2", "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"])
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg");
+        assert!(st.success(), "making the y4m camera failed");
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
 /// Where one track goes: an ingest port and optional SDES key (base64).
 pub struct RtpTarget {
     pub port: u16,

@@ -12,6 +12,8 @@ exports.launch = () =>
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
       "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
+      // The fake camera's picture, when the test gives one (a y4m file).
+      ...(process.env.MGW_FAKE_CAMERA ? [`--use-file-for-fake-video-capture=${process.env.MGW_FAKE_CAMERA}`] : []),
       // Extra flags for a debugging run, e.g. "--enable-logging=stderr --vmodule=*h264*=3".
       ...(process.env.MGW_CHROMIUM_ARGS || "").split(" ").filter(Boolean),
     ],

@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 6;
+pub const MSG_VERSION: u8 = 7;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -198,6 +198,9 @@ pub struct TrackSpec {
     /// Publish, audio: the RTP header extension id of RFC 6464 audio
     /// levels the answer accepted (0: none).
     pub audio_level: u8,
+    /// Publish: the RTP header extension id of transport-wide sequence
+    /// numbers the answer accepted, with `transport-cc` feedback (0: none).
+    pub twcc: u8,
 }
 
 /// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never
@@ -246,6 +249,15 @@ impl WebrtcSpec {
             .iter()
             .find(|t| t.kind == MediaKind::Audio)
             .map_or(0, |t| t.audio_level)
+    }
+
+    /// The transport-wide sequence number extension id (0: none).
+    pub fn twcc_id(&self) -> u8 {
+        self.tracks
+            .iter()
+            .map(|t| t.twcc)
+            .find(|&id| id != 0)
+            .unwrap_or(0)
     }
 
     /// The payload type of the first track of `kind` (0 if none).
@@ -600,6 +612,7 @@ impl<'a> Writer<'a> {
             self.u32(t.ssrc);
             self.u32(t.source);
             self.u8(t.audio_level);
+            self.u8(t.twcc);
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
@@ -729,6 +742,7 @@ impl<'a> Reader<'a> {
                         ssrc: self.u32()?,
                         source: self.u32()?,
                         audio_level: self.u8()?,
+                        twcc: self.u8()?,
                     });
                 }
                 tracks
@@ -1009,6 +1023,7 @@ mod tests {
                     ssrc: 0xdead_0000 + i,
                     source: u32::MAX - i,
                     audio_level: i as u8,
+                    twcc: (i as u8).wrapping_mul(3),
                 })
                 .collect(),
             created_ms: 1,
