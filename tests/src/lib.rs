@@ -732,6 +732,60 @@ fn aiortc_command(args: &[&str]) -> Command {
     cmd
 }
 
+/// The network impairment relay (`tests/impair.py`) in front of `gw`'s UDP
+/// ports: the gateway must run with `--public-ip 127.0.0.2`. `args` are the
+/// relay's impairment flags (`--up`, `--down`, `--script`). Stopped (SIGTERM)
+/// by [`Impair::finish`], which returns its per-second reports.
+pub struct Impair {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Impair {
+    pub fn start(gw: &Gateway, args: &[&str]) -> Impair {
+        let ports = format!("{}-{}", gw.ports.0, gw.ports.1);
+        let (log, _) = log_file(&unique("impair"));
+        let mut child = Command::new(aiortc_python())
+            .arg(repo_root().join("tests/impair.py"))
+            .args([
+                "--listen",
+                "127.0.0.2",
+                "--to",
+                "127.0.0.1",
+                "--ports",
+                &ports,
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the impairment relay");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        let ready = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the relay never said it was ready");
+        assert_eq!(ready["ready"], true, "{ready}");
+        Impair { child, lines }
+    }
+
+    /// Stops the relay; its reports since it started, in order.
+    pub fn finish(mut self) -> Vec<Value> {
+        // SAFETY: kill(2) on a child we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = wait_bounded(&mut self.child, Duration::from_secs(5));
+        self.lines.try_iter().collect()
+    }
+}
+
 /// An aiortc WHIP publisher sending the test clip (H264 + Opus, no re-encode)
 /// for `secs` after it connects. Its stdout carries JSON lines.
 pub struct AiortcPublisher {

@@ -396,3 +396,83 @@ fn a_chromium_publisher_ramps_up_through_the_gateway_like_a_direct_peer() {
     assert!(d > 300.0, "the direct peer itself ramped up: {direct}");
     assert!(g >= 0.8 * d, "gateway {g} kbit/s against direct {d}");
 }
+
+/// A Chromium publisher behind a link whose capacity drops from 3 Mbit/s
+/// to 500 kbit/s (the impairment relay, tests/impair.py) follows it on
+/// delay, not loss: within 2 s of the drop it sends no more than the link
+/// carries, then loses under 2 % and queues under 200 ms.
+#[test]
+fn a_chromium_publisher_follows_a_capacity_drop() {
+    let _driver = chromium_driver_dir();
+    let camera = detailed_camera_y4m();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
+    const DROP_AT: u64 = 14;
+    let script = format!("{DROP_AT}:up:rate=500k");
+    let relay = Impair::start(
+        &gw,
+        &["--up", "rate=3000k,queue=300ms", "--script", &script],
+    );
+    let args = [
+        gw.api.as_ref(),
+        "capped".as_ref(),
+        "gateway".as_ref(),
+        "30".as_ref(),
+        camera.as_os_str(),
+    ];
+    let out = driver("chromium_rampup.js", &args, 120)
+        .env("MGW_FAKE_CAMERA", &camera)
+        .output()
+        .expect("run node");
+    let reports = relay.finish();
+    let report = report(&gw, &out, "the capped publisher");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    let up: Vec<&Value> = reports
+        .iter()
+        .filter(|r| r["dir"] == "up" && r["offered_kbps"].is_u64())
+        .collect();
+    for r in &up {
+        eprintln!(
+            "t={:>2}s cap {:>7} offered {:>5} kbit/s, passed {:>5}, lost {}, queue drops {}, wait p95 {} ms",
+            r["t"], r["rate"], r["offered_kbps"], r["kbps"], r["lost"], r["queue_drops"], r["wait_ms_p95"]
+        );
+    }
+    let at = |t: u64| up.iter().find(|r| r["t"] == t).copied();
+    // Before the drop it used the room it had (well over 500 kbit/s).
+    let before = at(DROP_AT).expect("a report before the drop");
+    assert!(
+        before["offered_kbps"].as_u64().unwrap_or(0) > 900,
+        "{before}"
+    );
+    // From 2 s after the drop to the end (the publisher ran 30 s from
+    // about the relay's second 1-2): under the cap, little loss, short queue.
+    let after: Vec<&Value> = up
+        .iter()
+        .filter(|r| {
+            let t = r["t"].as_u64().unwrap_or(0);
+            t > DROP_AT + 2 && t <= DROP_AT + 14
+        })
+        .copied()
+        .collect();
+    assert!(after.len() >= 10, "{} reports after the drop", after.len());
+    let sum = |k: &str| {
+        after
+            .iter()
+            .map(|r| r[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let offered = sum("offered_kbps") / after.len() as u64;
+    let (packets, drops) = (sum("packets"), sum("queue_drops") + sum("lost"));
+    let loss = drops as f64 / (packets + drops).max(1) as f64;
+    let worst_wait = after
+        .iter()
+        .map(|r| r["wait_ms_p95"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
+    eprintln!("after the drop: offered {offered} kbit/s, loss {:.2} %, queueing p95 at most {worst_wait} ms", loss * 100.0);
+    assert!(
+        offered <= 600,
+        "it follows the 500 kbit/s link: {offered} kbit/s"
+    );
+    assert!(loss < 0.02, "{:.2} % lost", loss * 100.0);
+    assert!(worst_wait < 200.0, "queueing {worst_wait} ms");
+}
