@@ -640,6 +640,8 @@ impl Core {
         }
         self.unpublished = gone;
         for rtp in self.hub.rtp_out.drain(..) {
+            let source = crate::rtmp::hub::RTMP_SOURCE | rtp.pid as u64;
+            self.router.cache_rtmp_video(now, source, &rtp.packet);
             self.outputs.push_back(Output::Rtp {
                 rtp,
                 kind: MediaKind::Video,

@@ -22,6 +22,7 @@ use gateway_ring::msg::{
     SrtpKey, WebrtcSpec,
 };
 
+use crate::nack::NackCache;
 use crate::participants::{Kinds, Participants, Pid, NOBODY};
 use crate::rtcp::{self, Feedback, SenderInfo};
 use crate::rtp::{is_rtcp, RtpHeader};
@@ -256,6 +257,10 @@ impl OutTrack {
     }
 }
 
+/// An RTMP publisher's retransmission cache is dropped after this long
+/// without a packet.
+const RTMP_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Rooms and sessions of one shard.
 pub struct Router {
     /// Retransmissions per second one WebRTC player may cause ([`crate::limits::Limits::nack_per_s`]).
@@ -285,6 +290,10 @@ pub struct Router {
     unpublished: Vec<(u32, Pid)>,
     /// Player lines that changed hands since the last call: (session, line, pid).
     lines: Vec<(u64, u8, Pid)>,
+    /// The video RTP of RTMP publishers (virtual ingests, by source id), so
+    /// players' NACKs for them are answered like any publisher's (an RTMP
+    /// publisher cannot be asked), with when each was last fed.
+    rtmp_caches: HashMap<u64, (Box<NackCache>, Instant)>,
 }
 
 impl Default for Router {
@@ -313,7 +322,22 @@ impl Router {
             participants: Participants::default(),
             unpublished: Vec::new(),
             lines: Vec::new(),
+            rtmp_caches: HashMap::new(),
         }
+    }
+
+    /// A video RTP packet of RTMP publisher `source` (a virtual ingest id),
+    /// kept for players' NACKs.
+    pub fn cache_rtmp_video(&mut self, now: Instant, source: u64, packet: &[u8]) {
+        let Ok(h) = RtpHeader::parse(packet) else {
+            return;
+        };
+        let (cache, at) = self
+            .rtmp_caches
+            .entry(source)
+            .or_insert_with(|| (Box::default(), now));
+        cache.insert(h.seq_no, packet);
+        *at = now;
     }
 
     /// The session id of handle `h`, if it is live.
@@ -1085,19 +1109,39 @@ impl Router {
         Some((*self.by_id.get(&id)?, i))
     }
 
-    /// Publisher `p`'s cached video packet with sequence number `seq`.
-    fn cached(&self, p: Handle, seq: u16) -> Option<&[u8]> {
-        match &self.session(p)?.role {
+    /// Publisher `source`'s cached video packet with sequence number
+    /// `seq`: a WebRTC publisher's, or an RTMP publisher's.
+    fn cached(&self, source: u64, seq: u16) -> Option<&[u8]> {
+        if let Some((cache, _)) = self.rtmp_caches.get(&source) {
+            return cache.get(seq);
+        }
+        match &self.session(*self.by_id.get(&source)?)?.role {
             Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
             _ => None,
         }
     }
 
+    /// The source id (a session, or an RTMP publisher's virtual ingest) of
+    /// subscriber `h`'s track with our SSRC `media_ssrc`, and its index.
+    fn track_source_id(&self, h: Handle, media_ssrc: u32) -> Option<(u64, usize)> {
+        let Role::Webrtc(w) = &self.session(h)?.role else {
+            return None;
+        };
+        let i = w
+            .tracks
+            .iter()
+            .position(|t| t.ssrc == media_ssrc)
+            .or_else(|| w.tracks.iter().position(|t| t.kind == MediaKind::Video))?;
+        let (id, _) = w.tracks[i].source?;
+        Some((id, i))
+    }
+
     /// Answers a subscriber's NACK for its sequence number `out_seq` on our
-    /// SSRC `media_ssrc` from the publisher's cache; a miss becomes a NACK to
-    /// the publisher.
+    /// SSRC `media_ssrc` from the publisher's cache (a WebRTC publisher's,
+    /// or an RTMP publisher's RTP); a miss becomes a NACK to a WebRTC
+    /// publisher.
     fn retransmit(&mut self, h: Handle, media_ssrc: u32, out_seq: u16) {
-        let Some((src, i)) = self.track_source(h, media_ssrc) else {
+        let Some((src, i)) = self.track_source_id(h, media_ssrc) else {
             return;
         };
         let Some(Role::Webrtc(sub)) = self.session(h).map(|s| &s.role) else {
@@ -1110,9 +1154,11 @@ impl Router {
         let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
         let in_seq = out_seq.wrapping_sub(seq_delta);
         if self.cached(src, in_seq).is_none() {
-            self.send_rtcp(src, |peer, buf| {
-                rtcp::write_nack(buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0)
-            });
+            if let Some(&p) = self.by_id.get(&src) {
+                self.send_rtcp(p, |peer, buf| {
+                    rtcp::write_nack(buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0)
+                });
+            }
             return;
         }
         let mut buf = self.control_buf();
@@ -1161,6 +1207,9 @@ impl Router {
         for session in expired {
             self.end_session(session, END_CONSENT);
         }
+        // An RTMP publisher gone quiet for a while: its cache goes.
+        self.rtmp_caches
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < RTMP_CACHE_IDLE);
     }
 
     /// One compound a second per peer: receiver reports to a publisher, sender

@@ -285,8 +285,20 @@ fn flv_metadata_is_complete_whoever_publishes() {
     let mut web =
         AiortcPublisher::start_with(&gw, "meta?participant=web", &web_clip, 30.0, &["--encode"]);
     web.connected();
-    wait_playing(&gw.rtmp_url("meta/bob"));
-    wait_playing(&gw.rtmp_url("meta/web"));
+    // Both streams carry audio and video by now (a WebRTC publisher's
+    // audio joins its bridge once lined up with the video, within 2 s).
+    for name in ["bob", "web"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let streams = ffprobe_streams(&gw.rtmp_url(&format!("meta/{name}")));
+            let has = |c: &str| streams.iter().any(|s| s["codec_name"] == c);
+            if has("h264") && has("aac") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: {streams:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
     for (name, w, h) in [("bob", 320.0, 240.0), ("web", 256.0, 144.0)] {
         let tags = flv_tags(&gw, &format!("/live/meta/{name}.flv"), 64 * 1024);
         let kinds: Vec<u8> = tags.iter().map(|t| t.0).take(4).collect();
