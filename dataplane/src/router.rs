@@ -1097,15 +1097,7 @@ impl Router {
     /// `media_ssrc` (its first video track if no SSRC matches), and the
     /// track's index.
     fn track_source(&self, h: Handle, media_ssrc: u32) -> Option<(Handle, usize)> {
-        let Role::Webrtc(w) = &self.session(h)?.role else {
-            return None;
-        };
-        let i = w
-            .tracks
-            .iter()
-            .position(|t| t.ssrc == media_ssrc)
-            .or_else(|| w.tracks.iter().position(|t| t.kind == MediaKind::Video))?;
-        let (id, _) = w.tracks[i].source?;
+        let (id, i) = self.track_source_id(h, media_ssrc)?;
         Some((*self.by_id.get(&id)?, i))
     }
 
@@ -1122,7 +1114,8 @@ impl Router {
     }
 
     /// The source id (a session, or an RTMP publisher's virtual ingest) of
-    /// subscriber `h`'s track with our SSRC `media_ssrc`, and its index.
+    /// subscriber `h`'s track with our SSRC `media_ssrc` (its first video
+    /// track if no SSRC matches), and the track's index.
     fn track_source_id(&self, h: Handle, media_ssrc: u32) -> Option<(u64, usize)> {
         let Role::Webrtc(w) = &self.session(h)?.role else {
             return None;

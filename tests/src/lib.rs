@@ -1105,23 +1105,7 @@ pub fn ffmpeg_rtmp_publish(gw: &Gateway, room: &str, secs: u32) -> Child {
 /// As [`ffmpeg_rtmp_publish`], pushing `clip` to `rtmp://…/live/{path}`
 /// (a mini-program's `live-pusher`: `ROOM/NAME`).
 pub fn ffmpeg_rtmp_push(gw: &Gateway, path: &str, clip: &Path, secs: u32) -> Child {
-    Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-        ])
-        .args(["-t", &secs.to_string(), "-i"])
-        .arg(clip)
-        .args(["-c:v", "copy", "-c:a", "aac", "-f", "flv"])
-        .arg(gw.rtmp_url(path))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ffmpeg RTMP publisher")
+    ffmpeg_rtmp_push_with(gw, path, clip, secs, &["-c:v", "copy", "-c:a", "aac"])
 }
 
 /// An RTMP push the way OBS's default x264 settings send it: re-encoded
@@ -1134,6 +1118,37 @@ pub fn ffmpeg_rtmp_push_x264(
     secs: u32,
     bframes: u32,
 ) -> Child {
+    let bframes = bframes.to_string();
+    let codecs = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "high",
+        "-bf",
+        &bframes,
+        "-g",
+        "60",
+        "-pix_fmt",
+        "yuv420p",
+        "-b:v",
+        "600k",
+        "-c:a",
+        "aac",
+    ];
+    ffmpeg_rtmp_push_with(gw, path, clip, secs, &codecs)
+}
+
+/// ffmpeg pushes `clip` (looping, in real time, for `secs`) to
+/// `rtmp://…/live/{path}`, encoded as `codecs` say (`-c:v ... -c:a ...`).
+pub fn ffmpeg_rtmp_push_with(
+    gw: &Gateway,
+    path: &str,
+    clip: &Path,
+    secs: u32,
+    codecs: &[&str],
+) -> Child {
     Command::new("ffmpeg")
         .args([
             "-nostdin",
@@ -1145,24 +1160,8 @@ pub fn ffmpeg_rtmp_push_x264(
         ])
         .args(["-t", &secs.to_string(), "-i"])
         .arg(clip)
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-profile:v",
-            "high",
-        ])
-        .args([
-            "-bf",
-            &bframes.to_string(),
-            "-g",
-            "60",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-b:v", "600k"])
-        .args(["-c:a", "aac", "-f", "flv"])
+        .args(codecs)
+        .args(["-f", "flv"])
         .arg(gw.rtmp_url(path))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -387,25 +387,14 @@ fn rtmp_clients_are_participants_of_the_room() {
 fn aac_at_44_1_khz_mono_is_heard_over_whep_at_its_pitch() {
     let gw = Gateway::start(1, &[]);
     let clip = clip_sized(320, 240, 1000);
-    let _publisher = Reap(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-            ])
-            .args(["-t", "30", "-i"])
-            .arg(&clip)
-            .args(["-c:v", "copy", "-c:a", "aac", "-ar", "44100", "-ac", "1"])
-            .args(["-f", "flv", &gw.rtmp_url("tone/phone")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    );
+    let aac_44k_mono = ["-c:v", "copy", "-c:a", "aac", "-ar", "44100", "-ac", "1"];
+    let _publisher = Reap(ffmpeg_rtmp_push_with(
+        &gw,
+        "tone/phone",
+        &clip,
+        30,
+        &aac_44k_mono,
+    ));
     wait_for_stream(&gw, "tone/phone");
     let streams = ffprobe_streams(&gw.rtmp_url("tone/phone"));
     assert!(
@@ -434,25 +423,8 @@ fn media_that_cannot_be_bridged_is_named_in_an_event() {
     gw.room("mp3");
     let mut events = gw.events("mp3");
     let clip = clip_sized(320, 240, 440);
-    let _publisher = Reap(
-        std::process::Command::new("ffmpeg")
-            .args([
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-            ])
-            .args(["-t", "30", "-i"])
-            .arg(&clip)
-            .args(["-c:v", "copy", "-c:a", "libmp3lame", "-ar", "44100"])
-            .args(["-f", "flv", &gw.rtmp_url("mp3/radio")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start ffmpeg"),
-    );
+    let mp3 = ["-c:v", "copy", "-c:a", "libmp3lame", "-ar", "44100"];
+    let _publisher = Reap(ffmpeg_rtmp_push_with(&gw, "mp3/radio", &clip, 30, &mp3));
     let e = events.next_matching(Duration::from_secs(15), |e| e["event"] == "media_warning");
     eprintln!("{e}");
     assert_eq!(e["participant"], "radio", "{e}");
