@@ -1250,6 +1250,16 @@ pub fn rtmp_first_frame(url: &str) -> Option<Duration> {
     st.success().then(|| t0.elapsed())
 }
 
+/// Waits until `url` (RTMP or HTTP-FLV) plays: ffmpeg decodes a first
+/// frame (panics after 20 s).
+pub fn wait_playing(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rtmp_first_frame(url).is_none() {
+        assert!(Instant::now() < deadline, "{url} never played");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A raw RTMP client socket past the handshake (rml_rtmp's client side), for
 /// sending hand-made chunks.
 pub fn rtmp_raw(gw: &Gateway) -> std::net::TcpStream {

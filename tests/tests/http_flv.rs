@@ -43,15 +43,6 @@ fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes()
 }
 
-/// Waits until `url` plays (ffmpeg decodes a first frame).
-fn wait_playing(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rtmp_first_frame(url).is_none() {
-        assert!(Instant::now() < deadline, "{url} never played");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]

@@ -260,11 +260,7 @@ fn flv_js_on_the_demo_page_plays_http_flv() {
     gw.room("flvjs");
     let clip = clip_sized(320, 240, 440);
     let _bob = Reap(ffmpeg_rtmp_push(&gw, "flvjs/bob", &clip, 60));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while rtmp_first_frame(&gw.rtmp_url("flvjs/bob")).is_none() {
-        assert!(std::time::Instant::now() < deadline, "bob never played");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_playing(&gw.rtmp_url("flvjs/bob"));
     let shot = screenshot("chromium-flvjs.png");
     let args = [
         gw.api.as_ref(),
@@ -310,13 +306,6 @@ fn chromium_and_b_frames_the_room_is_told_and_bframes_0_plays() {
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
     let clip = clip_sized(320, 240, 440);
-    let wait_playing = |path: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while rtmp_first_frame(&gw.rtmp_url(path)).is_none() {
-            assert!(std::time::Instant::now() < deadline, "{path} never played");
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
     let play = |room: &str| {
         let args = [gw.api.as_ref(), room.as_ref(), "5".as_ref()];
         let out = driver("chromium_play.js", &args, 90)
@@ -332,7 +321,7 @@ fn chromium_and_b_frames_the_room_is_told_and_bframes_0_plays() {
     gw.room("bfc");
     let mut events = gw.events("bfc");
     let bframes = Reap(ffmpeg_rtmp_push_x264(&gw, "bfc/obs", &clip, 60, 2));
-    wait_playing("bfc/obs");
+    wait_playing(&gw.rtmp_url("bfc/obs"));
     let e = events.next_matching(std::time::Duration::from_secs(10), |e| {
         e["event"] == "media_warning"
     });
@@ -345,7 +334,7 @@ fn chromium_and_b_frames_the_room_is_told_and_bframes_0_plays() {
     drop(bframes);
 
     let _plain = Reap(ffmpeg_rtmp_push_x264(&gw, "nob/obs", &clip, 60, 0));
-    wait_playing("nob/obs");
+    wait_playing(&gw.rtmp_url("nob/obs"));
     let (report, decoded) = play("nob");
     eprintln!("chromium, x264 -bf 0: {decoded} frames decoded in 5 s: {report}");
     assert!(decoded >= 135, "5 s at 30 fps, 90 %: {report}");
@@ -489,14 +478,7 @@ fn chromium_plays_an_rtmp_push_through_5_percent_loss() {
     let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
     let clip = clip_sized(320, 240, 440);
     let _push = Reap(ffmpeg_rtmp_push(&gw, "lossy/mini", &clip, 60));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while rtmp_first_frame(&gw.rtmp_url("lossy/mini")).is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the push never played"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    wait_playing(&gw.rtmp_url("lossy/mini"));
     let relay = Impair::start(&gw, &["--down", "loss=0.05"]);
     let args = [gw.api.as_ref(), "lossy".as_ref(), "10".as_ref()];
     let out = driver("chromium_play.js", &args, 90)
