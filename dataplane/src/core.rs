@@ -651,6 +651,9 @@ impl Core {
         for ingest in std::mem::take(&mut self.hub.keyframe_requests) {
             self.router.request_keyframe_by_id(now, ingest);
         }
+        for (ingest, seq) in std::mem::take(&mut self.hub.nack_requests) {
+            self.router.nack_publisher(ingest, seq);
+        }
         for job in self.hub.jobs.drain(..) {
             self.outputs
                 .push_back(Output::Transcode { job, from: None });

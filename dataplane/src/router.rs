@@ -1027,6 +1027,20 @@ impl Router {
 
     /// Asks the publisher with session id `session` for a keyframe (rate
     /// limited; only WebRTC publishers can be asked).
+    /// Asks WebRTC publisher `session` to resend its video packet `seq`
+    /// (the bridge to RTMP is waiting for it).
+    pub fn nack_publisher(&mut self, session: u64, seq: u16) {
+        let Some(&h) = self.by_id.get(&session) else {
+            return;
+        };
+        self.send_rtcp(h, |peer, buf| {
+            if !peer.is_publisher() {
+                return 0;
+            }
+            rtcp::write_nack(buf, peer.rtcp_ssrc(), peer.video_in.ssrc, seq, 0)
+        });
+    }
+
     pub fn request_keyframe_by_id(&mut self, now: Instant, session: u64) {
         if let Some(&h) = self.by_id.get(&session) {
             self.request_keyframe(now, h);

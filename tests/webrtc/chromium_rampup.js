@@ -6,18 +6,20 @@
 // the demo page asks. Prints one JSON
 // line: {"kbps": [per second], "mean_6_20": kbps, ...}.
 //
-//   node chromium_rampup.js http://127.0.0.1:8080 ROOM gateway|direct SECONDS CLIP.y4m
+//   node chromium_rampup.js http://127.0.0.1:8080 ROOM gateway|direct SECONDS CLIP.y4m [NAME]
 "use strict";
 const { report, waitFor } = require("./chromium");
 
 const [api, room, mode] = process.argv.slice(2, 5);
 const seconds = Number(process.argv[5] || 20);
 const clip = process.argv[6];
+const name = process.argv[7];
 
 report(async (browser, out) => {
   const page = await (await browser.newContext()).newPage();
   if (mode === "gateway") {
-    await page.goto(`${api}/?room=${room}&publish=1`);
+    const as = name ? `&name=${name}` : "";
+    await page.goto(`${api}/?room=${room}${as}&publish=1`);
     await waitFor(page, () => window.mgw.state === "connected" || window.mgw.error, 15000, "publisher connected");
   } else {
     await page.goto(`${api}/?room=${room}`);

@@ -35,6 +35,7 @@ use super::meta::{self, Meta};
 use super::stream::{chunked, Frame, GopCache, Offer, PlayerQueue};
 use crate::h264::{Depacketizer, Out, Packetizer, Pushed};
 use crate::participants::{Kinds, Participants, Pid, Taken};
+use crate::reorder::Reorder;
 use crate::transcode::Job;
 use gateway_ring::msg::{
     participant_key, DropReason, Event as RingEvent, Limit, RtmpSpec, SessionStats, END_TAKEN_OVER,
@@ -279,6 +280,7 @@ struct RtpOut {
 impl Bridge {
     fn new(now: Instant) -> Bridge {
         Bridge {
+            reorder: Reorder::default(),
             depack: Depacketizer::new(),
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
@@ -333,6 +335,8 @@ impl RtpOut {
 
 /// H264 RTP → FLV video tags for one participant's stream.
 struct Bridge {
+    /// Packets back in order (gaps NACKed and waited for) before the depacketizer.
+    reorder: Reorder,
     depack: Depacketizer,
     /// FLV time 0.
     epoch: Instant,
@@ -437,6 +441,8 @@ pub struct Hub {
     /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
     /// keyframe: a player joined and the GOP cache had none.
     pub keyframe_requests: Vec<u64>,
+    /// Video packets a bridged publisher should resend: (ingest session, seq).
+    pub nack_requests: Vec<(u64, u16)>,
     /// Actions taken outside a call that has an action list (a publisher
     /// left, a bridged publisher started): the owner drains them.
     pub deferred: Vec<Action>,
@@ -496,6 +502,7 @@ impl Hub {
             rtp_out: Vec::new(),
             jobs: Vec::new(),
             keyframe_requests: Vec::new(),
+            nack_requests: Vec::new(),
             deferred: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
@@ -1680,9 +1687,18 @@ impl Hub {
             // depacketizer waiting for its first IDR, on the same timeline.
             bridged.need_keyframe = true;
             b.depack = Depacketizer::new();
+            b.reorder = Reorder::default();
         }
         let mut out = Vec::new();
-        b.depack.push(seq, ts, marker, payload, &mut out);
+        let mut nacks = Vec::new();
+        let Bridge {
+            reorder, depack, ..
+        } = b;
+        reorder.push(now, seq, ts, marker, payload, &mut nacks, |s, t, m, p| {
+            depack.push(s, t, m, p, &mut out)
+        });
+        self.nack_requests
+            .extend(nacks.into_iter().map(|s| (source.0, s)));
         let mut media = Vec::new();
         for o in out {
             match o {

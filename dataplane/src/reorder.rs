@@ -1,0 +1,218 @@
+//! A bounded reorder buffer before the H264 → FLV depacketizer (sans-IO):
+//! the bridge to RTMP needs every packet of a frame in order, and one
+//! reordered or lost packet would otherwise drop video to the next IDR and
+//! cost a keyframe round trip.
+//!
+//! ```text
+//! packet seq == next ─▶ released at once (no copy), then what was held after it
+//! packet ahead       ─▶ held (copied); the missing ones are NACKed to the publisher once
+//! gap older than WAIT, or HOLD packets held ─▶ give up: release what is held in
+//!                       order; the depacketizer sees the gap and waits for an IDR
+//! packet behind next ─▶ dropped (a duplicate, or later than we could wait)
+//! ```
+//!
+//! In-order packets (nearly all of them) pass through without allocation;
+//! only a gap copies what arrives after it, at most [`HOLD`] packets.
+
+use std::time::{Duration, Instant};
+
+/// Longest a gap is waited for (a retransmission takes one round trip).
+pub const WAIT: Duration = Duration::from_millis(100);
+/// Most packets held behind a gap.
+pub const HOLD: usize = 64;
+/// Most sequence numbers one gap asks to be resent.
+const MAX_NACK: u16 = 32;
+
+struct Held {
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Reorder {
+    /// The next sequence number to release.
+    next: Option<u16>,
+    /// Packets after a gap, in sequence order.
+    held: Vec<Held>,
+    /// When the current gap was noticed.
+    gap_since: Option<Instant>,
+    /// Packets released after being held, and gaps given up on (for stats).
+    pub recovered: u64,
+    pub given_up: u64,
+}
+
+impl Reorder {
+    /// One RTP packet: `release` gets the packets now in order (this one,
+    /// and what was held behind it); `nack` the sequence numbers to ask
+    /// the publisher for.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        now: Instant,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+        nack: &mut Vec<u16>,
+        mut release: impl FnMut(u16, u32, bool, &[u8]),
+    ) {
+        let next = *self.next.get_or_insert(seq);
+        let ahead = seq.wrapping_sub(next);
+        if ahead >= 0x8000 {
+            return; // behind: a duplicate, or too late
+        }
+        if ahead == 0 {
+            release(seq, ts, marker, payload);
+            self.next = Some(seq.wrapping_add(1));
+            self.drain(&mut release);
+        } else if self.held.iter().all(|h| h.seq != seq) {
+            if self.gap_since.is_none() {
+                self.gap_since = Some(now);
+                let missing = ahead.min(MAX_NACK);
+                nack.extend((0..missing).map(|i| next.wrapping_add(i)));
+            } else if let Some(last) = self.held.last().map(|h| h.seq) {
+                // A further gap behind the first: ask for it too.
+                let d = seq.wrapping_sub(last);
+                if (2..0x8000).contains(&d) {
+                    let missing = (d - 1).min(MAX_NACK);
+                    nack.extend((1..=missing).map(|i| last.wrapping_add(i)));
+                }
+            }
+            let at = self
+                .held
+                .iter()
+                .position(|h| h.seq.wrapping_sub(next) > ahead)
+                .unwrap_or(self.held.len());
+            self.held.insert(
+                at,
+                Held {
+                    seq,
+                    ts,
+                    marker,
+                    payload: payload.to_vec(),
+                },
+            );
+        }
+        let waited = self
+            .gap_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= WAIT);
+        if waited || self.held.len() > HOLD {
+            self.give_up(&mut release);
+        }
+    }
+
+    /// Releases held packets that are next in order.
+    fn drain(&mut self, release: &mut impl FnMut(u16, u32, bool, &[u8])) {
+        let mut n = 0;
+        while let Some(h) = self.held.get(n) {
+            if Some(h.seq) != self.next {
+                break;
+            }
+            release(h.seq, h.ts, h.marker, &h.payload);
+            self.next = Some(h.seq.wrapping_add(1));
+            n += 1;
+        }
+        if n > 0 {
+            self.recovered += n as u64;
+            self.held.drain(..n);
+        }
+        if self.held.is_empty() {
+            self.gap_since = None;
+        } else if n > 0 {
+            // The first gap filled, another one behind it: its own wait.
+            self.gap_since = None;
+        }
+    }
+
+    /// The gap is not coming: release what is held, in order, past it.
+    fn give_up(&mut self, release: &mut impl FnMut(u16, u32, bool, &[u8])) {
+        self.given_up += 1;
+        for h in self.held.drain(..) {
+            release(h.seq, h.ts, h.marker, &h.payload);
+            self.next = Some(h.seq.wrapping_add(1));
+        }
+        self.gap_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(r: &mut Reorder, now: Instant, seq: u16, nack: &mut Vec<u16>) -> Vec<u16> {
+        let mut out = Vec::new();
+        r.push(
+            now,
+            seq,
+            seq as u32 * 10,
+            false,
+            &[seq as u8],
+            nack,
+            |s, _, _, p| {
+                assert_eq!(p, [s as u8]);
+                out.push(s)
+            },
+        );
+        out
+    }
+
+    #[test]
+    fn in_order_passes_reordered_is_put_back_and_gaps_are_nacked() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        let mut nack = Vec::new();
+        assert_eq!(run(&mut r, t, 65534, &mut nack), [65534]);
+        assert_eq!(run(&mut r, t, 65535, &mut nack), [65535]);
+        // 0 and 1 swapped across the wrap.
+        assert!(run(&mut r, t, 1, &mut nack).is_empty());
+        assert_eq!(nack, [0], "the missing one asked for once");
+        assert_eq!(run(&mut r, t, 0, &mut nack), [0, 1]);
+        assert_eq!(run(&mut r, t, 2, &mut nack), [2]);
+        assert_eq!(nack, [0]);
+        // A duplicate and a late packet are dropped.
+        assert!(run(&mut r, t, 1, &mut nack).is_empty());
+        assert_eq!(r.recovered, 1);
+    }
+
+    #[test]
+    fn a_lost_packet_is_given_up_after_the_wait_and_the_rest_flows() {
+        let t = Instant::now();
+        let ms = |m: u64| t + Duration::from_millis(m);
+        let mut r = Reorder::default();
+        let mut nack = Vec::new();
+        run(&mut r, ms(0), 10, &mut nack);
+        // 11 and 12 lost; 13..15 held.
+        for (i, s) in [13u16, 14, 15].into_iter().enumerate() {
+            assert!(run(&mut r, ms(10 + i as u64), s, &mut nack).is_empty());
+        }
+        assert_eq!(nack, [11, 12]);
+        // The retransmission of 11 comes; 12 never does.
+        assert_eq!(run(&mut r, ms(40), 11, &mut nack), [11]);
+        assert_eq!(run(&mut r, ms(200), 16, &mut nack), [13, 14, 15, 16]);
+        assert_eq!(r.given_up, 1);
+        assert_eq!(run(&mut r, ms(201), 17, &mut nack), [17]);
+        assert!(run(&mut r, ms(202), 12, &mut nack).is_empty(), "too late");
+    }
+
+    #[test]
+    fn holding_is_bounded() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        let mut nack = Vec::new();
+        run(&mut r, t, 0, &mut nack);
+        let mut released = Vec::new();
+        for s in 2..=(HOLD as u16 + 2) {
+            released.extend(run(&mut r, t, s, &mut nack));
+        }
+        assert_eq!(released.len(), HOLD + 1, "given up when over HOLD");
+        assert!(r.held.is_empty());
+        // Junk sequence numbers far ahead do not grow it either.
+        for s in (1000..60_000).step_by(997) {
+            run(&mut r, t, s as u16, &mut nack);
+            assert!(r.held.len() <= HOLD);
+        }
+        assert!(nack.len() < 10_000);
+    }
+}
