@@ -53,6 +53,9 @@ use crate::transcode::{Done, Job, OpusUses};
 
 /// How often RTCP reports go out and consent is checked.
 pub const TICK_EVERY: Duration = Duration::from_millis(250);
+/// Most lost audio packets in a row concealed (200 ms); a longer gap is a
+/// pause, and the bridge's audio clock jumps over it.
+const MAX_CONCEALED: u16 = 10;
 
 /// What the core asks the shard to do.
 pub enum Output {
@@ -426,6 +429,24 @@ impl Core {
             self.outputs.push_back(Output::Transcode {
                 job: Job::Reset { stream },
                 from: None,
+            });
+        }
+        // Lost packets (up to 200 ms) are concealed by the decoder, so the
+        // AAC timeline and the mixes keep the publisher's time: without
+        // them every loss would pull the audio 20 ms earlier.
+        let lost = inbound.lost_before.min(MAX_CONCEALED);
+        for i in (1..=lost).rev() {
+            let rtp_ts = h
+                .timestamp
+                .wrapping_sub(i as u32 * crate::transcode::OPUS_FRAME as u32);
+            self.outputs.push_back(Output::Transcode {
+                job: Job::Opus {
+                    stream,
+                    rtp_ts,
+                    opus: Vec::new(),
+                    uses: uses.clone(),
+                },
+                from: Some(inbound.ingest),
             });
         }
         self.outputs.push_back(Output::Transcode {

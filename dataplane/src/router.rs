@@ -166,6 +166,9 @@ pub struct Inbound {
     pub seq_no: u16,
     pub timestamp: u32,
     pub ssrc: u32,
+    /// Packets of its stream missing just before this one (WebRTC audio:
+    /// concealed on the transcoder, so the bridged audio keeps its time).
+    pub lost_before: u16,
 }
 
 /// Rewrite state of one outgoing track of an egress: receivers see one SSRC
@@ -677,6 +680,7 @@ impl Router {
                         timestamp,
                         ssrc,
                         level,
+                        lost_before,
                     }) => Ok(Inbound {
                         room,
                         ingest: session,
@@ -688,6 +692,7 @@ impl Router {
                         seq_no,
                         timestamp,
                         ssrc,
+                        lost_before,
                     }),
                     Ok(PeerEvent::Reply(n)) => {
                         let mut data = self.pool.pop().unwrap_or_default();
@@ -817,6 +822,7 @@ impl Router {
             seq_no: h.seq_no,
             timestamp: h.timestamp,
             ssrc: h.ssrc,
+            lost_before: 0,
         })
     }
 
@@ -1803,6 +1809,7 @@ mod webrtc_tests {
                 seq_no: got.len() as u16,
                 timestamp: 0,
                 ssrc,
+                lost_before: 0,
             };
             let mut out = vec![0u8; 1600];
             out[..40].copy_from_slice(&[0x80, 102, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].repeat(4)[..40]);
@@ -1832,6 +1839,7 @@ mod webrtc_tests {
             seq_no: seq,
             timestamp: 0,
             ssrc: ingest as u32,
+            lost_before: 0,
         };
         let mut out = vec![0u8; 1600];
         out[..12].copy_from_slice(&[0x80, 102, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);

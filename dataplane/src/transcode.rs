@@ -61,7 +61,14 @@ impl OpusIn {
     /// Interleaved samples of one packet (an empty one conceals a lost 20
     /// ms frame); `None` if it does not decode.
     fn decode(&mut self, opus: &[u8]) -> Option<&[f32]> {
-        match self.dec.decode(opus, MAX_OPUS_FRAME, &mut self.pcm) {
+        // libopus conceals as many samples as it is asked for: one 20 ms
+        // packet's worth (WebRTC's packet time) for an empty one.
+        let frame = if opus.is_empty() {
+            OPUS_FRAME
+        } else {
+            MAX_OPUS_FRAME
+        };
+        match self.dec.decode(opus, frame, &mut self.pcm) {
             Ok(n) => Some(&self.pcm[..n * CHANNELS]),
             Err(e) => {
                 warn!("undecodable Opus packet dropped: {e}");
@@ -863,6 +870,34 @@ mod tests {
             }
         }
         tags
+    }
+
+    /// A lost Opus packet (an empty job) is concealed as 20 ms of audio, so
+    /// the AAC that comes out keeps the publisher's time: as many frames
+    /// as without the loss.
+    #[test]
+    fn lost_opus_is_concealed_for_its_20_ms() {
+        let count = |lose: bool| {
+            let mut t = Transcoder::default();
+            let mut done = Vec::new();
+            let bridge = OpusUses {
+                bridge: true,
+                ..Default::default()
+            };
+            for (i, p) in sine_opus(100).into_iter().enumerate() {
+                let p = if lose && i % 10 == 5 { Vec::new() } else { p };
+                t.run(opus_job(1, p, bridge.clone()), Instant::now(), &mut done);
+            }
+            done.iter()
+                .map(|d| match d {
+                    Done::Aac { tags, .. } => tags.len(),
+                    _ => 0,
+                })
+                .sum::<usize>()
+        };
+        let (whole, concealed) = (count(false), count(true));
+        assert!(whole >= 90, "{whole}");
+        assert_eq!(whole, concealed, "10 of 100 packets concealed");
     }
 
     /// AAC at 44.1 kHz mono and at 16 kHz stereo reaches the WebRTC side

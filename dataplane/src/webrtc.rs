@@ -37,6 +37,8 @@ pub enum PeerEvent {
         ssrc: u32,
         /// Audio: the RFC 6464 level (-dBov, 0 loudest), when negotiated.
         level: Option<u8>,
+        /// Audio: packets missing just before this one.
+        lost_before: u16,
     },
     /// A STUN response is in the scratch buffer: send `scratch[..n]` to the source.
     Reply(usize),
@@ -66,7 +68,9 @@ pub struct InStream {
 }
 
 impl InStream {
-    fn on_packet(&mut self, ssrc: u32, seq: u16) {
+    /// Counts packet `seq`; returns how many were missing just before it
+    /// (0 when it is next, late or a duplicate).
+    fn on_packet(&mut self, ssrc: u32, seq: u16) -> u16 {
         if !self.started || self.ssrc != ssrc {
             *self = InStream {
                 ssrc,
@@ -78,6 +82,7 @@ impl InStream {
         }
         let max = self.max_ext as u16;
         let delta = seq.wrapping_sub(max) as i16;
+        let missing = if delta > 1 { (delta - 1) as u16 } else { 0 };
         if delta > 0 {
             let mut ext = (self.max_ext & 0xffff_0000) | seq as u32;
             if seq < max {
@@ -86,6 +91,7 @@ impl InStream {
             self.max_ext = ext;
         }
         self.received = self.received.wrapping_add(1);
+        missing
     }
 
     /// RFC 3550 §6.4.1 / Appendix A.3 report block for this stream.
@@ -267,6 +273,7 @@ impl Peer {
                     }
                 }
                 strip_extensions(&mut buf[..h.len]);
+                let mut lost_before = 0;
                 match kind {
                     MediaKind::Video => {
                         self.video_in.on_packet(h.ssrc, h.seq_no);
@@ -274,7 +281,7 @@ impl Peer {
                             .get_or_insert_with(Default::default)
                             .insert(h.seq_no, &buf[..len]);
                     }
-                    MediaKind::Audio => self.audio_in.on_packet(h.ssrc, h.seq_no),
+                    MediaKind::Audio => lost_before = self.audio_in.on_packet(h.ssrc, h.seq_no),
                 }
                 Ok(PeerEvent::Media {
                     kind,
@@ -283,6 +290,7 @@ impl Peer {
                     timestamp: h.timestamp,
                     ssrc: h.ssrc,
                     level,
+                    lost_before,
                 })
             }
             Protocol::Other => Err(DropReason::Malformed),
@@ -398,6 +406,20 @@ mod tests {
         let mut plain = vec![0x80, 96, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
         strip_extensions(&mut plain);
         assert_eq!(plain[0], 0x80);
+    }
+
+    /// How many packets were missing just before each one: across the
+    /// wrap; 0 for the next one, a late one and a duplicate.
+    #[test]
+    fn streams_count_what_is_missing_before_each_packet() {
+        let mut s = InStream::default();
+        assert_eq!(s.on_packet(7, 65534), 0);
+        assert_eq!(s.on_packet(7, 65535), 0);
+        assert_eq!(s.on_packet(7, 2), 2, "0 and 1 missing");
+        assert_eq!(s.on_packet(7, 1), 0, "late");
+        assert_eq!(s.on_packet(7, 2), 0, "duplicate");
+        assert_eq!(s.on_packet(7, 3), 0);
+        assert_eq!(s.on_packet(9, 100), 0, "a new stream starts afresh");
     }
 
     #[test]

@@ -353,6 +353,10 @@ struct Bridge {
     aac_ms: Option<f64>,
 }
 
+/// The bridged AAC clock behind the publisher's RTP time by more than this
+/// (beyond the encoder's delay) jumps ahead.
+const AAC_RESYNC_MS: f64 = 150.0;
+
 /// Longest audio waits for sender reports before it is placed by arrival.
 pub const ALIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -1769,6 +1773,12 @@ impl Hub {
         let mut media = Vec::new();
         for (ts, tags) in std::mem::take(&mut b.held) {
             let mut clock = *b.aac_ms.get_or_insert(a.ms(ts) as f64);
+            // A pause (no packets, or more lost than concealed): the steady
+            // clock jumps to where the publisher's time says, never back.
+            let expected = a.ms(ts) as f64;
+            if expected - clock > AAC_RESYNC_MS {
+                clock = expected;
+            }
             for tag in tags {
                 let config = tag.get(1) == Some(&0);
                 media.push((clock as u32, tag));

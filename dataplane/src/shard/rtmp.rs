@@ -643,6 +643,7 @@ impl Shard {
             seq_no: h.seq_no,
             timestamp: h.timestamp,
             ssrc: h.ssrc,
+            lost_before: 0,
         };
         self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound, only);
     }
