@@ -61,6 +61,12 @@ pub struct InStream {
     received: u32,
     expected_prior: u32,
     received_prior: u32,
+    /// RFC 3550 A.8 interarrival jitter (RTP units, ×16 as the RFC's
+    /// integer form keeps it), the last packet's transit time, and the
+    /// stream's first arrival (time 0 of the arrival clock).
+    jitter16: u64,
+    transit: Option<i64>,
+    first_arrival: Option<Instant>,
     /// Middle 32 bits of the last SR's NTP time and when it arrived.
     pub last_sr: Option<(u32, Instant)>,
     /// The last SR: (NTP, RTP timestamp, arrival), to derive subscribers' SRs.
@@ -68,9 +74,10 @@ pub struct InStream {
 }
 
 impl InStream {
-    /// Counts packet `seq`; returns how many were missing just before it
-    /// (0 when it is next, late or a duplicate).
-    fn on_packet(&mut self, ssrc: u32, seq: u16) -> u16 {
+    /// Counts packet `seq` of RTP time `ts` arriving at `now` (`rate`:
+    /// the clock rate, for the jitter); returns how many were missing just
+    /// before it (0 when it is next, late or a duplicate).
+    fn on_packet(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant, rate: u32) -> u16 {
         if !self.started || self.ssrc != ssrc {
             *self = InStream {
                 ssrc,
@@ -91,7 +98,22 @@ impl InStream {
             self.max_ext = ext;
         }
         self.received = self.received.wrapping_add(1);
+        // RFC 3550 A.8: J += (|D| - J) / 16, D the change in transit time.
+        let first = *self.first_arrival.get_or_insert(now);
+        let arrival = (now.saturating_duration_since(first).as_micros() as u64 * rate as u64
+            / 1_000_000) as u32;
+        let transit = arrival.wrapping_sub(ts) as i32 as i64;
+        if let Some(prev) = self.transit {
+            let d = (transit - prev).unsigned_abs();
+            self.jitter16 = self.jitter16 + d.min(1 << 24) - ((self.jitter16 + 8) >> 4);
+        }
+        self.transit = Some(transit);
         missing
+    }
+
+    /// The interarrival jitter, in RTP units.
+    pub fn jitter(&self) -> u32 {
+        (self.jitter16 >> 4) as u32
     }
 
     /// RFC 3550 §6.4.1 / Appendix A.3 report block for this stream.
@@ -123,7 +145,7 @@ impl InStream {
             fraction_lost,
             cumulative_lost: lost,
             highest_seq: self.max_ext,
-            jitter: 0,
+            jitter: self.jitter(),
             lsr,
             dlsr,
         })
@@ -276,12 +298,17 @@ impl Peer {
                 let mut lost_before = 0;
                 match kind {
                     MediaKind::Video => {
-                        self.video_in.on_packet(h.ssrc, h.seq_no);
+                        self.video_in
+                            .on_packet(h.ssrc, h.seq_no, h.timestamp, now, 90_000);
                         self.cache
                             .get_or_insert_with(Default::default)
                             .insert(h.seq_no, &buf[..len]);
                     }
-                    MediaKind::Audio => lost_before = self.audio_in.on_packet(h.ssrc, h.seq_no),
+                    MediaKind::Audio => {
+                        lost_before =
+                            self.audio_in
+                                .on_packet(h.ssrc, h.seq_no, h.timestamp, now, 48_000)
+                    }
                 }
                 Ok(PeerEvent::Media {
                     kind,
@@ -412,14 +439,43 @@ mod tests {
     /// wrap; 0 for the next one, a late one and a duplicate.
     #[test]
     fn streams_count_what_is_missing_before_each_packet() {
+        let t0 = Instant::now();
         let mut s = InStream::default();
-        assert_eq!(s.on_packet(7, 65534), 0);
-        assert_eq!(s.on_packet(7, 65535), 0);
-        assert_eq!(s.on_packet(7, 2), 2, "0 and 1 missing");
-        assert_eq!(s.on_packet(7, 1), 0, "late");
-        assert_eq!(s.on_packet(7, 2), 0, "duplicate");
-        assert_eq!(s.on_packet(7, 3), 0);
-        assert_eq!(s.on_packet(9, 100), 0, "a new stream starts afresh");
+        assert_eq!(s.on_packet(7, 65534, 0, t0, 90_000), 0);
+        assert_eq!(s.on_packet(7, 65535, 0, t0, 90_000), 0);
+        assert_eq!(s.on_packet(7, 2, 0, t0, 90_000), 2, "0 and 1 missing");
+        assert_eq!(s.on_packet(7, 1, 0, t0, 90_000), 0, "late");
+        assert_eq!(s.on_packet(7, 2, 0, t0, 90_000), 0, "duplicate");
+        assert_eq!(s.on_packet(7, 3, 0, t0, 90_000), 0);
+        assert_eq!(
+            s.on_packet(9, 100, 0, t0, 90_000),
+            0,
+            "a new stream starts afresh"
+        );
+    }
+
+    /// RFC 3550 A.8 jitter: packets spaced as their RTP times say have
+    /// none; packets alternately on time and 20 ms late change their
+    /// transit by 20 ms each time, and the jitter converges to that (1800
+    /// ticks at 90 kHz), shown in the report.
+    #[test]
+    fn jitter_follows_arrival_spread() {
+        let t0 = Instant::now();
+        let mut s = InStream::default();
+        for i in 0..100u32 {
+            let at = t0 + std::time::Duration::from_millis(i as u64 * 33);
+            s.on_packet(1, i as u16, i * 2970, at, 90_000);
+        }
+        assert!(s.jitter() <= 5, "steady: {}", s.jitter());
+        let mut s = InStream::default();
+        for i in 0..400u32 {
+            let wobble = if i % 2 == 0 { 0 } else { 20 };
+            let at = t0 + std::time::Duration::from_millis(i as u64 * 33 + wobble);
+            s.on_packet(1, i as u16, i * 2970, at, 90_000);
+        }
+        // |D| = 20 ms = 1800 ticks every packet: J converges to it.
+        assert!((1700..=1850).contains(&s.jitter()), "{}", s.jitter());
+        assert_eq!(s.report(t0).unwrap().jitter, s.jitter());
     }
 
     #[test]
@@ -427,7 +483,7 @@ mod tests {
         let mut s = InStream::default();
         let t = Instant::now();
         for seq in [65533u16, 65534, 0, 1, 3] {
-            s.on_packet(9, seq);
+            s.on_packet(9, seq, 0, t, 90_000);
         }
         let b = s.report(t).unwrap();
         assert_eq!(b.highest_seq, (1 << 16) | 3);
