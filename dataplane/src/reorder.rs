@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! packet seq == next ─▶ released at once (no copy), then what was held after it
-//! packet ahead       ─▶ held (copied); the missing ones are NACKed to the publisher once
+//! packet ahead       ─▶ held (copied); the missing ones are NACKed to the publisher,
+//!                       and once more after RENACK if still missing
 //! gap older than WAIT, or HOLD packets held ─▶ give up: release what is held in
 //!                       order; the depacketizer sees the gap and waits for an IDR
 //! packet behind next ─▶ dropped (a duplicate, or later than we could wait)
@@ -22,6 +23,9 @@ pub const WAIT: Duration = Duration::from_millis(100);
 pub const HOLD: usize = 64;
 /// Most sequence numbers one gap asks to be resent.
 const MAX_NACK: u16 = 32;
+/// A gap still open this long is asked for once more (the retransmission,
+/// or the NACK, may have been lost too).
+pub const RENACK: Duration = Duration::from_millis(40);
 
 struct Held {
     seq: u16,
@@ -36,8 +40,9 @@ pub struct Reorder {
     next: Option<u16>,
     /// Packets after a gap, in sequence order.
     held: Vec<Held>,
-    /// When the current gap was noticed.
+    /// When the current gap was noticed, and whether it was asked for again.
     gap_since: Option<Instant>,
+    renacked: bool,
     /// Packets released after being held, and gaps given up on (for stats).
     pub recovered: u64,
     pub given_up: u64,
@@ -95,11 +100,33 @@ impl Reorder {
                 },
             );
         }
+        if let Some(since) = self.gap_since.filter(|_| !self.renacked) {
+            if now.saturating_duration_since(since) >= RENACK {
+                self.renacked = true;
+                self.missing(nack);
+            }
+        }
         let waited = self
             .gap_since
             .is_some_and(|t| now.saturating_duration_since(t) >= WAIT);
         if waited || self.held.len() > HOLD {
             self.give_up(&mut release);
+        }
+    }
+
+    /// Appends the sequence numbers still missing before the held packets.
+    fn missing(&self, nack: &mut Vec<u16>) {
+        let (Some(next), Some(last)) = (self.next, self.held.last().map(|h| h.seq)) else {
+            return;
+        };
+        let span = last.wrapping_sub(next);
+        let mut asked = 0;
+        for i in 0..span {
+            let s = next.wrapping_add(i);
+            if asked < MAX_NACK && self.held.iter().all(|h| h.seq != s) {
+                nack.push(s);
+                asked += 1;
+            }
         }
     }
 
@@ -118,11 +145,10 @@ impl Reorder {
             self.recovered += n as u64;
             self.held.drain(..n);
         }
-        if self.held.is_empty() {
+        if self.held.is_empty() || n > 0 {
+            // Filled (or the first gap filled, another behind it: its own wait).
             self.gap_since = None;
-        } else if n > 0 {
-            // The first gap filled, another one behind it: its own wait.
-            self.gap_since = None;
+            self.renacked = false;
         }
     }
 
@@ -134,6 +160,7 @@ impl Reorder {
             self.next = Some(h.seq.wrapping_add(1));
         }
         self.gap_since = None;
+        self.renacked = false;
     }
 }
 
@@ -188,11 +215,19 @@ mod tests {
             assert!(run(&mut r, ms(10 + i as u64), s, &mut nack).is_empty());
         }
         assert_eq!(nack, [11, 12]);
+        // 40 ms on, still missing: asked for once more.
+        assert!(run(&mut r, ms(50), 16, &mut nack).is_empty());
+        assert_eq!(nack, [11, 12, 11, 12]);
+        assert!(run(&mut r, ms(60), 17, &mut nack).is_empty());
+        assert_eq!(nack.len(), 4, "only once more");
         // The retransmission of 11 comes; 12 never does.
-        assert_eq!(run(&mut r, ms(40), 11, &mut nack), [11]);
-        assert_eq!(run(&mut r, ms(200), 16, &mut nack), [13, 14, 15, 16]);
+        assert_eq!(run(&mut r, ms(70), 11, &mut nack), [11]);
+        assert_eq!(
+            run(&mut r, ms(200), 18, &mut nack),
+            [13, 14, 15, 16, 17, 18]
+        );
         assert_eq!(r.given_up, 1);
-        assert_eq!(run(&mut r, ms(201), 17, &mut nack), [17]);
+        assert_eq!(run(&mut r, ms(201), 19, &mut nack), [19]);
         assert!(run(&mut r, ms(202), 12, &mut nack).is_empty(), "too late");
     }
 
