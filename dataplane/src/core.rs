@@ -503,7 +503,8 @@ impl Core {
                 packets,
                 level,
             } => {
-                if let (Some(level), Some(room)) = (level, self.hub.stream_room(stream)) {
+                if let (Some(level), Some(room)) = (level, self.router.participants.room_of(stream))
+                {
                     self.on_level(now, room, stream, level);
                 }
                 for rtp in self.hub.opus_rtp(stream, ms, packets) {
@@ -661,8 +662,7 @@ impl Core {
         }
         self.unpublished = gone;
         for rtp in self.hub.rtp_out.drain(..) {
-            let source = crate::rtmp::hub::RTMP_SOURCE | rtp.pid as u64;
-            self.router.cache_rtmp_video(now, source, &rtp.packet);
+            self.router.cache_rtmp_video(now, rtp.source(), &rtp.packet);
             self.outputs.push_back(Output::Rtp {
                 rtp,
                 kind: MediaKind::Video,

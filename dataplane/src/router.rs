@@ -1034,7 +1034,8 @@ impl Router {
     /// Asks the publisher with session id `session` for a keyframe (rate
     /// limited; only WebRTC publishers can be asked).
     /// Asks WebRTC publisher `session` to resend its video packet `seq`
-    /// (the bridge to RTMP is waiting for it).
+    /// (a player or the bridge to RTMP is waiting for it; an RTMP
+    /// publisher's virtual ingest is no session here, and cannot be asked).
     pub fn nack_publisher(&mut self, session: u64, seq: u16) {
         let Some(&h) = self.by_id.get(&session) else {
             return;
@@ -1167,11 +1168,7 @@ impl Router {
         let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
         let in_seq = out_seq.wrapping_sub(seq_delta);
         if self.cached(src, in_seq).is_none() {
-            if let Some(&p) = self.by_id.get(&src) {
-                self.send_rtcp(p, |peer, buf| {
-                    rtcp::write_nack(buf, peer.rtcp_ssrc(), peer.video_in.ssrc, in_seq, 0)
-                });
-            }
+            self.nack_publisher(src, in_seq);
             return;
         }
         let mut buf = self.control_buf();

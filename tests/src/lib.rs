@@ -1085,6 +1085,17 @@ impl Gateway {
             .unwrap_or_else(|| panic!("no {kind} session in {room}"))
     }
 
+    /// A room token for `room` with `role` (`publish`, `subscribe`), valid
+    /// two minutes (`POST /v1/rooms/{room}/tokens`).
+    pub fn mint_token(&self, room: &str, role: &str) -> String {
+        let (code, v) = self.post(
+            &format!("/v1/rooms/{room}/tokens"),
+            json!({ "role": role, "ttl_s": 120 }),
+        );
+        assert_eq!(code, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
     pub fn rtmp_url(&self, room: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{room}", self.rtmp)
     }

@@ -156,11 +156,7 @@ fn oversized_bodies_get_413() {
 #[test]
 fn rtmp_needs_room_tokens_when_configured() {
     let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
-    let mint = |role: &str| {
-        let (code, v) = gw.post("/v1/rooms/rt/tokens", json!({ "role": role, "ttl_s": 120 }));
-        assert_eq!(code, 201, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    };
+    let mint = |role: &str| gw.mint_token("rt", role);
     let mut anonymous = ffmpeg_rtmp_publish(&gw, "rt", 5);
     assert!(
         wait_bounded(&mut anonymous, Duration::from_secs(10)),

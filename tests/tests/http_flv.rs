@@ -186,11 +186,7 @@ fn bad_http_flv_requests_get_clear_answers() {
 #[test]
 fn http_flv_needs_room_tokens_when_configured() {
     let gw = Gateway::start(1, &["--token-secret", "e2e-token-secret-0123456789"]);
-    let mint = |role: &str| {
-        let (code, v) = gw.post("/v1/rooms/ht/tokens", json!({ "role": role, "ttl_s": 120 }));
-        assert_eq!(code, 201, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    };
+    let mint = |role: &str| gw.mint_token("ht", role);
     let publish = mint("publish");
     let clip = clip_sized(320, 240, 440);
     let _bob = Reap(ffmpeg_rtmp_push(

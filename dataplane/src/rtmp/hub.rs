@@ -433,6 +433,13 @@ pub struct RtpFromRtmp {
     pub packet: Bytes,
 }
 
+impl RtpFromRtmp {
+    /// The virtual ingest it enters the fan-out as ([`RTMP_SOURCE`] | pid).
+    pub fn source(&self) -> u64 {
+        RTMP_SOURCE | self.pid as u64
+    }
+}
+
 pub struct Hub {
     /// Participants started and ended, for the controlplane.
     pub events_out: Vec<RingEvent>,
@@ -861,11 +868,6 @@ impl Hub {
         self.conns.is_empty()
     }
 
-    /// The room of participant `pid`'s stream, if it has one here.
-    pub fn stream_room(&self, pid: Pid) -> Option<u32> {
-        self.streams.get(&pid).map(|s| s.room)
-    }
-
     /// The session of participant `pid`'s RTMP publisher, if it has one here.
     pub fn publisher_session(&self, pid: Pid) -> Option<u64> {
         let idx = self.streams.get(&pid)?.publisher?;
@@ -958,14 +960,8 @@ impl Hub {
                 });
             }
             http::Request::Refuse { status, why } => {
-                st.queue.push_control(http::error_response(status, &why));
-                self.stats.rejected += 1;
-                actions.push(Action::Wake(idx));
-                actions.push(Action::Close {
-                    idx,
-                    why,
-                    flush: true,
-                });
+                // (The onStatus code is for RTMP clients; this one gets `status`.)
+                self.reject(idx, "NetStream.Play.Failed", status, &why, actions)
             }
             http::Request::Play { app, key, query } => {
                 self.on_event(now, idx, Event::Play { app, key, query }, rooms, actions)
@@ -2181,32 +2177,12 @@ mod tests {
     }
 
     fn send(h: &mut Hub, rooms: &mut OneRoom, idx: u32, cmd: &str, key: &str) -> Vec<Action> {
-        let mut a = Vec::new();
-        let bytes = [
-            connect(),
-            command(cmd, vec![Amf0Value::Utf8String(key.into())]),
-        ]
-        .concat();
-        h.on_bytes(Instant::now(), idx, &bytes, rooms, &mut a);
-        a
+        send_at(h, rooms, idx, cmd, key, Instant::now())
     }
 
     /// A keyframe of publisher `idx` whose payload ends in `mark`.
     fn keyframe(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8) -> Vec<Action> {
-        let mut m = Vec::new();
-        write_message(&mut m, 6, 0, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
-        write_message(
-            &mut m,
-            6,
-            0,
-            types::VIDEO,
-            1,
-            &[0x17, 1, 0, 0, 0, mark],
-            128,
-        );
-        let mut a = Vec::new();
-        h.on_bytes(Instant::now(), idx, &m, rooms, &mut a);
-        a
+        frame_at(h, rooms, idx, mark, 0, true, Instant::now())
     }
 
     /// The marks of the keyframes player `idx` was sent.
@@ -2347,7 +2323,7 @@ mod tests {
         ts: u32,
         key: bool,
         now: Instant,
-    ) {
+    ) -> Vec<Action> {
         let mut m = Vec::new();
         if key {
             write_message(&mut m, 6, ts, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
@@ -2364,15 +2340,26 @@ mod tests {
         );
         let mut a = Vec::new();
         h.on_bytes(now, idx, &m, rooms, &mut a);
+        a
     }
 
-    fn send_at(h: &mut Hub, rooms: &mut OneRoom, idx: u32, cmd: &str, key: &str, now: Instant) {
+    /// `connect` and then `cmd key` on connection `idx`, arriving at `now`.
+    fn send_at(
+        h: &mut Hub,
+        rooms: &mut OneRoom,
+        idx: u32,
+        cmd: &str,
+        key: &str,
+        now: Instant,
+    ) -> Vec<Action> {
         let bytes = [
             connect(),
             command(cmd, vec![Amf0Value::Utf8String(key.into())]),
         ]
         .concat();
-        h.on_bytes(now, idx, &bytes, rooms, &mut Vec::new());
+        let mut a = Vec::new();
+        h.on_bytes(now, idx, &bytes, rooms, &mut a);
+        a
     }
 
     /// `live/ROOM?participant=ME` is the room's program: the active

@@ -88,16 +88,15 @@ impl Meta {
     /// Looks at a message the stream sends on (not the publisher's
     /// metadata): what to send first.
     pub fn before(&mut self, m: &Media) -> Send {
-        if is_video_config(m) {
-            let changed = self.read_video_config(&m.payload);
-            return if changed && self.sent {
-                Send::Players(self.message())
-            } else {
-                Send::Nothing
-            };
-        }
-        if is_audio_config(m) {
-            let changed = self.read_audio_config(&m.payload);
+        let changed = if is_video_config(m) {
+            Some(self.read_video_config(&m.payload))
+        } else if is_audio_config(m) {
+            Some(self.read_audio_config(&m.payload))
+        } else {
+            None
+        };
+        if let Some(changed) = changed {
+            // A sequence header: the players hear of what it changed.
             return if changed && self.sent {
                 Send::Players(self.message())
             } else {

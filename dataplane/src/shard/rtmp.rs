@@ -32,7 +32,7 @@ use crate::limits::{ConnCounter, Limits, Refused};
 use crate::router::Handle;
 use crate::router::Inbound;
 use crate::rtmp::conn::Event;
-use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp, RTMP_SOURCE};
+use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp};
 use crate::rtp::RtpHeader;
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
@@ -634,7 +634,7 @@ impl Shard {
         };
         let inbound = Inbound {
             room: p.room,
-            ingest: RTMP_SOURCE | p.pid as u64,
+            ingest: p.source(),
             participant: p.pid,
             key: p.key,
             level: None,
