@@ -20,6 +20,8 @@ pub struct Codec {
     pub clock_rate: u32,
     pub channels: Option<u8>,
     pub fmtp: String,
+    /// `a=rtcp-fb` for this payload type (or `*`): `nack`, `goog-remb`, ...
+    pub feedback: Vec<String>,
 }
 
 impl Codec {
@@ -114,6 +116,7 @@ pub fn parse(text: &str) -> Result<Offer, String> {
                             clock_rate: 0,
                             channels: None,
                             fmtp: String::new(),
+                            feedback: Vec::new(),
                         })
                         .collect(),
                     ice_ufrag: None,
@@ -189,6 +192,21 @@ fn attribute(offer: &mut Offer, name: &str, val: &str) {
                 c.channels = channels;
             }
         }
+        "rtcp-fb" => {
+            let Some((pt, fb)) = val.split_once(' ') else {
+                return;
+            };
+            let fb = fb.trim().to_string();
+            for c in m
+                .codecs
+                .iter_mut()
+                .filter(|c| pt == "*" || pt.parse() == Ok(c.pt))
+            {
+                if c.feedback.len() < 16 {
+                    c.feedback.push(fb.clone());
+                }
+            }
+        }
         "fmtp" => {
             let Some((pt, params)) = val.split_once(' ') else {
                 return;
@@ -223,6 +241,10 @@ pub struct Chosen {
     /// Publish: the transport-wide sequence number extension id, when
     /// offered; the answer accepts it with `transport-cc` feedback.
     pub twcc: Option<u8>,
+    /// Publish, without transport-cc: the abs-send-time extension id, when
+    /// offered with `goog-remb`; the answer accepts both and we send REMB.
+    /// Not taken beside transport-cc: nothing would read it.
+    pub abs_send_time: Option<u8>,
 }
 
 /// RFC 6464 client-to-mixer audio levels.
@@ -231,6 +253,9 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// every packet of the transport; we feed back their arrival times.
 pub const TWCC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// The sender's send time (24 bits, 1/2^18 s): what our receive-side
+/// estimate runs on for a publisher that takes REMB instead of transport-cc.
+pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 
 /// What the dataplane needs from a negotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -410,12 +435,22 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
                 .map(|&(id, _)| id),
             Mode::Play => None,
         };
+        let remb = codec.feedback.iter().any(|f| f == "goog-remb");
+        let abs_send_time = match mode {
+            Mode::Publish if twcc.is_none() && remb => m
+                .extmaps
+                .iter()
+                .find(|(_, uri)| uri == ABS_SEND_TIME_URI)
+                .map(|&(id, _)| id),
+            _ => None,
+        };
         tracks.push(Chosen {
             index,
             kind,
             codec,
             audio_level,
             twcc,
+            abs_send_time,
         });
     }
     if tracks.is_empty() {
@@ -527,6 +562,10 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         if let Some(id) = neg.tracks[k].twcc {
             let _ = write!(s, "a=extmap:{id} {TWCC_URI}\r\n");
             let _ = write!(s, "a=rtcp-fb:{} transport-cc\r\n", codec.pt);
+        }
+        if let Some(id) = neg.tracks[k].abs_send_time {
+            let _ = write!(s, "a=extmap:{id} {ABS_SEND_TIME_URI}\r\n");
+            let _ = write!(s, "a=rtcp-fb:{} goog-remb\r\n", codec.pt);
         }
         if m.kind == "video" {
             for fb in ["nack", "nack pli", "ccm fir"] {
@@ -657,6 +696,71 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         assert!(negotiate(&offer, Mode::Play)
             .unwrap_err()
             .contains("receives"));
+    }
+
+    /// aiortc's video line: `goog-remb` and abs-send-time, no transport-cc.
+    #[test]
+    fn a_publisher_without_transport_cc_gets_remb_on_abs_send_time() {
+        let video = "a=rtcp-rsize\r\n";
+        let remb = format!(
+            "a=rtcp-rsize\r\na=extmap:3 {ABS_SEND_TIME_URI}\r\na=rtcp-fb:* goog-remb\r\na=rtcp-fb:103 nack\r\n"
+        );
+        let offer = parse(&CHROME_OFFER.replace(video, &remb)).unwrap();
+        assert_eq!(offer.media[1].codecs[2].feedback, vec!["goog-remb", "nack"]);
+        let n = negotiate(&offer, Mode::Publish).unwrap();
+        assert_eq!(
+            (n.tracks[1].abs_send_time, n.tracks[1].twcc),
+            (Some(3), None)
+        );
+        assert_eq!(
+            n.tracks[0].abs_send_time, None,
+            "the audio line offered neither"
+        );
+        let a = answer(&offer, &n, &params(Mode::Publish));
+        for want in [
+            format!("a=extmap:3 {ABS_SEND_TIME_URI}"),
+            "a=rtcp-fb:103 goog-remb".to_string(),
+        ] {
+            assert!(a.contains(&want), "missing {want:?} in\n{a}");
+        }
+        // Beside transport-cc it is not taken: the publisher's own
+        // estimator runs on the transport-cc feedback.
+        let both = remb.replace(
+            "a=rtcp-fb:* goog-remb\r\n",
+            &format!(
+                "a=rtcp-fb:* goog-remb\r\na=rtcp-fb:* transport-cc\r\na=extmap:5 {TWCC_URI}\r\n"
+            ),
+        );
+        let offer = parse(&CHROME_OFFER.replace(video, &both)).unwrap();
+        let n = negotiate(&offer, Mode::Publish).unwrap();
+        assert_eq!(
+            (n.tracks[1].abs_send_time, n.tracks[1].twcc),
+            (None, Some(5))
+        );
+        let a = answer(&offer, &n, &params(Mode::Publish));
+        assert!(
+            !a.contains("goog-remb") && !a.contains(ABS_SEND_TIME_URI),
+            "{a}"
+        );
+        // Without goog-remb, abs-send-time alone is not taken either.
+        let plain = remb.replace("a=rtcp-fb:* goog-remb\r\n", "");
+        let offer = parse(&CHROME_OFFER.replace(video, &plain)).unwrap();
+        assert_eq!(
+            negotiate(&offer, Mode::Publish).unwrap().tracks[1].abs_send_time,
+            None
+        );
+        // A player is never asked for it.
+        let offer = parse(
+            &CHROME_OFFER
+                .replace(video, &remb)
+                .replace("a=sendonly", "a=recvonly"),
+        )
+        .unwrap();
+        assert!(negotiate(&offer, Mode::Play)
+            .unwrap()
+            .tracks
+            .iter()
+            .all(|t| t.abs_send_time.is_none()));
     }
 
     #[test]

@@ -257,6 +257,7 @@ async fn offer_answer(
                 source: source.as_deref().map_or(0, participant_key),
                 audio_level: t.audio_level.unwrap_or(0),
                 twcc: t.twcc.unwrap_or(0),
+                abs_send_time: t.abs_send_time.unwrap_or(0),
             })
             .collect(),
         created_ms,

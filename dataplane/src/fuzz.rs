@@ -41,8 +41,10 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 source: 0,
                 audio_level: 0,
                 // transport-cc negotiated: the recorder and its feedback
-                // are reached (publishers only).
+                // are reached (publishers only; `udp_router` swaps it for
+                // REMB on some inputs).
                 twcc: 3,
+                abs_send_time: 0,
             },
             TrackSpec {
                 kind: MediaKind::Audio,
@@ -53,6 +55,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 // their extension parser.
                 audio_level: 1,
                 twcc: 3,
+                abs_send_time: 0,
             },
         ],
         created_ms: 0,
@@ -112,6 +115,14 @@ pub fn fuzz_udp_router(data: &[u8]) {
         created_ms: 0,
         participant: "cam".into(),
     };
+    // An odd first byte: the publisher gets REMB (abs-send-time, id 3)
+    // instead of transport-cc, so the receive-side estimator is driven too.
+    let mut publisher_spec = webrtc(1, Direction::Publish);
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        for t in &mut publisher_spec.tracks {
+            (t.twcc, t.abs_send_time) = (0, 3);
+        }
+    }
     let (Ok(ingest), Ok(egress), Ok(publisher), Ok(player)) = (
         r.add_ingest(spec(10, MediaKind::Video, 96)),
         r.add_egress(EgressSpec {
@@ -123,7 +134,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
             srtp: None,
             created_ms: 0,
         }),
-        r.add_webrtc(t0, webrtc(1, Direction::Publish)),
+        r.add_webrtc(t0, publisher_spec),
         r.add_webrtc(t0, webrtc(2, Direction::Subscribe)),
     ) else {
         return;

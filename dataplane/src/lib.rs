@@ -18,6 +18,7 @@ pub mod limits;
 pub mod mix;
 pub mod nack;
 pub mod participants;
+pub mod remb;
 pub mod reorder;
 pub mod router;
 pub mod rtcp;

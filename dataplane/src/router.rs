@@ -736,7 +736,7 @@ impl Router {
                 s.stats.packets += 1;
                 s.stats.bytes += buf.len() as u64;
                 s.dirty = true;
-                let feedback = matches!(&s.role, Role::Webrtc(w) if w.peer.twcc_due(now));
+                let feedback = matches!(&s.role, Role::Webrtc(w) if w.peer.feedback_due(now));
                 let inbound = Inbound {
                     room: s.room,
                     participant: s.pid,
@@ -745,7 +745,7 @@ impl Router {
                 };
                 if feedback {
                     // At most every 100 ms per publisher: never per packet.
-                    self.send_rtcp(h, |peer, out| peer.write_twcc(now, out));
+                    self.send_rtcp(h, |peer, out| peer.write_feedback(now, out));
                 }
                 Some(inbound)
             }
@@ -1787,6 +1787,7 @@ mod webrtc_tests {
             source: 0,
             audio_level: 0,
             twcc: 0,
+            abs_send_time: 0,
         });
         let s = r.add_webrtc(t0, sub).unwrap();
         let mut c = check(3);
@@ -1863,6 +1864,7 @@ mod webrtc_tests {
                 source: want,
                 audio_level: 0,
                 twcc: 0,
+                abs_send_time: 0,
             });
         }
         let s = r.add_webrtc(t0, sub).unwrap();

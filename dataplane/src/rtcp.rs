@@ -122,6 +122,32 @@ pub fn write_nack(out: &mut [u8], sender_ssrc: u32, media_ssrc: u32, pid: u16, b
     16
 }
 
+/// Writes a REMB (draft-alvestrand-rmcat-remb-03: PSFB fmt 15, "REMB",
+/// the bitrate as an 18-bit mantissa and a 6-bit exponent) for up to 255
+/// `ssrcs`; returns its length, 0 if `out` is too short.
+pub fn write_remb(out: &mut [u8], sender_ssrc: u32, bps: u64, ssrcs: &[u32]) -> usize {
+    let n = ssrcs.len().min(255);
+    let len = 20 + 4 * n;
+    if out.len() < len {
+        return 0;
+    }
+    let (mut mantissa, mut exp) = (bps, 0u32);
+    while mantissa > 0x3_ffff {
+        mantissa >>= 1;
+        exp += 1;
+    }
+    header(out, 15, PSFB, (len / 4 - 1) as u16);
+    out[4..8].copy_from_slice(&sender_ssrc.to_be_bytes());
+    out[8..12].copy_from_slice(&0u32.to_be_bytes());
+    out[12..16].copy_from_slice(b"REMB");
+    let word = (n as u32) << 24 | (exp.min(63)) << 18 | mantissa as u32;
+    out[16..20].copy_from_slice(&word.to_be_bytes());
+    for (i, s) in ssrcs[..n].iter().enumerate() {
+        out[20 + 4 * i..24 + 4 * i].copy_from_slice(&s.to_be_bytes());
+    }
+    len
+}
+
 /// One reception report block (RFC 3550 §6.4.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReportBlock {
@@ -242,6 +268,25 @@ mod tests {
         );
         let seqs: Vec<u16> = Feedback::nacked(65535, 0b101).collect();
         assert_eq!(seqs, vec![65535, 0, 2]);
+    }
+
+    #[test]
+    fn remb_carries_mantissa_exponent_and_ssrcs() {
+        let mut buf = [0u8; 64];
+        // 1.5 Mbit/s: 1_500_000 = 187_500 << 3.
+        let n = write_remb(&mut buf, 0x0102_0304, 1_500_000, &[0xaa, 0xbb]);
+        assert_eq!(n, 28);
+        assert_eq!(&buf[..4], &[0x8f, 206, 0, 6]);
+        assert_eq!(&buf[12..16], b"REMB");
+        let word = u32::from_be_bytes(buf[16..20].try_into().unwrap());
+        assert_eq!(word >> 24, 2);
+        let (exp, mantissa) = ((word >> 18) & 0x3f, word & 0x3_ffff);
+        assert_eq!((mantissa as u64) << exp, 1_500_000);
+        assert_eq!(u32::from_be_bytes(buf[24..28].try_into().unwrap()), 0xbb);
+        // Our own walker passes over it (a publisher's REMB asks nothing of us).
+        let (ok, items) = collect(&buf[..n]);
+        assert!(ok && items.is_empty(), "{items:?}");
+        assert_eq!(write_remb(&mut buf[..20], 1, 1, &[1]), 0, "too short");
     }
 
     /// A FIR from RFC 5104 §4.3.1's layout: two targets.

@@ -166,18 +166,36 @@ pub struct Peer {
     pub last_keyframe_request: Option<Instant>,
     /// When we last sent it an RTCP report.
     pub last_report: Option<Instant>,
-    /// Publisher with transport-cc: its packets' arrival times, for the
-    /// feedback its congestion controller runs on.
-    pub twcc: Option<Box<crate::twcc::Recorder>>,
+    /// Publisher: what its congestion controller is told, if anything.
+    pub feedback: Option<Box<Feedback>>,
+}
+
+/// The congestion feedback a publisher gets: one kind per publisher, chosen
+/// by its offer (transport-cc if offered; else REMB if it offered
+/// `goog-remb` and abs-send-time; else none).
+// Boxed as a whole, one per publisher: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Feedback {
+    /// Its packets' arrival times: its own estimator runs on them.
+    Twcc(crate::twcc::Recorder),
+    /// Our receive-side estimate of its path, as a bitrate.
+    Remb(crate::remb::Estimator),
 }
 
 impl Peer {
     pub fn new(spec: WebrtcSpec, now: Instant) -> Peer {
         let ice = IceLite::new(&spec.ice_ufrag, &spec.ice_pwd, Some(&spec.remote_ufrag));
-        let twcc = (spec.direction == Direction::Publish && spec.twcc_id() != 0)
-            .then(|| Box::new(crate::twcc::Recorder::new(now)));
+        let feedback = match spec.direction {
+            Direction::Publish if spec.twcc_id() != 0 => {
+                Some(Box::new(Feedback::Twcc(crate::twcc::Recorder::new(now))))
+            }
+            Direction::Publish if spec.abs_send_time_id() != 0 => {
+                Some(Box::new(Feedback::Remb(crate::remb::Estimator::new(now))))
+            }
+            _ => None,
+        };
         Peer {
-            twcc,
+            feedback,
             spec,
             ice,
             created: now,
@@ -289,10 +307,20 @@ impl Peer {
                     MediaKind::Audio => audio_level(&buf[..h.len], self.spec.audio_level_id()),
                     MediaKind::Video => None,
                 };
-                if let Some(r) = self.twcc.as_mut() {
-                    if let Some(seq) = crate::twcc::sequence(&buf[..h.len], self.spec.twcc_id()) {
-                        r.record(seq, now);
+                match self.feedback.as_deref_mut() {
+                    Some(Feedback::Twcc(r)) => {
+                        if let Some(seq) = crate::twcc::sequence(&buf[..h.len], self.spec.twcc_id())
+                        {
+                            r.record(seq, now);
+                        }
                     }
+                    Some(Feedback::Remb(e)) => {
+                        let id = self.spec.abs_send_time_id();
+                        if let Some(sent) = crate::remb::send_time(&buf[..h.len], id) {
+                            e.on_packet(now, sent, len);
+                        }
+                    }
+                    None => {}
                 }
                 strip_extensions(&mut buf[..h.len]);
                 let mut lost_before = 0;
@@ -324,16 +352,31 @@ impl Peer {
         }
     }
 
-    /// Whether a transport-cc feedback is due (see [`crate::twcc::Recorder::due`]).
-    pub fn twcc_due(&self, now: Instant) -> bool {
-        self.twcc.as_ref().is_some_and(|r| r.due(now))
+    /// Whether congestion feedback is due (transport-cc every 100 ms while
+    /// packets come, REMB on a drop or every second).
+    pub fn feedback_due(&self, now: Instant) -> bool {
+        match self.feedback.as_deref() {
+            Some(Feedback::Twcc(r)) => r.due(now),
+            Some(Feedback::Remb(e)) => e.due(now),
+            None => false,
+        }
     }
 
-    /// The transport-cc feedback due now (plaintext RTCP in `out`, 0 if none).
-    pub fn write_twcc(&mut self, now: Instant, out: &mut [u8]) -> usize {
-        let (ours, media) = (self.rtcp_ssrc(), self.video_in.ssrc.max(self.audio_in.ssrc));
-        match self.twcc.as_mut() {
-            Some(r) => r.feedback(now, ours, media, out),
+    /// The congestion feedback due now (plaintext RTCP in `out`, 0 if none).
+    pub fn write_feedback(&mut self, now: Instant, out: &mut [u8]) -> usize {
+        let ours = self.rtcp_ssrc();
+        let (video, audio) = (self.video_in.ssrc, self.audio_in.ssrc);
+        match self.feedback.as_deref_mut() {
+            Some(Feedback::Twcc(r)) => r.feedback(now, ours, video.max(audio), out),
+            Some(Feedback::Remb(e)) => {
+                let (both, one) = ([video, audio], [video.max(audio)]);
+                let ssrcs: &[u32] = if video != 0 && audio != 0 {
+                    &both
+                } else {
+                    &one
+                };
+                e.write_remb(now, ours, ssrcs, out)
+            }
             None => 0,
         }
     }

@@ -821,11 +821,22 @@ impl AiortcPublisher {
         secs: f64,
         extra: &[&str],
     ) -> AiortcPublisher {
+        let mut args = vec!["--file", clip.to_str().unwrap()];
+        args.extend(extra);
+        Self::start_source(gw, room, secs, &args)
+    }
+
+    /// An aiortc publisher whose camera is an ffmpeg lavfi `graph`, encoded
+    /// by aiortc (so it answers PLI and follows REMB).
+    pub fn start_lavfi(gw: &Gateway, room: &str, graph: &str, secs: f64) -> AiortcPublisher {
+        Self::start_source(gw, room, secs, &["--lavfi", graph])
+    }
+
+    fn start_source(gw: &Gateway, room: &str, secs: f64, source: &[&str]) -> AiortcPublisher {
         let url = format!("{}/whip/{room}", gw.api);
         let secs = secs.to_string();
-        let mut args = vec!["publish", url.as_str(), "--file", clip.to_str().unwrap()];
-        args.extend(["--seconds", secs.as_str()]);
-        args.extend(extra);
+        let mut args = vec!["publish", url.as_str(), "--seconds", secs.as_str()];
+        args.extend(source);
         let (log, _) = log_file(&unique("aiortc-pub"));
         let mut child = aiortc_command(&args)
             .stderr(log)

@@ -326,3 +326,94 @@ fn whip_and_whep_errors_say_what_is_wrong() {
     assert_eq!(gw.delete(&location).0, 404);
     assert_eq!(gw.delete("/whip/r/999999").0, 404);
 }
+
+/// aiortc publishes without transport-cc: it offers `goog-remb` with
+/// abs-send-time, and its encoder follows the REMB it gets (it has no
+/// estimate of its own). Behind a link that drops from 3 Mbit/s to
+/// 800 kbit/s, our receive-side estimate brings it under the link within
+/// 2 s, on delay: little loss, a short queue. Before the drop it has grown
+/// past its 1 Mbit/s start on the same estimate.
+///
+/// aiortc restarts its encoder at each change of its target by over 10 %,
+/// and the restart's keyframe goes out unpaced: that burst alone fills the
+/// 800 kbit/s link for up to 300 ms. So the queue is judged by its median
+/// each second (what stands), not by the bursts' p95.
+#[test]
+fn an_aiortc_publisher_follows_a_capacity_drop_on_remb() {
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
+    const DROP_AT: u64 = 16;
+    let script = format!("{DROP_AT}:up:rate=800k");
+    let relay = Impair::start(
+        &gw,
+        &["--up", "rate=3000k,queue=300ms", "--script", &script],
+    );
+    // A detailed camera: moving noise needs every bit it is given.
+    let camera = "testsrc2=size=640x360:rate=30,noise=alls=30:allf=t+u";
+    let mut publisher = AiortcPublisher::start_lavfi(&gw, "remb", camera, 30.0);
+    publisher.connected();
+    let done = publisher.finish();
+    let reports = relay.finish();
+    let targets: Vec<u64> = done["targets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    eprintln!(
+        "aiortc's encoder target each second (kbit/s): {:?}",
+        targets.iter().map(|t| t / 1000).collect::<Vec<_>>()
+    );
+    let up: Vec<&Value> = reports
+        .iter()
+        .filter(|r| r["dir"] == "up" && r["offered_kbps"].is_u64())
+        .collect();
+    for r in &up {
+        eprintln!(
+            "t={:>2}s cap {:>7} offered {:>5} kbit/s, passed {:>5}, lost {}, queue drops {}, wait p50 {} p95 {} ms",
+            r["t"], r["rate"], r["offered_kbps"], r["kbps"], r["lost"], r["queue_drops"], r["wait_ms_p50"], r["wait_ms_p95"]
+        );
+    }
+    // REMB reached it, and moved it above its start-up rate first.
+    let peak = targets.iter().copied().max().unwrap_or(0);
+    assert!(peak > 1_300_000, "never grown past 1 Mbit/s: {targets:?}");
+    let offered = |t: u64| {
+        up.iter()
+            .find(|r| r["t"] == t)
+            .and_then(|r| r["offered_kbps"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        offered(DROP_AT) > 1_100,
+        "before the drop: {} kbit/s",
+        offered(DROP_AT)
+    );
+    let after: Vec<&Value> = up
+        .iter()
+        .filter(|r| {
+            let t = r["t"].as_u64().unwrap_or(0);
+            t > DROP_AT + 2 && t <= DROP_AT + 12
+        })
+        .copied()
+        .collect();
+    assert!(after.len() >= 8, "{} reports after the drop", after.len());
+    let sum = |k: &str| {
+        after
+            .iter()
+            .map(|r| r[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let mean = sum("offered_kbps") / after.len() as u64;
+    let (packets, drops) = (sum("packets"), sum("queue_drops") + sum("lost"));
+    let loss = drops as f64 / (packets + drops).max(1) as f64;
+    let median_wait = after
+        .iter()
+        .map(|r| r["wait_ms_p50"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        / after.len() as f64;
+    eprintln!(
+        "after the drop: offered {mean} kbit/s, loss {:.2} %, queueing p50 {median_wait:.1} ms (mean of seconds)",
+        loss * 100.0
+    );
+    assert!(mean <= 800, "it follows the 800 kbit/s link: {mean} kbit/s");
+    assert!(loss < 0.02, "{:.2} % lost", loss * 100.0);
+    assert!(median_wait < 80.0, "a standing queue: {median_wait:.1} ms");
+}

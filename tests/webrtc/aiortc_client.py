@@ -139,11 +139,18 @@ async def publish(args):
     # Pass-through (decode=False) sends the clip's H264 as is, so a keyframe
     # request waits for the clip's next IDR; --encode lets aiortc encode and
     # answer PLI with a fresh keyframe, as a camera would.
-    player = MediaPlayer(args.file, decode=args.encode)
+    # --lavfi: an ffmpeg filter graph as the camera, encoded by aiortc.
+    if args.lavfi:
+        player = MediaPlayer(args.lavfi, format="lavfi")
+    else:
+        player = MediaPlayer(args.file, decode=args.encode)
     pc = new_pc()
     t0 = time.monotonic()
+    video_sender = None
     if player.video:
-        prefer_h264(pc.addTransceiver(player.video, direction="sendonly"))
+        t = pc.addTransceiver(player.video, direction="sendonly")
+        prefer_h264(t)
+        video_sender = t.sender
     if player.audio:
         pc.addTransceiver(player.audio, direction="sendonly")
     async with aiohttp.ClientSession() as s:
@@ -151,8 +158,15 @@ async def publish(args):
         ok = await wait_connected(pc, 10)
         connected_ms = (time.monotonic() - t0) * 1000
         print(json.dumps({"event": "connected", "ok": ok, "resource": resource}), flush=True)
-        if ok:
-            await asyncio.sleep(args.seconds)
+        # Each second, the target bit rate aiortc's encoder runs at: it
+        # moves only on REMB (aiortc has no sender-side estimate).
+        targets = []
+        end = time.monotonic() + (args.seconds if ok else 0)
+        while time.monotonic() < end:
+            await asyncio.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            encoder = video_sender and getattr(video_sender, "_RTCRtpSender__encoder", None)
+            if encoder is not None and hasattr(encoder, "target_bitrate"):
+                targets.append(encoder.target_bitrate)
         state = pc.connectionState
         if not args.no_delete:
             async with s.delete(resource, headers=auth_headers()) as r:
@@ -160,7 +174,8 @@ async def publish(args):
         else:
             deleted = None
     await pc.close()
-    print(json.dumps({"state": state, "ok": ok, "connected_ms": connected_ms, "deleted": deleted}), flush=True)
+    print(json.dumps({"state": state, "ok": ok, "connected_ms": connected_ms, "deleted": deleted,
+                      "targets": targets}), flush=True)
 
 
 async def play(args):
@@ -338,6 +353,7 @@ def main():
     p.add_argument("room", nargs="?", help="call: the room")
     p.add_argument("participant", nargs="?", help="call: who this browser is")
     p.add_argument("--file")
+    p.add_argument("--lavfi", help="publish: an ffmpeg lavfi graph as the camera (encoded by aiortc)")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--no-delete", action="store_true", help="vanish without DELETE")
     p.add_argument("--encode", action="store_true", help="publish: re-encode (answers PLI)")

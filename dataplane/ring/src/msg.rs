@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 7;
+pub const MSG_VERSION: u8 = 8;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -201,6 +201,11 @@ pub struct TrackSpec {
     /// Publish: the RTP header extension id of transport-wide sequence
     /// numbers the answer accepted, with `transport-cc` feedback (0: none).
     pub twcc: u8,
+    /// Publish: the RTP header extension id of abs-send-time the answer
+    /// accepted with `goog-remb` feedback, for a publisher without
+    /// transport-cc (0: none). Its packets' send times feed our receive-side
+    /// estimate, sent back as REMB.
+    pub abs_send_time: u8,
 }
 
 /// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never
@@ -256,6 +261,15 @@ impl WebrtcSpec {
         self.tracks
             .iter()
             .map(|t| t.twcc)
+            .find(|&id| id != 0)
+            .unwrap_or(0)
+    }
+
+    /// The abs-send-time extension id, when the publisher gets REMB (0: none).
+    pub fn abs_send_time_id(&self) -> u8 {
+        self.tracks
+            .iter()
+            .map(|t| t.abs_send_time)
             .find(|&id| id != 0)
             .unwrap_or(0)
     }
@@ -613,6 +627,7 @@ impl<'a> Writer<'a> {
             self.u32(t.source);
             self.u8(t.audio_level);
             self.u8(t.twcc);
+            self.u8(t.abs_send_time);
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
@@ -743,6 +758,7 @@ impl<'a> Reader<'a> {
                         source: self.u32()?,
                         audio_level: self.u8()?,
                         twcc: self.u8()?,
+                        abs_send_time: self.u8()?,
                     });
                 }
                 tracks
@@ -1024,6 +1040,7 @@ mod tests {
                     source: u32::MAX - i,
                     audio_level: i as u8,
                     twcc: (i as u8).wrapping_mul(3),
+                    abs_send_time: (i as u8).wrapping_mul(5),
                 })
                 .collect(),
             created_ms: 1,
