@@ -21,8 +21,8 @@ gateway, `down` gateway → client. A spec is comma-separated key=value:
     loss=0.05      share of packets dropped at random
 
 Every second it prints one JSON line per direction with what it did in that
-second (kbit/s offered and passed, packets, drops by cause, queueing delay
-p50/p95/max); on
+second (kbit/s offered and passed, packets, drops by cause, packets held back
+for reordering, queueing delay p50/p95/max); on
 SIGTERM/SIGINT a summary line ({"summary": ...}). Seeded (--seed) so runs
 repeat.
 """
@@ -72,7 +72,8 @@ class Link:
         self.total = {"packets": 0, "bytes": 0, "lost": 0, "queue_drops": 0}
 
     def reset_stats(self):
-        self.stats = {"offered": 0, "packets": 0, "bytes": 0, "lost": 0, "queue_drops": 0, "waits": []}
+        self.stats = {"offered": 0, "packets": 0, "bytes": 0, "lost": 0, "queue_drops": 0,
+                      "reordered": 0, "waits": []}
 
     def send(self, loop, data, deliver):
         s, now = self.spec, loop.time()
@@ -94,6 +95,7 @@ class Link:
         extra = s["delay"] + (self.rng.random() * s["jitter"] if s["jitter"] else 0.0)
         if s["reorder"] and self.rng.random() < s["reorder"]:
             extra += 0.020
+            self.stats["reordered"] += 1
         self.stats["packets"] += 1
         self.stats["bytes"] += len(data)
         self.stats["waits"].append(wait)
@@ -108,6 +110,7 @@ class Link:
                "offered_kbps": round(self.stats["offered"] * 8 / 1000),
                "packets": self.stats["packets"], "kbps": round(self.stats["bytes"] * 8 / 1000),
                "lost": self.stats["lost"], "queue_drops": self.stats["queue_drops"],
+               "reordered": self.stats["reordered"],
                "wait_ms_p50": pick(0.5), "wait_ms_p95": pick(0.95),
                "wait_ms_max": round(waits[-1] * 1000, 1) if waits else 0.0}
         self.reset_stats()

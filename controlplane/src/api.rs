@@ -367,6 +367,8 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             "drops": drops,
             "retransmits": s.stats.retransmits,
             "keyframe_requests": s.stats.keyframe_requests,
+            "bridge_gaps_filled": s.stats.bridge_gaps_filled,
+            "bridge_gaps_given_up": s.stats.bridge_gaps_given_up,
         },
     });
     if let Some(reason) = &s.ended {

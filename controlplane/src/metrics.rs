@@ -158,6 +158,24 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
     }
     let mut f = Family::new(
         &mut out,
+        "mgw_bridge_video_gaps_total",
+        "counter",
+        "Gaps in WebRTC publishers' video on its way to RTMP: filled (a reordered packet, or resent on our NACK) and given_up (the RTMP players' picture froze to the next keyframe).",
+    );
+    for (i, t) in totals.iter().enumerate() {
+        for (outcome, n) in [
+            ("filled", t.bridge_gaps_filled),
+            ("given_up", t.bridge_gaps_given_up),
+        ] {
+            f.sample(
+                "mgw_bridge_video_gaps_total",
+                &[("shard", &shard(i)), ("outcome", outcome)],
+                n,
+            );
+        }
+    }
+    let mut f = Family::new(
+        &mut out,
         "mgw_keyframe_requests_total",
         "counter",
         "Keyframe requests (PLI) sent to publishers and received from players.",

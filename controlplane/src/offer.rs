@@ -245,6 +245,13 @@ pub struct Chosen {
     /// offered with `goog-remb`; the answer accepts both and we send REMB.
     /// Not taken beside transport-cc: nothing would read it.
     pub abs_send_time: Option<u8>,
+    /// Publish, video: the offer's RTX payload type for the chosen codec
+    /// (`apt=`), accepted so its retransmissions and bandwidth probes come
+    /// on their own SSRC; without it a publisher pads on the media SSRC,
+    /// and a lost padding packet (never resent) is a gap the bridge to
+    /// RTMP waits for in vain. Players get none: ours resend on the media
+    /// SSRC.
+    pub rtx: Option<Codec>,
 }
 
 /// RFC 6464 client-to-mixer audio levels.
@@ -444,6 +451,17 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
                 .map(|&(id, _)| id),
             _ => None,
         };
+        let rtx = match (mode, kind) {
+            (Mode::Publish, MediaKind::Video) => m
+                .codecs
+                .iter()
+                .find(|c| {
+                    c.name.eq_ignore_ascii_case("rtx")
+                        && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(codec.pt)
+                })
+                .cloned(),
+            _ => None,
+        };
         tracks.push(Chosen {
             index,
             kind,
@@ -451,6 +469,7 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
             audio_level,
             twcc,
             abs_send_time,
+            rtx,
         });
     }
     if tracks.is_empty() {
@@ -535,10 +554,11 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         let mid = &mids[k];
         let _ = write!(
             s,
-            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:passive\r\na=rtcp-mux\r\na={dir}\r\n",
+            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}{rtx}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:passive\r\na=rtcp-mux\r\na={dir}\r\n",
             kind = m.kind,
             port = p.port,
             pt = codec.pt,
+            rtx = neg.tracks[k].rtx.as_ref().map(|r| format!(" {}", r.pt)).unwrap_or_default(),
             ip = p.ip,
             ufrag = p.ice_ufrag,
             pwd = p.ice_pwd,
@@ -555,6 +575,13 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         );
         if !codec.fmtp.is_empty() {
             let _ = write!(s, "a=fmtp:{} {}\r\n", codec.pt, codec.fmtp);
+        }
+        if let Some(rtx) = &neg.tracks[k].rtx {
+            let _ = write!(
+                s,
+                "a=rtpmap:{} rtx/{}\r\na=fmtp:{} apt={}\r\n",
+                rtx.pt, rtx.clock_rate, rtx.pt, codec.pt
+            );
         }
         if let Some(id) = neg.tracks[k].audio_level {
             let _ = write!(s, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
@@ -761,6 +788,34 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             .tracks
             .iter()
             .all(|t| t.abs_send_time.is_none()));
+    }
+
+    /// A publisher's RTX for the chosen H264 is accepted (its probes and
+    /// resends then never take media sequence numbers); a player's is not.
+    #[test]
+    fn a_publishers_rtx_for_the_chosen_codec_is_accepted() {
+        let offer = CHROME_OFFER
+            .replace("SAVPF 96 102 103\r\n", "SAVPF 96 102 103 104 105\r\n")
+            .replace(
+                "a=rtpmap:103 H264/90000\r\n",
+                "a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=102\r\na=rtpmap:105 rtx/90000\r\na=fmtp:105 apt=103\r\na=rtpmap:103 H264/90000\r\n",
+            );
+        let o = parse(&offer).unwrap();
+        let n = negotiate(&o, Mode::Publish).unwrap();
+        assert_eq!(n.tracks[1].rtx.as_ref().map(|c| c.pt), Some(105));
+        assert!(n.tracks[0].rtx.is_none());
+        let a = answer(&o, &n, &params(Mode::Publish));
+        for want in [
+            "m=video 40002 UDP/TLS/RTP/SAVPF 103 105\r\n",
+            "a=rtpmap:105 rtx/90000\r\na=fmtp:105 apt=103\r\n",
+        ] {
+            assert!(a.contains(want), "missing {want:?} in\n{a}");
+        }
+        assert!(!a.contains("apt=102"), "{a}");
+        let play = parse(&offer.replace("a=sendonly", "a=recvonly")).unwrap();
+        let n = negotiate(&play, Mode::Play).unwrap();
+        assert!(n.tracks.iter().all(|t| t.rtx.is_none()));
+        assert!(!answer(&play, &n, &params(Mode::Play)).contains("rtx"));
     }
 
     #[test]

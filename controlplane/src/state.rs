@@ -236,6 +236,8 @@ pub struct Totals {
     pub drops: [u64; gateway_ring::msg::DropReason::COUNT],
     pub retransmits: u64,
     pub keyframe_requests: u64,
+    pub bridge_gaps_filled: u64,
+    pub bridge_gaps_given_up: u64,
 }
 
 impl Totals {
@@ -252,6 +254,8 @@ impl Totals {
         }
         self.retransmits += s.retransmits;
         self.keyframe_requests += s.keyframe_requests;
+        self.bridge_gaps_filled += s.bridge_gaps_filled;
+        self.bridge_gaps_given_up += s.bridge_gaps_given_up;
     }
 }
 

@@ -258,6 +258,7 @@ async fn offer_answer(
                 audio_level: t.audio_level.unwrap_or(0),
                 twcc: t.twcc.unwrap_or(0),
                 abs_send_time: t.abs_send_time.unwrap_or(0),
+                rtx_pt: t.rtx.as_ref().map_or(0, |r| r.pt),
             })
             .collect(),
         created_ms,

@@ -397,6 +397,13 @@ impl Core {
             self.router
                 .count_drop_by_id(inbound.ingest, DropReason::Malformed);
         }
+        if bridged.gaps_filled + bridged.gaps_given_up > 0 {
+            self.router.count_bridge_gaps(
+                inbound.ingest,
+                bridged.gaps_filled,
+                bridged.gaps_given_up,
+            );
+        }
         self.collect(now);
     }
 

@@ -45,6 +45,8 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 // REMB on some inputs).
                 twcc: 3,
                 abs_send_time: 0,
+                // RTX negotiated: retransmissions are unwrapped.
+                rtx_pt: 103,
             },
             TrackSpec {
                 kind: MediaKind::Audio,
@@ -56,6 +58,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 audio_level: 1,
                 twcc: 3,
                 abs_send_time: 0,
+                rtx_pt: 0,
             },
         ],
         created_ms: 0,

@@ -43,8 +43,9 @@ pub struct Reorder {
     /// When the current gap was noticed, and whether it was asked for again.
     gap_since: Option<Instant>,
     renacked: bool,
-    /// Packets released after being held, and gaps given up on (for stats).
-    pub recovered: u64,
+    /// Gaps filled (the packet came late, or again on our NACK) and gaps
+    /// given up on (for stats).
+    pub filled: u64,
     pub given_up: u64,
 }
 
@@ -110,6 +111,15 @@ impl Reorder {
             .gap_since
             .is_some_and(|t| now.saturating_duration_since(t) >= WAIT);
         if waited || self.held.len() > HOLD {
+            tracing::debug!(
+                next = self.next,
+                held = self.held.len(),
+                first_held = self.held.first().map(|h| h.seq),
+                waited_ms = self
+                    .gap_since
+                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                "reorder: giving up on a gap"
+            );
             self.give_up(&mut release);
         }
     }
@@ -142,7 +152,7 @@ impl Reorder {
             n += 1;
         }
         if n > 0 {
-            self.recovered += n as u64;
+            self.filled += 1;
             self.held.drain(..n);
         }
         if self.held.is_empty() || n > 0 {
@@ -200,7 +210,7 @@ mod tests {
         assert_eq!(nack, [0]);
         // A duplicate and a late packet are dropped.
         assert!(run(&mut r, t, 1, &mut nack).is_empty());
-        assert_eq!(r.recovered, 1);
+        assert_eq!((r.filled, r.given_up), (1, 0));
     }
 
     #[test]

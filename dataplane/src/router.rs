@@ -640,6 +640,21 @@ impl Router {
         }
     }
 
+    /// Counts what publisher `session`'s bridge to RTMP did with gaps in
+    /// its video: filled (reordered, or resent on our NACK), given up on.
+    pub fn count_bridge_gaps(&mut self, session: u64, filled: u64, given_up: u64) {
+        if let Some(s) = self
+            .by_id
+            .get(&session)
+            .copied()
+            .and_then(|h| self.session_mut(h))
+        {
+            s.stats.bridge_gaps_filled += filled;
+            s.stats.bridge_gaps_given_up += given_up;
+            s.dirty = true;
+        }
+    }
+
     /// Counts a drop against a session.
     pub fn count_drop(&mut self, h: Handle, reason: DropReason) {
         if let Some(s) = self.session_mut(h) {
@@ -1689,6 +1704,51 @@ mod webrtc_tests {
         assert_eq!(pub_stats.drops[DropReason::UnknownSource as usize], 1);
     }
 
+    /// RTX (RFC 4588, payload type 103 `apt=102` in these specs): a resent
+    /// packet comes on an SSRC and sequence of its own and goes on as the
+    /// packet it resends; a padding-only probe is taken for congestion
+    /// control only, not counted as a drop.
+    #[test]
+    fn rtx_is_unwrapped_into_the_packet_it_resends() {
+        let (mut r, p, _s, mut client, t0) = connected();
+        let mut first = srtp(&mut client, 102, 10, 0xabc);
+        assert!(r.handle_datagram(t0, p, addr(5001), &mut first).is_some());
+        let rtx = |client: &mut SrtpContext, seq: u16, body: &[u8], padding: bool| {
+            let mut pkt = vec![0x80 | if padding { 0x20 } else { 0 }, 103];
+            pkt.extend_from_slice(&seq.to_be_bytes());
+            pkt.extend_from_slice(&27_000u32.to_be_bytes());
+            pkt.extend_from_slice(&0xdefu32.to_be_bytes());
+            pkt.extend_from_slice(body);
+            let len = pkt.len();
+            pkt.resize(len + MAX_TRAILER, 0);
+            let n = client.protect_rtp(&mut pkt, len).unwrap();
+            pkt.truncate(n);
+            pkt
+        };
+        // Original sequence number 9, then the original payload.
+        let mut body = vec![0, 9];
+        body.extend_from_slice(&[0x65; 100]);
+        let mut resent = rtx(&mut client, 500, &body, false);
+        let inb = r.handle_datagram(t0, p, addr(5001), &mut resent).unwrap();
+        assert_eq!(
+            (inb.kind, inb.seq_no, inb.ssrc, inb.len),
+            (MediaKind::Video, 9, 0xabc, 112)
+        );
+        let h = RtpHeader::parse(&resent[..inb.len]).unwrap();
+        assert_eq!(
+            (h.pt, h.seq_no, h.timestamp, h.ssrc),
+            (102, 9, 27_000, 0xabc)
+        );
+        assert_eq!(&resent[12..inb.len], &[0x65; 100]);
+        // A bandwidth probe: padding only.
+        let mut probe = rtx(&mut client, 501, &[0, 0, 0, 4], true);
+        assert!(r.handle_datagram(t0, p, addr(5001), &mut probe).is_none());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        let pub_stats = stats.iter().find(|x| x.session == 1).unwrap();
+        assert_eq!(pub_stats.drops.iter().sum::<u64>(), 0, "{pub_stats:?}");
+    }
+
     #[test]
     fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
         let (mut r, p, s, mut client, t0) = connected();
@@ -1788,6 +1848,7 @@ mod webrtc_tests {
             audio_level: 0,
             twcc: 0,
             abs_send_time: 0,
+            rtx_pt: 0,
         });
         let s = r.add_webrtc(t0, sub).unwrap();
         let mut c = check(3);
@@ -1865,6 +1926,7 @@ mod webrtc_tests {
                 audio_level: 0,
                 twcc: 0,
                 abs_send_time: 0,
+                rtx_pt: 0,
             });
         }
         let s = r.add_webrtc(t0, sub).unwrap();

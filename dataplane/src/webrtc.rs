@@ -291,12 +291,13 @@ impl Peer {
                     let n = rx.unprotect_rtcp(buf).map_err(srtp_err)?;
                     return Ok(PeerEvent::Rtcp(n));
                 }
-                let len = rx.unprotect_rtp(buf).map_err(srtp_err)?;
+                let mut len = rx.unprotect_rtp(buf).map_err(srtp_err)?;
                 if !self.is_publisher() {
                     return Ok(PeerEvent::Consumed);
                 }
-                let h = RtpHeader::parse(&buf[..len]).map_err(|_| DropReason::Malformed)?;
-                let kind = if h.pt == self.spec.pt(MediaKind::Video) && h.pt != 0 {
+                let mut h = RtpHeader::parse(&buf[..len]).map_err(|_| DropReason::Malformed)?;
+                let rtx = h.pt != 0 && h.pt == self.spec.rtx_pt();
+                let kind = if rtx || (h.pt == self.spec.pt(MediaKind::Video) && h.pt != 0) {
                     MediaKind::Video
                 } else if h.pt == self.spec.pt(MediaKind::Audio) && h.pt != 0 {
                     MediaKind::Audio
@@ -321,6 +322,15 @@ impl Peer {
                         }
                     }
                     None => {}
+                }
+                if rtx {
+                    // Counted above for congestion control, now made the
+                    // packet it resends (or dropped: a padding-only probe).
+                    match self.unwrap_rtx(buf, len, &h) {
+                        Some(n) => len = n,
+                        None => return Ok(PeerEvent::Consumed),
+                    }
+                    h = RtpHeader::parse(&buf[..len]).map_err(|_| DropReason::Malformed)?;
                 }
                 strip_extensions(&mut buf[..h.len]);
                 let mut lost_before = 0;
@@ -350,6 +360,34 @@ impl Peer {
             }
             Protocol::Other => Err(DropReason::Malformed),
         }
+    }
+
+    /// Turns RTX packet `buf[..len]` (RFC 4588: the original sequence
+    /// number, then the original payload) back into the video packet it
+    /// resends, in place: its sequence number, the video payload type and
+    /// SSRC. `None` for a padding-only packet (a bandwidth probe) or before
+    /// the video itself has started.
+    fn unwrap_rtx(&self, buf: &mut [u8], len: usize, h: &RtpHeader) -> Option<usize> {
+        let padding = if buf[0] & 0x20 != 0 {
+            buf[len - 1] as usize
+        } else {
+            0
+        };
+        let end = len.checked_sub(padding)?;
+        if !self.video_in.started || end < h.len + 2 {
+            return None;
+        }
+        let osn = u16::from_be_bytes([buf[h.len], buf[h.len + 1]]);
+        buf.copy_within(h.len + 2..len, h.len);
+        let pt = self.spec.pt(MediaKind::Video);
+        RtpHeader::rewrite(
+            &mut buf[..len - 2],
+            pt,
+            osn,
+            h.timestamp,
+            self.video_in.ssrc,
+        );
+        Some(len - 2)
     }
 
     /// Whether congestion feedback is due (transport-cc every 100 ms while

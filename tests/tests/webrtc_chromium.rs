@@ -556,6 +556,7 @@ fn an_rtmp_player_of_a_lossy_chromium_publisher_keeps_its_picture() {
         12,
         std::time::Duration::from_secs(40),
     );
+    let whip = gw.session_of_kind("lossyup", "whip");
     let out = publisher.join().unwrap();
     let reports = relay.finish();
     let report = report(&gw, &out, "the lossy publisher");
@@ -572,7 +573,14 @@ fn an_rtmp_player_of_a_lossy_chromium_publisher_keeps_its_picture() {
         video as f64 * 100.0 / (fps * 12.0),
         fps * 12.0
     );
+    // Freezes are counted: each gap given up on is one for the RTMP player.
+    let (filled, given_up) = (
+        whip["stats"]["bridge_gaps_filled"].as_u64().unwrap_or(0),
+        whip["stats"]["bridge_gaps_given_up"].as_u64().unwrap_or(0),
+    );
+    eprintln!("the bridge filled {filled} gaps and gave up on {given_up}");
     assert!(lost >= 20, "the relay did drop packets: {lost}");
+    assert!(filled > 4 * given_up, "{whip}");
     assert!(
         video as f64 >= 0.8 * fps * 12.0,
         "{video} frames decoded in 12 s at {fps:.1} frames/s\n{log}"

@@ -31,7 +31,8 @@ report(async (browser, out) => {
       const t = a.addTransceiver(stream.getVideoTracks()[0], { direction: "sendonly" });
       const h264 = RTCRtpReceiver.getCapabilities("video").codecs.filter((c) =>
         c.mimeType === "video/H264" && (c.sdpFmtpLine || "").includes("packetization-mode=1"));
-      t.setCodecPreferences(h264);
+      const rtx = RTCRtpReceiver.getCapabilities("video").codecs.filter((c) => c.mimeType === "video/rtx");
+      t.setCodecPreferences([...h264, ...rtx]);
       await a.setLocalDescription(await a.createOffer());
       await b.setRemoteDescription(a.localDescription);
       await b.setLocalDescription(await b.createAnswer());

@@ -206,6 +206,11 @@ pub struct TrackSpec {
     /// transport-cc (0: none). Its packets' send times feed our receive-side
     /// estimate, sent back as REMB.
     pub abs_send_time: u8,
+    /// Publish, video: the payload type of its RTX stream (RFC 4588,
+    /// `apt=` this track's), so retransmissions and padding come on an
+    /// SSRC and sequence of their own (0: none; it resends on the media
+    /// SSRC, and pads there too).
+    pub rtx_pt: u8,
 }
 
 /// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never
@@ -272,6 +277,14 @@ impl WebrtcSpec {
             .map(|t| t.abs_send_time)
             .find(|&id| id != 0)
             .unwrap_or(0)
+    }
+
+    /// The RTX payload type of its video (0: none).
+    pub fn rtx_pt(&self) -> u8 {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .map_or(0, |t| t.rtx_pt)
     }
 
     /// The payload type of the first track of `kind` (0 if none).
@@ -446,6 +459,12 @@ pub struct SessionStats {
     pub retransmits: u64,
     /// Keyframe requests (PLI) sent to this publisher / received from this subscriber.
     pub keyframe_requests: u64,
+    /// WebRTC publisher, its bridge to RTMP: gaps in its video filled
+    /// (reordered packets, or resent on our NACK) ...
+    pub bridge_gaps_filled: u64,
+    /// ... and given up on: its RTMP players' picture froze to the next
+    /// keyframe.
+    pub bridge_gaps_given_up: u64,
 }
 
 /// Result codes of [`Event::Done`].
@@ -628,6 +647,7 @@ impl<'a> Writer<'a> {
             self.u8(t.audio_level);
             self.u8(t.twcc);
             self.u8(t.abs_send_time);
+            self.u8(t.rtx_pt);
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
@@ -759,6 +779,7 @@ impl<'a> Reader<'a> {
                         audio_level: self.u8()?,
                         twcc: self.u8()?,
                         abs_send_time: self.u8()?,
+                        rtx_pt: self.u8()?,
                     });
                 }
                 tracks
@@ -897,6 +918,8 @@ impl Message for Event {
                 }
                 w.u64(s.retransmits);
                 w.u64(s.keyframe_requests);
+                w.u64(s.bridge_gaps_filled);
+                w.u64(s.bridge_gaps_given_up);
             }
             Event::SessionEnded { session, reason } => {
                 w.u64(*session);
@@ -949,6 +972,8 @@ impl Message for Event {
                     drops,
                     retransmits: r.u64()?,
                     keyframe_requests: r.u64()?,
+                    bridge_gaps_filled: r.u64()?,
+                    bridge_gaps_given_up: r.u64()?,
                 })
             }
             7 => Event::SessionEnded {
@@ -1041,6 +1066,7 @@ mod tests {
                     audio_level: i as u8,
                     twcc: (i as u8).wrapping_mul(3),
                     abs_send_time: (i as u8).wrapping_mul(5),
+                    rtx_pt: 96 + i as u8,
                 })
                 .collect(),
             created_ms: 1,
@@ -1115,6 +1141,8 @@ mod tests {
                 drops: [4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16],
                 retransmits: 12,
                 keyframe_requests: 13,
+                bridge_gaps_filled: 17,
+                bridge_gaps_given_up: 18,
             }),
             Event::SessionEnded {
                 session: 1,

@@ -502,6 +502,9 @@ pub struct Bridged {
     pub need_keyframe: bool,
     /// SPS/PPS NAL units refused as unusable: count them against the publisher.
     pub bad_parameter_sets: u32,
+    /// The reorder buffer: gaps filled, gaps given up on.
+    pub gaps_filled: u64,
+    pub gaps_given_up: u64,
 }
 
 impl Hub {
@@ -1694,9 +1697,12 @@ impl Hub {
         let Bridge {
             reorder, depack, ..
         } = b;
+        let before = (reorder.filled, reorder.given_up);
         reorder.push(now, seq, ts, marker, payload, &mut nacks, |s, t, m, p| {
             depack.push(s, t, m, p, &mut out)
         });
+        bridged.gaps_filled = reorder.filled - before.0;
+        bridged.gaps_given_up = reorder.given_up - before.1;
         self.nack_requests
             .extend(nacks.into_iter().map(|s| (source.0, s)));
         let mut media = Vec::new();
