@@ -16,7 +16,7 @@ use gateway_ring::msg::{
 };
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
-use crate::router::{Control, Router};
+use crate::router::{Control, Inbound, Router};
 use crate::srtp::{SrtpContext, MAX_TRAILER};
 use gateway_ring::msg::SrtpKey;
 
@@ -163,7 +163,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
         let (body, after) = tail.split_at(n);
         rest = after;
         let mut buf = body.to_vec();
-        let (h, from) = match op & 7 {
+        let (h, from) = match op & 15 {
             0 => (ingest, addr(6000)),
             1 => (publisher, addr(5001)),
             2 => {
@@ -189,6 +189,36 @@ pub fn fuzz_udp_router(data: &[u8]) {
             6 => {
                 now += Duration::from_millis(*len as u64);
                 r.tick(now, 0);
+                continue;
+            }
+            8 => {
+                // An RTMP publisher's RTP (kept for NACKs and GOP replays)
+                // fanned out to the player, as the core does.
+                let Ok(hd) = crate::rtp::RtpHeader::parse(&buf) else {
+                    continue;
+                };
+                if buf.len() > crate::rtp::MAX_PACKET {
+                    continue;
+                }
+                let source = crate::rtmp::hub::RTMP_SOURCE | 9;
+                r.cache_rtmp_video(now, source, &buf);
+                let inbound = Inbound {
+                    room: 1,
+                    ingest: source,
+                    participant: 9,
+                    key: 0,
+                    level: None,
+                    kind: MediaKind::Video,
+                    len: buf.len(),
+                    seq_no: hd.seq_no,
+                    timestamp: hd.timestamp,
+                    ssrc: hd.ssrc,
+                    lost_before: 0,
+                };
+                slot[..buf.len()].copy_from_slice(&buf);
+                if let Some((m, _)) = r.prepare_egress(now, player, &inbound, &mut slot) {
+                    assert!(m <= slot.len());
+                }
                 continue;
             }
             _ => (publisher, addr(5999)),

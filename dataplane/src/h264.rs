@@ -79,6 +79,19 @@ fn video_header(key: bool) -> [u8; 5] {
     [if key { 0x17 } else { 0x27 }, 1, 0, 0, 0]
 }
 
+/// Whether an H264 RTP payload (RFC 6184) begins a keyframe: an SPS, an
+/// IDR slice, a STAP-A opening with one, or the first fragment of an IDR.
+/// What a GOP replay starts from.
+pub fn starts_keyframe(payload: &[u8]) -> bool {
+    let key = |t: u8| matches!(t & 0x1f, NAL_SPS | NAL_IDR);
+    match payload {
+        [h, ..] if h & 0x1f == STAP_A => payload.get(3).is_some_and(|&n| key(n)),
+        [h, fu, ..] if h & 0x1f == FU_A => fu & 0x80 != 0 && key(*fu),
+        [h, ..] => key(*h),
+        [] => false,
+    }
+}
+
 /// AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1) in an FLV
 /// sequence-header tag body; `None` unless [`valid_sps`] and [`valid_pps`].
 pub fn config_tag(sps: &[u8], pps: &[u8]) -> Option<Vec<u8>> {
@@ -458,6 +471,30 @@ pub fn fuzz_flv(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyframe_starts_are_told_in_every_packetization() {
+        assert!(starts_keyframe(&[0x67, 0x42]), "an SPS");
+        assert!(starts_keyframe(&[0x65, 0x88]), "an IDR slice");
+        assert!(
+            starts_keyframe(&[0x78, 0, 10, 0x67]),
+            "a STAP-A opening with an SPS"
+        );
+        assert!(starts_keyframe(&[0x7c, 0x85, 0]), "an IDR's first fragment");
+        assert!(
+            !starts_keyframe(&[0x7c, 0x45, 0]),
+            "an IDR's later fragment"
+        );
+        assert!(
+            !starts_keyframe(&[0x7c, 0x81, 0]),
+            "a P slice's first fragment"
+        );
+        assert!(!starts_keyframe(&[0x41, 0x9a]), "a P slice");
+        assert!(
+            !starts_keyframe(&[0x78, 0]) && !starts_keyframe(&[]),
+            "truncated"
+        );
+    }
 
     const SPS: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xaa];
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];

@@ -132,6 +132,73 @@ fn pick_track(
         .map(|(i, _)| (i, false))
 }
 
+/// Replays an RTMP publisher's cached GOP to one player line: the packets
+/// from its latest keyframe up to `next` (exclusive: the live packet about
+/// to go, which begins a new frame), numbered on from the line's last packet
+/// and stamped one tick apart per frame just after it, so the player's
+/// decoder gets the keyframe and every frame since at once (it shows the
+/// last). The line's mapping then moves past them: the live stream goes on
+/// with no gap in sequence and its own, later, timestamps (a GOP is under
+/// 1024 packets here, less than a frame's 3000 ticks). Returns the packets
+/// sent; none if the GOP is no longer whole in the cache.
+#[allow(clippy::too_many_arguments)]
+fn replay_gop(
+    cache: &RtmpCache,
+    t: &mut OutTrack,
+    peer: &mut Peer,
+    next: u16,
+    pool: &mut Vec<Vec<u8>>,
+    controls: &mut Vec<Control>,
+    from: Handle,
+    dest: SocketAddrV4,
+    now: Instant,
+) -> u64 {
+    t.last_replay = Some(now);
+    let Some(k) = cache.keyframe else { return 0 };
+    let n = next.wrapping_sub(k);
+    let whole = (0..n).all(|j| cache.packets.get(k.wrapping_add(j)).is_some());
+    if n == 0 || n as usize >= crate::nack::SLOTS || !whole {
+        return 0;
+    }
+    let (base_seq, base_ts) = (t.last_seq, t.last_ts);
+    let (mut frame, mut prev_ts) = (1u32, None);
+    for j in 0..n {
+        let Some(pkt) = cache.packets.get(k.wrapping_add(j)) else {
+            continue;
+        };
+        let Ok(h) = RtpHeader::parse(pkt) else {
+            continue;
+        };
+        if prev_ts.is_some_and(|p| p != h.timestamp) {
+            frame += 1;
+        }
+        prev_ts = Some(h.timestamp);
+        let mut buf = pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(crate::nack::MAX_PACKET + MAX_TRAILER, 0);
+        let len = pkt.len();
+        buf[..len].copy_from_slice(pkt);
+        let (seq, ts) = (base_seq.wrapping_add(1 + j), base_ts.wrapping_add(frame));
+        RtpHeader::rewrite(&mut buf, t.pt, seq, ts, t.ssrc);
+        let Ok(m) = peer.protect_rtp(&mut buf, len) else {
+            continue;
+        };
+        buf.truncate(m);
+        t.sent = t.sent.wrapping_add(1);
+        t.octets = t.octets.wrapping_add(len.saturating_sub(12) as u32);
+        controls.push(Control {
+            from,
+            dest,
+            data: buf,
+        });
+    }
+    t.seq_delta = t.seq_delta.wrapping_add(n);
+    t.last_seq = base_seq.wrapping_add(n);
+    t.last_ts = base_ts.wrapping_add(frame);
+    t.replayed_until = Some(t.last_seq.wrapping_add(1));
+    n as u64
+}
+
 enum Role {
     Ingest(Ingest),
     Egress(Egress),
@@ -193,6 +260,15 @@ struct OutTrack {
     /// Packets and payload octets sent, for sender reports.
     sent: u32,
     octets: u32,
+    /// The player lost the picture of this line's RTMP publisher (PLI), which
+    /// cannot be asked for a keyframe: its cached GOP is replayed at the
+    /// next frame boundary. When the last replay was.
+    replay_wanted: bool,
+    last_replay: Option<Instant>,
+    /// Output sequence numbers up to here (exclusive) are from before the
+    /// last replay or in it: NACKs for them are not answered (the mapping
+    /// moved past them).
+    replayed_until: Option<u16>,
 }
 
 impl OutTrack {
@@ -217,6 +293,9 @@ impl OutTrack {
             last_at: None,
             sent: 0,
             octets: 0,
+            replay_wanted: false,
+            last_replay: None,
+            replayed_until: None,
         }
     }
 
@@ -264,6 +343,15 @@ impl OutTrack {
 /// without a packet.
 const RTMP_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// An RTMP publisher's RTP, kept for its players: NACKs are answered from
+/// it, and a player's PLI by replaying the GOP from its keyframe.
+struct RtmpCache {
+    packets: Box<NackCache>,
+    last: Instant,
+    /// Sequence number of the packet that began the latest keyframe.
+    keyframe: Option<u16>,
+}
+
 /// Rooms and sessions of one shard.
 pub struct Router {
     /// Retransmissions per second one WebRTC player may cause ([`crate::limits::Limits::nack_per_s`]).
@@ -296,7 +384,10 @@ pub struct Router {
     /// The video RTP of RTMP publishers (virtual ingests, by source id), so
     /// players' NACKs for them are answered like any publisher's (an RTMP
     /// publisher cannot be asked), with when each was last fed.
-    rtmp_caches: HashMap<u64, (Box<NackCache>, Instant)>,
+    rtmp_caches: HashMap<u64, RtmpCache>,
+    /// Player lines waiting for a GOP replay (most of the time none: the
+    /// fan-out then never looks).
+    replays_wanted: usize,
 }
 
 impl Default for Router {
@@ -326,6 +417,7 @@ impl Router {
             unpublished: Vec::new(),
             lines: Vec::new(),
             rtmp_caches: HashMap::new(),
+            replays_wanted: 0,
         }
     }
 
@@ -335,12 +427,21 @@ impl Router {
         let Ok(h) = RtpHeader::parse(packet) else {
             return;
         };
-        let (cache, at) = self
-            .rtmp_caches
-            .entry(source)
-            .or_insert_with(|| (Box::default(), now));
-        cache.insert(h.seq_no, packet);
-        *at = now;
+        let cache = self.rtmp_caches.entry(source).or_insert_with(|| RtmpCache {
+            packets: Box::default(),
+            last: now,
+            keyframe: None,
+        });
+        cache.packets.insert(h.seq_no, packet);
+        cache.last = now;
+        if crate::h264::starts_keyframe(packet.get(h.len..).unwrap_or_default()) {
+            // The packetizer opens each IDR with its SPS/PPS: the first
+            // packet of the keyframe is where a replay starts.
+            let same = cache.keyframe.is_some_and(|k| h.seq_no.wrapping_sub(k) < 4);
+            if !same {
+                cache.keyframe = Some(h.seq_no);
+            }
+        }
     }
 
     /// The session id of handle `h`, if it is live.
@@ -900,6 +1001,26 @@ impl Router {
                     now,
                 )?;
                 let track = &mut w.tracks[i];
+                if self.replays_wanted > 0 && track.replay_wanted && track.source == Some(source) {
+                    let new_frame = inbound.timestamp.wrapping_add(track.ts_delta) != track.last_ts;
+                    if let (true, Some(cache)) = (new_frame, self.rtmp_caches.get(&inbound.ingest))
+                    {
+                        track.replay_wanted = false;
+                        self.replays_wanted = self.replays_wanted.saturating_sub(1);
+                        let sent = replay_gop(
+                            cache,
+                            track,
+                            &mut w.peer,
+                            inbound.seq_no,
+                            &mut self.pool,
+                            &mut self.controls,
+                            h,
+                            dest,
+                            now,
+                        );
+                        s.stats.retransmits += sent;
+                    }
+                }
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
                 if track.source_pid != inbound.participant {
                     // The line changed hands: the room's events say so.
@@ -976,6 +1097,23 @@ impl Router {
     /// removed: close their sockets and tell the controlplane).
     pub fn take_ended(&mut self, out: &mut Vec<Ended>) {
         out.append(&mut self.ended);
+    }
+
+    /// Player `h`'s line `i` lost the picture of an RTMP publisher (which
+    /// cannot be asked for a keyframe): its GOP is replayed at the next
+    /// frame boundary, at most once per [`KEYFRAME_REQUEST_INTERVAL`].
+    fn want_replay(&mut self, now: Instant, h: Handle, i: usize) {
+        let Some(t) = self.webrtc_mut(h).and_then(|w| w.tracks.get_mut(i)) else {
+            return;
+        };
+        let recent = t
+            .last_replay
+            .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL);
+        if t.kind != MediaKind::Video || t.replay_wanted || recent {
+            return;
+        }
+        t.replay_wanted = true;
+        self.replays_wanted += 1;
     }
 
     fn webrtc_mut(&mut self, h: Handle) -> Option<&mut WebrtcSession> {
@@ -1096,11 +1234,17 @@ impl Router {
         for f in &items {
             match *f {
                 Feedback::KeyframeRequest { media_ssrc } => {
-                    if let Some((src, _)) = self.track_source(h, media_ssrc) {
-                        if let Some(s) = self.session_mut(h) {
-                            s.stats.keyframe_requests += 1;
-                        }
-                        self.request_keyframe(now, src);
+                    let Some((src, i)) = self.track_source_id(h, media_ssrc) else {
+                        continue;
+                    };
+                    if let Some(s) = self.session_mut(h) {
+                        s.stats.keyframe_requests += 1;
+                        s.dirty = true;
+                    }
+                    if self.rtmp_caches.contains_key(&src) {
+                        self.want_replay(now, h, i);
+                    } else if let Some(&p) = self.by_id.get(&src) {
+                        self.request_keyframe(now, p);
                     }
                 }
                 Feedback::Nack {
@@ -1129,19 +1273,11 @@ impl Router {
         self.feedback = items;
     }
 
-    /// The publisher feeding subscriber `h`'s track with our SSRC
-    /// `media_ssrc` (its first video track if no SSRC matches), and the
-    /// track's index.
-    fn track_source(&self, h: Handle, media_ssrc: u32) -> Option<(Handle, usize)> {
-        let (id, i) = self.track_source_id(h, media_ssrc)?;
-        Some((*self.by_id.get(&id)?, i))
-    }
-
     /// Publisher `source`'s cached video packet with sequence number
     /// `seq`: a WebRTC publisher's, or an RTMP publisher's.
     fn cached(&self, source: u64, seq: u16) -> Option<&[u8]> {
-        if let Some((cache, _)) = self.rtmp_caches.get(&source) {
-            return cache.get(seq);
+        if let Some(cache) = self.rtmp_caches.get(&source) {
+            return cache.packets.get(seq);
         }
         match &self.session(*self.by_id.get(&source)?)?.role {
             Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
@@ -1179,6 +1315,11 @@ impl Router {
         let t = &sub.tracks[i];
         if t.kind != MediaKind::Video {
             return;
+        }
+        if t.replayed_until
+            .is_some_and(|end| (out_seq.wrapping_sub(end) as i16) < 0)
+        {
+            return; // before or in a GOP replay: the mapping moved on
         }
         let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
         let in_seq = out_seq.wrapping_sub(seq_delta);
@@ -1219,22 +1360,26 @@ impl Router {
     /// 3550 §4), for sender reports.
     pub fn tick(&mut self, now: Instant, ntp_now: u64) {
         let mut expired = Vec::new();
+        let mut replays = 0;
         for h in 0..self.sessions.len() as Handle {
             let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) else {
                 continue;
             };
+            replays += w.tracks.iter().filter(|t| t.replay_wanted).count();
             if w.peer.ice.consent_expired(now, w.peer.created) {
                 expired.push(w.peer.spec.session);
                 continue;
             }
             self.send_reports(now, ntp_now, h);
         }
+        // Exact again, whatever sessions ended with a replay pending.
+        self.replays_wanted = replays;
         for session in expired {
             self.end_session(session, END_CONSENT);
         }
         // An RTMP publisher gone quiet for a while: its cache goes.
         self.rtmp_caches
-            .retain(|_, (_, at)| now.saturating_duration_since(*at) < RTMP_CACHE_IDLE);
+            .retain(|_, c| now.saturating_duration_since(c.last) < RTMP_CACHE_IDLE);
     }
 
     /// One compound a second per peer: receiver reports to a publisher, sender
@@ -1793,6 +1938,116 @@ mod webrtc_tests {
         r.handle_datagram(t0, s, addr(5002), &mut fb);
         r.take_controls(&mut controls);
         assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
+    }
+
+    /// A player's PLI for an RTMP publisher's line (which cannot be asked)
+    /// is answered at the next frame boundary by replaying the cached GOP
+    /// from its keyframe: numbered on from the line's last packet, stamped
+    /// a tick apart per frame, and the live stream continues after it with
+    /// no gap; NACKs from before the replay are not answered with the
+    /// moved mapping; a second PLI within a second replays nothing.
+    #[test]
+    fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
+        let (mut r, _p, s, _client, t0) = connected();
+        let source = crate::rtmp::hub::RTMP_SOURCE | 77;
+        let mut sub_rx = SrtpContext::new(&keys(4));
+        let mut sub_tx = SrtpContext::new(&keys(3));
+        // SPS, IDR (frame 0); then one-packet P frames, 3000 ticks apart.
+        let packet = |seq: u16, ts: u32, nal: u8| {
+            let mut p = vec![0x80, 0x80 | 96];
+            p.extend_from_slice(&seq.to_be_bytes());
+            p.extend_from_slice(&ts.to_be_bytes());
+            p.extend_from_slice(&0x77u32.to_be_bytes());
+            p.extend_from_slice(&[nal, 0xaa, 0xbb]);
+            p
+        };
+        let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
+            let pkt = packet(seq, ts, nal);
+            r.cache_rtmp_video(t0, source, &pkt);
+            let inb = Inbound {
+                room: 1,
+                ingest: source,
+                participant: 77,
+                key: 0,
+                level: None,
+                kind: MediaKind::Video,
+                len: pkt.len(),
+                seq_no: seq,
+                timestamp: ts,
+                ssrc: 0x77,
+                lost_before: 0,
+            };
+            let mut out = vec![0u8; 1600];
+            out[..pkt.len()].copy_from_slice(&pkt);
+            let (n, _) = r.prepare_egress(t0, s, &inb, &mut out).unwrap();
+            let m = sub_rx.unprotect_rtp(&mut out[..n]).unwrap();
+            let h = RtpHeader::parse(&out[..m]).unwrap();
+            (h.seq_no, h.timestamp)
+        };
+        let first = live(&mut r, 100, 0, 0x67);
+        live(&mut r, 101, 0, 0x65);
+        live(&mut r, 102, 3000, 0x41);
+        let last = live(&mut r, 103, 6000, 0x41);
+        let mut controls = Vec::new();
+        let mut feedback = |r: &mut Router, write: &dyn Fn(&mut [u8]) -> usize| {
+            let mut fb = vec![0u8; 200];
+            let n = write(&mut fb);
+            let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
+            fb.truncate(n);
+            assert!(r.handle_datagram(t0, s, addr(5002), &mut fb).is_none());
+        };
+        feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
+        r.take_controls(&mut controls);
+        assert!(
+            controls.is_empty(),
+            "nobody to ask, nothing yet: {controls:?}"
+        );
+        // The next frame: first the GOP (SPS, IDR, two P frames), then it.
+        let next = live(&mut r, 104, 9000, 0x41);
+        r.take_controls(&mut controls);
+        let mut replay_rx = SrtpContext::new(&keys(4));
+        let replayed: Vec<(u16, u32, u8)> = controls
+            .drain(..)
+            .map(|c| {
+                let mut d = c.data;
+                let m = replay_rx.unprotect_rtp(&mut d).unwrap();
+                let h = RtpHeader::parse(&d[..m]).unwrap();
+                (h.seq_no, h.timestamp, d[h.len])
+            })
+            .collect();
+        let (s0, t) = last;
+        assert_eq!(
+            replayed,
+            vec![
+                (s0 + 1, t + 1, 0x67),
+                (s0 + 2, t + 1, 0x65),
+                (s0 + 3, t + 2, 0x41),
+                (s0 + 4, t + 3, 0x41)
+            ]
+        );
+        assert_eq!(
+            next,
+            (s0 + 5, first.1 + 9000),
+            "the live stream goes on after it"
+        );
+        // A NACK from before the replay is not answered (the mapping moved);
+        // one after it is.
+        feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0, 0));
+        r.take_controls(&mut controls);
+        assert!(controls.is_empty());
+        feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0 + 5, 0));
+        r.take_controls(&mut controls);
+        assert_eq!(controls.len(), 1);
+        controls.clear();
+        // Another PLI within the second: no second replay.
+        feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
+        assert_eq!(live(&mut r, 105, 12000, 0x41), (s0 + 6, first.1 + 12000));
+        r.take_controls(&mut controls);
+        assert!(controls.is_empty());
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        let sub = stats.iter().find(|x| x.session == 2).unwrap();
+        assert_eq!((sub.keyframe_requests, sub.retransmits), (2, 5));
     }
 
     /// A NACK storm (hundreds of NACK items per packet, many packets a

@@ -464,3 +464,59 @@ fn reordering_alone_costs_an_rtmp_player_no_frame() {
         "{video} frames in {secs} s\n{log}"
     );
 }
+
+/// A WebRTC player that loses the picture of a mini-program's push (a
+/// long GOP: 10 s between keyframes) asks for a keyframe, and an RTMP
+/// publisher cannot be asked for one: the gateway replays the cached GOP
+/// from its keyframe instead. aiortc's decoder takes the replayed frames
+/// (numbered on, stamped just after the last) and the live ones after
+/// them without an error, and the second after the PLI decodes the GOP so
+/// far on top of the live frames.
+#[test]
+fn a_pli_for_a_mini_programs_push_replays_its_gop() {
+    let gw = Gateway::start(1, &[]);
+    let clip = clip_sized(320, 240, 440);
+    let long_gop = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "0",
+        "-g",
+        "300",
+        "-keyint_min",
+        "300",
+        "-sc_threshold",
+        "0",
+        "-b:v",
+        "300k",
+        "-maxrate",
+        "300k",
+        "-bufsize",
+        "600k",
+        "-c:a",
+        "aac",
+    ];
+    let _push = Reap(ffmpeg_rtmp_push_with(&gw, "gop/mini", &clip, 40, &long_gop));
+    wait_playing(&gw.rtmp_url("gop/mini"));
+    let play = aiortc_play(&gw, "gop", 6.0, &["--pli-at", "3"]);
+    let whep = gw.session_of_kind("gop", "whep");
+    let (before, after) = (
+        play["frames_before_pli"].as_u64().unwrap_or(0),
+        play["frames_after_pli"].as_u64().unwrap_or(0),
+    );
+    eprintln!(
+        "frames decoded the second before the PLI {before}, the second after {after}; {} packets replayed; decode errors {}, presentation times back {}",
+        whep["stats"]["retransmits"], play["decode_errors"], play["video_pts_backwards"]
+    );
+    assert_eq!(whep["stats"]["keyframe_requests"], 1, "{whep}");
+    assert!(
+        whep["stats"]["retransmits"].as_u64().unwrap_or(0) >= 30,
+        "{whep}"
+    );
+    assert!(before >= 25, "{play}");
+    assert!(after >= before + 60, "the replayed GOP decoded too: {play}");
+    assert_eq!(play["decode_errors"], 0, "{play}");
+    assert_eq!(play["video_pts_backwards"], 0, "{play}");
+}

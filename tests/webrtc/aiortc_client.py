@@ -19,6 +19,7 @@ import argparse
 import array
 import asyncio
 import json
+import logging
 import math
 import random
 import re
@@ -37,6 +38,18 @@ from aiortc import (
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+
+class DecodeErrors(logging.Handler):
+    """Counts the frames aiortc's receiver failed to decode (it logs each)."""
+
+    count = 0
+
+    def emit(self, record):
+        if "failed to decode" in record.getMessage():
+            DecodeErrors.count += 1
+
+
+logging.getLogger("aiortc.rtcrtpreceiver").addHandler(DecodeErrors())
 
 # --token: a room token sent as `Authorization: Bearer` on WHIP/WHEP/DELETE.
 TOKEN = None
@@ -190,6 +203,7 @@ async def play(args):
     tasks = []
     audio = array.array("h")
     last_pts = []
+    frame_times = []
 
     async def consume(track):
         slot = None
@@ -207,6 +221,7 @@ async def play(args):
                     stats["first_frame_ms"] = (time.monotonic() - t0) * 1000
                 stats["video_frames"] += 1
                 stats["video_frames_per_track"][slot] += 1
+                frame_times.append(time.monotonic())
                 # The decoder's output order: a presentation time that goes
                 # back is a frame shown out of order.
                 if frame.pts is not None:
@@ -233,13 +248,27 @@ async def play(args):
         ok = await wait_connected(pc, 10)
         stats["connected"] = ok
         stats["connected_ms"] = (time.monotonic() - t0) * 1000
-        if ok:
+        if ok and args.pli_at is not None:
+            # As a decoder that lost the picture would: a PLI for every
+            # video SSRC received, then the frames decoded in the second
+            # before it and the second after it.
+            await asyncio.sleep(args.pli_at)
+            at = time.monotonic()
+            for t in pc.getTransceivers():
+                if t.kind == "video":
+                    for ssrc in list(t.receiver._RTCRtpReceiver__active_ssrc):
+                        await t.receiver._send_rtcp_pli(ssrc)
+            await asyncio.sleep(max(0.0, args.seconds - args.pli_at))
+            stats["frames_before_pli"] = sum(1 for f in frame_times if at - 1 <= f < at)
+            stats["frames_after_pli"] = sum(1 for f in frame_times if at <= f < at + 1)
+        elif ok:
             await asyncio.sleep(args.seconds)
         async with s.delete(resource, headers=auth_headers()) as r:
             stats["deleted"] = r.status
     await pc.close()
     for t in tasks:
         t.cancel()
+    stats["decode_errors"] = DecodeErrors.count
     if relay is not None:
         stats["relay_dropped"] = relay.dropped
         stats["relay_forwarded"] = relay.forwarded
@@ -361,6 +390,7 @@ def main():
     p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     p.add_argument("--token", help="a room token (Authorization: Bearer)")
+    p.add_argument("--pli-at", type=float, help="play: send a PLI this many seconds after connecting")
     p.add_argument("--tones", help="play: report the audio's energy at these Hz (comma-separated)")
     args = p.parse_args()
     global TOKEN
