@@ -35,12 +35,13 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct free TCP ports: the listeners are held until all are
+/// picked (one at a time, the kernel may hand the same port out twice).
+pub fn free_tcp_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// An even UDP port `p` with `p..p+4` free (video RTP/RTCP, audio RTP/RTCP).
@@ -200,11 +201,11 @@ impl Gateway {
 
     fn new(shards: u32, ports: u16) -> Gateway {
         let shm = unique("mgw-test");
-        let http = free_tcp_port();
+        let [http, rtmp, http_flv] = free_tcp_ports();
         Gateway {
             api: format!("http://127.0.0.1:{http}"),
-            rtmp: free_tcp_port(),
-            http_flv: free_tcp_port(),
+            rtmp,
+            http_flv,
             log: PathBuf::new(),
             shm,
             ports: media_ports(ports),
@@ -832,6 +833,13 @@ impl AiortcPublisher {
         Self::start_source(gw, room, secs, &["--lavfi", graph])
     }
 
+    /// An aiortc publisher whose camera stamps each frame's capture time
+    /// into the picture (video only; `aiortc_play(.., &["--stamps"])` reads
+    /// them back: glass-to-glass delay).
+    pub fn start_stamping(gw: &Gateway, room: &str, secs: f64) -> AiortcPublisher {
+        Self::start_source(gw, room, secs, &["--stamp"])
+    }
+
     fn start_source(gw: &Gateway, room: &str, secs: f64, source: &[&str]) -> AiortcPublisher {
         let url = format!("{}/whip/{room}", gw.api);
         let secs = secs.to_string();
@@ -945,6 +953,17 @@ pub fn aiortc_play(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> Value
     let secs = secs.to_string();
     let mut args = vec!["play", url.as_str(), "--seconds", secs.as_str()];
     args.extend(extra);
+    aiortc_report(&args)
+}
+
+/// Glass-to-glass delay over a direct aiortc peer connection (the stamping
+/// camera to a second peer in one process, no gateway): the baseline.
+pub fn aiortc_direct_delay(secs: f64) -> Value {
+    aiortc_report(&["direct", "--seconds", &secs.to_string()])
+}
+
+/// Runs the aiortc script with `args` to its end; its last JSON line.
+fn aiortc_report(args: &[&str]) -> Value {
     let (log, log_path) = log_file(&unique("aiortc-play"));
     let child = aiortc_command(&args)
         .stderr(log)

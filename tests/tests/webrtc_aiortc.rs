@@ -520,3 +520,57 @@ fn a_pli_for_a_mini_programs_push_replays_its_gop() {
     assert_eq!(play["decode_errors"], 0, "{play}");
     assert_eq!(play["video_pts_backwards"], 0, "{play}");
 }
+
+/// Glass-to-glass delay, WebRTC to WebRTC: an aiortc camera stamps each
+/// frame's capture time into the picture, an aiortc player reads it from
+/// each decoded frame. First over a direct peer connection (the baseline:
+/// encoding, decoding, Python), then through the gateway with the
+/// publisher's leg through the impairment relay, one condition after
+/// another; the figures go to PERFORMANCE.md.
+/// Asserted: the stamps come through readable under each condition (the
+/// delay itself is printed, not asserted: no timing assertions in tests).
+#[test]
+fn glass_to_glass_delay_under_impairments() {
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
+    let direct = aiortc_direct_delay(10.0);
+    let d = &direct["delay_ms"];
+    eprintln!(
+        "{:<28} glass to glass p50 {} ms, p95 {} ms, max {} ms ({} stamped frames)",
+        "direct peer (no gateway)", d["p50"], d["p95"], d["max"], direct["stamped_frames"]
+    );
+    assert!(
+        direct["stamped_frames"].as_u64().unwrap_or(0) >= 150,
+        "{direct}"
+    );
+    let conditions = [
+        ("clean", ""),
+        ("5 % loss", "loss=0.05"),
+        ("2 % reordering", "reorder=0.02"),
+        ("5 % loss + 2 % reordering", "loss=0.05,reorder=0.02"),
+        ("30 ms jitter", "jitter=30ms"),
+        ("800 kbit/s cap", "rate=800k,queue=300ms"),
+    ];
+    for (i, (name, spec)) in conditions.iter().enumerate() {
+        let room = format!("g2g{i}");
+        let relay = Impair::start(&gw, &["--up", spec]);
+        let mut publisher = AiortcPublisher::start_stamping(&gw, &room, 14.0);
+        publisher.connected();
+        let play = aiortc_play(&gw, &room, 10.0, &["--stamps"]);
+        drop(publisher);
+        relay.finish();
+        let d = &play["delay_ms"];
+        eprintln!(
+            "{name:<28} glass to glass p50 {} ms, p95 {} ms, max {} ms ({} stamped frames)",
+            d["p50"], d["p95"], d["max"], play["stamped_frames"]
+        );
+        assert!(
+            play["stamped_frames"].as_u64().unwrap_or(0) >= 150,
+            "{name}: {play}"
+        );
+        assert!(
+            d["min"].as_i64().unwrap_or(-1) >= 0,
+            "{name}: a stamp from the future: {play}"
+        );
+    }
+}

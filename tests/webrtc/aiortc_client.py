@@ -4,6 +4,8 @@
     aiortc_client.py publish URL --file clip.ts --seconds 12
     aiortc_client.py play URL --seconds 5
     aiortc_client.py call BASE ROOM NAME --file clip.ts --lines 3 --seconds 10
+    aiortc_client.py publish URL --stamp / play URL --stamps   (glass-to-glass delay)
+    aiortc_client.py direct --seconds 10   (the same over a direct peer connection)
 
 Prints one JSON line with what happened (the Rust test asserts on it):
 publish: {"state": ..., "connected_ms": ...}
@@ -21,6 +23,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
 import re
 import sys
@@ -28,12 +31,14 @@ import time
 
 import aioice.ice
 import aiohttp
+import av
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
+    VideoStreamTrack,
 )
 from aiortc.contrib.media import MediaPlayer
 
@@ -53,6 +58,86 @@ logging.getLogger("aiortc.rtcrtpreceiver").addHandler(DecodeErrors())
 
 # --token: a room token sent as `Authorization: Bearer` on WHIP/WHEP/DELETE.
 TOKEN = None
+
+
+# --stamp / --stamps: glass-to-glass delay. The publisher's camera writes
+# each frame's capture time (ms, 40 bits, then an 8-bit sum) as 48 black or
+# white 32x32 blocks in the top-left corner; the player reads them back from
+# the decoded picture. Both ends run on one machine, on one clock.
+STAMP_W, STAMP_H, STAMP_BLOCK, STAMP_COLUMNS, STAMP_NOISE_ROWS = 640, 360, 32, 12, 16
+
+
+def stamp_bits(ms):
+    value = ms & ((1 << 40) - 1)
+    check = sum(value.to_bytes(5, "big")) & 0xFF
+    word = (value << 8) | check
+    return [(word >> (47 - i)) & 1 for i in range(48)]
+
+
+def read_stamp(frame):
+    """The capture time a stamped frame carries, or None if unreadable."""
+    if frame.width != STAMP_W or frame.height != STAMP_H:
+        return None
+    plane = frame.planes[0]
+    data, line = bytes(plane), plane.line_size
+    word = 0
+    for i in range(48):
+        x = (i % STAMP_COLUMNS) * STAMP_BLOCK + STAMP_BLOCK // 2
+        y = (i // STAMP_COLUMNS) * STAMP_BLOCK + STAMP_BLOCK // 2
+        word = (word << 1) | (data[y * line + x] > 128)
+    value, check = word >> 8, word & 0xFF
+    return value if sum(value.to_bytes(5, "big")) & 0xFF == check else None
+
+
+class StampCamera(VideoStreamTrack):
+    """30 frames a second, each stamped with its capture time."""
+
+    def __init__(self):
+        super().__init__()
+        self.gray = bytes([128]) * (STAMP_W * STAMP_H)
+        self.chroma = bytes([128]) * (STAMP_W // 2 * STAMP_H // 2)
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        # A band of moving noise below the stamp, so a frame is a few
+        # packets (~0.4 Mbit/s), as a camera's are: aiortc's jitter buffer
+        # hands out one frame per packet received, so one-packet frames
+        # would keep any delay a loss once caused.
+        y = bytearray(self.gray)
+        band = STAMP_W * STAMP_NOISE_ROWS
+        y[STAMP_W * 200:STAMP_W * 200 + band] = os.urandom(band)
+        for i, bit in enumerate(stamp_bits(int(time.time() * 1000))):
+            x0 = (i % STAMP_COLUMNS) * STAMP_BLOCK
+            y0 = (i // STAMP_COLUMNS) * STAMP_BLOCK
+            row = bytes([235 if bit else 16]) * STAMP_BLOCK
+            for line in range(y0, y0 + STAMP_BLOCK):
+                y[line * STAMP_W + x0:line * STAMP_W + x0 + STAMP_BLOCK] = row
+        frame = av.VideoFrame(STAMP_W, STAMP_H, "yuv420p")
+        frame.planes[0].update(bytes(y))
+        frame.planes[1].update(self.chroma)
+        frame.planes[2].update(self.chroma)
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+def delay_stats(delays):
+    """Glass to glass over the last 80 % of the frames (after the start-up)."""
+    steady = delays[len(delays) // 5:]
+    return {"stamped_frames": len(delays),
+            "delay_ms": {"p50": percentile(steady, 0.5), "p95": percentile(steady, 0.95),
+                         "max": max(steady) if steady else None, "min": min(steady) if steady else None}}
+
+
+def on_stamped_frame(frame, delays):
+    stamp = read_stamp(frame)
+    if stamp is not None:
+        # The stamp keeps 40 bits of the time in ms.
+        delays.append((int(time.time() * 1000) - stamp) % (1 << 40))
 
 
 def new_pc():
@@ -152,20 +237,22 @@ async def publish(args):
     # Pass-through (decode=False) sends the clip's H264 as is, so a keyframe
     # request waits for the clip's next IDR; --encode lets aiortc encode and
     # answer PLI with a fresh keyframe, as a camera would.
-    # --lavfi: an ffmpeg filter graph as the camera, encoded by aiortc.
-    if args.lavfi:
-        player = MediaPlayer(args.lavfi, format="lavfi")
+    # --lavfi: an ffmpeg filter graph as the camera, encoded by aiortc;
+    # --stamp: the time-stamping camera (video only).
+    if args.stamp:
+        video, audio = StampCamera(), None
     else:
-        player = MediaPlayer(args.file, decode=args.encode)
+        player = MediaPlayer(args.lavfi, format="lavfi") if args.lavfi else MediaPlayer(args.file, decode=args.encode)
+        video, audio = player.video, player.audio
     pc = new_pc()
     t0 = time.monotonic()
     video_sender = None
-    if player.video:
-        t = pc.addTransceiver(player.video, direction="sendonly")
+    if video:
+        t = pc.addTransceiver(video, direction="sendonly")
         prefer_h264(t)
         video_sender = t.sender
-    if player.audio:
-        pc.addTransceiver(player.audio, direction="sendonly")
+    if audio:
+        pc.addTransceiver(audio, direction="sendonly")
     async with aiohttp.ClientSession() as s:
         resource = await exchange(s, args.url, pc, bad_fingerprint=args.bad_fingerprint)
         ok = await wait_connected(pc, 10)
@@ -204,6 +291,7 @@ async def play(args):
     audio = array.array("h")
     last_pts = []
     frame_times = []
+    delays = []
 
     async def consume(track):
         slot = None
@@ -222,6 +310,8 @@ async def play(args):
                 stats["video_frames"] += 1
                 stats["video_frames_per_track"][slot] += 1
                 frame_times.append(time.monotonic())
+                if args.stamps:
+                    on_stamped_frame(frame, delays)
                 # The decoder's output order: a presentation time that goes
                 # back is a frame shown out of order.
                 if frame.pts is not None:
@@ -269,6 +359,8 @@ async def play(args):
     for t in tasks:
         t.cancel()
     stats["decode_errors"] = DecodeErrors.count
+    if args.stamps:
+        stats.update(delay_stats(delays))
     if relay is not None:
         stats["relay_dropped"] = relay.dropped
         stats["relay_forwarded"] = relay.forwarded
@@ -278,6 +370,39 @@ async def play(args):
         tail = audio[rate:]
         stats["tone_energy"] = {hz: goertzel(tail, float(hz), rate) for hz in args.tones.split(",")}
     print(json.dumps(stats), flush=True)
+
+
+async def direct(args):
+    """The baseline of glass-to-glass delay: the stamping camera over a
+    direct peer connection to a second one in this process, no gateway."""
+    sender, receiver = new_pc(), new_pc()
+    prefer_h264(sender.addTransceiver(StampCamera(), direction="sendonly"))
+    delays, tasks = [], []
+
+    async def consume(track):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:
+                return
+            on_stamped_frame(frame, delays)
+
+    @receiver.on("track")
+    def on_track(track):
+        tasks.append(asyncio.ensure_future(consume(track)))
+
+    await sender.setLocalDescription(await sender.createOffer())
+    await receiver.setRemoteDescription(sender.localDescription)
+    await receiver.setLocalDescription(await receiver.createAnswer())
+    await sender.setRemoteDescription(receiver.localDescription)
+    ok = await wait_connected(receiver, 10)
+    if ok:
+        await asyncio.sleep(args.seconds)
+    await sender.close()
+    await receiver.close()
+    for t in tasks:
+        t.cancel()
+    print(json.dumps({"connected": ok, **delay_stats(delays)}), flush=True)
 
 
 def goertzel(samples, hz, rate):
@@ -377,8 +502,8 @@ async def call(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["publish", "play", "call"])
-    p.add_argument("url", help="publish/play: the WHIP/WHEP URL; call: the API base URL")
+    p.add_argument("mode", choices=["publish", "play", "call", "direct"])
+    p.add_argument("url", nargs="?", help="publish/play: the WHIP/WHEP URL; call: the API base URL")
     p.add_argument("room", nargs="?", help="call: the room")
     p.add_argument("participant", nargs="?", help="call: who this browser is")
     p.add_argument("--file")
@@ -390,12 +515,14 @@ def main():
     p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
     p.add_argument("--token", help="a room token (Authorization: Bearer)")
+    p.add_argument("--stamp", action="store_true", help="publish: a camera stamping each frame's capture time")
+    p.add_argument("--stamps", action="store_true", help="play: read the capture time stamped in each frame")
     p.add_argument("--pli-at", type=float, help="play: send a PLI this many seconds after connecting")
     p.add_argument("--tones", help="play: report the audio's energy at these Hz (comma-separated)")
     args = p.parse_args()
     global TOKEN
     TOKEN = args.token
-    run = {"publish": publish, "play": play, "call": call}[args.mode]
+    run = {"publish": publish, "play": play, "call": call, "direct": direct}[args.mode]
     asyncio.run(run(args))
 
 
