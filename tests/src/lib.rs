@@ -965,7 +965,7 @@ pub fn aiortc_direct_delay(secs: f64) -> Value {
 /// Runs the aiortc script with `args` to its end; its last JSON line.
 fn aiortc_report(args: &[&str]) -> Value {
     let (log, log_path) = log_file(&unique("aiortc-play"));
-    let child = aiortc_command(&args)
+    let child = aiortc_command(args)
         .stderr(log)
         .spawn()
         .expect("start aiortc player");
