@@ -235,8 +235,8 @@ pub struct Chosen {
     pub index: usize,
     pub kind: MediaKind,
     pub codec: Codec,
-    /// Publish, audio: the id of RFC 6464 audio levels (the active speaker
-    /// comes from them), when offered.
+    /// Audio: the id of RFC 6464 audio levels, when offered. A publisher's
+    /// feed the active speaker; a player's carry each packet's level.
     pub audio_level: Option<u8>,
     /// Publish: the transport-wide sequence number extension id, when
     /// offered; the answer accepts it with `transport-cc` feedback.
@@ -426,13 +426,16 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
             let opus = m.codecs.iter().find(|c| is_opus(c)).cloned();
             opus.ok_or("the audio m= line offers no opus/48000/2")?
         };
-        let audio_level = match (mode, kind) {
-            (Mode::Publish, MediaKind::Audio) => m
+        // Audio levels both ways: a publisher's feed the active speaker, and
+        // a player gets each packet's level under its own id (a browser
+        // shows them in getSynchronizationSources()).
+        let audio_level = match kind {
+            MediaKind::Audio => m
                 .extmaps
                 .iter()
                 .find(|(_, uri)| uri == AUDIO_LEVEL_URI)
                 .map(|&(id, _)| id),
-            _ => None,
+            MediaKind::Video => None,
         };
         let twcc = match mode {
             Mode::Publish => m
@@ -839,6 +842,16 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         );
         assert!(named.contains("a=msid:alice video1"), "{named}");
         assert!(named.contains("a=ssrc:1111 msid:alice video1"), "{named}");
+        // A player offering audio levels gets them, under its own id.
+        let levels = CHROME_OFFER.replace("a=sendonly", "a=recvonly").replace(
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
+            "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:6 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
+        );
+        let offer = parse(&levels).unwrap();
+        let n = negotiate(&offer, Mode::Play).unwrap();
+        assert_eq!(n.tracks[0].audio_level, Some(6));
+        let a = answer(&offer, &n, &params(Mode::Play));
+        assert!(a.contains(&format!("a=extmap:6 {AUDIO_LEVEL_URI}")), "{a}");
     }
 
     /// A player sees one publisher per line, up to MAX_TRACKS of them (a

@@ -265,6 +265,10 @@ struct OutTrack {
     /// next frame boundary. When the last replay was.
     replay_wanted: bool,
     last_replay: Option<Instant>,
+    /// WebRTC player, audio: the id its answer gave RFC 6464 audio levels
+    /// (0: none); each packet's level, read from the publisher's own id at
+    /// ingress, is written back under it.
+    audio_level: u8,
     /// Output sequence numbers up to here (exclusive) are from before the
     /// last replay or in it: NACKs for them are not answered (the mapping
     /// moved past them).
@@ -295,6 +299,7 @@ impl OutTrack {
             octets: 0,
             replay_wanted: false,
             last_replay: None,
+            audio_level: 0,
             replayed_until: None,
         }
     }
@@ -559,7 +564,10 @@ impl Router {
             Direction::Subscribe => (
                 spec.tracks
                     .iter()
-                    .map(|t| OutTrack::new(t.kind, t.ssrc, t.pt, t.source))
+                    .map(|t| OutTrack {
+                        audio_level: t.audio_level,
+                        ..OutTrack::new(t.kind, t.ssrc, t.pt, t.source)
+                    })
                     .collect(),
                 Kinds::NONE,
             ),
@@ -1033,7 +1041,16 @@ impl Router {
                 track.octets = track
                     .octets
                     .wrapping_add((inbound.len.saturating_sub(12)) as u32);
-                match w.peer.protect_rtp(pkt, inbound.len) {
+                let len = match inbound.level {
+                    Some(level) if track.audio_level != 0 => {
+                        // Room for SRTP's trailer stays behind it.
+                        let room = pkt.len().saturating_sub(MAX_TRAILER);
+                        let pkt = &mut pkt[..room];
+                        crate::rtp::write_audio_level(pkt, inbound.len, track.audio_level, level)
+                    }
+                    _ => inbound.len,
+                };
+                match w.peer.protect_rtp(pkt, len) {
                     Ok(n) => (n, dest),
                     Err(_) => {
                         s.stats.drops[DropReason::Send as usize] += 1;
@@ -1938,6 +1955,67 @@ mod webrtc_tests {
         r.handle_datagram(t0, s, addr(5002), &mut fb);
         r.take_controls(&mut controls);
         assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
+    }
+
+    /// A player whose answer took RFC 6464 audio levels gets each packet's
+    /// level under its own id (the publisher's id means nothing to it); one
+    /// that did not gets the publisher's block blanked, as before.
+    #[test]
+    fn audio_levels_reach_players_under_their_own_ids() {
+        let mut r = Router::default();
+        r.add_room(RoomSpec {
+            room: 1,
+            name: "w".into(),
+        });
+        let t0 = Instant::now();
+        // The publisher sends levels under id 1 (these specs' audio).
+        let p = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
+        let mut with = spec(2, Direction::Subscribe);
+        with.tracks[1].audio_level = 9;
+        let mut without = spec(3, Direction::Subscribe);
+        without.tracks[1].audio_level = 0;
+        let players = [
+            r.add_webrtc(t0, with).unwrap(),
+            r.add_webrtc(t0, without).unwrap(),
+        ];
+        for (h, session) in [(p, 1), (players[0], 2), (players[1], 3)] {
+            let mut c = check(session);
+            r.handle_datagram(t0, h, addr(5000 + session as u16), &mut c);
+            r.install_keys(
+                t0,
+                session,
+                &keys(session as u8 * 2 - 1),
+                &keys(session as u8 * 2),
+            );
+        }
+        // Opus with a one-word block: the level, 42 (-42 dBov), under id 1.
+        let mut pkt = vec![0x90, 111, 0, 7, 0, 0, 0, 9, 0, 0, 0xab, 0xc1];
+        pkt.extend_from_slice(&[0xbe, 0xde, 0, 1, 0x10, 42, 0, 0]);
+        pkt.extend_from_slice(&[0x55; 60]);
+        let len = pkt.len();
+        pkt.resize(len + MAX_TRAILER, 0);
+        let n = SrtpContext::new(&keys(1))
+            .protect_rtp(&mut pkt, len)
+            .unwrap();
+        pkt.truncate(n);
+        let inb = r.handle_datagram(t0, p, addr(5001), &mut pkt).unwrap();
+        assert_eq!((inb.kind, inb.level), (MediaKind::Audio, Some(42)));
+        let mut got = Vec::new();
+        for (h, key) in [(players[0], 4), (players[1], 6)] {
+            let mut out = vec![0u8; 1600];
+            out[..inb.len].copy_from_slice(&pkt[..inb.len]);
+            let (n, _) = r.prepare_egress(t0, h, &inb, &mut out).unwrap();
+            let m = SrtpContext::new(&keys(key))
+                .unprotect_rtp(&mut out[..n])
+                .unwrap();
+            let hd = RtpHeader::parse(&out[..m]).unwrap();
+            got.push((
+                crate::webrtc::audio_level(&out[..hd.len], 9),
+                crate::webrtc::audio_level(&out[..hd.len], 1),
+                &out[hd.len..m] == &[0x55; 60][..],
+            ));
+        }
+        assert_eq!(got, vec![(Some(42), None, true), (None, None, true)]);
     }
 
     /// A player's PLI for an RTMP publisher's line (which cannot be asked)

@@ -586,3 +586,32 @@ fn an_rtmp_player_of_a_lossy_chromium_publisher_keeps_its_picture() {
         "{video} frames decoded in 12 s at {fps:.1} frames/s\n{log}"
     );
 }
+
+/// Audio levels reach browsers: a WHEP player that offers RFC 6464 gets
+/// each packet's level under its own extension id (rewritten from the
+/// publisher's), so the page's getSynchronizationSources() shows how loud
+/// each participant is. aiortc publishes a tone (it sends levels when it
+/// encodes); the same tone 40 dB quieter reads about 100x lower.
+#[test]
+fn chromium_players_see_the_publishers_audio_levels() {
+    let _browser = one_browser_at_a_time();
+    let _driver = chromium_driver_dir();
+    let gw = Gateway::start(1, &[]);
+    let mut levels = Vec::new();
+    for (room, gain) in [("loud", 0), ("quiet", -40)] {
+        let clip = clip_tone(320, 240, 440, gain);
+        let mut publisher = AiortcPublisher::start_with(&gw, room, &clip, 15.0, &["--encode"]);
+        publisher.connected();
+        let args = [gw.api.as_ref(), room.as_ref(), "3".as_ref()];
+        let out = driver("chromium_play.js", &args, 60)
+            .output()
+            .expect("run node");
+        let report = report(&gw, &out, "the Chromium player");
+        assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+        let level = report["audioLevelMax"].as_f64();
+        eprintln!("{room} tone ({gain} dB): the page's loudest audioLevel {level:?}");
+        levels.push(level.unwrap_or_else(|| panic!("no audio level reached the page: {report}")));
+    }
+    assert!(levels[0] > 0.01, "{levels:?}");
+    assert!(levels[1] < levels[0] / 20.0, "{levels:?}");
+}

@@ -1,6 +1,7 @@
 // Headless Chromium plays ROOM over WHEP on the gateway's demo page and
 // reports what its <video> got: frames decoded and dropped, freezes, and
-// the presented frames' RTP times (how often one went back).
+// the presented frames' RTP times (how often one went back); and the
+// loudest audio level its receivers saw (audioLevelMax, null if none).
 //
 //   node chromium_play.js http://127.0.0.1:8080 ROOM SECONDS
 "use strict";
@@ -15,7 +16,17 @@ report(async (browser, out) => {
   await waitFor(page, async () => window.mgw.error || ((await window.mgw.videoStats()) || {}).framesDecoded > 0,
     20000, "a decoded frame");
   out.first = await page.evaluate(() => window.mgw.videoStats());
-  await new Promise((r) => setTimeout(r, seconds * 1000));
+  // Meanwhile the loudest RFC 6464 level its audio receivers report (the
+  // gateway writes each packet's level under the page's own id).
+  out.audioLevelMax = null;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    const level = await page.evaluate(() => Math.max(-1, ...window.mgw.pc.getReceivers()
+      .filter((r) => r.track && r.track.kind === "audio")
+      .flatMap((r) => r.getSynchronizationSources().map((s) => s.audioLevel ?? -1))));
+    if (level >= 0) out.audioLevelMax = Math.max(out.audioLevelMax ?? 0, level);
+    await new Promise((r) => setTimeout(r, 200));
+  }
   out.later = await page.evaluate(() => window.mgw.videoStats());
   out.error = await page.evaluate(() => window.mgw.error);
   await stop([page]);

@@ -195,8 +195,9 @@ pub struct TrackSpec {
     /// named for this line (0: none), so the line carries that publisher
     /// while it publishes. Publish: 0.
     pub source: u32,
-    /// Publish, audio: the RTP header extension id of RFC 6464 audio
-    /// levels the answer accepted (0: none).
+    /// Audio: the RTP header extension id of RFC 6464 audio levels the
+    /// answer accepted (0: none): read from a publisher's packets, written
+    /// into a player's.
     pub audio_level: u8,
     /// Publish: the RTP header extension id of transport-wide sequence
     /// numbers the answer accepted, with `transport-cc` feedback (0: none).

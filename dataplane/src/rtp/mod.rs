@@ -15,4 +15,4 @@ pub mod header;
 /// 1900`) must be set to 1500 or less: browsers never send more than ~1200.
 pub const MAX_PACKET: usize = 1500;
 
-pub use header::{is_rtcp, RtpError, RtpHeader};
+pub use header::{is_rtcp, write_audio_level, RtpError, RtpHeader};
