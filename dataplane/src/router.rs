@@ -2012,7 +2012,7 @@ mod webrtc_tests {
             got.push((
                 crate::webrtc::audio_level(&out[..hd.len], 9),
                 crate::webrtc::audio_level(&out[..hd.len], 1),
-                &out[hd.len..m] == &[0x55; 60][..],
+                out[hd.len..m] == [0x55; 60],
             ));
         }
         assert_eq!(got, vec![(Some(42), None, true), (None, None, true)]);
