@@ -957,9 +957,10 @@ pub fn aiortc_play(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> Value
 }
 
 /// Glass-to-glass delay over a direct aiortc peer connection (the stamping
-/// camera to a second peer in one process, no gateway): the baseline.
-pub fn aiortc_direct_delay(secs: f64) -> Value {
-    aiortc_report(&["direct", "--seconds", &secs.to_string()])
+/// camera to a second peer in one process, no gateway), its media through
+/// the impairment relay with `impair` as the `--up` spec: the baseline.
+pub fn aiortc_direct_delay(secs: f64, impair: &str) -> Value {
+    aiortc_report(&["direct", "--seconds", &secs.to_string(), "--impair", impair])
 }
 
 /// Runs the aiortc script with `args` to its end; its last JSON line.

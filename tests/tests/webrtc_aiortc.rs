@@ -524,26 +524,17 @@ fn a_pli_for_a_mini_programs_push_replays_its_gop() {
 
 /// Glass-to-glass delay, WebRTC to WebRTC: an aiortc camera stamps each
 /// frame's capture time into the picture, an aiortc player reads it from
-/// each decoded frame. First over a direct peer connection (the baseline:
-/// encoding, decoding, Python), then through the gateway with the
-/// publisher's leg through the impairment relay, one condition after
-/// another; the figures go to PERFORMANCE.md.
+/// each decoded frame. Under each condition (the impairment relay on the
+/// publisher's leg) through the gateway, then over a direct aiortc peer
+/// connection through the same relay (the baseline: encoding, decoding,
+/// Python, and aiortc's own loss recovery); the figures go to
+/// PERFORMANCE.md.
 /// Asserted: the stamps come through readable under each condition (the
 /// delay itself is printed, not asserted: no timing assertions in tests).
 #[test]
 fn glass_to_glass_delay_under_impairments() {
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
-    let direct = aiortc_direct_delay(10.0);
-    let d = &direct["delay_ms"];
-    eprintln!(
-        "{:<28} glass to glass p50 {} ms, p95 {} ms, max {} ms ({} stamped frames)",
-        "direct peer (no gateway)", d["p50"], d["p95"], d["max"], direct["stamped_frames"]
-    );
-    assert!(
-        direct["stamped_frames"].as_u64().unwrap_or(0) >= 150,
-        "{direct}"
-    );
     let conditions = [
         ("clean", ""),
         ("5 % loss", "loss=0.05"),
@@ -560,18 +551,25 @@ fn glass_to_glass_delay_under_impairments() {
         let play = aiortc_play(&gw, &room, 10.0, &["--stamps"]);
         drop(publisher);
         relay.finish();
-        let d = &play["delay_ms"];
-        eprintln!(
-            "{name:<28} glass to glass p50 {} ms, p95 {} ms, max {} ms ({} stamped frames)",
-            d["p50"], d["p95"], d["max"], play["stamped_frames"]
-        );
-        assert!(
-            play["stamped_frames"].as_u64().unwrap_or(0) >= 150,
-            "{name}: {play}"
-        );
-        assert!(
-            d["min"].as_i64().unwrap_or(-1) >= 0,
-            "{name}: a stamp from the future: {play}"
-        );
+        let direct = aiortc_direct_delay(10.0, spec);
+        for (path, run) in [("direct peer", &direct), ("gateway", &play)] {
+            let d = &run["delay_ms"];
+            eprintln!(
+                "{name:<26} {path:<12} glass to glass p50 {} ms, p95 {} ms, max {} ms ({} stamped frames)",
+                d["p50"], d["p95"], d["max"], run["stamped_frames"]
+            );
+            // The baseline only has to run: under the cap aiortc's own
+            // estimate (it waits 3 s before its first) lets the queue drop
+            // most of a direct peer's frames.
+            let least = if path == "gateway" { 150 } else { 1 };
+            assert!(
+                run["stamped_frames"].as_u64().unwrap_or(0) >= least,
+                "{name}: {run}"
+            );
+            assert!(
+                d["min"].as_i64().unwrap_or(-1) >= 0,
+                "{name}: a stamp from the future: {run}"
+            );
+        }
     }
 }

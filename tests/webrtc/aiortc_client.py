@@ -374,8 +374,12 @@ async def play(args):
 
 async def direct(args):
     """The baseline of glass-to-glass delay: the stamping camera over a
-    direct peer connection to a second one in this process, no gateway."""
+    direct peer connection to a second one in this process, no gateway.
+    With --impair SPEC the sender's media goes through tests/impair.py
+    (the receiver's candidate is moved to the relay's 127.0.0.2), as the
+    publisher's leg does in the gateway's measurement."""
     sender, receiver = new_pc(), new_pc()
+    relay = None
     prefer_h264(sender.addTransceiver(StampCamera(), direction="sendonly"))
     delays, tasks = [], []
 
@@ -394,7 +398,18 @@ async def direct(args):
     await sender.setLocalDescription(await sender.createOffer())
     await receiver.setRemoteDescription(sender.localDescription)
     await receiver.setLocalDescription(await receiver.createAnswer())
-    await sender.setRemoteDescription(receiver.localDescription)
+    answer = receiver.localDescription
+    if args.impair is not None:
+        port = re.search(r"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", answer.sdp).group(1)
+        impair = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "impair.py")
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable, impair, "--listen", "127.0.0.2", "--to", "127.0.0.1",
+            "--ports", port, "--up", args.impair, stdout=asyncio.subprocess.PIPE)
+        await relay.stdout.readline()  # {"ready": true}
+        answer = RTCSessionDescription(
+            sdp=answer.sdp.replace(f" 127.0.0.1 {port} typ host", f" 127.0.0.2 {port} typ host"),
+            type="answer")
+    await sender.setRemoteDescription(answer)
     ok = await wait_connected(receiver, 10)
     if ok:
         await asyncio.sleep(args.seconds)
@@ -402,6 +417,9 @@ async def direct(args):
     await receiver.close()
     for t in tasks:
         t.cancel()
+    if relay is not None:
+        relay.terminate()
+        await relay.wait()
     print(json.dumps({"connected": ok, **delay_stats(delays)}), flush=True)
 
 
@@ -517,6 +535,7 @@ def main():
     p.add_argument("--token", help="a room token (Authorization: Bearer)")
     p.add_argument("--stamp", action="store_true", help="publish: a camera stamping each frame's capture time")
     p.add_argument("--stamps", action="store_true", help="play: read the capture time stamped in each frame")
+    p.add_argument("--impair", help="direct: the impairment relay's --up spec on the sender's media")
     p.add_argument("--pli-at", type=float, help="play: send a PLI this many seconds after connecting")
     p.add_argument("--tones", help="play: report the audio's energy at these Hz (comma-separated)")
     args = p.parse_args()
