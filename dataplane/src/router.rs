@@ -1756,15 +1756,20 @@ mod webrtc_tests {
         SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)
     }
 
-    /// A publisher and a subscriber, both verified and keyed. Returns the
-    /// router, their handles, and the publisher's client-side SRTP context.
-    fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
+    /// A router with room 1 ("w"), and the test's start time.
+    fn room_w() -> (Router, Instant) {
         let mut r = Router::default();
         r.add_room(RoomSpec {
             room: 1,
             name: "w".into(),
         });
-        let t0 = Instant::now();
+        (r, Instant::now())
+    }
+
+    /// A publisher and a subscriber, both verified and keyed. Returns the
+    /// router, their handles, and the publisher's client-side SRTP context.
+    fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
+        let (mut r, t0) = room_w();
         let p = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
         let s = r.add_webrtc(t0, spec(2, Direction::Subscribe)).unwrap();
         for (h, port) in [(p, 5001), (s, 5002)] {
@@ -1799,12 +1804,7 @@ mod webrtc_tests {
 
     #[test]
     fn stun_with_wrong_credentials_gets_no_answer() {
-        let mut r = Router::default();
-        r.add_room(RoomSpec {
-            room: 1,
-            name: "w".into(),
-        });
-        let t0 = Instant::now();
+        let (mut r, t0) = room_w();
         let h = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
         let mut wrong_user = check(9);
         let mut tampered = check(1);
@@ -1962,12 +1962,7 @@ mod webrtc_tests {
     /// that did not gets the publisher's block blanked, as before.
     #[test]
     fn audio_levels_reach_players_under_their_own_ids() {
-        let mut r = Router::default();
-        r.add_room(RoomSpec {
-            room: 1,
-            name: "w".into(),
-        });
-        let t0 = Instant::now();
+        let (mut r, t0) = room_w();
         // The publisher sends levels under id 1 (these specs' audio).
         let p = r.add_webrtc(t0, spec(1, Direction::Publish)).unwrap();
         let mut with = spec(2, Direction::Subscribe);
@@ -2166,12 +2161,7 @@ mod webrtc_tests {
     /// A player that offered two video lines sees two publishers at once.
     #[test]
     fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
-        let mut r = Router::default();
-        r.add_room(RoomSpec {
-            room: 1,
-            name: "w".into(),
-        });
-        let t0 = Instant::now();
+        let (mut r, t0) = room_w();
         let mut sub = spec(3, Direction::Subscribe);
         sub.tracks.push(TrackSpec {
             kind: MediaKind::Video,

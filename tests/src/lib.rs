@@ -787,6 +787,70 @@ impl Impair {
     }
 }
 
+/// What the impairment relay did to one direction over a span of its
+/// per-second reports (seconds `from..=to`).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSpan {
+    pub seconds: usize,
+    /// Mean kbit/s the sender offered.
+    pub offered_kbps: u64,
+    /// Share of its packets lost or dropped by the cap's queue.
+    pub loss: f64,
+    /// Mean of the seconds' median queueing delay, and the worst p95 (ms).
+    pub wait_p50_ms: f64,
+    pub wait_p95_max_ms: f64,
+}
+
+impl Impair {
+    /// Prints `dir`'s per-second reports (one line each) for the test log.
+    pub fn print(reports: &[Value], dir: &str) {
+        for r in reports
+            .iter()
+            .filter(|r| r["dir"] == dir && r["offered_kbps"].is_u64())
+        {
+            eprintln!(
+                "t={:>2}s cap {:>7} offered {:>5} kbit/s, passed {:>5}, lost {}, queue drops {}, wait p50 {} p95 {} ms",
+                r["t"], r["rate"], r["offered_kbps"], r["kbps"], r["lost"], r["queue_drops"],
+                r["wait_ms_p50"], r["wait_ms_p95"]
+            );
+        }
+    }
+
+    /// Kbit/s offered in `dir` in second `t` (0 if no report).
+    pub fn offered_at(reports: &[Value], dir: &str, t: u64) -> u64 {
+        reports
+            .iter()
+            .find(|r| r["dir"] == dir && r["t"] == t && r["offered_kbps"].is_u64())
+            .and_then(|r| r["offered_kbps"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// `dir` over seconds `from..=to`.
+    pub fn span(reports: &[Value], dir: &str, from: u64, to: u64) -> LinkSpan {
+        let seconds: Vec<&Value> = reports
+            .iter()
+            .filter(|r| r["dir"] == dir && r["offered_kbps"].is_u64())
+            .filter(|r| (from..=to).contains(&r["t"].as_u64().unwrap_or(0)))
+            .collect();
+        let n = seconds.len().max(1);
+        let sum = |k: &str| {
+            seconds
+                .iter()
+                .map(|r| r[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
+        let (packets, drops) = (sum("packets"), sum("queue_drops") + sum("lost"));
+        let wait = |k: &'static str| seconds.iter().map(move |r| r[k].as_f64().unwrap_or(0.0));
+        LinkSpan {
+            seconds: seconds.len(),
+            offered_kbps: sum("offered_kbps") / n as u64,
+            loss: drops as f64 / (packets + drops).max(1) as f64,
+            wait_p50_ms: wait("wait_ms_p50").sum::<f64>() / n as f64,
+            wait_p95_max_ms: wait("wait_ms_p95").fold(0.0, f64::max),
+        }
+    }
+}
+
 /// An aiortc WHIP publisher sending the test clip (H264 + Opus, no re-encode)
 /// for `secs` after it connects. Its stdout carries JSON lines.
 pub struct AiortcPublisher {

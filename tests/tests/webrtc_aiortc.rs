@@ -362,53 +362,16 @@ fn an_aiortc_publisher_follows_a_capacity_drop_on_remb() {
         "aiortc's encoder target each second (kbit/s): {:?}",
         targets.iter().map(|t| t / 1000).collect::<Vec<_>>()
     );
-    let up: Vec<&Value> = reports
-        .iter()
-        .filter(|r| r["dir"] == "up" && r["offered_kbps"].is_u64())
-        .collect();
-    for r in &up {
-        eprintln!(
-            "t={:>2}s cap {:>7} offered {:>5} kbit/s, passed {:>5}, lost {}, queue drops {}, wait p50 {} p95 {} ms",
-            r["t"], r["rate"], r["offered_kbps"], r["kbps"], r["lost"], r["queue_drops"], r["wait_ms_p50"], r["wait_ms_p95"]
-        );
-    }
+    Impair::print(&reports, "up");
     // REMB reached it, and moved it above its start-up rate first.
     let peak = targets.iter().copied().max().unwrap_or(0);
     assert!(peak > 1_300_000, "never grown past 1 Mbit/s: {targets:?}");
-    let offered = |t: u64| {
-        up.iter()
-            .find(|r| r["t"] == t)
-            .and_then(|r| r["offered_kbps"].as_u64())
-            .unwrap_or(0)
-    };
-    assert!(
-        offered(DROP_AT) > 1_100,
-        "before the drop: {} kbit/s",
-        offered(DROP_AT)
-    );
-    let after: Vec<&Value> = up
-        .iter()
-        .filter(|r| {
-            let t = r["t"].as_u64().unwrap_or(0);
-            t > DROP_AT + 2 && t <= DROP_AT + 12
-        })
-        .copied()
-        .collect();
-    assert!(after.len() >= 8, "{} reports after the drop", after.len());
-    let sum = |k: &str| {
-        after
-            .iter()
-            .map(|r| r[k].as_u64().unwrap_or(0))
-            .sum::<u64>()
-    };
-    let mean = sum("offered_kbps") / after.len() as u64;
-    let (packets, drops) = (sum("packets"), sum("queue_drops") + sum("lost"));
-    let loss = drops as f64 / (packets + drops).max(1) as f64;
-    let median_wait = after
-        .iter()
-        .map(|r| r["wait_ms_p50"].as_f64().unwrap_or(0.0))
-        .sum::<f64>()
-        / after.len() as f64;
+    let before = Impair::offered_at(&reports, "up", DROP_AT);
+    assert!(before > 1_100, "before the drop: {before} kbit/s");
+    let after = Impair::span(&reports, "up", DROP_AT + 3, DROP_AT + 12);
+    assert!(after.seconds >= 8, "{after:?}");
+    let mean = after.offered_kbps;
+    let (loss, median_wait) = (after.loss, after.wait_p50_ms);
     eprintln!(
         "after the drop: offered {mean} kbit/s, loss {:.2} %, queueing p50 {median_wait:.1} ms (mean of seconds)",
         loss * 100.0

@@ -432,48 +432,19 @@ fn a_chromium_publisher_follows_a_capacity_drop() {
     let reports = relay.finish();
     let report = report(&gw, &out, "the capped publisher");
     assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
-    let up: Vec<&Value> = reports
-        .iter()
-        .filter(|r| r["dir"] == "up" && r["offered_kbps"].is_u64())
-        .collect();
-    for r in &up {
-        eprintln!(
-            "t={:>2}s cap {:>7} offered {:>5} kbit/s, passed {:>5}, lost {}, queue drops {}, wait p95 {} ms",
-            r["t"], r["rate"], r["offered_kbps"], r["kbps"], r["lost"], r["queue_drops"], r["wait_ms_p95"]
-        );
-    }
-    let at = |t: u64| up.iter().find(|r| r["t"] == t).copied();
+    Impair::print(&reports, "up");
     // Before the drop it used the room it had (well over 500 kbit/s).
-    let before = at(DROP_AT).expect("a report before the drop");
-    assert!(
-        before["offered_kbps"].as_u64().unwrap_or(0) > 900,
-        "{before}"
-    );
+    let before = Impair::offered_at(&reports, "up", DROP_AT);
+    assert!(before > 900, "before the drop: {before} kbit/s");
     // From 2 s after the drop to the end (the publisher ran 30 s from
     // about the relay's second 1-2): under the cap, little loss, short queue.
-    let after: Vec<&Value> = up
-        .iter()
-        .filter(|r| {
-            let t = r["t"].as_u64().unwrap_or(0);
-            t > DROP_AT + 2 && t <= DROP_AT + 14
-        })
-        .copied()
-        .collect();
-    assert!(after.len() >= 10, "{} reports after the drop", after.len());
-    let sum = |k: &str| {
-        after
-            .iter()
-            .map(|r| r[k].as_u64().unwrap_or(0))
-            .sum::<u64>()
-    };
-    let offered = sum("offered_kbps") / after.len() as u64;
-    let (packets, drops) = (sum("packets"), sum("queue_drops") + sum("lost"));
-    let loss = drops as f64 / (packets + drops).max(1) as f64;
-    let worst_wait = after
-        .iter()
-        .map(|r| r["wait_ms_p95"].as_f64().unwrap_or(0.0))
-        .fold(0.0, f64::max);
-    eprintln!("after the drop: offered {offered} kbit/s, loss {:.2} %, queueing p95 at most {worst_wait} ms", loss * 100.0);
+    let after = Impair::span(&reports, "up", DROP_AT + 3, DROP_AT + 14);
+    assert!(after.seconds >= 10, "{after:?}");
+    let (offered, loss, worst_wait) = (after.offered_kbps, after.loss, after.wait_p95_max_ms);
+    eprintln!(
+        "after the drop: offered {offered} kbit/s, loss {:.2} %, queueing p95 at most {worst_wait} ms",
+        loss * 100.0
+    );
     assert!(
         offered <= 600,
         "it follows the 500 kbit/s link: {offered} kbit/s"
