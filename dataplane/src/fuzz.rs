@@ -16,7 +16,7 @@ use gateway_ring::msg::{
 };
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
-use crate::router::{Control, Inbound, Router};
+use crate::router::{Control, Router};
 use crate::srtp::{SrtpContext, MAX_TRAILER};
 use gateway_ring::msg::SrtpKey;
 
@@ -194,27 +194,19 @@ pub fn fuzz_udp_router(data: &[u8]) {
             8 => {
                 // An RTMP publisher's RTP (kept for NACKs and GOP replays)
                 // fanned out to the player, as the core does.
-                let Ok(hd) = crate::rtp::RtpHeader::parse(&buf) else {
-                    continue;
-                };
                 if buf.len() > crate::rtp::MAX_PACKET {
                     continue;
                 }
-                let source = crate::rtmp::hub::RTMP_SOURCE | 9;
-                r.cache_rtmp_video(now, source, &buf);
-                let inbound = Inbound {
+                let rtp = crate::rtmp::hub::RtpFromRtmp {
                     room: 1,
-                    ingest: source,
-                    participant: 9,
+                    pid: 9,
                     key: 0,
-                    level: None,
-                    kind: MediaKind::Video,
-                    len: buf.len(),
-                    seq_no: hd.seq_no,
-                    timestamp: hd.timestamp,
-                    ssrc: hd.ssrc,
-                    lost_before: 0,
+                    packet: bytes::Bytes::from(buf.clone()),
                 };
+                let Some(inbound) = rtp.inbound(MediaKind::Video) else {
+                    continue;
+                };
+                r.cache_rtmp_video(now, rtp.source(), &buf);
                 slot[..buf.len()].copy_from_slice(&buf);
                 if let Some((m, _)) = r.prepare_egress(now, player, &inbound, &mut slot) {
                     assert!(m <= slot.len());

@@ -2022,7 +2022,6 @@ mod webrtc_tests {
     #[test]
     fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
         let (mut r, _p, s, _client, t0) = connected();
-        let source = crate::rtmp::hub::RTMP_SOURCE | 77;
         let mut sub_rx = SrtpContext::new(&keys(4));
         let mut sub_tx = SrtpContext::new(&keys(3));
         // SPS, IDR (frame 0); then one-packet P frames, 3000 ticks apart.
@@ -2036,20 +2035,14 @@ mod webrtc_tests {
         };
         let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
             let pkt = packet(seq, ts, nal);
-            r.cache_rtmp_video(t0, source, &pkt);
-            let inb = Inbound {
+            let rtp = crate::rtmp::hub::RtpFromRtmp {
                 room: 1,
-                ingest: source,
-                participant: 77,
+                pid: 77,
                 key: 0,
-                level: None,
-                kind: MediaKind::Video,
-                len: pkt.len(),
-                seq_no: seq,
-                timestamp: ts,
-                ssrc: 0x77,
-                lost_before: 0,
+                packet: bytes::Bytes::from(pkt.clone()),
             };
+            r.cache_rtmp_video(t0, rtp.source(), &pkt);
+            let inb = rtp.inbound(MediaKind::Video).unwrap();
             let mut out = vec![0u8; 1600];
             out[..pkt.len()].copy_from_slice(&pkt);
             let (n, _) = r.prepare_egress(t0, s, &inb, &mut out).unwrap();

@@ -438,6 +438,25 @@ impl RtpFromRtmp {
     pub fn source(&self) -> u64 {
         RTMP_SOURCE | self.pid as u64
     }
+
+    /// What the fan-out sees of it: a `kind` packet of that virtual ingest
+    /// (`None` if it is no RTP packet).
+    pub fn inbound(&self, kind: gateway_ring::msg::MediaKind) -> Option<crate::router::Inbound> {
+        let h = crate::rtp::RtpHeader::parse(&self.packet).ok()?;
+        Some(crate::router::Inbound {
+            room: self.room,
+            ingest: self.source(),
+            participant: self.pid,
+            key: self.key,
+            level: None,
+            kind,
+            len: self.packet.len(),
+            seq_no: h.seq_no,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            lost_before: 0,
+        })
+    }
 }
 
 pub struct Hub {

@@ -30,10 +30,8 @@ use tracing::{debug, info, warn};
 use super::{user_data, Shard};
 use crate::limits::{ConnCounter, Limits, Refused};
 use crate::router::Handle;
-use crate::router::Inbound;
 use crate::rtmp::conn::Event;
 use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp};
-use crate::rtp::RtpHeader;
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
 use gateway_ring::token::TokenKeys;
@@ -629,21 +627,8 @@ impl Shard {
         kind: MediaKind,
         only: Option<Handle>,
     ) {
-        let Ok(h) = RtpHeader::parse(&p.packet) else {
+        let Some(inbound) = p.inbound(kind) else {
             return;
-        };
-        let inbound = Inbound {
-            room: p.room,
-            ingest: p.source(),
-            participant: p.pid,
-            key: p.key,
-            level: None,
-            kind,
-            len: p.packet.len(),
-            seq_no: h.seq_no,
-            timestamp: h.timestamp,
-            ssrc: h.ssrc,
-            lost_before: 0,
         };
         self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound, only);
     }
