@@ -245,12 +245,12 @@ pub struct Chosen {
     /// offered with `goog-remb`; the answer accepts both and we send REMB.
     /// Not taken beside transport-cc: nothing would read it.
     pub abs_send_time: Option<u8>,
-    /// Publish, video: the offer's RTX payload type for the chosen codec
-    /// (`apt=`), accepted so its retransmissions and bandwidth probes come
-    /// on their own SSRC; without it a publisher pads on the media SSRC,
-    /// and a lost padding packet (never resent) is a gap the bridge to
-    /// RTMP waits for in vain. Players get none: ours resend on the media
-    /// SSRC.
+    /// Video: the offer's RTX payload type for the chosen codec (`apt=`),
+    /// accepted so retransmissions are told apart. A publisher's bandwidth
+    /// probes then come on their own SSRC too: without RTX it pads on the
+    /// media SSRC, and a lost padding packet (never resent) is a gap the
+    /// bridge to RTMP waits for in vain. A player's resends come on
+    /// [`gateway_ring::msg::rtx_ssrc`] of its line's SSRC.
     pub rtx: Option<Codec>,
 }
 
@@ -454,8 +454,8 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
                 .map(|&(id, _)| id),
             _ => None,
         };
-        let rtx = match (mode, kind) {
-            (Mode::Publish, MediaKind::Video) => m
+        let rtx = match kind {
+            MediaKind::Video => m
                 .codecs
                 .iter()
                 .find(|c| {
@@ -463,7 +463,7 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
                         && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(codec.pt)
                 })
                 .cloned(),
-            _ => None,
+            MediaKind::Audio => None,
         };
         tracks.push(Chosen {
             index,
@@ -617,6 +617,14 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
                 "a=msid:{stream} {kind}{k}\r\na=ssrc:{ssrc} cname:mediagw\r\na=ssrc:{ssrc} msid:{stream} {kind}{k}\r\n",
                 kind = m.kind
             );
+            if neg.tracks[k].rtx.is_some() {
+                let rtx = gateway_ring::msg::rtx_ssrc(ssrc);
+                let _ = write!(
+                    s,
+                    "a=ssrc-group:FID {ssrc} {rtx}\r\na=ssrc:{rtx} cname:mediagw\r\na=ssrc:{rtx} msid:{stream} {kind}{k}\r\n",
+                    kind = m.kind
+                );
+            }
         }
         let _ = write!(
             s,
@@ -793,8 +801,9 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             .all(|t| t.abs_send_time.is_none()));
     }
 
-    /// A publisher's RTX for the chosen H264 is accepted (its probes and
-    /// resends then never take media sequence numbers); a player's is not.
+    /// RTX for the chosen H264 is accepted: a publisher's probes and
+    /// resends then never take media sequence numbers, and a player can
+    /// tell our resends from media.
     #[test]
     fn a_publishers_rtx_for_the_chosen_codec_is_accepted() {
         let offer = CHROME_OFFER
@@ -815,10 +824,19 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             assert!(a.contains(want), "missing {want:?} in\n{a}");
         }
         assert!(!a.contains("apt=102"), "{a}");
+        // A player's too: our resends for its line come on the RTX SSRC
+        // the answer groups with the line's.
         let play = parse(&offer.replace("a=sendonly", "a=recvonly")).unwrap();
         let n = negotiate(&play, Mode::Play).unwrap();
-        assert!(n.tracks.iter().all(|t| t.rtx.is_none()));
-        assert!(!answer(&play, &n, &params(Mode::Play)).contains("rtx"));
+        assert_eq!(n.tracks[1].rtx.as_ref().map(|c| c.pt), Some(105));
+        let a = answer(&play, &n, &params(Mode::Play));
+        let rtx = gateway_ring::msg::rtx_ssrc(1111);
+        for want in [
+            "m=video 40002 UDP/TLS/RTP/SAVPF 103 105\r\n".to_string(),
+            format!("a=ssrc-group:FID 1111 {rtx}\r\na=ssrc:{rtx} cname:mediagw\r\n"),
+        ] {
+            assert!(a.contains(&want), "missing {want:?} in\n{a}");
+        }
     }
 
     #[test]

@@ -265,6 +265,10 @@ struct OutTrack {
     /// next frame boundary. When the last replay was.
     replay_wanted: bool,
     last_replay: Option<Instant>,
+    /// WebRTC player, video: the RTX payload type its answer took (0: none,
+    /// resends go on the media SSRC), and the RTX stream's next sequence.
+    rtx_pt: u8,
+    rtx_seq: u16,
     /// WebRTC player, audio: the id its answer gave RFC 6464 audio levels
     /// (0: none); each packet's level, read from the publisher's own id at
     /// ingress, is written back under it.
@@ -301,6 +305,8 @@ impl OutTrack {
             last_replay: None,
             audio_level: 0,
             replayed_until: None,
+            rtx_pt: 0,
+            rtx_seq: 0,
         }
     }
 
@@ -566,6 +572,7 @@ impl Router {
                     .iter()
                     .map(|t| OutTrack {
                         audio_level: t.audio_level,
+                        rtx_pt: t.rtx_pt,
                         ..OutTrack::new(t.kind, t.ssrc, t.pt, t.source)
                     })
                     .collect(),
@@ -1338,7 +1345,8 @@ impl Router {
         {
             return; // before or in a GOP replay: the mapping moved on
         }
-        let (seq_delta, ts_delta, pt, ssrc) = (t.seq_delta, t.ts_delta, t.pt, t.ssrc);
+        let (seq_delta, ts_delta, pt, ssrc, rtx_pt) =
+            (t.seq_delta, t.ts_delta, t.pt, t.ssrc, t.rtx_pt);
         let in_seq = out_seq.wrapping_sub(seq_delta);
         if self.cached(src, in_seq).is_none() {
             self.nack_publisher(src, in_seq);
@@ -1348,17 +1356,30 @@ impl Router {
         let Some(pkt) = self.cached(src, in_seq) else {
             return;
         };
-        let len = pkt.len();
+        let Ok(hd) = RtpHeader::parse(pkt) else {
+            return;
+        };
+        let mut len = pkt.len();
         buf[..len].copy_from_slice(pkt);
         let Some(s) = self.session_mut(h) else { return };
         let Role::Webrtc(w) = &mut s.role else { return };
         let Some(dest) = w.peer.destination() else {
             return;
         };
-        let ts = RtpHeader::parse(&buf[..len])
-            .map(|x| x.timestamp)
-            .unwrap_or(0);
-        RtpHeader::rewrite(&mut buf, pt, out_seq, ts.wrapping_add(ts_delta), ssrc);
+        let ts = hd.timestamp.wrapping_add(ts_delta);
+        if rtx_pt != 0 {
+            // RFC 4588: on the line's RTX stream, its own sequence, the
+            // original sequence number first in the payload.
+            let t = &mut w.tracks[i];
+            buf.copy_within(hd.len..len, hd.len + 2);
+            buf[hd.len..hd.len + 2].copy_from_slice(&out_seq.to_be_bytes());
+            len += 2;
+            let rtx_ssrc = gateway_ring::msg::rtx_ssrc(ssrc);
+            RtpHeader::rewrite(&mut buf, rtx_pt, t.rtx_seq, ts, rtx_ssrc);
+            t.rtx_seq = t.rtx_seq.wrapping_add(1);
+        } else {
+            RtpHeader::rewrite(&mut buf, pt, out_seq, ts, ssrc);
+        }
         let Ok(n) = w.peer.protect_rtp(&mut buf, len) else {
             return;
         };
@@ -1931,14 +1952,21 @@ mod webrtc_tests {
         let to_sub: Vec<_> = controls.iter().filter(|c| c.from == s).collect();
         let to_pub: Vec<_> = controls.iter().filter(|c| c.from == p).collect();
         assert_eq!(to_sub.len(), 2, "two retransmissions");
+        // On the line's RTX stream (RFC 4588; these specs answer RTX 103):
+        // its own SSRC and sequence, the original sequence number first in
+        // the payload, then the original payload.
         let mut sub_rx = SrtpContext::new(&keys(4));
-        let mut seqs = Vec::new();
+        let mut got = Vec::new();
         for c in &to_sub {
             let mut d = c.data.clone();
             let m = sub_rx.unprotect_rtp(&mut d).unwrap();
-            seqs.push(RtpHeader::parse(&d[..m]).unwrap().seq_no);
+            let h = RtpHeader::parse(&d[..m]).unwrap();
+            let osn = u16::from_be_bytes([d[h.len], d[h.len + 1]]);
+            assert_eq!(&d[h.len + 2..m], &[0x65; 100][..]);
+            got.push((h.pt, h.ssrc, h.seq_no, osn));
         }
-        assert_eq!(seqs, vec![103, 105]);
+        let rtx = gateway_ring::msg::rtx_ssrc(0x5002);
+        assert_eq!(got, vec![(103, rtx, 0, 103), (103, rtx, 1, 105)]);
         assert_eq!(to_pub.len(), 1, "two PLIs within a second: one request");
         let mut pub_rx = SrtpContext::new(&keys(2));
         let mut d = to_pub[0].data.clone();

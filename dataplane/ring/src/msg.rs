@@ -207,11 +207,19 @@ pub struct TrackSpec {
     /// transport-cc (0: none). Its packets' send times feed our receive-side
     /// estimate, sent back as REMB.
     pub abs_send_time: u8,
-    /// Publish, video: the payload type of its RTX stream (RFC 4588,
-    /// `apt=` this track's), so retransmissions and padding come on an
-    /// SSRC and sequence of their own (0: none; it resends on the media
-    /// SSRC, and pads there too).
+    /// Video: the payload type of its RTX stream (RFC 4588, `apt=` this
+    /// track's), so retransmissions (and a publisher's padding) go on an
+    /// SSRC and sequence of their own: a publisher's (learned from its
+    /// packets), a player's [`rtx_ssrc`]. 0: none, resends go on the media
+    /// SSRC.
     pub rtx_pt: u8,
+}
+
+/// The SSRC of the RTX stream (RFC 4588) that goes with a player's video
+/// SSRC `media`: derived, so both processes agree without sending it (the
+/// answer's `a=ssrc-group:FID` announces it, the dataplane resends on it).
+pub fn rtx_ssrc(media: u32) -> u32 {
+    media ^ 0x5254_5800
 }
 
 /// A participant name as 32 bits for [`TrackSpec::source`] (FNV-1a, never

@@ -29,7 +29,7 @@ pub mod kdf;
 pub mod replay;
 pub mod test_vectors;
 
-use gateway_ring::msg::{SrtpKey, SrtpSuite};
+use gateway_ring::msg::{SrtpKey, SrtpSuite, MAX_TRACKS};
 
 use crate::rtp::RtpHeader;
 use cm::CmKeys;
@@ -79,11 +79,15 @@ impl TxIndex {
     }
 }
 
-/// Most SSRCs one context tracks at once. A WebRTC peer multiplexes a few
-/// streams on one transport (video, its RTX, audio); RFC 3711 keeps index
-/// and replay state per SSRC. A fixed table keeps the per-packet path free
-/// of allocation; an SSRC beyond it evicts the least recently used one.
-pub const MAX_STREAMS: usize = 8;
+/// Most SSRCs one context tracks at once. A WebRTC peer multiplexes its
+/// streams on one transport: a player up to [`MAX_TRACKS`] lines, each
+/// video line with its RTX stream. RFC 3711 keeps index and replay state
+/// per SSRC, and an evicted stream's rollover counter would be lost (after
+/// its sequence numbers wrap, the peer could no longer decrypt it), so the
+/// table holds them all. Fixed, so the per-packet path never allocates; an
+/// SSRC beyond it evicts the least recently used one. The scan stops at the
+/// first match, and a peer's few busy streams come first.
+pub const MAX_STREAMS: usize = 2 * MAX_TRACKS;
 
 /// Per-SSRC state, looked up by a linear scan (a handful of entries).
 struct Streams<T> {
@@ -530,6 +534,34 @@ mod tests {
             for old in sent.iter().rev().take(6) {
                 let mut again = old.clone();
                 assert_eq!(rx.unprotect_rtp(&mut again), Err(SrtpError::Replay));
+            }
+        }
+    }
+
+    /// A player of 16 lines, each video line with its RTX stream: 32 SSRCs
+    /// on one context, in turn, across their sequence numbers' wrap. None is
+    /// evicted, so each keeps its rollover counter and the receiver
+    /// decrypts every packet after the wrap. With room for 8 streams the
+    /// table churned and the sender's index fell back to rollover 0.
+    #[test]
+    fn a_wide_player_keeps_every_streams_rollover() {
+        let key = gcm_key();
+        let mut tx = SrtpContext::new(&key);
+        // The browser's side: libsrtp keeps every stream it has seen.
+        let mut rx: Vec<SrtpContext> = (0..MAX_STREAMS).map(|_| SrtpContext::new(&key)).collect();
+        for seq in (65_530u16..=65_535).chain(0..6) {
+            for (i, rx) in rx.iter_mut().enumerate() {
+                let ssrc = 1 + i as u32;
+                let plain = rtp_ssrc(seq, ssrc);
+                let mut buf = plain.clone();
+                buf.resize(plain.len() + MAX_TRAILER, 0);
+                let n = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+                buf.truncate(n);
+                assert_eq!(
+                    rx.unprotect_rtp(&mut buf),
+                    Ok(plain.len()),
+                    "ssrc {ssrc} seq {seq}"
+                );
             }
         }
     }
