@@ -430,8 +430,8 @@ fn a_chromium_publisher_follows_a_capacity_drop() {
         .output()
         .expect("run node");
     let reports = relay.finish();
-    let report = report(&gw, &out, "the capped publisher");
-    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    let published = report(&gw, &out, "the capped publisher");
+    assert!(published["error"].is_null(), "{published}\n{}", gw.logs());
     Impair::print(&reports, "up");
     // Before the drop it used the room it had (well over 500 kbit/s).
     let before = Impair::offered_at(&reports, "up", DROP_AT);
@@ -444,6 +444,36 @@ fn a_chromium_publisher_follows_a_capacity_drop() {
     eprintln!(
         "after the drop: offered {offered} kbit/s, loss {:.2} %, queueing p95 at most {worst_wait} ms",
         loss * 100.0
+    );
+    // The same-run baseline: a direct peer connection in one page (Chromium
+    // on both ends, its own transport-cc) through the same cap and script.
+    let direct_args = [
+        gw.api.as_ref(),
+        "capped".as_ref(),
+        "direct".as_ref(),
+        "30".as_ref(),
+        camera.as_os_str(),
+    ];
+    let direct = driver("chromium_rampup.js", &direct_args, 120)
+        .env("MGW_FAKE_CAMERA", &camera)
+        .env("MGW_DIRECT_UP", "rate=3000k,queue=300ms")
+        .env("MGW_DIRECT_SCRIPT", &script)
+        .env("MGW_PYTHON", aiortc_python())
+        .output()
+        .expect("run node");
+    let direct = report(&gw, &direct, "the direct peer");
+    let direct_reports = direct["relay"].as_array().cloned().unwrap_or_default();
+    let d = Impair::span(&direct_reports, "up", DROP_AT + 3, DROP_AT + 14);
+    eprintln!(
+        "direct peer: before the drop {} kbit/s; after it offered {} kbit/s, loss {:.2} %, queueing p95 at most {} ms",
+        Impair::offered_at(&direct_reports, "up", DROP_AT),
+        d.offered_kbps,
+        d.loss * 100.0,
+        d.wait_p95_max_ms
+    );
+    assert!(
+        d.seconds >= 10 && d.offered_kbps > 0,
+        "the baseline ran through its relay: {direct}"
     );
     assert!(
         offered <= 600,
