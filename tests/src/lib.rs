@@ -1027,6 +1027,12 @@ pub fn aiortc_direct_delay(secs: f64, impair: &str) -> Value {
     aiortc_report(&["direct", "--seconds", &secs.to_string(), "--impair", impair])
 }
 
+/// Glass-to-glass delay of a stamping publisher's stream played by ffmpeg
+/// from `url` (RTMP or HTTP-FLV) for `secs`: the mini-program's side.
+pub fn flv_stamps_delay(url: &str, secs: f64) -> Value {
+    aiortc_report(&["flv-stamps", url, "--seconds", &secs.to_string()])
+}
+
 /// Runs the aiortc script with `args` to its end; its last JSON line.
 fn aiortc_report(args: &[&str]) -> Value {
     let (log, log_path) = log_file(&unique("aiortc-play"));

@@ -6,6 +6,7 @@
     aiortc_client.py call BASE ROOM NAME --file clip.ts --lines 3 --seconds 10
     aiortc_client.py publish URL --stamp / play URL --stamps   (glass-to-glass delay)
     aiortc_client.py direct --seconds 10   (the same over a direct peer connection)
+    aiortc_client.py flv-stamps RTMP_OR_FLV_URL --seconds 8   (the same through ffmpeg)
 
 Prints one JSON line with what happened (the Rust test asserts on it):
 publish: {"state": ..., "connected_ms": ...}
@@ -79,7 +80,11 @@ def read_stamp(frame):
     if frame.width != STAMP_W or frame.height != STAMP_H:
         return None
     plane = frame.planes[0]
-    data, line = bytes(plane), plane.line_size
+    return stamp_in(bytes(plane), plane.line_size)
+
+
+def stamp_in(data, line):
+    """The stamp in a luma plane of `line` bytes a row, or None."""
     word = 0
     for i in range(48):
         x = (i % STAMP_COLUMNS) * STAMP_BLOCK + STAMP_BLOCK // 2
@@ -134,7 +139,10 @@ def delay_stats(delays):
 
 
 def on_stamped_frame(frame, delays):
-    stamp = read_stamp(frame)
+    on_stamp(read_stamp(frame), delays)
+
+
+def on_stamp(stamp, delays):
     if stamp is not None:
         # The stamp keeps 40 bits of the time in ms. A picture broken by
         # loss can pass the check sum (1 in 256) as a wild value: one from
@@ -433,6 +441,31 @@ async def direct(args):
     print(json.dumps({"connected": ok, **delay_stats(delays)}), flush=True)
 
 
+async def flv_stamps(args):
+    """Glass to glass across the bridge to RTMP: ffmpeg plays URL (RTMP or
+    HTTP-FLV, as a mini-program's player would) and hands over each decoded
+    picture as gray pixels; their stamps are read as a WebRTC player's are."""
+    ffmpeg = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-nostdin", "-loglevel", "error", "-fflags", "nobuffer", "-flags", "low_delay",
+        "-probesize", "32", "-analyzeduration", "0",
+        "-i", args.url, "-an", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-",
+        stdout=asyncio.subprocess.PIPE)
+    # Wall time, not -t: the stream's own clock starts in the GOP cache.
+    delays, pictures, end = [], 0, time.monotonic() + args.seconds
+    while time.monotonic() < end:
+        try:
+            picture = await asyncio.wait_for(
+                ffmpeg.stdout.readexactly(STAMP_W * STAMP_H), max(0.1, end - time.monotonic()))
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError):
+            break
+        pictures += 1
+        on_stamp(stamp_in(picture, STAMP_W), delays)
+    if ffmpeg.returncode is None:
+        ffmpeg.kill()
+    await ffmpeg.wait()
+    print(json.dumps({"pictures": pictures, **delay_stats(delays)}), flush=True)
+
+
 def goertzel(samples, hz, rate):
     """Energy of `samples` at `hz` per sample (a Goertzel filter)."""
     if not samples:
@@ -530,7 +563,7 @@ async def call(args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["publish", "play", "call", "direct"])
+    p.add_argument("mode", choices=["publish", "play", "call", "direct", "flv-stamps"])
     p.add_argument("url", nargs="?", help="publish/play: the WHIP/WHEP URL; call: the API base URL")
     p.add_argument("room", nargs="?", help="call: the room")
     p.add_argument("participant", nargs="?", help="call: who this browser is")
@@ -551,7 +584,7 @@ def main():
     args = p.parse_args()
     global TOKEN
     TOKEN = args.token
-    run = {"publish": publish, "play": play, "call": call, "direct": direct}[args.mode]
+    run = {"publish": publish, "play": play, "call": call, "direct": direct, "flv-stamps": flv_stamps}[args.mode]
     asyncio.run(run(args))
 
 
