@@ -50,6 +50,16 @@ pub struct MediaSection {
     pub extmaps: Vec<(u8, String)>,
 }
 
+impl MediaSection {
+    /// The id the section's `a=extmap` gives header extension `uri`.
+    fn extmap_id(&self, uri: &str) -> Option<u8> {
+        self.extmaps
+            .iter()
+            .find(|(_, u)| u == uri)
+            .map(|&(id, _)| id)
+    }
+}
+
 /// The parts of an offer the answer depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offer {
@@ -430,28 +440,16 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
         // a player gets each packet's level under its own id (a browser
         // shows them in getSynchronizationSources()).
         let audio_level = match kind {
-            MediaKind::Audio => m
-                .extmaps
-                .iter()
-                .find(|(_, uri)| uri == AUDIO_LEVEL_URI)
-                .map(|&(id, _)| id),
+            MediaKind::Audio => m.extmap_id(AUDIO_LEVEL_URI),
             MediaKind::Video => None,
         };
         let twcc = match mode {
-            Mode::Publish => m
-                .extmaps
-                .iter()
-                .find(|(_, uri)| uri == TWCC_URI)
-                .map(|&(id, _)| id),
+            Mode::Publish => m.extmap_id(TWCC_URI),
             Mode::Play => None,
         };
         let remb = codec.feedback.iter().any(|f| f == "goog-remb");
         let abs_send_time = match mode {
-            Mode::Publish if twcc.is_none() && remb => m
-                .extmaps
-                .iter()
-                .find(|(_, uri)| uri == ABS_SEND_TIME_URI)
-                .map(|&(id, _)| id),
+            Mode::Publish if twcc.is_none() && remb => m.extmap_id(ABS_SEND_TIME_URI),
             _ => None,
         };
         let rtx = match kind {
