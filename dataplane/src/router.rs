@@ -132,6 +132,15 @@ fn pick_track(
         .map(|(i, _)| (i, false))
 }
 
+/// A buffer for a packet that is not a fan-out copy, from `pool`: room for
+/// the largest packet, wrapped as RTX (2 bytes more) and protected.
+fn control_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut b = pool.pop().unwrap_or_default();
+    b.clear();
+    b.resize(crate::rtp::MAX_PACKET + 2 + MAX_TRAILER, 0);
+    b
+}
+
 /// Replays an RTMP publisher's cached GOP to one player line: the packets
 /// from its latest keyframe up to `next` (exclusive: the live packet about
 /// to go, which begins a new frame), numbered on from the line's last packet
@@ -173,9 +182,7 @@ fn replay_gop(
             frame += 1;
         }
         prev_ts = Some(h.timestamp);
-        let mut buf = pool.pop().unwrap_or_default();
-        buf.clear();
-        buf.resize(crate::nack::MAX_PACKET + MAX_TRAILER, 0);
+        let mut buf = control_buf(pool);
         let len = pkt.len();
         buf[..len].copy_from_slice(pkt);
         let (seq, ts) = (base_seq.wrapping_add(1 + j), base_ts.wrapping_add(frame));
@@ -396,9 +403,6 @@ pub struct Router {
     /// players' NACKs for them are answered like any publisher's (an RTMP
     /// publisher cannot be asked), with when each was last fed.
     rtmp_caches: HashMap<u64, RtmpCache>,
-    /// Player lines waiting for a GOP replay (most of the time none: the
-    /// fan-out then never looks).
-    replays_wanted: usize,
 }
 
 impl Default for Router {
@@ -428,7 +432,6 @@ impl Router {
             unpublished: Vec::new(),
             lines: Vec::new(),
             rtmp_caches: HashMap::new(),
-            replays_wanted: 0,
         }
     }
 
@@ -1016,12 +1019,11 @@ impl Router {
                     now,
                 )?;
                 let track = &mut w.tracks[i];
-                if self.replays_wanted > 0 && track.replay_wanted && track.source == Some(source) {
+                if track.replay_wanted && track.source == Some(source) {
                     let new_frame = inbound.timestamp.wrapping_add(track.ts_delta) != track.last_ts;
                     if let (true, Some(cache)) = (new_frame, self.rtmp_caches.get(&inbound.ingest))
                     {
                         track.replay_wanted = false;
-                        self.replays_wanted = self.replays_wanted.saturating_sub(1);
                         let sent = replay_gop(
                             cache,
                             track,
@@ -1074,10 +1076,7 @@ impl Router {
     }
 
     fn control_buf(&mut self) -> Vec<u8> {
-        let mut b = self.pool.pop().unwrap_or_default();
-        b.clear();
-        b.resize(1500 + MAX_TRAILER, 0);
-        b
+        control_buf(&mut self.pool)
     }
 
     /// Packets to send that are not fan-out copies. Give the buffers back
@@ -1137,7 +1136,6 @@ impl Router {
             return;
         }
         t.replay_wanted = true;
-        self.replays_wanted += 1;
     }
 
     fn webrtc_mut(&mut self, h: Handle) -> Option<&mut WebrtcSession> {
@@ -1208,8 +1206,6 @@ impl Router {
             .map(|(ntp, rtp, _)| (ntp, rtp))
     }
 
-    /// Asks the publisher with session id `session` for a keyframe (rate
-    /// limited; only WebRTC publishers can be asked).
     /// Asks WebRTC publisher `session` to resend its video packet `seq`
     /// (a player or the bridge to RTMP is waiting for it; an RTMP
     /// publisher's virtual ingest is no session here, and cannot be asked).
@@ -1225,6 +1221,8 @@ impl Router {
         });
     }
 
+    /// Asks the publisher with session id `session` for a keyframe (rate
+    /// limited; only WebRTC publishers can be asked).
     pub fn request_keyframe_by_id(&mut self, now: Instant, session: u64) {
         if let Some(&h) = self.by_id.get(&session) {
             self.request_keyframe(now, h);
@@ -1398,20 +1396,16 @@ impl Router {
     /// 3550 §4), for sender reports.
     pub fn tick(&mut self, now: Instant, ntp_now: u64) {
         let mut expired = Vec::new();
-        let mut replays = 0;
         for h in 0..self.sessions.len() as Handle {
             let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) else {
                 continue;
             };
-            replays += w.tracks.iter().filter(|t| t.replay_wanted).count();
             if w.peer.ice.consent_expired(now, w.peer.created) {
                 expired.push(w.peer.spec.session);
                 continue;
             }
             self.send_reports(now, ntp_now, h);
         }
-        // Exact again, whatever sessions ended with a replay pending.
-        self.replays_wanted = replays;
         for session in expired {
             self.end_session(session, END_CONSENT);
         }
