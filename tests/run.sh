@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository on a fresh Debian machine.
 # Installs what the tests need (ffmpeg, Chromium, aiortc in .venv,
-# playwright-core in tests/webrtc), then: fmt, clippy, build, test, and
+# playwright-core in tests/webrtc, FFmpeg's headers for the dataplane's
+# `reencode` feature), then: fmt, clippy, build, test, and
 # every fuzz target for 10 s (installs cargo-fuzz if missing).
 # Usage (as root, from anywhere): bash tests/run.sh
 set -euo pipefail
@@ -15,6 +16,11 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)
 # nginx-rtmp: the baseline of the load tool's RTMP scenario.
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(nginx-light libnginx-mod-rtmp)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The dataplane's `reencode` feature (B-frames re-encoded for browsers) links
+# FFmpeg's libavcodec through bindgen.
+for pkg in libavcodec-dev libavformat-dev libavutil-dev libclang-dev clang pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -43,12 +49,16 @@ ulimit -n 65536 2>/dev/null || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
+# Everything is built and tested with the dataplane's optional `reencode`
+# feature; the plain dataplane (the README's run command) is linted too.
+features=(--features dataplane/reencode)
+echo "== cargo clippy --all-targets -- -D warnings (with and without the reencode feature)"
+cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
+cargo clippy -p dataplane -- -D warnings
 echo "== cargo build --workspace (the e2e tests run the built binaries)"
-cargo build --workspace
+cargo build --workspace "${features[@]}"
 echo "== cargo test --workspace"
-cargo test --workspace
+cargo test --workspace "${features[@]}"
 echo "== fuzz/run.sh 10: every fuzz target builds and runs 10 s from the recorded seeds"
 bash fuzz/run.sh 10
 echo "== all checks passed"

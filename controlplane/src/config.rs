@@ -119,13 +119,18 @@ pub struct Config {
     /// DTLS datagrams waiting for a shard's DTLS thread; more are dropped.
     #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = DEFAULT.dtls_queue)]
     pub dtls_queue: usize,
+    /// RTMP publishers with B-frames each shard re-encodes for WebRTC
+    /// players (browsers cannot play B-frames); needs a dataplane built
+    /// with the `reencode` feature; 0: none.
+    #[arg(long, env = "MGW_BFRAME_REENCODES", default_value_t = DEFAULT.bframe_reencodes)]
+    pub bframe_reencodes: u32,
 }
 
 impl Config {
     /// The dataplane's protective limits as `(flag, value)`: passed to a
     /// spawned dataplane and shown in `/metrics` as `mgw_limit`. An attached
     /// dataplane must be started with the same flags.
-    pub fn dataplane_limits(&self) -> [(&'static str, f64); 10] {
+    pub fn dataplane_limits(&self) -> [(&'static str, f64); 11] {
         [
             ("rtmp-max-conns", self.rtmp_max_conns as f64),
             ("rtmp-max-conns-per-ip", self.rtmp_max_conns_per_ip as f64),
@@ -137,6 +142,7 @@ impl Config {
             ("rtmp-max-pending", self.rtmp_max_pending as f64),
             ("rtmp-max-unread", self.rtmp_max_unread as f64),
             ("dtls-queue", self.dtls_queue as f64),
+            ("bframe-reencodes", self.bframe_reencodes as f64),
         ]
     }
 }
@@ -173,6 +179,7 @@ const FILE_KEYS: &[&str] = &[
     "rtmp_max_pending",
     "rtmp_max_unread",
     "dtls_queue",
+    "bframe_reencodes",
 ];
 
 /// The `--config`/`MGW_CONFIG` file named in `args` or the environment.

@@ -207,6 +207,7 @@ impl Core {
     pub fn new(cfg: CoreConfig, now: Instant) -> Core {
         let mut hub = Hub::new(cfg.gop_cache, cfg.shard);
         hub.limits = crate::limits::rtmp_conn(&cfg.limits);
+        hub.bframe_reencodes = crate::limits::bframe_reencodes(&cfg.limits);
         Core {
             router: Router::new(&cfg.limits),
             hub,
@@ -498,6 +499,7 @@ impl Core {
                 }
             }
             Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.actions),
+            Done::Video { stream, tags } => self.hub.on_reencoded(stream, tags),
             Done::MediaWarning { stream, what } => {
                 if let Some(session) = self.hub.publisher_session(stream) {
                     self.outputs

@@ -360,39 +360,44 @@ impl Packetizer {
         Pushed::Packets
     }
 
-    /// AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1): keep the first
-    /// SPS and PPS if both are usable; false (nothing kept) if not.
+    /// Keeps the record's first SPS and PPS if both are usable; false
+    /// (nothing kept) if not.
     fn read_config(&mut self, rec: &[u8]) -> bool {
-        if rec.len() < 8 {
-            return false;
-        }
-        let mut p = &rec[5..];
-        let nsps = (p[0] & 0x1f) as usize;
-        p = &p[1..];
-        let mut sps = None;
-        for _ in 0..nsps {
-            let Some((set, rest)) = length_prefixed(p) else {
-                return false;
-            };
-            sps = sps.or(Some(set));
-            p = rest;
-        }
-        let Some((&npps, rest)) = p.split_first() else {
-            return false;
-        };
-        let pps = if npps > 0 {
-            length_prefixed(rest)
-        } else {
-            None
-        };
-        match (sps, pps) {
-            (Some(sps), Some((pps, _))) if valid_sps(sps) && valid_pps(pps) => {
+        match parameter_sets(rec) {
+            Some((sps, pps)) => {
                 self.sps = sps.to_vec();
                 self.pps = pps.to_vec();
                 true
             }
-            _ => false,
+            None => false,
         }
+    }
+}
+
+/// The first SPS and PPS of an AVCDecoderConfigurationRecord (ISO 14496-15
+/// §5.2.4.1), if both are there and usable ([`valid_sps`], [`valid_pps`]).
+pub fn parameter_sets(rec: &[u8]) -> Option<(&[u8], &[u8])> {
+    if rec.len() < 8 {
+        return None;
+    }
+    let mut p = &rec[5..];
+    let nsps = (p[0] & 0x1f) as usize;
+    p = &p[1..];
+    let mut sps = None;
+    for _ in 0..nsps {
+        let (set, rest) = length_prefixed(p)?;
+        sps = sps.or(Some(set));
+        p = rest;
+    }
+    let (&npps, rest) = p.split_first()?;
+    let pps = if npps > 0 {
+        length_prefixed(rest)
+    } else {
+        None
+    };
+    match (sps, pps) {
+        (Some(sps), Some((pps, _))) if valid_sps(sps) && valid_pps(pps) => Some((sps, pps)),
+        _ => None,
     }
 }
 

@@ -18,6 +18,8 @@ pub mod limits;
 pub mod mix;
 pub mod nack;
 pub mod participants;
+#[cfg(feature = "reencode")]
+pub mod reencode;
 pub mod remb;
 pub mod reorder;
 pub mod router;

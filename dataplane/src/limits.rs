@@ -22,6 +22,16 @@ pub fn rtmp_conn(limits: &Limits) -> ConnLimits {
     }
 }
 
+/// RTMP publishers with B-frames one shard re-encodes at once: the limit,
+/// when the `reencode` feature is built in; else none.
+pub fn bframe_reencodes(limits: &Limits) -> u32 {
+    if cfg!(feature = "reencode") {
+        limits.bframe_reencodes
+    } else {
+        0
+    }
+}
+
 /// Slots of the per-IP connection table: IPs share a slot only when their
 /// hashes collide (then they share one limit), which at 64 Ki slots takes
 /// thousands of distinct client IPs at once.

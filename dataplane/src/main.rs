@@ -88,6 +88,11 @@ struct Args {
     /// DTLS datagrams waiting for a shard's DTLS thread; more are dropped.
     #[arg(long, env = "MGW_DTLS_QUEUE", default_value_t = Limits::default().dtls_queue)]
     dtls_queue: usize,
+    /// RTMP publishers with B-frames each shard re-encodes for WebRTC
+    /// players (browsers cannot play B-frames); needs the `reencode` build
+    /// feature; 0: none.
+    #[arg(long, env = "MGW_BFRAME_REENCODES", default_value_t = Limits::default().bframe_reencodes)]
+    bframe_reencodes: u32,
     /// Test only: honour datagrams that make a shard panic (see `shard::PANIC_SESSION`).
     #[arg(long, env = "MGW_TEST_PANIC_TRIGGERS", hide = true)]
     test_panic_triggers: bool,
@@ -113,6 +118,7 @@ impl Args {
             rtmp_max_pending: self.rtmp_max_pending.max(64 << 10),
             rtmp_max_unread: self.rtmp_max_unread.max(64 << 10),
             dtls_queue: self.dtls_queue.max(1),
+            bframe_reencodes: self.bframe_reencodes,
         })
     }
 }
@@ -270,6 +276,9 @@ fn main() {
         }
     };
     info!(?limits, "limits");
+    if limits.bframe_reencodes > 0 && dataplane::limits::bframe_reencodes(&limits) == 0 {
+        info!("H264 with B-frames from RTMP publishers reaches WebRTC players as is (browsers cannot play it): this dataplane was built without the `reencode` feature");
+    }
     if args.test_panic_triggers {
         warn!("test panic triggers are on: never run a production gateway this way");
     }

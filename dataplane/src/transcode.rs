@@ -351,6 +351,10 @@ pub enum Job {
         flv: Vec<u8>,
         mixes: Vec<u64>,
     },
+    /// An FLV video tag of the participant's RTMP publisher, whose
+    /// B-frames are re-encoded away for its WebRTC side (crate::reencode);
+    /// runs on the shard's re-encode thread.
+    Video { stream: Pid, ms: u32, flv: Vec<u8> },
     /// The participant's publisher changed or left: start afresh.
     Reset { stream: Pid },
     /// Nobody plays the program any more.
@@ -378,12 +382,21 @@ pub enum Done {
     /// FLV audio tag bodies of a program's mix, 1024 samples apart (the
     /// first one a sequence header when the mix starts).
     Mix { program: u64, tags: Vec<Vec<u8>> },
-    /// The participant's audio cannot be bridged; `what` says why (once).
+    /// Re-encoded FLV video tag bodies of the participant's RTMP publisher,
+    /// each with its presentation time (ms).
+    Video {
+        stream: Pid,
+        tags: Vec<(u32, Vec<u8>)>,
+    },
+    /// The participant's audio (or video to re-encode) cannot be bridged;
+    /// `what` says why (once).
     MediaWarning { stream: Pid, what: String },
 }
 
 pub struct TranscodeLink {
     to: SyncSender<Job>,
+    /// The re-encode thread, when B-frames may be re-encoded.
+    video: Option<SyncSender<Job>>,
     pub from: Receiver<Done>,
 }
 
@@ -391,15 +404,36 @@ impl TranscodeLink {
     /// Queues `job` without waiting; false if the queue is full (the
     /// transcoder is behind: the caller counts the drop) or the thread is gone.
     pub fn send(&self, job: Job) -> bool {
-        self.to.try_send(job).is_ok()
+        match (&job, &self.video) {
+            (Job::Video { .. }, Some(video)) => video.try_send(job).is_ok(),
+            (Job::Video { .. }, None) => false,
+            (Job::Reset { stream }, Some(video)) => {
+                // Both threads keep state of the participant.
+                let _ = video.try_send(Job::Reset { stream: *stream });
+                self.to.try_send(job).is_ok()
+            }
+            _ => self.to.try_send(job).is_ok(),
+        }
     }
 }
 
-/// Starts shard `index`'s transcoder thread with room for `queue` jobs; it
-/// ends when the link drops.
-pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
+/// Starts shard `index`'s transcoder thread with room for `queue` jobs,
+/// and its re-encode thread if `reencode` (B-frames may be re-encoded, and
+/// the `reencode` feature is built in); they end when the link drops.
+pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<TranscodeLink> {
     let (to, inbox) = mpsc::sync_channel::<Job>(queue);
     let (outbox, from) = mpsc::channel::<Done>();
+    #[cfg(feature = "reencode")]
+    let video = match reencode {
+        true => Some(spawn_reencode(index, queue, outbox.clone())?),
+        false => None,
+    };
+    // Built without the `reencode` feature: B-frames are never re-encoded.
+    #[cfg(not(feature = "reencode"))]
+    let video = {
+        let _ = reencode;
+        None
+    };
     std::thread::Builder::new()
         .name(format!("transcode-{index}"))
         .spawn(move || {
@@ -414,7 +448,66 @@ pub fn spawn(index: u32, queue: usize) -> std::io::Result<TranscodeLink> {
                 }
             }
         })?;
-    Ok(TranscodeLink { to, from })
+    Ok(TranscodeLink { to, video, from })
+}
+
+/// The re-encode thread: video, whose frames cost milliseconds each, apart
+/// from the audio, whose 20 ms frames must not wait behind them.
+#[cfg(feature = "reencode")]
+fn spawn_reencode(
+    index: u32,
+    queue: usize,
+    outbox: mpsc::Sender<Done>,
+) -> std::io::Result<SyncSender<Job>> {
+    use crate::reencode::Reencoder;
+    let (to, inbox) = mpsc::sync_channel::<Job>(queue);
+    std::thread::Builder::new()
+        .name(format!("reencode-{index}"))
+        .spawn(move || {
+            let mut streams: HashMap<Pid, Reencoder> = HashMap::new();
+            while let Ok(job) = inbox.recv() {
+                let (stream, ms, flv) = match job {
+                    Job::Video { stream, ms, flv } => (stream, ms, flv),
+                    Job::Reset { stream } => {
+                        streams.remove(&stream);
+                        continue;
+                    }
+                    _ => continue,
+                };
+                let r = match streams.entry(stream) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(v) => match Reencoder::new() {
+                        Ok(r) => v.insert(r),
+                        Err(what) => {
+                            warn!(stream, "no re-encoder: {what}");
+                            if outbox.send(Done::MediaWarning { stream, what }).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let mut tags = Vec::new();
+                // A codec bug costs this publisher its re-encoder, not the
+                // thread and with it every re-encoded stream on the shard.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    r.push(ms, &flv, &mut tags)
+                }));
+                let refused = r.refused.take();
+                if ran.is_err() {
+                    warn!(stream, "re-encoder panicked; it starts afresh");
+                    streams.remove(&stream);
+                }
+                let warning = refused.map(|what| Done::MediaWarning { stream, what });
+                let video = (!tags.is_empty()).then_some(Done::Video { stream, tags });
+                for d in warning.into_iter().chain(video) {
+                    if outbox.send(d).is_err() {
+                        return;
+                    }
+                }
+            }
+        })?;
+    Ok(to)
 }
 
 /// One participant's codec state, each part made on first use.
@@ -474,7 +567,7 @@ impl Transcoder {
         let (stream, mixes) = match &job {
             Job::Opus { stream, uses, .. } => (Some(*stream), uses.mixes.clone()),
             Job::Aac { stream, mixes, .. } => (Some(*stream), mixes.clone()),
-            Job::Reset { stream } => (Some(*stream), Vec::new()),
+            Job::Reset { stream } | Job::Video { stream, .. } => (Some(*stream), Vec::new()),
             Job::MixEnd { program } => (None, vec![*program]),
         };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -506,6 +599,8 @@ impl Transcoder {
             Job::MixEnd { program } => {
                 self.mixes.remove(&program);
             }
+            // The re-encode thread's.
+            Job::Video { .. } => {}
             Job::Opus {
                 stream,
                 rtp_ts,

@@ -271,6 +271,9 @@ struct RtpOut {
     packetizer: Packetizer,
     gop: Vec<Bytes>,
     gop_bytes: usize,
+    /// Its video has B-frames and goes through the shard's re-encode
+    /// thread ([`Job::Video`]) before the packetizer.
+    reencoded: bool,
     audio_ssrc: u32,
     audio_seq: u16,
     /// RTP time of the next Opus packet.
@@ -321,11 +324,51 @@ impl Bridge {
 pub const RTMP_SOURCE: u64 = 1 << 62;
 
 impl RtpOut {
+    /// One FLV video tag body at RTP time `ts` into RTP packets for the
+    /// fan-out (`rtp_out`), kept as the latest GOP too.
+    fn push(
+        &mut self,
+        body: &[u8],
+        ts: u32,
+        room: u32,
+        key: u32,
+        pid: Pid,
+        rtp_out: &mut Vec<RtpFromRtmp>,
+    ) -> Pushed {
+        let mut packets = Vec::new();
+        let pushed = self.packetizer.push(body, ts, &mut packets);
+        if packets.is_empty() {
+            return pushed;
+        }
+        if body[0] >> 4 == 1 {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        }
+        for p in packets {
+            let p = Bytes::from(p);
+            // Bounded like the FLV cache; beyond it, no replay until the next keyframe.
+            if self.gop_bytes + p.len() <= super::stream::MAX_GOP_BYTES {
+                self.gop_bytes += p.len();
+                self.gop.push(p.clone());
+            } else {
+                self.gop.clear();
+            }
+            rtp_out.push(RtpFromRtmp {
+                room,
+                pid,
+                key,
+                packet: p,
+            });
+        }
+        pushed
+    }
+
     fn new(pid: Pid) -> RtpOut {
         RtpOut {
             packetizer: Packetizer::new(pid.wrapping_mul(0x9e37_79b1) | 1, 96),
             gop: Vec::new(),
             gop_bytes: 0,
+            reencoded: false,
             audio_ssrc: pid.wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
@@ -495,6 +538,9 @@ pub struct Hub {
     pub limit_hits: [u64; Limit::COUNT],
     /// What one connection may make the shard hold.
     pub limits: ConnLimits,
+    /// RTMP publishers with B-frames whose video this shard may re-encode
+    /// for WebRTC players at once (0 when the feature is not built in).
+    pub bframe_reencodes: u32,
 }
 
 /// Memory bounds of one RTMP connection (see [`crate::limits`]).
@@ -549,6 +595,7 @@ impl Hub {
             events: Vec::new(),
             limit_hits: [0; Limit::COUNT],
             limits: ConnLimits::default(),
+            bframe_reencodes: 0,
         }
     }
 
@@ -1554,22 +1601,31 @@ impl Hub {
             return; // media from a connection that is not publishing
         };
         self.stats.published_messages += 1;
+        let pushed = match m.type_id {
+            types::VIDEO => self.packetize_for_webrtc(pid, &m),
+            _ => Pushed::Nothing,
+        };
+        let reencoded = self
+            .streams
+            .get(&pid)
+            .and_then(|s| s.rtp.as_ref())
+            .is_some_and(|r| r.reencoded);
+        let limit = self.bframe_reencodes;
         if let Some(st) = self.conns.get_mut(&idx) {
             st.stats.packets += 1;
             st.stats.bytes += m.payload.len() as u64;
             st.dirty = true;
-            if let Some((kind, what)) = media_warning(&m).filter(|(k, _)| st.warned & k == 0) {
+            if pushed == Pushed::BadConfig {
+                st.stats.drops[DropReason::Malformed as usize] += 1;
+            }
+            let warning = media_warning(&m, reencoded, limit);
+            if let Some((kind, what)) = warning.filter(|(k, _)| st.warned & k == 0) {
                 st.warned |= kind;
                 if let Some(session) = st.session {
                     tracing::info!(session, "RTMP publisher's media: {what}");
                     self.events_out
                         .push(RingEvent::MediaWarning { session, what });
                 }
-            }
-        }
-        if m.type_id == types::VIDEO && self.packetize_for_webrtc(pid, &m) == Pushed::BadConfig {
-            if let Some(st) = self.conns.get_mut(&idx) {
-                st.stats.drops[DropReason::Malformed as usize] += 1;
             }
         }
         if m.type_id == types::AUDIO {
@@ -1591,43 +1647,73 @@ impl Hub {
         self.deliver(now, pid, m, actions);
     }
 
-    /// Packetizes an RTMP publisher's video for the room's WebRTC side.
+    /// Packetizes an RTMP publisher's video for the room's WebRTC side, or
+    /// hands it to the re-encode thread when it has B-frames (which
+    /// browsers cannot play) and the shard re-encodes fewer than its limit.
     fn packetize_for_webrtc(&mut self, pid: Pid, m: &Media) -> Pushed {
+        let reencoding = self
+            .streams
+            .values()
+            .filter(|s| s.rtp.as_ref().is_some_and(|r| r.reencoded))
+            .count();
         let Some(s) = self.streams.get_mut(&pid) else {
             return Pushed::Nothing;
         };
         let (room, key) = (s.room, s.key);
         let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
-        let mut packets = Vec::new();
-        let pushed = out.packetizer.push(
-            &m.payload,
-            presentation_ms(m).wrapping_mul(90),
-            &mut packets,
-        );
-        if packets.is_empty() {
-            return pushed;
-        }
-        if Frame::of(m) == Frame::Key {
+        if !out.reencoded && has_bframes(m) && reencoding < self.bframe_reencodes as usize {
+            tracing::info!(
+                pid,
+                "RTMP publisher's video has B-frames: re-encoded for WebRTC players"
+            );
+            out.reencoded = true;
             out.gop.clear();
             out.gop_bytes = 0;
+            // The decoder starts from the stream's parameter sets.
+            let config = s
+                .cache
+                .configs()
+                .find(|c| super::stream::is_video_config(c));
+            self.jobs.extend(config.map(|c| Job::Video {
+                stream: pid,
+                ms: c.timestamp,
+                flv: c.payload.to_vec(),
+            }));
         }
-        for p in packets {
-            let p = Bytes::from(p);
-            // Bounded like the FLV cache; beyond it, no replay until the next keyframe.
-            if out.gop_bytes + p.len() <= super::stream::MAX_GOP_BYTES {
-                out.gop_bytes += p.len();
-                out.gop.push(p.clone());
-            } else {
-                out.gop.clear();
-            }
-            self.rtp_out.push(RtpFromRtmp {
-                room,
-                pid,
-                key,
-                packet: p,
+        if out.reencoded {
+            self.jobs.push(Job::Video {
+                stream: pid,
+                ms: m.timestamp,
+                flv: m.payload.to_vec(),
             });
+            return Pushed::Nothing;
         }
-        pushed
+        let ts = presentation_ms(m).wrapping_mul(90);
+        out.push(&m.payload, ts, room, key, pid, &mut self.rtp_out)
+    }
+
+    /// Video of participant `pid`'s RTMP publisher re-encoded without
+    /// B-frames (FLV tag bodies at their presentation times), for the
+    /// room's WebRTC side.
+    pub fn on_reencoded(&mut self, pid: Pid, tags: Vec<(u32, Vec<u8>)>) {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
+        let (room, key) = (s.room, s.key);
+        // A publisher since then that is not re-encoded: stale output.
+        let Some(out) = s.rtp.as_mut().filter(|r| r.reencoded) else {
+            return;
+        };
+        for (ms, body) in tags {
+            out.push(
+                &body,
+                ms.wrapping_mul(90),
+                room,
+                key,
+                pid,
+                &mut self.rtp_out,
+            );
+        }
     }
 
     /// The RTP packets of the latest GOP of each RTMP publisher of `room`,
@@ -1946,22 +2032,34 @@ fn presentation_ms(m: &Media) -> u32 {
     m.timestamp.wrapping_add(cts as u32)
 }
 
+/// Whether an FLV video message is H264 with B-frames: a composition time
+/// offset (presentation order differs from decode order).
+fn has_bframes(m: &Media) -> bool {
+    m.type_id == types::VIDEO
+        && m.payload.first().is_some_and(|f| f & 0x0f == 7)
+        && m.payload.get(1) == Some(&1)
+        && presentation_ms(m) != m.timestamp
+}
+
 /// What of an RTMP publisher's message WebRTC players cannot be given or
-/// cannot play: its kind (1 video codec, 2 audio format, 4 B-frames) and a
-/// description for the room's event. RTMP and HTTP-FLV players get it as
-/// it is.
+/// cannot play, or get only at a cost: its kind (1 video codec, 2 audio
+/// format, 4 B-frames) and a description for the room's event. RTMP and
+/// HTTP-FLV players get it as it is.
 ///
-/// B-frames (H264 whose presentation order differs from its decode order:
-/// a composition time offset) are bridged with presentation times as RTP
-/// times, in decode order on the wire, as RFC 6184 has it; decoders that
-/// reorder (ffmpeg, aiortc) play every frame in order. Chromium's WebRTC
-/// decoder does not: it takes the output delay reordering needs for an
-/// error ("avcodec_receive_frame error: -11"), drops the frames and asks
-/// for keyframes, whatever the RTP times (measured: 9 of 150 frames in 5
-/// s; tests/tests/webrtc_chromium.rs). Only the encoder can fix that.
-fn media_warning(m: &Media) -> Option<(u8, String)> {
+/// B-frames: Chromium's WebRTC decoder takes the output delay reordering
+/// needs for an error ("avcodec_receive_frame error: -11"), drops the
+/// frames and asks for keyframes, whatever the RTP times (measured: 9 of
+/// 150 frames in 5 s; tests/tests/webrtc_chromium.rs). So they are
+/// re-encoded away for the WebRTC side (`reencoded`, up to `limit` per
+/// shard; crate::reencode), or, past the limit or without the feature,
+/// bridged as they are with presentation times as RTP times, which
+/// decoders that reorder (ffmpeg, aiortc) play in order. Either way the
+/// encoder can spare the cost: the event names the setting.
+fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u8, String)> {
     let first = *m.payload.first()?;
     let over = "RTMP and HTTP-FLV players get it as is";
+    // Events carry 200 bytes (gateway_ring::msg::MAX_TEXT): the fix first.
+    let fix = "x264 bframes=0 (OBS: x264 options) avoids it";
     match m.type_id {
         types::VIDEO if first & 0x80 != 0 => {
             let fourcc = m.payload.get(1..5).unwrap_or_default();
@@ -1980,8 +2078,16 @@ fn media_warning(m: &Media) -> Option<(u8, String)> {
             let id = first & 0x0f;
             Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only H264 is; {over}")))
         }
-        types::VIDEO if first & 0x0f == 7 && m.payload.get(1) == Some(&1) && presentation_ms(m) != m.timestamp => {
-            Some((4, "video: H264 with B-frames (composition time offsets) reaches WebRTC players, but browsers' WebRTC decoders (Chromium's) cannot play it: set the encoder's B-frames to 0 (x264 bframes=0, OBS: x264 options 'bframes=0'); RTMP and HTTP-FLV players play it as is".to_string()))
+        types::VIDEO if has_bframes(m) && reencoded => Some((
+            4,
+            format!("video: H264 with B-frames, which browsers cannot play, is re-encoded for WebRTC at a CPU cost; {fix}; RTMP and HTTP-FLV get it as is"),
+        )),
+        types::VIDEO if has_bframes(m) => {
+            let why = match limit {
+                0 => "re-encoding is off or not built in".to_string(),
+                n => format!("the shard already re-encodes {n}, --bframe-reencodes"),
+            };
+            Some((4, format!("video: H264 with B-frames, which browsers cannot play, goes to WebRTC as is ({why}); {fix}")))
         }
         types::AUDIO if first >> 4 != 10 => {
             let name = match first >> 4 {
@@ -2645,11 +2751,23 @@ mod tests {
             967
         );
         assert_eq!(presentation_ms(&video(1000, [0x17, 1, 0, 0, 0])), 1000);
-        assert_eq!(media_warning(&video(1000, [0x17, 1, 0, 0, 0])), None);
-        let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66])).unwrap();
-        assert_eq!(bframes.0, 4);
-        assert!(bframes.1.contains("B-frames"));
-        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0])).unwrap();
+        assert_eq!(
+            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, 2),
+            None
+        );
+        for (reencoded, limit, says) in [
+            (true, 2, "is re-encoded"),
+            (false, 2, "already re-encodes 2"),
+            (false, 0, "re-encoding is off"),
+        ] {
+            let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66]), reencoded, limit);
+            let (kind, what) = bframes.unwrap();
+            assert_eq!(kind, 4);
+            assert!(what.contains("B-frames") && what.contains(says), "{what}");
+            assert!(what.contains("bframes=0"), "{what}");
+            assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
+        }
+        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, 2).unwrap();
         assert_eq!(hevc.0, 1);
         assert!(hevc.1.contains("HEVC"), "{}", hevc.1);
         let mp3 = Media {
@@ -2657,9 +2775,84 @@ mod tests {
             timestamp: 0,
             payload: Bytes::from_static(&[0x2f, 0xff]),
         };
-        let mp3 = media_warning(&mp3).unwrap();
+        let mp3 = media_warning(&mp3, false, 2).unwrap();
         assert_eq!(mp3.0, 2);
         assert!(mp3.1.contains("MP3"), "{}", mp3.1);
+    }
+
+    /// RTMP publishers with B-frames: up to the shard's limit their video
+    /// goes to the re-encode thread (its sequence header first) and only
+    /// what comes back is packetized, at its presentation time; past the
+    /// limit it is packetized as it is. The room is told which, per
+    /// publisher.
+    #[test]
+    fn b_frames_are_reencoded_up_to_the_shards_limit() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(2);
+        h.bframe_reencodes = 1;
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let pps = [0x68, 0xce, 0x06, 0xe2];
+        let config = crate::h264::config_tag(&sps, &pps).unwrap();
+        // An IDR shown 66 ms after it is decoded: B-frames follow.
+        let idr = [0x17, 1, 0, 0, 66, 0, 0, 0, 2, 0x65, 0x88];
+        let mut pids = Vec::new();
+        for (idx, name) in [(0, "a"), (1, "b")] {
+            let publish = [
+                connect(),
+                command("publish", vec![Amf0Value::Utf8String(format!("r/{name}"))]),
+            ]
+            .concat();
+            h.on_bytes(t0, idx, &publish, &mut rooms, &mut a);
+            let mut media = Vec::new();
+            write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
+            write_message(&mut media, 6, 1000, types::VIDEO, 1, &idr, 128);
+            h.on_bytes(t0, idx, &media, &mut rooms, &mut a);
+            let Some(Role::Publisher { pid, .. }) = h.conns.get(&idx).map(|c| c.role) else {
+                panic!("{name} publishes");
+            };
+            pids.push(pid);
+        }
+        let (a_pid, b_pid) = (pids[0], pids[1]);
+        let videos: Vec<(Pid, u32, u8)> = h
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Video { stream, ms, flv } => Some((*stream, *ms, flv[1])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(videos, [(a_pid, 0, 0), (a_pid, 1000, 1)]);
+        let rtp_ts = |h: &Hub, pid: Pid| -> Vec<u32> {
+            h.rtp_out
+                .iter()
+                .filter(|r| r.pid == pid)
+                .map(|r| crate::rtp::RtpHeader::parse(&r.packet).unwrap().timestamp)
+                .collect()
+        };
+        assert!(rtp_ts(&h, a_pid).is_empty());
+        // b's as it is: parameter sets and the IDR, at presentation time.
+        assert_eq!(rtp_ts(&h, b_pid), [1066 * 90, 1066 * 90]);
+        let warnings: Vec<String> = h
+            .events_out
+            .iter()
+            .filter_map(|e| match e {
+                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("is re-encoded"), "{warnings:?}");
+        assert!(warnings[1].contains("already re-encodes 1"), "{warnings:?}");
+        // What the re-encode thread made of a's: packetized at its time.
+        h.rtp_out.clear();
+        h.on_reencoded(a_pid, vec![(1066, config.clone()), (1066, idr.to_vec())]);
+        assert_eq!(rtp_ts(&h, a_pid), [1066 * 90, 1066 * 90]);
+        // Its output for b, which is not re-encoded, is stale: dropped.
+        h.rtp_out.clear();
+        h.on_reencoded(b_pid, vec![(1100, idr.to_vec())]);
+        assert!(h.rtp_out.is_empty());
     }
 
     /// An HTTP-FLV player gets the answer head, the FLV header and the

@@ -268,6 +268,7 @@ impl Shard {
             Some(_) => Some(crate::transcode::spawn(
                 cfg.index,
                 cfg.limits.transcode_queue,
+                crate::limits::bframe_reencodes(&cfg.limits) > 0,
             )?),
             None => None,
         };

@@ -1,0 +1,432 @@
+//! H264 with B-frames, re-encoded without them for WebRTC players.
+//!
+//! Browsers' WebRTC decoders (Chromium's) take the output delay that
+//! B-frames need for an error and drop the frames that follow, whatever
+//! the RTP times (measured: 7-9 of 150 frames in 5 s, docs/PERFORMANCE.md).
+//! An RTMP publisher with B-frames (x264's and OBS's defaults) is therefore
+//! decoded and encoded again, for its WebRTC side only: its RTMP and
+//! HTTP-FLV players still get its own stream, composition times and all.
+//! Everything else in the gateway is repacketized, never re-encoded; this
+//! is the one exception, bounded by `--bframe-reencodes` per shard and
+//! compiled in only with the `reencode` cargo feature (it links FFmpeg's
+//! libavcodec).
+//!
+//! ```text
+//! FLV video tag (AVCC, dts + composition offset)
+//!   ─▶ Annex B access unit (SPS/PPS before each keyframe), pts/dts in ms
+//!   ─▶ libavcodec's h264 decoder (reorders: pictures come out in presentation order)
+//!   ─▶ libx264 (tune zerolatency: no B-frames, no lookahead; an IDR where the source had one)
+//!   ─▶ FLV video tag bodies at their presentation time: a sequence header when the
+//!      parameter sets change, then [0x17|0x27][1][cts 0] AVCC NALs
+//! ```
+//!
+//! FFmpeg (through `ffmpeg-next`, the maintained safe binding) because no
+//! Rust or bundled decoder plays High profile with B-frames: OpenH264's
+//! decoder does not decode B slices. It runs on the shard's re-encode
+//! thread (`transcode::spawn`), never on the packet loop: a 640x360 frame
+//! costs a few milliseconds.
+
+use ff::{codec, decoder, encoder, format::Pixel, frame, picture, Dictionary, Packet, Rational};
+use ffmpeg_next as ff;
+
+use crate::h264::{config_tag, parameter_sets};
+
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+const START: [u8; 4] = [0, 0, 0, 1];
+
+/// Ceiling of the re-encoded stream (kbit/s) and its VBV buffer: the
+/// quality is set by CRF, this only bounds bursts toward the players.
+const MAX_KBPS: u32 = 4000;
+
+/// The encoder and what it was opened for.
+struct Encoder {
+    enc: encoder::Video,
+    width: u32,
+    height: u32,
+    format: Pixel,
+}
+
+/// One RTMP publisher's video, decoded and encoded again.
+pub struct Reencoder {
+    decoder: decoder::Video,
+    encoder: Option<Encoder>,
+    /// The source's parameter sets, put before each keyframe it sends.
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+    /// The parameter sets of the sequence header last made.
+    sent: Option<(Vec<u8>, Vec<u8>)>,
+    annexb: Vec<u8>,
+    picture: frame::Video,
+    packet: Packet,
+    /// A picture format the encoder does not take was reported.
+    pub refused: Option<String>,
+}
+
+impl Reencoder {
+    pub fn new() -> Result<Reencoder, String> {
+        ff::init().map_err(|e| format!("FFmpeg: {e}"))?;
+        // FFmpeg logs to stderr on its own; only what is wrong belongs in
+        // the dataplane's log (decode errors are counted as drops anyway).
+        ff::util::log::set_level(ff::util::log::Level::Error);
+        let h264 = decoder::find(codec::Id::H264).ok_or("FFmpeg has no H264 decoder")?;
+        let mut ctx = codec::context::Context::new_with_codec(h264);
+        // One thread, no frame threading: frame threads add a frame of
+        // delay each, and this thread serves the whole shard.
+        ctx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Slice,
+            count: 1,
+            ..Default::default()
+        });
+        let decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|e| format!("H264 decoder: {e}"))?;
+        Ok(Reencoder {
+            decoder,
+            encoder: None,
+            sps: Vec::new(),
+            pps: Vec::new(),
+            sent: None,
+            annexb: Vec::new(),
+            picture: frame::Video::empty(),
+            packet: Packet::empty(),
+            refused: None,
+        })
+    }
+
+    /// One FLV video tag body of the source at FLV time `ms`; appends the
+    /// re-encoded tag bodies made now, each with its presentation time (ms).
+    pub fn push(&mut self, ms: u32, body: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
+        if body.len() < 5 || body[0] & 0x0f != 7 {
+            return;
+        }
+        if body[1] == 0 {
+            if let Some((sps, pps)) = parameter_sets(&body[5..]) {
+                self.sps = sps.to_vec();
+                self.pps = pps.to_vec();
+            }
+            return;
+        }
+        if body[1] != 1 {
+            return;
+        }
+        let cts = ((u32::from_be_bytes([0, body[2], body[3], body[4]]) << 8) as i32) >> 8;
+        self.annexb.clear();
+        if body[0] >> 4 == 1 && !self.sps.is_empty() {
+            for set in [&self.sps, &self.pps] {
+                self.annexb.extend_from_slice(&START);
+                self.annexb.extend_from_slice(set);
+            }
+        }
+        for nal in avcc_nals(&body[5..]) {
+            self.annexb.extend_from_slice(&START);
+            self.annexb.extend_from_slice(nal);
+        }
+        let mut packet = Packet::copy(&self.annexb);
+        packet.set_dts(Some(ms as i64));
+        packet.set_pts(Some(ms as i64 + cts as i64));
+        if let Err(e) = self.decoder.send_packet(&packet) {
+            tracing::debug!("H264 decoder refused a frame: {e}");
+            return;
+        }
+        while self.decoder.receive_frame(&mut self.picture).is_ok() {
+            self.encode(out);
+        }
+    }
+
+    /// Encodes the picture just decoded.
+    fn encode(&mut self, out: &mut Vec<(u32, Vec<u8>)>) {
+        let p = &mut self.picture;
+        let (width, height, format) = (p.width(), p.height(), p.format());
+        if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
+            self.refused
+                .get_or_insert_with(|| format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"));
+            return;
+        }
+        let same = self
+            .encoder
+            .as_ref()
+            .is_some_and(|e| (e.width, e.height, e.format) == (width, height, format));
+        if !same {
+            match open_encoder(width, height, format) {
+                Ok(enc) => self.encoder = Some(enc),
+                Err(e) => {
+                    self.refused.get_or_insert(e);
+                    self.encoder = None;
+                    return;
+                }
+            }
+        }
+        let Some(enc) = self.encoder.as_mut() else {
+            return;
+        };
+        // An IDR where the source has one (a new encoder starts with one):
+        // the GOPs stay the source's, and so does the replay of the latest
+        // one to a player that joins or loses a packet.
+        let key = p.is_key() || p.kind() == picture::Type::I;
+        p.set_kind(if key {
+            picture::Type::I
+        } else {
+            picture::Type::None
+        });
+        let pts = p.timestamp().or(p.pts());
+        p.set_pts(pts);
+        if let Err(e) = enc.enc.send_frame(p) {
+            tracing::debug!("H264 encoder refused a picture: {e}");
+            return;
+        }
+        while enc.enc.receive_packet(&mut self.packet).is_ok() {
+            let Some(data) = self.packet.data() else {
+                continue;
+            };
+            let pts = self.packet.pts().unwrap_or(0).max(0) as u32;
+            let (sets, body) = flv_body(data, self.packet.is_key());
+            if let Some(sets) = sets.filter(|s| self.sent.as_ref() != Some(s)) {
+                if let Some(tag) = config_tag(&sets.0, &sets.1) {
+                    out.push((pts, tag));
+                    self.sent = Some(sets);
+                }
+            }
+            if let Some(body) = body {
+                out.push((pts, body));
+            }
+        }
+    }
+}
+
+/// libx264 for a `width`x`height` picture stream on a millisecond clock:
+/// Constrained Baseline (what every browser offers as 42e01f), zero
+/// latency (no B-frames, no lookahead, sliced threads), CRF 23 under a
+/// [`MAX_KBPS`] ceiling, parameter sets in band before each IDR.
+fn open_encoder(width: u32, height: u32, format: Pixel) -> Result<Encoder, String> {
+    let x264 = encoder::find_by_name("libx264").ok_or("FFmpeg has no libx264 encoder")?;
+    let ctx = codec::context::Context::new_with_codec(x264);
+    let mut enc = ctx
+        .encoder()
+        .video()
+        .map_err(|e| format!("H264 encoder: {e}"))?;
+    enc.set_width(width);
+    enc.set_height(height);
+    enc.set_format(format);
+    enc.set_time_base(Rational(1, 1000));
+    enc.set_frame_rate(Some(Rational(30, 1)));
+    enc.set_max_b_frames(0);
+    // Keyframes follow the source's; this only bounds a source without any.
+    enc.set_gop(300);
+    let mut opts = Dictionary::new();
+    opts.set("preset", "veryfast");
+    opts.set("tune", "zerolatency");
+    opts.set("profile", "baseline");
+    opts.set("crf", "23");
+    opts.set("forced-idr", "1");
+    let vbv = format!("vbv-maxrate={MAX_KBPS}:vbv-bufsize={MAX_KBPS}:scenecut=0");
+    opts.set("x264-params", &vbv);
+    let enc = enc
+        .open_with(opts)
+        .map_err(|e| format!("libx264 for {width}x{height}: {e}"))?;
+    Ok(Encoder {
+        enc,
+        width,
+        height,
+        format,
+    })
+}
+
+/// The NAL units of an AVCC payload (4-byte lengths), up to the first
+/// malformed one.
+fn avcc_nals(mut p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = p.split_first_chunk::<4>()?;
+        let n = u32::from_be_bytes(*len) as usize;
+        if n == 0 || rest.len() < n {
+            return None;
+        }
+        let (nal, rest) = rest.split_at(n);
+        p = rest;
+        Some(nal)
+    })
+}
+
+/// The NAL units of an Annex B access unit (3- or 4-byte start codes).
+fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let starts: Vec<usize> = (0..data.len().saturating_sub(2))
+        .filter(|&i| data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1)
+        .map(|i| i + 3)
+        .collect();
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| {
+            let e = s - 3;
+            if e > 0 && data[e - 1] == 0 {
+                e - 1
+            } else {
+                e
+            }
+        })
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .map(move |(s, e)| &data[s..e.max(s)])
+        .filter(|n| !n.is_empty())
+}
+
+/// An encoded access unit (Annex B) as an FLV video tag body, and the
+/// parameter sets it carried (x264 repeats them before each IDR).
+type Sets = (Vec<u8>, Vec<u8>);
+fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
+    let (mut sps, mut pps) = (None, None);
+    let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+    for nal in annexb_nals(annexb) {
+        match nal[0] & 0x1f {
+            NAL_SPS => sps = Some(nal.to_vec()),
+            NAL_PPS => pps = Some(nal.to_vec()),
+            NAL_AUD => {}
+            _ => {
+                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                body.extend_from_slice(nal);
+            }
+        }
+    }
+    let sets = sps.zip(pps);
+    (sets, (body.len() > 5).then_some(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` pictures of 160x96 at 30 fps, encoded by the ffmpeg tool's
+    /// libx264 with 2 B-frames (OBS's setting) into FLV, as its video tag
+    /// bodies with their FLV times: what an RTMP publisher sends.
+    fn source_with_bframes(n: u32) -> Vec<(u32, Vec<u8>)> {
+        let out = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+            .args([
+                "-i",
+                "testsrc2=size=160x96:rate=30",
+                "-frames:v",
+                &n.to_string(),
+            ])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "30",
+            ])
+            .args(["-f", "flv", "-"])
+            .output()
+            .expect("the ffmpeg tool");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut p = &out.stdout[13..];
+        let mut tags = Vec::new();
+        while p.len() >= 15 {
+            let size = u32::from_be_bytes([0, p[1], p[2], p[3]]) as usize;
+            let ms = u32::from_be_bytes([p[7], p[4], p[5], p[6]]);
+            if p[0] == 9 {
+                tags.push((ms, p[11..11 + size].to_vec()));
+            }
+            p = &p[11 + size + 4..];
+        }
+        tags
+    }
+
+    /// Picture types of FLV video tag bodies, decoded in order.
+    fn decoded_kinds(tags: &[(u32, Vec<u8>)]) -> Vec<picture::Type> {
+        let mut dec =
+            codec::context::Context::new_with_codec(decoder::find(codec::Id::H264).unwrap())
+                .decoder()
+                .video()
+                .unwrap();
+        let (mut sps, mut pps) = (Vec::new(), Vec::new());
+        let mut picture = frame::Video::empty();
+        let mut kinds = Vec::new();
+        for (ms, body) in tags {
+            if body[1] == 0 {
+                let (s, p) = parameter_sets(&body[5..]).unwrap();
+                (sps, pps) = (s.to_vec(), p.to_vec());
+                continue;
+            }
+            if body[1] != 1 {
+                continue; // end of sequence
+            }
+            let mut au = Vec::new();
+            let sets = [&sps, &pps];
+            let head = if body[0] >> 4 == 1 { &sets[..] } else { &[] };
+            for nal in head
+                .iter()
+                .map(|s| s.as_slice())
+                .chain(avcc_nals(&body[5..]))
+            {
+                au.extend_from_slice(&START);
+                au.extend_from_slice(nal);
+            }
+            let mut packet = Packet::copy(&au);
+            packet.set_dts(Some(*ms as i64));
+            dec.send_packet(&packet).unwrap();
+            while dec.receive_frame(&mut picture).is_ok() {
+                kinds.push(picture.kind());
+            }
+        }
+        kinds
+    }
+
+    /// x264 with B-frames in, every picture out at once in presentation
+    /// order, with no B-frames and no composition offsets: the sequence
+    /// header first, a keyframe where the source has one, presentation
+    /// times rising 33-34 ms apart.
+    #[test]
+    fn b_frames_in_every_picture_out_in_order_without_them() {
+        let source = source_with_bframes(60);
+        let kinds = decoded_kinds(&source);
+        assert!(
+            kinds.contains(&picture::Type::B),
+            "the source has B-frames: {kinds:?}"
+        );
+        let mut r = Reencoder::new().unwrap();
+        let mut out = Vec::new();
+        for (ms, body) in &source {
+            r.push(*ms, body, &mut out);
+        }
+        assert!(r.refused.is_none(), "{:?}", r.refused);
+        assert_eq!(out[0].1[..2], [0x17, 0], "a sequence header first");
+        let frames: Vec<&(u32, Vec<u8>)> = out.iter().filter(|(_, b)| b[1] == 1).collect();
+        // The decoder holds back the pictures that reordering needs (2).
+        assert!(frames.len() >= 58, "{} of 60 pictures", frames.len());
+        assert_eq!(frames[0].1[0], 0x17, "a keyframe first");
+        let keys = frames.iter().filter(|(_, b)| b[0] == 0x17).count();
+        assert_eq!(keys, 2, "the source's two IDRs (gop 30)");
+        assert!(frames.iter().all(|(_, b)| b[2..5] == [0, 0, 0]));
+        for w in frames.windows(2) {
+            let d = w[1].0 as i64 - w[0].0 as i64;
+            assert!((33..=34).contains(&d), "{} then {}", w[0].0, w[1].0);
+        }
+        let kinds = decoded_kinds(&out);
+        assert_eq!(kinds.len(), frames.len());
+        assert!(!kinds.contains(&picture::Type::B), "{kinds:?}");
+    }
+
+    #[test]
+    fn annex_b_splits_on_both_start_codes() {
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+        ];
+        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
+        assert_eq!(nals, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
+        let (sets, body) = flv_body(&au, true);
+        assert_eq!(sets, Some((vec![0x67, 1, 2], vec![0x68, 3])));
+        assert_eq!(body.unwrap(), [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 4, 5]);
+    }
+
+    #[test]
+    fn avcc_stops_at_a_malformed_length() {
+        let p = [0, 0, 0, 2, 0x41, 1, 0, 0, 0, 9, 0x41];
+        let nals: Vec<&[u8]> = avcc_nals(&p).collect();
+        assert_eq!(nals, [&[0x41, 1][..]]);
+    }
+}
