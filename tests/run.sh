@@ -51,7 +51,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 # Everything is built and tested with the dataplane's optional `reencode`
 # feature; the plain dataplane (the README's run command) is linted too.
-features=(--features dataplane/reencode)
+features=(--features dataplane/reencode,benches/reencode)
 echo "== cargo clippy --all-targets -- -D warnings (with and without the reencode feature)"
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
 cargo clippy -p dataplane -- -D warnings
