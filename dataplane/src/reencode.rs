@@ -37,6 +37,17 @@ const NAL_PPS: u8 = 8;
 const NAL_AUD: u8 = 9;
 const START: [u8; 4] = [0, 0, 0, 1];
 
+/// Frames waiting for the re-encode thread (about a second of one 30 fps
+/// publisher): a thread that cannot keep up drops frames, counted against
+/// the publisher (`overload`) and the shard (`transcode_queue`), rather
+/// than delay its WebRTC players by the backlog.
+pub const QUEUE: usize = 32;
+
+/// Largest picture re-encoded (1080p): a publisher's SPS may declare up
+/// to 8K, which would cost the thread a second a frame and starve the
+/// shard's other re-encoded streams.
+const MAX_PIXELS: u32 = 1920 * 1088;
+
 /// Ceiling of the re-encoded stream (kbit/s) and its VBV buffer: the
 /// quality is set by CRF, this only bounds bursts toward the players.
 const MAX_KBPS: u32 = 4000;
@@ -61,8 +72,10 @@ pub struct Reencoder {
     annexb: Vec<u8>,
     picture: frame::Video,
     packet: Packet,
-    /// A picture format the encoder does not take was reported.
+    /// Why this stream cannot be re-encoded, to report (once).
     pub refused: Option<String>,
+    /// It cannot: its frames are dropped unread.
+    gave_up: bool,
 }
 
 impl Reencoder {
@@ -94,16 +107,20 @@ impl Reencoder {
             picture: frame::Video::empty(),
             packet: Packet::empty(),
             refused: None,
+            gave_up: false,
         })
     }
 
     /// One FLV video tag body of the source at FLV time `ms`; appends the
     /// re-encoded tag bodies made now, each with its presentation time (ms).
     pub fn push(&mut self, ms: u32, body: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
-        if body.len() < 5 || body[0] & 0x0f != 7 {
+        if self.gave_up || body.len() < 5 || body[0] & 0x0f != 7 {
             return;
         }
         if body[1] == 0 {
+            if let Some((w, h, _)) = crate::rtmp::meta::sps_of_avc_config(body) {
+                self.check_size(w, h);
+            }
             if let Some((sps, pps)) = parameter_sets(&body[5..]) {
                 self.sps = sps.to_vec();
                 self.pps = pps.to_vec();
@@ -137,15 +154,33 @@ impl Reencoder {
         }
     }
 
+    /// Gives up on a picture over [`MAX_PIXELS`].
+    fn check_size(&mut self, width: u32, height: u32) {
+        if width.saturating_mul(height) > MAX_PIXELS {
+            self.give_up(format!("video: {width}x{height} H264 with B-frames is over 1080p, too large to re-encode for WebRTC players"));
+        }
+    }
+
+    fn give_up(&mut self, why: String) {
+        self.refused.get_or_insert(why);
+        self.gave_up = true;
+        self.encoder = None;
+    }
+
     /// Encodes the picture just decoded.
     fn encode(&mut self, out: &mut Vec<(u32, Vec<u8>)>) {
-        let p = &mut self.picture;
-        let (width, height, format) = (p.width(), p.height(), p.format());
+        let (width, height, format) = {
+            let p = &self.picture;
+            (p.width(), p.height(), p.format())
+        };
+        self.check_size(width, height);
         if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
-            self.refused
-                .get_or_insert_with(|| format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"));
+            self.give_up(format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"));
+        }
+        if self.gave_up {
             return;
         }
+        let p = &mut self.picture;
         let same = self
             .encoder
             .as_ref()
@@ -154,8 +189,7 @@ impl Reencoder {
             match open_encoder(width, height, format) {
                 Ok(enc) => self.encoder = Some(enc),
                 Err(e) => {
-                    self.refused.get_or_insert(e);
-                    self.encoder = None;
+                    self.give_up(e);
                     return;
                 }
             }
@@ -328,15 +362,15 @@ pub fn flv_video_tags(flv: &[u8]) -> Vec<(u32, Vec<u8>)> {
 mod tests {
     use super::*;
 
-    /// `n` pictures of 160x96 at 30 fps, encoded by the ffmpeg tool's
+    /// `n` pictures of `size` at 30 fps, encoded by the ffmpeg tool's
     /// libx264 with 2 B-frames (OBS's setting) into FLV, as its video tag
     /// bodies with their FLV times: what an RTMP publisher sends.
-    fn source_with_bframes(n: u32) -> Vec<(u32, Vec<u8>)> {
+    fn source_with_bframes(n: u32, size: &str) -> Vec<(u32, Vec<u8>)> {
         let out = std::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
             .args([
                 "-i",
-                "testsrc2=size=160x96:rate=30",
+                &format!("testsrc2=size={size}:rate=30"),
                 "-frames:v",
                 &n.to_string(),
             ])
@@ -400,7 +434,7 @@ mod tests {
     /// times rising 33-34 ms apart.
     #[test]
     fn b_frames_in_every_picture_out_in_order_without_them() {
-        let source = source_with_bframes(60);
+        let source = source_with_bframes(60, "160x96");
         let kinds = decoded_kinds(&source);
         assert!(
             kinds.contains(&picture::Type::B),
@@ -427,6 +461,21 @@ mod tests {
         let kinds = decoded_kinds(&out);
         assert_eq!(kinds.len(), frames.len());
         assert!(!kinds.contains(&picture::Type::B), "{kinds:?}");
+    }
+
+    /// A sequence header that declares a picture over 1080p: refused at
+    /// once, said why, and its frames never decoded.
+    #[test]
+    fn a_picture_over_1080p_is_refused_before_decoding() {
+        let tags = source_with_bframes(2, "2560x1440");
+        let mut r = Reencoder::new().unwrap();
+        let mut out = Vec::new();
+        for (ms, body) in &tags {
+            r.push(*ms, body, &mut out);
+        }
+        let why = r.refused.take().expect("refused");
+        assert!(why.contains("2560x1440") && why.contains("1080p"), "{why}");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -425,7 +425,7 @@ pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<Transc
     let (outbox, from) = mpsc::channel::<Done>();
     #[cfg(feature = "reencode")]
     let video = match reencode {
-        true => Some(spawn_reencode(index, queue, outbox.clone())?),
+        true => Some(spawn_reencode(index, outbox.clone())?),
         false => None,
     };
     // Built without the `reencode` feature: B-frames are never re-encoded.
@@ -454,13 +454,9 @@ pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<Transc
 /// The re-encode thread: video, whose frames cost milliseconds each, apart
 /// from the audio, whose 20 ms frames must not wait behind them.
 #[cfg(feature = "reencode")]
-fn spawn_reencode(
-    index: u32,
-    queue: usize,
-    outbox: mpsc::Sender<Done>,
-) -> std::io::Result<SyncSender<Job>> {
+fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<SyncSender<Job>> {
     use crate::reencode::Reencoder;
-    let (to, inbox) = mpsc::sync_channel::<Job>(queue);
+    let (to, inbox) = mpsc::sync_channel::<Job>(crate::reencode::QUEUE);
     std::thread::Builder::new()
         .name(format!("reencode-{index}"))
         .spawn(move || {

@@ -251,7 +251,7 @@ impl Meta {
 
 /// (width, height, frames per second if its VUI says) of the first SPS in
 /// an FLV AVC sequence header (`[0x17, 0, cts×3]` + AVCDecoderConfigurationRecord).
-fn sps_of_avc_config(body: &[u8]) -> Option<(u32, u32, Option<f64>)> {
+pub fn sps_of_avc_config(body: &[u8]) -> Option<(u32, u32, Option<f64>)> {
     use h264_reader::nal::sps::SeqParameterSet;
     use h264_reader::rbsp::{decode_nal, BitReader};
     let rec = body.get(5..)?;
