@@ -271,9 +271,10 @@ struct RtpOut {
     packetizer: Packetizer,
     gop: Vec<Bytes>,
     gop_bytes: usize,
-    /// Its video has B-frames and goes through the shard's re-encode
-    /// thread ([`Job::Video`]) before the packetizer.
-    reencoded: bool,
+    /// Decided at its publisher's first B-frame, for the publisher's life:
+    /// whether its video goes through the shard's re-encode thread
+    /// ([`Job::Video`]) before the packetizer (under the shard's limit then).
+    reencode: Option<bool>,
     audio_ssrc: u32,
     audio_seq: u16,
     /// RTP time of the next Opus packet.
@@ -368,7 +369,7 @@ impl RtpOut {
             packetizer: Packetizer::new(pid.wrapping_mul(0x9e37_79b1) | 1, 96),
             gop: Vec::new(),
             gop_bytes: 0,
-            reencoded: false,
+            reencode: None,
             audio_ssrc: pid.wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
@@ -1609,7 +1610,7 @@ impl Hub {
             .streams
             .get(&pid)
             .and_then(|s| s.rtp.as_ref())
-            .is_some_and(|r| r.reencoded);
+            .is_some_and(|r| r.reencode == Some(true));
         let limit = self.bframe_reencodes;
         if let Some(st) = self.conns.get_mut(&idx) {
             st.stats.packets += 1;
@@ -1651,22 +1652,29 @@ impl Hub {
     /// hands it to the re-encode thread when it has B-frames (which
     /// browsers cannot play) and the shard re-encodes fewer than its limit.
     fn packetize_for_webrtc(&mut self, pid: Pid, m: &Media) -> Pushed {
-        let reencoding = self
-            .streams
-            .values()
-            .filter(|s| s.rtp.as_ref().is_some_and(|r| r.reencoded))
-            .count();
+        let reencoded = |s: &Stream| s.rtp.as_ref().is_some_and(|r| r.reencode == Some(true));
+        // Decided once per publisher, at its first B-frame.
+        let decide = has_bframes(m)
+            && self
+                .streams
+                .get(&pid)
+                .is_some_and(|s| s.rtp.as_ref().is_none_or(|r| r.reencode.is_none()));
+        let start = decide
+            && self.streams.values().filter(|s| reencoded(s)).count()
+                < self.bframe_reencodes as usize;
         let Some(s) = self.streams.get_mut(&pid) else {
             return Pushed::Nothing;
         };
         let (room, key) = (s.room, s.key);
         let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
-        if !out.reencoded && has_bframes(m) && reencoding < self.bframe_reencodes as usize {
+        if decide {
+            out.reencode = Some(start);
+        }
+        if start {
             tracing::info!(
                 pid,
                 "RTMP publisher's video has B-frames: re-encoded for WebRTC players"
             );
-            out.reencoded = true;
             out.gop.clear();
             out.gop_bytes = 0;
             // The decoder starts from the stream's parameter sets.
@@ -1680,7 +1688,7 @@ impl Hub {
                 flv: c.payload.to_vec(),
             }));
         }
-        if out.reencoded {
+        if out.reencode == Some(true) {
             self.jobs.push(Job::Video {
                 stream: pid,
                 ms: m.timestamp,
@@ -1701,7 +1709,7 @@ impl Hub {
         };
         let (room, key) = (s.room, s.key);
         // A publisher since then that is not re-encoded: stale output.
-        let Some(out) = s.rtp.as_mut().filter(|r| r.reencoded) else {
+        let Some(out) = s.rtp.as_mut().filter(|r| r.reencode == Some(true)) else {
             return;
         };
         for (ms, body) in tags {
