@@ -12,32 +12,13 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dataplane::h264::Packetizer;
-use dataplane::reencode::{flv_video_tags, Reencoder};
-
-/// 60 frames of x264 with 2 B-frames at `size`, as FLV video tag bodies.
-fn source(size: &str) -> Vec<(u32, Vec<u8>)> {
-    let out = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-        .args([
-            "-i",
-            &format!("testsrc2=size={size}:rate=30,noise=alls=12:allf=t"),
-        ])
-        .args(["-frames:v", "60", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-bf", "2", "-g", "60", "-b:v", "2M", "-f", "flv", "-"])
-        .output()
-        .expect("the ffmpeg tool");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    flv_video_tags(&out.stdout)
-}
+use dataplane::reencode::{x264_bframes_flv, Reencoder};
 
 fn video(c: &mut Criterion) {
     let mut g = c.benchmark_group("bframes_per_frame");
     for size in ["640x360", "1280x720"] {
-        let tags = source(size);
+        let lavfi = format!("testsrc2=size={size}:rate=30,noise=alls=12:allf=t");
+        let tags = x264_bframes_flv(&lavfi, 60, 60);
         let config = tags
             .iter()
             .find(|(_, b)| b[1] == 0)

@@ -338,12 +338,33 @@ fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
     (sets, (body.len() > 5).then_some(body))
 }
 
-/// The video tag bodies of an FLV file, with their FLV times, up to the
-/// first malformed tag: for tests and benches that feed the re-encoder what
-/// the ffmpeg tool's x264 makes.
-pub fn flv_video_tags(flv: &[u8]) -> Vec<(u32, Vec<u8>)> {
+/// What an RTMP publisher with OBS's settings sends, for tests and
+/// benches: `frames` pictures of the lavfi source `lavfi` encoded by the
+/// ffmpeg tool's x264 (2 B-frames, preset veryfast, 2 Mbit/s, a keyframe
+/// every `gop`) into FLV, as its video tag bodies with their FLV times.
+pub fn x264_bframes_flv(lavfi: &str, frames: u32, gop: u32) -> Vec<(u32, Vec<u8>)> {
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            lavfi,
+        ])
+        .args(["-frames:v", &frames.to_string(), "-c:v", "libx264"])
+        .args(["-preset", "veryfast", "-bf", "2", "-g", &gop.to_string()])
+        .args(["-b:v", "2M", "-f", "flv", "-"])
+        .output()
+        .expect("the ffmpeg tool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut tags = Vec::new();
-    let mut p = flv.get(13..).unwrap_or_default();
+    let mut p = out.stdout.get(13..).unwrap_or_default();
     while p.len() >= 15 {
         let size = u32::from_be_bytes([0, p[1], p[2], p[3]]) as usize;
         let ms = u32::from_be_bytes([p[7], p[4], p[5], p[6]]);
@@ -362,30 +383,8 @@ pub fn flv_video_tags(flv: &[u8]) -> Vec<(u32, Vec<u8>)> {
 mod tests {
     use super::*;
 
-    /// `n` pictures of `size` at 30 fps, encoded by the ffmpeg tool's
-    /// libx264 with 2 B-frames (OBS's setting) into FLV, as its video tag
-    /// bodies with their FLV times: what an RTMP publisher sends.
     fn source_with_bframes(n: u32, size: &str) -> Vec<(u32, Vec<u8>)> {
-        let out = std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-            .args([
-                "-i",
-                &format!("testsrc2=size={size}:rate=30"),
-                "-frames:v",
-                &n.to_string(),
-            ])
-            .args([
-                "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-g", "30",
-            ])
-            .args(["-f", "flv", "-"])
-            .output()
-            .expect("the ffmpeg tool");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        flv_video_tags(&out.stdout)
+        x264_bframes_flv(&format!("testsrc2=size={size}:rate=30"), n, 30)
     }
 
     /// Picture types of FLV video tag bodies, decoded in order.
