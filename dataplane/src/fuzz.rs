@@ -275,6 +275,8 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
     use crate::rtmp::conn::Conn;
     use crate::rtmp::hub::{Action, ConnState, Hub};
     let mut hub = Hub::new(true, 0);
+    // B-frame pushes take the re-encode path (its answers echoed below).
+    hub.bframe_reencodes = 1;
     let mut rooms = FuzzRooms(None, Default::default());
     let mut web = None;
     let mut actions = Vec::new();
@@ -346,10 +348,16 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 q.consumed(n);
             }
         }
+        // The re-encode thread's answer, as if it gave each frame back as
+        // it came: whatever a publisher sent reaches the packetizer.
+        for job in std::mem::take(&mut hub.jobs) {
+            if let crate::transcode::Job::Video { stream, ms, flv } = job {
+                hub.on_reencoded(stream, vec![(ms, flv)]);
+            }
+        }
         for p in hub.rtp_out.drain(..) {
             assert!(p.packet.len() <= 12 + crate::h264::RTP_PAYLOAD);
         }
-        hub.jobs.clear();
         hub.events_out.clear();
         hub.keyframe_requests.clear();
         hub.deferred.clear();
