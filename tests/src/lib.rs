@@ -35,13 +35,24 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// `N` distinct free TCP ports: the listeners are held until all are
-/// picked (one at a time, the kernel may hand the same port out twice).
+/// `N` distinct free TCP ports for servers under test, from below the
+/// kernel's ephemeral range (32768-60999 here). A port the kernel hands out
+/// for `:0` is an ephemeral one: released for the server to bind, it can be
+/// taken first by any client's outgoing connection (CI saw the
+/// controlplane fail with "Address already in use"). Ports here are never
+/// handed out that way; a counter (from a per-process start) keeps this
+/// process's picks apart, and each is checked bindable.
 pub fn free_tcp_ports<const N: usize>() -> [u16; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 60) * 200;
+    std::array::from_fn(|_| loop {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::SeqCst)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    })
 }
 
 /// An even UDP port `p` with `p..p+4` free (video RTP/RTCP, audio RTP/RTCP).
