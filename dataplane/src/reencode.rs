@@ -23,9 +23,9 @@
 //! FFmpeg (through `ffmpeg-next`, the maintained safe binding) because no
 //! Rust or bundled decoder plays High profile with B-frames: OpenH264's
 //! decoder does not decode B slices. It runs on the shard's re-encode
-//! thread (`transcode::spawn`), never on the packet loop: a frame costs 5.8
-//! ms at 640x360 and 11.3 ms at 1280x720 (17 % and 34 % of a core at 30
-//! fps; repacketizing it costs 0.7 µs; benches/benches/video.rs).
+//! thread (`transcode::spawn`), never on the packet loop: a frame costs
+//! 5.4-5.8 ms at 640x360 and 11.2-11.3 ms at 1280x720 (16-17 % and 34 % of
+//! a core at 30 fps; repacketizing it costs 0.7 µs; benches/benches/video.rs).
 
 use ff::{codec, decoder, encoder, format::Pixel, frame, picture, Dictionary, Packet, Rational};
 use ffmpeg_next as ff;

@@ -332,9 +332,14 @@ fn chromium_plays_an_rtmp_push_with_b_frames_reencoded() {
             - report["first"]["framesDecoded"].as_u64().unwrap_or(0);
         (report, decoded)
     };
+    // Over the 5 s played: every frame decoded, none dropped, none shown
+    // out of order. At the join Chromium may skip some of the cached GOP's
+    // older frames, replayed at once, to catch up with live (seen for the
+    // re-encoded push: none in three runs, 40 in one): before the window.
     let plays_in_order = |report: &Value, decoded: u64| {
         assert!(decoded >= 135, "5 s at 30 fps, 90 %: {report}");
-        assert_eq!(report["later"]["framesDropped"], 0, "{report}");
+        let dropped = |at: &str| report[at]["framesDropped"].as_u64().unwrap_or(0);
+        assert_eq!(dropped("later"), dropped("first"), "{report}");
         assert_eq!(report["later"]["presented"]["backwards"], 0, "{report}");
     };
 
