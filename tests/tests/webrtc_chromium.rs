@@ -335,7 +335,7 @@ fn chromium_plays_an_rtmp_push_with_b_frames_reencoded() {
     // Over the 5 s played: every frame decoded, none dropped, none shown
     // out of order. At the join Chromium may skip some of the cached GOP's
     // older frames, replayed at once, to catch up with live (seen for the
-    // re-encoded push: none in three runs, 40 in one): before the window.
+    // re-encoded push: none in six runs, 40 in one): before the window.
     let plays_in_order = |report: &Value, decoded: u64| {
         assert!(decoded >= 135, "5 s at 30 fps, 90 %: {report}");
         let dropped = |at: &str| report[at]["framesDropped"].as_u64().unwrap_or(0);
