@@ -1677,12 +1677,15 @@ impl Hub {
             );
             out.gop.clear();
             out.gop_bytes = 0;
-            // The decoder starts from the stream's parameter sets.
+            // The decoder starts from the stream's parameter sets and the
+            // GOP so far (empty when the offsets start on a keyframe, as
+            // x264's do): WebRTC players need not wait for the next one.
             let config = s
                 .cache
                 .configs()
-                .find(|c| super::stream::is_video_config(c));
-            self.jobs.extend(config.map(|c| Job::Video {
+                .filter(|c| super::stream::is_video_config(c));
+            let gop = s.cache.gop().iter().filter(|g| g.type_id == types::VIDEO);
+            self.jobs.extend(config.chain(gop).map(|c| Job::Video {
                 stream: pid,
                 ms: c.timestamp,
                 flv: c.payload.to_vec(),
@@ -2861,6 +2864,43 @@ mod tests {
         h.rtp_out.clear();
         h.on_reencoded(b_pid, vec![(1100, idr.to_vec())]);
         assert!(h.rtp_out.is_empty());
+    }
+
+    /// A publisher whose composition offsets start after its keyframe:
+    /// the re-encoder gets the GOP so far first, so WebRTC players need not
+    /// wait for the next keyframe.
+    #[test]
+    fn a_reencode_that_starts_mid_gop_starts_from_its_keyframe() {
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(1);
+        h.bframe_reencodes = 1;
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let config = crate::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
+        let publish = [
+            connect(),
+            command("publish", vec![Amf0Value::Utf8String("r/a".into())]),
+        ]
+        .concat();
+        h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
+        let mut media = Vec::new();
+        write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
+        let idr = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        write_message(&mut media, 6, 1000, types::VIDEO, 1, &idr, 128);
+        write_message(&mut media, 8, 1010, types::AUDIO, 1, &[0xaf, 1, 9], 128);
+        let b = [0x27, 1, 0, 0, 33, 0, 0, 0, 2, 0x41, 0x9a];
+        write_message(&mut media, 6, 1033, types::VIDEO, 1, &b, 128);
+        h.on_bytes(t0, 0, &media, &mut rooms, &mut a);
+        let videos: Vec<(u32, u8)> = h
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Video { ms, flv, .. } => Some((*ms, flv[0])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(videos, [(0, 0x17), (1000, 0x17), (1033, 0x27)]);
     }
 
     /// An HTTP-FLV player gets the answer head, the FLV header and the
