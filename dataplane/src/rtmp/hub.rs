@@ -2791,6 +2791,22 @@ mod tests {
         assert!(mp3.1.contains("MP3"), "{}", mp3.1);
     }
 
+    /// `connect` and `publish` of `name`, as a client sends them.
+    fn publish_of(name: &str) -> Vec<u8> {
+        let name = Amf0Value::Utf8String(name.into());
+        [connect(), command("publish", vec![name])].concat()
+    }
+
+    /// A hub of `conns` connections that re-encodes one B-frame publisher,
+    /// and an FLV AVC sequence header for its publishers.
+    fn reencoding_hub(conns: u32) -> (Hub, Vec<u8>) {
+        let mut h = hub_with(conns);
+        h.bframe_reencodes = 1;
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let config = crate::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
+        (h, config)
+    }
+
     /// RTMP publishers with B-frames: up to the shard's limit their video
     /// goes to the re-encode thread (its sequence header first) and only
     /// what comes back is packetized, at its presentation time; past the
@@ -2799,22 +2815,14 @@ mod tests {
     #[test]
     fn b_frames_are_reencoded_up_to_the_shards_limit() {
         let mut rooms = OneRoom::creating();
-        let mut h = hub_with(2);
-        h.bframe_reencodes = 1;
+        let (mut h, config) = reencoding_hub(2);
         let t0 = Instant::now();
         let mut a = Vec::new();
-        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-        let pps = [0x68, 0xce, 0x06, 0xe2];
-        let config = crate::h264::config_tag(&sps, &pps).unwrap();
         // An IDR shown 66 ms after it is decoded: B-frames follow.
         let idr = [0x17, 1, 0, 0, 66, 0, 0, 0, 2, 0x65, 0x88];
         let mut pids = Vec::new();
         for (idx, name) in [(0, "a"), (1, "b")] {
-            let publish = [
-                connect(),
-                command("publish", vec![Amf0Value::Utf8String(format!("r/{name}"))]),
-            ]
-            .concat();
+            let publish = publish_of(&format!("r/{name}"));
             h.on_bytes(t0, idx, &publish, &mut rooms, &mut a);
             let mut media = Vec::new();
             write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
@@ -2872,18 +2880,10 @@ mod tests {
     #[test]
     fn a_reencode_that_starts_mid_gop_starts_from_its_keyframe() {
         let mut rooms = OneRoom::creating();
-        let mut h = hub_with(1);
-        h.bframe_reencodes = 1;
+        let (mut h, config) = reencoding_hub(1);
         let t0 = Instant::now();
         let mut a = Vec::new();
-        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-        let config = crate::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
-        let publish = [
-            connect(),
-            command("publish", vec![Amf0Value::Utf8String("r/a".into())]),
-        ]
-        .concat();
-        h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
+        h.on_bytes(t0, 0, &publish_of("r/a"), &mut rooms, &mut a);
         let mut media = Vec::new();
         write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
         let idr = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
