@@ -68,6 +68,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // Refused (e.g. --production without its secrets) before anything is
+    // created: a refused start leaves no shared memory behind.
+    let auth = match auth::Auth::from_config(&cfg) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -109,13 +118,6 @@ async fn main() {
     }
     let state = Arc::new(Mutex::new(st));
     link::spawn_pump(link.clone(), state.clone());
-    let auth = match auth::Auth::from_config(&cfg) {
-        Ok(a) => a,
-        Err(e) => {
-            error!("{e}");
-            std::process::exit(2);
-        }
-    };
     if auth.dev_admin_key {
         warn!(
             "no --admin-key: development admin key for /v1/* is {} (use Authorization: Bearer <key>; --production refuses to start without one)",

@@ -130,6 +130,10 @@ fn production_mode_refuses_to_start_without_secrets() {
         t0.elapsed() < Duration::from_secs(10),
         "it should refuse at once"
     );
+    assert!(
+        !std::path::Path::new("/dev/shm/mgw-test-prod-refused").exists(),
+        "a refused start leaves no shared memory behind"
+    );
 }
 
 #[test]
