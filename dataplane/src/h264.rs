@@ -302,19 +302,9 @@ impl Packetizer {
         if body[1] != 1 {
             return Pushed::Nothing;
         }
-        let mut nals = Vec::new();
-        let mut p = &body[5..];
-        while p.len() >= 4 {
-            let n = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
-            if n == 0 || p.len() < 4 + n {
-                break;
-            }
-            let nal = &p[4..4 + n];
-            if !matches!(nal[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD) {
-                nals.push(nal);
-            }
-            p = &p[4 + n..];
-        }
+        let nals: Vec<&[u8]> = avcc_nals(&body[5..])
+            .filter(|nal| !matches!(nal[0] & 0x1f, NAL_SPS | NAL_PPS | NAL_AUD))
+            .collect();
         if nals.is_empty() {
             return Pushed::Nothing;
         }
@@ -371,6 +361,31 @@ impl Packetizer {
             }
             None => false,
         }
+    }
+}
+
+/// The NAL units of an AVCC payload (4-byte lengths, as in an FLV video
+/// tag after its 5-byte header), up to the first malformed one.
+pub fn avcc_nals(mut p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = p.split_first_chunk::<4>()?;
+        let n = u32::from_be_bytes(*len) as usize;
+        if n == 0 || rest.len() < n {
+            return None;
+        }
+        let (nal, rest) = rest.split_at(n);
+        p = rest;
+        Some(nal)
+    })
+}
+
+/// An FLV AVC video tag body's composition time offset (ms, presentation
+/// minus decode time): a signed 24-bit field after the packet type; 0 if
+/// the body is too short to hold one.
+pub fn composition_offset(body: &[u8]) -> i32 {
+    match body.get(2..5) {
+        Some(&[a, b, c]) => ((u32::from_be_bytes([0, a, b, c]) << 8) as i32) >> 8,
+        _ => 0,
     }
 }
 
@@ -530,6 +545,13 @@ mod tests {
                 p
             })
             .collect()
+    }
+
+    #[test]
+    fn avcc_stops_at_a_malformed_length() {
+        let p = [0, 0, 0, 2, 0x41, 1, 0, 0, 0, 9, 0x41];
+        let nals: Vec<&[u8]> = avcc_nals(&p).collect();
+        assert_eq!(nals, [&[0x41, 1][..]]);
     }
 
     #[test]

@@ -30,7 +30,7 @@
 use ff::{codec, decoder, encoder, format::Pixel, frame, picture, Dictionary, Packet, Rational};
 use ffmpeg_next as ff;
 
-use crate::h264::{config_tag, parameter_sets};
+use crate::h264::{avcc_nals, composition_offset, config_tag, parameter_sets};
 
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
@@ -130,7 +130,7 @@ impl Reencoder {
         if body[1] != 1 {
             return;
         }
-        let cts = ((u32::from_be_bytes([0, body[2], body[3], body[4]]) << 8) as i32) >> 8;
+        let cts = composition_offset(body);
         self.annexb.clear();
         if body[0] >> 4 == 1 && !self.sps.is_empty() {
             for set in [&self.sps, &self.pps] {
@@ -276,21 +276,6 @@ fn open_encoder(width: u32, height: u32, format: Pixel) -> Result<Encoder, Strin
     })
 }
 
-/// The NAL units of an AVCC payload (4-byte lengths), up to the first
-/// malformed one.
-fn avcc_nals(mut p: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let (len, rest) = p.split_first_chunk::<4>()?;
-        let n = u32::from_be_bytes(*len) as usize;
-        if n == 0 || rest.len() < n {
-            return None;
-        }
-        let (nal, rest) = rest.split_at(n);
-        p = rest;
-        Some(nal)
-    })
-}
-
 /// The NAL units of an Annex B access unit (3- or 4-byte start codes).
 fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let starts: Vec<usize> = (0..data.len().saturating_sub(2))
@@ -317,9 +302,11 @@ fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|n| !n.is_empty())
 }
 
+/// An SPS and its PPS.
+type Sets = (Vec<u8>, Vec<u8>);
+
 /// An encoded access unit (Annex B) as an FLV video tag body, and the
 /// parameter sets it carried (x264 repeats them before each IDR).
-type Sets = (Vec<u8>, Vec<u8>);
 fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
     let (mut sps, mut pps) = (None, None);
     let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
@@ -487,12 +474,5 @@ mod tests {
         let (sets, body) = flv_body(&au, true);
         assert_eq!(sets, Some((vec![0x67, 1, 2], vec![0x68, 3])));
         assert_eq!(body.unwrap(), [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 4, 5]);
-    }
-
-    #[test]
-    fn avcc_stops_at_a_malformed_length() {
-        let p = [0, 0, 0, 2, 0x41, 1, 0, 0, 0, 9, 0x41];
-        let nals: Vec<&[u8]> = avcc_nals(&p).collect();
-        assert_eq!(nals, [&[0x41, 1][..]]);
     }
 }

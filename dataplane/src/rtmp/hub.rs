@@ -2036,10 +2036,7 @@ impl Hub {
 /// A video message's presentation time (ms): its FLV time (decode time)
 /// plus the AVC packet's composition time offset, a signed 24-bit field.
 fn presentation_ms(m: &Media) -> u32 {
-    let cts = match m.payload.get(2..5) {
-        Some(&[a, b, c]) => ((u32::from_be_bytes([0, a, b, c]) << 8) as i32) >> 8,
-        _ => 0,
-    };
+    let cts = crate::h264::composition_offset(&m.payload);
     m.timestamp.wrapping_add(cts as u32)
 }
 
