@@ -460,7 +460,9 @@ fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<Syn
     std::thread::Builder::new()
         .name(format!("reencode-{index}"))
         .spawn(move || {
-            let mut streams: HashMap<Pid, Reencoder> = HashMap::new();
+            // None: no re-encoder could be made for the publisher (said
+            // once; its frames are dropped until it starts afresh).
+            let mut streams: HashMap<Pid, Option<Reencoder>> = HashMap::new();
             while let Ok(job) = inbox.recv() {
                 let (stream, ms, flv) = match job {
                     Job::Video { stream, ms, flv } => (stream, ms, flv),
@@ -472,17 +474,19 @@ fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<Syn
                 };
                 let r = match streams.entry(stream) {
                     Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(v) => match Reencoder::new() {
-                        Ok(r) => v.insert(r),
-                        Err(what) => {
+                    Entry::Vacant(v) => {
+                        let made = Reencoder::new();
+                        if let Err(what) = &made {
                             warn!(stream, "no re-encoder: {what}");
+                            let what = what.clone();
                             if outbox.send(Done::MediaWarning { stream, what }).is_err() {
                                 return;
                             }
-                            continue;
                         }
-                    },
+                        v.insert(made.ok())
+                    }
                 };
+                let Some(r) = r else { continue };
                 let mut tags = Vec::new();
                 // A codec bug costs this publisher its re-encoder, not the
                 // thread and with it every re-encoded stream on the shard.
