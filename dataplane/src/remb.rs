@@ -480,8 +480,8 @@ mod tests {
     const UNITS_PER_MS: f64 = 262.144;
 
     /// A publisher's path on virtual time: 30 frames a second, cut into
-    /// packets of 1200 bytes, through a link (a FIFO: a packet leaves when the link has
-    /// sent the ones before it) and 20 ms of propagation.
+    /// packets of 1200 bytes, through a link (a FIFO: a packet leaves when
+    /// the link has sent the ones before it) and 20 ms of propagation.
     struct Path {
         now: Instant,
         t0: Instant,

@@ -1606,11 +1606,13 @@ impl Hub {
             types::VIDEO => self.packetize_for_webrtc(pid, &m),
             _ => Pushed::Nothing,
         };
-        let reencoded = self
-            .streams
-            .get(&pid)
-            .and_then(|s| s.rtp.as_ref())
-            .is_some_and(|r| r.reencode == Some(true));
+        // Only B-frames' warning depends on it: no lookup for the rest.
+        let reencoded = has_bframes(&m)
+            && self
+                .streams
+                .get(&pid)
+                .and_then(|s| s.rtp.as_ref())
+                .is_some_and(|r| r.reencode == Some(true));
         let limit = self.bframe_reencodes;
         if let Some(st) = self.conns.get_mut(&idx) {
             st.stats.packets += 1;
