@@ -14,8 +14,9 @@
 //! Scenarios: `fanout` (P=1 publisher → S subscribers), `meeting` (rooms
 //! of WebRTC participants), `audio` (P WebRTC audio publishers → S WebRTC
 //! players hearing all of them; `--baseline` runs the same fan-out through
-//! the relays), `rtmp` (one RTMP publisher → S RTMP players; `--baseline`
-//! runs the same against nginx-rtmp), `setup` (WHIP/WHEP set-up with real
+//! the relays), `rtmp` (one RTMP publisher → S RTMP players and
+//! `--flv-players` HTTP-FLV players; `--baseline` runs the RTMP players
+//! against nginx-rtmp), `setup` (WHIP/WHEP set-up with real
 //! ICE and DTLS) and `churn` (create and delete `--sessions` sessions; RSS,
 //! descriptors and ports must come back).
 
@@ -24,6 +25,7 @@ mod audio;
 mod churn;
 mod fanout;
 mod flv;
+mod http_flv;
 mod meeting;
 mod nginx;
 mod proc_stats;
@@ -51,6 +53,14 @@ pub struct Args {
     /// Gateway RTMP listener (scenario rtmp).
     #[arg(long, default_value = "127.0.0.1:1935")]
     rtmp: String,
+    /// Gateway HTTP-FLV listener (scenario rtmp, with --flv-players).
+    #[arg(long, default_value = "127.0.0.1:8088")]
+    http_flv: String,
+    /// HTTP-FLV players of the same stream besides the --subscribers RTMP
+    /// ones, interleaved along the same ramp (scenario rtmp; the gateway
+    /// only: nginx-rtmp has no HTTP-FLV, so --baseline runs the RTMP ones).
+    #[arg(long, default_value_t = 0)]
+    flv_players: u32,
     #[arg(long, default_value = "fanout")]
     scenario: String,
     /// Publishers (audio: 10).

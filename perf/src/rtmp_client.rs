@@ -1,13 +1,34 @@
-//! RTMP clients for the load tool, on rml_rtmp's sans-IO client session:
-//! one publisher that paces the clip in real time and stamps each video
-//! frame with its send time, and many players on one epoll thread that
-//! count what arrives, when the first keyframe came, and each frame's delay.
+//! The rtmp scenario's clients: one RTMP publisher, on rml_rtmp's sans-IO
+//! client session, that paces the clip in real time and stamps each video
+//! frame with its send time, and many players on one epoll thread, RTMP
+//! players (rml_rtmp again) and HTTP-FLV players (a plain HTTP/1.1 `GET`
+//! and [`crate::http_flv`]'s streaming reader), that count what arrives,
+//! when the first keyframe came, and each frame's delay: one
+//! [`Tally::media`] for both kinds, fed an RTMP message's payload or an FLV
+//! tag's body (the same bytes).
 //!
 //! ```text
-//! publisher ─connect/publish─▶ server ─▶ players: handshake → connect → play
-//!   clip tags at their time,            first keyframe  → time to first frame
-//!   SEI send time in each frame         stamped frames in the window → delay, count
+//! publisher ─connect/publish─▶ server ─▶ RTMP players: handshake → connect → play → messages ─┐
+//!   clip tags at their time,           └▶ HTTP-FLV players: GET /live/KEY.flv → 200 → FLV tags ┤
+//!   SEI send time in each frame                                                               ▼
+//!                                         Tally::media: first keyframe → time to first frame,
+//!                                         stamped frames in the window → delay, count
 //! ```
+//!
+//! The drive loop ([`play`]), one turn:
+//! 1. connect the players whose time on the ramp has come (the two kinds
+//!    interleaved along it; blocking connects, loopback), send the first
+//!    bytes (RTMP C0+C1, or the HTTP request), make the socket non-blocking
+//!    and add it to the epoll set, its index in `players` as the event's data;
+//! 2. wait at most 2 ms for readable sockets;
+//! 3. read each ready socket dry into one 256 KiB buffer, and feed the bytes
+//!    to its player's stage (RTMP: handshake → session → events; HTTP-FLV:
+//!    the answer's head → de-chunking → tags), then write what the player
+//!    could not send before (RTMP answers; rare).
+//!
+//! A player the server refuses or closes, or whose bytes make no sense,
+//! fails with the reason and keeps what it counted until then; at the end
+//! each player's counts go to its kind's [`Group`].
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +44,7 @@ use rml_rtmp::sessions::{
 use rml_rtmp::time::RtmpTimestamp;
 
 use crate::flv::{self, Tag};
+use crate::http_flv::{self, HttpFlv};
 
 /// The RTMP application both servers are asked for.
 const APP: &str = "live";
@@ -42,8 +64,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether a frame sent at `sent_ns` (since `t0`) counts.
     fn in_window(&self, sent_ns: u64) -> bool {
-        let at = self.t0 + Duration::from_nanos(sent_ns);
+        self.measuring(self.t0 + Duration::from_nanos(sent_ns))
+    }
+
+    /// Whether `at` is in the window (what arrives then is counted).
+    fn measuring(&self, at: Instant) -> bool {
         at >= self.window.0 && at < self.window.1
     }
 }
@@ -126,6 +153,9 @@ fn connect_blocking(addr: SocketAddr) -> Result<(TcpStream, ClientSession), Stri
 pub struct Published {
     /// Stamped video frames whose send time is in the window.
     pub frames_in_window: u64,
+    /// Video messages (frames, and the clip's end-of-sequence once a lap)
+    /// whose send time is in the window.
+    pub video_in_window: u64,
     pub bytes: u64,
 }
 
@@ -165,6 +195,7 @@ pub fn publish(addr: SocketAddr, key: &str, tags: &[Tag], plan: Plan) -> Result<
     };
     let mut out = Published {
         frames_in_window: 0,
+        video_in_window: 0,
         bytes: 0,
     };
     for t in tags.iter().filter(|t| t.is_config()) {
@@ -182,10 +213,14 @@ pub fn publish(addr: SocketAddr, key: &str, tags: &[Tag], plan: Plan) -> Result<
                 std::thread::sleep(wait);
             }
             let mut body = t.body.clone();
-            if t.kind == flv::VIDEO && flv::is_video_frame(&body) {
+            if t.kind == flv::VIDEO {
                 let now = plan.t0.elapsed().as_nanos() as u64;
-                flv::stamp(&mut body, now);
-                out.frames_in_window += plan.in_window(now) as u64;
+                let counts = plan.in_window(now) as u64;
+                out.video_in_window += counts;
+                if flv::is_video_frame(&body) {
+                    flv::stamp(&mut body, now);
+                    out.frames_in_window += counts;
+                }
             }
             out.bytes += body.len() as u64;
             send(&mut s, &mut session, t, body, ms)?;
@@ -216,29 +251,83 @@ enum Stage {
     /// Both boxed: kilobytes of state each, one at a time per player.
     Handshake(Box<Handshake>),
     Session(Box<ClientSession>),
+    /// An HTTP-FLV player, its request sent: the answer, then the stream.
+    Http(Box<HttpFlv>),
     Failed(String),
+}
+
+/// What one player received, whatever its kind.
+struct Tally {
+    connected_at: Instant,
+    /// Connect → first keyframe.
+    first_keyframe: Option<Duration>,
+    /// Bytes read and audio/video messages received in the window (by arrival).
+    bytes: u64,
+    messages: u64,
+    /// The video ones among `messages`.
+    video_messages: u64,
+    /// Stamped frames sent in the window that reached this player.
+    frames: u64,
+}
+
+impl Tally {
+    /// One message as it arrives: `kind` is the RTMP message type or FLV
+    /// tag type (the same numbers), `body` its payload, the FLV tag body
+    /// either way. Only audio and video count; a stamped frame's delay goes
+    /// to `latencies_us`.
+    fn media(
+        &mut self,
+        now: Instant,
+        kind: u8,
+        body: &[u8],
+        plan: &Plan,
+        latencies_us: &mut Vec<u64>,
+    ) {
+        if kind != flv::VIDEO && kind != flv::AUDIO {
+            return;
+        }
+        let measuring = plan.measuring(now) as u64;
+        self.messages += measuring;
+        if kind != flv::VIDEO {
+            return;
+        }
+        self.video_messages += measuring;
+        if self.first_keyframe.is_none() && flv::is_keyframe(body) {
+            self.first_keyframe = Some(now - self.connected_at);
+        }
+        if let Some(sent) = flv::stamped(body) {
+            if plan.in_window(sent) {
+                self.frames += 1;
+                let now_ns = (now - plan.t0).as_nanos() as u64;
+                latencies_us.push(now_ns.saturating_sub(sent) / 1000);
+            }
+        }
+    }
 }
 
 /// One player connection.
 struct Player {
     sock: TcpStream,
     stage: Stage,
-    connected_at: Instant,
-    /// Connect → first keyframe.
-    first_keyframe: Option<Duration>,
-    /// Bytes read and media messages received in the window (by arrival).
-    bytes: u64,
-    messages: u64,
-    /// Stamped frames sent in the window that reached this player.
-    frames: u64,
+    /// An HTTP-FLV player (else RTMP).
+    flv: bool,
+    tally: Tally,
     /// Bytes the socket would not take yet (answers are small; rare).
     unsent: Vec<u8>,
 }
 
-/// What all players saw.
+/// Where players of one kind connect, and how many there are.
+#[derive(Clone, Copy)]
+pub struct Players {
+    pub addr: SocketAddr,
+    pub count: usize,
+}
+
+/// What the players of one kind saw.
 #[derive(Default)]
-pub struct Played {
-    pub players: usize,
+pub struct Group {
+    /// One reason per failed player: it could not connect, the server
+    /// refused or closed it, or its bytes made no sense.
     pub failed: Vec<String>,
     pub first_keyframe_ms: Vec<f64>,
     pub never_keyframe: usize,
@@ -246,30 +335,76 @@ pub struct Played {
     pub messages: u64,
     pub frames: u64,
     pub latencies_us: Vec<u64>,
+    /// One per player that did not fail.
+    pub delivered: Vec<Delivery>,
+}
+
+/// What one player that did not fail got.
+pub struct Delivery {
+    /// Stamped frames sent in the window that reached it.
+    pub frames: u64,
+    /// Video messages that reached it in the window.
+    pub video_messages: u64,
+}
+
+/// What all players saw, by kind.
+#[derive(Default)]
+pub struct Played {
+    pub rtmp: Group,
+    pub flv: Group,
+}
+
+impl Played {
+    fn group(&mut self, flv: bool) -> &mut Group {
+        if flv {
+            &mut self.flv
+        } else {
+            &mut self.rtmp
+        }
+    }
 }
 
 impl Player {
-    fn connect(addr: SocketAddr) -> Result<Player, String> {
+    /// A connected socket (blocking connect: loopback), then non-blocking.
+    fn new(addr: SocketAddr, flv: bool, stage: Stage, hello: &[u8]) -> Result<Player, String> {
         let connected_at = Instant::now();
-        let sock = TcpStream::connect(addr).map_err(|e| format!("RTMP connect {addr}: {e}"))?;
+        let what = if flv { "HTTP-FLV" } else { "RTMP" };
+        let sock = TcpStream::connect(addr).map_err(|e| format!("{what} connect {addr}: {e}"))?;
         sock.set_nodelay(true).map_err(|e| e.to_string())?;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut p = Player {
+            sock,
+            stage,
+            flv,
+            tally: Tally {
+                connected_at,
+                first_keyframe: None,
+                bytes: 0,
+                messages: 0,
+                video_messages: 0,
+                frames: 0,
+            },
+            unsent: Vec::new(),
+        };
+        p.send(hello);
+        Ok(p)
+    }
+
+    /// An RTMP player: C0+C1 sent.
+    fn rtmp(addr: SocketAddr) -> Result<Player, String> {
         let mut hs = Handshake::new(PeerType::Client);
         let p0p1 = hs
             .generate_outbound_p0_and_p1()
             .map_err(|e| format!("{e:?}"))?;
-        let mut p = Player {
-            sock,
-            stage: Stage::Handshake(Box::new(hs)),
-            connected_at,
-            first_keyframe: None,
-            bytes: 0,
-            messages: 0,
-            frames: 0,
-            unsent: Vec::new(),
-        };
-        p.send(&p0p1);
-        Ok(p)
+        Player::new(addr, false, Stage::Handshake(Box::new(hs)), &p0p1)
+    }
+
+    /// An HTTP-FLV player of `rtmp://HOST/APP/KEY`'s twin,
+    /// `http://ADDR/APP/KEY.flv`: the request sent.
+    fn http_flv(addr: SocketAddr, key: &str) -> Result<Player, String> {
+        let get = http_flv::request(&format!("/{APP}/{key}.flv"), &addr.to_string());
+        let stage = Stage::Http(Box::default());
+        Player::new(addr, true, stage, get.as_bytes())
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -304,14 +439,34 @@ impl Player {
         events
     }
 
-    /// Feeds received bytes through the handshake or the session.
-    fn input(&mut self, data: &[u8], key: &str, plan: &Plan, out: &mut Played) {
+    /// The server closed the connection: failed, with the server's reason
+    /// when it gave one (an HTTP refusal).
+    fn closed(&mut self) {
+        let why = match &self.stage {
+            Stage::Failed(_) => return,
+            Stage::Http(h) => h.closed(),
+            _ => "server closed the connection".into(),
+        };
+        self.stage = Stage::Failed(why);
+    }
+
+    /// Feeds received bytes through the handshake, the session or the
+    /// HTTP-FLV reader.
+    fn input(&mut self, data: &[u8], key: &str, plan: &Plan, latencies_us: &mut Vec<u64>) {
         let now = Instant::now();
-        if now >= plan.window.0 && now < plan.window.1 {
-            self.bytes += data.len() as u64;
+        if plan.measuring(now) {
+            self.tally.bytes += data.len() as u64;
         }
         let session_bytes = match &mut self.stage {
             Stage::Failed(_) => return,
+            Stage::Http(h) => {
+                let tally = &mut self.tally;
+                let mut tag = |kind, body: &[u8]| tally.media(now, kind, body, plan, latencies_us);
+                if let Err(why) = h.input(data, &mut tag) {
+                    self.stage = Stage::Failed(why);
+                }
+                return;
+            }
             Stage::Handshake(hs) => match hs.process_bytes(data) {
                 Err(e) => {
                     self.stage = Stage::Failed(format!("handshake: {e:?}"));
@@ -370,54 +525,57 @@ impl Player {
                     self.stage = Stage::Failed(format!("connect refused: {description}"))
                 }
                 Ev::VideoDataReceived { data, .. } => {
-                    if self.first_keyframe.is_none() && flv::is_keyframe(&data) {
-                        self.first_keyframe = Some(now - self.connected_at);
-                    }
-                    self.media(now, plan);
-                    if let Some(sent) = flv::stamped(&data) {
-                        if plan.in_window(sent) {
-                            self.frames += 1;
-                            let now_ns = (now - plan.t0).as_nanos() as u64;
-                            out.latencies_us.push(now_ns.saturating_sub(sent) / 1000);
-                        }
-                    }
+                    self.tally.media(now, flv::VIDEO, &data, plan, latencies_us)
                 }
-                Ev::AudioDataReceived { .. } => self.media(now, plan),
+                Ev::AudioDataReceived { data, .. } => {
+                    self.tally.media(now, flv::AUDIO, &data, plan, latencies_us)
+                }
                 _ => {}
             }
         }
     }
-
-    fn media(&mut self, now: Instant, plan: &Plan) {
-        if now >= plan.window.0 && now < plan.window.1 {
-            self.messages += 1;
-        }
-    }
 }
 
-/// Connects `count` players to `key` along the plan's ramp and reads until
-/// its end, on this thread.
-pub fn play(addr: SocketAddr, key: &str, count: usize, plan: Plan) -> Played {
-    let mut out = Played {
-        players: count,
-        ..Played::default()
-    };
+/// Whether the `i`-th of `total` players on the ramp is one of the `flv`
+/// HTTP-FLV ones: they are spread evenly among the RTMP ones.
+fn is_flv(i: usize, flv: usize, total: usize) -> bool {
+    (i + 1) * flv / total > i * flv / total
+}
+
+/// Connects the `rtmp` players and the `flv` HTTP-FLV players of `key`
+/// along the plan's ramp, interleaved, and reads until its end, on this
+/// thread.
+pub fn play(key: &str, rtmp: Players, flv: Option<Players>, plan: Plan) -> Played {
+    let mut out = Played::default();
+    let flv = flv.unwrap_or(Players {
+        addr: rtmp.addr,
+        count: 0,
+    });
+    let total = rtmp.count + flv.count;
     // SAFETY: plain epoll syscalls on descriptors we own; errors checked.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(ep >= 0, "epoll_create1");
-    let mut players: Vec<Player> = Vec::with_capacity(count);
+    let mut players: Vec<Player> = Vec::with_capacity(total);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut buf = vec![0u8; 256 * 1024];
     let (ramp0, ramp1) = plan.ramp;
-    let step = (ramp1 - ramp0) / count.max(1) as u32;
+    let step = (ramp1 - ramp0) / total.max(1) as u32;
+    // Players started so far, connected or not.
+    let mut started = 0;
     loop {
         let now = Instant::now();
         if now >= plan.end {
             break;
         }
         // Players whose time has come.
-        while players.len() < count && now >= ramp0 + step * players.len() as u32 {
-            match Player::connect(addr) {
+        while started < total && now >= ramp0 + step * started as u32 {
+            let http = is_flv(started, flv.count, total);
+            started += 1;
+            let p = match http {
+                true => Player::http_flv(flv.addr, key),
+                false => Player::rtmp(rtmp.addr),
+            };
+            match p {
                 Ok(p) => {
                     let mut ev = libc::epoll_event {
                         events: libc::EPOLLIN as u32,
@@ -429,25 +587,18 @@ pub fn play(addr: SocketAddr, key: &str, count: usize, plan: Plan) -> Played {
                     };
                     players.push(p);
                 }
-                Err(e) => {
-                    out.failed.push(e);
-                    out.players -= 1;
-                    if out.failed.len() > 10 {
-                        break;
-                    }
-                }
+                Err(e) => out.group(http).failed.push(e),
             }
         }
         // SAFETY: events has room for 256 entries.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), 256, 2) };
         for e in &events[..n.max(0) as usize] {
             let p = &mut players[e.u64 as usize];
+            let latencies_us = &mut out.group(p.flv).latencies_us;
             loop {
                 match p.sock.read(&mut buf) {
                     Ok(0) => {
-                        if !matches!(p.stage, Stage::Failed(_)) {
-                            p.stage = Stage::Failed("server closed the connection".into());
-                        }
+                        p.closed();
                         // SAFETY: removing our own socket from our epoll set.
                         unsafe {
                             libc::epoll_ctl(
@@ -459,7 +610,7 @@ pub fn play(addr: SocketAddr, key: &str, count: usize, plan: Plan) -> Played {
                         };
                         break;
                     }
-                    Ok(got) => p.input(&buf[..got], key, &plan, &mut out),
+                    Ok(got) => p.input(&buf[..got], key, &plan, latencies_us),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
                         p.stage = Stage::Failed(format!("read: {e}"));
@@ -473,16 +624,22 @@ pub fn play(addr: SocketAddr, key: &str, count: usize, plan: Plan) -> Played {
     // SAFETY: closing the epoll fd we created.
     unsafe { libc::close(ep) };
     for p in players {
-        if let Stage::Failed(why) = &p.stage {
-            out.failed.push(why.clone());
+        let g = out.group(p.flv);
+        let t = p.tally;
+        match p.stage {
+            Stage::Failed(why) => g.failed.push(why),
+            _ => g.delivered.push(Delivery {
+                frames: t.frames,
+                video_messages: t.video_messages,
+            }),
         }
-        match p.first_keyframe {
-            Some(d) => out.first_keyframe_ms.push(d.as_secs_f64() * 1000.0),
-            None => out.never_keyframe += 1,
+        match t.first_keyframe {
+            Some(d) => g.first_keyframe_ms.push(d.as_secs_f64() * 1000.0),
+            None => g.never_keyframe += 1,
         }
-        out.bytes += p.bytes;
-        out.messages += p.messages;
-        out.frames += p.frames;
+        g.bytes += t.bytes;
+        g.messages += t.messages;
+        g.frames += t.frames;
     }
     out
 }
