@@ -27,7 +27,7 @@ use crate::state::{kind_name, Role, SessionRecord, SrtpParams, State};
 pub struct App {
     pub cfg: Config,
     pub auth: crate::auth::Auth,
-    pub limiter: crate::ratelimit::RateLimiter,
+    pub limiter: crate::ratelimit::SessionLimits,
     pub state: Arc<Mutex<State>>,
     pub link: Arc<Link>,
     pub restarts: AtomicU64,

@@ -86,15 +86,27 @@ pub struct Config {
     /// How many new sessions a client may open at once before the rate applies.
     #[arg(long, env = "MGW_SESSION_BURST", default_value_t = 40)]
     pub session_burst: u32,
+    /// New WHEP players per second per client IP (an audience behind one
+    /// address joins together; see `ratelimit.rs`).
+    #[arg(long, env = "MGW_PLAYER_SESSION_RATE", default_value_t = 100.0)]
+    pub player_session_rate: f64,
+    /// How many WHEP players a client may open at once before the rate applies.
+    #[arg(long, env = "MGW_PLAYER_SESSION_BURST", default_value_t = 300)]
+    pub player_session_burst: u32,
     /// Pass --no-pin to the spawned dataplane (shared CI machines).
     #[arg(long, env = "MGW_NO_PIN")]
     pub no_pin: bool,
     /// Most RTMP connections the dataplane holds; more are refused at accept.
     #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = DEFAULT.rtmp_max_conns)]
     pub rtmp_max_conns: u32,
-    /// Most RTMP connections from one client IP.
-    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = DEFAULT.rtmp_max_conns_per_ip)]
-    pub rtmp_max_conns_per_ip: u32,
+    /// Most RTMP and HTTP-FLV connections from one client IP that do not
+    /// play (in set-up, or publishing); players count only in the total
+    /// [default: 1024].
+    #[arg(long, env = "MGW_RTMP_MAX_NONPLAYING_PER_IP")]
+    pub rtmp_max_nonplaying_per_ip: Option<u32>,
+    /// Deprecated name of --rtmp-max-nonplaying-per-ip.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", hide = true)]
+    pub rtmp_max_conns_per_ip: Option<u32>,
     /// Seconds an RTMP connection has to finish `connect` + `publish`/`play`.
     #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = DEFAULT.rtmp_setup_timeout.as_secs_f64())]
     pub rtmp_setup_timeout: f64,
@@ -127,13 +139,25 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--rtmp-max-nonplaying-per-ip`, or the deprecated flag's value, and
+    /// the line to log when the deprecated one was used.
+    pub fn nonplaying_per_ip(&self) -> (u32, Option<String>) {
+        gateway_ring::limits::nonplaying_per_ip(
+            self.rtmp_max_nonplaying_per_ip,
+            self.rtmp_max_conns_per_ip,
+        )
+    }
+
     /// The dataplane's protective limits as `(flag, value)`: passed to a
     /// spawned dataplane and shown in `/metrics` as `mgw_limit`. An attached
     /// dataplane must be started with the same flags.
     pub fn dataplane_limits(&self) -> [(&'static str, f64); 11] {
         [
             ("rtmp-max-conns", self.rtmp_max_conns as f64),
-            ("rtmp-max-conns-per-ip", self.rtmp_max_conns_per_ip as f64),
+            (
+                "rtmp-max-nonplaying-per-ip",
+                self.nonplaying_per_ip().0 as f64,
+            ),
             ("rtmp-setup-timeout", self.rtmp_setup_timeout),
             ("rtmp-idle-timeout", self.rtmp_idle_timeout),
             ("nack-budget", self.nack_budget as f64),
@@ -168,8 +192,11 @@ const FILE_KEYS: &[&str] = &[
     "webhook_secret",
     "session_rate",
     "session_burst",
+    "player_session_rate",
+    "player_session_burst",
     "no_pin",
     "rtmp_max_conns",
+    "rtmp_max_nonplaying_per_ip",
     "rtmp_max_conns_per_ip",
     "rtmp_setup_timeout",
     "rtmp_idle_timeout",

@@ -68,6 +68,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let (_, Some(deprecated)) = cfg.nonplaying_per_ip() {
+        warn!("{deprecated}");
+    }
     // Refused (e.g. --production without its secrets) before anything is
     // created: a refused start leaves no shared memory behind.
     let auth = match auth::Auth::from_config(&cfg) {
@@ -129,7 +132,7 @@ async fn main() {
     }
     let app = Arc::new(api::App {
         auth,
-        limiter: ratelimit::RateLimiter::new(cfg.session_rate, cfg.session_burst),
+        limiter: ratelimit::SessionLimits::new(&cfg),
         cfg: cfg.clone(),
         state,
         link: link.clone(),

@@ -1,6 +1,7 @@
 //! WebRTC offer/answer (RFC 8829 JSEP, RFC 8839 ICE, RFC 8842 DTLS) for
 //! WHIP and WHEP: read the client's offer, pick what we can serve, write
-//! the answer an ICE-lite, DTLS-passive, BUNDLE-only server gives.
+//! the answer an ICE-lite, BUNDLE-only server gives: DTLS-passive, or
+//! DTLS-active when the offer is passive.
 //!
 //! What we serve: one H264 (packetization-mode=1) video and one Opus audio
 //! m-line, bundled on one port with rtcp-mux. Anything we cannot serve is
@@ -10,7 +11,7 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use gateway_ring::msg::{MediaKind, MAX_TRACKS};
+use gateway_ring::msg::{DtlsRole, MediaKind, MAX_TRACKS};
 
 /// A codec line of an m-section: `a=rtpmap` plus its `a=fmtp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +280,8 @@ pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrex
 pub struct Negotiated {
     pub remote_ufrag: String,
     pub remote_fingerprint: [u8; 32],
+    /// Ours, from the offer's `a=setup`; the answer's `a=setup` says it.
+    pub dtls_role: DtlsRole,
     /// Publish: the first sending video and audio line. Play: every
     /// receiving line (up to `MAX_TRACKS`), one publisher's track each.
     pub tracks: Vec<Chosen>,
@@ -371,12 +374,7 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
         .as_deref()
         .or(offer.session_setup.as_deref())
         .unwrap_or("actpass");
-    if setup == "passive" {
-        return Err(
-            "a=setup:passive: we are the DTLS server, so the client must be active or actpass"
-                .into(),
-        );
-    }
+    let dtls_role = dtls_role_for(setup)?;
     if media.len() > 1 {
         for (_, m) in &media {
             let bundled = m.mid.as_ref().is_some_and(|mid| offer.bundle.contains(mid));
@@ -482,8 +480,35 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
     Ok(Negotiated {
         remote_ufrag: ufrag,
         remote_fingerprint,
+        dtls_role,
         tracks,
     })
+}
+
+/// Our DTLS role for the offer's `a=setup` (RFC 4145 §4.1, which RFC 8842
+/// keeps for DTLS): an offer of `active` or `actpass` gets a `passive`
+/// answer and we are the server, as browsers expect; an offer of
+/// `passive` (FFmpeg's WHIP muxer) gets `active`, and we are the client.
+fn dtls_role_for(setup: &str) -> Result<DtlsRole, String> {
+    match setup {
+        "actpass" | "active" => Ok(DtlsRole::Server),
+        "passive" => Ok(DtlsRole::Client),
+        "holdconn" => Err(
+            "a=setup:holdconn: the offer holds the DTLS connection back, but media needs it now (offer actpass, active or passive)"
+                .into(),
+        ),
+        other => Err(format!(
+            "a=setup:{other:.32} is not a setup role (actpass, active or passive)"
+        )),
+    }
+}
+
+/// The answer's `a=setup` for our role.
+fn answer_setup(role: DtlsRole) -> &'static str {
+    match role {
+        DtlsRole::Server => "passive",
+        DtlsRole::Client => "active",
+    }
 }
 
 /// Our side of the answer.
@@ -555,7 +580,7 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         let mid = &mids[k];
         let _ = write!(
             s,
-            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}{rtx}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:passive\r\na=rtcp-mux\r\na={dir}\r\n",
+            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}{rtx}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\na={dir}\r\n",
             kind = m.kind,
             port = p.port,
             pt = codec.pt,
@@ -563,6 +588,7 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
             ip = p.ip,
             ufrag = p.ice_ufrag,
             pwd = p.ice_pwd,
+            setup = answer_setup(neg.dtls_role),
             dir = match p.mode {
                 Mode::Publish => "recvonly",
                 Mode::Play => "sendonly",
@@ -898,6 +924,43 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
         assert_eq!(a.matches("m=audio 0 ").count(), 1, "{a}");
     }
 
+    /// RFC 4145's roles: an offer of `passive` (FFmpeg 8's WHIP muxer)
+    /// makes us the DTLS client and the answer `active`, at media or
+    /// session level, for WHIP and WHEP; `actpass` and `active` leave us the
+    /// server, answering `passive`.
+    #[test]
+    fn a_passive_offer_makes_us_the_dtls_client() {
+        let media_level = CHROME_OFFER.replace("a=setup:actpass", "a=setup:passive");
+        let session_level = CHROME_OFFER
+            .replace("a=setup:actpass\r\n", "")
+            .replace("t=0 0\r\n", "t=0 0\r\na=setup:passive\r\n");
+        let actpass = CHROME_OFFER.to_string();
+        let active = CHROME_OFFER.replace("a=setup:actpass", "a=setup:active");
+        for (text, role, setup) in [
+            (&media_level, DtlsRole::Client, "active"),
+            (&session_level, DtlsRole::Client, "active"),
+            (&actpass, DtlsRole::Server, "passive"),
+            (&active, DtlsRole::Server, "passive"),
+        ] {
+            for mode in [Mode::Publish, Mode::Play] {
+                let text = match mode {
+                    Mode::Publish => text.clone(),
+                    Mode::Play => text.replace("a=sendonly", "a=recvonly"),
+                };
+                let offer = parse(&text).unwrap();
+                let n = negotiate(&offer, mode).unwrap();
+                assert_eq!(n.dtls_role, role, "{mode:?}\n{text}");
+                let a = answer(&offer, &n, &params(mode));
+                assert_eq!(
+                    a.matches(&format!("a=setup:{setup}\r\n")).count(),
+                    2,
+                    "one per served line\n{a}"
+                );
+                assert_eq!(a.matches("a=setup:").count(), 2, "{a}");
+            }
+        }
+    }
+
     #[test]
     fn offers_we_cannot_serve_say_what_is_missing() {
         let cases = [
@@ -920,8 +983,12 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             (&CHROME_OFFER.replace("a=ice-ufrag:Ab3x", ""), "ice-ufrag"),
             (&CHROME_OFFER.replace("a=rtcp-mux", ""), "rtcp-mux"),
             (
-                &CHROME_OFFER.replace("a=setup:actpass", "a=setup:passive"),
-                "setup",
+                &CHROME_OFFER.replace("a=setup:actpass", "a=setup:holdconn"),
+                "a=setup:holdconn: the offer holds the DTLS connection back",
+            ),
+            (
+                &CHROME_OFFER.replace("a=setup:actpass", "a=setup:sideways"),
+                "a=setup:sideways is not a setup role",
             ),
         ];
         for (text, want) in cases {

@@ -1,7 +1,18 @@
-//! Per-client limit on creating sessions (WHIP, WHEP, RTP ingest and
-//! egress): a token bucket per client IP, refilled at `--session-rate` per
-//! second up to `--session-burst`. Over the limit: 429 with `Retry-After`,
-//! and nothing is allocated.
+//! Per-client limits on creating sessions: a token bucket per client IP and
+//! kind of session, over the limit 429 with `Retry-After`, and nothing is
+//! allocated.
+//!
+//! Two kinds, because they cost and arrive differently:
+//! - publishing and RTP sessions (WHIP, RTP ingest and egress): a person
+//!   publishes once, and a publisher costs the room (ingest, transcoding,
+//!   every player's share): `--session-rate` per second, burst
+//!   `--session-burst` (20, 40);
+//! - WHEP players: an audience behind one address (a carrier-grade NAT, a
+//!   school, an office) joins together, a few hundred within seconds, and a
+//!   player costs a port and one DTLS handshake (about a millisecond):
+//!   `--player-session-rate`, burst `--player-session-burst` (100, 300). A
+//!   flood of thousands of offers a second from one address is still
+//!   refused past the burst.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -55,34 +66,64 @@ impl RateLimiter {
     }
 }
 
-/// Middleware on the session-creating routes.
+/// The two buckets of every client IP (see the module doc).
+pub struct SessionLimits {
+    pub publishers: RateLimiter,
+    pub players: RateLimiter,
+}
+
+impl SessionLimits {
+    pub fn new(cfg: &crate::config::Config) -> SessionLimits {
+        SessionLimits {
+            publishers: RateLimiter::new(cfg.session_rate, cfg.session_burst),
+            players: RateLimiter::new(cfg.player_session_rate, cfg.player_session_burst),
+        }
+    }
+}
+
+/// Middleware on the routes that create publishing and RTP sessions.
 pub async fn limit_sessions(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    match app.limiter.take(peer.ip(), Instant::now()) {
+    let (rate, burst) = (app.cfg.session_rate, app.cfg.session_burst);
+    match app.limiter.publishers.take(peer.ip(), Instant::now()) {
         Ok(()) => next.run(req).await,
-        Err(wait) => {
-            let secs = wait.as_secs().max(1);
-            let mut r = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "too many new sessions from {}: at most {} per second (burst {}); retry in {secs} s",
-                    peer.ip(),
-                    app.cfg.session_rate,
-                    app.cfg.session_burst
-                ),
-            )
-            .into_response();
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                secs.to_string().parse().expect("digits"),
-            );
-            r
-        }
+        Err(wait) => too_many("sessions", peer.ip(), rate, burst, wait),
     }
+}
+
+/// Middleware on the route that creates WHEP players.
+pub async fn limit_players(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (rate, burst) = (app.cfg.player_session_rate, app.cfg.player_session_burst);
+    match app.limiter.players.take(peer.ip(), Instant::now()) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => too_many("players", peer.ip(), rate, burst, wait),
+    }
+}
+
+/// The 429: what was refused, the limit, and when to come back.
+fn too_many(what: &str, ip: IpAddr, rate: f64, burst: u32, wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many new {what} from {ip}: at most {rate} per second (burst {burst}); retry in {secs} s"
+        ),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        secs.to_string().parse().expect("digits"),
+    );
+    r
 }
 
 #[cfg(test)]

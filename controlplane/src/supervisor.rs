@@ -33,6 +33,10 @@ pub async fn supervise(app: Arc<App>, bin: PathBuf, args: Vec<String>) {
         let started = Instant::now();
         let mut cmd = tokio::process::Command::new(&bin);
         cmd.args(&args).kill_on_drop(true);
+        // The limits go as flags, resolved here (and the deprecation said
+        // here, once): the deprecated per-IP variable (which may also come
+        // from the config file) would only make the dataplane say it again.
+        cmd.env_remove("MGW_RTMP_MAX_CONNS_PER_IP");
         // The dataplane checks RTMP room tokens; the secret goes by
         // environment, not argv (argv shows in `ps`).
         if let Some(secret) = &app.cfg.token_secret {

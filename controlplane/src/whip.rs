@@ -37,16 +37,17 @@ use crate::offer::{self, AnswerParams, Mode};
 use crate::state::Role;
 
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
-    let limit =
-        || axum::middleware::from_fn_with_state(app.clone(), crate::ratelimit::limit_sessions);
+    use crate::ratelimit::{limit_players, limit_sessions};
+    let publishers = axum::middleware::from_fn_with_state(app.clone(), limit_sessions);
+    let players = axum::middleware::from_fn_with_state(app.clone(), limit_players);
     Router::new()
         .route(
             "/whip/{room}",
-            post(whip).route_layer(limit()).options(preflight),
+            post(whip).route_layer(publishers).options(preflight),
         )
         .route(
             "/whep/{room}",
-            post(whep).route_layer(limit()).options(preflight),
+            post(whep).route_layer(players).options(preflight),
         )
         .route(
             "/whip/{room}/{id}",
@@ -263,6 +264,7 @@ async fn offer_answer(
             .collect(),
         created_ms,
         participant: me.clone(),
+        dtls_role: neg.dtls_role,
     };
     let (id, port) = open_session(app, &room, |session, room, port| {
         let spec = make_spec(session, room, port);

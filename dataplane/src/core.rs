@@ -64,6 +64,9 @@ pub enum Output {
     Transmit(Control),
     /// A DTLS datagram of `session` for the DTLS thread.
     Dtls { session: u64, data: Vec<u8> },
+    /// We are `session`'s DTLS client and its peer's address is known now:
+    /// the DTLS thread may send the ClientHello.
+    DtlsStart { session: u64 },
     /// The session's DTLS state can go (it ended).
     DtlsClosed { session: u64 },
     /// The core ended a UDP session by itself: close its socket.
@@ -122,6 +125,7 @@ pub struct Core {
     /// Reused by the router drains.
     controls: Vec<Control>,
     dtls_out: Vec<(u64, Vec<u8>)>,
+    dtls_starts: Vec<u64>,
     ended: Vec<crate::router::Ended>,
     closed: Vec<u64>,
     joined: Vec<(u32, Handle)>,
@@ -219,6 +223,7 @@ impl Core {
             outputs: VecDeque::new(),
             controls: Vec::new(),
             dtls_out: Vec::new(),
+            dtls_starts: Vec::new(),
             ended: Vec::new(),
             closed: Vec::new(),
             joined: Vec::new(),
@@ -707,6 +712,14 @@ impl Core {
                 .map(|(session, data)| Output::Dtls { session, data }),
         );
         self.dtls_out = dtls_out;
+        let mut starts = std::mem::take(&mut self.dtls_starts);
+        self.router.take_dtls_starts(&mut starts);
+        self.outputs.extend(
+            starts
+                .drain(..)
+                .map(|session| Output::DtlsStart { session }),
+        );
+        self.dtls_starts = starts;
         let mut ended = std::mem::take(&mut self.ended);
         self.router.take_ended(&mut ended);
         for e in ended.drain(..) {
@@ -812,29 +825,37 @@ mod tests {
     /// What a datagram asks for leaves in the same turn: a STUN check's
     /// answer comes out of the next `poll_output`, with no timeout in
     /// between (it once waited for the 250 ms tick, and every ICE and DTLS
-    /// round trip with it: set-up took a second).
+    /// round trip with it: set-up took a second). Where we are the DTLS
+    /// client, the first check also starts the handshake in that turn.
     #[test]
     fn a_check_is_answered_at_the_next_poll() {
-        let mut c = core();
-        let t0 = Instant::now();
-        c.add_room(RoomSpec {
-            room: 1,
-            name: "r".into(),
-        });
-        let h = c
-            .add_webrtc(
-                t0,
-                crate::fuzz::webrtc(1, gateway_ring::msg::Direction::Publish),
-            )
-            .unwrap();
-        let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001);
-        let mut check = crate::fuzz::check(1);
-        assert!(c.handle_datagram(t0, h, src, &mut check).is_none());
-        let answer = c.poll_output();
-        assert!(
-            matches!(&answer, Some(Output::Transmit(t)) if t.from == h && t.dest == src),
-            "no answer at the next poll"
-        );
+        use gateway_ring::msg::{Direction, DtlsRole};
+        for role in [DtlsRole::Server, DtlsRole::Client] {
+            let mut c = core();
+            let t0 = Instant::now();
+            c.add_room(RoomSpec {
+                room: 1,
+                name: "r".into(),
+            });
+            let spec = WebrtcSpec {
+                dtls_role: role,
+                ..crate::fuzz::webrtc(1, Direction::Publish)
+            };
+            let h = c.add_webrtc(t0, spec).unwrap();
+            let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001);
+            let mut check = crate::fuzz::check(1);
+            assert!(c.handle_datagram(t0, h, src, &mut check).is_none());
+            let answer = c.poll_output();
+            assert!(
+                matches!(&answer, Some(Output::Transmit(t)) if t.from == h && t.dest == src),
+                "no answer at the next poll"
+            );
+            let mut started = false;
+            while let Some(o) = c.poll_output() {
+                started |= matches!(o, Output::DtlsStart { session: 1 });
+            }
+            assert_eq!(started, role == DtlsRole::Client, "{role:?}");
+        }
     }
 
     /// One core routes every way on virtual time: an RTP participant's

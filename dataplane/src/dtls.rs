@@ -7,12 +7,17 @@
 //! completes, the thread hands back the two SRTP master keys and the shard
 //! builds its contexts. Media never waits on a handshake.
 //!
+//! We are the DTLS server, except for an offer of `a=setup:passive` (FFmpeg's
+//! WHIP muxer), which makes us the client ([`DtlsRole`]).
+//!
 //! ```text
-//! shard ──ToDtls::Open{session, fingerprint}──▶ DTLS thread     (session created)
-//! shard ──ToDtls::Datagram{session, bytes}───▶                   (first byte 20..=63)
-//!       ◀──FromDtls::Send{session, bytes}─────  records to send to the peer
-//!       ◀──FromDtls::Keys{session, rx, tx}────  handshake done, fingerprint matched
-//!       ◀──FromDtls::Failed{session, why}─────  fatal: bad certificate, timeout, alert
+//! shard ──ToDtls::Open{session, fingerprint, role}─▶ DTLS thread  (session created)
+//! shard ──ToDtls::Start{session}────────────────▶   client only: the peer passed
+//!                                                    its first ICE check, send the ClientHello
+//! shard ──ToDtls::Datagram{session, bytes}──────▶   (first byte 20..=63)
+//!       ◀──FromDtls::Send{session, bytes}────────  records to send to the peer
+//!       ◀──FromDtls::Keys{session, rx, tx}───────  handshake done, fingerprint matched
+//!       ◀──FromDtls::Failed{session, why}────────  fatal: bad certificate, timeout, alert
 //! ```
 //!
 //! The protocol engine is `dimpl` (sans-IO, `forbid(unsafe_code)`, the DTLS of
@@ -28,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dimpl::{Config, Dtls, DtlsCertificate, Output, SrtpProfile};
-use gateway_ring::msg::{SrtpKey, SrtpSuite};
+use gateway_ring::msg::{DtlsRole, SrtpKey, SrtpSuite};
 use ring::digest;
 use tracing::{debug, info, warn};
 
@@ -63,11 +68,21 @@ pub fn sha256(der: &[u8]) -> [u8; 32] {
 
 /// Shard → DTLS thread.
 pub enum ToDtls {
-    /// A WebRTC session exists: expect a ClientHello whose certificate has
-    /// this SHA-256 fingerprint (from the peer's SDP).
+    /// A WebRTC session exists: the peer's certificate must have this
+    /// SHA-256 fingerprint (from its SDP). As the server we wait for its
+    /// ClientHello; as the client, for [`ToDtls::Start`].
     Open {
         session: u64,
         fingerprint: [u8; 32],
+        role: DtlsRole,
+    },
+    /// We are the session's DTLS client and its peer has just passed its
+    /// first ICE check: send the ClientHello. Not sooner, because until
+    /// then the shard has no address to send it to (records go to the
+    /// ICE-verified peer only) and would drop it, and dimpl would resend
+    /// it only after its first retransmission timer (1 s).
+    Start {
+        session: u64,
     },
     /// A DTLS datagram from the session's ICE-verified peer.
     Datagram {
@@ -83,6 +98,7 @@ impl ToDtls {
     pub fn session(&self) -> u64 {
         match self {
             ToDtls::Open { session, .. }
+            | ToDtls::Start { session }
             | ToDtls::Datagram { session, .. }
             | ToDtls::Close { session } => *session,
         }
@@ -95,7 +111,9 @@ pub enum FromDtls {
     /// A datagram for the session's peer.
     Send { session: u64, data: Vec<u8> },
     /// Handshake complete: `rx` unprotects what the peer sends, `tx` protects
-    /// what we send (RFC 5764 §4.2: the server decrypts with the client half).
+    /// what we send (RFC 5764 §4.2: each side protects with its own write
+    /// key, so a server's `tx` is the server half and a client's the client
+    /// half).
     Keys {
         session: u64,
         rx: SrtpKey,
@@ -107,13 +125,15 @@ pub enum FromDtls {
 
 struct Peer {
     dtls: Dtls,
+    role: DtlsRole,
     expected: [u8; 32],
     cert_ok: bool,
     next_timeout: Option<Instant>,
     done: bool,
 }
 
-/// Every DTLS server of one shard (sans-IO: time is an argument).
+/// Every DTLS endpoint of one shard, server or client (sans-IO: time is an
+/// argument).
 pub struct Endpoints {
     identity: DtlsIdentity,
     config: Arc<Config>,
@@ -151,28 +171,43 @@ impl Endpoints {
             ToDtls::Open {
                 session,
                 fingerprint,
+                role,
             } => {
                 // WebRTC's DTLS is 1.2 (RFC 8827); browsers that offer 1.3
-                // negotiate down. We are always the server (a=setup:passive).
+                // negotiate down.
                 let mut dtls =
                     Dtls::new_12(self.config.clone(), self.identity.certificate.clone(), now);
-                dtls.set_active(false);
+                dtls.set_active(role == DtlsRole::Client);
                 // dimpl draws its random and starts its clock in the first
-                // timeout; packets before it would find no ServerHello random.
-                if let Err(e) = dtls.handle_timeout(now) {
-                    self.fail(session, format!("DTLS: {e}"), out);
-                    return;
+                // timeout: a server's packets before it would find no
+                // ServerHello random. A client's first timeout sends its
+                // ClientHello, which waits for `Start`.
+                if role == DtlsRole::Server {
+                    if let Err(e) = dtls.handle_timeout(now) {
+                        self.fail(session, format!("DTLS: {e}"), out);
+                        return;
+                    }
                 }
                 self.peers.insert(
                     session,
                     Peer {
                         dtls,
+                        role,
                         expected: fingerprint,
                         cert_ok: false,
                         next_timeout: None,
                         done: false,
                     },
                 );
+            }
+            ToDtls::Start { session } => {
+                if self
+                    .peers
+                    .get(&session)
+                    .is_some_and(|p| p.role == DtlsRole::Client)
+                {
+                    self.advance(now, session, out);
+                }
             }
             ToDtls::Close { session } => {
                 self.peers.remove(&session);
@@ -199,15 +234,21 @@ impl Endpoints {
             .map(|(&s, _)| s)
             .collect();
         for session in due {
-            let Some(peer) = self.peers.get_mut(&session) else {
-                continue;
-            };
-            if let Err(e) = peer.dtls.handle_timeout(now) {
-                self.fail(session, format!("DTLS: {e}"), out);
-                continue;
-            }
-            self.drain(session, out);
+            self.advance(now, session, out);
         }
+    }
+
+    /// Runs `session`'s timers at `now` (a client's first run sends its
+    /// ClientHello) and hands on what they produce.
+    fn advance(&mut self, now: Instant, session: u64, out: &mut Vec<FromDtls>) {
+        let Some(peer) = self.peers.get_mut(&session) else {
+            return;
+        };
+        if let Err(e) = peer.dtls.handle_timeout(now) {
+            self.fail(session, format!("DTLS: {e}"), out);
+            return;
+        }
+        self.drain(session, out);
     }
 
     /// The earliest instant [`Self::handle_timeouts`] has work.
@@ -238,7 +279,8 @@ impl Endpoints {
                 }
                 Output::PeerCert(der) => {
                     // The only authentication WebRTC has: the certificate must
-                    // be the one the peer's SDP named (RFC 8122 §5).
+                    // be the one the peer's SDP named (RFC 8122 §5), whether
+                    // the peer is the client or the server.
                     if sha256(der) == peer.expected {
                         peer.cert_ok = true;
                     } else {
@@ -250,7 +292,14 @@ impl Endpoints {
                         failure = Some("keys offered before a matching certificate");
                     }
                     match split_keys(&km, profile) {
-                        Some((rx, tx)) if !peer.done => {
+                        Some((client, server)) if !peer.done => {
+                            // RFC 5764 §4.2: the client protects with the
+                            // client write key and salt, the server with the
+                            // server's; each unprotects with the other's.
+                            let (rx, tx) = match peer.role {
+                                DtlsRole::Server => (client, server),
+                                DtlsRole::Client => (server, client),
+                            };
                             peer.done = true;
                             debug!(session, ?profile, "DTLS-SRTP keys exported");
                             out.push(FromDtls::Keys { session, rx, tx });
@@ -273,7 +322,8 @@ impl Endpoints {
 }
 
 /// RFC 5764 §4.2: `client_key | server_key | client_salt | server_salt`.
-/// Returns (client = what we receive, server = what we send).
+/// Returns (client write key, server write key), each key || salt: which
+/// one protects what we send depends on our role.
 pub fn split_keys(km: &[u8], profile: SrtpProfile) -> Option<(SrtpKey, SrtpKey)> {
     let suite = match profile {
         SrtpProfile::AES128_CM_SHA1_80 => SrtpSuite::AesCm128HmacSha1_80,
@@ -423,6 +473,7 @@ mod tests {
             ToDtls::Open {
                 session: 7,
                 fingerprint: expected,
+                role: DtlsRole::Server,
             },
             &mut Vec::new(),
         );
@@ -463,7 +514,17 @@ mod tests {
                 break;
             }
         }
-        if let (Some(km), Some(FromDtls::Keys { rx, tx, .. })) = (client_km, results.first()) {
+        // The server's last flight reached the client in the last round:
+        // its export is still to be polled.
+        loop {
+            match client.poll_output(&mut buf) {
+                Output::KeyingMaterial(km, _) => client_km = Some(km.to_vec()),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        if let Some(FromDtls::Keys { rx, tx, .. }) = results.first() {
+            let km = client_km.expect("the dimpl client finished too");
             let len = rx.material().len();
             let k = rx.suite.key_len();
             // client_key | server_key | client_salt | server_salt
@@ -505,9 +566,13 @@ mod tests {
             ToDtls::Open {
                 session: 1,
                 fingerprint: [0; 32],
+                role: DtlsRole::Server,
             },
             &mut out,
         );
+        // A start is for a client: a server sends nothing on it.
+        eps.handle(t0, ToDtls::Start { session: 1 }, &mut out);
+        assert!(out.is_empty(), "{out:?}");
         for junk in [vec![22u8; 3], vec![23u8; 40], vec![20u8, 0xfe, 0xfd]] {
             eps.handle(
                 t0,
@@ -534,6 +599,247 @@ mod tests {
             }),
             "{out:?}"
         );
+    }
+
+    const CLIENT: u64 = 1;
+    const SERVER: u64 = 2;
+
+    /// Our client-role endpoints (session `CLIENT`) and our server-role
+    /// endpoints (session `SERVER`) on a network that delivers at once
+    /// unless told to lose a datagram; time is virtual.
+    struct Pair {
+        now: Instant,
+        client: Endpoints,
+        server: Endpoints,
+        /// Datagrams in flight to each side.
+        to_client: Vec<Vec<u8>>,
+        to_server: Vec<Vec<u8>>,
+        /// What each side handed back other than datagrams.
+        client_results: Vec<FromDtls>,
+        server_results: Vec<FromDtls>,
+    }
+
+    impl Pair {
+        /// The client checks the server's certificate against `expected`
+        /// (`None`: the server's real fingerprint); the server checks the
+        /// client's real one. Both are open; the client has not started.
+        fn new(expected: Option<[u8; 32]>) -> Pair {
+            let (client_id, server_id) = (
+                DtlsIdentity::generate().unwrap(),
+                DtlsIdentity::generate().unwrap(),
+            );
+            let now = Instant::now();
+            let mut p = Pair {
+                now,
+                client: Endpoints::new(client_id.clone()),
+                server: Endpoints::new(server_id.clone()),
+                to_client: Vec::new(),
+                to_server: Vec::new(),
+                client_results: Vec::new(),
+                server_results: Vec::new(),
+            };
+            let open = |session, fingerprint, role| ToDtls::Open {
+                session,
+                fingerprint,
+                role,
+            };
+            let mut out = Vec::new();
+            let fingerprint = expected.unwrap_or(server_id.fingerprint);
+            p.client
+                .handle(now, open(CLIENT, fingerprint, DtlsRole::Client), &mut out);
+            p.server.handle(
+                now,
+                open(SERVER, client_id.fingerprint, DtlsRole::Server),
+                &mut out,
+            );
+            assert!(out.is_empty(), "opening sends nothing: {out:?}");
+            p
+        }
+
+        /// Sorts what one side handed back: datagrams into flight.
+        fn sort(&mut self, from_client: bool, out: Vec<FromDtls>) {
+            for m in out {
+                match (m, from_client) {
+                    (FromDtls::Send { data, .. }, true) => self.to_server.push(data),
+                    (FromDtls::Send { data, .. }, false) => self.to_client.push(data),
+                    (m, true) => self.client_results.push(m),
+                    (m, false) => self.server_results.push(m),
+                }
+            }
+        }
+
+        fn start(&mut self) {
+            let mut out = Vec::new();
+            let start = ToDtls::Start { session: CLIENT };
+            self.client.handle(self.now, start, &mut out);
+            self.sort(true, out);
+        }
+
+        /// Both sides' timers at `at`.
+        fn timeouts(&mut self, at: Instant) {
+            self.now = at;
+            let (mut c, mut s) = (Vec::new(), Vec::new());
+            self.client.handle_timeouts(at, &mut c);
+            self.server.handle_timeouts(at, &mut s);
+            self.sort(true, c);
+            self.sort(false, s);
+        }
+
+        /// One datagram into one side; its answers are sorted.
+        fn receive(&mut self, to_client: bool, data: Vec<u8>) {
+            let (eps, session) = match to_client {
+                true => (&mut self.client, CLIENT),
+                false => (&mut self.server, SERVER),
+            };
+            let mut out = Vec::new();
+            eps.handle(self.now, ToDtls::Datagram { session, data }, &mut out);
+            self.sort(to_client, out);
+        }
+
+        /// Delivers what is in flight, both ways, until nothing is.
+        fn deliver(&mut self) {
+            while !(self.to_client.is_empty() && self.to_server.is_empty()) {
+                for data in std::mem::take(&mut self.to_server) {
+                    self.receive(false, data);
+                }
+                for data in std::mem::take(&mut self.to_client) {
+                    self.receive(true, data);
+                }
+            }
+        }
+
+        /// Both sides' keys, if both finished.
+        fn keys(&self) -> Option<((SrtpKey, SrtpKey), (SrtpKey, SrtpKey))> {
+            match (&self.client_results[..], &self.server_results[..]) {
+                (
+                    [FromDtls::Keys {
+                        session: CLIENT,
+                        rx: crx,
+                        tx: ctx,
+                    }],
+                    [FromDtls::Keys {
+                        session: SERVER,
+                        rx: srx,
+                        tx: stx,
+                    }],
+                ) => Some(((*crx, *ctx), (*srx, *stx))),
+                _ => None,
+            }
+        }
+    }
+
+    /// A DTLS record of a ClientHello: handshake content (22), message type
+    /// 1 after the 13-byte record header.
+    fn is_client_hello(d: &[u8]) -> bool {
+        d.first() == Some(&22) && d.get(13) == Some(&1)
+    }
+
+    /// Our client against our server: each side's receive key is the other
+    /// side's send key (the server's split is checked against a dimpl
+    /// client's raw export in `handshake_exports_split_keys`, so the
+    /// client's halves are the right way round too).
+    #[test]
+    fn our_client_and_server_agree_on_crosswise_keys() {
+        let mut p = Pair::new(None);
+        p.start();
+        assert!(p.to_server.iter().any(|d| is_client_hello(d)));
+        p.deliver();
+        let ((client_rx, client_tx), (server_rx, server_tx)) =
+            p.keys().expect("both sides finished");
+        assert_eq!(client_rx, server_tx);
+        assert_eq!(client_tx, server_rx);
+        assert_ne!(client_rx, client_tx, "two directions, two keys");
+    }
+
+    /// Opening a client sends nothing and arms no timer: without `Start`
+    /// (the peer's first ICE check) it has nowhere to send its ClientHello.
+    #[test]
+    fn a_client_waits_for_the_start() {
+        let mut p = Pair::new(None);
+        assert_eq!(p.client.next_timeout(), None);
+        p.timeouts(p.now + Duration::from_secs(5));
+        assert!(p.to_server.is_empty() && p.client_results.is_empty());
+        p.start();
+        assert!(p.to_server.iter().all(|d| is_client_hello(d)));
+        assert_eq!(p.to_server.len(), 1);
+        assert!(p.client.next_timeout().is_some_and(|t| t > p.now));
+    }
+
+    /// The server's certificate is checked against the offer's fingerprint
+    /// exactly as a client's is: a mismatch fails the session, no keys.
+    #[test]
+    fn a_client_fails_on_the_wrong_server_fingerprint() {
+        let mut p = Pair::new(Some([0xab; 32]));
+        p.start();
+        p.deliver();
+        assert!(
+            matches!(
+                p.client_results.as_slice(),
+                [FromDtls::Failed { session: CLIENT, why }] if why.contains("fingerprint")
+            ),
+            "{:?}",
+            p.client_results
+        );
+        assert_eq!(p.client.len(), 0, "the failed session is gone");
+        assert!(
+            !p.server_results
+                .iter()
+                .any(|m| matches!(m, FromDtls::Keys { .. })),
+            "{:?}",
+            p.server_results
+        );
+    }
+
+    /// A lost ClientHello is sent again when the client's timer fires, not
+    /// before, and the handshake then completes.
+    #[test]
+    fn a_lost_client_hello_is_sent_again_on_the_timer() {
+        let mut p = Pair::new(None);
+        p.start();
+        let lost = std::mem::take(&mut p.to_server);
+        assert!(lost.iter().all(|d| is_client_hello(d)) && !lost.is_empty());
+        let due = p.client.next_timeout().expect("a retransmission timer");
+        assert!(due > p.now);
+        p.timeouts(due - Duration::from_millis(1));
+        assert!(p.to_server.is_empty(), "nothing before the timer");
+        p.timeouts(due);
+        assert!(
+            !p.to_server.is_empty() && p.to_server.iter().all(|d| is_client_hello(d)),
+            "the ClientHello again"
+        );
+        p.deliver();
+        let ((client_rx, client_tx), (server_rx, server_tx)) =
+            p.keys().expect("both sides finished");
+        assert_eq!((client_rx, client_tx), (server_tx, server_rx));
+    }
+
+    /// A server that never answers: the client resends on its timer and
+    /// gives up by the handshake timeout, and the session is failed.
+    #[test]
+    fn a_client_nobody_answers_fails_by_the_handshake_timeout() {
+        let mut p = Pair::new(None);
+        let started = p.now;
+        p.start();
+        let mut sent = 0;
+        while p.client_results.is_empty() {
+            sent += std::mem::take(&mut p.to_server).len();
+            let due = p.client.next_timeout().expect("a timer while it waits");
+            assert!(due <= started + HANDSHAKE_TIMEOUT, "{:?}", due - started);
+            p.timeouts(due);
+        }
+        assert!(sent >= 3, "the ClientHello was resent: {sent}");
+        assert!(
+            matches!(
+                p.client_results.as_slice(),
+                [FromDtls::Failed {
+                    session: CLIENT,
+                    ..
+                }]
+            ),
+            "{:?}",
+            p.client_results
+        );
+        assert_eq!(p.client.len(), 0);
     }
 
     #[test]

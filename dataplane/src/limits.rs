@@ -37,10 +37,18 @@ pub fn bframe_reencodes(limits: &Limits) -> u32 {
 /// thousands of distinct client IPs at once.
 const IP_SLOTS: usize = 1 << 16;
 
-/// RTMP connections held by the whole process, in all and per client IP,
-/// shared by every shard: the kernel spreads one client's connections over
-/// the shards (`SO_REUSEPORT`), so a per-shard count would not bound it.
-/// Touched at accept and close only, never on the media path; atomics, no lock.
+/// RTMP and HTTP-FLV connections held by the whole process: in all, and
+/// per client IP those that do not play (in set-up, or publishing), shared
+/// by every shard: the kernel spreads one client's connections over the
+/// shards (`SO_REUSEPORT`), so a per-shard count would not bound it.
+///
+/// Why players leave the per-IP count: what one address may make the
+/// server hold before it is authorized (a slow-handshake attack) must stay
+/// bounded, but an audience behind a carrier-grade NAT, or a school, is
+/// one address with thousands of players. A player is bounded by the total,
+/// the slow-player rule and its queue's memory bound instead.
+/// Touched at accept, play and close only, never on the media path;
+/// atomics, no lock.
 pub struct ConnCounter {
     total: AtomicU32,
     per_ip: Box<[AtomicU32]>,
@@ -50,7 +58,16 @@ pub struct ConnCounter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     Total,
-    PerIp,
+    NonplayingPerIp,
+}
+
+/// What [`ConnCounter::admit`] counted for one connection; given back by
+/// [`ConnCounter::release`] (it moves with the connection on a hand-over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    ip: Ipv4Addr,
+    /// Still counted against its IP (not playing yet).
+    per_ip: bool,
 }
 
 impl Default for ConnCounter {
@@ -79,24 +96,40 @@ fn take(c: &AtomicU32, max: u32) -> bool {
     .is_ok()
 }
 
+impl Admission {
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+}
+
 impl ConnCounter {
-    /// Counts a new connection from `ip` in, or says which limit refuses it.
-    /// Every `Ok` must be matched by one [`Self::release`].
-    pub fn admit(&self, ip: Ipv4Addr, limits: &Limits) -> Result<(), Refused> {
+    /// Counts a new connection from `ip` in (in all, and against its IP
+    /// until it plays), or says which limit refuses it.
+    pub fn admit(&self, ip: Ipv4Addr, limits: &Limits) -> Result<Admission, Refused> {
         if !take(&self.total, limits.rtmp_max_conns) {
             return Err(Refused::Total);
         }
-        if !take(&self.per_ip[ip_slot(ip)], limits.rtmp_max_conns_per_ip) {
+        if !take(&self.per_ip[ip_slot(ip)], limits.rtmp_max_nonplaying_per_ip) {
             self.total.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refused::PerIp);
+            return Err(Refused::NonplayingPerIp);
         }
-        Ok(())
+        Ok(Admission { ip, per_ip: true })
     }
 
-    /// A connection admitted from `ip` closed.
-    pub fn release(&self, ip: Ipv4Addr) {
+    /// The connection plays: it no longer counts against its IP. A player
+    /// never publishes on the same connection, so this happens once.
+    pub fn playing(&self, a: &mut Admission) {
+        if std::mem::take(&mut a.per_ip) {
+            self.per_ip[ip_slot(a.ip)].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A connection admitted as `a` closed.
+    pub fn release(&self, a: Admission) {
         self.total.fetch_sub(1, Ordering::AcqRel);
-        self.per_ip[ip_slot(ip)].fetch_sub(1, Ordering::AcqRel);
+        if a.per_ip {
+            self.per_ip[ip_slot(a.ip)].fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     pub fn total(&self) -> u32 {
@@ -151,23 +184,34 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
-    fn connections_are_bounded_in_all_and_per_ip() {
+    fn connections_are_bounded_in_all_and_per_ip_until_they_play() {
         let limits = Limits {
-            rtmp_max_conns: 3,
-            rtmp_max_conns_per_ip: 2,
+            rtmp_max_conns: 4,
+            rtmp_max_nonplaying_per_ip: 2,
             ..Limits::default()
         };
         let c = ConnCounter::default();
         let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-        assert_eq!(c.admit(a, &limits), Ok(()));
-        assert_eq!(c.admit(a, &limits), Ok(()));
-        assert_eq!(c.admit(a, &limits), Err(Refused::PerIp));
-        assert_eq!(c.admit(b, &limits), Ok(()));
+        let mut a1 = c.admit(a, &limits).unwrap();
+        let a2 = c.admit(a, &limits).unwrap();
+        assert_eq!(c.admit(a, &limits), Err(Refused::NonplayingPerIp));
+        // One of them plays: its address may set up another connection.
+        c.playing(&mut a1);
+        c.playing(&mut a1);
+        let a3 = c.admit(a, &limits).unwrap();
+        assert_eq!(c.admit(a, &limits), Err(Refused::NonplayingPerIp));
+        let b1 = c.admit(b, &limits).unwrap();
         assert_eq!(c.admit(b, &limits), Err(Refused::Total));
-        assert_eq!(c.total(), 3, "refusals leave no count behind");
-        c.release(a);
-        assert_eq!(c.admit(b, &limits), Ok(()));
-        assert_eq!(c.admit(a, &limits), Err(Refused::Total));
+        assert_eq!(c.total(), 4, "refusals leave no count behind");
+        // The player closing frees a place in all, not against its address.
+        c.release(a1);
+        assert_eq!(c.admit(a, &limits), Err(Refused::NonplayingPerIp));
+        let b2 = c.admit(b, &limits).unwrap();
+        for x in [a2, a3, b1, b2] {
+            c.release(x);
+        }
+        assert_eq!(c.total(), 0);
+        assert!(c.admit(a, &limits).is_ok() && c.admit(a, &limits).is_ok());
     }
 
     #[test]

@@ -61,9 +61,14 @@ struct Args {
     /// Most RTMP connections the process holds; more are refused at accept.
     #[arg(long, env = "MGW_RTMP_MAX_CONNS", default_value_t = Limits::default().rtmp_max_conns)]
     rtmp_max_conns: u32,
-    /// Most RTMP connections from one client IP.
-    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", default_value_t = Limits::default().rtmp_max_conns_per_ip)]
-    rtmp_max_conns_per_ip: u32,
+    /// Most RTMP and HTTP-FLV connections from one client IP that do not
+    /// play (in set-up, or publishing); players count only in the total
+    /// [default: 1024].
+    #[arg(long, env = "MGW_RTMP_MAX_NONPLAYING_PER_IP")]
+    rtmp_max_nonplaying_per_ip: Option<u32>,
+    /// Deprecated name of --rtmp-max-nonplaying-per-ip.
+    #[arg(long, env = "MGW_RTMP_MAX_CONNS_PER_IP", hide = true)]
+    rtmp_max_conns_per_ip: Option<u32>,
     /// Seconds an RTMP connection has to finish `connect` + `publish`/`play`.
     #[arg(long, env = "MGW_RTMP_SETUP_TIMEOUT", default_value_t = Limits::default().rtmp_setup_timeout.as_secs_f64())]
     rtmp_setup_timeout: f64,
@@ -99,6 +104,17 @@ struct Args {
 }
 
 impl Args {
+    fn nonplaying_per_ip(&self) -> u32 {
+        let (v, deprecated) = gateway_ring::limits::nonplaying_per_ip(
+            self.rtmp_max_nonplaying_per_ip,
+            self.rtmp_max_conns_per_ip,
+        );
+        if let Some(line) = deprecated {
+            warn!("{line}");
+        }
+        v
+    }
+
     fn limits(&self) -> Result<Limits, String> {
         let secs = |name: &str, v: f64| {
             Duration::try_from_secs_f64(v)
@@ -108,7 +124,7 @@ impl Args {
         };
         Ok(Limits {
             rtmp_max_conns: self.rtmp_max_conns,
-            rtmp_max_conns_per_ip: self.rtmp_max_conns_per_ip,
+            rtmp_max_nonplaying_per_ip: self.nonplaying_per_ip(),
             rtmp_setup_timeout: secs("rtmp-setup-timeout", self.rtmp_setup_timeout)?,
             rtmp_idle_timeout: secs("rtmp-idle-timeout", self.rtmp_idle_timeout)?,
             nack_per_s: self.nack_budget,

@@ -384,6 +384,9 @@ pub struct Router {
     controls: Vec<Control>,
     /// DTLS datagrams for the DTLS thread: (session, bytes).
     dtls_in: Vec<(u64, Vec<u8>)>,
+    /// WebRTC sessions where we are the DTLS client whose peer just passed
+    /// its first check: their handshake can start.
+    dtls_starts: Vec<u64>,
     /// Spent control buffers, reused so steady state does not allocate.
     pool: Vec<Vec<u8>>,
     scratch: Vec<u8>,
@@ -422,6 +425,7 @@ impl Router {
             names: HashMap::new(),
             controls: Vec::new(),
             dtls_in: Vec::new(),
+            dtls_starts: Vec::new(),
             pool: Vec::new(),
             scratch: Vec::new(),
             feedback: Vec::new(),
@@ -828,15 +832,18 @@ impl Router {
                         ssrc,
                         lost_before,
                     }),
-                    Ok(PeerEvent::Reply(n)) => {
+                    Ok(PeerEvent::Reply { len, start_dtls }) => {
                         let mut data = self.pool.pop().unwrap_or_default();
                         data.clear();
-                        data.extend_from_slice(&self.scratch[..n]);
+                        data.extend_from_slice(&self.scratch[..len]);
                         self.controls.push(Control {
                             from: h,
                             dest: src,
                             data,
                         });
+                        if start_dtls {
+                            self.dtls_starts.push(session);
+                        }
                         Err(None)
                     }
                     Ok(PeerEvent::Dtls) => {
@@ -1094,6 +1101,12 @@ impl Router {
     /// DTLS datagrams received since the last call, for the DTLS thread.
     pub fn take_dtls(&mut self, out: &mut Vec<(u64, Vec<u8>)>) {
         out.append(&mut self.dtls_in);
+    }
+
+    /// Sessions whose DTLS client may send its ClientHello now (their
+    /// peer's address became known since the last call).
+    pub fn take_dtls_starts(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.dtls_starts);
     }
 
     /// Participants that stopped publishing since the last call: (room, pid).
@@ -1745,7 +1758,7 @@ mod tests {
 mod webrtc_tests {
     use super::tests::{ingest, room};
     use super::*;
-    use gateway_ring::msg::{participant_key, SrtpSuite, TrackSpec};
+    use gateway_ring::msg::{participant_key, DtlsRole, SrtpSuite, TrackSpec};
 
     // The same WebRTC session spec and ICE check the fuzz harness uses.
     use crate::fuzz::{check, webrtc as spec};
@@ -1843,6 +1856,44 @@ mod webrtc_tests {
         let mut dtls = Vec::new();
         r.take_dtls(&mut dtls);
         assert!(dtls.is_empty());
+    }
+
+    /// Where we are the DTLS client, the peer's first valid check starts
+    /// the handshake, once, when its address is there to send to; a
+    /// server-role session never starts one.
+    #[test]
+    fn a_dtls_client_starts_at_its_peers_first_valid_check() {
+        let (mut r, t0) = room_w();
+        let client_role = WebrtcSpec {
+            dtls_role: DtlsRole::Client,
+            ..spec(1, Direction::Publish)
+        };
+        let c = r.add_webrtc(t0, client_role).unwrap();
+        let s = r.add_webrtc(t0, spec(2, Direction::Subscribe)).unwrap();
+        let mut starts = Vec::new();
+        let mut tampered = check(1);
+        let n = tampered.len();
+        tampered[n - 20] ^= 1; // inside the MESSAGE-INTEGRITY value
+        assert!(r
+            .handle_datagram(t0, c, addr(5001), &mut tampered)
+            .is_none());
+        r.take_dtls_starts(&mut starts);
+        assert!(starts.is_empty(), "a stranger starts nothing");
+        assert!(r.dtls_destination(1).is_none());
+        r.handle_datagram(t0, c, addr(5001), &mut check(1));
+        r.take_dtls_starts(&mut starts);
+        assert_eq!(starts, [1]);
+        assert_eq!(r.dtls_destination(1), Some((c, addr(5001))));
+        // Later checks (consent, another address) start nothing again.
+        r.handle_datagram(t0, c, addr(5001), &mut check(1));
+        r.handle_datagram(t0, c, addr(5003), &mut check(1));
+        r.handle_datagram(t0, s, addr(5002), &mut check(2));
+        starts.clear();
+        r.take_dtls_starts(&mut starts);
+        assert!(starts.is_empty(), "{starts:?}");
+        let mut out = Vec::new();
+        r.take_controls(&mut out);
+        assert_eq!(out.len(), 4, "every valid check answered");
     }
 
     #[test]

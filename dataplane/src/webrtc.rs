@@ -4,7 +4,8 @@
 //! Every datagram is classified by its first byte (RFC 7983) and handled:
 //!
 //! ```text
-//! STUN  → IceLite answers a valid Binding request        → Reply(n): send scratch[..n] to src
+//! STUN  → IceLite answers a valid Binding request        → Reply: send scratch[..len] to src
+//!         (the first valid one, where we are the DTLS client: start_dtls too)
 //! DTLS  → only from an ICE-verified address              → Dtls: copy to the DTLS thread
 //! SRTP  → publisher, after keys, from the verified peer  → Media: fan out
 //! SRTCP → after keys, from the verified peer             → Rtcp(n): feedback for the router
@@ -16,7 +17,7 @@
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use gateway_ring::msg::{Direction, DropReason, MediaKind, SrtpKey, WebrtcSpec};
+use gateway_ring::msg::{Direction, DropReason, DtlsRole, MediaKind, SrtpKey, WebrtcSpec};
 
 use crate::demux::{classify, Protocol};
 use crate::ice::lite::{IceLite, StunDrop};
@@ -40,8 +41,11 @@ pub enum PeerEvent {
         /// Audio: packets missing just before this one.
         lost_before: u16,
     },
-    /// A STUN response is in the scratch buffer: send `scratch[..n]` to the source.
-    Reply(usize),
+    /// A STUN response is in the scratch buffer: send `scratch[..len]` to
+    /// the source. `start_dtls`: this was the peer's first valid check and
+    /// we are its DTLS client; its address is known only now, so only now
+    /// can our ClientHello go to it.
+    Reply { len: usize, start_dtls: bool },
     /// A DTLS record from the verified peer: hand it to the DTLS thread.
     Dtls,
     /// Plaintext RTCP in `buf[..len]`, for the router to act on.
@@ -260,14 +264,22 @@ impl Peer {
         scratch: &mut [u8],
     ) -> Result<PeerEvent, DropReason> {
         match classify(buf) {
-            Protocol::Stun => match self.ice.handle_stun(now, src, buf, scratch) {
-                Ok(n) => Ok(PeerEvent::Reply(n)),
-                Err(StunDrop::NotARequest) => Ok(PeerEvent::Consumed),
-                Err(StunDrop::WrongUser | StunDrop::BadIntegrity | StunDrop::BadFingerprint) => {
-                    Err(DropReason::Ice)
+            Protocol::Stun => {
+                // Only a valid check gives the peer an address, and it is
+                // never taken away: none before means this is the first.
+                let first_check = self.ice.remote().is_none();
+                match self.ice.handle_stun(now, src, buf, scratch) {
+                    Ok(len) => Ok(PeerEvent::Reply {
+                        len,
+                        start_dtls: first_check && self.spec.dtls_role == DtlsRole::Client,
+                    }),
+                    Err(StunDrop::NotARequest) => Ok(PeerEvent::Consumed),
+                    Err(
+                        StunDrop::WrongUser | StunDrop::BadIntegrity | StunDrop::BadFingerprint,
+                    ) => Err(DropReason::Ice),
+                    Err(StunDrop::Malformed | StunDrop::NoRoom) => Err(DropReason::Malformed),
                 }
-                Err(StunDrop::Malformed | StunDrop::NoRoom) => Err(DropReason::Malformed),
-            },
+            }
             Protocol::Dtls => {
                 if self.ice.is_verified(src) {
                     Ok(PeerEvent::Dtls)

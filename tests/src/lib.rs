@@ -171,6 +171,18 @@ impl Gateway {
         g
     }
 
+    /// Spawn mode with `ports` UDP media ports from a range of its own
+    /// (32000-35199), for a test that opens more sessions than the usual 25.
+    pub fn start_with_ports(shards: u32, ports: u16, extra: &[&str]) -> Gateway {
+        assert!(ports <= 400);
+        let mut g = Gateway::new(shards, 25);
+        let base = 32000 + (std::process::id() as u16 % 8) * 400;
+        g.ports = (base, base + ports - 1);
+        g.spawn_controlplane(false, extra);
+        g.wait_healthy(Duration::from_secs(20));
+        g
+    }
+
     /// Spawn mode with extra environment (inherited by the dataplane).
     pub fn start_with_env(shards: u32, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut g = Gateway::new(shards, 25);
@@ -1061,6 +1073,30 @@ fn aiortc_report(args: &[&str]) -> Value {
             std::fs::read_to_string(log_path).unwrap_or_default()
         )
     })
+}
+
+/// Runs the load tool against `gw` with `args` (killed after `limit_s`),
+/// asserts it succeeded, prints its table and returns its JSON report.
+pub fn loadgen(gw: &Gateway, args: &[&str], limit_s: u32, json_name: &str) -> Value {
+    let out = target_dir().join("e2e-logs").join(json_name);
+    let _ = std::fs::create_dir_all(out.parent().unwrap());
+    let run = Command::new("timeout")
+        .args(["-s", "KILL", &limit_s.to_string()])
+        .arg(bin("loadgen"))
+        .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
+        .args(args)
+        .arg("--json")
+        .arg(&out)
+        .output()
+        .expect("run loadgen");
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    eprintln!("{table}");
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
 }
 
 /// Posts an SDP body; returns (status, Location, body text).

@@ -195,7 +195,19 @@ fn rtmp_needs_room_tokens_when_configured() {
 /// `Retry-After`, and nothing is allocated; tokens come back at the rate.
 #[test]
 fn session_creation_is_rate_limited_per_client() {
-    let gw = Gateway::start(1, &["--session-rate", "1", "--session-burst", "3"]);
+    let gw = Gateway::start(
+        1,
+        &[
+            "--session-rate",
+            "1",
+            "--session-burst",
+            "3",
+            "--player-session-rate",
+            "1",
+            "--player-session-burst",
+            "2",
+        ],
+    );
     let whip = || post_sdp(&gw, "/whip/rl", "application/sdp", MINIMAL_OFFER);
     for _ in 0..3 {
         assert_eq!(whip().0, 201);
@@ -219,6 +231,16 @@ fn session_creation_is_rate_limited_per_client() {
         3,
         "refusals allocate nothing"
     );
+    // WHEP players have their own bucket: the publishers' is empty, theirs is not.
+    let player_offer = MINIMAL_OFFER.replace("a=sendonly", "a=recvonly");
+    let whep = || post_sdp(&gw, "/whep/rl", "application/sdp", &player_offer);
+    for _ in 0..2 {
+        let (code, _, body) = whep();
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, _, body) = whep();
+    assert_eq!(code, 429, "{body}");
+    assert!(body.contains("too many new players"), "{body}");
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(whip().0, 201);
 }

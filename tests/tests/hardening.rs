@@ -347,7 +347,7 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     let gw = Gateway::start(
         1,
         &[
-            "--rtmp-max-conns-per-ip",
+            "--rtmp-max-nonplaying-per-ip",
             "3",
             "--rtmp-setup-timeout",
             "1.5",
@@ -400,12 +400,12 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     eprintln!("silent publisher closed after {:?}", t0.elapsed());
     settle();
     assert!(!publishing("quiet"));
-    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_conns_per_ip\"") >= 1.0);
+    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_nonplaying_per_ip\"") >= 1.0);
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_setup_timeout\"") >= 3.0);
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_memory\"") >= 1.0);
     assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_idle\"") >= 1.0);
     assert_eq!(
-        gw.metric("mgw_limit", "name=\"rtmp-max-conns-per-ip\""),
+        gw.metric("mgw_limit", "name=\"rtmp-max-nonplaying-per-ip\""),
         3.0
     );
     // Slots come back: a publisher still gets in and is served.

@@ -7,30 +7,6 @@ use std::process::Command;
 
 use e2e::*;
 
-/// Runs loadgen against `gw` with `args` (killed after `limit_s`), asserts
-/// it succeeded, prints its table and returns its JSON report.
-fn loadgen(gw: &Gateway, args: &[&str], limit_s: u32, json_name: &str) -> Value {
-    let out = target_dir().join("e2e-logs").join(json_name);
-    let _ = std::fs::create_dir_all(out.parent().unwrap());
-    let run = Command::new("timeout")
-        .args(["-s", "KILL", &limit_s.to_string()])
-        .arg(bin("loadgen"))
-        .args(["--api", &gw.api, "--admin-key", ADMIN_KEY])
-        .args(args)
-        .arg("--json")
-        .arg(&out)
-        .output()
-        .expect("run loadgen");
-    let table = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{table}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    eprintln!("{table}");
-    serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap()
-}
-
 /// One shard, and session creation not rate limited (the scenarios open
 /// sessions faster than a person would).
 fn gateway_for_many_sessions() -> Gateway {

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `rtp::MAX_PACKET` | 1500 B | an Ethernet MTU; send slots and caches are sized on it |
 //! | RTMP connections | 4096 | each costs ≥ 16 KiB of buffers plus its queue |
-//! | RTMP connections per IP | 64 | a mini-program pushes 1 and plays a few; NAT'd offices share IPs |
+//! | RTMP connections per IP not playing | 1024 | what one address may hold before it is authorized (handshake, commands, an HTTP-FLV request head) or while it publishes: a slow-handshake attack holds at most 1024 × ~24 KiB (a quarter of the total), and its silent connections give their places to new ones after 2 s; a flash crowd behind one NAT address has hundreds in set-up at once (1000 joins in 2 s with set-ups of 0.2-0.5 s measured ~250 on loopback; a mobile link's round trips make each longer). Players count only in the total |
 //! | RTMP set-up timeout | 10 s | `connect` + `publish`/`play` takes < 1 s on a mobile link |
 //! | RTMP idle timeout | 10 s | a live pusher sends audio every 20-40 ms; a player sends acks |
 //! | RTMP message before set-up | 64 KiB (fixed) | commands only (AMF0 ≤ 8 KiB); no media before `publish` |
@@ -31,7 +31,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     pub rtmp_max_conns: u32,
-    pub rtmp_max_conns_per_ip: u32,
+    /// RTMP and HTTP-FLV connections one client IP may hold that do not
+    /// play: in set-up, or publishing. A player leaves this count when its
+    /// `play` (or HTTP-FLV request) is accepted.
+    pub rtmp_max_nonplaying_per_ip: u32,
     pub rtmp_setup_timeout: Duration,
     pub rtmp_idle_timeout: Duration,
     /// Retransmissions (and NACKs passed on to the publisher) per second
@@ -54,7 +57,7 @@ pub struct Limits {
 /// The defaults (see the table above for why each number).
 pub const DEFAULT: Limits = Limits {
     rtmp_max_conns: 4096,
-    rtmp_max_conns_per_ip: 64,
+    rtmp_max_nonplaying_per_ip: 1024,
     rtmp_setup_timeout: Duration::from_secs(10),
     rtmp_idle_timeout: Duration::from_secs(10),
     nack_per_s: 400,
@@ -69,5 +72,41 @@ pub const DEFAULT: Limits = Limits {
 impl Default for Limits {
     fn default() -> Self {
         DEFAULT
+    }
+}
+
+/// The flag `--rtmp-max-nonplaying-per-ip` had before players stopped
+/// counting per address; still read, with a line in the log.
+pub const DEPRECATED_PER_IP_FLAG: &str = "--rtmp-max-conns-per-ip";
+
+/// The per-IP limit from the new flag, else the deprecated one, else the
+/// default; with the deprecation line to log when the old one was used.
+pub fn nonplaying_per_ip(new: Option<u32>, old: Option<u32>) -> (u32, Option<String>) {
+    let note = old.map(|_| {
+        format!(
+            "{DEPRECATED_PER_IP_FLAG} (MGW_RTMP_MAX_CONNS_PER_IP) is deprecated: players no longer \
+             count per address; use --rtmp-max-nonplaying-per-ip (MGW_RTMP_MAX_NONPLAYING_PER_IP){}",
+            if new.is_some() { "; ignored, the new flag is set" } else { "; its value is used for it" }
+        )
+    });
+    (
+        new.or(old).unwrap_or(DEFAULT.rtmp_max_nonplaying_per_ip),
+        note,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_old_per_ip_flag_still_works_and_says_so() {
+        assert_eq!(nonplaying_per_ip(None, None), (1024, None));
+        let (v, note) = nonplaying_per_ip(None, Some(5));
+        assert_eq!(v, 5);
+        assert!(note.unwrap().contains("deprecated"));
+        let (v, note) = nonplaying_per_ip(Some(7), Some(5));
+        assert_eq!(v, 7, "the new flag wins");
+        assert!(note.unwrap().contains("ignored"));
     }
 }

@@ -7,7 +7,7 @@
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 8;
+pub const MSG_VERSION: u8 = 9;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -174,6 +174,19 @@ pub enum Direction {
     Subscribe = 1,
 }
 
+/// Our side of a WebRTC session's DTLS handshake, chosen by the offer's
+/// `a=setup` (RFC 4145 §4.1, as RFC 8842 uses it for DTLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtlsRole {
+    /// The offer said `actpass` or `active`: we answer `passive` and wait
+    /// for the client's ClientHello (the only role before `MSG_VERSION` 9).
+    #[default]
+    Server = 0,
+    /// The offer said `passive` (FFmpeg's WHIP muxer does): we answer
+    /// `active` and send the ClientHello.
+    Client = 1,
+}
+
 /// Longest ICE ufrag carried (RFC 8839 allows 256; browsers use 4-16).
 pub const MAX_UFRAG: usize = 32;
 
@@ -237,11 +250,12 @@ pub fn participant_key(name: &str) -> u32 {
 /// Most media lines a WebRTC session carries (a player may ask for several
 /// publishers' tracks by offering several recvonly m-lines). Bounded by the
 /// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
-/// to 398 of its 512 bytes (checked by the round-trip test).
+/// to 447 of its 512 bytes (checked by the round-trip test).
 pub const MAX_TRACKS: usize = 16;
 
-/// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (we are the DTLS server),
-/// BUNDLE and rtcp-mux, H264 and/or Opus tracks as the SDP negotiated.
+/// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (in the role the offer
+/// left us), BUNDLE and rtcp-mux, H264 and/or Opus tracks as the SDP
+/// negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcSpec {
     pub session: u64,
@@ -259,6 +273,10 @@ pub struct WebrtcSpec {
     pub created_ms: u64,
     /// Who publishes (WHIP) or plays (WHEP: never sent its own tracks).
     pub participant: String,
+    /// Whether we are the DTLS server or client. Encoded last, as 0 for
+    /// the server: a server-role session's fields keep their offsets and
+    /// bytes.
+    pub dtls_role: DtlsRole,
 }
 
 impl WebrtcSpec {
@@ -361,8 +379,9 @@ pub const END_TAKEN_OVER: u16 = 6;
 pub enum Limit {
     /// An RTMP connection refused: the process holds `--rtmp-max-conns`.
     RtmpConns = 0,
-    /// An RTMP connection refused: its IP holds `--rtmp-max-conns-per-ip`.
-    RtmpConnsPerIp = 1,
+    /// An RTMP or HTTP-FLV connection refused: its IP holds
+    /// `--rtmp-max-nonplaying-per-ip` connections that do not play.
+    RtmpNonplayingPerIp = 1,
     /// An RTMP connection closed: no `publish`/`play` within the set-up timeout.
     RtmpSetupTimeout = 2,
     /// An RTMP connection closed: idle (nothing received) too long.
@@ -372,26 +391,32 @@ pub enum Limit {
     RtmpMemory = 4,
     /// An audio job dropped: the shard's transcoder queue was full.
     TranscodeQueue = 5,
+    /// An RTMP or HTTP-FLV connection in set-up closed before its set-up
+    /// timeout: silent for a while, its place went to a new connection from
+    /// its address, which was at `--rtmp-max-nonplaying-per-ip`.
+    RtmpSetupStalled = 6,
 }
 
 impl Limit {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     pub const ALL: [Limit; Self::COUNT] = [
         Limit::RtmpConns,
-        Limit::RtmpConnsPerIp,
+        Limit::RtmpNonplayingPerIp,
         Limit::RtmpSetupTimeout,
         Limit::RtmpIdle,
         Limit::RtmpMemory,
         Limit::TranscodeQueue,
+        Limit::RtmpSetupStalled,
     ];
     pub fn name(self) -> &'static str {
         match self {
             Limit::RtmpConns => "rtmp_conns",
-            Limit::RtmpConnsPerIp => "rtmp_conns_per_ip",
+            Limit::RtmpNonplayingPerIp => "rtmp_nonplaying_per_ip",
             Limit::RtmpSetupTimeout => "rtmp_setup_timeout",
             Limit::RtmpIdle => "rtmp_idle",
             Limit::RtmpMemory => "rtmp_memory",
             Limit::TranscodeQueue => "transcode_queue",
+            Limit::RtmpSetupStalled => "rtmp_setup_stalled",
         }
     }
 }
@@ -584,7 +609,7 @@ impl<'a> Writer<'a> {
     }
     fn bytes(&mut self, b: &[u8]) {
         // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
-        // longest fields and MAX_TRACKS tracks, is 398 bytes), so this slice
+        // longest fields and MAX_TRACKS tracks, is 447 bytes), so this slice
         // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
@@ -660,6 +685,7 @@ impl<'a> Writer<'a> {
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
+        self.u8(s.dtls_role as u8);
     }
     fn rtmp(&mut self, s: &RtmpSpec) {
         self.u64(s.session);
@@ -795,6 +821,11 @@ impl<'a> Reader<'a> {
             },
             created_ms: self.u64()?,
             participant: self.name()?,
+            dtls_role: match self.u8()? {
+                0 => DtlsRole::Server,
+                1 => DtlsRole::Client,
+                _ => return Err(DecodeError::Value("DTLS role")),
+            },
         })
     }
     fn rtmp(&mut self) -> Result<RtmpSpec, DecodeError> {
@@ -1080,6 +1111,7 @@ mod tests {
                 .collect(),
             created_ms: 1,
             participant: "q".repeat(MAX_NAME),
+            dtls_role: DtlsRole::Client,
         };
         let ingest = IngestSpec {
             session: 7,
@@ -1139,7 +1171,7 @@ mod tests {
                 busy_us: 99,
                 udp_sends: 10,
                 udp_datagrams: 30,
-                limits: [31, 32, 33, 34, 35, 37],
+                limits: [31, 32, 33, 34, 35, 37, 38],
                 panics: 36,
             }),
             Event::ResyncDone { epoch: 4 },
@@ -1192,8 +1224,11 @@ mod tests {
     fn wrong_version_tag_and_values_are_errors() {
         let mut slot = [0u8; SLOT_SIZE];
         Command::Resync.encode(&mut slot);
-        slot[0] = 9;
-        assert_eq!(Command::decode(&slot), Err(DecodeError::Version(9)));
+        slot[0] = MSG_VERSION + 1;
+        assert_eq!(
+            Command::decode(&slot),
+            Err(DecodeError::Version(MSG_VERSION + 1))
+        );
         slot[0] = MSG_VERSION;
         slot[1] = 200;
         assert_eq!(Command::decode(&slot), Err(DecodeError::Tag(200)));
@@ -1205,6 +1240,36 @@ mod tests {
             Err(DecodeError::Value("media kind"))
         );
         assert_eq!(Command::decode(&slot[..5]), Err(DecodeError::UnexpectedEnd));
+    }
+
+    /// The role is the WebRTC spec's last byte, 0 for the server: the
+    /// largest spec ends where the size comments say, and a server-role
+    /// session encodes as it did before the field (but for the version).
+    #[test]
+    fn dtls_role_is_the_last_byte_of_a_webrtc_spec() {
+        let (cmds, _) = samples();
+        let Command::CreateWebrtc(client) = &cmds[4] else {
+            panic!("samples()[4] is the WebRTC session");
+        };
+        assert_eq!(client.dtls_role, DtlsRole::Client);
+        let mut slot = [0u8; SLOT_SIZE];
+        cmds[4].encode(&mut slot);
+        assert_eq!(slot.iter().rposition(|&b| b != 0), Some(446));
+        assert_eq!(slot[446], DtlsRole::Client as u8);
+        let server = WebrtcSpec {
+            dtls_role: DtlsRole::Server,
+            ..client.clone()
+        };
+        let mut server_slot = [0u8; SLOT_SIZE];
+        Command::CreateWebrtc(server.clone()).encode(&mut server_slot);
+        assert_eq!(server_slot[..446], slot[..446]);
+        assert_eq!(server_slot[446], 0);
+        assert_eq!(
+            Command::decode(&server_slot),
+            Ok(Command::CreateWebrtc(server))
+        );
+        slot[446] = 2;
+        assert_eq!(Command::decode(&slot), Err(DecodeError::Value("DTLS role")));
     }
 
     #[test]

@@ -303,17 +303,27 @@ impl PlayerQueue {
         self.queue.front()
     }
 
-    /// `n` bytes of the front buffer were written.
-    pub fn consumed(&mut self, n: usize) {
-        let Some(front) = self.queue.front_mut() else {
-            return;
-        };
-        let n = n.min(front.len());
-        self.bytes -= n;
-        if n == front.len() {
-            self.queue.pop_front();
-        } else {
-            let _ = front.split_to(n);
+    /// The buffers to write next, in order: one vectored write carries a
+    /// player's whole backlog, so one that fell behind catches up in one
+    /// operation instead of one per message.
+    pub fn front_bufs(&self) -> impl Iterator<Item = &Bytes> {
+        self.queue.iter()
+    }
+
+    /// `n` bytes from the front were written, across buffers.
+    pub fn consumed(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            let k = n.min(front.len());
+            self.bytes -= k;
+            n -= k;
+            if k == front.len() {
+                self.queue.pop_front();
+            } else {
+                let _ = front.split_to(k);
+            }
         }
     }
 
@@ -463,5 +473,23 @@ mod tests {
         q.consumed(2);
         assert_eq!(&q.front().unwrap()[..], b"world");
         assert_eq!(q.bytes(), 5);
+    }
+
+    #[test]
+    fn a_vectored_write_is_consumed_across_buffers() {
+        let mut q = PlayerQueue::default();
+        for b in [&b"abc"[..], b"de", b"fghij"] {
+            assert!(q.push_control(Bytes::copy_from_slice(b)));
+        }
+        let all: Vec<u8> = q.front_bufs().flat_map(|b| b.iter().copied()).collect();
+        assert_eq!(all, b"abcdefghij");
+        // The kernel took the first two buffers and part of the third.
+        q.consumed(7);
+        assert_eq!(q.bytes(), 3);
+        let rest: Vec<&[u8]> = q.front_bufs().map(|b| &b[..]).collect();
+        assert_eq!(rest, [&b"hij"[..]]);
+        // More than is queued: everything, nothing more.
+        q.consumed(100);
+        assert!(q.is_empty() && q.bytes() == 0);
     }
 }

@@ -442,12 +442,14 @@ impl Shard {
                 (id, self.open_session(port, |c| c.add_egress(spec)))
             }
             Command::CreateWebrtc(spec) => {
-                let (id, port, fingerprint) = (spec.session, spec.port, spec.remote_fingerprint);
+                let (id, port) = (spec.session, spec.port);
+                let (fingerprint, role) = (spec.remote_fingerprint, spec.dtls_role);
                 let outcome = self.open_session(port, |c| c.add_webrtc(now, spec));
                 if outcome == Outcome::Ok {
                     self.dtls.send(ToDtls::Open {
                         session: id,
                         fingerprint,
+                        role,
                     });
                 }
                 (id, outcome)
@@ -947,6 +949,9 @@ impl Shard {
                         self.core.count_drop_by_id(session, DropReason::Overload);
                     }
                 }
+                // Never dropped, unlike datagrams: a lost start would leave
+                // the handshake waiting for good.
+                Output::DtlsStart { session } => self.dtls.send(ToDtls::Start { session }),
                 Output::DtlsClosed { session } => self.dtls.send(ToDtls::Close { session }),
                 Output::CloseSocket(h) => self.close_socket(h),
                 Output::Event(e) => self.emit(e),

@@ -10,7 +10,8 @@
 //! AcceptMulti ─▶ new connection: TCP_NODELAY, Recv armed
 //! Recv done   ─▶ Core::handle_rtmp_bytes ─▶ outputs: Wake → pump sends; Close; Handoff
 //!                re-arm Recv (unless closing or handing over)
-//! Send done   ─▶ PlayerQueue::consumed(n) ─▶ pump the next buffer
+//! Send done   ─▶ PlayerQueue::consumed(n) ─▶ pump: one vectored send of
+//!                what is queued (up to 64 buffers, 256 KiB)
 //! Handoff     ─▶ when nothing is in flight: socket + protocol state + the
 //!                events that named the room go to the other shard's inbox
 //! ```
@@ -28,7 +29,7 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
-use crate::limits::{ConnCounter, Limits, Refused};
+use crate::limits::{Admission, ConnCounter, Limits, Refused};
 use crate::router::Handle;
 use crate::rtmp::conn::Event;
 use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp};
@@ -52,7 +53,7 @@ pub struct Handoff {
     pub state: ConnState,
     pub events: Vec<Event>,
     /// Counted in [`ConnCounter`] at accept; the receiving shard releases it.
-    pub counted_ip: Option<std::net::Ipv4Addr>,
+    pub admission: Option<Admission>,
     pub accepted_at: Instant,
 }
 
@@ -76,6 +77,15 @@ pub struct RtmpConfig {
 
 /// How often the shard looks for RTMP connections past their timeouts.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A connection in set-up that has sent nothing for this long gives its
+/// place to a new connection from its address when the address is at
+/// `--rtmp-max-nonplaying-per-ip`. A client setting up answers each of our
+/// messages within a round trip (under a second on a mobile link), so only
+/// a stalled one (a slow-handshake attack, a client gone) is this silent;
+/// without this, such connections from one address would shut out its new
+/// players until the set-up timeout.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A listening socket on `addr` that several shards share (`SO_REUSEPORT`).
 pub fn listen(addr: SocketAddrV4) -> std::io::Result<TcpListener> {
@@ -131,19 +141,68 @@ fn bound_send_buffer(sock: &TcpStream) {
     }
 }
 
+/// Most buffers one vectored send carries.
+const SEND_IOVS: usize = 64;
+/// A vectored send stops adding buffers past this many bytes: twice
+/// [`SEND_BUFFER`] is what the kernel holds for the connection, so more
+/// would not be taken in one go anyway.
+const SEND_BATCH: usize = 2 * SEND_BUFFER as usize;
+
+/// One connection's vectored send: the buffers it reads (held until it
+/// completes, since the queue may drop or split them meanwhile), and the
+/// iovecs and `msghdr` the kernel reads. Boxed once per connection, so
+/// its address is stable (slots move when the table grows) and sending
+/// allocates nothing.
+struct Sending {
+    in_flight: bool,
+    bufs: Vec<bytes::Bytes>,
+    iov: [libc::iovec; SEND_IOVS],
+    msg: libc::msghdr,
+}
+
+impl Default for Sending {
+    fn default() -> Self {
+        Sending {
+            in_flight: false,
+            bufs: Vec::with_capacity(SEND_IOVS),
+            iov: [libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            }; SEND_IOVS],
+            // SAFETY: an all-zero msghdr is a valid empty one.
+            msg: unsafe { std::mem::zeroed() },
+        }
+    }
+}
+
+impl Sending {
+    /// Points the iovecs at `bufs` and the `msghdr` at the iovecs; marks
+    /// the send in flight. The pointer is valid until it completes.
+    fn prepare(&mut self) -> *const libc::msghdr {
+        for (iov, b) in self.iov.iter_mut().zip(&self.bufs) {
+            iov.iov_base = b.as_ptr() as *mut libc::c_void;
+            iov.iov_len = b.len();
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.bufs.len();
+        self.in_flight = true;
+        &self.msg
+    }
+}
+
 struct TcpSlot {
     sock: TcpStream,
     gen: u32,
     buf: Box<[u8]>,
     recv_armed: bool,
-    /// The buffer a send in flight reads (kept alive until it completes).
-    sending: Option<bytes::Bytes>,
+    /// The vectored send of this connection (at most one in flight).
+    out: Box<Sending>,
     closing: bool,
     close_after_flush: bool,
     handoff: Option<(u32, Vec<Event>)>,
-    /// The client IP counted in [`ConnCounter`] for this connection (moves
-    /// with it on a hand-over; released when it is freed).
-    counted_ip: Option<std::net::Ipv4Addr>,
+    /// What [`ConnCounter`] counted for this connection (moves with it on
+    /// a hand-over; released when it is freed).
+    admission: Option<Admission>,
     /// When it was accepted (set-up timeout) and last sent us bytes (idle timeout).
     accepted_at: Instant,
     last_rx: Instant,
@@ -213,10 +272,10 @@ impl Shard {
                 sock,
                 state,
                 events,
-                counted_ip,
+                admission,
                 accepted_at,
             } = *h;
-            let Some(idx) = self.adopt(now, sock, state, counted_ip) else {
+            let Some(idx) = self.adopt(now, sock, state, admission) else {
                 continue;
             };
             if let Some(slot) = self.tcp_slot(idx) {
@@ -234,6 +293,7 @@ impl Shard {
                 continue;
             }
             self.drain_core(now);
+            self.note_playing(idx);
             self.arm_tcp_recv(idx);
         }
         self.sweep_rtmp(now);
@@ -287,7 +347,7 @@ impl Shard {
         }
     }
 
-    /// Takes a connection into this shard: a new one (`counted_ip` is what
+    /// Takes a connection into this shard: a new one (`admission` is what
     /// [`ConnCounter::admit`] counted), or one handed over (counted when it
     /// was accepted). `None` if the shard has no slot for it; the caller's
     /// count is then released here.
@@ -296,7 +356,7 @@ impl Shard {
         now: Instant,
         sock: TcpStream,
         state: ConnState,
-        counted_ip: Option<std::net::Ipv4Addr>,
+        admission: Option<Admission>,
     ) -> Option<u32> {
         let io = self.rtmp.as_mut()?;
         let live = io.conns.len() - io.free.len();
@@ -305,8 +365,8 @@ impl Shard {
                 shard = self.cfg.index,
                 "RTMP connection slots of this shard are full; refusing a connection"
             );
-            if let Some(ip) = counted_ip {
-                io.counter.release(ip);
+            if let Some(a) = admission {
+                io.counter.release(a);
             }
             return None;
         }
@@ -319,11 +379,11 @@ impl Shard {
             gen,
             buf: vec![0u8; RECV_BUF].into_boxed_slice(),
             recv_armed: false,
-            sending: None,
+            out: Box::default(),
             closing: false,
             close_after_flush: false,
             handoff: None,
-            counted_ip,
+            admission,
             accepted_at: now,
             last_rx: now,
         };
@@ -370,14 +430,10 @@ impl Shard {
             Ok(std::net::SocketAddr::V4(a)) => Some(a),
             _ => None,
         };
-        let counted_ip = match state.peer {
-            Some(peer) => match io.counter.admit(*peer.ip(), &io.limits) {
-                Ok(()) => Some(*peer.ip()),
-                Err(refused) => {
-                    let (limit, max) = match refused {
-                        Refused::Total => (Limit::RtmpConns, io.limits.rtmp_max_conns),
-                        Refused::PerIp => (Limit::RtmpConnsPerIp, io.limits.rtmp_max_conns_per_ip),
-                    };
+        let admission = match state.peer {
+            Some(peer) => match self.admit(now, *peer.ip()) {
+                Ok(a) => Some(a),
+                Err((limit, max)) => {
                     self.turns.limits[limit as usize] += 1;
                     debug!(
                         shard = self.cfg.index,
@@ -391,8 +447,74 @@ impl Shard {
             },
             None => None,
         };
-        if let Some(idx) = self.adopt(now, sock, state, counted_ip) {
+        if let Some(idx) = self.adopt(now, sock, state, admission) {
             self.arm_tcp_recv(idx);
+        }
+    }
+
+    /// Counts a new connection from `ip` in; at its address's limit, in
+    /// place of a stalled one ([`STALLED`]) if this shard has one. Else the
+    /// limit that refuses it, and its value.
+    fn admit(&mut self, now: Instant, ip: std::net::Ipv4Addr) -> Result<Admission, (Limit, u32)> {
+        let io = self.rtmp.as_mut().ok_or((Limit::RtmpConns, 0))?;
+        let (max_total, max_per_ip) = (
+            io.limits.rtmp_max_conns,
+            io.limits.rtmp_max_nonplaying_per_ip,
+        );
+        match io.counter.admit(ip, &io.limits) {
+            Ok(a) => Ok(a),
+            Err(Refused::Total) => Err((Limit::RtmpConns, max_total)),
+            Err(Refused::NonplayingPerIp) => self
+                .evict_stalled(now, ip)
+                .ok_or((Limit::RtmpNonplayingPerIp, max_per_ip)),
+        }
+    }
+
+    /// Closes this shard's connection from `ip` that has been silent in
+    /// set-up longest, if for [`STALLED`] or more, and hands its place in
+    /// the per-IP count over (see [`STALLED`]). Scans the shard's
+    /// connections: only on a refusal, which is rare unless under attack.
+    fn evict_stalled(&mut self, now: Instant, ip: std::net::Ipv4Addr) -> Option<Admission> {
+        let io = self.rtmp.as_mut()?;
+        let core = &self.core;
+        let (idx, _) = io
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, slot)| {
+                let slot = slot.as_ref()?;
+                let stalled = !slot.closing
+                    && slot.handoff.is_none()
+                    && slot.admission.is_some_and(|a| a.ip() == ip)
+                    && !core.rtmp_is_set_up(idx as u32)
+                    && now.saturating_duration_since(slot.last_rx) >= STALLED;
+                stalled.then_some((idx as u32, slot.last_rx))
+            })
+            .min_by_key(|&(_, last_rx)| last_rx)?;
+        let place = io.conns[idx as usize].as_mut()?.admission.take();
+        self.turns.limits[Limit::RtmpSetupStalled as usize] += 1;
+        debug!(
+            shard = self.cfg.index,
+            idx,
+            "closing an RTMP connection stalled in set-up: a new one from {ip} takes its place"
+        );
+        self.close_tcp(idx, "stalled in set-up");
+        self.maybe_release(idx);
+        place
+    }
+
+    /// After a connection's input was handled: if it now plays, it stops
+    /// counting against its IP's limit (see [`ConnCounter`]).
+    fn note_playing(&mut self, idx: u32) {
+        let Some(io) = self.rtmp.as_mut() else { return };
+        let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
+            return;
+        };
+        let Some(a) = slot.admission.as_mut() else {
+            return;
+        };
+        if self.core.rtmp_is_set_up(idx) && !self.core.rtmp_is_publisher(idx) {
+            io.counter.playing(a);
         }
     }
 
@@ -456,6 +578,7 @@ impl Shard {
             return;
         }
         self.drain_core(now);
+        self.note_playing(idx);
         self.arm_tcp_recv(idx);
     }
 
@@ -478,7 +601,8 @@ impl Shard {
         let Some(slot) = self.live_slot(gen, idx) else {
             return;
         };
-        slot.sending = None;
+        slot.out.in_flight = false;
+        slot.out.bufs.clear();
         if res < 0 {
             self.close_tcp(idx, "send failed");
             self.maybe_release(idx);
@@ -491,31 +615,42 @@ impl Shard {
         self.maybe_release(idx);
     }
 
-    /// Starts the next send if none is in flight.
+    /// Starts the next send if none is in flight: everything queued, up to
+    /// [`SEND_IOVS`] buffers and [`SEND_BATCH`] bytes, in one `SendMsg`.
+    /// Why vectored: a player that keeps up has a message or two queued,
+    /// but one that fell behind (a GOP at join, a stall on its link) has
+    /// dozens; one operation per message made catching up cost as much as
+    /// falling behind, and at 2000 players one core could not do both.
     fn pump(&mut self, idx: u32) {
         let Some(io) = self.rtmp.as_mut() else { return };
         let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
             return;
         };
-        if slot.sending.is_some() || slot.closing {
+        if slot.out.in_flight || slot.closing {
             return;
         }
-        let Some(front) = self.core.rtmp_queue(idx).and_then(|q| q.front().cloned()) else {
+        let out = &mut *slot.out;
+        if let Some(q) = self.core.rtmp_queue(idx) {
+            let mut bytes = 0;
+            for b in q.front_bufs().take(SEND_IOVS) {
+                if bytes >= SEND_BATCH {
+                    break;
+                }
+                bytes += b.len();
+                out.bufs.push(b.clone());
+            }
+        }
+        if out.bufs.is_empty() {
             if slot.close_after_flush {
                 self.close_tcp(idx, "closed after its last message");
                 self.maybe_release(idx);
             }
             return;
-        };
-        let e = opcode::Send::new(
-            types::Fd(slot.sock.as_raw_fd()),
-            front.as_ptr(),
-            front.len().min(u32::MAX as usize) as u32,
-        )
-        .flags(libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(user_data(OP_TCP_SEND, slot.gen, idx));
-        slot.sending = Some(front);
+        }
+        let e = opcode::SendMsg::new(types::Fd(slot.sock.as_raw_fd()), out.prepare())
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(user_data(OP_TCP_SEND, slot.gen, idx));
         self.push_sqe(&e);
     }
 
@@ -572,12 +707,12 @@ impl Shard {
         let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
             return;
         };
-        if slot.recv_armed || slot.sending.is_some() {
+        if slot.recv_armed || slot.out.in_flight {
             return;
         }
         if slot.closing {
-            if let Some(ip) = slot.counted_ip {
-                io.counter.release(ip);
+            if let Some(a) = slot.admission.take() {
+                io.counter.release(a);
             }
             io.conns[idx as usize] = None;
             io.free.push(idx);
@@ -596,7 +731,7 @@ impl Shard {
             sock: slot.sock,
             state,
             events,
-            counted_ip: slot.counted_ip,
+            admission: slot.admission,
             accepted_at: slot.accepted_at,
         });
         match target.map(|t| t.send(handoff)) {
@@ -606,8 +741,8 @@ impl Shard {
                 "RTMP connection handed over"
             ),
             _ => {
-                if let Some(ip) = slot.counted_ip {
-                    io.counter.release(ip);
+                if let Some(a) = slot.admission {
+                    io.counter.release(a);
                 }
                 warn!(
                     shard = self.cfg.index,
