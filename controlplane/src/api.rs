@@ -60,14 +60,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/rooms/{room}/ingest/rtp",
             post(create_ingest).route_layer(axum::middleware::from_fn_with_state(
-                app.clone(),
+                (app.clone(), crate::ratelimit::Kind::Publishers),
                 crate::ratelimit::limit_sessions,
             )),
         )
         .route(
             "/v1/rooms/{room}/egress/rtp",
             post(create_egress).route_layer(axum::middleware::from_fn_with_state(
-                app.clone(),
+                (app.clone(), crate::ratelimit::Kind::Publishers),
                 crate::ratelimit::limit_sessions,
             )),
         )

@@ -81,31 +81,40 @@ impl SessionLimits {
     }
 }
 
-/// Middleware on the routes that create publishing and RTP sessions.
-pub async fn limit_sessions(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let (rate, burst) = (app.cfg.session_rate, app.cfg.session_burst);
-    match app.limiter.publishers.take(peer.ip(), Instant::now()) {
-        Ok(()) => next.run(req).await,
-        Err(wait) => too_many("sessions", peer.ip(), rate, burst, wait),
-    }
+/// Which bucket a session-creating route takes from.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// WHIP, RTP ingest and egress.
+    Publishers,
+    /// WHEP.
+    Players,
 }
 
-/// Middleware on the route that creates WHEP players.
-pub async fn limit_players(
-    State(app): State<Arc<App>>,
+/// Middleware on the session-creating routes, with the bucket's kind as
+/// its state: `from_fn_with_state((app, Kind::Players), limit_sessions)`.
+pub async fn limit_sessions(
+    State((app, kind)): State<(Arc<App>, Kind)>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
-    let (rate, burst) = (app.cfg.player_session_rate, app.cfg.player_session_burst);
-    match app.limiter.players.take(peer.ip(), Instant::now()) {
+    let (what, bucket, rate, burst) = match kind {
+        Kind::Publishers => (
+            "sessions",
+            &app.limiter.publishers,
+            app.cfg.session_rate,
+            app.cfg.session_burst,
+        ),
+        Kind::Players => (
+            "players",
+            &app.limiter.players,
+            app.cfg.player_session_rate,
+            app.cfg.player_session_burst,
+        ),
+    };
+    match bucket.take(peer.ip(), Instant::now()) {
         Ok(()) => next.run(req).await,
-        Err(wait) => too_many("players", peer.ip(), rate, burst, wait),
+        Err(wait) => too_many(what, peer.ip(), rate, burst, wait),
     }
 }
 

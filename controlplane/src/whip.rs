@@ -37,9 +37,9 @@ use crate::offer::{self, AnswerParams, Mode};
 use crate::state::Role;
 
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
-    use crate::ratelimit::{limit_players, limit_sessions};
-    let publishers = axum::middleware::from_fn_with_state(app.clone(), limit_sessions);
-    let players = axum::middleware::from_fn_with_state(app.clone(), limit_players);
+    use crate::ratelimit::{limit_sessions, Kind};
+    let limit = |kind| axum::middleware::from_fn_with_state((app.clone(), kind), limit_sessions);
+    let (publishers, players) = (limit(Kind::Publishers), limit(Kind::Players));
     Router::new()
         .route(
             "/whip/{room}",

@@ -148,6 +148,7 @@ impl Endpoints {
     pub fn new(identity: DtlsIdentity) -> Endpoints {
         let config = Config::builder()
             .handshake_timeout(HANDSHAKE_TIMEOUT)
+            .with_crypto_provider(crate::dtls_verify::provider())
             .build()
             .expect("dimpl's default configuration is valid");
         Endpoints {

@@ -11,6 +11,7 @@
 pub mod core;
 pub mod demux;
 pub mod dtls;
+pub mod dtls_verify;
 pub mod fuzz;
 pub mod h264;
 pub mod ice;

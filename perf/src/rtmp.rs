@@ -36,7 +36,7 @@ use crate::api::Api;
 use crate::fanout::latency_json;
 use crate::flv::{self, Tag};
 use crate::nginx::Nginx;
-use crate::proc_stats::{cpu_seconds, rss_bytes};
+use crate::proc_stats::{cpu_seconds, keep_off, pinned_cpu, rss_bytes};
 use crate::rtmp_client::{self, Group, Plan, Players, Published};
 use crate::Args;
 
@@ -195,6 +195,14 @@ fn room_for(sockets: usize) -> Result<(), String> {
 pub fn run(args: &Args) -> Result<Value, String> {
     let api = Api::new(args);
     let pid = api.dataplane_pid()?;
+    // The load tool's threads (publisher, players) stay off the shard's
+    // pinned core, for both servers: else the kernel's wake-up affinity
+    // pulls the player thread onto the shard's core, and the two share it.
+    if let Some(cpu) = pinned_cpu(pid) {
+        if let Err(e) = keep_off(cpu) {
+            eprintln!("loadgen: could not keep off cpu {cpu}: {e}");
+        }
+    }
     let addr = address("--rtmp", &args.rtmp)?;
     let flv = match args.flv_players {
         0 => None,
