@@ -136,7 +136,10 @@ struct Peer {
 /// argument).
 pub struct Endpoints {
     identity: DtlsIdentity,
-    config: Arc<Config>,
+    /// The server role's configuration, and the client role's (its first
+    /// retransmission sooner: [`CLIENT_FIRST_RETRY`]).
+    server: Arc<Config>,
+    client: Arc<Config>,
     peers: HashMap<u64, Peer>,
     buf: Vec<u8>,
 }
@@ -144,16 +147,28 @@ pub struct Endpoints {
 /// How long a handshake may take before the session is told it failed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// When a client-role flight is first sent again (dimpl's default: 1 s,
+/// doubling). FFmpeg's WHIP muxer (GnuTLS) drops a ClientHello that comes
+/// right after the answer to its ICE check, before its DTLS listens, and
+/// answers the retry: with 1 s its set-up took a second. 300 ms is a mobile
+/// round trip; a slower peer costs one extra flight, no more.
+const CLIENT_FIRST_RETRY: Duration = Duration::from_millis(300);
+
 impl Endpoints {
     pub fn new(identity: DtlsIdentity) -> Endpoints {
-        let config = Config::builder()
-            .handshake_timeout(HANDSHAKE_TIMEOUT)
-            .with_crypto_provider(crate::dtls_verify::provider())
-            .build()
-            .expect("dimpl's default configuration is valid");
+        let config = |first_retry: Duration| {
+            let c = Config::builder()
+                .handshake_timeout(HANDSHAKE_TIMEOUT)
+                .flight_start_rto(first_retry)
+                .with_crypto_provider(crate::dtls_verify::provider())
+                .build()
+                .expect("dimpl's configuration with our timers is valid");
+            Arc::new(c)
+        };
         Endpoints {
             identity,
-            config: Arc::new(config),
+            server: config(Duration::from_secs(1)),
+            client: config(CLIENT_FIRST_RETRY),
             peers: HashMap::new(),
             buf: vec![0; 2048],
         }
@@ -176,8 +191,11 @@ impl Endpoints {
             } => {
                 // WebRTC's DTLS is 1.2 (RFC 8827); browsers that offer 1.3
                 // negotiate down.
-                let mut dtls =
-                    Dtls::new_12(self.config.clone(), self.identity.certificate.clone(), now);
+                let config = match role {
+                    DtlsRole::Server => &self.server,
+                    DtlsRole::Client => &self.client,
+                };
+                let mut dtls = Dtls::new_12(config.clone(), self.identity.certificate.clone(), now);
                 dtls.set_active(role == DtlsRole::Client);
                 // dimpl draws its random and starts its clock in the first
                 // timeout: a server's packets before it would find no
@@ -801,6 +819,13 @@ mod tests {
         assert!(lost.iter().all(|d| is_client_hello(d)) && !lost.is_empty());
         let due = p.client.next_timeout().expect("a retransmission timer");
         assert!(due > p.now);
+        // Sooner than dimpl's default second (its jitter is ±25 %): FFmpeg
+        // drops the first ClientHello and answers this one.
+        assert!(
+            due - p.now <= CLIENT_FIRST_RETRY * 5 / 4,
+            "{:?}",
+            due - p.now
+        );
         p.timeouts(due - Duration::from_millis(1));
         assert!(p.to_server.is_empty(), "nothing before the timer");
         p.timeouts(due);

@@ -47,8 +47,9 @@ libavformat 62.12, TLS by GnuTLS 3.8), learned against this gateway:
   the binding response is in, and the ClientHello the gateway sends right
   after that response goes unanswered (seen on the wire; its ICE loop
   reads that datagram itself, and the DTLS layer then waits on the socket
-  for another). It answers the gateway's first retransmission, so ICE +
-  DTLS take ~0.8-1.1 s (dimpl's first retransmission timeout), not ~10 ms.
+  for another). It answers the gateway's first retransmission, which the
+  gateway sends after 300 ms as a DTLS client (dimpl's default, 1 s, made
+  ICE + DTLS take ~1 s): ~0.3 s in all.
   GnuTLS picks ECDHE-ECDSA-AES128-GCM-SHA256, x25519 and
   SRTP_AES128_CM_HMAC_SHA1_80 from the gateway's ClientHello (FFmpeg's
   SRTP knows no GCM profile).
