@@ -622,7 +622,18 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
             let _ = write!(s, "a=rtcp-fb:{} goog-remb\r\n", codec.pt);
         }
         if m.kind == "video" {
-            for fb in ["nack", "nack pli", "ccm fir"] {
+            // Only what the offer named for this payload type: an answer may
+            // not add feedback types (RFC 4585 §4.2; FFmpeg offers `nack` alone).
+            let offered = |fb: &str| {
+                codec
+                    .feedback
+                    .iter()
+                    .any(|f| f.split_whitespace().eq(fb.split_whitespace()))
+            };
+            for fb in ["nack", "nack pli", "ccm fir"]
+                .into_iter()
+                .filter(|fb| offered(fb))
+            {
                 let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
             }
         }
@@ -678,7 +689,8 @@ a=fingerprint:sha-256 0A:0B:0C:0D:0E:0F:10:11:12:13:14:15:16:17:18:19:1A:1B:1C:1
 a=setup:actpass\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
 a=rtpmap:96 VP8/90000\r\n\
 a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=0;profile-level-id=42001f\r\n\
-a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n";
+a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
 
     fn params(mode: Mode) -> AnswerParams<'static> {
         AnswerParams {
@@ -719,6 +731,16 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
             assert!(a.contains(want), "missing {want:?} in\n{a}");
         }
         assert!(a.contains(&format!("a=fingerprint:sha-256 {}", ["AB"; 32].join(":"))));
+        // Feedback the offer did not name is not added (RFC 4585 §4.2):
+        // FFmpeg's WHIP muxer offers `nack` alone.
+        let nack_only = CHROME_OFFER
+            .replace("a=rtcp-fb:103 nack pli\r\n", "")
+            .replace("a=rtcp-fb:103 ccm fir\r\n", "");
+        let offer = parse(&nack_only).unwrap();
+        let neg = negotiate(&offer, Mode::Publish).unwrap();
+        let a = answer(&offer, &neg, &params(Mode::Publish));
+        assert!(a.contains("a=rtcp-fb:103 nack\r\n"), "{a}");
+        assert!(!a.contains("nack pli") && !a.contains("ccm fir"), "{a}");
         // Audio levels are accepted when offered, with the offer's id.
         let with_level = CHROME_OFFER.replace(
             "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n",
@@ -764,11 +786,13 @@ a=rtpmap:103 H264/90000\r\na=fmtp:103 level-asymmetry-allowed=1;packetization-mo
     #[test]
     fn a_publisher_without_transport_cc_gets_remb_on_abs_send_time() {
         let video = "a=rtcp-rsize\r\n";
-        let remb = format!(
-            "a=rtcp-rsize\r\na=extmap:3 {ABS_SEND_TIME_URI}\r\na=rtcp-fb:* goog-remb\r\na=rtcp-fb:103 nack\r\n"
-        );
+        let remb =
+            format!("a=rtcp-rsize\r\na=extmap:3 {ABS_SEND_TIME_URI}\r\na=rtcp-fb:* goog-remb\r\n");
         let offer = parse(&CHROME_OFFER.replace(video, &remb)).unwrap();
-        assert_eq!(offer.media[1].codecs[2].feedback, vec!["goog-remb", "nack"]);
+        assert_eq!(
+            offer.media[1].codecs[2].feedback,
+            vec!["goog-remb", "nack", "nack pli", "ccm fir"]
+        );
         let n = negotiate(&offer, Mode::Publish).unwrap();
         assert_eq!(
             (n.tracks[1].abs_send_time, n.tracks[1].twcc),

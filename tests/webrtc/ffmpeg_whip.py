@@ -42,7 +42,9 @@ libavformat 62.12, TLS by GnuTLS 3.8), learned against this gateway:
   check sent"), which keeps the gateway's 30 s consent timer happy. It
   sends RTCP sender reports every ~5 s per stream, and offers RTX (PT 105,
   `a=ssrc-group:FID`) with `a=rtcp-fb:106 nack` only: it cannot answer a
-  PLI (no encoder to ask), so a player waits for its next IDR.
+  PLI (no encoder to ask), so a player waits for its next IDR. The
+  gateway's answer names `nack` alone back (an answer adds no feedback
+  type the offer lacks).
 - DTLS, FFmpeg as server (GnuTLS): it sets up its DTLS server only once
   the binding response is in, and the ClientHello the gateway sends right
   after that response goes unanswered (seen on the wire; its ICE loop
