@@ -874,12 +874,54 @@ impl Impair {
     }
 }
 
-/// An aiortc WHIP publisher sending the test clip (H264 + Opus, no re-encode)
-/// for `secs` after it connects. Its stdout carries JSON lines.
-pub struct AiortcPublisher {
+/// A helper process that prints one JSON report a line on its stdout (the
+/// Python clients: aiortc, FFmpeg's WHIP muxer); stopped when dropped.
+pub struct JsonReports {
     pub child: Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    what: &'static str,
 }
+
+impl JsonReports {
+    /// Spawns `cmd` with its stdout piped; `what` names it in panics.
+    pub fn spawn(mut cmd: Command, what: &'static str) -> JsonReports {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        JsonReports { child, lines, what }
+    }
+
+    /// The next JSON line (blocks; the scripts bound their own run time).
+    pub fn next_report(&mut self) -> Value {
+        let what = self.what;
+        let line = self
+            .lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("{what} ended without output"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The last report, then the process's exit (stopped after 10 s).
+    pub fn finish(mut self) -> Value {
+        let v = self.next_report();
+        wait_bounded(&mut self.child, Duration::from_secs(10));
+        v
+    }
+}
+
+impl Drop for JsonReports {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(1));
+    }
+}
+
+/// An aiortc WHIP publisher sending the test clip (H264 + Opus, no re-encode)
+/// for `secs` after it connects. Its stdout carries JSON lines.
+pub struct AiortcPublisher(pub JsonReports);
 
 impl AiortcPublisher {
     pub fn start(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> AiortcPublisher {
@@ -933,22 +975,14 @@ impl AiortcPublisher {
         let mut args = vec!["publish", url.as_str(), "--seconds", secs.as_str()];
         args.extend(source);
         let (log, _) = log_file(&unique("aiortc-pub"));
-        let mut child = aiortc_command(&args)
-            .stderr(log)
-            .spawn()
-            .expect("start aiortc publisher");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        AiortcPublisher { child, lines }
+        let mut cmd = aiortc_command(&args);
+        cmd.stderr(log);
+        AiortcPublisher(JsonReports::spawn(cmd, "aiortc publisher"))
     }
 
     /// The next JSON line (blocks; the script bounds its own run time).
     pub fn next_report(&mut self) -> Value {
-        let line = self
-            .lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("aiortc publisher ended without output"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        self.0.next_report()
     }
 
     /// Waits until it reports ICE+DTLS connected; asserts it did.
@@ -959,26 +993,15 @@ impl AiortcPublisher {
     }
 
     /// Its final report (after DELETE, unless `--no-delete`).
-    pub fn finish(mut self) -> Value {
-        let v = self.next_report();
-        wait_bounded(&mut self.child, Duration::from_secs(10));
-        v
-    }
-}
-
-impl Drop for AiortcPublisher {
-    fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(1));
+    pub fn finish(self) -> Value {
+        self.0.finish()
     }
 }
 
 /// A browser in a call (aiortc): publishes `clip` as `name` in `room` over
 /// WHIP and plays the room as `name` over WHEP with `lines` video+audio
 /// lines, for `secs` after it joins.
-pub struct AiortcCall {
-    pub child: Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
+pub struct AiortcCall(JsonReports);
 
 impl AiortcCall {
     pub fn start(
@@ -996,41 +1019,21 @@ impl AiortcCall {
             args.extend(["--file", c.to_str().unwrap()]);
         }
         let (log, _) = log_file(&unique("aiortc-call"));
-        let mut child = aiortc_command(&args)
-            .stderr(log)
-            .spawn()
-            .expect("start aiortc call");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        AiortcCall { child, lines }
-    }
-
-    fn next_report(&mut self) -> Value {
-        let line = self
-            .lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("aiortc call ended without output"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+        let mut cmd = aiortc_command(&args);
+        cmd.stderr(log);
+        AiortcCall(JsonReports::spawn(cmd, "aiortc call"))
     }
 
     /// Waits until its player connected (it published before); asserts it did.
     pub fn joined(&mut self) {
-        let v = self.next_report();
+        let v = self.0.next_report();
         assert_eq!(v["ok"], true, "the call did not connect: {v}");
     }
 
     /// Its report: `participant`, and per received track `mid`, `kind`,
     /// `msid`, `frames`, `width`, `height`, `first_frame_ms` (from joining).
-    pub fn finish(mut self) -> Value {
-        let v = self.next_report();
-        wait_bounded(&mut self.child, Duration::from_secs(10));
-        v
-    }
-}
-
-impl Drop for AiortcCall {
-    fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(1));
+    pub fn finish(self) -> Value {
+        self.0.finish()
     }
 }
 

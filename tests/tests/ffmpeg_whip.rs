@@ -12,8 +12,6 @@
 //! The last test has FFmpeg as the DTLS client (`whip_flags=dtls_active`),
 //! the gateway as the server checking FFmpeg's P-224 CertificateVerify.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::*;
@@ -22,10 +20,7 @@ const TOKEN_SECRET: &str = "e2e-token-secret-0123456789";
 
 /// The FFmpeg WHIP publisher: its stdout carries two JSON lines, one when
 /// the muxer has connected (or failed to), one at the end.
-struct FfmpegWhip {
-    child: Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
+struct FfmpegWhip(JsonReports);
 
 impl FfmpegWhip {
     /// Publishes to `/whip/{path}` (`ROOM?participant=NAME`) for `secs`
@@ -35,35 +30,19 @@ impl FfmpegWhip {
         std::fs::create_dir_all(&dir).unwrap();
         let log =
             std::fs::File::create(dir.join(format!("{}.log", unique("ffmpeg-whip")))).unwrap();
-        let mut child = std::process::Command::new(aiortc_python())
-            .arg(repo_root().join("tests/webrtc/ffmpeg_whip.py"))
+        let mut cmd = std::process::Command::new(aiortc_python());
+        cmd.arg(repo_root().join("tests/webrtc/ffmpeg_whip.py"))
             .arg(format!("{}/whip/{path}", gw.api))
             .args(["--seconds", &secs.to_string()])
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start the FFmpeg WHIP publisher");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        FfmpegWhip { child, lines }
-    }
-
-    /// The next JSON line (the script bounds its own run time: the muxer's
-    /// handshake timeout, then `secs` of media).
-    fn next_report(&mut self) -> Value {
-        let line = self
-            .lines
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("the FFmpeg WHIP publisher ended without output"));
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            .stderr(log);
+        FfmpegWhip(JsonReports::spawn(cmd, "the FFmpeg WHIP publisher"))
     }
 
     /// Its report once the muxer's header is written: offer, answer, ICE
     /// and DTLS done (or failed).
     fn connection(&mut self) -> Value {
-        let v = self.next_report();
+        let v = self.0.next_report();
         assert_eq!(v["event"], "connected", "{v}");
         v
     }
@@ -76,16 +55,8 @@ impl FfmpegWhip {
     }
 
     /// Its final report (after the muxer's DELETE).
-    fn finish(mut self) -> Value {
-        let v = self.next_report();
-        wait_bounded(&mut self.child, Duration::from_secs(10));
-        v
-    }
-}
-
-impl Drop for FfmpegWhip {
-    fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(1));
+    fn finish(self) -> Value {
+        self.0.finish()
     }
 }
 

@@ -129,7 +129,7 @@ fn a_client_that_vanishes_is_ended_by_consent_timeout() {
     publisher.connected();
     let port = port_of(&gw.session_of_kind("ghost", "whip"));
     // SIGKILL: no DELETE, no DTLS close_notify, no more STUN checks.
-    kill9(publisher.child.id());
+    kill9(publisher.0.child.id());
     let deadline = Instant::now() + Duration::from_secs(45);
     let ended = loop {
         let s = gw.session_of_kind("ghost", "whip");
