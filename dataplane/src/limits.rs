@@ -63,7 +63,8 @@ pub enum Refused {
 
 /// What [`ConnCounter::admit`] counted for one connection; given back by
 /// [`ConnCounter::release`] (it moves with the connection on a hand-over).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Not `Copy`: one connection, one release.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Admission {
     ip: Ipv4Addr,
     /// Still counted against its IP (not playing yet).
@@ -99,6 +100,11 @@ fn take(c: &AtomicU32, max: u32) -> bool {
 impl Admission {
     pub fn ip(&self) -> Ipv4Addr {
         self.ip
+    }
+
+    /// Whether it still counts against its IP (it does not play yet).
+    pub fn counts_per_ip(&self) -> bool {
+        self.per_ip
     }
 }
 

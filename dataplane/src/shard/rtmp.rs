@@ -149,12 +149,11 @@ const SEND_IOVS: usize = 64;
 const SEND_BATCH: usize = 2 * SEND_BUFFER as usize;
 
 /// One connection's vectored send: the buffers it reads (held until it
-/// completes, since the queue may drop or split them meanwhile), and the
-/// iovecs and `msghdr` the kernel reads. Boxed once per connection, so
-/// its address is stable (slots move when the table grows) and sending
-/// allocates nothing.
+/// completes, since the queue may drop or split them meanwhile; a send is
+/// in flight exactly while there are some), and the iovecs and `msghdr`
+/// the kernel reads. Boxed once per connection, so its address is stable
+/// (slots move when the table grows) and sending allocates nothing.
 struct Sending {
-    in_flight: bool,
     bufs: Vec<bytes::Bytes>,
     iov: [libc::iovec; SEND_IOVS],
     msg: libc::msghdr,
@@ -163,7 +162,6 @@ struct Sending {
 impl Default for Sending {
     fn default() -> Self {
         Sending {
-            in_flight: false,
             bufs: Vec::with_capacity(SEND_IOVS),
             iov: [libc::iovec {
                 iov_base: std::ptr::null_mut(),
@@ -176,8 +174,12 @@ impl Default for Sending {
 }
 
 impl Sending {
-    /// Points the iovecs at `bufs` and the `msghdr` at the iovecs; marks
-    /// the send in flight. The pointer is valid until it completes.
+    fn in_flight(&self) -> bool {
+        !self.bufs.is_empty()
+    }
+
+    /// Points the iovecs at `bufs` and the `msghdr` at the iovecs. The
+    /// pointer is valid until the send completes.
     fn prepare(&mut self) -> *const libc::msghdr {
         for (iov, b) in self.iov.iter_mut().zip(&self.bufs) {
             iov.iov_base = b.as_ptr() as *mut libc::c_void;
@@ -185,7 +187,6 @@ impl Sending {
         }
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = self.bufs.len();
-        self.in_flight = true;
         &self.msg
     }
 }
@@ -485,7 +486,7 @@ impl Shard {
                 let slot = slot.as_ref()?;
                 let stalled = !slot.closing
                     && slot.handoff.is_none()
-                    && slot.admission.is_some_and(|a| a.ip() == ip)
+                    && slot.admission.as_ref().is_some_and(|a| a.ip() == ip)
                     && !core.rtmp_is_set_up(idx as u32)
                     && now.saturating_duration_since(slot.last_rx) >= STALLED;
                 stalled.then_some((idx as u32, slot.last_rx))
@@ -510,7 +511,7 @@ impl Shard {
         let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
             return;
         };
-        let Some(a) = slot.admission.as_mut() else {
+        let Some(a) = slot.admission.as_mut().filter(|a| a.counts_per_ip()) else {
             return;
         };
         if self.core.rtmp_is_set_up(idx) && !self.core.rtmp_is_publisher(idx) {
@@ -601,7 +602,6 @@ impl Shard {
         let Some(slot) = self.live_slot(gen, idx) else {
             return;
         };
-        slot.out.in_flight = false;
         slot.out.bufs.clear();
         if res < 0 {
             self.close_tcp(idx, "send failed");
@@ -626,7 +626,7 @@ impl Shard {
         let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
             return;
         };
-        if slot.out.in_flight || slot.closing {
+        if slot.out.in_flight() || slot.closing {
             return;
         }
         let out = &mut *slot.out;
@@ -707,7 +707,7 @@ impl Shard {
         let Some(Some(slot)) = io.conns.get_mut(idx as usize) else {
             return;
         };
-        if slot.recv_armed || slot.out.in_flight {
+        if slot.recv_armed || slot.out.in_flight() {
             return;
         }
         if slot.closing {
@@ -724,9 +724,11 @@ impl Shard {
         let slot = io.conns[idx as usize].take().expect("checked above");
         io.free.push(idx);
         let Some(state) = self.core.rtmp_remove(Instant::now(), idx) else {
+            if let Some(a) = slot.admission {
+                io.counter.release(a);
+            }
             return;
         };
-        let target = io.peers.get(shard as usize).cloned();
         let handoff = Box::new(Handoff {
             sock: slot.sock,
             state,
@@ -734,14 +736,19 @@ impl Shard {
             admission: slot.admission,
             accepted_at: slot.accepted_at,
         });
-        match target.map(|t| t.send(handoff)) {
-            Some(Ok(())) => debug!(
+        // What could not be handed over comes back, to be released here.
+        let undelivered = match io.peers.get(shard as usize) {
+            Some(peer) => peer.send(handoff).err().map(|e| e.0),
+            None => Some(handoff),
+        };
+        match undelivered {
+            None => debug!(
                 shard = self.cfg.index,
                 to = shard,
                 "RTMP connection handed over"
             ),
-            _ => {
-                if let Some(a) = slot.admission {
+            Some(h) => {
+                if let Some(a) = h.admission {
                     io.counter.release(a);
                 }
                 warn!(
