@@ -91,32 +91,138 @@ pub fn clip(dir: &Path) -> Result<PathBuf, String> {
 /// The audio and video tags of an FLV file, in file order.
 pub fn read_tags(path: &Path) -> Result<Vec<Tag>, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if data.len() < 13 || &data[..3] != b"FLV" {
-        return Err(format!("{}: not an FLV file", path.display()));
-    }
-    let header = u32::from_be_bytes(data[5..9].try_into().expect("4 bytes")) as usize;
-    let mut at = header + 4; // the first PreviousTagSize is 0
+    let mut reader = TagReader::default();
     let mut tags = Vec::new();
-    while at + 11 <= data.len() {
-        let h = &data[at..at + 11];
-        let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
-        let ms = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
-        let body = data
-            .get(at + 11..at + 11 + size)
-            .ok_or_else(|| format!("{}: truncated tag", path.display()))?;
-        if matches!(h[0], AUDIO | VIDEO) {
-            tags.push(Tag {
-                kind: h[0],
-                ms,
-                body: body.to_vec(),
-            });
-        }
-        at += 11 + size + 4;
+    reader
+        .input(&data, &mut |kind, ms, body| {
+            if matches!(kind, AUDIO | VIDEO) {
+                tags.push(Tag {
+                    kind,
+                    ms,
+                    body: body.to_vec(),
+                });
+            }
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if reader.mid_unit() {
+        return Err(format!("{}: truncated tag", path.display()));
     }
     if !tags.iter().any(|t| t.kind == VIDEO && is_keyframe(&t.body)) {
         return Err(format!("{}: no H264 keyframe", path.display()));
     }
     Ok(tags)
+}
+
+/// Largest FLV tag body accepted (the gateway refuses publishers' messages
+/// over 4 MiB by default).
+pub const MAX_TAG: usize = 8 << 20;
+/// The buffer for a cut tag is kept for the next one up to this capacity.
+const KEEP: usize = 64 * 1024;
+
+/// FLV as a stream (a file, or an HTTP-FLV body), where it is now: bytes
+/// come as they are read, a tag may span reads, and whole tags in a read
+/// are handed out in place; only a tag cut by the end of a read is
+/// gathered, in a buffer of one tag at most ([`MAX_TAG`]), let go when it
+/// grew large.
+#[derive(Default)]
+pub struct TagReader {
+    /// The file header and PreviousTagSize0 have been read.
+    started: bool,
+    /// A header or tag cut by the end of a read or chunk, being gathered.
+    pending: Vec<u8>,
+}
+
+impl TagReader {
+    /// A header or tag has begun and not ended (at the end of a file: it
+    /// was cut short).
+    pub fn mid_unit(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Bytes needed to tell how long the next unit is.
+    fn head_len(&self) -> usize {
+        if self.started {
+            11
+        } else {
+            9
+        }
+    }
+
+    /// The length of the unit that starts `b` (the file header with
+    /// PreviousTagSize0, or a tag with its PreviousTagSize), once `b` holds
+    /// enough to tell.
+    fn unit(&self, b: &[u8]) -> Result<Option<usize>, String> {
+        if b.len() < self.head_len() {
+            return Ok(None);
+        }
+        if !self.started {
+            if &b[..3] != b"FLV" {
+                return Err(format!("not FLV: it starts {:02x?}", &b[..9]));
+            }
+            let offset = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) as usize;
+            if !(9..=1024).contains(&offset) {
+                return Err(format!("an FLV header of {offset} bytes"));
+            }
+            return Ok(Some(offset + 4));
+        }
+        let size = u32::from_be_bytes([0, b[1], b[2], b[3]]) as usize;
+        if size > MAX_TAG {
+            return Err(format!("an FLV tag of {size} bytes (over {MAX_TAG})"));
+        }
+        Ok(Some(11 + size + 4))
+    }
+
+    /// One whole unit.
+    fn take(&mut self, unit: &[u8], tag: &mut dyn FnMut(u8, u32, &[u8])) -> Result<(), String> {
+        if !self.started {
+            self.started = true;
+            return Ok(());
+        }
+        let size = unit.len() - 15;
+        let at = unit.len() - 4;
+        let prev = u32::from_be_bytes([unit[at], unit[at + 1], unit[at + 2], unit[at + 3]]);
+        if prev as usize != 11 + size {
+            return Err(format!(
+                "FLV framing lost: a tag of {size} bytes followed by PreviousTagSize {prev}"
+            ));
+        }
+        // The low 5 bits are the type; bit 5 marks an encrypted tag. The
+        // time: 24 bits, then its upper 8.
+        let ms = u32::from_be_bytes([unit[7], unit[4], unit[5], unit[6]]);
+        tag(unit[0] & 0x1f, ms, &unit[11..11 + size]);
+        Ok(())
+    }
+
+    /// Reads FLV bytes: `tag(type, ms, body)` for each tag as it completes.
+    pub fn input(
+        &mut self,
+        mut data: &[u8],
+        tag: &mut dyn FnMut(u8, u32, &[u8]),
+    ) -> Result<(), String> {
+        while !data.is_empty() {
+            if self.pending.is_empty() {
+                // Whole units straight from the read, not copied.
+                if let Some(n) = self.unit(data)?.filter(|&n| n <= data.len()) {
+                    self.take(&data[..n], tag)?;
+                    data = &data[n..];
+                    continue;
+                }
+            }
+            let want = self.unit(&self.pending)?.unwrap_or(self.head_len());
+            let n = (want - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.unit(&self.pending)? == Some(self.pending.len()) {
+                let mut unit = std::mem::take(&mut self.pending);
+                self.take(&unit, tag)?;
+                if unit.capacity() <= KEEP {
+                    unit.clear();
+                    self.pending = unit;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Identifies the load tool's SEI (user_data_unregistered) among others.

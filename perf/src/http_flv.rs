@@ -13,20 +13,17 @@
 //! Bytes arrive as the socket gives them: a tag may span reads and HTTP
 //! chunks, a read may hold many tags. Whole tags in a read are handed out in
 //! place; only a tag cut by the end of a read is gathered, and that buffer
-//! holds one tag at most ([`MAX_TAG`]) and is let go when it grew large, so
+//! holds one tag at most ([`crate::flv::MAX_TAG`]) and is let go when it grew large, so
 //! thousands of players do not each keep their largest keyframe.
 
 /// Most bytes of an answer's head.
 const MAX_HEAD: usize = 8 * 1024;
 /// Most bytes of a refusal's body kept as its reason.
 const MAX_REASON: usize = 512;
-/// Largest FLV tag body accepted (the gateway refuses publishers' messages
-/// over 4 MiB by default).
-pub const MAX_TAG: usize = 8 << 20;
 /// A chunk-size line longer than this (hex size and extensions) is junk.
 const MAX_SIZE_LINE: usize = 64;
-/// The buffer for a cut tag is kept for the next one up to this capacity.
-const KEEP: usize = 64 * 1024;
+
+use crate::flv::TagReader;
 
 /// The request for `path` (e.g. `/live/KEY.flv`) on `host`.
 pub fn request(path: &str, host: &str) -> String {
@@ -42,7 +39,10 @@ enum State {
     /// The head so far, until its blank line.
     Head(Vec<u8>),
     /// A 200: the body, de-chunked when `chunks` is set, then FLV.
-    Stream { chunks: Option<Chunks>, flv: Flv },
+    Stream {
+        chunks: Option<Chunks>,
+        flv: TagReader,
+    },
     /// Not a 200: the status (without the version) and the start of the
     /// body, the reason; `length` from `Content-Length`.
     Refused {
@@ -62,15 +62,6 @@ enum Chunks {
     Crlf(usize),
     /// The last chunk (size 0) came: the body ended.
     Done,
-}
-
-/// FLV, where the stream is now.
-#[derive(Default)]
-struct Flv {
-    /// The file header and PreviousTagSize0 have been read.
-    started: bool,
-    /// A header or tag cut by the end of a read or chunk, being gathered.
-    pending: Vec<u8>,
 }
 
 impl Default for HttpFlv {
@@ -104,10 +95,13 @@ impl HttpFlv {
                 self.input(&head[end..], tag)?;
                 self.input(&data[took..], tag)
             }
-            State::Stream { chunks, flv } => match chunks {
-                Some(chunks) => chunks.input(data, flv, tag),
-                None => flv.input(data, tag),
-            },
+            State::Stream { chunks, flv } => {
+                let tag = &mut |kind, _ms, body: &[u8]| tag(kind, body);
+                match chunks {
+                    Some(chunks) => chunks.input(data, flv, tag),
+                    None => flv.input(data, tag),
+                }
+            }
             State::Refused { body, length, .. } => {
                 let room = MAX_REASON.saturating_sub(body.len());
                 body.extend_from_slice(&data[..data.len().min(room)]);
@@ -166,7 +160,7 @@ fn answer(head: &[u8]) -> Result<State, String> {
     Ok(match code {
         200 => State::Stream {
             chunks: chunked.then(|| Chunks::Size(Vec::new())),
-            flv: Flv::default(),
+            flv: TagReader::default(),
         },
         _ => State::Refused {
             status: status.to_string(),
@@ -181,8 +175,8 @@ impl Chunks {
     fn input(
         &mut self,
         mut data: &[u8],
-        flv: &mut Flv,
-        tag: &mut dyn FnMut(u8, &[u8]),
+        flv: &mut TagReader,
+        tag: &mut dyn FnMut(u8, u32, &[u8]),
     ) -> Result<(), String> {
         while let Some(&first) = data.first() {
             match self {
@@ -234,87 +228,6 @@ fn chunk_size(line: &[u8]) -> Result<usize, String> {
     let text = String::from_utf8_lossy(line);
     let hex = text.trim_end_matches('\r').split(';').next().unwrap_or("");
     usize::from_str_radix(hex.trim(), 16).map_err(|_| format!("a bad chunk-size line {text:?}"))
-}
-
-impl Flv {
-    /// Bytes needed to tell how long the next unit is.
-    fn head_len(&self) -> usize {
-        if self.started {
-            11
-        } else {
-            9
-        }
-    }
-
-    /// The length of the unit that starts `b` (the file header with
-    /// PreviousTagSize0, or a tag with its PreviousTagSize), once `b` holds
-    /// enough to tell.
-    fn unit(&self, b: &[u8]) -> Result<Option<usize>, String> {
-        if b.len() < self.head_len() {
-            return Ok(None);
-        }
-        if !self.started {
-            if &b[..3] != b"FLV" {
-                return Err(format!("the body is not FLV: it starts {:02x?}", &b[..9]));
-            }
-            let offset = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) as usize;
-            if !(9..=1024).contains(&offset) {
-                return Err(format!("an FLV header of {offset} bytes"));
-            }
-            return Ok(Some(offset + 4));
-        }
-        let size = u32::from_be_bytes([0, b[1], b[2], b[3]]) as usize;
-        if size > MAX_TAG {
-            return Err(format!("an FLV tag of {size} bytes (over {MAX_TAG})"));
-        }
-        Ok(Some(11 + size + 4))
-    }
-
-    /// One whole unit.
-    fn take(&mut self, unit: &[u8], tag: &mut dyn FnMut(u8, &[u8])) -> Result<(), String> {
-        if !self.started {
-            self.started = true;
-            return Ok(());
-        }
-        let size = unit.len() - 15;
-        let at = unit.len() - 4;
-        let prev = u32::from_be_bytes([unit[at], unit[at + 1], unit[at + 2], unit[at + 3]]);
-        if prev as usize != 11 + size {
-            return Err(format!(
-                "FLV framing lost: a tag of {size} bytes followed by PreviousTagSize {prev}"
-            ));
-        }
-        // The low 5 bits are the type; bit 5 marks an encrypted tag.
-        tag(unit[0] & 0x1f, &unit[11..11 + size]);
-        Ok(())
-    }
-
-    /// Reads FLV bytes (the de-chunked body).
-    fn input(&mut self, mut data: &[u8], tag: &mut dyn FnMut(u8, &[u8])) -> Result<(), String> {
-        while !data.is_empty() {
-            if self.pending.is_empty() {
-                // Whole units straight from the read, not copied.
-                if let Some(n) = self.unit(data)?.filter(|&n| n <= data.len()) {
-                    self.take(&data[..n], tag)?;
-                    data = &data[n..];
-                    continue;
-                }
-            }
-            let want = self.unit(&self.pending)?.unwrap_or(self.head_len());
-            let n = (want - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.unit(&self.pending)? == Some(self.pending.len()) {
-                let mut unit = std::mem::take(&mut self.pending);
-                self.take(&unit, tag)?;
-                if unit.capacity() <= KEEP {
-                    unit.clear();
-                    self.pending = unit;
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
