@@ -1,0 +1,269 @@
+//! Egress tracks: the rewrite of each outgoing track (one SSRC, continuous
+//! sequence numbers and timestamps, whichever publisher feeds it), which
+//! line of a WebRTC player carries which publisher, and `prepare_egress`,
+//! the per-copy half of the fan-out.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
+
+use gateway_ring::msg::{DropReason, MediaKind};
+
+use crate::participants::{Pid, NOBODY};
+use crate::rtp::RtpHeader;
+use crate::srtp::MAX_TRAILER;
+
+use super::rtmp_cache::replay_gop;
+use super::sessions::Role;
+use super::{Handle, Inbound, Router, SOURCE_TIMEOUT};
+
+/// The track of `tracks` that should carry `kind` media from `ingest`
+/// (participant key `key`), and whether it takes the track from a live
+/// source: the one already bound to it; else the line the answer's
+/// `a=msid` named for this participant (taken from whoever holds it); else
+/// a free line the answer named for nobody, or for someone who has not
+/// come within [`SOURCE_TIMEOUT`] (of the player's start, or of the line's
+/// last packet); else one whose source went silent.
+fn pick_track(
+    tracks: &[OutTrack],
+    kind: MediaKind,
+    ingest: u64,
+    key: u32,
+    created: Instant,
+    now: Instant,
+) -> Option<(usize, bool)> {
+    let of_kind = || tracks.iter().enumerate().filter(|(_, t)| t.kind == kind);
+    let long_ago = |at: Option<Instant>| {
+        at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
+    };
+    if let Some((i, _)) = of_kind().find(|(_, t)| t.source.is_some_and(|s| s.0 == ingest)) {
+        return Some((i, false));
+    }
+    if let Some((i, _)) = of_kind().find(|(_, t)| t.want == key && t.source_key != key) {
+        return Some((i, true));
+    }
+    of_kind()
+        .find(|(_, t)| t.source.is_none() && (t.want == 0 || long_ago(t.last_at.or(Some(created)))))
+        .or_else(|| of_kind().find(|(_, t)| t.source.is_some() && long_ago(t.last_at)))
+        .map(|(i, _)| (i, false))
+}
+
+/// Rewrite state of one outgoing track of an egress: receivers see one SSRC
+/// with continuous sequence numbers and timestamps, whichever ingest feeds it.
+pub(super) struct OutTrack {
+    pub(super) kind: MediaKind,
+    pub(super) ssrc: u32,
+    pub(super) pt: u8,
+    pub(super) clock_rate: u32,
+    /// (ingest session id, its SSRC) currently mapped.
+    pub(super) source: Option<(u64, u32)>,
+    /// The participant of `source`, and its key.
+    pub(super) source_pid: Pid,
+    pub(super) source_key: u32,
+    /// Subscribe: the key of the participant the answer named for this line (0: none).
+    pub(super) want: u32,
+    pub(super) seq_delta: u16,
+    pub(super) ts_delta: u32,
+    pub(super) last_seq: u16,
+    pub(super) last_ts: u32,
+    pub(super) last_at: Option<Instant>,
+    /// Packets and payload octets sent, for sender reports.
+    pub(super) sent: u32,
+    pub(super) octets: u32,
+    /// The player lost the picture of this line's RTMP publisher (PLI), which
+    /// cannot be asked for a keyframe: its cached GOP is replayed at the
+    /// next frame boundary. When the last replay was.
+    pub(super) replay_wanted: bool,
+    pub(super) last_replay: Option<Instant>,
+    /// WebRTC player, video: the RTX payload type its answer took (0: none,
+    /// resends go on the media SSRC), and the RTX stream's next sequence.
+    pub(super) rtx_pt: u8,
+    pub(super) rtx_seq: u16,
+    /// WebRTC player, audio: the id its answer gave RFC 6464 audio levels
+    /// (0: none); each packet's level, read from the publisher's own id at
+    /// ingress, is written back under it.
+    pub(super) audio_level: u8,
+    /// Output sequence numbers up to here (exclusive) are from before the
+    /// last replay or in it: NACKs for them are not answered (the mapping
+    /// moved past them).
+    pub(super) replayed_until: Option<u16>,
+}
+
+impl OutTrack {
+    pub(super) fn new(kind: MediaKind, ssrc: u32, pt: u8, want: u32) -> OutTrack {
+        let clock_rate = match kind {
+            MediaKind::Video => 90_000,
+            MediaKind::Audio => 48_000,
+        };
+        OutTrack {
+            kind,
+            ssrc,
+            pt,
+            clock_rate,
+            source: None,
+            source_pid: NOBODY,
+            source_key: 0,
+            want,
+            seq_delta: 0,
+            ts_delta: 0,
+            last_seq: 0,
+            last_ts: 0,
+            last_at: None,
+            sent: 0,
+            octets: 0,
+            replay_wanted: false,
+            last_replay: None,
+            audio_level: 0,
+            replayed_until: None,
+            rtx_pt: 0,
+            rtx_seq: 0,
+        }
+    }
+
+    /// Maps an input (seq, ts) to the output stream, or `None` when another
+    /// live ingest owns this track (unless `take`: the line is this source's).
+    fn map(
+        &mut self,
+        now: Instant,
+        source: (u64, u32),
+        seq: u16,
+        ts: u32,
+        take: bool,
+    ) -> Option<(u16, u32)> {
+        if self.source != Some(source) {
+            let current_silent = match self.last_at {
+                Some(at) => now.saturating_duration_since(at) >= SOURCE_TIMEOUT,
+                None => true,
+            };
+            let same_ingest = self.source.map(|s| s.0) == Some(source.0);
+            if self.source.is_some() && !current_silent && !same_ingest && !take {
+                return None;
+            }
+            if let Some(at) = self.last_at {
+                // Continue where the previous source stopped: next sequence
+                // number, and a timestamp advanced by the wall time in between.
+                let gap = now.saturating_duration_since(at).as_secs_f64();
+                let ticks = ((gap * self.clock_rate as f64) as u32).max(1);
+                self.seq_delta = self.last_seq.wrapping_add(1).wrapping_sub(seq);
+                self.ts_delta = self.last_ts.wrapping_add(ticks).wrapping_sub(ts);
+            }
+            self.source = Some(source);
+        }
+        let out_seq = seq.wrapping_add(self.seq_delta);
+        let out_ts = ts.wrapping_add(self.ts_delta);
+        if self.last_at.is_none() || (out_seq.wrapping_sub(self.last_seq) as i16) > 0 {
+            self.last_seq = out_seq;
+            self.last_ts = out_ts;
+        }
+        self.last_at = Some(now);
+        Some((out_seq, out_ts))
+    }
+}
+
+impl Router {
+    /// Prepares `pkt[..inbound.len]` (a copy of the inbound plaintext) for
+    /// egress `h`: rewrites the header, applies SRTP, counts it. Returns the
+    /// wire length and destination, or `None` if this egress does not take it.
+    pub fn prepare_egress(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        inbound: &Inbound,
+        pkt: &mut [u8],
+    ) -> Option<(usize, SocketAddrV4)> {
+        let s = self.sessions.get_mut(h as usize)?.as_mut()?;
+        let source = (inbound.ingest, inbound.ssrc);
+        let session = s.stats.session;
+        let (len, dest) = match &mut s.role {
+            Role::Egress(eg) => {
+                let (track, port) = match inbound.kind {
+                    MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
+                    MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
+                };
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, false)?;
+                RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
+                let len = match &mut s.srtp {
+                    Some(ctx) => match ctx.protect_rtp(pkt, inbound.len) {
+                        Ok(n) => n,
+                        Err(_) => {
+                            s.stats.drops[DropReason::Send as usize] += 1;
+                            return None;
+                        }
+                    },
+                    None => inbound.len,
+                };
+                let dest = SocketAddrV4::new(Ipv4Addr::from(eg.spec.dest_ip), port);
+                (len, dest)
+            }
+            Role::Webrtc(w) => {
+                // A participant never gets its own tracks; the publisher
+                // itself, a player not connected yet, or no media line free.
+                if inbound.participant == s.pid {
+                    return None;
+                }
+                let dest = w.peer.destination()?;
+                let created = w.peer.created;
+                let (i, take) = pick_track(
+                    &w.tracks,
+                    inbound.kind,
+                    inbound.ingest,
+                    inbound.key,
+                    created,
+                    now,
+                )?;
+                let track = &mut w.tracks[i];
+                if track.replay_wanted && track.source == Some(source) {
+                    let new_frame = inbound.timestamp.wrapping_add(track.ts_delta) != track.last_ts;
+                    if let (true, Some(cache)) = (new_frame, self.rtmp_caches.get(&inbound.ingest))
+                    {
+                        track.replay_wanted = false;
+                        let sent = replay_gop(
+                            cache,
+                            track,
+                            &mut w.peer,
+                            inbound.seq_no,
+                            &mut self.pool,
+                            &mut self.controls,
+                            h,
+                            dest,
+                            now,
+                        );
+                        s.stats.retransmits += sent;
+                    }
+                }
+                let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
+                if track.source_pid != inbound.participant {
+                    // The line changed hands: the room's events say so.
+                    track.source_pid = inbound.participant;
+                    track.source_key = inbound.key;
+                    self.lines.push((session, i as u8, inbound.participant));
+                }
+                RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
+                track.sent = track.sent.wrapping_add(1);
+                track.octets = track
+                    .octets
+                    .wrapping_add((inbound.len.saturating_sub(12)) as u32);
+                let len = match inbound.level {
+                    Some(level) if track.audio_level != 0 => {
+                        // Room for SRTP's trailer stays behind it.
+                        let room = pkt.len().saturating_sub(MAX_TRAILER);
+                        let pkt = &mut pkt[..room];
+                        crate::rtp::write_audio_level(pkt, inbound.len, track.audio_level, level)
+                    }
+                    _ => inbound.len,
+                };
+                match w.peer.protect_rtp(pkt, len) {
+                    Ok(n) => (n, dest),
+                    Err(_) => {
+                        s.stats.drops[DropReason::Send as usize] += 1;
+                        return None;
+                    }
+                }
+            }
+            Role::Ingest(_) => return None,
+        };
+        s.stats.packets += 1;
+        s.stats.bytes += len as u64;
+        s.dirty = true;
+        Some((len, dest))
+    }
+}

@@ -1,0 +1,342 @@
+//! Rooms, sessions and the forwarding decision for one shard (sans-IO).
+//!
+//! The shard owns sockets; the router owns everything else about a session:
+//! its spec, peer, SRTP state, counters and, for an egress, the rewrite state
+//! of each outgoing track. Drive it like this for every datagram:
+//!
+//! ```text
+//! recv (handle, src, buf)  --handle_datagram-->  Some(Inbound { room, kind, len })
+//!   for each egress of room:
+//!       copy buf[..len] into a send slot
+//!       prepare_egress(now, egress, &inbound, slot)  --> Some((wire_len, dest)) -> send
+//! ```
+//!
+//! Nothing here reads a clock or touches a socket: `now` is an argument.
+//!
+//! The parts: `sessions` (adding, removing and ending them, their
+//! counters), `ingress` (`handle_datagram`), `egress` (the rewrite of
+//! each outgoing track, `prepare_egress`), `feedback` (keyframe requests,
+//! NACK answers), `rtmp_cache` (an RTMP publisher's RTP kept for its
+//! players) and `reports` (`tick`: consent, RTCP reports, BYE). This file
+//! holds the router itself, its rooms and what it hands the shard.
+
+mod egress;
+mod feedback;
+mod ingress;
+mod reports;
+mod rtmp_cache;
+mod sessions;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod webrtc_tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+
+use gateway_ring::msg::{MediaKind, Outcome, RoomSpec};
+
+use crate::participants::{Participants, Pid};
+use crate::rtcp::Feedback;
+use crate::srtp::MAX_TRAILER;
+use crate::webrtc::Peer;
+
+use self::rtmp_cache::RtmpCache;
+use self::sessions::{Role, Session, WebrtcSession};
+
+/// A session's slot in the shard; the same index names its socket.
+pub type Handle = u32;
+
+/// Payload types the egress SDP announces.
+pub const EGRESS_VIDEO_PT: u8 = 96;
+pub const EGRESS_AUDIO_PT: u8 = 111;
+
+/// A publisher that has been silent this long may be replaced: a new source
+/// address is latched on an ingest, and an egress track switches to another ingest.
+pub const SOURCE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most sessions one shard holds (each has a socket and a multishot receive).
+pub const MAX_SESSIONS: usize = 16_384;
+
+/// At most one keyframe request per publisher per this interval: a burst of
+/// joining subscribers costs the publisher one keyframe, not one each.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often a WebRTC peer gets an RTCP report from us.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `Event::SessionEnded` reasons.
+pub const END_CONSENT: u16 = 1;
+pub const END_DTLS: u16 = 2;
+
+/// A packet the router wants sent that is not a fan-out copy: STUN answers,
+/// DTLS records, RTCP feedback and reports, retransmissions.
+#[derive(Debug)]
+pub struct Control {
+    /// The session whose socket sends it.
+    pub from: Handle,
+    pub dest: SocketAddrV4,
+    pub data: Vec<u8>,
+}
+
+/// A session the router ended by itself (consent lost, DTLS failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub session: u64,
+    pub handle: Handle,
+    pub reason: u16,
+}
+
+struct Room {
+    spec: RoomSpec,
+    ingests: Vec<Handle>,
+    egresses: Vec<Handle>,
+}
+
+/// A buffer for a packet that is not a fan-out copy, from `pool`: room for
+/// the largest packet, wrapped as RTX (2 bytes more) and protected.
+fn control_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut b = pool.pop().unwrap_or_default();
+    b.clear();
+    b.resize(crate::rtp::MAX_PACKET + 2 + MAX_TRAILER, 0);
+    b
+}
+
+/// A plaintext RTP packet, now at the front of the receive buffer, to fan out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inbound {
+    pub room: u32,
+    pub ingest: u64,
+    /// The participant it comes from (never sent back to it) and its key.
+    pub participant: Pid,
+    pub key: u32,
+    /// Audio: its RFC 6464 level, when the publisher sends them.
+    pub level: Option<u8>,
+    pub kind: MediaKind,
+    pub len: usize,
+    pub seq_no: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    /// Packets of its stream missing just before this one (WebRTC audio:
+    /// concealed on the transcoder, so the bridged audio keeps its time).
+    pub lost_before: u16,
+}
+
+/// Rooms and sessions of one shard.
+pub struct Router {
+    /// Retransmissions per second one WebRTC player may cause ([`crate::limits::Limits::nack_per_s`]).
+    nack_per_s: u32,
+    sessions: Vec<Option<Session>>,
+    free: Vec<Handle>,
+    by_id: HashMap<u64, Handle>,
+    rooms: HashMap<u32, Room>,
+    /// Room ids by name (RTMP streams name their room).
+    names: HashMap<String, u32>,
+    /// Packets to send that are not fan-out copies; the shard drains them.
+    controls: Vec<Control>,
+    /// DTLS datagrams for the DTLS thread: (session, bytes).
+    dtls_in: Vec<(u64, Vec<u8>)>,
+    /// WebRTC sessions where we are the DTLS client whose peer just passed
+    /// its first check: their handshake can start.
+    dtls_starts: Vec<u64>,
+    /// Spent control buffers, reused so steady state does not allocate.
+    pool: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
+    feedback: Vec<Feedback>,
+    ended: Vec<Ended>,
+    /// WebRTC sessions removed since the last call (their DTLS state goes too).
+    closed_webrtc: Vec<u64>,
+    /// WebRTC players connected since the last call: (room, handle).
+    joined: Vec<(u32, Handle)>,
+    /// Who is in each room; the RTMP side joins its connections here too.
+    pub participants: Participants,
+    /// Participants that stopped publishing anything since the last call: (room, pid).
+    unpublished: Vec<(u32, Pid)>,
+    /// Player lines that changed hands since the last call: (session, line, pid).
+    lines: Vec<(u64, u8, Pid)>,
+    /// The video RTP of RTMP publishers (virtual ingests, by source id), so
+    /// players' NACKs for them are answered like any publisher's (an RTMP
+    /// publisher cannot be asked), with when each was last fed.
+    rtmp_caches: HashMap<u64, RtmpCache>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router::new(&crate::limits::Limits::default())
+    }
+}
+
+impl Router {
+    pub fn new(limits: &crate::limits::Limits) -> Router {
+        Router {
+            nack_per_s: limits.nack_per_s,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            rooms: HashMap::new(),
+            names: HashMap::new(),
+            controls: Vec::new(),
+            dtls_in: Vec::new(),
+            dtls_starts: Vec::new(),
+            pool: Vec::new(),
+            scratch: Vec::new(),
+            feedback: Vec::new(),
+            ended: Vec::new(),
+            closed_webrtc: Vec::new(),
+            joined: Vec::new(),
+            participants: Participants::default(),
+            unpublished: Vec::new(),
+            lines: Vec::new(),
+            rtmp_caches: HashMap::new(),
+        }
+    }
+
+    pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
+        if self.rooms.contains_key(&spec.room) || self.names.contains_key(&spec.name) {
+            return Outcome::Exists;
+        }
+        self.names.insert(spec.name.clone(), spec.room);
+        self.rooms.insert(
+            spec.room,
+            Room {
+                spec,
+                ingests: Vec::new(),
+                egresses: Vec::new(),
+            },
+        );
+        Outcome::Ok
+    }
+
+    /// Removes the room and returns the handles of its sessions (now removed)
+    /// so the shard can close their sockets.
+    pub fn remove_room(&mut self, room: u32) -> Option<Vec<Handle>> {
+        let r = self.rooms.remove(&room)?;
+        self.names.remove(&r.spec.name);
+        let handles: Vec<Handle> = r.ingests.iter().chain(&r.egresses).copied().collect();
+        for &h in &handles {
+            self.release(h);
+        }
+        self.participants.remove_room(room);
+        self.unpublished.retain(|&(r, _)| r != room);
+        Some(handles)
+    }
+
+    pub fn room_by_name(&self, name: &str) -> Option<u32> {
+        self.names.get(name).copied()
+    }
+
+    /// Egress handles of a room, in order.
+    pub fn egresses(&self, room: u32) -> &[Handle] {
+        self.rooms
+            .get(&room)
+            .map(|r| r.egresses.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Builds RTCP for WebRTC peer `h` with `write` (the peer and a buffer
+    /// in; the plaintext length out, 0 for nothing to send), protects it and
+    /// queues it. Returns whether a packet was queued. The buffer is taken
+    /// from the pool and goes back to it when nothing is sent.
+    fn send_rtcp(&mut self, h: Handle, write: impl FnOnce(&mut Peer, &mut [u8]) -> usize) -> bool {
+        let mut buf = self.control_buf();
+        let built = (|| {
+            let Some(Session {
+                role: Role::Webrtc(w),
+                ..
+            }) = self.sessions.get_mut(h as usize)?.as_mut()
+            else {
+                return None;
+            };
+            let dest = w.peer.destination()?;
+            let n = write(&mut w.peer, &mut buf);
+            if n == 0 {
+                return None;
+            }
+            Some((dest, w.peer.protect_rtcp(&mut buf, n).ok()?))
+        })();
+        match built {
+            Some((dest, n)) => {
+                buf.truncate(n);
+                self.controls.push(Control {
+                    from: h,
+                    dest,
+                    data: buf,
+                });
+                true
+            }
+            None => {
+                self.recycle(buf);
+                false
+            }
+        }
+    }
+
+    fn session(&self, h: Handle) -> Option<&Session> {
+        self.sessions.get(h as usize).and_then(Option::as_ref)
+    }
+
+    fn session_mut(&mut self, h: Handle) -> Option<&mut Session> {
+        self.sessions.get_mut(h as usize).and_then(Option::as_mut)
+    }
+
+    fn webrtc_mut(&mut self, h: Handle) -> Option<&mut WebrtcSession> {
+        match &mut self.session_mut(h)?.role {
+            Role::Webrtc(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn control_buf(&mut self) -> Vec<u8> {
+        control_buf(&mut self.pool)
+    }
+
+    /// Packets to send that are not fan-out copies. Give the buffers back
+    /// with [`Self::recycle`] once copied.
+    pub fn take_controls(&mut self, out: &mut Vec<Control>) {
+        out.append(&mut self.controls);
+    }
+
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 256 {
+            self.pool.push(buf);
+        }
+    }
+
+    /// DTLS datagrams received since the last call, for the DTLS thread.
+    pub fn take_dtls(&mut self, out: &mut Vec<(u64, Vec<u8>)>) {
+        out.append(&mut self.dtls_in);
+    }
+
+    /// Sessions whose DTLS client may send its ClientHello now (their
+    /// peer's address became known since the last call).
+    pub fn take_dtls_starts(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.dtls_starts);
+    }
+
+    /// Participants that stopped publishing since the last call: (room, pid).
+    pub fn take_unpublished(&mut self, out: &mut Vec<(u32, Pid)>) {
+        out.append(&mut self.unpublished);
+    }
+
+    /// Player lines that changed hands since the last call: (session, line, pid).
+    pub fn take_lines(&mut self, out: &mut Vec<(u64, u8, Pid)>) {
+        out.append(&mut self.lines);
+    }
+
+    /// WebRTC players whose DTLS finished since the last call.
+    pub fn take_joined(&mut self, out: &mut Vec<(u32, Handle)>) {
+        out.append(&mut self.joined);
+    }
+
+    /// WebRTC sessions removed since the last call, however they ended.
+    pub fn take_closed_webrtc(&mut self, out: &mut Vec<u64>) {
+        out.append(&mut self.closed_webrtc);
+    }
+
+    /// Sessions the router ended by itself since the last call (already
+    /// removed: close their sockets and tell the controlplane).
+    pub fn take_ended(&mut self, out: &mut Vec<Ended>) {
+        out.append(&mut self.ended);
+    }
+}

@@ -1,0 +1,400 @@
+//! The router's sessions: RTP ingests and egresses and WebRTC peers. Adding
+//! them (each joins its participant to the room), removing them (a leaving
+//! publisher frees the lines it fed, and its players get a BYE), ending them,
+//! the keys from the DTLS thread, their counters and drop counts, and the
+//! specs for a controlplane resync.
+
+use std::net::SocketAddrV4;
+use std::time::Instant;
+
+use gateway_ring::msg::{
+    Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
+    SrtpKey, WebrtcSpec,
+};
+
+use crate::participants::{Kinds, Pid, NOBODY};
+use crate::srtp::SrtpContext;
+use crate::webrtc::Peer;
+
+use super::egress::OutTrack;
+use super::{Ended, Handle, Router, EGRESS_AUDIO_PT, EGRESS_VIDEO_PT, MAX_SESSIONS};
+
+pub(super) struct Ingest {
+    pub(super) spec: IngestSpec,
+    pub(super) peer: Option<SocketAddrV4>,
+    pub(super) last_rx: Option<Instant>,
+}
+
+pub(super) struct Egress {
+    pub(super) spec: EgressSpec,
+    pub(super) video: OutTrack,
+    pub(super) audio: OutTrack,
+}
+
+/// A WebRTC peer and, when it subscribes, the rewrite state of its tracks.
+pub(super) struct WebrtcSession {
+    pub(super) peer: Peer,
+    /// Subscriber: one per media line it offered to receive; each carries
+    /// one publisher's track at a time.
+    pub(super) tracks: Vec<OutTrack>,
+    /// Retransmissions (and NACKs passed on) this player may still cause:
+    /// a NACK storm must not make the shard resend its cache at line rate.
+    pub(super) nack_budget: crate::limits::Budget,
+}
+
+pub(super) enum Role {
+    Ingest(Ingest),
+    Egress(Egress),
+    Webrtc(Box<WebrtcSession>),
+}
+
+pub(super) struct Session {
+    pub(super) room: u32,
+    /// Whose session it is ([`NOBODY`] for RTP egresses), its name's
+    /// [`gateway_ring::msg::participant_key`], and what it publishes.
+    pub(super) pid: Pid,
+    pub(super) key: u32,
+    pub(super) kinds: Kinds,
+    pub(super) stats: SessionStats,
+    pub(super) dirty: bool,
+    pub(super) srtp: Option<SrtpContext>,
+    pub(super) role: Role,
+}
+
+impl Router {
+    /// The session id of handle `h`, if it is live.
+    pub fn session_id(&self, h: Handle) -> Option<u64> {
+        self.session(h).map(|s| s.stats.session)
+    }
+
+    fn check_new(&self, id: u64, room: u32) -> Result<(), Outcome> {
+        if self.by_id.contains_key(&id) {
+            return Err(Outcome::Exists);
+        }
+        if !self.rooms.contains_key(&room) {
+            return Err(Outcome::NotFound);
+        }
+        if self.by_id.len() >= MAX_SESSIONS {
+            return Err(Outcome::Capacity);
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, id: u64, s: Session) -> Handle {
+        let h = match self.free.pop() {
+            Some(h) => {
+                self.sessions[h as usize] = Some(s);
+                h
+            }
+            None => {
+                self.sessions.push(Some(s));
+                (self.sessions.len() - 1) as Handle
+            }
+        };
+        self.by_id.insert(id, h);
+        h
+    }
+
+    pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        let (room, kinds) = (spec.room, Kinds::of(spec.kind));
+        let pid = self.join_publishing(room, &spec.participant, kinds)?;
+        let role = Role::Ingest(Ingest {
+            spec,
+            peer: None,
+            last_rx: None,
+        });
+        Ok(self.add_session(role, pid, kinds))
+    }
+
+    /// Joins `name` to `room` as a session publishing `kinds` (none: a
+    /// player); `Exists` if the participant publishes one of them already.
+    fn join_publishing(&mut self, room: u32, name: &str, kinds: Kinds) -> Result<Pid, Outcome> {
+        let pid = self.participants.join(room, name);
+        if kinds.any() && self.participants.publish(pid, kinds, false).is_err() {
+            self.participants.leave(pid);
+            return Err(Outcome::Exists);
+        }
+        Ok(pid)
+    }
+
+    pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        // Per-egress SSRCs, stable for the session's life.
+        let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let role = Role::Egress(Egress {
+            spec,
+            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0),
+            audio: OutTrack::new(
+                MediaKind::Audio,
+                base.wrapping_add(0x1000) | 1,
+                EGRESS_AUDIO_PT,
+                0,
+            ),
+        });
+        // An RTP egress sends the whole room: it is nobody.
+        Ok(self.add_session(role, NOBODY, Kinds::NONE))
+    }
+
+    /// A WebRTC publisher (an ingest of the room) or subscriber (an egress).
+    pub fn add_webrtc(&mut self, now: Instant, spec: WebrtcSpec) -> Result<Handle, Outcome> {
+        self.check_new(spec.session, spec.room)?;
+        let (tracks, kinds) = match spec.direction {
+            Direction::Subscribe => (
+                spec.tracks
+                    .iter()
+                    .map(|t| OutTrack {
+                        audio_level: t.audio_level,
+                        rtx_pt: t.rtx_pt,
+                        ..OutTrack::new(t.kind, t.ssrc, t.pt, t.source)
+                    })
+                    .collect(),
+                Kinds::NONE,
+            ),
+            Direction::Publish => (
+                Vec::new(),
+                Kinds {
+                    video: spec.tracks.iter().any(|t| t.kind == MediaKind::Video),
+                    audio: spec.tracks.iter().any(|t| t.kind == MediaKind::Audio),
+                },
+            ),
+        };
+        let pid = self.join_publishing(spec.room, &spec.participant, kinds)?;
+        let role = Role::Webrtc(Box::new(WebrtcSession {
+            peer: Peer::new(spec, now),
+            tracks,
+            nack_budget: crate::limits::Budget::new(),
+        }));
+        Ok(self.add_session(role, pid, kinds))
+    }
+
+    /// Stores a session whose room `check_new` has confirmed, and lists it in the room.
+    fn add_session(&mut self, role: Role, pid: Pid, kinds: Kinds) -> Handle {
+        let (id, room, srtp, is_ingest) = match &role {
+            Role::Ingest(i) => (i.spec.session, i.spec.room, i.spec.srtp.as_ref(), true),
+            Role::Egress(e) => (e.spec.session, e.spec.room, e.spec.srtp.as_ref(), false),
+            Role::Webrtc(w) => {
+                let spec = &w.peer.spec;
+                let publish = spec.direction == Direction::Publish;
+                (spec.session, spec.room, None, publish)
+            }
+        };
+        let s = Session {
+            room,
+            pid,
+            key: self.participants.key(pid),
+            kinds,
+            stats: SessionStats {
+                session: id,
+                ..Default::default()
+            },
+            dirty: true,
+            srtp: srtp.map(SrtpContext::new),
+            role,
+        };
+        let h = self.insert(id, s);
+        let r = self.rooms.get_mut(&room).expect("check_new found the room");
+        if is_ingest {
+            r.ingests.push(h);
+        } else {
+            r.egresses.push(h);
+        }
+        h
+    }
+
+    /// Removes one session; returns its handle so the shard closes the socket.
+    pub fn remove_session(&mut self, id: u64) -> Option<Handle> {
+        let h = *self.by_id.get(&id)?;
+        let room = self.session(h)?.room;
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.ingests.retain(|&x| x != h);
+            r.egresses.retain(|&x| x != h);
+        }
+        self.release(h);
+        Some(h)
+    }
+
+    pub(super) fn release(&mut self, h: Handle) {
+        let Some(s) = self.sessions.get_mut(h as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_id.remove(&s.stats.session);
+        self.free.push(h);
+        if self.participants.unpublish(s.pid, s.kinds) {
+            self.unpublished.push((s.room, s.pid));
+        }
+        self.participants.leave(s.pid);
+        if matches!(s.role, Role::Webrtc(_)) {
+            self.closed_webrtc.push(s.stats.session);
+        }
+        // An ingest that leaves frees the egress tracks it fed, so a new
+        // publisher continues the same output streams at once.
+        let publisher = match &s.role {
+            Role::Ingest(i) => Some(i.spec.session),
+            Role::Webrtc(w) if w.peer.is_publisher() => Some(w.peer.spec.session),
+            _ => None,
+        };
+        let mut byes: Vec<(Handle, u32)> = Vec::new();
+        if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
+            for &e in &room.egresses {
+                let Some(sub) = self.sessions[e as usize].as_mut() else {
+                    continue;
+                };
+                let session = sub.stats.session;
+                let (tracks, webrtc): (Vec<&mut OutTrack>, bool) = match &mut sub.role {
+                    Role::Egress(eg) => (vec![&mut eg.video, &mut eg.audio], false),
+                    Role::Webrtc(w) => (w.tracks.iter_mut().collect(), true),
+                    _ => continue,
+                };
+                for (line, t) in tracks.into_iter().enumerate() {
+                    if t.source.map(|s| s.0) == Some(id) {
+                        t.source = None;
+                        if webrtc {
+                            byes.push((e, t.ssrc));
+                            if t.source_pid != NOBODY {
+                                self.lines.push((session, line as u8, NOBODY));
+                            }
+                        }
+                        t.source_pid = NOBODY;
+                        t.source_key = 0;
+                    }
+                }
+            }
+        }
+        // WebRTC subscribers hear that the stream ended (RTCP BYE); a later
+        // publisher continues on the same SSRCs.
+        for (sub, ssrc) in byes {
+            self.send_bye(sub, ssrc);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Counts a drop against the session with id `session`, if it exists.
+    pub fn count_drop_by_id(&mut self, session: u64, reason: DropReason) {
+        if let Some(&h) = self.by_id.get(&session) {
+            self.count_drop(h, reason);
+        }
+    }
+
+    /// Counts what publisher `session`'s bridge to RTMP did with gaps in
+    /// its video: filled (reordered, or resent on our NACK), given up on.
+    pub fn count_bridge_gaps(&mut self, session: u64, filled: u64, given_up: u64) {
+        if let Some(s) = self
+            .by_id
+            .get(&session)
+            .copied()
+            .and_then(|h| self.session_mut(h))
+        {
+            s.stats.bridge_gaps_filled += filled;
+            s.stats.bridge_gaps_given_up += given_up;
+            s.dirty = true;
+        }
+    }
+
+    /// Counts a drop against a session.
+    pub fn count_drop(&mut self, h: Handle, reason: DropReason) {
+        if let Some(s) = self.session_mut(h) {
+            s.stats.drops[reason as usize] += 1;
+            s.dirty = true;
+        }
+    }
+
+    /// Where a DTLS record for `session` goes: its socket and verified peer.
+    pub fn dtls_destination(&self, session: u64) -> Option<(Handle, SocketAddrV4)> {
+        let h = *self.by_id.get(&session)?;
+        match &self.session(h)?.role {
+            Role::Webrtc(w) => Some((h, w.peer.ice.remote()?)),
+            _ => None,
+        }
+    }
+
+    /// The DTLS handshake of `session` finished: media may flow. A new
+    /// subscriber asks the room's publishers for a keyframe so its first
+    /// picture comes at once rather than at the next periodic keyframe.
+    pub fn install_keys(&mut self, now: Instant, session: u64, rx: &SrtpKey, tx: &SrtpKey) {
+        let Some(&h) = self.by_id.get(&session) else {
+            return;
+        };
+        let Some(w) = self.webrtc_mut(h) else {
+            return;
+        };
+        w.peer.install_keys(rx, tx);
+        if w.peer.is_publisher() {
+            return;
+        }
+        if let Some(room) = self.session(h).map(|s| s.room) {
+            self.joined.push((room, h));
+        }
+        let room = self.session(h).map(|s| s.room);
+        let publishers: Vec<Handle> = room
+            .and_then(|r| self.rooms.get(&r))
+            .map(|r| r.ingests.clone())
+            .unwrap_or_default();
+        for p in publishers {
+            self.request_keyframe(now, p);
+        }
+    }
+
+    /// Ends `session` (DTLS failed); returns its handle for the shard to close.
+    pub fn end_session(&mut self, session: u64, reason: u16) {
+        if let Some(handle) = self.remove_session(session) {
+            self.ended.push(Ended {
+                session,
+                handle,
+                reason,
+            });
+        }
+    }
+
+    /// Appends the counters of every session that changed since the last call
+    /// (at most `max`), clearing their dirty marks.
+    pub fn take_dirty_stats(&mut self, out: &mut Vec<SessionStats>, max: usize) {
+        for s in self.sessions.iter_mut().flatten() {
+            if out.len() >= max {
+                break;
+            }
+            if s.dirty {
+                s.dirty = false;
+                out.push(s.stats);
+            }
+        }
+    }
+
+    /// Everything the shard holds, for a controlplane resync.
+    pub fn rooms(&self) -> impl Iterator<Item = &RoomSpec> {
+        self.rooms.values().map(|r| &r.spec)
+    }
+
+    pub fn ingests(&self) -> impl Iterator<Item = &IngestSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Ingest(i) => Some(&i.spec),
+                _ => None,
+            })
+    }
+
+    pub fn egress_specs(&self) -> impl Iterator<Item = &EgressSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Egress(e) => Some(&e.spec),
+                _ => None,
+            })
+    }
+
+    pub fn webrtc_specs(&self) -> impl Iterator<Item = &WebrtcSpec> {
+        self.sessions
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.role {
+                Role::Webrtc(w) => Some(&w.peer.spec),
+                _ => None,
+            })
+    }
+}

@@ -1,0 +1,504 @@
+//! The bridge FLV → RTP ([`RtpOut`]): an RTMP publisher's video as H264 RTP
+//! at its presentation time (through the re-encode thread first when it has
+//! B-frames, up to the shard's limit) and its AAC as Opus RTP from the
+//! transcoder, for the room's WebRTC players and RTP egresses, its latest
+//! GOP kept for those who join; and the warnings about what WebRTC players
+//! cannot get or play.
+
+use bytes::Bytes;
+
+use super::streams::Stream;
+use super::Hub;
+use crate::h264::{Packetizer, Pushed};
+use crate::participants::Pid;
+use crate::rtmp::conn::{types, Media};
+use crate::transcode::Job;
+
+/// Session ids of the virtual ingests that carry RTMP publishers' media
+/// into the router's fan-out: this bit plus the participant's [`Pid`].
+pub const RTMP_SOURCE: u64 = 1 << 62;
+
+/// An RTMP publisher's media as RTP, for the room's WebRTC side.
+#[derive(Debug, Clone)]
+pub struct RtpFromRtmp {
+    pub room: u32,
+    pub pid: Pid,
+    pub key: u32,
+    pub packet: Bytes,
+}
+
+impl RtpFromRtmp {
+    /// The virtual ingest it enters the fan-out as ([`RTMP_SOURCE`] | pid).
+    pub fn source(&self) -> u64 {
+        RTMP_SOURCE | self.pid as u64
+    }
+
+    /// What the fan-out sees of it: a `kind` packet of that virtual ingest
+    /// (`None` if it is no RTP packet).
+    pub fn inbound(&self, kind: gateway_ring::msg::MediaKind) -> Option<crate::router::Inbound> {
+        let h = crate::rtp::RtpHeader::parse(&self.packet).ok()?;
+        Some(crate::router::Inbound {
+            room: self.room,
+            ingest: self.source(),
+            participant: self.pid,
+            key: self.key,
+            level: None,
+            kind,
+            len: self.packet.len(),
+            seq_no: h.seq_no,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            lost_before: 0,
+        })
+    }
+}
+
+/// FLV video → RTP for one participant, with the RTP packets of the latest
+/// GOP so a WHEP player joining gets a picture at once (an RTMP publisher
+/// cannot be asked for a keyframe).
+pub(super) struct RtpOut {
+    packetizer: Packetizer,
+    gop: Vec<Bytes>,
+    gop_bytes: usize,
+    /// Decided at its publisher's first B-frame, for the publisher's life:
+    /// whether its video goes through the shard's re-encode thread
+    /// ([`Job::Video`]) before the packetizer (under the shard's limit then).
+    pub(super) reencode: Option<bool>,
+    audio_ssrc: u32,
+    audio_seq: u16,
+    /// RTP time of the next Opus packet.
+    pub(super) audio_ts: Option<u32>,
+}
+
+impl RtpOut {
+    /// One FLV video tag body at RTP time `ts` into RTP packets for the
+    /// fan-out (`rtp_out`), kept as the latest GOP too.
+    fn push(
+        &mut self,
+        body: &[u8],
+        ts: u32,
+        room: u32,
+        key: u32,
+        pid: Pid,
+        rtp_out: &mut Vec<RtpFromRtmp>,
+    ) -> Pushed {
+        let mut packets = Vec::new();
+        let pushed = self.packetizer.push(body, ts, &mut packets);
+        if packets.is_empty() {
+            return pushed;
+        }
+        if body[0] >> 4 == 1 {
+            self.gop.clear();
+            self.gop_bytes = 0;
+        }
+        for p in packets {
+            let p = Bytes::from(p);
+            // Bounded like the FLV cache; beyond it, no replay until the next keyframe.
+            if self.gop_bytes + p.len() <= crate::rtmp::stream::MAX_GOP_BYTES {
+                self.gop_bytes += p.len();
+                self.gop.push(p.clone());
+            } else {
+                self.gop.clear();
+            }
+            rtp_out.push(RtpFromRtmp {
+                room,
+                pid,
+                key,
+                packet: p,
+            });
+        }
+        pushed
+    }
+
+    pub(super) fn new(pid: Pid) -> RtpOut {
+        RtpOut {
+            packetizer: Packetizer::new(pid.wrapping_mul(0x9e37_79b1) | 1, 96),
+            gop: Vec::new(),
+            gop_bytes: 0,
+            reencode: None,
+            audio_ssrc: pid.wrapping_mul(0x85eb_ca6b) | 1,
+            audio_seq: 0,
+            audio_ts: None,
+        }
+    }
+}
+
+impl Hub {
+    /// Packetizes an RTMP publisher's video for the room's WebRTC side, or
+    /// hands it to the re-encode thread when it has B-frames (which
+    /// browsers cannot play) and the shard re-encodes fewer than its limit.
+    pub(super) fn packetize_for_webrtc(&mut self, pid: Pid, m: &Media) -> Pushed {
+        let reencoded = |s: &Stream| s.rtp.as_ref().is_some_and(|r| r.reencode == Some(true));
+        // Decided once per publisher, at its first B-frame.
+        let decide = has_bframes(m)
+            && self
+                .streams
+                .get(&pid)
+                .is_some_and(|s| s.rtp.as_ref().is_none_or(|r| r.reencode.is_none()));
+        let start = decide
+            && self.streams.values().filter(|s| reencoded(s)).count()
+                < self.bframe_reencodes as usize;
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return Pushed::Nothing;
+        };
+        let (room, key) = (s.room, s.key);
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        if decide {
+            out.reencode = Some(start);
+        }
+        if start {
+            tracing::info!(
+                pid,
+                "RTMP publisher's video has B-frames: re-encoded for WebRTC players"
+            );
+            out.gop.clear();
+            out.gop_bytes = 0;
+            // The decoder starts from the stream's parameter sets and the
+            // GOP so far (empty when the offsets start on a keyframe, as
+            // x264's do): WebRTC players need not wait for the next one.
+            let config = s
+                .cache
+                .configs()
+                .filter(|c| crate::rtmp::stream::is_video_config(c));
+            let gop = s.cache.gop().iter().filter(|g| g.type_id == types::VIDEO);
+            self.jobs.extend(config.chain(gop).map(|c| Job::Video {
+                stream: pid,
+                ms: c.timestamp,
+                flv: c.payload.to_vec(),
+            }));
+        }
+        if out.reencode == Some(true) {
+            self.jobs.push(Job::Video {
+                stream: pid,
+                ms: m.timestamp,
+                flv: m.payload.to_vec(),
+            });
+            return Pushed::Nothing;
+        }
+        let ts = presentation_ms(m).wrapping_mul(90);
+        out.push(&m.payload, ts, room, key, pid, &mut self.rtp_out)
+    }
+
+    /// Video of participant `pid`'s RTMP publisher re-encoded without
+    /// B-frames (FLV tag bodies at their presentation times), for the
+    /// room's WebRTC side.
+    pub fn on_reencoded(&mut self, pid: Pid, tags: Vec<(u32, Vec<u8>)>) {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
+        let (room, key) = (s.room, s.key);
+        // A publisher since then that is not re-encoded: stale output.
+        let Some(out) = s.rtp.as_mut().filter(|r| r.reencode == Some(true)) else {
+            return;
+        };
+        for (ms, body) in tags {
+            out.push(
+                &body,
+                ms.wrapping_mul(90),
+                room,
+                key,
+                pid,
+                &mut self.rtp_out,
+            );
+        }
+    }
+
+    /// The RTP packets of the latest GOP of each RTMP publisher of `room`,
+    /// for a WebRTC player that just connected.
+    pub fn rtp_gops(&self, room: u32) -> Vec<RtpFromRtmp> {
+        let mut out = Vec::new();
+        for (&pid, s) in self.streams.iter().filter(|(_, s)| s.room == room) {
+            for p in s.rtp.iter().flat_map(|r| &r.gop) {
+                out.push(RtpFromRtmp {
+                    room,
+                    pid,
+                    key: s.key,
+                    packet: p.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// RTP packets for Opus the transcoder made from participant `pid`'s
+    /// RTMP publisher's AAC at FLV time `ms`: 20 ms apart, on its audio SSRC.
+    pub fn opus_rtp(&mut self, pid: Pid, ms: u32, packets: Vec<Vec<u8>>) -> Vec<RtpFromRtmp> {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let (room, key) = (s.room, s.key);
+        let Some(out) = s.rtp.as_mut() else {
+            return Vec::new();
+        };
+        let mut ts = *out.audio_ts.get_or_insert(ms.wrapping_mul(48));
+        let mut rtp = Vec::with_capacity(packets.len());
+        for p in packets {
+            let mut pkt = Vec::with_capacity(12 + p.len());
+            pkt.extend_from_slice(&[0x80, 111]);
+            pkt.extend_from_slice(&out.audio_seq.to_be_bytes());
+            pkt.extend_from_slice(&ts.to_be_bytes());
+            pkt.extend_from_slice(&out.audio_ssrc.to_be_bytes());
+            pkt.extend_from_slice(&p);
+            out.audio_seq = out.audio_seq.wrapping_add(1);
+            ts = ts.wrapping_add(crate::transcode::OPUS_FRAME as u32);
+            rtp.push(RtpFromRtmp {
+                room,
+                pid,
+                key,
+                packet: Bytes::from(pkt),
+            });
+        }
+        out.audio_ts = Some(ts);
+        rtp
+    }
+}
+
+/// A video message's presentation time (ms): its FLV time (decode time)
+/// plus the AVC packet's composition time offset, a signed 24-bit field.
+fn presentation_ms(m: &Media) -> u32 {
+    let cts = crate::h264::composition_offset(&m.payload);
+    m.timestamp.wrapping_add(cts as u32)
+}
+
+/// Whether an FLV video message is H264 with B-frames: a composition time
+/// offset (presentation order differs from decode order).
+pub(super) fn has_bframes(m: &Media) -> bool {
+    m.type_id == types::VIDEO
+        && m.payload.first().is_some_and(|f| f & 0x0f == 7)
+        && m.payload.get(1) == Some(&1)
+        && presentation_ms(m) != m.timestamp
+}
+
+/// What of an RTMP publisher's message WebRTC players cannot be given or
+/// cannot play, or get only at a cost: its kind (1 video codec, 2 audio
+/// format, 4 B-frames) and a description for the room's event. RTMP and
+/// HTTP-FLV players get it as it is.
+///
+/// B-frames: Chromium's WebRTC decoder takes the output delay reordering
+/// needs for an error ("avcodec_receive_frame error: -11"), drops the
+/// frames and asks for keyframes, whatever the RTP times (measured: 9 of
+/// 150 frames in 5 s; tests/tests/webrtc_chromium.rs). So they are
+/// re-encoded away for the WebRTC side (`reencoded`, up to `limit` per
+/// shard; crate::reencode), or, past the limit or without the feature,
+/// bridged as they are with presentation times as RTP times, which
+/// decoders that reorder (ffmpeg, aiortc) play in order. Either way the
+/// encoder can spare the cost: the event names the setting.
+pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u8, String)> {
+    let first = *m.payload.first()?;
+    let over = "RTMP and HTTP-FLV players get it as is";
+    // Events carry 200 bytes (gateway_ring::msg::MAX_TEXT): the fix first.
+    let fix = "x264 bframes=0 (OBS: x264 options) avoids it";
+    match m.type_id {
+        types::VIDEO if first & 0x80 != 0 => {
+            let fourcc = m.payload.get(1..5).unwrap_or_default();
+            let fourcc = String::from_utf8_lossy(fourcc);
+            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only H264 is; {over}")))
+        }
+        types::VIDEO if first & 0x0f != 7 => {
+            let name = match first & 0x0f {
+                2 => "Sorenson H.263",
+                3 | 6 => "Screen video",
+                4 | 5 => "VP6",
+                12 => "HEVC",
+                13 => "AV1",
+                _ => "unknown",
+            };
+            let id = first & 0x0f;
+            Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only H264 is; {over}")))
+        }
+        types::VIDEO if has_bframes(m) && reencoded => Some((
+            4,
+            format!("video: H264 with B-frames, which browsers cannot play, is re-encoded for WebRTC at a CPU cost; {fix}; RTMP and HTTP-FLV get it as is"),
+        )),
+        types::VIDEO if has_bframes(m) => {
+            let why = match limit {
+                0 => "re-encoding is off or not built in".to_string(),
+                n => format!("the shard already re-encodes {n}, --bframe-reencodes"),
+            };
+            Some((4, format!("video: H264 with B-frames, which browsers cannot play, goes to WebRTC as is ({why}); {fix}")))
+        }
+        types::AUDIO if first >> 4 != 10 => {
+            let name = match first >> 4 {
+                0 | 3 => "linear PCM",
+                1 => "ADPCM",
+                2 | 14 => "MP3",
+                4..=6 => "Nellymoser",
+                7 => "G.711 A-law",
+                8 => "G.711 mu-law",
+                11 => "Speex",
+                _ => "unknown",
+            };
+            let format = first >> 4;
+            Some((2, format!("audio: {name} (FLV sound format {format}) is not bridged to WebRTC, only AAC is; {over}")))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::chunk::write_message;
+    use crate::rtmp::hub::connections::Role;
+    use crate::rtmp::hub::fixtures::*;
+    use gateway_ring::msg::Event as RingEvent;
+    use rml_amf0::Amf0Value;
+    use std::time::Instant;
+
+    /// RTP time for WebRTC is presentation time: the FLV time plus the
+    /// signed 24-bit composition offset (B-frames); the room is warned once
+    /// per kind about what browsers cannot play.
+    #[test]
+    fn presentation_times_and_media_warnings() {
+        let video = |ts: u32, head: [u8; 5]| Media {
+            type_id: types::VIDEO,
+            timestamp: ts,
+            payload: Bytes::copy_from_slice(&[&head[..], &[0x65, 0]].concat()),
+        };
+        assert_eq!(presentation_ms(&video(1000, [0x27, 1, 0, 0, 66])), 1066);
+        assert_eq!(
+            presentation_ms(&video(1000, [0x27, 1, 0xff, 0xff, 0xdf])),
+            967
+        );
+        assert_eq!(presentation_ms(&video(1000, [0x17, 1, 0, 0, 0])), 1000);
+        assert_eq!(
+            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, 2),
+            None
+        );
+        for (reencoded, limit, says) in [
+            (true, 2, "is re-encoded"),
+            (false, 2, "already re-encodes 2"),
+            (false, 0, "re-encoding is off"),
+        ] {
+            let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66]), reencoded, limit);
+            let (kind, what) = bframes.unwrap();
+            assert_eq!(kind, 4);
+            assert!(what.contains("B-frames") && what.contains(says), "{what}");
+            assert!(what.contains("bframes=0"), "{what}");
+            assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
+        }
+        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, 2).unwrap();
+        assert_eq!(hevc.0, 1);
+        assert!(hevc.1.contains("HEVC"), "{}", hevc.1);
+        let mp3 = Media {
+            type_id: types::AUDIO,
+            timestamp: 0,
+            payload: Bytes::from_static(&[0x2f, 0xff]),
+        };
+        let mp3 = media_warning(&mp3, false, 2).unwrap();
+        assert_eq!(mp3.0, 2);
+        assert!(mp3.1.contains("MP3"), "{}", mp3.1);
+    }
+
+    /// `connect` and `publish` of `name`, as a client sends them.
+    fn publish_of(name: &str) -> Vec<u8> {
+        let name = Amf0Value::Utf8String(name.into());
+        [connect(), command("publish", vec![name])].concat()
+    }
+
+    /// A hub of `conns` connections that re-encodes one B-frame publisher,
+    /// and an FLV AVC sequence header for its publishers.
+    fn reencoding_hub(conns: u32) -> (Hub, Vec<u8>) {
+        let mut h = hub_with(conns);
+        h.bframe_reencodes = 1;
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let config = crate::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
+        (h, config)
+    }
+
+    /// RTMP publishers with B-frames: up to the shard's limit their video
+    /// goes to the re-encode thread (its sequence header first) and only
+    /// what comes back is packetized, at its presentation time; past the
+    /// limit it is packetized as it is. The room is told which, per
+    /// publisher.
+    #[test]
+    fn b_frames_are_reencoded_up_to_the_shards_limit() {
+        let mut rooms = OneRoom::creating();
+        let (mut h, config) = reencoding_hub(2);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        // An IDR shown 66 ms after it is decoded: B-frames follow.
+        let idr = [0x17, 1, 0, 0, 66, 0, 0, 0, 2, 0x65, 0x88];
+        let mut pids = Vec::new();
+        for (idx, name) in [(0, "a"), (1, "b")] {
+            let publish = publish_of(&format!("r/{name}"));
+            h.on_bytes(t0, idx, &publish, &mut rooms, &mut a);
+            let mut media = Vec::new();
+            write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
+            write_message(&mut media, 6, 1000, types::VIDEO, 1, &idr, 128);
+            h.on_bytes(t0, idx, &media, &mut rooms, &mut a);
+            let Some(Role::Publisher { pid, .. }) = h.conns.get(&idx).map(|c| c.role) else {
+                panic!("{name} publishes");
+            };
+            pids.push(pid);
+        }
+        let (a_pid, b_pid) = (pids[0], pids[1]);
+        let videos: Vec<(Pid, u32, u8)> = h
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Video { stream, ms, flv } => Some((*stream, *ms, flv[1])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(videos, [(a_pid, 0, 0), (a_pid, 1000, 1)]);
+        let rtp_ts = |h: &Hub, pid: Pid| -> Vec<u32> {
+            h.rtp_out
+                .iter()
+                .filter(|r| r.pid == pid)
+                .map(|r| crate::rtp::RtpHeader::parse(&r.packet).unwrap().timestamp)
+                .collect()
+        };
+        assert!(rtp_ts(&h, a_pid).is_empty());
+        // b's as it is: parameter sets and the IDR, at presentation time.
+        assert_eq!(rtp_ts(&h, b_pid), [1066 * 90, 1066 * 90]);
+        let warnings: Vec<String> = h
+            .events_out
+            .iter()
+            .filter_map(|e| match e {
+                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("is re-encoded"), "{warnings:?}");
+        assert!(warnings[1].contains("already re-encodes 1"), "{warnings:?}");
+        // What the re-encode thread made of a's: packetized at its time.
+        h.rtp_out.clear();
+        h.on_reencoded(a_pid, vec![(1066, config.clone()), (1066, idr.to_vec())]);
+        assert_eq!(rtp_ts(&h, a_pid), [1066 * 90, 1066 * 90]);
+        // Its output for b, which is not re-encoded, is stale: dropped.
+        h.rtp_out.clear();
+        h.on_reencoded(b_pid, vec![(1100, idr.to_vec())]);
+        assert!(h.rtp_out.is_empty());
+    }
+
+    /// A publisher whose composition offsets start after its keyframe:
+    /// the re-encoder gets the GOP so far first, so WebRTC players need not
+    /// wait for the next keyframe.
+    #[test]
+    fn a_reencode_that_starts_mid_gop_starts_from_its_keyframe() {
+        let mut rooms = OneRoom::creating();
+        let (mut h, config) = reencoding_hub(1);
+        let t0 = Instant::now();
+        let mut a = Vec::new();
+        h.on_bytes(t0, 0, &publish_of("r/a"), &mut rooms, &mut a);
+        let mut media = Vec::new();
+        write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
+        let idr = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        write_message(&mut media, 6, 1000, types::VIDEO, 1, &idr, 128);
+        write_message(&mut media, 8, 1010, types::AUDIO, 1, &[0xaf, 1, 9], 128);
+        let b = [0x27, 1, 0, 0, 33, 0, 0, 0, 2, 0x41, 0x9a];
+        write_message(&mut media, 6, 1033, types::VIDEO, 1, &b, 128);
+        h.on_bytes(t0, 0, &media, &mut rooms, &mut a);
+        let videos: Vec<(u32, u8)> = h
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::Video { ms, flv, .. } => Some((*ms, flv[0])),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(videos, [(0, 0x17), (1000, 0x17), (1033, 0x27)]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Every RTMP connection and participant stream of one shard (sans-IO):
+//! who publishes, who plays, and what each connection is sent.
+//!
+//! The shard owns the sockets and calls in with bytes and closures; the hub
+//! answers with [`Action`]s and leaves bytes in each connection's
+//! [`PlayerQueue`] (taken with [`Hub::queue`]). A room lives on one shard; a
+//! connection that names a room of another shard is handed over to it with
+//! the event that named it.
+//!
+//! Streams are per participant ([`Pid`]): whoever publishes as NAME (RTMP,
+//! or WebRTC/RTP bridged here) feeds NAME's stream, with its own GOP cache,
+//! bridge and RTP side, shared by all of NAME's players.
+//!
+//! ```text
+//! on_bytes(idx, data) ─▶ Conn events ─▶ Publish ROOM[/NAME]: local?  NAME's publisher (a stale
+//!                                                                     push of NAME is taken over)
+//!                                                            remote?  Action::Handoff
+//!                                                            missing? create (if allowed)
+//!                                       Play ROOM/NAME:  NAME's player: headers + GOP cache now
+//!                                       Play ROOM:       the room's program: its active speaker
+//!                                       Media:           cache, chunk once, offer to each player
+//! ```
+//!
+//! The hub's files, one concept each: `connections` (each connection's
+//! state, bytes in and out, sessions, its end), `admission` (a publish or
+//! play let in or refused, and started), `streams` (each participant's
+//! stream and its players), `program` (each room's active-speaker view and
+//! its mix), `rtp_to_flv` (WebRTC/RTP publishers for RTMP players) and
+//! `flv_to_rtp` (RTMP publishers for WebRTC players).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::conn::Event;
+use super::stream::PlayerQueue;
+use crate::participants::{Participants, Pid};
+use crate::transcode::Job;
+use gateway_ring::msg::{Event as RingEvent, Limit};
+
+mod admission;
+mod connections;
+#[cfg(test)]
+mod fixtures;
+mod flv_to_rtp;
+mod program;
+mod rtp_to_flv;
+mod streams;
+
+pub use super::address::APP;
+pub use connections::{ConnLimits, ConnState, END_RTMP, END_SLOW};
+pub use flv_to_rtp::{RtpFromRtmp, RTMP_SOURCE};
+pub use rtp_to_flv::{Bridged, ALIGN_WAIT};
+
+use program::Program;
+use streams::Stream;
+
+/// Where a room lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Local(u32),
+    /// On another shard (by index).
+    Remote(u32),
+    Missing,
+}
+
+/// The shard's side of room lookups.
+pub trait Rooms {
+    fn place(&self, name: &str) -> Place;
+    /// Whether `token` lets its holder publish (or play) `room`; the
+    /// token's participant claim, if any.
+    fn authorize(
+        &self,
+        room: &str,
+        publish: bool,
+        token: Option<&str>,
+    ) -> Result<Option<String>, String>;
+    /// Creates a room here for an RTMP publisher, if the operator allows it.
+    fn create(&mut self, name: &str) -> Option<u32>;
+    /// Who is in the shard's rooms (shared with the WebRTC side).
+    fn participants(&mut self) -> &mut Participants;
+    /// Seeds a generated participant name.
+    fn random(&mut self) -> [u8; 4];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Close the connection (after flushing what is queued, if `flush`).
+    Close { idx: u32, why: String, flush: bool },
+    /// Move the connection to `shard`, which replays `events` there (the
+    /// one that named the room, and any that came after it in the same read).
+    Handoff {
+        idx: u32,
+        shard: u32,
+        events: Vec<Event>,
+    },
+    /// The connection has bytes to send.
+    Wake(u32),
+}
+
+/// Counters for the shard's logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    pub published_messages: u64,
+    pub player_messages: u64,
+    pub player_drops: u64,
+    pub rejected: u64,
+}
+
+pub struct Hub {
+    /// Participants started and ended, for the controlplane.
+    pub events_out: Vec<RingEvent>,
+    shard: u32,
+    next_session: u64,
+    /// RTP packets of RTMP publishers' video to fan out.
+    pub rtp_out: Vec<RtpFromRtmp>,
+    /// Audio for the transcoder thread.
+    pub jobs: Vec<Job>,
+    /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
+    /// keyframe: a player joined and the GOP cache had none.
+    pub keyframe_requests: Vec<u64>,
+    /// Video packets a bridged publisher should resend: (ingest session, seq).
+    pub nack_requests: Vec<(u64, u16)>,
+    /// Actions taken outside a call that has an action list (a publisher
+    /// left, a bridged publisher started): the owner drains them.
+    pub deferred: Vec<Action>,
+    conns: HashMap<u32, ConnState>,
+    streams: HashMap<Pid, Stream>,
+    /// The rooms' programs (players of `live/ROOM`), by id.
+    programs: HashMap<u64, Program>,
+    /// Each room's program ids (looked up at every audio packet).
+    room_programs: HashMap<u32, Vec<u64>>,
+    next_program: u64,
+    /// Each room's active speaker, as the core told it.
+    speakers: HashMap<u32, Pid>,
+    /// When an idle program (nobody to show) may look at a publisher's
+    /// packets again: not at every packet of, say, its own participant.
+    next_idle_choose: Option<Instant>,
+    gop_cache: bool,
+    pub stats: HubStats,
+    events: Vec<Event>,
+    /// Connections closed by a memory bound ([`Limit::RtmpMemory`]), since start.
+    pub limit_hits: [u64; Limit::COUNT],
+    /// What one connection may make the shard hold.
+    pub limits: ConnLimits,
+    /// RTMP publishers with B-frames whose video this shard may re-encode
+    /// for WebRTC players at once (0 when the feature is not built in).
+    pub bframe_reencodes: u32,
+}
+
+impl Hub {
+    pub fn new(gop_cache: bool, shard: u32) -> Hub {
+        Hub {
+            events_out: Vec::new(),
+            shard,
+            next_session: 0,
+            rtp_out: Vec::new(),
+            jobs: Vec::new(),
+            keyframe_requests: Vec::new(),
+            nack_requests: Vec::new(),
+            deferred: Vec::new(),
+            conns: HashMap::new(),
+            streams: HashMap::new(),
+            programs: HashMap::new(),
+            room_programs: HashMap::new(),
+            next_program: 0,
+            speakers: HashMap::new(),
+            next_idle_choose: None,
+            gop_cache,
+            stats: HubStats::default(),
+            events: Vec::new(),
+            limit_hits: [0; Limit::COUNT],
+            limits: ConnLimits::default(),
+            bframe_reencodes: 0,
+        }
+    }
+
+    pub fn queue(&mut self, idx: u32) -> Option<&mut PlayerQueue> {
+        self.conns.get_mut(&idx).map(|c| &mut c.queue)
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+}
