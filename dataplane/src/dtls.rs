@@ -407,7 +407,13 @@ impl DtlsLink {
 
 /// Starts a DTLS thread for shard `index` with room for `max_queued`
 /// datagrams. It exits when the shard drops its [`DtlsLink`].
-pub fn spawn(index: u32, identity: DtlsIdentity, max_queued: usize) -> std::io::Result<DtlsLink> {
+/// `bell` wakes the shard when records, keys or failures wait for it.
+pub fn spawn(
+    index: u32,
+    identity: DtlsIdentity,
+    max_queued: usize,
+    bell: gateway_ring::Doorbell,
+) -> std::io::Result<DtlsLink> {
     let (to, inbox) = mpsc::channel::<ToDtls>();
     let (outbox, from) = mpsc::channel::<FromDtls>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -457,6 +463,7 @@ pub fn spawn(index: u32, identity: DtlsIdentity, max_queued: usize) -> std::io::
                         });
                     }
                 }
+                let any = !out.is_empty();
                 for m in out.drain(..) {
                     if let FromDtls::Failed { session, why } = &m {
                         warn!(shard = index, session, "DTLS handshake failed: {why}");
@@ -464,6 +471,9 @@ pub fn spawn(index: u32, identity: DtlsIdentity, max_queued: usize) -> std::io::
                     if outbox.send(m).is_err() {
                         return;
                     }
+                }
+                if any {
+                    bell.ring();
                 }
             }
             info!(shard = index, "DTLS thread stopping");

@@ -347,6 +347,9 @@ fn main() {
     }
     info!("signal received, stopping shards");
     stop.store(true, Ordering::Relaxed);
+    for index in 0..shards {
+        region.doorbell(index).ring();
+    }
     for t in threads {
         let _ = t.join();
     }

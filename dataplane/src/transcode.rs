@@ -420,12 +420,18 @@ impl TranscodeLink {
 /// Starts shard `index`'s transcoder thread with room for `queue` jobs,
 /// and its re-encode thread if `reencode` (B-frames may be re-encoded, and
 /// the `reencode` feature is built in); they end when the link drops.
-pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<TranscodeLink> {
+/// `bell` wakes the shard when results wait for it.
+pub fn spawn(
+    index: u32,
+    queue: usize,
+    reencode: bool,
+    bell: gateway_ring::Doorbell,
+) -> std::io::Result<TranscodeLink> {
     let (to, inbox) = mpsc::sync_channel::<Job>(queue);
     let (outbox, from) = mpsc::channel::<Done>();
     #[cfg(feature = "reencode")]
     let video = match reencode {
-        true => Some(spawn_reencode(index, outbox.clone())?),
+        true => Some(spawn_reencode(index, outbox.clone(), bell.clone())?),
         false => None,
     };
     // Built without the `reencode` feature: B-frames are never re-encoded.
@@ -441,10 +447,14 @@ pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<Transc
             let mut done = Vec::new();
             while let Ok(job) = inbox.recv() {
                 t.run(job, Instant::now(), &mut done);
+                let any = !done.is_empty();
                 for d in done.drain(..) {
                     if outbox.send(d).is_err() {
                         return;
                     }
+                }
+                if any {
+                    bell.ring();
                 }
             }
         })?;
@@ -454,7 +464,11 @@ pub fn spawn(index: u32, queue: usize, reencode: bool) -> std::io::Result<Transc
 /// The re-encode thread: video, whose frames cost milliseconds each, apart
 /// from the audio, whose 20 ms frames must not wait behind them.
 #[cfg(feature = "reencode")]
-fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<SyncSender<Job>> {
+fn spawn_reencode(
+    index: u32,
+    outbox: mpsc::Sender<Done>,
+    bell: gateway_ring::Doorbell,
+) -> std::io::Result<SyncSender<Job>> {
     use crate::reencode::Reencoder;
     let (to, inbox) = mpsc::sync_channel::<Job>(crate::reencode::QUEUE);
     std::thread::Builder::new()
@@ -482,6 +496,7 @@ fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<Syn
                             if outbox.send(Done::MediaWarning { stream, what }).is_err() {
                                 return;
                             }
+                            bell.ring();
                         }
                         v.insert(made.ok())
                     }
@@ -500,10 +515,15 @@ fn spawn_reencode(index: u32, outbox: mpsc::Sender<Done>) -> std::io::Result<Syn
                 }
                 let warning = refused.map(|what| Done::MediaWarning { stream, what });
                 let video = (!tags.is_empty()).then_some(Done::Video { stream, tags });
+                let mut any = false;
                 for d in warning.into_iter().chain(video) {
                     if outbox.send(d).is_err() {
                         return;
                     }
+                    any = true;
+                }
+                if any {
+                    bell.ring();
                 }
             }
         })?;

@@ -2,8 +2,14 @@
 //!
 //! ```text
 //! offset 0      Header (one page): magic, version, shard count, epochs, controlplane heartbeat
-//! page 1 ..     per shard: ShardBlock { heartbeat line, command ring, event ring }
+//! page 1 ..     per shard: ShardBlock { heartbeat and doorbell line, command ring, event ring }
 //! ```
+//!
+//! A shard sleeps in io_uring until its next deadline, I/O, or its
+//! doorbell: a futex word in its block that whoever gives it work (the
+//! controlplane after a command, the shard's DTLS and codec threads, other
+//! shards) bumps and wakes ([`Doorbell`]). Shared memory, so the futex is
+//! the process-shared kind.
 //!
 //! Whoever creates the file writes every field and publishes `magic` last
 //! (Release); an opener waits until it reads the magic (Acquire).
@@ -21,7 +27,7 @@ use crate::spsc::{self, Consumer, Producer, RingHeader};
 /// "MGWRING1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGWRING1");
 /// Bump when the layout or message encoding changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Slots per ring. A power of two.
 pub const SLOTS: u64 = 4096;
 /// Bytes per slot: one message.
@@ -51,6 +57,8 @@ struct Header {
 struct ShardHead {
     /// Incremented by the shard every loop turn.
     heartbeat: AtomicU64,
+    /// Bumped (and futex-woken) by whoever queues work for the shard.
+    doorbell: AtomicU32,
 }
 
 fn ring_bytes() -> usize {
@@ -236,9 +244,10 @@ impl Region {
     }
 
     /// Controlplane side: the command ring's producer. One per process.
+    /// Each publication rings the shard's [`Doorbell`].
     pub fn command_producer(&self, shard: u32) -> Producer {
         let (h, slots) = self.ring(shard, 0);
-        Producer::new(self.clone(), h, slots)
+        Producer::new(self.clone(), h, slots, Some(self.doorbell(shard)))
     }
 
     /// Dataplane side: the command ring's consumer.
@@ -250,7 +259,7 @@ impl Region {
     /// Dataplane side: the event ring's producer.
     pub fn event_producer(&self, shard: u32) -> Producer {
         let (h, slots) = self.ring(shard, 1);
-        Producer::new(self.clone(), h, slots)
+        Producer::new(self.clone(), h, slots, None)
     }
 
     /// Controlplane side: the event ring's consumer.
@@ -273,6 +282,14 @@ impl Region {
 
     pub fn shard_heartbeat(&self, shard: u32) -> u64 {
         self.shard_head(shard).heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// The shard's doorbell, for whoever gives it work.
+    pub fn doorbell(&self, shard: u32) -> Doorbell {
+        Doorbell {
+            region: self.clone(),
+            shard,
+        }
     }
 
     pub fn beat_control(&self) {
@@ -324,6 +341,44 @@ impl Region {
     }
 }
 
+/// Wakes a sleeping shard: [`Self::ring`] after queueing work for it (a
+/// command, a DTLS record, a codec result, a handed-over connection).
+#[derive(Clone)]
+pub struct Doorbell {
+    region: Region,
+    shard: u32,
+}
+
+impl Doorbell {
+    /// The futex word: the shard reads it, then looks for work, then sleeps
+    /// while it still holds what it read (`IORING_OP_FUTEX_WAIT`), so a
+    /// ring between its look and its sleep is never lost.
+    pub fn word(&self) -> &AtomicU32 {
+        &self.region.shard_head(self.shard).doorbell
+    }
+
+    /// Call after the work is queued (the Release orders it before the bump).
+    pub fn ring(&self) {
+        let word = self.word();
+        word.fetch_add(1, Ordering::Release);
+        // SAFETY: FUTEX_WAKE on an aligned u32 inside our live mapping; it
+        // reads nothing else. Process-shared (no FUTEX_PRIVATE_FLAG): the
+        // controlplane rings from another process. A failure (none is
+        // expected) leaves the shard to wake at its next deadline.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAKE,
+                i32::MAX,
+                std::ptr::null::<libc::timespec>(),
+                std::ptr::null::<u32>(),
+                0u32,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +400,50 @@ mod tests {
         assert_eq!(b.start_dataplane_epoch(42), 1);
         assert_eq!(a.dataplane_epoch(), 1);
         assert_eq!(a.dataplane_pid(), 42);
+        std::fs::remove_file(p).unwrap();
+    }
+
+    /// A ring from one mapping wakes a futex wait on the word seen through
+    /// another (as the controlplane wakes a shard of the dataplane).
+    #[test]
+    fn a_ring_wakes_a_waiter_on_another_mapping() {
+        let p = tmp("bell");
+        let a = Region::create(&p, 2).unwrap();
+        let b = Region::open(&p, Duration::from_millis(10)).unwrap();
+        let seen = b.doorbell(1).word().load(Ordering::Acquire);
+        let waiter = std::thread::spawn(move || {
+            let bell = b.doorbell(1);
+            // Long enough never to end on a busy machine unless nobody woke it.
+            let limit = libc::timespec {
+                tv_sec: 60,
+                tv_nsec: 0,
+            };
+            // FUTEX_WAIT returns at once if the word moved already, so the
+            // ring cannot be missed however the threads are scheduled.
+            let mut timed_out = false;
+            while bell.word().load(Ordering::Acquire) == seen {
+                // SAFETY: a futex wait on an aligned word of the mapping.
+                let r = unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        bell.word().as_ptr(),
+                        libc::FUTEX_WAIT,
+                        seen,
+                        &limit as *const libc::timespec,
+                    )
+                };
+                timed_out |= r != 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT);
+            }
+            (bell.word().load(Ordering::Acquire), timed_out)
+        });
+        a.doorbell(1).ring();
+        assert_eq!(
+            waiter.join().unwrap(),
+            (seen + 1, false),
+            "woken by the ring"
+        );
+        assert_eq!(a.doorbell(0).word().load(Ordering::Acquire), 0);
         std::fs::remove_file(p).unwrap();
     }
 

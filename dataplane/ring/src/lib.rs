@@ -31,5 +31,5 @@ pub mod participant;
 pub mod spsc;
 pub mod token;
 
-pub use layout::{Region, RegionError};
+pub use layout::{Doorbell, Region, RegionError};
 pub use spsc::{Consumer, Full, Producer};

@@ -49,13 +49,21 @@ pub struct Producer {
     slots: *mut u8,
     tail: u64,
     cached_head: u64,
+    /// Rung at each publication: set for a command ring, whose consumer (a
+    /// shard) sleeps until its next deadline or this.
+    bell: Option<crate::Doorbell>,
 }
 
 // A producer may move to the thread that uses it; it is not shared.
 unsafe impl Send for Producer {}
 
 impl Producer {
-    pub(crate) fn new(region: Region, header: *const RingHeader, slots: *mut u8) -> Producer {
+    pub(crate) fn new(
+        region: Region,
+        header: *const RingHeader,
+        slots: *mut u8,
+        bell: Option<crate::Doorbell>,
+    ) -> Producer {
         // SAFETY: header points into the mapping that `region` keeps alive.
         let h = unsafe { &*header };
         let tail = h.tail.load(Ordering::Relaxed);
@@ -66,6 +74,7 @@ impl Producer {
             slots,
             tail,
             cached_head,
+            bell,
         }
     }
 
@@ -107,6 +116,9 @@ impl Producer {
     /// Makes every message pushed so far visible to the consumer.
     pub fn publish(&mut self) {
         self.header().tail.store(self.tail, Ordering::Release);
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        }
     }
 
     /// Messages published and not yet consumed.

@@ -4,26 +4,32 @@
 //!
 //! Drive loop, one turn:
 //!
-//! 1. beat the heartbeat in shared memory;
-//! 2. apply commands from the controlplane ring (bind/close sockets, core changes);
-//! 3. arm multishot receives for new sockets (and re-arm ended ones);
-//! 4. submit everything queued and wait for a completion or [`TURN_WAIT`];
-//! 5. for each completion: a datagram goes through the core (unprotected
+//! 1. beat the heartbeat in shared memory; read the doorbell (the futex
+//!    word whoever gives the shard work bumps and wakes) and keep a futex
+//!    wait on it armed;
+//! 2. take the work others queued: commands from the controlplane ring
+//!    (bind/close sockets, core changes), RTMP connections handed over by
+//!    other shards, DTLS and transcoder results; arm multishot receives for
+//!    new sockets (and re-arm ended ones); run what is due (the core's
+//!    timeout, counters to the controlplane every [`STATS_EVERY`], the RTMP
+//!    timeouts) and drain the core's outputs;
+//! 3. submit everything queued and sleep until a completion (I/O, or the
+//!    doorbell) or the earliest deadline: no fixed wake interval, so an idle
+//!    shard turns a few times a second, not 500;
+//! 4. for each completion: a datagram goes through the core (unprotected
 //!    in place, bridged to the participant's RTMP players); if it is media
 //!    its receive buffer is held for the turn's fan-out; RTMP bytes go to
 //!    the core too; a finished send frees its slots;
-//! 6. take the packets that arrived meanwhile (a frame's tail), then fan the
+//! 5. take the packets that arrived meanwhile (a frame's tail), then fan the
 //!    held media out subscriber by subscriber: each egress gets all of the
 //!    turn's packets at once, each copied into a send slot, rewritten and
 //!    protected there, and added to that egress's GSO batch ([`gso`]);
 //!    every [`SUBMIT_EVERY_BYTES`] the batches so far are sealed and handed
 //!    to the kernel; when every slot is in flight, the shard seals the
 //!    batches, submits and waits up to [`RECLAIM_WAIT`] for some to come back;
-//! 7. DTLS and transcoder results into the core; its timeout when due;
-//!    every [`STATS_EVERY`], changed session counters to the controlplane;
-//! 8. drain the core's outputs (control datagrams, DTLS records, RTMP
+//! 6. drain the core's outputs (control datagrams, DTLS records, RTMP
 //!    actions, transcoder jobs, RTMP publishers' RTP to fan out, events);
-//! 9. seal the turn's remaining batches: one `SendMsg` per egress (with
+//! 7. seal the turn's remaining batches: one `SendMsg` per egress (with
 //!    `UDP_SEGMENT` when it holds several packets).
 //!
 //! Why subscriber by subscriber (measured, docs/PERFORMANCE.md): packet by
@@ -58,8 +64,10 @@ pub mod gso;
 pub mod rtmp;
 use rtmp::{RtmpConfig, RtmpIo, OP_ACCEPT, OP_HTTP_ACCEPT, OP_TCP_RECV, OP_TCP_SEND};
 
-/// Longest wait for completions before the loop turns anyway (to read commands).
-pub const TURN_WAIT: Duration = Duration::from_millis(2);
+/// Longest sleep where the kernel has no io_uring futex wait (before Linux
+/// 6.7): without a doorbell, commands and other threads' results are seen
+/// only when the loop turns.
+pub const NO_DOORBELL_WAIT: Duration = Duration::from_millis(2);
 /// How often changed session counters go to the controlplane.
 pub const STATS_EVERY: Duration = Duration::from_millis(250);
 
@@ -102,6 +110,13 @@ const OP_SEND: u64 = 2;
 const OP_CANCEL: u64 = 3;
 /// A GSO batch of media (`index` is the batch); RTMP and HTTP-FLV use 4-6 and 8.
 const OP_GSO_SEND: u64 = 7;
+/// The futex wait on the doorbell ended: something was queued for us.
+const OP_DOORBELL: u64 = 9;
+/// futex2 flags of a 32-bit, process-shared word (`FUTEX2_SIZE_U32`, no
+/// `FUTEX2_PRIVATE`: the controlplane rings from its own process).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// Any waker's bitset matches (`FUTEX_BITSET_MATCH_ANY`: a plain FUTEX_WAKE).
+const FUTEX_BITSET_MATCH_ANY: u64 = 0xffff_ffff;
 
 fn user_data(op: u64, gen: u32, index: u32) -> u64 {
     (op << 56) | (((gen & 0xff_ffff) as u64) << 32) | index as u64
@@ -230,6 +245,12 @@ pub struct Shard {
     transcode: Option<crate::transcode::TranscodeLink>,
     /// Loop-turn timing since start, reported with the session counters.
     turns: ShardStats,
+    /// Rung by whoever queues work for this shard (see the module doc).
+    doorbell: gateway_ring::Doorbell,
+    /// A futex wait on the doorbell is in the ring.
+    doorbell_armed: bool,
+    /// The kernel took our futex wait (false after it refused one).
+    doorbell_works: bool,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
     /// Test-only: [`PANIC_SHARD`] arrived.
@@ -251,7 +272,13 @@ impl Shard {
         // SAFETY: as above for msghdr.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let dtls = dtls::spawn(cfg.index, cfg.dtls.clone(), cfg.limits.dtls_queue)?;
+        let doorbell = cfg.region.doorbell(cfg.index);
+        let dtls = dtls::spawn(
+            cfg.index,
+            cfg.dtls.clone(),
+            cfg.limits.dtls_queue,
+            doorbell.clone(),
+        )?;
         let core = Core::new(
             CoreConfig {
                 shard: cfg.index,
@@ -269,6 +296,7 @@ impl Shard {
                 cfg.index,
                 cfg.limits.transcode_queue,
                 crate::limits::bframe_reencodes(&cfg.limits) > 0,
+                doorbell.clone(),
             )?),
             None => None,
         };
@@ -297,6 +325,9 @@ impl Shard {
             transcode,
             rtmp,
             turns: ShardStats::default(),
+            doorbell,
+            doorbell_armed: false,
+            doorbell_works: true,
             stray: 0,
             panic_at_turn_end: false,
         })
@@ -311,15 +342,27 @@ impl Shard {
             }
         }
         while !stop.load(Ordering::Relaxed) {
+            let turn_start = Instant::now();
             self.cfg.region.beat_shard(self.cfg.index);
-            let now = Instant::now();
-            self.poll_commands(now);
+            // Read before looking for work: a ring after this ends the sleep.
+            self.arm_doorbell();
+            self.poll_commands(turn_start);
             self.arm_receives();
-            self.rtmp_turn(now);
+            self.rtmp_turn(turn_start);
+            self.poll_dtls(turn_start);
+            self.poll_transcoder(turn_start);
+            self.run_due(turn_start);
+            self.drain_core(turn_start);
+            self.seal_batches();
+            self.flush_events();
             let before_wait = Instant::now();
-            // With a backlog from the last turn: submit, do not wait.
+            // With a backlog from the last turn: submit, do not sleep.
             let wait = if self.cqes.is_empty() {
-                TURN_WAIT
+                let until = self.next_deadline().saturating_duration_since(before_wait);
+                match self.doorbell_works {
+                    true => until,
+                    false => until.min(NO_DOORBELL_WAIT),
+                }
             } else {
                 Duration::ZERO
             };
@@ -327,21 +370,12 @@ impl Shard {
             let after_wait = Instant::now();
             self.reap(after_wait);
             self.drain_arrivals(after_wait);
-            self.fan_out_held(Instant::now());
             let now = Instant::now();
-            self.poll_dtls(now);
-            self.poll_transcoder(now);
-            if now >= self.core.poll_timeout() {
-                self.core.handle_timeout(now, ntp_now());
-            }
-            if now >= self.next_stats {
-                self.next_stats = now + STATS_EVERY;
-                self.push_stats();
-            }
+            self.fan_out_held(now);
             self.drain_core(now);
             self.seal_batches();
-            // Busy time of the turn: everything but the wait for completions.
-            let busy = before_wait.duration_since(now) + after_wait.elapsed();
+            // Busy time of the turn: everything but the sleep.
+            let busy = before_wait.duration_since(turn_start) + after_wait.elapsed();
             self.record_turn(busy);
             self.flush_events();
             if std::mem::take(&mut self.panic_at_turn_end) {
@@ -354,6 +388,64 @@ impl Shard {
             "shard stopping"
         );
         Ok(())
+    }
+
+    /// Keeps a futex wait on the doorbell in the ring, armed with the value
+    /// read now: if anyone rings before the kernel looks, the wait ends at
+    /// once (the word differs), so no work queued after this read sleeps.
+    fn arm_doorbell(&mut self) {
+        if self.doorbell_armed || !self.doorbell_works {
+            return;
+        }
+        let word = self.doorbell.word();
+        let seen = word.load(Ordering::Acquire);
+        let e = opcode::FutexWait::new(
+            word.as_ptr(),
+            seen as u64,
+            FUTEX_BITSET_MATCH_ANY,
+            FUTEX2_SIZE_U32,
+        )
+        .build()
+        .user_data(user_data(OP_DOORBELL, 0, 0));
+        self.push_sqe(&e);
+        self.doorbell_armed = true;
+    }
+
+    /// The doorbell's wait ended: rung (0), or the word had moved before
+    /// the kernel looked (EAGAIN). Anything else: this kernel cannot wait
+    /// on a futex in io_uring, and the loop turns every [`NO_DOORBELL_WAIT`].
+    fn on_doorbell(&mut self, res: i32) {
+        self.doorbell_armed = false;
+        if res >= 0 || res == -libc::EAGAIN || res == -libc::EINTR {
+            return;
+        }
+        warn!(
+            shard = self.cfg.index,
+            "io_uring futex wait refused ({}): the shard turns every {:?} to look for work",
+            io::Error::from_raw_os_error(-res),
+            NO_DOORBELL_WAIT
+        );
+        self.doorbell_works = false;
+    }
+
+    /// What is due now: the core's timeout, counters to the controlplane.
+    fn run_due(&mut self, now: Instant) {
+        if now >= self.core.poll_timeout() {
+            self.core.handle_timeout(now, ntp_now());
+        }
+        if now >= self.next_stats {
+            self.next_stats = now + STATS_EVERY;
+            self.push_stats();
+        }
+    }
+
+    /// The earliest deadline: the core's, the next counters, RTMP timeouts.
+    fn next_deadline(&self) -> Instant {
+        let mut at = self.core.poll_timeout().min(self.next_stats);
+        if let Some(sweep) = self.rtmp.as_ref().and_then(|io| io.next_sweep) {
+            at = at.min(sweep);
+        }
+        at
     }
 
     /// Packets that arrived while this turn worked join its fan-out. Under a
@@ -584,6 +676,7 @@ impl Shard {
                 OP_HTTP_ACCEPT => self.on_accept(now, res, cqueue::more(flags), true),
                 OP_TCP_RECV => self.on_tcp_recv(now, gen, index, res),
                 OP_TCP_SEND => self.on_tcp_send(gen, index, res),
+                OP_DOORBELL => self.on_doorbell(res),
                 _ => {}
             }
             if now.elapsed() >= REAP_BUDGET {

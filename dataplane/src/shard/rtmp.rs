@@ -221,7 +221,7 @@ pub(super) struct RtmpIo {
     peers: Arc<Vec<Sender<Box<Handoff>>>>,
     limits: Limits,
     counter: Arc<ConnCounter>,
-    next_sweep: Option<Instant>,
+    pub(super) next_sweep: Option<Instant>,
     /// Reused by the sweep.
     expired: Vec<(u32, Limit)>,
 }
@@ -742,11 +742,14 @@ impl Shard {
             None => Some(handoff),
         };
         match undelivered {
-            None => debug!(
-                shard = self.cfg.index,
-                to = shard,
-                "RTMP connection handed over"
-            ),
+            None => {
+                self.cfg.region.doorbell(shard).ring();
+                debug!(
+                    shard = self.cfg.index,
+                    to = shard,
+                    "RTMP connection handed over"
+                )
+            }
             Some(h) => {
                 if let Some(a) = h.admission {
                     io.counter.release(a);
