@@ -933,7 +933,59 @@ mod tests {
             }
         }
         assert!(rtp_out >= 2, "parameter sets and the IDR as RTP");
-        // Time is an input: nothing is due before the next tick.
-        assert!(c.poll_timeout() <= t0 + TICK_EVERY);
+    }
+
+    /// Time is an input: stepping virtual time from deadline to deadline
+    /// (`poll_timeout`, then `handle_timeout` at it) is what ends a
+    /// WebRTC session whose consent lapsed (RFC 7675: 30 s after its last
+    /// check), not earlier and at most one tick late; nothing fires between
+    /// deadlines.
+    #[test]
+    fn consent_lapses_at_a_deadline_stepped_to() {
+        use gateway_ring::msg::Direction;
+        let mut c = core();
+        let t0 = Instant::now();
+        // A tick is due at once, and the next one a tick later.
+        assert!(c.poll_timeout() <= t0, "nothing due at start");
+        c.handle_timeout(t0, 0);
+        assert_eq!(c.poll_timeout(), t0 + TICK_EVERY);
+        c.add_room(RoomSpec {
+            room: 1,
+            name: "r".into(),
+        });
+        let h = c
+            .add_webrtc(t0, crate::fuzz::webrtc(1, Direction::Publish))
+            .unwrap();
+        let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001);
+        let checked = t0 + Duration::from_millis(10);
+        assert!(c
+            .handle_datagram(checked, h, src, &mut crate::fuzz::check(1))
+            .is_none());
+        while c.poll_output().is_some() {}
+        let lapse = checked + crate::ice::lite::CONSENT_TIMEOUT;
+        let mut now = t0;
+        let mut ended_at = None;
+        while now < lapse + Duration::from_secs(2) {
+            let due = c.poll_timeout();
+            assert!(due > now, "a deadline in the past after handling it");
+            // Just before the deadline nothing is due.
+            c.handle_timeout(due - Duration::from_millis(1), 0);
+            assert!(c.poll_output().is_none(), "fired before its deadline");
+            now = due;
+            c.handle_timeout(now, 0);
+            while let Some(o) = c.poll_output() {
+                if let Output::Event(Event::SessionEnded { session, reason }) = o {
+                    assert_eq!((session, reason), (1, crate::router::END_CONSENT));
+                    assert!(ended_at.is_none(), "ended twice");
+                    ended_at = Some(now);
+                }
+            }
+        }
+        let ended_at = ended_at.expect("consent never lapsed");
+        assert!(
+            ended_at >= lapse && ended_at <= lapse + TICK_EVERY,
+            "ended {:?} after the lapse",
+            ended_at.saturating_duration_since(lapse)
+        );
     }
 }

@@ -470,9 +470,295 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
     }
 }
 
+/// The body of the `core` fuzz target: one room core driven as the shard
+/// drives it, through its public inputs only: datagrams to a WebRTC
+/// publisher and player (keyed SRTP, so media gets past authentication),
+/// an RTP ingest and egress; bytes of three RTMP connections and an
+/// HTTP-FLV one; transcoder results; commands that remove and re-add
+/// sessions and the room; time stepped to the core's deadlines. Every
+/// output is carried out the way the shard does (media fanned out into
+/// send-slot-sized buffers, RTMP queues read, closed connections taken
+/// out). Nothing may panic, and nothing may come out larger than a slot.
+///
+/// Input: `[op][len: u16 big-endian][len bytes]`...: op % 16 is 0 raw → RTP ingest, 1
+/// raw → publisher, 2 SRTP(payload) → publisher, 3 SRTCP(payload) →
+/// player, 4 raw → player, 5 time + `len` ms (to the next deadline if that
+/// is sooner), 6-9 bytes of connection op - 6 (9: HTTP-FLV), 10 AAC tags
+/// for participant `bytes[0] % 8` (split at 0xff), 11 a level for it, 12
+/// remove session `bytes[0] % 16`, 13 remove the room and make it again
+/// with its sessions, anything else raw → publisher from another address.
+/// Returns how far it got (the unit test's proof that the harness reaches
+/// the fan-out and both bridges).
+pub fn fuzz_core(data: &[u8]) -> CoreReach {
+    use crate::core::{Core, CoreConfig, Output};
+    use crate::rtmp::conn::Conn;
+    use crate::rtmp::hub::{Action, ConnState};
+    use crate::transcode::Done;
+
+    let t0 = Instant::now();
+    let mut core = Core::new(
+        CoreConfig {
+            shard: 0,
+            shards: 1,
+            limits: crate::limits::Limits::default(),
+            gop_cache: true,
+            auto_room: true,
+            tokens: None,
+        },
+        t0,
+    );
+    let (Some(k1), Some(k2), Some(k3), Some(k4)) = (key(1), key(2), key(3), key(4)) else {
+        return CoreReach::default();
+    };
+    // Room 1 and its UDP sessions; again after op 13 removed them.
+    let setup = |core: &mut Core, now: Instant| {
+        core.add_room(RoomSpec {
+            room: 1,
+            name: "fuzz".into(),
+        });
+        let ingest = core.add_ingest(IngestSpec {
+            session: 10,
+            room: 1,
+            port: 0,
+            kind: MediaKind::Video,
+            payload_type: 96,
+            clock_rate: 90_000,
+            srtp: None,
+            created_ms: 0,
+            participant: "cam".into(),
+        });
+        let egress = core.add_egress(EgressSpec {
+            session: 11,
+            room: 1,
+            port: 0,
+            dest_ip: [127, 0, 0, 1],
+            dest_port: 9,
+            srtp: None,
+            created_ms: 0,
+        });
+        let publisher = core.add_webrtc(now, webrtc(1, Direction::Publish));
+        let player = core.add_webrtc(now, webrtc(2, Direction::Subscribe));
+        let (Ok(ingest), Ok(_), Ok(publisher), Ok(player)) = (ingest, egress, publisher, player)
+        else {
+            return None;
+        };
+        for (h, session, port) in [(publisher, 1, 5001), (player, 2, 5002)] {
+            core.handle_datagram(now, h, addr(port), &mut check(session));
+        }
+        core.handle_dtls_keys(now, 1, &k1, &k2);
+        core.handle_dtls_keys(now, 2, &k3, &k4);
+        Some((ingest, publisher, player))
+    };
+    let mut reach = CoreReach::default();
+    let Some((mut ingest, mut publisher, mut player)) = setup(&mut core, t0) else {
+        return reach;
+    };
+    let connect = |core: &mut Core| {
+        for idx in 0..3 {
+            let mut st = ConnState::default();
+            st.conn = Conn::new_after_handshake();
+            core.rtmp_insert(idx, st);
+        }
+        core.rtmp_insert(3, ConnState::http_flv());
+    };
+    connect(&mut core);
+    let mut pub_tx = SrtpContext::new(&k1);
+    let mut player_tx = SrtpContext::new(&k3);
+    let mut slot = vec![0u8; crate::rtp::MAX_PACKET + MAX_TRAILER];
+    let mut now = t0;
+    let mut rest = data;
+    while let [op, hi, lo, tail @ ..] = rest {
+        let len = u16::from_be_bytes([*hi, *lo]);
+        let n = (len as usize).min(tail.len());
+        let (body, after) = tail.split_at(n);
+        rest = after;
+        let mut buf = body.to_vec();
+        let first = body.first().copied().unwrap_or(0);
+        let datagram = match op % 16 {
+            0 => Some((ingest, addr(6000))),
+            1 => Some((publisher, addr(5001))),
+            2 => {
+                let plain = buf.len();
+                buf.resize(plain + MAX_TRAILER, 0);
+                match pub_tx.protect_rtp(&mut buf, plain) {
+                    Ok(m) => buf.truncate(m),
+                    Err(_) => continue,
+                }
+                Some((publisher, addr(5001)))
+            }
+            3 => {
+                let plain = buf.len();
+                buf.resize(plain + MAX_TRAILER + 4, 0);
+                match player_tx.protect_rtcp(&mut buf, plain) {
+                    Ok(m) => buf.truncate(m),
+                    Err(_) => continue,
+                }
+                Some((player, addr(5002)))
+            }
+            4 => Some((player, addr(5002))),
+            5 => {
+                now = (now + Duration::from_millis(len as u64)).min(core.poll_timeout().max(now));
+                core.handle_timeout(now, 0);
+                None
+            }
+            op @ 6..=9 => {
+                core.handle_rtmp_bytes(now, (op - 6) as u32, body);
+                None
+            }
+            10 => {
+                let tags = body.get(1..).unwrap_or(&[]);
+                let tags = tags.split(|&b| b == 0xff).map(<[u8]>::to_vec).collect();
+                let stream = (first % 8) as u32;
+                core.handle_transcoded(
+                    now,
+                    Done::Aac {
+                        stream,
+                        rtp_ts: 0,
+                        tags,
+                    },
+                );
+                None
+            }
+            11 => {
+                let stream = (first % 8) as u32;
+                let level = body.get(1).copied().unwrap_or(0) % 128;
+                core.handle_transcoded(now, Done::Level { stream, level });
+                None
+            }
+            12 => {
+                core.remove_session(now, (first % 16) as u64);
+                None
+            }
+            13 => {
+                core.remove_room(now, 1);
+                while core.poll_output().is_some() {}
+                let Some(made) = setup(&mut core, now) else {
+                    return reach;
+                };
+                (ingest, publisher, player) = made;
+                connect(&mut core);
+                None
+            }
+            _ => Some((publisher, addr(5999))),
+        };
+        if let Some((h, from)) = datagram {
+            if let Some(inbound) = core.handle_datagram(now, h, from, &mut buf) {
+                assert!(inbound.len <= crate::rtp::MAX_PACKET && inbound.len <= buf.len());
+                let egresses = core.egresses(inbound.room).to_vec();
+                for e in egresses {
+                    slot[..inbound.len].copy_from_slice(&buf[..inbound.len]);
+                    if let Some((m, _)) = core.prepare_egress(now, e, &inbound, &mut slot) {
+                        assert!(m <= slot.len());
+                        reach.fanned_out += 1;
+                    }
+                }
+            }
+        }
+        // The shard's side of the outputs.
+        while let Some(o) = core.poll_output() {
+            match o {
+                Output::Transmit(c) => {
+                    assert!(c.data.len() <= slot.len());
+                    core.recycle(c.data);
+                }
+                Output::Rtp { rtp, kind, only } => {
+                    reach.rtp_from_rtmp += 1;
+                    let Some(inbound) = rtp.inbound(kind) else {
+                        continue;
+                    };
+                    let targets = match only {
+                        Some(h) => vec![h],
+                        None => core.egresses(inbound.room).to_vec(),
+                    };
+                    for e in targets {
+                        let m = rtp.packet.len();
+                        assert!(m <= crate::rtp::MAX_PACKET);
+                        slot[..m].copy_from_slice(&rtp.packet);
+                        if let Some((m, _)) = core.prepare_egress(now, e, &inbound, &mut slot) {
+                            assert!(m <= slot.len());
+                        }
+                    }
+                }
+                Output::Rtmp(Action::Close { idx, .. } | Action::Handoff { idx, .. }) => {
+                    core.rtmp_remove(now, idx);
+                }
+                Output::Rtmp(Action::Wake(idx)) => {
+                    reach.rtmp_woken += 1;
+                    if let Some(q) = core.rtmp_queue(idx) {
+                        assert!(q.bytes() <= q.max_unread + crate::rtmp::chunk::MAX_MESSAGE);
+                        let n = q.front().map_or(0, |b| b.len());
+                        q.consumed(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    reach
+}
+
+/// What [`fuzz_core`] reached.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CoreReach {
+    /// Packets a WebRTC publisher or RTP ingest sent, prepared for an egress.
+    pub fanned_out: usize,
+    /// RTP an RTMP publisher's media became.
+    pub rtp_from_rtmp: usize,
+    /// Times an RTMP or HTTP-FLV player had bytes to send.
+    pub rtmp_woken: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Structured input for [`fuzz_core`]: SRTP video from the WebRTC
+    /// publisher, then an RTMP push (connection 0) that an RTMP player
+    /// (connection 1) plays.
+    fn core_input() -> Vec<u8> {
+        use crate::rtmp::chunk::write_message;
+        use crate::rtmp::conn::types;
+        use rml_amf0::Amf0Value;
+        let mut input = Vec::new();
+        let mut add = |op: u8, body: &[u8]| {
+            input.push(op);
+            input.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            input.extend_from_slice(body);
+        };
+        let mut rtp = vec![0x80, 102, 0, 1, 0, 0, 0, 1, 0, 0, 0x50, 0x01];
+        rtp.extend_from_slice(&[0x65; 100]);
+        add(2, &rtp);
+        let amf = |name: &str, args: Vec<Amf0Value>| {
+            let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0)];
+            v.extend(args);
+            let mut w = Vec::new();
+            let body = rml_amf0::serialize(&v).unwrap();
+            write_message(&mut w, 3, 0, types::COMMAND_AMF0, 1, &body, 128);
+            w
+        };
+        let app =
+            Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
+        let command = |cmd: &str, key: &str| {
+            let mut b = amf("connect", vec![app.clone()]);
+            b.extend(amf(
+                cmd,
+                vec![Amf0Value::Null, Amf0Value::Utf8String(key.into())],
+            ));
+            b
+        };
+        add(6, &command("publish", "fuzz/bob"));
+        add(7, &command("play", "fuzz/bob"));
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
+        config.extend_from_slice(&sps);
+        config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
+        let mut flv = Vec::new();
+        write_message(&mut flv, 6, 0, types::VIDEO, 1, &config, 128);
+        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+        write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
+        add(6, &flv);
+        input
+    }
 
     /// The harnesses themselves reach deep: checks, keyed media that fans
     /// out, and RTCP from the player; and junk in every slot is harmless.
@@ -499,6 +785,7 @@ mod tests {
             .collect();
         fuzz_udp_router(&junk);
         fuzz_rtmp_hub(&junk);
+        fuzz_core(&junk);
         // The DTLS client: the genuine server's answers delivered as they
         // are finish the handshake, also after a lost flight and its
         // retransmission; junk and corrupted answers do not.
@@ -515,6 +802,12 @@ mod tests {
             crate::srtp::fuzz_unprotect(w);
             crate::h264::fuzz_config(w);
         }
+        // The core: keyed media fans out, an RTMP push becomes RTP, and
+        // its RTMP player is woken.
+        let reach = fuzz_core(&core_input());
+        assert!(reach.fanned_out >= 2, "{reach:?}");
+        assert!(reach.rtp_from_rtmp >= 2, "{reach:?}");
+        assert!(reach.rtmp_woken >= 1, "{reach:?}");
         let mut sps_pps = vec![5, 0x67, 0x42, 0, 0x1f, 0xe0, 0x68, 0xce];
         crate::h264::fuzz_config(&sps_pps);
         sps_pps[0] = 2;
