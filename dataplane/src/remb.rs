@@ -468,7 +468,7 @@ fn slope(points: &[(f64, f64)]) -> Option<f64> {
 /// The abs-send-time (24 bits) in an RTP header's one-byte extension block
 /// under id `id` (0: not negotiated).
 pub fn send_time(header: &[u8], id: u8) -> Option<u32> {
-    let v = crate::webrtc::one_byte_extension(header, id)?;
+    let v = crate::rtp::one_byte_extension(header, id)?;
     Some(u32::from_be_bytes([0, *v.first()?, *v.get(1)?, *v.get(2)?]))
 }
 

@@ -186,7 +186,7 @@ impl Recorder {
 /// The transport-wide sequence number in an RTP header's one-byte
 /// extension block (RFC 8285) under id `id` (0: not negotiated).
 pub fn sequence(header: &[u8], id: u8) -> Option<u16> {
-    let v = crate::webrtc::one_byte_extension(header, id)?;
+    let v = crate::rtp::one_byte_extension(header, id)?;
     Some(u16::from_be_bytes([*v.first()?, *v.get(1)?]))
 }
 

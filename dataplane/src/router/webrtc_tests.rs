@@ -331,8 +331,8 @@ fn audio_levels_reach_players_under_their_own_ids() {
             .unwrap();
         let hd = RtpHeader::parse(&out[..m]).unwrap();
         got.push((
-            crate::webrtc::audio_level(&out[..hd.len], 9),
-            crate::webrtc::audio_level(&out[..hd.len], 1),
+            crate::rtp::audio_level(&out[..hd.len], 9),
+            crate::rtp::audio_level(&out[..hd.len], 1),
             out[hd.len..m] == [0x55; 60],
         ));
     }

@@ -151,7 +151,7 @@ mod tests {
         let len = pkt.len();
         assert_eq!(write_audio_level(&mut pkt, len, 5, 30), len);
         assert_eq!(&pkt[12..20], &[0xbe, 0xde, 0, 2, 0x50, 30, 0, 0]);
-        assert_eq!(crate::webrtc::audio_level(&pkt[..24], 5), Some(30));
+        assert_eq!(crate::rtp::audio_level(&pkt[..24], 5), Some(30));
         // No block: one is inserted, the payload moves 8 bytes on.
         let mut pkt = vec![
             0x80, 111, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, b'o', b'p', 0, 0, 0, 0, 0, 0, 0, 0,
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(write_audio_level(&mut pkt, 14, 1, 127), 22);
         let h = RtpHeader::parse(&pkt[..22]).unwrap();
         assert_eq!((h.len, &pkt[h.len..22]), (20, &b"op"[..]));
-        assert_eq!(crate::webrtc::audio_level(&pkt[..20], 1), Some(127));
+        assert_eq!(crate::rtp::audio_level(&pkt[..20], 1), Some(127));
         // No room after it, or a bad id: left alone.
         let mut short = pkt[..14].to_vec();
         short[0] = 0x80;

@@ -5,6 +5,7 @@
 //! allocation per packet with extensions), so the hot path reads the fixed
 //! offsets directly here; the crate remains the tool for tests and edge paths.
 
+pub mod extensions;
 pub mod header;
 
 /// Largest RTP packet (plaintext, header included) the gateway forwards:
@@ -15,4 +16,5 @@ pub mod header;
 /// 1900`) must be set to 1500 or less: browsers never send more than ~1200.
 pub const MAX_PACKET: usize = 1500;
 
+pub use extensions::{audio_level, one_byte_extension};
 pub use header::{is_rtcp, write_audio_level, RtpError, RtpHeader};
