@@ -210,7 +210,7 @@ impl Rooms for CoreRooms<'_> {
 impl Core {
     pub fn new(cfg: CoreConfig, now: Instant) -> Core {
         let mut hub = Hub::new(cfg.gop_cache, cfg.shard);
-        hub.limits = crate::limits::rtmp_conn(&cfg.limits);
+        hub.limits = (&cfg.limits).into();
         hub.bframe_reencodes = crate::limits::bframe_reencodes(&cfg.limits);
         Core {
             router: Router::new(&cfg.limits),

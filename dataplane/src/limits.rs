@@ -1,26 +1,13 @@
 //! What enforces the protective limits ([`Limits`], defined in
 //! `gateway_ring::limits` with their defaults and reasons): the process-wide
-//! RTMP connection counter, the token bucket behind the NACK budget, and
-//! each RTMP connection's memory bounds.
+//! RTMP connection counter and the token bucket behind the NACK budget
+//! (each RTMP connection's memory bounds are `ConnLimits::from(&Limits)`,
+//! beside the connection).
 
 pub use gateway_ring::limits::Limits;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, Ordering};
-
-use crate::rtmp::chunk::MediaLimits;
-use crate::rtmp::hub::ConnLimits;
-
-/// The memory bounds of one RTMP connection under `limits`.
-pub fn rtmp_conn(limits: &Limits) -> ConnLimits {
-    ConnLimits {
-        media: MediaLimits {
-            max_message: limits.rtmp_max_message,
-            max_pending: limits.rtmp_max_pending,
-        },
-        max_unread: limits.rtmp_max_unread,
-    }
-}
 
 /// RTMP publishers with B-frames one shard re-encodes at once: the limit,
 /// when the `reencode` feature is built in; else none.

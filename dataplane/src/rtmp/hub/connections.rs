@@ -112,6 +112,19 @@ pub struct ConnLimits {
     pub max_unread: usize,
 }
 
+impl From<&crate::limits::Limits> for ConnLimits {
+    /// The memory bounds of one RTMP connection under `limits`.
+    fn from(limits: &crate::limits::Limits) -> Self {
+        ConnLimits {
+            media: MediaLimits {
+                max_message: limits.rtmp_max_message,
+                max_pending: limits.rtmp_max_pending,
+            },
+            max_unread: limits.rtmp_max_unread,
+        }
+    }
+}
+
 impl Default for ConnLimits {
     fn default() -> Self {
         ConnLimits {
