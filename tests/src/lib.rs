@@ -132,6 +132,70 @@ pub fn kill9(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 
+/// How long [`wait_for`] is given for what takes well under a second on an
+/// idle machine (counters reported every 250 ms, a session ended, a port
+/// freed): CI runs the tests in parallel on two busy cores.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Polls `probe` every 50 ms until `done` accepts what it returned, and
+/// returns that. Panics once `limit` has passed, naming `what` was awaited
+/// and the last value seen.
+///
+/// The way to check what the gateway reports (counters, states, ports)
+/// rather than a fixed sleep: a sleep is too short on a busy machine and
+/// then asserts a stale value. A wait for a condition that must never hold
+/// (a counter staying 0) passes by luck; wait instead for something that
+/// happens after (a later packet counted: [`Gateway::settled_ingest`]) and
+/// then assert.
+pub fn wait_for<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> T,
+    mut done: impl FnMut(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = probe();
+        if done(&seen) {
+            return seen;
+        }
+        if Instant::now() >= deadline {
+            panic!("waited {limit:?} for {what}; last seen: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether some socket is bound to UDP `port` (read from /proc, so the
+/// check never races the program about to bind it).
+pub fn udp_port_bound(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let wanted = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&wanted))
+}
+
+/// Waits until every one of `ports` is bound: a receiver (an ffmpeg started
+/// on an egress's SDP) listens before the first packet is sent. Under
+/// parallel tests ffmpeg's start-up took over 500 ms.
+pub fn wait_udp_bound(ports: &[u16]) {
+    wait_for(
+        "the receivers to listen (ports not bound yet)",
+        PATIENCE,
+        || {
+            ports
+                .iter()
+                .copied()
+                .filter(|&p| !udp_port_bound(p))
+                .collect::<Vec<_>>()
+        },
+        Vec::is_empty,
+    );
+}
+
 /// Captures a child's stderr into a file so a failing test can show it.
 fn log_file(name: &str) -> (std::fs::File, PathBuf) {
     let dir = target_dir().join("e2e-logs");
@@ -391,6 +455,30 @@ impl Gateway {
             .find(|s| s["id"] == id)
             .cloned()
             .unwrap_or_else(|| panic!("session {id} not in room {room}: {v}"))
+    }
+
+    /// An RTP ingest's session once its counters include everything sent to
+    /// it so far. Sends the ingest a marker, a datagram too short to be RTP
+    /// (a `malformed` drop, whatever its source), and waits until the session
+    /// counts `malformed + 1` such drops: the shard handles the socket's
+    /// datagrams in order and reports a session's counters together, so the
+    /// counters that show the marker show all that came before it. Pass the
+    /// `malformed` drops the ingest had before (0 for a well-formed sender).
+    pub fn settled_ingest(&self, room: &str, ingest: &Value, malformed: u64) -> Value {
+        let marker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        marker
+            .send_to(&[0x80, 0], ("127.0.0.1", port_of(ingest)))
+            .unwrap();
+        let id = id_of(ingest);
+        wait_for(
+            &format!(
+                "ingest {id} to count the marker (malformed = {})",
+                malformed + 1
+            ),
+            PATIENCE,
+            || self.session(room, &id),
+            |s| s["stats"]["drops"]["malformed"] == malformed + 1,
+        )
     }
 
     pub fn healthz(&self) -> (u16, Value) {
@@ -1415,11 +1503,12 @@ pub fn rtmp_first_frame(url: &str) -> Option<Duration> {
 /// Waits until `url` (RTMP or HTTP-FLV) plays: ffmpeg decodes a first
 /// frame (panics after 20 s).
 pub fn wait_playing(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while rtmp_first_frame(url).is_none() {
-        assert!(Instant::now() < deadline, "{url} never played");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        &format!("{url} to play"),
+        Duration::from_secs(20),
+        || rtmp_first_frame(url),
+        Option::is_some,
+    );
 }
 
 /// A raw RTMP client socket past the handshake (rml_rtmp's client side), for

@@ -187,10 +187,11 @@ fn port_exhaustion_is_503_and_delete_frees_the_port() {
     );
     assert_eq!(gw.delete(&format!("/v1/rooms/full/ingest/{id}")).0, 204);
     // The kernel port is free again, and the API hands it out again.
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(
-        UdpSocket::bind(("127.0.0.1", port)).is_ok(),
-        "port {port} still bound after DELETE"
+    wait_for(
+        &format!("port {port} to be free in the kernel after DELETE"),
+        PATIENCE,
+        || UdpSocket::bind(("127.0.0.1", port)).is_ok(),
+        |&free| free,
     );
     let v = gw.ingest("full", json!({ "kind": "audio" }));
     assert_eq!(port_of(&v), port);

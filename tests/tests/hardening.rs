@@ -32,11 +32,7 @@ impl SteadyRoom {
         // Listening before the first packet (the clip's first IDR): ffmpeg
         // holds both ports once it is. Under parallel tests its start-up
         // took over 500 ms, and it began at the next IDR, 2 s in.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ![port, port + 2].iter().all(|&p| udp_port_bound(p)) {
-            assert!(Instant::now() < deadline, "the receiver never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_udp_bound(&[port, port + 2]);
         let target = |v: &Value| RtpTarget {
             port: port_of(v),
             srtp_key: None,
@@ -72,27 +68,20 @@ impl SteadyRoom {
     }
 }
 
-/// Whether some socket is bound to UDP `port` (read from /proc, so the
-/// check never races the program about to bind it).
-fn udp_port_bound(port: u16) -> bool {
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    let wanted = format!(":{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .any(|local| local.ends_with(&wanted))
-}
-
 fn restarts(gw: &Gateway) -> u64 {
     gw.healthz().1["dataplane"]["restarts"]
         .as_u64()
         .expect("healthz names the restarts")
 }
 
-/// Waits for the dataplane's counters to reach the controlplane (every 250 ms).
-fn settle() {
-    std::thread::sleep(Duration::from_millis(700));
+/// Whether `room` has a live RTMP publisher.
+fn publishing(gw: &Gateway, room: &str) -> bool {
+    let (code, v) = gw.get(&format!("/v1/rooms/{room}"));
+    code == 200
+        && v["ingests"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s["kind"] == "rtmp_publish" && s["state"] == "live")
+        })
 }
 
 /// ffmpeg's RTP muxer with `-pkt_size 1900` (legal on loopback and jumbo
@@ -132,8 +121,16 @@ fn an_ffmpeg_publisher_with_1900_byte_packets_costs_only_its_own_room() {
     );
     assert!(wait_bounded(&mut jumbo.0, Duration::from_secs(20)));
     steady.check("a 1900-byte RTP publisher");
-    settle();
-    let s = gw.session("jumbo", &id_of(&video));
+    // The counters reach the controlplane every 250 ms.
+    let s = wait_for(
+        "the big packets counted and the others through",
+        PATIENCE,
+        || gw.session("jumbo", &id_of(&video)),
+        |s| {
+            s["stats"]["drops"]["oversize"].as_u64().unwrap() > 10
+                && s["stats"]["packets"].as_u64().unwrap() > 0
+        },
+    );
     let oversize = s["stats"]["drops"]["oversize"].as_u64().unwrap();
     assert!(oversize > 10, "the big packets were counted: {s}");
     assert!(
@@ -174,15 +171,12 @@ fn a_one_byte_sps_with_an_rtmp_player_in_the_room_costs_only_that_room() {
     let url = gw.rtmp_url("tiny");
     let player = std::thread::spawn(move || ffmpeg_rtmp_play(&url, 2, Duration::from_secs(8)));
     // The player is in the room (its play bridges the room's RTP) before the SPS arrives.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw
-        .room_sessions("tiny")
-        .iter()
-        .any(|s| s["kind"] == "rtmp_play")
-    {
-        assert!(Instant::now() < deadline, "the RTMP player never joined");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        "the RTMP player to join",
+        Duration::from_secs(10),
+        || gw.room_sessions("tiny"),
+        |sessions| sessions.iter().any(|s| s["kind"] == "rtmp_play"),
+    );
     let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
     for seq in 0..60u16 {
         publisher
@@ -193,11 +187,11 @@ fn a_one_byte_sps_with_an_rtmp_player_in_the_room_costs_only_that_room() {
     let (v, _, _) = player.join().unwrap();
     assert_eq!(v, 0, "nothing decodable was sent, and nothing was");
     steady.check("a 1-byte SPS");
-    settle();
-    let s = gw.session("tiny", &id_of(&video));
-    assert!(
-        s["stats"]["drops"]["malformed"].as_u64().unwrap() >= 30,
-        "each refused SPS is counted: {s}"
+    wait_for(
+        "each refused SPS counted (malformed >= 30)",
+        PATIENCE,
+        || gw.session("tiny", &id_of(&video)),
+        |s| s["stats"]["drops"]["malformed"].as_u64().unwrap() >= 30,
     );
     assert_eq!(gw.healthz().0, 200);
     assert_eq!(restarts(&gw), 0, "the dataplane never died");
@@ -297,7 +291,12 @@ fn an_rtmp_publisher_with_large_parameter_sets_reaches_rtp_in_mtu_sized_packets(
     );
     let mut s = rtmp_raw(&gw);
     s.write_all(&publish_commands("big")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(
+        "the raw publisher accepted",
+        PATIENCE,
+        || publishing(&gw, "big"),
+        |&p| p,
+    );
     let sps = [&[0x67u8, 0x42, 0xc0, 0x1e][..], &[0xaa; 1096]].concat();
     let pps = [&[0x68u8][..], &[0xbb; 1099]].concat();
     let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xc0, 0x1e, 0xff, 0xe1];
@@ -378,18 +377,10 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     assert!(closed_within(&mut s, Duration::from_secs(2)));
     // A publisher that goes silent (a phone that lost its network) is closed
     // after the idle timeout, so a stale push does not hold the room.
-    let publishing = |room: &str| {
-        let (code, v) = gw.get(&format!("/v1/rooms/{room}"));
-        code == 200
-            && v["ingests"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|s| s["kind"] == "rtmp_publish" && s["state"] == "live")
-            })
-    };
     let mut s = rtmp_raw(&gw);
     s.write_all(&publish_commands("quiet")).unwrap();
     let t0 = Instant::now();
-    while !publishing("quiet") {
+    while !publishing(&gw, "quiet") {
         assert!(
             t0.elapsed() < Duration::from_millis(2500),
             "the raw publisher was not accepted"
@@ -398,25 +389,37 @@ fn rtmp_clients_over_the_limits_are_refused_and_counted() {
     }
     assert!(closed_within(&mut s, Duration::from_secs(6)));
     eprintln!("silent publisher closed after {:?}", t0.elapsed());
-    settle();
-    assert!(!publishing("quiet"));
-    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_nonplaying_per_ip\"") >= 1.0);
-    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_setup_timeout\"") >= 3.0);
-    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_memory\"") >= 1.0);
-    assert!(gw.metric("mgw_limit_hits_total", "limit=\"rtmp_idle\"") >= 1.0);
+    wait_for(
+        "the silent publisher's session to end",
+        PATIENCE,
+        || publishing(&gw, "quiet"),
+        |&p| !p,
+    );
+    // Each limit hit is counted (the shards report every 250 ms).
+    for (limit, hits) in [
+        ("rtmp_nonplaying_per_ip", 1.0),
+        ("rtmp_setup_timeout", 3.0),
+        ("rtmp_memory", 1.0),
+        ("rtmp_idle", 1.0),
+    ] {
+        wait_for(
+            &format!("mgw_limit_hits_total{{limit=\"{limit}\"}} >= {hits}"),
+            PATIENCE,
+            || gw.metric("mgw_limit_hits_total", &format!("limit=\"{limit}\"")),
+            |&n| n >= hits,
+        );
+    }
     assert_eq!(
         gw.metric("mgw_limit", "name=\"rtmp-max-nonplaying-per-ip\""),
         3.0
     );
     // Slots come back: a publisher still gets in and is served.
     let mut publisher = Reap(ffmpeg_rtmp_publish(&gw, "after", 3));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !publishing("after") {
-        assert!(
-            Instant::now() < deadline,
-            "publisher refused after the limits"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        "a publisher to get in after the limits",
+        PATIENCE,
+        || publishing(&gw, "after"),
+        |&p| p,
+    );
     assert!(wait_bounded(&mut publisher.0, Duration::from_secs(15)));
 }

@@ -14,12 +14,6 @@ fn rtp(pt: u8, seq: u16) -> Vec<u8> {
     p
 }
 
-fn drops(gw: &Gateway, room: &str, id: &str, reason: &str) -> u64 {
-    gw.session(room, id)["stats"]["drops"][reason]
-        .as_u64()
-        .unwrap()
-}
-
 #[test]
 fn junk_wrong_keys_and_strangers_are_counted_and_harmless() {
     let gw = Gateway::start(1, &[]);
@@ -56,17 +50,28 @@ fn junk_wrong_keys_and_strangers_are_counted_and_harmless() {
         );
         assert_eq!(n, 172);
     }
-    assert!(
-        rx.recv(&mut buf).is_err(),
+    // A last good packet after the stranger's last: it is the next one out,
+    // and once it is counted, so is everything sent to the ingest before it.
+    publisher.send_to(&rtp(111, 20), to(&good)).unwrap();
+    rx.recv(&mut buf).expect("the last good packet");
+    assert_eq!(
+        u16::from_be_bytes([buf[2], buf[3]]),
+        20,
         "the stranger's packets were not forwarded"
     );
-    std::thread::sleep(Duration::from_millis(600));
     let id = id_of(&good);
-    assert_eq!(drops(&gw, "w", &id, "malformed"), 40);
-    assert_eq!(drops(&gw, "w", &id, "payload_type"), 20);
-    assert_eq!(drops(&gw, "w", &id, "unknown_source"), 20);
-    assert_eq!(gw.session("w", &id)["stats"]["packets"], 20);
-    assert_eq!(drops(&gw, "w", &id_of(&secure), "auth_failed"), 20);
+    let s = wait_for(
+        "the last good packet counted",
+        PATIENCE,
+        || gw.session("w", &id),
+        |s| s["stats"]["packets"] == 21,
+    );
+    let drops = |s: &Value, reason: &str| s["stats"]["drops"][reason].as_u64().unwrap();
+    assert_eq!(drops(&s, "malformed"), 40, "{s}");
+    assert_eq!(drops(&s, "payload_type"), 20, "{s}");
+    assert_eq!(drops(&s, "unknown_source"), 20, "{s}");
+    let sec = gw.settled_ingest("w", &secure, 0);
+    assert_eq!(drops(&sec, "auth_failed"), 20, "{sec}");
     let (code, _) = gw.healthz();
     assert_eq!(code, 200, "the dataplane is still healthy");
 }
@@ -88,8 +93,7 @@ fn ffmpeg_with_the_wrong_srtp_key_is_dropped_as_auth_failure() {
         wait_bounded(&mut sender, Duration::from_secs(20)),
         "ffmpeg sender did not end"
     );
-    std::thread::sleep(Duration::from_millis(600));
-    let s = gw.session("k", &id_of(&v));
+    let s = gw.settled_ingest("k", &v, 0);
     assert_eq!(s["stats"]["packets"], 0, "{s}");
     assert!(
         s["stats"]["drops"]["auth_failed"].as_u64().unwrap() > 20,
@@ -160,14 +164,16 @@ fn a_receiver_that_stops_reading_does_not_stall_the_shard() {
     let last = reader.join().unwrap();
     // The first source keeps its sequence numbers on egress.
     assert_eq!(last, 20_049, "the reading egress got the tail");
-    std::thread::sleep(Duration::from_millis(600));
-    let (code, h) = gw.healthz();
-    assert_eq!(code, 200, "shard still beating: {h}");
     // Loopback hands the overflow to the deaf socket's queue, where the
     // kernel drops it; the gateway kept sending (or counted what it could not).
-    let d = gw.session("slow", &id_of(&deaf));
-    let sent = d["stats"]["packets"].as_u64().unwrap();
-    assert!(sent > 10_000, "the deaf egress was served too: {d}");
+    wait_for(
+        "the deaf egress to be counted as served too (> 10 000 packets)",
+        PATIENCE,
+        || gw.session("slow", &id_of(&deaf)),
+        |d| d["stats"]["packets"].as_u64().unwrap() > 10_000,
+    );
+    let (code, h) = gw.healthz();
+    assert_eq!(code, 200, "shard still beating: {h}");
     // And the shard still takes commands.
     gw.ingest("slow", json!({ "kind": "audio" }));
 }
