@@ -49,6 +49,8 @@ ulimit -n 65536 2>/dev/null || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== no module import cycle in the dataplane (tests/module_cycles.py)"
+python3 tests/module_cycles.py
 # Everything is built and tested with the dataplane's optional `reencode`
 # feature; the plain dataplane (the README's run command) is linted too.
 features=(--features dataplane/reencode,benches/reencode)

@@ -16,7 +16,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use dataplane::h264::{Depacketizer, Out, Packetizer};
+use dataplane::codec::h264::{Depacketizer, Packetizer};
+use dataplane::codec::Out;
 use dataplane::ice::lite::IceLite;
 use dataplane::ice::stun::{self, attr, Writer};
 use dataplane::router::Router;
@@ -140,7 +141,7 @@ fn flv_frame(key: bool, size: usize) -> Vec<u8> {
 fn flv_config() -> Vec<u8> {
     let sps = [0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x47, 0xfe, 0xc8];
     let pps = [0x68, 0xce, 0x3c, 0x80];
-    dataplane::h264::config_tag(&sps, &pps).expect("a valid SPS and PPS")
+    dataplane::codec::h264::config_tag(&sps, &pps).expect("a valid SPS and PPS")
 }
 
 fn h264(c: &mut Criterion) {

@@ -11,7 +11,7 @@
 //! test picture under noise, 2 s at 30 fps, looped with its times moved on.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dataplane::h264::Packetizer;
+use dataplane::codec::h264::Packetizer;
 use dataplane::reencode::{x264_bframes_flv, Reencoder};
 
 fn video(c: &mut Criterion) {

@@ -462,7 +462,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
             }
         }
         for p in hub.rtp_out.drain(..) {
-            assert!(p.packet.len() <= 12 + crate::h264::RTP_PAYLOAD);
+            assert!(p.packet.len() <= 12 + crate::codec::RTP_PAYLOAD);
         }
         hub.events_out.clear();
         hub.keyframe_requests.clear();
@@ -800,7 +800,7 @@ mod tests {
             fuzz_dtls_client(w);
             crate::rtcp::fuzz_walk(w);
             crate::srtp::fuzz_unprotect(w);
-            crate::h264::fuzz_config(w);
+            crate::codec::h264::fuzz_config(w);
         }
         // The core: keyed media fans out, an RTMP push becomes RTP, and
         // its RTMP player is woken.
@@ -809,8 +809,8 @@ mod tests {
         assert!(reach.rtp_from_rtmp >= 2, "{reach:?}");
         assert!(reach.rtmp_woken >= 1, "{reach:?}");
         let mut sps_pps = vec![5, 0x67, 0x42, 0, 0x1f, 0xe0, 0x68, 0xce];
-        crate::h264::fuzz_config(&sps_pps);
+        crate::codec::h264::fuzz_config(&sps_pps);
         sps_pps[0] = 2;
-        crate::h264::fuzz_config(&sps_pps);
+        crate::codec::h264::fuzz_config(&sps_pps);
     }
 }

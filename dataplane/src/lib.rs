@@ -4,16 +4,17 @@
 //! Layers, bottom up:
 //! - [`rtp`], [`srtp`]: sans-IO wire formats and crypto framing on caller buffers.
 //! - [`demux`], [`ice`]: RFC 7983 first-byte demux and ICE-lite (STUN) for WebRTC sessions (sans-IO).
+//! - [`codec`]: video codecs behind one seam: keyframes, RTP ↔ FLV repacketization (sans-IO).
 //! - [`router`]: rooms, sessions and the per-packet forwarding decision (sans-IO).
 //! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
+pub mod codec;
 pub mod core;
 pub mod demux;
 pub mod dtls;
 pub mod dtls_verify;
 pub mod fuzz;
-pub mod h264;
 pub mod ice;
 pub mod limits;
 pub mod mix;

@@ -30,11 +30,9 @@
 use ff::{codec, decoder, encoder, format::Pixel, frame, picture, Dictionary, Packet, Rational};
 use ffmpeg_next as ff;
 
-use crate::h264::{avcc_nals, composition_offset, config_tag, parameter_sets};
+use crate::codec::composition_offset;
+use crate::codec::h264::{self, avcc_nals, config_tag, flv_body, parameter_sets};
 
-const NAL_SPS: u8 = 7;
-const NAL_PPS: u8 = 8;
-const NAL_AUD: u8 = 9;
 const START: [u8; 4] = [0, 0, 0, 1];
 
 /// Frames waiting for the re-encode thread (about a second of one 30 fps
@@ -114,11 +112,11 @@ impl Reencoder {
     /// One FLV video tag body of the source at FLV time `ms`; appends the
     /// re-encoded tag bodies made now, each with its presentation time (ms).
     pub fn push(&mut self, ms: u32, body: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
-        if self.gave_up || body.len() < 5 || body[0] & 0x0f != 7 {
+        if self.gave_up || body.len() < 5 || body[0] & 0x0f != h264::FLV_CODEC_ID {
             return;
         }
         if body[1] == 0 {
-            if let Some((w, h, _)) = crate::rtmp::meta::sps_of_avc_config(body) {
+            if let Some((w, h, _)) = h264::picture(&body[5..]) {
                 self.check_size(w, h);
             }
             if let Some((sps, pps)) = parameter_sets(&body[5..]) {
@@ -276,55 +274,6 @@ fn open_encoder(width: u32, height: u32, format: Pixel) -> Result<Encoder, Strin
     })
 }
 
-/// The NAL units of an Annex B access unit (3- or 4-byte start codes).
-fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let starts: Vec<usize> = (0..data.len().saturating_sub(2))
-        .filter(|&i| data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1)
-        .map(|i| i + 3)
-        .collect();
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&s| {
-            let e = s - 3;
-            if e > 0 && data[e - 1] == 0 {
-                e - 1
-            } else {
-                e
-            }
-        })
-        .chain(std::iter::once(data.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .map(move |(s, e)| &data[s..e.max(s)])
-        .filter(|n| !n.is_empty())
-}
-
-/// An SPS and its PPS.
-type Sets = (Vec<u8>, Vec<u8>);
-
-/// An encoded access unit (Annex B) as an FLV video tag body, and the
-/// parameter sets it carried (x264 repeats them before each IDR).
-fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
-    let (mut sps, mut pps) = (None, None);
-    let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-    for nal in annexb_nals(annexb) {
-        match nal[0] & 0x1f {
-            NAL_SPS => sps = Some(nal.to_vec()),
-            NAL_PPS => pps = Some(nal.to_vec()),
-            NAL_AUD => {}
-            _ => {
-                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                body.extend_from_slice(nal);
-            }
-        }
-    }
-    let sets = sps.zip(pps);
-    (sets, (body.len() > 5).then_some(body))
-}
-
 /// What an RTMP publisher with OBS's settings sends, for tests and
 /// benches: `frames` pictures of the lavfi source `lavfi` encoded by the
 /// ffmpeg tool's x264 (2 B-frames, preset veryfast, 2 Mbit/s, a keyframe
@@ -462,17 +411,5 @@ mod tests {
         let why = r.refused.take().expect("refused");
         assert!(why.contains("2560x1440") && why.contains("1080p"), "{why}");
         assert!(out.is_empty());
-    }
-
-    #[test]
-    fn annex_b_splits_on_both_start_codes() {
-        let au = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
-        ];
-        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
-        assert_eq!(nals, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
-        let (sets, body) = flv_body(&au, true);
-        assert_eq!(sets, Some((vec![0x67, 1, 2], vec![0x68, 3])));
-        assert_eq!(body.unwrap(), [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 4, 5]);
     }
 }

@@ -1,4 +1,4 @@
-//! A bounded reorder buffer before the H264 → FLV depacketizer (sans-IO):
+//! A bounded reorder buffer before the RTP → FLV depacketizer (sans-IO):
 //! the bridge to RTMP needs every packet of a frame in order, and one
 //! reordered or lost packet would otherwise drop video to the next IDR and
 //! cost a keyframe round trip.

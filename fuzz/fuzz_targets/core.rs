@@ -2,4 +2,6 @@
 // See dataplane::fuzz::fuzz_core (the same body runs as a unit test on stable).
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| dataplane::fuzz::fuzz_core(data));
+fuzz_target!(|data: &[u8]| {
+    dataplane::fuzz::fuzz_core(data);
+});

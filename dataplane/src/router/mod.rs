@@ -48,8 +48,8 @@ use self::sessions::{Role, Session, WebrtcSession};
 /// A session's slot in the shard; the same index names its socket.
 pub type Handle = u32;
 
-/// Payload types the egress SDP announces.
-pub const EGRESS_VIDEO_PT: u8 = 96;
+/// Payload types the egress SDP announces: its video codec's, and Opus's.
+pub const EGRESS_VIDEO_PT: u8 = crate::codec::VideoCodec::NEGOTIATED.payload_type();
 pub const EGRESS_AUDIO_PT: u8 = 111;
 
 /// A publisher that has been silent this long may be replaced: a new source

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use gateway_ring::msg::MediaKind;
 
+use crate::codec::VideoCodec;
 use crate::nack::NackCache;
 use crate::rtp::RtpHeader;
 use crate::webrtc::Peer;
@@ -88,6 +89,8 @@ pub(super) const RTMP_CACHE_IDLE: std::time::Duration = std::time::Duration::fro
 pub(super) struct RtmpCache {
     pub(super) packets: Box<NackCache>,
     pub(super) last: Instant,
+    /// Its video codec, which tells where a keyframe starts.
+    pub(super) codec: VideoCodec,
     /// Sequence number of the packet that began the latest keyframe.
     pub(super) keyframe: Option<u16>,
 }
@@ -102,13 +105,16 @@ impl Router {
         let cache = self.rtmp_caches.entry(source).or_insert_with(|| RtmpCache {
             packets: Box::default(),
             last: now,
+            codec: VideoCodec::NEGOTIATED,
             keyframe: None,
         });
         cache.packets.insert(h.seq_no, packet);
         cache.last = now;
-        if crate::h264::starts_keyframe(packet.get(h.len..).unwrap_or_default()) {
-            // The packetizer opens each IDR with its SPS/PPS: the first
-            // packet of the keyframe is where a replay starts.
+        let payload = packet.get(h.len..).unwrap_or_default();
+        if cache.codec.starts_keyframe(payload) {
+            // The packetizer opens each keyframe with its parameter sets
+            // (each may look like its start): the first packet of the
+            // keyframe is where a replay starts.
             let same = cache.keyframe.is_some_and(|k| h.seq_no.wrapping_sub(k) < 4);
             if !same {
                 cache.keyframe = Some(h.seq_no);

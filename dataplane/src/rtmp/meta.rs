@@ -6,7 +6,7 @@
 //! the stream writes its own from what passes through it:
 //!
 //! ```text
-//! video sequence header ─▶ SPS (h264-reader) ─▶ width, height, frame rate if the SPS says
+//! video sequence header ─▶ its codec (crate::codec) ─▶ width, height, frame rate if it says
 //! audio sequence header ─▶ AudioSpecificConfig ─▶ sample rate, channels
 //! frames               ─▶ bytes and times    ─▶ data rates, frame rate (measured per GOP)
 //! publisher's onMetaData ─▶ its other fields (encoder, …) kept; ours win
@@ -24,6 +24,7 @@ use rml_amf0::Amf0Value;
 
 use super::conn::{types, Media};
 use super::stream::{is_audio_config, is_keyframe, is_video_config};
+use crate::codec::VideoCodec;
 
 /// Bits per pixel of a typical H264 live stream: the video data rate said
 /// before one was measured (320x240 at 30 fps: 230 kbit/s).
@@ -156,11 +157,11 @@ impl Meta {
         self.gop_last = ts;
     }
 
-    /// Width, height and frame rate from an AVC sequence header's first
-    /// SPS; true if they changed.
+    /// Width, height and frame rate from a video sequence header; true if
+    /// they changed.
     fn read_video_config(&mut self, body: &[u8]) -> bool {
         self.video = true;
-        let Some((w, h, fps)) = sps_of_avc_config(body) else {
+        let Some((w, h, fps)) = video_config_picture(body) else {
             return false;
         };
         let changed = (w, h) != (self.width, self.height) || fps != self.sps_fps;
@@ -199,7 +200,8 @@ impl Meta {
             .or(self.theirs("framerate"))
             .unwrap_or(NOMINAL_FPS);
         if self.video {
-            f.insert("videocodecid".into(), num(7.0));
+            let codec = VideoCodec::NEGOTIATED.flv_codec_id();
+            f.insert("videocodecid".into(), num(codec as f64));
             if self.width > 0 {
                 f.insert("width".into(), num(self.width as f64));
                 f.insert("height".into(), num(self.height as f64));
@@ -249,24 +251,11 @@ impl Meta {
     }
 }
 
-/// (width, height, frames per second if its VUI says) of the first SPS in
-/// an FLV AVC sequence header (`[0x17, 0, cts×3]` + AVCDecoderConfigurationRecord).
-pub fn sps_of_avc_config(body: &[u8]) -> Option<(u32, u32, Option<f64>)> {
-    use h264_reader::nal::sps::SeqParameterSet;
-    use h264_reader::rbsp::{decode_nal, BitReader};
-    let rec = body.get(5..)?;
-    if rec.len() < 8 || rec[5] & 0x1f == 0 {
-        return None;
-    }
-    let len = u16::from_be_bytes([rec[6], rec[7]]) as usize;
-    let nal = rec.get(8..8 + len)?;
-    let rbsp = decode_nal(nal).ok()?;
-    let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).ok()?;
-    let (w, h) = sps.pixel_dimensions().ok()?;
-    let fps = sps
-        .fps()
-        .filter(|f| f.is_finite() && *f > 0.0 && *f <= 240.0);
-    Some((w, h, fps))
+/// (width, height, frames per second if it says) of an FLV video sequence
+/// header (`[key | codec id, 0, cts×3]` + its codec's decoder configuration
+/// record), read by its codec ([`VideoCodec::picture`]).
+pub fn video_config_picture(body: &[u8]) -> Option<(u32, u32, Option<f64>)> {
+    VideoCodec::of_flv(body)?.picture(body.get(5..)?)
 }
 
 /// (sample rate, channels) of an AudioSpecificConfig (ISO 14496-3 §1.6.2.1):
@@ -319,7 +308,7 @@ mod tests {
         Media {
             type_id: types::VIDEO,
             timestamp: 0,
-            payload: Bytes::from(crate::h264::config_tag(SPS_320X240, PPS).unwrap()),
+            payload: Bytes::from(crate::codec::h264::config_tag(SPS_320X240, PPS).unwrap()),
         }
     }
 
@@ -437,7 +426,7 @@ mod tests {
         );
         // A new picture size is told to the players before its header.
         let mut other = video_config();
-        other.payload = Bytes::from(crate::h264::config_tag(SPS_640X360, PPS).unwrap());
+        other.payload = Bytes::from(crate::codec::h264::config_tag(SPS_640X360, PPS).unwrap());
         let Send::Players(m) = meta.before(&other) else {
             panic!("a new size goes to the players");
         };

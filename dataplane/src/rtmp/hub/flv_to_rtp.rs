@@ -1,15 +1,15 @@
-//! The bridge FLV → RTP ([`RtpOut`]): an RTMP publisher's video as H264 RTP
-//! at its presentation time (through the re-encode thread first when it has
-//! B-frames, up to the shard's limit) and its AAC as Opus RTP from the
-//! transcoder, for the room's WebRTC players and RTP egresses, its latest
-//! GOP kept for those who join; and the warnings about what WebRTC players
-//! cannot get or play.
+//! The bridge FLV → RTP ([`RtpOut`]): an RTMP publisher's video as RTP
+//! (its codec's packetizer) at its presentation time (through the
+//! re-encode thread first when it has B-frames, up to the shard's limit)
+//! and its AAC as Opus RTP from the transcoder, for the room's WebRTC
+//! players and RTP egresses, its latest GOP kept for those who join; and
+//! the warnings about what WebRTC players cannot get or play.
 
 use bytes::Bytes;
 
 use super::streams::Stream;
 use super::Hub;
-use crate::h264::{Packetizer, Pushed};
+use crate::codec::{Packetizer, Pushed, VideoCodec};
 use crate::participants::Pid;
 use crate::rtmp::conn::{types, Media};
 use crate::transcode::Job;
@@ -112,7 +112,7 @@ impl RtpOut {
 
     pub(super) fn new(pid: Pid) -> RtpOut {
         RtpOut {
-            packetizer: Packetizer::new(pid.wrapping_mul(0x9e37_79b1) | 1, 96),
+            packetizer: VideoCodec::NEGOTIATED.packetizer(pid.wrapping_mul(0x9e37_79b1) | 1),
             gop: Vec::new(),
             gop_bytes: 0,
             reencode: None,
@@ -256,17 +256,22 @@ impl Hub {
 /// A video message's presentation time (ms): its FLV time (decode time)
 /// plus the AVC packet's composition time offset, a signed 24-bit field.
 fn presentation_ms(m: &Media) -> u32 {
-    let cts = crate::h264::composition_offset(&m.payload);
+    let cts = crate::codec::composition_offset(&m.payload);
     m.timestamp.wrapping_add(cts as u32)
 }
 
-/// Whether an FLV video message is H264 with B-frames: a composition time
-/// offset (presentation order differs from decode order).
+/// Whether an FLV video message of a codec of ours has B-frames: a
+/// composition time offset (presentation order differs from decode order).
 pub(super) fn has_bframes(m: &Media) -> bool {
     m.type_id == types::VIDEO
-        && m.payload.first().is_some_and(|f| f & 0x0f == 7)
+        && VideoCodec::of_flv(&m.payload).is_some()
         && m.payload.get(1) == Some(&1)
         && presentation_ms(m) != m.timestamp
+}
+
+/// The video codecs bridged to WebRTC, named for a warning.
+fn bridged_codecs() -> String {
+    VideoCodec::ALL.map(VideoCodec::name).join(", ")
 }
 
 /// What of an RTMP publisher's message WebRTC players cannot be given or
@@ -292,9 +297,10 @@ pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u
         types::VIDEO if first & 0x80 != 0 => {
             let fourcc = m.payload.get(1..5).unwrap_or_default();
             let fourcc = String::from_utf8_lossy(fourcc);
-            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only H264 is; {over}")))
+            let ours = bridged_codecs();
+            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only {ours} is; {over}")))
         }
-        types::VIDEO if first & 0x0f != 7 => {
+        types::VIDEO if VideoCodec::of_flv(&m.payload).is_none() => {
             let name = match first & 0x0f {
                 2 => "Sorenson H.263",
                 3 | 6 => "Screen video",
@@ -304,7 +310,8 @@ pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u
                 _ => "unknown",
             };
             let id = first & 0x0f;
-            Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only H264 is; {over}")))
+            let ours = bridged_codecs();
+            Some((1, format!("video: {name} (FLV codec id {id}) is not bridged to WebRTC, only {ours} is; {over}")))
         }
         types::VIDEO if has_bframes(m) && reencoded => Some((
             4,
@@ -402,7 +409,7 @@ mod tests {
         let mut h = hub_with(conns);
         h.bframe_reencodes = 1;
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-        let config = crate::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
+        let config = crate::codec::h264::config_tag(&sps, &[0x68, 0xce, 0x06, 0xe2]).unwrap();
         (h, config)
     }
 

@@ -1,20 +1,21 @@
-//! The bridge RTP → FLV ([`Bridge`]): a WebRTC or RTP publisher's H264
-//! through a reorder buffer (gaps NACKed) and the depacketizer, and its Opus
-//! as AAC from the transcoder, placed on its stream's FLV timeline (an
-//! [`Anchor`] per RTP stream, the audio's lined up with the video's by the
-//! sender reports) for the stream's RTMP and HTTP-FLV players and programs.
+//! The bridge RTP → FLV ([`Bridge`]): a WebRTC or RTP publisher's video
+//! through a reorder buffer (gaps NACKed) and its codec's depacketizer,
+//! and its Opus as AAC from the transcoder, placed on its stream's FLV
+//! timeline (an [`Anchor`] per RTP stream, the audio's lined up with the
+//! video's by the sender reports) for the stream's RTMP and HTTP-FLV
+//! players and programs.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::{Action, Hub};
-use crate::h264::{Depacketizer, Out};
+use crate::codec::{Depacketizer, Out, VideoCodec};
 use crate::participants::{Participants, Pid};
 use crate::reorder::Reorder;
 use crate::rtmp::conn::{types, Media};
 
-/// H264 RTP → FLV video tags for one participant's stream.
+/// RTP video → FLV video tags for one participant's stream.
 pub(super) struct Bridge {
     /// Packets back in order (gaps NACKed and waited for) before the depacketizer.
     reorder: Reorder,
@@ -38,7 +39,7 @@ impl Bridge {
     fn new(now: Instant) -> Bridge {
         Bridge {
             reorder: Reorder::default(),
-            depack: Depacketizer::new(),
+            depack: VideoCodec::NEGOTIATED.depacketizer(),
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
             epoch: now
@@ -178,7 +179,7 @@ impl Hub {
         self.streams.contains_key(&pid)
     }
 
-    /// One H264 RTP packet of participant `pid`'s publisher (`source` =
+    /// One RTP video packet of participant `pid`'s publisher (`source` =
     /// ingest session and SSRC): what the publisher must be told or counted for.
     #[allow(clippy::too_many_arguments)]
     pub fn on_rtp_video(
@@ -209,7 +210,7 @@ impl Hub {
             // A new publisher session (or SSRC) of this participant: a fresh
             // depacketizer waiting for its first IDR, on the same timeline.
             bridged.need_keyframe = true;
-            b.depack = Depacketizer::new();
+            b.depack = VideoCodec::NEGOTIATED.depacketizer();
             b.reorder = Reorder::default();
         }
         let mut out = Vec::new();

@@ -13,7 +13,7 @@ use super::connections::Role;
 use super::flv_to_rtp::{has_bframes, media_warning, RtpOut};
 use super::rtp_to_flv::Bridge;
 use super::{Action, Hub};
-use crate::h264::Pushed;
+use crate::codec::Pushed;
 use crate::participants::{Participants, Pid};
 use crate::rtmp::conn::{types, Media};
 use crate::rtmp::http;
@@ -34,7 +34,7 @@ pub(super) struct Stream {
     /// RTP from the participant's WebRTC or RTP publisher, repacketized
     /// for RTMP players while no RTMP client publishes as it.
     pub(super) bridge: Option<Bridge>,
-    /// The RTMP publisher's video as H264 RTP for the room's WebRTC players
+    /// The RTMP publisher's video as RTP for the room's WebRTC players
     /// and RTP egresses.
     pub(super) rtp: Option<RtpOut>,
     /// Programs that show this participant now, or switch to it at its next keyframe.

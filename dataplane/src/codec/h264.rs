@@ -11,6 +11,15 @@
 //! A gap in sequence numbers loses part of a frame: the depacketizer drops
 //! everything up to the next IDR rather than emit a corrupt frame, and asks
 //! for a keyframe ([`Out::NeedKeyframe`]) so the wait is short.
+//!
+//! The H264 module of [`crate::codec`]: nothing outside `codec/` calls it
+//! but the re-encoder of H264 with B-frames (`reencode.rs`), the fuzz
+//! targets, tests and benches; the rest asks a [`super::VideoCodec`].
+
+use super::{Out, Pushed, RTP_PAYLOAD};
+
+/// FLV's codec id for H264 (AVC): the low 4 bits of a video tag's first byte.
+pub const FLV_CODEC_ID: u8 = 7;
 
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
@@ -41,23 +50,9 @@ pub fn valid_pps(pps: &[u8]) -> bool {
     (2..=MAX_PARAMETER_SET).contains(&pps.len()) && pps[0] & 0x1f == NAL_PPS
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Out {
-    /// An FLV video tag body with a new AVCDecoderConfigurationRecord.
-    Config(Vec<u8>),
-    /// An FLV video tag body with one access unit; `rtp_ts` is its RTP time.
-    Frame {
-        key: bool,
-        rtp_ts: u32,
-        body: Vec<u8>,
-    },
-    /// Part of a frame was lost: ask the publisher for a keyframe.
-    NeedKeyframe,
-    /// An SPS or PPS that cannot be used (too short to hold the fields the
-    /// decoder configuration needs, or too long): dropped, to be counted.
-    BadParameterSet,
-}
-
+/// H264 RTP payloads into FLV video tags ([`Out`]; its `Config` holds an
+/// AVCDecoderConfigurationRecord, `BadParameterSet` is an SPS or PPS too
+/// short to hold the fields the decoder configuration needs, or too long).
 #[derive(Default)]
 pub struct Depacketizer {
     /// NALs of the access unit being assembled, AVCC framed, after the
@@ -246,9 +241,6 @@ impl Depacketizer {
     }
 }
 
-/// Payload budget per RTP packet (1200 + headers stays under common MTUs).
-pub const RTP_PAYLOAD: usize = 1200;
-
 /// FLV video tags (AVCC) into H264 RTP packets (RFC 6184, packetization
 /// mode 1): SPS and PPS in a STAP-A before every IDR, NALs that fit sent
 /// whole, larger ones as FU-A; the marker bit ends each access unit.
@@ -288,7 +280,7 @@ impl Packetizer {
     /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets,
     /// each at most `12 + RTP_PAYLOAD` bytes.
     pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
-        if body.len() < 5 || body[0] & 0x0f != 7 {
+        if body.len() < 5 || body[0] & 0x0f != FLV_CODEC_ID {
             return Pushed::Nothing;
         }
         let key = body[0] >> 4 == 1;
@@ -379,16 +371,6 @@ pub fn avcc_nals(mut p: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// An FLV AVC video tag body's composition time offset (ms, presentation
-/// minus decode time): a signed 24-bit field after the packet type; 0 if
-/// the body is too short to hold one.
-pub fn composition_offset(body: &[u8]) -> i32 {
-    match body.get(2..5) {
-        Some(&[a, b, c]) => ((u32::from_be_bytes([0, a, b, c]) << 8) as i32) >> 8,
-        _ => 0,
-    }
-}
-
 /// The first SPS and PPS of an AVCDecoderConfigurationRecord (ISO 14496-15
 /// §5.2.4.1), if both are there and usable ([`valid_sps`], [`valid_pps`]).
 pub fn parameter_sets(rec: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -416,23 +398,80 @@ pub fn parameter_sets(rec: &[u8]) -> Option<(&[u8], &[u8])> {
     }
 }
 
-/// What [`Packetizer::push`] made of a tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
-    /// RTP packets were appended.
-    Packets,
-    /// Nothing to send (a usable config, script data, junk framing).
-    Nothing,
-    /// A decoder configuration whose SPS or PPS cannot be used: refused
-    /// (the last good one stays), to be counted.
-    BadConfig,
-}
-
 /// A 16-bit length-prefixed, non-empty field at the start of `p`, and what follows it.
 fn length_prefixed(p: &[u8]) -> Option<(&[u8], &[u8])> {
     let (len, rest) = p.split_first_chunk::<2>()?;
     let n = u16::from_be_bytes(*len) as usize;
     (n > 0 && rest.len() >= n).then(|| rest.split_at(n))
+}
+
+/// (width, height, frames per second if its VUI says) of the first SPS of
+/// an AVCDecoderConfigurationRecord (ISO 14496-15 §5.2.4.1), read by
+/// `h264-reader` (ITU-T H.264 §7.3.2.1.1).
+pub fn picture(rec: &[u8]) -> Option<(u32, u32, Option<f64>)> {
+    use h264_reader::nal::sps::SeqParameterSet;
+    use h264_reader::rbsp::{decode_nal, BitReader};
+    if rec.len() < 8 || rec[5] & 0x1f == 0 {
+        return None;
+    }
+    let len = u16::from_be_bytes([rec[6], rec[7]]) as usize;
+    let nal = rec.get(8..8 + len)?;
+    let rbsp = decode_nal(nal).ok()?;
+    let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).ok()?;
+    let (w, h) = sps.pixel_dimensions().ok()?;
+    let fps = sps
+        .fps()
+        .filter(|f| f.is_finite() && *f > 0.0 && *f <= 240.0);
+    Some((w, h, fps))
+}
+
+/// The NAL units of an Annex B access unit (3- or 4-byte start codes).
+pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let starts: Vec<usize> = (0..data.len().saturating_sub(2))
+        .filter(|&i| data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1)
+        .map(|i| i + 3)
+        .collect();
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|&s| {
+            let e = s - 3;
+            if e > 0 && data[e - 1] == 0 {
+                e - 1
+            } else {
+                e
+            }
+        })
+        .chain(std::iter::once(data.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .map(move |(s, e)| &data[s..e.max(s)])
+        .filter(|n| !n.is_empty())
+}
+
+/// An SPS and its PPS.
+pub type Sets = (Vec<u8>, Vec<u8>);
+
+/// An encoded access unit (Annex B) as an FLV video tag body, and the
+/// parameter sets it carried (x264 repeats them before each IDR).
+pub fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
+    let (mut sps, mut pps) = (None, None);
+    let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
+    for nal in annexb_nals(annexb) {
+        match nal[0] & 0x1f {
+            NAL_SPS => sps = Some(nal.to_vec()),
+            NAL_PPS => pps = Some(nal.to_vec()),
+            NAL_AUD => {}
+            _ => {
+                body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+                body.extend_from_slice(nal);
+            }
+        }
+    }
+    let sets = sps.zip(pps);
+    (sets, (body.len() > 5).then_some(body))
 }
 
 /// The body of the `h264_rtp` fuzz target: junk RTP payloads never panic
@@ -545,6 +584,18 @@ mod tests {
                 p
             })
             .collect()
+    }
+
+    #[test]
+    fn annex_b_splits_on_both_start_codes() {
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+        ];
+        let nals: Vec<&[u8]> = annexb_nals(&au).collect();
+        assert_eq!(nals, [&[0x67, 1, 2][..], &[0x68, 3], &[0x65, 4, 5]]);
+        let (sets, body) = flv_body(&au, true);
+        assert_eq!(sets, Some((vec![0x67, 1, 2], vec![0x68, 3])));
+        assert_eq!(body.unwrap(), [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 4, 5]);
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! Video codecs behind one seam: what the gateway asks of a video codec,
+//! answered by that codec's module (`h264.rs` today), without decoding.
+//!
+//! The rest of the dataplane holds a [`VideoCodec`] (or the
+//! [`Depacketizer`] / [`Packetizer`] it made) and asks it; only `codec/`
+//! names a codec's module. Access units are FLV video tag bodies, the form
+//! the RTMP side carries:
+//!
+//! ```text
+//! RTP payload ─▶ VideoCodec::starts_keyframe   where a GOP replay starts (an RTMP publisher's RTP cache)
+//! RTP packets ─▶ Depacketizer::push ─▶ Out     access units as FLV video tags, the decoder
+//!                                              configuration first, NeedKeyframe after a loss
+//! FLV tag     ─▶ Packetizer::push   ─▶ RTP     within RTP_PAYLOAD; Pushed says what it made
+//! FLV tag     ─▶ VideoCodec::of_flv            which codec (FLV's codec id), if one of ours
+//! FLV tag     ─▶ composition_offset            presentation minus decode time (B-frames)
+//! FLV config  ─▶ VideoCodec::picture           width, height, frame rate for onMetaData
+//! facts       ─▶ name, payload_type, flv_codec_id
+//! ```
+//!
+//! Payload-header rewriting: H264 needs none (a player's line rewrites the
+//! RTP header only; the payload goes as it came). A codec that numbers its
+//! pictures in the payload (VP8's and VP9's picture id and TL0PICIDX) adds
+//! a rewrite method here for a line that switches source or layer.
+//!
+//! Dispatch is a `match` on a `Copy` enum, inlined: no trait object, no
+//! allocation per packet (a one-variant enum has no tag at all).
+//!
+//! Adding a codec (VP8, say): write `codec/vp8.rs` with what `h264.rs`
+//! has (`starts_keyframe`, a `Depacketizer` and a `Packetizer` with the
+//! same `push` signatures and [`Out`] / [`Pushed`], its `FLV_CODEC_ID` if
+//! FLV has one), add `VideoCodec::Vp8`, `Depacketizer::Vp8` and
+//! `Packetizer::Vp8`, and an arm in each `match` below (the compiler lists
+//! them). Then give tracks their codec where [`VideoCodec::NEGOTIATED`] is
+//! taken today (grep it): the controlplane's SDP and the ring's track specs
+//! carry none yet.
+
+pub mod h264;
+
+/// Payload budget per RTP packet (1200 + headers stays under common MTUs),
+/// for every codec's packetizer.
+pub const RTP_PAYLOAD: usize = 1200;
+
+/// An FLV video tag body's composition time offset (ms, presentation
+/// minus decode time): a signed 24-bit field after the packet type (FLV's
+/// AVC video packet, the access units here); 0 if the body is too short to
+/// hold one.
+pub fn composition_offset(body: &[u8]) -> i32 {
+    match body.get(2..5) {
+        Some(&[a, b, c]) => ((u32::from_be_bytes([0, a, b, c]) << 8) as i32) >> 8,
+        _ => 0,
+    }
+}
+
+/// A video codec the gateway repacketizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoCodec {
+    /// RFC 6184 (packetization mode 1: single NAL, STAP-A, FU-A); FLV's AVC.
+    H264,
+}
+
+impl VideoCodec {
+    /// Every codec, for what is said about them (a warning names them).
+    pub const ALL: [VideoCodec; 1] = [VideoCodec::H264];
+
+    /// The codec of every video track today: the one the controlplane
+    /// negotiates (WHIP/WHEP answers, RTP ingests and egresses) and the one
+    /// FLV → RTP bridges. The ring's track specs carry no codec, so where a
+    /// track's codec is needed and no input says it (an RTP egress's video
+    /// line, an RTMP publisher's packetizer and RTP cache, the bridge RTP →
+    /// FLV, a stream's `onMetaData`) the code takes this. A second codec
+    /// makes it a field of the track instead.
+    pub const NEGOTIATED: VideoCodec = VideoCodec::H264;
+
+    /// Its name in SDP (`a=rtpmap`) and in what we tell operators.
+    pub const fn name(self) -> &'static str {
+        match self {
+            VideoCodec::H264 => "H264",
+        }
+    }
+
+    /// The RTP payload type it is sent with where we choose one: an RTP
+    /// egress (the controlplane's egress SDP says the same, `sdp.rs`
+    /// `VIDEO_PT`) and an RTMP publisher's packetized video. A WebRTC
+    /// player's line uses the type its answer negotiated.
+    pub const fn payload_type(self) -> u8 {
+        match self {
+            VideoCodec::H264 => 96,
+        }
+    }
+
+    /// Its codec id in an FLV video tag (the low 4 bits of the first byte).
+    pub const fn flv_codec_id(self) -> u8 {
+        match self {
+            VideoCodec::H264 => h264::FLV_CODEC_ID,
+        }
+    }
+
+    /// The codec of an FLV video tag body, if it is one of these.
+    #[inline]
+    pub fn of_flv(body: &[u8]) -> Option<VideoCodec> {
+        match body.first()? & 0x0f {
+            h264::FLV_CODEC_ID => Some(VideoCodec::H264),
+            _ => None,
+        }
+    }
+
+    /// Whether an RTP payload of this codec begins a keyframe: what a GOP
+    /// replay starts from.
+    #[inline]
+    pub fn starts_keyframe(self, payload: &[u8]) -> bool {
+        match self {
+            VideoCodec::H264 => h264::starts_keyframe(payload),
+        }
+    }
+
+    /// A depacketizer waiting for its first keyframe.
+    pub fn depacketizer(self) -> Depacketizer {
+        match self {
+            VideoCodec::H264 => Depacketizer::H264(h264::Depacketizer::new()),
+        }
+    }
+
+    /// A packetizer sending on `ssrc` with [`payload_type`](Self::payload_type).
+    pub fn packetizer(self, ssrc: u32) -> Packetizer {
+        match self {
+            VideoCodec::H264 => Packetizer::H264(h264::Packetizer::new(ssrc, self.payload_type())),
+        }
+    }
+
+    /// (width, height, frames per second if it says) of the decoder
+    /// configuration record an FLV sequence header carries after its 5-byte
+    /// header (H264: the AVCDecoderConfigurationRecord's first SPS).
+    pub fn picture(self, config: &[u8]) -> Option<(u32, u32, Option<f64>)> {
+        match self {
+            VideoCodec::H264 => h264::picture(config),
+        }
+    }
+}
+
+/// What a [`Depacketizer`] makes of RTP packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// An FLV video tag body with a new decoder configuration (a sequence
+    /// header).
+    Config(Vec<u8>),
+    /// An FLV video tag body with one access unit; `rtp_ts` is its RTP time.
+    Frame {
+        key: bool,
+        rtp_ts: u32,
+        body: Vec<u8>,
+    },
+    /// Part of a frame was lost: ask the publisher for a keyframe.
+    NeedKeyframe,
+    /// A parameter set that cannot be used (H264: an SPS or PPS too short
+    /// for the decoder configuration, or too long): dropped, to be counted.
+    BadParameterSet,
+}
+
+/// What [`Packetizer::push`] made of a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// RTP packets were appended.
+    Packets,
+    /// Nothing to send (a usable config, script data, junk framing).
+    Nothing,
+    /// A decoder configuration whose parameter sets cannot be used: refused
+    /// (the last good one stays), to be counted.
+    BadConfig,
+}
+
+/// RTP payloads of one codec into FLV video tags ([`VideoCodec::depacketizer`]).
+pub enum Depacketizer {
+    H264(h264::Depacketizer),
+}
+
+impl Depacketizer {
+    /// One RTP packet's payload (`seq`, `ts`, `marker` from its header);
+    /// appends what it completes.
+    #[inline]
+    pub fn push(&mut self, seq: u16, ts: u32, marker: bool, payload: &[u8], out: &mut Vec<Out>) {
+        match self {
+            Depacketizer::H264(d) => d.push(seq, ts, marker, payload, out),
+        }
+    }
+}
+
+/// FLV video tags into RTP packets of one codec ([`VideoCodec::packetizer`]).
+pub enum Packetizer {
+    H264(h264::Packetizer),
+}
+
+impl Packetizer {
+    /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets,
+    /// each at most `12 + RTP_PAYLOAD` bytes.
+    #[inline]
+    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
+        match self {
+            Packetizer::H264(p) => p.push(body, ts, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seam answers as the codec's module does: FLV's codec id both
+    /// ways, keyframes, and an FLV tag through the packetizer and back
+    /// through the depacketizer it made.
+    #[test]
+    fn each_codec_answers_through_the_seam() {
+        for codec in VideoCodec::ALL {
+            let id = codec.flv_codec_id();
+            assert_eq!(VideoCodec::of_flv(&[0x10 | id]), Some(codec));
+        }
+        assert_eq!(VideoCodec::of_flv(&[0x12]), None, "Sorenson H.263");
+        assert_eq!(VideoCodec::of_flv(&[]), None);
+        let h264 = VideoCodec::H264;
+        assert!(h264.starts_keyframe(&[0x65, 0x88]) && !h264.starts_keyframe(&[0x41, 0x9a]));
+        let config = h264::config_tag(&[0x67, 0x42, 0xe0, 0x1f, 0xaa], &[0x68, 0xce]).unwrap();
+        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        let mut pk = h264.packetizer(7);
+        let mut rtp = Vec::new();
+        assert_eq!(pk.push(&config, 0, &mut rtp), Pushed::Nothing);
+        assert_eq!(pk.push(&key, 3000, &mut rtp), Pushed::Packets);
+        assert!(rtp.iter().all(|p| p[1] & 0x7f == h264.payload_type()));
+        let mut d = h264.depacketizer();
+        let mut out = Vec::new();
+        for p in &rtp {
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            d.push(seq, 3000, p[1] & 0x80 != 0, &p[12..], &mut out);
+        }
+        assert_eq!(out[0], Out::Config(config));
+        assert!(matches!(&out[1], Out::Frame { key: true, body, .. } if body[..] == key));
+    }
+}
