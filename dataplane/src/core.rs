@@ -43,10 +43,10 @@ use gateway_ring::msg::{
 use gateway_ring::token::{TokenKeys, TokenRole};
 use tracing::info;
 
+use crate::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp};
 use crate::participants::Participants;
 use crate::router::{Control, Handle, Inbound, Router};
 use crate::rtmp::conn::Event as RtmpEvent;
-use crate::rtmp::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp};
 use crate::rtmp::stream::PlayerQueue;
 use crate::rtp::RtpHeader;
 use crate::transcode::{Done, Job, OpusUses};

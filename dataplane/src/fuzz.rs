@@ -199,7 +199,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
                 if buf.len() > crate::rtp::MAX_PACKET {
                     continue;
                 }
-                let rtp = crate::rtmp::hub::RtpFromRtmp {
+                let rtp = crate::hub::RtpFromRtmp {
                     room: 1,
                     pid: 9,
                     key: 0,
@@ -343,12 +343,12 @@ pub fn fuzz_dtls_client(data: &[u8]) -> bool {
 /// by the first publish; tokens always pass.
 struct FuzzRooms(Option<u32>, crate::participants::Participants);
 
-impl crate::rtmp::hub::Rooms for FuzzRooms {
-    fn place(&self, name: &str) -> crate::rtmp::hub::Place {
+impl crate::hub::Rooms for FuzzRooms {
+    fn place(&self, name: &str) -> crate::hub::Place {
         match (name, self.0) {
-            ("fuzz", Some(id)) => crate::rtmp::hub::Place::Local(id),
-            ("far", _) => crate::rtmp::hub::Place::Remote(1),
-            _ => crate::rtmp::hub::Place::Missing,
+            ("fuzz", Some(id)) => crate::hub::Place::Local(id),
+            ("far", _) => crate::hub::Place::Remote(1),
+            _ => crate::hub::Place::Missing,
         }
     }
     fn authorize(&self, _: &str, _: bool, _: Option<&str>) -> Result<Option<String>, String> {
@@ -377,9 +377,9 @@ impl crate::rtmp::hub::Rooms for FuzzRooms {
 /// split into tags at every 0xff), 6 for bytes of connection 3 (an
 /// HTTP-FLV client), anything else for connection op % 3.
 pub fn fuzz_rtmp_hub(data: &[u8]) {
+    use crate::hub::{Action, ConnState, Hub};
     use crate::participants::Kinds;
     use crate::rtmp::conn::Conn;
-    use crate::rtmp::hub::{Action, ConnState, Hub};
     let mut hub = Hub::new(true, 0);
     // B-frame pushes take the re-encode path (its answers echoed below).
     hub.bframe_reencodes = 1;
@@ -491,8 +491,8 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
 /// the fan-out and both bridges).
 pub fn fuzz_core(data: &[u8]) -> CoreReach {
     use crate::core::{Core, CoreConfig, Output};
+    use crate::hub::{Action, ConnState};
     use crate::rtmp::conn::Conn;
-    use crate::rtmp::hub::{Action, ConnState};
     use crate::transcode::Done;
 
     let t0 = Instant::now();

@@ -5,7 +5,8 @@
 //! - [`rtp`], [`srtp`]: sans-IO wire formats and crypto framing on caller buffers.
 //! - [`demux`], [`ice`]: RFC 7983 first-byte demux and ICE-lite (STUN) for WebRTC sessions (sans-IO).
 //! - [`codec`]: video codecs behind one seam: keyframes, RTP ↔ FLV repacketization (sans-IO).
-//! - [`router`]: rooms, sessions and the per-packet forwarding decision (sans-IO).
+//! - [`router`]: rooms, UDP sessions and the per-packet forwarding decision (sans-IO).
+//! - [`hub`]: RTMP and HTTP-FLV connections, participant streams, programs and the bridges (sans-IO; [`rtmp`] is the protocol).
 //! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
@@ -15,6 +16,7 @@ pub mod demux;
 pub mod dtls;
 pub mod dtls_verify;
 pub mod fuzz;
+pub mod hub;
 pub mod ice;
 pub mod limits;
 pub mod mix;

@@ -361,7 +361,7 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     };
     let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
         let pkt = packet(seq, ts, nal);
-        let rtp = crate::rtmp::hub::RtpFromRtmp {
+        let rtp = crate::hub::RtpFromRtmp {
             room: 1,
             pid: 77,
             key: 0,

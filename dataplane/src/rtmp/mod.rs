@@ -4,6 +4,5 @@ pub mod address;
 pub mod chunk;
 pub mod conn;
 pub mod http;
-pub mod hub;
 pub mod meta;
 pub mod stream;

@@ -29,10 +29,10 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
+use crate::hub::{Action, ConnState, RtpFromRtmp};
 use crate::limits::{Admission, ConnCounter, Limits, Refused};
 use crate::router::Handle;
 use crate::rtmp::conn::Event;
-use crate::rtmp::hub::{Action, ConnState, RtpFromRtmp};
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
 use gateway_ring::token::TokenKeys;

@@ -380,8 +380,8 @@ fn is_config_or_meta(m: &Media) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::fixtures::*;
     use crate::rtmp::chunk::write_message;
-    use crate::rtmp::hub::fixtures::*;
 
     /// `live/ROOM` plays the room's publisher: a player that comes first
     /// waits for one, and moves to the next when it leaves.

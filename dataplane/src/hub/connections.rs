@@ -432,9 +432,9 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::fixtures::*;
     use crate::rtmp::chunk::write_message;
     use crate::rtmp::conn::{types, Media};
-    use crate::rtmp::hub::fixtures::*;
 
     /// An HTTP-FLV player gets the answer head, the FLV header and the
     /// cached stream as FLV tags in chunks; a request for someone who is

@@ -328,8 +328,8 @@ const IDLE_CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::fixtures::*;
     use crate::participants::Kinds;
-    use crate::rtmp::hub::fixtures::*;
 
     /// A WebRTC participant's RTP reaches the players of its name only.
     #[test]

@@ -31,9 +31,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::conn::Event;
-use super::stream::PlayerQueue;
 use crate::participants::{Participants, Pid};
+use crate::rtmp::conn::Event;
+use crate::rtmp::stream::PlayerQueue;
 use crate::transcode::Job;
 use gateway_ring::msg::{Event as RingEvent, Limit};
 
@@ -46,7 +46,7 @@ mod program;
 mod rtp_to_flv;
 mod streams;
 
-pub use super::address::APP;
+pub use crate::rtmp::address::APP;
 pub use connections::{ConnLimits, ConnState, END_RTMP, END_SLOW};
 pub use flv_to_rtp::{RtpFromRtmp, RTMP_SOURCE};
 pub use rtp_to_flv::{Bridged, ALIGN_WAIT};

@@ -345,9 +345,9 @@ pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::connections::Role;
+    use crate::hub::fixtures::*;
     use crate::rtmp::chunk::write_message;
-    use crate::rtmp::hub::connections::Role;
-    use crate::rtmp::hub::fixtures::*;
     use gateway_ring::msg::Event as RingEvent;
     use rml_amf0::Amf0Value;
     use std::time::Instant;

@@ -316,9 +316,9 @@ pub(super) fn replay_of(cache: &GopCache, http: bool) -> Vec<(Bytes, Frame)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::fixtures::*;
+    use crate::hub::{ConnState, END_SLOW};
     use crate::rtmp::chunk::write_message;
-    use crate::rtmp::hub::fixtures::*;
-    use crate::rtmp::hub::{ConnState, END_SLOW};
     use rml_amf0::Amf0Value;
 
     #[test]

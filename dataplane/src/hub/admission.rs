@@ -325,7 +325,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtmp::hub::fixtures::*;
+    use crate::hub::fixtures::*;
     use rml_amf0::Amf0Value;
     use std::collections::HashMap;
 
