@@ -43,9 +43,11 @@ use gateway_ring::msg::{
 use gateway_ring::token::{TokenKeys, TokenRole};
 use tracing::info;
 
-use crate::hub::{Action, ConnState, Hub, Place, Rooms, RtpFromRtmp};
+use crate::hub::{Action, ConnState, Hub, Place, Rooms};
+use crate::media::RtpFromRtmp;
+use crate::media::{Handle, Inbound};
 use crate::participants::Participants;
-use crate::router::{Control, Handle, Inbound, Router};
+use crate::router::{Control, Router};
 use crate::rtmp::conn::Event as RtmpEvent;
 use crate::rtmp::stream::PlayerQueue;
 use crate::rtp::RtpHeader;

@@ -199,7 +199,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
                 if buf.len() > crate::rtp::MAX_PACKET {
                     continue;
                 }
-                let rtp = crate::hub::RtpFromRtmp {
+                let rtp = crate::media::RtpFromRtmp {
                     room: 1,
                     pid: 9,
                     key: 0,

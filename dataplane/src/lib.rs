@@ -19,6 +19,7 @@ pub mod fuzz;
 pub mod hub;
 pub mod ice;
 pub mod limits;
+pub mod media;
 pub mod mix;
 pub mod nack;
 pub mod participants;

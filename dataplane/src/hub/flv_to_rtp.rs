@@ -10,48 +10,10 @@ use bytes::Bytes;
 use super::streams::Stream;
 use super::Hub;
 use crate::codec::{Packetizer, Pushed, VideoCodec};
+use crate::media::RtpFromRtmp;
 use crate::participants::Pid;
 use crate::rtmp::conn::{types, Media};
 use crate::transcode::Job;
-
-/// Session ids of the virtual ingests that carry RTMP publishers' media
-/// into the router's fan-out: this bit plus the participant's [`Pid`].
-pub const RTMP_SOURCE: u64 = 1 << 62;
-
-/// An RTMP publisher's media as RTP, for the room's WebRTC side.
-#[derive(Debug, Clone)]
-pub struct RtpFromRtmp {
-    pub room: u32,
-    pub pid: Pid,
-    pub key: u32,
-    pub packet: Bytes,
-}
-
-impl RtpFromRtmp {
-    /// The virtual ingest it enters the fan-out as ([`RTMP_SOURCE`] | pid).
-    pub fn source(&self) -> u64 {
-        RTMP_SOURCE | self.pid as u64
-    }
-
-    /// What the fan-out sees of it: a `kind` packet of that virtual ingest
-    /// (`None` if it is no RTP packet).
-    pub fn inbound(&self, kind: gateway_ring::msg::MediaKind) -> Option<crate::router::Inbound> {
-        let h = crate::rtp::RtpHeader::parse(&self.packet).ok()?;
-        Some(crate::router::Inbound {
-            room: self.room,
-            ingest: self.source(),
-            participant: self.pid,
-            key: self.key,
-            level: None,
-            kind,
-            len: self.packet.len(),
-            seq_no: h.seq_no,
-            timestamp: h.timestamp,
-            ssrc: h.ssrc,
-            lost_before: 0,
-        })
-    }
-}
 
 /// FLV video → RTP for one participant, with the RTP packets of the latest
 /// GOP so a WHEP player joining gets a picture at once (an RTMP publisher

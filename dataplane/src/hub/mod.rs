@@ -46,9 +46,9 @@ mod program;
 mod rtp_to_flv;
 mod streams;
 
+use crate::media::RtpFromRtmp;
 pub use crate::rtmp::address::APP;
 pub use connections::{ConnLimits, ConnState, END_RTMP, END_SLOW};
-pub use flv_to_rtp::{RtpFromRtmp, RTMP_SOURCE};
 pub use rtp_to_flv::{Bridged, ALIGN_WAIT};
 
 use program::Program;

@@ -35,8 +35,9 @@ use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
-use gateway_ring::msg::{MediaKind, Outcome, RoomSpec};
+use gateway_ring::msg::{Outcome, RoomSpec};
 
+use crate::media::{Handle, Inbound};
 use crate::participants::{Participants, Pid};
 use crate::rtcp::Feedback;
 use crate::srtp::MAX_TRAILER;
@@ -44,9 +45,6 @@ use crate::webrtc::Peer;
 
 use self::rtmp_cache::RtmpCache;
 use self::sessions::{Role, Session, WebrtcSession};
-
-/// A session's slot in the shard; the same index names its socket.
-pub type Handle = u32;
 
 /// Payload types the egress SDP announces: its video codec's, and Opus's.
 pub const EGRESS_VIDEO_PT: u8 = crate::codec::VideoCodec::NEGOTIATED.payload_type();
@@ -101,26 +99,6 @@ fn control_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
     b.clear();
     b.resize(crate::rtp::MAX_PACKET + 2 + MAX_TRAILER, 0);
     b
-}
-
-/// A plaintext RTP packet, now at the front of the receive buffer, to fan out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Inbound {
-    pub room: u32,
-    pub ingest: u64,
-    /// The participant it comes from (never sent back to it) and its key.
-    pub participant: Pid,
-    pub key: u32,
-    /// Audio: its RFC 6464 level, when the publisher sends them.
-    pub level: Option<u8>,
-    pub kind: MediaKind,
-    pub len: usize,
-    pub seq_no: u16,
-    pub timestamp: u32,
-    pub ssrc: u32,
-    /// Packets of its stream missing just before this one (WebRTC audio:
-    /// concealed on the transcoder, so the bridged audio keeps its time).
-    pub lost_before: u16,
 }
 
 /// Rooms and sessions of one shard.

@@ -1,6 +1,7 @@
 //! RTP ingests and egresses in the router: rooms, latching, rewrite, drops.
 
 use super::*;
+use gateway_ring::msg::MediaKind;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 

@@ -3,6 +3,7 @@
 
 use super::tests::{ingest, room};
 use super::*;
+use gateway_ring::msg::MediaKind;
 use gateway_ring::msg::{
     participant_key, Direction, DropReason, DtlsRole, SrtpKey, SrtpSuite, TrackSpec, WebrtcSpec,
 };
@@ -361,7 +362,7 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     };
     let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
         let pkt = packet(seq, ts, nal);
-        let rtp = crate::hub::RtpFromRtmp {
+        let rtp = crate::media::RtpFromRtmp {
             room: 1,
             pid: 77,
             key: 0,

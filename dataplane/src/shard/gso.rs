@@ -30,7 +30,7 @@
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
 
-use crate::router::Handle;
+use crate::media::Handle;
 use crate::uring::{set_udp_segment, sockaddr_in, CmsgU16};
 
 /// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS` before 6.x

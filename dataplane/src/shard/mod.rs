@@ -56,7 +56,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::core::{Core, CoreConfig, Output, Removed};
 use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
-use crate::router::{Handle, Inbound, END_DTLS};
+use crate::media::{Handle, Inbound};
+use crate::router::END_DTLS;
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 

@@ -29,9 +29,10 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
-use crate::hub::{Action, ConnState, RtpFromRtmp};
+use crate::hub::{Action, ConnState};
 use crate::limits::{Admission, ConnCounter, Limits, Refused};
-use crate::router::Handle;
+use crate::media::Handle;
+use crate::media::RtpFromRtmp;
 use crate::rtmp::conn::Event;
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
