@@ -31,7 +31,6 @@
 //! Nothing here reads a clock, touches a socket or blocks: time is an
 //! argument, and the codec and DTLS threads are reached through outputs.
 
-use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,11 +42,11 @@ use gateway_ring::msg::{
 use gateway_ring::token::{TokenKeys, TokenRole};
 use tracing::info;
 
-use crate::hub::{Action, ConnState, Hub, Place, Rooms};
-use crate::media::RtpFromRtmp;
+use crate::hub::{ConnState, Hub, Place, Rooms};
 use crate::media::{Handle, Inbound};
+use crate::output::{Action, Mark, Note, Output, Outputs};
 use crate::participants::Participants;
-use crate::router::{Control, Router};
+use crate::router::Router;
 use crate::rtmp::conn::Event as RtmpEvent;
 use crate::rtmp::stream::PlayerQueue;
 use crate::rtp::RtpHeader;
@@ -58,36 +57,6 @@ pub const TICK_EVERY: Duration = Duration::from_millis(250);
 /// Most lost audio packets in a row concealed (200 ms); a longer gap is a
 /// pause, and the bridge's audio clock jumps over it.
 const MAX_CONCEALED: u16 = 10;
-
-/// What the core asks the shard to do.
-pub enum Output {
-    /// Send a datagram from a session's socket (STUN answers, DTLS records,
-    /// RTCP, retransmissions); give the buffer back with [`Core::recycle`].
-    Transmit(Control),
-    /// A DTLS datagram of `session` for the DTLS thread.
-    Dtls { session: u64, data: Vec<u8> },
-    /// We are `session`'s DTLS client and its peer's address is known now:
-    /// the DTLS thread may send the ClientHello.
-    DtlsStart { session: u64 },
-    /// The session's DTLS state can go (it ended).
-    DtlsClosed { session: u64 },
-    /// The core ended a UDP session by itself: close its socket.
-    CloseSocket(Handle),
-    /// For the controlplane.
-    Event(Event),
-    /// Something to do with an RTMP connection.
-    Rtmp(Action),
-    /// Work for the transcoder thread; a full queue is counted against
-    /// session `from`, if given.
-    Transcode { job: Job, from: Option<u64> },
-    /// RTP an RTMP publisher's media became: fan it out to the room's
-    /// WebRTC players and RTP egresses (or only to `only`).
-    Rtp {
-        rtp: RtpFromRtmp,
-        kind: MediaKind,
-        only: Option<Handle>,
-    },
-}
 
 /// What [`Core::remove_session`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,25 +90,16 @@ pub struct Core {
     next_room: u32,
     next_tick: Instant,
     /// The latest `now` an input brought (what [`Self::poll_output`]
-    /// collects with).
+    /// settles notes with).
     now: Instant,
-    outputs: VecDeque<Output>,
-    /// Reused by the router drains.
-    controls: Vec<Control>,
-    dtls_out: Vec<(u64, Vec<u8>)>,
-    dtls_starts: Vec<u64>,
-    ended: Vec<crate::router::Ended>,
-    closed: Vec<u64>,
-    joined: Vec<(u32, Handle)>,
-    unpublished: Vec<(u32, crate::participants::Pid)>,
-    lines: Vec<(u64, u8, crate::participants::Pid)>,
-    actions: Vec<Action>,
+    /// The one queue the shard drains; the router's and the hub's own
+    /// queues are gathered into it ([`Self::collect`]).
+    out: Outputs,
 }
 
 /// Room lookups and creation for the hub, against the router's rooms.
 struct CoreRooms<'a> {
     router: &'a mut Router,
-    outputs: &'a mut VecDeque<Output>,
     cfg: &'a CoreConfig,
     next_room: &'a mut u32,
 }
@@ -192,7 +152,7 @@ impl Rooms for CoreRooms<'_> {
             "room created for an RTMP publisher"
         );
         // The controlplane learns the room as it does on a resync.
-        self.outputs.push_back(Output::Event(Event::Room(spec)));
+        self.router.out.event(Event::Room(spec));
         Some(room)
     }
 
@@ -222,16 +182,7 @@ impl Core {
             next_room: 0,
             next_tick: now,
             now,
-            outputs: VecDeque::new(),
-            controls: Vec::new(),
-            dtls_out: Vec::new(),
-            dtls_starts: Vec::new(),
-            ended: Vec::new(),
-            closed: Vec::new(),
-            joined: Vec::new(),
-            unpublished: Vec::new(),
-            lines: Vec::new(),
-            actions: Vec::new(),
+            out: Outputs::default(),
         }
     }
 
@@ -246,7 +197,7 @@ impl Core {
     pub fn remove_room(&mut self, now: Instant, room: u32) -> Option<Vec<Handle>> {
         let handles = self.router.remove_room(room)?;
         self.speakers.remove_room(room);
-        self.hub.close_room(room, &mut self.actions);
+        self.hub.close_room(room, &mut self.out);
         self.collect(now);
         Some(handles)
     }
@@ -271,7 +222,7 @@ impl Core {
         }
         match self.hub.find_session(session) {
             Some(idx) => {
-                self.outputs.push_back(Output::Rtmp(Action::Close {
+                self.out.push(Output::Rtmp(Action::Close {
                     idx,
                     why: "deleted through the API".into(),
                     flush: false,
@@ -370,8 +321,7 @@ impl Core {
         self.hub
             .speaker_changed(now, room, pid, &mut self.router.participants);
         let participant = self.router.participants.name(pid).unwrap_or("").to_string();
-        self.outputs
-            .push_back(Output::Event(Event::Speaker { room, participant }));
+        self.out.event(Event::Speaker { room, participant });
     }
 
     /// A participant's RTP video, to its RTMP players (depacketized).
@@ -396,7 +346,7 @@ impl Core {
             h.timestamp,
             h.marker,
             &pkt[h.len..end],
-            &mut self.actions,
+            &mut self.out,
         );
         if bridged.need_keyframe {
             self.router.request_keyframe_by_id(now, inbound.ingest);
@@ -441,7 +391,7 @@ impl Core {
         }
         let Ok(h) = RtpHeader::parse(pkt) else { return };
         if bridged == Some(true) {
-            self.outputs.push_back(Output::Transcode {
+            self.out.push(Output::Transcode {
                 job: Job::Reset { stream },
                 from: None,
             });
@@ -454,7 +404,7 @@ impl Core {
             let rtp_ts = h
                 .timestamp
                 .wrapping_sub(i as u32 * crate::transcode::OPUS_FRAME as u32);
-            self.outputs.push_back(Output::Transcode {
+            self.out.push(Output::Transcode {
                 job: Job::Opus {
                     stream,
                     rtp_ts,
@@ -464,7 +414,7 @@ impl Core {
                 from: Some(inbound.ingest),
             });
         }
-        self.outputs.push_back(Output::Transcode {
+        self.out.push(Output::Transcode {
             job: Job::Opus {
                 stream,
                 rtp_ts: h.timestamp,
@@ -497,20 +447,17 @@ impl Core {
                 stream,
                 rtp_ts,
                 tags,
-            } => self
-                .hub
-                .on_aac(now, stream, rtp_ts, tags, &mut self.actions),
+            } => self.hub.on_aac(now, stream, rtp_ts, tags, &mut self.out),
             Done::Level { stream, level } => {
                 if let Some(room) = self.router.participants.room_of(stream) {
                     self.on_level(now, room, stream, level);
                 }
             }
-            Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.actions),
+            Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.out),
             Done::Video { stream, tags } => self.hub.on_reencoded(stream, tags),
             Done::MediaWarning { stream, what } => {
                 if let Some(session) = self.hub.publisher_session(stream) {
-                    self.outputs
-                        .push_back(Output::Event(Event::MediaWarning { session, what }));
+                    self.out.event(Event::MediaWarning { session, what });
                 }
             }
             Done::Opus {
@@ -524,7 +471,7 @@ impl Core {
                     self.on_level(now, room, stream, level);
                 }
                 for rtp in self.hub.opus_rtp(stream, ms, packets) {
-                    self.outputs.push_back(Output::Rtp {
+                    self.out.push(Output::Rtp {
                         rtp,
                         kind: MediaKind::Audio,
                         only: None,
@@ -566,18 +513,13 @@ impl Core {
     }
 
     /// Runs `f` on the hub with the core's rooms, then collects.
-    fn rtmp_input(
-        &mut self,
-        now: Instant,
-        f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Vec<Action>),
-    ) {
+    fn rtmp_input(&mut self, now: Instant, f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Outputs)) {
         let mut rooms = CoreRooms {
             router: &mut self.router,
-            outputs: &mut self.outputs,
             cfg: &self.cfg,
             next_room: &mut self.next_room,
         };
-        f(&mut self.hub, &mut rooms, &mut self.actions);
+        f(&mut self.hub, &mut rooms, &mut self.out);
         self.collect(now);
     }
 
@@ -628,22 +570,28 @@ impl Core {
     /// parts queued since (the datagram path leaves its answers there, so a
     /// datagram costs no collection of its own).
     pub fn poll_output(&mut self) -> Option<Output> {
-        if self.outputs.is_empty() {
+        if !self.out.has_output() {
             self.collect(self.now);
         }
-        self.outputs.pop_front()
+        self.out.pop()
     }
 
-    /// How many outputs wait: a mark to [`Self::truncate_outputs`] back to.
-    pub fn outputs_len(&self) -> usize {
-        self.outputs.len()
+    /// Where the core's queue stands: what [`Self::discard_outputs`] goes
+    /// back to. Take it before an input (it gathers what the parts queued
+    /// so far, so what they queue next is the input's), and pop nothing
+    /// until the input is handled.
+    pub fn output_mark(&mut self) -> Mark {
+        self.collect(self.now);
+        self.out.mark()
     }
 
-    /// Drops outputs queued after `mark`: a panic was contained while an
-    /// input was handled, and what it asked for meanwhile is not trusted.
-    pub fn truncate_outputs(&mut self, mark: usize) {
-        self.actions.clear();
-        self.outputs.truncate(mark);
+    /// Drops everything queued since `mark`, in every part: a panic was
+    /// contained while an input was handled, and what it asked for
+    /// meanwhile is not trusted.
+    pub fn discard_outputs(&mut self, mark: Mark) {
+        self.router.out.clear();
+        self.hub.out.clear();
+        self.out.discard_since(mark);
     }
 
     /// A spent [`Output::Transmit`] buffer, for reuse.
@@ -651,113 +599,47 @@ impl Core {
         self.router.recycle(buf);
     }
 
-    /// Moves what the parts queued into the output queue, and acts on what
+    /// Gathers what the parts queued into the core's queue and settles what
     /// one part tells another (a WHEP player connected: the RTMP
     /// publishers' latest GOP; a publisher left: RTMP players that followed
-    /// it move on).
+    /// it move on; an RTMP publisher's RTP: kept for NACKs, then fanned
+    /// out; a bridged publisher asked for a keyframe or a resend), until
+    /// none is left.
     fn collect(&mut self, now: Instant) {
         self.now = self.now.max(now);
-        let mut joined = std::mem::take(&mut self.joined);
-        self.router.take_joined(&mut joined);
-        for (room, h) in joined.drain(..) {
-            for rtp in self.hub.rtp_gops(room) {
-                self.outputs.push_back(Output::Rtp {
-                    rtp,
-                    kind: MediaKind::Video,
-                    only: Some(h),
-                });
+        loop {
+            self.out.append(&mut self.router.out);
+            self.out.append(&mut self.hub.out);
+            let Some(note) = self.out.pop_note() else {
+                return;
+            };
+            match note {
+                Note::PlayerJoined { room, player } => {
+                    for rtp in self.hub.rtp_gops(room) {
+                        self.out.push(Output::Rtp {
+                            rtp,
+                            kind: MediaKind::Video,
+                            only: Some(player),
+                        });
+                    }
+                }
+                Note::Unpublished { room, pid } => {
+                    self.hub
+                        .publisher_gone(now, room, pid, &mut self.router.participants);
+                    self.speakers.forget(room, pid);
+                }
+                Note::RtmpVideo(rtp) => {
+                    self.router.cache_rtmp_video(now, rtp.source(), &rtp.packet);
+                    self.out.push(Output::Rtp {
+                        rtp,
+                        kind: MediaKind::Video,
+                        only: None,
+                    });
+                }
+                Note::KeyframeWanted { ingest } => self.router.request_keyframe_by_id(now, ingest),
+                Note::Nack { ingest, seq } => self.router.nack_publisher(ingest, seq),
             }
         }
-        self.joined = joined;
-        let mut gone = std::mem::take(&mut self.unpublished);
-        self.router.take_unpublished(&mut gone);
-        for (room, pid) in gone.drain(..) {
-            self.hub
-                .publisher_gone(now, room, pid, &mut self.router.participants);
-            self.speakers.forget(room, pid);
-        }
-        self.unpublished = gone;
-        for rtp in self.hub.rtp_out.drain(..) {
-            self.router.cache_rtmp_video(now, rtp.source(), &rtp.packet);
-            self.outputs.push_back(Output::Rtp {
-                rtp,
-                kind: MediaKind::Video,
-                only: None,
-            });
-        }
-        for ingest in std::mem::take(&mut self.hub.keyframe_requests) {
-            self.router.request_keyframe_by_id(now, ingest);
-        }
-        for (ingest, seq) in std::mem::take(&mut self.hub.nack_requests) {
-            self.router.nack_publisher(ingest, seq);
-        }
-        for job in self.hub.jobs.drain(..) {
-            self.outputs
-                .push_back(Output::Transcode { job, from: None });
-        }
-        for e in self.hub.events_out.drain(..) {
-            self.outputs.push_back(Output::Event(e));
-        }
-        for a in self.actions.drain(..).chain(self.hub.deferred.drain(..)) {
-            self.outputs.push_back(Output::Rtmp(a));
-        }
-        let mut controls = std::mem::take(&mut self.controls);
-        self.router.take_controls(&mut controls);
-        self.outputs
-            .extend(controls.drain(..).map(Output::Transmit));
-        self.controls = controls;
-        let mut dtls_out = std::mem::take(&mut self.dtls_out);
-        self.router.take_dtls(&mut dtls_out);
-        self.outputs.extend(
-            dtls_out
-                .drain(..)
-                .map(|(session, data)| Output::Dtls { session, data }),
-        );
-        self.dtls_out = dtls_out;
-        let mut starts = std::mem::take(&mut self.dtls_starts);
-        self.router.take_dtls_starts(&mut starts);
-        self.outputs.extend(
-            starts
-                .drain(..)
-                .map(|session| Output::DtlsStart { session }),
-        );
-        self.dtls_starts = starts;
-        let mut ended = std::mem::take(&mut self.ended);
-        self.router.take_ended(&mut ended);
-        for e in ended.drain(..) {
-            info!(
-                shard = self.cfg.shard,
-                session = e.session,
-                reason = e.reason,
-                "session ended by the dataplane"
-            );
-            self.outputs.push_back(Output::CloseSocket(e.handle));
-            self.outputs.push_back(Output::Event(Event::SessionEnded {
-                session: e.session,
-                reason: e.reason,
-            }));
-        }
-        self.ended = ended;
-        let mut closed = std::mem::take(&mut self.closed);
-        self.router.take_closed_webrtc(&mut closed);
-        self.outputs.extend(
-            closed
-                .drain(..)
-                .map(|session| Output::DtlsClosed { session }),
-        );
-        self.closed = closed;
-        // Player lines that changed hands, named for the controlplane.
-        let mut lines = std::mem::take(&mut self.lines);
-        self.router.take_lines(&mut lines);
-        for (session, line, pid) in lines.drain(..) {
-            let participant = self.router.participants.name(pid).unwrap_or("").to_string();
-            self.outputs.push_back(Output::Event(Event::Line {
-                session,
-                line,
-                participant,
-            }));
-        }
-        self.lines = lines;
     }
 }
 
@@ -935,6 +817,47 @@ mod tests {
             }
         }
         assert!(rtp_out >= 2, "parameter sets and the IDR as RTP");
+    }
+
+    /// What an input queued anywhere in the core (the router's answer to a
+    /// check, the hub's events and actions for an RTMP publish, the notes
+    /// one part left another) is discarded when handling it panicked, and
+    /// what came before it still leaves.
+    #[test]
+    fn a_discarded_input_leaves_nothing_behind() {
+        use gateway_ring::msg::Direction;
+        let mut c = core();
+        let t0 = Instant::now();
+        c.add_room(RoomSpec {
+            room: 1,
+            name: "r".into(),
+        });
+        let h = c
+            .add_webrtc(t0, crate::fuzz::webrtc(1, Direction::Publish))
+            .unwrap();
+        let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5001);
+        // Before the mark: a check's answer, not yet gathered.
+        c.handle_datagram(t0, h, src, &mut crate::fuzz::check(1));
+        let mark = c.output_mark();
+        c.handle_datagram(t0, h, src, &mut crate::fuzz::check(1));
+        let mut st = ConnState::default();
+        st.conn = Conn::new_after_handshake();
+        c.rtmp_insert(8, st);
+        rtmp(&mut c, 8, "publish", "r/bob");
+        c.discard_outputs(mark);
+        let mut left = Vec::new();
+        while let Some(o) = c.poll_output() {
+            left.push(o);
+        }
+        assert!(
+            matches!(left[..], [Output::Transmit(ref t)] if t.from == h),
+            "only the first answer: {left:?}"
+        );
+        // Without the discard, the same inputs leave all of it.
+        let mark = c.output_mark();
+        c.handle_datagram(t0, h, src, &mut crate::fuzz::check(1));
+        let n = std::iter::from_fn(|| c.poll_output()).count();
+        assert_eq!(n, 1, "{mark:?}");
     }
 
     /// Time is an input: stepping virtual time from deadline to deadline

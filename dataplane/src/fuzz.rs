@@ -17,7 +17,7 @@ use gateway_ring::msg::{
 };
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
-use crate::router::{Control, Router};
+use crate::router::Router;
 use crate::srtp::{SrtpContext, MAX_TRAILER};
 use gateway_ring::msg::SrtpKey;
 
@@ -157,8 +157,6 @@ pub fn fuzz_udp_router(data: &[u8]) {
     let egresses = [egress, player];
     let mut now = t0;
     let mut slot = vec![0u8; crate::rtp::MAX_PACKET + MAX_TRAILER];
-    let mut controls: Vec<Control> = Vec::new();
-    let mut dtls = Vec::new();
     let mut rest = data;
     while let [op, len, tail @ ..] = rest {
         let n = (*len as usize * 8).min(tail.len());
@@ -226,12 +224,13 @@ pub fn fuzz_udp_router(data: &[u8]) {
                 }
             }
         }
-        r.take_controls(&mut controls);
-        for c in controls.drain(..) {
-            r.recycle(c.data);
+        // Datagrams go back to the pool, as the shard gives them back.
+        while let Some(o) = r.out.pop() {
+            if let crate::output::Output::Transmit(c) = o {
+                r.recycle(c.data);
+            }
         }
-        r.take_dtls(&mut dtls);
-        dtls.clear();
+        r.out.take_notes();
     }
 }
 
@@ -377,7 +376,8 @@ impl crate::hub::Rooms for FuzzRooms {
 /// split into tags at every 0xff), 6 for bytes of connection 3 (an
 /// HTTP-FLV client), anything else for connection op % 3.
 pub fn fuzz_rtmp_hub(data: &[u8]) {
-    use crate::hub::{Action, ConnState, Hub};
+    use crate::hub::{ConnState, Hub};
+    use crate::output::{Action, Note, Outputs};
     use crate::participants::Kinds;
     use crate::rtmp::conn::Conn;
     let mut hub = Hub::new(true, 0);
@@ -385,7 +385,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
     hub.bframe_reencodes = 1;
     let mut rooms = FuzzRooms(None, Default::default());
     let mut web = None;
-    let mut actions = Vec::new();
+    let mut actions = Outputs::default();
     for idx in 0..3 {
         let mut st = ConnState::default();
         st.conn = Conn::new_after_handshake();
@@ -405,7 +405,6 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 let room = rooms.0.unwrap_or(7);
                 let pid = body.first().map_or(0, |b| (b % 8) as u32);
                 hub.speaker_changed(now, room, pid, &mut rooms.1);
-                actions.append(&mut hub.deferred);
             }
             5 => {
                 let id = body.first().map_or(0, |b| (b % 8) as u64);
@@ -440,7 +439,8 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
             6 => hub.on_bytes(now, 3, body, &mut rooms, &mut actions),
             op => hub.on_bytes(now, (op % 3) as u32, body, &mut rooms, &mut actions),
         }
-        for a in actions.drain(..) {
+        actions.append(&mut hub.out);
+        for a in actions.take_actions() {
             if let Action::Close { idx, .. } | Action::Handoff { idx, .. } = a {
                 hub.remove(now, idx, &mut rooms.1);
             }
@@ -456,17 +456,19 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         }
         // The re-encode thread's answer, as if it gave each frame back as
         // it came: whatever a publisher sent reaches the packetizer.
-        for job in std::mem::take(&mut hub.jobs) {
+        actions.append(&mut hub.out);
+        for job in actions.take_jobs() {
             if let crate::transcode::Job::Video { stream, ms, flv } = job {
                 hub.on_reencoded(stream, vec![(ms, flv)]);
             }
         }
-        for p in hub.rtp_out.drain(..) {
-            assert!(p.packet.len() <= 12 + crate::codec::RTP_PAYLOAD);
+        actions.append(&mut hub.out);
+        for note in actions.take_notes() {
+            if let Note::RtmpVideo(p) = note {
+                assert!(p.packet.len() <= 12 + crate::codec::RTP_PAYLOAD);
+            }
         }
-        hub.events_out.clear();
-        hub.keyframe_requests.clear();
-        hub.deferred.clear();
+        actions = Outputs::default();
     }
 }
 
@@ -490,8 +492,10 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
 /// Returns how far it got (the unit test's proof that the harness reaches
 /// the fan-out and both bridges).
 pub fn fuzz_core(data: &[u8]) -> CoreReach {
-    use crate::core::{Core, CoreConfig, Output};
-    use crate::hub::{Action, ConnState};
+    use crate::core::{Core, CoreConfig};
+    use crate::hub::ConnState;
+    use crate::output::Action;
+    use crate::output::Output;
     use crate::rtmp::conn::Conn;
     use crate::transcode::Done;
 

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod media;
 pub mod mix;
 pub mod nack;
+pub mod output;
 pub mod participants;
 #[cfg(feature = "reencode")]
 pub mod reencode;

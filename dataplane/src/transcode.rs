@@ -334,6 +334,7 @@ pub struct OpusUses {
 
 /// Work for the transcoder thread. Streams are participants
 /// ([`crate::participants::Pid`]); mixes are programs (the hub's ids).
+#[derive(Debug)]
 pub enum Job {
     /// An Opus RTP payload (of RTP time `rtp_ts`) of the participant's
     /// WebRTC or RTP publisher.

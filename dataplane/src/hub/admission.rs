@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use super::connections::{Role, END_RTMP};
-use super::{Action, Hub, Place, Rooms};
+use super::{Hub, Place, Rooms};
+use crate::output::{Action, Output, Outputs};
 use crate::participants::{Kinds, Participants, Taken};
 use crate::rtmp::address::{self, Address};
 use crate::rtmp::conn::{Event, STREAM_ID};
@@ -28,19 +29,19 @@ impl Hub {
         code: &str,
         status: u16,
         why: &str,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         if let Some(st) = self.conns.get_mut(&idx) {
             if st.http {
                 st.queue.push_control(http::error_response(status, why));
-                actions.push(Action::Wake(idx));
+                actions.rtmp(Action::Wake(idx));
             } else {
                 st.conn.reject(STREAM_ID, code, why);
             }
         }
         self.stats.rejected += 1;
         self.flush_conn(idx, actions);
-        actions.push(Action::Close {
+        actions.rtmp(Action::Close {
             idx,
             why: why.to_string(),
             flush: true,
@@ -55,7 +56,7 @@ impl Hub {
         idx: u32,
         ev: Event,
         rooms: &mut dyn Rooms,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         match ev {
             Event::Publish {
@@ -101,7 +102,7 @@ impl Hub {
                 let room = match rooms.place(&addr.room) {
                     Place::Local(room) => room,
                     Place::Remote(shard) => {
-                        actions.push(Action::Handoff {
+                        actions.rtmp(Action::Handoff {
                             idx,
                             shard,
                             events: vec![ev.clone()],
@@ -168,7 +169,7 @@ impl Hub {
                 }
                 let role = std::mem::replace(&mut st.role, Role::New);
                 if let Some(session) = st.session.take() {
-                    self.events_out.push(RingEvent::SessionEnded {
+                    self.out.event(RingEvent::SessionEnded {
                         session,
                         reason: END_RTMP,
                     });
@@ -199,7 +200,7 @@ impl Hub {
         me: &str,
         generated: bool,
         parts: &mut Participants,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let pid = parts.join(room, me);
         match parts.publish(pid, Kinds::BOTH, true) {
@@ -230,7 +231,10 @@ impl Hub {
         s.cache = GopCache::new(s.cache.enabled);
         s.bridge = None;
         s.rtp = None;
-        self.jobs.push(Job::Reset { stream: pid });
+        self.out.push(Output::Transcode {
+            job: Job::Reset { stream: pid },
+            from: None,
+        });
         let shown = match &addr.name {
             Some(_) => format!("{}/{me}", addr.room),
             None if generated => format!("{} as participant {me}", addr.room),
@@ -249,19 +253,19 @@ impl Hub {
 
     /// Ends publisher `old`, whose name a new connection pushes: it keeps
     /// its participant session until closed, but no longer publishes.
-    fn take_over(&mut self, old: u32, actions: &mut Vec<Action>) {
+    fn take_over(&mut self, old: u32, actions: &mut Outputs) {
         let Some(st) = self.conns.get_mut(&old) else {
             return;
         };
         st.role = Role::New;
         st.publishing = false;
         if let Some(session) = st.session.take() {
-            self.events_out.push(RingEvent::SessionEnded {
+            self.out.event(RingEvent::SessionEnded {
                 session,
                 reason: END_TAKEN_OVER,
             });
         }
-        actions.push(Action::Close {
+        actions.rtmp(Action::Close {
             idx: old,
             why: "taken over by a new publish of the same participant".into(),
             flush: false,
@@ -278,7 +282,7 @@ impl Hub {
         me: &str,
         generated: bool,
         parts: &mut Participants,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         // NAME's stream, whoever publishes it: NAME must be in the room (a
         // session of any kind); its stream waits for NAME to publish (again).
@@ -295,7 +299,7 @@ impl Hub {
         if let Some(st) = self.conns.get_mut(&idx) {
             if st.http {
                 st.queue.push_control(http::stream_head());
-                actions.push(Action::Wake(idx));
+                actions.rtmp(Action::Wake(idx));
             } else {
                 st.conn.accept_play(&format!("{shown} as {me}"));
             }
@@ -326,6 +330,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
+    use crate::output::Outputs;
     use rml_amf0::Amf0Value;
     use std::collections::HashMap;
 
@@ -363,7 +368,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(2);
         send(&mut h, &mut rooms, 0, "publish", "r/bob");
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         h.on_bytes(
             Instant::now(),
             0,
@@ -393,7 +398,7 @@ mod tests {
         };
         let mut h = hub_with(3);
         let t0 = Instant::now();
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         let play = [
             connect(),
             command("play", vec![Amf0Value::Utf8String("none".into())]),
@@ -401,7 +406,7 @@ mod tests {
         .concat();
         h.on_bytes(t0, 0, &play, &mut rooms, &mut a);
         assert!(
-            a.iter().any(
+            a.actions().any(
                 |x| matches!(x, Action::Close { idx: 0, why, .. } if why.contains("no stream"))
             ),
             "{a:?}"
@@ -414,7 +419,7 @@ mod tests {
         .concat();
         h.on_bytes(t0, 1, &publish, &mut rooms, &mut a);
         assert!(
-            a.iter()
+            a.actions()
                 .any(|x| matches!(x, Action::Close { idx: 1, why, .. } if why.contains("off"))),
             "{a:?}"
         );
@@ -426,7 +431,7 @@ mod tests {
         .concat();
         h.on_bytes(t0, 2, &far, &mut rooms, &mut a);
         assert!(
-            a.iter().any(|x| matches!(
+            a.actions().any(|x| matches!(
                 x,
                 Action::Handoff {
                     idx: 2,

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, Hub, Rooms};
+use super::{Hub, Rooms};
+use crate::output::{Action, Output, Outputs};
 use crate::participants::{Kinds, Participants, Pid};
 use crate::rtmp::chunk::MediaLimits;
 use crate::rtmp::conn::{Conn, Event, RtmpError};
@@ -150,7 +151,7 @@ impl Hub {
     ) -> Option<ConnState> {
         let mut st = self.conns.remove(&idx)?;
         if let Some(session) = st.session.take() {
-            self.events_out.push(RingEvent::SessionEnded {
+            self.out.event(RingEvent::SessionEnded {
                 session,
                 reason: if st.slow { END_SLOW } else { END_RTMP },
             });
@@ -210,7 +211,7 @@ impl Hub {
         idx: u32,
         data: &[u8],
         rooms: &mut dyn Rooms,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
@@ -226,7 +227,7 @@ impl Hub {
             if e.is_memory_limit() {
                 self.limit_hits[Limit::RtmpMemory as usize] += 1;
             }
-            actions.push(Action::Close {
+            actions.rtmp(Action::Close {
                 idx,
                 why: e.to_string(),
                 flush: false,
@@ -238,7 +239,7 @@ impl Hub {
         while let Some(ev) = rest.next() {
             self.on_event(now, idx, ev, rooms, actions);
             // Handed over: what follows belongs to the other shard.
-            if let Some(Action::Handoff { idx: i, events, .. }) = actions.last_mut() {
+            if let Some(Action::Handoff { idx: i, events, .. }) = actions.last_rtmp_mut() {
                 if *i == idx {
                     events.extend(rest.by_ref());
                 }
@@ -257,7 +258,7 @@ impl Hub {
         idx: u32,
         data: &[u8],
         rooms: &mut dyn Rooms,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
@@ -276,8 +277,8 @@ impl Hub {
             http::Request::Partial => {}
             http::Request::Preflight => {
                 st.queue.push_control(http::preflight_response());
-                actions.push(Action::Wake(idx));
-                actions.push(Action::Close {
+                actions.rtmp(Action::Wake(idx));
+                actions.rtmp(Action::Close {
                     idx,
                     why: "CORS preflight answered".into(),
                     flush: true,
@@ -295,14 +296,14 @@ impl Hub {
 
     /// Moves the connection's pending protocol output into its queue; a
     /// connection that does not read what it is sent is closed.
-    pub(super) fn flush_conn(&mut self, idx: u32, actions: &mut Vec<Action>) {
+    pub(super) fn flush_conn(&mut self, idx: u32, actions: &mut Outputs) {
         if let Some(st) = self.conns.get_mut(&idx) {
             if st.conn.has_output() {
                 if st.queue.push_control(Bytes::from(st.conn.take_output())) {
-                    actions.push(Action::Wake(idx));
+                    actions.rtmp(Action::Wake(idx));
                 } else {
                     self.limit_hits[Limit::RtmpMemory as usize] += 1;
-                    actions.push(Action::Close {
+                    actions.rtmp(Action::Close {
                         idx,
                         why: "does not read what it is sent".into(),
                         flush: false,
@@ -323,7 +324,7 @@ impl Hub {
         let peer = st
             .peer
             .unwrap_or(std::net::SocketAddrV4::new([0; 4].into(), 0));
-        self.events_out.push(RingEvent::Rtmp(RtmpSpec {
+        self.out.event(RingEvent::Rtmp(RtmpSpec {
             session,
             room,
             publish,
@@ -399,7 +400,7 @@ impl Hub {
     }
 
     /// Ends every connection of a deleted room.
-    pub fn close_room(&mut self, room: u32, actions: &mut Vec<Action>) {
+    pub fn close_room(&mut self, room: u32, actions: &mut Outputs) {
         let pids: Vec<Pid> = self
             .streams
             .iter()
@@ -416,11 +417,14 @@ impl Hub {
         for pid in pids {
             if let Some(s) = self.streams.remove(&pid) {
                 conns.extend(s.publisher.into_iter().chain(s.players));
-                self.jobs.push(Job::Reset { stream: pid });
+                self.out.push(Output::Transcode {
+                    job: Job::Reset { stream: pid },
+                    from: None,
+                });
             }
         }
         for idx in conns {
-            actions.push(Action::Close {
+            actions.rtmp(Action::Close {
                 idx,
                 why: "room deleted".into(),
                 flush: false,
@@ -433,6 +437,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
+    use crate::output::Outputs;
     use crate::rtmp::chunk::write_message;
     use crate::rtmp::conn::{types, Media};
 
@@ -447,7 +452,7 @@ mod tests {
         frame_at(&mut h, &mut rooms, 0, 0xb1, 40, true, Instant::now());
         h.insert(1, ConnState::http_flv());
         h.insert(2, ConnState::http_flv());
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         // The head may come in pieces.
         h.on_bytes(
             Instant::now(),
@@ -507,7 +512,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(1);
         let t0 = Instant::now();
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         h.on_bytes(t0, 0, &connect(), &mut rooms, &mut a);
         let mut ping = Vec::new();
         write_message(
@@ -524,7 +529,9 @@ mod tests {
         for _ in 0..200 {
             a.clear();
             h.on_bytes(t0, 0, &pings, &mut rooms, &mut a);
-            if a.iter().any(|x| matches!(x, Action::Close { idx: 0, .. })) {
+            if a.actions()
+                .any(|x| matches!(x, Action::Close { idx: 0, .. }))
+            {
                 closed = true;
                 break;
             }

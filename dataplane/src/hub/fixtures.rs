@@ -8,7 +8,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
 
-use super::{Action, ConnState, Hub, Place, Rooms};
+use super::{ConnState, Hub, Place, Rooms};
+use crate::output::{Action, Outputs};
 use crate::participants::Participants;
 use crate::rtmp::chunk::write_message;
 use crate::rtmp::conn::{types, Conn};
@@ -120,18 +121,12 @@ pub(super) fn drain(h: &mut Hub, idx: u32) -> Vec<(u8, Bytes)> {
         .collect()
 }
 
-pub(super) fn send(
-    h: &mut Hub,
-    rooms: &mut OneRoom,
-    idx: u32,
-    cmd: &str,
-    key: &str,
-) -> Vec<Action> {
+pub(super) fn send(h: &mut Hub, rooms: &mut OneRoom, idx: u32, cmd: &str, key: &str) -> Outputs {
     send_at(h, rooms, idx, cmd, key, Instant::now())
 }
 
 /// A keyframe of publisher `idx` whose payload ends in `mark`.
-pub(super) fn keyframe(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8) -> Vec<Action> {
+pub(super) fn keyframe(h: &mut Hub, rooms: &mut OneRoom, idx: u32, mark: u8) -> Outputs {
     frame_at(h, rooms, idx, mark, 0, true, Instant::now())
 }
 
@@ -144,8 +139,8 @@ pub(super) fn marks(h: &mut Hub, idx: u32) -> Vec<u8> {
         .collect()
 }
 
-pub(super) fn closed(a: &[Action], idx: u32) -> Option<&str> {
-    a.iter().find_map(|x| match x {
+pub(super) fn closed(a: &Outputs, idx: u32) -> Option<&str> {
+    a.actions().find_map(|x| match x {
         Action::Close { idx: i, why, .. } if *i == idx => Some(why.as_str()),
         _ => None,
     })
@@ -162,7 +157,7 @@ pub(super) fn frame_at(
     ts: u32,
     key: bool,
     now: Instant,
-) -> Vec<Action> {
+) -> Outputs {
     let mut m = Vec::new();
     if key {
         write_message(&mut m, 6, ts, types::VIDEO, 1, &[0x17, 0, 1, 2, 3], 128);
@@ -177,7 +172,7 @@ pub(super) fn frame_at(
         &[kind, 1, 0, 0, 0, mark],
         128,
     );
-    let mut a = Vec::new();
+    let mut a = Outputs::default();
     h.on_bytes(now, idx, &m, rooms, &mut a);
     a
 }
@@ -190,13 +185,13 @@ pub(super) fn send_at(
     cmd: &str,
     key: &str,
     now: Instant,
-) -> Vec<Action> {
+) -> Outputs {
     let bytes = [
         connect(),
         command(cmd, vec![Amf0Value::Utf8String(key.into())]),
     ]
     .concat();
-    let mut a = Vec::new();
+    let mut a = Outputs::default();
     h.on_bytes(now, idx, &bytes, rooms, &mut a);
     a
 }

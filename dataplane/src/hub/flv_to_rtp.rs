@@ -11,6 +11,7 @@ use super::streams::Stream;
 use super::Hub;
 use crate::codec::{Packetizer, Pushed, VideoCodec};
 use crate::media::RtpFromRtmp;
+use crate::output::{Note, Output, Outputs};
 use crate::participants::Pid;
 use crate::rtmp::conn::{types, Media};
 use crate::transcode::Job;
@@ -42,7 +43,7 @@ impl RtpOut {
         room: u32,
         key: u32,
         pid: Pid,
-        rtp_out: &mut Vec<RtpFromRtmp>,
+        out: &mut Outputs,
     ) -> Pushed {
         let mut packets = Vec::new();
         let pushed = self.packetizer.push(body, ts, &mut packets);
@@ -62,12 +63,12 @@ impl RtpOut {
             } else {
                 self.gop.clear();
             }
-            rtp_out.push(RtpFromRtmp {
+            out.note(Note::RtmpVideo(RtpFromRtmp {
                 room,
                 pid,
                 key,
                 packet: p,
-            });
+            }));
         }
         pushed
     }
@@ -123,22 +124,28 @@ impl Hub {
                 .configs()
                 .filter(|c| crate::rtmp::stream::is_video_config(c));
             let gop = s.cache.gop().iter().filter(|g| g.type_id == types::VIDEO);
-            self.jobs.extend(config.chain(gop).map(|c| Job::Video {
-                stream: pid,
-                ms: c.timestamp,
-                flv: c.payload.to_vec(),
-            }));
+            for c in config.chain(gop) {
+                let job = Job::Video {
+                    stream: pid,
+                    ms: c.timestamp,
+                    flv: c.payload.to_vec(),
+                };
+                self.out.push(Output::Transcode { job, from: None });
+            }
         }
         if out.reencode == Some(true) {
-            self.jobs.push(Job::Video {
-                stream: pid,
-                ms: m.timestamp,
-                flv: m.payload.to_vec(),
+            self.out.push(Output::Transcode {
+                job: Job::Video {
+                    stream: pid,
+                    ms: m.timestamp,
+                    flv: m.payload.to_vec(),
+                },
+                from: None,
             });
             return Pushed::Nothing;
         }
         let ts = presentation_ms(m).wrapping_mul(90);
-        out.push(&m.payload, ts, room, key, pid, &mut self.rtp_out)
+        out.push(&m.payload, ts, room, key, pid, &mut self.out)
     }
 
     /// Video of participant `pid`'s RTMP publisher re-encoded without
@@ -154,14 +161,7 @@ impl Hub {
             return;
         };
         for (ms, body) in tags {
-            out.push(
-                &body,
-                ms.wrapping_mul(90),
-                room,
-                key,
-                pid,
-                &mut self.rtp_out,
-            );
+            out.push(&body, ms.wrapping_mul(90), room, key, pid, &mut self.out);
         }
     }
 
@@ -309,6 +309,7 @@ mod tests {
     use super::*;
     use crate::hub::connections::Role;
     use crate::hub::fixtures::*;
+    use crate::output::Outputs;
     use crate::rtmp::chunk::write_message;
     use gateway_ring::msg::Event as RingEvent;
     use rml_amf0::Amf0Value;
@@ -385,7 +386,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let (mut h, config) = reencoding_hub(2);
         let t0 = Instant::now();
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         // An IDR shown 66 ms after it is decoded: B-frames follow.
         let idr = [0x17, 1, 0, 0, 66, 0, 0, 0, 2, 0x65, 0x88];
         let mut pids = Vec::new();
@@ -403,8 +404,8 @@ mod tests {
         }
         let (a_pid, b_pid) = (pids[0], pids[1]);
         let videos: Vec<(Pid, u32, u8)> = h
-            .jobs
-            .iter()
+            .out
+            .jobs()
             .filter_map(|j| match j {
                 Job::Video { stream, ms, flv } => Some((*stream, *ms, flv[1])),
                 _ => None,
@@ -412,8 +413,8 @@ mod tests {
             .collect();
         assert_eq!(videos, [(a_pid, 0, 0), (a_pid, 1000, 1)]);
         let rtp_ts = |h: &Hub, pid: Pid| -> Vec<u32> {
-            h.rtp_out
-                .iter()
+            h.out
+                .rtmp_video()
                 .filter(|r| r.pid == pid)
                 .map(|r| crate::rtp::RtpHeader::parse(&r.packet).unwrap().timestamp)
                 .collect()
@@ -422,8 +423,8 @@ mod tests {
         // b's as it is: parameter sets and the IDR, at presentation time.
         assert_eq!(rtp_ts(&h, b_pid), [1066 * 90, 1066 * 90]);
         let warnings: Vec<String> = h
-            .events_out
-            .iter()
+            .out
+            .events()
             .filter_map(|e| match e {
                 RingEvent::MediaWarning { what, .. } => Some(what.clone()),
                 _ => None,
@@ -433,13 +434,13 @@ mod tests {
         assert!(warnings[0].contains("is re-encoded"), "{warnings:?}");
         assert!(warnings[1].contains("already re-encodes 1"), "{warnings:?}");
         // What the re-encode thread made of a's: packetized at its time.
-        h.rtp_out.clear();
+        h.out.clear();
         h.on_reencoded(a_pid, vec![(1066, config.clone()), (1066, idr.to_vec())]);
         assert_eq!(rtp_ts(&h, a_pid), [1066 * 90, 1066 * 90]);
         // Its output for b, which is not re-encoded, is stale: dropped.
-        h.rtp_out.clear();
+        h.out.clear();
         h.on_reencoded(b_pid, vec![(1100, idr.to_vec())]);
-        assert!(h.rtp_out.is_empty());
+        assert!(h.out.rtmp_video().next().is_none());
     }
 
     /// A publisher whose composition offsets start after its keyframe:
@@ -450,7 +451,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let (mut h, config) = reencoding_hub(1);
         let t0 = Instant::now();
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         h.on_bytes(t0, 0, &publish_of("r/a"), &mut rooms, &mut a);
         let mut media = Vec::new();
         write_message(&mut media, 6, 0, types::VIDEO, 1, &config, 128);
@@ -461,8 +462,8 @@ mod tests {
         write_message(&mut media, 6, 1033, types::VIDEO, 1, &b, 128);
         h.on_bytes(t0, 0, &media, &mut rooms, &mut a);
         let videos: Vec<(u32, u8)> = h
-            .jobs
-            .iter()
+            .out
+            .jobs()
             .filter_map(|j| match j {
                 Job::Video { ms, flv, .. } => Some((*ms, flv[0])),
                 _ => None,

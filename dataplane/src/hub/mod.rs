@@ -34,8 +34,7 @@ use std::time::Instant;
 use crate::participants::{Participants, Pid};
 use crate::rtmp::conn::Event;
 use crate::rtmp::stream::PlayerQueue;
-use crate::transcode::Job;
-use gateway_ring::msg::{Event as RingEvent, Limit};
+use gateway_ring::msg::Limit;
 
 mod admission;
 mod connections;
@@ -46,7 +45,7 @@ mod program;
 mod rtp_to_flv;
 mod streams;
 
-use crate::media::RtpFromRtmp;
+use crate::output::Outputs;
 pub use crate::rtmp::address::APP;
 pub use connections::{ConnLimits, ConnState, END_RTMP, END_SLOW};
 pub use rtp_to_flv::{Bridged, ALIGN_WAIT};
@@ -82,21 +81,6 @@ pub trait Rooms {
     fn random(&mut self) -> [u8; 4];
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Close the connection (after flushing what is queued, if `flush`).
-    Close { idx: u32, why: String, flush: bool },
-    /// Move the connection to `shard`, which replays `events` there (the
-    /// one that named the room, and any that came after it in the same read).
-    Handoff {
-        idx: u32,
-        shard: u32,
-        events: Vec<Event>,
-    },
-    /// The connection has bytes to send.
-    Wake(u32),
-}
-
 /// Counters for the shard's logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct HubStats {
@@ -107,22 +91,13 @@ pub struct HubStats {
 }
 
 pub struct Hub {
-    /// Participants started and ended, for the controlplane.
-    pub events_out: Vec<RingEvent>,
+    /// What the hub asks for (RTMP actions outside a call that takes an
+    /// action list, transcoder jobs, events) and tells the router
+    /// (RTMP publishers' RTP, keyframes and resends wanted of bridged
+    /// publishers); the core gathers it.
+    pub out: Outputs,
     shard: u32,
     next_session: u64,
-    /// RTP packets of RTMP publishers' video to fan out.
-    pub rtp_out: Vec<RtpFromRtmp>,
-    /// Audio for the transcoder thread.
-    pub jobs: Vec<Job>,
-    /// Ingest sessions (WebRTC publishers bridged to RTMP) to ask for a
-    /// keyframe: a player joined and the GOP cache had none.
-    pub keyframe_requests: Vec<u64>,
-    /// Video packets a bridged publisher should resend: (ingest session, seq).
-    pub nack_requests: Vec<(u64, u16)>,
-    /// Actions taken outside a call that has an action list (a publisher
-    /// left, a bridged publisher started): the owner drains them.
-    pub deferred: Vec<Action>,
     conns: HashMap<u32, ConnState>,
     streams: HashMap<Pid, Stream>,
     /// The rooms' programs (players of `live/ROOM`), by id.
@@ -150,14 +125,9 @@ pub struct Hub {
 impl Hub {
     pub fn new(gop_cache: bool, shard: u32) -> Hub {
         Hub {
-            events_out: Vec::new(),
+            out: Outputs::default(),
             shard,
             next_session: 0,
-            rtp_out: Vec::new(),
-            jobs: Vec::new(),
-            keyframe_requests: Vec::new(),
-            nack_requests: Vec::new(),
-            deferred: Vec::new(),
             conns: HashMap::new(),
             streams: HashMap::new(),
             programs: HashMap::new(),

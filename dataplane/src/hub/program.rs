@@ -9,7 +9,8 @@ use bytes::Bytes;
 
 use super::connections::Role;
 use super::streams::replay_of;
-use super::{Action, Hub};
+use super::Hub;
+use crate::output::{Note, Output, Outputs};
 use crate::participants::{Participants, Pid};
 use crate::rtmp::conn::{types, Media};
 use crate::rtmp::meta::{self, Meta};
@@ -96,18 +97,18 @@ impl Hub {
             self.unwatch(id, pid, parts);
         }
         self.forget_if_unused(pid, parts);
-        let mut actions = std::mem::take(&mut self.deferred);
+        let mut actions = Outputs::default();
         self.choose_all(now, room, parts, &mut actions);
-        self.deferred = actions;
+        self.out.append(&mut actions);
     }
 
     /// The core found `room`'s active speaker: its programs switch to it
     /// (each but the speaker's own) at its next keyframe.
     pub fn speaker_changed(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
         self.speakers.insert(room, pid);
-        let mut actions = std::mem::take(&mut self.deferred);
+        let mut actions = Outputs::default();
         self.choose_all(now, room, parts, &mut actions);
-        self.deferred = actions;
+        self.out.append(&mut actions);
     }
 
     /// The ids of `room`'s programs that `pick` takes.
@@ -129,7 +130,10 @@ impl Hub {
                 self.room_programs.remove(&p.room);
             }
         }
-        self.jobs.push(Job::MixEnd { program: id });
+        self.out.push(Output::Transcode {
+            job: Job::MixEnd { program: id },
+            from: None,
+        });
         Some(p)
     }
 
@@ -139,7 +143,7 @@ impl Hub {
         now: Instant,
         room: u32,
         parts: &Participants,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         for id in self.programs_of(room, |_| true) {
             self.choose(now, id, parts, actions);
@@ -149,7 +153,7 @@ impl Hub {
     /// Whom program `id` should show: the room's active speaker other than
     /// its `me`, else the room's earliest publisher other than `me`. A new
     /// choice is pending until its keyframe (at once from a cached GOP).
-    fn choose(&mut self, now: Instant, id: u64, parts: &Participants, actions: &mut Vec<Action>) {
+    fn choose(&mut self, now: Instant, id: u64, parts: &Participants, actions: &mut Outputs) {
         let Some(p) = self.programs.get(&id) else {
             return;
         };
@@ -178,7 +182,9 @@ impl Hub {
         let ask = s.keyframe_source();
         let cached: Vec<Media> = s.cache.gop().to_vec();
         let sync = s.last_video.unwrap_or((now, 0));
-        self.keyframe_requests.extend(ask);
+        if let Some(ingest) = ask {
+            self.out.note(Note::KeyframeWanted { ingest });
+        }
         if let Some(p) = self.programs.get_mut(&id) {
             p.pending = Some(target);
         }
@@ -206,7 +212,7 @@ impl Hub {
         room: u32,
         me: &str,
         parts: &Participants,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let existing = self.programs_of(room, |p| p.me == me).first().copied();
         let id = match existing {
@@ -262,7 +268,7 @@ impl Hub {
         pid: Pid,
         m: &Media,
         sync: (Instant, u32),
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         if m.type_id != types::VIDEO {
             return; // the program's audio is its mix, its metadata its own
@@ -328,7 +334,7 @@ impl Hub {
     /// AAC tags of program `id`'s mix, from the transcoder: stamped 1024
     /// samples apart on the program's time, starting where it is now (and
     /// again after a gap: nobody sent audio for a while).
-    pub fn on_mix(&mut self, now: Instant, id: u64, tags: Vec<Vec<u8>>, actions: &mut Vec<Action>) {
+    pub fn on_mix(&mut self, now: Instant, id: u64, tags: Vec<Vec<u8>>, actions: &mut Outputs) {
         let Some(p) = self.programs.get_mut(&id) else {
             return;
         };
@@ -381,6 +387,7 @@ fn is_config_or_meta(m: &Media) -> bool {
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
+    use crate::output::Outputs;
     use crate::rtmp::chunk::write_message;
 
     /// `live/ROOM` plays the room's publisher: a player that comes first
@@ -493,12 +500,12 @@ mod tests {
         );
         // bob's AAC goes to the transcoder with both mixes; not to players.
         frame_at(&mut h, &mut rooms, 1, 0xb1, 0, true, at(0));
-        h.jobs.clear();
+        h.out.clear();
         let mut m = Vec::new();
         write_message(&mut m, 4, 10, types::AUDIO, 1, &[0xaf, 1, 0x21, 0x10], 128);
-        h.on_bytes(at(10), 1, &m, &mut rooms, &mut Vec::new());
+        h.on_bytes(at(10), 1, &m, &mut rooms, &mut Outputs::default());
         assert!(matches!(
-            h.jobs.as_slice(),
+            h.out.jobs().collect::<Vec<_>>()[..],
             [Job::Aac { mixes, .. }] if sorted(mixes.clone()) == sorted(vec![mine, anon])
         ));
         let audio = |h: &mut Hub, idx: u32| -> Vec<(u32, u8)> {
@@ -517,18 +524,30 @@ mod tests {
             vec![0xaf, 1, 1],
             vec![0xaf, 1, 2],
         ];
-        h.on_mix(at(2_000), mine, tags, &mut Vec::new());
+        h.on_mix(at(2_000), mine, tags, &mut Outputs::default());
         assert_eq!(audio(&mut h, 2), vec![(2_000, 0), (2_000, 1), (2_021, 1)]);
         assert!(audio(&mut h, 3).is_empty(), "another program's mix");
         // Steady 21.3 ms steps while on time; after a gap, from the clock.
-        h.on_mix(at(2_050), mine, vec![vec![0xaf, 1, 3]], &mut Vec::new());
-        h.on_mix(at(3_000), mine, vec![vec![0xaf, 1, 4]], &mut Vec::new());
+        h.on_mix(
+            at(2_050),
+            mine,
+            vec![vec![0xaf, 1, 3]],
+            &mut Outputs::default(),
+        );
+        h.on_mix(
+            at(3_000),
+            mine,
+            vec![vec![0xaf, 1, 4]],
+            &mut Outputs::default(),
+        );
         assert_eq!(audio(&mut h, 2), vec![(2_042, 1), (3_000, 1)]);
         // The last anonymous player leaves: its mix ends on the transcoder.
-        h.jobs.clear();
+        h.out.clear();
         h.remove(at(4_000), 3, &mut rooms.parts);
-        assert!(h.jobs.is_empty(), "one player of it is left");
+        assert!(h.out.jobs().next().is_none(), "one player of it is left");
         h.remove(at(4_000), 4, &mut rooms.parts);
-        assert!(matches!(h.jobs.as_slice(), [Job::MixEnd { program }] if *program == anon));
+        assert!(
+            matches!(h.out.jobs().collect::<Vec<_>>()[..], [Job::MixEnd { program }] if *program == anon)
+        );
     }
 }

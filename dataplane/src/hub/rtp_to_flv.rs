@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Action, Hub};
+use super::Hub;
 use crate::codec::{Depacketizer, Out, VideoCodec};
+use crate::output::{Note, Outputs};
 use crate::participants::{Participants, Pid};
 use crate::reorder::Reorder;
 use crate::rtmp::conn::{types, Media};
@@ -171,11 +172,11 @@ impl Hub {
             .collect();
         idle.sort_unstable();
         idle.dedup();
-        let mut actions = std::mem::take(&mut self.deferred);
+        let mut actions = Outputs::default();
         for r in idle {
             self.choose_all(now, r, parts, &mut actions);
         }
-        self.deferred = actions;
+        self.out.append(&mut actions);
         self.streams.contains_key(&pid)
     }
 
@@ -192,7 +193,7 @@ impl Hub {
         ts: u32,
         marker: bool,
         payload: &[u8],
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) -> Bridged {
         let mut bridged = Bridged::default();
         let Some(s) = self.streams.get_mut(&pid) else {
@@ -224,8 +225,12 @@ impl Hub {
         });
         bridged.gaps_filled = reorder.filled - before.0;
         bridged.gaps_given_up = reorder.given_up - before.1;
-        self.nack_requests
-            .extend(nacks.into_iter().map(|s| (source.0, s)));
+        for seq in nacks {
+            self.out.note(Note::Nack {
+                ingest: source.0,
+                seq,
+            });
+        }
         let mut media = Vec::new();
         for o in out {
             match o {
@@ -283,7 +288,7 @@ impl Hub {
         pid: Pid,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
             return;
@@ -329,6 +334,7 @@ const IDLE_CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
+    use crate::output::Outputs;
     use crate::participants::Kinds;
 
     /// A WebRTC participant's RTP reaches the players of its name only.
@@ -343,7 +349,7 @@ mod tests {
         send(&mut h, &mut rooms, 2, "play", "r/bob");
         let t0 = Instant::now();
         assert!(h.wants_rtp(t0, web, &rooms.parts));
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         // SPS, PPS, IDR as single NAL unit packets.
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
         let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];

@@ -12,8 +12,9 @@ use bytes::Bytes;
 use super::connections::Role;
 use super::flv_to_rtp::{has_bframes, media_warning, RtpOut};
 use super::rtp_to_flv::Bridge;
-use super::{Action, Hub};
+use super::Hub;
 use crate::codec::Pushed;
+use crate::output::{Action, Note, Output, Outputs};
 use crate::participants::{Participants, Pid};
 use crate::rtmp::conn::{types, Media};
 use crate::rtmp::http;
@@ -86,7 +87,10 @@ impl Hub {
         });
         if unused {
             self.streams.remove(&pid);
-            self.jobs.push(Job::Reset { stream: pid });
+            self.out.push(Output::Transcode {
+                job: Job::Reset { stream: pid },
+                from: None,
+            });
         }
     }
 
@@ -111,12 +115,14 @@ impl Hub {
         room: u32,
         pid: Pid,
         key: u32,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let s = self.stream(room, pid, key);
         s.players.push(idx);
         let ask = s.keyframe_source();
-        self.keyframe_requests.extend(ask);
+        if let Some(ingest) = ask {
+            self.out.note(Note::KeyframeWanted { ingest });
+        }
         // A picture at once: headers and the GOP so far, serialized for this player.
         let http = self.conns.get(&idx).is_some_and(|c| c.http);
         let replay = self.streams.get(&pid).map(|s| replay_of(&s.cache, http));
@@ -132,7 +138,7 @@ impl Hub {
         idx: u32,
         role: Role,
         replay: Vec<(Bytes, Frame)>,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
@@ -151,7 +157,7 @@ impl Hub {
             st.queue.offer(now, b, frame);
         }
         if !replay.is_empty() {
-            actions.push(Action::Wake(idx));
+            actions.rtmp(Action::Wake(idx));
         }
     }
 
@@ -161,7 +167,7 @@ impl Hub {
         idx: u32,
         m: Media,
         parts: &Participants,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         let Some(Role::Publisher { room, pid }) = self.conns.get(&idx).map(|c| c.role) else {
             return; // media from a connection that is not publishing
@@ -191,8 +197,7 @@ impl Hub {
                 st.warned |= kind;
                 if let Some(session) = st.session {
                     tracing::info!(session, "RTMP publisher's media: {what}");
-                    self.events_out
-                        .push(RingEvent::MediaWarning { session, what });
+                    self.out.event(RingEvent::MediaWarning { session, what });
                 }
             }
         }
@@ -205,11 +210,14 @@ impl Hub {
                 }
             }
             let mixes = self.mixes_for(room, pid, parts);
-            self.jobs.push(Job::Aac {
-                stream: pid,
-                ms: m.timestamp,
-                flv: m.payload.to_vec(),
-                mixes,
+            self.out.push(Output::Transcode {
+                job: Job::Aac {
+                    stream: pid,
+                    ms: m.timestamp,
+                    flv: m.payload.to_vec(),
+                    mixes,
+                },
+                from: None,
             });
         }
         self.deliver(now, pid, m, actions);
@@ -219,7 +227,7 @@ impl Hub {
     /// once, offered to every player; then to the programs that show it.
     /// The stream's own metadata goes first when it calls for it (the
     /// publisher's is merged into it, not sent on).
-    pub(super) fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
+    pub(super) fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Outputs) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -240,7 +248,7 @@ impl Hub {
     }
 
     /// [`Self::deliver`] once the metadata is dealt with.
-    fn send_on(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Vec<Action>) {
+    fn send_on(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Outputs) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -264,7 +272,7 @@ impl Hub {
         now: Instant,
         players: &[u32],
         m: &Media,
-        actions: &mut Vec<Action>,
+        actions: &mut Outputs,
     ) {
         if players.is_empty() {
             return;
@@ -287,7 +295,7 @@ impl Hub {
                     st.stats.packets += 1;
                     st.stats.bytes += bytes.len() as u64;
                     self.stats.player_messages += 1;
-                    actions.push(Action::Wake(p));
+                    actions.rtmp(Action::Wake(p));
                 }
                 Offer::Dropped => {
                     st.stats.drops[DropReason::Send as usize] += 1;
@@ -295,7 +303,7 @@ impl Hub {
                 }
                 Offer::Disconnect => {
                     st.slow = true;
-                    actions.push(Action::Close {
+                    actions.rtmp(Action::Close {
                         idx: p,
                         why: "player too slow: behind for 5 s".into(),
                         flush: false,
@@ -318,6 +326,7 @@ mod tests {
     use super::*;
     use crate::hub::fixtures::*;
     use crate::hub::{ConnState, END_SLOW};
+    use crate::output::Outputs;
     use crate::rtmp::chunk::write_message;
     use rml_amf0::Amf0Value;
 
@@ -326,7 +335,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         let t0 = Instant::now();
-        let mut a = Vec::new();
+        let mut a = Outputs::default();
         let publish = [
             connect(),
             command("publish", vec![Amf0Value::Utf8String("r".into())]),
@@ -334,7 +343,7 @@ mod tests {
         .concat();
         h.on_bytes(t0, 0, &publish, &mut rooms, &mut a);
         assert!(
-            a.iter().all(|x| !matches!(x, Action::Close { .. })),
+            a.actions().all(|x| !matches!(x, Action::Close { .. })),
             "{a:?}"
         );
         let mut media = Vec::new();
@@ -377,7 +386,7 @@ mod tests {
         a.clear();
         h.on_bytes(t0, 2, &publish, &mut rooms, &mut a);
         assert!(
-            a.iter().all(|x| !matches!(x, Action::Close { .. })),
+            a.actions().all(|x| !matches!(x, Action::Close { .. })),
             "{a:?}"
         );
         assert_eq!(h.stats.rejected, 0);
@@ -419,7 +428,7 @@ mod tests {
             let mut rooms = OneRoom::creating();
             let mut h = hub_with(2);
             let t0 = Instant::now();
-            let mut a = Vec::new();
+            let mut a = Outputs::default();
             let publish = [
                 connect(),
                 command(
@@ -451,7 +460,9 @@ mod tests {
                 write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
                 let now = t0 + std::time::Duration::from_millis(200 * i as u64);
                 h.on_bytes(now, 0, &m, &mut rooms, &mut a);
-                if a.iter().any(|x| matches!(x, Action::Close { idx: 1, .. })) {
+                if a.actions()
+                    .any(|x| matches!(x, Action::Close { idx: 1, .. }))
+                {
                     closed = true;
                     break;
                 }
@@ -460,10 +471,10 @@ mod tests {
                 closed,
                 "the stalled player was never dropped (http: {http})"
             );
-            h.events_out.clear();
+            h.out.clear();
             h.remove(Instant::now(), 1, &mut rooms.parts);
             assert!(
-                h.events_out.iter().any(|e| matches!(
+                h.out.events().any(|e| matches!(
                     e,
                     RingEvent::SessionEnded {
                         reason: END_SLOW,
@@ -471,7 +482,7 @@ mod tests {
                     }
                 )),
                 "{:?}",
-                h.events_out
+                h.out
             );
         }
     }

@@ -3,6 +3,7 @@
 //! line of a WebRTC player carries which publisher, and `prepare_egress`,
 //! the per-copy half of the fan-out.
 
+use gateway_ring::msg::Event;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -222,7 +223,7 @@ impl Router {
                             &mut w.peer,
                             inbound.seq_no,
                             &mut self.pool,
-                            &mut self.controls,
+                            &mut self.out,
                             h,
                             dest,
                             now,
@@ -235,7 +236,15 @@ impl Router {
                     // The line changed hands: the room's events say so.
                     track.source_pid = inbound.participant;
                     track.source_key = inbound.key;
-                    self.lines.push((session, i as u8, inbound.participant));
+                    self.out.event(Event::Line {
+                        session,
+                        line: i as u8,
+                        participant: self
+                            .participants
+                            .name(inbound.participant)
+                            .unwrap_or("")
+                            .to_string(),
+                    });
                 }
                 RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
                 track.sent = track.sent.wrapping_add(1);

@@ -11,7 +11,7 @@ use crate::rtcp::{self, Feedback};
 use crate::rtp::RtpHeader;
 
 use super::sessions::Role;
-use super::{Control, Handle, Router, KEYFRAME_REQUEST_INTERVAL};
+use super::{Control, Handle, Output, Router, KEYFRAME_REQUEST_INTERVAL};
 
 impl Router {
     /// Asks WebRTC publisher `session` to resend its video packet `seq`
@@ -192,10 +192,10 @@ impl Router {
         buf.truncate(n);
         s.stats.retransmits += 1;
         s.dirty = true;
-        self.controls.push(Control {
+        self.out.push(Output::Transmit(Control {
             from: h,
             dest,
             data: buf,
-        });
+        }));
     }
 }

@@ -3,6 +3,7 @@
 //! STUN, DTLS, RTCP (acted on) or media. What comes out is the plaintext RTP
 //! packet to fan out, or nothing (bad packets counted by reason).
 
+use crate::output::Output;
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
@@ -68,18 +69,21 @@ impl Router {
                         let mut data = self.pool.pop().unwrap_or_default();
                         data.clear();
                         data.extend_from_slice(&self.scratch[..len]);
-                        self.controls.push(Control {
+                        self.out.push(Output::Transmit(Control {
                             from: h,
                             dest: src,
                             data,
-                        });
+                        }));
                         if start_dtls {
-                            self.dtls_starts.push(session);
+                            self.out.push(Output::DtlsStart { session });
                         }
                         Err(None)
                     }
                     Ok(PeerEvent::Dtls) => {
-                        self.dtls_in.push((session, buf.to_vec()));
+                        self.out.push(Output::Dtls {
+                            session,
+                            data: buf.to_vec(),
+                        });
                         Err(None)
                     }
                     Ok(PeerEvent::Rtcp(n)) => {

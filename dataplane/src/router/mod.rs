@@ -32,13 +32,13 @@ mod tests;
 mod webrtc_tests;
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use gateway_ring::msg::{Outcome, RoomSpec};
 
 use crate::media::{Handle, Inbound};
-use crate::participants::{Participants, Pid};
+use crate::output::{Control, Note, Output, Outputs};
+use crate::participants::Participants;
 use crate::rtcp::Feedback;
 use crate::srtp::MAX_TRAILER;
 use crate::webrtc::Peer;
@@ -68,24 +68,6 @@ pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub const END_CONSENT: u16 = 1;
 pub const END_DTLS: u16 = 2;
 
-/// A packet the router wants sent that is not a fan-out copy: STUN answers,
-/// DTLS records, RTCP feedback and reports, retransmissions.
-#[derive(Debug)]
-pub struct Control {
-    /// The session whose socket sends it.
-    pub from: Handle,
-    pub dest: SocketAddrV4,
-    pub data: Vec<u8>,
-}
-
-/// A session the router ended by itself (consent lost, DTLS failed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ended {
-    pub session: u64,
-    pub handle: Handle,
-    pub reason: u16,
-}
-
 struct Room {
     spec: RoomSpec,
     ingests: Vec<Handle>,
@@ -111,28 +93,15 @@ pub struct Router {
     rooms: HashMap<u32, Room>,
     /// Room ids by name (RTMP streams name their room).
     names: HashMap<String, u32>,
-    /// Packets to send that are not fan-out copies; the shard drains them.
-    controls: Vec<Control>,
-    /// DTLS datagrams for the DTLS thread: (session, bytes).
-    dtls_in: Vec<(u64, Vec<u8>)>,
-    /// WebRTC sessions where we are the DTLS client whose peer just passed
-    /// its first check: their handshake can start.
-    dtls_starts: Vec<u64>,
+    /// What the router asks for (datagrams, DTLS records and starts,
+    /// sessions it ended, events) and tells the hub; the core gathers it.
+    pub out: Outputs,
     /// Spent control buffers, reused so steady state does not allocate.
     pool: Vec<Vec<u8>>,
     scratch: Vec<u8>,
     feedback: Vec<Feedback>,
-    ended: Vec<Ended>,
-    /// WebRTC sessions removed since the last call (their DTLS state goes too).
-    closed_webrtc: Vec<u64>,
-    /// WebRTC players connected since the last call: (room, handle).
-    joined: Vec<(u32, Handle)>,
     /// Who is in each room; the RTMP side joins its connections here too.
     pub participants: Participants,
-    /// Participants that stopped publishing anything since the last call: (room, pid).
-    unpublished: Vec<(u32, Pid)>,
-    /// Player lines that changed hands since the last call: (session, line, pid).
-    lines: Vec<(u64, u8, Pid)>,
     /// The video RTP of RTMP publishers (virtual ingests, by source id), so
     /// players' NACKs for them are answered like any publisher's (an RTMP
     /// publisher cannot be asked), with when each was last fed.
@@ -154,18 +123,11 @@ impl Router {
             by_id: HashMap::new(),
             rooms: HashMap::new(),
             names: HashMap::new(),
-            controls: Vec::new(),
-            dtls_in: Vec::new(),
-            dtls_starts: Vec::new(),
+            out: Outputs::default(),
             pool: Vec::new(),
             scratch: Vec::new(),
             feedback: Vec::new(),
-            ended: Vec::new(),
-            closed_webrtc: Vec::new(),
-            joined: Vec::new(),
             participants: Participants::default(),
-            unpublished: Vec::new(),
-            lines: Vec::new(),
             rtmp_caches: HashMap::new(),
         }
     }
@@ -196,7 +158,8 @@ impl Router {
             self.release(h);
         }
         self.participants.remove_room(room);
-        self.unpublished.retain(|&(r, _)| r != room);
+        self.out
+            .drop_notes(|n| matches!(n, Note::Unpublished { room: r, .. } if *r == room));
         Some(handles)
     }
 
@@ -236,11 +199,11 @@ impl Router {
         match built {
             Some((dest, n)) => {
                 buf.truncate(n);
-                self.controls.push(Control {
+                self.out.push(Output::Transmit(Control {
                     from: h,
                     dest,
                     data: buf,
-                });
+                }));
                 true
             }
             None => {
@@ -269,52 +232,9 @@ impl Router {
         control_buf(&mut self.pool)
     }
 
-    /// Packets to send that are not fan-out copies. Give the buffers back
-    /// with [`Self::recycle`] once copied.
-    pub fn take_controls(&mut self, out: &mut Vec<Control>) {
-        out.append(&mut self.controls);
-    }
-
     pub fn recycle(&mut self, buf: Vec<u8>) {
         if self.pool.len() < 256 {
             self.pool.push(buf);
         }
-    }
-
-    /// DTLS datagrams received since the last call, for the DTLS thread.
-    pub fn take_dtls(&mut self, out: &mut Vec<(u64, Vec<u8>)>) {
-        out.append(&mut self.dtls_in);
-    }
-
-    /// Sessions whose DTLS client may send its ClientHello now (their
-    /// peer's address became known since the last call).
-    pub fn take_dtls_starts(&mut self, out: &mut Vec<u64>) {
-        out.append(&mut self.dtls_starts);
-    }
-
-    /// Participants that stopped publishing since the last call: (room, pid).
-    pub fn take_unpublished(&mut self, out: &mut Vec<(u32, Pid)>) {
-        out.append(&mut self.unpublished);
-    }
-
-    /// Player lines that changed hands since the last call: (session, line, pid).
-    pub fn take_lines(&mut self, out: &mut Vec<(u64, u8, Pid)>) {
-        out.append(&mut self.lines);
-    }
-
-    /// WebRTC players whose DTLS finished since the last call.
-    pub fn take_joined(&mut self, out: &mut Vec<(u32, Handle)>) {
-        out.append(&mut self.joined);
-    }
-
-    /// WebRTC sessions removed since the last call, however they ended.
-    pub fn take_closed_webrtc(&mut self, out: &mut Vec<u64>) {
-        out.append(&mut self.closed_webrtc);
-    }
-
-    /// Sessions the router ended by itself since the last call (already
-    /// removed: close their sockets and tell the controlplane).
-    pub fn take_ended(&mut self, out: &mut Vec<Ended>) {
-        out.append(&mut self.ended);
     }
 }

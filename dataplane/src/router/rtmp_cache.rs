@@ -13,7 +13,7 @@ use crate::rtp::RtpHeader;
 use crate::webrtc::Peer;
 
 use super::egress::OutTrack;
-use super::{control_buf, Control, Handle, Router, KEYFRAME_REQUEST_INTERVAL};
+use super::{control_buf, Control, Handle, Output, Outputs, Router, KEYFRAME_REQUEST_INTERVAL};
 
 /// Replays an RTMP publisher's cached GOP to one player line: the packets
 /// from its latest keyframe up to `next` (exclusive: the live packet about
@@ -31,7 +31,7 @@ pub(super) fn replay_gop(
     peer: &mut Peer,
     next: u16,
     pool: &mut Vec<Vec<u8>>,
-    controls: &mut Vec<Control>,
+    out: &mut Outputs,
     from: Handle,
     dest: SocketAddrV4,
     now: Instant,
@@ -67,11 +67,11 @@ pub(super) fn replay_gop(
         buf.truncate(m);
         t.sent = t.sent.wrapping_add(1);
         t.octets = t.octets.wrapping_add(len.saturating_sub(12) as u32);
-        controls.push(Control {
+        out.push(Output::Transmit(Control {
             from,
             dest,
             data: buf,
-        });
+        }));
     }
     t.seq_delta = t.seq_delta.wrapping_add(n);
     t.last_seq = base_seq.wrapping_add(n);

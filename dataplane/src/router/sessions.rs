@@ -4,8 +4,11 @@
 //! the keys from the DTLS thread, their counters and drop counts, and the
 //! specs for a controlplane resync.
 
+use crate::output::{Note, Output};
+use gateway_ring::msg::Event;
 use std::net::SocketAddrV4;
 use std::time::Instant;
+use tracing::info;
 
 use gateway_ring::msg::{
     Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
@@ -17,7 +20,7 @@ use crate::srtp::SrtpContext;
 use crate::webrtc::Peer;
 
 use super::egress::OutTrack;
-use super::{Ended, Handle, Router, EGRESS_AUDIO_PT, EGRESS_VIDEO_PT, MAX_SESSIONS};
+use super::{Handle, Router, EGRESS_AUDIO_PT, EGRESS_VIDEO_PT, MAX_SESSIONS};
 
 pub(super) struct Ingest {
     pub(super) spec: IngestSpec,
@@ -221,11 +224,16 @@ impl Router {
         self.by_id.remove(&s.stats.session);
         self.free.push(h);
         if self.participants.unpublish(s.pid, s.kinds) {
-            self.unpublished.push((s.room, s.pid));
+            self.out.note(Note::Unpublished {
+                room: s.room,
+                pid: s.pid,
+            });
         }
         self.participants.leave(s.pid);
         if matches!(s.role, Role::Webrtc(_)) {
-            self.closed_webrtc.push(s.stats.session);
+            self.out.push(Output::DtlsClosed {
+                session: s.stats.session,
+            });
         }
         // An ingest that leaves frees the egress tracks it fed, so a new
         // publisher continues the same output streams at once.
@@ -252,7 +260,11 @@ impl Router {
                         if webrtc {
                             byes.push((e, t.ssrc));
                             if t.source_pid != NOBODY {
-                                self.lines.push((session, line as u8, NOBODY));
+                                self.out.event(Event::Line {
+                                    session,
+                                    line: line as u8,
+                                    participant: String::new(),
+                                });
                             }
                         }
                         t.source_pid = NOBODY;
@@ -326,7 +338,7 @@ impl Router {
             return;
         }
         if let Some(room) = self.session(h).map(|s| s.room) {
-            self.joined.push((room, h));
+            self.out.note(Note::PlayerJoined { room, player: h });
         }
         let room = self.session(h).map(|s| s.room);
         let publishers: Vec<Handle> = room
@@ -341,11 +353,9 @@ impl Router {
     /// Ends `session` (DTLS failed); returns its handle for the shard to close.
     pub fn end_session(&mut self, session: u64, reason: u16) {
         if let Some(handle) = self.remove_session(session) {
-            self.ended.push(Ended {
-                session,
-                handle,
-                reason,
-            });
+            info!(session, reason, "session ended by the dataplane");
+            self.out.push(Output::CloseSocket(handle));
+            self.out.event(Event::SessionEnded { session, reason });
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use gateway_ring::msg::MediaKind;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, EgressSpec, IngestSpec};

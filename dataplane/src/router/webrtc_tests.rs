@@ -7,8 +7,11 @@ use gateway_ring::msg::MediaKind;
 use gateway_ring::msg::{
     participant_key, Direction, DropReason, DtlsRole, SrtpKey, SrtpSuite, TrackSpec, WebrtcSpec,
 };
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
+
+use crate::output::{Output, Outputs};
+use crate::participants::Pid;
 
 use crate::rtcp;
 use crate::rtp::RtpHeader;
@@ -16,6 +19,33 @@ use crate::srtp::SrtpContext;
 
 // The same WebRTC session spec and ICE check the fuzz harness uses.
 use crate::fuzz::{check, webrtc as spec};
+
+/// The outputs `pick` chooses, taken out of `out`.
+fn taken(out: &mut Outputs, pick: impl FnMut(&Output) -> bool) -> Vec<Output> {
+    out.take(pick)
+}
+
+/// The sessions whose DTLS client may start, taken out of `out`.
+fn dtls_starts(out: &mut Outputs) -> Vec<u64> {
+    taken(out, |o| matches!(o, Output::DtlsStart { .. }))
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::DtlsStart { session } => Some(session),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (session, reason) of the sessions the router ended, taken out of `out`.
+fn ended(out: &mut Outputs) -> Vec<(u64, u16)> {
+    out.take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            gateway_ring::msg::Event::SessionEnded { session, reason } => Some((session, reason)),
+            _ => None,
+        })
+        .collect()
+}
 
 fn keys(seed: u8) -> SrtpKey {
     SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[seed; 28]).unwrap()
@@ -59,7 +89,7 @@ fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
         assert!(r.handle_datagram(t0, h, addr(port), &mut c).is_none());
     }
     let mut out = Vec::new();
-    r.take_controls(&mut out);
+    out.extend(r.out.take_transmits());
     assert_eq!(out.len(), 2, "both checks answered");
     // Client → server keys are the client's "tx"; the server receives with them.
     r.install_keys(t0, 1, &keys(1), &keys(2));
@@ -96,7 +126,7 @@ fn stun_with_wrong_credentials_gets_no_answer() {
         assert!(r.handle_datagram(t0, h, addr(5001), c).is_none());
     }
     let mut out = Vec::new();
-    r.take_controls(&mut out);
+    out.extend(r.out.take_transmits());
     assert!(out.is_empty(), "no answer to a stranger");
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
@@ -108,7 +138,7 @@ fn stun_with_wrong_credentials_gets_no_answer() {
         .handle_datagram(t0, h, addr(5001), &mut [22, 0xfe, 0xfd, 0])
         .is_none());
     let mut dtls = Vec::new();
-    r.take_dtls(&mut dtls);
+    dtls.extend(taken(&mut r.out, |o| matches!(o, Output::Dtls { .. })));
     assert!(dtls.is_empty());
 }
 
@@ -131,11 +161,11 @@ fn a_dtls_client_starts_at_its_peers_first_valid_check() {
     assert!(r
         .handle_datagram(t0, c, addr(5001), &mut tampered)
         .is_none());
-    r.take_dtls_starts(&mut starts);
+    starts.extend(dtls_starts(&mut r.out));
     assert!(starts.is_empty(), "a stranger starts nothing");
     assert!(r.dtls_destination(1).is_none());
     r.handle_datagram(t0, c, addr(5001), &mut check(1));
-    r.take_dtls_starts(&mut starts);
+    starts.extend(dtls_starts(&mut r.out));
     assert_eq!(starts, [1]);
     assert_eq!(r.dtls_destination(1), Some((c, addr(5001))));
     // Later checks (consent, another address) start nothing again.
@@ -143,10 +173,10 @@ fn a_dtls_client_starts_at_its_peers_first_valid_check() {
     r.handle_datagram(t0, c, addr(5003), &mut check(1));
     r.handle_datagram(t0, s, addr(5002), &mut check(2));
     starts.clear();
-    r.take_dtls_starts(&mut starts);
+    starts.extend(dtls_starts(&mut r.out));
     assert!(starts.is_empty(), "{starts:?}");
     let mut out = Vec::new();
-    r.take_controls(&mut out);
+    out.extend(r.out.take_transmits());
     assert_eq!(out.len(), 4, "every valid check answered");
 }
 
@@ -236,7 +266,7 @@ fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
     let (mut r, p, s, mut client, t0) = connected();
     forward(&mut r, (p, s), &mut client, t0, 100..110);
     let mut controls = Vec::new();
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     controls.clear();
     // The subscriber NACKs 103 and 105 (pid 103, blp bit 1) and sends two PLIs.
     let mut sub_tx = SrtpContext::new(&keys(3));
@@ -247,7 +277,7 @@ fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
     let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
     fb.truncate(n);
     assert!(r.handle_datagram(t0, s, addr(5002), &mut fb).is_none());
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     let to_sub: Vec<_> = controls.iter().filter(|c| c.from == s).collect();
     let to_pub: Vec<_> = controls.iter().filter(|c| c.from == p).collect();
     assert_eq!(to_sub.len(), 2, "two retransmissions");
@@ -280,7 +310,7 @@ fn subscriber_nack_is_answered_from_cache_and_pli_is_rate_limited() {
     let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
     fb.truncate(n);
     r.handle_datagram(t0, s, addr(5002), &mut fb);
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert!(controls.len() == 1 && controls[0].from == p, "{controls:?}");
 }
 
@@ -390,14 +420,14 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
         assert!(r.handle_datagram(t0, s, addr(5002), &mut fb).is_none());
     };
     feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert!(
         controls.is_empty(),
         "nobody to ask, nothing yet: {controls:?}"
     );
     // The next frame: first the GOP (SPS, IDR, two P frames), then it.
     let next = live(&mut r, 104, 9000, 0x41);
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     let mut replay_rx = SrtpContext::new(&keys(4));
     let replayed: Vec<(u16, u32, u8)> = controls
         .drain(..)
@@ -426,16 +456,16 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     // A NACK from before the replay is not answered (the mapping moved);
     // one after it is.
     feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0, 0));
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert!(controls.is_empty());
     feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0 + 5, 0));
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert_eq!(controls.len(), 1);
     controls.clear();
     // Another PLI within the second: no second replay.
     feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
     assert_eq!(live(&mut r, 105, 12000, 0x41), (s0 + 6, first.1 + 12000));
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert!(controls.is_empty());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
@@ -450,7 +480,7 @@ fn a_nack_storm_is_answered_within_the_budget() {
     let (mut r, p, s, mut client, t0) = connected();
     forward(&mut r, (p, s), &mut client, t0, 0..100);
     let mut controls = Vec::new();
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     let mut sub_tx = SrtpContext::new(&keys(3));
     let budget = crate::limits::Limits::default().nack_per_s as usize;
     let mut sent = 0;
@@ -466,7 +496,7 @@ fn a_nack_storm_is_answered_within_the_budget() {
         let at = t0 + std::time::Duration::from_millis(k);
         r.handle_datagram(at, s, addr(5002), &mut fb);
         controls.clear();
-        r.take_controls(&mut controls);
+        controls.extend(r.out.take_transmits());
         sent += controls.iter().filter(|c| c.from == s).count();
     }
     assert!(sent <= budget + 2, "{sent} retransmissions in 20 ms");
@@ -652,9 +682,21 @@ fn lines_carry_the_publishers_the_answer_named() {
     assert_eq!(offer(&mut r, s, 10, bob, kb, 1), Some(0x5002));
     // Dave was named for no line: none is free.
     assert_eq!(offer(&mut r, s, 12, dave, participant_key("dave"), 1), None);
-    let mut lines = Vec::new();
-    r.take_lines(&mut lines);
-    assert_eq!(lines, vec![(2, 1, carol), (2, 0, bob)]);
+    let lines: Vec<(u64, u8, String)> = r
+        .out
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            gateway_ring::msg::Event::Line {
+                session,
+                line,
+                participant,
+            } => Some((session, line, participant)),
+            _ => None,
+        })
+        .collect();
+    let name = |pid: Pid| r.participants.name(pid).unwrap().to_string();
+    assert_eq!(lines, vec![(2, 1, name(carol)), (2, 0, name(bob))]);
 }
 
 #[test]
@@ -666,10 +708,10 @@ fn a_leaving_publisher_sends_its_subscribers_a_bye() {
     out[..inb.len].copy_from_slice(&pkt[..inb.len]);
     r.prepare_egress(t0, s, &inb, &mut out).unwrap();
     let mut controls = Vec::new();
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     controls.clear();
     r.remove_session(1);
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     assert_eq!(controls.len(), 1);
     let mut d = controls[0].data.clone();
     let m = SrtpContext::new(&keys(4)).unprotect_rtcp(&mut d).unwrap();
@@ -690,11 +732,11 @@ fn players_get_sender_reports_without_a_publisher_sr() {
     out[..inb.len].copy_from_slice(&pkt[..inb.len]);
     r.prepare_egress(t0, s, &inb, &mut out).unwrap();
     let mut controls = Vec::new();
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     controls.clear();
     let ntp = 0x1234_5678_0000_0000;
     r.tick(t0 + Duration::from_millis(500), ntp);
-    r.take_controls(&mut controls);
+    controls.extend(r.out.take_transmits());
     let to_sub = controls.iter().find(|c| c.from == s).expect("an SR");
     let mut d = to_sub.data.clone();
     let m = SrtpContext::new(&keys(4)).unprotect_rtcp(&mut d).unwrap();
@@ -712,18 +754,16 @@ fn players_get_sender_reports_without_a_publisher_sr() {
 fn consent_expiry_ends_the_session() {
     let (mut r, _, _, _, t0) = connected();
     r.tick(t0 + Duration::from_secs(10), 0);
-    let mut ended = Vec::new();
-    r.take_ended(&mut ended);
+    let mut ended = ended(&mut r.out);
     assert!(ended.is_empty());
     r.tick(
         t0 + crate::ice::lite::CONSENT_TIMEOUT + Duration::from_secs(1),
         0,
     );
-    r.take_ended(&mut ended);
+    ended.extend(self::ended(&mut r.out));
     assert_eq!(ended.len(), 2);
-    assert!(ended.iter().all(|e| e.reason == END_CONSENT));
+    assert!(ended.iter().all(|&(_, reason)| reason == END_CONSENT));
     assert_eq!(r.session_count(), 0);
-    let mut closed = Vec::new();
-    r.take_closed_webrtc(&mut closed);
+    let closed = taken(&mut r.out, |o| matches!(o, Output::DtlsClosed { .. }));
     assert_eq!(closed.len(), 2, "their DTLS state is released too");
 }

@@ -54,9 +54,10 @@ use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use tracing::{debug, error, info, warn};
 
-use crate::core::{Core, CoreConfig, Output, Removed};
+use crate::core::{Core, CoreConfig, Removed};
 use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
 use crate::media::{Handle, Inbound};
+use crate::output::Output;
 use crate::router::END_DTLS;
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
@@ -708,7 +709,7 @@ impl Shard {
             // A bug reached through one session's bytes costs that session,
             // not the shard: everything `on_datagram` touches belongs to it,
             // and a held buffer is pushed last, after anything can panic.
-            let mark = self.core.outputs_len();
+            let mark = self.core.output_mark();
             match contained(|| self.on_datagram(now, index, bid, res as usize)) {
                 Ok(true) => {
                     // Held for the fan-out, which recycles the buffer.
@@ -719,7 +720,7 @@ impl Shard {
                 }
                 Ok(false) => {}
                 Err(why) => {
-                    self.core.truncate_outputs(mark);
+                    self.core.discard_outputs(mark);
                     self.end_after_panic(now, index, &why);
                 }
             }

@@ -29,10 +29,11 @@ use io_uring::{opcode, types};
 use tracing::{debug, info, warn};
 
 use super::{user_data, Shard};
-use crate::hub::{Action, ConnState};
+use crate::hub::ConnState;
 use crate::limits::{Admission, ConnCounter, Limits, Refused};
 use crate::media::Handle;
 use crate::media::RtpFromRtmp;
+use crate::output::Action;
 use crate::rtmp::conn::Event;
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
@@ -288,7 +289,7 @@ impl Shard {
                 shard = self.cfg.index,
                 idx, "RTMP connection handed over to this shard"
             );
-            let mark = self.core.outputs_len();
+            let mark = self.core.output_mark();
             let replayed = super::contained(|| self.core.handle_rtmp_events(now, idx, events));
             if let Err(why) = replayed {
                 self.rtmp_panic_contained(idx, &why, mark);
@@ -570,7 +571,7 @@ impl Shard {
         };
         // A bug reached through one connection's bytes closes that
         // connection, not the shard (see `Shard::on_recv`).
-        let mark = self.core.outputs_len();
+        let mark = self.core.output_mark();
         let handled = super::contained(|| self.core.handle_rtmp_bytes(now, idx, &buf[..n]));
         if let Some(slot) = self.tcp_slot(idx) {
             slot.buf = buf;
@@ -587,14 +588,14 @@ impl Shard {
     /// A panic was contained while handling connection `idx`'s input: close
     /// it (its state in the core may be half-changed), drop what the core
     /// was asked for since `mark`, count it.
-    fn rtmp_panic_contained(&mut self, idx: u32, why: &str, mark: usize) {
+    fn rtmp_panic_contained(&mut self, idx: u32, why: &str, mark: crate::output::Mark) {
         self.turns.panics += 1;
         tracing::error!(
             shard = self.cfg.index,
             idx,
             "panic contained while handling an RTMP connection ({why}); closing it"
         );
-        self.core.truncate_outputs(mark);
+        self.core.discard_outputs(mark);
         self.close_tcp(idx, "internal error");
         self.maybe_release(idx);
     }
