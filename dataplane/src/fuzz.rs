@@ -84,6 +84,34 @@ pub(crate) fn check(session: u64) -> Vec<u8> {
     buf
 }
 
+/// Room 1's plain RTP video ingest `session` of participant "cam".
+fn video_ingest(session: u64) -> IngestSpec {
+    IngestSpec {
+        session,
+        room: 1,
+        port: 0,
+        kind: MediaKind::Video,
+        payload_type: 96,
+        clock_rate: 90_000,
+        srtp: None,
+        created_ms: 0,
+        participant: "cam".into(),
+    }
+}
+
+/// Room 1's plain RTP egress `session` (to a discard port).
+fn egress(session: u64) -> EgressSpec {
+    EgressSpec {
+        session,
+        room: 1,
+        port: 0,
+        dest_ip: [127, 0, 0, 1],
+        dest_port: 9,
+        srtp: None,
+        created_ms: 0,
+    }
+}
+
 fn key(seed: u8) -> Option<SrtpKey> {
     SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[seed; 28])
 }
@@ -109,17 +137,6 @@ pub fn fuzz_udp_router(data: &[u8]) {
         room: 1,
         name: "fuzz".into(),
     });
-    let spec = |session, kind, pt| IngestSpec {
-        session,
-        room: 1,
-        port: 0,
-        kind,
-        payload_type: pt,
-        clock_rate: 90_000,
-        srtp: None,
-        created_ms: 0,
-        participant: "cam".into(),
-    };
     // An odd first byte: the publisher gets REMB (abs-send-time, id 3)
     // instead of transport-cc, so the receive-side estimator is driven too.
     let mut publisher_spec = webrtc(1, Direction::Publish);
@@ -129,16 +146,8 @@ pub fn fuzz_udp_router(data: &[u8]) {
         }
     }
     let (Ok(ingest), Ok(egress), Ok(publisher), Ok(player)) = (
-        r.add_ingest(spec(10, MediaKind::Video, 96)),
-        r.add_egress(EgressSpec {
-            session: 11,
-            room: 1,
-            port: 0,
-            dest_ip: [127, 0, 0, 1],
-            dest_port: 9,
-            srtp: None,
-            created_ms: 0,
-        }),
+        r.add_ingest(video_ingest(10)),
+        r.add_egress(egress(11)),
         r.add_webrtc(t0, publisher_spec),
         r.add_webrtc(t0, webrtc(2, Direction::Subscribe)),
     ) else {
@@ -520,26 +529,8 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
             room: 1,
             name: "fuzz".into(),
         });
-        let ingest = core.add_ingest(IngestSpec {
-            session: 10,
-            room: 1,
-            port: 0,
-            kind: MediaKind::Video,
-            payload_type: 96,
-            clock_rate: 90_000,
-            srtp: None,
-            created_ms: 0,
-            participant: "cam".into(),
-        });
-        let egress = core.add_egress(EgressSpec {
-            session: 11,
-            room: 1,
-            port: 0,
-            dest_ip: [127, 0, 0, 1],
-            dest_port: 9,
-            srtp: None,
-            created_ms: 0,
-        });
+        let ingest = core.add_ingest(video_ingest(10));
+        let egress = core.add_egress(egress(11));
         let publisher = core.add_webrtc(now, webrtc(1, Direction::Publish));
         let player = core.add_webrtc(now, webrtc(2, Direction::Subscribe));
         let (Ok(ingest), Ok(_), Ok(publisher), Ok(player)) = (ingest, egress, publisher, player)

@@ -243,61 +243,56 @@ impl Outputs {
         })
     }
 
-    /// Takes the queued outputs `pick` chooses, leaving the rest in order.
-    pub fn take(&mut self, mut pick: impl FnMut(&Output) -> bool) -> Vec<Output> {
-        let (taken, kept): (VecDeque<Output>, VecDeque<Output>) =
-            self.queue.drain(..).partition(|o| pick(o));
+    /// Takes the queued outputs `pick` makes something of (`Ok`), leaving
+    /// the rest (`Err` gives them back) in order.
+    pub fn take<T>(&mut self, mut pick: impl FnMut(Output) -> Result<T, Output>) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for o in self.queue.drain(..) {
+            match pick(o) {
+                Ok(t) => taken.push(t),
+                Err(o) => kept.push_back(o),
+            }
+        }
         self.queue = kept;
-        taken.into()
+        taken
     }
 
     /// Takes the queued datagrams to send (tests and the fuzz harnesses).
     pub fn take_transmits(&mut self) -> Vec<Control> {
-        self.take(|o| matches!(o, Output::Transmit(_)))
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Transmit(c) => Some(c),
-                _ => None,
-            })
-            .collect()
+        self.take(|o| match o {
+            Output::Transmit(c) => Ok(c),
+            o => Err(o),
+        })
     }
 
     /// Takes the queued RTMP actions (tests and the fuzz harnesses).
     pub fn take_actions(&mut self) -> Vec<Action> {
-        self.take(|o| matches!(o, Output::Rtmp(_)))
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Rtmp(a) => Some(a),
-                _ => None,
-            })
-            .collect()
+        self.take(|o| match o {
+            Output::Rtmp(a) => Ok(a),
+            o => Err(o),
+        })
     }
 
     /// Takes the queued transcoder jobs (tests and the fuzz harnesses).
     pub fn take_jobs(&mut self) -> Vec<Job> {
-        self.take(|o| matches!(o, Output::Transcode { .. }))
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Transcode { job, .. } => Some(job),
-                _ => None,
-            })
-            .collect()
+        self.take(|o| match o {
+            Output::Transcode { job, .. } => Ok(job),
+            o => Err(o),
+        })
+    }
+
+    /// Takes the queued events (tests).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        self.take(|o| match o {
+            Output::Event(e) => Ok(e),
+            o => Err(o),
+        })
     }
 
     /// Takes the queued notes (tests and the fuzz harnesses).
     pub fn take_notes(&mut self) -> Vec<Note> {
         self.notes.drain(..).collect()
-    }
-
-    /// Takes the queued events (tests).
-    pub fn take_events(&mut self) -> Vec<Event> {
-        self.take(|o| matches!(o, Output::Event(_)))
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Event(e) => Some(e),
-                _ => None,
-            })
-            .collect()
     }
 }
 

@@ -20,20 +20,12 @@ use crate::srtp::SrtpContext;
 // The same WebRTC session spec and ICE check the fuzz harness uses.
 use crate::fuzz::{check, webrtc as spec};
 
-/// The outputs `pick` chooses, taken out of `out`.
-fn taken(out: &mut Outputs, pick: impl FnMut(&Output) -> bool) -> Vec<Output> {
-    out.take(pick)
-}
-
 /// The sessions whose DTLS client may start, taken out of `out`.
 fn dtls_starts(out: &mut Outputs) -> Vec<u64> {
-    taken(out, |o| matches!(o, Output::DtlsStart { .. }))
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::DtlsStart { session } => Some(session),
-            _ => None,
-        })
-        .collect()
+    out.take(|o| match o {
+        Output::DtlsStart { session } => Ok(session),
+        o => Err(o),
+    })
 }
 
 /// (session, reason) of the sessions the router ended, taken out of `out`.
@@ -138,7 +130,10 @@ fn stun_with_wrong_credentials_gets_no_answer() {
         .handle_datagram(t0, h, addr(5001), &mut [22, 0xfe, 0xfd, 0])
         .is_none());
     let mut dtls = Vec::new();
-    dtls.extend(taken(&mut r.out, |o| matches!(o, Output::Dtls { .. })));
+    dtls.extend(r.out.take(|o| match o {
+        Output::Dtls { session, .. } => Ok(session),
+        o => Err(o),
+    }));
     assert!(dtls.is_empty());
 }
 
@@ -764,6 +759,9 @@ fn consent_expiry_ends_the_session() {
     assert_eq!(ended.len(), 2);
     assert!(ended.iter().all(|&(_, reason)| reason == END_CONSENT));
     assert_eq!(r.session_count(), 0);
-    let closed = taken(&mut r.out, |o| matches!(o, Output::DtlsClosed { .. }));
+    let closed = r.out.take(|o| match o {
+        Output::DtlsClosed { session } => Ok(session),
+        o => Err(o),
+    });
     assert_eq!(closed.len(), 2, "their DTLS state is released too");
 }
