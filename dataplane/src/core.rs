@@ -42,7 +42,7 @@ use gateway_ring::msg::{
 use gateway_ring::token::{TokenKeys, TokenRole};
 use tracing::info;
 
-use crate::hub::{ConnState, Hub, Place, Rooms};
+use crate::hub::{Bridged, ConnState, Hub, Place, Rooms};
 use crate::media::{Handle, Inbound};
 use crate::output::{Action, Mark, Note, Output, Outputs};
 use crate::participants::Participants;
@@ -348,21 +348,23 @@ impl Core {
             &pkt[h.len..end],
             &mut self.out,
         );
+        self.settle_bridged(now, inbound.ingest, bridged);
+        self.collect(now);
+    }
+
+    /// What bridging a publisher's video (a packet, or a deadline of its
+    /// reorder buffer) asks of its ingest session: a keyframe, counters.
+    fn settle_bridged(&mut self, now: Instant, ingest: u64, bridged: Bridged) {
         if bridged.need_keyframe {
-            self.router.request_keyframe_by_id(now, inbound.ingest);
+            self.router.request_keyframe_by_id(now, ingest);
         }
         for _ in 0..bridged.bad_parameter_sets {
-            self.router
-                .count_drop_by_id(inbound.ingest, DropReason::Malformed);
+            self.router.count_drop_by_id(ingest, DropReason::Malformed);
         }
         if bridged.gaps_filled + bridged.gaps_given_up > 0 {
-            self.router.count_bridge_gaps(
-                inbound.ingest,
-                bridged.gaps_filled,
-                bridged.gaps_given_up,
-            );
+            self.router
+                .count_bridge_gaps(ingest, bridged.gaps_filled, bridged.gaps_given_up);
         }
-        self.collect(now);
     }
 
     /// A participant's Opus, to the transcoder when it is wanted: by its
@@ -544,20 +546,43 @@ impl Core {
 
     // ---- time and output ----
 
-    /// When [`Self::handle_timeout`] wants to run next.
+    /// When [`Self::handle_timeout`] has something to do: the earlier of
+    /// the next tick and the hub's earliest deadline (a bridge's reorder
+    /// gap or audio alignment, a player behind, idle programs). Cheap
+    /// enough for every turn of the shard's loop: the hub keeps its
+    /// deadlines on a heap (see `hub/timers.rs`).
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+        match self.hub.poll_timeout() {
+            Some(t) => t.min(self.next_tick),
+            None => self.next_tick,
+        }
     }
 
-    /// Periodic work: consent freshness and RTCP reports (`ntp_now` is the
-    /// wall clock in NTP format, for sender reports).
+    /// What is due at `now`: the tick (consent freshness and RTCP reports;
+    /// `ntp_now` is the wall clock in NTP format, for sender reports) when
+    /// it is, and the hub's deadlines that are.
     pub fn handle_timeout(&mut self, now: Instant, ntp_now: u64) {
-        if now < self.next_tick {
-            return;
+        let mut ran = false;
+        if now >= self.next_tick {
+            self.next_tick = now + TICK_EVERY;
+            self.router.tick(now, ntp_now);
+            ran = true;
         }
-        self.next_tick = now + TICK_EVERY;
-        self.router.tick(now, ntp_now);
-        self.collect(now);
+        if self.hub.poll_timeout().is_some_and(|t| now >= t) {
+            let parts = &self.router.participants;
+            let results = self.hub.handle_timeout(now, parts, &mut self.out);
+            for (ingest, bridged) in results.bridged {
+                self.settle_bridged(now, ingest, bridged);
+            }
+            for ingest in results.failed {
+                self.router
+                    .end_session(ingest, gateway_ring::msg::END_INTERNAL);
+            }
+            ran = true;
+        }
+        if ran {
+            self.collect(now);
+        }
     }
 
     /// Changed session counters (UDP sessions, at most `max`; then RTMP).
@@ -912,5 +937,86 @@ mod tests {
             "ended {:?} after the lapse",
             ended_at.saturating_duration_since(lapse)
         );
+    }
+
+    /// `poll_timeout` is the earlier of the next tick and the hub's
+    /// deadline (here a bridged publisher's reorder gap), and
+    /// `handle_timeout` runs each only when it is due: the gap is
+    /// re-NACKed before the tick, the tick runs at its time and not the
+    /// gap's give-up, which delivers the keyframe held behind the gap to
+    /// the RTMP player at its own deadline, with no packet after it, and
+    /// counts it against the ingest.
+    #[test]
+    fn poll_timeout_is_the_earlier_of_the_tick_and_a_parts_deadline() {
+        use crate::reorder::{RENACK, WAIT};
+        let mut c = core();
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        c.handle_timeout(t0, 0);
+        assert_eq!(c.poll_timeout(), t0 + TICK_EVERY, "only the tick");
+        c.add_room(RoomSpec {
+            room: 1,
+            name: "r".into(),
+        });
+        let cam = c
+            .add_ingest(IngestSpec {
+                session: 1,
+                room: 1,
+                port: 0,
+                kind: MediaKind::Video,
+                payload_type: 96,
+                clock_rate: 90_000,
+                srtp: None,
+                created_ms: 0,
+                participant: "cam".into(),
+            })
+            .unwrap();
+        let mut st = ConnState::default();
+        st.conn = Conn::new_after_handshake();
+        c.rtmp_insert(7, st);
+        rtmp(&mut c, 7, "play", "r/cam");
+        let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+        let keyframe = |c: &mut Core, seq: u16, at: Instant| {
+            for (i, nal) in nals.iter().enumerate() {
+                let mut p = rtp(seq + i as u16, seq as u32 * 3000, i == 2, nal);
+                c.handle_datagram(at, cam, src, &mut p).expect("media");
+            }
+            while c.poll_output().is_some() {}
+        };
+        keyframe(&mut c, 0, t0);
+        assert_eq!(videos(&mut c, 7).len(), 2, "config and keyframe");
+        // seq 3 lost at 200 ms: the next keyframe is held behind it.
+        let gap = ms(200);
+        keyframe(&mut c, 4, gap);
+        assert!(videos(&mut c, 7).is_empty());
+        assert_eq!(c.poll_timeout(), gap + RENACK, "the gap's, before the tick");
+        c.handle_timeout(gap + RENACK, 0);
+        while c.poll_output().is_some() {}
+        assert_eq!(
+            c.poll_timeout(),
+            t0 + TICK_EVERY,
+            "the tick's, before the give-up"
+        );
+        c.handle_timeout(t0 + TICK_EVERY, 0);
+        while c.poll_output().is_some() {}
+        assert!(videos(&mut c, 7).is_empty(), "the tick gave nothing up");
+        assert_eq!(c.poll_timeout(), gap + WAIT);
+        c.handle_timeout(gap + WAIT - Duration::from_millis(1), 0);
+        assert!(c.poll_output().is_none(), "fired before its deadline");
+        c.handle_timeout(gap + WAIT, 0);
+        let mut woken = false;
+        while let Some(o) = c.poll_output() {
+            woken |= matches!(o, Output::Rtmp(Action::Wake(7)));
+        }
+        assert!(woken, "the player was woken");
+        let v = videos(&mut c, 7);
+        assert!(v.iter().any(|b| b[..2] == [0x17, 1]), "keyframe: {v:?}");
+        assert_eq!(c.poll_timeout(), t0 + TICK_EVERY * 2, "the tick's again");
+        let mut stats = Vec::new();
+        c.take_dirty_stats(&mut stats, 16);
+        let s = stats.iter().find(|s| s.session == 1).expect("counted");
+        assert_eq!(s.bridge_gaps_given_up, 1);
     }
 }

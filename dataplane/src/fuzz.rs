@@ -376,7 +376,9 @@ impl crate::hub::Rooms for FuzzRooms {
 /// The body of the `rtmp_hub` fuzz target: the byte streams of three RTMP
 /// connections (past the handshake) through one shard's hub: commands,
 /// publish and play, FLV media through the GOP cache, the packetizer for
-/// WebRTC and every player's queue, and RTP video bridged the other way.
+/// WebRTC and every player's queue, and RTP video bridged the other way;
+/// the hub's deadlines (reorder gaps, slow players, idle programs) fire as
+/// time passes (10 ms per RTP packet).
 ///
 /// Input: `[op][len][len bytes]`...: op % 8 is 3 for RTP video of the
 /// room's (WebRTC) publisher (`len` bytes of payload), 4 for an active
@@ -447,6 +449,11 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
             }
             6 => hub.on_bytes(now, 3, body, &mut rooms, &mut actions),
             op => hub.on_bytes(now, (op % 3) as u32, body, &mut rooms, &mut actions),
+        }
+        // Deadlines passed fire as the shard fires them, and leave none due.
+        if hub.poll_timeout().is_some_and(|t| t <= now) {
+            hub.handle_timeout(now, &rooms.1, &mut actions);
+            assert!(hub.poll_timeout().is_none_or(|t| t > now), "still due");
         }
         actions.append(&mut hub.out);
         for a in actions.take_actions() {

@@ -105,6 +105,12 @@ impl Note {
     }
 }
 
+/// What [`Outputs::take`]'s chooser makes of an output.
+pub enum Pick<T> {
+    Take(T),
+    Keep(Output),
+}
+
 /// Outputs and notes in the order they were queued.
 #[derive(Debug, Default)]
 pub struct Outputs {
@@ -243,15 +249,15 @@ impl Outputs {
         })
     }
 
-    /// Takes the queued outputs `pick` makes something of (`Ok`), leaving
-    /// the rest (`Err` gives them back) in order.
-    pub fn take<T>(&mut self, mut pick: impl FnMut(Output) -> Result<T, Output>) -> Vec<T> {
+    /// Takes the queued outputs `pick` makes something of, leaving the
+    /// rest (given back as [`Pick::Keep`]) in order.
+    pub fn take<T>(&mut self, mut pick: impl FnMut(Output) -> Pick<T>) -> Vec<T> {
         let mut taken = Vec::new();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for o in self.queue.drain(..) {
             match pick(o) {
-                Ok(t) => taken.push(t),
-                Err(o) => kept.push_back(o),
+                Pick::Take(t) => taken.push(t),
+                Pick::Keep(o) => kept.push_back(o),
             }
         }
         self.queue = kept;
@@ -261,32 +267,32 @@ impl Outputs {
     /// Takes the queued datagrams to send (tests and the fuzz harnesses).
     pub fn take_transmits(&mut self) -> Vec<Control> {
         self.take(|o| match o {
-            Output::Transmit(c) => Ok(c),
-            o => Err(o),
+            Output::Transmit(c) => Pick::Take(c),
+            o => Pick::Keep(o),
         })
     }
 
     /// Takes the queued RTMP actions (tests and the fuzz harnesses).
     pub fn take_actions(&mut self) -> Vec<Action> {
         self.take(|o| match o {
-            Output::Rtmp(a) => Ok(a),
-            o => Err(o),
+            Output::Rtmp(a) => Pick::Take(a),
+            o => Pick::Keep(o),
         })
     }
 
     /// Takes the queued transcoder jobs (tests and the fuzz harnesses).
     pub fn take_jobs(&mut self) -> Vec<Job> {
         self.take(|o| match o {
-            Output::Transcode { job, .. } => Ok(job),
-            o => Err(o),
+            Output::Transcode { job, .. } => Pick::Take(job),
+            o => Pick::Keep(o),
         })
     }
 
     /// Takes the queued events (tests).
     pub fn take_events(&mut self) -> Vec<Event> {
         self.take(|o| match o {
-            Output::Event(e) => Ok(e),
-            o => Err(o),
+            Output::Event(e) => Pick::Take(e),
+            o => Pick::Keep(o),
         })
     }
 

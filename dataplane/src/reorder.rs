@@ -12,6 +12,12 @@
 //! packet behind next ─▶ dropped (a duplicate, or later than we could wait)
 //! ```
 //!
+//! The re-NACK and the give-up are deadlines ([`Reorder::poll_timeout`]):
+//! the owner calls [`Reorder::handle_timeout`] when one passes, so a gap
+//! is given up on (and the frames held behind it released) when its wait
+//! ends, not at the next packet, which may never come. A packet that
+//! arrives first checks them too, as before.
+//!
 //! In-order packets (nearly all of them) pass through without allocation;
 //! only a gap copies what arrives after it, at most [`HOLD`] packets.
 
@@ -43,6 +49,12 @@ pub struct Reorder {
     /// When the current gap was noticed, and whether it was asked for again.
     gap_since: Option<Instant>,
     renacked: bool,
+    /// Packets still held behind a further gap once the first was filled:
+    /// since when. A packet that comes opens that gap's own wait
+    /// (`gap_since`), as it always did; without one, its deadlines run
+    /// from here ([`Self::poll_timeout`]), so the held frames are not
+    /// kept until a packet comes.
+    left_since: Option<Instant>,
     /// Gaps filled (the packet came late, or again on our NACK) and gaps
     /// given up on (for stats).
     pub filled: u64,
@@ -72,10 +84,14 @@ impl Reorder {
         if ahead == 0 {
             release(seq, ts, marker, payload);
             self.next = Some(seq.wrapping_add(1));
-            self.drain(&mut release);
+            self.drain(now, &mut release);
         } else if self.held.iter().all(|h| h.seq != seq) {
             if self.gap_since.is_none() {
                 self.gap_since = Some(now);
+                // Its own wait, afresh (a timer may have re-NACKed
+                // the gap that was left, on `left_since`).
+                self.renacked = false;
+                self.left_since = None;
                 let missing = ahead.min(MAX_NACK);
                 nack.extend((0..missing).map(|i| next.wrapping_add(i)));
             } else if let Some(last) = self.held.last().map(|h| h.seq) {
@@ -101,26 +117,53 @@ impl Reorder {
                 },
             );
         }
-        if let Some(since) = self.gap_since.filter(|_| !self.renacked) {
+        self.fire(now, self.gap_since, nack, &mut release);
+    }
+
+    /// When [`Self::handle_timeout`] has something to do: the re-NACK of
+    /// the open gap, then giving up on it; `None` while nothing is held.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let since = self.gap_since.or(self.left_since)?;
+        Some(since + if self.renacked { WAIT } else { RENACK })
+    }
+
+    /// What is due at `now` without a packet: the gap asked for once more
+    /// (into `nack`) after [`RENACK`], given up on after [`WAIT`] (what is
+    /// held goes to `release`, in order), as a packet arriving now would
+    /// have done.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        nack: &mut Vec<u16>,
+        mut release: impl FnMut(u16, u32, bool, &[u8]),
+    ) {
+        self.fire(now, self.gap_since.or(self.left_since), nack, &mut release);
+    }
+
+    /// The re-NACK and the give-up of a gap open since `since`, if due.
+    fn fire(
+        &mut self,
+        now: Instant,
+        since: Option<Instant>,
+        nack: &mut Vec<u16>,
+        release: &mut impl FnMut(u16, u32, bool, &[u8]),
+    ) {
+        if let Some(since) = since.filter(|_| !self.renacked) {
             if now.saturating_duration_since(since) >= RENACK {
                 self.renacked = true;
                 self.missing(nack);
             }
         }
-        let waited = self
-            .gap_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= WAIT);
+        let waited = since.is_some_and(|t| now.saturating_duration_since(t) >= WAIT);
         if waited || self.held.len() > HOLD {
             tracing::debug!(
                 next = self.next,
                 held = self.held.len(),
                 first_held = self.held.first().map(|h| h.seq),
-                waited_ms = self
-                    .gap_since
-                    .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                waited_ms = since.map(|t| now.saturating_duration_since(t).as_millis() as u64),
                 "reorder: giving up on a gap"
             );
-            self.give_up(&mut release);
+            self.give_up(release);
         }
     }
 
@@ -141,7 +184,7 @@ impl Reorder {
     }
 
     /// Releases held packets that are next in order.
-    fn drain(&mut self, release: &mut impl FnMut(u16, u32, bool, &[u8])) {
+    fn drain(&mut self, now: Instant, release: &mut impl FnMut(u16, u32, bool, &[u8])) {
         let mut n = 0;
         while let Some(h) = self.held.get(n) {
             if Some(h.seq) != self.next {
@@ -159,6 +202,7 @@ impl Reorder {
             // Filled (or the first gap filled, another behind it: its own wait).
             self.gap_since = None;
             self.renacked = false;
+            self.left_since = (!self.held.is_empty()).then_some(now);
         }
     }
 
@@ -171,6 +215,7 @@ impl Reorder {
         }
         self.gap_since = None;
         self.renacked = false;
+        self.left_since = None;
     }
 }
 
@@ -239,6 +284,59 @@ mod tests {
         assert_eq!(r.given_up, 1);
         assert_eq!(run(&mut r, ms(201), 19, &mut nack), [19]);
         assert!(run(&mut r, ms(202), 12, &mut nack).is_empty(), "too late");
+    }
+
+    /// With no further packet, the gap's deadlines fire by themselves:
+    /// asked for once more at RENACK, given up at WAIT (what was held
+    /// behind it released in order); nothing a moment before either. A
+    /// further gap left behind a filled one waits its own WAIT from then.
+    #[test]
+    fn a_gap_is_given_up_at_its_deadline_without_another_packet() {
+        let t = Instant::now();
+        let ms = |m: u64| t + Duration::from_millis(m);
+        let mut r = Reorder::default();
+        let mut nack = Vec::new();
+        assert_eq!(r.poll_timeout(), None, "nothing held");
+        run(&mut r, ms(0), 10, &mut nack);
+        assert!(run(&mut r, ms(10), 13, &mut nack).is_empty());
+        assert_eq!(nack, [11, 12]);
+        let timeout = |r: &mut Reorder, at: Instant, nack: &mut Vec<u16>| {
+            let mut out = Vec::new();
+            r.handle_timeout(at, nack, |s, _, _, _| out.push(s));
+            out
+        };
+        assert_eq!(r.poll_timeout(), Some(ms(10) + RENACK));
+        assert!(timeout(
+            &mut r,
+            ms(10) + RENACK - Duration::from_millis(1),
+            &mut nack
+        )
+        .is_empty());
+        assert_eq!(nack, [11, 12], "not asked again before RENACK");
+        assert!(timeout(&mut r, ms(10) + RENACK, &mut nack).is_empty());
+        assert_eq!(nack, [11, 12, 11, 12], "asked once more at RENACK");
+        assert_eq!(r.poll_timeout(), Some(ms(10) + WAIT));
+        let just_before = ms(10) + WAIT - Duration::from_millis(1);
+        assert!(timeout(&mut r, just_before, &mut nack).is_empty());
+        assert_eq!(r.given_up, 0);
+        assert_eq!(timeout(&mut r, ms(10) + WAIT, &mut nack), [13]);
+        assert_eq!((r.given_up, r.poll_timeout()), (1, None));
+        assert_eq!(nack.len(), 4);
+
+        // 15 and 17 missing behind 14; 15 comes: 16 goes, 18 waits for 17
+        // from then (asked for when 18 came).
+        run(&mut r, ms(200), 14, &mut nack);
+        run(&mut r, ms(201), 16, &mut nack);
+        run(&mut r, ms(202), 18, &mut nack);
+        assert_eq!(run(&mut r, ms(210), 15, &mut nack), [15, 16]);
+        assert_eq!(r.poll_timeout(), Some(ms(210) + RENACK));
+        nack.clear();
+        assert!(timeout(&mut r, ms(210) + RENACK, &mut nack).is_empty());
+        assert_eq!(nack, [17]);
+        assert!(timeout(&mut r, ms(210) + WAIT - Duration::from_millis(1), &mut nack).is_empty());
+        assert_eq!(timeout(&mut r, ms(210) + WAIT, &mut nack), [18]);
+        assert_eq!((r.given_up, r.poll_timeout()), (2, None));
+        assert_eq!(run(&mut r, ms(320), 19, &mut nack), [19]);
     }
 
     #[test]

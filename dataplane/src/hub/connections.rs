@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::timers::Timer;
 use super::{Hub, Rooms};
 use crate::output::{Action, Output, Outputs};
 use crate::participants::{Kinds, Participants, Pid};
@@ -138,7 +139,10 @@ impl Default for ConnLimits {
 impl Hub {
     pub fn insert(&mut self, idx: u32, mut state: ConnState) {
         state.queue.max_unread = self.limits.max_unread;
+        // A player handed over from another shard may be behind already.
+        let behind = state.queue.poll_timeout();
         self.conns.insert(idx, state);
+        self.schedule(Timer::Player(idx), behind);
     }
 
     /// Takes a connection out (closing or handing over), detaching it from

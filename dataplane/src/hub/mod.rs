@@ -25,8 +25,9 @@
 //! state, bytes in and out, sessions, its end), `admission` (a publish or
 //! play let in or refused, and started), `streams` (each participant's
 //! stream and its players), `program` (each room's active-speaker view and
-//! its mix), `rtp_to_flv` (WebRTC/RTP publishers for RTMP players) and
-//! `flv_to_rtp` (RTMP publishers for WebRTC players).
+//! its mix), `rtp_to_flv` (WebRTC/RTP publishers for RTMP players),
+//! `flv_to_rtp` (RTMP publishers for WebRTC players) and `timers` (what
+//! is due with no packet: [`Hub::poll_timeout`], [`Hub::handle_timeout`]).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -44,6 +45,7 @@ mod flv_to_rtp;
 mod program;
 mod rtp_to_flv;
 mod streams;
+mod timers;
 
 use crate::output::Outputs;
 pub use crate::rtmp::address::APP;
@@ -110,6 +112,11 @@ pub struct Hub {
     /// When an idle program (nobody to show) may look at a publisher's
     /// packets again: not at every packet of, say, its own participant.
     next_idle_choose: Option<Instant>,
+    /// A publisher's packet came before `next_idle_choose`: the idle
+    /// programs look then ([`Hub::handle_timeout`]).
+    idle_choose_wanted: bool,
+    /// The bridges' and players' deadlines (see `timers`).
+    deadlines: timers::Deadlines,
     gop_cache: bool,
     pub stats: HubStats,
     events: Vec<Event>,
@@ -135,6 +142,8 @@ impl Hub {
             next_program: 0,
             speakers: HashMap::new(),
             next_idle_choose: None,
+            idle_choose_wanted: false,
+            deadlines: timers::Deadlines::default(),
             gop_cache,
             stats: HubStats::default(),
             events: Vec::new(),

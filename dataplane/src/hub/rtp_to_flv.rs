@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::timers::Timer;
 use super::Hub;
 use crate::codec::{Depacketizer, Out, VideoCodec};
 use crate::output::{Note, Outputs};
@@ -71,6 +72,19 @@ impl Bridge {
             self.audio_aligned = true;
         } else if now.saturating_duration_since(a.created) >= ALIGN_WAIT {
             self.audio_aligned = true;
+        }
+    }
+
+    /// Its earliest deadline: the reorder buffer's, or the end of
+    /// [`ALIGN_WAIT`] while audio is held unaligned.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        let align = self
+            .audio
+            .filter(|_| !self.audio_aligned && !self.held.is_empty())
+            .map(|a| a.created + ALIGN_WAIT);
+        match (self.reorder.poll_timeout(), align) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -159,11 +173,20 @@ impl Hub {
         }
         // Idle programs (nobody to show) look at the publishers at most
         // every IDLE_CHOOSE_EVERY, all rooms at once: not a scan at every
-        // packet of a publisher nobody plays over RTMP.
+        // packet of a publisher nobody plays over RTMP. A packet before
+        // then has them look then (a deadline), not at a later packet.
         if self.next_idle_choose.is_some_and(|t| now < t) {
+            self.idle_choose_wanted = true;
             return false;
         }
+        self.choose_idle(now, parts);
+        self.streams.contains_key(&pid)
+    }
+
+    /// Every idle program (nobody to show) looks at its room's publishers.
+    pub(super) fn choose_idle(&mut self, now: Instant, parts: &Participants) {
         self.next_idle_choose = Some(now + IDLE_CHOOSE_EVERY);
+        self.idle_choose_wanted = false;
         let mut idle: Vec<u32> = self
             .programs
             .values()
@@ -177,7 +200,6 @@ impl Hub {
             self.choose_all(now, r, parts, &mut actions);
         }
         self.out.append(&mut actions);
-        self.streams.contains_key(&pid)
     }
 
     /// One RTP video packet of participant `pid`'s publisher (`source` =
@@ -203,6 +225,7 @@ impl Hub {
             return bridged;
         }
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
+        let due = b.poll_timeout();
         let (a, changed) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
         if sr.is_some() {
             b.video_sr = sr;
@@ -218,25 +241,48 @@ impl Hub {
         let mut nacks = Vec::new();
         let Bridge {
             reorder, depack, ..
-        } = b;
+        } = &mut *b;
         let before = (reorder.filled, reorder.given_up);
         reorder.push(now, seq, ts, marker, payload, &mut nacks, |s, t, m, p| {
             depack.push(s, t, m, p, &mut out)
         });
         bridged.gaps_filled = reorder.filled - before.0;
         bridged.gaps_given_up = reorder.given_up - before.1;
+        // Only a deadline that changed is scheduled: no heap work per packet.
+        let next = b.poll_timeout();
+        if next != due {
+            self.schedule(Timer::Bridge(pid), next);
+        }
+        self.depacketized(now, pid, source.0, a, ts, out, nacks, &mut bridged, actions);
+        bridged
+    }
+
+    /// What the depacketizer made of `pid`'s video (`out`) and what its
+    /// reorder buffer asked to be resent (`nacks`, of ingest `ingest`):
+    /// frames on the FLV timeline of anchor `a` (a configuration at RTP
+    /// time `config_ts`) to the stream's players, the rest in `bridged`.
+    #[allow(clippy::too_many_arguments)]
+    fn depacketized(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        ingest: u64,
+        a: Anchor,
+        config_ts: u32,
+        out: Vec<Out>,
+        nacks: Vec<u16>,
+        bridged: &mut Bridged,
+        actions: &mut Outputs,
+    ) {
         for seq in nacks {
-            self.out.note(Note::Nack {
-                ingest: source.0,
-                seq,
-            });
+            self.out.note(Note::Nack { ingest, seq });
         }
         let mut media = Vec::new();
         for o in out {
             match o {
                 Out::NeedKeyframe => bridged.need_keyframe = true,
                 Out::BadParameterSet => bridged.bad_parameter_sets += 1,
-                Out::Config(body) => media.push((a.ms(ts), body)),
+                Out::Config(body) => media.push((a.ms(config_ts), body)),
                 Out::Frame { rtp_ts, body, .. } => media.push((a.ms(rtp_ts), body)),
             }
         }
@@ -248,7 +294,51 @@ impl Hub {
             };
             self.deliver(now, pid, m, actions);
         }
-        bridged
+    }
+
+    /// What is due at `now` in participant `pid`'s bridge with no packet
+    /// to bring it: its reorder gap asked for again or given up on (what
+    /// was held behind it depacketized and delivered), its held audio
+    /// placed by arrival once [`ALIGN_WAIT`] is up. Its publisher's ingest
+    /// and what to tell or count it for, if anything.
+    pub(super) fn bridge_timeout(
+        &mut self,
+        now: Instant,
+        pid: Pid,
+        actions: &mut Outputs,
+    ) -> Option<(u64, Bridged)> {
+        let b = self.streams.get_mut(&pid)?.bridge.as_mut()?;
+        let mut video = None;
+        if let Some(a) = b.video {
+            let mut bridged = Bridged::default();
+            let (mut out, mut nacks, mut first_ts) = (Vec::new(), Vec::new(), None);
+            let Bridge {
+                reorder, depack, ..
+            } = &mut *b;
+            let before = (reorder.filled, reorder.given_up);
+            reorder.handle_timeout(now, &mut nacks, |s, t, m, p| {
+                first_ts.get_or_insert(t);
+                depack.push(s, t, m, p, &mut out)
+            });
+            bridged.gaps_filled = reorder.filled - before.0;
+            bridged.gaps_given_up = reorder.given_up - before.1;
+            let ingest = a.source.0;
+            let config_ts = first_ts.unwrap_or(a.first_ts);
+            self.depacketized(
+                now,
+                pid,
+                ingest,
+                a,
+                config_ts,
+                out,
+                nacks,
+                &mut bridged,
+                actions,
+            );
+            video = (bridged != Bridged::default()).then_some((ingest, bridged));
+        }
+        self.flush_audio(now, pid, actions);
+        video
     }
 
     /// Whether an Opus RTP packet of participant `pid`'s publisher should go
@@ -293,7 +383,30 @@ impl Hub {
         let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
             return;
         };
+        let due = b.poll_timeout();
         b.held.push((rtp_ts, tags));
+        self.flush_audio(now, pid, actions);
+        // Audio held unaligned has a deadline (ALIGN_WAIT): scheduled when
+        // it appears, not at every frame.
+        let next = self
+            .streams
+            .get(&pid)
+            .and_then(|s| s.bridge.as_ref()?.poll_timeout());
+        if next != due {
+            self.schedule(Timer::Bridge(pid), next);
+        }
+    }
+
+    /// The held AAC of `pid`'s bridge, once its audio is aligned (by the
+    /// sender reports, or by arrival after [`ALIGN_WAIT`]), to its
+    /// players.
+    fn flush_audio(&mut self, now: Instant, pid: Pid, actions: &mut Outputs) {
+        let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
+            return;
+        };
+        if b.held.is_empty() {
+            return;
+        }
         b.align_audio(now);
         let Some(a) = b.audio.filter(|_| b.audio_aligned) else {
             return;
@@ -334,7 +447,7 @@ const IDLE_CHOOSE_EVERY: std::time::Duration = std::time::Duration::from_millis(
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
-    use crate::output::Outputs;
+    use crate::output::{Action, Outputs};
     use crate::participants::Kinds;
 
     /// A WebRTC participant's RTP reaches the players of its name only.
@@ -364,6 +477,184 @@ mod tests {
             "web's keyframe: {web_got:?}"
         );
         assert!(drain(&mut h, 2).iter().all(|(t, _)| *t != types::VIDEO));
+    }
+
+    /// A hub whose room "r" (77) holds participant web, a WebRTC
+    /// publisher, and RTMP connection 0 playing it; web's bridge is wanted.
+    fn web_played(t0: Instant) -> (Hub, OneRoom, Pid) {
+        let mut rooms = OneRoom::default();
+        rooms.rooms.insert("r".into(), crate::hub::Place::Local(77));
+        let mut h = hub_with(1);
+        let web = rooms.parts.join(77, "web");
+        rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
+        send_at(&mut h, &mut rooms, 0, "play", "r/web", t0);
+        assert!(h.wants_rtp(t0, web, &rooms.parts));
+        (h, rooms, web)
+    }
+
+    /// SPS, PPS and an IDR of RTP time `ts` from web (ingest 5), as single
+    /// NAL unit packets from `seq`, arriving at `now`.
+    fn web_keyframe(h: &mut Hub, web: Pid, seq: u16, ts: u32, now: Instant) -> Bridged {
+        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+        let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+        let mut total = Bridged::default();
+        for (i, nal) in nals.iter().enumerate() {
+            let seq = seq.wrapping_add(i as u16);
+            let b = h.on_rtp_video(
+                now,
+                web,
+                (5, 5),
+                None,
+                seq,
+                ts,
+                i == 2,
+                nal,
+                &mut Outputs::default(),
+            );
+            total.need_keyframe |= b.need_keyframe;
+            total.gaps_given_up += b.gaps_given_up;
+        }
+        total
+    }
+
+    /// FLV times of the keyframes queued for player `idx`.
+    fn keyframes(h: &mut Hub, idx: u32) -> Vec<u32> {
+        let q = h.queue(idx).unwrap();
+        q.take_messages()
+            .into_iter()
+            .filter(|m| m.type_id == types::VIDEO && m.payload[..2] == [0x17, 1])
+            .map(|m| m.timestamp)
+            .collect()
+    }
+
+    /// A lost packet and no packet after the frames held behind it (the
+    /// publisher paused, or its next packets are lost too): the gap is
+    /// asked for again at RENACK and given up at WAIT by the deadline
+    /// alone, and the keyframe held behind it reaches the RTMP player
+    /// then, not before; the publisher is asked for a keyframe and the
+    /// gap counted against its ingest.
+    #[test]
+    fn a_gap_is_given_up_at_its_deadline_and_the_player_gets_what_it_held() {
+        use crate::reorder::{RENACK, WAIT};
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + std::time::Duration::from_millis(m);
+        let (mut h, rooms, web) = web_played(t0);
+        let mut a = Outputs::default();
+        web_keyframe(&mut h, web, 0, 0, t0);
+        assert_eq!(keyframes(&mut h, 0).len(), 1);
+        assert_eq!(h.poll_timeout(), None, "nothing pending");
+        // seq 3 (a frame's end) is lost; the next keyframe waits behind it.
+        let held = web_keyframe(&mut h, web, 4, 90 * 100, ms(10));
+        assert_eq!(held, Bridged::default());
+        assert!(keyframes(&mut h, 0).is_empty(), "held behind the gap");
+        assert_eq!(h.poll_timeout(), Some(ms(10) + RENACK));
+        h.out.clear();
+        assert!(h
+            .handle_timeout(ms(10) + RENACK, &rooms.parts, &mut a)
+            .bridged
+            .is_empty());
+        let nacks: Vec<u16> = h
+            .out
+            .notes()
+            .filter_map(|n| match n {
+                Note::Nack { ingest: 5, seq } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nacks, [3], "asked for once more");
+        assert_eq!(h.poll_timeout(), Some(ms(10) + WAIT));
+        let before = ms(10) + WAIT - std::time::Duration::from_millis(1);
+        assert!(h
+            .handle_timeout(before, &rooms.parts, &mut a)
+            .bridged
+            .is_empty());
+        assert!(keyframes(&mut h, 0).is_empty(), "given up before WAIT");
+        let fired = h.handle_timeout(ms(10) + WAIT, &rooms.parts, &mut a);
+        let expected = Bridged {
+            need_keyframe: true,
+            gaps_given_up: 1,
+            ..Default::default()
+        };
+        assert_eq!(fired.bridged, [(5, expected)]);
+        assert!(fired.failed.is_empty());
+        assert_eq!(keyframes(&mut h, 0).len(), 1, "the held keyframe delivered");
+        assert!(a.actions().any(|x| *x == Action::Wake(0)), "{a:?}");
+        assert_eq!(h.poll_timeout(), None);
+    }
+
+    /// Audio from the transcoder waits for the sender reports to line it
+    /// up with the video; none come, and no more audio either: at
+    /// ALIGN_WAIT after its anchor it goes to the player by arrival, with
+    /// no packet to bring it, and not a moment before.
+    #[test]
+    fn held_audio_goes_out_at_align_wait_without_further_packets() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + std::time::Duration::from_millis(m);
+        let (mut h, rooms, web) = web_played(t0);
+        let mut a = Outputs::default();
+        web_keyframe(&mut h, web, 0, 0, t0);
+        keyframes(&mut h, 0);
+        assert_eq!(h.on_rtp_audio(ms(5), web, (5, 6), None, 0), Some(true));
+        let tags = vec![vec![0xaf, 0, 0x11, 0x90], vec![0xaf, 1, 7]];
+        h.on_aac(ms(30), web, 0, tags, &mut a);
+        let audio = |h: &mut Hub| -> Vec<u8> {
+            let q = h.queue(0).unwrap();
+            q.take_messages()
+                .into_iter()
+                .filter(|m| m.type_id == types::AUDIO)
+                .map(|m| m.payload[1])
+                .collect()
+        };
+        assert!(audio(&mut h).is_empty(), "held for the reports");
+        let due = ms(5) + ALIGN_WAIT;
+        assert_eq!(h.poll_timeout(), Some(due));
+        let before = due - std::time::Duration::from_millis(1);
+        h.handle_timeout(before, &rooms.parts, &mut a);
+        assert!(audio(&mut h).is_empty(), "placed before ALIGN_WAIT");
+        h.handle_timeout(due, &rooms.parts, &mut a);
+        assert_eq!(audio(&mut h), [0, 1], "config and frame, by arrival");
+        assert_eq!(h.poll_timeout(), None);
+    }
+
+    /// An idle program (nobody publishing when it started) looked at the
+    /// publishers less than IDLE_CHOOSE_EVERY ago when web's first packet
+    /// comes: it chooses web when that time is up, with no further packet.
+    #[test]
+    fn an_idle_program_chooses_a_publisher_at_its_deadline() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + std::time::Duration::from_millis(m);
+        let mut rooms = OneRoom::default();
+        rooms.rooms.insert("r".into(), crate::hub::Place::Local(77));
+        let mut h = hub_with(1);
+        let mut a = Outputs::default();
+        send_at(&mut h, &mut rooms, 0, "play", "r", t0);
+        let idle = |h: &Hub| {
+            h.programs
+                .values()
+                .all(|p| p.pending.is_none() && p.source.is_none())
+        };
+        assert_eq!(h.programs.len(), 1);
+        // A packet of someone not publishing: the programs look, find nobody.
+        assert!(!h.wants_rtp(t0, 999, &rooms.parts));
+        assert_eq!(h.poll_timeout(), None, "nothing to look at again");
+        let web = rooms.parts.join(77, "web");
+        rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
+        assert!(!h.wants_rtp(ms(50), web, &rooms.parts), "too soon");
+        let due = t0 + IDLE_CHOOSE_EVERY;
+        assert_eq!(h.poll_timeout(), Some(due));
+        h.handle_timeout(
+            due - std::time::Duration::from_millis(1),
+            &rooms.parts,
+            &mut a,
+        );
+        assert!(idle(&h), "chose before its time");
+        h.handle_timeout(due, &rooms.parts, &mut a);
+        assert!(h.programs.values().all(|p| p.pending == Some(web)));
+        assert_eq!(h.poll_timeout(), None);
+        assert!(
+            h.wants_rtp(ms(250), web, &rooms.parts),
+            "web's stream is watched"
+        );
     }
 
     /// Audio that arrives 100 ms after video but, per the sender reports,

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::connections::Role;
 use super::flv_to_rtp::{has_bframes, media_warning, RtpOut};
 use super::rtp_to_flv::Bridge;
+use super::timers::Timer;
 use super::Hub;
 use crate::codec::Pushed;
 use crate::output::{Action, Note, Output, Outputs};
@@ -159,6 +160,9 @@ impl Hub {
         if !replay.is_empty() {
             actions.rtmp(Action::Wake(idx));
         }
+        // A long replay can leave it behind already.
+        let behind = self.conns.get(&idx).and_then(|st| st.queue.poll_timeout());
+        self.schedule(Timer::Player(idx), behind);
     }
 
     pub(super) fn on_media(
@@ -290,6 +294,7 @@ impl Hub {
             } else {
                 rtmp.get_or_init(|| chunked(m))
             };
+            let was_behind = st.queue.poll_timeout().is_some();
             match st.queue.offer(now, bytes, frame) {
                 Offer::Queued => {
                     st.stats.packets += 1;
@@ -299,20 +304,46 @@ impl Hub {
                 }
                 Offer::Dropped => {
                     st.stats.drops[DropReason::Send as usize] += 1;
-                    self.stats.player_drops += 1
+                    self.stats.player_drops += 1;
+                    // Fell behind just now: closed at its deadline if it
+                    // stays behind, whether or not more media comes.
+                    if let Some(at) = st.queue.poll_timeout().filter(|_| !was_behind) {
+                        self.deadlines.schedule(Timer::Player(p), at);
+                    }
                 }
                 Offer::Disconnect => {
                     st.slow = true;
                     actions.rtmp(Action::Close {
                         idx: p,
-                        why: "player too slow: behind for 5 s".into(),
+                        why: TOO_SLOW.into(),
                         flush: false,
                     })
                 }
             }
         }
     }
+
+    /// Player `idx` behind for [`BEHIND_TIMEOUT`](crate::rtmp::stream::BEHIND_TIMEOUT)
+    /// at `now`, with no message since to find it: closed as too slow, as
+    /// the next message would have closed it.
+    pub(super) fn player_timeout(&mut self, now: Instant, idx: u32, actions: &mut Outputs) {
+        let Some(st) = self.conns.get_mut(&idx) else {
+            return;
+        };
+        if st.slow || !st.queue.handle_timeout(now) {
+            return;
+        }
+        st.slow = true;
+        actions.rtmp(Action::Close {
+            idx,
+            why: TOO_SLOW.into(),
+            flush: false,
+        });
+    }
 }
+
+/// Why a player that fell behind is closed.
+const TOO_SLOW: &str = "player too slow: behind for 5 s";
 
 /// A GOP cache's headers and GOP, as RTMP chunks or HTTP-FLV tags, for a
 /// player that starts.
@@ -485,5 +516,86 @@ mod tests {
                 h.out
             );
         }
+    }
+
+    /// A player falls behind and then no media comes at all (the
+    /// publisher paused): it is closed as too slow when BEHIND_TIMEOUT is
+    /// up, by the deadline alone, and not a moment before; reported as a
+    /// slow consumer.
+    #[test]
+    fn a_player_behind_is_closed_at_its_deadline_without_further_media() {
+        use crate::rtmp::stream::BEHIND_TIMEOUT;
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(2);
+        let t0 = Instant::now();
+        let mut a = Outputs::default();
+        send_at(&mut h, &mut rooms, 0, "publish", "r/bob", t0);
+        send_at(&mut h, &mut rooms, 1, "play", "r/bob", t0);
+        assert_eq!(h.poll_timeout(), None);
+        let mut frame = vec![0x17u8, 1, 0, 0, 0];
+        frame.resize(200_000, 7);
+        for i in 0..5u32 {
+            frame[0] = if i == 0 { 0x17 } else { 0x27 };
+            let mut m = Vec::new();
+            write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
+            h.on_bytes(t0, 0, &m, &mut rooms, &mut a);
+        }
+        assert!(h.stats.player_drops > 0, "behind");
+        assert_eq!(closed(&a, 1), None);
+        let due = t0 + BEHIND_TIMEOUT;
+        assert_eq!(h.poll_timeout(), Some(due));
+        h.handle_timeout(
+            due - std::time::Duration::from_millis(1),
+            &rooms.parts,
+            &mut a,
+        );
+        assert_eq!(closed(&a, 1), None, "closed before its time");
+        h.handle_timeout(due, &rooms.parts, &mut a);
+        assert_eq!(closed(&a, 1), Some(TOO_SLOW));
+        assert_eq!(h.poll_timeout(), None, "fired once");
+        h.out.clear();
+        h.remove(due, 1, &mut rooms.parts);
+        assert!(
+            h.out.events().any(|e| matches!(
+                e,
+                RingEvent::SessionEnded {
+                    reason: END_SLOW,
+                    ..
+                }
+            )),
+            "{:?}",
+            h.out
+        );
+    }
+    /// A bug reached through a player's timer costs that player, not the
+    /// shard: the panic stays in the hub, what the timer queued is
+    /// discarded, the player is closed, and the timer does not come back.
+    #[test]
+    fn a_timer_that_panics_costs_its_player_only() {
+        use crate::hub::timers::PANIC_IN_NEXT_TIMER;
+        use crate::rtmp::stream::BEHIND_TIMEOUT;
+        let mut rooms = OneRoom::creating();
+        let mut h = hub_with(2);
+        let t0 = Instant::now();
+        let mut a = Outputs::default();
+        send_at(&mut h, &mut rooms, 0, "publish", "r/bob", t0);
+        send_at(&mut h, &mut rooms, 1, "play", "r/bob", t0);
+        let mut frame = vec![0x17u8, 1, 0, 0, 0];
+        frame.resize(200_000, 7);
+        for i in 0..5u32 {
+            frame[0] = if i == 0 { 0x17 } else { 0x27 };
+            let mut m = Vec::new();
+            write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
+            h.on_bytes(t0, 0, &m, &mut rooms, &mut a);
+        }
+        let due = t0 + BEHIND_TIMEOUT;
+        assert_eq!(h.poll_timeout(), Some(due));
+        a.clear();
+        PANIC_IN_NEXT_TIMER.set(true);
+        let results = h.handle_timeout(due, &rooms.parts, &mut a);
+        assert!(results.bridged.is_empty() && results.failed.is_empty());
+        assert_eq!(closed(&a, 1), Some("internal error"));
+        assert_eq!(closed(&a, 0), None, "the publisher plays on");
+        assert_eq!(h.poll_timeout(), None, "the timer does not come back");
     }
 }

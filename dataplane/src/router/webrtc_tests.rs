@@ -10,7 +10,7 @@ use gateway_ring::msg::{
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
-use crate::output::{Output, Outputs};
+use crate::output::{Output, Outputs, Pick};
 use crate::participants::Pid;
 
 use crate::rtcp;
@@ -23,8 +23,8 @@ use crate::fuzz::{check, webrtc as spec};
 /// The sessions whose DTLS client may start, taken out of `out`.
 fn dtls_starts(out: &mut Outputs) -> Vec<u64> {
     out.take(|o| match o {
-        Output::DtlsStart { session } => Ok(session),
-        o => Err(o),
+        Output::DtlsStart { session } => Pick::Take(session),
+        o => Pick::Keep(o),
     })
 }
 
@@ -131,8 +131,8 @@ fn stun_with_wrong_credentials_gets_no_answer() {
         .is_none());
     let mut dtls = Vec::new();
     dtls.extend(r.out.take(|o| match o {
-        Output::Dtls { session, .. } => Ok(session),
-        o => Err(o),
+        Output::Dtls { session, .. } => Pick::Take(session),
+        o => Pick::Keep(o),
     }));
     assert!(dtls.is_empty());
 }
@@ -760,8 +760,8 @@ fn consent_expiry_ends_the_session() {
     assert!(ended.iter().all(|&(_, reason)| reason == END_CONSENT));
     assert_eq!(r.session_count(), 0);
     let closed = r.out.take(|o| match o {
-        Output::DtlsClosed { session } => Ok(session),
-        o => Err(o),
+        Output::DtlsClosed { session } => Pick::Take(session),
+        o => Pick::Keep(o),
     });
     assert_eq!(closed.len(), 2, "their DTLS state is released too");
 }

@@ -299,6 +299,21 @@ impl PlayerQueue {
         Offer::Queued
     }
 
+    /// When this player will have been behind for [`BEHIND_TIMEOUT`]
+    /// ([`Self::handle_timeout`] then says to close it); `None` while it
+    /// keeps up.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.behind_since? + BEHIND_TIMEOUT)
+    }
+
+    /// Whether the player has been behind for [`BEHIND_TIMEOUT`] at `now`
+    /// (close it), as the next message offered would have found: a player
+    /// behind is dropped when its time is up, not at the next message,
+    /// which may not come for a while (a publisher that paused).
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|at| now >= at)
+    }
+
     /// The next bytes to write, if any.
     pub fn front(&self) -> Option<&Bytes> {
         self.queue.front()
@@ -429,6 +444,30 @@ mod tests {
             q.offer(t0 + BEHIND_TIMEOUT, &frame, Frame::Delta),
             Offer::Disconnect
         );
+    }
+
+    /// The slow-player rule is a deadline: behind since `t0`, a player is
+    /// to be closed at `t0 + BEHIND_TIMEOUT` with nothing offered to it
+    /// in between, and not a moment before; one that caught up has none.
+    #[test]
+    fn behind_is_a_deadline() {
+        let t0 = Instant::now();
+        let mut q = PlayerQueue::default();
+        assert_eq!(q.poll_timeout(), None);
+        let frame = Bytes::from(vec![0u8; 100 * 1024]);
+        while q.offer(t0, &frame, Frame::Delta) == Offer::Queued {}
+        let due = q.poll_timeout().expect("behind");
+        assert_eq!(due, t0 + BEHIND_TIMEOUT);
+        assert!(!q.handle_timeout(due - Duration::from_millis(1)));
+        assert!(q.handle_timeout(due));
+        // Drained and resumed at a keyframe: no deadline left.
+        while let Some(f) = q.front() {
+            let n = f.len();
+            q.consumed(n);
+        }
+        assert_eq!(q.offer(t0, &frame, Frame::Key), Offer::Queued);
+        assert_eq!(q.poll_timeout(), None);
+        assert!(!q.handle_timeout(t0 + BEHIND_TIMEOUT * 2));
     }
 
     /// Config messages are always delivered; a publisher sending them in a
