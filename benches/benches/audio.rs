@@ -14,6 +14,7 @@
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use dataplane::participants::ParticipantId;
 use dataplane::transcode::{Done, Job, OpusUses, Transcoder, OPUS_FRAME};
 use opus_rs::{Application, OpusEncoder};
 
@@ -59,7 +60,7 @@ fn room(c: &mut Criterion, name: &str, n: u32, programs: &[u32], bridge: bool) {
             let opus = tones[p as usize - 1][i % 50].clone();
             t.run(
                 Job::Opus {
-                    stream: p,
+                    stream: ParticipantId::new(p),
                     rtp_ts: 0,
                     opus,
                     uses,

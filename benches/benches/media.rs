@@ -24,6 +24,7 @@ use dataplane::router::Router;
 use dataplane::rtmp::chunk::write_message;
 use dataplane::srtp::MAX_TRAILER;
 use gateway_ring::msg::{EgressSpec, IngestSpec, MediaKind, RoomSpec, SrtpKey, SrtpSuite};
+use gateway_ring::{RoomId, SessionId};
 
 const SUBSCRIBERS: u32 = 100;
 
@@ -36,14 +37,15 @@ fn fanout(c: &mut Criterion) {
         ("srtp_aes_128_gcm_egress", Some(key)),
     ] {
         let mut r = Router::default();
+        let room = RoomId::new(1);
         r.add_room(RoomSpec {
-            room: 1,
+            room,
             name: "bench".into(),
         });
         let ingest = r
             .add_ingest(IngestSpec {
-                session: 1,
-                room: 1,
+                session: SessionId::new(1),
+                room,
                 port: 1,
                 kind: MediaKind::Video,
                 payload_type: 96,
@@ -55,8 +57,8 @@ fn fanout(c: &mut Criterion) {
             .expect("ingest");
         for k in 0..SUBSCRIBERS {
             r.add_egress(EgressSpec {
-                session: 100 + k as u64,
-                room: 1,
+                session: SessionId::new(100 + k as u64),
+                room,
                 port: 2,
                 dest_ip: [127, 0, 0, 1],
                 dest_port: 10_000 + 2 * k as u16,
@@ -68,7 +70,7 @@ fn fanout(c: &mut Criterion) {
         let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
         let mut pkt = vec![0u8; 1200];
         let mut slot = vec![0u8; 1200 + MAX_TRAILER];
-        let egresses: Vec<_> = r.egresses(1).to_vec();
+        let egresses: Vec<_> = r.egresses(room).to_vec();
         let mut seq = 0u16;
         g.bench_function(name, |b| {
             b.iter(|| {

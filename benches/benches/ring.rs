@@ -8,15 +8,15 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use gateway_ring::msg::{DropReason, Event, SessionStats};
-use gateway_ring::Region;
+use gateway_ring::{Region, SessionId};
 
 fn stats(i: u64) -> Event {
     Event::Stats(SessionStats {
-        session: i,
+        session: SessionId::new(i),
         packets: i * 3,
         bytes: i * 3600,
         drops: [0; DropReason::COUNT],
-        ..Default::default()
+        ..SessionStats::default()
     })
 }
 

@@ -15,6 +15,7 @@ use gateway_ring::msg::{
     Command, Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey,
     SrtpSuite,
 };
+use gateway_ring::{RoomId, SessionId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::link::Link;
 use crate::sdp::egress_sdp;
-use crate::state::{kind_name, Role, SessionRecord, SrtpParams, State};
+use crate::state::{kind_name, Ended, Role, SessionRecord, SrtpParams, State};
 
 pub struct App {
     pub cfg: Config,
@@ -305,8 +306,11 @@ pub(crate) async fn create_room_named(app: &App, name: String) -> Result<(String
                 b.name
             )));
         }
+        let room = st
+            .new_room_id()
+            .ok_or_else(|| ApiError::unavailable("no room ids left"))?;
         let spec = RoomSpec {
-            room: st.next_id() as u32,
+            room,
             name: b.name.clone(),
         };
         // By name, as the dataplane places rooms it creates for RTMP publishers.
@@ -318,7 +322,7 @@ pub(crate) async fn create_room_named(app: &App, name: String) -> Result<(String
     let (spec, shard) = spec;
     match app
         .link
-        .request(shard, Command::CreateRoom(spec.clone()), spec.room as u64)
+        .request(shard, Command::CreateRoom(spec.clone()))
         .await
     {
         Ok(Outcome::Ok | Outcome::Exists) => Ok((spec.name, shard)),
@@ -388,10 +392,9 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             v["created_ms"] = json!(i.created_ms);
         }
         Role::Rtmp(r) => {
-            v["kind"] = json!(if r.publish {
-                "rtmp_publish"
-            } else {
-                "rtmp_play"
+            v["kind"] = json!(match r.direction {
+                Direction::Publish => "rtmp_publish",
+                Direction::Subscribe => "rtmp_play",
             });
             v["peer"] = json!(format!("{}:{}", Ipv4Addr::from(r.peer_ip), r.peer_port));
             v["created_ms"] = json!(r.created_ms);
@@ -455,7 +458,7 @@ async fn delete_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Sta
     };
     match app
         .link
-        .request(shard, Command::DeleteRoom { room: id }, id as u64)
+        .request(shard, Command::DeleteRoom { room: id })
         .await?
     {
         Outcome::Ok | Outcome::NotFound => {
@@ -558,8 +561,8 @@ pub(crate) fn published_already(e: ApiError, participant: &str, room: &str) -> A
 pub(crate) async fn open_session(
     app: &App,
     room: &str,
-    make: impl Fn(u64, u32, u16) -> (Command, Role),
-) -> Result<(u64, u16), ApiError> {
+    make: impl Fn(SessionId, RoomId, u16) -> (Command, Role),
+) -> Result<(SessionId, u16), ApiError> {
     const ATTEMPTS: usize = 4;
     app.link.check_ready()?;
     for _ in 0..ATTEMPTS {
@@ -576,11 +579,14 @@ pub(crate) async fn open_session(
                     pool.in_use()
                 ))
             })?;
-            let id = st.next_id();
+            let Some(id) = st.new_session_id() else {
+                st.ports[shard as usize].release(port);
+                return Err(ApiError::unavailable("no session ids left"));
+            };
             let (cmd, role) = make(id, room_id, port);
             (id, shard, port, cmd, role)
         };
-        let result = app.link.request(shard, cmd, id).await;
+        let result = app.link.request(shard, cmd).await;
         let mut st = lock(app);
         match result {
             Ok(Outcome::Ok) => {
@@ -767,7 +773,7 @@ pub(crate) async fn delete_session(
         None => "participant",
     };
     let missing = || ApiError::not_found(format!("no {what} {id:?} in room {room:?}"));
-    let id: u64 = id.parse().map_err(|_| missing())?;
+    let id: SessionId = id.parse().map_err(|_| missing())?;
     let shard = {
         let st = lock(app);
         if !st.rooms.contains_key(room) {
@@ -782,11 +788,11 @@ pub(crate) async fn delete_session(
     };
     match app
         .link
-        .request(shard, Command::DeleteSession { session: id }, id)
+        .request(shard, Command::DeleteSession { session: id })
         .await?
     {
         Outcome::Ok | Outcome::NotFound => {
-            lock(app).end_session(id, "deleted");
+            lock(app).end_session(id, Ended::Deleted);
             Ok(StatusCode::NO_CONTENT)
         }
         o => Err(ApiError::unavailable(format!(

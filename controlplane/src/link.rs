@@ -1,7 +1,8 @@
 //! The controlplane's end of the shared-memory rings.
 //!
-//! Requests: [`Link::request`] registers a waiter keyed by (command tag, id),
-//! pushes the command to the shard's ring and awaits the shard's `Done`.
+//! Requests: [`Link::request`] registers a waiter keyed by the command's
+//! [`Request`] (its kind and the room or session it names), pushes the
+//! command to the shard's ring and awaits the shard's `Done`.
 //! Everything else the dataplane says (counters, resync, ended sessions) goes
 //! through the event pump, a thread that also beats our heartbeat, watches the
 //! shards' heartbeats and notices a new dataplane epoch.
@@ -11,13 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gateway_ring::msg::{Command, Event, Outcome, RoomSpec};
+use gateway_ring::msg::{Command, Event, Outcome, Request, RoomSpec};
 use gateway_ring::{Producer, Region};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::error::ApiError;
-use crate::state::{Role, State};
+use crate::state::{Ended, Role, State};
 
 /// How long a request waits for the shard's answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,7 +37,7 @@ impl ShardHealth {
     }
 }
 
-type Waiters = HashMap<(u8, u64), oneshot::Sender<Outcome>>;
+type Waiters = HashMap<Request, oneshot::Sender<Outcome>>;
 
 pub struct Link {
     pub region: Region,
@@ -99,9 +100,14 @@ impl Link {
         })
     }
 
-    /// Sends a command and waits for the shard's outcome.
-    pub async fn request(&self, shard: u32, cmd: Command, id: u64) -> Result<Outcome, ApiError> {
-        let key = (cmd.tag(), id);
+    /// Sends a command and waits for the shard's outcome (every command
+    /// but `Resync`, which [`Self::start_resync`] sends).
+    pub async fn request(&self, shard: u32, cmd: Command) -> Result<Outcome, ApiError> {
+        let Some(key) = cmd.request() else {
+            return Err(ApiError::unavailable(
+                "internal error: the dataplane answers this command with no outcome",
+            ));
+        };
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiter lock").insert(key, tx);
         if let Err(e) = self.send(shard, &cmd) {
@@ -120,13 +126,8 @@ impl Link {
         }
     }
 
-    fn answer(&self, what: u8, id: u64, outcome: Outcome) {
-        if let Some(tx) = self
-            .waiters
-            .lock()
-            .expect("waiter lock")
-            .remove(&(what, id))
-        {
+    fn answer(&self, request: Request, outcome: Outcome) {
+        if let Some(tx) = self.waiters.lock().expect("waiter lock").remove(&request) {
             let _ = tx.send(outcome);
         }
     }
@@ -230,7 +231,7 @@ fn adopt(state: &Mutex<State>, shard: u32, role: Role) {
 
 fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
     match e {
-        Event::Done { what, id, outcome } => link.answer(what, id, outcome),
+        Event::Done { request, outcome } => link.answer(request, outcome),
         Event::Stats(s) => state.lock().expect("state lock").update_stats(s),
         Event::Room(spec) => {
             let mut st = state.lock().expect("state lock");
@@ -277,21 +278,9 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             .expect("state lock")
             .media_warning(session, what),
         Event::SessionEnded { session, reason } => {
-            let why = match reason {
-                1 => "ICE consent expired (no valid STUN check for 30 s)".to_string(),
-                2 => "DTLS handshake failed".to_string(),
-                3 => "RTMP connection closed".to_string(),
-                4 => "slow consumer: fell 5 s behind the stream".to_string(),
-                gateway_ring::msg::END_TAKEN_OVER => {
-                    "taken over: the participant published again from a new connection".to_string()
-                }
-                gateway_ring::msg::END_INTERNAL => {
-                    "internal error (contained: this session ended, the others went on)".to_string()
-                }
-                r => format!("ended by dataplane (code {r})"),
-            };
-            info!(session, "{why}");
-            state.lock().expect("state lock").end_session(session, &why);
+            let why = Ended::ByDataplane(reason);
+            info!(%session, "{}", why.text());
+            state.lock().expect("state lock").end_session(session, why);
         }
     }
 }
@@ -313,7 +302,7 @@ fn check_health(link: &Link, state: &Mutex<State>, now: Instant) {
         // A new dataplane process: whatever it had before is gone. Its rooms
         // are ours to give back (rooms outlive the media sessions in them).
         let mut st = state.lock().expect("state lock");
-        let ended = st.end_all("dataplane restarted");
+        let ended = st.end_all(Ended::DataplaneRestarted);
         info!(
             epoch,
             ended,

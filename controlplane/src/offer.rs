@@ -12,6 +12,7 @@ use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use gateway_ring::msg::{DtlsRole, MediaKind, MAX_TRACKS};
+use gateway_ring::SessionId;
 
 /// A codec line of an m-section: `a=rtpmap` plus its `a=fmtp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,7 +515,7 @@ fn answer_setup(role: DtlsRole) -> &'static str {
 /// Our side of the answer.
 pub struct AnswerParams<'a> {
     pub mode: Mode,
-    pub session: u64,
+    pub session: SessionId,
     pub ip: Ipv4Addr,
     pub port: u16,
     pub ice_ufrag: &'a str,
@@ -695,7 +696,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
     fn params(mode: Mode) -> AnswerParams<'static> {
         AnswerParams {
             mode,
-            session: 5,
+            session: SessionId::new(5),
             ip: Ipv4Addr::LOCALHOST,
             port: 40002,
             ice_ufrag: "srvu",

@@ -7,13 +7,15 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
+use gateway_ring::SessionId;
+
 use crate::state::SrtpParams;
 
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 
 pub fn egress_sdp(
-    session: u64,
+    session: SessionId,
     room: &str,
     origin: Ipv4Addr,
     host: Ipv4Addr,
@@ -48,12 +50,12 @@ mod tests {
     #[test]
     fn plain_and_srtp_descriptions() {
         let lo = Ipv4Addr::LOCALHOST;
-        let plain = egress_sdp(7, "demo", lo, lo, 5004, None);
+        let plain = egress_sdp(SessionId::new(7), "demo", lo, lo, 5004, None);
         assert!(plain.contains("m=video 5004 RTP/AVP 96\r\n"));
         assert!(plain.contains("m=audio 5006 RTP/AVP 111\r\n"));
         assert!(!plain.contains("crypto"));
         let key = SrtpParams(SrtpKey::new(SrtpSuite::AesCm128HmacSha1_80, &[0; 30]).unwrap());
-        let s = egress_sdp(7, "demo", lo, lo, 5004, Some(&key));
+        let s = egress_sdp(SessionId::new(7), "demo", lo, lo, 5004, Some(&key));
         assert_eq!(
             s.matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA")
                 .count(),

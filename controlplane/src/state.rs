@@ -8,9 +8,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use gateway_ring::msg::{
-    Direction, EgressSpec, IngestSpec, MediaKind, RoomSpec, RtmpSpec, SessionStats, SrtpKey,
-    SrtpSuite, WebrtcSpec,
+    Direction, EgressSpec, EndReason, IngestSpec, MediaKind, RoomSpec, RtmpSpec, SessionStats,
+    SrtpKey, SrtpSuite, WebrtcSpec,
 };
+use gateway_ring::{ControlIds, RoomId, SessionId};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -70,7 +71,7 @@ impl Role {
             Role::Egress(_) => "rtp_egress",
             Role::Webrtc(w) if w.direction == Direction::Publish => "whip",
             Role::Webrtc(_) => "whep",
-            Role::Rtmp(r) if r.publish => "rtmp_publish",
+            Role::Rtmp(r) if r.direction == Direction::Publish => "rtmp_publish",
             Role::Rtmp(_) => "rtmp_play",
         }
     }
@@ -81,12 +82,12 @@ impl Role {
             Role::Ingest(_) => true,
             Role::Egress(_) => false,
             Role::Webrtc(w) => w.direction == Direction::Publish,
-            Role::Rtmp(r) => r.publish,
+            Role::Rtmp(r) => r.direction == Direction::Publish,
         }
     }
 
     /// (session id, room id, UDP port; 0 for RTMP, which holds none).
-    fn ids(&self) -> (u64, u32, u16) {
+    fn ids(&self) -> (SessionId, RoomId, u16) {
         match self {
             Role::Ingest(s) => (s.session, s.room, s.port),
             Role::Egress(s) => (s.session, s.room, s.port),
@@ -95,7 +96,7 @@ impl Role {
         }
     }
 
-    pub fn session_id(&self) -> u64 {
+    pub fn session_id(&self) -> SessionId {
         self.ids().0
     }
 
@@ -117,7 +118,7 @@ impl Role {
                 w.tracks.iter().any(|t| t.kind == MediaKind::Video),
                 w.tracks.iter().any(|t| t.kind == MediaKind::Audio),
             ),
-            Role::Rtmp(r) if r.publish => (true, true),
+            Role::Rtmp(r) if r.direction == Direction::Publish => (true, true),
             _ => (false, false),
         }
     }
@@ -125,7 +126,7 @@ impl Role {
 
 #[derive(Clone, Debug)]
 pub struct SessionRecord {
-    pub id: u64,
+    pub id: SessionId,
     pub shard: u32,
     pub role: Role,
     pub stats: SessionStats,
@@ -137,16 +138,16 @@ impl SessionRecord {
     pub fn port(&self) -> u16 {
         self.role.ids().2
     }
-    pub fn room_id(&self) -> u32 {
+    pub fn room_id(&self) -> RoomId {
         self.role.ids().1
     }
 }
 
 pub struct Room {
-    pub id: u32,
+    pub id: RoomId,
     pub name: String,
     pub shard: u32,
-    pub live: Vec<u64>,
+    pub live: Vec<SessionId>,
     pub ended: VecDeque<SessionRecord>,
 }
 
@@ -211,8 +212,8 @@ pub fn port_slices(lo: u16, hi: u16, shards: u32) -> Vec<PortPool> {
 
 pub struct State {
     pub rooms: HashMap<String, Room>,
-    pub room_names: HashMap<u32, String>,
-    pub sessions: HashMap<u64, SessionRecord>,
+    pub room_names: HashMap<RoomId, String>,
+    pub sessions: HashMap<SessionId, SessionRecord>,
     pub ports: Vec<PortPool>,
     /// Per shard: the counters of sessions that ended, so totals in
     /// `/metrics` never go down when a session leaves.
@@ -223,7 +224,42 @@ pub struct State {
     pub shard_stats: Vec<gateway_ring::msg::ShardStats>,
     /// Participants' signalling connections and messages.
     pub signal: crate::signal::Signal,
-    next_id: u64,
+    /// The ids we give rooms and sessions.
+    ids: ControlIds,
+}
+
+/// Why the controlplane marks a session ended: the `end_reason` the API
+/// shows, and whether its room hears `participant_left` or `session_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Deleted through the API (or by its WHIP/WHEP client).
+    Deleted,
+    /// The dataplane ended it, for this reason.
+    ByDataplane(EndReason),
+    /// A new dataplane process: the old one's sessions are gone.
+    DataplaneRestarted,
+    /// The dataplane process exited (spawn mode; it is restarted).
+    DataplaneExited,
+}
+
+impl Ended {
+    pub fn text(self) -> &'static str {
+        match self {
+            Ended::Deleted => "deleted",
+            Ended::ByDataplane(reason) => reason.describe(),
+            Ended::DataplaneRestarted => "dataplane restarted",
+            Ended::DataplaneExited => "dataplane exited",
+        }
+    }
+
+    /// Whether the participant left on purpose (the API, its client, a new
+    /// push of its name), which is no failure.
+    pub fn left(self) -> bool {
+        matches!(
+            self,
+            Ended::Deleted | Ended::ByDataplane(EndReason::RtmpClosed | EndReason::TakenOver)
+        )
+    }
 }
 
 /// Counters summed over sessions.
@@ -270,21 +306,24 @@ impl State {
             room_names: HashMap::new(),
             sessions: HashMap::new(),
             ports,
-            next_id: 1,
+            ids: ControlIds::default(),
         }
     }
 
-    pub fn next_id(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        id
+    /// An id for a new room; `None` once they are used up.
+    pub fn new_room_id(&mut self) -> Option<RoomId> {
+        self.ids.room()
+    }
+
+    /// An id for a new session; `None` once they are used up.
+    pub fn new_session_id(&mut self) -> Option<SessionId> {
+        self.ids.session()
     }
 
     pub fn add_room(&mut self, spec: &RoomSpec, shard: u32) {
-        // Ids the dataplane gave rooms it created live in their own range.
-        if spec.room < gateway_ring::msg::DATAPLANE_ROOM_IDS {
-            self.next_id = self.next_id.max(spec.room as u64 + 1);
-        }
+        // Ours are not given again (after a resync); the dataplane's own
+        // ids live in their own range.
+        self.ids.saw_room(spec.room);
         self.room_names.insert(spec.room, spec.name.clone());
         self.rooms.insert(
             spec.name.clone(),
@@ -319,10 +358,8 @@ impl State {
             return false;
         };
         r.live.push(id);
-        // RTMP participants have ids from the dataplane's own range.
-        if id < gateway_ring::msg::RTMP_SESSION_IDS {
-            self.next_id = self.next_id.max(id + 1);
-        }
+        // Likewise (RTMP participants have ids from the dataplane's range).
+        self.ids.saw_session(id);
         // RTMP clients hold no UDP port (0).
         if let Some(pool) = self.ports.get_mut(shard as usize).filter(|_| port != 0) {
             pool.mark_used(port);
@@ -335,7 +372,7 @@ impl State {
                 role,
                 stats: SessionStats {
                     session: id,
-                    ..Default::default()
+                    ..SessionStats::default()
                 },
                 ended: None,
             },
@@ -363,7 +400,7 @@ impl State {
     }
 
     /// Media line `line` of player `session` now carries `source` (empty: nobody).
-    pub fn line_changed(&self, session: u64, line: u8, source: String) {
+    pub fn line_changed(&self, session: SessionId, line: u8, source: String) {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
@@ -386,14 +423,14 @@ impl State {
     /// Publisher `session` sends media the other side cannot be given or
     /// cannot play (`what` names it): a room event, so the operator hears
     /// of it instead of the players hearing silence.
-    pub fn media_warning(&self, session: u64, what: String) {
+    pub fn media_warning(&self, session: SessionId, what: String) {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
         let Some(room) = self.room_names.get(&s.room_id()) else {
             return;
         };
-        tracing::warn!(session, room = %room, "media warning: {what}");
+        tracing::warn!(%session, room = %room, "media warning: {what}");
         self.events.emit(crate::events::RoomEvent {
             room: room.clone(),
             event: "media_warning",
@@ -408,7 +445,7 @@ impl State {
     }
 
     /// Room `room`'s active speaker is now `participant` (from its audio levels).
-    pub fn active_speaker(&self, room: u32, participant: String) {
+    pub fn active_speaker(&self, room: RoomId, participant: String) {
         let Some(name) = self.room_names.get(&room) else {
             return;
         };
@@ -499,7 +536,7 @@ impl State {
     }
 
     /// Ends one live session: frees its port, keeps it in the room's ended list.
-    pub fn end_session(&mut self, id: u64, reason: &str) -> Option<SessionRecord> {
+    pub fn end_session(&mut self, id: SessionId, why: Ended) -> Option<SessionRecord> {
         let mut s = self.sessions.remove(&id)?;
         if s.port() != 0 {
             self.ports[s.shard as usize].release(s.port());
@@ -507,21 +544,17 @@ impl State {
         if let Some(t) = self.retired.get_mut(s.shard as usize) {
             t.add(&s.stats, s.role.is_ingest());
         }
-        s.ended = Some(reason.to_string());
+        s.ended = Some(why.text().to_string());
         if let Some(room) = self.room_names.get(&s.room_id()) {
             if s.role.is_ingest() {
                 self.emit(room, "track_unpublished", &s.role, None);
             }
-            // Leaving on purpose (API, client) is not a failure.
-            let left = reason == "deleted"
-                || reason == "RTMP connection closed"
-                || reason.starts_with("taken over");
-            let (event, why) = if left {
+            let (event, reason) = if why.left() {
                 ("participant_left", None)
             } else {
-                ("session_failed", Some(reason.to_string()))
+                ("session_failed", Some(why.text().to_string()))
             };
-            self.emit(room, event, &s.role, why);
+            self.emit(room, event, &s.role, reason);
         }
         if let Some(r) = self
             .room_names
@@ -538,10 +571,10 @@ impl State {
     }
 
     /// The dataplane is gone: every live session with it.
-    pub fn end_all(&mut self, reason: &str) -> usize {
-        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+    pub fn end_all(&mut self, why: Ended) -> usize {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for &id in &ids {
-            self.end_session(id, reason);
+            self.end_session(id, why);
         }
         ids.len()
     }
@@ -591,15 +624,15 @@ mod tests {
         let mut st = State::new(vec![PortPool::new(10, 20)]);
         st.add_room(
             &RoomSpec {
-                room: 1,
+                room: RoomId::new(1),
                 name: "r".into(),
             },
             0,
         );
         let mut rx = st.events.subscribe();
         let spec = EgressSpec {
-            session: 5,
-            room: 1,
+            session: SessionId::new(5),
+            room: RoomId::new(1),
             port: 10,
             dest_ip: [127, 0, 0, 1],
             dest_port: 5004,
@@ -609,8 +642,8 @@ mod tests {
         assert!(st.add_session(0, Role::Egress(spec)));
         assert_eq!(rx.try_recv().unwrap().event, "participant_joined");
         let mut s = SessionStats {
-            session: 5,
-            ..Default::default()
+            session: SessionId::new(5),
+            ..SessionStats::default()
         };
         st.update_stats(s);
         assert!(rx.try_recv().is_err(), "no new request, no event");
@@ -621,6 +654,73 @@ mod tests {
             (e.event, e.kind, e.room.as_str()),
             ("keyframe_requested", "rtp_egress", "r")
         );
+    }
+
+    /// How a session ended decides its `end_reason` and its room's event,
+    /// as the strings did before the reasons were typed: leaving (deleted,
+    /// an RTMP client gone, taken over) is no failure; the rest are, with
+    /// their text.
+    #[test]
+    fn end_reasons_read_as_before_and_only_leaving_is_no_failure() {
+        let mut st = State::new(vec![PortPool::new(10, 20)]);
+        st.add_room(
+            &RoomSpec {
+                room: RoomId::new(1),
+                name: "r".into(),
+            },
+            0,
+        );
+        let mut rx = st.events.subscribe();
+        let cases = [
+            (Ended::Deleted, "deleted", None),
+            (
+                Ended::ByDataplane(EndReason::RtmpClosed),
+                "RTMP connection closed",
+                None,
+            ),
+            (
+                Ended::ByDataplane(EndReason::TakenOver),
+                "taken over: the participant published again from a new connection",
+                None,
+            ),
+            (
+                Ended::ByDataplane(EndReason::ConsentExpired),
+                "ICE consent expired (no valid STUN check for 30 s)",
+                Some("ICE consent expired (no valid STUN check for 30 s)"),
+            ),
+            (
+                Ended::ByDataplane(EndReason::Internal),
+                "internal error (contained: this session ended, the others went on)",
+                Some("internal error (contained: this session ended, the others went on)"),
+            ),
+            (
+                Ended::DataplaneRestarted,
+                "dataplane restarted",
+                Some("dataplane restarted"),
+            ),
+        ];
+        for (n, (why, text, failure)) in (1u64..).zip(cases) {
+            let spec = EgressSpec {
+                session: SessionId::new(n),
+                room: RoomId::new(1),
+                port: 10,
+                dest_ip: [127, 0, 0, 1],
+                dest_port: 5004,
+                srtp: None,
+                created_ms: 0,
+            };
+            assert!(st.add_session(0, Role::Egress(spec)));
+            assert_eq!(rx.try_recv().unwrap().event, "participant_joined");
+            let ended = st.end_session(SessionId::new(n), why).unwrap();
+            assert_eq!(ended.ended.as_deref(), Some(text));
+            let e = rx.try_recv().unwrap();
+            let event = if failure.is_some() {
+                "session_failed"
+            } else {
+                "participant_left"
+            };
+            assert_eq!((e.event, e.reason.as_deref()), (event, failure), "{why:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::api::App;
+use crate::state::Ended;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -66,7 +67,7 @@ pub async fn supervise(app: Arc<App>, bin: PathBuf, args: Vec<String>) {
                     .state
                     .lock()
                     .expect("state lock")
-                    .end_all("dataplane exited");
+                    .end_all(Ended::DataplaneExited);
                 app.restarts.fetch_add(1, Ordering::SeqCst);
                 warn!(
                     ?status,

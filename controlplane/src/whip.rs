@@ -28,6 +28,7 @@ use axum::routing::{patch, post};
 use axum::Router;
 use gateway_ring::msg::{participant_key, Command, Direction, MediaKind, TrackSpec, WebrtcSpec};
 use gateway_ring::participant::query_value;
+use gateway_ring::SessionId;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
@@ -292,7 +293,7 @@ async fn offer_answer(
         Mode::Publish => "whip",
         Mode::Play => "whep",
     };
-    tracing::info!(room = %room, session = id, port, participant = %me, "{path} session created");
+    tracing::info!(room = %room, session = %id, port, participant = %me, "{path} session created");
     Ok((
         StatusCode::CREATED,
         [
@@ -329,7 +330,7 @@ async fn trickle(
             "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
         ));
     }
-    let id: u64 = id
+    let id: SessionId = id
         .parse()
         .map_err(|_| ApiError::not_found(format!("no session {id:?}")))?;
     let ufrag = {
@@ -372,7 +373,7 @@ async fn delete_whip(
 /// Whether session `id` of `room` is a WHEP player (PATCH serves both).
 fn is_whep(app: &App, room: &str, id: &str) -> bool {
     let st = lock(app);
-    id.parse::<u64>()
+    id.parse::<SessionId>()
         .ok()
         .and_then(|id| st.sessions.get(&id))
         .is_some_and(|s| {

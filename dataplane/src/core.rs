@@ -36,16 +36,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    room_shard, valid_room_name, DropReason, EgressSpec, Event, IngestSpec, MediaKind, Outcome,
-    RoomSpec, SessionStats, SrtpKey, WebrtcSpec, DATAPLANE_ROOM_IDS,
+    room_shard, valid_room_name, DropReason, EgressSpec, EndReason, Event, IngestSpec, MediaKind,
+    Outcome, RoomSpec, SessionStats, SrtpKey, WebrtcSpec,
 };
 use gateway_ring::token::{TokenKeys, TokenRole};
+use gateway_ring::{RoomId, SessionId};
 use tracing::info;
 
 use crate::hub::{Bridged, ConnState, Hub, Place, Rooms};
-use crate::media::{Handle, Inbound};
+use crate::media::{Handle, Inbound, Source};
 use crate::output::{Action, Mark, Note, Output, Outputs};
-use crate::participants::Participants;
+use crate::participants::{ParticipantId, Participants};
 use crate::router::Router;
 use crate::rtmp::conn::Event as RtmpEvent;
 use crate::rtmp::stream::PlayerQueue;
@@ -135,12 +136,12 @@ impl Rooms for CoreRooms<'_> {
             .map_err(|e| format!("{e} (rtmp://host/live/ROOM?token=...)"))
     }
 
-    fn create(&mut self, name: &str) -> Option<u32> {
+    fn create(&mut self, name: &str) -> Option<RoomId> {
         if !self.cfg.auto_room || !valid_room_name(name) {
             return None;
         }
         *self.next_room += 1;
-        let room = DATAPLANE_ROOM_IDS | (self.cfg.shard << 24) | (*self.next_room & 0xff_ffff);
+        let room = RoomId::dataplane(self.cfg.shard, *self.next_room);
         let spec = RoomSpec {
             room,
             name: name.to_string(),
@@ -194,7 +195,7 @@ impl Core {
 
     /// Deletes a room: its UDP sessions' handles (close their sockets);
     /// its RTMP connections are closed through outputs.
-    pub fn remove_room(&mut self, now: Instant, room: u32) -> Option<Vec<Handle>> {
+    pub fn remove_room(&mut self, now: Instant, room: RoomId) -> Option<Vec<Handle>> {
         let handles = self.router.remove_room(room)?;
         self.speakers.remove_room(room);
         self.hub.close_room(room, &mut self.out);
@@ -215,7 +216,7 @@ impl Core {
     }
 
     /// Removes a UDP session or closes an RTMP participant's connection.
-    pub fn remove_session(&mut self, now: Instant, session: u64) -> Removed {
+    pub fn remove_session(&mut self, now: Instant, session: SessionId) -> Removed {
         if let Some(h) = self.router.remove_session(session) {
             self.collect(now);
             return Removed::Socket(h);
@@ -272,7 +273,7 @@ impl Core {
 
     /// The room's egress handles, in order (the fan-out's list).
     #[inline]
-    pub fn egresses(&self, room: u32) -> &[Handle] {
+    pub fn egresses(&self, room: RoomId) -> &[Handle] {
         self.router.egresses(room)
     }
 
@@ -292,11 +293,11 @@ impl Core {
         self.router.count_drop(h, reason);
     }
 
-    pub fn count_drop_by_id(&mut self, session: u64, reason: DropReason) {
+    pub fn count_drop_by_id(&mut self, session: SessionId, reason: DropReason) {
         self.router.count_drop_by_id(session, reason);
     }
 
-    pub fn session_id(&self, h: Handle) -> Option<u64> {
+    pub fn session_id(&self, h: Handle) -> Option<SessionId> {
         self.router.session_id(h)
     }
 
@@ -304,8 +305,9 @@ impl Core {
         self.router.session_count()
     }
 
-    /// Ends `session` (an internal error while handling it, `reason`).
-    pub fn end_session(&mut self, now: Instant, session: u64, reason: u16) {
+    /// Ends `session` for `reason` (DTLS failed, an internal error while
+    /// handling it).
+    pub fn end_session(&mut self, now: Instant, session: SessionId, reason: EndReason) {
         self.router.end_session(session, reason);
         self.collect(now);
     }
@@ -313,7 +315,7 @@ impl Core {
     /// An audio level of a participant (sent by a WebRTC publisher, or
     /// measured from an RTMP publisher's decoded AAC): the room's active
     /// speaker may change.
-    fn on_level(&mut self, now: Instant, room: u32, pid: crate::participants::Pid, level: u8) {
+    fn on_level(&mut self, now: Instant, room: RoomId, pid: ParticipantId, level: u8) {
         let Some(pid) = self.speakers.on_level(now, room, pid, level) else {
             return;
         };
@@ -336,11 +338,11 @@ impl Core {
             // RFC 3550 §5.1 padding: the last byte counts it.
             end = end.saturating_sub(pkt[end - 1] as usize).max(h.len);
         }
-        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
+        let sr = self.router.publisher_sr(inbound.source, inbound.ssrc);
         let bridged = self.hub.on_rtp_video(
             now,
             inbound.participant,
-            (inbound.ingest, inbound.ssrc),
+            (inbound.source, inbound.ssrc),
             sr,
             h.seq_no,
             h.timestamp,
@@ -348,22 +350,25 @@ impl Core {
             &pkt[h.len..end],
             &mut self.out,
         );
-        self.settle_bridged(now, inbound.ingest, bridged);
+        self.settle_bridged(now, inbound.source, bridged);
         self.collect(now);
     }
 
     /// What bridging a publisher's video (a packet, or a deadline of its
-    /// reorder buffer) asks of its ingest session: a keyframe, counters.
-    fn settle_bridged(&mut self, now: Instant, ingest: u64, bridged: Bridged) {
+    /// reorder buffer) asks of its publishing session: a keyframe, counters.
+    fn settle_bridged(&mut self, now: Instant, source: Source, bridged: Bridged) {
         if bridged.need_keyframe {
-            self.router.request_keyframe_by_id(now, ingest);
+            self.router.request_keyframe_of(now, source);
         }
+        let Some(session) = source.session() else {
+            return;
+        };
         for _ in 0..bridged.bad_parameter_sets {
-            self.router.count_drop_by_id(ingest, DropReason::Malformed);
+            self.router.count_drop_by_id(session, DropReason::Malformed);
         }
         if bridged.gaps_filled + bridged.gaps_given_up > 0 {
             self.router
-                .count_bridge_gaps(ingest, bridged.gaps_filled, bridged.gaps_given_up);
+                .count_bridge_gaps(session, bridged.gaps_filled, bridged.gaps_given_up);
         }
     }
 
@@ -371,12 +376,12 @@ impl Core {
     /// RTMP players (as AAC), by the room's programs (in their mixes, and
     /// its level when the publisher sends none).
     fn bridge_audio(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
-        let sr = self.router.publisher_sr(inbound.ingest, inbound.ssrc);
+        let sr = self.router.publisher_sr(inbound.source, inbound.ssrc);
         let stream = inbound.participant;
         let bridged = self.hub.on_rtp_audio(
             now,
             stream,
-            (inbound.ingest, inbound.ssrc),
+            (inbound.source, inbound.ssrc),
             sr,
             inbound.timestamp,
         );
@@ -413,7 +418,7 @@ impl Core {
                     opus: Vec::new(),
                     uses: uses.clone(),
                 },
-                from: Some(inbound.ingest),
+                from: inbound.source.session(),
             });
         }
         self.out.push(Output::Transcode {
@@ -423,19 +428,25 @@ impl Core {
                 opus: pkt[h.len..].to_vec(),
                 uses,
             },
-            from: Some(inbound.ingest),
+            from: inbound.source.session(),
         });
     }
 
     // ---- DTLS and the transcoder ----
 
     /// Where a DTLS record for `session` goes: its socket and verified peer.
-    pub fn dtls_destination(&self, session: u64) -> Option<(Handle, SocketAddrV4)> {
+    pub fn dtls_destination(&self, session: SessionId) -> Option<(Handle, SocketAddrV4)> {
         self.router.dtls_destination(session)
     }
 
     /// `session`'s DTLS handshake finished with these SRTP keys.
-    pub fn handle_dtls_keys(&mut self, now: Instant, session: u64, rx: &SrtpKey, tx: &SrtpKey) {
+    pub fn handle_dtls_keys(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        rx: &SrtpKey,
+        tx: &SrtpKey,
+    ) {
         self.router.install_keys(now, session, rx, tx);
         self.collect(now);
     }
@@ -571,12 +582,11 @@ impl Core {
         if self.hub.poll_timeout().is_some_and(|t| now >= t) {
             let parts = &self.router.participants;
             let results = self.hub.handle_timeout(now, parts, &mut self.out);
-            for (ingest, bridged) in results.bridged {
-                self.settle_bridged(now, ingest, bridged);
+            for (source, bridged) in results.bridged {
+                self.settle_bridged(now, source, bridged);
             }
-            for ingest in results.failed {
-                self.router
-                    .end_session(ingest, gateway_ring::msg::END_INTERNAL);
+            for session in results.failed {
+                self.router.end_session(session, EndReason::Internal);
             }
             ran = true;
         }
@@ -654,15 +664,15 @@ impl Core {
                     self.speakers.forget(room, pid);
                 }
                 Note::RtmpVideo(rtp) => {
-                    self.router.cache_rtmp_video(now, rtp.source(), &rtp.packet);
+                    self.router.cache_rtmp_video(now, rtp.pid, &rtp.packet);
                     self.out.push(Output::Rtp {
                         rtp,
                         kind: MediaKind::Video,
                         only: None,
                     });
                 }
-                Note::KeyframeWanted { ingest } => self.router.request_keyframe_by_id(now, ingest),
-                Note::Nack { ingest, seq } => self.router.nack_publisher(ingest, seq),
+                Note::KeyframeWanted { source } => self.router.request_keyframe_of(now, source),
+                Note::Nack { source, seq } => self.router.nack_publisher(source, seq),
             }
         }
     }
@@ -675,6 +685,9 @@ mod tests {
     use crate::rtmp::conn::{types, Conn};
     use rml_amf0::Amf0Value;
     use std::net::Ipv4Addr;
+
+    const ROOM: RoomId = crate::fuzz::ROOM;
+    const S1: SessionId = SessionId::new(1);
 
     fn core() -> Core {
         Core::new(
@@ -743,7 +756,7 @@ mod tests {
             let mut c = core();
             let t0 = Instant::now();
             c.add_room(RoomSpec {
-                room: 1,
+                room: ROOM,
                 name: "r".into(),
             });
             let spec = WebrtcSpec {
@@ -761,7 +774,7 @@ mod tests {
             );
             let mut started = false;
             while let Some(o) = c.poll_output() {
-                started |= matches!(o, Output::DtlsStart { session: 1 });
+                started |= matches!(o, Output::DtlsStart { session: S1 });
             }
             assert_eq!(started, role == DtlsRole::Client, "{role:?}");
         }
@@ -777,13 +790,13 @@ mod tests {
         let mut c = core();
         let t0 = Instant::now();
         c.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "r".into(),
         });
         let cam = c
             .add_ingest(IngestSpec {
-                session: 1,
-                room: 1,
+                session: S1,
+                room: ROOM,
                 port: 0,
                 kind: MediaKind::Video,
                 payload_type: 96,
@@ -805,7 +818,7 @@ mod tests {
         for (i, nal) in nals.iter().enumerate() {
             let mut p = rtp(i as u16, 0, i == 2, nal);
             let inbound = c.handle_datagram(t0, cam, src, &mut p).expect("media");
-            assert_eq!(c.session_id(cam), Some(1));
+            assert_eq!(c.session_id(cam), Some(S1));
             assert!(c.egresses(inbound.room).is_empty());
         }
         let mut woken = false;
@@ -830,13 +843,13 @@ mod tests {
         let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
         write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
         c.handle_rtmp_bytes(t0, 8, &flv);
-        let bob = c.router.participants.find(1, "bob").expect("bob joined");
+        let bob = c.router.participants.find(ROOM, "bob").expect("bob joined");
         let mut rtp_out = 0;
         while let Some(o) = c.poll_output() {
             if let Output::Rtp { rtp, kind, only } = o {
                 assert_eq!(
                     (rtp.room, rtp.pid, kind, only),
-                    (1, bob, MediaKind::Video, None)
+                    (ROOM, bob, MediaKind::Video, None)
                 );
                 rtp_out += 1;
             }
@@ -854,7 +867,7 @@ mod tests {
         let mut c = core();
         let t0 = Instant::now();
         c.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "r".into(),
         });
         let h = c
@@ -900,7 +913,7 @@ mod tests {
         c.handle_timeout(t0, 0);
         assert_eq!(c.poll_timeout(), t0 + TICK_EVERY);
         c.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "r".into(),
         });
         let h = c
@@ -925,7 +938,7 @@ mod tests {
             c.handle_timeout(now, 0);
             while let Some(o) = c.poll_output() {
                 if let Output::Event(Event::SessionEnded { session, reason }) = o {
-                    assert_eq!((session, reason), (1, crate::router::END_CONSENT));
+                    assert_eq!((session, reason), (S1, EndReason::ConsentExpired));
                     assert!(ended_at.is_none(), "ended twice");
                     ended_at = Some(now);
                 }
@@ -955,13 +968,13 @@ mod tests {
         c.handle_timeout(t0, 0);
         assert_eq!(c.poll_timeout(), t0 + TICK_EVERY, "only the tick");
         c.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "r".into(),
         });
         let cam = c
             .add_ingest(IngestSpec {
-                session: 1,
-                room: 1,
+                session: S1,
+                room: ROOM,
                 port: 0,
                 kind: MediaKind::Video,
                 payload_type: 96,
@@ -1016,7 +1029,7 @@ mod tests {
         assert_eq!(c.poll_timeout(), t0 + TICK_EVERY * 2, "the tick's again");
         let mut stats = Vec::new();
         c.take_dirty_stats(&mut stats, 16);
-        let s = stats.iter().find(|s| s.session == 1).expect("counted");
+        let s = stats.iter().find(|s| s.session == S1).expect("counted");
         assert_eq!(s.bridge_gaps_given_up, 1);
     }
 }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use dimpl::{Config, Dtls, DtlsCertificate, Output, SrtpProfile};
 use gateway_ring::msg::{DtlsRole, SrtpKey, SrtpSuite};
+use gateway_ring::SessionId;
 use ring::digest;
 use tracing::{debug, info, warn};
 
@@ -72,7 +73,7 @@ pub enum ToDtls {
     /// SHA-256 fingerprint (from its SDP). As the server we wait for its
     /// ClientHello; as the client, for [`ToDtls::Start`].
     Open {
-        session: u64,
+        session: SessionId,
         fingerprint: [u8; 32],
         role: DtlsRole,
     },
@@ -82,20 +83,20 @@ pub enum ToDtls {
     /// ICE-verified peer only) and would drop it, and dimpl would resend
     /// it only after its first retransmission timer (1 s).
     Start {
-        session: u64,
+        session: SessionId,
     },
     /// A DTLS datagram from the session's ICE-verified peer.
     Datagram {
-        session: u64,
+        session: SessionId,
         data: Vec<u8>,
     },
     Close {
-        session: u64,
+        session: SessionId,
     },
 }
 
 impl ToDtls {
-    pub fn session(&self) -> u64 {
+    pub fn session(&self) -> SessionId {
         match self {
             ToDtls::Open { session, .. }
             | ToDtls::Start { session }
@@ -109,18 +110,18 @@ impl ToDtls {
 #[derive(Debug)]
 pub enum FromDtls {
     /// A datagram for the session's peer.
-    Send { session: u64, data: Vec<u8> },
+    Send { session: SessionId, data: Vec<u8> },
     /// Handshake complete: `rx` unprotects what the peer sends, `tx` protects
     /// what we send (RFC 5764 §4.2: each side protects with its own write
     /// key, so a server's `tx` is the server half and a client's the client
     /// half).
     Keys {
-        session: u64,
+        session: SessionId,
         rx: SrtpKey,
         tx: SrtpKey,
     },
     /// The handshake failed for good; the session cannot carry media.
-    Failed { session: u64, why: String },
+    Failed { session: SessionId, why: String },
 }
 
 struct Peer {
@@ -140,7 +141,7 @@ pub struct Endpoints {
     /// retransmission sooner: [`CLIENT_FIRST_RETRY`]).
     server: Arc<Config>,
     client: Arc<Config>,
-    peers: HashMap<u64, Peer>,
+    peers: HashMap<SessionId, Peer>,
     buf: Vec<u8>,
 }
 
@@ -246,7 +247,7 @@ impl Endpoints {
 
     /// Drives retransmissions and handshake timeouts that are due.
     pub fn handle_timeouts(&mut self, now: Instant, out: &mut Vec<FromDtls>) {
-        let due: Vec<u64> = self
+        let due: Vec<SessionId> = self
             .peers
             .iter()
             .filter(|(_, p)| p.next_timeout.is_some_and(|t| t <= now))
@@ -259,7 +260,7 @@ impl Endpoints {
 
     /// Runs `session`'s timers at `now` (a client's first run sends its
     /// ClientHello) and hands on what they produce.
-    fn advance(&mut self, now: Instant, session: u64, out: &mut Vec<FromDtls>) {
+    fn advance(&mut self, now: Instant, session: SessionId, out: &mut Vec<FromDtls>) {
         let Some(peer) = self.peers.get_mut(&session) else {
             return;
         };
@@ -275,12 +276,12 @@ impl Endpoints {
         self.peers.values().filter_map(|p| p.next_timeout).min()
     }
 
-    fn fail(&mut self, session: u64, why: String, out: &mut Vec<FromDtls>) {
+    fn fail(&mut self, session: SessionId, why: String, out: &mut Vec<FromDtls>) {
         self.peers.remove(&session);
         out.push(FromDtls::Failed { session, why });
     }
 
-    fn drain(&mut self, session: u64, out: &mut Vec<FromDtls>) {
+    fn drain(&mut self, session: SessionId, out: &mut Vec<FromDtls>) {
         let Some(peer) = self.peers.get_mut(&session) else {
             return;
         };
@@ -320,7 +321,7 @@ impl Endpoints {
                                 DtlsRole::Client => (server, client),
                             };
                             peer.done = true;
-                            debug!(session, ?profile, "DTLS-SRTP keys exported");
+                            debug!(%session, ?profile, "DTLS-SRTP keys exported");
                             out.push(FromDtls::Keys { session, rx, tx });
                         }
                         Some(_) => {}
@@ -395,7 +396,7 @@ impl DtlsLink {
     }
 
     /// Queues a datagram; `false` if the queue is full (drop and count it).
-    pub fn send_datagram(&self, session: u64, data: Vec<u8>) -> bool {
+    pub fn send_datagram(&self, session: SessionId, data: Vec<u8>) -> bool {
         if self.queued.load(Ordering::Relaxed) >= self.max_queued {
             return false;
         }
@@ -466,7 +467,7 @@ pub fn spawn(
                 let any = !out.is_empty();
                 for m in out.drain(..) {
                     if let FromDtls::Failed { session, why } = &m {
-                        warn!(shard = index, session, "DTLS handshake failed: {why}");
+                        warn!(shard = index, %session, "DTLS handshake failed: {why}");
                     }
                     if outbox.send(m).is_err() {
                         return;
@@ -490,6 +491,10 @@ pub fn spawn(
 mod tests {
     use super::*;
 
+    const S1: SessionId = SessionId::new(1);
+    const S7: SessionId = SessionId::new(7);
+    const S99: SessionId = SessionId::new(99);
+
     /// A dimpl client against our endpoint: the handshake completes, both
     /// sides export the same keys, and our split gives the client's send key
     /// as our receive key.
@@ -500,7 +505,7 @@ mod tests {
         eps.handle(
             t0,
             ToDtls::Open {
-                session: 7,
+                session: S7,
                 fingerprint: expected,
                 role: DtlsRole::Server,
             },
@@ -527,7 +532,7 @@ mod tests {
                 eps.handle(
                     t0,
                     ToDtls::Datagram {
-                        session: 7,
+                        session: S7,
                         data: d,
                     },
                     &mut out,
@@ -570,7 +575,7 @@ mod tests {
         let fp = sha256(&cert.certificate);
         let r = handshake(cert, fp);
         assert!(
-            matches!(r.as_slice(), [FromDtls::Keys { session: 7, .. }]),
+            matches!(r.as_slice(), [FromDtls::Keys { session: S7, .. }]),
             "{r:?}"
         );
     }
@@ -580,7 +585,7 @@ mod tests {
         let cert = dimpl::certificate::generate_self_signed_certificate().unwrap();
         let r = handshake(cert, [0xab; 32]);
         assert!(
-            matches!(r.as_slice(), [FromDtls::Failed { session: 7, why }] if why.contains("fingerprint")),
+            matches!(r.as_slice(), [FromDtls::Failed { session: S7, why }] if why.contains("fingerprint")),
             "{r:?}"
         );
     }
@@ -593,20 +598,20 @@ mod tests {
         eps.handle(
             t0,
             ToDtls::Open {
-                session: 1,
+                session: S1,
                 fingerprint: [0; 32],
                 role: DtlsRole::Server,
             },
             &mut out,
         );
         // A start is for a client: a server sends nothing on it.
-        eps.handle(t0, ToDtls::Start { session: 1 }, &mut out);
+        eps.handle(t0, ToDtls::Start { session: S1 }, &mut out);
         assert!(out.is_empty(), "{out:?}");
         for junk in [vec![22u8; 3], vec![23u8; 40], vec![20u8, 0xfe, 0xfd]] {
             eps.handle(
                 t0,
                 ToDtls::Datagram {
-                    session: 1,
+                    session: S1,
                     data: junk.clone(),
                 },
                 &mut out,
@@ -614,7 +619,7 @@ mod tests {
             eps.handle(
                 t0,
                 ToDtls::Datagram {
-                    session: 99,
+                    session: S99,
                     data: junk,
                 },
                 &mut out,
@@ -624,14 +629,14 @@ mod tests {
         assert!(
             out.iter().all(|m| match m {
                 FromDtls::Keys { .. } => false,
-                FromDtls::Send { session, .. } | FromDtls::Failed { session, .. } => *session == 1,
+                FromDtls::Send { session, .. } | FromDtls::Failed { session, .. } => *session == S1,
             }),
             "{out:?}"
         );
     }
 
-    const CLIENT: u64 = 1;
-    const SERVER: u64 = 2;
+    const CLIENT: SessionId = SessionId::new(1);
+    const SERVER: SessionId = SessionId::new(2);
 
     /// Our client-role endpoints (session `CLIENT`) and our server-role
     /// endpoints (session `SERVER`) on a network that delivers at once

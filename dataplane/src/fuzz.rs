@@ -15,6 +15,7 @@ use gateway_ring::msg::{
     Direction, DtlsRole, EgressSpec, IngestSpec, MediaKind, RoomSpec, SrtpSuite, TrackSpec,
     WebrtcSpec,
 };
+use gateway_ring::{RoomId, SessionId};
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
 use crate::router::Router;
@@ -23,11 +24,14 @@ use gateway_ring::msg::SrtpKey;
 
 const PWD: &[u8] = b"0123456789abcdef01234567";
 
+/// The room of the UDP harnesses (also the router's tests').
+pub(crate) const ROOM: RoomId = RoomId::new(1);
+
 /// A WebRTC session of room 1 whose ICE password is `PWD` (also the router's tests').
 pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
     WebrtcSpec {
-        session,
-        room: 1,
+        session: SessionId::new(session),
+        room: ROOM,
         port: 0,
         direction,
         ice_ufrag: format!("srv{session}"),
@@ -87,8 +91,8 @@ pub(crate) fn check(session: u64) -> Vec<u8> {
 /// Room 1's plain RTP video ingest `session` of participant "cam".
 fn video_ingest(session: u64) -> IngestSpec {
     IngestSpec {
-        session,
-        room: 1,
+        session: SessionId::new(session),
+        room: ROOM,
         port: 0,
         kind: MediaKind::Video,
         payload_type: 96,
@@ -102,8 +106,8 @@ fn video_ingest(session: u64) -> IngestSpec {
 /// Room 1's plain RTP egress `session` (to a discard port).
 fn egress(session: u64) -> EgressSpec {
     EgressSpec {
-        session,
-        room: 1,
+        session: SessionId::new(session),
+        room: ROOM,
         port: 0,
         dest_ip: [127, 0, 0, 1],
         dest_port: 9,
@@ -134,7 +138,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
     let mut r = Router::default();
     let t0 = Instant::now();
     r.add_room(RoomSpec {
-        room: 1,
+        room: ROOM,
         name: "fuzz".into(),
     });
     // An odd first byte: the publisher gets REMB (abs-send-time, id 3)
@@ -159,8 +163,8 @@ pub fn fuzz_udp_router(data: &[u8]) {
     let (Some(k1), Some(k2), Some(k3), Some(k4)) = (key(1), key(2), key(3), key(4)) else {
         return;
     };
-    r.install_keys(t0, 1, &k1, &k2);
-    r.install_keys(t0, 2, &k3, &k4);
+    r.install_keys(t0, SessionId::new(1), &k1, &k2);
+    r.install_keys(t0, SessionId::new(2), &k3, &k4);
     let mut pub_tx = SrtpContext::new(&k1);
     let mut player_tx = SrtpContext::new(&k3);
     let egresses = [egress, player];
@@ -207,15 +211,15 @@ pub fn fuzz_udp_router(data: &[u8]) {
                     continue;
                 }
                 let rtp = crate::media::RtpFromRtmp {
-                    room: 1,
-                    pid: 9,
+                    room: ROOM,
+                    pid: crate::participants::ParticipantId::new(9),
                     key: 0,
                     packet: bytes::Bytes::from(buf.clone()),
                 };
                 let Some(inbound) = rtp.inbound(MediaKind::Video) else {
                     continue;
                 };
-                r.cache_rtmp_video(now, rtp.source(), &buf);
+                r.cache_rtmp_video(now, rtp.pid, &buf);
                 slot[..buf.len()].copy_from_slice(&buf);
                 if let Some((m, _)) = r.prepare_egress(now, player, &inbound, &mut slot) {
                     assert!(m <= slot.len());
@@ -273,7 +277,7 @@ pub fn fuzz_dtls_client(data: &[u8]) -> bool {
     let Some((ours, theirs)) = made else {
         return false;
     };
-    const SESSION: u64 = 1;
+    const SESSION: SessionId = SessionId::new(1);
     let datagram = |data| ToDtls::Datagram {
         session: SESSION,
         data,
@@ -349,7 +353,7 @@ pub fn fuzz_dtls_client(data: &[u8]) -> bool {
 
 /// A room registry for [`fuzz_rtmp_hub`]: one room on this shard, created
 /// by the first publish; tokens always pass.
-struct FuzzRooms(Option<u32>, crate::participants::Participants);
+struct FuzzRooms(Option<RoomId>, crate::participants::Participants);
 
 impl crate::hub::Rooms for FuzzRooms {
     fn place(&self, name: &str) -> crate::hub::Place {
@@ -368,8 +372,8 @@ impl crate::hub::Rooms for FuzzRooms {
     fn random(&mut self) -> [u8; 4] {
         [0; 4]
     }
-    fn create(&mut self, name: &str) -> Option<u32> {
-        (name == "fuzz").then(|| *self.0.get_or_insert(7))
+    fn create(&mut self, name: &str) -> Option<RoomId> {
+        (name == "fuzz").then(|| *self.0.get_or_insert(RoomId::new(7)))
     }
 }
 
@@ -413,8 +417,9 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
         let now = t0 + Duration::from_millis(seq as u64 * 10);
         match op % 8 {
             4 => {
-                let room = rooms.0.unwrap_or(7);
+                let room = rooms.0.unwrap_or(RoomId::new(7));
                 let pid = body.first().map_or(0, |b| (b % 8) as u32);
+                let pid = crate::participants::ParticipantId::new(pid);
                 hub.speaker_changed(now, room, pid, &mut rooms.1);
             }
             5 => {
@@ -426,7 +431,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
             3 => {
                 seq = seq.wrapping_add(1);
                 // A WebRTC publisher "web" of the room, from its first packet.
-                let room = rooms.0.unwrap_or(7);
+                let room = rooms.0.unwrap_or(RoomId::new(7));
                 let web = *web.get_or_insert_with(|| {
                     let pid = rooms.1.join(room, "web");
                     let _ = rooms.1.publish(pid, Kinds::BOTH, false);
@@ -438,7 +443,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 hub.on_rtp_video(
                     now,
                     web,
-                    (1, 1),
+                    (crate::media::Source::Session(SessionId::new(1)), 1),
                     None,
                     seq,
                     seq as u32 * 3000,
@@ -533,7 +538,7 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
     // Room 1 and its UDP sessions; again after op 13 removed them.
     let setup = |core: &mut Core, now: Instant| {
         core.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "fuzz".into(),
         });
         let ingest = core.add_ingest(video_ingest(10));
@@ -547,8 +552,8 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
         for (h, session, port) in [(publisher, 1, 5001), (player, 2, 5002)] {
             core.handle_datagram(now, h, addr(port), &mut check(session));
         }
-        core.handle_dtls_keys(now, 1, &k1, &k2);
-        core.handle_dtls_keys(now, 2, &k3, &k4);
+        core.handle_dtls_keys(now, SessionId::new(1), &k1, &k2);
+        core.handle_dtls_keys(now, SessionId::new(2), &k3, &k4);
         Some((ingest, publisher, player))
     };
     let mut reach = CoreReach::default();
@@ -610,7 +615,7 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
             10 => {
                 let tags = body.get(1..).unwrap_or(&[]);
                 let tags = tags.split(|&b| b == 0xff).map(<[u8]>::to_vec).collect();
-                let stream = (first % 8) as u32;
+                let stream = crate::participants::ParticipantId::new((first % 8) as u32);
                 core.handle_transcoded(
                     now,
                     Done::Aac {
@@ -622,17 +627,17 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
                 None
             }
             11 => {
-                let stream = (first % 8) as u32;
+                let stream = crate::participants::ParticipantId::new((first % 8) as u32);
                 let level = body.get(1).copied().unwrap_or(0) % 128;
                 core.handle_transcoded(now, Done::Level { stream, level });
                 None
             }
             12 => {
-                core.remove_session(now, (first % 16) as u64);
+                core.remove_session(now, SessionId::new((first % 16) as u64));
                 None
             }
             13 => {
-                core.remove_room(now, 1);
+                core.remove_room(now, ROOM);
                 while core.poll_output().is_some() {}
                 let Some(made) = setup(&mut core, now) else {
                     return reach;

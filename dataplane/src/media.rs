@@ -1,23 +1,45 @@
 //! What the media path carries between the core's parts and the shard:
-//! a session's handle, a packet's routing facts ([`Inbound`]), and RTP an
-//! RTMP publisher's media became ([`RtpFromRtmp`]). Plain data, no logic
-//! beyond reading an RTP header: every part uses it, it uses none.
+//! a session's handle, where a packet comes from ([`Source`]), a packet's
+//! routing facts ([`Inbound`]), and RTP an RTMP publisher's media became
+//! ([`RtpFromRtmp`]). Plain data, no logic beyond reading an RTP header:
+//! every part uses it, it uses none.
 
 use bytes::Bytes;
 use gateway_ring::msg::MediaKind;
+use gateway_ring::{RoomId, SessionId};
 
-use crate::participants::Pid;
+use crate::participants::ParticipantId;
 
 /// A session's slot in the shard; the same index names its socket.
 pub type Handle = u32;
 
+/// Where media in the fan-out comes from: a publishing UDP session (an RTP
+/// ingest, a WHIP publisher), or an RTMP publisher, which enters the
+/// fan-out as its participant (its connection is no UDP session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Session(SessionId),
+    Rtmp(ParticipantId),
+}
+
+impl Source {
+    /// The publishing session, if it is one (only a session can be asked
+    /// for a keyframe or a resend).
+    pub fn session(self) -> Option<SessionId> {
+        match self {
+            Source::Session(s) => Some(s),
+            Source::Rtmp(_) => None,
+        }
+    }
+}
+
 /// A plaintext RTP packet, now at the front of the receive buffer, to fan out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inbound {
-    pub room: u32,
-    pub ingest: u64,
+    pub room: RoomId,
+    pub source: Source,
     /// The participant it comes from (never sent back to it) and its key.
-    pub participant: Pid,
+    pub participant: ParticipantId,
     pub key: u32,
     /// Audio: its RFC 6464 level, when the publisher sends them.
     pub level: Option<u8>,
@@ -31,32 +53,28 @@ pub struct Inbound {
     pub lost_before: u16,
 }
 
-/// Session ids of the virtual ingests that carry RTMP publishers' media
-/// into the router's fan-out: this bit plus the participant's [`Pid`].
-pub const RTMP_SOURCE: u64 = 1 << 62;
-
 /// An RTMP publisher's media as RTP, for the room's WebRTC side.
 #[derive(Debug, Clone)]
 pub struct RtpFromRtmp {
-    pub room: u32,
-    pub pid: Pid,
+    pub room: RoomId,
+    pub pid: ParticipantId,
     pub key: u32,
     pub packet: Bytes,
 }
 
 impl RtpFromRtmp {
-    /// The virtual ingest it enters the fan-out as ([`RTMP_SOURCE`] | pid).
-    pub fn source(&self) -> u64 {
-        RTMP_SOURCE | self.pid as u64
+    /// The source it enters the fan-out as: its participant's RTMP push.
+    pub fn source(&self) -> Source {
+        Source::Rtmp(self.pid)
     }
 
-    /// What the fan-out sees of it: a `kind` packet of that virtual ingest
-    /// (`None` if it is no RTP packet).
+    /// What the fan-out sees of it: a `kind` packet of its source (`None`
+    /// if it is no RTP packet).
     pub fn inbound(&self, kind: MediaKind) -> Option<Inbound> {
         let h = crate::rtp::RtpHeader::parse(&self.packet).ok()?;
         Some(Inbound {
             room: self.room,
-            ingest: self.source(),
+            source: self.source(),
             participant: self.pid,
             key: self.key,
             level: None,

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 
-use crate::participants::Pid;
+use crate::participants::ParticipantId;
 
 /// Interleaved channels of the mix (48 kHz stereo, as the codecs use).
 pub const CHANNELS: usize = 2;
@@ -42,7 +42,7 @@ const CEILING: f32 = 0.99;
 const RELEASE: f32 = 0.07;
 
 struct Source {
-    pid: Pid,
+    pid: ParticipantId,
     /// Interleaved samples, oldest first.
     pcm: VecDeque<f32>,
     /// Frames mixed in a row without a whole frame of it.
@@ -77,7 +77,7 @@ impl Default for Mixer {
 
 impl Mixer {
     /// Queues interleaved stereo samples of participant `pid`.
-    pub fn push(&mut self, pid: Pid, pcm: &[f32]) {
+    pub fn push(&mut self, pid: ParticipantId, pcm: &[f32]) {
         let i = match self.sources.iter().position(|s| s.pid == pid) {
             Some(i) => i,
             None => {
@@ -96,7 +96,7 @@ impl Mixer {
     }
 
     /// Forgets participant `pid` (it left, or its publisher changed).
-    pub fn remove(&mut self, pid: Pid) {
+    pub fn remove(&mut self, pid: ParticipantId) {
         self.sources.retain(|s| s.pid != pid);
     }
 
@@ -204,12 +204,12 @@ mod tests {
     #[test]
     fn waits_for_everyone_then_sums() {
         let mut m = Mixer::default();
-        m.push(1, &tone(440.0, 0.25, 0, 960));
-        m.push(2, &tone(880.0, 0.25, 0, 960));
+        m.push(ParticipantId::new(1), &tone(440.0, 0.25, 0, 960));
+        m.push(ParticipantId::new(2), &tone(880.0, 0.25, 0, 960));
         assert!(pull_all(&mut m).is_empty(), "960 < 1024 samples each");
-        m.push(1, &tone(440.0, 0.25, 960, 960));
+        m.push(ParticipantId::new(1), &tone(440.0, 0.25, 960, 960));
         assert!(pull_all(&mut m).is_empty(), "2 has no whole frame yet");
-        m.push(2, &tone(880.0, 0.25, 960, 960));
+        m.push(ParticipantId::new(2), &tone(880.0, 0.25, 960, 960));
         let frames = pull_all(&mut m);
         assert_eq!(frames.len(), 1);
         let want: Vec<f32> = tone(440.0, 0.25, 0, FRAME)
@@ -229,14 +229,14 @@ mod tests {
     #[test]
     fn a_silent_participant_stops_holding_the_mix() {
         let mut m = Mixer::default();
-        m.push(1, &tone(440.0, 0.2, 0, 2048));
-        m.push(2, &tone(880.0, 0.2, 0, 2048));
+        m.push(ParticipantId::new(1), &tone(440.0, 0.2, 0, 2048));
+        m.push(ParticipantId::new(2), &tone(880.0, 0.2, 0, 2048));
         assert_eq!(pull_all(&mut m).len(), 2);
         // 2 goes quiet: 1 alone is mixed once it has waited MAX_WAIT.
         let mut sent = 2048;
         let mut mixed = 0;
         for _ in 0..20 {
-            m.push(1, &tone(440.0, 0.2, sent, 960));
+            m.push(ParticipantId::new(1), &tone(440.0, 0.2, sent, 960));
             sent += 960;
             mixed += pull_all(&mut m).len();
         }
@@ -244,8 +244,8 @@ mod tests {
         assert!(queued < FRAME, "no lag left behind: {queued} samples");
         assert!(mixed >= 12, "{mixed} frames of 1 alone");
         // 2 comes back with a whole frame and is in the next one.
-        m.push(2, &vec![0.5; FRAME * CHANNELS]);
-        m.push(1, &tone(440.0, 0.2, sent, FRAME));
+        m.push(ParticipantId::new(2), &vec![0.5; FRAME * CHANNELS]);
+        m.push(ParticipantId::new(1), &tone(440.0, 0.2, sent, FRAME));
         let frames = pull_all(&mut m);
         let last = frames.last().expect("a frame");
         assert!(last.iter().all(|&x| x > 0.25), "2's 0.5 is in it");
@@ -257,7 +257,10 @@ mod tests {
     fn the_limiter_keeps_the_sum_under_full_scale() {
         let mut m = Mixer::default();
         for p in 1..=4 {
-            m.push(p, &tone(300.0 + p as f32 * 110.0, 0.9, 0, 8 * FRAME));
+            m.push(
+                ParticipantId::new(p),
+                &tone(300.0 + p as f32 * 110.0, 0.9, 0, 8 * FRAME),
+            );
         }
         let frames = pull_all(&mut m);
         assert_eq!(frames.len(), 8);
@@ -269,7 +272,7 @@ mod tests {
         let mut frames = Vec::new();
         for i in 0..100 {
             for p in 1..=4 {
-                m.push(p, &tone(440.0, 0.01, i * FRAME, FRAME));
+                m.push(ParticipantId::new(p), &tone(440.0, 0.01, i * FRAME, FRAME));
             }
             frames.extend(pull_all(&mut m));
         }
@@ -284,11 +287,11 @@ mod tests {
     #[test]
     fn queues_are_bounded_and_leavers_forgotten() {
         let mut m = Mixer::default();
-        m.push(7, &vec![0.1; 20 * FRAME * CHANNELS]);
+        m.push(ParticipantId::new(7), &vec![0.1; 20 * FRAME * CHANNELS]);
         assert!(m.sources[0].frames() <= MAX_QUEUE);
-        m.push(8, &vec![0.1; FRAME * CHANNELS]);
+        m.push(ParticipantId::new(8), &vec![0.1; FRAME * CHANNELS]);
         assert_eq!(m.len(), 2);
-        m.remove(7);
+        m.remove(ParticipantId::new(7));
         assert_eq!(m.len(), 1);
         assert_eq!(pull_all(&mut m).len(), 1);
         assert!(m.is_empty() || m.sources[0].frames() == 0);

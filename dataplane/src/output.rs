@@ -12,9 +12,10 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 use gateway_ring::msg::{Event, MediaKind};
+use gateway_ring::{RoomId, SessionId};
 
-use crate::media::{Handle, RtpFromRtmp};
-use crate::participants::Pid;
+use crate::media::{Handle, RtpFromRtmp, Source};
+use crate::participants::ParticipantId;
 use crate::rtmp::conn::Event as RtmpEvent;
 use crate::transcode::Job;
 
@@ -52,12 +53,12 @@ pub enum Output {
     /// [`crate::core::Core::recycle`].
     Transmit(Control),
     /// A DTLS datagram of `session` for the DTLS thread.
-    Dtls { session: u64, data: Vec<u8> },
+    Dtls { session: SessionId, data: Vec<u8> },
     /// We are `session`'s DTLS client and its peer's address is known now:
     /// the DTLS thread may send the ClientHello.
-    DtlsStart { session: u64 },
+    DtlsStart { session: SessionId },
     /// The session's DTLS state can go (it ended).
-    DtlsClosed { session: u64 },
+    DtlsClosed { session: SessionId },
     /// The core ended a UDP session by itself: close its socket.
     CloseSocket(Handle),
     /// For the controlplane.
@@ -66,7 +67,7 @@ pub enum Output {
     Rtmp(Action),
     /// Work for the transcoder thread; a full queue is counted against
     /// session `from`, if given.
-    Transcode { job: Job, from: Option<u64> },
+    Transcode { job: Job, from: Option<SessionId> },
     /// RTP an RTMP publisher's media became: fan it out to the room's
     /// WebRTC players and RTP egresses (or only to `only`).
     Rtp {
@@ -81,22 +82,23 @@ pub enum Output {
 pub enum Note {
     /// A WebRTC player of `room` connected: it gets the room's RTMP
     /// publishers' latest GOP.
-    PlayerJoined { room: u32, player: Handle },
+    PlayerJoined { room: RoomId, player: Handle },
     /// A participant stopped publishing: RTMP players that followed it move
     /// on, and it is no longer a speaker.
-    Unpublished { room: u32, pid: Pid },
+    Unpublished { room: RoomId, pid: ParticipantId },
     /// RTP an RTMP publisher's video became: kept for NACKs and GOP
     /// replays, then fanned out.
     RtmpVideo(RtpFromRtmp),
-    /// A bridged publisher (an ingest session) is asked for a keyframe.
-    KeyframeWanted { ingest: u64 },
-    /// A bridged publisher is asked to resend a video packet.
-    Nack { ingest: u64, seq: u16 },
+    /// A bridged publisher is asked for a keyframe (if it is a session:
+    /// an RTMP publisher cannot be asked).
+    KeyframeWanted { source: Source },
+    /// A bridged publisher is asked to resend a video packet (likewise).
+    Nack { source: Source, seq: u16 },
 }
 
 impl Note {
     /// The room it concerns, where it names one.
-    pub fn room(&self) -> Option<u32> {
+    pub fn room(&self) -> Option<RoomId> {
         match self {
             Note::PlayerJoined { room, .. } | Note::Unpublished { room, .. } => Some(*room),
             Note::RtmpVideo(rtp) => Some(rtp.room),
@@ -318,7 +320,9 @@ mod tests {
         assert!(matches!(core.pop(), Some(Output::Rtmp(Action::Wake(1)))));
         let (core_mark, part_mark) = (core.mark(), part.mark());
         part.push(wake(3));
-        part.note(Note::KeyframeWanted { ingest: 9 });
+        part.note(Note::KeyframeWanted {
+            source: Source::Session(SessionId::new(9)),
+        });
         core.append(&mut part);
         core.push(wake(4));
         part.push(wake(5));

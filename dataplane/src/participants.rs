@@ -2,12 +2,12 @@
 //!
 //! A participant is a name in a room; it holds sessions (a WHIP publisher
 //! and a WHEP player, an RTMP push and RTMP plays, two RTP ingests) and is
-//! known here by a [`Pid`] while any of them lives. Media carries the
-//! [`Pid`] of the participant it comes from, so a player is never sent its
+//! known here by a [`ParticipantId`] while any of them lives. Media carries
+//! the id of the participant it comes from, so a player is never sent its
 //! own tracks and an RTMP player can ask for one participant's stream.
 //!
 //! ```text
-//! session created ─▶ join(room, name) ─▶ Pid (same name, same Pid)
+//! session created ─▶ join(room, name) ─▶ ParticipantId (same name, same id)
 //!                    publish(pid, kinds) ─▶ refused if a kind is taken
 //! session ends    ─▶ unpublish(pid, kinds), leave(pid) ─▶ forgotten at 0 sessions
 //! ```
@@ -18,12 +18,33 @@
 use std::collections::HashMap;
 
 use gateway_ring::msg::{participant_key, MediaKind};
+use gateway_ring::RoomId;
 
-/// A participant's id on this shard; 0 is nobody (RTP egresses).
-pub type Pid = u32;
+/// A participant's id on this shard, given by [`Participants::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(u32);
 
-/// Nobody: never equal to a participant's id.
-pub const NOBODY: Pid = 0;
+impl ParticipantId {
+    /// Nobody (an RTP egress): never equal to a participant's id.
+    pub const NOBODY: ParticipantId = ParticipantId(0);
+
+    /// The id with value `raw` (tests and fuzz harnesses; ids are given by
+    /// [`Participants::join`]).
+    pub const fn new(raw: u32) -> ParticipantId {
+        ParticipantId(raw)
+    }
+
+    /// Its value (logs; a seed where a number per participant is wanted).
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// The kinds of media a session publishes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +77,7 @@ impl Kinds {
 
 #[derive(Debug)]
 struct Participant {
-    room: u32,
+    room: RoomId,
     name: String,
     key: u32,
     /// Live sessions holding this participant.
@@ -82,17 +103,18 @@ pub enum Taken {
 
 #[derive(Default)]
 pub struct Participants {
-    by_pid: HashMap<Pid, Participant>,
+    by_pid: HashMap<ParticipantId, Participant>,
     /// Per room: names to ids.
-    by_name: HashMap<u32, HashMap<String, Pid>>,
-    next: Pid,
+    by_name: HashMap<RoomId, HashMap<String, ParticipantId>>,
+    /// The last id given.
+    next: u32,
     order: u64,
 }
 
 impl Participants {
     /// The id of `name` in `room`, made if new; each call is one session
     /// more ([`Self::leave`] once per call).
-    pub fn join(&mut self, room: u32, name: &str) -> Pid {
+    pub fn join(&mut self, room: RoomId, name: &str) -> ParticipantId {
         if let Some(pid) = self.find(room, name) {
             if let Some(p) = self.by_pid.get_mut(&pid) {
                 p.sessions += 1;
@@ -100,10 +122,10 @@ impl Participants {
             return pid;
         }
         self.next = self.next.wrapping_add(1).max(1);
-        while self.by_pid.contains_key(&self.next) {
+        while self.by_pid.contains_key(&ParticipantId(self.next)) {
             self.next = self.next.wrapping_add(1).max(1);
         }
-        let pid = self.next;
+        let pid = ParticipantId(self.next);
         self.by_pid.insert(
             pid,
             Participant {
@@ -125,7 +147,7 @@ impl Participants {
     }
 
     /// One session of `pid` ended.
-    pub fn leave(&mut self, pid: Pid) {
+    pub fn leave(&mut self, pid: ParticipantId) {
         let Some(p) = self.by_pid.get_mut(&pid) else {
             return;
         };
@@ -143,7 +165,7 @@ impl Participants {
 
     /// A session of `pid` starts publishing `kinds`; refused when one of
     /// them is published already.
-    pub fn publish(&mut self, pid: Pid, kinds: Kinds, rtmp: bool) -> Result<(), Taken> {
+    pub fn publish(&mut self, pid: ParticipantId, kinds: Kinds, rtmp: bool) -> Result<(), Taken> {
         let Some(p) = self.by_pid.get_mut(&pid) else {
             return Ok(());
         };
@@ -166,7 +188,7 @@ impl Participants {
 
     /// A publishing session of `pid` stopped publishing `kinds`; returns
     /// whether the participant publishes nothing now.
-    pub fn unpublish(&mut self, pid: Pid, kinds: Kinds) -> bool {
+    pub fn unpublish(&mut self, pid: ParticipantId, kinds: Kinds) -> bool {
         let Some(p) = self.by_pid.get_mut(&pid) else {
             return false;
         };
@@ -179,24 +201,24 @@ impl Participants {
         none && kinds.any()
     }
 
-    pub fn find(&self, room: u32, name: &str) -> Option<Pid> {
+    pub fn find(&self, room: RoomId, name: &str) -> Option<ParticipantId> {
         self.by_name.get(&room)?.get(name).copied()
     }
 
-    pub fn name(&self, pid: Pid) -> Option<&str> {
+    pub fn name(&self, pid: ParticipantId) -> Option<&str> {
         self.by_pid.get(&pid).map(|p| p.name.as_str())
     }
 
-    pub fn room_of(&self, pid: Pid) -> Option<u32> {
+    pub fn room_of(&self, pid: ParticipantId) -> Option<RoomId> {
         self.by_pid.get(&pid).map(|p| p.room)
     }
 
     /// [`participant_key`] of `pid`'s name (0 for nobody).
-    pub fn key(&self, pid: Pid) -> u32 {
+    pub fn key(&self, pid: ParticipantId) -> u32 {
         self.by_pid.get(&pid).map_or(0, |p| p.key)
     }
 
-    pub fn is_publishing(&self, pid: Pid) -> bool {
+    pub fn is_publishing(&self, pid: ParticipantId) -> bool {
         self.by_pid
             .get(&pid)
             .is_some_and(|p| p.video > 0 || p.audio > 0)
@@ -204,8 +226,8 @@ impl Participants {
 
     /// The room's publishing participants other than `except`, the
     /// earliest publisher first.
-    pub fn publishers(&self, room: u32, except: Pid) -> Vec<Pid> {
-        let mut v: Vec<(u64, Pid)> = self
+    pub fn publishers(&self, room: RoomId, except: ParticipantId) -> Vec<ParticipantId> {
+        let mut v: Vec<(u64, ParticipantId)> = self
             .by_pid
             .iter()
             .filter(|(&pid, p)| p.room == room && pid != except && (p.video > 0 || p.audio > 0))
@@ -216,7 +238,7 @@ impl Participants {
     }
 
     /// Forgets every participant of a deleted room.
-    pub fn remove_room(&mut self, room: u32) {
+    pub fn remove_room(&mut self, room: RoomId) {
         self.by_pid.retain(|_, p| p.room != room);
         self.by_name.remove(&room);
     }
@@ -234,43 +256,46 @@ impl Participants {
 mod tests {
     use super::*;
 
+    const R1: RoomId = RoomId::new(1);
+    const R2: RoomId = RoomId::new(2);
+
     #[test]
     fn a_name_is_one_participant_per_room_until_its_last_session_leaves() {
         let mut p = Participants::default();
-        let a = p.join(1, "alice");
-        assert_eq!(p.join(1, "alice"), a, "a second session, same participant");
-        let other_room = p.join(2, "alice");
+        let a = p.join(R1, "alice");
+        assert_eq!(p.join(R1, "alice"), a, "a second session, same participant");
+        let other_room = p.join(R2, "alice");
         assert_ne!(other_room, a);
         assert_eq!(p.name(a), Some("alice"));
         assert_eq!(p.key(a), participant_key("alice"));
         p.leave(a);
-        assert_eq!(p.find(1, "alice"), Some(a));
+        assert_eq!(p.find(R1, "alice"), Some(a));
         p.leave(a);
-        assert_eq!(p.find(1, "alice"), None);
+        assert_eq!(p.find(R1, "alice"), None);
         assert_eq!(p.len(), 1);
-        p.remove_room(2);
+        p.remove_room(R2);
         assert!(p.is_empty());
     }
 
     #[test]
     fn each_kind_has_one_publisher_and_the_earliest_publisher_comes_first() {
         let mut p = Participants::default();
-        let a = p.join(1, "a");
-        let b = p.join(1, "b");
+        let a = p.join(R1, "a");
+        let b = p.join(R1, "b");
         // RTP ingests: video and audio are two sessions of one participant.
         assert_eq!(p.publish(b, Kinds::of(MediaKind::Video), false), Ok(()));
         assert_eq!(p.publish(b, Kinds::of(MediaKind::Audio), false), Ok(()));
         assert_eq!(p.publish(b, Kinds::BOTH, false), Err(Taken::ByWebrtcOrRtp));
         assert_eq!(p.publish(a, Kinds::BOTH, true), Ok(()));
         assert_eq!(p.publish(a, Kinds::BOTH, true), Err(Taken::ByRtmp));
-        assert_eq!(p.publishers(1, NOBODY), vec![b, a]);
-        assert_eq!(p.publishers(1, b), vec![a]);
+        assert_eq!(p.publishers(R1, ParticipantId::NOBODY), vec![b, a]);
+        assert_eq!(p.publishers(R1, b), vec![a]);
         assert!(!p.unpublish(b, Kinds::of(MediaKind::Video)));
         assert!(
             p.unpublish(b, Kinds::of(MediaKind::Audio)),
             "b publishes nothing now"
         );
         assert!(!p.is_publishing(b));
-        assert_eq!(p.publishers(1, NOBODY), vec![a]);
+        assert_eq!(p.publishers(R1, ParticipantId::NOBODY), vec![a]);
     }
 }

@@ -15,7 +15,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::participants::Pid;
+use gateway_ring::RoomId;
+
+use crate::participants::ParticipantId;
 
 /// Loudness (127 - level) above which a participant counts as speaking:
 /// -50 dBov and louder. A quiet room has no speaker change.
@@ -31,20 +33,26 @@ pub const STALE: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Room {
-    loudness: HashMap<Pid, (f32, Instant)>,
-    speaker: Option<(Pid, Instant)>,
+    loudness: HashMap<ParticipantId, (f32, Instant)>,
+    speaker: Option<(ParticipantId, Instant)>,
     next_eval: Option<Instant>,
 }
 
 #[derive(Default)]
 pub struct Speakers {
-    rooms: HashMap<u32, Room>,
+    rooms: HashMap<RoomId, Room>,
 }
 
 impl Speakers {
     /// One audio level of participant `pid` in `room`; the room's new
     /// active speaker, if it changed.
-    pub fn on_level(&mut self, now: Instant, room: u32, pid: Pid, level: u8) -> Option<Pid> {
+    pub fn on_level(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        pid: ParticipantId,
+        level: u8,
+    ) -> Option<ParticipantId> {
         let r = self.rooms.entry(room).or_default();
         let loud = 127.0 - level.min(127) as f32;
         let e = r.loudness.entry(pid).or_insert((0.0, now));
@@ -88,12 +96,12 @@ impl Speakers {
     }
 
     /// The room's active speaker.
-    pub fn speaker(&self, room: u32) -> Option<Pid> {
+    pub fn speaker(&self, room: RoomId) -> Option<ParticipantId> {
         self.rooms.get(&room)?.speaker.map(|(p, _)| p)
     }
 
     /// A participant stopped publishing: no longer a candidate.
-    pub fn forget(&mut self, room: u32, pid: Pid) {
+    pub fn forget(&mut self, room: RoomId, pid: ParticipantId) {
         if let Some(r) = self.rooms.get_mut(&room) {
             r.loudness.remove(&pid);
             if r.speaker.is_some_and(|(p, _)| p == pid) {
@@ -102,7 +110,7 @@ impl Speakers {
         }
     }
 
-    pub fn remove_room(&mut self, room: u32) {
+    pub fn remove_room(&mut self, room: RoomId) {
         self.rooms.remove(&room);
     }
 }
@@ -111,13 +119,22 @@ impl Speakers {
 mod tests {
     use super::*;
 
+    const ROOM: RoomId = RoomId::new(1);
+    const P1: ParticipantId = ParticipantId::new(1);
+    const P2: ParticipantId = ParticipantId::new(2);
+
     /// 50 levels a second (20 ms packets) from each of `who` for `ms`.
-    fn talk(s: &mut Speakers, t: &mut Instant, who: &[(Pid, u8)], ms: u64) -> Vec<Pid> {
+    fn talk(
+        s: &mut Speakers,
+        t: &mut Instant,
+        who: &[(ParticipantId, u8)],
+        ms: u64,
+    ) -> Vec<ParticipantId> {
         let mut changes = Vec::new();
         for _ in 0..ms / 20 {
             *t += Duration::from_millis(20);
             for &(pid, level) in who {
-                changes.extend(s.on_level(*t, 1, pid, level));
+                changes.extend(s.on_level(*t, ROOM, pid, level));
             }
         }
         changes
@@ -128,19 +145,19 @@ mod tests {
         let mut s = Speakers::default();
         let mut t = Instant::now();
         // Silence (127) and murmur (-70 dBov): nobody speaks.
-        assert!(talk(&mut s, &mut t, &[(1, 127), (2, 70)], 1000).is_empty());
+        assert!(talk(&mut s, &mut t, &[(P1, 127), (P2, 70)], 1000).is_empty());
         // 1 speaks at -20 dBov: the floor is 1's.
-        assert_eq!(talk(&mut s, &mut t, &[(1, 20), (2, 70)], 1000), vec![1]);
+        assert_eq!(talk(&mut s, &mut t, &[(P1, 20), (P2, 70)], 1000), vec![P1]);
         // 2 talks as loud as 1: not clearly louder, 1 keeps it.
-        assert!(talk(&mut s, &mut t, &[(1, 20), (2, 20)], 2000).is_empty());
+        assert!(talk(&mut s, &mut t, &[(P1, 20), (P2, 20)], 2000).is_empty());
         // 1 stops, 2 goes on: the floor passes to 2 within 0.3 s.
-        assert_eq!(talk(&mut s, &mut t, &[(1, 127), (2, 20)], 300), vec![2]);
+        assert_eq!(talk(&mut s, &mut t, &[(P1, 127), (P2, 20)], 300), vec![P2]);
         // A burst of 1 inside 2's hold time changes nothing; after it, 1
         // takes the floor back.
-        assert!(talk(&mut s, &mut t, &[(1, 5), (2, 127)], 200).is_empty());
-        assert_eq!(s.speaker(1), Some(2));
-        assert_eq!(talk(&mut s, &mut t, &[(1, 5), (2, 127)], 2000), vec![1]);
-        s.forget(1, 1);
-        assert_eq!(s.speaker(1), None);
+        assert!(talk(&mut s, &mut t, &[(P1, 5), (P2, 127)], 200).is_empty());
+        assert_eq!(s.speaker(ROOM), Some(P2));
+        assert_eq!(talk(&mut s, &mut t, &[(P1, 5), (P2, 127)], 2000), vec![P1]);
+        s.forget(ROOM, P1);
+        assert_eq!(s.speaker(ROOM), None);
     }
 }

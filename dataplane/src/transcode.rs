@@ -31,7 +31,7 @@ use rubato::{FftFixedIn, Resampler};
 use tracing::warn;
 
 use crate::mix::{self, Mixer};
-use crate::participants::Pid;
+use crate::participants::ParticipantId;
 
 pub const RATE: u32 = 48_000;
 pub const CHANNELS: usize = 2;
@@ -333,13 +333,13 @@ pub struct OpusUses {
 }
 
 /// Work for the transcoder thread. Streams are participants
-/// ([`crate::participants::Pid`]); mixes are programs (the hub's ids).
+/// ([`crate::participants::ParticipantId`]); mixes are programs (the hub's ids).
 #[derive(Debug)]
 pub enum Job {
     /// An Opus RTP payload (of RTP time `rtp_ts`) of the participant's
     /// WebRTC or RTP publisher.
     Opus {
-        stream: Pid,
+        stream: ParticipantId,
         rtp_ts: u32,
         opus: Vec<u8>,
         uses: OpusUses,
@@ -347,7 +347,7 @@ pub enum Job {
     /// An FLV audio tag of the participant's RTMP publisher: Opus for the
     /// WebRTC side, its level, and into the `mixes`.
     Aac {
-        stream: Pid,
+        stream: ParticipantId,
         ms: u32,
         flv: Vec<u8>,
         mixes: Vec<u64>,
@@ -355,9 +355,13 @@ pub enum Job {
     /// An FLV video tag of the participant's RTMP publisher, whose
     /// B-frames are re-encoded away for its WebRTC side (crate::reencode);
     /// runs on the shard's re-encode thread.
-    Video { stream: Pid, ms: u32, flv: Vec<u8> },
+    Video {
+        stream: ParticipantId,
+        ms: u32,
+        flv: Vec<u8>,
+    },
     /// The participant's publisher changed or left: start afresh.
-    Reset { stream: Pid },
+    Reset { stream: ParticipantId },
     /// Nobody plays the program any more.
     MixEnd { program: u64 },
 }
@@ -366,32 +370,32 @@ pub enum Done {
     /// FLV audio tag bodies (the first one a sequence header) made from
     /// Opus of RTP time `rtp_ts`.
     Aac {
-        stream: Pid,
+        stream: ParticipantId,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
     },
     /// Opus packets, 20 ms each, the first at `ms`, and the level of the
     /// AAC they came from.
     Opus {
-        stream: Pid,
+        stream: ParticipantId,
         ms: u32,
         packets: Vec<Vec<u8>>,
         level: Option<u8>,
     },
     /// The level of a participant's decoded Opus.
-    Level { stream: Pid, level: u8 },
+    Level { stream: ParticipantId, level: u8 },
     /// FLV audio tag bodies of a program's mix, 1024 samples apart (the
     /// first one a sequence header when the mix starts).
     Mix { program: u64, tags: Vec<Vec<u8>> },
     /// Re-encoded FLV video tag bodies of the participant's RTMP publisher,
     /// each with its presentation time (ms).
     Video {
-        stream: Pid,
+        stream: ParticipantId,
         tags: Vec<(u32, Vec<u8>)>,
     },
     /// The participant's audio (or video to re-encode) cannot be bridged;
     /// `what` says why (once).
-    MediaWarning { stream: Pid, what: String },
+    MediaWarning { stream: ParticipantId, what: String },
 }
 
 pub struct TranscodeLink {
@@ -477,7 +481,7 @@ fn spawn_reencode(
         .spawn(move || {
             // None: no re-encoder could be made for the publisher (said
             // once; its frames are dropped until it starts afresh).
-            let mut streams: HashMap<Pid, Option<Reencoder>> = HashMap::new();
+            let mut streams: HashMap<ParticipantId, Option<Reencoder>> = HashMap::new();
             while let Ok(job) = inbox.recv() {
                 let (stream, ms, flv) = match job {
                     Job::Video { stream, ms, flv } => (stream, ms, flv),
@@ -492,7 +496,7 @@ fn spawn_reencode(
                     Entry::Vacant(v) => {
                         let made = Reencoder::new();
                         if let Err(what) = &made {
-                            warn!(stream, "no re-encoder: {what}");
+                            warn!(%stream, "no re-encoder: {what}");
                             let what = what.clone();
                             if outbox.send(Done::MediaWarning { stream, what }).is_err() {
                                 return;
@@ -511,7 +515,7 @@ fn spawn_reencode(
                 }));
                 let refused = r.refused.take();
                 if ran.is_err() {
-                    warn!(stream, "re-encoder panicked; it starts afresh");
+                    warn!(%stream, "re-encoder panicked; it starts afresh");
                     streams.remove(&stream);
                 }
                 let warning = refused.map(|what| Done::MediaWarning { stream, what });
@@ -556,7 +560,7 @@ const MIX_IDLE: Duration = Duration::from_secs(10);
 /// is for (its own RTMP or WebRTC players, the room's mixes).
 #[derive(Default)]
 pub struct Transcoder {
-    streams: HashMap<Pid, StreamCodecs>,
+    streams: HashMap<ParticipantId, StreamCodecs>,
     mixes: HashMap<u64, Mix>,
     last_sweep: Option<Instant>,
 }
@@ -564,14 +568,14 @@ pub struct Transcoder {
 /// Makes a codec part on first use; logs and gives up if it cannot.
 fn made<T>(
     slot: &mut Option<T>,
-    stream: Pid,
+    stream: ParticipantId,
     new: impl FnOnce() -> Result<T, String>,
 ) -> Option<&mut T> {
     if slot.is_none() {
         match new() {
             Ok(t) => *slot = Some(t),
             Err(e) => {
-                warn!(stream, "no codec: {e}");
+                warn!(%stream, "no codec: {e}");
                 return None;
             }
         }
@@ -706,7 +710,7 @@ impl Transcoder {
 fn mix_in(
     mixes: &mut HashMap<u64, Mix>,
     programs: &[u64],
-    stream: Pid,
+    stream: ParticipantId,
     pcm: &[f32],
     now: Instant,
     done: &mut Vec<Done>,
@@ -743,6 +747,9 @@ fn mix_in(
 mod tests {
     use super::*;
 
+    const P1: ParticipantId = ParticipantId::new(1);
+    const P2: ParticipantId = ParticipantId::new(2);
+
     fn sine_opus(frames: usize) -> Vec<Vec<u8>> {
         sine_opus_hz(frames, 440.0)
     }
@@ -764,18 +771,18 @@ mod tests {
             .collect()
     }
 
-    fn opus_job(stream: Pid, opus: Vec<u8>, uses: OpusUses) -> Job {
+    fn opus_job(stream: u32, opus: Vec<u8>, uses: OpusUses) -> Job {
         Job::Opus {
-            stream,
+            stream: ParticipantId::new(stream),
             rtp_ts: 0,
             opus,
             uses,
         }
     }
 
-    fn aac_job(stream: Pid, flv: Vec<u8>, mixes: Vec<u64>) -> Job {
+    fn aac_job(stream: u32, flv: Vec<u8>, mixes: Vec<u64>) -> Job {
         Job::Aac {
-            stream,
+            stream: ParticipantId::new(stream),
             ms: 0,
             flv,
             mixes,
@@ -800,7 +807,7 @@ mod tests {
             .drain(..)
             .flat_map(|d| match d {
                 Done::Aac {
-                    stream: 1, tags, ..
+                    stream: P1, tags, ..
                 } => tags,
                 _ => panic!("only AAC of stream 1"),
             })
@@ -821,7 +828,7 @@ mod tests {
         let mut opus = Vec::new();
         for d in done.drain(..) {
             let Done::Opus {
-                stream: 2,
+                stream: P2,
                 packets,
                 level,
                 ..
@@ -945,10 +952,10 @@ mod tests {
         // resets leaves every mix.
         t.run(Job::MixEnd { program: 30 }, now, &mut done);
         assert_eq!(t.mix_count(), 2);
-        t.run(Job::Reset { stream: 1 }, now, &mut done);
+        t.run(Job::Reset { stream: P1 }, now, &mut done);
         assert!(t.mixes.values().all(|m| m.mixer.len() <= 1));
         // Nobody feeds them: swept after MIX_IDLE.
-        t.run(Job::Reset { stream: 2 }, now + MIX_IDLE, &mut done);
+        t.run(Job::Reset { stream: P2 }, now + MIX_IDLE, &mut done);
         assert_eq!(t.mix_count(), 0);
     }
 

@@ -253,7 +253,7 @@ impl Peer {
 
     /// Our SSRC for the RTCP we originate towards this peer.
     pub fn rtcp_ssrc(&self) -> u32 {
-        (self.spec.session as u32) | 1
+        (self.spec.session.get() as u32) | 1
     }
 
     pub fn on_datagram(

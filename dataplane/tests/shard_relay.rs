@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use dataplane::shard::{run_shard, ShardConfig};
 use gateway_ring::msg::{
-    Command, DropReason, EgressSpec, Event, IngestSpec, MediaKind, Outcome, RoomSpec, SrtpKey,
-    SrtpSuite,
+    Command, DropReason, EgressSpec, Event, IngestSpec, MediaKind, Outcome, Request, RoomSpec,
+    SrtpKey, SrtpSuite,
 };
-use gateway_ring::{Consumer, Producer, Region};
+use gateway_ring::{Consumer, Producer, Region, RoomId, SessionId};
 
 /// Counts allocations (and reallocations) made on threads that opted in:
 /// the shard's thread in these tests.
@@ -135,13 +135,13 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         roomy(r);
     }
     cmd.push(&Command::CreateRoom(RoomSpec {
-        room: 1,
+        room: RoomId::new(1),
         name: "t".into(),
     }))
     .unwrap();
     cmd.push(&Command::CreateIngest(IngestSpec {
-        session: 10,
-        room: 1,
+        session: SessionId::new(10),
+        room: RoomId::new(1),
         port: ing_port,
         kind: MediaKind::Video,
         payload_type: 100,
@@ -153,8 +153,8 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
     .unwrap();
     for (id, port, rx, srtp) in [(11, e1_port, &rx1, None), (12, e2_port, &rx2, Some(key))] {
         cmd.push(&Command::CreateEgress(EgressSpec {
-            session: id,
-            room: 1,
+            session: SessionId::new(id),
+            room: RoomId::new(1),
             port,
             dest_ip: [127, 0, 0, 1],
             dest_port: rx.local_addr().unwrap().port(),
@@ -163,10 +163,15 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         }))
         .unwrap();
     }
-    for id in [10, 11, 12] {
+    let created = [
+        Request::CreateIngest(SessionId::new(10)),
+        Request::CreateEgress(SessionId::new(11)),
+        Request::CreateEgress(SessionId::new(12)),
+    ];
+    for request in created {
         let e = wait_event(
             &mut evt,
-            |e| matches!(e, Event::Done { id: i, .. } if *i == id),
+            |e| matches!(e, Event::Done { request: r, .. } if *r == request),
         );
         assert!(
             matches!(
@@ -277,7 +282,7 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
     }
     let stats = wait_event(
         &mut evt,
-        |e| matches!(e, Event::Stats(s) if s.session == 10 && s.drops[DropReason::Auth as usize] > 0),
+        |e| matches!(e, Event::Stats(s) if s.session == SessionId::new(10) && s.drops[DropReason::Auth as usize] > 0),
     );
     let Event::Stats(s) = stats else {
         unreachable!()
@@ -315,15 +320,17 @@ fn shard_relays_srtp_ingest_to_two_egresses_and_counts_bad_packets() {
         matches!(e, Event::ResyncDone { epoch: 1 })
     });
     assert_eq!(seen, 4);
-    cmd.push(&Command::DeleteSession { session: 10 }).unwrap();
+    cmd.push(&Command::DeleteSession {
+        session: SessionId::new(10),
+    })
+    .unwrap();
     wait_event(&mut evt, |e| {
         matches!(
             e,
             Event::Done {
-                id: 10,
+                request: Request::DeleteSession(s),
                 outcome: Outcome::Ok,
-                ..
-            }
+            } if *s == SessionId::new(10)
         )
     });
     let deadline = Instant::now() + Duration::from_secs(2);

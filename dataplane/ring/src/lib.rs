@@ -6,7 +6,9 @@
 //! single-consumer, carries fixed-size slots and keeps its head and tail on
 //! separate cache lines. Messages are the versioned [`msg::Command`] and
 //! [`msg::Event`] enums, encoded into a slot as explicit little-endian bytes,
-//! so a corrupt slot is a decode error, never undefined behaviour.
+//! so a corrupt slot is a decode error, never undefined behaviour. The rooms
+//! and sessions they name are [`RoomId`]s and [`SessionId`]s on both sides
+//! (see [`ids`] for which process gives which).
 //!
 //! Drive loop, controlplane side:
 //!
@@ -24,6 +26,7 @@
 //! The shard side mirrors it with [`Region::command_consumer`] and
 //! [`Region::event_producer`], polled once per io_uring loop turn.
 
+pub mod ids;
 pub mod layout;
 pub mod limits;
 pub mod msg;
@@ -31,5 +34,6 @@ pub mod participant;
 pub mod spsc;
 pub mod token;
 
+pub use ids::{ControlIds, RoomId, SessionId};
 pub use layout::{Doorbell, Region, RegionError};
 pub use spsc::{Consumer, Full, Producer};

@@ -4,6 +4,7 @@
 //! [`SLOT_SIZE`]. Decoding checks the version, the tag, every enum value and
 //! every length, so a corrupt slot becomes a [`DecodeError`].
 
+use crate::ids::{RoomId, SessionId};
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
@@ -23,10 +24,6 @@ pub fn valid_room_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && !name.starts_with('-')
 }
-
-/// Room ids at or above this were given by the dataplane (rooms created on
-/// an RTMP publish); the controlplane's own ids stay below.
-pub const DATAPLANE_ROOM_IDS: u32 = 0x8000_0000;
 
 /// The shard that hosts a room: a hash of its name, so the controlplane and
 /// every shard agree without asking each other (an RTMP connection names
@@ -131,15 +128,15 @@ impl std::fmt::Debug for SrtpKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSpec {
-    pub room: u32,
+    pub room: RoomId,
     pub name: String,
 }
 
 /// Receive (S)RTP from a sender on `port`, RTCP muxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestSpec {
-    pub session: u64,
-    pub room: u32,
+    pub session: SessionId,
+    pub room: RoomId,
     pub port: u16,
     pub kind: MediaKind,
     pub payload_type: u8,
@@ -156,8 +153,8 @@ pub struct IngestSpec {
 /// `dest_port`, audio to `dest_port + 2`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EgressSpec {
-    pub session: u64,
-    pub room: u32,
+    pub session: SessionId,
+    pub room: RoomId,
     pub port: u16,
     pub dest_ip: [u8; 4],
     pub dest_port: u16,
@@ -165,12 +162,12 @@ pub struct EgressSpec {
     pub created_ms: u64,
 }
 
-/// Which way media flows on a WebRTC session, seen from the client.
+/// Which way media flows on a WebRTC or RTMP session, seen from the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// WHIP: the client sends its tracks into the room.
+    /// WHIP, RTMP `publish`: the client sends its tracks into the room.
     Publish = 0,
-    /// WHEP: the client receives the room's tracks.
+    /// WHEP, RTMP `play`, HTTP-FLV: the client receives the room's tracks.
     Subscribe = 1,
 }
 
@@ -258,8 +255,8 @@ pub const MAX_TRACKS: usize = 16;
 /// negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcSpec {
-    pub session: u64,
-    pub room: u32,
+    pub session: SessionId,
+    pub room: RoomId,
     pub port: u16,
     pub direction: Direction,
     /// Our ICE credentials (from the answer) and the peer's ufrag (from the offer).
@@ -327,10 +324,12 @@ impl WebrtcSpec {
 /// which accepted it; the controlplane lists it as a participant).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpSpec {
-    /// In the dataplane's own id range ([`RTMP_SESSION_IDS`] and up).
-    pub session: u64,
-    pub room: u32,
-    pub publish: bool,
+    /// In the dataplane's own id range ([`SessionId::rtmp`]).
+    pub session: SessionId,
+    pub room: RoomId,
+    /// Publish or play. Encoded as the publish flag it was before the
+    /// type (1: publish, 0: play), not as the enum's value.
+    pub direction: Direction,
     /// The client's address.
     pub peer_ip: [u8; 4],
     pub peer_port: u16,
@@ -338,10 +337,6 @@ pub struct RtmpSpec {
     /// Who publishes, or whom the player plays as (from the stream key).
     pub participant: String,
 }
-
-/// Session ids at or above this belong to RTMP connections (given by the
-/// dataplane); the controlplane's ids stay below.
-pub const RTMP_SESSION_IDS: u64 = 1 << 61;
 
 /// Upper bounds (µs) of the loop-turn histogram buckets; the last is +Inf.
 pub const TURN_BUCKETS_US: [u64; 7] = [10, 50, 100, 500, 1_000, 5_000, 10_000];
@@ -362,16 +357,70 @@ pub struct ShardStats {
     /// Connections and sessions refused or ended by a protective limit, per [`Limit`].
     pub limits: [u64; Limit::COUNT],
     /// Panics contained while handling one session's input (that session
-    /// was ended with [`END_INTERNAL`]; the shard went on).
+    /// was ended with [`EndReason::Internal`]; the shard went on).
     pub panics: u64,
 }
 
-/// `Event::SessionEnded` reason: a panic while handling this session's
-/// input was contained; the session was ended, the shard went on.
-pub const END_INTERNAL: u16 = 5;
-/// `Event::SessionEnded` reason: an RTMP publisher whose participant pushed
-/// again from a new connection (which continues its stream).
-pub const END_TAKEN_OVER: u16 = 6;
+/// Why the dataplane ended a session by itself ([`Event::SessionEnded`]).
+/// On the wire, its `u16` value. A value no variant has is a decode error,
+/// as for every enum here: both processes encode with this crate, and a new
+/// reason is a new encoding ([`MSG_VERSION`]), so an unknown one is a
+/// corrupt slot, not news from a newer dataplane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// A WebRTC peer sent no valid STUN check for 30 s (RFC 7675 consent).
+    ConsentExpired = 1,
+    /// A WebRTC peer's DTLS handshake failed.
+    DtlsFailed = 2,
+    /// An RTMP or HTTP-FLV client left, or its connection was closed.
+    RtmpClosed = 3,
+    /// An RTMP or HTTP-FLV player fell 5 s behind its stream and was closed.
+    SlowConsumer = 4,
+    /// A panic while handling this session's input (or a timer of its
+    /// bridge) was contained; the session was ended, the shard went on.
+    Internal = 5,
+    /// An RTMP publisher whose participant pushed again from a new
+    /// connection (which continues its stream).
+    TakenOver = 6,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 6] = [
+        EndReason::ConsentExpired,
+        EndReason::DtlsFailed,
+        EndReason::RtmpClosed,
+        EndReason::SlowConsumer,
+        EndReason::Internal,
+        EndReason::TakenOver,
+    ];
+
+    /// Its wire value.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The reason with wire value `code`, if any.
+    pub fn from_code(code: u16) -> Option<EndReason> {
+        EndReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    /// What operators read: a session's `end_reason` in the API, the
+    /// `reason` of its `session_failed` event, the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::ConsentExpired => "ICE consent expired (no valid STUN check for 30 s)",
+            EndReason::DtlsFailed => "DTLS handshake failed",
+            EndReason::RtmpClosed => "RTMP connection closed",
+            EndReason::SlowConsumer => "slow consumer: fell 5 s behind the stream",
+            EndReason::Internal => {
+                "internal error (contained: this session ended, the others went on)"
+            }
+            EndReason::TakenOver => {
+                "taken over: the participant published again from a new connection"
+            }
+        }
+    }
+}
 
 /// A protective limit of the dataplane; the index is stable (an array
 /// index on both sides of the ring).
@@ -482,9 +531,9 @@ impl DropReason {
 }
 
 /// Counters of one session, as the shard sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStats {
-    pub session: u64,
+    pub session: SessionId,
     /// Packets received (ingest) or sent (egress).
     pub packets: u64,
     pub bytes: u64,
@@ -499,6 +548,23 @@ pub struct SessionStats {
     /// ... and given up on: its RTMP players' picture froze to the next
     /// keyframe.
     pub bridge_gaps_given_up: u64,
+}
+
+impl Default for SessionStats {
+    /// Every counter at 0, of session id 0, which neither process gives
+    /// (set the session before it goes out).
+    fn default() -> Self {
+        SessionStats {
+            session: SessionId::new(0),
+            packets: 0,
+            bytes: 0,
+            drops: [0; DropReason::COUNT],
+            retransmits: 0,
+            keyframe_requests: 0,
+            bridge_gaps_filled: 0,
+            bridge_gaps_given_up: 0,
+        }
+    }
 }
 
 /// Result codes of [`Event::Done`].
@@ -523,13 +589,13 @@ pub enum Command {
     CreateRoom(RoomSpec),
     /// Ends every session of the room.
     DeleteRoom {
-        room: u32,
+        room: RoomId,
     },
     CreateIngest(IngestSpec),
     CreateEgress(EgressSpec),
     CreateWebrtc(WebrtcSpec),
     DeleteSession {
-        session: u64,
+        session: SessionId,
     },
     /// Report every room and session (a restarted controlplane rebuilds its view).
     Resync,
@@ -538,8 +604,8 @@ pub enum Command {
 /// Shard → controlplane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Reply to a command: `what` is the command's tag, `id` its room or session id.
-    Done { what: u8, id: u64, outcome: Outcome },
+    /// Reply to a command (every one but `Resync`, which `ResyncDone` ends).
+    Done { request: Request, outcome: Outcome },
     /// Resync: one room.
     Room(RoomSpec),
     /// Resync: one ingest.
@@ -557,20 +623,36 @@ pub enum Event {
     /// Periodic counters of one session.
     Stats(SessionStats),
     /// The shard ended a session by itself.
-    SessionEnded { session: u64, reason: u16 },
+    SessionEnded {
+        session: SessionId,
+        reason: EndReason,
+    },
     /// Media line `line` of WebRTC player `session` now carries
     /// `participant`'s track (empty: nobody's).
     Line {
-        session: u64,
+        session: SessionId,
         line: u8,
         participant: String,
     },
     /// The room's active speaker changed (empty: nobody speaks).
-    Speaker { room: u32, participant: String },
+    Speaker { room: RoomId, participant: String },
     /// Media of publisher `session` that the other side cannot be given
     /// (a codec or format the bridge does not carry) or cannot play
     /// (B-frames for browsers), named in `what`.
-    MediaWarning { session: u64, what: String },
+    MediaWarning { session: SessionId, what: String },
+}
+
+/// The command an [`Event::Done`] answers: its kind and the room or
+/// session it named (what the controlplane waits on). On the wire, the
+/// command's tag and the id as a `u64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    CreateRoom(RoomId),
+    DeleteRoom(RoomId),
+    CreateIngest(SessionId),
+    CreateEgress(SessionId),
+    CreateWebrtc(SessionId),
+    DeleteSession(SessionId),
 }
 
 impl Command {
@@ -592,6 +674,19 @@ impl Command {
             Command::DeleteSession { .. } => Self::TAG_DELETE_SESSION,
             Command::Resync => Self::TAG_RESYNC,
         }
+    }
+
+    /// What its [`Event::Done`] will answer; `None` for `Resync`.
+    pub fn request(&self) -> Option<Request> {
+        Some(match self {
+            Command::CreateRoom(r) => Request::CreateRoom(r.room),
+            Command::DeleteRoom { room } => Request::DeleteRoom(*room),
+            Command::CreateIngest(s) => Request::CreateIngest(s.session),
+            Command::CreateEgress(s) => Request::CreateEgress(s.session),
+            Command::CreateWebrtc(s) => Request::CreateWebrtc(s.session),
+            Command::DeleteSession { session } => Request::DeleteSession(*session),
+            Command::Resync => return None,
+        })
     }
 }
 
@@ -626,6 +721,12 @@ impl<'a> Writer<'a> {
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
+    fn room_id(&mut self, r: RoomId) {
+        self.u32(r.get());
+    }
+    fn session_id(&mut self, s: SessionId) {
+        self.u64(s.get());
+    }
     fn name(&mut self, s: &str) {
         self.short(s, MAX_NAME)
     }
@@ -648,12 +749,12 @@ impl<'a> Writer<'a> {
         }
     }
     fn room(&mut self, r: &RoomSpec) {
-        self.u32(r.room);
+        self.room_id(r.room);
         self.name(&r.name);
     }
     fn ingest(&mut self, s: &IngestSpec) {
-        self.u64(s.session);
-        self.u32(s.room);
+        self.session_id(s.session);
+        self.room_id(s.room);
         self.u16(s.port);
         self.u8(s.kind as u8);
         self.u8(s.payload_type);
@@ -663,8 +764,8 @@ impl<'a> Writer<'a> {
         self.name(&s.participant);
     }
     fn webrtc(&mut self, s: &WebrtcSpec) {
-        self.u64(s.session);
-        self.u32(s.room);
+        self.session_id(s.session);
+        self.room_id(s.room);
         self.u16(s.port);
         self.u8(s.direction as u8);
         self.short(&s.ice_ufrag, MAX_UFRAG);
@@ -688,17 +789,20 @@ impl<'a> Writer<'a> {
         self.u8(s.dtls_role as u8);
     }
     fn rtmp(&mut self, s: &RtmpSpec) {
-        self.u64(s.session);
-        self.u32(s.room);
-        self.u8(s.publish as u8);
+        self.session_id(s.session);
+        self.room_id(s.room);
+        self.u8(match s.direction {
+            Direction::Publish => 1,
+            Direction::Subscribe => 0,
+        });
         self.bytes(&s.peer_ip);
         self.u16(s.peer_port);
         self.u64(s.created_ms);
         self.name(&s.participant);
     }
     fn egress(&mut self, s: &EgressSpec) {
-        self.u64(s.session);
-        self.u32(s.room);
+        self.session_id(s.session);
+        self.room_id(s.room);
         self.u16(s.port);
         self.bytes(&s.dest_ip);
         self.u16(s.dest_port);
@@ -737,6 +841,34 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+    fn room_id(&mut self) -> Result<RoomId, DecodeError> {
+        Ok(RoomId::new(self.u32()?))
+    }
+    fn session_id(&mut self) -> Result<SessionId, DecodeError> {
+        Ok(SessionId::new(self.u64()?))
+    }
+    fn end_reason(&mut self) -> Result<EndReason, DecodeError> {
+        EndReason::from_code(self.u16()?).ok_or(DecodeError::Value("end reason"))
+    }
+    fn request(&mut self) -> Result<Request, DecodeError> {
+        let tag = self.u8()?;
+        let id = self.u64()?;
+        let room = || {
+            u32::try_from(id)
+                .map(RoomId::new)
+                .map_err(|_| DecodeError::Value("room id"))
+        };
+        let session = SessionId::new(id);
+        Ok(match tag {
+            Command::TAG_CREATE_ROOM => Request::CreateRoom(room()?),
+            Command::TAG_DELETE_ROOM => Request::DeleteRoom(room()?),
+            Command::TAG_CREATE_INGEST => Request::CreateIngest(session),
+            Command::TAG_CREATE_EGRESS => Request::CreateEgress(session),
+            Command::TAG_CREATE_WEBRTC => Request::CreateWebrtc(session),
+            Command::TAG_DELETE_SESSION => Request::DeleteSession(session),
+            _ => return Err(DecodeError::Value("answered command")),
+        })
+    }
     fn name(&mut self) -> Result<String, DecodeError> {
         self.short(MAX_NAME)
     }
@@ -768,14 +900,14 @@ impl<'a> Reader<'a> {
     }
     fn room(&mut self) -> Result<RoomSpec, DecodeError> {
         Ok(RoomSpec {
-            room: self.u32()?,
+            room: self.room_id()?,
             name: self.name()?,
         })
     }
     fn ingest(&mut self) -> Result<IngestSpec, DecodeError> {
         Ok(IngestSpec {
-            session: self.u64()?,
-            room: self.u32()?,
+            session: self.session_id()?,
+            room: self.room_id()?,
             port: self.u16()?,
             kind: self.kind()?,
             payload_type: self.u8()?,
@@ -787,8 +919,8 @@ impl<'a> Reader<'a> {
     }
     fn webrtc(&mut self) -> Result<WebrtcSpec, DecodeError> {
         Ok(WebrtcSpec {
-            session: self.u64()?,
-            room: self.u32()?,
+            session: self.session_id()?,
+            room: self.room_id()?,
             port: self.u16()?,
             direction: match self.u8()? {
                 0 => Direction::Publish,
@@ -830,11 +962,11 @@ impl<'a> Reader<'a> {
     }
     fn rtmp(&mut self) -> Result<RtmpSpec, DecodeError> {
         Ok(RtmpSpec {
-            session: self.u64()?,
-            room: self.u32()?,
-            publish: match self.u8()? {
-                0 => false,
-                1 => true,
+            session: self.session_id()?,
+            room: self.room_id()?,
+            direction: match self.u8()? {
+                0 => Direction::Subscribe,
+                1 => Direction::Publish,
                 _ => return Err(DecodeError::Value("publish flag")),
             },
             peer_ip: self.array()?,
@@ -845,8 +977,8 @@ impl<'a> Reader<'a> {
     }
     fn egress(&mut self) -> Result<EgressSpec, DecodeError> {
         Ok(EgressSpec {
-            session: self.u64()?,
-            room: self.u32()?,
+            session: self.session_id()?,
+            room: self.room_id()?,
             port: self.u16()?,
             dest_ip: self.array()?,
             dest_port: self.u16()?,
@@ -882,11 +1014,11 @@ impl Message for Command {
         let mut w = Writer::new(slot, self.tag());
         match self {
             Command::CreateRoom(r) => w.room(r),
-            Command::DeleteRoom { room } => w.u32(*room),
+            Command::DeleteRoom { room } => w.room_id(*room),
             Command::CreateIngest(s) => w.ingest(s),
             Command::CreateEgress(s) => w.egress(s),
             Command::CreateWebrtc(s) => w.webrtc(s),
-            Command::DeleteSession { session } => w.u64(*session),
+            Command::DeleteSession { session } => w.session_id(*session),
             Command::Resync => {}
         }
     }
@@ -895,11 +1027,13 @@ impl Message for Command {
         let (tag, mut r) = open(slot)?;
         Ok(match tag {
             Self::TAG_CREATE_ROOM => Command::CreateRoom(r.room()?),
-            Self::TAG_DELETE_ROOM => Command::DeleteRoom { room: r.u32()? },
+            Self::TAG_DELETE_ROOM => Command::DeleteRoom { room: r.room_id()? },
             Self::TAG_CREATE_INGEST => Command::CreateIngest(r.ingest()?),
             Self::TAG_CREATE_EGRESS => Command::CreateEgress(r.egress()?),
             Self::TAG_CREATE_WEBRTC => Command::CreateWebrtc(r.webrtc()?),
-            Self::TAG_DELETE_SESSION => Command::DeleteSession { session: r.u64()? },
+            Self::TAG_DELETE_SESSION => Command::DeleteSession {
+                session: r.session_id()?,
+            },
             Self::TAG_RESYNC => Command::Resync,
             t => return Err(DecodeError::Tag(t)),
         })
@@ -925,9 +1059,17 @@ impl Message for Event {
         };
         let mut w = Writer::new(slot, tag);
         match self {
-            Event::Done { what, id, outcome } => {
-                w.u8(*what);
-                w.u64(*id);
+            Event::Done { request, outcome } => {
+                let (tag, id) = match *request {
+                    Request::CreateRoom(r) => (Command::TAG_CREATE_ROOM, u64::from(r.get())),
+                    Request::DeleteRoom(r) => (Command::TAG_DELETE_ROOM, u64::from(r.get())),
+                    Request::CreateIngest(s) => (Command::TAG_CREATE_INGEST, s.get()),
+                    Request::CreateEgress(s) => (Command::TAG_CREATE_EGRESS, s.get()),
+                    Request::CreateWebrtc(s) => (Command::TAG_CREATE_WEBRTC, s.get()),
+                    Request::DeleteSession(s) => (Command::TAG_DELETE_SESSION, s.get()),
+                };
+                w.u8(tag);
+                w.u64(id);
                 w.u8(*outcome as u8);
             }
             Event::Room(r) => w.room(r),
@@ -950,7 +1092,7 @@ impl Message for Event {
             }
             Event::ResyncDone { epoch } => w.u64(*epoch),
             Event::Stats(s) => {
-                w.u64(s.session);
+                w.session_id(s.session);
                 w.u64(s.packets);
                 w.u64(s.bytes);
                 for d in s.drops {
@@ -962,24 +1104,24 @@ impl Message for Event {
                 w.u64(s.bridge_gaps_given_up);
             }
             Event::SessionEnded { session, reason } => {
-                w.u64(*session);
-                w.u16(*reason);
+                w.session_id(*session);
+                w.u16(reason.code());
             }
             Event::Line {
                 session,
                 line,
                 participant,
             } => {
-                w.u64(*session);
+                w.session_id(*session);
                 w.u8(*line);
                 w.name(participant);
             }
             Event::Speaker { room, participant } => {
-                w.u32(*room);
+                w.room_id(*room);
                 w.name(participant);
             }
             Event::MediaWarning { session, what } => {
-                w.u64(*session);
+                w.session_id(*session);
                 w.short(what, MAX_TEXT);
             }
         }
@@ -989,8 +1131,7 @@ impl Message for Event {
         let (tag, mut r) = open(slot)?;
         Ok(match tag {
             1 => Event::Done {
-                what: r.u8()?,
-                id: r.u64()?,
+                request: r.request()?,
                 outcome: r.outcome()?,
             },
             2 => Event::Room(r.room()?),
@@ -998,7 +1139,7 @@ impl Message for Event {
             4 => Event::Egress(r.egress()?),
             5 => Event::ResyncDone { epoch: r.u64()? },
             6 => {
-                let session = r.u64()?;
+                let session = r.session_id()?;
                 let packets = r.u64()?;
                 let bytes = r.u64()?;
                 let mut drops = [0; DropReason::COUNT];
@@ -1017,8 +1158,8 @@ impl Message for Event {
                 })
             }
             7 => Event::SessionEnded {
-                session: r.u64()?,
-                reason: r.u16()?,
+                session: r.session_id()?,
+                reason: r.end_reason()?,
             },
             8 => Event::Webrtc(r.webrtc()?),
             9 => Event::Rtmp(r.rtmp()?),
@@ -1044,16 +1185,16 @@ impl Message for Event {
                 })
             }
             11 => Event::Line {
-                session: r.u64()?,
+                session: r.session_id()?,
                 line: r.u8()?,
                 participant: r.name()?,
             },
             12 => Event::Speaker {
-                room: r.u32()?,
+                room: r.room_id()?,
                 participant: r.name()?,
             },
             13 => Event::MediaWarning {
-                session: r.u64()?,
+                session: r.session_id()?,
                 what: r.short(MAX_TEXT)?,
             },
             t => return Err(DecodeError::Tag(t)),
@@ -1085,8 +1226,8 @@ mod tests {
     fn samples() -> (Vec<Command>, Vec<Event>) {
         // Longest fields: the size check below covers the worst case.
         let webrtc = WebrtcSpec {
-            session: u64::MAX,
-            room: 3,
+            session: SessionId::new(u64::MAX),
+            room: RoomId::new(3),
             port: 40010,
             direction: Direction::Subscribe,
             ice_ufrag: "u".repeat(MAX_UFRAG),
@@ -1114,8 +1255,8 @@ mod tests {
             dtls_role: DtlsRole::Client,
         };
         let ingest = IngestSpec {
-            session: 7,
-            room: 3,
+            session: SessionId::new(7),
+            room: RoomId::new(3),
             port: 40002,
             kind: MediaKind::Audio,
             payload_type: 111,
@@ -1125,8 +1266,8 @@ mod tests {
             participant: "alice".into(),
         };
         let egress = EgressSpec {
-            session: u64::MAX,
-            room: 3,
+            session: SessionId::new(u64::MAX),
+            room: RoomId::new(3),
             port: 40003,
             dest_ip: [127, 0, 0, 1],
             dest_port: 5004,
@@ -1134,32 +1275,39 @@ mod tests {
             created_ms: 5,
         };
         let room = RoomSpec {
-            room: 3,
+            room: RoomId::dataplane(1, 3),
             name: "x".repeat(MAX_NAME),
         };
         let cmds = vec![
             Command::CreateRoom(room.clone()),
-            Command::DeleteRoom { room: 3 },
+            Command::DeleteRoom {
+                room: RoomId::new(3),
+            },
             Command::CreateIngest(ingest.clone()),
             Command::CreateEgress(egress.clone()),
             Command::CreateWebrtc(webrtc.clone()),
-            Command::DeleteSession { session: 9 },
+            Command::DeleteSession {
+                session: SessionId::rtmp(1, 9),
+            },
             Command::Resync,
         ];
         let evts = vec![
             Event::Done {
-                what: 3,
-                id: 7,
+                request: Request::CreateIngest(SessionId::new(7)),
                 outcome: Outcome::PortInUse,
+            },
+            Event::Done {
+                request: Request::DeleteRoom(RoomId::new(u32::MAX)),
+                outcome: Outcome::NotFound,
             },
             Event::Room(room),
             Event::Ingest(ingest),
             Event::Egress(egress),
             Event::Webrtc(webrtc),
             Event::Rtmp(RtmpSpec {
-                session: RTMP_SESSION_IDS + 5,
-                room: 3,
-                publish: true,
+                session: SessionId::rtmp(2, 5),
+                room: RoomId::dataplane(2, 1),
+                direction: Direction::Publish,
                 peer_ip: [127, 0, 0, 1],
                 peer_port: 50_000,
                 created_ms: 9,
@@ -1176,7 +1324,7 @@ mod tests {
             }),
             Event::ResyncDone { epoch: 4 },
             Event::Stats(SessionStats {
-                session: 1,
+                session: SessionId::new(1),
                 packets: 2,
                 bytes: 3,
                 drops: [4, 5, 6, 7, 8, 9, 10, 11, 14, 15, 16],
@@ -1186,20 +1334,20 @@ mod tests {
                 bridge_gaps_given_up: 18,
             }),
             Event::SessionEnded {
-                session: 1,
-                reason: 2,
+                session: SessionId::new(1),
+                reason: EndReason::DtlsFailed,
             },
             Event::Line {
-                session: 1,
+                session: SessionId::new(1),
                 line: 3,
                 participant: "carol".into(),
             },
             Event::Speaker {
-                room: 3,
+                room: RoomId::new(3),
                 participant: "dave".into(),
             },
             Event::MediaWarning {
-                session: 9,
+                session: SessionId::new(9),
                 what: "audio: MP3 (FLV sound format 2)".into(),
             },
         ];
@@ -1270,6 +1418,108 @@ mod tests {
         );
         slot[446] = 2;
         assert_eq!(Command::decode(&slot), Err(DecodeError::Value("DTLS role")));
+    }
+
+    /// The ids keep the wire bytes they had as integers, and the ranges
+    /// the dataplane gives them from survive a trip through the ring.
+    #[test]
+    fn ids_round_trip_through_the_ring_in_their_old_bytes() {
+        let mut slot = [0u8; SLOT_SIZE];
+        let spec = RtmpSpec {
+            session: SessionId::rtmp(3, 77),
+            room: RoomId::dataplane(3, 2),
+            direction: Direction::Subscribe,
+            peer_ip: [10, 0, 0, 1],
+            peer_port: 1935,
+            created_ms: 1,
+            participant: "p".into(),
+        };
+        Event::Rtmp(spec.clone()).encode(&mut slot);
+        assert_eq!(slot[2..10], spec.session.get().to_le_bytes());
+        assert_eq!(slot[10..14], spec.room.get().to_le_bytes());
+        assert_eq!(slot[14], 0, "play: the publish flag's 0");
+        let Ok(Event::Rtmp(back)) = Event::decode(&slot) else {
+            panic!("an RtmpSpec decodes");
+        };
+        assert_eq!(back, spec);
+        assert!(back.session.is_rtmp() && back.room.is_dataplane());
+
+        let ingest = IngestSpec {
+            session: SessionId::new(12),
+            room: RoomId::new(4),
+            port: 40000,
+            kind: MediaKind::Video,
+            payload_type: 96,
+            clock_rate: 90_000,
+            srtp: None,
+            created_ms: 0,
+            participant: "cam".into(),
+        };
+        Command::CreateIngest(ingest.clone()).encode(&mut slot);
+        let Ok(Command::CreateIngest(back)) = Command::decode(&slot) else {
+            panic!("an IngestSpec decodes");
+        };
+        assert_eq!(back, ingest);
+        assert!(!back.session.is_rtmp() && !back.room.is_dataplane());
+
+        // Done: the command's tag and the id as a u64, as `what` and `id` were.
+        let done = Event::Done {
+            request: Request::CreateRoom(RoomId::dataplane(0, 1)),
+            outcome: Outcome::Ok,
+        };
+        done.encode(&mut slot);
+        assert_eq!(slot[2], Command::TAG_CREATE_ROOM);
+        assert_eq!(slot[3..11], 0x8000_0001u64.to_le_bytes());
+        assert_eq!(Event::decode(&slot), Ok(done));
+        slot[7] = 1; // a room id over 32 bits
+        assert_eq!(Event::decode(&slot), Err(DecodeError::Value("room id")));
+        slot[2] = Command::TAG_RESYNC;
+        assert_eq!(
+            Event::decode(&slot),
+            Err(DecodeError::Value("answered command"))
+        );
+    }
+
+    /// Each command's `Done` answers what the command named.
+    #[test]
+    fn every_command_but_resync_names_its_request() {
+        let (cmds, _) = samples();
+        let requests: Vec<Option<Request>> = cmds.iter().map(Command::request).collect();
+        assert_eq!(
+            requests,
+            [
+                Some(Request::CreateRoom(RoomId::dataplane(1, 3))),
+                Some(Request::DeleteRoom(RoomId::new(3))),
+                Some(Request::CreateIngest(SessionId::new(7))),
+                Some(Request::CreateEgress(SessionId::new(u64::MAX))),
+                Some(Request::CreateWebrtc(SessionId::new(u64::MAX))),
+                Some(Request::DeleteSession(SessionId::rtmp(1, 9))),
+                None,
+            ]
+        );
+    }
+
+    /// Every reason keeps its number on the wire and comes back; a number
+    /// no reason has is a decode error (see [`EndReason`] for why).
+    #[test]
+    fn every_end_reason_round_trips_and_an_unknown_one_is_an_error() {
+        let mut slot = [0u8; SLOT_SIZE];
+        let session = SessionId::new(0x0102_0304_0506_0708);
+        for (reason, code) in EndReason::ALL.into_iter().zip(1u16..) {
+            assert_eq!(reason.code(), code, "{reason:?}");
+            assert_eq!(EndReason::from_code(code), Some(reason));
+            assert!(!reason.describe().is_empty());
+            let e = Event::SessionEnded { session, reason };
+            e.encode(&mut slot);
+            assert_eq!(slot[2..10], session.get().to_le_bytes());
+            assert_eq!(slot[10..12], code.to_le_bytes());
+            assert_eq!(Event::decode(&slot), Ok(e));
+        }
+        for unknown in [0u16, 7, u16::MAX] {
+            assert_eq!(EndReason::from_code(unknown), None);
+            slot[10..12].copy_from_slice(&unknown.to_le_bytes());
+            assert_eq!(Event::decode(&slot), Err(DecodeError::Value("end reason")));
+        }
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl Consumer {
 mod tests {
     use super::*;
     use crate::msg::{Command, Event};
+    use crate::SessionId;
     use std::time::Duration;
 
     fn region(name: &str) -> (Region, std::path::PathBuf) {
@@ -215,14 +216,19 @@ mod tests {
         let mut rx = r.command_consumer(0);
         assert!(rx.pop::<Command>().is_none());
         for i in 0..SLOTS {
-            tx.push(&Command::DeleteSession { session: i }).unwrap();
+            tx.push(&Command::DeleteSession {
+                session: SessionId::new(i),
+            })
+            .unwrap();
         }
         assert_eq!(tx.push(&Command::Resync), Err(Full));
         assert_eq!(tx.depth(), SLOTS);
         for i in 0..SLOTS {
             assert_eq!(
                 rx.pop::<Command>(),
-                Some(Ok(Command::DeleteSession { session: i }))
+                Some(Ok(Command::DeleteSession {
+                    session: SessionId::new(i)
+                }))
             );
         }
         assert!(rx.pop::<Command>().is_none());
@@ -288,7 +294,12 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut i = 0;
             while i < N {
-                if tx.push(&Command::DeleteSession { session: i }).is_ok() {
+                if tx
+                    .push(&Command::DeleteSession {
+                        session: SessionId::new(i),
+                    })
+                    .is_ok()
+                {
                     i += 1;
                 } else {
                     std::hint::spin_loop();
@@ -299,7 +310,7 @@ mod tests {
         while want < N {
             match rx.pop::<Command>() {
                 Some(Ok(Command::DeleteSession { session })) => {
-                    assert_eq!(session, want);
+                    assert_eq!(session, SessionId::new(want));
                     want += 1;
                 }
                 Some(other) => panic!("unexpected {other:?}"),

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::connections::{Role, END_RTMP};
+use super::connections::Role;
 use super::{Hub, Place, Rooms};
 use crate::output::{Action, Output, Outputs};
 use crate::participants::{Kinds, Participants, Taken};
@@ -17,8 +17,9 @@ use crate::rtmp::conn::{Event, STREAM_ID};
 use crate::rtmp::http;
 use crate::rtmp::stream::GopCache;
 use crate::transcode::Job;
-use gateway_ring::msg::{participant_key, Event as RingEvent, END_TAKEN_OVER};
+use gateway_ring::msg::{participant_key, Direction, EndReason, Event as RingEvent};
 use gateway_ring::participant::{resolve, NameError};
+use gateway_ring::RoomId;
 
 impl Hub {
     /// Refuses a publish or play: an `onStatus` error `code` to an RTMP
@@ -171,7 +172,7 @@ impl Hub {
                 if let Some(session) = st.session.take() {
                     self.out.event(RingEvent::SessionEnded {
                         session,
-                        reason: END_RTMP,
+                        reason: EndReason::RtmpClosed,
                     });
                 }
                 let publishing = std::mem::take(&mut st.publishing);
@@ -195,7 +196,7 @@ impl Hub {
         &mut self,
         now: Instant,
         idx: u32,
-        room: u32,
+        room: RoomId,
         addr: &Address,
         me: &str,
         generated: bool,
@@ -246,7 +247,7 @@ impl Hub {
             st.publishing = true;
             st.conn.accept_publish(&shown, self.limits.media);
         }
-        self.announce(idx, room, true);
+        self.announce(idx, room, Direction::Publish);
         self.flush_conn(idx, actions);
         self.choose_all(now, room, parts, actions);
     }
@@ -262,7 +263,7 @@ impl Hub {
         if let Some(session) = st.session.take() {
             self.out.event(RingEvent::SessionEnded {
                 session,
-                reason: END_TAKEN_OVER,
+                reason: EndReason::TakenOver,
             });
         }
         actions.rtmp(Action::Close {
@@ -277,7 +278,7 @@ impl Hub {
         &mut self,
         now: Instant,
         idx: u32,
-        room: u32,
+        room: RoomId,
         addr: &Address,
         me: &str,
         generated: bool,
@@ -304,7 +305,7 @@ impl Hub {
                 st.conn.accept_play(&format!("{shown} as {me}"));
             }
         }
-        self.announce(idx, room, false);
+        self.announce(idx, room, Direction::Subscribe);
         self.flush_conn(idx, actions);
         match &addr.name {
             Some(name) => {
@@ -356,7 +357,7 @@ mod tests {
         assert_eq!(marks(&mut h, 1), vec![1, 2]);
         assert!(rooms
             .parts
-            .find(77, "bob")
+            .find(R77, "bob")
             .is_some_and(|p| rooms.parts.is_publishing(p)));
     }
 
@@ -376,7 +377,7 @@ mod tests {
             &mut rooms,
             &mut a,
         );
-        assert!(rooms.parts.find(77, "bob").is_none(), "bob left");
+        assert!(rooms.parts.find(R77, "bob").is_none(), "bob left");
         let again = send(&mut h, &mut rooms, 0, "publish", "r/carol");
         assert_eq!(closed(&again, 0), None, "{again:?}");
         h.remove(Instant::now(), 0, &mut rooms.parts);

@@ -11,29 +11,30 @@ use bytes::Bytes;
 use super::timers::Timer;
 use super::{Hub, Rooms};
 use crate::output::{Action, Output, Outputs};
-use crate::participants::{Kinds, Participants, Pid};
+use crate::participants::{Kinds, ParticipantId, Participants};
 use crate::rtmp::chunk::MediaLimits;
 use crate::rtmp::conn::{Conn, Event, RtmpError};
 use crate::rtmp::http;
 use crate::rtmp::stream::PlayerQueue;
 use crate::transcode::Job;
-use gateway_ring::msg::{Event as RingEvent, Limit, RtmpSpec, SessionStats, RTMP_SESSION_IDS};
+use gateway_ring::msg::{Direction, EndReason, Event as RingEvent, Limit, RtmpSpec, SessionStats};
+use gateway_ring::{RoomId, SessionId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Role {
     New,
     Publisher {
-        room: u32,
-        pid: Pid,
+        room: RoomId,
+        pid: ParticipantId,
     },
     /// Plays participant `stream`'s stream (`live/ROOM/NAME`).
     Player {
-        room: u32,
-        stream: Pid,
+        room: RoomId,
+        stream: ParticipantId,
     },
     /// Plays the room's program (`live/ROOM`): its active speaker.
     Program {
-        room: u32,
+        room: RoomId,
         program: u64,
     },
 }
@@ -47,13 +48,13 @@ pub struct ConnState {
     /// The client's address (for the participant list).
     pub peer: Option<std::net::SocketAddrV4>,
     /// Session id once publishing or playing.
-    pub(super) session: Option<u64>,
+    pub(super) session: Option<SessionId>,
     /// Who the client is in its room.
     pub(super) name: String,
     /// The participant this connection holds a session of (a publisher's
     /// own; a player's of NAME, so NAME's stream waits for its return),
     /// and whether it counts as that participant's publisher.
-    pub(super) joined: Option<Pid>,
+    pub(super) joined: Option<ParticipantId>,
     pub(super) publishing: bool,
     /// Media messages and bytes received (publisher) or queued (player),
     /// and messages dropped for a slow player; `dirty` until reported.
@@ -99,12 +100,6 @@ impl Default for ConnState {
         }
     }
 }
-
-/// `Event::SessionEnded` reason for an RTMP client that left or was closed.
-pub const END_RTMP: u16 = 3;
-
-/// `Event::SessionEnded` reason for a player dropped for being too slow.
-pub const END_SLOW: u16 = 4;
 
 /// Memory bounds of one RTMP connection (see [`crate::limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +152,11 @@ impl Hub {
         if let Some(session) = st.session.take() {
             self.out.event(RingEvent::SessionEnded {
                 session,
-                reason: if st.slow { END_SLOW } else { END_RTMP },
+                reason: if st.slow {
+                    EndReason::SlowConsumer
+                } else {
+                    EndReason::RtmpClosed
+                },
             });
         }
         // Unpublished first: the players that followed it look for the
@@ -318,12 +317,12 @@ impl Hub {
     }
 
     /// Reports a connection that started publishing or playing as a participant.
-    pub(super) fn announce(&mut self, idx: u32, room: u32, publish: bool) {
+    pub(super) fn announce(&mut self, idx: u32, room: RoomId, direction: Direction) {
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
         };
         self.next_session += 1;
-        let session = RTMP_SESSION_IDS | ((self.shard as u64) << 40) | self.next_session;
+        let session = SessionId::rtmp(self.shard, self.next_session);
         st.session = Some(session);
         let peer = st
             .peer
@@ -331,7 +330,7 @@ impl Hub {
         self.out.event(RingEvent::Rtmp(RtmpSpec {
             session,
             room,
-            publish,
+            direction,
             peer_ip: peer.ip().octets(),
             peer_port: peer.port(),
             created_ms: std::time::SystemTime::now()
@@ -360,7 +359,10 @@ impl Hub {
             out.push(RtmpSpec {
                 session,
                 room,
-                publish: matches!(st.role, Role::Publisher { .. }),
+                direction: match st.role {
+                    Role::Publisher { .. } => Direction::Publish,
+                    _ => Direction::Subscribe,
+                },
                 peer_ip: peer.ip().octets(),
                 peer_port: peer.port(),
                 created_ms: 0,
@@ -384,7 +386,7 @@ impl Hub {
     }
 
     /// The connection of participant `session`, if it is here.
-    pub fn find_session(&self, session: u64) -> Option<u32> {
+    pub fn find_session(&self, session: SessionId) -> Option<u32> {
         self.conns
             .iter()
             .find(|(_, st)| st.session == Some(session))
@@ -404,8 +406,8 @@ impl Hub {
     }
 
     /// Ends every connection of a deleted room.
-    pub fn close_room(&mut self, room: u32, actions: &mut Outputs) {
-        let pids: Vec<Pid> = self
+    pub fn close_room(&mut self, room: RoomId, actions: &mut Outputs) {
+        let pids: Vec<ParticipantId> = self
             .streams
             .iter()
             .filter(|(_, s)| s.room == room)

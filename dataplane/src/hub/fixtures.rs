@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
+use gateway_ring::RoomId;
 use rml_amf0::Amf0Value;
 
 use super::{ConnState, Hub, Place, Rooms};
@@ -13,6 +14,9 @@ use crate::output::{Action, Outputs};
 use crate::participants::Participants;
 use crate::rtmp::chunk::write_message;
 use crate::rtmp::conn::{types, Conn};
+
+/// The room a publish creates (room "r" of most tests).
+pub(super) const R77: RoomId = RoomId::new(77);
 
 #[derive(Default)]
 pub(super) struct OneRoom {
@@ -50,12 +54,12 @@ impl Rooms for OneRoom {
         self.names += 1;
         [0, 0, 0, self.names]
     }
-    fn create(&mut self, name: &str) -> Option<u32> {
+    fn create(&mut self, name: &str) -> Option<RoomId> {
         if !self.allow_create {
             return None;
         }
-        self.rooms.insert(name.into(), Place::Local(77));
-        Some(77)
+        self.rooms.insert(name.into(), Place::Local(R77));
+        Some(R77)
     }
 }
 

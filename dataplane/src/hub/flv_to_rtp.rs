@@ -6,13 +6,14 @@
 //! the warnings about what WebRTC players cannot get or play.
 
 use bytes::Bytes;
+use gateway_ring::RoomId;
 
 use super::streams::Stream;
 use super::Hub;
 use crate::codec::{Packetizer, Pushed, VideoCodec};
 use crate::media::RtpFromRtmp;
 use crate::output::{Note, Output, Outputs};
-use crate::participants::Pid;
+use crate::participants::ParticipantId;
 use crate::rtmp::conn::{types, Media};
 use crate::transcode::Job;
 
@@ -40,9 +41,9 @@ impl RtpOut {
         &mut self,
         body: &[u8],
         ts: u32,
-        room: u32,
+        room: RoomId,
         key: u32,
-        pid: Pid,
+        pid: ParticipantId,
         out: &mut Outputs,
     ) -> Pushed {
         let mut packets = Vec::new();
@@ -73,13 +74,13 @@ impl RtpOut {
         pushed
     }
 
-    pub(super) fn new(pid: Pid) -> RtpOut {
+    pub(super) fn new(pid: ParticipantId) -> RtpOut {
         RtpOut {
-            packetizer: VideoCodec::NEGOTIATED.packetizer(pid.wrapping_mul(0x9e37_79b1) | 1),
+            packetizer: VideoCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
             gop: Vec::new(),
             gop_bytes: 0,
             reencode: None,
-            audio_ssrc: pid.wrapping_mul(0x85eb_ca6b) | 1,
+            audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
         }
@@ -90,7 +91,7 @@ impl Hub {
     /// Packetizes an RTMP publisher's video for the room's WebRTC side, or
     /// hands it to the re-encode thread when it has B-frames (which
     /// browsers cannot play) and the shard re-encodes fewer than its limit.
-    pub(super) fn packetize_for_webrtc(&mut self, pid: Pid, m: &Media) -> Pushed {
+    pub(super) fn packetize_for_webrtc(&mut self, pid: ParticipantId, m: &Media) -> Pushed {
         let reencoded = |s: &Stream| s.rtp.as_ref().is_some_and(|r| r.reencode == Some(true));
         // Decided once per publisher, at its first B-frame.
         let decide = has_bframes(m)
@@ -111,7 +112,7 @@ impl Hub {
         }
         if start {
             tracing::info!(
-                pid,
+                %pid,
                 "RTMP publisher's video has B-frames: re-encoded for WebRTC players"
             );
             out.gop.clear();
@@ -151,7 +152,7 @@ impl Hub {
     /// Video of participant `pid`'s RTMP publisher re-encoded without
     /// B-frames (FLV tag bodies at their presentation times), for the
     /// room's WebRTC side.
-    pub fn on_reencoded(&mut self, pid: Pid, tags: Vec<(u32, Vec<u8>)>) {
+    pub fn on_reencoded(&mut self, pid: ParticipantId, tags: Vec<(u32, Vec<u8>)>) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -167,7 +168,7 @@ impl Hub {
 
     /// The RTP packets of the latest GOP of each RTMP publisher of `room`,
     /// for a WebRTC player that just connected.
-    pub fn rtp_gops(&self, room: u32) -> Vec<RtpFromRtmp> {
+    pub fn rtp_gops(&self, room: RoomId) -> Vec<RtpFromRtmp> {
         let mut out = Vec::new();
         for (&pid, s) in self.streams.iter().filter(|(_, s)| s.room == room) {
             for p in s.rtp.iter().flat_map(|r| &r.gop) {
@@ -184,7 +185,12 @@ impl Hub {
 
     /// RTP packets for Opus the transcoder made from participant `pid`'s
     /// RTMP publisher's AAC at FLV time `ms`: 20 ms apart, on its audio SSRC.
-    pub fn opus_rtp(&mut self, pid: Pid, ms: u32, packets: Vec<Vec<u8>>) -> Vec<RtpFromRtmp> {
+    pub fn opus_rtp(
+        &mut self,
+        pid: ParticipantId,
+        ms: u32,
+        packets: Vec<Vec<u8>>,
+    ) -> Vec<RtpFromRtmp> {
         let Some(s) = self.streams.get_mut(&pid) else {
             return Vec::new();
         };
@@ -403,7 +409,7 @@ mod tests {
             pids.push(pid);
         }
         let (a_pid, b_pid) = (pids[0], pids[1]);
-        let videos: Vec<(Pid, u32, u8)> = h
+        let videos: Vec<(ParticipantId, u32, u8)> = h
             .out
             .jobs()
             .filter_map(|j| match j {
@@ -412,7 +418,7 @@ mod tests {
             })
             .collect();
         assert_eq!(videos, [(a_pid, 0, 0), (a_pid, 1000, 1)]);
-        let rtp_ts = |h: &Hub, pid: Pid| -> Vec<u32> {
+        let rtp_ts = |h: &Hub, pid: ParticipantId| -> Vec<u32> {
             h.out
                 .rtmp_video()
                 .filter(|r| r.pid == pid)

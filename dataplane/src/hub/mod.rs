@@ -7,7 +7,7 @@
 //! connection that names a room of another shard is handed over to it with
 //! the event that named it.
 //!
-//! Streams are per participant ([`Pid`]): whoever publishes as NAME (RTMP,
+//! Streams are per participant ([`ParticipantId`]): whoever publishes as NAME (RTMP,
 //! or WebRTC/RTP bridged here) feeds NAME's stream, with its own GOP cache,
 //! bridge and RTP side, shared by all of NAME's players.
 //!
@@ -32,10 +32,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::participants::{Participants, Pid};
+use crate::participants::{ParticipantId, Participants};
 use crate::rtmp::conn::Event;
 use crate::rtmp::stream::PlayerQueue;
 use gateway_ring::msg::Limit;
+use gateway_ring::RoomId;
 
 mod admission;
 mod connections;
@@ -49,7 +50,7 @@ mod timers;
 
 use crate::output::Outputs;
 pub use crate::rtmp::address::APP;
-pub use connections::{ConnLimits, ConnState, END_RTMP, END_SLOW};
+pub use connections::{ConnLimits, ConnState};
 pub use rtp_to_flv::{Bridged, ALIGN_WAIT};
 
 use program::Program;
@@ -58,7 +59,7 @@ use streams::Stream;
 /// Where a room lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
-    Local(u32),
+    Local(RoomId),
     /// On another shard (by index).
     Remote(u32),
     Missing,
@@ -76,7 +77,7 @@ pub trait Rooms {
         token: Option<&str>,
     ) -> Result<Option<String>, String>;
     /// Creates a room here for an RTMP publisher, if the operator allows it.
-    fn create(&mut self, name: &str) -> Option<u32>;
+    fn create(&mut self, name: &str) -> Option<RoomId>;
     /// Who is in the shard's rooms (shared with the WebRTC side).
     fn participants(&mut self) -> &mut Participants;
     /// Seeds a generated participant name.
@@ -101,14 +102,14 @@ pub struct Hub {
     shard: u32,
     next_session: u64,
     conns: HashMap<u32, ConnState>,
-    streams: HashMap<Pid, Stream>,
+    streams: HashMap<ParticipantId, Stream>,
     /// The rooms' programs (players of `live/ROOM`), by id.
     programs: HashMap<u64, Program>,
     /// Each room's program ids (looked up at every audio packet).
-    room_programs: HashMap<u32, Vec<u64>>,
+    room_programs: HashMap<RoomId, Vec<u64>>,
     next_program: u64,
     /// Each room's active speaker, as the core told it.
-    speakers: HashMap<u32, Pid>,
+    speakers: HashMap<RoomId, ParticipantId>,
     /// When an idle program (nobody to show) may look at a publisher's
     /// packets again: not at every packet of, say, its own participant.
     next_idle_choose: Option<Instant>,

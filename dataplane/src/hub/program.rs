@@ -6,12 +6,13 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use gateway_ring::RoomId;
 
 use super::connections::Role;
 use super::streams::replay_of;
 use super::Hub;
 use crate::output::{Note, Output, Outputs};
-use crate::participants::{Participants, Pid};
+use crate::participants::{ParticipantId, Participants};
 use crate::rtmp::conn::{types, Media};
 use crate::rtmp::meta::{self, Meta};
 use crate::rtmp::stream::{Frame, GopCache};
@@ -32,11 +33,11 @@ use crate::transcode::Job;
 /// previous picture just after it (1 ms apart), so the player decodes up
 /// to now at once instead of running behind by the age of the cache.
 pub(super) struct Program {
-    pub(super) room: u32,
+    pub(super) room: RoomId,
     me: String,
-    pub(super) source: Option<Pid>,
+    pub(super) source: Option<ParticipantId>,
     /// Switching to this participant at its next keyframe.
-    pub(super) pending: Option<Pid>,
+    pub(super) pending: Option<ParticipantId>,
     pub(super) players: Vec<u32>,
     cache: GopCache,
     /// Program time 0.
@@ -77,7 +78,13 @@ impl Hub {
     /// or its last WebRTC/RTP publishing session): its own players wait for
     /// it; the room's programs that showed it move on. The next publisher
     /// starts a fresh bridge.
-    pub fn publisher_gone(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
+    pub fn publisher_gone(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        pid: ParticipantId,
+        parts: &mut Participants,
+    ) {
         if let Some(s) = self.streams.get_mut(&pid) {
             s.bridge = None;
         }
@@ -104,7 +111,13 @@ impl Hub {
 
     /// The core found `room`'s active speaker: its programs switch to it
     /// (each but the speaker's own) at its next keyframe.
-    pub fn speaker_changed(&mut self, now: Instant, room: u32, pid: Pid, parts: &mut Participants) {
+    pub fn speaker_changed(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        pid: ParticipantId,
+        parts: &mut Participants,
+    ) {
         self.speakers.insert(room, pid);
         let mut actions = Outputs::default();
         self.choose_all(now, room, parts, &mut actions);
@@ -112,7 +125,7 @@ impl Hub {
     }
 
     /// The ids of `room`'s programs that `pick` takes.
-    pub(super) fn programs_of(&self, room: u32, pick: impl Fn(&Program) -> bool) -> Vec<u64> {
+    pub(super) fn programs_of(&self, room: RoomId, pick: impl Fn(&Program) -> bool) -> Vec<u64> {
         let ids = self.room_programs.get(&room).map_or(&[][..], |v| v);
         ids.iter()
             .copied()
@@ -141,7 +154,7 @@ impl Hub {
     pub(super) fn choose_all(
         &mut self,
         now: Instant,
-        room: u32,
+        room: RoomId,
         parts: &Participants,
         actions: &mut Outputs,
     ) {
@@ -160,7 +173,7 @@ impl Hub {
         let room = p.room;
         let me = parts
             .find(room, &p.me)
-            .unwrap_or(crate::participants::NOBODY);
+            .unwrap_or(crate::participants::ParticipantId::NOBODY);
         let speaker = self
             .speakers
             .get(&room)
@@ -182,8 +195,8 @@ impl Hub {
         let ask = s.keyframe_source();
         let cached: Vec<Media> = s.cache.gop().to_vec();
         let sync = s.last_video.unwrap_or((now, 0));
-        if let Some(ingest) = ask {
-            self.out.note(Note::KeyframeWanted { ingest });
+        if let Some(source) = ask {
+            self.out.note(Note::KeyframeWanted { source });
         }
         if let Some(p) = self.programs.get_mut(&id) {
             p.pending = Some(target);
@@ -196,7 +209,7 @@ impl Hub {
     }
 
     /// Program `id` no longer shows or waits for `pid`.
-    pub(super) fn unwatch(&mut self, id: u64, pid: Pid, parts: &Participants) {
+    pub(super) fn unwatch(&mut self, id: u64, pid: ParticipantId, parts: &Participants) {
         if let Some(s) = self.streams.get_mut(&pid) {
             s.watchers.retain(|&w| w != id);
         }
@@ -209,7 +222,7 @@ impl Hub {
         &mut self,
         now: Instant,
         idx: u32,
-        room: u32,
+        room: RoomId,
         me: &str,
         parts: &Participants,
         actions: &mut Outputs,
@@ -265,7 +278,7 @@ impl Hub {
         &mut self,
         now: Instant,
         id: u64,
-        pid: Pid,
+        pid: ParticipantId,
         m: &Media,
         sync: (Instant, u32),
         actions: &mut Outputs,
@@ -365,7 +378,7 @@ impl Hub {
 
     /// The programs of `room` whose mix takes participant `pid`'s audio:
     /// every one but `pid`'s own.
-    pub fn mixes_for(&self, room: u32, pid: Pid, parts: &Participants) -> Vec<u64> {
+    pub fn mixes_for(&self, room: RoomId, pid: ParticipantId, parts: &Participants) -> Vec<u64> {
         if !self.room_programs.contains_key(&room) {
             return Vec::new();
         }
@@ -446,13 +459,13 @@ mod tests {
             "alice sees bob"
         );
         let (alice, bob) = (
-            rooms.parts.find(77, "alice").unwrap(),
-            rooms.parts.find(77, "bob").unwrap(),
+            rooms.parts.find(R77, "alice").unwrap(),
+            rooms.parts.find(R77, "bob").unwrap(),
         );
         // bob speaks at 1.5 s: carol's program switches at once from bob's
         // cached GOP; its keyframe (older than alice's last picture) right
         // after that picture, its newest frame when it arrived.
-        h.speaker_changed(at(1_500), 77, bob, &mut rooms.parts);
+        h.speaker_changed(at(1_500), R77, bob, &mut rooms.parts);
         frame_at(&mut h, &mut rooms, 1, 0xb3, 52_500, true, at(2_500));
         frame_at(&mut h, &mut rooms, 0, 0xa3, 2_000, true, at(2_500));
         assert_eq!(
@@ -460,7 +473,7 @@ mod tests {
             vec![(0xb1, 1_001), (0xb2, 1_400), (0xb3, 2_500)]
         );
         // alice speaks: alice's own program stays on bob.
-        h.speaker_changed(at(3_000), 77, alice, &mut rooms.parts);
+        h.speaker_changed(at(3_000), R77, alice, &mut rooms.parts);
         frame_at(&mut h, &mut rooms, 1, 0xb4, 53_500, true, at(3_500));
         let mine = keyframes(&mut h, 3);
         assert!(mine.iter().all(|(mark, _)| mark >> 4 == 0xb), "{mine:?}");
@@ -482,20 +495,20 @@ mod tests {
         send_at(&mut h, &mut rooms, 3, "play", "r", t0);
         send_at(&mut h, &mut rooms, 4, "play", "r", t0);
         let (alice, bob) = (
-            rooms.parts.find(77, "alice").unwrap(),
-            rooms.parts.find(77, "bob").unwrap(),
+            rooms.parts.find(R77, "alice").unwrap(),
+            rooms.parts.find(R77, "bob").unwrap(),
         );
-        let ids = h.programs_of(77, |_| true);
+        let ids = h.programs_of(R77, |_| true);
         assert_eq!(ids.len(), 2, "alice's and the anonymous players' one");
-        let mine = h.programs_of(77, |p| p.me == "alice")[0];
-        let anon = h.programs_of(77, |p| p.me.is_empty())[0];
+        let mine = h.programs_of(R77, |p| p.me == "alice")[0];
+        let anon = h.programs_of(R77, |p| p.me.is_empty())[0];
         let sorted = |mut v: Vec<u64>| {
             v.sort();
             v
         };
-        assert_eq!(h.mixes_for(77, alice, &rooms.parts), vec![anon]);
+        assert_eq!(h.mixes_for(R77, alice, &rooms.parts), vec![anon]);
         assert_eq!(
-            sorted(h.mixes_for(77, bob, &rooms.parts)),
+            sorted(h.mixes_for(R77, bob, &rooms.parts)),
             sorted(vec![mine, anon])
         );
         // bob's AAC goes to the transcoder with both mixes; not to players.

@@ -11,9 +11,12 @@ use bytes::Bytes;
 
 use super::timers::Timer;
 use super::Hub;
+use gateway_ring::RoomId;
+
 use crate::codec::{Depacketizer, Out, VideoCodec};
+use crate::media::Source;
 use crate::output::{Note, Outputs};
-use crate::participants::{Participants, Pid};
+use crate::participants::{ParticipantId, Participants};
 use crate::reorder::Reorder;
 use crate::rtmp::conn::{types, Media};
 
@@ -111,7 +114,7 @@ fn capture_ms(sr: (u64, u32), ts: u32, ticks_per_ms: u32) -> i64 {
 /// publisher's RTCP sender reports say it was captured relative to the video.
 #[derive(Clone, Copy)]
 pub(super) struct Anchor {
-    pub(super) source: (u64, u32),
+    pub(super) source: (Source, u32),
     first_ts: u32,
     first_ms: u32,
     ticks_per_ms: u32,
@@ -131,7 +134,7 @@ fn anchor(
     slot: &mut Option<Anchor>,
     epoch: Instant,
     now: Instant,
-    source: (u64, u32),
+    source: (Source, u32),
     ts: u32,
     ticks_per_ms: u32,
 ) -> (Anchor, bool) {
@@ -167,7 +170,7 @@ impl Hub {
     /// Whether RTP video of participant `pid` should be bridged to RTMP:
     /// its stream has players or programs watching it (an idle program may
     /// choose `pid` now), and no RTMP client publishes as `pid`.
-    pub fn wants_rtp(&mut self, now: Instant, pid: Pid, parts: &Participants) -> bool {
+    pub fn wants_rtp(&mut self, now: Instant, pid: ParticipantId, parts: &Participants) -> bool {
         if let Some(s) = self.streams.get(&pid) {
             return s.publisher.is_none();
         }
@@ -187,7 +190,7 @@ impl Hub {
     pub(super) fn choose_idle(&mut self, now: Instant, parts: &Participants) {
         self.next_idle_choose = Some(now + IDLE_CHOOSE_EVERY);
         self.idle_choose_wanted = false;
-        let mut idle: Vec<u32> = self
+        let mut idle: Vec<RoomId> = self
             .programs
             .values()
             .filter(|p| p.source.is_none() && p.pending.is_none())
@@ -203,13 +206,14 @@ impl Hub {
     }
 
     /// One RTP video packet of participant `pid`'s publisher (`source` =
-    /// ingest session and SSRC): what the publisher must be told or counted for.
+    /// the publisher and its SSRC): what the publisher must be told or
+    /// counted for.
     #[allow(clippy::too_many_arguments)]
     pub fn on_rtp_video(
         &mut self,
         now: Instant,
-        pid: Pid,
-        source: (u64, u32),
+        pid: ParticipantId,
+        source: (Source, u32),
         sr: Option<(u64, u32)>,
         seq: u16,
         ts: u32,
@@ -258,15 +262,15 @@ impl Hub {
     }
 
     /// What the depacketizer made of `pid`'s video (`out`) and what its
-    /// reorder buffer asked to be resent (`nacks`, of ingest `ingest`):
+    /// reorder buffer asked to be resent (`nacks`, of publisher `source`):
     /// frames on the FLV timeline of anchor `a` (a configuration at RTP
     /// time `config_ts`) to the stream's players, the rest in `bridged`.
     #[allow(clippy::too_many_arguments)]
     fn depacketized(
         &mut self,
         now: Instant,
-        pid: Pid,
-        ingest: u64,
+        pid: ParticipantId,
+        source: Source,
         a: Anchor,
         config_ts: u32,
         out: Vec<Out>,
@@ -275,7 +279,7 @@ impl Hub {
         actions: &mut Outputs,
     ) {
         for seq in nacks {
-            self.out.note(Note::Nack { ingest, seq });
+            self.out.note(Note::Nack { source, seq });
         }
         let mut media = Vec::new();
         for o in out {
@@ -299,14 +303,14 @@ impl Hub {
     /// What is due at `now` in participant `pid`'s bridge with no packet
     /// to bring it: its reorder gap asked for again or given up on (what
     /// was held behind it depacketized and delivered), its held audio
-    /// placed by arrival once [`ALIGN_WAIT`] is up. Its publisher's ingest
-    /// and what to tell or count it for, if anything.
+    /// placed by arrival once [`ALIGN_WAIT`] is up. Its publisher and what
+    /// to tell or count it for, if anything.
     pub(super) fn bridge_timeout(
         &mut self,
         now: Instant,
-        pid: Pid,
+        pid: ParticipantId,
         actions: &mut Outputs,
-    ) -> Option<(u64, Bridged)> {
+    ) -> Option<(Source, Bridged)> {
         let b = self.streams.get_mut(&pid)?.bridge.as_mut()?;
         let mut video = None;
         if let Some(a) = b.video {
@@ -322,12 +326,12 @@ impl Hub {
             });
             bridged.gaps_filled = reorder.filled - before.0;
             bridged.gaps_given_up = reorder.given_up - before.1;
-            let ingest = a.source.0;
+            let source = a.source.0;
             let config_ts = first_ts.unwrap_or(a.first_ts);
             self.depacketized(
                 now,
                 pid,
-                ingest,
+                source,
                 a,
                 config_ts,
                 out,
@@ -335,7 +339,7 @@ impl Hub {
                 &mut bridged,
                 actions,
             );
-            video = (bridged != Bridged::default()).then_some((ingest, bridged));
+            video = (bridged != Bridged::default()).then_some((source, bridged));
         }
         self.flush_audio(now, pid, actions);
         video
@@ -347,8 +351,8 @@ impl Hub {
     pub fn on_rtp_audio(
         &mut self,
         now: Instant,
-        pid: Pid,
-        source: (u64, u32),
+        pid: ParticipantId,
+        source: (Source, u32),
         sr: Option<(u64, u32)>,
         ts: u32,
     ) -> Option<bool> {
@@ -375,7 +379,7 @@ impl Hub {
     pub fn on_aac(
         &mut self,
         now: Instant,
-        pid: Pid,
+        pid: ParticipantId,
         rtp_ts: u32,
         tags: Vec<Vec<u8>>,
         actions: &mut Outputs,
@@ -400,7 +404,7 @@ impl Hub {
     /// The held AAC of `pid`'s bridge, once its audio is aligned (by the
     /// sender reports, or by arrival after [`ALIGN_WAIT`]), to its
     /// players.
-    fn flush_audio(&mut self, now: Instant, pid: Pid, actions: &mut Outputs) {
+    fn flush_audio(&mut self, now: Instant, pid: ParticipantId, actions: &mut Outputs) {
         let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
             return;
         };
@@ -449,6 +453,11 @@ mod tests {
     use crate::hub::fixtures::*;
     use crate::output::{Action, Outputs};
     use crate::participants::Kinds;
+    use gateway_ring::SessionId;
+
+    /// Web's publishing session (its ingest 5).
+    const WEB: Source = Source::Session(SessionId::new(5));
+    const ONE: Source = Source::Session(SessionId::new(1));
 
     /// A WebRTC participant's RTP reaches the players of its name only.
     #[test]
@@ -456,7 +465,7 @@ mod tests {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(3);
         send(&mut h, &mut rooms, 0, "publish", "r/bob");
-        let web = rooms.parts.join(77, "web");
+        let web = rooms.parts.join(R77, "web");
         rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
         send(&mut h, &mut rooms, 1, "play", "r/web");
         send(&mut h, &mut rooms, 2, "play", "r/bob");
@@ -467,7 +476,7 @@ mod tests {
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
         let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
         for (i, nal) in nals.iter().enumerate() {
-            h.on_rtp_video(t0, web, (5, 5), None, i as u16, 0, i == 2, nal, &mut a);
+            h.on_rtp_video(t0, web, (WEB, 5), None, i as u16, 0, i == 2, nal, &mut a);
         }
         let web_got = drain(&mut h, 1);
         assert!(
@@ -481,11 +490,13 @@ mod tests {
 
     /// A hub whose room "r" (77) holds participant web, a WebRTC
     /// publisher, and RTMP connection 0 playing it; web's bridge is wanted.
-    fn web_played(t0: Instant) -> (Hub, OneRoom, Pid) {
+    fn web_played(t0: Instant) -> (Hub, OneRoom, ParticipantId) {
         let mut rooms = OneRoom::default();
-        rooms.rooms.insert("r".into(), crate::hub::Place::Local(77));
+        rooms
+            .rooms
+            .insert("r".into(), crate::hub::Place::Local(R77));
         let mut h = hub_with(1);
-        let web = rooms.parts.join(77, "web");
+        let web = rooms.parts.join(R77, "web");
         rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
         send_at(&mut h, &mut rooms, 0, "play", "r/web", t0);
         assert!(h.wants_rtp(t0, web, &rooms.parts));
@@ -494,7 +505,7 @@ mod tests {
 
     /// SPS, PPS and an IDR of RTP time `ts` from web (ingest 5), as single
     /// NAL unit packets from `seq`, arriving at `now`.
-    fn web_keyframe(h: &mut Hub, web: Pid, seq: u16, ts: u32, now: Instant) -> Bridged {
+    fn web_keyframe(h: &mut Hub, web: ParticipantId, seq: u16, ts: u32, now: Instant) -> Bridged {
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
         let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
         let mut total = Bridged::default();
@@ -503,7 +514,7 @@ mod tests {
             let b = h.on_rtp_video(
                 now,
                 web,
-                (5, 5),
+                (WEB, 5),
                 None,
                 seq,
                 ts,
@@ -557,7 +568,7 @@ mod tests {
             .out
             .notes()
             .filter_map(|n| match n {
-                Note::Nack { ingest: 5, seq } => Some(*seq),
+                Note::Nack { source: WEB, seq } => Some(*seq),
                 _ => None,
             })
             .collect();
@@ -575,7 +586,7 @@ mod tests {
             gaps_given_up: 1,
             ..Default::default()
         };
-        assert_eq!(fired.bridged, [(5, expected)]);
+        assert_eq!(fired.bridged, [(WEB, expected)]);
         assert!(fired.failed.is_empty());
         assert_eq!(keyframes(&mut h, 0).len(), 1, "the held keyframe delivered");
         assert!(a.actions().any(|x| *x == Action::Wake(0)), "{a:?}");
@@ -594,7 +605,7 @@ mod tests {
         let mut a = Outputs::default();
         web_keyframe(&mut h, web, 0, 0, t0);
         keyframes(&mut h, 0);
-        assert_eq!(h.on_rtp_audio(ms(5), web, (5, 6), None, 0), Some(true));
+        assert_eq!(h.on_rtp_audio(ms(5), web, (WEB, 6), None, 0), Some(true));
         let tags = vec![vec![0xaf, 0, 0x11, 0x90], vec![0xaf, 1, 7]];
         h.on_aac(ms(30), web, 0, tags, &mut a);
         let audio = |h: &mut Hub| -> Vec<u8> {
@@ -624,7 +635,9 @@ mod tests {
         let t0 = Instant::now();
         let ms = |m: u64| t0 + std::time::Duration::from_millis(m);
         let mut rooms = OneRoom::default();
-        rooms.rooms.insert("r".into(), crate::hub::Place::Local(77));
+        rooms
+            .rooms
+            .insert("r".into(), crate::hub::Place::Local(R77));
         let mut h = hub_with(1);
         let mut a = Outputs::default();
         send_at(&mut h, &mut rooms, 0, "play", "r", t0);
@@ -635,9 +648,9 @@ mod tests {
         };
         assert_eq!(h.programs.len(), 1);
         // A packet of someone not publishing: the programs look, find nobody.
-        assert!(!h.wants_rtp(t0, 999, &rooms.parts));
+        assert!(!h.wants_rtp(t0, ParticipantId::new(999), &rooms.parts));
         assert_eq!(h.poll_timeout(), None, "nothing to look at again");
-        let web = rooms.parts.join(77, "web");
+        let web = rooms.parts.join(R77, "web");
         rooms.parts.publish(web, Kinds::BOTH, false).unwrap();
         assert!(!h.wants_rtp(ms(50), web, &rooms.parts), "too soon");
         let due = t0 + IDLE_CHOOSE_EVERY;
@@ -664,9 +677,9 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Bridge::new(t0);
         let ntp = 1000u64 << 32;
-        anchor(&mut b.video, b.epoch, t0, (1, 1), 90_000, 90);
+        anchor(&mut b.video, b.epoch, t0, (ONE, 1), 90_000, 90);
         let later = t0 + std::time::Duration::from_millis(100);
-        anchor(&mut b.audio, b.epoch, later, (1, 2), 48_000, 48);
+        anchor(&mut b.audio, b.epoch, later, (ONE, 2), 48_000, 48);
         b.video_sr = Some((ntp, 90_000));
         b.align_audio(later);
         assert!(!b.audio_aligned, "waits for the audio's report");
@@ -679,7 +692,7 @@ mod tests {
 
         // Without reports, arrival order stands after the wait.
         let mut c = Bridge::new(t0);
-        anchor(&mut c.audio, c.epoch, t0, (1, 2), 0, 48);
+        anchor(&mut c.audio, c.epoch, t0, (ONE, 2), 0, 48);
         c.align_audio(t0 + ALIGN_WAIT);
         assert!(c.audio_aligned);
     }

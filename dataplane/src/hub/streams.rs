@@ -15,18 +15,20 @@ use super::rtp_to_flv::Bridge;
 use super::timers::Timer;
 use super::Hub;
 use crate::codec::Pushed;
+use crate::media::Source;
 use crate::output::{Action, Note, Output, Outputs};
-use crate::participants::{Participants, Pid};
+use crate::participants::{ParticipantId, Participants};
 use crate::rtmp::conn::{types, Media};
 use crate::rtmp::http;
 use crate::rtmp::meta::{self, Meta};
 use crate::rtmp::stream::{chunked, Frame, GopCache, Offer};
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Event as RingEvent};
+use gateway_ring::{RoomId, SessionId};
 
 /// One participant's stream for RTMP players.
 pub(super) struct Stream {
-    pub(super) room: u32,
+    pub(super) room: RoomId,
     /// [`participant_key`](gateway_ring::msg::participant_key) of the participant's name.
     pub(super) key: u32,
     /// The participant's RTMP publisher, if it publishes over RTMP.
@@ -48,11 +50,11 @@ pub(super) struct Stream {
 }
 
 impl Stream {
-    /// The ingest to ask for a keyframe when someone starts watching: a
+    /// The publisher to ask for a keyframe when someone starts watching: a
     /// bridged WebRTC publisher, when the cache holds no GOP (an encoder
     /// with long GOPs, or the cache was bounded out). An RTMP publisher
     /// cannot be asked.
-    pub(super) fn keyframe_source(&self) -> Option<u64> {
+    pub(super) fn keyframe_source(&self) -> Option<Source> {
         if self.cache.gop_len() > 0 {
             return None;
         }
@@ -61,7 +63,7 @@ impl Stream {
 }
 
 impl Hub {
-    pub(super) fn stream(&mut self, room: u32, pid: Pid, key: u32) -> &mut Stream {
+    pub(super) fn stream(&mut self, room: RoomId, pid: ParticipantId, key: u32) -> &mut Stream {
         let gop_cache = self.gop_cache;
         self.streams.entry(pid).or_insert_with(|| Stream {
             room,
@@ -79,7 +81,7 @@ impl Hub {
 
     /// Drops `pid`'s stream once nothing needs it: no publisher here, no
     /// players, and no WebRTC/RTP publisher whose bridge state it keeps.
-    pub(super) fn forget_if_unused(&mut self, pid: Pid, parts: &Participants) {
+    pub(super) fn forget_if_unused(&mut self, pid: ParticipantId, parts: &Participants) {
         let unused = self.streams.get(&pid).is_some_and(|s| {
             s.publisher.is_none()
                 && s.players.is_empty()
@@ -96,13 +98,13 @@ impl Hub {
     }
 
     /// The session of participant `pid`'s RTMP publisher, if it has one here.
-    pub fn publisher_session(&self, pid: Pid) -> Option<u64> {
+    pub fn publisher_session(&self, pid: ParticipantId) -> Option<SessionId> {
         let idx = self.streams.get(&pid)?.publisher?;
         self.conns.get(&idx)?.session
     }
 
     /// Players of participant `pid`'s stream (for tests and stats).
-    pub fn players(&self, pid: Pid) -> usize {
+    pub fn players(&self, pid: ParticipantId) -> usize {
         self.streams.get(&pid).map_or(0, |s| s.players.len())
     }
 
@@ -113,16 +115,16 @@ impl Hub {
         &mut self,
         now: Instant,
         idx: u32,
-        room: u32,
-        pid: Pid,
+        room: RoomId,
+        pid: ParticipantId,
         key: u32,
         actions: &mut Outputs,
     ) {
         let s = self.stream(room, pid, key);
         s.players.push(idx);
         let ask = s.keyframe_source();
-        if let Some(ingest) = ask {
-            self.out.note(Note::KeyframeWanted { ingest });
+        if let Some(source) = ask {
+            self.out.note(Note::KeyframeWanted { source });
         }
         // A picture at once: headers and the GOP so far, serialized for this player.
         let http = self.conns.get(&idx).is_some_and(|c| c.http);
@@ -200,7 +202,7 @@ impl Hub {
             if let Some((kind, what)) = warning.filter(|(k, _)| st.warned & k == 0) {
                 st.warned |= kind;
                 if let Some(session) = st.session {
-                    tracing::info!(session, "RTMP publisher's media: {what}");
+                    tracing::info!(%session, "RTMP publisher's media: {what}");
                     self.out.event(RingEvent::MediaWarning { session, what });
                 }
             }
@@ -231,7 +233,13 @@ impl Hub {
     /// once, offered to every player; then to the programs that show it.
     /// The stream's own metadata goes first when it calls for it (the
     /// publisher's is merged into it, not sent on).
-    pub(super) fn deliver(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Outputs) {
+    pub(super) fn deliver(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        m: Media,
+        actions: &mut Outputs,
+    ) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -252,7 +260,7 @@ impl Hub {
     }
 
     /// [`Self::deliver`] once the metadata is dealt with.
-    fn send_on(&mut self, now: Instant, pid: Pid, m: Media, actions: &mut Outputs) {
+    fn send_on(&mut self, now: Instant, pid: ParticipantId, m: Media, actions: &mut Outputs) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
@@ -356,9 +364,10 @@ pub(super) fn replay_of(cache: &GopCache, http: bool) -> Vec<(Bytes, Frame)> {
 mod tests {
     use super::*;
     use crate::hub::fixtures::*;
-    use crate::hub::{ConnState, END_SLOW};
+    use crate::hub::ConnState;
     use crate::output::Outputs;
     use crate::rtmp::chunk::write_message;
+    use gateway_ring::msg::EndReason;
     use rml_amf0::Amf0Value;
 
     #[test]
@@ -508,7 +517,7 @@ mod tests {
                 h.out.events().any(|e| matches!(
                     e,
                     RingEvent::SessionEnded {
-                        reason: END_SLOW,
+                        reason: EndReason::SlowConsumer,
                         ..
                     }
                 )),
@@ -559,7 +568,7 @@ mod tests {
             h.out.events().any(|e| matches!(
                 e,
                 RingEvent::SessionEnded {
-                    reason: END_SLOW,
+                    reason: EndReason::SlowConsumer,
                     ..
                 }
             )),

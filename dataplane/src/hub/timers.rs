@@ -24,10 +24,13 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
+use gateway_ring::SessionId;
+
 use super::rtp_to_flv::Bridged;
 use super::Hub;
+use crate::media::Source;
 use crate::output::Outputs;
-use crate::participants::{Participants, Pid};
+use crate::participants::{ParticipantId, Participants};
 
 #[cfg(test)]
 thread_local! {
@@ -39,18 +42,18 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct TimerResults {
     /// For each bridge whose reorder buffer let go of packets, its
-    /// publisher's ingest and what to tell or count it for (as
+    /// publisher and what to tell or count it for (as
     /// [`Hub::on_rtp_video`] returns).
-    pub bridged: Vec<(u64, Bridged)>,
-    /// Ingest sessions whose bridge's timer panicked: end them.
-    pub failed: Vec<u64>,
+    pub bridged: Vec<(Source, Bridged)>,
+    /// Publishing sessions whose bridge's timer panicked: end them.
+    pub failed: Vec<SessionId>,
 }
 
 /// Something of the hub that has deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Timer {
-    /// Participant `Pid`'s bridge RTP → FLV (reorder gap, audio alignment).
-    Bridge(Pid),
+    /// A participant's bridge RTP → FLV (reorder gap, audio alignment).
+    Bridge(ParticipantId),
     /// Connection `u32` as a player (behind for too long).
     Player(u32),
 }
@@ -181,8 +184,9 @@ impl Hub {
         match timer {
             Timer::Bridge(pid) => {
                 let bridge = self.streams.get_mut(&pid).and_then(|s| s.bridge.take());
-                if let Some(ingest) = bridge.and_then(|b| b.video.map(|a| a.source.0)) {
-                    results.failed.push(ingest);
+                let source = bridge.and_then(|b| b.video.map(|a| a.source.0));
+                if let Some(session) = source.and_then(Source::session) {
+                    results.failed.push(session);
                 }
             }
             Timer::Player(idx) => {
@@ -233,8 +237,8 @@ mod tests {
         let mut d = Deadlines::default();
         assert_eq!((d.next(), d.pop_due(ms(1_000))), (None, None));
         d.schedule(Timer::Player(1), ms(50));
-        d.schedule(Timer::Bridge(7), ms(30));
-        d.schedule(Timer::Bridge(7), ms(40)); // later: kept back
+        d.schedule(Timer::Bridge(ParticipantId::new(7)), ms(30));
+        d.schedule(Timer::Bridge(ParticipantId::new(7)), ms(40)); // later: kept back
         d.schedule(Timer::Player(1), ms(10)); // earlier: replaces 50
         assert_eq!(d.next(), Some(ms(10)));
         assert_eq!(d.pop_due(ms(9)), None, "not due yet");
@@ -244,7 +248,10 @@ mod tests {
             Some(ms(30)),
             "the replaced 50 is gone from the top"
         );
-        assert_eq!(d.pop_due(ms(100)), Some(Timer::Bridge(7)));
+        assert_eq!(
+            d.pop_due(ms(100)),
+            Some(Timer::Bridge(ParticipantId::new(7)))
+        );
         assert_eq!(d.pop_due(ms(100)), None, "Player(1) at 50 was replaced");
         assert_eq!((d.next(), d.len()), (None, 0));
     }

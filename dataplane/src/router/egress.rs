@@ -9,15 +9,15 @@ use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, MediaKind};
 
-use crate::participants::{Pid, NOBODY};
+use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
 use crate::srtp::MAX_TRAILER;
 
 use super::rtmp_cache::replay_gop;
 use super::sessions::Role;
-use super::{Handle, Inbound, Router, SOURCE_TIMEOUT};
+use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 
-/// The track of `tracks` that should carry `kind` media from `ingest`
+/// The track of `tracks` that should carry `kind` media from `source`
 /// (participant key `key`), and whether it takes the track from a live
 /// source: the one already bound to it; else the line the answer's
 /// `a=msid` named for this participant (taken from whoever holds it); else
@@ -27,7 +27,7 @@ use super::{Handle, Inbound, Router, SOURCE_TIMEOUT};
 fn pick_track(
     tracks: &[OutTrack],
     kind: MediaKind,
-    ingest: u64,
+    source: Source,
     key: u32,
     created: Instant,
     now: Instant,
@@ -36,7 +36,7 @@ fn pick_track(
     let long_ago = |at: Option<Instant>| {
         at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
     };
-    if let Some((i, _)) = of_kind().find(|(_, t)| t.source.is_some_and(|s| s.0 == ingest)) {
+    if let Some((i, _)) = of_kind().find(|(_, t)| t.source.is_some_and(|s| s.0 == source)) {
         return Some((i, false));
     }
     if let Some((i, _)) = of_kind().find(|(_, t)| t.want == key && t.source_key != key) {
@@ -55,10 +55,10 @@ pub(super) struct OutTrack {
     pub(super) ssrc: u32,
     pub(super) pt: u8,
     pub(super) clock_rate: u32,
-    /// (ingest session id, its SSRC) currently mapped.
-    pub(super) source: Option<(u64, u32)>,
+    /// (the publisher, its SSRC) currently mapped.
+    pub(super) source: Option<(Source, u32)>,
     /// The participant of `source`, and its key.
-    pub(super) source_pid: Pid,
+    pub(super) source_pid: ParticipantId,
     pub(super) source_key: u32,
     /// Subscribe: the key of the participant the answer named for this line (0: none).
     pub(super) want: u32,
@@ -101,7 +101,7 @@ impl OutTrack {
             pt,
             clock_rate,
             source: None,
-            source_pid: NOBODY,
+            source_pid: ParticipantId::NOBODY,
             source_key: 0,
             want,
             seq_delta: 0,
@@ -125,7 +125,7 @@ impl OutTrack {
     fn map(
         &mut self,
         now: Instant,
-        source: (u64, u32),
+        source: (Source, u32),
         seq: u16,
         ts: u32,
         take: bool,
@@ -172,7 +172,7 @@ impl Router {
         pkt: &mut [u8],
     ) -> Option<(usize, SocketAddrV4)> {
         let s = self.sessions.get_mut(h as usize)?.as_mut()?;
-        let source = (inbound.ingest, inbound.ssrc);
+        let source = (inbound.source, inbound.ssrc);
         let session = s.stats.session;
         let (len, dest) = match &mut s.role {
             Role::Egress(eg) => {
@@ -206,7 +206,7 @@ impl Router {
                 let (i, take) = pick_track(
                     &w.tracks,
                     inbound.kind,
-                    inbound.ingest,
+                    inbound.source,
                     inbound.key,
                     created,
                     now,
@@ -214,8 +214,11 @@ impl Router {
                 let track = &mut w.tracks[i];
                 if track.replay_wanted && track.source == Some(source) {
                     let new_frame = inbound.timestamp.wrapping_add(track.ts_delta) != track.last_ts;
-                    if let (true, Some(cache)) = (new_frame, self.rtmp_caches.get(&inbound.ingest))
-                    {
+                    let cache = match inbound.source {
+                        Source::Rtmp(pid) => self.rtmp_caches.get(&pid),
+                        Source::Session(_) => None,
+                    };
+                    if let (true, Some(cache)) = (new_frame, cache) {
                         track.replay_wanted = false;
                         let sent = replay_gop(
                             cache,

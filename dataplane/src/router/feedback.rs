@@ -11,14 +11,14 @@ use crate::rtcp::{self, Feedback};
 use crate::rtp::RtpHeader;
 
 use super::sessions::Role;
-use super::{Control, Handle, Output, Router, KEYFRAME_REQUEST_INTERVAL};
+use super::{Control, Handle, Output, Router, Source, KEYFRAME_REQUEST_INTERVAL};
 
 impl Router {
-    /// Asks WebRTC publisher `session` to resend its video packet `seq`
+    /// Asks WebRTC publisher `source` to resend its video packet `seq`
     /// (a player or the bridge to RTMP is waiting for it; an RTMP
-    /// publisher's virtual ingest is no session here, and cannot be asked).
-    pub fn nack_publisher(&mut self, session: u64, seq: u16) {
-        let Some(&h) = self.by_id.get(&session) else {
+    /// publisher is no session here, and cannot be asked).
+    pub fn nack_publisher(&mut self, source: Source, seq: u16) {
+        let Some(h) = self.source_handle(source) else {
             return;
         };
         self.send_rtcp(h, |peer, buf| {
@@ -29,10 +29,10 @@ impl Router {
         });
     }
 
-    /// Asks the publisher with session id `session` for a keyframe (rate
-    /// limited; only WebRTC publishers can be asked).
-    pub fn request_keyframe_by_id(&mut self, now: Instant, session: u64) {
-        if let Some(&h) = self.by_id.get(&session) {
+    /// Asks publisher `source` for a keyframe (rate limited; only WebRTC
+    /// publishers can be asked).
+    pub fn request_keyframe_of(&mut self, now: Instant, source: Source) {
+        if let Some(h) = self.source_handle(source) {
             self.request_keyframe(now, h);
         }
     }
@@ -64,17 +64,19 @@ impl Router {
         for f in &items {
             match *f {
                 Feedback::KeyframeRequest { media_ssrc } => {
-                    let Some((src, i)) = self.track_source_id(h, media_ssrc) else {
+                    let Some((src, i)) = self.track_source(h, media_ssrc) else {
                         continue;
                     };
                     if let Some(s) = self.session_mut(h) {
                         s.stats.keyframe_requests += 1;
                         s.dirty = true;
                     }
-                    if self.rtmp_caches.contains_key(&src) {
-                        self.want_replay(now, h, i);
-                    } else if let Some(&p) = self.by_id.get(&src) {
-                        self.request_keyframe(now, p);
+                    match src {
+                        Source::Rtmp(pid) if self.rtmp_caches.contains_key(&pid) => {
+                            self.want_replay(now, h, i)
+                        }
+                        Source::Rtmp(_) => {}
+                        Source::Session(_) => self.request_keyframe_of(now, src),
                     }
                 }
                 Feedback::Nack {
@@ -105,20 +107,20 @@ impl Router {
 
     /// Publisher `source`'s cached video packet with sequence number
     /// `seq`: a WebRTC publisher's, or an RTMP publisher's.
-    fn cached(&self, source: u64, seq: u16) -> Option<&[u8]> {
-        if let Some(cache) = self.rtmp_caches.get(&source) {
-            return cache.packets.get(seq);
+    fn cached(&self, source: Source, seq: u16) -> Option<&[u8]> {
+        if let Source::Rtmp(pid) = source {
+            return self.rtmp_caches.get(&pid)?.packets.get(seq);
         }
-        match &self.session(*self.by_id.get(&source)?)?.role {
+        match &self.session(self.source_handle(source)?)?.role {
             Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
             _ => None,
         }
     }
 
-    /// The source id (a session, or an RTMP publisher's virtual ingest) of
-    /// subscriber `h`'s track with our SSRC `media_ssrc` (its first video
-    /// track if no SSRC matches), and the track's index.
-    fn track_source_id(&self, h: Handle, media_ssrc: u32) -> Option<(u64, usize)> {
+    /// The source (a session, or an RTMP publisher) of subscriber `h`'s
+    /// track with our SSRC `media_ssrc` (its first video track if no SSRC
+    /// matches), and the track's index.
+    fn track_source(&self, h: Handle, media_ssrc: u32) -> Option<(Source, usize)> {
         let Role::Webrtc(w) = &self.session(h)?.role else {
             return None;
         };
@@ -136,7 +138,7 @@ impl Router {
     /// or an RTMP publisher's RTP); a miss becomes a NACK to a WebRTC
     /// publisher.
     fn retransmit(&mut self, h: Handle, media_ssrc: u32, out_seq: u16) {
-        let Some((src, i)) = self.track_source_id(h, media_ssrc) else {
+        let Some((src, i)) = self.track_source(h, media_ssrc) else {
             return;
         };
         let Some(Role::Webrtc(sub)) = self.session(h).map(|s| &s.role) else {

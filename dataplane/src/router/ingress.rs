@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use gateway_ring::msg::DropReason;
 
-use crate::participants::NOBODY;
+use crate::participants::ParticipantId;
 use crate::rtcp;
 use crate::rtp::{is_rtcp, RtpHeader};
 use crate::srtp::{SrtpContext, SrtpError};
 use crate::webrtc::PeerEvent;
 
 use super::sessions::{Ingest, Role};
-use super::{Control, Handle, Inbound, Router, SOURCE_TIMEOUT};
+use super::{Control, Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 
 impl Router {
     /// One datagram arrived on session `h`'s port. Returns the plaintext RTP
@@ -54,8 +54,8 @@ impl Router {
                         lost_before,
                     }) => Ok(Inbound {
                         room,
-                        ingest: session,
-                        participant: NOBODY,
+                        source: Source::Session(session),
+                        participant: ParticipantId::NOBODY,
                         key: 0,
                         level,
                         kind,
@@ -190,8 +190,8 @@ impl Router {
         latch(ing);
         Ok(Inbound {
             room: ing.spec.room,
-            ingest: ing.spec.session,
-            participant: NOBODY,
+            source: Source::Session(ing.spec.session),
+            participant: ParticipantId::NOBODY,
             key: 0,
             level: None,
             kind: ing.spec.kind,

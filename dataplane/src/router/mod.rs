@@ -35,10 +35,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use gateway_ring::msg::{Outcome, RoomSpec};
+use gateway_ring::{RoomId, SessionId};
 
-use crate::media::{Handle, Inbound};
+use crate::media::{Handle, Inbound, Source};
 use crate::output::{Control, Note, Output, Outputs};
-use crate::participants::Participants;
+use crate::participants::{ParticipantId, Participants};
 use crate::rtcp::Feedback;
 use crate::srtp::MAX_TRAILER;
 use crate::webrtc::Peer;
@@ -64,10 +65,6 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a WebRTC peer gets an RTCP report from us.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// `Event::SessionEnded` reasons.
-pub const END_CONSENT: u16 = 1;
-pub const END_DTLS: u16 = 2;
-
 struct Room {
     spec: RoomSpec,
     ingests: Vec<Handle>,
@@ -89,10 +86,10 @@ pub struct Router {
     nack_per_s: u32,
     sessions: Vec<Option<Session>>,
     free: Vec<Handle>,
-    by_id: HashMap<u64, Handle>,
-    rooms: HashMap<u32, Room>,
+    by_id: HashMap<SessionId, Handle>,
+    rooms: HashMap<RoomId, Room>,
     /// Room ids by name (RTMP streams name their room).
-    names: HashMap<String, u32>,
+    names: HashMap<String, RoomId>,
     /// What the router asks for (datagrams, DTLS records and starts,
     /// sessions it ended, events) and tells the hub; the core gathers it.
     pub out: Outputs,
@@ -102,10 +99,11 @@ pub struct Router {
     feedback: Vec<Feedback>,
     /// Who is in each room; the RTMP side joins its connections here too.
     pub participants: Participants,
-    /// The video RTP of RTMP publishers (virtual ingests, by source id), so
-    /// players' NACKs for them are answered like any publisher's (an RTMP
-    /// publisher cannot be asked), with when each was last fed.
-    rtmp_caches: HashMap<u64, RtmpCache>,
+    /// The video RTP of RTMP publishers (by participant: their
+    /// [`Source::Rtmp`]), so players' NACKs for them are answered like any
+    /// publisher's (an RTMP publisher cannot be asked), with when each was
+    /// last fed.
+    rtmp_caches: HashMap<ParticipantId, RtmpCache>,
 }
 
 impl Default for Router {
@@ -150,7 +148,7 @@ impl Router {
 
     /// Removes the room and returns the handles of its sessions (now removed)
     /// so the shard can close their sockets.
-    pub fn remove_room(&mut self, room: u32) -> Option<Vec<Handle>> {
+    pub fn remove_room(&mut self, room: RoomId) -> Option<Vec<Handle>> {
         let r = self.rooms.remove(&room)?;
         self.names.remove(&r.spec.name);
         let handles: Vec<Handle> = r.ingests.iter().chain(&r.egresses).copied().collect();
@@ -163,12 +161,12 @@ impl Router {
         Some(handles)
     }
 
-    pub fn room_by_name(&self, name: &str) -> Option<u32> {
+    pub fn room_by_name(&self, name: &str) -> Option<RoomId> {
         self.names.get(name).copied()
     }
 
     /// Egress handles of a room, in order.
-    pub fn egresses(&self, room: u32) -> &[Handle] {
+    pub fn egresses(&self, room: RoomId) -> &[Handle] {
         self.rooms
             .get(&room)
             .map(|r| r.egresses.as_slice())
@@ -215,6 +213,11 @@ impl Router {
 
     fn session(&self, h: Handle) -> Option<&Session> {
         self.sessions.get(h as usize).and_then(Option::as_ref)
+    }
+
+    /// The handle of `source` if it is a live session (an RTMP publisher is none).
+    fn source_handle(&self, source: Source) -> Option<Handle> {
+        self.by_id.get(&source.session()?).copied()
     }
 
     fn session_mut(&mut self, h: Handle) -> Option<&mut Session> {

@@ -4,11 +4,13 @@
 
 use std::time::Instant;
 
+use gateway_ring::msg::EndReason;
+
 use crate::rtcp::{self, SenderInfo};
 
 use super::rtmp_cache::RTMP_CACHE_IDLE;
 use super::sessions::Role;
-use super::{Handle, Router, END_CONSENT, REPORT_INTERVAL};
+use super::{Handle, Router, Source, REPORT_INTERVAL};
 
 impl Router {
     pub(super) fn send_bye(&mut self, h: Handle, ssrc: u32) {
@@ -16,9 +18,9 @@ impl Router {
     }
 
     /// The latest RTCP sender report (NTP, RTP time) of WebRTC publisher
-    /// `session`'s stream `ssrc`, if it sent one.
-    pub fn publisher_sr(&self, session: u64, ssrc: u32) -> Option<(u64, u32)> {
-        let h = *self.by_id.get(&session)?;
+    /// `source`'s stream `ssrc`, if it sent one.
+    pub fn publisher_sr(&self, source: Source, ssrc: u32) -> Option<(u64, u32)> {
+        let h = self.source_handle(source)?;
         let Role::Webrtc(w) = &self.session(h)?.role else {
             return None;
         };
@@ -45,7 +47,7 @@ impl Router {
             self.send_reports(now, ntp_now, h);
         }
         for session in expired {
-            self.end_session(session, END_CONSENT);
+            self.end_session(session, EndReason::ConsentExpired);
         }
         // An RTMP publisher gone quiet for a while: its cache goes.
         self.rtmp_caches
@@ -62,10 +64,10 @@ impl Router {
         if let Some(Role::Webrtc(w)) = self.session(h).map(|s| &s.role) {
             if !w.peer.is_publisher() {
                 for t in &w.tracks {
-                    let Some((pid, in_ssrc)) = t.source else {
+                    let Some((source, in_ssrc)) = t.source else {
                         continue;
                     };
-                    let publisher_sr = self.by_id.get(&pid).and_then(|&ph| {
+                    let publisher_sr = self.source_handle(source).and_then(|ph| {
                         match self.session(ph).map(|s| &s.role) {
                             Some(Role::Webrtc(p)) => [&p.peer.video_in, &p.peer.audio_in]
                                 .into_iter()

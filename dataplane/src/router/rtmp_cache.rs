@@ -9,6 +9,7 @@ use gateway_ring::msg::MediaKind;
 
 use crate::codec::VideoCodec;
 use crate::nack::NackCache;
+use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
 use crate::webrtc::Peer;
 
@@ -96,13 +97,13 @@ pub(super) struct RtmpCache {
 }
 
 impl Router {
-    /// A video RTP packet of RTMP publisher `source` (a virtual ingest id),
-    /// kept for players' NACKs.
-    pub fn cache_rtmp_video(&mut self, now: Instant, source: u64, packet: &[u8]) {
+    /// A video RTP packet of participant `pid`'s RTMP publisher, kept for
+    /// players' NACKs.
+    pub fn cache_rtmp_video(&mut self, now: Instant, pid: ParticipantId, packet: &[u8]) {
         let Ok(h) = RtpHeader::parse(packet) else {
             return;
         };
-        let cache = self.rtmp_caches.entry(source).or_insert_with(|| RtmpCache {
+        let cache = self.rtmp_caches.entry(pid).or_insert_with(|| RtmpCache {
             packets: Box::default(),
             last: now,
             codec: VideoCodec::NEGOTIATED,

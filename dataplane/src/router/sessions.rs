@@ -11,16 +11,17 @@ use std::time::Instant;
 use tracing::info;
 
 use gateway_ring::msg::{
-    Direction, DropReason, EgressSpec, IngestSpec, MediaKind, Outcome, RoomSpec, SessionStats,
-    SrtpKey, WebrtcSpec,
+    Direction, DropReason, EgressSpec, EndReason, IngestSpec, MediaKind, Outcome, RoomSpec,
+    SessionStats, SrtpKey, WebrtcSpec,
 };
+use gateway_ring::{RoomId, SessionId};
 
-use crate::participants::{Kinds, Pid, NOBODY};
+use crate::participants::{Kinds, ParticipantId};
 use crate::srtp::SrtpContext;
 use crate::webrtc::Peer;
 
 use super::egress::OutTrack;
-use super::{Handle, Router, EGRESS_AUDIO_PT, EGRESS_VIDEO_PT, MAX_SESSIONS};
+use super::{Handle, Router, Source, EGRESS_AUDIO_PT, EGRESS_VIDEO_PT, MAX_SESSIONS};
 
 pub(super) struct Ingest {
     pub(super) spec: IngestSpec,
@@ -52,10 +53,10 @@ pub(super) enum Role {
 }
 
 pub(super) struct Session {
-    pub(super) room: u32,
-    /// Whose session it is ([`NOBODY`] for RTP egresses), its name's
+    pub(super) room: RoomId,
+    /// Whose session it is ([`ParticipantId::NOBODY`] for RTP egresses), its name's
     /// [`gateway_ring::msg::participant_key`], and what it publishes.
-    pub(super) pid: Pid,
+    pub(super) pid: ParticipantId,
     pub(super) key: u32,
     pub(super) kinds: Kinds,
     pub(super) stats: SessionStats,
@@ -66,11 +67,11 @@ pub(super) struct Session {
 
 impl Router {
     /// The session id of handle `h`, if it is live.
-    pub fn session_id(&self, h: Handle) -> Option<u64> {
+    pub fn session_id(&self, h: Handle) -> Option<SessionId> {
         self.session(h).map(|s| s.stats.session)
     }
 
-    fn check_new(&self, id: u64, room: u32) -> Result<(), Outcome> {
+    fn check_new(&self, id: SessionId, room: RoomId) -> Result<(), Outcome> {
         if self.by_id.contains_key(&id) {
             return Err(Outcome::Exists);
         }
@@ -83,7 +84,7 @@ impl Router {
         Ok(())
     }
 
-    fn insert(&mut self, id: u64, s: Session) -> Handle {
+    fn insert(&mut self, id: SessionId, s: Session) -> Handle {
         let h = match self.free.pop() {
             Some(h) => {
                 self.sessions[h as usize] = Some(s);
@@ -112,7 +113,12 @@ impl Router {
 
     /// Joins `name` to `room` as a session publishing `kinds` (none: a
     /// player); `Exists` if the participant publishes one of them already.
-    fn join_publishing(&mut self, room: u32, name: &str, kinds: Kinds) -> Result<Pid, Outcome> {
+    fn join_publishing(
+        &mut self,
+        room: RoomId,
+        name: &str,
+        kinds: Kinds,
+    ) -> Result<ParticipantId, Outcome> {
         let pid = self.participants.join(room, name);
         if kinds.any() && self.participants.publish(pid, kinds, false).is_err() {
             self.participants.leave(pid);
@@ -124,7 +130,7 @@ impl Router {
     pub fn add_egress(&mut self, spec: EgressSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
         // Per-egress SSRCs, stable for the session's life.
-        let base = (spec.session.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+        let base = (spec.session.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
         let role = Role::Egress(Egress {
             spec,
             video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0),
@@ -136,7 +142,7 @@ impl Router {
             ),
         });
         // An RTP egress sends the whole room: it is nobody.
-        Ok(self.add_session(role, NOBODY, Kinds::NONE))
+        Ok(self.add_session(role, ParticipantId::NOBODY, Kinds::NONE))
     }
 
     /// A WebRTC publisher (an ingest of the room) or subscriber (an egress).
@@ -172,7 +178,7 @@ impl Router {
     }
 
     /// Stores a session whose room `check_new` has confirmed, and lists it in the room.
-    fn add_session(&mut self, role: Role, pid: Pid, kinds: Kinds) -> Handle {
+    fn add_session(&mut self, role: Role, pid: ParticipantId, kinds: Kinds) -> Handle {
         let (id, room, srtp, is_ingest) = match &role {
             Role::Ingest(i) => (i.spec.session, i.spec.room, i.spec.srtp.as_ref(), true),
             Role::Egress(e) => (e.spec.session, e.spec.room, e.spec.srtp.as_ref(), false),
@@ -189,7 +195,7 @@ impl Router {
             kinds,
             stats: SessionStats {
                 session: id,
-                ..Default::default()
+                ..SessionStats::default()
             },
             dirty: true,
             srtp: srtp.map(SrtpContext::new),
@@ -206,7 +212,7 @@ impl Router {
     }
 
     /// Removes one session; returns its handle so the shard closes the socket.
-    pub fn remove_session(&mut self, id: u64) -> Option<Handle> {
+    pub fn remove_session(&mut self, id: SessionId) -> Option<Handle> {
         let h = *self.by_id.get(&id)?;
         let room = self.session(h)?.room;
         if let Some(r) = self.rooms.get_mut(&room) {
@@ -255,11 +261,11 @@ impl Router {
                     _ => continue,
                 };
                 for (line, t) in tracks.into_iter().enumerate() {
-                    if t.source.map(|s| s.0) == Some(id) {
+                    if t.source.map(|s| s.0) == Some(Source::Session(id)) {
                         t.source = None;
                         if webrtc {
                             byes.push((e, t.ssrc));
-                            if t.source_pid != NOBODY {
+                            if t.source_pid != ParticipantId::NOBODY {
                                 self.out.event(Event::Line {
                                     session,
                                     line: line as u8,
@@ -267,7 +273,7 @@ impl Router {
                                 });
                             }
                         }
-                        t.source_pid = NOBODY;
+                        t.source_pid = ParticipantId::NOBODY;
                         t.source_key = 0;
                     }
                 }
@@ -285,7 +291,7 @@ impl Router {
     }
 
     /// Counts a drop against the session with id `session`, if it exists.
-    pub fn count_drop_by_id(&mut self, session: u64, reason: DropReason) {
+    pub fn count_drop_by_id(&mut self, session: SessionId, reason: DropReason) {
         if let Some(&h) = self.by_id.get(&session) {
             self.count_drop(h, reason);
         }
@@ -293,7 +299,7 @@ impl Router {
 
     /// Counts what publisher `session`'s bridge to RTMP did with gaps in
     /// its video: filled (reordered, or resent on our NACK), given up on.
-    pub fn count_bridge_gaps(&mut self, session: u64, filled: u64, given_up: u64) {
+    pub fn count_bridge_gaps(&mut self, session: SessionId, filled: u64, given_up: u64) {
         if let Some(s) = self
             .by_id
             .get(&session)
@@ -315,7 +321,7 @@ impl Router {
     }
 
     /// Where a DTLS record for `session` goes: its socket and verified peer.
-    pub fn dtls_destination(&self, session: u64) -> Option<(Handle, SocketAddrV4)> {
+    pub fn dtls_destination(&self, session: SessionId) -> Option<(Handle, SocketAddrV4)> {
         let h = *self.by_id.get(&session)?;
         match &self.session(h)?.role {
             Role::Webrtc(w) => Some((h, w.peer.ice.remote()?)),
@@ -326,7 +332,7 @@ impl Router {
     /// The DTLS handshake of `session` finished: media may flow. A new
     /// subscriber asks the room's publishers for a keyframe so its first
     /// picture comes at once rather than at the next periodic keyframe.
-    pub fn install_keys(&mut self, now: Instant, session: u64, rx: &SrtpKey, tx: &SrtpKey) {
+    pub fn install_keys(&mut self, now: Instant, session: SessionId, rx: &SrtpKey, tx: &SrtpKey) {
         let Some(&h) = self.by_id.get(&session) else {
             return;
         };
@@ -350,10 +356,11 @@ impl Router {
         }
     }
 
-    /// Ends `session` (DTLS failed); returns its handle for the shard to close.
-    pub fn end_session(&mut self, session: u64, reason: u16) {
+    /// Ends `session` for `reason` (consent expired, DTLS failed, a
+    /// contained panic); its socket is closed through an output.
+    pub fn end_session(&mut self, session: SessionId, reason: EndReason) {
         if let Some(handle) = self.remove_session(session) {
-            info!(session, reason, "session ended by the dataplane");
+            info!(%session, ?reason, "session ended by the dataplane");
             self.out.push(Output::CloseSocket(handle));
             self.out.event(Event::SessionEnded { session, reason });
         }

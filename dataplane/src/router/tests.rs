@@ -9,10 +9,17 @@ use gateway_ring::msg::{DropReason, EgressSpec, IngestSpec};
 
 use crate::rtp::RtpHeader;
 
+pub(super) const ROOM: RoomId = crate::fuzz::ROOM;
+
+/// Session id `n` (the tests number their sessions).
+pub(super) fn sid(n: u64) -> SessionId {
+    SessionId::new(n)
+}
+
 pub(super) fn room(r: &mut Router) {
     assert_eq!(
         r.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "demo".into()
         }),
         Outcome::Ok
@@ -21,8 +28,8 @@ pub(super) fn room(r: &mut Router) {
 
 pub(super) fn ingest(id: u64, kind: MediaKind, pt: u8) -> IngestSpec {
     IngestSpec {
-        session: id,
-        room: 1,
+        session: sid(id),
+        room: ROOM,
         port: 40000 + id as u16,
         kind,
         payload_type: pt,
@@ -35,8 +42,8 @@ pub(super) fn ingest(id: u64, kind: MediaKind, pt: u8) -> IngestSpec {
 
 fn egress(id: u64) -> EgressSpec {
     EgressSpec {
-        session: id,
-        room: 1,
+        session: sid(id),
+        room: ROOM,
         port: 41000 + id as u16,
         dest_ip: [127, 0, 0, 1],
         dest_port: 5004,
@@ -68,15 +75,15 @@ fn sessions_need_a_room_and_unique_ids() {
     room(&mut r);
     assert_eq!(
         r.add_room(RoomSpec {
-            room: 1,
+            room: ROOM,
             name: "again".into()
         }),
         Outcome::Exists
     );
     let h = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();
     assert_eq!(r.add_egress(egress(1)), Err(Outcome::Exists));
-    assert_eq!(r.remove_session(1), Some(h));
-    assert_eq!(r.remove_session(1), None);
+    assert_eq!(r.remove_session(sid(1)), Some(h));
+    assert_eq!(r.remove_session(sid(1)), None);
     assert_eq!(r.session_count(), 0);
 }
 
@@ -111,12 +118,12 @@ fn forwards_with_rewrite_and_counts_drops() {
         .is_none());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
-    let s = stats.iter().find(|s| s.session == 1).unwrap();
+    let s = stats.iter().find(|s| s.session == sid(1)).unwrap();
     assert_eq!(s.packets, 1);
     assert_eq!(s.drops[DropReason::UnknownSource as usize], 1);
     assert_eq!(s.drops[DropReason::PayloadType as usize], 1);
     assert_eq!(s.drops[DropReason::Malformed as usize], 1);
-    let s = stats.iter().find(|s| s.session == 2).unwrap();
+    let s = stats.iter().find(|s| s.session == sid(2)).unwrap();
     assert_eq!(s.packets, 1);
 }
 
@@ -178,9 +185,9 @@ fn removing_a_room_ends_its_sessions() {
     room(&mut r);
     r.add_ingest(ingest(1, MediaKind::Audio, 111)).unwrap();
     r.add_egress(egress(2)).unwrap();
-    assert_eq!(r.remove_room(1).unwrap().len(), 2);
+    assert_eq!(r.remove_room(ROOM).unwrap().len(), 2);
     assert_eq!(r.session_count(), 0);
-    assert!(r.remove_room(1).is_none());
+    assert!(r.remove_room(ROOM).is_none());
 }
 
 /// A packet over `rtp::MAX_PACKET` is counted, never forwarded: the

@@ -1,17 +1,18 @@
 //! WebRTC sessions in the router, driven as a shard would: a real STUN
 //! check verifies the peer, keys are installed as the DTLS thread would.
 
-use super::tests::{ingest, room};
+use super::tests::{ingest, room, sid, ROOM};
 use super::*;
 use gateway_ring::msg::MediaKind;
 use gateway_ring::msg::{
-    participant_key, Direction, DropReason, DtlsRole, SrtpKey, SrtpSuite, TrackSpec, WebrtcSpec,
+    participant_key, Direction, DropReason, DtlsRole, EndReason, SrtpKey, SrtpSuite, TrackSpec,
+    WebrtcSpec,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
 use crate::output::{Output, Outputs, Pick};
-use crate::participants::Pid;
+use crate::participants::ParticipantId;
 
 use crate::rtcp;
 use crate::rtp::RtpHeader;
@@ -21,7 +22,7 @@ use crate::srtp::SrtpContext;
 use crate::fuzz::{check, webrtc as spec};
 
 /// The sessions whose DTLS client may start, taken out of `out`.
-fn dtls_starts(out: &mut Outputs) -> Vec<u64> {
+fn dtls_starts(out: &mut Outputs) -> Vec<SessionId> {
     out.take(|o| match o {
         Output::DtlsStart { session } => Pick::Take(session),
         o => Pick::Keep(o),
@@ -29,7 +30,7 @@ fn dtls_starts(out: &mut Outputs) -> Vec<u64> {
 }
 
 /// (session, reason) of the sessions the router ended, taken out of `out`.
-fn ended(out: &mut Outputs) -> Vec<(u64, u16)> {
+fn ended(out: &mut Outputs) -> Vec<(SessionId, EndReason)> {
     out.take_events()
         .into_iter()
         .filter_map(|e| match e {
@@ -64,7 +65,7 @@ fn addr(port: u16) -> SocketAddrV4 {
 fn room_w() -> (Router, Instant) {
     let mut r = Router::default();
     r.add_room(RoomSpec {
-        room: 1,
+        room: ROOM,
         name: "w".into(),
     });
     (r, Instant::now())
@@ -84,8 +85,8 @@ fn connected() -> (Router, Handle, Handle, SrtpContext, Instant) {
     out.extend(r.out.take_transmits());
     assert_eq!(out.len(), 2, "both checks answered");
     // Client → server keys are the client's "tx"; the server receives with them.
-    r.install_keys(t0, 1, &keys(1), &keys(2));
-    r.install_keys(t0, 2, &keys(3), &keys(4));
+    r.install_keys(t0, sid(1), &keys(1), &keys(2));
+    r.install_keys(t0, sid(2), &keys(3), &keys(4));
     (r, p, s, SrtpContext::new(&keys(1)), t0)
 }
 
@@ -158,11 +159,11 @@ fn a_dtls_client_starts_at_its_peers_first_valid_check() {
         .is_none());
     starts.extend(dtls_starts(&mut r.out));
     assert!(starts.is_empty(), "a stranger starts nothing");
-    assert!(r.dtls_destination(1).is_none());
+    assert!(r.dtls_destination(sid(1)).is_none());
     r.handle_datagram(t0, c, addr(5001), &mut check(1));
     starts.extend(dtls_starts(&mut r.out));
-    assert_eq!(starts, [1]);
-    assert_eq!(r.dtls_destination(1), Some((c, addr(5001))));
+    assert_eq!(starts, [sid(1)]);
+    assert_eq!(r.dtls_destination(sid(1)), Some((c, addr(5001))));
     // Later checks (consent, another address) start nothing again.
     r.handle_datagram(t0, c, addr(5001), &mut check(1));
     r.handle_datagram(t0, c, addr(5003), &mut check(1));
@@ -205,7 +206,7 @@ fn publisher_media_fans_out_and_srtp_forgeries_are_counted() {
     assert!(r.handle_datagram(t0, p, addr(5001), &mut next).is_some());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
-    let pub_stats = stats.iter().find(|x| x.session == 1).unwrap();
+    let pub_stats = stats.iter().find(|x| x.session == sid(1)).unwrap();
     assert_eq!(pub_stats.drops[DropReason::Auth as usize], 1);
     assert_eq!(pub_stats.drops[DropReason::Replay as usize], 1);
     assert_eq!(pub_stats.drops[DropReason::UnknownSource as usize], 1);
@@ -252,7 +253,7 @@ fn rtx_is_unwrapped_into_the_packet_it_resends() {
     assert!(r.handle_datagram(t0, p, addr(5001), &mut probe).is_none());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
-    let pub_stats = stats.iter().find(|x| x.session == 1).unwrap();
+    let pub_stats = stats.iter().find(|x| x.session == sid(1)).unwrap();
     assert_eq!(pub_stats.drops.iter().sum::<u64>(), 0, "{pub_stats:?}");
 }
 
@@ -330,7 +331,7 @@ fn audio_levels_reach_players_under_their_own_ids() {
         r.handle_datagram(t0, h, addr(5000 + session as u16), &mut c);
         r.install_keys(
             t0,
-            session,
+            sid(session),
             &keys(session as u8 * 2 - 1),
             &keys(session as u8 * 2),
         );
@@ -388,12 +389,12 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
         let pkt = packet(seq, ts, nal);
         let rtp = crate::media::RtpFromRtmp {
-            room: 1,
-            pid: 77,
+            room: ROOM,
+            pid: ParticipantId::new(77),
             key: 0,
             packet: bytes::Bytes::from(pkt.clone()),
         };
-        r.cache_rtmp_video(t0, rtp.source(), &pkt);
+        r.cache_rtmp_video(t0, rtp.pid, &pkt);
         let inb = rtp.inbound(MediaKind::Video).unwrap();
         let mut out = vec![0u8; 1600];
         out[..pkt.len()].copy_from_slice(&pkt);
@@ -464,7 +465,7 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     assert!(controls.is_empty());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
-    let sub = stats.iter().find(|x| x.session == 2).unwrap();
+    let sub = stats.iter().find(|x| x.session == sid(2)).unwrap();
     assert_eq!((sub.keyframe_requests, sub.retransmits), (2, 5));
 }
 
@@ -498,7 +499,7 @@ fn a_nack_storm_is_answered_within_the_budget() {
     assert!(sent >= budget - 2, "{sent}: the burst is answered");
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
-    let sub = stats.iter().find(|x| x.session == 2).unwrap();
+    let sub = stats.iter().find(|x| x.session == sid(2)).unwrap();
     assert_eq!(sub.retransmits as usize, sent);
     assert!(sub.drops[DropReason::RateLimited as usize] as usize >= 20 * 100 - budget - 2);
 }
@@ -521,14 +522,14 @@ fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
     let s = r.add_webrtc(t0, sub).unwrap();
     let mut c = check(3);
     r.handle_datagram(t0, s, addr(5003), &mut c);
-    r.install_keys(t0, 3, &keys(3), &keys(4));
+    r.install_keys(t0, sid(3), &keys(3), &keys(4));
     let mut sub_rx = SrtpContext::new(&keys(4));
     let mut got = Vec::new();
     for (publisher, ssrc) in [(10u64, 0xaaa), (11, 0xbbb), (10, 0xaaa), (12, 0xccc)] {
         let inb = Inbound {
-            room: 1,
-            ingest: publisher,
-            participant: publisher as u32 + 100,
+            room: ROOM,
+            source: Source::Session(sid(publisher)),
+            participant: ParticipantId::new(publisher as u32 + 100),
             key: publisher as u32 + 100,
             level: None,
             kind: MediaKind::Video,
@@ -554,10 +555,17 @@ fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
 
 /// A player's copy of video packet `seq` from participant `pid`, if it
 /// takes it: the SSRC (line) it went out on.
-fn offer(r: &mut Router, s: Handle, ingest: u64, pid: Pid, key: u32, seq: u16) -> Option<u32> {
+fn offer(
+    r: &mut Router,
+    s: Handle,
+    ingest: u64,
+    pid: ParticipantId,
+    key: u32,
+    seq: u16,
+) -> Option<u32> {
     let inb = Inbound {
-        room: 1,
-        ingest,
+        room: ROOM,
+        source: Source::Session(sid(ingest)),
         participant: pid,
         key,
         level: None,
@@ -600,7 +608,7 @@ fn player(r: &mut Router, session: u64, me: &str, wants: &[u32]) -> Handle {
     let s = r.add_webrtc(t0, sub).unwrap();
     let mut c = check(session);
     r.handle_datagram(t0, s, addr(5000 + session as u16), &mut c);
-    r.install_keys(t0, session, &keys(3), &keys(4));
+    r.install_keys(t0, sid(session), &keys(3), &keys(4));
     s
 }
 
@@ -613,15 +621,15 @@ fn a_participant_never_receives_its_own_tracks() {
     let mut alice = spec(1, Direction::Publish);
     alice.participant = "alice".into();
     r.add_webrtc(Instant::now(), alice).unwrap();
-    let a = r.participants.find(1, "alice").unwrap();
+    let a = r.participants.find(ROOM, "alice").unwrap();
     let s = player(&mut r, 2, "alice", &[]);
     assert_eq!(
-        r.participants.find(1, "alice"),
+        r.participants.find(ROOM, "alice"),
         Some(a),
         "one participant, two sessions"
     );
     assert_eq!(offer(&mut r, s, 1, a, participant_key("alice"), 1), None);
-    let bob = r.participants.join(1, "bob");
+    let bob = r.participants.join(ROOM, "bob");
     assert_eq!(
         offer(&mut r, s, 9, bob, participant_key("bob"), 1),
         Some(0x5002)
@@ -653,7 +661,7 @@ fn a_live_name_publishes_each_kind_once() {
     r.add_ingest(audio).unwrap();
     assert_eq!(r.add_ingest(again).err(), Some(Outcome::Exists));
     // Once the publisher leaves, the name publishes again.
-    r.remove_session(1);
+    r.remove_session(sid(1));
     let mut third = spec(6, Direction::Publish);
     third.participant = "alice".into();
     assert!(r.add_webrtc(t0, third).is_ok());
@@ -668,16 +676,16 @@ fn lines_carry_the_publishers_the_answer_named() {
     let (kb, kc) = (participant_key("bob"), participant_key("carol"));
     let s = player(&mut r, 2, "alice", &[kb, kc]);
     let (bob, carol, dave) = (
-        r.participants.join(1, "bob"),
-        r.participants.join(1, "carol"),
-        r.participants.join(1, "dave"),
+        r.participants.join(ROOM, "bob"),
+        r.participants.join(ROOM, "carol"),
+        r.participants.join(ROOM, "dave"),
     );
     // Carol sends first, yet gets her own line (the second), not bob's.
     assert_eq!(offer(&mut r, s, 11, carol, kc, 1), Some(0x7001));
     assert_eq!(offer(&mut r, s, 10, bob, kb, 1), Some(0x5002));
     // Dave was named for no line: none is free.
     assert_eq!(offer(&mut r, s, 12, dave, participant_key("dave"), 1), None);
-    let lines: Vec<(u64, u8, String)> = r
+    let lines: Vec<(SessionId, u8, String)> = r
         .out
         .take_events()
         .into_iter()
@@ -690,8 +698,11 @@ fn lines_carry_the_publishers_the_answer_named() {
             _ => None,
         })
         .collect();
-    let name = |pid: Pid| r.participants.name(pid).unwrap().to_string();
-    assert_eq!(lines, vec![(2, 1, name(carol)), (2, 0, name(bob))]);
+    let name = |pid: ParticipantId| r.participants.name(pid).unwrap().to_string();
+    assert_eq!(
+        lines,
+        vec![(sid(2), 1, name(carol)), (sid(2), 0, name(bob))]
+    );
 }
 
 #[test]
@@ -705,7 +716,7 @@ fn a_leaving_publisher_sends_its_subscribers_a_bye() {
     let mut controls = Vec::new();
     controls.extend(r.out.take_transmits());
     controls.clear();
-    r.remove_session(1);
+    r.remove_session(sid(1));
     controls.extend(r.out.take_transmits());
     assert_eq!(controls.len(), 1);
     let mut d = controls[0].data.clone();
@@ -757,7 +768,9 @@ fn consent_expiry_ends_the_session() {
     );
     ended.extend(self::ended(&mut r.out));
     assert_eq!(ended.len(), 2);
-    assert!(ended.iter().all(|&(_, reason)| reason == END_CONSENT));
+    assert!(ended
+        .iter()
+        .all(|&(_, reason)| reason == EndReason::ConsentExpired));
     assert_eq!(r.session_count(), 0);
     let closed = r.out.take(|o| match o {
         Output::DtlsClosed { session } => Pick::Take(session),

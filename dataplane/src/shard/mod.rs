@@ -48,7 +48,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    Command, DropReason, Event, Outcome, SessionStats, ShardStats, END_INTERNAL, TURN_BUCKETS_US,
+    Command, DropReason, EndReason, Event, Outcome, SessionStats, ShardStats, TURN_BUCKETS_US,
 };
 use gateway_ring::{Consumer, Producer, Region};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -58,7 +58,6 @@ use crate::core::{Core, CoreConfig, Removed};
 use crate::dtls::{self, DtlsIdentity, DtlsLink, FromDtls, ToDtls};
 use crate::media::{Handle, Inbound};
 use crate::output::Output;
-use crate::router::END_DTLS;
 use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
@@ -515,47 +514,47 @@ impl Shard {
     }
 
     fn apply(&mut self, now: Instant, c: Command) {
-        let tag = c.tag();
-        let (id, outcome) = match c {
-            Command::CreateRoom(spec) => (spec.room as u64, self.core.add_room(spec)),
+        let request = c.request();
+        let outcome = match c {
+            Command::CreateRoom(spec) => self.core.add_room(spec),
             Command::DeleteRoom { room } => match self.core.remove_room(now, room) {
                 Some(handles) => {
                     for h in handles {
                         self.close_socket(h);
                     }
-                    (room as u64, Outcome::Ok)
+                    Outcome::Ok
                 }
-                None => (room as u64, Outcome::NotFound),
+                None => Outcome::NotFound,
             },
             Command::CreateIngest(spec) => {
-                let (id, port) = (spec.session, spec.port);
-                (id, self.open_session(port, |c| c.add_ingest(spec)))
+                let port = spec.port;
+                self.open_session(port, |c| c.add_ingest(spec))
             }
             Command::CreateEgress(spec) => {
-                let (id, port) = (spec.session, spec.port);
-                (id, self.open_session(port, |c| c.add_egress(spec)))
+                let port = spec.port;
+                self.open_session(port, |c| c.add_egress(spec))
             }
             Command::CreateWebrtc(spec) => {
-                let (id, port) = (spec.session, spec.port);
+                let (session, port) = (spec.session, spec.port);
                 let (fingerprint, role) = (spec.remote_fingerprint, spec.dtls_role);
                 let outcome = self.open_session(port, |c| c.add_webrtc(now, spec));
                 if outcome == Outcome::Ok {
                     self.dtls.send(ToDtls::Open {
-                        session: id,
+                        session,
                         fingerprint,
                         role,
                     });
                 }
-                (id, outcome)
+                outcome
             }
             Command::DeleteSession { session } => match self.core.remove_session(now, session) {
                 Removed::Socket(h) => {
                     self.close_socket(h);
-                    (session, Outcome::Ok)
+                    Outcome::Ok
                 }
                 // Its connection closes through an output.
-                Removed::Rtmp => (session, Outcome::Ok),
-                Removed::NotFound => (session, Outcome::NotFound),
+                Removed::Rtmp => Outcome::Ok,
+                Removed::NotFound => Outcome::NotFound,
             },
             Command::Resync => {
                 let everything = self.core.resync();
@@ -566,12 +565,16 @@ impl Shard {
                 return;
             }
         };
-        debug!(shard = self.cfg.index, tag, id, ?outcome, "command applied");
-        self.emit(Event::Done {
-            what: tag,
-            id,
-            outcome,
-        });
+        debug!(
+            shard = self.cfg.index,
+            ?request,
+            ?outcome,
+            "command applied"
+        );
+        // Every command but Resync (which returned above) names a request.
+        if let Some(request) = request {
+            self.emit(Event::Done { request, outcome });
+        }
     }
 
     fn open_session(
@@ -731,7 +734,8 @@ impl Shard {
     }
 
     /// A panic was contained while handling session `h`: end it (reason
-    /// `END_INTERNAL`, so its client and the operator hear of it), count it.
+    /// [`EndReason::Internal`], so its client and the operator hear of it),
+    /// count it.
     fn end_after_panic(&mut self, now: Instant, h: Handle, why: &str) {
         self.turns.panics += 1;
         let session = self.core.session_id(h);
@@ -741,7 +745,7 @@ impl Shard {
             "panic contained while handling a session's input ({why}); ending that session"
         );
         if let Some(session) = session {
-            self.core.end_session(now, session, END_INTERNAL);
+            self.core.end_session(now, session, EndReason::Internal);
         }
     }
 
@@ -1021,10 +1025,12 @@ impl Shard {
                     }
                 }
                 FromDtls::Keys { session, rx, tx } => {
-                    info!(shard = self.cfg.index, session, suite = ?rx.suite, "DTLS-SRTP connected");
+                    info!(shard = self.cfg.index, %session, suite = ?rx.suite, "DTLS-SRTP connected");
                     self.core.handle_dtls_keys(now, session, &rx, &tx);
                 }
-                FromDtls::Failed { session, .. } => self.core.end_session(now, session, END_DTLS),
+                FromDtls::Failed { session, .. } => {
+                    self.core.end_session(now, session, EndReason::DtlsFailed)
+                }
             }
         }
     }

@@ -38,6 +38,7 @@ use crate::rtmp::conn::Event;
 use crate::transcode::Job;
 use gateway_ring::msg::{DropReason, Limit, MediaKind};
 use gateway_ring::token::TokenKeys;
+use gateway_ring::SessionId;
 
 pub(super) const OP_ACCEPT: u64 = 4;
 pub(super) const OP_TCP_RECV: u64 = 5;
@@ -766,7 +767,8 @@ impl Shard {
     }
 
     /// An RTMP publisher's RTP to the room's WebRTC players and RTP
-    /// egresses (or only to `only`), as a virtual ingest of its participant.
+    /// egresses (or only to `only`), from its source (`Source::Rtmp` of its
+    /// participant).
     pub(super) fn fan_out_rtp(
         &mut self,
         now: Instant,
@@ -782,7 +784,7 @@ impl Shard {
 
     /// Hands a job to the transcoder thread without waiting; a full queue
     /// is counted (against session `from`, if given).
-    pub(super) fn send_job(&mut self, job: Job, from: Option<u64>) {
+    pub(super) fn send_job(&mut self, job: Job, from: Option<SessionId>) {
         let Some(tc) = self.transcode.as_ref() else {
             return;
         };
