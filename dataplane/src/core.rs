@@ -70,6 +70,28 @@ pub enum Removed {
 }
 
 /// The core's share of the dataplane's configuration.
+/// Where the core's randomness comes from (names generated for RTMP
+/// clients that give none): the system's source in the shard, a fixed one
+/// in tests and fuzzing. An input, like time.
+pub type RandomSource = Box<dyn FnMut(&mut [u8])>;
+
+/// An NTP timestamp (seconds since 1900 . fraction) as ms since the Unix
+/// epoch (0 before it).
+fn unix_ms(ntp: u64) -> u64 {
+    let secs = (ntp >> 32).saturating_sub(2_208_988_800);
+    secs * 1000 + (((ntp & 0xffff_ffff) * 1000) >> 32)
+}
+
+/// The system's random source (`ring`'s), for the shard. A failure leaves
+/// zeros: a generated name is then `guest-00000000`, and a second such push
+/// takes the first over; not worth failing for.
+pub fn system_random() -> RandomSource {
+    let rng = ring::rand::SystemRandom::new();
+    Box::new(move |b: &mut [u8]| {
+        let _ = ring::rand::SecureRandom::fill(&rng, b);
+    })
+}
+
 pub struct CoreConfig {
     pub shard: u32,
     pub shards: u32,
@@ -80,6 +102,7 @@ pub struct CoreConfig {
     pub auto_room: bool,
     /// Room-token keys: when set, RTMP publish and play need `?token=`.
     pub tokens: Option<Arc<TokenKeys>>,
+    pub random: RandomSource,
 }
 
 pub struct Core {
@@ -101,7 +124,7 @@ pub struct Core {
 /// Room lookups and creation for the hub, against the router's rooms.
 struct CoreRooms<'a> {
     router: &'a mut Router,
-    cfg: &'a CoreConfig,
+    cfg: &'a mut CoreConfig,
     next_room: &'a mut u32,
 }
 
@@ -163,9 +186,7 @@ impl Rooms for CoreRooms<'_> {
 
     fn random(&mut self) -> [u8; 4] {
         let mut b = [0u8; 4];
-        // A failure leaves zeros: the name is then `guest-00000000`, and a
-        // second such push takes the first over; not worth failing for.
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        (self.cfg.random)(&mut b);
         b
     }
 }
@@ -529,7 +550,7 @@ impl Core {
     fn rtmp_input(&mut self, now: Instant, f: impl FnOnce(&mut Hub, &mut dyn Rooms, &mut Outputs)) {
         let mut rooms = CoreRooms {
             router: &mut self.router,
-            cfg: &self.cfg,
+            cfg: &mut self.cfg,
             next_room: &mut self.next_room,
         };
         f(&mut self.hub, &mut rooms, &mut self.out);
@@ -576,6 +597,7 @@ impl Core {
         let mut ran = false;
         if now >= self.next_tick {
             self.next_tick = now + TICK_EVERY;
+            self.hub.wall = Some((now, unix_ms(ntp_now)));
             self.router.tick(now, ntp_now);
             ran = true;
         }
@@ -698,6 +720,16 @@ mod tests {
                 gop_cache: true,
                 auto_room: true,
                 tokens: None,
+                // Deterministic names: 01020304, 05060708, ...
+                random: {
+                    let mut n = 0u8;
+                    Box::new(move |b: &mut [u8]| {
+                        for x in b {
+                            n = n.wrapping_add(1);
+                            *x = n;
+                        }
+                    })
+                },
             },
             Instant::now(),
         )
@@ -855,6 +887,45 @@ mod tests {
             }
         }
         assert!(rtp_out >= 2, "parameter sets and the IDR as RTP");
+    }
+
+    /// The wall clock and randomness are inputs: an RTMP client's
+    /// `created_ms` is the wall time the core was given at its tick plus
+    /// the time since, and a name it generates comes from the random source
+    /// it was given.
+    #[test]
+    fn wall_clock_and_randomness_come_from_outside() {
+        let mut c = core();
+        let t0 = Instant::now();
+        // 2026-01-01T00:00:00Z, in NTP format, half a second in.
+        let unix = 1_767_225_600u64;
+        let ntp = ((unix + 2_208_988_800) << 32) | (1 << 31);
+        assert_eq!(unix_ms(ntp), unix * 1000 + 500);
+        c.handle_timeout(t0, ntp);
+        c.add_room(RoomSpec {
+            room: RoomId::new(1),
+            name: "r".into(),
+        });
+        let mut st = ConnState::default();
+        st.conn = Conn::new_after_handshake();
+        c.rtmp_insert(8, st);
+        let app =
+            Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
+        let mut bytes = amf("connect", 1.0, vec![app]);
+        bytes.extend(amf(
+            "publish",
+            0.0,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("r".into())],
+        ));
+        c.handle_rtmp_bytes(t0 + Duration::from_millis(250), 8, &bytes);
+        let spec = std::iter::from_fn(|| c.poll_output())
+            .find_map(|o| match o {
+                Output::Event(Event::Rtmp(spec)) => Some(spec),
+                _ => None,
+            })
+            .expect("the publisher announced");
+        assert_eq!(spec.created_ms, unix * 1000 + 750);
+        assert_eq!(spec.participant, "guest-01020304");
     }
 
     /// What an input queued anywhere in the core (the router's answer to a

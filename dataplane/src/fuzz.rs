@@ -529,6 +529,7 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
             gop_cache: true,
             auto_room: true,
             tokens: None,
+            random: Box::new(|b: &mut [u8]| b.fill(0)),
         },
         t0,
     );

@@ -247,7 +247,7 @@ impl Hub {
             st.publishing = true;
             st.conn.accept_publish(&shown, self.limits.media);
         }
-        self.announce(idx, room, Direction::Publish);
+        self.announce(now, idx, room, Direction::Publish);
         self.flush_conn(idx, actions);
         self.choose_all(now, room, parts, actions);
     }
@@ -305,7 +305,7 @@ impl Hub {
                 st.conn.accept_play(&format!("{shown} as {me}"));
             }
         }
-        self.announce(idx, room, Direction::Subscribe);
+        self.announce(now, idx, room, Direction::Subscribe);
         self.flush_conn(idx, actions);
         match &addr.name {
             Some(name) => {

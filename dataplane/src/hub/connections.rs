@@ -317,7 +317,11 @@ impl Hub {
     }
 
     /// Reports a connection that started publishing or playing as a participant.
-    pub(super) fn announce(&mut self, idx: u32, room: RoomId, direction: Direction) {
+    pub(super) fn announce(&mut self, now: Instant, idx: u32, room: RoomId, direction: Direction) {
+        // The wall clock is an input (the core passes it in at its ticks).
+        let created_ms = self.wall.map_or(0, |(at, ms)| {
+            ms + now.saturating_duration_since(at).as_millis() as u64
+        });
         let Some(st) = self.conns.get_mut(&idx) else {
             return;
         };
@@ -333,9 +337,7 @@ impl Hub {
             direction,
             peer_ip: peer.ip().octets(),
             peer_port: peer.port(),
-            created_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            created_ms,
             participant: st.name.clone(),
         }));
     }

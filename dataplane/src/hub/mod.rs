@@ -123,6 +123,9 @@ pub struct Hub {
     events: Vec<Event>,
     /// Connections closed by a memory bound ([`Limit::RtmpMemory`]), since start.
     pub limit_hits: [u64; Limit::COUNT],
+    /// The wall clock (ms since the Unix epoch) at an instant, as the core
+    /// last passed it in: what a session's `created_ms` is read from.
+    pub wall: Option<(Instant, u64)>,
     /// What one connection may make the shard hold.
     pub limits: ConnLimits,
     /// RTMP publishers with B-frames whose video this shard may re-encode
@@ -149,6 +152,7 @@ impl Hub {
             stats: HubStats::default(),
             events: Vec::new(),
             limit_hits: [0; Limit::COUNT],
+            wall: None,
             limits: ConnLimits::default(),
             bframe_reencodes: 0,
         }

@@ -288,6 +288,7 @@ impl Shard {
                 gop_cache: cfg.rtmp.as_ref().is_some_and(|r| r.gop_cache),
                 auto_room: cfg.rtmp.as_ref().is_some_and(|r| r.auto_room),
                 tokens: cfg.rtmp.as_ref().and_then(|r| r.tokens.clone()),
+                random: crate::core::system_random(),
             },
             Instant::now(),
         );
