@@ -508,7 +508,6 @@ impl Core {
                     self.out.push(Output::Rtp {
                         rtp,
                         kind: MediaKind::Audio,
-                        only: None,
                     });
                 }
             }
@@ -657,11 +656,10 @@ impl Core {
     }
 
     /// Gathers what the parts queued into the core's queue and settles what
-    /// one part tells another (a WHEP player connected: the RTMP
-    /// publishers' latest GOP; a publisher left: RTMP players that followed
-    /// it move on; an RTMP publisher's RTP: kept for NACKs, then fanned
-    /// out; a bridged publisher asked for a keyframe or a resend), until
-    /// none is left.
+    /// one part tells another (a publisher left: RTMP players that followed
+    /// it move on; an RTMP publisher's RTP: kept in the router's track
+    /// cache for NACKs and GOP replays, then fanned out; a bridged publisher
+    /// asked for a keyframe or a resend), until none is left.
     fn collect(&mut self, now: Instant) {
         self.now = self.now.max(now);
         loop {
@@ -671,26 +669,19 @@ impl Core {
                 return;
             };
             match note {
-                Note::PlayerJoined { room, player } => {
-                    for rtp in self.hub.rtp_gops(room) {
-                        self.out.push(Output::Rtp {
-                            rtp,
-                            kind: MediaKind::Video,
-                            only: Some(player),
-                        });
-                    }
-                }
                 Note::Unpublished { room, pid } => {
                     self.hub
                         .publisher_gone(now, room, pid, &mut self.router.participants);
                     self.speakers.forget(room, pid);
                 }
                 Note::RtmpVideo(rtp) => {
-                    self.router.cache_rtmp_video(now, rtp.pid, &rtp.packet);
+                    // Kept first; a GOP replay it is the frame boundary
+                    // for leaves ahead of it.
+                    self.router.cache_rtmp_video(now, &rtp);
+                    self.out.append(&mut self.router.out);
                     self.out.push(Output::Rtp {
                         rtp,
                         kind: MediaKind::Video,
-                        only: None,
                     });
                 }
                 Note::KeyframeWanted { source } => self.router.request_keyframe_of(now, source),
@@ -878,11 +869,8 @@ mod tests {
         let bob = c.router.participants.find(ROOM, "bob").expect("bob joined");
         let mut rtp_out = 0;
         while let Some(o) = c.poll_output() {
-            if let Output::Rtp { rtp, kind, only } = o {
-                assert_eq!(
-                    (rtp.room, rtp.pid, kind, only),
-                    (ROOM, bob, MediaKind::Video, None)
-                );
+            if let Output::Rtp { rtp, kind } = o {
+                assert_eq!((rtp.room, rtp.pid, kind), (ROOM, bob, MediaKind::Video));
                 rtp_out += 1;
             }
         }

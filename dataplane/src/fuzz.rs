@@ -219,7 +219,7 @@ pub fn fuzz_udp_router(data: &[u8]) {
                 let Some(inbound) = rtp.inbound(MediaKind::Video) else {
                     continue;
                 };
-                r.cache_rtmp_video(now, rtp.pid, &buf);
+                r.cache_rtmp_video(now, &rtp);
                 slot[..buf.len()].copy_from_slice(&buf);
                 if let Some((m, _)) = r.prepare_egress(now, player, &inbound, &mut slot) {
                     assert!(m <= slot.len());
@@ -669,16 +669,12 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
                     assert!(c.data.len() <= slot.len());
                     core.recycle(c.data);
                 }
-                Output::Rtp { rtp, kind, only } => {
+                Output::Rtp { rtp, kind } => {
                     reach.rtp_from_rtmp += 1;
                     let Some(inbound) = rtp.inbound(kind) else {
                         continue;
                     };
-                    let targets = match only {
-                        Some(h) => vec![h],
-                        None => core.egresses(inbound.room).to_vec(),
-                    };
-                    for e in targets {
+                    for e in core.egresses(inbound.room).to_vec() {
                         let m = rtp.packet.len();
                         assert!(m <= crate::rtp::MAX_PACKET);
                         slot[..m].copy_from_slice(&rtp.packet);

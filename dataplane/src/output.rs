@@ -69,25 +69,18 @@ pub enum Output {
     /// session `from`, if given.
     Transcode { job: Job, from: Option<SessionId> },
     /// RTP an RTMP publisher's media became: fan it out to the room's
-    /// WebRTC players and RTP egresses (or only to `only`).
-    Rtp {
-        rtp: RtpFromRtmp,
-        kind: MediaKind,
-        only: Option<Handle>,
-    },
+    /// WebRTC players and RTP egresses.
+    Rtp { rtp: RtpFromRtmp, kind: MediaKind },
 }
 
 /// What one part of the core tells another, settled inside the core.
 #[derive(Debug)]
 pub enum Note {
-    /// A WebRTC player of `room` connected: it gets the room's RTMP
-    /// publishers' latest GOP.
-    PlayerJoined { room: RoomId, player: Handle },
     /// A participant stopped publishing: RTMP players that followed it move
     /// on, and it is no longer a speaker.
     Unpublished { room: RoomId, pid: ParticipantId },
-    /// RTP an RTMP publisher's video became: kept for NACKs and GOP
-    /// replays, then fanned out.
+    /// RTP an RTMP publisher's video became: kept in the router's track
+    /// cache (for NACKs and GOP replays), then fanned out.
     RtmpVideo(RtpFromRtmp),
     /// A bridged publisher is asked for a keyframe (if it is a session:
     /// an RTMP publisher cannot be asked).
@@ -100,7 +93,7 @@ impl Note {
     /// The room it concerns, where it names one.
     pub fn room(&self) -> Option<RoomId> {
         match self {
-            Note::PlayerJoined { room, .. } | Note::Unpublished { room, .. } => Some(*room),
+            Note::Unpublished { room, .. } => Some(*room),
             Note::RtmpVideo(rtp) => Some(rtp.room),
             Note::KeyframeWanted { .. } | Note::Nack { .. } => None,
         }

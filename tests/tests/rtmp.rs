@@ -203,8 +203,9 @@ fn a_whip_publisher_is_played_over_rtmp() {
 
 /// RTMP → WebRTC: an ffmpeg RTMP publisher's H264 is packetized (STAP-A
 /// parameter sets before each IDR, FU-A) and its AAC transcoded to Opus for
-/// an aiortc WHEP player, which gets the cached GOP as soon as DTLS
-/// completes (an RTMP publisher cannot be asked for a keyframe).
+/// an aiortc WHEP player, which gets the cached GOP (the router's track
+/// cache) at the first frame boundary after DTLS completes (an RTMP
+/// publisher cannot be asked for a keyframe).
 #[test]
 fn an_rtmp_publisher_is_played_over_whep() {
     let gw = Gateway::start(2, &[]);

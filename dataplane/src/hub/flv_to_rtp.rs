@@ -2,8 +2,9 @@
 //! (its codec's packetizer) at its presentation time (through the
 //! re-encode thread first when it has B-frames, up to the shard's limit)
 //! and its AAC as Opus RTP from the transcoder, for the room's WebRTC
-//! players and RTP egresses, its latest GOP kept for those who join; and
-//! the warnings about what WebRTC players cannot get or play.
+//! players and RTP egresses (its video kept once, in the router's track
+//! cache, for their NACKs and GOP replays); and the warnings about what
+//! WebRTC players cannot get or play.
 
 use bytes::Bytes;
 use gateway_ring::RoomId;
@@ -17,13 +18,12 @@ use crate::participants::ParticipantId;
 use crate::rtmp::conn::{types, Media};
 use crate::transcode::Job;
 
-/// FLV video → RTP for one participant, with the RTP packets of the latest
-/// GOP so a WHEP player joining gets a picture at once (an RTMP publisher
-/// cannot be asked for a keyframe).
+/// FLV video → RTP for one participant (and its audio's RTP numbering).
+/// What a WebRTC player wants of it again (a resend, the GOP when it
+/// connects or loses the picture: an RTMP publisher cannot be asked for a
+/// keyframe) the router serves from its track cache.
 pub(super) struct RtpOut {
     packetizer: Packetizer,
-    gop: Vec<Bytes>,
-    gop_bytes: usize,
     /// Decided at its publisher's first B-frame, for the publisher's life:
     /// whether its video goes through the shard's re-encode thread
     /// ([`Job::Video`]) before the packetizer (under the shard's limit then).
@@ -35,8 +35,8 @@ pub(super) struct RtpOut {
 }
 
 impl RtpOut {
-    /// One FLV video tag body at RTP time `ts` into RTP packets for the
-    /// fan-out (`rtp_out`), kept as the latest GOP too.
+    /// One FLV video tag body at RTP time `ts` into RTP packets, noted for
+    /// the router (its track cache, then the fan-out).
     fn push(
         &mut self,
         body: &[u8],
@@ -51,24 +51,12 @@ impl RtpOut {
         if packets.is_empty() {
             return pushed;
         }
-        if body[0] >> 4 == 1 {
-            self.gop.clear();
-            self.gop_bytes = 0;
-        }
         for p in packets {
-            let p = Bytes::from(p);
-            // Bounded like the FLV cache; beyond it, no replay until the next keyframe.
-            if self.gop_bytes + p.len() <= crate::rtmp::stream::MAX_GOP_BYTES {
-                self.gop_bytes += p.len();
-                self.gop.push(p.clone());
-            } else {
-                self.gop.clear();
-            }
             out.note(Note::RtmpVideo(RtpFromRtmp {
                 room,
                 pid,
                 key,
-                packet: p,
+                packet: Bytes::from(p),
             }));
         }
         pushed
@@ -77,8 +65,6 @@ impl RtpOut {
     pub(super) fn new(pid: ParticipantId) -> RtpOut {
         RtpOut {
             packetizer: VideoCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
-            gop: Vec::new(),
-            gop_bytes: 0,
             reencode: None,
             audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
@@ -115,8 +101,6 @@ impl Hub {
                 %pid,
                 "RTMP publisher's video has B-frames: re-encoded for WebRTC players"
             );
-            out.gop.clear();
-            out.gop_bytes = 0;
             // The decoder starts from the stream's parameter sets and the
             // GOP so far (empty when the offsets start on a keyframe, as
             // x264's do): WebRTC players need not wait for the next one.
@@ -164,23 +148,6 @@ impl Hub {
         for (ms, body) in tags {
             out.push(&body, ms.wrapping_mul(90), room, key, pid, &mut self.out);
         }
-    }
-
-    /// The RTP packets of the latest GOP of each RTMP publisher of `room`,
-    /// for a WebRTC player that just connected.
-    pub fn rtp_gops(&self, room: RoomId) -> Vec<RtpFromRtmp> {
-        let mut out = Vec::new();
-        for (&pid, s) in self.streams.iter().filter(|(_, s)| s.room == room) {
-            for p in s.rtp.iter().flat_map(|r| &r.gop) {
-                out.push(RtpFromRtmp {
-                    room,
-                    pid,
-                    key: s.key,
-                    packet: p.clone(),
-                });
-            }
-        }
-        out
     }
 
     /// RTP packets for Opus the transcoder made from participant `pid`'s

@@ -13,7 +13,6 @@ use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
 use crate::srtp::MAX_TRAILER;
 
-use super::rtmp_cache::replay_gop;
 use super::sessions::Role;
 use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 
@@ -24,7 +23,7 @@ use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 /// a free line the answer named for nobody, or for someone who has not
 /// come within [`SOURCE_TIMEOUT`] (of the player's start, or of the line's
 /// last packet); else one whose source went silent.
-fn pick_track(
+pub(super) fn pick_track(
     tracks: &[OutTrack],
     kind: MediaKind,
     source: Source,
@@ -70,9 +69,13 @@ pub(super) struct OutTrack {
     /// Packets and payload octets sent, for sender reports.
     pub(super) sent: u32,
     pub(super) octets: u32,
-    /// The player lost the picture of this line's RTMP publisher (PLI), which
-    /// cannot be asked for a keyframe: its cached GOP is replayed at the
-    /// next frame boundary. When the last replay was.
+    /// The player just connected, or lost the picture of this line's RTMP
+    /// publisher (PLI), which cannot be asked for a keyframe: the GOP in
+    /// the publisher's track cache is replayed into the line at the next
+    /// frame boundary (a line that has carried nothing takes no packet of
+    /// such a publisher until then; a line fed by a publisher that can be
+    /// asked lets it go: a keyframe was requested). When the last replay
+    /// was.
     pub(super) replay_wanted: bool,
     pub(super) last_replay: Option<Instant>,
     /// WebRTC player, video: the RTX payload type its answer took (0: none,
@@ -122,7 +125,7 @@ impl OutTrack {
 
     /// Maps an input (seq, ts) to the output stream, or `None` when another
     /// live ingest owns this track (unless `take`: the line is this source's).
-    fn map(
+    pub(super) fn map(
         &mut self,
         now: Instant,
         source: (Source, u32),
@@ -212,26 +215,16 @@ impl Router {
                     now,
                 )?;
                 let track = &mut w.tracks[i];
-                if track.replay_wanted && track.source == Some(source) {
-                    let new_frame = inbound.timestamp.wrapping_add(track.ts_delta) != track.last_ts;
-                    let cache = match inbound.source {
-                        Source::Rtmp(pid) => self.rtmp_caches.get(&pid),
-                        Source::Session(_) => None,
-                    };
-                    if let (true, Some(cache)) = (new_frame, cache) {
-                        track.replay_wanted = false;
-                        let sent = replay_gop(
-                            cache,
-                            track,
-                            &mut w.peer,
-                            inbound.seq_no,
-                            &mut self.pool,
-                            &mut self.out,
-                            h,
-                            dest,
-                            now,
-                        );
-                        s.stats.retransmits += sent;
+                if track.replay_wanted {
+                    match inbound.source {
+                        // A publisher that can be asked was asked for a keyframe.
+                        Source::Session(_) => track.replay_wanted = false,
+                        // A line that has carried nothing waits for its
+                        // replay, which the track cache serves (and binds
+                        // the line with) before the packet that begins
+                        // the next frame is fanned out.
+                        Source::Rtmp(_) if track.last_at.is_none() => return None,
+                        Source::Rtmp(_) => {}
                     }
                 }
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;

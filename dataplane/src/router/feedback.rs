@@ -72,7 +72,7 @@ impl Router {
                         s.dirty = true;
                     }
                     match src {
-                        Source::Rtmp(pid) if self.rtmp_caches.contains_key(&pid) => {
+                        Source::Rtmp(_) if self.track_caches.contains_key(&src) => {
                             self.want_replay(now, h, i)
                         }
                         Source::Rtmp(_) => {}
@@ -106,10 +106,11 @@ impl Router {
     }
 
     /// Publisher `source`'s cached video packet with sequence number
-    /// `seq`: a WebRTC publisher's, or an RTMP publisher's.
+    /// `seq`: from its track cache (an RTMP publisher's), or a WebRTC
+    /// publisher's own.
     fn cached(&self, source: Source, seq: u16) -> Option<&[u8]> {
-        if let Source::Rtmp(pid) = source {
-            return self.rtmp_caches.get(&pid)?.packets.get(seq);
+        if let Some(cache) = self.track_caches.get(&source) {
+            return cache.get(seq);
         }
         match &self.session(self.source_handle(source)?)?.role {
             Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),

@@ -16,18 +16,19 @@
 //! The parts: `sessions` (adding, removing and ending them, their
 //! counters), `ingress` (`handle_datagram`), `egress` (the rewrite of
 //! each outgoing track, `prepare_egress`), `feedback` (keyframe requests,
-//! NACK answers), `rtmp_cache` (an RTMP publisher's RTP kept for its
-//! players) and `reports` (`tick`: consent, RTCP reports, BYE). This file
+//! NACK answers), `track_cache` (an RTMP publisher's RTP, kept once for
+//! its players' NACKs and GOP replays: at a PLI, and when a player has just
+//! connected) and `reports` (`tick`: consent, RTCP reports, BYE). This file
 //! holds the router itself, its rooms and what it hands the shard.
 
 mod egress;
 mod feedback;
 mod ingress;
 mod reports;
-mod rtmp_cache;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod track_cache;
 #[cfg(test)]
 mod webrtc_tests;
 
@@ -39,13 +40,13 @@ use gateway_ring::{RoomId, SessionId};
 
 use crate::media::{Handle, Inbound, Source};
 use crate::output::{Control, Note, Output, Outputs};
-use crate::participants::{ParticipantId, Participants};
+use crate::participants::Participants;
 use crate::rtcp::Feedback;
 use crate::srtp::MAX_TRAILER;
 use crate::webrtc::Peer;
 
-use self::rtmp_cache::RtmpCache;
 use self::sessions::{Role, Session, WebrtcSession};
+use self::track_cache::TrackCache;
 
 /// Payload types the egress SDP announces: its video codec's, and Opus's.
 pub const EGRESS_VIDEO_PT: u8 = crate::codec::VideoCodec::NEGOTIATED.payload_type();
@@ -69,6 +70,10 @@ struct Room {
     spec: RoomSpec,
     ingests: Vec<Handle>,
     egresses: Vec<Handle>,
+    /// WebRTC players with a video line that wants a GOP replay (it just
+    /// connected, or sent PLI), looked at when an RTMP publisher's packet
+    /// begins a frame (see `track_cache.rs`).
+    replays: Vec<Handle>,
 }
 
 /// A buffer for a packet that is not a fan-out copy, from `pool`: room for
@@ -99,11 +104,10 @@ pub struct Router {
     feedback: Vec<Feedback>,
     /// Who is in each room; the RTMP side joins its connections here too.
     pub participants: Participants,
-    /// The video RTP of RTMP publishers (by participant: their
-    /// [`Source::Rtmp`]), so players' NACKs for them are answered like any
-    /// publisher's (an RTMP publisher cannot be asked), with when each was
-    /// last fed.
-    rtmp_caches: HashMap<ParticipantId, RtmpCache>,
+    /// The video RTP of the tracks that cannot be asked for a resend or a
+    /// keyframe (RTMP publishers', [`Source::Rtmp`]): the one copy their
+    /// players' NACKs and GOP replays are served from.
+    track_caches: HashMap<Source, TrackCache>,
 }
 
 impl Default for Router {
@@ -126,7 +130,7 @@ impl Router {
             scratch: Vec::new(),
             feedback: Vec::new(),
             participants: Participants::default(),
-            rtmp_caches: HashMap::new(),
+            track_caches: HashMap::new(),
         }
     }
 
@@ -141,6 +145,7 @@ impl Router {
                 spec,
                 ingests: Vec::new(),
                 egresses: Vec::new(),
+                replays: Vec::new(),
             },
         );
         Outcome::Ok

@@ -1,6 +1,6 @@
 //! Periodic work and RTCP reports: consent expiry (RFC 7675), receiver
 //! reports to publishers, sender reports to players, BYE when a stream ends,
-//! and the expiry of idle RTMP caches.
+//! and the expiry of idle track caches.
 
 use std::time::Instant;
 
@@ -8,8 +8,8 @@ use gateway_ring::msg::EndReason;
 
 use crate::rtcp::{self, SenderInfo};
 
-use super::rtmp_cache::RTMP_CACHE_IDLE;
 use super::sessions::Role;
+use super::track_cache::TRACK_CACHE_IDLE;
 use super::{Handle, Router, Source, REPORT_INTERVAL};
 
 impl Router {
@@ -49,9 +49,9 @@ impl Router {
         for session in expired {
             self.end_session(session, EndReason::ConsentExpired);
         }
-        // An RTMP publisher gone quiet for a while: its cache goes.
-        self.rtmp_caches
-            .retain(|_, c| now.saturating_duration_since(c.last) < RTMP_CACHE_IDLE);
+        // An RTMP publisher gone quiet for a while: its track cache goes.
+        self.track_caches
+            .retain(|_, c| now.saturating_duration_since(c.last) < TRACK_CACHE_IDLE);
     }
 
     /// One compound a second per peer: receiver reports to a publisher, sender

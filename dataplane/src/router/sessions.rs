@@ -236,6 +236,9 @@ impl Router {
             });
         }
         self.participants.leave(s.pid);
+        if let Some(r) = self.rooms.get_mut(&s.room) {
+            r.replays.retain(|&p| p != h);
+        }
         if matches!(s.role, Role::Webrtc(_)) {
             self.out.push(Output::DtlsClosed {
                 session: s.stats.session,
@@ -330,8 +333,11 @@ impl Router {
     }
 
     /// The DTLS handshake of `session` finished: media may flow. A new
-    /// subscriber asks the room's publishers for a keyframe so its first
-    /// picture comes at once rather than at the next periodic keyframe.
+    /// player gets a picture at once rather than at each publisher's next
+    /// periodic keyframe: the room's publishers that can be asked are asked
+    /// for a keyframe, and its video lines want a GOP replay, which an RTMP
+    /// publisher's track cache serves at its next frame boundary (as it
+    /// serves a PLI), starting the line at its keyframe.
     pub fn install_keys(&mut self, now: Instant, session: SessionId, rx: &SrtpKey, tx: &SrtpKey) {
         let Some(&h) = self.by_id.get(&session) else {
             return;
@@ -343,9 +349,10 @@ impl Router {
         if w.peer.is_publisher() {
             return;
         }
-        if let Some(room) = self.session(h).map(|s| s.room) {
-            self.out.note(Note::PlayerJoined { room, player: h });
+        for t in w.tracks.iter_mut().filter(|t| t.kind == MediaKind::Video) {
+            t.replay_wanted = true;
         }
+        self.replay_wanted_by(h);
         let room = self.session(h).map(|s| s.room);
         let publishers: Vec<Handle> = room
             .and_then(|r| self.rooms.get(&r))

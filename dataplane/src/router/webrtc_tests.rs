@@ -366,77 +366,113 @@ fn audio_levels_reach_players_under_their_own_ids() {
     assert_eq!(got, vec![(Some(42), None, true), (None, None, true)]);
 }
 
+/// The RTMP publisher of the tests below (participant 77).
+const RTMP: Source = Source::Rtmp(ParticipantId::new(77));
+
+/// An RTP packet of [`RTMP`]'s video: `nal` opens its payload (0x67 an
+/// SPS and 0x65 an IDR: a keyframe's; 0x41 a P slice).
+fn rtmp_packet(seq: u16, ts: u32, nal: u8) -> bytes::Bytes {
+    let mut p = vec![0x80, 0x80 | 96];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x77u32.to_be_bytes());
+    p.extend_from_slice(&[nal, 0xaa, 0xbb]);
+    p.into()
+}
+
+/// [`RTMP`]'s packet `pkt` as the core and the shard handle it: into the
+/// router's track cache (which may replay a GOP ahead of it, into
+/// `r.out`), then fanned out to player `s`. What the player got of it (its
+/// sequence number and time there, and the payload's first byte), if
+/// anything.
+fn rtmp_live(
+    r: &mut Router,
+    s: Handle,
+    rx: &mut SrtpContext,
+    at: Instant,
+    pkt: bytes::Bytes,
+) -> Option<(u16, u32, u8)> {
+    let Source::Rtmp(pid) = RTMP else {
+        unreachable!("an RTMP source")
+    };
+    let rtp = crate::media::RtpFromRtmp {
+        room: ROOM,
+        pid,
+        key: 0,
+        packet: pkt,
+    };
+    r.cache_rtmp_video(at, &rtp);
+    let inb = rtp.inbound(MediaKind::Video).unwrap();
+    let mut out = vec![0u8; 1600];
+    out[..inb.len].copy_from_slice(&rtp.packet);
+    let (n, _) = r.prepare_egress(at, s, &inb, &mut out)?;
+    let m = rx.unprotect_rtp(&mut out[..n]).unwrap();
+    let h = RtpHeader::parse(&out[..m]).unwrap();
+    Some((h.seq_no, h.timestamp, out[h.len]))
+}
+
+/// The RTP packets sent to player `h` through `r.out` (replays, answers):
+/// (sequence number, time, the payload's first byte) each.
+fn sent_to(r: &mut Router, h: Handle, rx: &mut SrtpContext) -> Vec<(u16, u32, u8)> {
+    r.out
+        .take_transmits()
+        .into_iter()
+        .filter(|c| c.from == h)
+        .map(|c| {
+            let mut d = c.data;
+            let m = rx.unprotect_rtp(&mut d).unwrap();
+            let hd = RtpHeader::parse(&d[..m]).unwrap();
+            (hd.seq_no, hd.timestamp, d[hd.len])
+        })
+        .collect()
+}
+
+/// Player `s` sends the RTCP `write` makes, protected with `tx`.
+fn player_rtcp(
+    r: &mut Router,
+    (s, tx): (Handle, &mut SrtpContext),
+    at: Instant,
+    write: impl Fn(&mut [u8]) -> usize,
+) {
+    let mut fb = vec![0u8; 200];
+    let n = write(&mut fb);
+    let n = tx.protect_rtcp(&mut fb, n).unwrap();
+    fb.truncate(n);
+    assert!(r.handle_datagram(at, s, addr(5002), &mut fb).is_none());
+}
+
 /// A player's PLI for an RTMP publisher's line (which cannot be asked)
-/// is answered at the next frame boundary by replaying the cached GOP
-/// from its keyframe: numbered on from the line's last packet, stamped
-/// a tick apart per frame, and the live stream continues after it with
-/// no gap; NACKs from before the replay are not answered with the
-/// moved mapping; a second PLI within a second replays nothing.
+/// is answered at the next frame boundary by replaying the GOP in the
+/// publisher's track cache from its keyframe, ahead of that frame:
+/// numbered on from the line's last packet, stamped a tick apart per frame
+/// just after it, and the live stream continues after it with no gap;
+/// NACKs from before the replay are not answered with the moved mapping;
+/// a second PLI within a second replays nothing.
 #[test]
 fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     let (mut r, _p, s, _client, t0) = connected();
-    let mut sub_rx = SrtpContext::new(&keys(4));
-    let mut sub_tx = SrtpContext::new(&keys(3));
-    // SPS, IDR (frame 0); then one-packet P frames, 3000 ticks apart.
-    let packet = |seq: u16, ts: u32, nal: u8| {
-        let mut p = vec![0x80, 0x80 | 96];
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&ts.to_be_bytes());
-        p.extend_from_slice(&0x77u32.to_be_bytes());
-        p.extend_from_slice(&[nal, 0xaa, 0xbb]);
-        p
-    };
-    let mut live = |r: &mut Router, seq: u16, ts: u32, nal: u8| {
-        let pkt = packet(seq, ts, nal);
-        let rtp = crate::media::RtpFromRtmp {
-            room: ROOM,
-            pid: ParticipantId::new(77),
-            key: 0,
-            packet: bytes::Bytes::from(pkt.clone()),
-        };
-        r.cache_rtmp_video(t0, rtp.pid, &pkt);
-        let inb = rtp.inbound(MediaKind::Video).unwrap();
-        let mut out = vec![0u8; 1600];
-        out[..pkt.len()].copy_from_slice(&pkt);
-        let (n, _) = r.prepare_egress(t0, s, &inb, &mut out).unwrap();
-        let m = sub_rx.unprotect_rtp(&mut out[..n]).unwrap();
-        let h = RtpHeader::parse(&out[..m]).unwrap();
-        (h.seq_no, h.timestamp)
-    };
-    let first = live(&mut r, 100, 0, 0x67);
-    live(&mut r, 101, 0, 0x65);
-    live(&mut r, 102, 3000, 0x41);
-    let last = live(&mut r, 103, 6000, 0x41);
-    let mut controls = Vec::new();
-    let mut feedback = |r: &mut Router, write: &dyn Fn(&mut [u8]) -> usize| {
-        let mut fb = vec![0u8; 200];
-        let n = write(&mut fb);
-        let n = sub_tx.protect_rtcp(&mut fb, n).unwrap();
-        fb.truncate(n);
-        assert!(r.handle_datagram(t0, s, addr(5002), &mut fb).is_none());
-    };
-    feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
-    controls.extend(r.out.take_transmits());
+    let (mut rx, mut tx) = (SrtpContext::new(&keys(4)), SrtpContext::new(&keys(3)));
+    // SPS, IDR (frame 0); then one-packet P frames, 3000 ticks apart. The
+    // line's first packet is the keyframe: the player connected before
+    // it, and has nothing to be replayed.
+    let first = rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(100, 0, 0x67)).unwrap();
+    rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(101, 0, 0x65));
+    rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(102, 3000, 0x41));
+    let (s0, t, _) = rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(103, 6000, 0x41)).unwrap();
+    assert_eq!(first, (100, 0, 0x67));
+    assert!(r.out.take_transmits().is_empty(), "nothing replayed");
+    // Past the second its connecting counts as a replay.
+    let t1 = t0 + Duration::from_secs(2);
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| rtcp::write_pli(b, 9, 0x5002));
     assert!(
-        controls.is_empty(),
-        "nobody to ask, nothing yet: {controls:?}"
+        r.out.take_transmits().is_empty(),
+        "nobody to ask, nothing yet"
     );
     // The next frame: first the GOP (SPS, IDR, two P frames), then it.
-    let next = live(&mut r, 104, 9000, 0x41);
-    controls.extend(r.out.take_transmits());
+    let next = rtmp_live(&mut r, s, &mut rx, t1, rtmp_packet(104, 9000, 0x41)).unwrap();
     let mut replay_rx = SrtpContext::new(&keys(4));
-    let replayed: Vec<(u16, u32, u8)> = controls
-        .drain(..)
-        .map(|c| {
-            let mut d = c.data;
-            let m = replay_rx.unprotect_rtp(&mut d).unwrap();
-            let h = RtpHeader::parse(&d[..m]).unwrap();
-            (h.seq_no, h.timestamp, d[h.len])
-        })
-        .collect();
-    let (s0, t) = last;
     assert_eq!(
-        replayed,
+        sent_to(&mut r, s, &mut replay_rx),
         vec![
             (s0 + 1, t + 1, 0x67),
             (s0 + 2, t + 1, 0x65),
@@ -446,27 +482,151 @@ fn a_pli_for_an_rtmp_publisher_replays_its_gop() {
     );
     assert_eq!(
         next,
-        (s0 + 5, first.1 + 9000),
+        (s0 + 5, first.1 + 9000, 0x41),
         "the live stream goes on after it"
     );
     // A NACK from before the replay is not answered (the mapping moved);
     // one after it is.
-    feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0, 0));
-    controls.extend(r.out.take_transmits());
-    assert!(controls.is_empty());
-    feedback(&mut r, &|b| rtcp::write_nack(b, 9, 0x5002, s0 + 5, 0));
-    controls.extend(r.out.take_transmits());
-    assert_eq!(controls.len(), 1);
-    controls.clear();
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| {
+        rtcp::write_nack(b, 9, 0x5002, s0, 0)
+    });
+    assert!(r.out.take_transmits().is_empty());
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| {
+        rtcp::write_nack(b, 9, 0x5002, s0 + 5, 0)
+    });
+    assert_eq!(r.out.take_transmits().len(), 1);
     // Another PLI within the second: no second replay.
-    feedback(&mut r, &|b| rtcp::write_pli(b, 9, 0x5002));
-    assert_eq!(live(&mut r, 105, 12000, 0x41), (s0 + 6, first.1 + 12000));
-    controls.extend(r.out.take_transmits());
-    assert!(controls.is_empty());
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| rtcp::write_pli(b, 9, 0x5002));
+    let after = rtmp_live(&mut r, s, &mut rx, t1, rtmp_packet(105, 12000, 0x41));
+    assert_eq!(after, Some((s0 + 6, first.1 + 12000, 0x41)));
+    assert!(r.out.take_transmits().is_empty());
     let mut stats = Vec::new();
     r.take_dirty_stats(&mut stats, 10);
     let sub = stats.iter().find(|x| x.session == sid(2)).unwrap();
     assert_eq!((sub.keyframe_requests, sub.retransmits), (2, 5));
+}
+
+/// A player alone in room "w", its ICE check answered, no keys yet: its
+/// handle and the start time.
+fn unkeyed_player() -> (Router, Handle, Instant) {
+    let (mut r, t0) = room_w();
+    let s = r.add_webrtc(t0, spec(2, Direction::Subscribe)).unwrap();
+    assert!(r
+        .handle_datagram(t0, s, addr(5002), &mut check(2))
+        .is_none());
+    assert_eq!(r.out.take_transmits().len(), 1, "the check answered");
+    (r, s, t0)
+}
+
+/// [`RTMP`]'s GOP so far, before a player connects: SPS and IDR at 90000,
+/// P frames at 93000 and 96000 (two packets, the frame goes on), cached
+/// and offered to player `s`, which takes none (no keys yet).
+fn gop_before_the_player(r: &mut Router, s: Handle, t0: Instant) {
+    let mut rx = SrtpContext::new(&keys(4));
+    let gop = [
+        (200, 90_000, 0x67),
+        (201, 90_000, 0x65),
+        (202, 93_000, 0x41),
+        (203, 96_000, 0x41),
+        (204, 96_000, 0x41),
+    ];
+    for (seq, ts, nal) in gop {
+        let got = rtmp_live(r, s, &mut rx, t0, rtmp_packet(seq, ts, nal));
+        assert_eq!(got, None, "not connected yet");
+    }
+}
+
+/// A WebRTC player that connects while an RTMP publisher (which cannot
+/// be asked for a keyframe) is in the middle of a GOP gets a picture at
+/// once: its video line wants a replay from the moment its keys are in;
+/// it takes nothing in the middle of a frame, and ahead of the packet that
+/// begins the next one it gets the GOP from the publisher's track cache:
+/// the line starts at the keyframe, at the publisher's own numbers and
+/// times (presentation order kept), and the live packets go on from there.
+/// Those packets are the line's like any other: a NACK for one is answered.
+/// One replay.
+#[test]
+fn a_player_that_connects_gets_an_rtmp_publishers_gop_from_its_track_cache() {
+    let (mut r, s, t0) = unkeyed_player();
+    gop_before_the_player(&mut r, s, t0);
+    r.install_keys(t0, sid(2), &keys(3), &keys(4));
+    assert!(r.out.take_transmits().is_empty(), "nothing before a packet");
+    let (mut rx, mut tx) = (SrtpContext::new(&keys(4)), SrtpContext::new(&keys(3)));
+    // The rest of frame 96000 waits.
+    let mid = rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(205, 96_000, 0x41));
+    assert_eq!(mid, None, "not a frame boundary");
+    assert!(r.out.take_transmits().is_empty());
+    // The next frame: the GOP first (to 205), then it.
+    let next = rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(206, 99_000, 0x41));
+    let mut replay_rx = SrtpContext::new(&keys(4));
+    assert_eq!(
+        sent_to(&mut r, s, &mut replay_rx),
+        vec![
+            (200, 90_000, 0x67),
+            (201, 90_000, 0x65),
+            (202, 93_000, 0x41),
+            (203, 96_000, 0x41),
+            (204, 96_000, 0x41),
+            (205, 96_000, 0x41),
+        ]
+    );
+    assert_eq!(next, Some((206, 99_000, 0x41)));
+    let after = rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(207, 102_000, 0x41));
+    assert_eq!(after, Some((207, 102_000, 0x41)));
+    assert!(r.out.take_transmits().is_empty(), "one replay");
+    player_rtcp(&mut r, (s, &mut tx), t0, |b| {
+        rtcp::write_nack(b, 9, 0x5002, 202, 0)
+    });
+    assert_eq!(r.out.take_transmits().len(), 1, "a replayed packet resent");
+    let mut stats = Vec::new();
+    r.take_dirty_stats(&mut stats, 10);
+    let player = stats.iter().find(|x| x.session == sid(2)).unwrap();
+    assert_eq!(player.retransmits, 7);
+}
+
+/// The join replay, a PLI's replay and NACK answers come from one cache,
+/// the router's track cache of the RTMP publisher: a packet changed there
+/// (a marked IDR, a marked live packet) is what each of them sends.
+#[test]
+fn a_join_a_pli_and_a_nack_are_served_from_the_one_track_cache() {
+    let (mut r, s, t0) = unkeyed_player();
+    gop_before_the_player(&mut r, s, t0);
+    let marked = |seq, ts| rtmp_packet(seq, ts, 0xee);
+    let cache = r.track_cache_mut(RTMP).expect("cached by the router");
+    cache.replace(201, marked(201, 90_000));
+    r.install_keys(t0, sid(2), &keys(3), &keys(4));
+    let (mut rx, mut tx) = (SrtpContext::new(&keys(4)), SrtpContext::new(&keys(3)));
+    let mut replay_rx = SrtpContext::new(&keys(4));
+    rtmp_live(&mut r, s, &mut rx, t0, rtmp_packet(205, 99_000, 0x41));
+    let joined: Vec<u8> = sent_to(&mut r, s, &mut replay_rx)
+        .into_iter()
+        .map(|(_, _, nal)| nal)
+        .collect();
+    assert_eq!(joined, [0x67, 0xee, 0x41, 0x41, 0x41], "join replay");
+    // A PLI past the second: the same GOP, from the same cache.
+    let t1 = t0 + Duration::from_secs(2);
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| rtcp::write_pli(b, 9, 0x5002));
+    let live = rtmp_live(&mut r, s, &mut rx, t1, rtmp_packet(206, 102_000, 0x41));
+    let (live_seq, _, _) = live.unwrap();
+    let replayed: Vec<u8> = sent_to(&mut r, s, &mut replay_rx)
+        .into_iter()
+        .map(|(_, _, nal)| nal)
+        .collect();
+    assert_eq!(replayed, [0x67, 0xee, 0x41, 0x41, 0x41, 0x41], "PLI replay");
+    // The live packet, changed in the cache since it went: its NACK is
+    // answered with what the cache holds (on the line's RTX stream).
+    let cache = r.track_cache_mut(RTMP).unwrap();
+    cache.replace(206, marked(206, 102_000));
+    player_rtcp(&mut r, (s, &mut tx), t1, |b| {
+        rtcp::write_nack(b, 9, 0x5002, live_seq, 0)
+    });
+    let answers = r.out.take_transmits();
+    assert_eq!(answers.len(), 1);
+    let mut d = answers[0].data.clone();
+    let m = replay_rx.unprotect_rtp(&mut d).unwrap();
+    let hd = RtpHeader::parse(&d[..m]).unwrap();
+    let osn = u16::from_be_bytes([d[hd.len], d[hd.len + 1]]);
+    assert_eq!((osn, d[hd.len + 2]), (live_seq, 0xee), "NACK answer");
 }
 
 /// A NACK storm (hundreds of NACK items per packet, many packets a

@@ -837,15 +837,11 @@ impl Shard {
     }
 
     /// Sends `inbound` (its plaintext in `plain`) to every egress of its
-    /// room, or only to `only`.
-    fn fan_out(&mut self, now: Instant, plain: &Plain, inbound: &Inbound, only: Option<Handle>) {
+    /// room.
+    fn fan_out(&mut self, now: Instant, plain: &Plain, inbound: &Inbound) {
         self.fanout.clear();
-        match only {
-            Some(h) => self.fanout.push(h),
-            None => self
-                .fanout
-                .extend_from_slice(self.core.egresses(inbound.room)),
-        }
+        self.fanout
+            .extend_from_slice(self.core.egresses(inbound.room));
         for k in 0..self.fanout.len() {
             let e = self.fanout[k];
             self.send_copy(now, e, plain, inbound);
@@ -1059,7 +1055,7 @@ impl Shard {
                 Output::Event(e) => self.emit(e),
                 Output::Rtmp(a) => self.run_action(a),
                 Output::Transcode { job, from } => self.send_job(job, from),
-                Output::Rtp { rtp, kind, only } => self.fan_out_rtp(now, &rtp, kind, only),
+                Output::Rtp { rtp, kind } => self.fan_out_rtp(now, &rtp, kind),
             }
         }
     }

@@ -31,7 +31,6 @@ use tracing::{debug, info, warn};
 use super::{user_data, Shard};
 use crate::hub::ConnState;
 use crate::limits::{Admission, ConnCounter, Limits, Refused};
-use crate::media::Handle;
 use crate::media::RtpFromRtmp;
 use crate::output::Action;
 use crate::rtmp::conn::Event;
@@ -767,19 +766,12 @@ impl Shard {
     }
 
     /// An RTMP publisher's RTP to the room's WebRTC players and RTP
-    /// egresses (or only to `only`), from its source (`Source::Rtmp` of its
-    /// participant).
-    pub(super) fn fan_out_rtp(
-        &mut self,
-        now: Instant,
-        p: &RtpFromRtmp,
-        kind: MediaKind,
-        only: Option<Handle>,
-    ) {
+    /// egresses, from its source (`Source::Rtmp` of its participant).
+    pub(super) fn fan_out_rtp(&mut self, now: Instant, p: &RtpFromRtmp, kind: MediaKind) {
         let Some(inbound) = p.inbound(kind) else {
             return;
         };
-        self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound, only);
+        self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound);
     }
 
     /// Hands a job to the transcoder thread without waiting; a full queue
