@@ -446,8 +446,13 @@ fn a_chromium_publisher_follows_a_capacity_drop() {
     let published = report(&gw, &out, "the capped publisher");
     assert!(published["error"].is_null(), "{published}\n{}", gw.logs());
     Impair::print(&reports, "up");
-    // Before the drop it used the room it had (well over 500 kbit/s).
-    let before = Impair::offered_at(&reports, "up", DROP_AT);
+    // Before the drop it used the room it had (well over 500 kbit/s): the
+    // best of its last three seconds, since a Chromium on a busy machine
+    // lowers its encoder's rate for a second now and then (CPU overuse).
+    let before = (DROP_AT - 2..=DROP_AT)
+        .map(|t| Impair::offered_at(&reports, "up", t))
+        .max()
+        .unwrap_or(0);
     assert!(before > 900, "before the drop: {before} kbit/s");
     // From 2 s after the drop to the end (the publisher ran 30 s from
     // about the relay's second 1-2): under the cap, little loss, short queue.
