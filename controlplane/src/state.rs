@@ -619,8 +619,8 @@ mod tests {
         assert_eq!(s[0].hi + 1, s[1].lo);
     }
 
-    #[test]
-    fn keyframe_requests_counted_by_the_dataplane_become_events() {
+    /// A state with one shard's ports 10-20 and room "r" (id 1) on it.
+    fn state_with_room_r() -> State {
         let mut st = State::new(vec![PortPool::new(10, 20)]);
         st.add_room(
             &RoomSpec {
@@ -629,6 +629,12 @@ mod tests {
             },
             0,
         );
+        st
+    }
+
+    #[test]
+    fn keyframe_requests_counted_by_the_dataplane_become_events() {
+        let mut st = state_with_room_r();
         let mut rx = st.events.subscribe();
         let spec = EgressSpec {
             session: SessionId::new(5),
@@ -662,14 +668,7 @@ mod tests {
     /// their text.
     #[test]
     fn end_reasons_read_as_before_and_only_leaving_is_no_failure() {
-        let mut st = State::new(vec![PortPool::new(10, 20)]);
-        st.add_room(
-            &RoomSpec {
-                room: RoomId::new(1),
-                name: "r".into(),
-            },
-            0,
-        );
+        let mut st = state_with_room_r();
         let mut rx = st.events.subscribe();
         let cases = [
             (Ended::Deleted, "deleted", None),

@@ -88,8 +88,27 @@ pub(crate) fn check(session: u64) -> Vec<u8> {
     buf
 }
 
-/// Room 1's plain RTP video ingest `session` of participant "cam".
-fn video_ingest(session: u64) -> IngestSpec {
+/// `buf` protected in place by `protect` (SRTP or SRTCP, as a peer that
+/// holds the keys would send it); false if it would not protect.
+fn protect<E>(
+    buf: &mut Vec<u8>,
+    protect: impl FnOnce(&mut [u8], usize) -> Result<usize, E>,
+) -> bool {
+    let plain = buf.len();
+    // Room for the tag, and SRTCP's index.
+    buf.resize(plain + MAX_TRAILER + 4, 0);
+    match protect(buf, plain) {
+        Ok(m) => {
+            buf.truncate(m);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Room 1's plain RTP video ingest `session` of participant "cam" (also
+/// the core's tests').
+pub(crate) fn video_ingest(session: u64) -> IngestSpec {
     IngestSpec {
         session: SessionId::new(session),
         room: ROOM,
@@ -180,20 +199,14 @@ pub fn fuzz_udp_router(data: &[u8]) {
             0 => (ingest, addr(6000)),
             1 => (publisher, addr(5001)),
             2 => {
-                let plain = buf.len();
-                buf.resize(plain + MAX_TRAILER, 0);
-                match pub_tx.protect_rtp(&mut buf, plain) {
-                    Ok(m) => buf.truncate(m),
-                    Err(_) => continue,
+                if !protect(&mut buf, |b, n| pub_tx.protect_rtp(b, n)) {
+                    continue;
                 }
                 (publisher, addr(5001))
             }
             3 => {
-                let plain = buf.len();
-                buf.resize(plain + MAX_TRAILER + 4, 0);
-                match player_tx.protect_rtcp(&mut buf, plain) {
-                    Ok(m) => buf.truncate(m),
-                    Err(_) => continue,
+                if !protect(&mut buf, |b, n| player_tx.protect_rtcp(b, n)) {
+                    continue;
                 }
                 (player, addr(5002))
             }
@@ -586,20 +599,14 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
             0 => Some((ingest, addr(6000))),
             1 => Some((publisher, addr(5001))),
             2 => {
-                let plain = buf.len();
-                buf.resize(plain + MAX_TRAILER, 0);
-                match pub_tx.protect_rtp(&mut buf, plain) {
-                    Ok(m) => buf.truncate(m),
-                    Err(_) => continue,
+                if !protect(&mut buf, |b, n| pub_tx.protect_rtp(b, n)) {
+                    continue;
                 }
                 Some((publisher, addr(5001)))
             }
             3 => {
-                let plain = buf.len();
-                buf.resize(plain + MAX_TRAILER + 4, 0);
-                match player_tx.protect_rtcp(&mut buf, plain) {
-                    Ok(m) => buf.truncate(m),
-                    Err(_) => continue,
+                if !protect(&mut buf, |b, n| player_tx.protect_rtcp(b, n)) {
+                    continue;
                 }
                 Some((player, addr(5002)))
             }

@@ -527,13 +527,10 @@ mod tests {
         }
     }
 
-    /// A player falls behind and then no media comes at all (the
-    /// publisher paused): it is closed as too slow when BEHIND_TIMEOUT is
-    /// up, by the deadline alone, and not a moment before; reported as a
-    /// slow consumer.
-    #[test]
-    fn a_player_behind_is_closed_at_its_deadline_without_further_media() {
-        use crate::rtmp::stream::BEHIND_TIMEOUT;
+    /// Connection 1 plays bob (connection 0), and at `t0` bob sends five
+    /// 200 kB frames at once, more than the player's queue holds: it falls
+    /// behind (nothing closed yet, no deadline before that).
+    fn a_player_behind() -> (Hub, OneRoom, Outputs, Instant) {
         let mut rooms = OneRoom::creating();
         let mut h = hub_with(2);
         let t0 = Instant::now();
@@ -551,6 +548,17 @@ mod tests {
         }
         assert!(h.stats.player_drops > 0, "behind");
         assert_eq!(closed(&a, 1), None);
+        (h, rooms, a, t0)
+    }
+
+    /// A player falls behind and then no media comes at all (the
+    /// publisher paused): it is closed as too slow when BEHIND_TIMEOUT is
+    /// up, by the deadline alone, and not a moment before; reported as a
+    /// slow consumer.
+    #[test]
+    fn a_player_behind_is_closed_at_its_deadline_without_further_media() {
+        use crate::rtmp::stream::BEHIND_TIMEOUT;
+        let (mut h, mut rooms, mut a, t0) = a_player_behind();
         let due = t0 + BEHIND_TIMEOUT;
         assert_eq!(h.poll_timeout(), Some(due));
         h.handle_timeout(
@@ -576,6 +584,7 @@ mod tests {
             h.out
         );
     }
+
     /// A bug reached through a player's timer costs that player, not the
     /// shard: the panic stays in the hub, what the timer queued is
     /// discarded, the player is closed, and the timer does not come back.
@@ -583,20 +592,7 @@ mod tests {
     fn a_timer_that_panics_costs_its_player_only() {
         use crate::hub::timers::PANIC_IN_NEXT_TIMER;
         use crate::rtmp::stream::BEHIND_TIMEOUT;
-        let mut rooms = OneRoom::creating();
-        let mut h = hub_with(2);
-        let t0 = Instant::now();
-        let mut a = Outputs::default();
-        send_at(&mut h, &mut rooms, 0, "publish", "r/bob", t0);
-        send_at(&mut h, &mut rooms, 1, "play", "r/bob", t0);
-        let mut frame = vec![0x17u8, 1, 0, 0, 0];
-        frame.resize(200_000, 7);
-        for i in 0..5u32 {
-            frame[0] = if i == 0 { 0x17 } else { 0x27 };
-            let mut m = Vec::new();
-            write_message(&mut m, 6, i * 33, types::VIDEO, 1, &frame, 128);
-            h.on_bytes(t0, 0, &m, &mut rooms, &mut a);
-        }
+        let (mut h, rooms, mut a, t0) = a_player_behind();
         let due = t0 + BEHIND_TIMEOUT;
         assert_eq!(h.poll_timeout(), Some(due));
         a.clear();
