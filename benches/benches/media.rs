@@ -38,10 +38,13 @@ fn fanout(c: &mut Criterion) {
     ] {
         let mut r = Router::default();
         let room = RoomId::new(1);
-        r.add_room(RoomSpec {
-            room,
-            name: "bench".into(),
-        });
+        r.add_room(
+            RoomSpec {
+                room,
+                name: "bench".into(),
+            },
+            None,
+        );
         let ingest = r
             .add_ingest(IngestSpec {
                 session: SessionId::new(1),

@@ -364,6 +364,7 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
         "id": s.id.to_string(),
         "participant": s.role.participant(),
         "state": if s.ended.is_some() { "ended" } else { "live" },
+        "shard": s.shard,
         "port": s.port(),
         "stats": {
             "packets": s.stats.packets,
@@ -448,14 +449,18 @@ async fn get_room(Ext(app): AppState, Path(room): Path<String>) -> Result<Json<V
 }
 
 async fn delete_room(Ext(app): AppState, Path(room): Path<String>) -> Result<StatusCode, ApiError> {
-    let (id, shard) = {
+    let (id, shard, replicas) = {
         let st = lock(&app);
         let r = st
             .rooms
             .get(&room)
             .ok_or_else(|| ApiError::not_found(format!("no room {room:?}")))?;
-        (r.id, r.shard)
+        (r.id, r.shard, r.replicas)
     };
+    // Its players' shards first: a replica without its owner has nothing to show.
+    for sh in (0..64u32).filter(|sh| replicas & (1 << sh) != 0) {
+        let _ = app.link.request(sh, Command::DeleteRoom { room: id }).await;
+    }
     match app
         .link
         .request(shard, Command::DeleteRoom { room: id })
@@ -555,23 +560,80 @@ pub(crate) fn published_already(e: ApiError, participant: &str, room: &str) -> A
     }
 }
 
-/// Allocates a port on the room's shard and asks the shard to open the
-/// session; retries on another port if the kernel refuses the bind. 409
-/// when the dataplane says the session's participant publishes already.
+fn no_room(room: &str) -> ApiError {
+    ApiError::not_found(format!("no room {room:?}; create it with POST /v1/rooms"))
+}
+
+/// Who a new session is, for where it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// A publisher, or an RTP egress: on the room's owner shard.
+    Owner,
+    /// A WebRTC player: on the least loaded shard, which the owner relays
+    /// the room's media to.
+    Player,
+}
+
+/// The shard a new session of `room` opens on; for a player on another
+/// shard than the owner, the room is made there first (once).
+async fn place(app: &App, room: &str, placement: Placement) -> Result<u32, ApiError> {
+    let (spec, owner, shard, made) = {
+        let st = lock(app);
+        let r = st.rooms.get(room).ok_or_else(|| no_room(room))?;
+        let shard = match placement {
+            Placement::Owner => r.shard,
+            Placement::Player => st.player_shard(r.shard),
+        };
+        let spec = RoomSpec {
+            room: r.id,
+            name: r.name.clone(),
+        };
+        (spec, r.shard, shard, r.replicas & (1 << shard) != 0)
+    };
+    if shard == owner || made {
+        return Ok(shard);
+    }
+    let id = spec.room;
+    match app.link.request(shard, Command::CreateRoom(spec)).await? {
+        Outcome::Ok | Outcome::Exists => {
+            let mut st = lock(app);
+            match st.rooms.get_mut(room).filter(|r| r.id == id) {
+                Some(r) => r.replicas |= 1 << shard,
+                None => {
+                    // Deleted meanwhile: so is its replica.
+                    let _ = app.link.send(shard, &Command::DeleteRoom { room: id });
+                    return Err(ApiError::not_found(format!("room {room:?} was deleted")));
+                }
+            }
+            Ok(shard)
+        }
+        o => Err(ApiError::unavailable(format!(
+            "shard {shard} refused to hold room {room:?} for a player: {o:?}"
+        ))),
+    }
+}
+
+/// Allocates a port on the session's shard (see [`Placement`]) and asks
+/// the shard to open the session; retries on another port if the kernel
+/// refuses the bind. 409 when the dataplane says the session's participant
+/// publishes already.
 pub(crate) async fn open_session(
     app: &App,
     room: &str,
+    placement: Placement,
     make: impl Fn(SessionId, RoomId, u16) -> (Command, Role),
 ) -> Result<(SessionId, u16), ApiError> {
     const ATTEMPTS: usize = 4;
     app.link.check_ready()?;
+    let shard = place(app, room, placement).await?;
     for _ in 0..ATTEMPTS {
-        let (id, shard, port, cmd, role) = {
+        let (id, port, cmd, role) = {
             let mut st = lock(app);
-            let (room_id, shard) =
-                st.rooms.get(room).map(|r| (r.id, r.shard)).ok_or_else(|| {
-                    ApiError::not_found(format!("no room {room:?}; create it with POST /v1/rooms"))
-                })?;
+            let room_id = st
+                .rooms
+                .get(room)
+                .map(|r| r.id)
+                .ok_or_else(|| no_room(room))?;
             let pool = &mut st.ports[shard as usize];
             let port = pool.allocate().ok_or_else(|| {
                 ApiError::unavailable(format!(
@@ -584,7 +646,7 @@ pub(crate) async fn open_session(
                 return Err(ApiError::unavailable("no session ids left"));
             };
             let (cmd, role) = make(id, room_id, port);
-            (id, shard, port, cmd, role)
+            (id, port, cmd, role)
         };
         let result = app.link.request(shard, cmd).await;
         let mut st = lock(app);
@@ -673,7 +735,7 @@ async fn create_ingest(
         None => generated_participant()?,
     };
     let created_ms = now_ms();
-    let (id, port) = open_session(&app, &room, |session, room, port| {
+    let (id, port) = open_session(&app, &room, Placement::Owner, |session, room, port| {
         let spec = IngestSpec {
             session,
             room,
@@ -730,7 +792,7 @@ async fn create_egress(
     }
     let srtp = parse_srtp(b.srtp)?;
     let created_ms = now_ms();
-    let (id, _port) = open_session(&app, &room, |session, room, port| {
+    let (id, _port) = open_session(&app, &room, Placement::Owner, |session, room, port| {
         let spec = EgressSpec {
             session,
             room,

@@ -234,9 +234,17 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
         Event::Done { request, outcome } => link.answer(request, outcome),
         Event::Stats(s) => state.lock().expect("state lock").update_stats(s),
         Event::Room(spec) => {
+            // A shard reports its rooms: its own, and the replicas it holds
+            // for its players of rooms other shards own.
             let mut st = state.lock().expect("state lock");
+            let owner = gateway_ring::msg::room_shard(&spec.name, st.ports.len() as u32);
             if !st.rooms.contains_key(&spec.name) {
-                st.add_room(&spec, shard);
+                st.add_room(&spec, owner);
+            }
+            if shard != owner {
+                if let Some(r) = st.rooms.get_mut(&spec.name) {
+                    r.replicas |= 1 << shard;
+                }
             }
         }
         // Sessions the dataplane reports (resync, RTMP clients it accepted).
@@ -309,7 +317,10 @@ fn check_health(link: &Link, state: &Mutex<State>, now: Instant) {
             rooms = st.rooms.len(),
             "new dataplane epoch: sessions ended, rooms re-created"
         );
-        for r in st.rooms.values() {
+        for r in st.rooms.values_mut() {
+            // Made again on the owner; a player's shard makes it again
+            // with its next player.
+            r.replicas = 0;
             let cmd = Command::CreateRoom(RoomSpec {
                 room: r.id,
                 name: r.name.clone(),

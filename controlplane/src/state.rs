@@ -146,7 +146,11 @@ impl SessionRecord {
 pub struct Room {
     pub id: RoomId,
     pub name: String,
+    /// The room's owner: its publishers' shard (`room_shard` of its name).
     pub shard: u32,
+    /// The other shards the room was made on for their players, a bit
+    /// each (a player goes to the least loaded shard).
+    pub replicas: u64,
     pub live: Vec<SessionId>,
     pub ended: VecDeque<SessionRecord>,
 }
@@ -331,6 +335,7 @@ impl State {
                 id: spec.room,
                 name: spec.name.clone(),
                 shard,
+                replicas: 0,
                 live: Vec::new(),
                 ended: VecDeque::new(),
             },
@@ -346,6 +351,24 @@ impl State {
             }
         }
         Some(room)
+    }
+
+    /// Where a new player of room `owner`'s room goes: the shard with the
+    /// fewest live sessions, the owner on a tie (its players need no
+    /// relay). Every shard forwards, so a big audience spreads over every
+    /// core; a shard whose ports are exhausted is skipped.
+    pub fn player_shard(&self, owner: u32) -> u32 {
+        let mut live = vec![0usize; self.ports.len()];
+        for s in self.sessions.values() {
+            if let Some(n) = live.get_mut(s.shard as usize) {
+                *n += 1;
+            }
+        }
+        let free = |sh: usize| self.ports[sh].in_use() < self.ports[sh].size();
+        (0..self.ports.len())
+            .filter(|&sh| free(sh))
+            .min_by_key(|&sh| (live[sh], sh as u32 != owner))
+            .map_or(owner, |sh| sh as u32)
     }
 
     /// Records a live session (new, or learned from a resync).

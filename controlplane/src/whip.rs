@@ -267,7 +267,11 @@ async fn offer_answer(
         participant: me.clone(),
         dtls_role: neg.dtls_role,
     };
-    let (id, port) = open_session(app, &room, |session, room, port| {
+    let placement = match mode {
+        Mode::Publish => crate::api::Placement::Owner,
+        Mode::Play => crate::api::Placement::Player,
+    };
+    let (id, port) = open_session(app, &room, placement, |session, room, port| {
         let spec = make_spec(session, room, port);
         (Command::CreateWebrtc(spec.clone()), Role::Webrtc(spec))
     })

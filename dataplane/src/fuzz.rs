@@ -123,7 +123,7 @@ pub(crate) fn video_ingest(session: u64) -> IngestSpec {
 }
 
 /// Room 1's plain RTP egress `session` (to a discard port).
-fn egress(session: u64) -> EgressSpec {
+pub(crate) fn egress(session: u64) -> EgressSpec {
     EgressSpec {
         session: SessionId::new(session),
         room: ROOM,
@@ -156,10 +156,13 @@ fn addr(port: u16) -> SocketAddrV4 {
 pub fn fuzz_udp_router(data: &[u8]) {
     let mut r = Router::default();
     let t0 = Instant::now();
-    r.add_room(RoomSpec {
-        room: ROOM,
-        name: "fuzz".into(),
-    });
+    r.add_room(
+        RoomSpec {
+            room: ROOM,
+            name: "fuzz".into(),
+        },
+        None,
+    );
     // An odd first byte: the publisher gets REMB (abs-send-time, id 3)
     // instead of transport-cc, so the receive-side estimator is driven too.
     let mut publisher_spec = webrtc(1, Direction::Publish);

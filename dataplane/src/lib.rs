@@ -26,6 +26,7 @@ pub mod output;
 pub mod participants;
 #[cfg(feature = "reencode")]
 pub mod reencode;
+pub mod relay;
 pub mod remb;
 pub mod reorder;
 pub mod router;

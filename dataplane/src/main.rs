@@ -305,9 +305,29 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // One room over every shard: each shard's links to the others, each
+    // able to ring the others' doorbells.
+    let mut links: Vec<Option<dataplane::relay::Link>> = if shards > 1 {
+        dataplane::relay::mesh(shards as usize, dataplane::relay::LANE_SLOTS)
+            .into_iter()
+            .map(|mut link| {
+                let wakers = (0..shards)
+                    .map(|j| {
+                        let bell = region.doorbell(j);
+                        Some(Box::new(move || bell.ring()) as dataplane::relay::Wake)
+                    })
+                    .collect();
+                link.set_wakers(wakers);
+                Some(link)
+            })
+            .collect()
+    } else {
+        vec![None]
+    };
     let mut threads = Vec::new();
     for index in 0..shards {
         let cfg = ShardConfig {
+            relay: links[index as usize].take(),
             index,
             bind_ip: args.bind_ip,
             region: region.clone(),
@@ -327,7 +347,9 @@ fn main() {
                 // one that reaches here is a bug in the loop itself. A dead
                 // shard must never look alive: exit, and the supervisor
                 // restarts the process (its sessions end with an event).
-                match std::panic::catch_unwind(|| run_shard(cfg, stop)) {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_shard(cfg, stop)
+                })) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         error!(shard = index, "shard failed: {e}; exiting");

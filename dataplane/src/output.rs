@@ -71,6 +71,8 @@ pub enum Output {
     /// RTP an RTMP publisher's media became: fan it out to the room's
     /// WebRTC players and RTP egresses.
     Rtp { rtp: RtpFromRtmp, kind: MediaKind },
+    /// For another shard (see `relay.rs`).
+    Relay { to: u32, msg: crate::relay::Message },
 }
 
 /// What one part of the core tells another, settled inside the core.

@@ -20,7 +20,9 @@ use std::collections::HashMap;
 use gateway_ring::msg::{participant_key, MediaKind};
 use gateway_ring::RoomId;
 
-/// A participant's id on this shard, given by [`Participants::join`].
+/// A participant's id, given by [`Participants::join`]: unique in the
+/// process (the shard's index in its top 8 bits), so media relayed from
+/// another shard never carries an id that means someone else here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ParticipantId(u32);
 
@@ -106,12 +108,21 @@ pub struct Participants {
     by_pid: HashMap<ParticipantId, Participant>,
     /// Per room: names to ids.
     by_name: HashMap<RoomId, HashMap<String, ParticipantId>>,
-    /// The last id given.
+    /// The last id given (its low 24 bits), and the shard's high 8.
     next: u32,
+    base: u32,
     order: u64,
 }
 
 impl Participants {
+    /// The participants of shard `shard`, whose ids carry its index.
+    pub fn for_shard(shard: u32) -> Participants {
+        Participants {
+            base: (shard & 0xff) << 24,
+            ..Participants::default()
+        }
+    }
+
     /// The id of `name` in `room`, made if new; each call is one session
     /// more ([`Self::leave`] once per call).
     pub fn join(&mut self, room: RoomId, name: &str) -> ParticipantId {
@@ -121,11 +132,12 @@ impl Participants {
             }
             return pid;
         }
-        self.next = self.next.wrapping_add(1).max(1);
-        while self.by_pid.contains_key(&ParticipantId(self.next)) {
-            self.next = self.next.wrapping_add(1).max(1);
+        let id = |next: u32| ParticipantId(self.base | next);
+        self.next = (self.next + 1) & 0xff_ffff;
+        while self.next == 0 || self.by_pid.contains_key(&id(self.next)) {
+            self.next = (self.next + 1) & 0xff_ffff;
         }
-        let pid = ParticipantId(self.next);
+        let pid = id(self.next);
         self.by_pid.insert(
             pid,
             Participant {

@@ -108,6 +108,7 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
     let region = Region::create(&path, 1).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = ShardConfig {
+        relay: None,
         index: 0,
         bind_ip: Ipv4Addr::LOCALHOST,
         region: region.clone(),

@@ -1,5 +1,5 @@
 //! WebRTC through the gateway with aiortc (a third-party WebRTC stack) on
-//! both ends: WHIP publish, WHEP play, NACK under loss, WHIP → RTP egress
+//! both ends: WHIP publish, WHEP play (on another shard than the publisher's), NACK under loss, WHIP → RTP egress
 //! into ffmpeg, a client that vanishes, and hostile datagrams.
 
 use std::net::UdpSocket;
@@ -34,6 +34,9 @@ fn whip_publish_whep_play_decodes_h264_and_opus() {
     assert_eq!(whip["state"], "live");
     assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
     assert!(whip["stats"]["packets"].as_u64().unwrap() > 100, "{whip}");
+    // The player went to the shard the publisher is not on (the less
+    // loaded): the room's owner relayed its media there.
+    assert_ne!(whep["shard"], whip["shard"], "{whep} {whip}");
 
     let done = publisher.finish();
     assert_eq!(done["state"], "connected", "{done}");

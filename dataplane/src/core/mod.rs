@@ -119,6 +119,8 @@ pub struct Core {
     /// The one queue the shard drains; the router's and the hub's own
     /// queues are gathered into it ([`Self::collect`]).
     out: Outputs,
+    /// Other shards watching this shard's rooms (see `watchers.rs`).
+    watchers: watchers::Watchers,
 }
 
 /// Room lookups and creation for the hub, against the router's rooms.
@@ -169,7 +171,7 @@ impl Rooms for CoreRooms<'_> {
             room,
             name: name.to_string(),
         };
-        self.router.add_room(spec.clone());
+        self.router.add_room(spec.clone(), None);
         info!(
             shard = self.cfg.shard,
             room = name,
@@ -197,7 +199,7 @@ impl Core {
         hub.limits = (&cfg.limits).into();
         hub.bframe_reencodes = crate::limits::bframe_reencodes(&cfg.limits);
         Core {
-            router: Router::new(&cfg.limits),
+            router: Router::new(&cfg.limits, cfg.shard),
             hub,
             speakers: Default::default(),
             cfg,
@@ -205,19 +207,26 @@ impl Core {
             next_tick: now,
             now,
             out: Outputs::default(),
+            watchers: Default::default(),
         }
     }
 
     // ---- commands from the controlplane ----
 
+    /// Adds a room: its own, if this shard is the room's owner
+    /// (`room_shard` of its name); else a replica for this shard's
+    /// players of it (see `relay.rs`).
     pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
-        self.router.add_room(spec)
+        let owner = room_shard(&spec.name, self.cfg.shards);
+        let replica = (owner != self.cfg.shard).then_some(owner);
+        self.router.add_room(spec, replica)
     }
 
     /// Deletes a room: its UDP sessions' handles (close their sockets);
     /// its RTMP connections are closed through outputs.
     pub fn remove_room(&mut self, now: Instant, room: RoomId) -> Option<Vec<Handle>> {
         let handles = self.router.remove_room(room)?;
+        self.relay_room_removed(room);
         self.speakers.remove_room(room);
         self.hub.close_room(room, &mut self.out);
         self.collect(now);
@@ -673,6 +682,7 @@ impl Core {
                     self.hub
                         .publisher_gone(now, room, pid, &mut self.router.participants);
                     self.speakers.forget(room, pid);
+                    self.relay_unpublished(room, pid);
                 }
                 Note::RtmpVideo(rtp) => {
                     // Kept first; a GOP replay it is the frame boundary
@@ -693,3 +703,4 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+mod watchers;

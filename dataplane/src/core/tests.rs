@@ -372,3 +372,190 @@ fn poll_timeout_is_the_earlier_of_the_tick_and_a_parts_deadline() {
     let s = stats.iter().find(|s| s.session == S1).expect("counted");
     assert_eq!(s.bridge_gaps_given_up, 1);
 }
+
+/// Two shards' cores and the links between them, driven like the shards
+/// drive them (see `shard/relay.rs`), on virtual time.
+struct TwoShards {
+    cores: Vec<Core>,
+    links: Vec<crate::relay::Link>,
+    /// Per shard: what its RTP egresses were sent (egress, sequence number).
+    sent: Vec<Vec<(Handle, u16)>>,
+}
+
+impl TwoShards {
+    fn new() -> TwoShards {
+        let cores = (0..2)
+            .map(|shard| {
+                let mut c = core();
+                c.cfg.shard = shard;
+                c.cfg.shards = 2;
+                c.router = Router::new(&c.cfg.limits, shard);
+                c
+            })
+            .collect();
+        TwoShards {
+            cores,
+            links: crate::relay::mesh(2, 64),
+            sent: vec![Vec::new(), Vec::new()],
+        }
+    }
+
+    /// What shard `s` fans out of `inbound` (plaintext `pkt`): to the
+    /// watchers first, then to its own egresses.
+    fn fan_out(&mut self, s: usize, inbound: &Inbound, pkt: &[u8]) {
+        let mut announce = Vec::new();
+        let shards = self.cores[s].relay_targets(inbound, &mut announce);
+        for (to, msg) in announce {
+            self.links[s].send(to, msg);
+        }
+        self.links[s].send_packet(shards, inbound, pkt);
+        for e in self.cores[s].egresses(inbound.room).to_vec() {
+            let mut buf = pkt.to_vec();
+            buf.resize(pkt.len() + crate::srtp::MAX_TRAILER, 0);
+            if let Some((n, _)) = self.cores[s].prepare_egress(Instant::now(), e, inbound, &mut buf)
+            {
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                assert!(n >= 12);
+                self.sent[s].push((e, seq));
+            }
+        }
+    }
+
+    /// Moves what each shard queued for the other, and what each read,
+    /// until nothing is left.
+    fn settle(&mut self, now: Instant) {
+        for _ in 0..8 {
+            for s in 0..2 {
+                while let Some(o) = self.cores[s].poll_output() {
+                    if let Output::Relay { to, msg } = o {
+                        self.links[s].send(to, msg);
+                    }
+                }
+            }
+            let mut got = Vec::new();
+            for s in 0..2 {
+                self.links[s].drain(crate::relay::DRAIN_BUDGET, |from, item| {
+                    got.push((
+                        s,
+                        from,
+                        match item {
+                            crate::relay::Item::Message(m) => Err(m.clone()),
+                            crate::relay::Item::Packet(p) => Ok((p.inbound, p.payload().to_vec())),
+                        },
+                    ))
+                });
+            }
+            if got.is_empty() {
+                return;
+            }
+            for (s, from, item) in got {
+                match item {
+                    Err(m) => self.cores[s].handle_relay_message(now, from, &m),
+                    Ok((inbound, data)) => {
+                        let pkt = crate::relay::Packet {
+                            inbound,
+                            data: {
+                                let mut d = [0; crate::rtp::MAX_PACKET];
+                                d[..data.len()].copy_from_slice(&data);
+                                d
+                            },
+                        };
+                        if let Some(i) = self.cores[s].handle_relayed(now, from, &pkt) {
+                            self.fan_out(s, &i, &data);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One room over two shards: its owner has the publisher, the other shard
+/// a player. The player's shard watches the room once the player is
+/// there; the owner announces the publisher (its name) before its first
+/// packet, relays every packet, and the player's shard rewrites each for
+/// its player as for a local publisher. The publisher leaving is a
+/// `TrackDown` there; the player leaving ends the watch, and the owner
+/// relays nothing more.
+#[test]
+fn one_room_over_two_shards() {
+    let mut t = TwoShards::new();
+    let now = Instant::now();
+    // A room name the owner of which is shard 0.
+    let name = (0..)
+        .map(|i| format!("room{i}"))
+        .find(|n| room_shard(n, 2) == 0)
+        .unwrap();
+    let spec = RoomSpec { room: ROOM, name };
+    assert_eq!(t.cores[0].add_room(spec.clone()), Outcome::Ok);
+    assert_eq!(t.cores[1].add_room(spec), Outcome::Ok);
+    // Publishers belong on the owner: the replica refuses one.
+    assert_eq!(
+        t.cores[1].add_ingest(crate::fuzz::video_ingest(11)).err(),
+        Some(Outcome::Failed)
+    );
+    let ingest = t.cores[0]
+        .add_ingest(crate::fuzz::video_ingest(10))
+        .unwrap();
+    let player = t.cores[1].add_egress(crate::fuzz::egress(20)).unwrap();
+    t.settle(now);
+    let src: SocketAddrV4 = "127.0.0.1:5000".parse().unwrap();
+    for seq in 100..110u16 {
+        let mut p = rtp(seq, seq as u32 * 3000, true, &[0x65, 1, 2, 3]);
+        let inbound = t.cores[0]
+            .handle_datagram(now, ingest, src, &mut p)
+            .expect("media");
+        let plain = p[..inbound.len].to_vec();
+        t.fan_out(0, &inbound, &plain);
+        t.settle(now);
+    }
+    // Every packet reached the player on the other shard, in order, on one
+    // continuous output sequence.
+    let seqs: Vec<u16> = t.sent[1]
+        .iter()
+        .filter(|(e, _)| *e == player)
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(seqs.len(), 10, "{seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+        "{seqs:?}"
+    );
+    assert!(t.sent[0].is_empty(), "the owner has no player of its own");
+    // The publisher's participant is known by name on the player's shard.
+    let cam = t.cores[1].router.participants.find(ROOM, "cam");
+    assert!(cam.is_some());
+    assert_ne!(
+        cam,
+        t.cores[0].router.participants.find(ROOM, "cam"),
+        "ids are per shard"
+    );
+
+    // The publisher leaves: the player's shard forgets it, and a packet
+    // still in flight from it is dropped.
+    assert!(matches!(
+        t.cores[0].remove_session(now, SessionId::new(10)),
+        Removed::Socket(_)
+    ));
+    t.settle(now);
+    assert!(t.cores[1].router.participants.find(ROOM, "cam").is_none());
+
+    // A new publisher; then the player leaves: the owner stops relaying.
+    let ingest = t.cores[0]
+        .add_ingest(crate::fuzz::video_ingest(12))
+        .unwrap();
+    let mut p = rtp(7, 0, true, &[0x65]);
+    let inbound = t.cores[0]
+        .handle_datagram(now, ingest, src, &mut p)
+        .unwrap();
+    let mut announce = Vec::new();
+    assert_eq!(t.cores[0].relay_targets(&inbound, &mut announce), 0b10);
+    assert_eq!(
+        announce.len(),
+        1,
+        "a new publisher is announced: {announce:?}"
+    );
+    t.cores[1].remove_session(now, SessionId::new(20));
+    t.settle(now);
+    assert_eq!(t.cores[0].relay_targets(&inbound, &mut announce), 0);
+}

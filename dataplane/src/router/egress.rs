@@ -264,7 +264,7 @@ impl Router {
                     }
                 }
             }
-            Role::Ingest(_) => return None,
+            Role::Ingest(_) | Role::Relayed(_) => return None,
         };
         s.stats.packets += 1;
         s.stats.bytes += len as u64;

@@ -21,6 +21,9 @@ impl Router {
         let Some(h) = self.source_handle(source) else {
             return;
         };
+        if self.nack_relayed(h, seq) {
+            return;
+        }
         self.send_rtcp(h, |peer, buf| {
             if !peer.is_publisher() {
                 return 0;
@@ -40,6 +43,9 @@ impl Router {
     /// Sends publisher `p` a PLI for its video, at most once per
     /// [`KEYFRAME_REQUEST_INTERVAL`]. RTP ingests (no RTCP path back) are skipped.
     pub(super) fn request_keyframe(&mut self, now: Instant, p: Handle) {
+        if self.request_relayed_keyframe(now, p) {
+            return;
+        }
         let sent = self.send_rtcp(p, |peer, buf| {
             let recent = peer
                 .last_keyframe_request
@@ -114,6 +120,7 @@ impl Router {
         }
         match &self.session(self.source_handle(source)?)?.role {
             Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
+            Role::Relayed(r) => r.cache.as_ref()?.get(seq),
             _ => None,
         }
     }

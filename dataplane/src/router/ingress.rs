@@ -36,6 +36,8 @@ impl Router {
                 // Receiver reports from the egress peer: counted, not forwarded.
                 Err(None)
             }
+            // No socket: nothing arrives for it.
+            Role::Relayed(_) => Err(None),
             Role::Webrtc(w) => {
                 if self.scratch.len() < 1500 {
                     self.scratch.resize(1500, 0);

@@ -24,6 +24,7 @@
 mod egress;
 mod feedback;
 mod ingress;
+mod relayed;
 mod reports;
 mod sessions;
 #[cfg(test)]
@@ -74,6 +75,10 @@ struct Room {
     /// connected, or sent PLI), looked at when an RTMP publisher's packet
     /// begins a frame (see `track_cache.rs`).
     replays: Vec<Handle>,
+    /// The shard that owns the room, when it is a replica here (players
+    /// only; see `relayed.rs`), and whether it watches the owner's room.
+    owner: Option<u32>,
+    watching: bool,
 }
 
 /// A buffer for a packet that is not a fan-out copy, from `pool`: room for
@@ -108,16 +113,19 @@ pub struct Router {
     /// keyframe (RTMP publishers', [`Source::Rtmp`]): the one copy their
     /// players' NACKs and GOP replays are served from.
     track_caches: HashMap<Source, TrackCache>,
+    /// Publishers of other shards relayed here, by source (see `relayed.rs`).
+    relayed: HashMap<Source, Handle>,
 }
 
 impl Default for Router {
     fn default() -> Self {
-        Router::new(&crate::limits::Limits::default())
+        Router::new(&crate::limits::Limits::default(), 0)
     }
 }
 
 impl Router {
-    pub fn new(limits: &crate::limits::Limits) -> Router {
+    /// The router of shard `shard` (its participants' ids carry it).
+    pub fn new(limits: &crate::limits::Limits, shard: u32) -> Router {
         Router {
             nack_per_s: limits.nack_per_s,
             sessions: Vec::new(),
@@ -129,12 +137,15 @@ impl Router {
             pool: Vec::new(),
             scratch: Vec::new(),
             feedback: Vec::new(),
-            participants: Participants::default(),
+            participants: Participants::for_shard(shard),
             track_caches: HashMap::new(),
+            relayed: HashMap::new(),
         }
     }
 
-    pub fn add_room(&mut self, spec: RoomSpec) -> Outcome {
+    /// Adds a room; `owner` is the shard that owns it when that is not
+    /// this one (a replica here: players only, its publishers relayed).
+    pub fn add_room(&mut self, spec: RoomSpec, owner: Option<u32>) -> Outcome {
         if self.rooms.contains_key(&spec.room) || self.names.contains_key(&spec.name) {
             return Outcome::Exists;
         }
@@ -146,6 +157,8 @@ impl Router {
                 ingests: Vec::new(),
                 egresses: Vec::new(),
                 replays: Vec::new(),
+                owner,
+                watching: false,
             },
         );
         Outcome::Ok
@@ -156,14 +169,25 @@ impl Router {
     pub fn remove_room(&mut self, room: RoomId) -> Option<Vec<Handle>> {
         let r = self.rooms.remove(&room)?;
         self.names.remove(&r.spec.name);
+        if let (Some(to), true) = (r.owner, r.watching) {
+            self.out.push(Output::Relay {
+                to,
+                msg: crate::relay::Message::Unwatch { room },
+            });
+        }
         let handles: Vec<Handle> = r.ingests.iter().chain(&r.egresses).copied().collect();
-        for &h in &handles {
+        let mut sockets = Vec::with_capacity(handles.len());
+        for h in handles {
+            // A relayed publisher has no socket here.
+            if !matches!(self.session(h).map(|s| &s.role), Some(Role::Relayed(_))) {
+                sockets.push(h);
+            }
             self.release(h);
         }
         self.participants.remove_room(room);
         self.out
             .drop_notes(|n| matches!(n, Note::Unpublished { room: r, .. } if *r == room));
-        Some(handles)
+        Some(sockets)
     }
 
     pub fn room_by_name(&self, name: &str) -> Option<RoomId> {
@@ -220,9 +244,11 @@ impl Router {
         self.sessions.get(h as usize).and_then(Option::as_ref)
     }
 
-    /// The handle of `source` if it is a live session (an RTMP publisher is none).
+    /// The handle of `source` if it is a live session, or a publisher of
+    /// another shard relayed here (an RTMP publisher of this one is none).
     fn source_handle(&self, source: Source) -> Option<Handle> {
-        self.by_id.get(&source.session()?).copied()
+        let local = source.session().and_then(|s| self.by_id.get(&s));
+        local.or_else(|| self.relayed.get(&source)).copied()
     }
 
     fn session_mut(&mut self, h: Handle) -> Option<&mut Session> {

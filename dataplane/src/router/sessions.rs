@@ -50,6 +50,9 @@ pub(super) enum Role {
     Ingest(Ingest),
     Egress(Egress),
     Webrtc(Box<WebrtcSession>),
+    /// A publisher of another shard (see `relayed.rs`): no socket, no
+    /// counters of its own (its owner reports it).
+    Relayed(super::relayed::Relayed),
 }
 
 pub(super) struct Session {
@@ -69,6 +72,17 @@ impl Router {
     /// The session id of handle `h`, if it is live.
     pub fn session_id(&self, h: Handle) -> Option<SessionId> {
         self.session(h).map(|s| s.stats.session)
+    }
+
+    /// A room's publishers are on its owner: a replica here takes players only.
+    fn check_publisher_here(&self, room: RoomId) -> Result<(), Outcome> {
+        match self.owner_of(room) {
+            Some(owner) => {
+                info!(%room, owner, "a publisher refused: the room's publishers are on its owner shard");
+                Err(Outcome::Failed)
+            }
+            None => Ok(()),
+        }
     }
 
     fn check_new(&self, id: SessionId, room: RoomId) -> Result<(), Outcome> {
@@ -101,6 +115,7 @@ impl Router {
 
     pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
         self.check_new(spec.session, spec.room)?;
+        self.check_publisher_here(spec.room)?;
         let (room, kinds) = (spec.room, Kinds::of(spec.kind));
         let pid = self.join_publishing(room, &spec.participant, kinds)?;
         let role = Role::Ingest(Ingest {
@@ -161,7 +176,10 @@ impl Router {
                 Kinds::NONE,
             ),
             Direction::Publish => (
-                Vec::new(),
+                {
+                    self.check_publisher_here(spec.room)?;
+                    Vec::new()
+                },
                 Kinds {
                     video: spec.tracks.iter().any(|t| t.kind == MediaKind::Video),
                     audio: spec.tracks.iter().any(|t| t.kind == MediaKind::Audio),
@@ -187,6 +205,7 @@ impl Router {
                 let publish = spec.direction == Direction::Publish;
                 (spec.session, spec.room, None, publish)
             }
+            Role::Relayed(_) => unreachable!("relayed sessions are added by add_relayed"),
         };
         let s = Session {
             room,
@@ -207,6 +226,7 @@ impl Router {
             r.ingests.push(h);
         } else {
             r.egresses.push(h);
+            self.players_changed(room);
         }
         h
     }
@@ -220,6 +240,7 @@ impl Router {
             r.egresses.retain(|&x| x != h);
         }
         self.release(h);
+        self.players_changed(room);
         Some(h)
     }
 
@@ -227,7 +248,14 @@ impl Router {
         let Some(s) = self.sessions.get_mut(h as usize).and_then(Option::take) else {
             return;
         };
-        self.by_id.remove(&s.stats.session);
+        match &s.role {
+            Role::Relayed(r) => {
+                self.relayed.remove(&r.source);
+            }
+            _ => {
+                self.by_id.remove(&s.stats.session);
+            }
+        }
         self.free.push(h);
         if self.participants.unpublish(s.pid, s.kinds) {
             self.out.note(Note::Unpublished {
@@ -247,8 +275,9 @@ impl Router {
         // An ingest that leaves frees the egress tracks it fed, so a new
         // publisher continues the same output streams at once.
         let publisher = match &s.role {
-            Role::Ingest(i) => Some(i.spec.session),
-            Role::Webrtc(w) if w.peer.is_publisher() => Some(w.peer.spec.session),
+            Role::Ingest(i) => Some(Source::Session(i.spec.session)),
+            Role::Webrtc(w) if w.peer.is_publisher() => Some(Source::Session(w.peer.spec.session)),
+            Role::Relayed(r) => Some(r.source),
             _ => None,
         };
         let mut byes: Vec<(Handle, u32)> = Vec::new();
@@ -264,7 +293,7 @@ impl Router {
                     _ => continue,
                 };
                 for (line, t) in tracks.into_iter().enumerate() {
-                    if t.source.map(|s| s.0) == Some(Source::Session(id)) {
+                    if t.source.map(|s| s.0) == Some(id) {
                         t.source = None;
                         if webrtc {
                             byes.push((e, t.ssrc));
@@ -353,13 +382,8 @@ impl Router {
             t.replay_wanted = true;
         }
         self.replay_wanted_by(h);
-        let room = self.session(h).map(|s| s.room);
-        let publishers: Vec<Handle> = room
-            .and_then(|r| self.rooms.get(&r))
-            .map(|r| r.ingests.clone())
-            .unwrap_or_default();
-        for p in publishers {
-            self.request_keyframe(now, p);
+        if let Some(room) = self.session(h).map(|s| s.room) {
+            self.request_room_keyframes(now, room);
         }
     }
 
@@ -380,7 +404,7 @@ impl Router {
             if out.len() >= max {
                 break;
             }
-            if s.dirty {
+            if s.dirty && !matches!(s.role, Role::Relayed(_)) {
                 s.dirty = false;
                 out.push(s.stats);
             }

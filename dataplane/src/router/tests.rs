@@ -18,10 +18,13 @@ pub(super) fn sid(n: u64) -> SessionId {
 
 pub(super) fn room(r: &mut Router) {
     assert_eq!(
-        r.add_room(RoomSpec {
-            room: ROOM,
-            name: "demo".into()
-        }),
+        r.add_room(
+            RoomSpec {
+                room: ROOM,
+                name: "demo".into()
+            },
+            None
+        ),
         Outcome::Ok
     );
 }
@@ -74,10 +77,13 @@ fn sessions_need_a_room_and_unique_ids() {
     );
     room(&mut r);
     assert_eq!(
-        r.add_room(RoomSpec {
-            room: ROOM,
-            name: "again".into()
-        }),
+        r.add_room(
+            RoomSpec {
+                room: ROOM,
+                name: "again".into()
+            },
+            None
+        ),
         Outcome::Exists
     );
     let h = r.add_ingest(ingest(1, MediaKind::Video, 96)).unwrap();

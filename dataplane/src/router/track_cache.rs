@@ -255,9 +255,16 @@ impl Router {
     /// room that want a replay on the line it goes to get it now, so the
     /// replay is queued ahead of the packet.
     pub fn cache_rtmp_video(&mut self, now: Instant, rtp: &RtpFromRtmp) {
-        let Some(live) = rtp.inbound(MediaKind::Video) else {
-            return;
-        };
+        if let Some(live) = rtp.inbound(MediaKind::Video) {
+            self.keep_video(now, &live, rtp.packet.clone());
+        }
+    }
+
+    /// Keeps `packet` (routing facts `live`) in its source's track cache,
+    /// and serves the replays it begins a frame for: an RTMP publisher's
+    /// RTP on its own shard, or relayed to another (whose players' line
+    /// choice and "never your own tracks" see `live`'s participant).
+    pub fn keep_video(&mut self, now: Instant, live: &Inbound, packet: Bytes) {
         let Router {
             track_caches,
             rooms,
@@ -269,7 +276,7 @@ impl Router {
         let cache = track_caches
             .entry(live.source)
             .or_insert_with(|| TrackCache::new(now));
-        cache.insert(now, rtp.packet.clone());
+        cache.insert(now, packet);
         let Some(room) = rooms.get_mut(&live.room) else {
             return;
         };
@@ -300,7 +307,7 @@ impl Router {
                 let t = &mut w.tracks[i];
                 if t.replay_wanted {
                     let sent =
-                        replay_gop(cache, t, &mut w.peer, &live, take, pool, out, h, dest, now);
+                        replay_gop(cache, t, &mut w.peer, live, take, pool, out, h, dest, now);
                     s.stats.retransmits += sent as u64;
                     s.dirty = true;
                 }

@@ -64,10 +64,13 @@ fn addr(port: u16) -> SocketAddrV4 {
 /// A router with room 1 ("w"), and the test's start time.
 fn room_w() -> (Router, Instant) {
     let mut r = Router::default();
-    r.add_room(RoomSpec {
-        room: ROOM,
-        name: "w".into(),
-    });
+    r.add_room(
+        RoomSpec {
+            room: ROOM,
+            name: "w".into(),
+        },
+        None,
+    );
     (r, Instant::now())
 }
 

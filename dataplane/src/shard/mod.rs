@@ -62,6 +62,7 @@ use crate::srtp::MAX_TRAILER;
 use crate::uring::{bind_udp, parse_sockaddr_in, sockaddr_in, BufRing};
 
 pub mod gso;
+mod relay;
 pub mod rtmp;
 use rtmp::{RtmpConfig, RtmpIo, OP_ACCEPT, OP_HTTP_ACCEPT, OP_TCP_RECV, OP_TCP_SEND};
 
@@ -147,11 +148,12 @@ struct Held {
 }
 
 /// Where the plaintext of a packet to fan out is.
-enum Plain {
+enum Plain<'a> {
     /// In the receive buffer `bid`, at `start`.
     Recv { bid: u16, start: usize },
-    /// Made by the shard (RTMP video packetized as RTP).
-    Owned(bytes::Bytes),
+    /// Elsewhere: RTMP video packetized as RTP, a packet another shard
+    /// relayed.
+    Bytes(&'a [u8]),
 }
 
 pub struct ShardConfig {
@@ -171,6 +173,8 @@ pub struct ShardConfig {
     pub limits: crate::limits::Limits,
     /// Honour the test-only panic triggers ([`PANIC_SESSION`], [`PANIC_SHARD`]).
     pub panic_triggers: bool,
+    /// This shard's links to the others (`None` with one shard).
+    pub relay: Option<crate::relay::Link>,
 }
 
 /// Test-only (with `--test-panic-triggers`): a datagram starting with this
@@ -252,6 +256,10 @@ pub struct Shard {
     doorbell_armed: bool,
     /// The kernel took our futex wait (false after it refused one).
     doorbell_works: bool,
+    /// Links to the other shards (see `relay.rs`), and the announcements
+    /// a relayed packet goes after (kept to reuse its allocation).
+    relay: Option<crate::relay::Link>,
+    announce: Vec<(u32, crate::relay::Message)>,
     /// Datagrams received whose session is gone, or that do not parse as a message.
     pub stray: u64,
     /// Test-only: [`PANIC_SHARD`] arrived.
@@ -283,7 +291,7 @@ impl Shard {
         let core = Core::new(
             CoreConfig {
                 shard: cfg.index,
-                shards: cfg.rtmp.as_ref().map_or(1, |r| r.shards),
+                shards: cfg.region.shards(),
                 limits: cfg.limits,
                 gop_cache: cfg.rtmp.as_ref().is_some_and(|r| r.gop_cache),
                 auto_room: cfg.rtmp.as_ref().is_some_and(|r| r.auto_room),
@@ -293,6 +301,7 @@ impl Shard {
             Instant::now(),
         );
         let rtmp = cfg.rtmp.take().map(RtmpIo::new);
+        let relay = cfg.relay.take();
         let transcode = match &rtmp {
             Some(_) => Some(crate::transcode::spawn(
                 cfg.index,
@@ -330,6 +339,8 @@ impl Shard {
             doorbell,
             doorbell_armed: false,
             doorbell_works: true,
+            relay,
+            announce: Vec::new(),
             stray: 0,
             panic_at_turn_end: false,
         })
@@ -349,6 +360,7 @@ impl Shard {
             // Read before looking for work: a ring after this ends the sleep.
             self.arm_doorbell();
             self.poll_commands(turn_start);
+            self.drain_relay(turn_start);
             self.arm_receives();
             self.rtmp_turn(turn_start);
             self.poll_dtls(turn_start);
@@ -357,9 +369,11 @@ impl Shard {
             self.drain_core(turn_start);
             self.seal_batches();
             self.flush_events();
+            self.wake_peers();
             let before_wait = Instant::now();
-            // With a backlog from the last turn: submit, do not sleep.
-            let wait = if self.cqes.is_empty() {
+            // With a backlog from the last turn (or another shard's): submit,
+            // do not sleep.
+            let wait = if self.cqes.is_empty() && !self.relay_pending() {
                 let until = self.next_deadline().saturating_duration_since(before_wait);
                 match self.doorbell_works {
                     true => until,
@@ -376,6 +390,7 @@ impl Shard {
             self.fan_out_held(now);
             self.drain_core(now);
             self.seal_batches();
+            self.wake_peers();
             // Busy time of the turn: everything but the sleep.
             let busy = before_wait.duration_since(turn_start) + after_wait.elapsed();
             self.record_turn(busy);
@@ -800,6 +815,14 @@ impl Shard {
             return;
         }
         let held = std::mem::take(&mut self.held);
+        // Other shards' players first: they have a hop more to go.
+        for p in &held {
+            let plain = Plain::Recv {
+                bid: p.bid,
+                start: p.start,
+            };
+            self.relay_out(&p.inbound, &plain);
+        }
         for (i, first) in held.iter().enumerate() {
             let room = first.inbound.room;
             // Each room once, at its first packet.
@@ -839,6 +862,7 @@ impl Shard {
     /// Sends `inbound` (its plaintext in `plain`) to every egress of its
     /// room.
     fn fan_out(&mut self, now: Instant, plain: &Plain, inbound: &Inbound) {
+        self.relay_out(inbound, plain);
         self.fanout.clear();
         self.fanout
             .extend_from_slice(self.core.egresses(inbound.room));
@@ -857,7 +881,7 @@ impl Shard {
         };
         let src: &[u8] = match plain {
             Plain::Recv { bid, start } => &self.bufs.buf_mut(*bid, start + inbound.len)[*start..],
-            Plain::Owned(b) => b,
+            Plain::Bytes(b) => b,
         };
         let slot = &mut self.sends[slot_idx as usize];
         // The core and the packetizer bound packets at `rtp::MAX_PACKET`;
@@ -1056,6 +1080,11 @@ impl Shard {
                 Output::Rtmp(a) => self.run_action(a),
                 Output::Transcode { job, from } => self.send_job(job, from),
                 Output::Rtp { rtp, kind } => self.fan_out_rtp(now, &rtp, kind),
+                Output::Relay { to, msg } => {
+                    if let Some(link) = self.relay.as_mut() {
+                        link.send(to, msg);
+                    }
+                }
             }
         }
     }

@@ -771,7 +771,7 @@ impl Shard {
         let Some(inbound) = p.inbound(kind) else {
             return;
         };
-        self.fan_out(now, &super::Plain::Owned(p.packet.clone()), &inbound);
+        self.fan_out(now, &super::Plain::Bytes(&p.packet), &inbound);
     }
 
     /// Hands a job to the transcoder thread without waiting; a full queue
