@@ -132,7 +132,13 @@ struct CoreRooms<'a> {
 
 impl Rooms for CoreRooms<'_> {
     fn place(&self, name: &str) -> Place {
-        if let Some(room) = self.router.room_by_name(name) {
+        // A replica here (this shard's WebRTC players of the room) is not
+        // where its RTMP connections go: the owner is.
+        if let Some(room) = self
+            .router
+            .room_by_name(name)
+            .filter(|&r| self.router.owns(r))
+        {
             return Place::Local(room);
         }
         let home = room_shard(name, self.cfg.shards);

@@ -486,6 +486,7 @@ fn one_room_over_two_shards() {
         .map(|i| format!("room{i}"))
         .find(|n| room_shard(n, 2) == 0)
         .unwrap();
+    let room_name = name.clone();
     let spec = RoomSpec { room: ROOM, name };
     assert_eq!(t.cores[0].add_room(spec.clone()), Outcome::Ok);
     assert_eq!(t.cores[1].add_room(spec), Outcome::Ok);
@@ -499,6 +500,26 @@ fn one_room_over_two_shards() {
         .unwrap();
     let player = t.cores[1].add_egress(crate::fuzz::egress(20)).unwrap();
     t.settle(now);
+    // An RTMP player accepted by the shard that holds the replica goes to
+    // the owner, where the room's streams are.
+    let mut st = ConnState::default();
+    st.conn = Conn::new_after_handshake();
+    t.cores[1].rtmp_insert(7, st);
+    rtmp(&mut t.cores[1], 7, "play", &format!("{room_name}/cam"));
+    let handed = std::iter::from_fn(|| t.cores[1].poll_output()).any(|o| {
+        matches!(
+            o,
+            Output::Rtmp(Action::Handoff {
+                idx: 7,
+                shard: 0,
+                ..
+            })
+        )
+    });
+    assert!(
+        handed,
+        "an RTMP player of a replica room is handed to the owner"
+    );
     let src: SocketAddrV4 = "127.0.0.1:5000".parse().unwrap();
     for seq in 100..110u16 {
         let mut p = rtp(seq, seq as u32 * 3000, true, &[0x65, 1, 2, 3]);
