@@ -567,10 +567,10 @@ fn no_room(room: &str) -> ApiError {
 /// Who a new session is, for where it goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// A publisher, or an RTP egress: on the room's owner shard.
+    /// A publisher (WHIP, an RTP ingest): on the room's owner shard.
     Owner,
-    /// A WebRTC player: on the least loaded shard, which the owner relays
-    /// the room's media to.
+    /// A player (WHEP, an RTP egress): on the least loaded shard, which the
+    /// owner relays the room's media to.
     Player,
 }
 
@@ -792,7 +792,7 @@ async fn create_egress(
     }
     let srtp = parse_srtp(b.srtp)?;
     let created_ms = now_ms();
-    let (id, _port) = open_session(&app, &room, Placement::Owner, |session, room, port| {
+    let (id, _port) = open_session(&app, &room, Placement::Player, |session, room, port| {
         let spec = EgressSpec {
             session,
             room,

@@ -251,7 +251,19 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
         Event::Ingest(spec) => adopt(state, shard, Role::Ingest(spec)),
         Event::Egress(spec) => adopt(state, shard, Role::Egress(spec)),
         Event::Webrtc(spec) => adopt(state, shard, Role::Webrtc(spec)),
-        Event::Rtmp(spec) => adopt(state, shard, Role::Rtmp(spec)),
+        Event::Rtmp(spec) => {
+            // An RTMP player on a shard other than its room's owner plays a
+            // replica there: the room's deletion must reach that shard too.
+            let mut st = state.lock().expect("state lock");
+            let name = st.room_names.get(&spec.room).cloned();
+            if let Some(r) = name.and_then(|n| st.rooms.get_mut(&n)) {
+                if r.shard != shard {
+                    r.replicas |= 1 << shard;
+                }
+            }
+            drop(st);
+            adopt(state, shard, Role::Rtmp(spec))
+        }
         Event::Shard(s) => {
             if let Some(slot) = state
                 .lock()

@@ -30,6 +30,8 @@ use gateway_ring::RoomId;
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::media::{Inbound, Source};
+use crate::participants::ParticipantId;
+use crate::rtmp::conn::Media;
 use crate::rtp::MAX_PACKET;
 
 /// Items in flight per lane: 512 × ~1.6 KiB = 0.8 MiB per ordered pair of
@@ -65,6 +67,29 @@ pub enum Message {
     /// A player on the sender misses video packet `seq` of `source`, and
     /// the sender's copy of the track has none: ask the publisher.
     Nack { source: Source, seq: u16 },
+    /// An RTMP or HTTP-FLV player on the sender wants participant `name`'s
+    /// stream of room `room` (by name: the sender may not know the room).
+    FlvSubscribe { room: String, name: String },
+    /// The answer: the room's id, and the stream's id on the owner (what
+    /// its messages come with). Its headers and GOP follow.
+    FlvSubscribed {
+        room_name: String,
+        name: String,
+        room: RoomId,
+        stream: ParticipantId,
+        key: u32,
+    },
+    /// No such room or participant: the waiting players are refused.
+    FlvRefused {
+        room: String,
+        name: String,
+        why: String,
+    },
+    /// A message of stream `stream` (the owner's id), as its players on
+    /// the owner get it.
+    Flv { stream: ParticipantId, media: Media },
+    /// The sender's last player of `stream` left.
+    FlvUnsubscribe { stream: ParticipantId },
 }
 
 /// A plaintext RTP packet of a relayed publisher, with its routing facts
@@ -232,7 +257,6 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::participants::ParticipantId;
     use gateway_ring::msg::MediaKind;
     use gateway_ring::SessionId;
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -22,7 +22,8 @@ fn wait_for_stream(gw: &Gateway, room: &str) {
 
 #[test]
 fn ffmpeg_publishes_and_ffmpeg_players_decode() {
-    // Two shards: players land on either and are handed to the room's shard.
+    // Two shards: players of the room's program land on either and are
+    // handed to the room's shard.
     let gw = Gateway::start(2, &[]);
     let _publisher = Reap(ffmpeg_rtmp_publish(&gw, "show", 20));
     wait_for_stream(&gw, "show");
@@ -55,6 +56,56 @@ fn ffmpeg_publishes_and_ffmpeg_players_decode() {
     // The room was created by the publish, and the controlplane knows it.
     let (code, room) = gw.get("/v1/rooms/show");
     assert_eq!(code, 200, "{room}");
+}
+
+/// One room over both shards: RTMP and HTTP-FLV players of a
+/// participant's stream play on whichever shard accepted them (the room's
+/// owner relays the stream to the other shard, once), and every one of
+/// them decodes its picture and sound.
+#[test]
+fn players_of_a_stream_play_on_every_shard() {
+    let gw = Gateway::start(2, &[]);
+    gw.room("spread");
+    let clip = clip_sized(320, 240, 550);
+    let _bob = Reap(ffmpeg_rtmp_push(&gw, "spread/bob", &clip, 60));
+    let (rtmp, flv) = (gw.rtmp_url("spread/bob"), gw.flv_url("spread/bob", ""));
+    wait_playing(&rtmp);
+    // The kernel spreads connections over the shards' listeners by their
+    // addresses: with 12, both shards get some but once in 2000 runs.
+    let players: Vec<_> = (0..12)
+        .map(|i| {
+            let url = if i % 4 == 3 {
+                flv.clone()
+            } else {
+                rtmp.clone()
+            };
+            std::thread::spawn(move || ffmpeg_rtmp_play(&url, 4, Duration::from_secs(30)))
+        })
+        .collect();
+    let shards = wait_for(
+        "live players of bob on both shards",
+        Duration::from_secs(20),
+        || {
+            let (_, room) = gw.get("/v1/rooms/spread");
+            let mut shards: Vec<u64> = room["egresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["state"] == "live")
+                .filter_map(|s| s["shard"].as_u64())
+                .collect();
+            shards.sort();
+            shards.dedup();
+            shards
+        },
+        |s| s.len() == 2,
+    );
+    eprintln!("players on shards {shards:?}");
+    for p in players {
+        let (video, audio, log) = p.join().unwrap();
+        assert!(video >= 80, "decoded {video} video frames:\n{log}");
+        assert!(audio >= 130, "decoded {audio} audio frames:\n{log}");
+    }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -380,6 +380,8 @@ struct TwoShards {
     links: Vec<crate::relay::Link>,
     /// Per shard: what its RTP egresses were sent (egress, sequence number).
     sent: Vec<Vec<(Handle, u16)>>,
+    /// Per shard: its outputs that are not for the other shard.
+    outputs: Vec<Vec<Output>>,
 }
 
 impl TwoShards {
@@ -397,6 +399,7 @@ impl TwoShards {
             cores,
             links: crate::relay::mesh(2, 64),
             sent: vec![Vec::new(), Vec::new()],
+            outputs: vec![Vec::new(), Vec::new()],
         }
     }
 
@@ -427,8 +430,11 @@ impl TwoShards {
         for _ in 0..8 {
             for s in 0..2 {
                 while let Some(o) = self.cores[s].poll_output() {
-                    if let Output::Relay { to, msg } = o {
-                        self.links[s].send(to, msg);
+                    match o {
+                        Output::Relay { to, msg } => {
+                            self.links[s].send(to, msg);
+                        }
+                        o => self.outputs[s].push(o),
                     }
                 }
             }
@@ -500,12 +506,12 @@ fn one_room_over_two_shards() {
         .unwrap();
     let player = t.cores[1].add_egress(crate::fuzz::egress(20)).unwrap();
     t.settle(now);
-    // An RTMP player accepted by the shard that holds the replica goes to
-    // the owner, where the room's streams are.
+    // An RTMP player of the room's program accepted by the shard that
+    // holds the replica goes to the owner, where the program is.
     let mut st = ConnState::default();
     st.conn = Conn::new_after_handshake();
     t.cores[1].rtmp_insert(7, st);
-    rtmp(&mut t.cores[1], 7, "play", &format!("{room_name}/cam"));
+    rtmp(&mut t.cores[1], 7, "play", &room_name);
     let handed = std::iter::from_fn(|| t.cores[1].poll_output()).any(|o| {
         matches!(
             o,
@@ -518,7 +524,7 @@ fn one_room_over_two_shards() {
     });
     assert!(
         handed,
-        "an RTMP player of a replica room is handed to the owner"
+        "a program's player of a replica room is handed to the owner"
     );
     let src: SocketAddrV4 = "127.0.0.1:5000".parse().unwrap();
     for seq in 100..110u16 {
@@ -579,4 +585,103 @@ fn one_room_over_two_shards() {
     t.cores[1].remove_session(now, SessionId::new(20));
     t.settle(now);
     assert_eq!(t.cores[0].relay_targets(&inbound, &mut announce), 0);
+}
+
+/// A room name whose owner, of two shards, is shard 0.
+fn room_of_shard_0() -> String {
+    (0..)
+        .map(|i| format!("room{i}"))
+        .find(|n| room_shard(n, 2) == 0)
+        .unwrap()
+}
+
+/// An RTMP video message (FLV body `body`) on chunk stream 6.
+fn flv_video(body: &[u8]) -> Vec<u8> {
+    let mut flv = Vec::new();
+    write_message(&mut flv, 6, 0, types::VIDEO, 1, body, 128);
+    flv
+}
+
+/// An RTMP player accepted by a shard that does not own the room plays
+/// there: its shard asks the owner once, gets the stream's headers and GOP,
+/// then each message as the owner's own players get it; a player of
+/// someone not in the room is refused with the owner's reason; the last
+/// player leaving ends the relay.
+#[test]
+fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
+    let mut t = TwoShards::new();
+    let now = Instant::now();
+    let name = room_of_shard_0();
+    // Only the owner has the room; the player's shard learns it from the answer.
+    t.cores[0].add_room(RoomSpec {
+        room: ROOM,
+        name: name.clone(),
+    });
+    for (s, idx) in [(0, 8), (1, 7), (1, 9), (1, 10)] {
+        let mut st = ConnState::default();
+        st.conn = Conn::new_after_handshake();
+        t.cores[s].rtmp_insert(idx, st);
+    }
+    rtmp(&mut t.cores[0], 8, "publish", &format!("{name}/bob"));
+    let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
+    let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
+    config.extend_from_slice(&sps);
+    config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
+    let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
+    let delta = [0x27, 1, 0, 0, 0, 0, 0, 0, 3, 0x41, 0x9a, 0x00];
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&config));
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&key));
+    t.settle(now);
+    t.outputs[0].clear();
+
+    rtmp(&mut t.cores[1], 7, "play", &format!("{name}/bob"));
+    rtmp(&mut t.cores[1], 10, "play", &format!("{name}/bob"));
+    rtmp(&mut t.cores[1], 9, "play", &format!("{name}/carol"));
+    assert!(!t.cores[1].rtmp_is_set_up(7), "waits for the owner");
+    t.settle(now);
+    assert!(t.cores[1].rtmp_is_set_up(7) && t.cores[1].rtmp_is_set_up(10));
+    let handed = t.outputs[1]
+        .iter()
+        .any(|o| matches!(o, Output::Rtmp(Action::Handoff { .. })));
+    assert!(!handed, "players stay where they were accepted");
+    let refused = t.outputs[1].iter().any(|o| {
+        matches!(o, Output::Rtmp(Action::Close { idx: 9, why, .. }) if why.contains("no participant \"carol\""))
+    });
+    assert!(refused, "{:?}", t.outputs[1]);
+    for idx in [7, 10] {
+        let v = videos(&mut t.cores[1], idx);
+        assert!(v.iter().any(|b| b[..2] == [0x17, 0]), "config: {v:?}");
+        assert!(v.iter().any(|b| b[..2] == [0x17, 1]), "keyframe: {v:?}");
+    }
+    // The room is a replica on the player's shard now.
+    assert!(t.cores[1].router.room_by_name(&name).is_some());
+    assert!(!t.cores[1].router.owns(ROOM));
+
+    // Live media follows, once per shard, to each player there.
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&delta));
+    let relayed = std::iter::from_fn(|| t.cores[0].poll_output())
+        .filter(|o| matches!(o, Output::Relay { to: 1, .. }))
+        .count();
+    assert_eq!(
+        relayed, 1,
+        "one message to the other shard, whatever its players"
+    );
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&delta));
+    t.settle(now);
+    for idx in [7, 10] {
+        let v = videos(&mut t.cores[1], idx);
+        assert_eq!(v.len(), 1, "the second delta frame: {v:?}");
+        assert_eq!(v[0][..2], [0x27, 1]);
+    }
+
+    // Both players leave: the owner relays nothing more.
+    t.cores[1].rtmp_remove(now, 7);
+    t.settle(now);
+    t.cores[1].rtmp_remove(now, 10);
+    t.settle(now);
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&delta));
+    let relayed = std::iter::from_fn(|| t.cores[0].poll_output())
+        .filter(|o| matches!(o, Output::Relay { .. }))
+        .count();
+    assert_eq!(relayed, 0);
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gateway_ring::msg::MediaKind;
+use gateway_ring::msg::{MediaKind, RoomSpec};
 use gateway_ring::RoomId;
 
 use crate::media::{Inbound, Source};
@@ -163,6 +163,28 @@ impl Core {
             Message::TrackDown { source, .. } => self.router.remove_relayed(*source),
             Message::KeyframeWanted { source } => self.router.request_keyframe_of(now, *source),
             Message::Nack { source, seq } => self.router.nack_publisher(*source, *seq),
+            Message::FlvSubscribed {
+                room_name, room, ..
+            } => {
+                // The room, for this shard: a replica (its deletion closes
+                // the players here).
+                let spec = RoomSpec {
+                    room: *room,
+                    name: room_name.clone(),
+                };
+                if self.router.room_by_name(room_name).is_none() {
+                    self.router.add_room(spec, Some(from));
+                }
+                self.rtmp_input(now, |hub, rooms, actions| {
+                    hub.on_relay_message(now, from, msg, rooms, actions)
+                });
+            }
+            Message::FlvSubscribe { .. }
+            | Message::FlvRefused { .. }
+            | Message::Flv { .. }
+            | Message::FlvUnsubscribe { .. } => self.rtmp_input(now, |hub, rooms, actions| {
+                hub.on_relay_message(now, from, msg, rooms, actions)
+            }),
         }
         self.collect(now);
     }

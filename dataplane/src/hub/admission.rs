@@ -100,8 +100,11 @@ impl Hub {
                         return self.reject(idx, code, 403, &why, actions);
                     }
                 };
-                let room = match rooms.place(&addr.room) {
-                    Place::Local(room) => room,
+                // Ok: the room is here; Err: its owner, another shard,
+                // relays the stream a player here asks for.
+                let here: Result<RoomId, u32> = match rooms.place(&addr.room) {
+                    Place::Local(room) => Ok(room),
+                    Place::Remote(shard) if !publish && addr.name.is_some() => Err(shard),
                     Place::Remote(shard) => {
                         actions.rtmp(Action::Handoff {
                             idx,
@@ -111,7 +114,7 @@ impl Hub {
                         return;
                     }
                     Place::Missing if publish => match rooms.create(&addr.room) {
-                        Some(room) => room,
+                        Some(room) => Ok(room),
                         None => {
                             let why = format!(
                                 "no room {:?}, and creating rooms on publish is off",
@@ -154,10 +157,18 @@ impl Hub {
                     st.name = me.clone();
                 }
                 let parts = rooms.participants();
-                if publish {
-                    self.start_publish(now, idx, room, &addr, &me, generated, parts, actions);
-                } else {
-                    self.start_play(now, idx, room, &addr, &me, generated, parts, actions);
+                match (here, &addr.name) {
+                    (Ok(room), _) if publish => {
+                        self.start_publish(now, idx, room, &addr, &me, generated, parts, actions)
+                    }
+                    (Ok(room), _) => {
+                        self.start_play(now, idx, room, &addr, &me, generated, parts, actions)
+                    }
+                    (Err(owner), Some(name)) => {
+                        let shown = format!("{}/{name}", addr.room);
+                        self.play_relayed(now, idx, owner, &addr.room, name, shown, parts, actions)
+                    }
+                    (Err(_), None) => unreachable!("only a named play is relayed"),
                 }
             }
             Event::Media(m) => self.on_media(now, idx, m, rooms.participants(), actions),
@@ -288,15 +299,15 @@ impl Hub {
         // NAME's stream, whoever publishes it: NAME must be in the room (a
         // session of any kind); its stream waits for NAME to publish (again).
         if let Some(name) = &addr.name {
-            if parts.find(room, name).is_none() {
+            let Some(pid) = parts.find(room, name) else {
                 let why = format!("no participant {name:?} in room {:?}", addr.room);
                 return self.reject(idx, "NetStream.Play.StreamNotFound", 404, &why, actions);
-            }
+            };
+            let shown = format!("{}/{name}", addr.room);
+            let key = participant_key(name);
+            return self.begin_play(now, idx, room, &shown, name, pid, key, parts, actions);
         }
-        let shown = match &addr.name {
-            Some(n) => format!("{}/{n}", addr.room),
-            None => addr.room.clone(),
-        };
+        let shown = addr.room.clone();
         if let Some(st) = self.conns.get_mut(&idx) {
             if st.http {
                 st.queue.push_control(http::stream_head());
@@ -307,23 +318,10 @@ impl Hub {
         }
         self.announce(now, idx, room, Direction::Subscribe);
         self.flush_conn(idx, actions);
-        match &addr.name {
-            Some(name) => {
-                // Held while this player lives, so NAME's stream (and id)
-                // outlast a publisher that reconnects.
-                let pid = parts.join(room, name);
-                if let Some(st) = self.conns.get_mut(&idx) {
-                    st.joined = Some(pid);
-                }
-                self.attach_player(now, idx, room, pid, participant_key(name), actions);
-            }
-            // Anonymous players (a generated name) share one program,
-            // which leaves nobody out.
-            None => {
-                let me = if generated { "" } else { me };
-                self.attach_program(now, idx, room, me, parts, actions)
-            }
-        }
+        // The room's program. Anonymous players (a generated name) share
+        // one, which leaves nobody out.
+        let me = if generated { "" } else { me };
+        self.attach_program(now, idx, room, me, parts, actions)
     }
 }
 

@@ -37,6 +37,9 @@ pub(super) enum Role {
         room: RoomId,
         program: u64,
     },
+    /// Waits for the owner of its room, another shard, to answer for the
+    /// stream it asked to play (see `relay.rs`); still in set-up.
+    Waiting,
 }
 
 /// One connection's protocol state and send queue; moves between shards
@@ -188,8 +191,11 @@ impl Hub {
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.players.retain(|&p| p != idx);
                 }
-                self.forget_if_unused(stream, parts);
+                if !self.forget_replica_if_unplayed(stream, parts) {
+                    self.forget_if_unused(stream, parts);
+                }
             }
+            Role::Waiting => self.stop_waiting(idx),
             Role::Program { program, .. } => {
                 let Some(p) = self.programs.get_mut(&program) else {
                     return;
@@ -397,7 +403,9 @@ impl Hub {
 
     /// Whether connection `idx` publishes or plays (set-up done).
     pub fn is_set_up(&self, idx: u32) -> bool {
-        self.conns.get(&idx).is_some_and(|c| c.role != Role::New)
+        self.conns
+            .get(&idx)
+            .is_some_and(|c| !matches!(c.role, Role::New | Role::Waiting))
     }
 
     /// Whether connection `idx` publishes.
@@ -424,6 +432,10 @@ impl Hub {
         }
         for pid in pids {
             if let Some(s) = self.streams.remove(&pid) {
+                if let Some(origin) = s.origin {
+                    self.replicas.remove(&origin);
+                    self.replica_names.retain(|_, &mut l| l != pid);
+                }
                 conns.extend(s.publisher.into_iter().chain(s.players));
                 self.out.push(Output::Transcode {
                     job: Job::Reset { stream: pid },

@@ -3,9 +3,11 @@
 //!
 //! The shard owns the sockets and calls in with bytes and closures; the hub
 //! answers with [`Action`]s and leaves bytes in each connection's
-//! [`PlayerQueue`] (taken with [`Hub::queue`]). A room lives on one shard; a
-//! connection that names a room of another shard is handed over to it with
-//! the event that named it.
+//! [`PlayerQueue`] (taken with [`Hub::queue`]). A room lives on one shard,
+//! its owner. A publisher, or a player of the room's program, that names a
+//! room of another shard is handed over to it with the event that named
+//! it; a player of a participant's stream plays where it was accepted,
+//! from a replica of the stream that the owner relays (`relay.rs`).
 //!
 //! Streams are per participant ([`ParticipantId`]): whoever publishes as NAME (RTMP,
 //! or WebRTC/RTP bridged here) feeds NAME's stream, with its own GOP cache,
@@ -26,7 +28,8 @@
 //! play let in or refused, and started), `streams` (each participant's
 //! stream and its players), `program` (each room's active-speaker view and
 //! its mix), `rtp_to_flv` (WebRTC/RTP publishers for RTMP players),
-//! `flv_to_rtp` (RTMP publishers for WebRTC players) and `timers` (what
+//! `flv_to_rtp` (RTMP publishers for WebRTC players), `relay` (streams
+//! for players on other shards, and their replicas) and `timers` (what
 //! is due with no packet: [`Hub::poll_timeout`], [`Hub::handle_timeout`]).
 
 use std::collections::HashMap;
@@ -44,6 +47,7 @@ mod connections;
 mod fixtures;
 mod flv_to_rtp;
 mod program;
+mod relay;
 mod rtp_to_flv;
 mod streams;
 mod timers;
@@ -131,6 +135,13 @@ pub struct Hub {
     /// RTMP publishers with B-frames whose video this shard may re-encode
     /// for WebRTC players at once (0 when the feature is not built in).
     pub bframe_reencodes: u32,
+    /// Streams of other shards' rooms relayed here for this shard's
+    /// players (see `relay.rs`): by (owner, the owner's stream id), and by
+    /// (room name, participant name); the players waiting for an owner's
+    /// answer (a key here: the owner was asked).
+    replicas: HashMap<(u32, ParticipantId), ParticipantId>,
+    replica_names: HashMap<(String, String), ParticipantId>,
+    waiting: HashMap<(String, String), relay::Waiting>,
 }
 
 impl Hub {
@@ -155,6 +166,9 @@ impl Hub {
             wall: None,
             limits: ConnLimits::default(),
             bframe_reencodes: 0,
+            replicas: HashMap::new(),
+            replica_names: HashMap::new(),
+            waiting: HashMap::new(),
         }
     }
 

@@ -47,6 +47,11 @@ pub(super) struct Stream {
     pub(super) last_video: Option<(Instant, u32)>,
     /// Its `onMetaData`, written from what passes through.
     meta: Meta,
+    /// The shards its messages are relayed to, a bit each (their players
+    /// play their replicas of it; see `relay.rs`).
+    pub(super) relays: u64,
+    /// A replica: the owner shard of its room, and the stream's id there.
+    pub(super) origin: Option<(u32, ParticipantId)>,
 }
 
 impl Stream {
@@ -76,6 +81,8 @@ impl Hub {
             watchers: Vec::new(),
             last_video: None,
             meta: Meta::default(),
+            relays: 0,
+            origin: None,
         })
     }
 
@@ -86,6 +93,7 @@ impl Hub {
             s.publisher.is_none()
                 && s.players.is_empty()
                 && s.watchers.is_empty()
+                && s.relays == 0
                 && !parts.is_publishing(pid)
         });
         if unused {
@@ -259,12 +267,35 @@ impl Hub {
         }
     }
 
-    /// [`Self::deliver`] once the metadata is dealt with.
-    fn send_on(&mut self, now: Instant, pid: ParticipantId, m: Media, actions: &mut Outputs) {
+    /// [`Self::deliver`] once the metadata is dealt with (and what a
+    /// replica is relayed): cached, to every player, to the shards with
+    /// players of it, to the programs that show it.
+    pub(super) fn send_on(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        m: Media,
+        actions: &mut Outputs,
+    ) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
         };
         s.cache.on_media(&m);
+        let mut relays = s.relays;
+        while relays != 0 {
+            let to = relays.trailing_zeros();
+            relays &= relays - 1;
+            self.out.push(Output::Relay {
+                to,
+                msg: crate::relay::Message::Flv {
+                    stream: pid,
+                    media: m.clone(),
+                },
+            });
+        }
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
         if m.type_id == types::VIDEO {
             s.last_video = Some((now, m.timestamp));
         }
