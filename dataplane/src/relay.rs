@@ -23,7 +23,8 @@
 //! is always read before the packets it announces. A full lane drops (and
 //! counts) what does not fit rather than wait: the link is loopback memory,
 //! so it fills only when the watcher is far behind, and a video player
-//! recovers at the next keyframe as from any loss. A sender rings the
+//! recovers at the next keyframe as from any loss (counted as the
+//! `relay_lane` limit). A sender rings the
 //! receiver's doorbell once per turn it sent something ([`Link::wake`]).
 
 use gateway_ring::RoomId;

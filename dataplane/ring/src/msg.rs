@@ -8,7 +8,7 @@ use crate::ids::{RoomId, SessionId};
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 9;
+pub const MSG_VERSION: u8 = 10;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -444,10 +444,14 @@ pub enum Limit {
     /// timeout: silent for a while, its place went to a new connection from
     /// its address, which was at `--rtmp-max-nonplaying-per-ip`.
     RtmpSetupStalled = 6,
+    /// A packet or message for another shard dropped: the lane to it was
+    /// full (that shard is far behind; its players recover at the next
+    /// keyframe).
+    RelayLane = 7,
 }
 
 impl Limit {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [Limit; Self::COUNT] = [
         Limit::RtmpConns,
         Limit::RtmpNonplayingPerIp,
@@ -456,6 +460,7 @@ impl Limit {
         Limit::RtmpMemory,
         Limit::TranscodeQueue,
         Limit::RtmpSetupStalled,
+        Limit::RelayLane,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -466,6 +471,7 @@ impl Limit {
             Limit::RtmpMemory => "rtmp_memory",
             Limit::TranscodeQueue => "transcode_queue",
             Limit::RtmpSetupStalled => "rtmp_setup_stalled",
+            Limit::RelayLane => "relay_lane",
         }
     }
 }
@@ -1319,7 +1325,7 @@ mod tests {
                 busy_us: 99,
                 udp_sends: 10,
                 udp_datagrams: 30,
-                limits: [31, 32, 33, 34, 35, 37, 38],
+                limits: [31, 32, 33, 34, 35, 37, 38, 39],
                 panics: 36,
             }),
             Event::ResyncDone { epoch: 4 },

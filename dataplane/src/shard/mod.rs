@@ -1188,6 +1188,8 @@ impl Shard {
         for (total, hub) in turns.limits.iter_mut().zip(self.core.rtmp_limit_hits()) {
             *total += hub;
         }
+        turns.limits[gateway_ring::msg::Limit::RelayLane as usize] +=
+            self.relay.as_ref().map_or(0, |l| l.dropped);
         self.outbox.push_back(Event::Shard(turns));
         for k in 0..self.stats.len() {
             self.outbox.push_back(Event::Stats(self.stats[k]));
