@@ -373,108 +373,7 @@ fn poll_timeout_is_the_earlier_of_the_tick_and_a_parts_deadline() {
     assert_eq!(s.bridge_gaps_given_up, 1);
 }
 
-/// Two shards' cores and the links between them, driven like the shards
-/// drive them (see `shard/relay.rs`), on virtual time.
-struct TwoShards {
-    cores: Vec<Core>,
-    links: Vec<crate::relay::Link>,
-    /// Per shard: what its RTP egresses were sent (egress, sequence number).
-    sent: Vec<Vec<(Handle, u16)>>,
-    /// Per shard: its outputs that are not for the other shard.
-    outputs: Vec<Vec<Output>>,
-}
-
-impl TwoShards {
-    fn new() -> TwoShards {
-        let cores = (0..2)
-            .map(|shard| {
-                let mut c = core();
-                c.cfg.shard = shard;
-                c.cfg.shards = 2;
-                c.router = Router::new(&c.cfg.limits, shard);
-                c
-            })
-            .collect();
-        TwoShards {
-            cores,
-            links: crate::relay::mesh(2, 64),
-            sent: vec![Vec::new(), Vec::new()],
-            outputs: vec![Vec::new(), Vec::new()],
-        }
-    }
-
-    /// What shard `s` fans out of `inbound` (plaintext `pkt`): to the
-    /// watchers first, then to its own egresses.
-    fn fan_out(&mut self, s: usize, inbound: &Inbound, pkt: &[u8]) {
-        let mut announce = Vec::new();
-        let shards = self.cores[s].relay_targets(inbound, &mut announce);
-        for (to, msg) in announce {
-            self.links[s].send(to, msg);
-        }
-        self.links[s].send_packet(shards, inbound, pkt);
-        for e in self.cores[s].egresses(inbound.room).to_vec() {
-            let mut buf = pkt.to_vec();
-            buf.resize(pkt.len() + crate::srtp::MAX_TRAILER, 0);
-            if let Some((n, _)) = self.cores[s].prepare_egress(Instant::now(), e, inbound, &mut buf)
-            {
-                let seq = u16::from_be_bytes([buf[2], buf[3]]);
-                assert!(n >= 12);
-                self.sent[s].push((e, seq));
-            }
-        }
-    }
-
-    /// Moves what each shard queued for the other, and what each read,
-    /// until nothing is left.
-    fn settle(&mut self, now: Instant) {
-        for _ in 0..8 {
-            for s in 0..2 {
-                while let Some(o) = self.cores[s].poll_output() {
-                    match o {
-                        Output::Relay { to, msg } => {
-                            self.links[s].send(to, msg);
-                        }
-                        o => self.outputs[s].push(o),
-                    }
-                }
-            }
-            let mut got = Vec::new();
-            for s in 0..2 {
-                self.links[s].drain(crate::relay::DRAIN_BUDGET, |from, item| {
-                    got.push((
-                        s,
-                        from,
-                        match item {
-                            crate::relay::Item::Message(m) => Err(m.clone()),
-                            crate::relay::Item::Packet(p) => Ok((p.inbound, p.payload().to_vec())),
-                        },
-                    ))
-                });
-            }
-            if got.is_empty() {
-                return;
-            }
-            for (s, from, item) in got {
-                match item {
-                    Err(m) => self.cores[s].handle_relay_message(now, from, &m),
-                    Ok((inbound, data)) => {
-                        let pkt = crate::relay::Packet {
-                            inbound,
-                            data: {
-                                let mut d = [0; crate::rtp::MAX_PACKET];
-                                d[..data.len()].copy_from_slice(&data);
-                                d
-                            },
-                        };
-                        if let Some(i) = self.cores[s].handle_relayed(now, from, &pkt) {
-                            self.fan_out(s, &i, &data);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
+use crate::fuzz::two_shards::{room_of_shard_0, TwoShards};
 
 /// One room over two shards: its owner has the publisher, the other shard
 /// a player. The player's shard watches the room once the player is
@@ -485,13 +384,10 @@ impl TwoShards {
 /// relays nothing more.
 #[test]
 fn one_room_over_two_shards() {
-    let mut t = TwoShards::new();
+    let mut t = TwoShards::new(Instant::now(), 64);
     let now = Instant::now();
     // A room name the owner of which is shard 0.
-    let name = (0..)
-        .map(|i| format!("room{i}"))
-        .find(|n| room_shard(n, 2) == 0)
-        .unwrap();
+    let name = room_of_shard_0();
     let room_name = name.clone();
     let spec = RoomSpec { room: ROOM, name };
     assert_eq!(t.cores[0].add_room(spec.clone()), Outcome::Ok);
@@ -533,7 +429,7 @@ fn one_room_over_two_shards() {
             .handle_datagram(now, ingest, src, &mut p)
             .expect("media");
         let plain = p[..inbound.len].to_vec();
-        t.fan_out(0, &inbound, &plain);
+        t.fan_out(0, now, &inbound, &plain);
         t.settle(now);
     }
     // Every packet reached the player on the other shard, in order, on one
@@ -587,14 +483,6 @@ fn one_room_over_two_shards() {
     assert_eq!(t.cores[0].relay_targets(&inbound, &mut announce), 0);
 }
 
-/// A room name whose owner, of two shards, is shard 0.
-fn room_of_shard_0() -> String {
-    (0..)
-        .map(|i| format!("room{i}"))
-        .find(|n| room_shard(n, 2) == 0)
-        .unwrap()
-}
-
 /// An RTMP video message (FLV body `body`) on chunk stream 6.
 fn flv_video(body: &[u8]) -> Vec<u8> {
     let mut flv = Vec::new();
@@ -609,7 +497,7 @@ fn flv_video(body: &[u8]) -> Vec<u8> {
 /// player leaving ends the relay.
 #[test]
 fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
-    let mut t = TwoShards::new();
+    let mut t = TwoShards::new(Instant::now(), 64);
     let now = Instant::now();
     let name = room_of_shard_0();
     // Only the owner has the room; the player's shard learns it from the answer.

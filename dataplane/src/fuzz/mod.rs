@@ -17,6 +17,8 @@ use gateway_ring::msg::{
 };
 use gateway_ring::{RoomId, SessionId};
 
+pub mod two_shards;
+
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
 use crate::router::Router;
 use crate::srtp::{SrtpContext, MAX_TRAILER};
