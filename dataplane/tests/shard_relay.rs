@@ -1,6 +1,7 @@
 //! A shard on a real io_uring, driven through a real shared-memory region:
 //! commands in, RTP through loopback sockets, events and counters out; and
-//! proof that forwarding a packet allocates nothing on the shard's thread.
+//! proof that forwarding a packet allocates nothing on the shard's thread,
+//! nor on two shards that serve one room.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -21,15 +22,18 @@ use gateway_ring::{Consumer, Producer, Region, RoomId, SessionId};
 struct CountingAlloc;
 
 static SHARD_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// The two shards of the two-shard test (tests of this file run in parallel).
+static PAIR_ALLOCS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// Which counter this thread's allocations go to, if any.
+    static COUNTED: Cell<Option<&'static AtomicU64>> = const { Cell::new(None) };
 }
 
 fn count() {
     // `try_with`: the thread-local may be gone while a thread exits.
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
-        SHARD_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if let Some(counter) = COUNTED.try_with(Cell::get).ok().flatten() {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -122,7 +126,7 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
     };
     let s = stop.clone();
     let thread = std::thread::spawn(move || {
-        COUNTED.set(count_allocs);
+        COUNTED.set(count_allocs.then_some(&SHARD_ALLOCS));
         run_shard(cfg, s).unwrap()
     });
     let mut cmd = region.command_producer(0);
@@ -389,4 +393,201 @@ fn forwarding_allocates_nothing_on_the_shard_thread() {
     r.thread.join().unwrap();
     drop(r.region);
     std::fs::remove_file(r.path).unwrap();
+}
+
+/// One room over two shards on real io_urings: the room's SRTP ingest on
+/// its owner (shard 0), an SRTP egress there and a plain one on shard 1,
+/// which watches the room; the owner relays each packet over the lane and
+/// rings shard 1's doorbell. Both egresses get every packet, in order, and
+/// in steady state neither shard's thread allocates.
+#[test]
+fn one_room_over_two_shards_relays_every_packet_without_allocating() {
+    let path = std::env::temp_dir().join(format!("gw-pair-{}", std::process::id()));
+    let region = Region::create(&path, 2).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut links: Vec<_> = dataplane::relay::mesh(2, dataplane::relay::LANE_SLOTS)
+        .into_iter()
+        .map(|mut link| {
+            let wakers = (0..2)
+                .map(|j| {
+                    let bell = region.doorbell(j);
+                    Some(Box::new(move || bell.ring()) as dataplane::relay::Wake)
+                })
+                .collect();
+            link.set_wakers(wakers);
+            Some(link)
+        })
+        .collect();
+    let threads: Vec<_> = (0..2u32)
+        .map(|index| {
+            let cfg = ShardConfig {
+                relay: links[index as usize].take(),
+                index,
+                bind_ip: Ipv4Addr::LOCALHOST,
+                region: region.clone(),
+                epoch: 1,
+                core: None,
+                dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
+                rtmp: None,
+                gso: true,
+                limits: Default::default(),
+                panic_triggers: false,
+            };
+            let s = stop.clone();
+            std::thread::spawn(move || {
+                COUNTED.set(Some(&PAIR_ALLOCS));
+                run_shard(cfg, s).unwrap()
+            })
+        })
+        .collect();
+    let name = (0..)
+        .map(|i| format!("pair{i}"))
+        .find(|n| gateway_ring::msg::room_shard(n, 2) == 0)
+        .unwrap();
+    let key = SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[5; 28]).unwrap();
+    let (ing_port, e0_port, e1_port) = (free_port(), free_port(), free_port());
+    let rx0 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rx1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for r in [&rx0, &rx1] {
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        roomy(r);
+    }
+    let room = RoomId::new(1);
+    let egress = |id: u64, port: u16, rx: &UdpSocket, srtp: Option<SrtpKey>| {
+        Command::CreateEgress(EgressSpec {
+            session: SessionId::new(id),
+            room,
+            port,
+            dest_ip: [127, 0, 0, 1],
+            dest_port: rx.local_addr().unwrap().port(),
+            srtp,
+            created_ms: 0,
+        })
+    };
+    let commands = [
+        vec![
+            Command::CreateRoom(RoomSpec {
+                room,
+                name: name.clone(),
+            }),
+            Command::CreateIngest(IngestSpec {
+                session: SessionId::new(10),
+                room,
+                port: ing_port,
+                kind: MediaKind::Video,
+                payload_type: 100,
+                clock_rate: 90_000,
+                srtp: Some(key),
+                created_ms: 0,
+                participant: "cam".into(),
+            }),
+            egress(11, e0_port, &rx0, Some(key)),
+        ],
+        vec![
+            Command::CreateRoom(RoomSpec { room, name }),
+            egress(12, e1_port, &rx1, None),
+        ],
+    ];
+    for (shard, cmds) in commands.into_iter().enumerate() {
+        let mut cmd = region.command_producer(shard as u32);
+        let mut evt = region.event_consumer(shard as u32);
+        for c in cmds {
+            let request = c.request().expect("a command answered with Done");
+            cmd.push(&c).unwrap();
+            let e = wait_event(
+                &mut evt,
+                |e| matches!(e, Event::Done { request: r, .. } if *r == request),
+            );
+            assert!(
+                matches!(
+                    e,
+                    Event::Done {
+                        outcome: Outcome::Ok,
+                        ..
+                    }
+                ),
+                "shard {shard}: {e:?}"
+            );
+        }
+    }
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sender = dataplane::srtp::SrtpContext::new(&key);
+    let mut receiver = dataplane::srtp::SrtpContext::new(&key);
+    let mut buf = [0u8; 2048];
+    // The other shard watches once its egress is there: the first packets
+    // may be fanned out before the owner read the watch, so warm up until
+    // both get packets, then count.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seq = 0u32;
+    loop {
+        let p = srtp_packet(&mut sender, seq as u16);
+        seq += 1;
+        tx.send_to(&p, ("127.0.0.1", ing_port)).unwrap();
+        rx0.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        rx1.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let got0 = rx0.recv(&mut buf).is_ok();
+        if got0 && rx1.recv(&mut buf).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other shard never got the room's media"
+        );
+    }
+    rx0.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    rx1.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Each egress numbers its stream continuously, from wherever it began.
+    let mut last1: Option<u16> = None;
+    let mut forward = |from: u32, count: u32| {
+        for burst in (from..from + count).step_by(50) {
+            for seq in burst..burst + 50 {
+                let p = srtp_packet(&mut sender, seq as u16);
+                tx.send_to(&p, ("127.0.0.1", ing_port)).unwrap();
+            }
+            for _ in 0..50 {
+                let n = rx1
+                    .recv(&mut buf)
+                    .expect("the other shard's egress gets every packet");
+                assert_eq!(n, 1012, "plain RTP as sent");
+                let out = u16::from_be_bytes([buf[2], buf[3]]);
+                if let Some(prev) = last1 {
+                    assert_eq!(out, prev.wrapping_add(1), "in order, none missing");
+                }
+                last1 = Some(out);
+                let n = rx0
+                    .recv(&mut buf)
+                    .expect("the owner's egress gets every packet");
+                let plain = receiver
+                    .unprotect_rtp(&mut buf[..n])
+                    .expect("SRTP as keyed");
+                assert_eq!(plain, 1012);
+            }
+        }
+    };
+    // Steady state: caches, lanes, batches at their working size.
+    forward(seq, 2000);
+    let before = PAIR_ALLOCS.load(Ordering::Relaxed);
+    assert!(before > 0, "the counter sees the shards' start-up");
+    const N: u32 = 10_000;
+    forward(seq + 2000, N);
+    let allocs = PAIR_ALLOCS.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "{allocs} allocations on two shards for {N} packets in, {} out (one relayed each)",
+        2 * N
+    );
+    assert!(
+        allocs < 1,
+        "the shards allocated {allocs} times for {N} packets of one room over two shards"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for i in 0..2 {
+        region.doorbell(i).ring();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(region);
+    std::fs::remove_file(path).unwrap();
 }

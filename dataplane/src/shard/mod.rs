@@ -330,7 +330,8 @@ impl Shard {
             spill: Vec::with_capacity(SQ_ENTRIES as usize * 4),
             fanout: Vec::new(),
             held: Vec::with_capacity(HOLD_MAX),
-            stats: Vec::new(),
+            // The most a report takes of UDP sessions: never grown on the media path.
+            stats: Vec::with_capacity(1024),
             next_stats: Instant::now(),
             dtls,
             transcode,
