@@ -61,6 +61,12 @@ pub struct Args {
     /// only: nginx-rtmp has no HTTP-FLV, so --baseline runs the RTMP ones).
     #[arg(long, default_value_t = 0)]
     flv_players: u32,
+    /// Scenario rtmp: publish and play a participant's stream
+    /// (`ROOM/pub`) rather than the room (`ROOM`, its program). Players of
+    /// a stream play on the shard that accepted them; a program's players
+    /// are handed over to the room's shard.
+    #[arg(long)]
+    stream: bool,
     #[arg(long, default_value = "fanout")]
     scenario: String,
     /// Publishers (audio: 10).

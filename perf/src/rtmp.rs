@@ -220,7 +220,11 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let tags = Arc::new(flv::read_tags(&flv::clip(&dir)?)?);
     let room = format!("loadgen-rtmp-{}", std::process::id());
     api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
-    let gw = drive(addr, flv, &room, &tags, args, pid);
+    let key = match args.stream {
+        true => format!("{room}/pub"),
+        false => room.clone(),
+    };
+    let gw = drive(addr, flv, &key, &tags, args, pid);
     let _ = api.call("DELETE", &format!("/v1/rooms/{room}"), None);
     let (gw, gw_flv) = gw?;
     let mut report = json!({
@@ -228,6 +232,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         "publishers": 1,
         "subscribers": args.subscribers,
         "flv_players": args.flv_players,
+        "stream": args.stream,
         "seconds": args.seconds,
         "dataplane_cpu": gw["cpu"],
     });
