@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State as Ext};
@@ -574,42 +574,104 @@ pub(crate) enum Placement {
     Player,
 }
 
-/// The shard a new session of `room` opens on; for a player on another
-/// shard than the owner, the room is made there first (once).
-async fn place(app: &App, room: &str, placement: Placement) -> Result<u32, ApiError> {
-    let (spec, owner, shard, made) = {
-        let st = lock(app);
-        let r = st.rooms.get(room).ok_or_else(|| no_room(room))?;
-        let shard = match placement {
-            Placement::Owner => r.shard,
-            Placement::Player => st.player_shard(r.shard),
-        };
-        let spec = RoomSpec {
-            room: r.id,
-            name: r.name.clone(),
-        };
-        (spec, r.shard, shard, r.replicas & (1 << shard) != 0)
-    };
-    if shard == owner || made {
-        return Ok(shard);
-    }
-    let id = spec.room;
-    match app.link.request(shard, Command::CreateRoom(spec)).await? {
-        Outcome::Ok | Outcome::Exists => {
+/// The shard a new session of `room` opens on (counted as opening there
+/// until [`Opening`] is dropped); for a player on another shard than the
+/// owner, the room is made there first, once: a second player meanwhile
+/// waits for it.
+async fn place(app: &App, room: &str, placement: Placement) -> Result<(u32, Opening), ApiError> {
+    const MADE_WITHIN: Duration = Duration::from_secs(4);
+    let deadline = tokio::time::Instant::now() + MADE_WITHIN;
+    loop {
+        let (spec, shard, opening, make) = {
             let mut st = lock(app);
-            match st.rooms.get_mut(room).filter(|r| r.id == id) {
-                Some(r) => r.replicas |= 1 << shard,
-                None => {
-                    // Deleted meanwhile: so is its replica.
-                    let _ = app.link.send(shard, &Command::DeleteRoom { room: id });
-                    return Err(ApiError::not_found(format!("room {room:?} was deleted")));
+            let r = st.rooms.get(room).ok_or_else(|| no_room(room))?;
+            let shard = match placement {
+                Placement::Owner => r.shard,
+                Placement::Player => st.player_shard(r.shard),
+            };
+            let spec = RoomSpec {
+                room: r.id,
+                name: r.name.clone(),
+            };
+            let bit = 1u64 << shard;
+            let (owner, made, making) = (r.shard, r.replicas & bit != 0, r.making & bit != 0);
+            if shard == owner || made {
+                return Ok((shard, Opening::new(app, shard, &mut st)));
+            }
+            if !making {
+                if let Some(r) = st.rooms.get_mut(room) {
+                    r.making |= bit;
                 }
             }
-            Ok(shard)
+            (spec, shard, Opening::new(app, shard, &mut st), !making)
+        };
+        if !make {
+            // Another request is making it there: wait for that.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::unavailable(format!(
+                    "room {room:?} was not made on shard {shard} in time"
+                )));
+            }
+            drop(opening);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
-        o => Err(ApiError::unavailable(format!(
-            "shard {shard} refused to hold room {room:?} for a player: {o:?}"
-        ))),
+        let id = spec.room;
+        let result = app.link.request(shard, Command::CreateRoom(spec)).await;
+        let mut st = lock(app);
+        let bit = 1u64 << shard;
+        let r = st.rooms.get_mut(room).filter(|r| r.id == id);
+        match (result, r) {
+            (Ok(Outcome::Ok | Outcome::Exists), Some(r)) => {
+                r.making &= !bit;
+                r.replicas |= bit;
+                return Ok((shard, opening));
+            }
+            (Ok(Outcome::Ok | Outcome::Exists), None) => {
+                // Deleted meanwhile: so is its replica.
+                let _ = app.link.send(shard, &Command::DeleteRoom { room: id });
+                return Err(ApiError::not_found(format!("room {room:?} was deleted")));
+            }
+            (outcome, r) => {
+                if let Some(r) = r {
+                    r.making &= !bit;
+                }
+                return Err(match outcome {
+                    Ok(o) => ApiError::unavailable(format!(
+                        "shard {shard} refused to hold room {room:?} for a player: {o:?}"
+                    )),
+                    Err(e) => e,
+                });
+            }
+        }
+    }
+}
+
+/// A session being opened on a shard, counted in [`State::opening`] while
+/// this lives (so a burst of offers spreads before any of them is live).
+pub(crate) struct Opening {
+    state: Arc<Mutex<State>>,
+    shard: u32,
+}
+
+impl Opening {
+    fn new(app: &App, shard: u32, st: &mut State) -> Opening {
+        if let Some(n) = st.opening.get_mut(shard as usize) {
+            *n += 1;
+        }
+        Opening {
+            state: app.state.clone(),
+            shard,
+        }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = st.opening.get_mut(self.shard as usize) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -625,7 +687,8 @@ pub(crate) async fn open_session(
 ) -> Result<(SessionId, u16), ApiError> {
     const ATTEMPTS: usize = 4;
     app.link.check_ready()?;
-    let shard = place(app, room, placement).await?;
+    // Counted as opening on its shard until this returns.
+    let (shard, _opening) = place(app, room, placement).await?;
     for _ in 0..ATTEMPTS {
         let (id, port, cmd, role) = {
             let mut st = lock(app);

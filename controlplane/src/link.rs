@@ -37,7 +37,9 @@ impl ShardHealth {
     }
 }
 
-type Waiters = HashMap<Request, oneshot::Sender<Outcome>>;
+/// Who waits for which shard's answer to which request: by shard too, as
+/// one room is made (or deleted) on several shards.
+type Waiters = HashMap<(u32, Request), oneshot::Sender<Outcome>>;
 
 pub struct Link {
     pub region: Region,
@@ -108,8 +110,19 @@ impl Link {
                 "internal error: the dataplane answers this command with no outcome",
             ));
         };
+        let key = (shard, key);
         let (tx, rx) = oneshot::channel();
-        self.waiters.lock().expect("waiter lock").insert(key, tx);
+        {
+            let mut waiters = self.waiters.lock().expect("waiter lock");
+            if waiters.contains_key(&key) {
+                // Its answer could not be told from the one awaited.
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "the same request to the dataplane is already under way; try again",
+                ));
+            }
+            waiters.insert(key, tx);
+        }
         if let Err(e) = self.send(shard, &cmd) {
             self.waiters.lock().expect("waiter lock").remove(&key);
             return Err(e);
@@ -126,8 +139,13 @@ impl Link {
         }
     }
 
-    fn answer(&self, request: Request, outcome: Outcome) {
-        if let Some(tx) = self.waiters.lock().expect("waiter lock").remove(&request) {
+    fn answer(&self, shard: u32, request: Request, outcome: Outcome) {
+        if let Some(tx) = self
+            .waiters
+            .lock()
+            .expect("waiter lock")
+            .remove(&(shard, request))
+        {
             let _ = tx.send(outcome);
         }
     }
@@ -231,7 +249,7 @@ fn adopt(state: &Mutex<State>, shard: u32, role: Role) {
 
 fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
     match e {
-        Event::Done { request, outcome } => link.answer(request, outcome),
+        Event::Done { request, outcome } => link.answer(shard, request, outcome),
         Event::Stats(s) => state.lock().expect("state lock").update_stats(s),
         Event::Room(spec) => {
             // A shard reports its rooms: its own, and the replicas it holds

@@ -149,8 +149,10 @@ pub struct Room {
     /// The room's owner: its publishers' shard (`room_shard` of its name).
     pub shard: u32,
     /// The other shards the room was made on for their players, a bit
-    /// each (a player goes to the least loaded shard).
+    /// each (a player goes to the least loaded shard), and those it is
+    /// being made on now.
     pub replicas: u64,
+    pub making: u64,
     pub live: Vec<SessionId>,
     pub ended: VecDeque<SessionRecord>,
 }
@@ -226,6 +228,8 @@ pub struct State {
     pub events: crate::events::Events,
     /// Latest loop-turn timing per shard.
     pub shard_stats: Vec<gateway_ring::msg::ShardStats>,
+    /// Per shard: sessions being opened now (placed, not answered yet).
+    pub opening: Vec<usize>,
     /// Participants' signalling connections and messages.
     pub signal: crate::signal::Signal,
     /// The ids we give rooms and sessions.
@@ -305,6 +309,7 @@ impl State {
             retired: vec![Totals::default(); ports.len()],
             events: Default::default(),
             shard_stats: vec![Default::default(); ports.len()],
+            opening: vec![0; ports.len()],
             signal: Default::default(),
             rooms: HashMap::new(),
             room_names: HashMap::new(),
@@ -336,6 +341,7 @@ impl State {
                 name: spec.name.clone(),
                 shard,
                 replicas: 0,
+                making: 0,
                 live: Vec::new(),
                 ended: VecDeque::new(),
             },
@@ -358,7 +364,10 @@ impl State {
     /// relay). Every shard forwards, so a big audience spreads over every
     /// core; a shard whose ports are exhausted is skipped.
     pub fn player_shard(&self, owner: u32) -> u32 {
-        let mut live = vec![0usize; self.ports.len()];
+        // Sessions being opened count too: a burst of offers spreads
+        // before any of them is live.
+        let mut live = self.opening.clone();
+        live.resize(self.ports.len(), 0);
         for s in self.sessions.values() {
             if let Some(n) = live.get_mut(s.shard as usize) {
                 *n += 1;

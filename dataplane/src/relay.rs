@@ -68,29 +68,45 @@ pub enum Message {
     /// A player on the sender misses video packet `seq` of `source`, and
     /// the sender's copy of the track has none: ask the publisher.
     Nack { source: Source, seq: u16 },
-    /// An RTMP or HTTP-FLV player on the sender wants participant `name`'s
-    /// stream of room `room` (by name: the sender may not know the room).
-    FlvSubscribe { room: String, name: String },
+    /// An RTMP or HTTP-FLV player on the sender wants `target` of room
+    /// `room` (by name: the sender may not know the room).
+    FlvSubscribe { room: String, target: FlvTarget },
     /// The answer: the room's id, and the stream's id on the owner (what
-    /// its messages come with). Its headers and GOP follow.
+    /// its messages come with, see [`FlvKey`]). Its headers and GOP follow.
     FlvSubscribed {
         room_name: String,
-        name: String,
+        target: FlvTarget,
         room: RoomId,
-        stream: ParticipantId,
+        stream: FlvKey,
         key: u32,
     },
     /// No such room or participant: the waiting players are refused.
     FlvRefused {
         room: String,
-        name: String,
+        target: FlvTarget,
         why: String,
     },
-    /// A message of stream `stream` (the owner's id), as its players on
-    /// the owner get it.
-    Flv { stream: ParticipantId, media: Media },
+    /// A message of stream `stream`, as its players on the owner get it.
+    Flv { stream: FlvKey, media: Media },
     /// The sender's last player of `stream` left.
-    FlvUnsubscribe { stream: ParticipantId },
+    FlvUnsubscribe { stream: FlvKey },
+}
+
+/// What an RTMP or HTTP-FLV player plays: a participant's stream
+/// (`live/ROOM/NAME`), or the room's program as `me` (`live/ROOM`; empty
+/// for anonymous players, who share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FlvTarget {
+    Stream { name: String },
+    Program { me: String },
+}
+
+/// A relayed FLV stream's id on its owner: a participant's stream, or a
+/// program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlvKey {
+    Stream(ParticipantId),
+    Program(u64),
 }
 
 /// A plaintext RTP packet of a relayed publisher, with its routing facts

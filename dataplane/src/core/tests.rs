@@ -403,25 +403,18 @@ fn one_room_over_two_shards() {
     let player = t.cores[1].add_egress(crate::fuzz::egress(20)).unwrap();
     t.settle(now);
     // An RTMP player of the room's program accepted by the shard that
-    // holds the replica goes to the owner, where the program is.
+    // holds the replica plays there, once the owner answered.
     let mut st = ConnState::default();
     st.conn = Conn::new_after_handshake();
     t.cores[1].rtmp_insert(7, st);
     rtmp(&mut t.cores[1], 7, "play", &room_name);
-    let handed = std::iter::from_fn(|| t.cores[1].poll_output()).any(|o| {
-        matches!(
-            o,
-            Output::Rtmp(Action::Handoff {
-                idx: 7,
-                shard: 0,
-                ..
-            })
-        )
-    });
-    assert!(
-        handed,
-        "a program's player of a replica room is handed to the owner"
-    );
+    assert!(!t.cores[1].rtmp_is_set_up(7));
+    t.settle(now);
+    assert!(t.cores[1].rtmp_is_set_up(7));
+    let handed = t.outputs[1]
+        .iter()
+        .any(|o| matches!(o, Output::Rtmp(Action::Handoff { .. })));
+    assert!(!handed, "{:?}", t.outputs[1]);
     let src: SocketAddrV4 = "127.0.0.1:5000".parse().unwrap();
     for seq in 100..110u16 {
         let mut p = rtp(seq, seq as u32 * 3000, true, &[0x65, 1, 2, 3]);
@@ -505,7 +498,7 @@ fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
         room: ROOM,
         name: name.clone(),
     });
-    for (s, idx) in [(0, 8), (1, 7), (1, 9), (1, 10)] {
+    for (s, idx) in [(0, 8), (1, 7), (1, 9), (1, 10), (1, 11)] {
         let mut st = ConnState::default();
         st.conn = Conn::new_after_handshake();
         t.cores[s].rtmp_insert(idx, st);
@@ -541,6 +534,17 @@ fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
         assert!(v.iter().any(|b| b[..2] == [0x17, 0]), "config: {v:?}");
         assert!(v.iter().any(|b| b[..2] == [0x17, 1]), "keyframe: {v:?}");
     }
+    // A player of the room's program there: the owner makes the program
+    // (it shows bob, the room's publisher) and relays it.
+    rtmp(&mut t.cores[1], 11, "play", &name);
+    t.settle(now);
+    let v = videos(&mut t.cores[1], 11);
+    assert!(
+        v.iter().any(|b| b[..2] == [0x17, 1]),
+        "the program's keyframe: {v:?}"
+    );
+    t.cores[1].rtmp_remove(now, 11);
+    t.settle(now);
     // The room is a replica on the player's shard now.
     assert!(t.cores[1].router.room_by_name(&name).is_some());
     assert!(!t.cores[1].router.owns(ROOM));

@@ -12,6 +12,7 @@ use super::connections::Role;
 use super::{Hub, Place, Rooms};
 use crate::output::{Action, Output, Outputs};
 use crate::participants::{Kinds, Participants, Taken};
+use crate::relay::FlvTarget;
 use crate::rtmp::address::{self, Address};
 use crate::rtmp::conn::{Event, STREAM_ID};
 use crate::rtmp::http;
@@ -101,10 +102,10 @@ impl Hub {
                     }
                 };
                 // Ok: the room is here; Err: its owner, another shard,
-                // relays the stream a player here asks for.
+                // relays the stream (or program) a player here asks for.
                 let here: Result<RoomId, u32> = match rooms.place(&addr.room) {
                     Place::Local(room) => Ok(room),
-                    Place::Remote(shard) if !publish && addr.name.is_some() => Err(shard),
+                    Place::Remote(shard) if !publish => Err(shard),
                     Place::Remote(shard) => {
                         actions.rtmp(Action::Handoff {
                             idx,
@@ -166,9 +167,20 @@ impl Hub {
                     }
                     (Err(owner), Some(name)) => {
                         let shown = format!("{}/{name}", addr.room);
-                        self.play_relayed(now, idx, owner, &addr.room, name, shown, parts, actions)
+                        let target = FlvTarget::Stream { name: name.clone() };
+                        self.play_relayed(
+                            now, idx, owner, &addr.room, target, shown, parts, actions,
+                        )
                     }
-                    (Err(_), None) => unreachable!("only a named play is relayed"),
+                    (Err(owner), None) => {
+                        // Anonymous players (a generated name) share one program.
+                        let me = if generated { "" } else { me.as_str() };
+                        let target = FlvTarget::Program { me: me.to_string() };
+                        let shown = addr.room.clone();
+                        self.play_relayed(
+                            now, idx, owner, &addr.room, target, shown, parts, actions,
+                        )
+                    }
                 }
             }
             Event::Media(m) => self.on_media(now, idx, m, rooms.participants(), actions),
@@ -305,7 +317,7 @@ impl Hub {
             };
             let shown = format!("{}/{name}", addr.room);
             let key = participant_key(name);
-            return self.begin_play(now, idx, room, &shown, name, pid, key, parts, actions);
+            return self.begin_play(now, idx, room, &shown, Some(name), pid, key, parts, actions);
         }
         let shown = addr.room.clone();
         if let Some(st) = self.conns.get_mut(&idx) {
@@ -395,7 +407,7 @@ mod tests {
             allow_create: false,
             ..Default::default()
         };
-        let mut h = hub_with(3);
+        let mut h = hub_with(4);
         let t0 = Instant::now();
         let mut a = Outputs::default();
         let play = [
@@ -423,12 +435,16 @@ mod tests {
             "{a:?}"
         );
         a.clear();
-        let far = [
-            connect(),
-            command("play", vec![Amf0Value::Utf8String("far".into())]),
-        ]
-        .concat();
-        h.on_bytes(t0, 2, &far, &mut rooms, &mut a);
+        // A publisher of a room another shard owns is handed over to it;
+        // a player asks the owner for the room's program and waits.
+        let far = |cmd: &str| {
+            [
+                connect(),
+                command(cmd, vec![Amf0Value::Utf8String("far".into())]),
+            ]
+            .concat()
+        };
+        h.on_bytes(t0, 2, &far("publish"), &mut rooms, &mut a);
         assert!(
             a.actions().any(|x| matches!(
                 x,
@@ -440,5 +456,15 @@ mod tests {
             )),
             "{a:?}"
         );
+        h.on_bytes(t0, 3, &far("play"), &mut rooms, &mut a);
+        let asked = h.out.take(|o| match o {
+            Output::Relay { to: 1, msg } => crate::output::Pick::Take(msg),
+            o => crate::output::Pick::Keep(o),
+        });
+        assert!(
+            matches!(&asked[..], [crate::relay::Message::FlvSubscribe { room, target: FlvTarget::Program { .. } }] if room == "far"),
+            "{asked:?}"
+        );
+        assert!(!h.is_set_up(3), "it waits for the owner");
     }
 }

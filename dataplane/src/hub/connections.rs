@@ -197,17 +197,10 @@ impl Hub {
             }
             Role::Waiting => self.stop_waiting(idx),
             Role::Program { program, .. } => {
-                let Some(p) = self.programs.get_mut(&program) else {
-                    return;
-                };
-                p.players.retain(|&x| x != idx);
-                if p.players.is_empty() {
-                    // Nobody plays it: it stops watching its participants.
-                    let p = self.remove_program(program).expect("just found");
-                    for pid in p.source.into_iter().chain(p.pending) {
-                        self.unwatch(program, pid, parts);
-                    }
+                if let Some(p) = self.programs.get_mut(&program) {
+                    p.players.retain(|&x| x != idx);
                 }
+                self.forget_program_if_unplayed(program, parts);
             }
             Role::New => {}
         }

@@ -139,9 +139,11 @@ pub struct Hub {
     /// players (see `relay.rs`): by (owner, the owner's stream id), and by
     /// (room name, participant name); the players waiting for an owner's
     /// answer (a key here: the owner was asked).
-    replicas: HashMap<(u32, ParticipantId), ParticipantId>,
-    replica_names: HashMap<(String, String), ParticipantId>,
-    waiting: HashMap<(String, String), relay::Waiting>,
+    replicas: HashMap<(u32, crate::relay::FlvKey), ParticipantId>,
+    replica_names: HashMap<(String, crate::relay::FlvTarget), ParticipantId>,
+    waiting: HashMap<(String, crate::relay::FlvTarget), relay::Waiting>,
+    /// The last id given to a program's replica.
+    next_program_replica: u32,
 }
 
 impl Hub {
@@ -169,6 +171,7 @@ impl Hub {
             replicas: HashMap::new(),
             replica_names: HashMap::new(),
             waiting: HashMap::new(),
+            next_program_replica: 0,
         }
     }
 

@@ -49,9 +49,17 @@ pub(super) struct Program {
     mix_ms: Option<f64>,
     /// Its own `onMetaData` (the size changes with the speaker).
     meta: Meta,
+    /// The shards it is relayed to, a bit each (players of it there; see
+    /// `relay.rs`).
+    pub(super) relays: u64,
 }
 
 impl Program {
+    /// Its headers and GOP so far (a new player's, or a new shard's, start).
+    pub(super) fn cache_replay(&self) -> impl Iterator<Item = &Media> {
+        self.cache.replay()
+    }
+
     /// Program time at `now` (ms).
     fn clock(&self, now: Instant) -> u32 {
         now.saturating_duration_since(self.start).as_millis() as u32
@@ -166,7 +174,13 @@ impl Hub {
     /// Whom program `id` should show: the room's active speaker other than
     /// its `me`, else the room's earliest publisher other than `me`. A new
     /// choice is pending until its keyframe (at once from a cached GOP).
-    fn choose(&mut self, now: Instant, id: u64, parts: &Participants, actions: &mut Outputs) {
+    pub(super) fn choose(
+        &mut self,
+        now: Instant,
+        id: u64,
+        parts: &Participants,
+        actions: &mut Outputs,
+    ) {
         let Some(p) = self.programs.get(&id) else {
             return;
         };
@@ -216,19 +230,10 @@ impl Hub {
         self.forget_if_unused(pid, parts);
     }
 
-    /// Makes `idx` a player of `room`'s program as `me`: the program's
-    /// headers and GOP at once (made when its first player comes).
-    pub(super) fn attach_program(
-        &mut self,
-        now: Instant,
-        idx: u32,
-        room: RoomId,
-        me: &str,
-        parts: &Participants,
-        actions: &mut Outputs,
-    ) {
+    /// The id of `room`'s program as `me`, made if new (it starts at `now`).
+    pub(super) fn program_for(&mut self, now: Instant, room: RoomId, me: &str) -> u64 {
         let existing = self.programs_of(room, |p| p.me == me).first().copied();
-        let id = match existing {
+        match existing {
             Some(id) => id,
             None => {
                 self.next_program += 1;
@@ -248,11 +253,26 @@ impl Hub {
                         last_video: None,
                         mix_ms: None,
                         meta: Meta::default(),
+                        relays: 0,
                     },
                 );
                 id
             }
-        };
+        }
+    }
+
+    /// Makes `idx` a player of `room`'s program as `me`: the program's
+    /// headers and GOP at once (made when its first player comes).
+    pub(super) fn attach_program(
+        &mut self,
+        now: Instant,
+        idx: u32,
+        room: RoomId,
+        me: &str,
+        parts: &Participants,
+        actions: &mut Outputs,
+    ) {
+        let id = self.program_for(now, room, me);
         let Some(p) = self.programs.get_mut(&id) else {
             return;
         };
@@ -342,6 +362,7 @@ impl Hub {
         for m in &timed {
             self.offer_to(now, &players, m, actions);
         }
+        self.relay_program(id, &timed);
     }
 
     /// AAC tags of program `id`'s mix, from the transcoder: stamped 1024
@@ -373,6 +394,22 @@ impl Hub {
         let players = p.players.clone();
         for m in &timed {
             self.offer_to(now, &players, m, actions);
+        }
+        self.relay_program(id, &timed);
+    }
+
+    /// Program `id` when nobody plays it, here or on another shard: it
+    /// stops watching its participants, and is forgotten.
+    pub(super) fn forget_program_if_unplayed(&mut self, id: u64, parts: &Participants) {
+        let unplayed = self
+            .programs
+            .get(&id)
+            .is_some_and(|p| p.players.is_empty() && p.relays == 0);
+        if unplayed {
+            let p = self.remove_program(id).expect("just found");
+            for pid in p.source.into_iter().chain(p.pending) {
+                self.unwatch(id, pid, parts);
+            }
         }
     }
 

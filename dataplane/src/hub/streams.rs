@@ -50,8 +50,9 @@ pub(super) struct Stream {
     /// The shards its messages are relayed to, a bit each (their players
     /// play their replicas of it; see `relay.rs`).
     pub(super) relays: u64,
-    /// A replica: the owner shard of its room, and the stream's id there.
-    pub(super) origin: Option<(u32, ParticipantId)>,
+    /// A replica: the owner shard of its room, and the stream's id there
+    /// (a participant's stream, or a program).
+    pub(super) origin: Option<(u32, crate::relay::FlvKey)>,
 }
 
 impl Stream {
@@ -288,7 +289,7 @@ impl Hub {
             self.out.push(Output::Relay {
                 to,
                 msg: crate::relay::Message::Flv {
-                    stream: pid,
+                    stream: crate::relay::FlvKey::Stream(pid),
                     media: m.clone(),
                 },
             });
