@@ -417,7 +417,9 @@ fn reordering_alone_costs_an_rtmp_player_no_frame() {
         stats["bridge_gaps_filled"],
         stats["bridge_gaps_given_up"]
     );
-    assert!(held >= 50, "the relay reordered too little to test: {held}");
+    // About 5 % of the ~1200 packets up (the relay's draw, mean ~60):
+    // half of that still reorders plenty, and is not missed by chance.
+    assert!(held >= 25, "the relay reordered too little to test: {held}");
     assert!(
         stats["bridge_gaps_filled"].as_u64().unwrap_or(0) >= 10,
         "{whip}"

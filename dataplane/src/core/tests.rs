@@ -374,6 +374,7 @@ fn poll_timeout_is_the_earlier_of_the_tick_and_a_parts_deadline() {
 }
 
 use crate::fuzz::two_shards::{room_of_shard_0, TwoShards};
+use crate::relay::DRAIN_BUDGET;
 
 /// One room over two shards: its owner has the publisher, the other shard
 /// a player. The player's shard watches the room once the player is
@@ -576,4 +577,28 @@ fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
         .filter(|o| matches!(o, Output::Relay { .. }))
         .count();
     assert_eq!(relayed, 0);
+
+    // A request lost on the way (a full lane) costs the players who waited
+    // for it, never the next: once they are gone, the next player asks again.
+    let asks = |t: &mut TwoShards| {
+        t.poll(now);
+        let mut n = 0;
+        t.links[0].drain(DRAIN_BUDGET, |_, item| {
+            n += matches!(
+                item,
+                crate::relay::Item::Message(crate::relay::Message::FlvSubscribe { .. })
+            ) as usize
+        });
+        n
+    };
+    for idx in [12, 13] {
+        let mut st = ConnState::default();
+        st.conn = Conn::new_after_handshake();
+        t.cores[1].rtmp_insert(idx, st);
+    }
+    rtmp(&mut t.cores[1], 12, "play", &format!("{name}/bob"));
+    assert_eq!(asks(&mut t), 1, "asked, and the request is lost");
+    t.cores[1].rtmp_remove(now, 12);
+    rtmp(&mut t.cores[1], 13, "play", &format!("{name}/bob"));
+    assert_eq!(asks(&mut t), 1, "the next player asks again");
 }

@@ -338,11 +338,15 @@ impl Hub {
         true
     }
 
-    /// Connection `idx`, which waited for an owner's answer, is gone.
+    /// Connection `idx`, which waited for an owner's answer, is gone. A
+    /// stream nobody waits for any more is asked for again by its next
+    /// player: an answer lost on the way (a full lane) costs the players
+    /// who waited for it, never the ones after.
     pub(super) fn stop_waiting(&mut self, idx: u32) {
         for list in self.waiting.values_mut() {
             list.retain(|(i, _)| *i != idx);
         }
+        self.waiting.retain(|_, list| !list.is_empty());
     }
 }
 
