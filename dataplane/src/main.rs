@@ -308,18 +308,9 @@ fn main() {
     // One room over every shard: each shard's links to the others, each
     // able to ring the others' doorbells.
     let mut links: Vec<Option<dataplane::relay::Link>> = if shards > 1 {
-        dataplane::relay::mesh(shards as usize, dataplane::relay::LANE_SLOTS)
+        dataplane::relay::doorbell_mesh(&region, dataplane::relay::LANE_SLOTS)
             .into_iter()
-            .map(|mut link| {
-                let wakers = (0..shards)
-                    .map(|j| {
-                        let bell = region.doorbell(j);
-                        Some(Box::new(move || bell.ring()) as dataplane::relay::Wake)
-                    })
-                    .collect();
-                link.set_wakers(wakers);
-                Some(link)
-            })
+            .map(Some)
             .collect()
     } else {
         vec![None]

@@ -174,6 +174,23 @@ pub fn mesh(n: usize, slots: usize) -> Vec<Link> {
     links
 }
 
+/// The links of `region`'s shards, each able to ring the others' doorbells:
+/// what the dataplane runs with (`slots` deep: [`LANE_SLOTS`]).
+pub fn doorbell_mesh(region: &gateway_ring::Region, slots: usize) -> Vec<Link> {
+    let n = region.shards();
+    let mut links = mesh(n as usize, slots);
+    for link in &mut links {
+        let wakers = (0..n)
+            .map(|j| {
+                let bell = region.doorbell(j);
+                Some(Box::new(move || bell.ring()) as Wake)
+            })
+            .collect();
+        link.set_wakers(wakers);
+    }
+    links
+}
+
 impl Link {
     pub fn shard(&self) -> u32 {
         self.shard

@@ -139,55 +139,18 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         roomy(r);
     }
-    cmd.push(&Command::CreateRoom(RoomSpec {
-        room: RoomId::new(1),
-        name: "t".into(),
-    }))
-    .unwrap();
-    cmd.push(&Command::CreateIngest(IngestSpec {
-        session: SessionId::new(10),
-        room: RoomId::new(1),
-        port: ing_port,
-        kind: MediaKind::Video,
-        payload_type: 100,
-        clock_rate: 90_000,
-        srtp: Some(key),
-        created_ms: 0,
-        participant: "cam".into(),
-    }))
-    .unwrap();
-    for (id, port, rx, srtp) in [(11, e1_port, &rx1, None), (12, e2_port, &rx2, Some(key))] {
-        cmd.push(&Command::CreateEgress(EgressSpec {
-            session: SessionId::new(id),
-            room: RoomId::new(1),
-            port,
-            dest_ip: [127, 0, 0, 1],
-            dest_port: rx.local_addr().unwrap().port(),
-            srtp,
-            created_ms: 0,
-        }))
-        .unwrap();
-    }
-    let created = [
-        Request::CreateIngest(SessionId::new(10)),
-        Request::CreateEgress(SessionId::new(11)),
-        Request::CreateEgress(SessionId::new(12)),
+    let room = RoomId::new(1);
+    let commands = [
+        Command::CreateRoom(RoomSpec {
+            room,
+            name: "t".into(),
+        }),
+        srtp_ingest(room, ing_port, key),
+        egress(room, 11, e1_port, &rx1, None),
+        egress(room, 12, e2_port, &rx2, Some(key)),
     ];
-    for request in created {
-        let e = wait_event(
-            &mut evt,
-            |e| matches!(e, Event::Done { request: r, .. } if *r == request),
-        );
-        assert!(
-            matches!(
-                e,
-                Event::Done {
-                    outcome: Outcome::Ok,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+    for c in commands {
+        apply(&mut cmd, &mut evt, c);
     }
 
     Relay {
@@ -202,6 +165,54 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         rx1,
         rx2,
     }
+}
+
+/// Room `room`'s SRTP video ingest 10 (participant "cam", payload type 100) on `port`.
+fn srtp_ingest(room: RoomId, port: u16, key: SrtpKey) -> Command {
+    Command::CreateIngest(IngestSpec {
+        session: SessionId::new(10),
+        room,
+        port,
+        kind: MediaKind::Video,
+        payload_type: 100,
+        clock_rate: 90_000,
+        srtp: Some(key),
+        created_ms: 0,
+        participant: "cam".into(),
+    })
+}
+
+/// Room `room`'s RTP egress `id` on `port`, to the socket `rx` (SRTP with `srtp`).
+fn egress(room: RoomId, id: u64, port: u16, rx: &UdpSocket, srtp: Option<SrtpKey>) -> Command {
+    Command::CreateEgress(EgressSpec {
+        session: SessionId::new(id),
+        room,
+        port,
+        dest_ip: [127, 0, 0, 1],
+        dest_port: rx.local_addr().unwrap().port(),
+        srtp,
+        created_ms: 0,
+    })
+}
+
+/// Sends `c` to a shard and waits for its answer, which must be Ok.
+fn apply(cmd: &mut Producer, evt: &mut Consumer, c: Command) {
+    let request = c.request().expect("a command answered with Done");
+    cmd.push(&c).unwrap();
+    let e = wait_event(
+        evt,
+        |e| matches!(e, Event::Done { request: r, .. } if *r == request),
+    );
+    assert!(
+        matches!(
+            e,
+            Event::Done {
+                outcome: Outcome::Ok,
+                ..
+            }
+        ),
+        "{c:?}: {e:?}"
+    );
 }
 
 fn srtp_packet(ctx: &mut dataplane::srtp::SrtpContext, seq: u16) -> Vec<u8> {
@@ -405,18 +416,10 @@ fn one_room_over_two_shards_relays_every_packet_without_allocating() {
     let path = std::env::temp_dir().join(format!("gw-pair-{}", std::process::id()));
     let region = Region::create(&path, 2).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut links: Vec<_> = dataplane::relay::mesh(2, dataplane::relay::LANE_SLOTS)
+    // The links as the dataplane makes them.
+    let mut links: Vec<_> = dataplane::relay::doorbell_mesh(&region, dataplane::relay::LANE_SLOTS)
         .into_iter()
-        .map(|mut link| {
-            let wakers = (0..2)
-                .map(|j| {
-                    let bell = region.doorbell(j);
-                    Some(Box::new(move || bell.ring()) as dataplane::relay::Wake)
-                })
-                .collect();
-            link.set_wakers(wakers);
-            Some(link)
-        })
+        .map(Some)
         .collect();
     let threads: Vec<_> = (0..2u32)
         .map(|index| {
@@ -453,61 +456,25 @@ fn one_room_over_two_shards_relays_every_packet_without_allocating() {
         roomy(r);
     }
     let room = RoomId::new(1);
-    let egress = |id: u64, port: u16, rx: &UdpSocket, srtp: Option<SrtpKey>| {
-        Command::CreateEgress(EgressSpec {
-            session: SessionId::new(id),
-            room,
-            port,
-            dest_ip: [127, 0, 0, 1],
-            dest_port: rx.local_addr().unwrap().port(),
-            srtp,
-            created_ms: 0,
-        })
-    };
     let commands = [
         vec![
             Command::CreateRoom(RoomSpec {
                 room,
                 name: name.clone(),
             }),
-            Command::CreateIngest(IngestSpec {
-                session: SessionId::new(10),
-                room,
-                port: ing_port,
-                kind: MediaKind::Video,
-                payload_type: 100,
-                clock_rate: 90_000,
-                srtp: Some(key),
-                created_ms: 0,
-                participant: "cam".into(),
-            }),
-            egress(11, e0_port, &rx0, Some(key)),
+            srtp_ingest(room, ing_port, key),
+            egress(room, 11, e0_port, &rx0, Some(key)),
         ],
         vec![
             Command::CreateRoom(RoomSpec { room, name }),
-            egress(12, e1_port, &rx1, None),
+            egress(room, 12, e1_port, &rx1, None),
         ],
     ];
     for (shard, cmds) in commands.into_iter().enumerate() {
         let mut cmd = region.command_producer(shard as u32);
         let mut evt = region.event_consumer(shard as u32);
         for c in cmds {
-            let request = c.request().expect("a command answered with Done");
-            cmd.push(&c).unwrap();
-            let e = wait_event(
-                &mut evt,
-                |e| matches!(e, Event::Done { request: r, .. } if *r == request),
-            );
-            assert!(
-                matches!(
-                    e,
-                    Event::Done {
-                        outcome: Outcome::Ok,
-                        ..
-                    }
-                ),
-                "shard {shard}: {e:?}"
-            );
+            apply(&mut cmd, &mut evt, c);
         }
     }
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -96,16 +96,8 @@ impl Router {
                 last_keyframe_request: None,
             }),
         };
-        let h = match self.free.pop() {
-            Some(h) => {
-                self.sessions[h as usize] = Some(s);
-                h
-            }
-            None => {
-                self.sessions.push(Some(s));
-                (self.sessions.len() - 1) as Handle
-            }
-        };
+        // Known by its source, not by a session id of this shard.
+        let h = self.store(s);
         self.relayed.insert(source, h);
         if let Some(r) = self.rooms.get_mut(&room) {
             r.ingests.push(h);

@@ -99,7 +99,14 @@ impl Router {
     }
 
     fn insert(&mut self, id: SessionId, s: Session) -> Handle {
-        let h = match self.free.pop() {
+        let h = self.store(s);
+        self.by_id.insert(id, h);
+        h
+    }
+
+    /// Puts `s` in a free slot (or a new one): its handle.
+    pub(super) fn store(&mut self, s: Session) -> Handle {
+        match self.free.pop() {
             Some(h) => {
                 self.sessions[h as usize] = Some(s);
                 h
@@ -108,9 +115,7 @@ impl Router {
                 self.sessions.push(Some(s));
                 (self.sessions.len() - 1) as Handle
             }
-        };
-        self.by_id.insert(id, h);
-        h
+        }
     }
 
     pub fn add_ingest(&mut self, spec: IngestSpec) -> Result<Handle, Outcome> {
