@@ -105,15 +105,12 @@ struct Relay {
     rx2: UdpSocket,
 }
 
-/// With `count_allocs`, the shard thread's allocations go to `SHARD_ALLOCS`
-/// (one test only: tests of this file run in parallel).
-fn start_relay(name: &str, count_allocs: bool) -> Relay {
-    let path = std::env::temp_dir().join(format!("gw-{name}-{}", std::process::id()));
-    let region = Region::create(&path, 1).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let cfg = ShardConfig {
-        relay: None,
-        index: 0,
+/// Shard `index` of `region` on loopback, unpinned, without RTMP, with its
+/// links to the other shards (`relay`).
+fn shard_config(region: &Region, index: u32, relay: Option<dataplane::relay::Link>) -> ShardConfig {
+    ShardConfig {
+        relay,
+        index,
         bind_ip: Ipv4Addr::LOCALHOST,
         region: region.clone(),
         epoch: 1,
@@ -123,7 +120,16 @@ fn start_relay(name: &str, count_allocs: bool) -> Relay {
         gso: true,
         limits: Default::default(),
         panic_triggers: false,
-    };
+    }
+}
+
+/// With `count_allocs`, the shard thread's allocations go to `SHARD_ALLOCS`
+/// (one test only: tests of this file run in parallel).
+fn start_relay(name: &str, count_allocs: bool) -> Relay {
+    let path = std::env::temp_dir().join(format!("gw-{name}-{}", std::process::id()));
+    let region = Region::create(&path, 1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cfg = shard_config(&region, 0, None);
     let s = stop.clone();
     let thread = std::thread::spawn(move || {
         COUNTED.set(count_allocs.then_some(&SHARD_ALLOCS));
@@ -423,19 +429,7 @@ fn one_room_over_two_shards_relays_every_packet_without_allocating() {
         .collect();
     let threads: Vec<_> = (0..2u32)
         .map(|index| {
-            let cfg = ShardConfig {
-                relay: links[index as usize].take(),
-                index,
-                bind_ip: Ipv4Addr::LOCALHOST,
-                region: region.clone(),
-                epoch: 1,
-                core: None,
-                dtls: dataplane::dtls::DtlsIdentity::generate().unwrap(),
-                rtmp: None,
-                gso: true,
-                limits: Default::default(),
-                panic_triggers: false,
-            };
+            let cfg = shard_config(&region, index, links[index as usize].take());
             let s = stop.clone();
             std::thread::spawn(move || {
                 COUNTED.set(Some(&PAIR_ALLOCS));

@@ -105,6 +105,23 @@ pub struct CoreConfig {
     pub random: RandomSource,
 }
 
+impl CoreConfig {
+    /// What the harnesses and tests run a core with: shard `shard` of
+    /// `shards`, the default limits, a GOP cache, rooms made on publish, no
+    /// tokens, randomness from `random`.
+    pub fn harness(shard: u32, shards: u32, random: RandomSource) -> CoreConfig {
+        CoreConfig {
+            shard,
+            shards,
+            limits: crate::limits::Limits::default(),
+            gop_cache: true,
+            auto_room: true,
+            tokens: None,
+            random,
+        }
+    }
+}
+
 pub struct Core {
     router: Router,
     hub: Hub,

@@ -1,7 +1,7 @@
 //! The core driven on virtual time through its public inputs, no I/O.
 
 use super::*;
-use crate::rtmp::chunk::write_message;
+use crate::fuzz::client::{amf, flv_avc_config, flv_video, rtmp_command, FLV_KEYFRAME, SPS};
 use crate::rtmp::conn::{types, Conn};
 use rml_amf0::Amf0Value;
 use std::net::Ipv4Addr;
@@ -10,48 +10,20 @@ const ROOM: RoomId = crate::fuzz::ROOM;
 const S1: SessionId = SessionId::new(1);
 
 fn core() -> Core {
-    Core::new(
-        CoreConfig {
-            shard: 0,
-            shards: 1,
-            limits: crate::limits::Limits::default(),
-            gop_cache: true,
-            auto_room: true,
-            tokens: None,
-            // Deterministic names: 01020304, 05060708, ...
-            random: {
-                let mut n = 0u8;
-                Box::new(move |b: &mut [u8]| {
-                    for x in b {
-                        n = n.wrapping_add(1);
-                        *x = n;
-                    }
-                })
-            },
-        },
-        Instant::now(),
-    )
-}
-
-fn amf(name: &str, txn: f64, args: Vec<Amf0Value>) -> Vec<u8> {
-    let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
-    v.extend(args);
-    let mut w = Vec::new();
-    let body = rml_amf0::serialize(&v).unwrap();
-    write_message(&mut w, 3, 0, types::COMMAND_AMF0, 1, &body, 128);
-    w
+    // Deterministic names: 01020304, 05060708, ...
+    let mut n = 0u8;
+    let random = Box::new(move |b: &mut [u8]| {
+        for x in b {
+            n = n.wrapping_add(1);
+            *x = n;
+        }
+    });
+    Core::new(CoreConfig::harness(0, 1, random), Instant::now())
 }
 
 /// `connect` to `live`, then `cmd` (publish or play) of `key`.
 fn rtmp(core: &mut Core, idx: u32, cmd: &str, key: &str) {
-    let app = Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
-    let mut bytes = amf("connect", 1.0, vec![app]);
-    bytes.extend(amf(
-        cmd,
-        0.0,
-        vec![Amf0Value::Null, Amf0Value::Utf8String(key.into())],
-    ));
-    core.handle_rtmp_bytes(Instant::now(), idx, &bytes);
+    core.handle_rtmp_bytes(Instant::now(), idx, &rtmp_command(cmd, key));
 }
 
 fn rtp(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
@@ -130,8 +102,7 @@ fn one_core_routes_rtp_to_rtmp_and_rtmp_to_rtp() {
     }
     rtmp(&mut c, 7, "play", "r/cam");
     let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
-    let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-    let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+    let nals: [&[u8]; 3] = [&SPS, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
     for (i, nal) in nals.iter().enumerate() {
         let mut p = rtp(i as u16, 0, i == 2, nal);
         let inbound = c.handle_datagram(t0, cam, src, &mut p).expect("media");
@@ -152,13 +123,7 @@ fn one_core_routes_rtp_to_rtmp_and_rtmp_to_rtp() {
 
     // bob pushes over RTMP: his video comes out as RTP, tagged as his.
     rtmp(&mut c, 8, "publish", "r/bob");
-    let mut flv = Vec::new();
-    let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
-    config.extend_from_slice(&sps);
-    config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
-    write_message(&mut flv, 6, 0, types::VIDEO, 1, &config, 128);
-    let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
-    write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
+    let flv = [flv_video(&flv_avc_config()), flv_video(&FLV_KEYFRAME)].concat();
     c.handle_rtmp_bytes(t0, 8, &flv);
     let bob = c.router.participants.find(ROOM, "bob").expect("bob joined");
     let mut rtp_out = 0;
@@ -329,8 +294,7 @@ fn poll_timeout_is_the_earlier_of_the_tick_and_a_parts_deadline() {
     c.rtmp_insert(7, st);
     rtmp(&mut c, 7, "play", "r/cam");
     let src = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000);
-    let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-    let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
+    let nals: [&[u8]; 3] = [&SPS, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
     let keyframe = |c: &mut Core, seq: u16, at: Instant| {
         for (i, nal) in nals.iter().enumerate() {
             let mut p = rtp(seq + i as u16, seq as u32 * 3000, i == 2, nal);
@@ -477,13 +441,6 @@ fn one_room_over_two_shards() {
     assert_eq!(t.cores[0].relay_targets(&inbound, &mut announce), 0);
 }
 
-/// An RTMP video message (FLV body `body`) on chunk stream 6.
-fn flv_video(body: &[u8]) -> Vec<u8> {
-    let mut flv = Vec::new();
-    write_message(&mut flv, 6, 0, types::VIDEO, 1, body, 128);
-    flv
-}
-
 /// An RTMP player accepted by a shard that does not own the room plays
 /// there: its shard asks the owner once, gets the stream's headers and GOP,
 /// then each message as the owner's own players get it; a player of
@@ -505,14 +462,9 @@ fn an_rtmp_player_plays_another_shards_room_where_it_was_accepted() {
         t.cores[s].rtmp_insert(idx, st);
     }
     rtmp(&mut t.cores[0], 8, "publish", &format!("{name}/bob"));
-    let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-    let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
-    config.extend_from_slice(&sps);
-    config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
-    let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
     let delta = [0x27, 1, 0, 0, 0, 0, 0, 0, 3, 0x41, 0x9a, 0x00];
-    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&config));
-    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&key));
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&flv_avc_config()));
+    t.cores[0].handle_rtmp_bytes(now, 8, &flv_video(&FLV_KEYFRAME));
     t.settle(now);
     t.outputs[0].clear();
 

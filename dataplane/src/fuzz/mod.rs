@@ -17,6 +17,8 @@ use gateway_ring::msg::{
 };
 use gateway_ring::{RoomId, SessionId};
 
+#[cfg(test)]
+pub(crate) mod client;
 pub mod two_shards;
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};
@@ -139,6 +141,21 @@ pub(crate) fn egress(session: u64) -> EgressSpec {
 
 fn key(seed: u8) -> Option<SrtpKey> {
     SrtpKey::new(SrtpSuite::AeadAes128Gcm, &[seed; 28])
+}
+
+/// The inputs of a harness whose bytes are `[op][len: u16 big-endian][len
+/// bytes]`... (the last one cut short where the data ends): (op, len, body).
+fn framed_inputs(data: &[u8]) -> impl Iterator<Item = (u8, u16, &[u8])> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let [op, hi, lo, tail @ ..] = rest else {
+            return None;
+        };
+        let len = u16::from_be_bytes([*hi, *lo]);
+        let (body, after) = tail.split_at((len as usize).min(tail.len()));
+        rest = after;
+        Some((*op, len, body))
+    })
 }
 
 fn addr(port: u16) -> SocketAddrV4 {
@@ -540,15 +557,7 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
 
     let t0 = Instant::now();
     let mut core = Core::new(
-        CoreConfig {
-            shard: 0,
-            shards: 1,
-            limits: crate::limits::Limits::default(),
-            gop_cache: true,
-            auto_room: true,
-            tokens: None,
-            random: Box::new(|b: &mut [u8]| b.fill(0)),
-        },
+        CoreConfig::harness(0, 1, Box::new(|b: &mut [u8]| b.fill(0))),
         t0,
     );
     let (Some(k1), Some(k2), Some(k3), Some(k4)) = (key(1), key(2), key(3), key(4)) else {
@@ -592,12 +601,7 @@ pub fn fuzz_core(data: &[u8]) -> CoreReach {
     let mut player_tx = SrtpContext::new(&k3);
     let mut slot = vec![0u8; crate::rtp::MAX_PACKET + MAX_TRAILER];
     let mut now = t0;
-    let mut rest = data;
-    while let [op, hi, lo, tail @ ..] = rest {
-        let len = u16::from_be_bytes([*hi, *lo]);
-        let n = (len as usize).min(tail.len());
-        let (body, after) = tail.split_at(n);
-        rest = after;
+    for (op, len, body) in framed_inputs(data) {
         let mut buf = body.to_vec();
         let first = body.first().copied().unwrap_or(0);
         let datagram = match op % 16 {
@@ -732,47 +736,15 @@ mod tests {
     /// publisher, then an RTMP push (connection 0) that an RTMP player
     /// (connection 1) plays.
     fn core_input() -> Vec<u8> {
-        use crate::rtmp::chunk::write_message;
-        use crate::rtmp::conn::types;
-        use rml_amf0::Amf0Value;
+        use client::{flv_avc_config, flv_video, framed, rtmp_command, FLV_KEYFRAME};
         let mut input = Vec::new();
-        let mut add = |op: u8, body: &[u8]| {
-            input.push(op);
-            input.extend_from_slice(&(body.len() as u16).to_be_bytes());
-            input.extend_from_slice(body);
-        };
         let mut rtp = vec![0x80, 102, 0, 1, 0, 0, 0, 1, 0, 0, 0x50, 0x01];
         rtp.extend_from_slice(&[0x65; 100]);
-        add(2, &rtp);
-        let amf = |name: &str, args: Vec<Amf0Value>| {
-            let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0)];
-            v.extend(args);
-            let mut w = Vec::new();
-            let body = rml_amf0::serialize(&v).unwrap();
-            write_message(&mut w, 3, 0, types::COMMAND_AMF0, 1, &body, 128);
-            w
-        };
-        let app =
-            Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
-        let command = |cmd: &str, key: &str| {
-            let mut b = amf("connect", vec![app.clone()]);
-            b.extend(amf(
-                cmd,
-                vec![Amf0Value::Null, Amf0Value::Utf8String(key.into())],
-            ));
-            b
-        };
-        add(6, &command("publish", "fuzz/bob"));
-        add(7, &command("play", "fuzz/bob"));
-        let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
-        let mut config = vec![0x17, 0, 0, 0, 0, 1, 0x42, 0x00, 0x1f, 0xff, 0xe1, 0, 9];
-        config.extend_from_slice(&sps);
-        config.extend_from_slice(&[1, 0, 4, 0x68, 0xce, 0x3c, 0x80]);
-        let mut flv = Vec::new();
-        write_message(&mut flv, 6, 0, types::VIDEO, 1, &config, 128);
-        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
-        write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
-        add(6, &flv);
+        framed(&mut input, 2, &rtp);
+        framed(&mut input, 6, &rtmp_command("publish", "fuzz/bob"));
+        framed(&mut input, 7, &rtmp_command("play", "fuzz/bob"));
+        let flv = [flv_video(&flv_avc_config()), flv_video(&FLV_KEYFRAME)].concat();
+        framed(&mut input, 6, &flv);
         input
     }
 
@@ -790,15 +762,7 @@ mod tests {
         input.extend_from_slice(&nack[..(n / 8) * 8]);
         input.extend_from_slice(&[6, 200]);
         fuzz_udp_router(&input);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let junk: Vec<u8> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let junk = client::junk(0x2545_f491_4f6c_dd1d, 20_000);
         fuzz_udp_router(&junk);
         fuzz_rtmp_hub(&junk);
         fuzz_core(&junk);

@@ -16,7 +16,7 @@ use crate::relay::{mesh, Item, Link, Message, Packet, DRAIN_BUDGET};
 use crate::rtmp::conn::Conn;
 use crate::srtp::{SrtpContext, MAX_TRAILER};
 
-use super::{addr, check, egress, key, protect, video_ingest, webrtc, ROOM};
+use super::{addr, check, egress, framed_inputs, key, protect, video_ingest, webrtc, ROOM};
 
 /// Two shards' cores and the lanes between them.
 pub struct TwoShards {
@@ -44,18 +44,8 @@ impl TwoShards {
     pub fn new(now: Instant, slots: usize) -> TwoShards {
         let cores = (0..2)
             .map(|shard| {
-                Core::new(
-                    CoreConfig {
-                        shard,
-                        shards: 2,
-                        limits: crate::limits::Limits::default(),
-                        gop_cache: true,
-                        auto_room: true,
-                        tokens: None,
-                        random: Box::new(|b: &mut [u8]| b.fill(7)),
-                    },
-                    now,
-                )
+                let random = Box::new(|b: &mut [u8]| b.fill(7));
+                Core::new(CoreConfig::harness(shard, 2, random), now)
             })
             .collect();
         TwoShards {
@@ -275,12 +265,7 @@ pub fn fuzz_two_shards(data: &[u8]) -> TwoShardsReach {
     let mut player_tx = SrtpContext::new(&k3);
     let mut now = t0;
     let mut next_egress = 20;
-    let mut rest = data;
-    while let [op, hi, lo, tail @ ..] = rest {
-        let len = u16::from_be_bytes([*hi, *lo]);
-        let n = (len as usize).min(tail.len());
-        let (body, after) = tail.split_at(n);
-        rest = after;
+    for (op, len, body) in framed_inputs(data) {
         let mut buf = body.to_vec();
         let first = body.first().copied().unwrap_or(0);
         let datagram = match op % 14 {
@@ -362,79 +347,46 @@ pub fn fuzz_two_shards(data: &[u8]) -> TwoShardsReach {
 mod tests {
     use super::*;
 
-    fn add(input: &mut Vec<u8>, op: u8, body: &[u8]) {
-        input.push(op);
-        input.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        input.extend_from_slice(body);
-    }
-
     /// Structured input reaches every relay path: the owner's media fanned
     /// out on the other shard, its player's feedback read on the owner, an
     /// RTMP push's FLV read by the other shard's player; junk is harmless.
     #[test]
     fn the_two_shard_harness_reaches_every_relay_path() {
-        use crate::rtmp::chunk::write_message;
-        use crate::rtmp::conn::types;
-        use rml_amf0::Amf0Value;
+        use crate::fuzz::client::{flv_video, framed, rtmp_command, FLV_KEYFRAME};
         let mut input = Vec::new();
         // The room's publisher sends keyed video, delivered, twice.
         for seq in 1..3u8 {
             let mut rtp = vec![0x80, 102, 0, seq, 0, 0, 0, 1, 0, 0, 0x50, 0x01];
             rtp.extend_from_slice(&[0x65; 100]);
-            add(&mut input, 1, &rtp);
-            add(&mut input, 4, &[0; 63]);
-            add(&mut input, 4, &[0; 63]);
+            framed(&mut input, 1, &rtp);
+            framed(&mut input, 4, &[0; 63]);
+            framed(&mut input, 4, &[0; 63]);
         }
         // The other shard's player asks for a keyframe and a resend.
         let mut fb = vec![0u8; 64];
         let n = crate::rtcp::write_pli(&mut fb, 9, 0x5002);
         let m = crate::rtcp::write_nack(&mut fb[n..], 9, 0x5002, 1, 0);
-        add(&mut input, 2, &fb[..n + m]);
-        add(&mut input, 4, &[0; 63]);
+        framed(&mut input, 2, &fb[..n + m]);
+        framed(&mut input, 4, &[0; 63]);
         // An RTMP push on the owner, played on the other shard.
-        let amf = |name: &str, args: Vec<Amf0Value>| {
-            let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(1.0)];
-            v.extend(args);
-            let mut w = Vec::new();
-            let body = rml_amf0::serialize(&v).unwrap();
-            write_message(&mut w, 3, 0, types::COMMAND_AMF0, 1, &body, 128);
-            w
-        };
-        let app =
-            Amf0Value::Object([("app".to_string(), Amf0Value::Utf8String("live".into()))].into());
-        let command = |cmd: &str, key: &str| {
-            let mut b = amf("connect", vec![app.clone()]);
-            b.extend(amf(
-                cmd,
-                vec![Amf0Value::Null, Amf0Value::Utf8String(key.into())],
-            ));
-            b
-        };
         let room = room_of_shard_0();
-        add(&mut input, 6, &command("publish", &format!("{room}/bob")));
-        add(&mut input, 8, &command("play", &format!("{room}/bob")));
+        framed(
+            &mut input,
+            6,
+            &rtmp_command("publish", &format!("{room}/bob")),
+        );
+        framed(&mut input, 8, &rtmp_command("play", &format!("{room}/bob")));
         for _ in 0..4 {
-            add(&mut input, 4, &[0; 63]);
+            framed(&mut input, 4, &[0; 63]);
         }
-        let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 3, 0x65, 0x88, 0x84];
-        let mut flv = Vec::new();
-        write_message(&mut flv, 6, 0, types::VIDEO, 1, &key, 128);
-        add(&mut input, 6, &flv);
-        add(&mut input, 4, &[0; 63]);
+        framed(&mut input, 6, &flv_video(&FLV_KEYFRAME));
+        framed(&mut input, 4, &[0; 63]);
         let reach = fuzz_two_shards(&input);
         assert!(reach.relayed_out >= 2, "{reach:?}");
         assert!(reach.feedback_back >= 1, "{reach:?}");
         assert!(reach.flv_read >= 1, "{reach:?}");
 
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let junk: Vec<u8> = (0..20_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let junk = crate::fuzz::client::junk(0x9e37_79b9_7f4a_7c15, 20_000);
         fuzz_two_shards(&junk);
         for w in junk.chunks(500) {
             fuzz_two_shards(w);
