@@ -51,6 +51,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== no module import cycle in the dataplane (tests/module_cycles.py)"
 python3 tests/module_cycles.py
+echo "== no dataplane source file over 1000 lines (one module per concept)"
+long=$(find dataplane -name '*.rs' -not -path '*/target/*' -exec wc -l {} + | awk '$2 != "total" && $1 > 1000')
+if [ -n "$long" ]; then echo "split these: $long"; exit 1; fi
 # Everything is built and tested with the dataplane's optional `reencode`
 # feature; the plain dataplane (the README's run command) is linted too.
 features=(--features dataplane/reencode,benches/reencode)
