@@ -725,5 +725,7 @@ impl Core {
 }
 
 #[cfg(test)]
+mod net_tests;
+#[cfg(test)]
 mod tests;
 mod watchers;

@@ -395,7 +395,7 @@ fn one_room_over_two_shards() {
     let seqs: Vec<u16> = t.sent[1]
         .iter()
         .filter(|(e, _)| *e == player)
-        .map(|x| x.1)
+        .map(|(_, p)| u16::from_be_bytes([p[2], p[3]]))
         .collect();
     assert_eq!(seqs.len(), 10, "{seqs:?}");
     assert!(

@@ -47,8 +47,13 @@ pub(crate) fn flv_avc_config() -> Vec<u8> {
 /// An RTMP video message (FLV body `body`) on chunk stream 6, as a
 /// publisher sends it.
 pub(crate) fn flv_video(body: &[u8]) -> Vec<u8> {
+    flv_video_at(0, body)
+}
+
+/// [`flv_video`] at `ms` on the stream's clock.
+pub(crate) fn flv_video_at(ms: u32, body: &[u8]) -> Vec<u8> {
     let mut flv = Vec::new();
-    write_message(&mut flv, 6, 0, types::VIDEO, 1, body, 128);
+    write_message(&mut flv, 6, ms, types::VIDEO, 1, body, 128);
     flv
 }
 

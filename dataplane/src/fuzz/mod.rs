@@ -19,6 +19,8 @@ use gateway_ring::{RoomId, SessionId};
 
 #[cfg(test)]
 pub(crate) mod client;
+#[cfg(test)]
+pub(crate) mod net;
 pub mod two_shards;
 
 use crate::ice::stun::{attr, Writer, BINDING_REQUEST};

@@ -22,8 +22,9 @@ use super::{addr, check, egress, framed_inputs, key, protect, video_ingest, webr
 pub struct TwoShards {
     pub cores: Vec<Core>,
     pub links: Vec<Link>,
-    /// Per shard: what its egresses were sent (egress, sequence number).
-    pub sent: Vec<Vec<(Handle, u16)>>,
+    /// Per shard: what its egresses were sent (egress, the datagram as it
+    /// left, protected where the egress is keyed).
+    pub sent: Vec<Vec<(Handle, Vec<u8>)>>,
     /// Per shard: its outputs that are neither for the other shard nor
     /// media to fan out (the test or the harness carries them out).
     pub outputs: Vec<Vec<Output>>,
@@ -72,7 +73,7 @@ impl TwoShards {
             buf[..n].copy_from_slice(&pkt[..n]);
             if let Some((m, _)) = self.cores[s].prepare_egress(now, e, inbound, &mut buf) {
                 assert!((12..=buf.len()).contains(&m));
-                self.sent[s].push((e, u16::from_be_bytes([buf[2], buf[3]])));
+                self.sent[s].push((e, buf[..m].to_vec()));
             }
         }
     }

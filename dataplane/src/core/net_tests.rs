@@ -1,0 +1,277 @@
+//! The room on the simulated network ([`crate::fuzz::net`]): clients
+//! behind lossy, reordering and capped paths, one room over two shards,
+//! on virtual time. Each test runs the same way every time (seeded paths).
+
+use gateway_ring::msg::{Direction, MediaKind, TrackSpec, WebrtcSpec};
+
+use crate::fuzz::net::{Impairment, Net};
+use crate::fuzz::webrtc;
+
+/// A publisher's session `n` of participant `p{n}`.
+fn publisher(n: u64) -> WebrtcSpec {
+    webrtc(n, Direction::Publish)
+}
+
+/// A player's session `n` for participant `who`, with `lines` video lines
+/// (our SSRCs `0x5000 + n`, `0x5100 + n`, ...) and an audio line.
+fn player(n: u64, who: &str, lines: u32) -> WebrtcSpec {
+    let mut spec = webrtc(n, Direction::Subscribe);
+    spec.participant = who.into();
+    let video = spec.tracks[0];
+    for i in 1..lines {
+        spec.tracks.push(TrackSpec {
+            ssrc: video.ssrc + 0x100 * i,
+            ..video
+        });
+    }
+    spec
+}
+
+/// The line `ssrc` of player `c` got every packet from its first to its
+/// last (what was lost was resent); returns how many that is.
+fn complete(net: &mut Net, c: usize, ssrc: u32) -> usize {
+    let p = net.clients[c].player();
+    let got = p
+        .got
+        .get(&ssrc)
+        .unwrap_or_else(|| panic!("line {ssrc:#x} got nothing"));
+    let (first, last) = (*got.keys().next().unwrap(), *got.keys().last().unwrap());
+    let holes: Vec<u64> = (first..=last).filter(|s| !got.contains_key(s)).collect();
+    assert!(holes.is_empty(), "line {ssrc:#x}: holes at {holes:?}");
+    got.len()
+}
+
+/// Whose pictures line `ssrc` of player `c` carried (the publishers' fill bytes).
+fn fills(net: &mut Net, c: usize, ssrc: u32) -> Vec<u8> {
+    let mut seen: Vec<u8> = net.clients[c].player().got[&ssrc]
+        .values()
+        .filter(|p| p.len() > 100)
+        .map(|p| p[p.len() - 1])
+        .collect();
+    seen.sort();
+    seen.dedup();
+    seen
+}
+
+/// A call over mobile paths, its player on each shard: 5 % of the
+/// publisher's packets are lost on its way up and 5 % of each player's on
+/// the way down, reordered by jitter. Each player NACKs what it misses;
+/// what the gateway has it resends from its cache (the replica's own
+/// cache on the other shard), what it never got it asks the publisher for
+/// (from the other shard through the owner). Every player ends with every
+/// packet.
+#[test]
+fn a_call_over_lossy_paths_is_repaired_on_both_shards() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.05);
+    let cam = net.webrtc(0, publisher(1), lossy, Impairment::CLEAN);
+    let near = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, lossy);
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, lossy);
+    net.run(3000, &[cam]);
+    net.run(1000, &[]);
+    let sent = net.clients[cam].publisher().history_len();
+    assert!(net.clients[cam].up.lost > 0, "the way up lost nothing");
+    assert!(
+        net.clients[cam].publisher().resent > 0,
+        "the publisher resent nothing"
+    );
+    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+        assert!(net.clients[c].down.lost > 0, "the way down lost nothing");
+        let got = complete(&mut net, c, ssrc);
+        assert!(got + 3 >= sent, "{got} of {sent}");
+        let p = net.clients[c].player();
+        assert!(p.rtx > 0 && p.nacks > 0);
+        let s = net.clients[c].session;
+        assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
+    }
+}
+
+/// A conference of three across the shards, every path lossy: each player
+/// has two lines and gets the two others' pictures on them, never its
+/// own, each line complete.
+#[test]
+fn a_conference_of_three_over_two_shards() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.03);
+    let mut cams = Vec::new();
+    let mut players = Vec::new();
+    for (i, n) in [1u64, 3, 5].into_iter().enumerate() {
+        // Publishers are served by the room's owner (for now).
+        cams.push(net.webrtc(0, publisher(n), lossy, lossy));
+        let who = format!("p{n}");
+        players.push(net.webrtc(i % 2, player(n + 1, &who, 2), lossy, lossy));
+    }
+    net.run(2000, &cams);
+    net.run(1000, &[]);
+    for (i, &c) in players.iter().enumerate() {
+        let n = [1u8, 3, 5][i];
+        let mut seen = Vec::new();
+        for line in [0x5000 + n as u32 + 1, 0x5100 + n as u32 + 1] {
+            complete(&mut net, c, line);
+            let f = fills(&mut net, c, line);
+            assert_eq!(f.len(), 1, "line {line:#x} carried {f:?}");
+            seen.extend(f);
+        }
+        seen.sort();
+        let others: Vec<u8> = [1u8, 3, 5].into_iter().filter(|&o| o != n).collect();
+        assert_eq!(seen, others, "player of p{n}");
+    }
+}
+
+/// The bridge to RTMP over a lossy way up: the owner NACKs the
+/// publisher's gaps, waits for the resends, and its RTMP players on both
+/// shards get every frame from the first whole keyframe on (what came
+/// before it cannot be decoded), in order, none given up.
+#[test]
+fn the_bridge_to_rtmp_repairs_a_lossy_publisher() {
+    let mut net = Net::new();
+    let cam = net.webrtc(0, publisher(1), Impairment::lossy(0.05), Impairment::CLEAN);
+    let near = net.rtmp(0, "play", &format!("{}/p1", net.room_name()));
+    let far = net.rtmp(1, "play", &format!("{}/p1", net.room_name()));
+    net.run(3000, &[cam]);
+    net.run(1000, &[]);
+    let frames = net.clients[cam].publisher().frames as usize;
+    let s = net.clients[cam].session;
+    assert!(net.stats[&s].bridge_gaps_filled > 0, "no gap to fill");
+    assert_eq!(net.stats[&s].bridge_gaps_given_up, 0);
+    for c in [near, far] {
+        let v = &net.clients[c].rtmp().videos;
+        let pictures: Vec<u32> = v
+            .iter()
+            .filter(|m| m.payload.get(1) == Some(&1))
+            .map(|m| m.timestamp)
+            .collect();
+        // A frame every 33 ms, none missing, to the last one sent.
+        assert!(
+            pictures.windows(2).all(|w| w[1] - w[0] == 33),
+            "{pictures:?}"
+        );
+        assert!(
+            pictures.len() + 3 >= frames,
+            "{} of {frames}",
+            pictures.len()
+        );
+        let last = pictures.last().copied();
+        assert_eq!(last, Some(pictures[0] + 33 * (pictures.len() as u32 - 1)));
+    }
+}
+
+/// The bridge from RTMP to players behind lossy ways down, on both
+/// shards: a push has no one to ask again, so what a player misses comes
+/// from the track's cache (the replica's, on the other shard), and each
+/// line ends complete. A player's keyframe request is answered from the
+/// cached GOP, where the player is.
+#[test]
+fn an_rtmp_push_reaches_lossy_players_on_both_shards() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.05);
+    let push = net.rtmp(0, "publish", &format!("{}/bob", net.room_name()));
+    let near = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, lossy);
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, lossy);
+    net.push_frame(push, 0, true, true);
+    net.run(3000, &[push]);
+    net.run(1000, &[]);
+    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+        complete(&mut net, c, ssrc);
+        assert!(net.clients[c].player().rtx > 0);
+        let s = net.clients[c].session;
+        assert!(net.stats[&s].retransmits > 0);
+    }
+    // Keyframes are pushed each 990 ms (the next at 4950): ask between
+    // two, and the cached GOP is replayed at the next frame.
+    let before = net.clients[far].player().keyframes;
+    net.send_pli(far, 0x5004);
+    net.run(300, &[push]);
+    assert!(
+        net.clients[far].player().keyframes > before,
+        "no keyframe for the far player's request"
+    );
+}
+
+/// A keyframe request goes to the track's origin from either shard: the
+/// far player's PLI reaches the publisher through the owner, and the
+/// keyframe it sends reaches the player.
+#[test]
+fn a_keyframe_request_reaches_the_publisher_from_the_other_shard() {
+    let mut net = Net::new();
+    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, Impairment::CLEAN);
+    net.run(1500, &[cam]);
+    let (plis, keyframes) = (
+        net.clients[cam].publisher().plis,
+        net.clients[far].player().keyframes,
+    );
+    assert_eq!(keyframes, 1, "one keyframe until asked");
+    net.send_pli(far, 0x5004);
+    net.run(300, &[cam]);
+    assert!(
+        net.clients[cam].publisher().plis > plis,
+        "the PLI never came"
+    );
+    assert_eq!(net.clients[far].player().keyframes, 2);
+}
+
+/// A publisher sending 2 Mbit/s up a 600 kbit/s link (a drop-tail queue of
+/// 300 ms): the estimate the gateway sends it (REMB, from abs-send-time)
+/// stays near what the link carries (a receive-side estimate is bounded
+/// by 1.5 times the rate that arrives, as GCC's is); on an open link it
+/// climbs toward what is sent.
+#[test]
+fn the_publishers_estimate_finds_a_capped_link() {
+    let last_estimate = |cap: u64| {
+        let mut net = Net::new();
+        let mut spec = publisher(1);
+        for t in &mut spec.tracks {
+            t.twcc = 0;
+            t.abs_send_time = if t.kind == MediaKind::Video { 2 } else { 0 };
+        }
+        let up = Impairment {
+            rate_bps: cap,
+            queue: std::time::Duration::from_millis(300),
+            ..Impairment::CLEAN
+        };
+        let cam = net.webrtc(0, spec, up, Impairment::CLEAN);
+        let p = net.clients[cam].publisher();
+        (p.slices, p.slice_bytes) = (8, 1000);
+        net.run(8000, &[cam]);
+        let p = net.clients[cam].publisher();
+        *p.rembs.last().expect("no REMB")
+    };
+    let capped = last_estimate(600_000);
+    let open = last_estimate(0);
+    assert!(
+        (300_000..=900_000).contains(&capped),
+        "capped at 600 kbit/s, estimate {capped}"
+    );
+    assert!(open > 2 * capped, "open {open}, capped {capped}");
+}
+
+/// The program over two shards: p1 watches the room's program from the
+/// other shard by RTMP while p1 and p3 publish over lossy paths; it shows
+/// p3 (never p1's own picture), each frame from its first on, repaired.
+#[test]
+fn a_program_played_on_the_other_shard_never_shows_me() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.03);
+    let p1 = net.webrtc(0, publisher(1), lossy, Impairment::CLEAN);
+    let p3 = net.webrtc(0, publisher(3), lossy, Impairment::CLEAN);
+    let program = net.rtmp(1, "play", &format!("{}?participant=p1", net.room_name()));
+    net.run(3000, &[p1, p3]);
+    net.run(1000, &[]);
+    let frames = net.clients[p3].publisher().frames as usize;
+    let v = &net.clients[program].rtmp().videos;
+    let pictures: Vec<&[u8]> = v
+        .iter()
+        .filter(|m| m.payload.get(1) == Some(&1))
+        .map(|m| &m.payload[..])
+        .collect();
+    assert!(
+        pictures.len() + 3 >= frames,
+        "{} of {frames}",
+        pictures.len()
+    );
+    assert!(
+        pictures.iter().all(|p| p.last() == Some(&3)),
+        "a picture not p3's"
+    );
+}
