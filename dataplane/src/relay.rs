@@ -27,6 +27,7 @@
 //! `relay_lane` limit). A sender rings the
 //! receiver's doorbell once per turn it sent something ([`Link::wake`]).
 
+use bytes::Bytes;
 use gateway_ring::RoomId;
 use rtrb::{Consumer, Producer, RingBuffer};
 
@@ -62,6 +63,12 @@ pub enum Message {
     },
     /// That publisher stopped: its lines on the watcher are free again.
     TrackDown { room: RoomId, source: Source },
+    /// An RTMP publisher's cached GOP (its latest keyframe and every
+    /// packet since, as RTP), sent with its `TrackUp` to a shard that
+    /// starts watching: that shard's new players get a picture at its next
+    /// frame, as they would on the owner, not at the next keyframe (a
+    /// push cannot be asked for one). The packets are shared, not copied.
+    Gop { source: Source, packets: Vec<Bytes> },
     /// A player on the sender lost the picture of `source` (a WebRTC or RTP
     /// publisher on the receiver): ask it for a keyframe.
     KeyframeWanted { source: Source },

@@ -275,3 +275,31 @@ fn a_program_played_on_the_other_shard_never_shows_me() {
         "a picture not p3's"
     );
 }
+
+/// A WebRTC player that joins an RTMP push's room on the other shard in
+/// the middle of a long GOP (a push cannot be asked for a keyframe) gets
+/// a picture at once, as one on the owner does: the owner sends the
+/// cached GOP with the track's announcement, and the player's shard
+/// replays it at the next frame.
+#[test]
+fn a_late_player_on_the_other_shard_gets_an_rtmp_pushs_picture_at_once() {
+    let mut net = Net::new();
+    net.push_gop = std::time::Duration::from_secs(5);
+    let push = net.rtmp(0, "publish", &format!("{}/bob", net.room_name()));
+    net.push_frame(push, 0, true, true);
+    net.run(2000, &[push]);
+    let near = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, Impairment::CLEAN);
+    net.run(200, &[push]);
+    for c in [near, far] {
+        let shard = net.clients[c].shard;
+        assert_eq!(
+            net.clients[c].player().keyframes,
+            1,
+            "shard {shard}: no picture"
+        );
+    }
+    // And it carries on from there, every packet.
+    net.run(1000, &[push]);
+    complete(&mut net, far, 0x5004);
+}

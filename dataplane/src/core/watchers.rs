@@ -122,6 +122,43 @@ impl Core {
         });
     }
 
+    /// Shard `to` starts watching `room`: each RTMP publisher of the room
+    /// whose GOP is held is announced to it, and the GOP sent after.
+    fn send_gops(&mut self, room: RoomId, to: u32) {
+        let bit = 1u64 << (to % 64);
+        for (pid, packets) in self.router.rtmp_gops(room) {
+            let source = Source::Rtmp(pid);
+            let Some(w) = self.watchers.rooms.get_mut(&room) else {
+                return;
+            };
+            let i = match w.sources.iter().position(|a| a.source == source) {
+                Some(i) => i,
+                None => {
+                    w.sources.push(Announced {
+                        source,
+                        pid,
+                        told: 0,
+                    });
+                    w.sources.len() - 1
+                }
+            };
+            if w.sources[i].told & bit == 0 {
+                w.sources[i].told |= bit;
+                let name = self.router.participants.name(pid).unwrap_or("").to_string();
+                let key = self.router.participants.key(pid);
+                let msg = Message::TrackUp {
+                    room,
+                    source,
+                    name,
+                    key,
+                };
+                self.out.push(Output::Relay { to, msg });
+            }
+            let msg = Message::Gop { source, packets };
+            self.out.push(Output::Relay { to, msg });
+        }
+    }
+
     /// A room of this shard is gone: nobody watches it any more.
     pub(super) fn relay_room_removed(&mut self, room: RoomId) {
         self.watchers.rooms.remove(&room);
@@ -135,10 +172,16 @@ impl Core {
             Message::Watch { room } => {
                 // Only a room of this shard is watched here.
                 if self.router.owns(*room) {
-                    self.watchers.rooms.entry(*room).or_default().shards |= bit;
+                    let w = self.watchers.rooms.entry(*room).or_default();
+                    let fresh = w.shards & bit == 0;
+                    w.shards |= bit;
                     // Its publishers' next packets are announced to it; a
-                    // WebRTC one is asked for a keyframe for its new players.
+                    // WebRTC one is asked for a keyframe for its new
+                    // players, an RTMP one's GOP is sent now.
                     self.router.request_room_keyframes(now, *room);
+                    if fresh {
+                        self.send_gops(*room, from);
+                    }
                 }
             }
             Message::Unwatch { room } => {
@@ -161,6 +204,13 @@ impl Core {
                 self.router.add_relayed(*room, *source, name, *key, from);
             }
             Message::TrackDown { source, .. } => self.router.remove_relayed(*source),
+            Message::Gop { source, packets } => {
+                // Only for a publisher announced here (by the `TrackUp`
+                // just before it).
+                if self.router.relayed_origin(*source) == Some(from) {
+                    self.router.seed_video(now, *source, packets);
+                }
+            }
             Message::KeyframeWanted { source } => self.router.request_keyframe_of(now, *source),
             Message::Nack { source, seq } => self.router.nack_publisher(*source, *seq),
             Message::FlvSubscribed {

@@ -259,6 +259,8 @@ pub struct Net {
     pub clients: Vec<Client>,
     /// The latest counters of each session.
     pub stats: HashMap<SessionId, SessionStats>,
+    /// How often an RTMP push sends a keyframe.
+    pub push_gop: Duration,
     next_idx: u32,
 }
 
@@ -284,6 +286,7 @@ impl Net {
             now: t0,
             clients: Vec::new(),
             stats: HashMap::new(),
+            push_gop: Duration::from_millis(990),
             next_idx: 0,
         }
     }
@@ -464,7 +467,7 @@ impl Net {
 
     /// Runs `ms` of virtual time, a step a millisecond; each of `senders`
     /// sends a frame every 33 ms meanwhile (a WebRTC publisher a keyframe
-    /// when asked, an RTMP push one every 990 ms).
+    /// when asked, an RTMP push one every [`Net::push_gop`]).
     pub fn run(&mut self, ms: u64, senders: &[usize]) {
         for _ in 0..ms {
             self.now += Duration::from_millis(1);
@@ -475,7 +478,8 @@ impl Net {
                         Kind::Publisher(_) => self.send_frame(c),
                         Kind::Rtmp(_) => {
                             let ms = elapsed as u32;
-                            self.push_frame(c, ms, elapsed.is_multiple_of(990), false)
+                            let gop = self.push_gop.as_millis() as u64;
+                            self.push_frame(c, ms, elapsed.is_multiple_of(gop), false)
                         }
                         Kind::Player(_) => {}
                     }

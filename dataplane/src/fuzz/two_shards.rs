@@ -154,6 +154,7 @@ fn kind_of(m: &Message) -> &'static str {
         Message::Unwatch { .. } => "unwatch",
         Message::TrackUp { .. } => "track_up",
         Message::TrackDown { .. } => "track_down",
+        Message::Gop { .. } => "gop",
         Message::KeyframeWanted { .. } => "keyframe_wanted",
         Message::Nack { .. } => "nack",
         Message::FlvSubscribe { .. } => "flv_subscribe",

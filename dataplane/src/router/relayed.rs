@@ -118,6 +118,15 @@ impl Router {
         self.release(h);
     }
 
+    /// The shard publisher `source` is relayed from, if it was announced here.
+    pub fn relayed_origin(&self, source: Source) -> Option<u32> {
+        let h = *self.relayed.get(&source)?;
+        match &self.session(h)?.role {
+            Role::Relayed(r) => Some(r.origin),
+            _ => None,
+        }
+    }
+
     /// A packet relayed from shard `from`: its routing facts as this
     /// shard's fan-out sees them (the participant is this shard's id of
     /// its name), and a session's video kept for NACKs. `None` for a

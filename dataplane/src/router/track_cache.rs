@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway_ring::msg::MediaKind;
+use gateway_ring::RoomId;
 
 use crate::codec::VideoCodec;
-use crate::media::{Inbound, RtpFromRtmp};
+use crate::media::{Inbound, RtpFromRtmp, Source};
+use crate::participants::ParticipantId;
 use crate::rtmp::stream::MAX_GOP_BYTES;
 use crate::rtp::RtpHeader;
 use crate::webrtc::Peer;
@@ -314,6 +316,40 @@ impl Router {
             }
             w.tracks.iter().any(|t| t.replay_wanted)
         });
+    }
+
+    /// The GOPs held of room `room`'s RTMP publishers (each one's latest
+    /// keyframe and every packet since): what a shard that starts watching
+    /// the room is sent ([`crate::relay::Message::Gop`]).
+    pub fn rtmp_gops(&self, room: RoomId) -> Vec<(ParticipantId, Vec<Bytes>)> {
+        let mut gops = Vec::new();
+        for (source, cache) in &self.track_caches {
+            let Source::Rtmp(pid) = *source else {
+                continue;
+            };
+            if self.participants.room_of(pid) != Some(room) {
+                continue;
+            }
+            let next = cache.first.wrapping_add(cache.packets.len() as u16);
+            if let Some(gop) = cache.gop_before(next) {
+                gops.push((pid, gop.cloned().collect()));
+            }
+        }
+        gops
+    }
+
+    /// Fills `source`'s track cache with `packets`, the GOP its owner sent
+    /// when this shard started watching: the players here that want a
+    /// replay get it at the track's next frame, as on the owner. Nothing
+    /// is fanned out now.
+    pub fn seed_video(&mut self, now: Instant, source: Source, packets: &[Bytes]) {
+        let cache = self
+            .track_caches
+            .entry(source)
+            .or_insert_with(|| TrackCache::new(now));
+        for p in packets {
+            cache.insert(now, p.clone());
+        }
     }
 
     /// Player `h`'s line `i` lost the picture of an RTMP publisher (which
