@@ -21,7 +21,6 @@ use gateway_ring::msg::{Direction, DropReason, DtlsRole, MediaKind, SrtpKey, Web
 
 use crate::demux::{classify, Protocol};
 use crate::ice::lite::{IceLite, StunDrop};
-use crate::nack::NackCache;
 use crate::rtcp::{ReportBlock, SenderInfo};
 use crate::rtp::{is_rtcp, RtpHeader};
 use crate::srtp::{SrtpContext, SrtpError};
@@ -162,10 +161,9 @@ pub struct Peer {
     pub created: Instant,
     rx: Option<SrtpContext>,
     tx: Option<SrtpContext>,
-    /// Publisher: the incoming streams, and the video retransmission cache.
+    /// Publisher: the incoming streams.
     pub video_in: InStream,
     pub audio_in: InStream,
-    pub cache: Option<Box<NackCache>>,
     /// Publisher: when we last asked it for a keyframe.
     pub last_keyframe_request: Option<Instant>,
     /// When we last sent it an RTCP report.
@@ -207,7 +205,6 @@ impl Peer {
             tx: None,
             video_in: InStream::default(),
             audio_in: InStream::default(),
-            cache: None,
             last_keyframe_request: None,
             last_report: None,
         }
@@ -352,9 +349,6 @@ impl Peer {
                     MediaKind::Video => {
                         self.video_in
                             .on_packet(h.ssrc, h.seq_no, h.timestamp, now, 90_000);
-                        self.cache
-                            .get_or_insert_with(Default::default)
-                            .insert(h.seq_no, &buf[..len]);
                     }
                     MediaKind::Audio => {
                         lost_before =

@@ -303,3 +303,25 @@ fn a_late_player_on_the_other_shard_gets_an_rtmp_pushs_picture_at_once() {
     net.run(1000, &[push]);
     complete(&mut net, far, 0x5004);
 }
+
+/// An RTP camera (plain RTP, no way back to it) and its players behind
+/// lossy ways down on both shards: what they miss is resent from the
+/// track's cache, the same cache every session's video has, so each line
+/// ends complete.
+#[test]
+fn an_rtp_cameras_players_are_repaired_from_its_tracks_cache() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.05);
+    let cam = net.rtp_ingest(0, crate::fuzz::video_ingest(9), Impairment::CLEAN);
+    let near = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, lossy);
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, lossy);
+    net.run(3000, &[cam]);
+    net.run(1000, &[]);
+    let sent = net.clients[cam].publisher().history_len();
+    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+        let got = complete(&mut net, c, ssrc);
+        assert!(got + 3 >= sent, "{got} of {sent}");
+        let s = net.clients[c].session;
+        assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
+    }
+}

@@ -246,7 +246,7 @@ impl Core {
     pub fn handle_relayed(&mut self, now: Instant, from: u32, pkt: &Packet) -> Option<Inbound> {
         self.now = self.now.max(now);
         let data = pkt.payload();
-        let inbound = self.router.relayed_inbound(from, &pkt.inbound, data)?;
+        let inbound = self.router.relayed_inbound(now, from, &pkt.inbound, data)?;
         if let (MediaKind::Video, Source::Rtmp(_)) = (inbound.kind, inbound.source) {
             self.router
                 .keep_video(now, &inbound, Bytes::copy_from_slice(data));

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use gateway_ring::msg::{rtx_ssrc, Direction, RoomSpec, SessionStats, WebrtcSpec};
+use gateway_ring::msg::{rtx_ssrc, Direction, IngestSpec, RoomSpec, SessionStats, WebrtcSpec};
 use gateway_ring::SessionId;
 
 use crate::codec::h264::starts_keyframe;
@@ -158,6 +158,29 @@ impl Path {
 }
 
 impl Publisher {
+    /// A publisher of SSRC `ssrc` and payload type `pt`, its slices
+    /// filled with `fill`; abs-send-time under `abs_send_time` if not 0.
+    fn new(ssrc: u32, pt: u8, abs_send_time: u8, fill: u8) -> Publisher {
+        Publisher {
+            ssrc,
+            pt,
+            seq: 1000,
+            rtx_seq: 0,
+            history: HashMap::new(),
+            abs_send_time,
+            slices: 2,
+            slice_bytes: 600,
+            fill,
+            frames: 0,
+            keyframes: 0,
+            keyframe_wanted: true,
+            nacked: 0,
+            resent: 0,
+            plis: 0,
+            rembs: Vec::new(),
+        }
+    }
+
     /// How many packets it sent (not counting resends).
     pub fn history_len(&self) -> usize {
         self.history.len()
@@ -168,6 +191,7 @@ impl Publisher {
 /// packets of `slice_bytes` (a keyframe: SPS, PPS and an IDR first).
 pub struct Publisher {
     pub ssrc: u32,
+    pt: u8,
     seq: u16,
     rtx_seq: u16,
     /// What it sent, by sequence number: what a NACK can have back.
@@ -320,23 +344,7 @@ impl Net {
         core.handle_datagram(self.now, h, from, &mut check(session.get()));
         core.handle_dtls_keys(self.now, session, &remote, &local);
         let kind = if publisher {
-            Kind::Publisher(Publisher {
-                ssrc: video.unwrap_or(0),
-                seq: 1000,
-                rtx_seq: 0,
-                history: HashMap::new(),
-                abs_send_time,
-                slices: 2,
-                slice_bytes: 600,
-                fill: s,
-                frames: 0,
-                keyframes: 0,
-                keyframe_wanted: true,
-                nacked: 0,
-                resent: 0,
-                plis: 0,
-                rembs: Vec::new(),
-            })
+            Kind::Publisher(Publisher::new(video.unwrap_or(0), 102, abs_send_time, s))
         } else {
             Kind::Player(Player {
                 got: BTreeMap::new(),
@@ -361,6 +369,32 @@ impl Net {
             kind,
         });
         self.settle();
+        self.clients.len() - 1
+    }
+
+    /// A plain RTP video ingest `spec` on `shard` (an ffmpeg camera) behind
+    /// `up`: a publisher that cannot be asked for anything.
+    pub fn rtp_ingest(&mut self, shard: usize, spec: IngestSpec, up: Impairment) -> usize {
+        let n = self.clients.len() as u64;
+        let session = spec.session;
+        let pt = spec.payload_type;
+        let h = self.t.cores[shard].add_ingest(spec).expect("ingest made");
+        self.clients.push(Client {
+            shard,
+            handle: Some(h),
+            session,
+            addr: addr(6000 + session.get() as u16),
+            up: Path::new(up, 2 * n + 1),
+            down: Path::new(Impairment::CLEAN, 2 * n + 2),
+            tx: None,
+            rx: None,
+            kind: Kind::Publisher(Publisher::new(
+                0x7000 + session.get() as u32,
+                pt,
+                0,
+                session.get() as u8,
+            )),
+        });
         self.clients.len() - 1
     }
 
@@ -437,7 +471,7 @@ impl Net {
         let last = nals.len() - 1;
         for (i, nal) in nals.into_iter().enumerate() {
             let mut pkt = rtp_header(
-                102,
+                p.pt,
                 p.seq,
                 ts,
                 p.ssrc,
@@ -448,8 +482,12 @@ impl Net {
             pkt.extend_from_slice(&nal);
             p.history.insert(p.seq, pkt.clone());
             p.seq = p.seq.wrapping_add(1);
-            let tx = client.tx.as_mut().expect("keyed");
-            if protect(&mut pkt, |b, n| tx.protect_rtp(b, n)) {
+            // An RTP ingest without SRTP sends it as it is.
+            let sent = match client.tx.as_mut() {
+                Some(tx) => protect(&mut pkt, |b, n| tx.protect_rtp(b, n)),
+                None => true,
+            };
+            if sent {
                 client.up.send(now, pkt);
             }
         }

@@ -78,7 +78,9 @@ impl Router {
                         s.dirty = true;
                     }
                     match src {
-                        Source::Rtmp(_) if self.track_caches.contains_key(&src) => {
+                        Source::Rtmp(_)
+                            if self.track_caches.get(&src).is_some_and(|c| c.replays()) =>
+                        {
                             self.want_replay(now, h, i)
                         }
                         Source::Rtmp(_) => {}
@@ -112,17 +114,9 @@ impl Router {
     }
 
     /// Publisher `source`'s cached video packet with sequence number
-    /// `seq`: from its track cache (an RTMP publisher's), or a WebRTC
-    /// publisher's own.
+    /// `seq`, from its track's cache.
     fn cached(&self, source: Source, seq: u16) -> Option<&[u8]> {
-        if let Some(cache) = self.track_caches.get(&source) {
-            return cache.get(seq);
-        }
-        match &self.session(self.source_handle(source)?)?.role {
-            Role::Webrtc(w) => w.peer.cache.as_ref()?.get(seq),
-            Role::Relayed(r) => r.cache.as_ref()?.get(seq),
-            _ => None,
-        }
+        self.track_caches.get(&source)?.get(seq)
     }
 
     /// The source (a session, or an RTMP publisher) of subscriber `h`'s

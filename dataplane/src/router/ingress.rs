@@ -7,7 +7,7 @@ use crate::output::Output;
 use std::net::SocketAddrV4;
 use std::time::Instant;
 
-use gateway_ring::msg::DropReason;
+use gateway_ring::msg::{DropReason, MediaKind};
 
 use crate::participants::ParticipantId;
 use crate::rtcp;
@@ -16,6 +16,7 @@ use crate::srtp::{SrtpContext, SrtpError};
 use crate::webrtc::PeerEvent;
 
 use super::sessions::{Ingest, Role};
+use super::track_cache::TrackCache;
 use super::{Control, Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 
 impl Router {
@@ -122,6 +123,13 @@ impl Router {
                     key: s.key,
                     ..inbound
                 };
+                if inbound.kind == MediaKind::Video {
+                    // For NACKs: the track's cache (see `track_cache.rs`).
+                    self.track_caches
+                        .entry(inbound.source)
+                        .or_insert_with(|| TrackCache::window(now))
+                        .copy(now, inbound.seq_no, &buf[..inbound.len]);
+                }
                 if feedback {
                     // At most every 100 ms per publisher: never per packet.
                     self.send_rtcp(h, |peer, out| peer.write_feedback(now, out));

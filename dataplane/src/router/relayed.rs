@@ -16,8 +16,8 @@ use std::time::Instant;
 use gateway_ring::msg::MediaKind;
 use gateway_ring::{RoomId, SessionId};
 
+use super::track_cache::TrackCache;
 use crate::media::{Inbound, Source};
-use crate::nack::NackCache;
 use crate::output::Output;
 use crate::participants::Kinds;
 use crate::relay::Message;
@@ -30,9 +30,6 @@ pub(super) struct Relayed {
     pub(super) source: Source,
     /// The shard it publishes on (the room's owner).
     pub(super) origin: u32,
-    /// A session's video, for NACKs of players here (an RTMP publisher's
-    /// is in the router's track cache, as on its owner).
-    pub(super) cache: Option<Box<NackCache>>,
     pub(super) last_keyframe_request: Option<Instant>,
 }
 
@@ -92,7 +89,6 @@ impl Router {
             role: Role::Relayed(Relayed {
                 source,
                 origin,
-                cache: None,
                 last_keyframe_request: None,
             }),
         };
@@ -134,6 +130,7 @@ impl Router {
     /// any more): dropped.
     pub fn relayed_inbound(
         &mut self,
+        now: Instant,
         from: u32,
         inbound: &Inbound,
         data: &[u8],
@@ -147,9 +144,10 @@ impl Router {
             return None;
         }
         if inbound.kind == MediaKind::Video && inbound.source.session().is_some() {
-            r.cache
-                .get_or_insert_with(Default::default)
-                .insert(inbound.seq_no, &data[..inbound.len.min(data.len())]);
+            self.track_caches
+                .entry(inbound.source)
+                .or_insert_with(|| TrackCache::window(now))
+                .copy(now, inbound.seq_no, &data[..inbound.len.min(data.len())]);
         }
         Some(Inbound {
             participant: s.pid,

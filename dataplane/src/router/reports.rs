@@ -49,7 +49,8 @@ impl Router {
         for session in expired {
             self.end_session(session, EndReason::ConsentExpired);
         }
-        // An RTMP publisher gone quiet for a while: its track cache goes.
+        // A track gone quiet for a while (an RTMP publisher's: a session's
+        // goes with its session): its cache goes.
         self.track_caches
             .retain(|_, c| now.saturating_duration_since(c.last) < TRACK_CACHE_IDLE);
     }

@@ -253,12 +253,15 @@ impl Router {
         let Some(s) = self.sessions.get_mut(h as usize).and_then(Option::take) else {
             return;
         };
+        // Its track's cache goes with it.
         match &s.role {
             Role::Relayed(r) => {
                 self.relayed.remove(&r.source);
+                self.track_caches.remove(&r.source);
             }
             _ => {
                 self.by_id.remove(&s.stats.session);
+                self.track_caches.remove(&Source::Session(s.stats.session));
             }
         }
         self.free.push(h);

@@ -1,19 +1,29 @@
-//! The router's cache of a video track that cannot be asked for a resend or
-//! a keyframe: an RTMP publisher's RTP ([`crate::media::Source::Rtmp`]),
-//! kept once, as the packets the hub's packetizer made (shared with the
-//! fan-out, not copied).
-//! Everything a player wants of such a track again comes from here: NACK
-//! answers, and one GOP replay from its latest keyframe into a player's
-//! line, served when the packet that begins the next frame is taken in,
-//! before that packet is fanned out (so the replay reaches the player
-//! first), to the lines that want one: those of a player that has just
-//! connected (`install_keys` marks its video lines) or lost the picture
-//! (PLI).
+//! The router's cache of each video track, whatever its origin: one per
+//! track, keyed by its [`Source`], and the one place a NACK is answered
+//! from and a GOP replayed from.
 //!
-//! Bounded by what it is for: the latest [`NACK_WINDOW`] packets (as many
-//! as a WebRTC publisher's `NackCache` holds), and back to the latest
-//! keyframe up to [`MAX_GOP_BYTES`], the FLV GOP cache's bound (beyond it,
-//! no replay until the next keyframe).
+//! What is kept depends on what the origin can be asked for:
+//!
+//! - a session's track (a WebRTC publisher, an RTP ingest, or one of
+//!   either relayed from another shard) can be asked for a keyframe and a
+//!   resend: the latest [`NACK_WINDOW`] packets are copied into slots
+//!   allocated once ([`NackCache`]), so the hot path allocates nothing;
+//! - an RTMP publisher's RTP ([`Source::Rtmp`], on its shard or relayed)
+//!   can be asked for neither: its packets are kept as the hub's
+//!   packetizer made them (shared with the fan-out, not copied), back to
+//!   the latest keyframe ([`Gop`]). Everything a player wants of such a
+//!   track again comes from here: NACK answers, and one GOP replay from
+//!   its latest keyframe into a player's line, served when the packet that
+//!   begins the next frame is taken in, before that packet is fanned out
+//!   (so the replay reaches the player first), to the lines that want one:
+//!   those of a player that has just connected (`install_keys` marks its
+//!   video lines) or lost the picture (PLI).
+//!
+//! A GOP is bounded by what it is for: the latest [`NACK_WINDOW`] packets,
+//! and back to the latest keyframe up to [`MAX_GOP_BYTES`], the FLV GOP
+//! cache's bound (beyond it, no replay until the next keyframe). A
+//! session's cache goes with its session, an RTMP track's after
+//! [`TRACK_CACHE_IDLE`] without a packet.
 
 use std::collections::{vec_deque, VecDeque};
 use std::net::SocketAddrV4;
@@ -25,6 +35,7 @@ use gateway_ring::RoomId;
 
 use crate::codec::VideoCodec;
 use crate::media::{Inbound, RtpFromRtmp, Source};
+use crate::nack::NackCache;
 use crate::participants::ParticipantId;
 use crate::rtmp::stream::MAX_GOP_BYTES;
 use crate::rtp::RtpHeader;
@@ -44,16 +55,85 @@ pub(super) const MAX_PACKETS: usize = 8192;
 /// A track's cache is dropped after this long without a packet.
 pub(super) const TRACK_CACHE_IDLE: Duration = Duration::from_secs(10);
 
-/// One video track's RTP, for NACK answers and GOP replays.
+/// One video track's packets: for NACK answers, and GOP replays where
+/// the track cannot be asked for a keyframe.
 pub(super) struct TrackCache {
+    /// When it was last fed.
+    pub(super) last: Instant,
+    held: Held,
+}
+
+enum Held {
+    /// A session's track: its latest packets, copied.
+    Window(Box<NackCache>),
+    /// An RTMP publisher's track: its packets back to its latest keyframe.
+    Gop(Gop),
+}
+
+impl TrackCache {
+    /// The cache of a session's track.
+    pub(super) fn window(now: Instant) -> TrackCache {
+        TrackCache {
+            last: now,
+            held: Held::Window(Box::default()),
+        }
+    }
+
+    /// The cache of an RTMP publisher's track.
+    fn gop(now: Instant) -> TrackCache {
+        TrackCache {
+            last: now,
+            held: Held::Gop(Gop::new()),
+        }
+    }
+
+    /// Keeps a copy of packet `pkt` (sequence number `seq`) of a session's
+    /// track; nothing is allocated once the window has gone round once.
+    #[inline]
+    pub(super) fn copy(&mut self, now: Instant, seq: u16, pkt: &[u8]) {
+        self.last = now;
+        if let Held::Window(w) = &mut self.held {
+            w.insert(seq, pkt);
+        }
+    }
+
+    /// Keeps `packet`, an RTMP publisher's next RTP packet, itself.
+    fn keep(&mut self, now: Instant, packet: Bytes) {
+        self.last = now;
+        if let Held::Gop(g) = &mut self.held {
+            g.insert(packet);
+        }
+    }
+
+    /// The packet with sequence number `seq`, if still held.
+    pub(super) fn get(&self, seq: u16) -> Option<&[u8]> {
+        match &self.held {
+            Held::Window(w) => w.get(seq),
+            Held::Gop(g) => g.get(seq),
+        }
+    }
+
+    /// Whether a GOP can be replayed from here (an RTMP publisher's track).
+    pub(super) fn replays(&self) -> bool {
+        matches!(self.held, Held::Gop(_))
+    }
+
+    fn as_gop(&self) -> Option<&Gop> {
+        match &self.held {
+            Held::Gop(g) => Some(g),
+            Held::Window(_) => None,
+        }
+    }
+}
+
+/// An RTMP publisher's RTP, back to its latest keyframe.
+pub(super) struct Gop {
     /// Consecutive packets, oldest first: `packets[i]` has sequence number
     /// `first + i`.
     packets: VecDeque<Bytes>,
     first: u16,
     /// Bytes held.
     bytes: usize,
-    /// When it was last fed.
-    pub(super) last: Instant,
     /// Its video codec, which tells where a keyframe starts.
     codec: VideoCodec,
     /// Sequence number of the packet that began the latest keyframe, while
@@ -61,13 +141,12 @@ pub(super) struct TrackCache {
     keyframe: Option<u16>,
 }
 
-impl TrackCache {
-    fn new(now: Instant) -> TrackCache {
-        TrackCache {
+impl Gop {
+    fn new() -> Gop {
+        Gop {
             packets: VecDeque::new(),
             first: 0,
             bytes: 0,
-            last: now,
             codec: VideoCodec::NEGOTIATED,
             keyframe: None,
         }
@@ -77,7 +156,7 @@ impl TrackCache {
     /// neither in the NACK window nor in the latest GOP (within its bound).
     /// A packet that does not follow the last one starts the cache again
     /// (a new publisher of the name numbers its packets anew).
-    fn insert(&mut self, now: Instant, packet: Bytes) {
+    fn insert(&mut self, packet: Bytes) {
         let Ok(h) = RtpHeader::parse(&packet) else {
             return;
         };
@@ -91,7 +170,6 @@ impl TrackCache {
             self.keyframe = None;
             self.first = h.seq_no;
         }
-        self.last = now;
         if self
             .codec
             .starts_keyframe(packet.get(h.len..).unwrap_or_default())
@@ -184,7 +262,7 @@ impl TrackCache {
 /// this one). Returns the packets sent: none if the GOP is not held whole.
 #[allow(clippy::too_many_arguments)]
 fn replay_gop(
-    cache: &TrackCache,
+    cache: &Gop,
     t: &mut OutTrack,
     peer: &mut Peer,
     live: &Inbound,
@@ -277,8 +355,11 @@ impl Router {
         } = self;
         let cache = track_caches
             .entry(live.source)
-            .or_insert_with(|| TrackCache::new(now));
-        cache.insert(now, packet);
+            .or_insert_with(|| TrackCache::gop(now));
+        cache.keep(now, packet);
+        let Some(cache) = cache.as_gop() else {
+            return;
+        };
         let Some(room) = rooms.get_mut(&live.room) else {
             return;
         };
@@ -330,6 +411,9 @@ impl Router {
             if self.participants.room_of(pid) != Some(room) {
                 continue;
             }
+            let Some(cache) = cache.as_gop() else {
+                continue;
+            };
             let next = cache.first.wrapping_add(cache.packets.len() as u16);
             if let Some(gop) = cache.gop_before(next) {
                 gops.push((pid, gop.cloned().collect()));
@@ -346,9 +430,9 @@ impl Router {
         let cache = self
             .track_caches
             .entry(source)
-            .or_insert_with(|| TrackCache::new(now));
+            .or_insert_with(|| TrackCache::gop(now));
         for p in packets {
-            cache.insert(now, p.clone());
+            cache.keep(now, p.clone());
         }
     }
 
@@ -383,11 +467,11 @@ impl Router {
 
     /// Test hook: the cache of `source`'s track.
     #[cfg(test)]
-    pub(super) fn track_cache_mut(
-        &mut self,
-        source: crate::media::Source,
-    ) -> Option<&mut TrackCache> {
-        self.track_caches.get_mut(&source)
+    pub(super) fn track_cache_mut(&mut self, source: crate::media::Source) -> Option<&mut Gop> {
+        match &mut self.track_caches.get_mut(&source)?.held {
+            Held::Gop(g) => Some(g),
+            Held::Window(_) => None,
+        }
     }
 }
 
@@ -408,7 +492,7 @@ mod tests {
     }
 
     /// The oldest sequence number held, counted back from `last`.
-    fn oldest(c: &TrackCache, last: u16) -> u16 {
+    fn oldest(c: &Gop, last: u16) -> u16 {
         let mut s = last;
         while c.get(s.wrapping_sub(1)).is_some() {
             s = s.wrapping_sub(1);
@@ -422,13 +506,12 @@ mod tests {
     /// window; without a keyframe the NACK window is all that is kept.
     #[test]
     fn keeps_the_nack_window_and_the_latest_gop_within_its_bound() {
-        let t0 = Instant::now();
-        let mut c = TrackCache::new(t0);
+        let mut c = Gop::new();
         let start = 65000u16;
         // 100 packets before the keyframe, then a GOP of 3000 packets.
         for k in 0..3100u16 {
             let seq = start.wrapping_add(k);
-            c.insert(t0, packet(seq, k as u32 / 10, k == 100, 1000));
+            c.insert(packet(seq, k as u32 / 10, k == 100, 1000));
         }
         let key = start.wrapping_add(100);
         let last = start.wrapping_add(3099);
@@ -443,11 +526,11 @@ mod tests {
         let mut seq = last;
         while c.bytes + crate::rtp::MAX_PACKET <= MAX_GOP_BYTES {
             seq = seq.wrapping_add(1);
-            c.insert(t0, packet(seq, 0, false, crate::rtp::MAX_PACKET));
+            c.insert(packet(seq, 0, false, crate::rtp::MAX_PACKET));
         }
         assert_eq!(c.keyframe, Some(key), "still within the bound");
         seq = seq.wrapping_add(1);
-        c.insert(t0, packet(seq, 0, false, crate::rtp::MAX_PACKET));
+        c.insert(packet(seq, 0, false, crate::rtp::MAX_PACKET));
         assert_eq!(c.keyframe, None, "over the bound: no replay");
         assert!(c.gop_before(seq).is_none());
         assert_eq!(c.packets.len(), NACK_WINDOW);
@@ -462,16 +545,15 @@ mod tests {
     /// it.
     #[test]
     fn a_keyframe_in_slices_begins_at_its_parameter_sets() {
-        let t0 = Instant::now();
-        let mut c = TrackCache::new(t0);
+        let mut c = Gop::new();
         let mut seq = 0u16;
-        let mut push = |c: &mut TrackCache, ts: u32, payload: &[u8]| {
+        let mut push = |c: &mut Gop, ts: u32, payload: &[u8]| {
             let mut p = vec![0x80, 96];
             p.extend_from_slice(&seq.to_be_bytes());
             p.extend_from_slice(&ts.to_be_bytes());
             p.extend_from_slice(&7u32.to_be_bytes());
             p.extend_from_slice(payload);
-            c.insert(t0, Bytes::from(p));
+            c.insert(Bytes::from(p));
             seq += 1;
             seq - 1
         };
@@ -498,13 +580,12 @@ mod tests {
     /// answered or replayed as the new one's.
     #[test]
     fn a_track_numbered_anew_starts_the_cache_again() {
-        let t0 = Instant::now();
-        let mut c = TrackCache::new(t0);
+        let mut c = Gop::new();
         for seq in 500..520u16 {
-            c.insert(t0, packet(seq, seq as u32, seq == 505, 100));
+            c.insert(packet(seq, seq as u32, seq == 505, 100));
         }
         assert!(c.gop_before(519).is_some());
-        c.insert(t0, packet(0, 0, false, 100));
+        c.insert(packet(0, 0, false, 100));
         assert!(c.get(519).is_none() && c.get(505).is_none());
         assert_eq!((c.packets.len(), c.bytes, c.keyframe), (1, 100, None));
         assert!(c.gop_before(1).is_none());
