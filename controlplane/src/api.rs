@@ -408,7 +408,13 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             v["tracks"] = w
                 .tracks
                 .iter()
-                .map(|t| json!({ "kind": kind_name(t.kind), "payload_type": t.pt }))
+                .map(|t| {
+                    json!({
+                        "kind": kind_name(t.kind),
+                        "codec": t.codec.name(),
+                        "payload_type": t.pt,
+                    })
+                })
                 .collect();
             v["created_ms"] = json!(w.created_ms);
         }

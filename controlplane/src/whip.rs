@@ -26,7 +26,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::Router;
-use gateway_ring::msg::{participant_key, Command, Direction, MediaKind, TrackSpec, WebrtcSpec};
+use gateway_ring::msg::{
+    participant_key, Codec, Command, Direction, MediaKind, TrackSpec, WebrtcSpec,
+};
 use gateway_ring::participant::query_value;
 use gateway_ring::SessionId;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -254,6 +256,11 @@ async fn offer_answer(
             .zip(&sources)
             .map(|((t, &ssrc), source)| TrackSpec {
                 kind: t.kind,
+                codec: match t.kind {
+                    MediaKind::Audio => Codec::Opus,
+                    // The offer's codec line `negotiate` chose for us.
+                    MediaKind::Video => Codec::video(&t.codec.name).unwrap_or(Codec::H264),
+                },
                 pt: t.codec.pt,
                 ssrc,
                 source: source.as_deref().map_or(0, participant_key),

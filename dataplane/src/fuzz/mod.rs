@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use gateway_ring::msg::{
-    Direction, DtlsRole, EgressSpec, IngestSpec, MediaKind, RoomSpec, SrtpSuite, TrackSpec,
+    Codec, Direction, DtlsRole, EgressSpec, IngestSpec, MediaKind, RoomSpec, SrtpSuite, TrackSpec,
     WebrtcSpec,
 };
 use gateway_ring::{RoomId, SessionId};
@@ -47,6 +47,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
         tracks: vec![
             TrackSpec {
                 kind: MediaKind::Video,
+                codec: Codec::H264,
                 pt: 102,
                 ssrc: 0x5000 + session as u32,
                 source: 0,
@@ -61,6 +62,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
             },
             TrackSpec {
                 kind: MediaKind::Audio,
+                codec: Codec::Opus,
                 pt: 111,
                 ssrc: 0x6000 + session as u32,
                 source: 0,

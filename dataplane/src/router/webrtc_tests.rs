@@ -3,11 +3,11 @@
 
 use super::tests::{ingest, room, sid, ROOM};
 use super::*;
-use gateway_ring::msg::MediaKind;
 use gateway_ring::msg::{
     participant_key, Direction, DropReason, DtlsRole, EndReason, SrtpKey, SrtpSuite, TrackSpec,
     WebrtcSpec,
 };
+use gateway_ring::msg::{Codec, MediaKind};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
@@ -669,6 +669,7 @@ fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
     let mut sub = spec(3, Direction::Subscribe);
     sub.tracks.push(TrackSpec {
         kind: MediaKind::Video,
+        codec: Codec::H264,
         pt: 102,
         ssrc: 0x7003,
         source: 0,
@@ -754,6 +755,7 @@ fn player(r: &mut Router, session: u64, me: &str, wants: &[u32]) -> Handle {
     for (i, &want) in wants.iter().enumerate().skip(1) {
         sub.tracks.push(TrackSpec {
             kind: MediaKind::Video,
+            codec: Codec::H264,
             pt: 102,
             ssrc: 0x7000 + i as u32,
             source: want,

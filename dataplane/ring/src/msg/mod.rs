@@ -8,7 +8,7 @@ use crate::ids::{RoomId, SessionId};
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 10;
+pub const MSG_VERSION: u8 = 11;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -62,6 +62,52 @@ pub trait Message: Sized {
 pub enum MediaKind {
     Video = 0,
     Audio = 1,
+}
+
+/// A media line's codec, as the controlplane negotiated it: the names
+/// both processes use (what each codec means to the media path is the
+/// dataplane's `codec/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Opus = 0,
+    /// RFC 6184, packetization mode 1.
+    H264 = 1,
+    /// RFC 7741.
+    Vp8 = 2,
+    /// RFC 9628, profile 0.
+    Vp9 = 3,
+    /// The AOM RTP payload format, profile 0 (main).
+    Av1 = 4,
+}
+
+impl Codec {
+    /// Every video codec, in the server's default order of preference.
+    pub const VIDEO: [Codec; 4] = [Codec::H264, Codec::Vp8, Codec::Vp9, Codec::Av1];
+
+    /// Its encoding name in SDP (`a=rtpmap`), as operators write it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::H264 => "H264",
+            Codec::Vp8 => "VP8",
+            Codec::Vp9 => "VP9",
+            Codec::Av1 => "AV1",
+        }
+    }
+
+    /// The video codec called `name` (case-insensitive, as SDP compares).
+    pub fn video(name: &str) -> Option<Codec> {
+        Codec::VIDEO
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(name))
+    }
+
+    pub const fn kind(self) -> MediaKind {
+        match self {
+            Codec::Opus => MediaKind::Audio,
+            _ => MediaKind::Video,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +242,9 @@ pub const MAX_PWD: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackSpec {
     pub kind: MediaKind,
-    /// The payload type this peer uses for the codec (H264 or Opus).
+    /// The codec the line negotiated (Opus for audio) ...
+    pub codec: Codec,
+    /// ... and the payload type this peer uses for it.
     pub pt: u8,
     /// Subscribe: the SSRC we send this track on (announced in the answer).
     /// Publish: 0 (learned from the packets).
@@ -247,12 +295,12 @@ pub fn participant_key(name: &str) -> u32 {
 /// Most media lines a WebRTC session carries (a player may ask for several
 /// publishers' tracks by offering several recvonly m-lines). Bounded by the
 /// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
-/// to 447 of its 512 bytes (checked by the round-trip test).
+/// to 463 of its 512 bytes (checked by the round-trip test).
 pub const MAX_TRACKS: usize = 16;
 
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (in the role the offer
-/// left us), BUNDLE and rtcp-mux, H264 and/or Opus tracks as the SDP
-/// negotiated.
+/// left us), BUNDLE and rtcp-mux, video (H264, VP8, VP9 or AV1) and/or Opus
+/// tracks as the SDP negotiated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebrtcSpec {
     pub session: SessionId,
@@ -309,6 +357,14 @@ impl WebrtcSpec {
             .iter()
             .find(|t| t.kind == MediaKind::Video)
             .map_or(0, |t| t.rtx_pt)
+    }
+
+    /// The codec of its first video track, if it has one.
+    pub fn video_codec(&self) -> Option<Codec> {
+        self.tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .map(|t| t.codec)
     }
 
     /// The payload type of the first track of `kind` (0 if none).

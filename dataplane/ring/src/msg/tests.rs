@@ -24,6 +24,11 @@ fn samples() -> (Vec<Command>, Vec<Event>) {
                 } else {
                     MediaKind::Audio
                 },
+                codec: if i % 2 == 0 {
+                    Codec::VIDEO[i as usize / 2 % 4]
+                } else {
+                    Codec::Opus
+                },
                 pt: 100 + i as u8,
                 ssrc: 0xdead_0000 + i,
                 source: u32::MAX - i,
@@ -185,21 +190,21 @@ fn dtls_role_is_the_last_byte_of_a_webrtc_spec() {
     assert_eq!(client.dtls_role, DtlsRole::Client);
     let mut slot = [0u8; SLOT_SIZE];
     cmds[4].encode(&mut slot);
-    assert_eq!(slot.iter().rposition(|&b| b != 0), Some(446));
-    assert_eq!(slot[446], DtlsRole::Client as u8);
+    assert_eq!(slot.iter().rposition(|&b| b != 0), Some(462));
+    assert_eq!(slot[462], DtlsRole::Client as u8);
     let server = WebrtcSpec {
         dtls_role: DtlsRole::Server,
         ..client.clone()
     };
     let mut server_slot = [0u8; SLOT_SIZE];
     Command::CreateWebrtc(server.clone()).encode(&mut server_slot);
-    assert_eq!(server_slot[..446], slot[..446]);
-    assert_eq!(server_slot[446], 0);
+    assert_eq!(server_slot[..462], slot[..462]);
+    assert_eq!(server_slot[462], 0);
     assert_eq!(
         Command::decode(&server_slot),
         Ok(Command::CreateWebrtc(server))
     );
-    slot[446] = 2;
+    slot[462] = 2;
     assert_eq!(Command::decode(&slot), Err(DecodeError::Value("DTLS role")));
 }
 
@@ -333,4 +338,31 @@ fn random_slots_never_panic() {
         slot[1] = (i % 9) as u8;
         crate::msg::fuzz_decode(&slot);
     }
+}
+
+/// A track's codec crosses the ring; a codec byte we do not know is a
+/// decode error, not a guess.
+#[test]
+fn a_tracks_codec_round_trips_and_an_unknown_one_is_refused() {
+    let (cmds, _) = samples();
+    let Command::CreateWebrtc(spec) = &cmds[4] else {
+        panic!("samples()[4] is the WebRTC session");
+    };
+    let mut spec = spec.clone();
+    spec.tracks.truncate(1);
+    spec.tracks[0].codec = Codec::Vp8;
+    spec.tracks[0].pt = 0xab;
+    let mut slot = [0u8; SLOT_SIZE];
+    Command::CreateWebrtc(spec.clone()).encode(&mut slot);
+    assert_eq!(
+        Command::decode(&slot),
+        Ok(Command::CreateWebrtc(spec.clone()))
+    );
+    assert_eq!(spec.video_codec(), Some(Codec::Vp8));
+    let pt_at = slot.iter().position(|&b| b == 0xab).unwrap();
+    assert_eq!(slot[pt_at - 1], Codec::Vp8 as u8);
+    slot[pt_at - 1] = 9;
+    assert_eq!(Command::decode(&slot), Err(DecodeError::Value("codec")));
+    assert_eq!(Codec::video("vp9"), Some(Codec::Vp9));
+    assert_eq!(Codec::video("opus"), None, "not a video codec");
 }

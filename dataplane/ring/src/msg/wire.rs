@@ -17,7 +17,7 @@ impl<'a> Writer<'a> {
     }
     fn bytes(&mut self, b: &[u8]) {
         // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
-        // longest fields and MAX_TRACKS tracks, is 447 bytes), so this slice
+        // longest fields and MAX_TRACKS tracks, is 463 bytes), so this slice
         // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
@@ -89,6 +89,7 @@ impl<'a> Writer<'a> {
         self.u8(n as u8);
         for t in &s.tracks[..n] {
             self.u8(t.kind as u8);
+            self.u8(t.codec as u8);
             self.u8(t.pt);
             self.u32(t.ssrc);
             self.u32(t.source);
@@ -200,6 +201,16 @@ impl<'a> Reader<'a> {
             _ => Err(DecodeError::Value("media kind")),
         }
     }
+    fn codec(&mut self) -> Result<Codec, DecodeError> {
+        Ok(match self.u8()? {
+            0 => Codec::Opus,
+            1 => Codec::H264,
+            2 => Codec::Vp8,
+            3 => Codec::Vp9,
+            4 => Codec::Av1,
+            _ => return Err(DecodeError::Value("codec")),
+        })
+    }
     fn srtp(&mut self) -> Result<Option<SrtpKey>, DecodeError> {
         let suite = match self.u8()? {
             0 => return Ok(None),
@@ -253,6 +264,7 @@ impl<'a> Reader<'a> {
                 for _ in 0..n {
                     tracks.push(TrackSpec {
                         kind: self.kind()?,
+                        codec: self.codec()?,
                         pt: self.u8()?,
                         ssrc: self.u32()?,
                         source: self.u32()?,
