@@ -1,40 +1,53 @@
 //! Video codecs behind one seam: what the gateway asks of a video codec,
-//! answered by that codec's module (`h264.rs` today), without decoding.
+//! answered by that codec's module (`h264.rs`, `vp8.rs`, `vp9.rs`,
+//! `av1.rs`), without decoding.
 //!
-//! The rest of the dataplane holds a [`VideoCodec`] (or the
-//! [`Depacketizer`] / [`Packetizer`] it made) and asks it; only `codec/`
-//! names a codec's module. Access units are FLV video tag bodies, the form
-//! the RTMP side carries:
+//! The rest of the dataplane holds a [`VideoCodec`] (what a track
+//! carries), or a [`FlvCodec`] where it works on FLV (the RTMP side), or
+//! the [`Depacketizer`] / [`Packetizer`] one made, and asks it; only
+//! `codec/` names a codec's module. Access units are FLV video tag
+//! bodies, the form the RTMP side carries:
 //!
 //! ```text
-//! RTP payload ─▶ VideoCodec::starts_keyframe   where a GOP replay starts (an RTMP publisher's RTP cache)
+//! RTP payload ─▶ VideoCodec::starts_keyframe   where a GOP replay starts, every codec
+//! ring codec  ─▶ VideoCodec::of_wire           a negotiated line's codec
+//! VideoCodec  ─▶ VideoCodec::flv               the FLV codec it is, if FLV carries it as it is
 //! RTP packets ─▶ Depacketizer::push ─▶ Out     access units as FLV video tags, the decoder
 //!                                              configuration first, NeedKeyframe after a loss
 //! FLV tag     ─▶ Packetizer::push   ─▶ RTP     within RTP_PAYLOAD; Pushed says what it made
-//! FLV tag     ─▶ VideoCodec::of_flv            which codec (FLV's codec id), if one of ours
+//! FLV tag     ─▶ FlvCodec::of_flv              which codec (FLV's codec id), if one of ours
 //! FLV tag     ─▶ composition_offset            presentation minus decode time (B-frames)
-//! FLV config  ─▶ VideoCodec::picture           width, height, frame rate for onMetaData
+//! FLV config  ─▶ FlvCodec::picture             width, height, frame rate for onMetaData
 //! facts       ─▶ name, payload_type, flv_codec_id
 //! ```
 //!
+//! FLV (legacy RTMP) carries H264: VP8, VP9 and AV1 tracks are forwarded
+//! to WebRTC players as they are, and reach RTMP and HTTP-FLV players only
+//! once decoded and encoded to H264 (issue 26: a transcoder plugs in where
+//! [`VideoCodec::flv`] is `None`).
+//!
 //! Payload-header rewriting: H264 needs none (a player's line rewrites the
-//! RTP header only; the payload goes as it came). A codec that numbers its
-//! pictures in the payload (VP8's and VP9's picture id and TL0PICIDX) adds
-//! a rewrite method here for a line that switches source or layer.
+//! RTP header only; the payload goes as it came). VP8 and VP9 number their
+//! pictures in the payload descriptor (picture id, TL0PICIDX): their
+//! modules say where (`vp8::Descriptor`, `vp9::Descriptor`), for a line
+//! that switches source or layer.
 //!
 //! Dispatch is a `match` on a `Copy` enum, inlined: no trait object, no
-//! allocation per packet (a one-variant enum has no tag at all).
+//! allocation per packet.
 //!
-//! Adding a codec (VP8, say): write `codec/vp8.rs` with what `h264.rs`
-//! has (`starts_keyframe`, a `Depacketizer` and a `Packetizer` with the
-//! same `push` signatures and [`Out`] / [`Pushed`], its `FLV_CODEC_ID` if
-//! FLV has one), add `VideoCodec::Vp8`, `Depacketizer::Vp8` and
-//! `Packetizer::Vp8`, and an arm in each `match` below (the compiler lists
-//! them). Then give tracks their codec where [`VideoCodec::NEGOTIATED`] is
-//! taken today (grep it): the controlplane's SDP and the ring's track specs
-//! carry none yet.
+//! Adding a codec: write `codec/NAME.rs` with its `starts_keyframe` (and,
+//! if FLV carries it, a `Depacketizer` and a `Packetizer` with the same
+//! `push` signatures and [`Out`] / [`Pushed`], and its `FLV_CODEC_ID`),
+//! add its variant to [`VideoCodec`] (and [`FlvCodec`]) and to the ring's
+//! `msg::Codec`, and an arm in each `match` below (the compiler lists
+//! them); the controlplane's `--video-codecs` then offers it.
 
+pub mod av1;
 pub mod h264;
+pub mod vp8;
+pub mod vp9;
+
+use gateway_ring::msg::Codec;
 
 /// Payload budget per RTP packet (1200 + headers stays under common MTUs),
 /// for every codec's packetizer.
@@ -51,56 +64,59 @@ pub fn composition_offset(body: &[u8]) -> i32 {
     }
 }
 
-/// A video codec the gateway repacketizes.
+/// A video codec a track carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VideoCodec {
     /// RFC 6184 (packetization mode 1: single NAL, STAP-A, FU-A); FLV's AVC.
     H264,
+    /// RFC 7741.
+    Vp8,
+    /// RFC 9628 (profile 0).
+    Vp9,
+    /// The AOM RTP payload format (profile 0).
+    Av1,
 }
 
 impl VideoCodec {
     /// Every codec, for what is said about them (a warning names them).
-    pub const ALL: [VideoCodec; 1] = [VideoCodec::H264];
+    pub const ALL: [VideoCodec; 4] = [
+        VideoCodec::H264,
+        VideoCodec::Vp8,
+        VideoCodec::Vp9,
+        VideoCodec::Av1,
+    ];
 
-    /// The codec of every video track today: the one the controlplane
-    /// negotiates (WHIP/WHEP answers, RTP ingests and egresses) and the one
-    /// FLV → RTP bridges. The ring's track specs carry no codec, so where a
-    /// track's codec is needed and no input says it (an RTP egress's video
-    /// line, an RTMP publisher's packetizer and RTP cache, the bridge RTP →
-    /// FLV, a stream's `onMetaData`) the code takes this. A second codec
-    /// makes it a field of the track instead.
+    /// The codec of a track whose codec no input names: an RTP ingest's
+    /// and egress's (their SDP says H264) and an RTMP publisher's (FLV's).
     pub const NEGOTIATED: VideoCodec = VideoCodec::H264;
+
+    /// The video codec of a negotiated line (`None` for audio).
+    pub const fn of_wire(c: Codec) -> Option<VideoCodec> {
+        match c {
+            Codec::H264 => Some(VideoCodec::H264),
+            Codec::Vp8 => Some(VideoCodec::Vp8),
+            Codec::Vp9 => Some(VideoCodec::Vp9),
+            Codec::Av1 => Some(VideoCodec::Av1),
+            Codec::Opus => None,
+        }
+    }
 
     /// Its name in SDP (`a=rtpmap`) and in what we tell operators.
     pub const fn name(self) -> &'static str {
         match self {
             VideoCodec::H264 => "H264",
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::Vp9 => "VP9",
+            VideoCodec::Av1 => "AV1",
         }
     }
 
-    /// The RTP payload type it is sent with where we choose one: an RTP
-    /// egress (the controlplane's egress SDP says the same, `sdp.rs`
-    /// `VIDEO_PT`) and an RTMP publisher's packetized video. A WebRTC
-    /// player's line uses the type its answer negotiated.
-    pub const fn payload_type(self) -> u8 {
+    /// The FLV codec it is, if FLV carries it as it is (H264); `None`:
+    /// RTMP and HTTP-FLV players can only get it transcoded.
+    pub const fn flv(self) -> Option<FlvCodec> {
         match self {
-            VideoCodec::H264 => 96,
-        }
-    }
-
-    /// Its codec id in an FLV video tag (the low 4 bits of the first byte).
-    pub const fn flv_codec_id(self) -> u8 {
-        match self {
-            VideoCodec::H264 => h264::FLV_CODEC_ID,
-        }
-    }
-
-    /// The codec of an FLV video tag body, if it is one of these.
-    #[inline]
-    pub fn of_flv(body: &[u8]) -> Option<VideoCodec> {
-        match body.first()? & 0x0f {
-            h264::FLV_CODEC_ID => Some(VideoCodec::H264),
-            _ => None,
+            VideoCodec::H264 => Some(FlvCodec::H264),
+            VideoCodec::Vp8 | VideoCodec::Vp9 | VideoCodec::Av1 => None,
         }
     }
 
@@ -110,20 +126,72 @@ impl VideoCodec {
     pub fn starts_keyframe(self, payload: &[u8]) -> bool {
         match self {
             VideoCodec::H264 => h264::starts_keyframe(payload),
+            VideoCodec::Vp8 => vp8::starts_keyframe(payload),
+            VideoCodec::Vp9 => vp9::starts_keyframe(payload),
+            VideoCodec::Av1 => av1::starts_keyframe(payload),
+        }
+    }
+}
+
+/// A video codec FLV carries, which the gateway repacketizes between RTP
+/// and FLV (the RTMP side's codecs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FlvCodec {
+    H264,
+}
+
+impl FlvCodec {
+    /// Every FLV codec.
+    pub const ALL: [FlvCodec; 1] = [FlvCodec::H264];
+
+    /// The codec FLV carries from an RTMP publisher and to its players,
+    /// and what an RTP egress sends.
+    pub const NEGOTIATED: FlvCodec = FlvCodec::H264;
+
+    /// As a track's codec.
+    pub const fn video(self) -> VideoCodec {
+        match self {
+            FlvCodec::H264 => VideoCodec::H264,
+        }
+    }
+
+    /// The RTP payload type it is sent with where we choose one: an RTP
+    /// egress (the controlplane's egress SDP says the same, `sdp.rs`
+    /// `VIDEO_PT`) and an RTMP publisher's packetized video. A WebRTC
+    /// player's line uses the type its answer negotiated.
+    pub const fn payload_type(self) -> u8 {
+        match self {
+            FlvCodec::H264 => 96,
+        }
+    }
+
+    /// Its codec id in an FLV video tag (the low 4 bits of the first byte).
+    pub const fn flv_codec_id(self) -> u8 {
+        match self {
+            FlvCodec::H264 => h264::FLV_CODEC_ID,
+        }
+    }
+
+    /// The codec of an FLV video tag body, if it is one of these.
+    #[inline]
+    pub fn of_flv(body: &[u8]) -> Option<FlvCodec> {
+        match body.first()? & 0x0f {
+            h264::FLV_CODEC_ID => Some(FlvCodec::H264),
+            _ => None,
         }
     }
 
     /// A depacketizer waiting for its first keyframe.
     pub fn depacketizer(self) -> Depacketizer {
         match self {
-            VideoCodec::H264 => Depacketizer::H264(h264::Depacketizer::new()),
+            FlvCodec::H264 => Depacketizer::H264(h264::Depacketizer::new()),
         }
     }
 
     /// A packetizer sending on `ssrc` with [`payload_type`](Self::payload_type).
     pub fn packetizer(self, ssrc: u32) -> Packetizer {
         match self {
-            VideoCodec::H264 => Packetizer::H264(h264::Packetizer::new(ssrc, self.payload_type())),
+            FlvCodec::H264 => Packetizer::H264(h264::Packetizer::new(ssrc, self.payload_type())),
         }
     }
 
@@ -132,8 +200,31 @@ impl VideoCodec {
     /// header (H264: the AVCDecoderConfigurationRecord's first SPS).
     pub fn picture(self, config: &[u8]) -> Option<(u32, u32, Option<f64>)> {
         match self {
-            VideoCodec::H264 => h264::picture(config),
+            FlvCodec::H264 => h264::picture(config),
         }
+    }
+}
+
+/// The body of the `video_payloads` fuzz target, shared with the unit
+/// tests: any RTP payload, read as each codec's. Nothing may panic, and a
+/// descriptor's offsets stay inside the payload.
+pub fn fuzz_payloads(data: &[u8]) {
+    for codec in VideoCodec::ALL {
+        let _ = codec.starts_keyframe(data);
+    }
+    if let Some(d) = vp8::descriptor(data) {
+        assert!(d.payload < data.len());
+        assert!(d
+            .picture_id
+            .is_none_or(|(at, wide)| at + wide as usize + 1 <= d.payload));
+        assert!(d.tl0.is_none_or(|at| at < d.payload));
+    }
+    if let Some(d) = vp9::descriptor(data) {
+        assert!(d.payload < data.len());
+        assert!(d
+            .picture_id
+            .is_none_or(|(at, wide)| at + wide as usize + 1 <= d.payload));
+        assert!(d.tl0.is_none_or(|at| at < d.payload));
     }
 }
 
@@ -209,14 +300,42 @@ mod tests {
     /// through the depacketizer it made.
     #[test]
     fn each_codec_answers_through_the_seam() {
-        for codec in VideoCodec::ALL {
+        for codec in FlvCodec::ALL {
             let id = codec.flv_codec_id();
-            assert_eq!(VideoCodec::of_flv(&[0x10 | id]), Some(codec));
+            assert_eq!(FlvCodec::of_flv(&[0x10 | id]), Some(codec));
+            assert_eq!(codec.video().flv(), Some(codec));
         }
-        assert_eq!(VideoCodec::of_flv(&[0x12]), None, "Sorenson H.263");
-        assert_eq!(VideoCodec::of_flv(&[]), None);
-        let h264 = VideoCodec::H264;
-        assert!(h264.starts_keyframe(&[0x65, 0x88]) && !h264.starts_keyframe(&[0x41, 0x9a]));
+        assert_eq!(FlvCodec::of_flv(&[0x12]), None, "Sorenson H.263");
+        assert_eq!(FlvCodec::of_flv(&[]), None);
+        for (wire, codec) in [
+            (Codec::H264, VideoCodec::H264),
+            (Codec::Vp8, VideoCodec::Vp8),
+            (Codec::Vp9, VideoCodec::Vp9),
+            (Codec::Av1, VideoCodec::Av1),
+        ] {
+            assert_eq!(VideoCodec::of_wire(wire), Some(codec));
+            assert_eq!(codec.name(), wire.name());
+        }
+        assert_eq!(VideoCodec::of_wire(Codec::Opus), None);
+        // Each codec's keyframe, and an H264 P slice is none of them.
+        let keys: [(VideoCodec, &[u8]); 4] = [
+            (VideoCodec::H264, &[0x65, 0x88]),
+            (VideoCodec::Vp8, &[0x10, 0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]),
+            (VideoCodec::Vp9, &[0x08, 0x82]),
+            (VideoCodec::Av1, &[0x18, 0x08]),
+        ];
+        for (codec, key) in keys {
+            assert!(codec.starts_keyframe(key), "{codec:?}");
+            assert!(!codec.starts_keyframe(&[0x41, 0x9a]), "{codec:?}");
+        }
+        assert!(VideoCodec::Vp8.flv().is_none(), "FLV carries no VP8");
+        for (_, key) in keys {
+            for n in 0..=key.len() {
+                fuzz_payloads(&key[..n]);
+            }
+        }
+        let h264 = FlvCodec::H264;
+        assert!(!h264.video().starts_keyframe(&[0x41, 0x9a]));
         let config = h264::config_tag(&[0x67, 0x42, 0xe0, 0x1f, 0xaa], &[0x68, 0xce]).unwrap();
         let key = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
         let mut pk = h264.packetizer(7);

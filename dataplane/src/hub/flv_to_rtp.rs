@@ -11,7 +11,7 @@ use gateway_ring::RoomId;
 
 use super::streams::Stream;
 use super::Hub;
-use crate::codec::{Packetizer, Pushed, VideoCodec};
+use crate::codec::{FlvCodec, Packetizer, Pushed};
 use crate::media::RtpFromRtmp;
 use crate::output::{Note, Output, Outputs};
 use crate::participants::ParticipantId;
@@ -64,7 +64,7 @@ impl RtpOut {
 
     pub(super) fn new(pid: ParticipantId) -> RtpOut {
         RtpOut {
-            packetizer: VideoCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
+            packetizer: FlvCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
             reencode: None,
             audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
@@ -199,14 +199,14 @@ fn presentation_ms(m: &Media) -> u32 {
 /// composition time offset (presentation order differs from decode order).
 pub(super) fn has_bframes(m: &Media) -> bool {
     m.type_id == types::VIDEO
-        && VideoCodec::of_flv(&m.payload).is_some()
+        && FlvCodec::of_flv(&m.payload).is_some()
         && m.payload.get(1) == Some(&1)
         && presentation_ms(m) != m.timestamp
 }
 
 /// The video codecs bridged to WebRTC, named for a warning.
 fn bridged_codecs() -> String {
-    VideoCodec::ALL.map(VideoCodec::name).join(", ")
+    FlvCodec::ALL.map(|c| c.video().name()).join(", ")
 }
 
 /// What of an RTMP publisher's message WebRTC players cannot be given or
@@ -235,7 +235,7 @@ pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u
             let ours = bridged_codecs();
             Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only {ours} is; {over}")))
         }
-        types::VIDEO if VideoCodec::of_flv(&m.payload).is_none() => {
+        types::VIDEO if FlvCodec::of_flv(&m.payload).is_none() => {
             let name = match first & 0x0f {
                 2 => "Sorenson H.263",
                 3 | 6 => "Screen video",

@@ -13,7 +13,7 @@ use super::timers::Timer;
 use super::Hub;
 use gateway_ring::RoomId;
 
-use crate::codec::{Depacketizer, Out, VideoCodec};
+use crate::codec::{Depacketizer, FlvCodec, Out};
 use crate::media::Source;
 use crate::output::{Note, Outputs};
 use crate::participants::{ParticipantId, Participants};
@@ -44,7 +44,7 @@ impl Bridge {
     fn new(now: Instant) -> Bridge {
         Bridge {
             reorder: Reorder::default(),
-            depack: VideoCodec::NEGOTIATED.depacketizer(),
+            depack: FlvCodec::NEGOTIATED.depacketizer(),
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
             epoch: now
@@ -238,7 +238,7 @@ impl Hub {
             // A new publisher session (or SSRC) of this participant: a fresh
             // depacketizer waiting for its first IDR, on the same timeline.
             bridged.need_keyframe = true;
-            b.depack = VideoCodec::NEGOTIATED.depacketizer();
+            b.depack = FlvCodec::NEGOTIATED.depacketizer();
             b.reorder = Reorder::default();
         }
         let mut out = Vec::new();

@@ -50,7 +50,7 @@ use self::sessions::{Role, Session, WebrtcSession};
 use self::track_cache::TrackCache;
 
 /// Payload types the egress SDP announces: its video codec's, and Opus's.
-pub const EGRESS_VIDEO_PT: u8 = crate::codec::VideoCodec::NEGOTIATED.payload_type();
+pub const EGRESS_VIDEO_PT: u8 = crate::codec::FlvCodec::NEGOTIATED.payload_type();
 pub const EGRESS_AUDIO_PT: u8 = 111;
 
 /// A publisher that has been silent this long may be replaced: a new source

@@ -24,7 +24,7 @@ use rml_amf0::Amf0Value;
 
 use super::conn::{types, Media};
 use super::stream::{is_audio_config, is_keyframe, is_video_config};
-use crate::codec::VideoCodec;
+use crate::codec::FlvCodec;
 
 /// Bits per pixel of a typical H264 live stream: the video data rate said
 /// before one was measured (320x240 at 30 fps: 230 kbit/s).
@@ -200,7 +200,7 @@ impl Meta {
             .or(self.theirs("framerate"))
             .unwrap_or(NOMINAL_FPS);
         if self.video {
-            let codec = VideoCodec::NEGOTIATED.flv_codec_id();
+            let codec = FlvCodec::NEGOTIATED.flv_codec_id();
             f.insert("videocodecid".into(), num(codec as f64));
             if self.width > 0 {
                 f.insert("width".into(), num(self.width as f64));
@@ -253,9 +253,9 @@ impl Meta {
 
 /// (width, height, frames per second if it says) of an FLV video sequence
 /// header (`[key | codec id, 0, cts×3]` + its codec's decoder configuration
-/// record), read by its codec ([`VideoCodec::picture`]).
+/// record), read by its codec ([`FlvCodec::picture`]).
 pub fn video_config_picture(body: &[u8]) -> Option<(u32, u32, Option<f64>)> {
-    VideoCodec::of_flv(body)?.picture(body.get(5..)?)
+    FlvCodec::of_flv(body)?.picture(body.get(5..)?)
 }
 
 /// (sample rate, channels) of an AudioSpecificConfig (ISO 14496-3 §1.6.2.1):

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use super::chunk::{write_message, OUT_CHUNK_SIZE};
 use super::conn::{types, Media, CSID_AUDIO, CSID_STREAM, CSID_VIDEO, STREAM_ID};
-use crate::codec::VideoCodec;
+use crate::codec::FlvCodec;
 
 /// GOP cache bounds: beyond either, the cache is dropped until the next keyframe.
 pub const MAX_GOP_BYTES: usize = 8 << 20;
@@ -25,7 +25,7 @@ pub const MAX_GOP_MS: u32 = 10_000;
 pub fn is_video_config(m: &Media) -> bool {
     m.type_id == types::VIDEO
         && m.payload.len() >= 2
-        && VideoCodec::of_flv(&m.payload).is_some()
+        && FlvCodec::of_flv(&m.payload).is_some()
         && m.payload[1] == 0
 }
 

@@ -1,0 +1,156 @@
+//! VP9 over RTP (RFC 9628), read without decoding: the payload descriptor
+//! in front of each packet's VP9 data says whether the packet begins a
+//! frame (B), whether the frame refers to earlier ones (P: inter-picture
+//! predicted) and which spatial layer it is. A keyframe's first packet is
+//! a frame's beginning, not inter-predicted, on the lowest spatial layer
+//! (an upper layer of a key picture is not inter-predicted either, but
+//! depends on the layer under it). The picture id and TL0PICIDX are found
+//! here too, for a line that renumbers them.
+//!
+//! ```text
+//!  0 1 2 3 4 5 6 7
+//! |I|P|L|F|B|E|V|Z|   required
+//! |M| PICTURE ID  |   I: 7 bits, or 15 with M
+//! |  (PICTURE ID) |
+//! | TID |U| SID |D|   L
+//! |   TL0PICIDX   |   L and not F (non-flexible mode)
+//! | P_DIFF      |N|   F and P: up to 3 reference differences
+//! | scalability structure ...   V
+//! ```
+
+/// What a VP9 payload descriptor says, as offsets into the RTP payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    /// P: the frame refers to earlier frames.
+    pub inter: bool,
+    /// B: this packet begins a frame.
+    pub begins: bool,
+    /// Its spatial layer (0 without layer indices).
+    pub spatial: u8,
+    /// Where the picture id is, and whether it is 15 bits (M) or 7.
+    pub picture_id: Option<(usize, bool)>,
+    /// Where TL0PICIDX is (non-flexible mode only).
+    pub tl0: Option<usize>,
+    /// Where the VP9 data begins.
+    pub payload: usize,
+}
+
+/// The descriptor of an RTP payload, `None` if it is cut short.
+pub fn descriptor(p: &[u8]) -> Option<Descriptor> {
+    let b0 = *p.first()?;
+    let (inter, layers, flexible, scalability) = (
+        b0 & 0x40 != 0,
+        b0 & 0x20 != 0,
+        b0 & 0x10 != 0,
+        b0 & 0x02 != 0,
+    );
+    let mut d = Descriptor {
+        inter,
+        begins: b0 & 0x08 != 0,
+        spatial: 0,
+        picture_id: None,
+        tl0: None,
+        payload: 1,
+    };
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let wide = *p.get(i)? & 0x80 != 0;
+        d.picture_id = Some((i, wide));
+        i += if wide { 2 } else { 1 };
+    }
+    if layers {
+        d.spatial = (*p.get(i)? >> 1) & 0x07;
+        i += 1;
+        if !flexible {
+            p.get(i)?;
+            d.tl0 = Some(i);
+            i += 1;
+        }
+    }
+    if flexible && inter {
+        // Up to three reference differences, N set on all but the last.
+        for _ in 0..3 {
+            let diff = *p.get(i)?;
+            i += 1;
+            if diff & 0x01 == 0 {
+                break;
+            }
+        }
+    }
+    if scalability {
+        let ss = *p.get(i)?;
+        i += 1;
+        let spatial_layers = (ss >> 5) as usize + 1;
+        if ss & 0x10 != 0 {
+            // Y: each layer's width and height, 16 bits each.
+            i += 4 * spatial_layers;
+        }
+        if ss & 0x08 != 0 {
+            // G: the picture group, each entry with its references.
+            let pictures = *p.get(i)?;
+            i += 1;
+            for _ in 0..pictures {
+                let refs = (*p.get(i)? >> 2) & 0x03;
+                i += 1 + refs as usize;
+            }
+        }
+    }
+    d.payload = i;
+    (i < p.len()).then_some(d)
+}
+
+/// Whether an RTP payload begins a keyframe: a frame's first packet, not
+/// inter-predicted, on spatial layer 0.
+pub fn starts_keyframe(p: &[u8]) -> bool {
+    descriptor(p).is_some_and(|d| d.begins && !d.inter && d.spatial == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A keyframe's first packet as Chrome sends it without layers: I
+    /// (15-bit id), B, V with one layer's size and a one-picture group.
+    const KEY: [u8; 12] = [
+        0x8a, 0x81, 0x23, 0x18, 0x02, 0x80, 0x01, 0x68, 0x01, 0x00, 0x82, 0x49,
+    ];
+
+    #[test]
+    fn a_keyframe_and_its_numbered_fields() {
+        let d = descriptor(&KEY).unwrap();
+        assert_eq!(d.picture_id, Some((1, true)));
+        assert_eq!((d.tl0, d.spatial, d.payload), (None, 0, 10));
+        assert!(starts_keyframe(&KEY));
+    }
+
+    #[test]
+    fn not_keyframes() {
+        // P: inter-predicted (flexible off, no layers: nothing else moves).
+        assert!(!starts_keyframe(&[0xc8, 0x81, 0x23, 0x86]));
+        // Not a frame's beginning.
+        assert!(!starts_keyframe(&[0x80, 0x81, 0x23, 0x82]));
+        // Spatial layer 1 of a key picture; layer 0 of it is one.
+        assert!(!starts_keyframe(&[0xa8, 0x81, 0x23, 0x02, 0x05, 0x82]));
+        assert!(starts_keyframe(&[0xa8, 0x81, 0x23, 0x00, 0x05, 0x82]));
+        // Non-flexible with layers: TL0PICIDX found.
+        assert_eq!(
+            descriptor(&[0xa8, 0x05, 0x00, 0x07, 0x82]).unwrap().tl0,
+            Some(3)
+        );
+        // Flexible, inter: two reference differences skipped.
+        let d = descriptor(&[0xd8, 0x05, 0x03, 0x04, 0x86]).unwrap();
+        assert_eq!((d.tl0, d.payload), (None, 4));
+    }
+
+    #[test]
+    fn short_and_malformed_descriptors() {
+        for n in 0..KEY.len() {
+            let _ = starts_keyframe(&KEY[..n]);
+            if let Some(d) = descriptor(&KEY[..n]) {
+                assert!(d.payload < n);
+            }
+        }
+        // A picture group longer than the packet.
+        assert_eq!(descriptor(&[0x0a, 0x08, 0xff, 0x0c]), None);
+    }
+}
