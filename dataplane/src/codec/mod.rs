@@ -216,14 +216,14 @@ pub fn fuzz_payloads(data: &[u8]) {
         assert!(d.payload < data.len());
         assert!(d
             .picture_id
-            .is_none_or(|(at, wide)| at + wide as usize + 1 <= d.payload));
+            .is_none_or(|(at, wide)| at + (wide as usize) < d.payload));
         assert!(d.tl0.is_none_or(|at| at < d.payload));
     }
     if let Some(d) = vp9::descriptor(data) {
         assert!(d.payload < data.len());
         assert!(d
             .picture_id
-            .is_none_or(|(at, wide)| at + wide as usize + 1 <= d.payload));
+            .is_none_or(|(at, wide)| at + (wide as usize) < d.payload));
         assert!(d.tl0.is_none_or(|at| at < d.payload));
     }
 }
