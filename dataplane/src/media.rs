@@ -8,6 +8,7 @@ use bytes::Bytes;
 use gateway_ring::msg::MediaKind;
 use gateway_ring::{RoomId, SessionId};
 
+use crate::codec::VideoCodec;
 use crate::participants::ParticipantId;
 
 /// A session's slot in the shard; the same index names its socket.
@@ -33,6 +34,15 @@ impl Source {
     }
 }
 
+/// `codec` for a video packet, nothing for audio: an [`Inbound`]'s codec.
+#[inline]
+pub fn video_codec(kind: MediaKind, codec: VideoCodec) -> Option<VideoCodec> {
+    match kind {
+        MediaKind::Video => Some(codec),
+        MediaKind::Audio => None,
+    }
+}
+
 /// A plaintext RTP packet, now at the front of the receive buffer, to fan out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inbound {
@@ -44,6 +54,8 @@ pub struct Inbound {
     /// Audio: its RFC 6464 level, when the publisher sends them.
     pub level: Option<u8>,
     pub kind: MediaKind,
+    /// Video: its codec (a player's line carries only its own codec).
+    pub codec: Option<VideoCodec>,
     pub len: usize,
     pub seq_no: u16,
     pub timestamp: u32,
@@ -79,6 +91,7 @@ impl RtpFromRtmp {
             key: self.key,
             level: None,
             kind,
+            codec: video_codec(kind, VideoCodec::NEGOTIATED),
             len: self.packet.len(),
             seq_no: h.seq_no,
             timestamp: h.timestamp,

@@ -311,6 +311,7 @@ mod tests {
             key: 9,
             level: None,
             kind: MediaKind::Video,
+            codec: Some(crate::codec::VideoCodec::H264),
             len,
             seq_no: 1,
             timestamp: 2,

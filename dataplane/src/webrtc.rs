@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use gateway_ring::msg::{Direction, DropReason, DtlsRole, MediaKind, SrtpKey, WebrtcSpec};
 
+use crate::codec::VideoCodec;
 use crate::demux::{classify, Protocol};
 use crate::ice::lite::{IceLite, StunDrop};
 use crate::rtcp::{ReportBlock, SenderInfo};
@@ -161,6 +162,8 @@ pub struct Peer {
     pub created: Instant,
     rx: Option<SrtpContext>,
     tx: Option<SrtpContext>,
+    /// Its video line's codec, if it has one.
+    pub video_codec: Option<VideoCodec>,
     /// Publisher: the incoming streams.
     pub video_in: InStream,
     pub audio_in: InStream,
@@ -197,6 +200,7 @@ impl Peer {
             _ => None,
         };
         Peer {
+            video_codec: spec.video_codec().and_then(VideoCodec::of_wire),
             feedback,
             spec,
             ice,

@@ -379,12 +379,29 @@ impl Core {
         self.out.event(Event::Speaker { room, participant });
     }
 
-    /// A participant's RTP video, to its RTMP players (depacketized).
+    /// A participant's RTP video, to its RTMP players (depacketized). A
+    /// codec FLV does not carry gets them no picture (until it is
+    /// transcoded), and its publisher a `media_warning` once.
     fn bridge_video(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
         let parts = &self.router.participants;
         if !self.hub.wants_rtp(now, inbound.participant, parts) {
             return;
         }
+        let Some(codec) = inbound.codec else { return };
+        let Some(flv) = codec.flv() else {
+            if let Some(session) = inbound.source.session() {
+                if self.hub.not_bridged(inbound.participant, codec) {
+                    let what = format!(
+                        "video {} is not bridged to RTMP and HTTP-FLV players: \
+                         they get no picture of it (audio only)",
+                        codec.name()
+                    );
+                    info!(%session, "{what}");
+                    self.out.event(Event::MediaWarning { session, what });
+                }
+            }
+            return;
+        };
         let Ok(h) = RtpHeader::parse(pkt) else { return };
         let mut end = pkt.len();
         if pkt[0] & 0x20 != 0 {
@@ -395,6 +412,7 @@ impl Core {
         let bridged = self.hub.on_rtp_video(
             now,
             inbound.participant,
+            flv,
             (inbound.source, inbound.ssrc),
             sr,
             h.seq_no,

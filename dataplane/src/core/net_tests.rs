@@ -2,7 +2,7 @@
 //! behind lossy, reordering and capped paths, one room over two shards,
 //! on virtual time. Each test runs the same way every time (seeded paths).
 
-use gateway_ring::msg::{Direction, MediaKind, TrackSpec, WebrtcSpec};
+use gateway_ring::msg::{Codec, Direction, Event, MediaKind, TrackSpec, WebrtcSpec};
 
 use crate::fuzz::net::{Impairment, Net};
 use crate::fuzz::webrtc;
@@ -324,4 +324,113 @@ fn an_rtp_cameras_players_are_repaired_from_its_tracks_cache() {
         let s = net.clients[c].session;
         assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
     }
+}
+
+/// `spec` with every video line in `codec`.
+fn in_codec(mut spec: WebrtcSpec, codec: Codec) -> WebrtcSpec {
+    for t in &mut spec.tracks {
+        if t.kind == MediaKind::Video {
+            t.codec = codec;
+        }
+    }
+    spec
+}
+
+/// A VP8 call, its players on both shards behind lossy ways down: the SFU
+/// forwards VP8 as it came, finds its keyframes (the payload descriptor
+/// and frame tag), answers NACKs from the track's cache or the publisher,
+/// and a PLI from the far shard reaches the publisher.
+#[test]
+fn a_vp8_call_over_lossy_paths_is_repaired_on_both_shards() {
+    let mut net = Net::new();
+    let lossy = Impairment::lossy(0.05);
+    let cam = net.webrtc(
+        0,
+        in_codec(publisher(1), Codec::Vp8),
+        lossy,
+        Impairment::CLEAN,
+    );
+    let near = net.webrtc(
+        0,
+        in_codec(player(2, "p2", 1), Codec::Vp8),
+        Impairment::CLEAN,
+        lossy,
+    );
+    let far = net.webrtc(
+        1,
+        in_codec(player(4, "p4", 1), Codec::Vp8),
+        Impairment::CLEAN,
+        lossy,
+    );
+    net.run(2000, &[cam]);
+    net.run(1000, &[]);
+    let sent = net.clients[cam].publisher().history_len();
+    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+        let got = complete(&mut net, c, ssrc);
+        assert!(got + 3 >= sent, "{got} of {sent}");
+        let s = net.clients[c].session;
+        assert!(net.stats[&s].retransmits > 0);
+    }
+    // (The first keyframe may have been lost before a player's first
+    // packet: nothing tells it what it missed, so count from here.)
+    let plis = net.clients[cam].publisher().plis;
+    let keyframes = net.clients[far].player().keyframes;
+    net.send_pli(far, 0x5004);
+    net.run(300, &[cam]);
+    assert!(
+        net.clients[cam].publisher().plis > plis,
+        "the PLI never came"
+    );
+    let now = net.clients[far].player().keyframes;
+    assert_eq!(now, keyframes + 1, "the new keyframe, found");
+}
+
+/// A line carries only the codec it negotiated: a player with an H264 line
+/// and a VP8 line gets the H264 publisher on the one and the VP8 publisher
+/// on the other, whatever order they come in; an RTP egress (H264 by its
+/// SDP) gets no VP8; an RTMP player of the VP8 publisher gets no picture,
+/// and the publisher one `media_warning` saying so.
+#[test]
+fn a_line_carries_only_its_codec() {
+    let mut net = Net::new();
+    let clean = Impairment::CLEAN;
+    let vp8 = net.webrtc(0, in_codec(publisher(1), Codec::Vp8), clean, clean);
+    let h264 = net.webrtc(0, publisher(3), clean, clean);
+    let mut both = player(4, "p4", 2);
+    both.tracks[2].codec = Codec::Vp8; // its second video line (0x5104)
+    let p = net.webrtc(1, both, clean, clean);
+    let flv = net.rtmp(0, "play", &format!("{}/p1", net.room_name()));
+    net.t.cores[0]
+        .add_egress(crate::fuzz::egress(30))
+        .expect("egress");
+    net.run(1500, &[vp8, h264]);
+    assert_eq!(fills(&mut net, p, 0x5004), vec![3], "the H264 line");
+    assert_eq!(fills(&mut net, p, 0x5104), vec![1], "the VP8 line");
+    let vp8_session = net.clients[vp8].session;
+    let warnings: Vec<&str> = net
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MediaWarning { session, what } if *session == vp8_session => Some(&what[..]),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("VP8"), "{warnings:?}");
+    let pictures = net.clients[flv]
+        .rtmp()
+        .videos
+        .iter()
+        .filter(|m| m.payload.get(1) == Some(&1))
+        .count();
+    assert_eq!(pictures, 0);
+    // The RTP egress (the harness keeps what it sent) got H264 only.
+    let egress = net.stats[&gateway_ring::SessionId::new(30)];
+    assert!(egress.packets > 0);
+    let h264_sent = net.clients[h264].publisher().history_len() as u64;
+    assert!(
+        egress.packets <= h264_sent,
+        "{} > {h264_sent}",
+        egress.packets
+    );
 }

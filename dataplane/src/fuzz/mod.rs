@@ -482,6 +482,7 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 hub.on_rtp_video(
                     now,
                     web,
+                    crate::codec::FlvCodec::H264,
                     (crate::media::Source::Session(SessionId::new(1)), 1),
                     None,
                     seq,

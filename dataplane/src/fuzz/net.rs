@@ -23,10 +23,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use gateway_ring::msg::{rtx_ssrc, Direction, IngestSpec, RoomSpec, SessionStats, WebrtcSpec};
+use gateway_ring::msg::{
+    rtx_ssrc, Direction, Event, IngestSpec, RoomSpec, SessionStats, WebrtcSpec,
+};
 use gateway_ring::SessionId;
 
-use crate::codec::h264::starts_keyframe;
+use crate::codec::VideoCodec;
 use crate::hub::ConnState;
 use crate::media::Handle;
 use crate::output::{Action, Output};
@@ -164,6 +166,7 @@ impl Publisher {
         Publisher {
             ssrc,
             pt,
+            codec: VideoCodec::H264,
             seq: 1000,
             rtx_seq: 0,
             history: HashMap::new(),
@@ -192,6 +195,8 @@ impl Publisher {
 pub struct Publisher {
     pub ssrc: u32,
     pt: u8,
+    /// What it sends: H264 (single NAL units), or VP8.
+    pub codec: VideoCodec,
     seq: u16,
     rtx_seq: u16,
     /// What it sent, by sequence number: what a NACK can have back.
@@ -225,6 +230,8 @@ pub struct Player {
     pub plis: usize,
     /// Keyframes it saw begin (distinct timestamps).
     pub keyframes: usize,
+    /// Each line's codec, by our SSRC.
+    codecs: HashMap<u32, VideoCodec>,
     last_keyframe: Option<u32>,
 }
 
@@ -283,6 +290,8 @@ pub struct Net {
     pub clients: Vec<Client>,
     /// The latest counters of each session.
     pub stats: HashMap<SessionId, SessionStats>,
+    /// The events the shards emitted, in order.
+    pub events: Vec<Event>,
     /// How often an RTMP push sends a keyframe.
     pub push_gop: Duration,
     next_idx: u32,
@@ -310,6 +319,7 @@ impl Net {
             now: t0,
             clients: Vec::new(),
             stats: HashMap::new(),
+            events: Vec::new(),
             push_gop: Duration::from_millis(990),
             next_idx: 0,
         }
@@ -333,6 +343,15 @@ impl Net {
         let session = spec.session;
         let publisher = spec.direction == Direction::Publish;
         let video = spec.tracks.iter().find(|t| t.rtx_pt != 0).map(|t| t.ssrc);
+        let codecs: HashMap<u32, VideoCodec> = spec
+            .tracks
+            .iter()
+            .filter_map(|t| Some((t.ssrc, VideoCodec::of_wire(t.codec)?)))
+            .collect();
+        let publisher_codec = spec
+            .video_codec()
+            .and_then(VideoCodec::of_wire)
+            .unwrap_or(VideoCodec::H264);
         let abs_send_time = spec.abs_send_time_id();
         let s = session.get() as u8;
         let (Some(remote), Some(local)) = (key(2 * s + 1), key(2 * s + 2)) else {
@@ -344,7 +363,10 @@ impl Net {
         core.handle_datagram(self.now, h, from, &mut check(session.get()));
         core.handle_dtls_keys(self.now, session, &remote, &local);
         let kind = if publisher {
-            Kind::Publisher(Publisher::new(video.unwrap_or(0), 102, abs_send_time, s))
+            Kind::Publisher(Publisher {
+                codec: publisher_codec,
+                ..Publisher::new(video.unwrap_or(0), 102, abs_send_time, s)
+            })
         } else {
             Kind::Player(Player {
                 got: BTreeMap::new(),
@@ -354,6 +376,7 @@ impl Net {
                 rtx: 0,
                 plis: 0,
                 keyframes: 0,
+                codecs: codecs.clone(),
                 last_keyframe: None,
             })
         };
@@ -457,13 +480,33 @@ impl Net {
         };
         let key = std::mem::take(&mut p.keyframe_wanted);
         let mut nals: Vec<Vec<u8>> = Vec::new();
-        if key {
-            nals.push(SPS.to_vec());
-            nals.push(vec![0x68, 0xce, 0x3c, 0x80]);
-        }
-        for _ in 0..p.slices {
-            let head: &[u8] = if key { &[0x65, 0x88] } else { &[0x41, 0x9a] };
-            nals.push([head, &vec![p.fill; p.slice_bytes]].concat());
+        match p.codec {
+            VideoCodec::Vp8 => {
+                // RFC 7741: X, I (a 7-bit picture id); S on the frame's
+                // first packet, whose frame tag says key or not.
+                let pic = (p.frames & 0x7f) as u8;
+                for i in 0..p.slices {
+                    let start = if i == 0 { 0x10 } else { 0 };
+                    let mut payload = vec![0x80 | start, 0x80, pic];
+                    if i == 0 && key {
+                        payload.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]);
+                    } else if i == 0 {
+                        payload.extend_from_slice(&[0x51, 0x2a, 0x00]);
+                    }
+                    payload.extend(std::iter::repeat_n(p.fill, p.slice_bytes));
+                    nals.push(payload);
+                }
+            }
+            _ => {
+                if key {
+                    nals.push(SPS.to_vec());
+                    nals.push(vec![0x68, 0xce, 0x3c, 0x80]);
+                }
+                for _ in 0..p.slices {
+                    let head: &[u8] = if key { &[0x65, 0x88] } else { &[0x41, 0x9a] };
+                    nals.push([head, &vec![p.fill; p.slice_bytes]].concat());
+                }
+            }
         }
         p.frames += 1;
         p.keyframes += key as u32;
@@ -594,6 +637,7 @@ impl Net {
                     Output::Rtmp(Action::Close { idx, .. } | Action::Handoff { idx, .. }) => {
                         self.t.cores[s].rtmp_remove(now, idx);
                     }
+                    Output::Event(e) => self.events.push(e),
                     _ => {}
                 }
             }
@@ -697,7 +741,8 @@ impl Net {
             p.highest.insert(ssrc, ext);
         }
         p.missing.remove(&(ssrc, ext));
-        if starts_keyframe(&payload) && p.last_keyframe != Some(h.timestamp) {
+        let codec = p.codecs.get(&ssrc).copied().unwrap_or(VideoCodec::H264);
+        if codec.starts_keyframe(&payload) && p.last_keyframe != Some(h.timestamp) {
             p.last_keyframe = Some(h.timestamp);
             p.keyframes += 1;
         }

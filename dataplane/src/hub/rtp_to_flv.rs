@@ -24,7 +24,8 @@ use crate::rtmp::conn::{types, Media};
 pub(super) struct Bridge {
     /// Packets back in order (gaps NACKed and waited for) before the depacketizer.
     reorder: Reorder,
-    depack: Depacketizer,
+    /// Made at the first video packet (of each publisher), for its codec.
+    depack: Option<Depacketizer>,
     /// FLV time 0.
     epoch: Instant,
     pub(super) video: Option<Anchor>,
@@ -44,7 +45,7 @@ impl Bridge {
     fn new(now: Instant) -> Bridge {
         Bridge {
             reorder: Reorder::default(),
-            depack: FlvCodec::NEGOTIATED.depacketizer(),
+            depack: None,
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
             epoch: now
@@ -205,14 +206,15 @@ impl Hub {
         self.out.append(&mut actions);
     }
 
-    /// One RTP video packet of participant `pid`'s publisher (`source` =
-    /// the publisher and its SSRC): what the publisher must be told or
-    /// counted for.
+    /// One RTP video packet (in `codec`) of participant `pid`'s publisher
+    /// (`source` = the publisher and its SSRC): what the publisher must be
+    /// told or counted for.
     #[allow(clippy::too_many_arguments)]
     pub fn on_rtp_video(
         &mut self,
         now: Instant,
         pid: ParticipantId,
+        codec: FlvCodec,
         source: (Source, u32),
         sr: Option<(u64, u32)>,
         seq: u16,
@@ -238,7 +240,7 @@ impl Hub {
             // A new publisher session (or SSRC) of this participant: a fresh
             // depacketizer waiting for its first IDR, on the same timeline.
             bridged.need_keyframe = true;
-            b.depack = FlvCodec::NEGOTIATED.depacketizer();
+            b.depack = Some(codec.depacketizer());
             b.reorder = Reorder::default();
         }
         let mut out = Vec::new();
@@ -248,7 +250,9 @@ impl Hub {
         } = &mut *b;
         let before = (reorder.filled, reorder.given_up);
         reorder.push(now, seq, ts, marker, payload, &mut nacks, |s, t, m, p| {
-            depack.push(s, t, m, p, &mut out)
+            if let Some(d) = depack {
+                d.push(s, t, m, p, &mut out)
+            }
         });
         bridged.gaps_filled = reorder.filled - before.0;
         bridged.gaps_given_up = reorder.given_up - before.1;
@@ -322,7 +326,9 @@ impl Hub {
             let before = (reorder.filled, reorder.given_up);
             reorder.handle_timeout(now, &mut nacks, |s, t, m, p| {
                 first_ts.get_or_insert(t);
-                depack.push(s, t, m, p, &mut out)
+                if let Some(d) = depack {
+                    d.push(s, t, m, p, &mut out)
+                }
             });
             bridged.gaps_filled = reorder.filled - before.0;
             bridged.gaps_given_up = reorder.given_up - before.1;
@@ -476,7 +482,19 @@ mod tests {
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
         let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
         for (i, nal) in nals.iter().enumerate() {
-            h.on_rtp_video(t0, web, (WEB, 5), None, i as u16, 0, i == 2, nal, &mut a);
+            let h264 = FlvCodec::H264;
+            h.on_rtp_video(
+                t0,
+                web,
+                h264,
+                (WEB, 5),
+                None,
+                i as u16,
+                0,
+                i == 2,
+                nal,
+                &mut a,
+            );
         }
         let web_got = drain(&mut h, 1);
         assert!(
@@ -514,6 +532,7 @@ mod tests {
             let b = h.on_rtp_video(
                 now,
                 web,
+                FlvCodec::H264,
                 (WEB, 5),
                 None,
                 seq,

@@ -14,7 +14,7 @@ use super::flv_to_rtp::{has_bframes, media_warning, RtpOut};
 use super::rtp_to_flv::Bridge;
 use super::timers::Timer;
 use super::Hub;
-use crate::codec::Pushed;
+use crate::codec::{Pushed, VideoCodec};
 use crate::media::Source;
 use crate::output::{Action, Note, Output, Outputs};
 use crate::participants::{ParticipantId, Participants};
@@ -47,6 +47,9 @@ pub(super) struct Stream {
     pub(super) last_video: Option<(Instant, u32)>,
     /// Its `onMetaData`, written from what passes through.
     meta: Meta,
+    /// The video codec its publisher sends that FLV does not carry, once
+    /// said (a `media_warning`).
+    pub(super) unbridged: Option<VideoCodec>,
     /// The shards its messages are relayed to, a bit each (their players
     /// play their replicas of it; see `relay.rs`).
     pub(super) relays: u64,
@@ -82,9 +85,20 @@ impl Hub {
             watchers: Vec::new(),
             last_video: None,
             meta: Meta::default(),
+            unbridged: None,
             relays: 0,
             origin: None,
         })
+    }
+
+    /// Participant `pid` publishes video in `codec`, which FLV does not
+    /// carry, to its stream's players: true the first time (say it), false
+    /// after.
+    pub fn not_bridged(&mut self, pid: ParticipantId, codec: VideoCodec) -> bool {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return false;
+        };
+        s.unbridged.replace(codec) != Some(codec)
     }
 
     /// Drops `pid`'s stream once nothing needs it: no publisher here, no

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, MediaKind};
 
+use crate::codec::VideoCodec;
 use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
 use crate::srtp::MAX_TRAILER;
@@ -16,9 +17,10 @@ use crate::srtp::MAX_TRAILER;
 use super::sessions::Role;
 use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 
-/// The track of `tracks` that should carry `kind` media from `source`
-/// (participant key `key`), and whether it takes the track from a live
-/// source: the one already bound to it; else the line the answer's
+/// The track of `tracks` that should carry `kind` media in `codec` (video)
+/// from `source` (participant key `key`), and whether it takes the track
+/// from a live source (a line carries only the codec it negotiated): the
+/// one already bound to it; else the line the answer's
 /// `a=msid` named for this participant (taken from whoever holds it); else
 /// a free line the answer named for nobody, or for someone who has not
 /// come within [`SOURCE_TIMEOUT`] (of the player's start, or of the line's
@@ -26,12 +28,18 @@ use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
 pub(super) fn pick_track(
     tracks: &[OutTrack],
     kind: MediaKind,
+    codec: Option<VideoCodec>,
     source: Source,
     key: u32,
     created: Instant,
     now: Instant,
 ) -> Option<(usize, bool)> {
-    let of_kind = || tracks.iter().enumerate().filter(|(_, t)| t.kind == kind);
+    let of_kind = || {
+        tracks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == kind && t.codec == codec)
+    };
     let long_ago = |at: Option<Instant>| {
         at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
     };
@@ -51,6 +59,8 @@ pub(super) fn pick_track(
 /// with continuous sequence numbers and timestamps, whichever ingest feeds it.
 pub(super) struct OutTrack {
     pub(super) kind: MediaKind,
+    /// Video: the codec the line negotiated, the only one it carries.
+    pub(super) codec: Option<VideoCodec>,
     pub(super) ssrc: u32,
     pub(super) pt: u8,
     pub(super) clock_rate: u32,
@@ -93,13 +103,20 @@ pub(super) struct OutTrack {
 }
 
 impl OutTrack {
-    pub(super) fn new(kind: MediaKind, ssrc: u32, pt: u8, want: u32) -> OutTrack {
+    pub(super) fn new(
+        kind: MediaKind,
+        codec: Option<VideoCodec>,
+        ssrc: u32,
+        pt: u8,
+        want: u32,
+    ) -> OutTrack {
         let clock_rate = match kind {
             MediaKind::Video => 90_000,
             MediaKind::Audio => 48_000,
         };
         OutTrack {
             kind,
+            codec,
             ssrc,
             pt,
             clock_rate,
@@ -183,6 +200,10 @@ impl Router {
                     MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
                     MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
                 };
+                if track.codec != inbound.codec {
+                    // Its SDP says H264: another codec has no line here.
+                    return None;
+                }
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, false)?;
                 RtpHeader::rewrite(pkt, track.pt, seq, ts, track.ssrc);
                 let len = match &mut s.srtp {
@@ -209,6 +230,7 @@ impl Router {
                 let (i, take) = pick_track(
                     &w.tracks,
                     inbound.kind,
+                    inbound.codec,
                     inbound.source,
                     inbound.key,
                     created,

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, MediaKind};
 
+use crate::codec::VideoCodec;
+use crate::media::video_codec as video_codec_of;
 use crate::participants::ParticipantId;
 use crate::rtcp;
 use crate::rtp::{is_rtcp, RtpHeader};
@@ -44,6 +46,7 @@ impl Router {
                     self.scratch.resize(1500, 0);
                 }
                 let room = s.room;
+                let video_codec = w.peer.video_codec;
                 let ev = w.peer.on_datagram(now, src, buf, &mut self.scratch);
                 let session = w.peer.spec.session;
                 match ev {
@@ -62,6 +65,7 @@ impl Router {
                         key: 0,
                         level,
                         kind,
+                        codec: video_codec.and_then(|c| video_codec_of(kind, c)),
                         len,
                         seq_no,
                         timestamp,
@@ -205,6 +209,7 @@ impl Router {
             key: 0,
             level: None,
             kind: ing.spec.kind,
+            codec: video_codec_of(ing.spec.kind, VideoCodec::NEGOTIATED),
             len,
             seq_no: h.seq_no,
             timestamp: h.timestamp,

@@ -16,6 +16,7 @@ use gateway_ring::msg::{
 };
 use gateway_ring::{RoomId, SessionId};
 
+use crate::codec::{FlvCodec, VideoCodec};
 use crate::participants::{Kinds, ParticipantId};
 use crate::srtp::SrtpContext;
 use crate::webrtc::Peer;
@@ -153,9 +154,16 @@ impl Router {
         let base = (spec.session.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
         let role = Role::Egress(Egress {
             spec,
-            video: OutTrack::new(MediaKind::Video, base | 1, EGRESS_VIDEO_PT, 0),
+            video: OutTrack::new(
+                MediaKind::Video,
+                Some(FlvCodec::NEGOTIATED.video()),
+                base | 1,
+                EGRESS_VIDEO_PT,
+                0,
+            ),
             audio: OutTrack::new(
                 MediaKind::Audio,
+                None,
                 base.wrapping_add(0x1000) | 1,
                 EGRESS_AUDIO_PT,
                 0,
@@ -175,7 +183,13 @@ impl Router {
                     .map(|t| OutTrack {
                         audio_level: t.audio_level,
                         rtx_pt: t.rtx_pt,
-                        ..OutTrack::new(t.kind, t.ssrc, t.pt, t.source)
+                        ..OutTrack::new(
+                            t.kind,
+                            VideoCodec::of_wire(t.codec),
+                            t.ssrc,
+                            t.pt,
+                            t.source,
+                        )
                     })
                     .collect(),
                 Kinds::NONE,

@@ -381,6 +381,7 @@ impl Router {
             let line = pick_track(
                 &w.tracks,
                 live.kind,
+                live.codec,
                 live.source,
                 live.key,
                 w.peer.created,
