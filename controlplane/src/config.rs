@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use gateway_ring::limits::DEFAULT;
+use gateway_ring::msg::Codec;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -60,6 +61,12 @@ pub struct Config {
     /// HTTP-FLV listen address of the dataplane (`http://ADDR/live/ROOM.flv`), or `off`.
     #[arg(long, env = "MGW_HTTP_FLV", default_value = "127.0.0.1:8088")]
     pub http_flv: String,
+    /// Video codecs WHIP and WHEP lines take, in the order of preference
+    /// (comma-separated: H264, VP8, VP9, AV1). A line gets the first of
+    /// these that its offer holds; H264 first keeps the bridge to RTMP a
+    /// copy where the browser can send it.
+    #[arg(long, env = "MGW_VIDEO_CODECS", default_value = "H264,VP8,VP9,AV1", value_delimiter = ',', value_parser = parse_video_codec)]
+    pub video_codecs: Vec<Codec>,
     /// Keep each stream's latest GOP so a new RTMP player gets a picture at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub gop_cache: bool,
@@ -182,6 +189,7 @@ const FILE_KEYS: &[&str] = &[
     "attach",
     "dataplane_bin",
     "egress_allow",
+    "video_codecs",
     "auto_room",
     "rtmp",
     "gop_cache",
@@ -305,6 +313,13 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((lo, hi))
 }
 
+fn parse_video_codec(s: &str) -> Result<Codec, String> {
+    Codec::video(s.trim()).ok_or_else(|| {
+        let known: Vec<&str> = Codec::VIDEO.iter().map(|c| c.name()).collect();
+        format!("{s:?} is no video codec of ours ({})", known.join(", "))
+    })
+}
+
 fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let (ip, bits) = s.split_once('/').unwrap_or((s, "32"));
     let ip: Ipv4Addr = ip.trim().parse().map_err(|e| format!("{ip}: {e}"))?;
@@ -337,6 +352,18 @@ mod tests {
             config_path(&["cp".into(), "--config".into(), "a.toml".into()]),
             Some("a.toml".into())
         );
+    }
+
+    /// `--video-codecs`: H264 first by default; any order the operator
+    /// gives; a codec we do not have is refused at start, naming ours.
+    #[test]
+    fn video_codecs_parse_in_the_operators_order() {
+        assert_eq!(Config::parse_from(["cp"]).video_codecs, Codec::VIDEO);
+        let c = Config::parse_from(["cp", "--video-codecs", "vp8,H264"]);
+        assert_eq!(c.video_codecs, [Codec::Vp8, Codec::H264]);
+        let err = Config::try_parse_from(["cp", "--video-codecs", "H265"]).unwrap_err();
+        assert!(err.to_string().contains("H264, VP8, VP9, AV1"), "{err}");
+        assert!(Config::try_parse_from(["cp", "--video-codecs", "opus"]).is_err());
     }
 
     #[test]

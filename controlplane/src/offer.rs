@@ -11,7 +11,7 @@
 use std::fmt::Write;
 use std::net::Ipv4Addr;
 
-use gateway_ring::msg::{DtlsRole, MediaKind, MAX_TRACKS};
+use gateway_ring::msg::{Codec as WireCodec, DtlsRole, MediaKind, MAX_TRACKS};
 use gateway_ring::SessionId;
 
 /// A codec line of an m-section: `a=rtpmap` plus its `a=fmtp`.
@@ -246,6 +246,8 @@ pub enum Mode {
 pub struct Chosen {
     pub index: usize,
     pub kind: MediaKind,
+    /// The codec (its name for the ring) and the offer's line of it.
+    pub wire: WireCodec,
     pub codec: Codec,
     /// Audio: the id of RFC 6464 audio levels, when offered. A publisher's
     /// feed the active speaker; a player's carry each packet's level.
@@ -264,6 +266,23 @@ pub struct Chosen {
     /// bridge to RTMP waits for in vain. A player's resends come on
     /// [`gateway_ring::msg::rtx_ssrc`] of its line's SSRC.
     pub rtx: Option<Codec>,
+    /// Video: every codec of the offer's line we take, best first (the
+    /// first is the chosen one), each with its RTX: a WHEP line named for
+    /// a publisher takes the publisher's codec if it is here
+    /// ([`Chosen::prefer`]).
+    pub options: Vec<(WireCodec, Codec, Option<Codec>)>,
+}
+
+impl Chosen {
+    /// Makes `wire` this line's codec if the offer's line holds it; false
+    /// if it does not.
+    pub fn prefer(&mut self, wire: WireCodec) -> bool {
+        let Some((w, codec, rtx)) = self.options.iter().find(|o| o.0 == wire).cloned() else {
+            return false;
+        };
+        (self.wire, self.codec, self.rtx) = (w, codec, rtx);
+        true
+    }
 }
 
 /// RFC 6464 client-to-mixer audio levels.
@@ -286,6 +305,56 @@ pub struct Negotiated {
     /// Publish: the first sending video and audio line. Play: every
     /// receiving line (up to `MAX_TRACKS`), one publisher's track each.
     pub tracks: Vec<Chosen>,
+}
+
+/// Where a video codec of an offer stands, best first: its place in the
+/// server's preference list `prefs` (`--video-codecs`), then its rank in
+/// the codec (H264: [`h264_rank`]). `None`: a codec or a profile we do not
+/// take (VP9 other than profile 0, AV1 other than the main profile).
+fn video_rank(c: &Codec, prefs: &[WireCodec]) -> Option<(WireCodec, usize, u8)> {
+    if c.clock_rate != 90_000 {
+        return None;
+    }
+    let wire = WireCodec::video(&c.name)?;
+    let within = match wire {
+        WireCodec::H264 => h264_rank(c)?,
+        WireCodec::Vp9 if c.fmtp_param("profile-id").unwrap_or("0") != "0" => return None,
+        WireCodec::Av1 if c.fmtp_param("profile").unwrap_or("0") != "0" => return None,
+        _ => 0,
+    };
+    let place = prefs.iter().position(|&p| p == wire)?;
+    Some((wire, place, within))
+}
+
+/// What a video line we cannot serve offers, for the error: its codecs
+/// by name (and profile), once each.
+fn offered_video(m: &MediaSection) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for c in &m.codecs {
+        if ["rtx", "red", "ulpfec", "flexfec-03"]
+            .iter()
+            .any(|n| c.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        if c.name.is_empty() {
+            continue; // a payload type without its a=rtpmap
+        }
+        let mut name = c.name.clone();
+        for param in ["packetization-mode", "profile-id", "profile"] {
+            if let Some(v) = c.fmtp_param(param) {
+                let _ = write!(name, " {param}={v}");
+            }
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
 }
 
 /// Rank of an H264 offer: constrained baseline first (every decoder and the
@@ -327,8 +396,10 @@ fn parse_sha256(value: &str) -> Option<[u8; 32]> {
     (n == 32).then_some(out)
 }
 
-/// Checks the offer and picks codecs. Errors name what is missing.
-pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
+/// Checks the offer and picks codecs: for video, the first of `prefs`
+/// (the server's order, `--video-codecs`) the line offers. Errors name
+/// what is missing.
+pub fn negotiate(offer: &Offer, mode: Mode, prefs: &[WireCodec]) -> Result<Negotiated, String> {
     let media: Vec<(usize, &MediaSection)> = offer
         .media
         .iter()
@@ -421,19 +492,45 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
         if taken {
             continue;
         }
-        let codec = if kind == MediaKind::Video {
-            let best = m
+        let rtx_of = |codec: &Codec| {
+            m.codecs
+                .iter()
+                .find(|c| {
+                    c.name.eq_ignore_ascii_case("rtx")
+                        && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(codec.pt)
+                })
+                .cloned()
+        };
+        let mut options = Vec::new();
+        let (wire, codec) = if kind == MediaKind::Video {
+            let mut ranked: Vec<((WireCodec, usize, u8), &Codec)> = m
                 .codecs
                 .iter()
-                .filter_map(|c| h264_rank(c).map(|r| (r, c)))
-                .min_by_key(|(r, _)| *r)
-                .map(|(_, c)| c.clone());
-            best.ok_or(
-                "the video m= line offers no H264 with packetization-mode=1 (this gateway forwards H264 without re-encoding)",
-            )?
+                .filter_map(|c| video_rank(c, prefs).map(|r| (r, c)))
+                .collect();
+            ranked.sort_by_key(|((_, place, within), _)| (*place, *within));
+            for ((wire, _, _), c) in ranked {
+                if !options.iter().any(|(w, _, _)| *w == wire) {
+                    options.push((wire, c.clone(), rtx_of(c)));
+                }
+            }
+            let Some((wire, codec, _)) = options.first().cloned() else {
+                let takes: Vec<&str> = prefs.iter().map(|c| c.name()).collect();
+                return Err(format!(
+                    "the video m= line offers none of the codecs this gateway takes ({}; H264 \
+                     with packetization-mode=1, VP9 with profile-id=0, AV1 with profile=0): it \
+                     offers {}",
+                    takes.join(", "),
+                    offered_video(m)
+                ));
+            };
+            (wire, codec)
         } else {
             let opus = m.codecs.iter().find(|c| is_opus(c)).cloned();
-            opus.ok_or("the audio m= line offers no opus/48000/2")?
+            (
+                WireCodec::Opus,
+                opus.ok_or("the audio m= line offers no opus/48000/2")?,
+            )
         };
         // Audio levels both ways: a publisher's feed the active speaker, and
         // a player gets each packet's level under its own id (a browser
@@ -452,24 +549,19 @@ pub fn negotiate(offer: &Offer, mode: Mode) -> Result<Negotiated, String> {
             _ => None,
         };
         let rtx = match kind {
-            MediaKind::Video => m
-                .codecs
-                .iter()
-                .find(|c| {
-                    c.name.eq_ignore_ascii_case("rtx")
-                        && c.fmtp_param("apt").and_then(|a| a.parse::<u8>().ok()) == Some(codec.pt)
-                })
-                .cloned(),
+            MediaKind::Video => rtx_of(&codec),
             MediaKind::Audio => None,
         };
         tracks.push(Chosen {
             index,
             kind,
+            wire,
             codec,
             audio_level,
             twcc,
             abs_send_time,
             rtx,
+            options,
         });
     }
     if tracks.is_empty() {
@@ -712,7 +804,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
     #[test]
     fn chrome_publish_offer_negotiates_h264_pm1_and_opus() {
         let offer = parse(CHROME_OFFER).unwrap();
-        let n = negotiate(&offer, Mode::Publish).unwrap();
+        let n = negotiate(&offer, Mode::Publish, &WireCodec::VIDEO).unwrap();
         assert_eq!(n.remote_ufrag, "Ab3x");
         assert_eq!(n.remote_fingerprint[0], 0x0A);
         let pts: Vec<(MediaKind, u8)> = n.tracks.iter().map(|t| (t.kind, t.codec.pt)).collect();
@@ -738,7 +830,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             .replace("a=rtcp-fb:103 nack pli\r\n", "")
             .replace("a=rtcp-fb:103 ccm fir\r\n", "");
         let offer = parse(&nack_only).unwrap();
-        let neg = negotiate(&offer, Mode::Publish).unwrap();
+        let neg = negotiate(&offer, Mode::Publish, &WireCodec::VIDEO).unwrap();
         let a = answer(&offer, &neg, &params(Mode::Publish));
         assert!(a.contains("a=rtcp-fb:103 nack\r\n"), "{a}");
         assert!(!a.contains("nack pli") && !a.contains("ccm fir"), "{a}");
@@ -748,7 +840,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
         );
         let offer2 = parse(&with_level).unwrap();
-        let n2 = negotiate(&offer2, Mode::Publish).unwrap();
+        let n2 = negotiate(&offer2, Mode::Publish, &WireCodec::VIDEO).unwrap();
         assert_eq!(n2.tracks[0].audio_level, Some(1));
         let a2 = answer(&offer2, &n2, &params(Mode::Publish));
         assert!(
@@ -765,7 +857,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             &format!("a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:3 {TWCC_URI}\r\n"),
         );
         let offer3 = parse(&with_twcc).unwrap();
-        let n3 = negotiate(&offer3, Mode::Publish).unwrap();
+        let n3 = negotiate(&offer3, Mode::Publish, &WireCodec::VIDEO).unwrap();
         // (This offer has extensions on its audio line only.)
         assert_eq!(n3.tracks[0].twcc, Some(3));
         let a3 = answer(&offer3, &n3, &params(Mode::Publish));
@@ -776,9 +868,10 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             assert!(a3.contains(&want), "missing {want:?} in\n{a3}");
         }
         // A player is not fed back to: its answer does not accept them.
-        assert!(negotiate(&offer3, Mode::Play).is_err_and(|e| e.contains("receives")));
+        assert!(negotiate(&offer3, Mode::Play, &WireCodec::VIDEO)
+            .is_err_and(|e| e.contains("receives")));
         // A WHEP answer to the same offer fails: it only sends.
-        assert!(negotiate(&offer, Mode::Play)
+        assert!(negotiate(&offer, Mode::Play, &WireCodec::VIDEO)
             .unwrap_err()
             .contains("receives"));
     }
@@ -794,7 +887,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             offer.media[1].codecs[2].feedback,
             vec!["goog-remb", "nack", "nack pli", "ccm fir"]
         );
-        let n = negotiate(&offer, Mode::Publish).unwrap();
+        let n = negotiate(&offer, Mode::Publish, &WireCodec::VIDEO).unwrap();
         assert_eq!(
             (n.tracks[1].abs_send_time, n.tracks[1].twcc),
             (Some(3), None)
@@ -819,7 +912,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             ),
         );
         let offer = parse(&CHROME_OFFER.replace(video, &both)).unwrap();
-        let n = negotiate(&offer, Mode::Publish).unwrap();
+        let n = negotiate(&offer, Mode::Publish, &WireCodec::VIDEO).unwrap();
         assert_eq!(
             (n.tracks[1].abs_send_time, n.tracks[1].twcc),
             (None, Some(5))
@@ -833,7 +926,10 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
         let plain = remb.replace("a=rtcp-fb:* goog-remb\r\n", "");
         let offer = parse(&CHROME_OFFER.replace(video, &plain)).unwrap();
         assert_eq!(
-            negotiate(&offer, Mode::Publish).unwrap().tracks[1].abs_send_time,
+            negotiate(&offer, Mode::Publish, &WireCodec::VIDEO)
+                .unwrap()
+                .tracks[1]
+                .abs_send_time,
             None
         );
         // A player is never asked for it.
@@ -843,7 +939,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
                 .replace("a=sendonly", "a=recvonly"),
         )
         .unwrap();
-        assert!(negotiate(&offer, Mode::Play)
+        assert!(negotiate(&offer, Mode::Play, &WireCodec::VIDEO)
             .unwrap()
             .tracks
             .iter()
@@ -862,7 +958,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
                 "a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=102\r\na=rtpmap:105 rtx/90000\r\na=fmtp:105 apt=103\r\na=rtpmap:103 H264/90000\r\n",
             );
         let o = parse(&offer).unwrap();
-        let n = negotiate(&o, Mode::Publish).unwrap();
+        let n = negotiate(&o, Mode::Publish, &WireCodec::VIDEO).unwrap();
         assert_eq!(n.tracks[1].rtx.as_ref().map(|c| c.pt), Some(105));
         assert!(n.tracks[0].rtx.is_none());
         let a = answer(&o, &n, &params(Mode::Publish));
@@ -876,7 +972,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
         // A player's too: our resends for its line come on the RTX SSRC
         // the answer groups with the line's.
         let play = parse(&offer.replace("a=sendonly", "a=recvonly")).unwrap();
-        let n = negotiate(&play, Mode::Play).unwrap();
+        let n = negotiate(&play, Mode::Play, &WireCodec::VIDEO).unwrap();
         assert_eq!(n.tracks[1].rtx.as_ref().map(|c| c.pt), Some(105));
         let a = answer(&play, &n, &params(Mode::Play));
         let rtx = gateway_ring::msg::rtx_ssrc(1111);
@@ -891,7 +987,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
     #[test]
     fn play_answer_announces_ssrcs() {
         let offer = parse(&CHROME_OFFER.replace("a=sendonly", "a=recvonly")).unwrap();
-        let n = negotiate(&offer, Mode::Play).unwrap();
+        let n = negotiate(&offer, Mode::Play, &WireCodec::VIDEO).unwrap();
         let a = answer(&offer, &n, &params(Mode::Play));
         assert!(a.contains("a=sendonly"));
         assert!(a.contains("a=ssrc:1111 cname:mediagw"));
@@ -915,7 +1011,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             "a=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:6 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n",
         );
         let offer = parse(&levels).unwrap();
-        let n = negotiate(&offer, Mode::Play).unwrap();
+        let n = negotiate(&offer, Mode::Play, &WireCodec::VIDEO).unwrap();
         assert_eq!(n.tracks[0].audio_level, Some(6));
         let a = answer(&offer, &n, &params(Mode::Play));
         assert!(a.contains(&format!("a=extmap:6 {AUDIO_LEVEL_URI}")), "{a}");
@@ -941,7 +1037,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             ));
         }
         let offer = parse(&text).unwrap();
-        let n = negotiate(&offer, Mode::Play).unwrap();
+        let n = negotiate(&offer, Mode::Play, &WireCodec::VIDEO).unwrap();
         assert_eq!(n.tracks.len(), MAX_TRACKS);
         assert!(n.tracks.iter().all(|t| t.kind == MediaKind::Audio));
         let a = answer(&offer, &n, &params(Mode::Play));
@@ -973,7 +1069,7 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
                     Mode::Play => text.replace("a=sendonly", "a=recvonly"),
                 };
                 let offer = parse(&text).unwrap();
-                let n = negotiate(&offer, mode).unwrap();
+                let n = negotiate(&offer, mode, &WireCodec::VIDEO).unwrap();
                 assert_eq!(n.dtls_role, role, "{mode:?}\n{text}");
                 let a = answer(&offer, &n, &params(mode));
                 assert_eq!(
@@ -992,8 +1088,12 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             ("", "v=0"),
             ("v=0\r\ns=-\r\n", "no m= lines"),
             (
-                &CHROME_OFFER.replace("packetization-mode=1", "packetization-mode=0"),
-                "H264",
+                &CHROME_OFFER
+                    .replace("packetization-mode=1", "packetization-mode=0")
+                    .replace("a=rtpmap:96 VP8/90000\r\n", ""),
+                "none of the codecs this gateway takes (H264, VP8, VP9, AV1; H264 with \
+                 packetization-mode=1, VP9 with profile-id=0, AV1 with profile=0): it offers \
+                 H264 packetization-mode=0",
             ),
             (&CHROME_OFFER.replace("opus/48000/2", "PCMU/8000"), "opus"),
             (&CHROME_OFFER.replace("a=group:BUNDLE 0 1", ""), "BUNDLE"),
@@ -1018,16 +1118,81 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
         ];
         for (text, want) in cases {
             let err = parse(text)
-                .and_then(|o| negotiate(&o, Mode::Publish))
+                .and_then(|o| negotiate(&o, Mode::Publish, &WireCodec::VIDEO))
                 .unwrap_err();
             assert!(err.contains(want), "{want:?} not in {err:?}");
         }
     }
 
+    /// A video line gets the first codec of the server's list that it
+    /// offers (whatever the offer's own order), with that codec's RTX; the
+    /// others it offers stay as options, best first; a VP9 or AV1 profile
+    /// we cannot forward is not one.
+    #[test]
+    fn the_video_codec_is_the_first_of_the_servers_list_the_line_offers() {
+        let with_more = CHROME_OFFER
+            .replace("SAVPF 96 102 103", "SAVPF 96 97 102 103 104 98 99 45")
+            .replace(
+                "a=rtcp-fb:103 nack\r\n",
+                "a=rtcp-fb:103 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+             a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=103\r\n\
+             a=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=2\r\n\
+             a=rtpmap:99 VP9/90000\r\na=fmtp:99 profile-id=0\r\n\
+             a=rtpmap:45 AV1/90000\r\n",
+            );
+        let offer = parse(&with_more).unwrap();
+        let video = |prefs: &[WireCodec]| {
+            let n = negotiate(&offer, Mode::Publish, prefs).unwrap();
+            n.tracks
+                .into_iter()
+                .find(|t| t.kind == MediaKind::Video)
+                .unwrap()
+        };
+        let v = video(&WireCodec::VIDEO);
+        assert_eq!(
+            (v.wire, v.codec.pt, v.rtx.map(|r| r.pt)),
+            (WireCodec::H264, 103, Some(104))
+        );
+        let order: Vec<(WireCodec, u8)> = v.options.iter().map(|o| (o.0, o.1.pt)).collect();
+        assert_eq!(
+            order,
+            [
+                (WireCodec::H264, 103),
+                (WireCodec::Vp8, 96),
+                (WireCodec::Vp9, 99),
+                (WireCodec::Av1, 45)
+            ]
+        );
+        let v = video(&[WireCodec::Vp8, WireCodec::H264]);
+        assert_eq!(
+            (v.wire, v.codec.pt, v.rtx.map(|r| r.pt)),
+            (WireCodec::Vp8, 96, Some(97))
+        );
+        let v = video(&[WireCodec::Av1]);
+        assert_eq!((v.wire, v.codec.pt, v.rtx), (WireCodec::Av1, 45, None));
+        // A WHEP line named for a VP9 publisher takes VP9, if offered.
+        let mut v = video(&WireCodec::VIDEO);
+        assert!(v.prefer(WireCodec::Vp9));
+        assert_eq!((v.wire, v.codec.pt), (WireCodec::Vp9, 99));
+        let mut v = video(&[WireCodec::H264]);
+        assert!(!v.prefer(WireCodec::Vp8), "not in the server's list");
+        assert_eq!(v.wire, WireCodec::H264);
+        // VP9 profile 2 alone: refused, and said.
+        let only_vp9_2 = with_more
+            .replace("a=rtpmap:99 VP9/90000\r\n", "")
+            .replace("a=fmtp:99 profile-id=0\r\n", "");
+        let err = negotiate(
+            &parse(&only_vp9_2).unwrap(),
+            Mode::Publish,
+            &[WireCodec::Vp9],
+        );
+        assert!(err.as_ref().is_err_and(|e| e.contains("it offers VP8, H264 packetization-mode=0, H264 packetization-mode=1, VP9 profile-id=2, AV1")), "{err:?}");
+    }
+
     #[test]
     fn junk_never_panics() {
         for junk in ["v=0\r\nm=\r\n", "v=0\r\nm=video x y\r\n", "v=0\r\na=rtpmap:\r\nm=audio 9 P 1\r\na=rtpmap:1\r\na=fmtp:300 x\r\n", "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=fingerprint:sha-256 zz\na=ice-ufrag:a\na=ice-pwd:b\na=rtcp-mux\na=rtpmap:96 H264/90000\na=fmtp:96 packetization-mode=1\n"] {
-            let _ = parse(junk).and_then(|o| negotiate(&o, Mode::Publish));
+            let _ = parse(junk).and_then(|o| negotiate(&o, Mode::Publish, &WireCodec::VIDEO));
         }
     }
 }

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine;
 use gateway_ring::msg::{
-    Direction, EgressSpec, EndReason, IngestSpec, MediaKind, RoomSpec, RtmpSpec, SessionStats,
-    SrtpKey, SrtpSuite, WebrtcSpec,
+    Codec, Direction, EgressSpec, EndReason, IngestSpec, MediaKind, RoomSpec, RtmpSpec,
+    SessionStats, SrtpKey, SrtpSuite, WebrtcSpec,
 };
 use gateway_ring::{ControlIds, RoomId, SessionId};
 
@@ -112,14 +112,24 @@ impl Role {
 
     /// The kinds of media it publishes: (video, audio).
     pub fn publishes(&self) -> (bool, bool) {
+        let (video, audio) = self.published();
+        (video.is_some(), audio)
+    }
+
+    /// What it publishes: its video's codec, and whether it sends audio.
+    /// An RTP ingest's and an RTMP push's video is H264 (their SDP, FLV).
+    pub fn published(&self) -> (Option<Codec>, bool) {
         match self {
-            Role::Ingest(s) => (s.kind == MediaKind::Video, s.kind == MediaKind::Audio),
+            Role::Ingest(s) => (
+                (s.kind == MediaKind::Video).then_some(Codec::H264),
+                s.kind == MediaKind::Audio,
+            ),
             Role::Webrtc(w) if w.direction == Direction::Publish => (
-                w.tracks.iter().any(|t| t.kind == MediaKind::Video),
+                w.video_codec(),
                 w.tracks.iter().any(|t| t.kind == MediaKind::Audio),
             ),
-            Role::Rtmp(r) if r.direction == Direction::Publish => (true, true),
-            _ => (false, false),
+            Role::Rtmp(r) if r.direction == Direction::Publish => (Some(Codec::H264), true),
+            _ => (None, false),
         }
     }
 }
@@ -544,21 +554,22 @@ impl State {
     }
 
     /// The participants that publish in `room` now, other than `except`, in
-    /// the order they started, with the kinds they publish: (name, video, audio).
-    pub fn publishers(&self, room: &str, except: &str) -> Vec<(String, bool, bool)> {
-        let mut out: Vec<(String, bool, bool)> = Vec::new();
+    /// the order they started, with what they publish: (name, the video's
+    /// codec, audio).
+    pub fn publishers(&self, room: &str, except: &str) -> Vec<(String, Option<Codec>, bool)> {
+        let mut out: Vec<(String, Option<Codec>, bool)> = Vec::new();
         let Some(r) = self.rooms.get(room) else {
             return out;
         };
         for s in r.live.iter().filter_map(|id| self.sessions.get(id)) {
-            let (video, audio) = s.role.publishes();
+            let (video, audio) = s.role.published();
             let name = s.role.participant();
-            if !(video || audio) || name == except {
+            if !(video.is_some() || audio) || name == except {
                 continue;
             }
             match out.iter_mut().find(|(n, _, _)| n == name) {
                 Some(p) => {
-                    p.1 |= video;
+                    p.1 = p.1.or(video);
                     p.2 |= audio;
                 }
                 None => out.push((name.to_string(), video, audio)),

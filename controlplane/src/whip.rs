@@ -36,7 +36,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use crate::api::{create_room_named, delete_session, lock, now_ms, open_session, App};
 use crate::auth::TokenRole;
 use crate::error::ApiError;
-use crate::offer::{self, AnswerParams, Mode};
+use crate::offer::{self, AnswerParams, Chosen, Mode};
 use crate::state::Role;
 
 pub fn router(app: Arc<App>) -> Router<Arc<App>> {
@@ -161,21 +161,60 @@ async fn whep(
 /// For a player as `me`: the publisher each negotiated line is named for
 /// (its `a=msid` and the dataplane's preference), in line order: the
 /// room's publishers other than `me` as they started, one per line of
-/// each kind; `None` for a line left for whoever comes.
-fn line_sources(app: &App, room: &str, me: &str, kinds: &[MediaKind]) -> Vec<Option<String>> {
+/// each kind; `None` for a line left for whoever comes. A video line named
+/// for a publisher takes the publisher's codec (if the player's offer has
+/// it for that line: else the publisher waits for a line that can); the
+/// players' lines that fit no publisher's codec are returned as warnings,
+/// one per publisher left out.
+fn line_sources(app: &App, room: &str, me: &str, lines: &mut [Chosen]) -> LineSources {
     let publishers = lock(app).publishers(room, me);
-    let mut video = publishers.iter().filter(|p| p.1);
-    let mut audio = publishers.iter().filter(|p| p.2);
-    kinds
+    let mut video: Vec<(&String, Codec)> = publishers
         .iter()
-        .map(|kind| {
-            let next = match kind {
-                MediaKind::Video => video.next(),
-                MediaKind::Audio => audio.next(),
-            };
-            next.map(|p| p.0.clone())
+        .filter_map(|p| Some((&p.0, p.1?)))
+        .collect();
+    let mut audio = publishers.iter().filter(|p| p.2);
+    let names = lines
+        .iter_mut()
+        .map(|line| match line.kind {
+            MediaKind::Audio => audio.next().map(|p| p.0.clone()),
+            MediaKind::Video => {
+                let i = video.iter().position(|&(_, codec)| line.prefer(codec))?;
+                Some(video.remove(i).0.clone())
+            }
         })
-        .collect()
+        .collect();
+    let offered: Vec<&str> = lines
+        .iter()
+        .flat_map(|l| l.options.iter().map(|o| o.0.name()))
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        });
+    let unfit =
+        video
+            .into_iter()
+            .filter(|(_, codec)| {
+                !lines
+                    .iter()
+                    .any(|l| l.options.iter().any(|o| o.0 == *codec))
+            })
+            .map(|(name, codec)| {
+                format!(
+                "video {} of {name}: player {me} offered {} only, so no line of it carries {name}",
+                codec.name(),
+                if offered.is_empty() { "no video".to_string() } else { offered.join(", ") }
+            )
+            })
+            .collect();
+    LineSources { names, unfit }
+}
+
+/// What [`line_sources`] found.
+struct LineSources {
+    names: Vec<Option<String>>,
+    unfit: Vec<String>,
 }
 
 async fn offer_answer(
@@ -195,7 +234,8 @@ async fn offer_answer(
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the SDP offer is not UTF-8"))?;
     let parsed = offer::parse(text).map_err(ApiError::bad_request)?;
-    let neg = offer::negotiate(&parsed, mode).map_err(ApiError::bad_request)?;
+    let mut neg =
+        offer::negotiate(&parsed, mode, &app.cfg.video_codecs).map_err(ApiError::bad_request)?;
     crate::api::validate_room_name(&room)?;
     let exists = lock(app).rooms.contains_key(&room);
     if !exists {
@@ -232,10 +272,12 @@ async fn offer_answer(
             .collect::<Result<_, _>>()?,
     };
     let created_ms = now_ms();
-    let kinds: Vec<MediaKind> = neg.tracks.iter().map(|t| t.kind).collect();
-    let sources: Vec<Option<String>> = match mode {
-        Mode::Publish => vec![None; kinds.len()],
-        Mode::Play => line_sources(app, &room, &me, &kinds),
+    let (sources, unfit) = match mode {
+        Mode::Publish => (vec![None; neg.tracks.len()], Vec::new()),
+        Mode::Play => {
+            let found = line_sources(app, &room, &me, &mut neg.tracks);
+            (found.names, found.unfit)
+        }
     };
     let make_spec = |session, room, port| WebrtcSpec {
         session,
@@ -256,11 +298,7 @@ async fn offer_answer(
             .zip(&sources)
             .map(|((t, &ssrc), source)| TrackSpec {
                 kind: t.kind,
-                codec: match t.kind {
-                    MediaKind::Audio => Codec::Opus,
-                    // The offer's codec line `negotiate` chose for us.
-                    MediaKind::Video => Codec::video(&t.codec.name).unwrap_or(Codec::H264),
-                },
+                codec: t.wire,
                 pt: t.codec.pt,
                 ssrc,
                 source: source.as_deref().map_or(0, participant_key),
@@ -284,6 +322,12 @@ async fn offer_answer(
     })
     .await
     .map_err(|e| crate::api::published_already(e, &me, &room))?;
+    {
+        let state = lock(app);
+        for what in unfit {
+            state.media_warning(id, what);
+        }
+    }
     let fingerprint = app.link.region.dtls_fingerprint();
     let answer = offer::answer(
         &parsed,

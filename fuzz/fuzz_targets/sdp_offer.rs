@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(o) = offer::parse(text) {
         for mode in [offer::Mode::Publish, offer::Mode::Play] {
-            let _ = offer::negotiate(&o, mode);
+            let _ = offer::negotiate(&o, mode, &gateway_ring::msg::Codec::VIDEO);
         }
     }
 });
