@@ -579,3 +579,59 @@ fn glass_to_glass_delay_to_a_mini_program() {
         relay.finish();
     }
 }
+
+/// Codecs in plain offers, no client behind them: a VP8-only WHIP offer
+/// is answered in VP8 (the API says so); a WHEP player that offers only
+/// H264 gets no line for it, and the room a `media_warning` naming the
+/// track and what the player offered; a player that offers both gets a
+/// VP8 line named for the publisher.
+#[test]
+fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
+    let gw = Gateway::start(1, &[]);
+    gw.room("codecs");
+    let mut events = gw.events("codecs");
+    let h264 =
+        "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+    let vp8_offer = MINIMAL_OFFER.replace(h264, "a=rtpmap:102 VP8/90000\r\n");
+    let (code, _, answer) = post_sdp(
+        &gw,
+        "/whip/codecs?participant=alice",
+        "application/sdp",
+        &vp8_offer,
+    );
+    assert_eq!(code, 201, "{answer}");
+    assert!(answer.contains("a=rtpmap:102 VP8/90000"), "{answer}");
+    let whip = gw.session_of_kind("codecs", "whip");
+    assert_eq!(whip["tracks"][0]["codec"], "VP8", "{whip}");
+    let h264_player = MINIMAL_OFFER.replace("a=sendonly", "a=recvonly");
+    let (code, _, answer) = post_sdp(
+        &gw,
+        "/whep/codecs?participant=bob",
+        "application/sdp",
+        &h264_player,
+    );
+    assert_eq!(code, 201, "{answer}");
+    assert!(!answer.contains("msid:alice"), "{answer}");
+    let e = events.next_matching(Duration::from_secs(10), |e| e["event"] == "media_warning");
+    assert_eq!(e["participant"], "bob", "{e}");
+    let reason = e["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("VP8 of alice") && reason.contains("H264"),
+        "{e}"
+    );
+    let both = h264_player
+        .replace("SAVPF 102", "SAVPF 102 96")
+        .replace(h264, &format!("{h264}a=rtpmap:96 VP8/90000\r\n"));
+    let (code, _, answer) = post_sdp(
+        &gw,
+        "/whep/codecs?participant=carol",
+        "application/sdp",
+        &both,
+    );
+    assert_eq!(code, 201, "{answer}");
+    assert!(
+        answer.contains("a=rtpmap:96 VP8/90000") && !answer.contains("H264"),
+        "{answer}"
+    );
+    assert!(answer.contains("msid:alice"), "{answer}");
+}

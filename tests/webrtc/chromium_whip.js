@@ -2,7 +2,10 @@
 // page (WHIP) and a second page plays the room (WHEP). Prints one JSON line:
 // {"publisher": {...}, "player": {...}} with getStats() figures.
 //
-//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS [SCREENSHOT.png [ADMIN_KEY]]
+//   node chromium_whip.js http://127.0.0.1:8080 ROOM SECONDS [SCREENSHOT.png [ADMIN_KEY [CODEC]]]
+//
+// CODEC (H264, VP8, VP9, AV1; default H264) is the one the publisher sends
+// (the demo page's ?codec=); the player offers it first.
 //
 // Run it inside a network namespace that has only `lo`, next to the
 // gateway: Chromium gathers no loopback candidates otherwise (TESTING.md).
@@ -10,15 +13,16 @@
 const { report, stop, waitFor } = require("./chromium");
 
 const [api, room, seconds] = [process.argv[2], process.argv[3], Number(process.argv[4] || 5)];
+const codec = process.argv[7] ? `&codec=${process.argv[7]}` : "";
 
 report(async (browser, out) => {
   const ctx = await browser.newContext();
   const pub = await ctx.newPage();
-  await pub.goto(`${api}/?room=${room}&publish=1`);
+  await pub.goto(`${api}/?room=${room}&publish=1${codec}`);
   await waitFor(pub, () => window.mgw.state === "connected" || window.mgw.error, 15000, "publisher connected");
   out.publisher_error = await pub.evaluate(() => window.mgw.error);
   const play = await ctx.newPage();
-  await play.goto(`${api}/?room=${room}&play=1`);
+  await play.goto(`${api}/?room=${room}&play=1${codec}`);
   await waitFor(play, async () => {
     const s = await window.mgw.videoStats();
     return (s && s.framesDecoded > 0) || window.mgw.error;
