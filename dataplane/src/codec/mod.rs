@@ -133,6 +133,103 @@ impl VideoCodec {
     }
 }
 
+/// A player line's picture numbering (VP8's and VP9's picture id and
+/// TL0PICIDX, in the payload descriptor): the last numbers its player saw,
+/// and the offsets that map the current publisher's onto them, so that a
+/// change of publisher on the line continues the numbering, as the RTP
+/// header's sequence number and timestamp do (a decoder that sees the
+/// picture id jump takes pictures for lost).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PictureIds {
+    pid_delta: u16,
+    tl0_delta: u8,
+    last_pid: Option<u16>,
+    last_tl0: Option<u8>,
+}
+
+/// Where a payload's picture id is (and whether it is 15 bits wide), and
+/// where its TL0PICIDX is.
+type Numbered = (Option<(usize, bool)>, Option<usize>);
+
+/// The numbered fields of a VP8 or VP9 payload.
+fn numbered_fields(codec: VideoCodec, p: &[u8]) -> Option<Numbered> {
+    match codec {
+        VideoCodec::Vp8 => vp8::descriptor(p).map(|d| (d.picture_id, d.tl0)),
+        VideoCodec::Vp9 => vp9::descriptor(p).map(|d| (d.picture_id, d.tl0)),
+        VideoCodec::H264 | VideoCodec::Av1 => None,
+    }
+}
+
+impl VideoCodec {
+    /// Whether a line that changes publisher waits for the new one's
+    /// keyframe: VP8, VP9 and AV1 frames refer to earlier pictures by
+    /// numbers the decoder keeps, which another publisher's stream would
+    /// corrupt. (H264 switches at once and asks for a keyframe.)
+    pub const fn switches_at_keyframes(self) -> bool {
+        !matches!(self, VideoCodec::H264)
+    }
+
+    /// Rewrites `payload`'s picture id and TL0PICIDX in place by `ids`'s
+    /// offsets (VP8, VP9; nothing for the others). `switched`: the first
+    /// packet of a new publisher on the line, whose offsets are set here so
+    /// its numbers follow the last ones sent. `resend`: a retransmission,
+    /// which leaves the last numbers as they are.
+    pub fn rewrite_picture_ids(
+        self,
+        payload: &mut [u8],
+        ids: &mut PictureIds,
+        switched: bool,
+        resend: bool,
+    ) {
+        let Some((pid, tl0)) = numbered_fields(self, payload) else {
+            return;
+        };
+        if let Some((at, wide)) = pid {
+            let mask: u16 = if wide { 0x7fff } else { 0x7f };
+            let value = if wide {
+                u16::from_be_bytes([payload[at] & 0x7f, payload[at + 1]])
+            } else {
+                (payload[at] & 0x7f) as u16
+            };
+            if switched {
+                ids.pid_delta = ids
+                    .last_pid
+                    .map_or(0, |last| last.wrapping_add(1).wrapping_sub(value));
+            }
+            let out = value.wrapping_add(ids.pid_delta) & mask;
+            if wide {
+                payload[at] = 0x80 | (out >> 8) as u8;
+                payload[at + 1] = out as u8;
+            } else {
+                payload[at] = out as u8;
+            }
+            // The latest picture: a later one, or the first (picture ids
+            // wrap, so "later" is within half their range).
+            let later = ids.last_pid.is_none_or(|last| {
+                out.wrapping_sub(last) & mask != 0 && out.wrapping_sub(last) & mask <= mask / 2
+            });
+            if !resend && (later || switched) {
+                ids.last_pid = Some(out);
+            }
+        }
+        if let Some(at) = tl0 {
+            if switched {
+                ids.tl0_delta = ids
+                    .last_tl0
+                    .map_or(0, |last| last.wrapping_add(1).wrapping_sub(payload[at]));
+            }
+            let out = payload[at].wrapping_add(ids.tl0_delta);
+            payload[at] = out;
+            let later = ids
+                .last_tl0
+                .is_none_or(|last| (out.wrapping_sub(last) as i8) > 0);
+            if !resend && (later || switched) {
+                ids.last_tl0 = Some(out);
+            }
+        }
+    }
+}
+
 /// A video codec FLV carries, which the gateway repacketizes between RTP
 /// and FLV (the RTMP side's codecs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -351,5 +448,70 @@ mod tests {
         }
         assert_eq!(out[0], Out::Config(config));
         assert!(matches!(&out[1], Out::Frame { key: true, body, .. } if body[..] == key));
+    }
+
+    /// A VP8 packet with a 15-bit (`wide`) or 7-bit picture id `pid` and
+    /// TL0PICIDX `tl0`.
+    fn vp8_packet(pid: u16, wide: bool, tl0: u8) -> Vec<u8> {
+        let mut p = vec![0x90, 0xe0];
+        if wide {
+            p.extend_from_slice(&[0x80 | (pid >> 8) as u8, pid as u8]);
+        } else {
+            p.push(pid as u8 & 0x7f);
+        }
+        p.extend_from_slice(&[tl0, 0x20, 0x51, 0x2a, 0x00]);
+        p
+    }
+
+    fn ids(p: &[u8]) -> (u16, u8) {
+        let d = vp8::descriptor(p).unwrap();
+        let (at, wide) = d.picture_id.unwrap();
+        let pid = if wide {
+            u16::from_be_bytes([p[at] & 0x7f, p[at + 1]])
+        } else {
+            p[at] as u16
+        };
+        (pid, p[d.tl0.unwrap()])
+    }
+
+    /// A line's picture ids and TL0PICIDX go on by one across a change of
+    /// publisher, whatever the new one numbers (15 or 7 bits); a resend
+    /// carries the numbers its original went out with and moves nothing.
+    #[test]
+    fn picture_ids_continue_across_a_change_of_publisher() {
+        let codec = VideoCodec::Vp8;
+        let mut line = PictureIds::default();
+        let mut out = Vec::new();
+        for (k, pid) in (32760u16..32768).chain(0..3).enumerate() {
+            let mut p = vp8_packet(pid, true, 200 + k as u8);
+            codec.rewrite_picture_ids(&mut p, &mut line, k == 0, false);
+            out.push(ids(&p));
+        }
+        assert_eq!(
+            out[0],
+            (32760, 200),
+            "the first publisher keeps its numbers"
+        );
+        assert_eq!(out[10], (2, 210), "across the 15-bit wrap");
+        // Another publisher, 7-bit ids from 90, TL0PICIDX from 7.
+        let mut resend = vp8_packet(1, true, 209);
+        for (k, pid) in (90u16..93).enumerate() {
+            let mut p = vp8_packet(pid, false, 7 + k as u8);
+            codec.rewrite_picture_ids(&mut p, &mut line, k == 0, false);
+            out.push(ids(&p));
+            if k == 1 {
+                // A resend of the old publisher's packet, rewritten the
+                // new publisher's way, does not move the numbering.
+                codec.rewrite_picture_ids(&mut resend, &mut line, false, true);
+            }
+        }
+        assert_eq!(&out[11..], &[(3, 211), (4, 212), (5, 213)]);
+        let mut p = vp8_packet(93, false, 10);
+        codec.rewrite_picture_ids(&mut p, &mut line, false, false);
+        assert_eq!(ids(&p), (6, 214));
+        // H264 and AV1 have none: left as they are.
+        let mut h264 = vec![0x65, 0x88, 0x84];
+        VideoCodec::H264.rewrite_picture_ids(&mut h264, &mut line, true, false);
+        assert_eq!(h264, [0x65, 0x88, 0x84]);
     }
 }

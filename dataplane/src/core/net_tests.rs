@@ -434,3 +434,44 @@ fn a_line_carries_only_its_codec() {
         egress.packets
     );
 }
+
+/// A VP8 line that changes publisher does so at the new one's keyframe
+/// (asked for, since its first one went while the line was taken), and
+/// its picture ids go on by one across the change, as its sequence
+/// numbers do: the player's decoder sees one stream.
+#[test]
+fn a_vp8_line_changes_publisher_at_a_keyframe_and_its_picture_ids_go_on() {
+    let mut net = Net::new();
+    let clean = Impairment::CLEAN;
+    let p1 = net.webrtc(0, in_codec(publisher(1), Codec::Vp8), clean, clean);
+    let p3 = net.webrtc(0, in_codec(publisher(3), Codec::Vp8), clean, clean);
+    let line = net.webrtc(1, in_codec(player(4, "p4", 1), Codec::Vp8), clean, clean);
+    net.run(1000, &[p1]);
+    // p1 stops; p3 starts, its first keyframe before p1 has been silent
+    // for the line to change hands.
+    net.run(2000, &[p3]);
+    assert!(net.clients[p3].publisher().plis >= 1, "p3 was not asked");
+    assert!(net.clients[p3].publisher().keyframes >= 2);
+    let got = net.clients[line].player().got[&0x5004].clone();
+    complete(&mut net, line, 0x5004);
+    // Each frame's first packet: (picture id, whose, a keyframe).
+    let frames: Vec<(u8, u8, bool)> = got
+        .values()
+        .filter(|p| p[0] & 0x10 != 0)
+        .map(|p| {
+            (
+                p[2] & 0x7f,
+                p[p.len() - 1],
+                crate::codec::vp8::starts_keyframe(p),
+            )
+        })
+        .collect();
+    let switch = frames.iter().position(|f| f.1 == 3).expect("p3 never came");
+    assert!(frames[..switch].iter().all(|f| f.1 == 1), "{frames:?}");
+    assert!(frames[switch..].iter().all(|f| f.1 == 3), "{frames:?}");
+    assert!(frames[switch].2, "p3 came in on a delta frame: {frames:?}");
+    assert!(
+        frames.windows(2).all(|w| w[1].0 == (w[0].0 + 1) & 0x7f),
+        "picture ids: {frames:?}"
+    );
+}

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, MediaKind};
 
-use crate::codec::VideoCodec;
+use crate::codec::{PictureIds, VideoCodec};
+use crate::output::Note;
 use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
 use crate::srtp::MAX_TRAILER;
@@ -55,6 +56,20 @@ pub(super) fn pick_track(
         .map(|(i, _)| (i, false))
 }
 
+/// The RTP payload of packet `pkt[..len]`, if its header parses.
+fn payload_of(pkt: &[u8], len: usize) -> Option<&[u8]> {
+    let pkt = pkt.get(..len)?;
+    let h = RtpHeader::parse(pkt).ok()?;
+    pkt.get(h.len..)
+}
+
+/// [`payload_of`], to write.
+pub(super) fn payload_of_mut(pkt: &mut [u8], len: usize) -> Option<&mut [u8]> {
+    let pkt = pkt.get_mut(..len)?;
+    let h = RtpHeader::parse(pkt).ok()?;
+    pkt.get_mut(h.len..)
+}
+
 /// Rewrite state of one outgoing track of an egress: receivers see one SSRC
 /// with continuous sequence numbers and timestamps, whichever ingest feeds it.
 pub(super) struct OutTrack {
@@ -97,9 +112,12 @@ pub(super) struct OutTrack {
     /// ingress, is written back under it.
     pub(super) audio_level: u8,
     /// Output sequence numbers up to here (exclusive) are from before the
-    /// last replay or in it: NACKs for them are not answered (the mapping
-    /// moved past them).
+    /// last replay or in it, or from the publisher before the last change
+    /// of publisher: NACKs for them are not answered (the mapping moved
+    /// past them).
     pub(super) replayed_until: Option<u16>,
+    /// Video (VP8, VP9): the picture numbering its player sees.
+    pub(super) pictures: PictureIds,
 }
 
 impl OutTrack {
@@ -137,7 +155,21 @@ impl OutTrack {
             replayed_until: None,
             rtx_pt: 0,
             rtx_seq: 0,
+            pictures: PictureIds::default(),
         }
+    }
+
+    /// Whether this track takes a packet of `source`: its own source's, or
+    /// a new source's when the current one went silent, is the same
+    /// ingest, or `take` (the line is this source's).
+    pub(super) fn accepts(&self, now: Instant, source: (Source, u32), take: bool) -> bool {
+        if self.source.is_none() || self.source == Some(source) || take {
+            return true;
+        }
+        let current_silent = self
+            .last_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT);
+        current_silent || self.source.map(|s| s.0) == Some(source.0)
     }
 
     /// Maps an input (seq, ts) to the output stream, or `None` when another
@@ -151,12 +183,7 @@ impl OutTrack {
         take: bool,
     ) -> Option<(u16, u32)> {
         if self.source != Some(source) {
-            let current_silent = match self.last_at {
-                Some(at) => now.saturating_duration_since(at) >= SOURCE_TIMEOUT,
-                None => true,
-            };
-            let same_ingest = self.source.map(|s| s.0) == Some(source.0);
-            if self.source.is_some() && !current_silent && !same_ingest && !take {
+            if !self.accepts(now, source, take) {
                 return None;
             }
             if let Some(at) = self.last_at {
@@ -166,6 +193,9 @@ impl OutTrack {
                 let ticks = ((gap * self.clock_rate as f64) as u32).max(1);
                 self.seq_delta = self.last_seq.wrapping_add(1).wrapping_sub(seq);
                 self.ts_delta = self.last_ts.wrapping_add(ticks).wrapping_sub(ts);
+                // NACKs from before the change would map onto the new
+                // source's packets: they go unanswered.
+                self.replayed_until = Some(self.last_seq.wrapping_add(1));
             }
             self.source = Some(source);
         }
@@ -249,7 +279,30 @@ impl Router {
                         Source::Rtmp(_) => {}
                     }
                 }
+                // VP8, VP9, AV1: a line changes publisher at the new one's
+                // keyframe (asked for), and picture ids continue across it.
+                let codec = track.codec.filter(|c| c.switches_at_keyframes());
+                let mut switched = false;
+                if let Some(codec) = codec {
+                    if !track.accepts(now, source, take) {
+                        return None;
+                    }
+                    switched = track.source != Some(source);
+                    let payload = payload_of(pkt, inbound.len)?;
+                    if switched && track.source.is_some() && !codec.starts_keyframe(payload) {
+                        self.out.note(Note::KeyframeWanted {
+                            source: inbound.source,
+                        });
+                        return None;
+                    }
+                }
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
+                if let Some(codec) = codec {
+                    let end = inbound.len;
+                    if let Some(payload) = payload_of_mut(pkt, end) {
+                        codec.rewrite_picture_ids(payload, &mut track.pictures, switched, false);
+                    }
+                }
                 if track.source_pid != inbound.participant {
                     // The line changed hands: the room's events say so.
                     track.source_pid = inbound.participant;

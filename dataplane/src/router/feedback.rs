@@ -176,6 +176,11 @@ impl Router {
         let Some(dest) = w.peer.destination() else {
             return;
         };
+        // VP8, VP9: the picture ids the original went out with.
+        let t = &mut w.tracks[i];
+        if let Some(codec) = t.codec.filter(|c| c.switches_at_keyframes()) {
+            codec.rewrite_picture_ids(&mut buf[hd.len..len], &mut t.pictures, false, true);
+        }
         let ts = hd.timestamp.wrapping_add(ts_delta);
         if rtx_pt != 0 {
             // RFC 4588: on the line's RTX stream, its own sequence, the
