@@ -578,6 +578,47 @@ impl State {
         out
     }
 
+    /// The WebRTC players in `room` now, other than `except`'s, with video
+    /// lines and none in `codec`: each a name, once (they cannot be given
+    /// a publisher in `codec`), and the codecs their lines have.
+    pub fn players_without(
+        &self,
+        room: &str,
+        codec: Codec,
+        except: &str,
+    ) -> Vec<(String, Vec<Codec>)> {
+        let mut out: Vec<(String, Vec<Codec>)> = Vec::new();
+        let Some(r) = self.rooms.get(room) else {
+            return out;
+        };
+        for s in r.live.iter().filter_map(|id| self.sessions.get(id)) {
+            let Role::Webrtc(w) = &s.role else { continue };
+            let lines: Vec<Codec> = w
+                .tracks
+                .iter()
+                .filter(|t| t.kind == MediaKind::Video)
+                .map(|t| t.codec)
+                .fold(Vec::new(), |mut v, c| {
+                    if !v.contains(&c) {
+                        v.push(c);
+                    }
+                    v
+                });
+            let fits = lines.contains(&codec);
+            if w.direction != Direction::Subscribe
+                || lines.is_empty()
+                || fits
+                || w.participant == except
+            {
+                continue;
+            }
+            if !out.iter().any(|(n, _)| *n == w.participant) {
+                out.push((w.participant.clone(), lines));
+            }
+        }
+        out
+    }
+
     /// Ends one live session: frees its port, keeps it in the room's ended list.
     pub fn end_session(&mut self, id: SessionId, why: Ended) -> Option<SessionRecord> {
         let mut s = self.sessions.remove(&id)?;

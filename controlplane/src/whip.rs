@@ -327,6 +327,20 @@ async fn offer_answer(
         for what in unfit {
             state.media_warning(id, what);
         }
+        // A publisher's video that players already here have no line for.
+        let publishing = neg.tracks.iter().find(|t| t.kind == MediaKind::Video);
+        if let (Mode::Publish, Some(video)) = (mode, publishing) {
+            let codec = video.wire;
+            for (player, lines) in state.players_without(&room, codec, &me) {
+                let names: Vec<&str> = lines.iter().map(|c| c.name()).collect();
+                let what = format!(
+                    "video {} of {me}: player {player}'s lines take {} only, so none carries {me}",
+                    codec.name(),
+                    names.join(", ")
+                );
+                state.media_warning(id, what);
+            }
+        }
     }
     let fingerprint = app.link.region.dtls_fingerprint();
     let answer = offer::answer(

@@ -581,10 +581,11 @@ fn glass_to_glass_delay_to_a_mini_program() {
 }
 
 /// Codecs in plain offers, no client behind them: a VP8-only WHIP offer
-/// is answered in VP8 (the API says so); a WHEP player that offers only
-/// H264 gets no line for it, and the room a `media_warning` naming the
-/// track and what the player offered; a player that offers both gets a
-/// VP8 line named for the publisher.
+/// is answered in VP8 (the API says so), and a player already there with
+/// H264 lines only is named in a `media_warning`; a WHEP player that
+/// offers only H264 gets no line for it, and the room a `media_warning`
+/// naming the track and what the player offered; a player that offers
+/// both gets a VP8 line named for the publisher.
 #[test]
 fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
     let gw = Gateway::start(1, &[]);
@@ -593,6 +594,14 @@ fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
     let h264 =
         "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
     let vp8_offer = MINIMAL_OFFER.replace(h264, "a=rtpmap:102 VP8/90000\r\n");
+    let h264_player = MINIMAL_OFFER.replace("a=sendonly", "a=recvonly");
+    let (code, _, answer) = post_sdp(
+        &gw,
+        "/whep/codecs?participant=dave",
+        "application/sdp",
+        &h264_player,
+    );
+    assert_eq!(code, 201, "{answer}");
     let (code, _, answer) = post_sdp(
         &gw,
         "/whip/codecs?participant=alice",
@@ -603,7 +612,13 @@ fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
     assert!(answer.contains("a=rtpmap:102 VP8/90000"), "{answer}");
     let whip = gw.session_of_kind("codecs", "whip");
     assert_eq!(whip["tracks"][0]["codec"], "VP8", "{whip}");
-    let h264_player = MINIMAL_OFFER.replace("a=sendonly", "a=recvonly");
+    let e = events.next_matching(Duration::from_secs(10), |e| e["event"] == "media_warning");
+    assert_eq!(e["participant"], "alice", "{e}");
+    let reason = e["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("VP8 of alice") && reason.contains("dave") && reason.contains("H264"),
+        "{e}"
+    );
     let (code, _, answer) = post_sdp(
         &gw,
         "/whep/codecs?participant=bob",
