@@ -271,6 +271,40 @@ pub struct Chosen {
     /// a publisher takes the publisher's codec if it is here
     /// ([`Chosen::prefer`]).
     pub options: Vec<(WireCodec, Codec, Option<Codec>)>,
+    /// Play, video: the other codecs of `options` the line carries too
+    /// (on the session's payload types), so a publisher in any of them can
+    /// take it: the answer lists them after `codec`.
+    pub also: Vec<(WireCodec, Codec, Option<Codec>)>,
+}
+
+/// Play: gives each video line every codec of its options whose payload
+/// types agree with the session's (a BUNDLE session numbers each codec
+/// once; the first line that offers a codec sets its numbers), and returns
+/// the session's (payload type, RTX payload type) per codec, by
+/// `WireCodec::VIDEO` order.
+pub fn carry_every_codec(lines: &mut [Chosen]) -> [(u8, u8); 4] {
+    let mut table = [(0u8, 0u8); 4];
+    let index = |w: WireCodec| WireCodec::VIDEO.iter().position(|&c| c == w);
+    let pts = |o: &(WireCodec, Codec, Option<Codec>)| (o.1.pt, o.2.as_ref().map_or(0, |r| r.pt));
+    for line in lines.iter() {
+        for o in &line.options {
+            if let Some(i) = index(o.0) {
+                if table[i].0 == 0 {
+                    table[i] = pts(o);
+                }
+            }
+        }
+    }
+    for line in lines.iter_mut().filter(|l| l.kind == MediaKind::Video) {
+        let primary = line.wire;
+        line.also = line
+            .options
+            .iter()
+            .filter(|o| o.0 != primary && index(o.0).is_some_and(|i| table[i] == pts(o)))
+            .cloned()
+            .collect();
+    }
+    table
 }
 
 impl Chosen {
@@ -562,6 +596,7 @@ pub fn negotiate(offer: &Offer, mode: Mode, prefs: &[WireCodec]) -> Result<Negot
             abs_send_time,
             rtx,
             options,
+            also: Vec::new(),
         });
     }
     if tracks.is_empty() {
@@ -671,13 +706,21 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         };
         let codec = &neg.tracks[k].codec;
         let mid = &mids[k];
+        // The line's codec, then the others it carries too (a player's).
+        let mut codecs: Vec<(&Codec, Option<&Codec>)> = vec![(codec, neg.tracks[k].rtx.as_ref())];
+        codecs.extend(neg.tracks[k].also.iter().map(|(_, c, r)| (c, r.as_ref())));
+        let formats: String = codecs
+            .iter()
+            .map(|(c, r)| match r {
+                Some(r) => format!(" {} {}", c.pt, r.pt),
+                None => format!(" {}", c.pt),
+            })
+            .collect();
         let _ = write!(
             s,
-            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}{rtx}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\na={dir}\r\n",
+            "m={kind} {port} UDP/TLS/RTP/SAVPF{formats}\r\nc=IN IP4 {ip}\r\na=mid:{mid}\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:{setup}\r\na=rtcp-mux\r\na={dir}\r\n",
             kind = m.kind,
             port = p.port,
-            pt = codec.pt,
-            rtx = neg.tracks[k].rtx.as_ref().map(|r| format!(" {}", r.pt)).unwrap_or_default(),
             ip = p.ip,
             ufrag = p.ice_ufrag,
             pwd = p.ice_pwd,
@@ -687,21 +730,23 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
                 Mode::Play => "sendonly",
             },
         );
-        let channels = codec.channels.map(|c| format!("/{c}")).unwrap_or_default();
-        let _ = write!(
-            s,
-            "a=rtpmap:{} {}/{}{channels}\r\n",
-            codec.pt, codec.name, codec.clock_rate
-        );
-        if !codec.fmtp.is_empty() {
-            let _ = write!(s, "a=fmtp:{} {}\r\n", codec.pt, codec.fmtp);
-        }
-        if let Some(rtx) = &neg.tracks[k].rtx {
+        for (codec, rtx) in &codecs {
+            let channels = codec.channels.map(|c| format!("/{c}")).unwrap_or_default();
             let _ = write!(
                 s,
-                "a=rtpmap:{} rtx/{}\r\na=fmtp:{} apt={}\r\n",
-                rtx.pt, rtx.clock_rate, rtx.pt, codec.pt
+                "a=rtpmap:{} {}/{}{channels}\r\n",
+                codec.pt, codec.name, codec.clock_rate
             );
+            if !codec.fmtp.is_empty() {
+                let _ = write!(s, "a=fmtp:{} {}\r\n", codec.pt, codec.fmtp);
+            }
+            if let Some(rtx) = rtx {
+                let _ = write!(
+                    s,
+                    "a=rtpmap:{} rtx/{}\r\na=fmtp:{} apt={}\r\n",
+                    rtx.pt, rtx.clock_rate, rtx.pt, codec.pt
+                );
+            }
         }
         if let Some(id) = neg.tracks[k].audio_level {
             let _ = write!(s, "a=extmap:{id} {AUDIO_LEVEL_URI}\r\n");
@@ -717,17 +762,19 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         if m.kind == "video" {
             // Only what the offer named for this payload type: an answer may
             // not add feedback types (RFC 4585 §4.2; FFmpeg offers `nack` alone).
-            let offered = |fb: &str| {
-                codec
-                    .feedback
-                    .iter()
-                    .any(|f| f.split_whitespace().eq(fb.split_whitespace()))
-            };
-            for fb in ["nack", "nack pli", "ccm fir"]
-                .into_iter()
-                .filter(|fb| offered(fb))
-            {
-                let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
+            for (codec, _) in &codecs {
+                let offered = |fb: &str| {
+                    codec
+                        .feedback
+                        .iter()
+                        .any(|f| f.split_whitespace().eq(fb.split_whitespace()))
+                };
+                for fb in ["nack", "nack pli", "ccm fir"]
+                    .into_iter()
+                    .filter(|fb| offered(fb))
+                {
+                    let _ = write!(s, "a=rtcp-fb:{} {fb}\r\n", codec.pt);
+                }
             }
         }
         if p.mode == Mode::Play {
@@ -1187,6 +1234,46 @@ a=rtcp-fb:103 nack\r\na=rtcp-fb:103 nack pli\r\na=rtcp-fb:103 ccm fir\r\n";
             &[WireCodec::Vp9],
         );
         assert!(err.as_ref().is_err_and(|e| e.contains("it offers VP8, H264 packetization-mode=0, H264 packetization-mode=1, VP9 profile-id=2, AV1")), "{err:?}");
+    }
+
+    /// A player's line carries every codec it offered that the session
+    /// numbers the same way: its own first in the answer, then the others
+    /// with their RTX, and the session's table says each codec's numbers.
+    #[test]
+    fn a_players_line_carries_every_codec_it_offered() {
+        let offer = CHROME_OFFER
+            .replace("a=sendonly", "a=recvonly")
+            .replace("SAVPF 96 102 103", "SAVPF 96 97 102 103 104")
+            .replace(
+                "a=rtcp-fb:103 nack\r\n",
+                "a=rtcp-fb:103 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+                 a=rtpmap:104 rtx/90000\r\na=fmtp:104 apt=103\r\na=rtcp-fb:96 nack\r\n",
+            );
+        let offer = parse(&offer).unwrap();
+        let mut n = negotiate(&offer, Mode::Play, &WireCodec::VIDEO).unwrap();
+        let table = carry_every_codec(&mut n.tracks);
+        assert_eq!(table, [(103, 104), (96, 97), (0, 0), (0, 0)]);
+        let video = n
+            .tracks
+            .iter()
+            .find(|t| t.kind == MediaKind::Video)
+            .unwrap();
+        assert_eq!(video.wire, WireCodec::H264);
+        let also: Vec<WireCodec> = video.also.iter().map(|a| a.0).collect();
+        assert_eq!(also, [WireCodec::Vp8]);
+        let a = answer(&offer, &n, &params(Mode::Play));
+        assert!(
+            a.contains("m=video 40002 UDP/TLS/RTP/SAVPF 103 104 96 97\r\n"),
+            "{a}"
+        );
+        for line in [
+            "a=rtpmap:96 VP8/90000",
+            "a=fmtp:97 apt=96",
+            "a=rtcp-fb:96 nack\r\n",
+            "a=rtpmap:103 H264/90000",
+        ] {
+            assert!(a.contains(line), "{line} not in {a}");
+        }
     }
 
     #[test]

@@ -597,7 +597,11 @@ impl State {
                 .tracks
                 .iter()
                 .filter(|t| t.kind == MediaKind::Video)
-                .map(|t| t.codec)
+                .flat_map(|t| {
+                    Codec::VIDEO
+                        .into_iter()
+                        .filter(move |c| t.codec == *c || t.codecs & (1 << *c as u8) != 0)
+                })
                 .fold(Vec::new(), |mut v, c| {
                     if !v.contains(&c) {
                         v.push(c);

@@ -272,11 +272,15 @@ async fn offer_answer(
             .collect::<Result<_, _>>()?,
     };
     let created_ms = now_ms();
-    let (sources, unfit) = match mode {
-        Mode::Publish => (vec![None; neg.tracks.len()], Vec::new()),
+    let (sources, unfit, video_pts) = match mode {
+        Mode::Publish => (vec![None; neg.tracks.len()], Vec::new(), [(0, 0); 4]),
         Mode::Play => {
             let found = line_sources(app, &room, &me, &mut neg.tracks);
-            (found.names, found.unfit)
+            // Each line carries every codec it offered (on the session's
+            // payload types): a publisher that comes later in another
+            // codec than the line's first still finds it.
+            let video_pts = offer::carry_every_codec(&mut neg.tracks);
+            (found.names, found.unfit, video_pts)
         }
     };
     let make_spec = |session, room, port| WebrtcSpec {
@@ -299,6 +303,10 @@ async fn offer_answer(
             .map(|((t, &ssrc), source)| TrackSpec {
                 kind: t.kind,
                 codec: t.wire,
+                codecs: t
+                    .also
+                    .iter()
+                    .fold(1 << t.wire as u8, |mask, (c, _, _)| mask | 1 << *c as u8),
                 pt: t.codec.pt,
                 ssrc,
                 source: source.as_deref().map_or(0, participant_key),
@@ -308,6 +316,7 @@ async fn offer_answer(
                 rtx_pt: t.rtx.as_ref().map_or(0, |r| r.pt),
             })
             .collect(),
+        video_pts,
         created_ms,
         participant: me.clone(),
         dtls_role: neg.dtls_role,

@@ -585,7 +585,8 @@ fn glass_to_glass_delay_to_a_mini_program() {
 /// H264 lines only is named in a `media_warning`; a WHEP player that
 /// offers only H264 gets no line for it, and the room a `media_warning`
 /// naming the track and what the player offered; a player that offers
-/// both gets a VP8 line named for the publisher.
+/// both gets a line named for the publisher in VP8 first, and H264 too
+/// (for whoever publishes on it next).
 #[test]
 fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
     let gw = Gateway::start(1, &[]);
@@ -644,8 +645,9 @@ fn a_players_line_takes_the_publishers_codec_or_the_room_is_told() {
         &both,
     );
     assert_eq!(code, 201, "{answer}");
+    assert!(answer.contains("SAVPF 96 102\r\n"), "VP8 first: {answer}");
     assert!(
-        answer.contains("a=rtpmap:96 VP8/90000") && !answer.contains("H264"),
+        answer.contains("a=rtpmap:96 VP8/90000") && answer.contains("a=rtpmap:102 H264/90000"),
         "{answer}"
     );
     assert!(answer.contains("msid:alice"), "{answer}");

@@ -260,13 +260,29 @@ fn the_demo_page_holds_a_call_with_a_mini_program() {
 /// `a=msid`), both list both, and alice's chat message reaches bob.
 #[test]
 fn two_call_pages_see_each_other_by_name_and_chat() {
+    two_call_pages("H264");
+}
+
+/// The same call with both pages sending VP8: alice's lines, answered
+/// before bob came, carry VP8 beside H264, so bob's VP8 reaches her.
+#[test]
+fn two_call_pages_in_vp8_see_each_other() {
+    two_call_pages("VP8");
+}
+
+fn two_call_pages(codec: &str) {
     let _browser = one_browser_at_a_time();
     let _driver = chromium_driver_dir();
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
     gw.room("duo");
-    let shot = screenshot("chromium-duo.png");
-    let args = [gw.api.as_ref(), "duo".as_ref(), shot.as_os_str()];
+    let shot = screenshot(&format!("chromium-duo-{codec}.png"));
+    let args = [
+        gw.api.as_ref(),
+        "duo".as_ref(),
+        shot.as_os_str(),
+        codec.as_ref(),
+    ];
     let out = driver("chromium_duo.js", &args, 120)
         .output()
         .expect("run node");
@@ -282,6 +298,13 @@ fn two_call_pages_see_each_other_by_name_and_chat() {
                 .iter()
                 .any(|t| t["name"] == other && t["framesDecoded"].as_u64().unwrap_or(0) >= 30),
             "{me} does not see {other}: {report}"
+        );
+        let mime = format!("video/{codec}");
+        assert!(
+            tiles
+                .iter()
+                .any(|t| t["name"] == other && t["mimeType"] == mime.as_str()),
+            "{me} sees {other} in another codec than {codec}: {report}"
         );
         assert!(
             tiles.iter().all(|t| t["name"] != me),

@@ -4,21 +4,25 @@
 // answer's a=msid), both list both participants, and alice's chat message
 // reaches bob. Prints one JSON line.
 //
-//   node chromium_duo.js http://127.0.0.1:8080 ROOM [SCREENSHOT.png]
+//   node chromium_duo.js http://127.0.0.1:8080 ROOM [SCREENSHOT.png [CODEC]]
+//
+// CODEC (H264, VP8, VP9, AV1; default H264): what both pages send (the
+// demo page's ?codec=).
 //
 // Run it inside a network namespace that has only `lo` (TESTING.md).
 "use strict";
 const { report, stop, waitFor } = require("./chromium");
 
-const [api, room, shot] = process.argv.slice(2, 5);
+const [api, room, shot, codecArg] = process.argv.slice(2, 6);
+const codec = codecArg ? `&codec=${codecArg}` : "";
 
 report(async (browser, out) => {
   const ctx = await browser.newContext();
   const alice = await ctx.newPage();
-  await alice.goto(`${api}/?room=${room}&name=alice&call=1`);
+  await alice.goto(`${api}/?room=${room}&name=alice&call=1${codec}`);
   await waitFor(alice, () => window.mgw.state === "connected" || window.mgw.error, 15000, "alice connected");
   const bob = await ctx.newPage();
-  await bob.goto(`${api}/?room=${room}&name=bob&call=1`);
+  await bob.goto(`${api}/?room=${room}&name=bob&call=1${codec}`);
   await waitFor(bob, () => window.mgw.state === "connected" || window.mgw.error, 15000, "bob connected");
   out.bob_sees_alice_ms = await waitFor(bob, async () => {
     const t = (await window.mgw.tileStats()).find((t) => t.name === "alice" && t.framesDecoded > 0);

@@ -90,6 +90,16 @@ impl VideoCodec {
     /// and egress's (their SDP says H264) and an RTMP publisher's (FLV's).
     pub const NEGOTIATED: VideoCodec = VideoCodec::H264;
 
+    /// Its name on the ring.
+    pub const fn wire(self) -> Codec {
+        match self {
+            VideoCodec::H264 => Codec::H264,
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::Vp9 => Codec::Vp9,
+            VideoCodec::Av1 => Codec::Av1,
+        }
+    }
+
     /// The video codec of a negotiated line (`None` for audio).
     pub const fn of_wire(c: Codec) -> Option<VideoCodec> {
         match c {
@@ -98,6 +108,17 @@ impl VideoCodec {
             Codec::Vp9 => Some(VideoCodec::Vp9),
             Codec::Av1 => Some(VideoCodec::Av1),
             Codec::Opus => None,
+        }
+    }
+
+    /// Its place in [`VideoCodec::ALL`] (and the ring's `Codec::VIDEO`):
+    /// an index for what is kept per codec.
+    pub const fn index(self) -> usize {
+        match self {
+            VideoCodec::H264 => 0,
+            VideoCodec::Vp8 => 1,
+            VideoCodec::Vp9 => 2,
+            VideoCodec::Av1 => 3,
         }
     }
 

@@ -475,3 +475,36 @@ fn a_vp8_line_changes_publisher_at_a_keyframe_and_its_picture_ids_go_on() {
         "picture ids: {frames:?}"
     );
 }
+
+/// A player's line carries every codec its answer gave it: an H264
+/// publisher has it first; when that one stops, a VP8 publisher takes it
+/// at a keyframe, on the session's VP8 payload type, and the line goes on
+/// (one SSRC, its sequence numbers without a gap).
+#[test]
+fn a_line_of_two_codecs_takes_a_publisher_in_either() {
+    let mut net = Net::new();
+    let clean = Impairment::CLEAN;
+    let h264 = net.webrtc(0, publisher(1), clean, clean);
+    let vp8 = net.webrtc(0, in_codec(publisher(3), Codec::Vp8), clean, clean);
+    let mut both = player(4, "p4", 1);
+    both.tracks[0].codecs = 1 << Codec::H264 as u8 | 1 << Codec::Vp8 as u8;
+    both.video_pts = [(102, 103), (98, 99), (0, 0), (0, 0)];
+    let line = net.webrtc(1, both, clean, clean);
+    net.run(1000, &[h264]);
+    net.run(2000, &[vp8]);
+    complete(&mut net, line, 0x5004);
+    assert_eq!(
+        fills(&mut net, line, 0x5004),
+        vec![1, 3],
+        "both, on one line"
+    );
+    let p = net.clients[line].player();
+    let first_vp8 = p.pts.iter().position(|&pt| pt == 98).expect("no VP8 came");
+    assert!(
+        p.pts[..first_vp8].iter().all(|&pt| pt == 102),
+        "{:?}",
+        p.pts
+    );
+    assert!(p.pts[first_vp8..].iter().all(|&pt| pt == 98), "{:?}", p.pts);
+    assert!(p.keyframes >= 2, "the VP8 publisher's keyframe");
+}

@@ -59,6 +59,7 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 abs_send_time: 0,
                 // RTX negotiated: retransmissions are unwrapped.
                 rtx_pt: 103,
+                codecs: 0,
             },
             TrackSpec {
                 kind: MediaKind::Audio,
@@ -72,8 +73,10 @@ pub(crate) fn webrtc(session: u64, direction: Direction) -> WebrtcSpec {
                 twcc: 3,
                 abs_send_time: 0,
                 rtx_pt: 0,
+                codecs: 0,
             },
         ],
+        video_pts: [(0, 0); 4],
         created_ms: 0,
         participant: format!("p{session}"),
         dtls_role: DtlsRole::Server,

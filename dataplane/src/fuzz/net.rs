@@ -232,6 +232,12 @@ pub struct Player {
     pub keyframes: usize,
     /// Each line's codec, by our SSRC.
     codecs: HashMap<u32, VideoCodec>,
+    /// The RTX payload types its answer gave it.
+    rtx_pts: Vec<u8>,
+    /// The codec of each video payload type (and RTX type) of the session's table.
+    pt_codecs: HashMap<u8, VideoCodec>,
+    /// The payload type of each media packet it got, in order.
+    pub pts: Vec<u8>,
     last_keyframe: Option<u32>,
 }
 
@@ -348,6 +354,21 @@ impl Net {
             .iter()
             .filter_map(|t| Some((t.ssrc, VideoCodec::of_wire(t.codec)?)))
             .collect();
+        let rtx_pts: Vec<u8> = spec
+            .tracks
+            .iter()
+            .map(|t| t.rtx_pt)
+            .chain(spec.video_pts.iter().map(|p| p.1))
+            .filter(|&pt| pt != 0)
+            .collect();
+        let pt_codecs: HashMap<u8, VideoCodec> = VideoCodec::ALL
+            .into_iter()
+            .flat_map(|c| {
+                let (pt, rtx) = spec.video_pt(c.wire()).unwrap_or((0, 0));
+                [(pt, c), (rtx, c)]
+            })
+            .filter(|(pt, _)| *pt != 0)
+            .collect();
         let publisher_codec = spec
             .video_codec()
             .and_then(VideoCodec::of_wire)
@@ -377,6 +398,9 @@ impl Net {
                 plis: 0,
                 keyframes: 0,
                 codecs: codecs.clone(),
+                rtx_pts,
+                pt_codecs,
+                pts: Vec::new(),
                 last_keyframe: None,
             })
         };
@@ -711,7 +735,8 @@ impl Net {
             return;
         };
         let Ok(h) = RtpHeader::parse(&d) else { return };
-        let (ssrc, seq, payload) = if h.pt == 103 {
+        p.pts.push(h.pt);
+        let (ssrc, seq, payload) = if p.rtx_pts.contains(&h.pt) {
             // RTX: the original sequence number leads the payload.
             let Some(osn) = d.get(h.len..h.len + 2) else {
                 return;
@@ -741,7 +766,11 @@ impl Net {
             p.highest.insert(ssrc, ext);
         }
         p.missing.remove(&(ssrc, ext));
-        let codec = p.codecs.get(&ssrc).copied().unwrap_or(VideoCodec::H264);
+        // The codec of its payload type (its RTX type's for a resend), else
+        // its line's.
+        let codec = (p.pt_codecs.get(&h.pt).copied())
+            .or_else(|| p.codecs.get(&ssrc).copied())
+            .unwrap_or(VideoCodec::H264);
         if codec.starts_keyframe(&payload) && p.last_keyframe != Some(h.timestamp) {
             p.last_keyframe = Some(h.timestamp);
             p.keyframes += 1;

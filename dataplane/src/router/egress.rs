@@ -39,7 +39,7 @@ pub(super) fn pick_track(
         tracks
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.kind == kind && t.codec == codec)
+            .filter(|(_, t)| t.kind == kind && t.carries(codec))
     };
     let long_ago = |at: Option<Instant>| {
         at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
@@ -74,8 +74,12 @@ pub(super) fn payload_of_mut(pkt: &mut [u8], len: usize) -> Option<&mut [u8]> {
 /// with continuous sequence numbers and timestamps, whichever ingest feeds it.
 pub(super) struct OutTrack {
     pub(super) kind: MediaKind,
-    /// Video: the codec the line negotiated, the only one it carries.
+    /// Video: the codec it carries now (its publisher's), and `pt` and
+    /// `rtx_pt` are that codec's ...
     pub(super) codec: Option<VideoCodec>,
+    /// ... of those it negotiated: (payload type, RTX payload type) by
+    /// [`VideoCodec::index`]; a payload type 0 is a codec it does not carry.
+    pub(super) pts: [(u8, u8); 4],
     pub(super) ssrc: u32,
     pub(super) pt: u8,
     pub(super) clock_rate: u32,
@@ -132,9 +136,14 @@ impl OutTrack {
             MediaKind::Video => 90_000,
             MediaKind::Audio => 48_000,
         };
+        let mut pts = [(0, 0); 4];
+        if let Some(c) = codec {
+            pts[c.index()] = (pt, 0);
+        }
         OutTrack {
             kind,
             codec,
+            pts,
             ssrc,
             pt,
             clock_rate,
@@ -157,6 +166,20 @@ impl OutTrack {
             rtx_seq: 0,
             pictures: PictureIds::default(),
         }
+    }
+
+    /// Whether this line negotiated `codec` (`None`: audio, for an audio line).
+    pub(super) fn carries(&self, codec: Option<VideoCodec>) -> bool {
+        match codec {
+            Some(c) => self.pts[c.index()].0 != 0,
+            None => self.codec.is_none(),
+        }
+    }
+
+    /// Sends `codec` from now on (a publisher in another codec took the line).
+    pub(super) fn carry(&mut self, codec: VideoCodec) {
+        (self.pt, self.rtx_pt) = self.pts[codec.index()];
+        self.codec = Some(codec);
     }
 
     /// Whether this track takes a packet of `source`: its own source's, or
@@ -230,7 +253,7 @@ impl Router {
                     MediaKind::Video => (&mut eg.video, eg.spec.dest_port),
                     MediaKind::Audio => (&mut eg.audio, eg.spec.dest_port.wrapping_add(2)),
                 };
-                if track.codec != inbound.codec {
+                if !track.carries(inbound.codec) {
                     // Its SDP says H264: another codec has no line here.
                     return None;
                 }
@@ -281,7 +304,7 @@ impl Router {
                 }
                 // VP8, VP9, AV1: a line changes publisher at the new one's
                 // keyframe (asked for), and picture ids continue across it.
-                let codec = track.codec.filter(|c| c.switches_at_keyframes());
+                let codec = inbound.codec.filter(|c| c.switches_at_keyframes());
                 let mut switched = false;
                 if let Some(codec) = codec {
                     if !track.accepts(now, source, take) {
@@ -297,6 +320,9 @@ impl Router {
                     }
                 }
                 let (seq, ts) = track.map(now, source, inbound.seq_no, inbound.timestamp, take)?;
+                if let Some(c) = inbound.codec.filter(|&c| track.codec != Some(c)) {
+                    track.carry(c);
+                }
                 if let Some(codec) = codec {
                     let end = inbound.len;
                     if let Some(payload) = payload_of_mut(pkt, end) {

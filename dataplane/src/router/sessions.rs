@@ -49,7 +49,7 @@ pub(super) struct WebrtcSession {
 
 pub(super) enum Role {
     Ingest(Ingest),
-    Egress(Egress),
+    Egress(Box<Egress>),
     Webrtc(Box<WebrtcSession>),
     /// A publisher of another shard (see `relayed.rs`): no socket, no
     /// counters of its own (its owner reports it).
@@ -152,7 +152,7 @@ impl Router {
         self.check_new(spec.session, spec.room)?;
         // Per-egress SSRCs, stable for the session's life.
         let base = (spec.session.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
-        let role = Role::Egress(Egress {
+        let role = Role::Egress(Box::new(Egress {
             spec,
             video: OutTrack::new(
                 MediaKind::Video,
@@ -168,7 +168,7 @@ impl Router {
                 EGRESS_AUDIO_PT,
                 0,
             ),
-        });
+        }));
         // An RTP egress sends the whole room: it is nobody.
         Ok(self.add_session(role, ParticipantId::NOBODY, Kinds::NONE))
     }
@@ -180,16 +180,30 @@ impl Router {
             Direction::Subscribe => (
                 spec.tracks
                     .iter()
-                    .map(|t| OutTrack {
-                        audio_level: t.audio_level,
-                        rtx_pt: t.rtx_pt,
-                        ..OutTrack::new(
-                            t.kind,
-                            VideoCodec::of_wire(t.codec),
-                            t.ssrc,
-                            t.pt,
-                            t.source,
-                        )
+                    .map(|t| {
+                        let mut line = OutTrack {
+                            audio_level: t.audio_level,
+                            rtx_pt: t.rtx_pt,
+                            ..OutTrack::new(
+                                t.kind,
+                                VideoCodec::of_wire(t.codec),
+                                t.ssrc,
+                                t.pt,
+                                t.source,
+                            )
+                        };
+                        // Its own codec, and the others it carries on
+                        // the session's payload types.
+                        for c in VideoCodec::ALL {
+                            let also = t.codecs & (1 << c.wire() as u8) != 0;
+                            if let Some(pts) = spec.video_pt(c.wire()).filter(|_| also) {
+                                line.pts[c.index()] = pts;
+                            }
+                        }
+                        if let Some(c) = line.codec {
+                            line.pts[c.index()] = (t.pt, t.rtx_pt);
+                        }
+                        line
                     })
                     .collect(),
                 Kinds::NONE,

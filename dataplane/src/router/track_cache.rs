@@ -280,6 +280,9 @@ fn replay_gop(
     }
     t.replay_wanted = false;
     t.last_replay = Some(now);
+    if let Some(c) = live.codec.filter(|&c| t.codec != Some(c)) {
+        t.carry(c);
+    }
     let Some(gop) = cache.gop_before(live.seq_no) else {
         return 0;
     };

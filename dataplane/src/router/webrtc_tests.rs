@@ -677,6 +677,7 @@ fn each_publisher_gets_its_own_track_of_a_multi_line_player() {
         twcc: 0,
         abs_send_time: 0,
         rtx_pt: 0,
+        codecs: 0,
     });
     let s = r.add_webrtc(t0, sub).unwrap();
     let mut c = check(3);
@@ -765,6 +766,7 @@ fn player(r: &mut Router, session: u64, me: &str, wants: &[u32]) -> Handle {
             twcc: 0,
             abs_send_time: 0,
             rtx_pt: 0,
+            codecs: 0,
         });
     }
     let s = r.add_webrtc(t0, sub).unwrap();

@@ -271,6 +271,11 @@ pub struct TrackSpec {
     /// packets), a player's [`rtx_ssrc`]. 0: none, resends go on the media
     /// SSRC.
     pub rtx_pt: u8,
+    /// Subscribe, video: every codec the line carries (a bit per
+    /// `1 << codec as u8`, `codec` among them), each on the session's
+    /// payload types ([`WebrtcSpec::video_pts`]): the line takes whichever
+    /// of them its publisher sends. 0 for the others.
+    pub codecs: u8,
 }
 
 /// The SSRC of the RTX stream (RFC 4588) that goes with a player's video
@@ -295,7 +300,7 @@ pub fn participant_key(name: &str) -> u32 {
 /// Most media lines a WebRTC session carries (a player may ask for several
 /// publishers' tracks by offering several recvonly m-lines). Bounded by the
 /// ring slot: a [`WebrtcSpec`] with the longest fields and 16 tracks encodes
-/// to 463 of its 512 bytes (checked by the round-trip test).
+/// to 487 of its 512 bytes (checked by the round-trip test).
 pub const MAX_TRACKS: usize = 16;
 
 /// A WebRTC peer on `port`: ICE-lite, DTLS-SRTP (in the role the offer
@@ -315,6 +320,10 @@ pub struct WebrtcSpec {
     pub remote_fingerprint: [u8; 32],
     /// At most [`MAX_TRACKS`]; more are not encoded.
     pub tracks: Vec<TrackSpec>,
+    /// Subscribe: the payload type and RTX payload type of each video
+    /// codec the answer gave its lines, by [`Codec::VIDEO`] order (H264,
+    /// VP8, VP9, AV1; (0, 0): none).
+    pub video_pts: [(u8, u8); 4],
     pub created_ms: u64,
     /// Who publishes (WHIP) or plays (WHEP: never sent its own tracks).
     pub participant: String,
@@ -365,6 +374,13 @@ impl WebrtcSpec {
             .iter()
             .find(|t| t.kind == MediaKind::Video)
             .map(|t| t.codec)
+    }
+
+    /// The (payload type, RTX payload type) a player's lines send video
+    /// `codec` on, if the answer gave it one.
+    pub fn video_pt(&self, codec: Codec) -> Option<(u8, u8)> {
+        let i = Codec::VIDEO.iter().position(|&c| c == codec)?;
+        Some(self.video_pts[i]).filter(|&(pt, _)| pt != 0)
     }
 
     /// The payload type of the first track of `kind` (0 if none).

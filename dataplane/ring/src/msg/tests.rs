@@ -36,8 +36,10 @@ fn samples() -> (Vec<Command>, Vec<Event>) {
                 twcc: (i as u8).wrapping_mul(3),
                 abs_send_time: (i as u8).wrapping_mul(5),
                 rtx_pt: 96 + i as u8,
+                codecs: 0x1e,
             })
             .collect(),
+        video_pts: [(96, 97), (98, 99), (100, 101), (45, 46)],
         created_ms: 1,
         participant: "q".repeat(MAX_NAME),
         dtls_role: DtlsRole::Client,
@@ -190,21 +192,21 @@ fn dtls_role_is_the_last_byte_of_a_webrtc_spec() {
     assert_eq!(client.dtls_role, DtlsRole::Client);
     let mut slot = [0u8; SLOT_SIZE];
     cmds[4].encode(&mut slot);
-    assert_eq!(slot.iter().rposition(|&b| b != 0), Some(462));
-    assert_eq!(slot[462], DtlsRole::Client as u8);
+    assert_eq!(slot.iter().rposition(|&b| b != 0), Some(486));
+    assert_eq!(slot[486], DtlsRole::Client as u8);
     let server = WebrtcSpec {
         dtls_role: DtlsRole::Server,
         ..client.clone()
     };
     let mut server_slot = [0u8; SLOT_SIZE];
     Command::CreateWebrtc(server.clone()).encode(&mut server_slot);
-    assert_eq!(server_slot[..462], slot[..462]);
-    assert_eq!(server_slot[462], 0);
+    assert_eq!(server_slot[..486], slot[..486]);
+    assert_eq!(server_slot[486], 0);
     assert_eq!(
         Command::decode(&server_slot),
         Ok(Command::CreateWebrtc(server))
     );
-    slot[462] = 2;
+    slot[486] = 2;
     assert_eq!(Command::decode(&slot), Err(DecodeError::Value("DTLS role")));
 }
 

@@ -17,7 +17,7 @@ impl<'a> Writer<'a> {
     }
     fn bytes(&mut self, b: &[u8]) {
         // Every message fits SLOT_SIZE (the largest, a WebrtcSpec with the
-        // longest fields and MAX_TRACKS tracks, is 463 bytes), so this slice
+        // longest fields and MAX_TRACKS tracks, is 487 bytes), so this slice
         // cannot go out of bounds; `every_message_round_trips` checks it.
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
@@ -97,6 +97,11 @@ impl<'a> Writer<'a> {
             self.u8(t.twcc);
             self.u8(t.abs_send_time);
             self.u8(t.rtx_pt);
+            self.u8(t.codecs);
+        }
+        for (pt, rtx) in s.video_pts {
+            self.u8(pt);
+            self.u8(rtx);
         }
         self.u64(s.created_ms);
         self.name(&s.participant);
@@ -272,9 +277,17 @@ impl<'a> Reader<'a> {
                         twcc: self.u8()?,
                         abs_send_time: self.u8()?,
                         rtx_pt: self.u8()?,
+                        codecs: self.u8()?,
                     });
                 }
                 tracks
+            },
+            video_pts: {
+                let mut pts = [(0, 0); 4];
+                for p in &mut pts {
+                    *p = (self.u8()?, self.u8()?);
+                }
+                pts
             },
             created_ms: self.u64()?,
             participant: self.name()?,
