@@ -110,12 +110,6 @@ impl Role {
         }
     }
 
-    /// The kinds of media it publishes: (video, audio).
-    pub fn publishes(&self) -> (bool, bool) {
-        let (video, audio) = self.published();
-        (video.is_some(), audio)
-    }
-
     /// What it publishes: its video's codec, and whether it sends audio.
     /// An RTP ingest's and an RTMP push's video is H264 (their SDP, FLV).
     pub fn published(&self) -> (Option<Codec>, bool) {
@@ -536,8 +530,8 @@ impl State {
             if let Some(list) = p["sessions"].as_array_mut() {
                 list.push(json!({ "id": s.id.to_string(), "kind": s.role.kind_name() }));
             }
-            let (video, audio) = s.role.publishes();
-            for (has, kind) in [(video, "video"), (audio, "audio")] {
+            let (video, audio) = s.role.published();
+            for (has, kind) in [(video.is_some(), "video"), (audio, "audio")] {
                 if let Some(tracks) = p["tracks"].as_array_mut() {
                     if has && !tracks.iter().any(|t| t == kind) {
                         tracks.push(json!(kind));

@@ -41,6 +41,18 @@ fn complete(net: &mut Net, c: usize, ssrc: u32) -> usize {
     got.len()
 }
 
+/// Each of `lines` (player, our SSRC) ended complete, within the last few
+/// packets of the `sent` (those still in flight), and got resends from the
+/// gateway's cache.
+fn repaired(net: &mut Net, lines: &[(usize, u32)], sent: usize) {
+    for &(c, ssrc) in lines {
+        let got = complete(net, c, ssrc);
+        assert!(got + 3 >= sent, "{got} of {sent}");
+        let s = net.clients[c].session;
+        assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
+    }
+}
+
 /// Whose pictures line `ssrc` of player `c` carried (the publishers' fill bytes).
 fn fills(net: &mut Net, c: usize, ssrc: u32) -> Vec<u8> {
     let mut seen: Vec<u8> = net.clients[c].player().got[&ssrc]
@@ -75,14 +87,11 @@ fn a_call_over_lossy_paths_is_repaired_on_both_shards() {
         net.clients[cam].publisher().resent > 0,
         "the publisher resent nothing"
     );
-    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+    repaired(&mut net, &[(near, 0x5002), (far, 0x5004)], sent);
+    for c in [near, far] {
         assert!(net.clients[c].down.lost > 0, "the way down lost nothing");
-        let got = complete(&mut net, c, ssrc);
-        assert!(got + 3 >= sent, "{got} of {sent}");
         let p = net.clients[c].player();
         assert!(p.rtx > 0 && p.nacks > 0);
-        let s = net.clients[c].session;
-        assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
     }
 }
 
@@ -318,12 +327,7 @@ fn an_rtp_cameras_players_are_repaired_from_its_tracks_cache() {
     net.run(3000, &[cam]);
     net.run(1000, &[]);
     let sent = net.clients[cam].publisher().history_len();
-    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
-        let got = complete(&mut net, c, ssrc);
-        assert!(got + 3 >= sent, "{got} of {sent}");
-        let s = net.clients[c].session;
-        assert!(net.stats[&s].retransmits > 0, "none resent from the cache");
-    }
+    repaired(&mut net, &[(near, 0x5002), (far, 0x5004)], sent);
 }
 
 /// `spec` with every video line in `codec`.
@@ -365,12 +369,7 @@ fn a_vp8_call_over_lossy_paths_is_repaired_on_both_shards() {
     net.run(2000, &[cam]);
     net.run(1000, &[]);
     let sent = net.clients[cam].publisher().history_len();
-    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
-        let got = complete(&mut net, c, ssrc);
-        assert!(got + 3 >= sent, "{got} of {sent}");
-        let s = net.clients[c].session;
-        assert!(net.stats[&s].retransmits > 0);
-    }
+    repaired(&mut net, &[(near, 0x5002), (far, 0x5004)], sent);
     // (The first keyframe may have been lost before a player's first
     // packet: nothing tells it what it missed, so count from here.)
     let plis = net.clients[cam].publisher().plis;

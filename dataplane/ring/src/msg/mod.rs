@@ -101,13 +101,6 @@ impl Codec {
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(name))
     }
-
-    pub const fn kind(self) -> MediaKind {
-        match self {
-            Codec::Opus => MediaKind::Audio,
-            _ => MediaKind::Video,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
