@@ -12,7 +12,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dataplane::codec::h264::Packetizer;
-use dataplane::reencode::{x264_bframes_flv, Reencoder};
+use dataplane::reencode::{x264_bframes_flv, Input, Reencoder};
 
 fn video(c: &mut Criterion) {
     let mut g = c.benchmark_group("bframes_per_frame");
@@ -36,7 +36,7 @@ fn video(c: &mut Criterion) {
                 black_box(pk.push(body, ms * 90, &mut packets));
             })
         });
-        let mut r = Reencoder::new().expect("re-encoder");
+        let mut r = Reencoder::new(Input::FlvH264).expect("re-encoder");
         let mut out = Vec::new();
         r.push(config.0, &config.1, &mut out);
         let mut i = 0;

@@ -143,6 +143,11 @@ pub struct Config {
     /// with the `reencode` feature; 0: none.
     #[arg(long, env = "MGW_BFRAME_REENCODES", default_value_t = DEFAULT.bframe_reencodes)]
     pub bframe_reencodes: u32,
+    /// WebRTC and RTP publishers in VP8, VP9 or AV1 each shard transcodes
+    /// to H264 for RTMP and HTTP-FLV players; needs a dataplane built with
+    /// the `reencode` feature; 0: none (their RTMP players get no picture).
+    #[arg(long, env = "MGW_VIDEO_TRANSCODES", default_value_t = DEFAULT.video_transcodes)]
+    pub video_transcodes: u32,
 }
 
 impl Config {
@@ -158,7 +163,7 @@ impl Config {
     /// The dataplane's protective limits as `(flag, value)`: passed to a
     /// spawned dataplane and shown in `/metrics` as `mgw_limit`. An attached
     /// dataplane must be started with the same flags.
-    pub fn dataplane_limits(&self) -> [(&'static str, f64); 11] {
+    pub fn dataplane_limits(&self) -> [(&'static str, f64); 12] {
         [
             ("rtmp-max-conns", self.rtmp_max_conns as f64),
             (
@@ -174,6 +179,7 @@ impl Config {
             ("rtmp-max-unread", self.rtmp_max_unread as f64),
             ("dtls-queue", self.dtls_queue as f64),
             ("bframe-reencodes", self.bframe_reencodes as f64),
+            ("video-transcodes", self.video_transcodes as f64),
         ]
     }
 }
@@ -215,6 +221,7 @@ const FILE_KEYS: &[&str] = &[
     "rtmp_max_unread",
     "dtls_queue",
     "bframe_reencodes",
+    "video_transcodes",
 ];
 
 /// The `--config`/`MGW_CONFIG` file named in `args` or the environment.

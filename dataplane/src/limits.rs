@@ -19,6 +19,16 @@ pub fn bframe_reencodes(limits: &Limits) -> u32 {
     }
 }
 
+/// VP8, VP9 and AV1 publishers one shard transcodes to H264 for RTMP
+/// players: `--video-transcodes`, or none without the `reencode` feature.
+pub fn video_transcodes(limits: &Limits) -> u32 {
+    if cfg!(feature = "reencode") {
+        limits.video_transcodes
+    } else {
+        0
+    }
+}
+
 /// Slots of the per-IP connection table: IPs share a slot only when their
 /// hashes collide (then they share one limit), which at 64 Ki slots takes
 /// thousands of distinct client IPs at once.

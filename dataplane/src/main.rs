@@ -98,6 +98,11 @@ struct Args {
     /// feature; 0: none.
     #[arg(long, env = "MGW_BFRAME_REENCODES", default_value_t = Limits::default().bframe_reencodes)]
     bframe_reencodes: u32,
+    /// WebRTC and RTP publishers in VP8, VP9 or AV1 each shard transcodes
+    /// to H264 for RTMP and HTTP-FLV players; needs the `reencode` build
+    /// feature; 0: none.
+    #[arg(long, env = "MGW_VIDEO_TRANSCODES", default_value_t = Limits::default().video_transcodes)]
+    video_transcodes: u32,
     /// Test only: honour datagrams that make a shard panic (see `shard::PANIC_SESSION`).
     #[arg(long, env = "MGW_TEST_PANIC_TRIGGERS", hide = true)]
     test_panic_triggers: bool,
@@ -135,6 +140,7 @@ impl Args {
             rtmp_max_unread: self.rtmp_max_unread.max(64 << 10),
             dtls_queue: self.dtls_queue.max(1),
             bframe_reencodes: self.bframe_reencodes,
+            video_transcodes: self.video_transcodes,
         })
     }
 }
@@ -294,6 +300,9 @@ fn main() {
     info!(?limits, "limits");
     if limits.bframe_reencodes > 0 && dataplane::limits::bframe_reencodes(&limits) == 0 {
         info!("H264 with B-frames from RTMP publishers reaches WebRTC players as is (browsers cannot play it): this dataplane was built without the `reencode` feature");
+    }
+    if limits.video_transcodes > 0 && dataplane::limits::video_transcodes(&limits) == 0 {
+        info!("VP8, VP9 and AV1 publishers give RTMP and HTTP-FLV players no picture: this dataplane was built without the `reencode` feature");
     }
     if args.test_panic_triggers {
         warn!("test panic triggers are on: never run a production gateway this way");

@@ -1,4 +1,14 @@
-//! H264 with B-frames, re-encoded without them for WebRTC players.
+//! Video decoded and encoded again, on the shard's re-encode thread, for
+//! two jobs ([`Input`]):
+//!
+//! - H264 with B-frames from an RTMP publisher, re-encoded without them
+//!   for its WebRTC players;
+//! - VP8, VP9 and AV1 from a WebRTC publisher, transcoded to H264 for its
+//!   RTMP and HTTP-FLV players (FLV carries no other codec they decode).
+//!
+//! Both end in the same libx264 encoder and FLV tag bodies.
+//!
+//! ## B-frames
 //!
 //! Browsers' WebRTC decoders (Chromium's) take the output delay that
 //! B-frames need for an error and drop the frames that follow, whatever
@@ -20,6 +30,22 @@
 //!      parameter sets change, then [0x17|0x27][1][cts 0] AVCC NALs
 //! ```
 //!
+//! ## VP8, VP9, AV1
+//!
+//! ```text
+//! whole frames from the codec's depacketizer (codec/frames.rs), numbered, at FLV time ms
+//!   ─▶ libavcodec's vp8 / vp9 decoder, or libdav1d (FFmpeg's own av1 decoder needs a GPU)
+//!   ─▶ libx264 as above, an IDR where the source has a keyframe and at least every
+//!      TRANSCODE_GOP frames (2 s at 30 fps), so a new RTMP player's GOP is short
+//!   ─▶ FLV video tag bodies for the stream's players, GOP cache and programs
+//! ```
+//!
+//! A frame lost on the way (the thread's queue was full) or refused by the
+//! decoder leaves the decoder without its references: frames are dropped
+//! until the next keyframe, which is asked for ([`Reencoder::wants_keyframe`]).
+//!
+//! ## Why FFmpeg
+//!
 //! FFmpeg (through `ffmpeg-next`, the maintained safe binding) because no
 //! Rust or bundled decoder plays High profile with B-frames: OpenH264's
 //! decoder does not decode B slices. It runs on the shard's re-encode
@@ -32,6 +58,23 @@ use ffmpeg_next as ff;
 
 use crate::codec::composition_offset;
 use crate::codec::h264::{self, avcc_nals, config_tag, flv_body, parameter_sets};
+use crate::codec::VideoCodec;
+
+/// What a [`Reencoder`] decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// FLV video tag bodies of H264 with B-frames (an RTMP publisher's,
+    /// for its WebRTC players).
+    FlvH264,
+    /// Whole frames of a codec FLV does not carry (a WebRTC publisher's,
+    /// for its RTMP players).
+    Coded(VideoCodec),
+}
+
+/// Most frames between two IDRs of a transcoded stream (2 s at 30 fps):
+/// an RTMP player that joins gets its first picture from the GOP cache,
+/// which holds at most this much.
+pub const TRANSCODE_GOP: u32 = 60;
 
 const START: [u8; 4] = [0, 0, 0, 1];
 
@@ -58,8 +101,9 @@ struct Encoder {
     format: Pixel,
 }
 
-/// One RTMP publisher's video, decoded and encoded again.
+/// One publisher's video, decoded and encoded again.
 pub struct Reencoder {
+    input: Input,
     decoder: decoder::Video,
     encoder: Option<Encoder>,
     /// The source's parameter sets, put before each keyframe it sends.
@@ -74,16 +118,34 @@ pub struct Reencoder {
     pub refused: Option<String>,
     /// It cannot: its frames are dropped unread.
     gave_up: bool,
+    /// Coded input: the number of the frame expected next, and whether
+    /// frames are dropped until a keyframe (one was lost or refused).
+    next: Option<u32>,
+    waiting_key: bool,
+    /// Coded input: a keyframe is wanted from the publisher (taken by the
+    /// thread, which passes it on).
+    pub wants_keyframe: bool,
 }
 
 impl Reencoder {
-    pub fn new() -> Result<Reencoder, String> {
+    pub fn new(input: Input) -> Result<Reencoder, String> {
         ff::init().map_err(|e| format!("FFmpeg: {e}"))?;
         // FFmpeg logs to stderr on its own; only what is wrong belongs in
         // the dataplane's log (decode errors are counted as drops anyway).
         ff::util::log::set_level(ff::util::log::Level::Error);
-        let h264 = decoder::find(codec::Id::H264).ok_or("FFmpeg has no H264 decoder")?;
-        let mut ctx = codec::context::Context::new_with_codec(h264);
+        let found = match input {
+            Input::FlvH264 | Input::Coded(VideoCodec::H264) => decoder::find(codec::Id::H264),
+            Input::Coded(VideoCodec::Vp8) => decoder::find(codec::Id::VP8),
+            Input::Coded(VideoCodec::Vp9) => decoder::find(codec::Id::VP9),
+            // FFmpeg's native AV1 decoder only drives hardware decoders.
+            Input::Coded(VideoCodec::Av1) => decoder::find_by_name("libdav1d"),
+        };
+        let name = match input {
+            Input::FlvH264 => "H264",
+            Input::Coded(c) => c.name(),
+        };
+        let found = found.ok_or_else(|| format!("FFmpeg has no {name} decoder"))?;
+        let mut ctx = codec::context::Context::new_with_codec(found);
         // One thread, no frame threading: frame threads add a frame of
         // delay each, and this thread serves the whole shard.
         ctx.set_threading(codec::threading::Config {
@@ -94,8 +156,9 @@ impl Reencoder {
         let decoder = ctx
             .decoder()
             .video()
-            .map_err(|e| format!("H264 decoder: {e}"))?;
+            .map_err(|e| format!("{name} decoder: {e}"))?;
         Ok(Reencoder {
+            input,
             decoder,
             encoder: None,
             sps: Vec::new(),
@@ -106,7 +169,63 @@ impl Reencoder {
             packet: Packet::empty(),
             refused: None,
             gave_up: false,
+            next: None,
+            waiting_key: false,
+            wants_keyframe: false,
         })
+    }
+
+    /// What it decodes.
+    pub fn input(&self) -> Input {
+        self.input
+    }
+
+    /// Frame `n` of a coded input (numbered by the sender, so a frame lost
+    /// on the way is seen), a keyframe if `key`, at FLV time `ms`; appends
+    /// the H264 FLV tag bodies made now, each with its time (ms).
+    pub fn push_coded(
+        &mut self,
+        n: u32,
+        ms: u32,
+        key: bool,
+        frame: &[u8],
+        out: &mut Vec<(u32, Vec<u8>)>,
+    ) {
+        if self.gave_up {
+            return;
+        }
+        if self.next.is_some_and(|next| next != n) {
+            self.waiting_key = true;
+        }
+        self.next = Some(n.wrapping_add(1));
+        if key {
+            self.waiting_key = false;
+            if self.input == Input::Coded(VideoCodec::Vp8) {
+                // Refused before a hostile 16k picture is decoded.
+                if let Some((w, h)) = crate::codec::vp8::keyframe_size(frame) {
+                    self.check_size(w, h);
+                }
+            }
+        }
+        if self.waiting_key {
+            self.wants_keyframe = true;
+            return;
+        }
+        let mut packet = Packet::copy(frame);
+        packet.set_dts(Some(ms as i64));
+        packet.set_pts(Some(ms as i64));
+        if key {
+            packet.set_flags(ff::packet::Flags::KEY);
+        }
+        if let Err(e) = self.decoder.send_packet(&packet) {
+            tracing::debug!("{:?} decoder refused a frame: {e}", self.input);
+            self.waiting_key = true;
+            self.wants_keyframe = true;
+            return;
+        }
+        while self.decoder.receive_frame(&mut self.picture).is_ok() {
+            self.encode(out);
+        }
     }
 
     /// One FLV video tag body of the source at FLV time `ms`; appends the
@@ -155,7 +274,11 @@ impl Reencoder {
     /// Gives up on a picture over [`MAX_PIXELS`].
     fn check_size(&mut self, width: u32, height: u32) {
         if width.saturating_mul(height) > MAX_PIXELS {
-            self.give_up(format!("video: {width}x{height} H264 with B-frames is over 1080p, too large to re-encode for WebRTC players"));
+            let why = match self.input {
+                Input::FlvH264 => format!("video: {width}x{height} H264 with B-frames is over 1080p, too large to re-encode for WebRTC players"),
+                Input::Coded(c) => format!("video: {width}x{height} {} is over 1080p, too large to transcode for RTMP and HTTP-FLV players", c.name()),
+            };
+            self.give_up(why);
         }
     }
 
@@ -173,7 +296,11 @@ impl Reencoder {
         };
         self.check_size(width, height);
         if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
-            self.give_up(format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"));
+            let why = match self.input {
+                Input::FlvH264 => format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"),
+                Input::Coded(c) => format!("video: {} in {format:?} cannot be transcoded for RTMP and HTTP-FLV players (only 4:2:0 8-bit)", c.name()),
+            };
+            self.give_up(why);
         }
         if self.gave_up {
             return;
@@ -184,7 +311,12 @@ impl Reencoder {
             .as_ref()
             .is_some_and(|e| (e.width, e.height, e.format) == (width, height, format));
         if !same {
-            match open_encoder(width, height, format) {
+            let gop = match self.input {
+                // Keyframes follow the source's; this only bounds a source without any.
+                Input::FlvH264 => 300,
+                Input::Coded(_) => TRANSCODE_GOP,
+            };
+            match open_encoder(width, height, format, gop) {
                 Ok(enc) => self.encoder = Some(enc),
                 Err(e) => {
                     self.give_up(e);
@@ -232,8 +364,9 @@ impl Reencoder {
 /// libx264 for a `width`x`height` picture stream on a millisecond clock:
 /// Constrained Baseline (what every browser offers as 42e01f), zero
 /// latency (no B-frames, no lookahead), one thread, CRF 23 under a
-/// [`MAX_KBPS`] ceiling, parameter sets in band before each IDR.
-fn open_encoder(width: u32, height: u32, format: Pixel) -> Result<Encoder, String> {
+/// [`MAX_KBPS`] ceiling, parameter sets in band before each IDR, an IDR
+/// at least every `gop` frames.
+fn open_encoder(width: u32, height: u32, format: Pixel, gop: u32) -> Result<Encoder, String> {
     let x264 = encoder::find_by_name("libx264").ok_or("FFmpeg has no libx264 encoder")?;
     let mut ctx = codec::context::Context::new_with_codec(x264);
     // One thread: the re-encode thread is the budget, beside pinned shard
@@ -253,8 +386,7 @@ fn open_encoder(width: u32, height: u32, format: Pixel) -> Result<Encoder, Strin
     enc.set_time_base(Rational(1, 1000));
     enc.set_frame_rate(Some(Rational(30, 1)));
     enc.set_max_b_frames(0);
-    // Keyframes follow the source's; this only bounds a source without any.
-    enc.set_gop(300);
+    enc.set_gop(gop);
     let mut opts = Dictionary::new();
     opts.set("preset", "veryfast");
     opts.set("tune", "zerolatency");
@@ -375,7 +507,7 @@ mod tests {
             kinds.contains(&picture::Type::B),
             "the source has B-frames: {kinds:?}"
         );
-        let mut r = Reencoder::new().unwrap();
+        let mut r = Reencoder::new(Input::FlvH264).unwrap();
         let mut out = Vec::new();
         for (ms, body) in &source {
             r.push(*ms, body, &mut out);
@@ -403,13 +535,219 @@ mod tests {
     #[test]
     fn a_picture_over_1080p_is_refused_before_decoding() {
         let tags = source_with_bframes(2, "2560x1440");
-        let mut r = Reencoder::new().unwrap();
+        let mut r = Reencoder::new(Input::FlvH264).unwrap();
         let mut out = Vec::new();
         for (ms, body) in &tags {
             r.push(*ms, body, &mut out);
         }
         let why = r.refused.take().expect("refused");
         assert!(why.contains("2560x1440") && why.contains("1080p"), "{why}");
+        assert!(out.is_empty());
+    }
+
+    /// RTP packets of `frames` pictures of a 320x240 test pattern, encoded
+    /// by the ffmpeg tool with `encoder` (its arguments) and packetized by
+    /// its RTP muxer (RFC 7741 for VP8, RFC 9628 for VP9): a real sender's
+    /// packets, caught on a local socket.
+    fn ffmpeg_rtp(encoder: &[&str], frames: u32) -> Vec<Vec<u8>> {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let mut ffmpeg = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
+            .args(["-i", "testsrc2=size=320x240:rate=30"])
+            .args(["-frames:v", &frames.to_string()])
+            .args(encoder)
+            .args(["-strict", "experimental", "-f", "rtp"])
+            .arg(format!("rtp://127.0.0.1:{port}?pkt_size=1200"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the ffmpeg tool");
+        // Read while it sends (it sends as fast as it encodes, more than a
+        // socket buffer holds), until it has exited and nothing is left.
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut packets = Vec::new();
+        let mut exited = None;
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) => packets.push(buf[..n].to_vec()),
+                Err(_) if exited.is_some() => break,
+                Err(_) => exited = ffmpeg.try_wait().unwrap(),
+            }
+        }
+        assert!(exited.unwrap().success());
+        for w in packets.windows(2) {
+            let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+            assert_eq!(
+                seq(&w[1]),
+                seq(&w[0]).wrapping_add(1),
+                "every packet caught"
+            );
+        }
+        packets
+    }
+
+    /// A whole frame: keyframe, RTP time, bytes.
+    type Frame = (bool, u32, Vec<u8>);
+
+    /// Whole frames of RTP `packets` through the codec's depacketizer, and
+    /// what else it said.
+    fn depacketized(codec: VideoCodec, packets: &[Vec<u8>]) -> (Vec<Frame>, Vec<Out>) {
+        let mut d = codec.depacketizer();
+        let (mut frames, mut other, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        for p in packets {
+            let h = crate::rtp::RtpHeader::parse(p).unwrap();
+            d.push(h.seq_no, h.timestamp, h.marker, &p[h.len..], &mut out);
+            for o in out.drain(..) {
+                match o {
+                    Out::Coded { key, rtp_ts, frame } => frames.push((key, rtp_ts, frame)),
+                    o => other.push(o),
+                }
+            }
+        }
+        (frames, other)
+    }
+
+    /// Coded frames through a transcoder for `codec`, numbered in order.
+    fn transcoded(codec: VideoCodec, frames: &[Frame]) -> Vec<(u32, Vec<u8>)> {
+        let mut r = Reencoder::new(Input::Coded(codec)).unwrap();
+        let mut out = Vec::new();
+        for (n, (key, rtp_ts, frame)) in frames.iter().enumerate() {
+            r.push_coded(n as u32, rtp_ts / 90, *key, frame, &mut out);
+        }
+        assert!(r.refused.is_none(), "{:?}", r.refused);
+        out
+    }
+
+    use crate::codec::Out;
+
+    /// ffmpeg's VP8 and VP9 over RTP, joined into frames and transcoded:
+    /// H264 that decodes to every picture, a sequence header first, an IDR
+    /// where the source has a keyframe, no B-frames.
+    #[test]
+    fn vp8_and_vp9_from_a_real_packetizer_become_h264() {
+        for (codec, encoder) in [
+            (
+                VideoCodec::Vp8,
+                ["-c:v", "libvpx", "-deadline", "realtime", "-g", "30"],
+            ),
+            (
+                VideoCodec::Vp9,
+                ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-g", "30"],
+            ),
+        ] {
+            let packets = ffmpeg_rtp(&encoder, 60);
+            let (frames, other) = depacketized(codec, &packets);
+            assert!(other.is_empty(), "{codec:?}: {other:?}");
+            assert_eq!(frames.len(), 60, "{codec:?}: every frame joined");
+            let keys: Vec<usize> = (0..60).filter(|&i| frames[i].0).collect();
+            assert_eq!(keys, [0, 30], "{codec:?}: the source's keyframes");
+            let tags = transcoded(codec, &frames);
+            assert_eq!(
+                tags[0].1[..2],
+                [0x17, 0],
+                "{codec:?}: a sequence header first"
+            );
+            let pictures: Vec<&(u32, Vec<u8>)> = tags.iter().filter(|(_, b)| b[1] == 1).collect();
+            assert_eq!(pictures.len(), 60, "{codec:?}: a picture for each frame");
+            let idr: Vec<usize> = (0..60).filter(|&i| pictures[i].1[0] == 0x17).collect();
+            assert_eq!(
+                idr,
+                [0, 30],
+                "{codec:?}: IDRs where the source has keyframes"
+            );
+            let kinds = decoded_kinds(&tags);
+            assert_eq!(kinds.len(), 60, "{codec:?}: all decode");
+            assert!(!kinds.contains(&picture::Type::B));
+            // Times follow the source's RTP times (33-34 ms apart at 30 fps).
+            for w in pictures.windows(2) {
+                assert!((33..=34).contains(&(w[1].0 - w[0].0)), "{codec:?}");
+            }
+        }
+    }
+
+    /// A source whose keyframes are 10 s apart still gives RTMP players an
+    /// IDR at least every TRANSCODE_GOP frames (2 s at 30 fps).
+    #[test]
+    fn a_transcoded_stream_has_an_idr_at_least_every_two_seconds() {
+        let packets = ffmpeg_rtp(
+            &["-c:v", "libvpx", "-deadline", "realtime", "-g", "300"],
+            130,
+        );
+        let (frames, _) = depacketized(VideoCodec::Vp8, &packets);
+        assert_eq!(
+            frames.iter().filter(|f| f.0).count(),
+            1,
+            "one source keyframe"
+        );
+        let tags = transcoded(VideoCodec::Vp8, &frames);
+        let pictures: Vec<&(u32, Vec<u8>)> = tags.iter().filter(|(_, b)| b[1] == 1).collect();
+        let idr: Vec<usize> = (0..pictures.len())
+            .filter(|&i| pictures[i].1[0] == 0x17)
+            .collect();
+        assert_eq!(
+            idr,
+            [0, 60, 120],
+            "of {} pictures from {} frames",
+            pictures.len(),
+            frames.len()
+        );
+    }
+
+    /// A packet lost in the middle: the frame it hit and those after it
+    /// are dropped until the next keyframe, which is asked for; a frame
+    /// lost on the way to the transcoder does the same there.
+    #[test]
+    fn after_a_loss_nothing_until_the_next_keyframe() {
+        let mut packets = ffmpeg_rtp(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "30"], 60);
+        let lost = packets.len() / 4; // in the first GOP, not its keyframe
+        packets.remove(lost);
+        let (frames, other) = depacketized(VideoCodec::Vp8, &packets);
+        assert_eq!(other[0], Out::NeedKeyframe);
+        // The frames before the loss, then the second GOP whole, from its keyframe.
+        let second = frames.len() - 30;
+        assert!(second < 30, "{} frames", frames.len());
+        assert!(
+            frames[second].0,
+            "the frames after the loss start at a keyframe"
+        );
+        assert_eq!(frames.iter().filter(|f| f.0).count(), 2);
+        // The transcoder is given every frame but one (after the first keyframe).
+        let whole = depacketized(
+            VideoCodec::Vp8,
+            &ffmpeg_rtp(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "30"], 60),
+        )
+        .0;
+        let mut r = Reencoder::new(Input::Coded(VideoCodec::Vp8)).unwrap();
+        let mut out = Vec::new();
+        for (n, (key, ts, frame)) in whole.iter().enumerate() {
+            if n == 5 {
+                continue; // full queue
+            }
+            r.push_coded(n as u32, ts / 90, *key, frame, &mut out);
+            if (6..30).contains(&n) {
+                assert!(std::mem::take(&mut r.wants_keyframe), "frame {n} asks");
+            }
+        }
+        let pictures = out.iter().filter(|(_, b)| b[1] == 1).count();
+        assert_eq!(pictures, 5 + 30, "frames 0-4, then from the keyframe at 30");
+    }
+
+    /// A VP8 keyframe that declares a picture over 1080p is refused
+    /// before it is decoded, and said why.
+    #[test]
+    fn a_vp8_picture_over_1080p_is_refused_before_decoding() {
+        let mut key = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        key.extend_from_slice(&3840u16.to_le_bytes());
+        key.extend_from_slice(&2160u16.to_le_bytes());
+        key.resize(64, 0);
+        assert_eq!(crate::codec::vp8::keyframe_size(&key), Some((3840, 2160)));
+        let mut r = Reencoder::new(Input::Coded(VideoCodec::Vp8)).unwrap();
+        let mut out = Vec::new();
+        r.push_coded(0, 0, true, &key, &mut out);
+        let why = r.refused.take().expect("refused");
+        assert!(why.contains("3840x2160") && why.contains("VP8"), "{why}");
         assert!(out.is_empty());
     }
 }

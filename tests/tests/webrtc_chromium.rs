@@ -53,6 +53,10 @@ fn report(gw: &Gateway, out: &std::process::Output, what: &str) -> Value {
 /// checks (no errors, at least 30 frames decoded and still growing, the
 /// codec on both sides, the WHIP session's track codec in the API, the
 /// player's join asked the publisher for a keyframe).
+///
+/// Meanwhile mini-programs play it: ffmpeg as an RTMP player of the
+/// publisher and as an HTTP-FLV player of the room's program, both
+/// decoding H264 (a copy of H264, VP8, VP9 and AV1 transcoded).
 fn publish_and_play(codec: &str, mime: &str, room: &str) -> (Gateway, Value) {
     // npm and apt (if needed) before the namespace, which has no network.
     let _driver = chromium_driver_dir();
@@ -60,17 +64,26 @@ fn publish_and_play(codec: &str, mime: &str, room: &str) -> (Gateway, Value) {
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &[]);
     let shot = screenshot(&format!("chromium-player-{codec}.png"));
-    let args = [
-        gw.api.as_ref(),
-        room.as_ref(),
-        "4".as_ref(),
-        shot.as_os_str(),
-        ADMIN_KEY.as_ref(),
-        codec.as_ref(),
-    ];
-    let out = driver("chromium_whip.js", &args, 90)
-        .output()
-        .expect("run node");
+    let browser = {
+        let args: Vec<std::ffi::OsString> = vec![
+            gw.api.clone().into(),
+            room.into(),
+            // Seconds the player page plays: long enough for the
+            // mini-programs' players below.
+            "8".into(),
+            shot.clone().into(),
+            ADMIN_KEY.into(),
+            codec.into(),
+        ];
+        std::thread::spawn(move || {
+            let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+            driver("chromium_whip.js", &args, 90)
+                .output()
+                .expect("run node")
+        })
+    };
+    let rtmp_players = mini_programs_play(&gw, room);
+    let out = browser.join().unwrap();
     let report = report(&gw, &out, "the Chromium driver");
     eprintln!("chromium {codec}: {report}");
     assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
@@ -113,7 +126,59 @@ fn publish_and_play(codec: &str, mime: &str, room: &str) -> (Gateway, Value) {
         "{whip}"
     );
     assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
+    let ((probed, rtmp, rtmp_log), (flv, flv_log)) = rtmp_players;
+    eprintln!(
+        "{codec} from Chromium to mini-programs as {probed:?}: {rtmp} frames in 3 s over RTMP, \
+         {flv} over HTTP-FLV (the program)"
+    );
+    assert_eq!(probed.as_deref(), Some("h264"), "{rtmp_log}\n{}", gw.logs());
+    assert!(
+        rtmp >= 20,
+        "{rtmp} frames over RTMP in 3 s\n{rtmp_log}\n{}",
+        gw.logs()
+    );
+    assert!(flv >= 20, "{flv} frames over HTTP-FLV in 3 s\n{flv_log}");
     (gw, report)
+}
+
+/// What mini-programs get of the room's browser publisher once it is up:
+/// ffprobe's video codec and ffmpeg's decoded frames in 3 s over RTMP
+/// (`live/ROOM/NAME`), and ffmpeg's over HTTP-FLV of the program
+/// (`live/ROOM.flv`), played at once.
+#[allow(clippy::type_complexity)]
+fn mini_programs_play(
+    gw: &Gateway,
+    room: &str,
+) -> ((Option<String>, usize, String), (usize, String)) {
+    let publisher = wait_for(
+        "the browser's WHIP session",
+        std::time::Duration::from_secs(40),
+        || {
+            // The room is made by the WHIP offer: 404 until then.
+            let (_, v) = gw.get(&format!("/v1/rooms/{room}"));
+            let ingests = v["ingests"].as_array().cloned().unwrap_or_default();
+            ingests
+                .into_iter()
+                .find(|s| s["kind"] == "whip" && s["state"] == "live")
+        },
+        Option::is_some,
+    )
+    .unwrap();
+    let name = publisher["participant"].as_str().unwrap().to_string();
+    let rtmp = gw.rtmp_url(&format!("{room}/{name}"));
+    let flv = gw.flv_url(room, "");
+    wait_playing(&rtmp);
+    let secs = std::time::Duration::from_secs(20);
+    let (rtmp2, flv2) = (rtmp.clone(), flv.clone());
+    let over_rtmp = std::thread::spawn(move || ffmpeg_rtmp_play(&rtmp2, 3, secs));
+    let over_flv = std::thread::spawn(move || ffmpeg_rtmp_play(&flv2, 3, secs));
+    let probed = ffprobe_streams(&rtmp)
+        .into_iter()
+        .find(|s| s["width"].is_number())
+        .and_then(|s| s["codec_name"].as_str().map(str::to_string));
+    let (rtmp_frames, _, rtmp_log) = over_rtmp.join().unwrap();
+    let (flv_frames, _, flv_log) = over_flv.join().unwrap();
+    ((probed, rtmp_frames, rtmp_log), (flv_frames, flv_log))
 }
 
 #[test]

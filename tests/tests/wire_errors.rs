@@ -187,7 +187,8 @@ fn a_receiver_that_stops_reading_does_not_stall_the_shard() {
     // depends on the machine's load: the ingest's own count is the reference.
     let took = |s: &Value| s["stats"]["packets"].as_u64().unwrap();
     let served = |s: &Value| {
-        took(s) + s["stats"]["drops"]["send_failed"].as_u64().unwrap()
+        took(s)
+            + s["stats"]["drops"]["send_failed"].as_u64().unwrap()
             + s["stats"]["drops"]["overload"].as_u64().unwrap()
     };
     // Session stats reach the API a little late: both counts are read again
@@ -196,7 +197,12 @@ fn a_receiver_that_stops_reading_does_not_stall_the_shard() {
         "the deaf egress to be served every packet the ingest took in, \
          and that to be more than the deaf socket holds",
         PATIENCE,
-        || (gw.session("slow", &id_of(&ingest)), gw.session("slow", &id_of(&deaf))),
+        || {
+            (
+                gw.session("slow", &id_of(&ingest)),
+                gw.session("slow", &id_of(&deaf)),
+            )
+        },
         |(i, d)| took(i) > deaf_holds && served(d) >= took(i),
     );
     let (code, h) = gw.healthz();

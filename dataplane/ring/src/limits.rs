@@ -24,6 +24,7 @@
 //! | transcoder queue | 2048 jobs | ~2 s of audio for 50 rooms on one shard |
 //! | DTLS queue | 4096 datagrams | a thousand handshakes' flights at once |
 //! | B-frame re-encodes per shard | 2 | one costs 17 % of a core at 640x360, 34 % at 1280x720 (30 fps, `cargo bench --bench video`): two stay under a core; only with the `reencode` build feature |
+//! | VP8/VP9/AV1 transcodes per shard | 2 | to H264 for RTMP players; they share the shard's one re-encode thread with the B-frame re-encodes (a VP8 640x360 frame decoded and encoded costs about what an H264 one does); only with the `reencode` build feature |
 
 use std::time::Duration;
 
@@ -52,6 +53,10 @@ pub struct Limits {
     /// RTMP publishers with B-frames one shard re-encodes for WebRTC
     /// players (0: none; the others' WebRTC players cannot play them).
     pub bframe_reencodes: u32,
+    /// WebRTC and RTP publishers in VP8, VP9 or AV1 one shard transcodes to
+    /// H264 for RTMP and HTTP-FLV players (0: none; the others' RTMP
+    /// players get no picture).
+    pub video_transcodes: u32,
 }
 
 /// The defaults (see the table above for why each number).
@@ -67,6 +72,7 @@ pub const DEFAULT: Limits = Limits {
     rtmp_max_unread: 1 << 20,
     dtls_queue: 4096,
     bframe_reencodes: 2,
+    video_transcodes: 2,
 };
 
 impl Default for Limits {

@@ -488,7 +488,7 @@ pub fn fuzz_depacketize(data: &[u8]) {
                 Out::Config(b) | Out::Frame { body: b, .. } => {
                     pk.push(&b, 0, &mut rtp);
                 }
-                Out::NeedKeyframe | Out::BadParameterSet => {}
+                Out::NeedKeyframe | Out::BadParameterSet | Out::Coded { .. } => {}
             }
         }
     }

@@ -12,8 +12,10 @@
 //! RTP payload ─▶ VideoCodec::starts_keyframe   where a GOP replay starts, every codec
 //! ring codec  ─▶ VideoCodec::of_wire           a negotiated line's codec
 //! VideoCodec  ─▶ VideoCodec::flv               the FLV codec it is, if FLV carries it as it is
-//! RTP packets ─▶ Depacketizer::push ─▶ Out     access units as FLV video tags, the decoder
-//!                                              configuration first, NeedKeyframe after a loss
+//! RTP packets ─▶ Depacketizer::push ─▶ Out     H264: access units as FLV video tags, the decoder
+//!                                              configuration first; VP8, VP9, AV1: whole frames
+//!                                              in their own bitstream (Coded, for the transcoder);
+//!                                              NeedKeyframe after a loss
 //! FLV tag     ─▶ Packetizer::push   ─▶ RTP     within RTP_PAYLOAD; Pushed says what it made
 //! FLV tag     ─▶ FlvCodec::of_flv              which codec (FLV's codec id), if one of ours
 //! FLV tag     ─▶ composition_offset            presentation minus decode time (B-frames)
@@ -22,9 +24,9 @@
 //! ```
 //!
 //! FLV (legacy RTMP) carries H264: VP8, VP9 and AV1 tracks are forwarded
-//! to WebRTC players as they are, and reach RTMP and HTTP-FLV players only
-//! once decoded and encoded to H264 (issue 26: a transcoder plugs in where
-//! [`VideoCodec::flv`] is `None`).
+//! to WebRTC players as they are, and reach RTMP and HTTP-FLV players
+//! decoded and encoded to H264 (`reencode.rs`, fed whole frames by their
+//! depacketizers, which share `frames.rs`) where [`VideoCodec::flv`] is `None`.
 //!
 //! Payload-header rewriting: H264 needs none (a player's line rewrites the
 //! RTP header only; the payload goes as it came). VP8 and VP9 number their
@@ -35,14 +37,15 @@
 //! Dispatch is a `match` on a `Copy` enum, inlined: no trait object, no
 //! allocation per packet.
 //!
-//! Adding a codec: write `codec/NAME.rs` with its `starts_keyframe` (and,
-//! if FLV carries it, a `Depacketizer` and a `Packetizer` with the same
-//! `push` signatures and [`Out`] / [`Pushed`], and its `FLV_CODEC_ID`),
+//! Adding a codec: write `codec/NAME.rs` with its `starts_keyframe` and a
+//! `Depacketizer` with the same `push` signature (and, if FLV carries it,
+//! a `Packetizer` with [`Pushed`], and its `FLV_CODEC_ID`),
 //! add its variant to [`VideoCodec`] (and [`FlvCodec`]) and to the ring's
 //! `msg::Codec`, and an arm in each `match` below (the compiler lists
 //! them); the controlplane's `--video-codecs` then offers it.
 
 pub mod av1;
+mod frames;
 pub mod h264;
 pub mod vp8;
 pub mod vp9;
@@ -138,6 +141,17 @@ impl VideoCodec {
         match self {
             VideoCodec::H264 => Some(FlvCodec::H264),
             VideoCodec::Vp8 | VideoCodec::Vp9 | VideoCodec::Av1 => None,
+        }
+    }
+
+    /// A depacketizer waiting for its first keyframe: H264's makes FLV
+    /// video tags, the others' whole frames for the transcoder ([`Out::Coded`]).
+    pub fn depacketizer(self) -> Depacketizer {
+        match self {
+            VideoCodec::H264 => Depacketizer::H264(h264::Depacketizer::new()),
+            VideoCodec::Vp8 => Depacketizer::Vp8(vp8::Depacketizer::default()),
+            VideoCodec::Vp9 => Depacketizer::Vp9(vp9::Depacketizer::default()),
+            VideoCodec::Av1 => Depacketizer::Av1(av1::Depacketizer::default()),
         }
     }
 
@@ -299,13 +313,6 @@ impl FlvCodec {
         }
     }
 
-    /// A depacketizer waiting for its first keyframe.
-    pub fn depacketizer(self) -> Depacketizer {
-        match self {
-            FlvCodec::H264 => Depacketizer::H264(h264::Depacketizer::new()),
-        }
-    }
-
     /// A packetizer sending on `ssrc` with [`payload_type`](Self::payload_type).
     pub fn packetizer(self, ssrc: u32) -> Packetizer {
         match self {
@@ -324,11 +331,26 @@ impl FlvCodec {
 }
 
 /// The body of the `video_payloads` fuzz target, shared with the unit
-/// tests: any RTP payload, read as each codec's. Nothing may panic, and a
-/// descriptor's offsets stay inside the payload.
+/// tests: any RTP payload, read as each codec's, and any bytes as a stream
+/// of each codec's packets. Nothing may panic, a descriptor's offsets stay
+/// inside the payload, and a depacketizer's whole frames are never empty
+/// nor larger than their packets (with the size fields AV1's OBUs gain).
 pub fn fuzz_payloads(data: &[u8]) {
     for codec in VideoCodec::ALL {
         let _ = codec.starts_keyframe(data);
+        // The same bytes as a stream of packets, three to a frame.
+        let mut d = codec.depacketizer();
+        let mut out = Vec::new();
+        for (i, part) in data.chunks(97).enumerate() {
+            d.push(i as u16, (i / 3) as u32, i % 3 == 2, part, &mut out);
+        }
+        for o in out {
+            if let Out::Coded { frame, .. } = o {
+                assert!(
+                    !frame.is_empty() && frame.len() <= data.len() + 16 * data.len().div_ceil(97)
+                );
+            }
+        }
     }
     if let Some(d) = vp8::descriptor(data) {
         assert!(d.payload < data.len());
@@ -358,6 +380,14 @@ pub enum Out {
         rtp_ts: u32,
         body: Vec<u8>,
     },
+    /// A whole frame of a codec FLV does not carry, in its own bitstream
+    /// (VP8 and VP9: the frame; AV1: a temporal unit in the low-overhead
+    /// format), for the transcoder; `rtp_ts` is its RTP time.
+    Coded {
+        key: bool,
+        rtp_ts: u32,
+        frame: Vec<u8>,
+    },
     /// Part of a frame was lost: ask the publisher for a keyframe.
     NeedKeyframe,
     /// A parameter set that cannot be used (H264: an SPS or PPS too short
@@ -377,9 +407,13 @@ pub enum Pushed {
     BadConfig,
 }
 
-/// RTP payloads of one codec into FLV video tags ([`VideoCodec::depacketizer`]).
+/// RTP payloads of one codec into FLV video tags or whole frames
+/// ([`VideoCodec::depacketizer`]).
 pub enum Depacketizer {
     H264(h264::Depacketizer),
+    Vp8(vp8::Depacketizer),
+    Vp9(vp9::Depacketizer),
+    Av1(av1::Depacketizer),
 }
 
 impl Depacketizer {
@@ -389,6 +423,9 @@ impl Depacketizer {
     pub fn push(&mut self, seq: u16, ts: u32, marker: bool, payload: &[u8], out: &mut Vec<Out>) {
         match self {
             Depacketizer::H264(d) => d.push(seq, ts, marker, payload, out),
+            Depacketizer::Vp8(d) => d.push(seq, ts, marker, payload, out),
+            Depacketizer::Vp9(d) => d.push(seq, ts, marker, payload, out),
+            Depacketizer::Av1(d) => d.push(seq, ts, marker, payload, out),
         }
     }
 }
@@ -461,7 +498,7 @@ mod tests {
         assert_eq!(pk.push(&config, 0, &mut rtp), Pushed::Nothing);
         assert_eq!(pk.push(&key, 3000, &mut rtp), Pushed::Packets);
         assert!(rtp.iter().all(|p| p[1] & 0x7f == h264.payload_type()));
-        let mut d = h264.depacketizer();
+        let mut d = h264.video().depacketizer();
         let mut out = Vec::new();
         for p in &rtp {
             let seq = u16::from_be_bytes([p[2], p[3]]);

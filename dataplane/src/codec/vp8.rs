@@ -2,7 +2,8 @@
 //! descriptor in front of each packet's VP8 data says where a frame's
 //! first partition starts, and the VP8 payload header there whether the
 //! frame is a keyframe. The descriptor's picture id and TL0PICIDX are
-//! found here too, for a line that renumbers them.
+//! found here too, for a line that renumbers them. [`Depacketizer`] joins
+//! a frame's packets for the transcoder (FLV does not carry VP8).
 //!
 //! ```text
 //!  0 1 2 3 4 5 6 7
@@ -15,6 +16,9 @@
 //! VP8 payload: frame tag (P bit: 0 = keyframe), and for a keyframe the
 //! start code 9d 01 2a and the picture size.
 //! ```
+
+use super::frames::Frames;
+use super::Out;
 
 /// What a VP8 payload descriptor says, as offsets into the RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +74,48 @@ pub fn starts_keyframe(p: &[u8]) -> bool {
     };
     let vp8 = &p[d.payload..];
     d.start && d.partition == 0 && vp8[0] & 0x01 == 0 && vp8.get(3..6) == Some(&[0x9d, 0x01, 0x2a])
+}
+
+/// The picture size a keyframe declares (RFC 6386 §9.1: 14 bits each
+/// after the start code), `None` if `frame` is not a keyframe's start.
+pub fn keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
+    if frame.first()? & 0x01 != 0 || frame.get(3..6)? != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([*frame.get(6)?, *frame.get(7)?]) & 0x3fff;
+    let h = u16::from_le_bytes([*frame.get(8)?, *frame.get(9)?]) & 0x3fff;
+    Some((w as u32, h as u32))
+}
+
+/// VP8 RTP payloads into whole frames (RFC 7741 §4.5: the descriptor
+/// stripped, the partitions joined; a frame begins at S with partition 0
+/// and ends at the marker), for the transcoder.
+#[derive(Default)]
+pub struct Depacketizer {
+    frames: Frames,
+}
+
+impl Depacketizer {
+    pub fn push(&mut self, seq: u16, ts: u32, marker: bool, p: &[u8], out: &mut Vec<Out>) {
+        let Some(d) = descriptor(p) else {
+            self.frames.lost(out);
+            return;
+        };
+        let begins = d.start && d.partition == 0;
+        if self
+            .frames
+            .packet(seq, ts, begins, begins && starts_keyframe(p), out)
+        {
+            self.frames.frame.extend_from_slice(&p[d.payload..]);
+            if self.frames.too_large() {
+                self.frames.lost(out);
+                return;
+            }
+        }
+        if marker {
+            self.frames.end(out);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! a frame's beginning, not inter-predicted, on the lowest spatial layer
 //! (an upper layer of a key picture is not inter-predicted either, but
 //! depends on the layer under it). The picture id and TL0PICIDX are found
-//! here too, for a line that renumbers them.
+//! here too, for a line that renumbers them. [`Depacketizer`] joins a
+//! frame's packets for the transcoder (FLV does not carry VP9).
 //!
 //! ```text
 //!  0 1 2 3 4 5 6 7
@@ -17,6 +18,9 @@
 //! | P_DIFF      |N|   F and P: up to 3 reference differences
 //! | scalability structure ...   V
 //! ```
+
+use super::frames::Frames;
+use super::Out;
 
 /// What a VP9 payload descriptor says, as offsets into the RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +104,56 @@ pub fn descriptor(p: &[u8]) -> Option<Descriptor> {
 }
 
 /// Whether an RTP payload begins a keyframe: a frame's first packet, not
-/// inter-predicted, on spatial layer 0.
+/// inter-predicted, on spatial layer 0, whose uncompressed header says
+/// KEY_FRAME (a sender may leave P unset on inter frames: FFmpeg's does).
 pub fn starts_keyframe(p: &[u8]) -> bool {
-    descriptor(p).is_some_and(|d| d.begins && !d.inter && d.spatial == 0)
+    descriptor(p).is_some_and(|d| d.begins && !d.inter && d.spatial == 0 && is_key(&p[d.payload..]))
+}
+
+/// Whether a VP9 frame's uncompressed header (VP9 spec §6.2) says it is a
+/// keyframe: frame_marker 2, the profile (2 bits, a reserved zero after
+/// profile 3), show_existing_frame 0, frame_type 0 (KEY_FRAME).
+fn is_key(frame: &[u8]) -> bool {
+    let Some(&b) = frame.first() else {
+        return false;
+    };
+    let profile = ((b >> 5) & 1) | ((b >> 3) & 2);
+    let flags = if profile == 3 { b << 1 } else { b };
+    b >> 6 == 2 && flags & 0x0c == 0
+}
+
+/// VP9 RTP payloads into whole frames of spatial layer 0 (RFC 9628: the
+/// descriptor stripped; a layer frame runs from B to E, a picture ends at
+/// the marker), for the transcoder. Upper spatial layers are left out: the
+/// decoder makes the lowest layer's picture from its own frames.
+#[derive(Default)]
+pub struct Depacketizer {
+    frames: Frames,
+}
+
+impl Depacketizer {
+    pub fn push(&mut self, seq: u16, ts: u32, marker: bool, p: &[u8], out: &mut Vec<Out>) {
+        let Some(d) = descriptor(p) else {
+            self.frames.lost(out);
+            return;
+        };
+        // An upper layer's packets keep the sequence numbers counted: a gap
+        // in them is no loss of layer 0, and they are not gathered.
+        let ours = d.spatial == 0;
+        let begins = ours && d.begins;
+        let key = begins && !d.inter && is_key(&p[d.payload..]);
+        if self.frames.packet(seq, ts, begins, key, out) && ours {
+            self.frames.frame.extend_from_slice(&p[d.payload..]);
+            if self.frames.too_large() {
+                self.frames.lost(out);
+                return;
+            }
+        }
+        // E (end of the layer frame) on layer 0, or the picture's marker.
+        if ours && (p[0] & 0x04 != 0 || marker) {
+            self.frames.end(out);
+        }
+    }
 }
 
 #[cfg(test)]

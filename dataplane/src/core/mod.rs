@@ -221,6 +221,7 @@ impl Core {
         let mut hub = Hub::new(cfg.gop_cache, cfg.shard);
         hub.limits = (&cfg.limits).into();
         hub.bframe_reencodes = crate::limits::bframe_reencodes(&cfg.limits);
+        hub.video_transcodes = crate::limits::video_transcodes(&cfg.limits);
         Core {
             router: Router::new(&cfg.limits, cfg.shard),
             hub,
@@ -379,29 +380,15 @@ impl Core {
         self.out.event(Event::Speaker { room, participant });
     }
 
-    /// A participant's RTP video, to its RTMP players (depacketized). A
-    /// codec FLV does not carry gets them no picture (until it is
-    /// transcoded), and its publisher a `media_warning` once.
+    /// A participant's RTP video, to its RTMP players: depacketized (H264),
+    /// or transcoded to H264 on the re-encode thread (VP8, VP9, AV1; past
+    /// the shard's `--video-transcodes`, no picture and a `media_warning`).
     fn bridge_video(&mut self, now: Instant, inbound: &Inbound, pkt: &[u8]) {
         let parts = &self.router.participants;
         if !self.hub.wants_rtp(now, inbound.participant, parts) {
             return;
         }
         let Some(codec) = inbound.codec else { return };
-        let Some(flv) = codec.flv() else {
-            if let Some(session) = inbound.source.session() {
-                if self.hub.not_bridged(inbound.participant, codec) {
-                    let what = format!(
-                        "video {} is not bridged to RTMP and HTTP-FLV players: \
-                         they get no picture of it (audio only)",
-                        codec.name()
-                    );
-                    info!(%session, "{what}");
-                    self.out.event(Event::MediaWarning { session, what });
-                }
-            }
-            return;
-        };
         let Ok(h) = RtpHeader::parse(pkt) else { return };
         let mut end = pkt.len();
         if pkt[0] & 0x20 != 0 {
@@ -412,7 +399,7 @@ impl Core {
         let bridged = self.hub.on_rtp_video(
             now,
             inbound.participant,
-            flv,
+            codec,
             (inbound.source, inbound.ssrc),
             sr,
             h.seq_no,
@@ -522,6 +509,13 @@ impl Core {
         self.collect(now);
     }
 
+    /// Sets how many streams the shard transcodes to H264 (tests: as
+    /// `--video-transcodes` does).
+    #[cfg(test)]
+    pub fn set_video_transcodes(&mut self, n: u32) {
+        self.hub.video_transcodes = n;
+    }
+
     /// What the transcoder made: AAC for a participant's RTMP players, Opus
     /// RTP from an RTMP publisher for the room's WebRTC side, a level, or a
     /// program's mix.
@@ -539,8 +533,17 @@ impl Core {
             }
             Done::Mix { program, tags } => self.hub.on_mix(now, program, tags, &mut self.out),
             Done::Video { stream, tags } => self.hub.on_reencoded(stream, tags),
+            Done::Transcoded { stream, tags } => {
+                self.hub.on_transcoded(now, stream, tags, &mut self.out)
+            }
+            Done::KeyframeWanted { stream } => {
+                if let Some(source) = self.hub.transcoded_source(stream) {
+                    self.router.request_keyframe_of(now, source);
+                }
+            }
             Done::MediaWarning { stream, what } => {
-                if let Some(session) = self.hub.publisher_session(stream) {
+                let transcoded = || self.hub.transcoded_source(stream).and_then(Source::session);
+                if let Some(session) = self.hub.publisher_session(stream).or_else(transcoded) {
                     self.out.event(Event::MediaWarning { session, what });
                 }
             }

@@ -3,6 +3,9 @@
 //! on virtual time. Each test runs the same way every time (seeded paths).
 
 use gateway_ring::msg::{Codec, Direction, Event, MediaKind, TrackSpec, WebrtcSpec};
+use gateway_ring::SessionId;
+
+use crate::rtmp::chunk::Message;
 
 use crate::fuzz::net::{Impairment, Net};
 use crate::fuzz::webrtc;
@@ -340,6 +343,78 @@ fn in_codec(mut spec: WebrtcSpec, codec: Codec) -> WebrtcSpec {
     spec
 }
 
+/// A VP8 publisher over a lossy way up, with RTMP players on both shards:
+/// the owner repairs its frames (NACK), joins each whole and hands it to
+/// the re-encode thread, numbered without a gap from a keyframe on; the
+/// H264 it gets back reaches the players on both shards, a picture a frame.
+/// A second VP8 publisher past the shard's `--video-transcodes` (1) is
+/// told so, and its RTMP player gets no picture.
+#[test]
+fn vp8_publishers_reach_rtmp_players_transcoded_up_to_the_limit() {
+    let mut net = Net::new();
+    for core in &mut net.t.cores {
+        core.set_video_transcodes(1);
+    }
+    let lossy = Impairment::lossy(0.05);
+    let cam = net.webrtc(
+        0,
+        in_codec(publisher(1), Codec::Vp8),
+        lossy,
+        Impairment::CLEAN,
+    );
+    let near = net.rtmp(0, "play", &format!("{}/p1", net.room_name()));
+    let far = net.rtmp(1, "play", &format!("{}/p1", net.room_name()));
+    net.run(500, &[cam]);
+    let late = net.webrtc(
+        0,
+        in_codec(publisher(3), Codec::Vp8),
+        Impairment::CLEAN,
+        Impairment::CLEAN,
+    );
+    let refused = net.rtmp(0, "play", &format!("{}/p3", net.room_name()));
+    net.run(2500, &[cam, late]);
+    net.run(1000, &[]);
+    let frames = net.clients[cam].publisher().frames as usize;
+    let jobs = &net.transcoded;
+    assert!(jobs.iter().all(|j| j.0 == 0), "on the owner only");
+    let numbers: Vec<u32> = jobs.iter().map(|j| j.1).collect();
+    assert_eq!(numbers, (0..jobs.len() as u32).collect::<Vec<_>>());
+    assert!(jobs[0].2, "a keyframe first");
+    // Whole frames: two slices of 600 after the frame tag (a keyframe's
+    // with its start code), as the publisher sent them.
+    assert!(jobs
+        .iter()
+        .all(|&(_, _, key, len)| len == if key { 1206 } else { 1203 }));
+    assert!(jobs.len() + 5 >= frames, "{} of {frames}", jobs.len());
+    let s = net.clients[cam].session;
+    assert!(net.stats[&s].bridge_gaps_filled > 0, "no gap to fill");
+    for c in [near, far] {
+        let pictures: Vec<&Message> = net.clients[c]
+            .rtmp()
+            .videos
+            .iter()
+            .filter(|m| m.payload.get(1) == Some(&1))
+            .collect();
+        assert_eq!(pictures.len(), jobs.len(), "a picture a frame");
+        assert_eq!(pictures[0].payload[0], 0x17, "a keyframe first");
+        assert!(pictures
+            .windows(2)
+            .all(|w| w[1].timestamp - w[0].timestamp == 33));
+    }
+    let warned: Vec<(SessionId, &str)> = net
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::MediaWarning { session, what } => Some((*session, &what[..])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].0, net.clients[late].session);
+    assert!(warned[0].1.contains("already transcodes 1"), "{warned:?}");
+    assert!(net.clients[refused].rtmp().videos.is_empty());
+}
+
 /// A VP8 call, its players on both shards behind lossy ways down: the SFU
 /// forwards VP8 as it came, finds its keyframes (the payload descriptor
 /// and frame tag), answers NACKs from the track's cache or the publisher,
@@ -392,6 +467,7 @@ fn a_vp8_call_over_lossy_paths_is_repaired_on_both_shards() {
 #[test]
 fn a_line_carries_only_its_codec() {
     let mut net = Net::new();
+    net.t.cores[0].set_video_transcodes(0); // see the next test for transcodes
     let clean = Impairment::CLEAN;
     let vp8 = net.webrtc(0, in_codec(publisher(1), Codec::Vp8), clean, clean);
     let h264 = net.webrtc(0, publisher(3), clean, clean);

@@ -440,6 +440,8 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
     let mut hub = Hub::new(true, 0);
     // B-frame pushes take the re-encode path (its answers echoed below).
     hub.bframe_reencodes = 1;
+    // VP8, VP9 and AV1 take the transcode path (its jobs queued).
+    hub.video_transcodes = 1;
     let mut rooms = FuzzRooms(None, Default::default());
     let mut web = None;
     let mut actions = Outputs::default();
@@ -482,10 +484,12 @@ pub fn fuzz_rtmp_hub(data: &[u8]) {
                 if !hub.wants_rtp(now, web, &rooms.1) {
                     continue;
                 }
+                // Bits 3-4 of the op: the codec (0, most seeds: H264).
+                let codec = crate::codec::VideoCodec::ALL[(op >> 3) as usize & 3];
                 hub.on_rtp_video(
                     now,
                     web,
-                    crate::codec::FlvCodec::H264,
+                    codec,
                     (crate::media::Source::Session(SessionId::new(1)), 1),
                     None,
                     seq,

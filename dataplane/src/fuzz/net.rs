@@ -37,6 +37,7 @@ use crate::rtmp::chunk::Message;
 use crate::rtmp::conn::{types, Conn};
 use crate::rtp::{is_rtcp, RtpHeader};
 use crate::srtp::SrtpContext;
+use crate::transcode::{Done, Job};
 
 use super::client::{flv_avc_config, flv_video_at, rtmp_command, SPS};
 use super::two_shards::{room_of_shard_0, TwoShards};
@@ -300,6 +301,10 @@ pub struct Net {
     pub events: Vec<Event>,
     /// How often an RTMP push sends a keyframe.
     pub push_gop: Duration,
+    /// What each shard gave its re-encode thread to transcode to H264 (a
+    /// stand-in answers each frame with an H264 picture, a keyframe for a
+    /// keyframe): (shard, frame number, keyframe, frame length).
+    pub transcoded: Vec<(usize, u32, bool, usize)>,
     next_idx: u32,
 }
 
@@ -327,6 +332,7 @@ impl Net {
             stats: HashMap::new(),
             events: Vec::new(),
             push_gop: Duration::from_millis(990),
+            transcoded: Vec::new(),
             next_idx: 0,
         }
     }
@@ -662,6 +668,33 @@ impl Net {
                         self.t.cores[s].rtmp_remove(now, idx);
                     }
                     Output::Event(e) => self.events.push(e),
+                    Output::Transcode {
+                        job:
+                            Job::Transcode {
+                                stream,
+                                n,
+                                ms,
+                                key,
+                                frame,
+                                ..
+                            },
+                        ..
+                    } => {
+                        self.transcoded.push((s, n, key, frame.len()));
+                        let mut tags = Vec::new();
+                        if key {
+                            tags.push((ms, flv_avc_config()));
+                        }
+                        let nal: &[u8] = if key {
+                            &[0x65, 0x88, 0x84]
+                        } else {
+                            &[0x41, 0x9a, 0x21]
+                        };
+                        let mut body = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0, 0, 0, 0, 3];
+                        body.extend_from_slice(nal);
+                        tags.push((ms, body));
+                        self.t.cores[s].handle_transcoded(now, Done::Transcoded { stream, tags });
+                    }
                     _ => {}
                 }
             }

@@ -135,6 +135,10 @@ pub struct Hub {
     /// RTMP publishers with B-frames whose video this shard may re-encode
     /// for WebRTC players at once (0 when the feature is not built in).
     pub bframe_reencodes: u32,
+    /// WebRTC and RTP publishers in VP8, VP9 or AV1 whose video this shard
+    /// may transcode to H264 for RTMP players at once (0 when the feature
+    /// is not built in).
+    pub video_transcodes: u32,
     /// Streams of other shards' rooms relayed here for this shard's
     /// players (see `relay.rs`): by (owner, the owner's stream id), and by
     /// (room name, participant name); the players waiting for an owner's
@@ -168,6 +172,7 @@ impl Hub {
             wall: None,
             limits: ConnLimits::default(),
             bframe_reencodes: 0,
+            video_transcodes: 0,
             replicas: HashMap::new(),
             replica_names: HashMap::new(),
             waiting: HashMap::new(),

@@ -1,6 +1,9 @@
 //! The bridge RTP → FLV ([`Bridge`]): a WebRTC or RTP publisher's video
-//! through a reorder buffer (gaps NACKed) and its codec's depacketizer,
-//! and its Opus as AAC from the transcoder, placed on its stream's FLV
+//! through a reorder buffer (gaps NACKed) and its codec's depacketizer
+//! (H264 straight into FLV tags; VP8, VP9 and AV1 as whole frames to the
+//! shard's re-encode thread, back as H264 tags, up to
+//! [`Hub::video_transcodes`] streams at once), and its Opus as AAC from
+//! the transcoder, placed on its stream's FLV
 //! timeline (an [`Anchor`] per RTP stream, the audio's lined up with the
 //! video's by the sender reports) for the stream's RTMP and HTTP-FLV
 //! players and programs.
@@ -13,19 +16,26 @@ use super::timers::Timer;
 use super::Hub;
 use gateway_ring::RoomId;
 
-use crate::codec::{Depacketizer, FlvCodec, Out};
+use crate::codec::{Depacketizer, Out, VideoCodec};
 use crate::media::Source;
-use crate::output::{Note, Outputs};
+use crate::output::{Note, Output, Outputs};
 use crate::participants::{ParticipantId, Participants};
 use crate::reorder::Reorder;
 use crate::rtmp::conn::{types, Media};
+use crate::transcode::Job;
 
 /// RTP video → FLV video tags for one participant's stream.
 pub(super) struct Bridge {
     /// Packets back in order (gaps NACKed and waited for) before the depacketizer.
     reorder: Reorder,
-    /// Made at the first video packet (of each publisher), for its codec.
+    /// Made at the first video packet (of each publisher), for its codec
+    /// (none: a codec FLV does not carry, past the shard's transcodes).
     depack: Option<Depacketizer>,
+    /// The codec it was made for, and whether its frames go to the
+    /// re-encode thread (numbered: the next one's number).
+    codec: Option<VideoCodec>,
+    pub(super) transcodes: bool,
+    coded: u32,
     /// FLV time 0.
     epoch: Instant,
     pub(super) video: Option<Anchor>,
@@ -46,6 +56,9 @@ impl Bridge {
         Bridge {
             reorder: Reorder::default(),
             depack: None,
+            codec: None,
+            transcodes: false,
+            coded: 0,
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
             epoch: now
@@ -214,7 +227,7 @@ impl Hub {
         &mut self,
         now: Instant,
         pid: ParticipantId,
-        codec: FlvCodec,
+        codec: VideoCodec,
         source: (Source, u32),
         sr: Option<(u64, u32)>,
         seq: u16,
@@ -224,24 +237,39 @@ impl Hub {
         actions: &mut Outputs,
     ) -> Bridged {
         let mut bridged = Bridged::default();
-        let Some(s) = self.streams.get_mut(&pid) else {
+        let Some(s) = self.streams.get(&pid) else {
             return bridged;
         };
         if s.publisher.is_some() {
             return bridged;
         }
+        let fresh = s
+            .bridge
+            .as_ref()
+            .is_none_or(|b| b.codec != Some(codec) || b.video.is_none_or(|a| a.source != source));
+        // A codec FLV does not carry is transcoded, while the shard has room.
+        let transcodes = fresh && codec.flv().is_none() && self.may_transcode(pid, codec, source.0);
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return bridged;
+        };
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
         let due = b.poll_timeout();
-        let (a, changed) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
+        let (a, _) = anchor(&mut b.video, b.epoch, now, source, ts, 90);
         if sr.is_some() {
             b.video_sr = sr;
         }
-        if changed {
-            // A new publisher session (or SSRC) of this participant: a fresh
-            // depacketizer waiting for its first IDR, on the same timeline.
+        if fresh {
+            // A new publisher session (or SSRC, or codec) of this
+            // participant: a fresh depacketizer waiting for its first
+            // keyframe, on the same timeline.
             bridged.need_keyframe = true;
-            b.depack = Some(codec.depacketizer());
+            b.codec = Some(codec);
+            b.transcodes = transcodes;
+            b.depack = (codec.flv().is_some() || transcodes).then(|| codec.depacketizer());
             b.reorder = Reorder::default();
+        }
+        if b.depack.is_none() {
+            return Bridged::default(); // not bridged: nothing to repair
         }
         let mut out = Vec::new();
         let mut nacks = Vec::new();
@@ -265,10 +293,74 @@ impl Hub {
         bridged
     }
 
+    /// Whether participant `pid`'s video in `codec` (FLV does not carry
+    /// it) may be transcoded for its RTMP players: under the shard's
+    /// [`Hub::video_transcodes`]. When not, its publisher `source` is told
+    /// why, once per codec, and its players get no picture.
+    fn may_transcode(&mut self, pid: ParticipantId, codec: VideoCodec, source: Source) -> bool {
+        let busy = self
+            .streams
+            .iter()
+            .filter(|(p, s)| **p != pid && s.bridge.as_ref().is_some_and(|b| b.transcodes))
+            .count();
+        if busy < self.video_transcodes as usize {
+            return true;
+        }
+        let Some(session) = source.session() else {
+            return false;
+        };
+        if !self.not_bridged(pid, codec) {
+            return false;
+        }
+        let why = match self.video_transcodes {
+            0 if !cfg!(feature = "reencode") => {
+                "this dataplane was built without the `reencode` feature".to_string()
+            }
+            0 => "--video-transcodes is 0".to_string(),
+            n => format!("the shard already transcodes {n}, --video-transcodes"),
+        };
+        let what = format!(
+            "video {} is not transcoded to H264 for RTMP and HTTP-FLV players ({why}): \
+             they get no picture of it (audio only)",
+            codec.name()
+        );
+        tracing::info!(%session, "{what}");
+        self.out
+            .event(gateway_ring::msg::Event::MediaWarning { session, what });
+        false
+    }
+
+    /// H264 FLV tag bodies the re-encode thread made of participant
+    /// `pid`'s frames ([`Out::Coded`]), each at its FLV time: to the
+    /// stream's players, as a depacketizer's are. Dropped if the stream no
+    /// longer transcodes (its publisher changed while they were made).
+    pub fn on_transcoded(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        tags: Vec<(u32, Vec<u8>)>,
+        actions: &mut Outputs,
+    ) {
+        let transcodes = self.streams.get(&pid).is_some_and(|s| {
+            s.publisher.is_none() && s.bridge.as_ref().is_some_and(|b| b.transcodes)
+        });
+        if transcodes {
+            self.deliver_video(now, pid, tags, actions);
+        }
+    }
+
+    /// The publisher of `pid`'s transcoded video, to ask for a keyframe
+    /// (the re-encode thread lost its place).
+    pub fn transcoded_source(&self, pid: ParticipantId) -> Option<Source> {
+        let b = self.streams.get(&pid)?.bridge.as_ref()?;
+        b.video.filter(|_| b.transcodes).map(|a| a.source.0)
+    }
+
     /// What the depacketizer made of `pid`'s video (`out`) and what its
     /// reorder buffer asked to be resent (`nacks`, of publisher `source`):
     /// frames on the FLV timeline of anchor `a` (a configuration at RTP
-    /// time `config_ts`) to the stream's players, the rest in `bridged`.
+    /// time `config_ts`) to the stream's players, or whole frames to the
+    /// re-encode thread; the rest in `bridged`.
     #[allow(clippy::too_many_arguments)]
     fn depacketized(
         &mut self,
@@ -292,8 +384,41 @@ impl Hub {
                 Out::BadParameterSet => bridged.bad_parameter_sets += 1,
                 Out::Config(body) => media.push((a.ms(config_ts), body)),
                 Out::Frame { rtp_ts, body, .. } => media.push((a.ms(rtp_ts), body)),
+                Out::Coded { key, rtp_ts, frame } => {
+                    let Some(b) = self.streams.get_mut(&pid).and_then(|s| s.bridge.as_mut()) else {
+                        continue;
+                    };
+                    let (Some(codec), n) = (b.codec, b.coded) else {
+                        continue;
+                    };
+                    b.coded = n.wrapping_add(1);
+                    let job = Job::Transcode {
+                        stream: pid,
+                        codec,
+                        n,
+                        ms: a.ms(rtp_ts),
+                        key,
+                        frame,
+                    };
+                    self.out.push(Output::Transcode {
+                        job,
+                        from: source.session(),
+                    });
+                }
             }
         }
+        self.deliver_video(now, pid, media, actions);
+    }
+
+    /// FLV video tag bodies of `pid`'s stream, each at its FLV time, to
+    /// its players (the GOP cache, programs).
+    fn deliver_video(
+        &mut self,
+        now: Instant,
+        pid: ParticipantId,
+        media: Vec<(u32, Vec<u8>)>,
+        actions: &mut Outputs,
+    ) {
         for (timestamp, body) in media {
             let m = Media {
                 type_id: types::VIDEO,
@@ -482,7 +607,7 @@ mod tests {
         let sps = [0x67, 0x42, 0x00, 0x1f, 0xe9, 0x02, 0xc1, 0x2c, 0x80];
         let nals: [&[u8]; 3] = [&sps, &[0x68, 0xce, 0x3c, 0x80], &[0x65, 0x88, 0x84]];
         for (i, nal) in nals.iter().enumerate() {
-            let h264 = FlvCodec::H264;
+            let h264 = VideoCodec::H264;
             h.on_rtp_video(
                 t0,
                 web,
@@ -532,7 +657,7 @@ mod tests {
             let b = h.on_rtp_video(
                 now,
                 web,
-                FlvCodec::H264,
+                VideoCodec::H264,
                 (WEB, 5),
                 None,
                 seq,

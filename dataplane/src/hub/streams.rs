@@ -94,7 +94,7 @@ impl Hub {
     /// Participant `pid` publishes video in `codec`, which FLV does not
     /// carry, to its stream's players: true the first time (say it), false
     /// after.
-    pub fn not_bridged(&mut self, pid: ParticipantId, codec: VideoCodec) -> bool {
+    pub(super) fn not_bridged(&mut self, pid: ParticipantId, codec: VideoCodec) -> bool {
         let Some(s) = self.streams.get_mut(&pid) else {
             return false;
         };

@@ -307,7 +307,8 @@ impl Shard {
             Some(_) => Some(crate::transcode::spawn(
                 cfg.index,
                 cfg.limits.transcode_queue,
-                crate::limits::bframe_reencodes(&cfg.limits) > 0,
+                crate::limits::bframe_reencodes(&cfg.limits) > 0
+                    || crate::limits::video_transcodes(&cfg.limits) > 0,
                 doorbell.clone(),
             )?),
             None => None,

@@ -360,6 +360,18 @@ pub enum Job {
         ms: u32,
         flv: Vec<u8>,
     },
+    /// Frame `n` (numbered per stream, so one lost on the way is seen) of
+    /// the participant's WebRTC or RTP publisher in a codec FLV does not
+    /// carry, at FLV time `ms`, to transcode to H264 for its RTMP players
+    /// (crate::reencode); runs on the shard's re-encode thread.
+    Transcode {
+        stream: ParticipantId,
+        codec: crate::codec::VideoCodec,
+        n: u32,
+        ms: u32,
+        key: bool,
+        frame: Vec<u8>,
+    },
     /// The participant's publisher changed or left: start afresh.
     Reset { stream: ParticipantId },
     /// Nobody plays the program any more.
@@ -393,6 +405,16 @@ pub enum Done {
         stream: ParticipantId,
         tags: Vec<(u32, Vec<u8>)>,
     },
+    /// H264 FLV video tag bodies transcoded from the participant's
+    /// publisher's frames ([`Job::Transcode`]), each with its FLV time
+    /// (ms), for its RTMP players.
+    Transcoded {
+        stream: ParticipantId,
+        tags: Vec<(u32, Vec<u8>)>,
+    },
+    /// The transcoder lost its place in the participant's publisher's
+    /// video (a frame lost on the way, or refused): ask it for a keyframe.
+    KeyframeWanted { stream: ParticipantId },
     /// The participant's audio (or video to re-encode) cannot be bridged;
     /// `what` says why (once).
     MediaWarning { stream: ParticipantId, what: String },
@@ -400,7 +422,7 @@ pub enum Done {
 
 pub struct TranscodeLink {
     to: SyncSender<Job>,
-    /// The re-encode thread, when B-frames may be re-encoded.
+    /// The re-encode thread, when video may be re-encoded or transcoded.
     video: Option<SyncSender<Job>>,
     pub from: Receiver<Done>,
 }
@@ -410,8 +432,8 @@ impl TranscodeLink {
     /// transcoder is behind: the caller counts the drop) or the thread is gone.
     pub fn send(&self, job: Job) -> bool {
         match (&job, &self.video) {
-            (Job::Video { .. }, Some(video)) => video.try_send(job).is_ok(),
-            (Job::Video { .. }, None) => false,
+            (Job::Video { .. } | Job::Transcode { .. }, Some(video)) => video.try_send(job).is_ok(),
+            (Job::Video { .. } | Job::Transcode { .. }, None) => false,
             (Job::Reset { stream }, Some(video)) => {
                 // Both threads keep state of the participant.
                 let _ = video.try_send(Job::Reset { stream: *stream });
@@ -423,8 +445,9 @@ impl TranscodeLink {
 }
 
 /// Starts shard `index`'s transcoder thread with room for `queue` jobs,
-/// and its re-encode thread if `reencode` (B-frames may be re-encoded, and
-/// the `reencode` feature is built in); they end when the link drops.
+/// and its re-encode thread if `reencode` (B-frames may be re-encoded or
+/// video transcoded, and the `reencode` feature is built in); they end
+/// when the link drops.
 /// `bell` wakes the shard when results wait for it.
 pub fn spawn(
     index: u32,
@@ -439,7 +462,7 @@ pub fn spawn(
         true => Some(spawn_reencode(index, outbox.clone(), bell.clone())?),
         false => None,
     };
-    // Built without the `reencode` feature: B-frames are never re-encoded.
+    // Built without the `reencode` feature: video is never re-encoded.
     #[cfg(not(feature = "reencode"))]
     let video = {
         let _ = reencode;
@@ -474,27 +497,32 @@ fn spawn_reencode(
     outbox: mpsc::Sender<Done>,
     bell: gateway_ring::Doorbell,
 ) -> std::io::Result<SyncSender<Job>> {
-    use crate::reencode::Reencoder;
+    use crate::reencode::{Input, Reencoder};
     let (to, inbox) = mpsc::sync_channel::<Job>(crate::reencode::QUEUE);
     std::thread::Builder::new()
         .name(format!("reencode-{index}"))
         .spawn(move || {
             // None: no re-encoder could be made for the publisher (said
-            // once; its frames are dropped until it starts afresh).
-            let mut streams: HashMap<ParticipantId, Option<Reencoder>> = HashMap::new();
+            // once; its frames are dropped until it starts afresh or
+            // changes codec).
+            let mut streams: HashMap<ParticipantId, (Input, Option<Reencoder>)> = HashMap::new();
             while let Ok(job) = inbox.recv() {
-                let (stream, ms, flv) = match job {
-                    Job::Video { stream, ms, flv } => (stream, ms, flv),
+                let (stream, input) = match &job {
+                    Job::Video { stream, .. } => (*stream, Input::FlvH264),
+                    Job::Transcode { stream, codec, .. } => (*stream, Input::Coded(*codec)),
                     Job::Reset { stream } => {
-                        streams.remove(&stream);
+                        streams.remove(stream);
                         continue;
                     }
                     _ => continue,
                 };
-                let r = match streams.entry(stream) {
+                if streams.get(&stream).is_some_and(|(i, _)| *i != input) {
+                    streams.remove(&stream); // another codec: start afresh
+                }
+                let (_, r) = match streams.entry(stream) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(v) => {
-                        let made = Reencoder::new();
+                        let made = Reencoder::new(input);
                         if let Err(what) = &made {
                             warn!(%stream, "no re-encoder: {what}");
                             let what = what.clone();
@@ -503,25 +531,35 @@ fn spawn_reencode(
                             }
                             bell.ring();
                         }
-                        v.insert(made.ok())
+                        v.insert((input, made.ok()))
                     }
                 };
                 let Some(r) = r else { continue };
                 let mut tags = Vec::new();
                 // A codec bug costs this publisher its re-encoder, not the
                 // thread and with it every re-encoded stream on the shard.
-                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    r.push(ms, &flv, &mut tags)
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+                    Job::Video { ms, flv, .. } => r.push(ms, &flv, &mut tags),
+                    Job::Transcode {
+                        n, ms, key, frame, ..
+                    } => r.push_coded(n, ms, key, &frame, &mut tags),
+                    _ => {}
                 }));
                 let refused = r.refused.take();
+                let key = std::mem::take(&mut r.wants_keyframe);
                 if ran.is_err() {
                     warn!(%stream, "re-encoder panicked; it starts afresh");
                     streams.remove(&stream);
                 }
                 let warning = refused.map(|what| Done::MediaWarning { stream, what });
-                let video = (!tags.is_empty()).then_some(Done::Video { stream, tags });
+                let key = key.then_some(Done::KeyframeWanted { stream });
+                let video = match input {
+                    _ if tags.is_empty() => None,
+                    Input::FlvH264 => Some(Done::Video { stream, tags }),
+                    Input::Coded(_) => Some(Done::Transcoded { stream, tags }),
+                };
                 let mut any = false;
-                for d in warning.into_iter().chain(video) {
+                for d in warning.into_iter().chain(key).chain(video) {
                     if outbox.send(d).is_err() {
                         return;
                     }
@@ -592,7 +630,9 @@ impl Transcoder {
         let (stream, mixes) = match &job {
             Job::Opus { stream, uses, .. } => (Some(*stream), uses.mixes.clone()),
             Job::Aac { stream, mixes, .. } => (Some(*stream), mixes.clone()),
-            Job::Reset { stream } | Job::Video { stream, .. } => (Some(*stream), Vec::new()),
+            Job::Reset { stream } | Job::Video { stream, .. } | Job::Transcode { stream, .. } => {
+                (Some(*stream), Vec::new())
+            }
             Job::MixEnd { program } => (None, vec![*program]),
         };
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -625,7 +665,7 @@ impl Transcoder {
                 self.mixes.remove(&program);
             }
             // The re-encode thread's.
-            Job::Video { .. } => {}
+            Job::Video { .. } | Job::Transcode { .. } => {}
             Job::Opus {
                 stream,
                 rtp_ts,
