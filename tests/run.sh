@@ -2,7 +2,7 @@
 # Runs every check and test of the repository on a fresh Debian machine.
 # Installs what the tests need (ffmpeg, Chromium, aiortc in .venv,
 # playwright-core in tests/webrtc, FFmpeg's headers for the dataplane's
-# `reencode` feature), then: fmt, clippy, build, test, and
+# default `reencode` feature: deploy/install-deps.sh), then: fmt, clippy, build, test, and
 # every fuzz target for 10 s (installs cargo-fuzz if missing).
 # Usage (as root, from anywhere): bash tests/run.sh
 set -euo pipefail
@@ -16,17 +16,15 @@ command -v npm >/dev/null || need_apt+=(nodejs npm)
 # nginx-rtmp: the baseline of the load tool's RTMP scenario.
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(nginx-light libnginx-mod-rtmp)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
-# The dataplane's `reencode` feature (B-frames re-encoded for browsers) links
-# FFmpeg's libavcodec through bindgen.
-for pkg in libavcodec-dev libavformat-dev libavutil-dev libclang-dev clang pkg-config; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
-done
 if ((${#need_apt[@]})); then
     echo "== installing ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# What the default build links (FFmpeg's libavcodec, for the re-encoder):
+# the README's run command installs the same.
+bash deploy/install-deps.sh
 if ! ffmpeg -hide_banner -protocols 2>/dev/null | grep -qx '  srtp'; then
     echo "ffmpeg without SRTP support: the relay tests need it" >&2
     exit 1
@@ -54,12 +52,12 @@ python3 tests/module_cycles.py
 echo "== no dataplane source file over 1000 lines (one module per concept)"
 long=$(find dataplane -name '*.rs' -not -path '*/target/*' -exec wc -l {} + | awk '$2 != "total" && $1 > 1000')
 if [ -n "$long" ]; then echo "split these: $long"; exit 1; fi
-# Everything is built and tested with the dataplane's optional `reencode`
-# feature; the plain dataplane (the README's run command) is linted too.
-features=(--features dataplane/reencode,benches/reencode)
+# Everything is built and tested with the dataplane's `reencode` feature (on
+# by default) and its bench; the dataplane without it is linted too.
+features=(--features benches/reencode)
 echo "== cargo clippy --all-targets -- -D warnings (with and without the reencode feature)"
 cargo clippy --workspace --all-targets "${features[@]}" -- -D warnings
-cargo clippy -p dataplane -- -D warnings
+cargo clippy -p dataplane --no-default-features -- -D warnings
 echo "== cargo build --workspace (the e2e tests run the built binaries)"
 cargo build --workspace "${features[@]}"
 echo "== cargo test --workspace"
