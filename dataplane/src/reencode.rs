@@ -231,7 +231,7 @@ impl Reencoder {
     /// One FLV video tag body of the source at FLV time `ms`; appends the
     /// re-encoded tag bodies made now, each with its presentation time (ms).
     pub fn push(&mut self, ms: u32, body: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
-        if self.gave_up || body.len() < 5 || body[0] & 0x0f != h264::FLV_CODEC_ID {
+        if self.gave_up || body.len() < 5 || !h264::is_flv(body) {
             return;
         }
         if body[1] == 0 {
@@ -445,6 +445,83 @@ pub fn x264_bframes_flv(lavfi: &str, frames: u32, gop: u32) -> Vec<(u32, Vec<u8>
         p = p.get(11 + size + 4..).unwrap_or_default();
     }
     tags
+}
+
+/// What a browser publishing `codec` (VP8, VP9 or AV1) sends, as whole
+/// frames, for benches: `frames` pictures of the lavfi source `lavfi`
+/// encoded in real-time mode by the ffmpeg tool (libvpx, libvpx-vp9,
+/// libsvtav1) with a keyframe every `gop`, each with whether it is a
+/// keyframe (ffprobe's flags).
+pub fn ffmpeg_coded_frames(
+    codec: VideoCodec,
+    lavfi: &str,
+    frames: u32,
+    gop: u32,
+) -> Vec<(bool, Vec<u8>)> {
+    let encoder: &[&str] = match codec {
+        VideoCodec::Vp8 => &["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "1M"],
+        VideoCodec::Vp9 => &["-c:v", "libvpx-vp9", "-deadline", "realtime", "-b:v", "1M"],
+        VideoCodec::Av1 => &["-c:v", "libsvtav1", "-preset", "12", "-b:v", "1M"],
+        VideoCodec::H264 => panic!("H264: see x264_bframes_flv"),
+    };
+    let path =
+        std::env::temp_dir().join(format!("mgw-{}-{}.ivf", codec.name(), std::process::id()));
+    let out = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            lavfi,
+        ])
+        .args(["-frames:v", &frames.to_string(), "-g", &gop.to_string()])
+        .args(encoder)
+        .arg(&path)
+        .output()
+        .expect("the ffmpeg tool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=flags",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("the ffprobe tool");
+    let keys: Vec<bool> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .map(|l| l.starts_with('K'))
+        .collect();
+    let ivf = std::fs::read(&path).expect("the IVF file");
+    let _ = std::fs::remove_file(&path);
+    // IVF: a 32-byte file header, then per frame a 4-byte size, an 8-byte
+    // time and the frame.
+    let mut frames = Vec::new();
+    let mut p = ivf.get(32..).unwrap_or_default();
+    while p.len() >= 12 {
+        let size = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as usize;
+        let Some(frame) = p.get(12..12 + size) else {
+            break;
+        };
+        frames.push((
+            keys.get(frames.len()).copied().unwrap_or(false),
+            frame.to_vec(),
+        ));
+        p = &p[12 + size..];
+    }
+    frames
 }
 
 #[cfg(test)]

@@ -567,3 +567,73 @@ fn b_frames_from_rtmp_play_in_order_everywhere() {
         assert_eq!(play["video_pts_backwards"], 0, "{play}");
     }
 }
+
+/// `pyav_ertmp.py ARGS...` (FFmpeg 8 through PyAV, tests/rtmp/).
+fn pyav_ertmp(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", "40"])
+        .arg(aiortc_python())
+        .arg(repo_root().join("tests/rtmp/pyav_ertmp.py"))
+        .args(args);
+    cmd
+}
+
+/// An enhanced RTMP (E-RTMP) push, as OBS 30 and FFmpeg 7+ send HEVC and
+/// AV1 (FourCC `hvc1`, `av01` in the ExVideoTagHeader), is played as it
+/// is: a player that joins a second and a half in gets the sequence header
+/// and the cached GOP from its keyframe, over RTMP and HTTP-FLV, and
+/// decodes the codec at once; the room is told that WebRTC players do not
+/// get it.
+#[test]
+fn an_enhanced_rtmp_push_plays_as_it_is_from_the_gop_cache() {
+    let gw = Gateway::start(1, &[]);
+    for (codec, fourcc) in [("av1", "av01"), ("hevc", "hvc1")] {
+        let room = format!("ex{codec}");
+        gw.room(&room);
+        let mut events = gw.events(&room);
+        let url = gw.rtmp_url(&format!("{room}/cam"));
+        let _push = Reap(
+            pyav_ertmp(&["push", &url, codec, "8"])
+                .spawn()
+                .expect("python"),
+        );
+        let e = events.next_matching(Duration::from_secs(15), |e| e["event"] == "media_warning");
+        let reason = e["reason"].as_str().unwrap_or("");
+        assert!(reason.contains(fourcc) && reason.contains("WebRTC"), "{e}");
+        // In the middle of a GOP (a keyframe a second): the cache starts
+        // the player at the last keyframe, not at the next one.
+        wait_for(
+            "a second and a half of the push",
+            Duration::from_secs(15),
+            || gw.session_of_kind(&room, "rtmp_publish"),
+            |s| s["stats"]["packets"].as_u64().unwrap_or(0) >= 45,
+        );
+        let flv = gw.flv_url(&format!("{room}/cam"), "");
+        for (over, url) in [("RTMP", &url), ("HTTP-FLV", &flv)] {
+            let out = pyav_ertmp(&["play", url, "2"]).output().expect("python");
+            let report: Value = serde_json::from_slice(
+                out.stdout
+                    .split(|&b| b == b'\n')
+                    .find(|l| l.starts_with(b"{"))
+                    .unwrap_or(b"null"),
+            )
+            .unwrap_or(Value::Null);
+            eprintln!("{codec} over {over}: {report}");
+            assert_eq!(
+                report["codec"],
+                codec,
+                "{over}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                gw.logs()
+            );
+            assert_eq!(report["first_packet_key"], true, "{over}: {report}");
+            assert!(report["errors"].is_null(), "{over}: {report}");
+            assert_eq!(report["size"], json!([320, 240]), "{over}: {report}");
+            // 2 s of a 30 fps stream, the cached GOP's frames first.
+            assert!(
+                report["frames"].as_u64().unwrap_or(0) >= 45,
+                "{over}: {report}"
+            );
+        }
+    }
+}

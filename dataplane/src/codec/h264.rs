@@ -28,6 +28,13 @@ const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
 const NAL_AUD: u8 = 9;
 
+/// Whether an FLV video tag body is legacy H264 (codec id 7), not an
+/// E-RTMP body, whose low bits are a packet type (7: ModEx).
+pub fn is_flv(body: &[u8]) -> bool {
+    body.first()
+        .is_some_and(|b| b & 0x80 == 0 && b & 0x0f == FLV_CODEC_ID)
+}
+
 /// Largest access unit assembled (bounds memory against a hostile sender).
 pub const MAX_ACCESS_UNIT: usize = 4 << 20;
 
@@ -280,7 +287,7 @@ impl Packetizer {
     /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets,
     /// each at most `12 + RTP_PAYLOAD` bytes.
     pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
-        if body.len() < 5 || body[0] & 0x0f != FLV_CODEC_ID {
+        if body.len() < 5 || !is_flv(body) {
             return Pushed::Nothing;
         }
         let key = body[0] >> 4 == 1;

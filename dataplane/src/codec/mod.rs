@@ -304,12 +304,14 @@ impl FlvCodec {
         }
     }
 
-    /// The codec of an FLV video tag body, if it is one of these.
+    /// The codec of a legacy FLV video tag body, if it is one of these
+    /// (an E-RTMP body, whose first bit is set, is none of them yet).
     #[inline]
     pub fn of_flv(body: &[u8]) -> Option<FlvCodec> {
-        match body.first()? & 0x0f {
-            h264::FLV_CODEC_ID => Some(FlvCodec::H264),
-            _ => None,
+        if h264::is_flv(body) {
+            Some(FlvCodec::H264)
+        } else {
+            None // another codec id, or E-RTMP (a FourCC follows the first byte)
         }
     }
 

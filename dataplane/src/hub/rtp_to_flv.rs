@@ -237,7 +237,7 @@ impl Hub {
         actions: &mut Outputs,
     ) -> Bridged {
         let mut bridged = Bridged::default();
-        let Some(s) = self.streams.get(&pid) else {
+        let Some(s) = self.streams.get_mut(&pid) else {
             return bridged;
         };
         if s.publisher.is_some() {
@@ -247,10 +247,17 @@ impl Hub {
             .bridge
             .as_ref()
             .is_none_or(|b| b.codec != Some(codec) || b.video.is_none_or(|a| a.source != source));
-        // A codec FLV does not carry is transcoded, while the shard has room.
-        let transcodes = fresh && codec.flv().is_none() && self.may_transcode(pid, codec, source.0);
-        let Some(s) = self.streams.get_mut(&pid) else {
-            return bridged;
+        // A codec FLV does not carry is transcoded, while the shard has room
+        // (looked up again then: a new publisher, not a packet).
+        let mut transcodes = false;
+        let s = if fresh && codec.flv().is_none() {
+            transcodes = self.may_transcode(pid, codec, source.0);
+            match self.streams.get_mut(&pid) {
+                Some(s) => s,
+                None => return bridged,
+            }
+        } else {
+            s
         };
         let b = s.bridge.get_or_insert_with(|| Bridge::new(now));
         let due = b.poll_timeout();

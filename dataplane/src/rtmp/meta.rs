@@ -40,6 +40,9 @@ pub struct Meta {
     /// From the SPS (VUI timing), or measured.
     sps_fps: Option<f64>,
     video: bool,
+    /// `videocodecid` from the sequence header: FLV's codec id, or an
+    /// E-RTMP FourCC as a number; H264 until one came.
+    video_codec: Option<f64>,
     audio_rate: u32,
     audio_channels: u8,
     audio: bool,
@@ -161,10 +164,13 @@ impl Meta {
     /// they changed.
     fn read_video_config(&mut self, body: &[u8]) -> bool {
         self.video = true;
+        let codec = super::stream::video_codec_id(body);
+        let codec_changed = codec != self.video_codec;
+        self.video_codec = codec;
         let Some((w, h, fps)) = video_config_picture(body) else {
-            return false;
+            return codec_changed;
         };
-        let changed = (w, h) != (self.width, self.height) || fps != self.sps_fps;
+        let changed = codec_changed || (w, h) != (self.width, self.height) || fps != self.sps_fps;
         (self.width, self.height, self.sps_fps) = (w, h, fps);
         changed
     }
@@ -200,8 +206,8 @@ impl Meta {
             .or(self.theirs("framerate"))
             .unwrap_or(NOMINAL_FPS);
         if self.video {
-            let codec = FlvCodec::NEGOTIATED.flv_codec_id();
-            f.insert("videocodecid".into(), num(codec as f64));
+            let h264 = FlvCodec::NEGOTIATED.flv_codec_id() as f64;
+            f.insert("videocodecid".into(), num(self.video_codec.unwrap_or(h264)));
             if self.width > 0 {
                 f.insert("width".into(), num(self.width as f64));
                 f.insert("height".into(), num(self.height as f64));

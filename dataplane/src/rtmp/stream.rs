@@ -22,15 +22,54 @@ use crate::codec::FlvCodec;
 pub const MAX_GOP_BYTES: usize = 8 << 20;
 pub const MAX_GOP_MS: u32 = 10_000;
 
+/// E-RTMP (enhanced RTMP, 2023): a video tag body whose first byte has
+/// IsExHeader set carries `[1 | frame type (3) | packet type (4)][FourCC]`
+/// instead of the legacy `[frame type (4) | codec id (4)][AVC packet type]`.
+const EX_HEADER: u8 = 0x80;
+/// E-RTMP packet types: a decoder configuration, coded frames (with a
+/// composition time, or without: `X`).
+const EX_SEQUENCE_START: u8 = 0;
+const EX_CODED_FRAMES: u8 = 1;
+const EX_CODED_FRAMES_X: u8 = 3;
+
+/// A video sequence header (the decoder configuration a player needs
+/// first): legacy H264's, or any E-RTMP codec's (HEVC, AV1, VP9).
 pub fn is_video_config(m: &Media) -> bool {
-    m.type_id == types::VIDEO
-        && m.payload.len() >= 2
-        && FlvCodec::of_flv(&m.payload).is_some()
-        && m.payload[1] == 0
+    if m.type_id != types::VIDEO {
+        return false;
+    }
+    match m.payload.first() {
+        Some(b) if b & EX_HEADER != 0 => b & 0x0f == EX_SEQUENCE_START && m.payload.len() > 5,
+        Some(_) => {
+            m.payload.len() >= 2 && FlvCodec::of_flv(&m.payload).is_some() && m.payload[1] == 0
+        }
+        None => false,
+    }
 }
 
+/// A keyframe's coded picture, legacy (an AVC-style packet) or E-RTMP.
 pub fn is_keyframe(m: &Media) -> bool {
-    m.type_id == types::VIDEO && m.payload.len() >= 2 && m.payload[0] >> 4 == 1 && m.payload[1] == 1
+    if m.type_id != types::VIDEO || m.payload.len() < 2 {
+        return false;
+    }
+    let b = m.payload[0];
+    if b & EX_HEADER != 0 {
+        let coded = matches!(b & 0x0f, EX_CODED_FRAMES | EX_CODED_FRAMES_X);
+        return (b >> 4) & 0x07 == 1 && coded && m.payload.len() > 5;
+    }
+    b >> 4 == 1 && m.payload[1] == 1
+}
+
+/// The codec of a video sequence header as `onMetaData` names it: FLV's
+/// codec id (7: H264), or for E-RTMP its FourCC as a number (the spec's
+/// `videocodecid`).
+pub fn video_codec_id(config: &[u8]) -> Option<f64> {
+    let b = *config.first()?;
+    if b & EX_HEADER != 0 {
+        let fourcc = config.get(1..5)?;
+        return Some(u32::from_be_bytes([fourcc[0], fourcc[1], fourcc[2], fourcc[3]]) as f64);
+    }
+    Some((b & 0x0f) as f64)
 }
 
 pub fn is_audio_config(m: &Media) -> bool {
@@ -355,6 +394,35 @@ impl PlayerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// E-RTMP tags (FourCC after an ExVideoTagHeader) are sequence headers
+    /// and keyframes as legacy ones are; `onMetaData`'s `videocodecid` for
+    /// them is the FourCC as a number; a legacy tag keeps its codec id.
+    #[test]
+    fn enhanced_rtmp_headers_and_keyframes() {
+        let m = |payload: &[u8]| Media {
+            type_id: types::VIDEO,
+            timestamp: 0,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        let av01 = *b"av01";
+        let start = [&[0x90][..], &av01, &[0x81, 0x00, 0x0c]].concat();
+        assert!(is_video_config(&m(&start)) && !is_keyframe(&m(&start)));
+        let key = [&[0x91][..], &av01, &[0x12, 0x00]].concat(); // CodedFrames
+        let key_x = [&[0x93][..], &av01, &[0x12, 0x00]].concat(); // CodedFramesX
+        let inter = [&[0xa1][..], &av01, &[0x12, 0x00]].concat();
+        assert!(is_keyframe(&m(&key)) && is_keyframe(&m(&key_x)));
+        assert!(!is_keyframe(&m(&inter)) && !is_video_config(&m(&key)));
+        assert!(!is_video_config(&m(&[0x90, b'a', b'v'])), "cut short");
+        // ModEx (packet type 7) is no H264, whatever its low bits say.
+        assert_eq!(FlvCodec::of_flv(&[0x97, b'a', b'v', b'c', b'1']), None);
+        assert_eq!(
+            video_codec_id(&start),
+            Some(u32::from_be_bytes(av01) as f64)
+        );
+        assert_eq!(video_codec_id(&[0x17, 0]), Some(7.0));
+        assert!(is_video_config(&m(&[0x17, 0, 0, 0, 0, 1])) && is_keyframe(&m(&[0x17, 1])));
+    }
 
     fn video(ts: u32, key: bool, len: usize) -> Media {
         let mut p = vec![if key { 0x17 } else { 0x27 }, 1, 0, 0, 0];
