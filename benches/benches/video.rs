@@ -1,18 +1,26 @@
-//! The re-encode thread's cost for an RTMP publisher with B-frames, per
-//! frame, so `time × 30` is the share of a core a 30 fps publisher takes.
-//! Beside its baseline in the same run:
+//! The re-encode thread's cost per frame, so `time × 30` is the share of a
+//! core a 30 fps publisher takes: an RTMP publisher with B-frames
+//! re-encoded for browsers (`bframes_per_frame`), and a browser's VP8, VP9
+//! or AV1 transcoded to H264 for RTMP players (`transcode_per_frame`).
+//! Beside their baseline in the same run:
 //!
 //! - `baseline_repacketize_{size}`: the same frames through the RTP
 //!   packetizer, what a publisher without B-frames costs the shard;
 //! - `reencode_{size}`: decode (libavcodec) and encode without B-frames
 //!   (libx264 zerolatency, Constrained Baseline), then the packetizer.
 //!
-//! The source is ffmpeg's x264 (`-bf 2`, preset veryfast, OBS's) of a moving
-//! test picture under noise, 2 s at 30 fps, looped with its times moved on.
+//! - `transcode_{codec}_{size}`: decode (libavcodec's VP8 or VP9 decoder,
+//!   libdav1d) and encode to H264 FLV tags (libx264 as above), which the
+//!   RTMP side then carries as an H264 publisher's.
+//!
+//! The sources are the ffmpeg tool's x264 (`-bf 2`, preset veryfast, OBS's),
+//! libvpx, libvpx-vp9 (real-time) and SVT-AV1 at 1 Mbit/s of a moving test
+//! picture under noise, 2 s at 30 fps, looped with their times moved on.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dataplane::codec::h264::Packetizer;
-use dataplane::reencode::{x264_bframes_flv, Input, Reencoder};
+use dataplane::codec::VideoCodec;
+use dataplane::reencode::{ffmpeg_coded_frames, x264_bframes_flv, Input, Reencoder};
 
 fn video(c: &mut Criterion) {
     let mut g = c.benchmark_group("bframes_per_frame");
@@ -55,6 +63,30 @@ fn video(c: &mut Criterion) {
                 }
             })
         });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("transcode_per_frame");
+    for size in ["640x360", "1280x720"] {
+        let lavfi = format!("testsrc2=size={size}:rate=30,noise=alls=12:allf=t");
+        for codec in [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::Av1] {
+            let frames = ffmpeg_coded_frames(codec, &lavfi, 60, 60);
+            assert!(frames[0].0, "{codec:?}: a keyframe first");
+            let mut r = Reencoder::new(Input::Coded(codec)).expect("transcoder");
+            let mut out = Vec::new();
+            let mut i = 0u32;
+            let name = format!("transcode_{}_{size}", codec.name().to_lowercase());
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    // Looped from its keyframe, numbered and timed on.
+                    let (key, frame) = &frames[i as usize % frames.len()];
+                    out.clear();
+                    r.push_coded(i, i * 33, *key, frame, &mut out);
+                    i += 1;
+                    black_box(&out);
+                })
+            });
+            assert!(r.refused.is_none(), "{:?}", r.refused);
+        }
     }
     g.finish();
 }

@@ -58,7 +58,22 @@ use ffmpeg_next as ff;
 
 use crate::codec::composition_offset;
 use crate::codec::h264::{self, avcc_nals, config_tag, flv_body, parameter_sets};
-use crate::codec::VideoCodec;
+use crate::codec::{ertmp, VideoCodec};
+
+impl Input {
+    /// What an RTMP publisher's FLV video tag body is to decode as.
+    pub fn of_flv(body: &[u8]) -> Input {
+        ertmp::codec(body).map_or(Input::FlvH264, Input::Enhanced)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Input::FlvH264 => "H264",
+            Input::Enhanced(c) => c.name(),
+            Input::Coded(c) => c.name(),
+        }
+    }
+}
 
 /// What a [`Reencoder`] decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +81,9 @@ pub enum Input {
     /// FLV video tag bodies of H264 with B-frames (an RTMP publisher's,
     /// for its WebRTC players).
     FlvH264,
+    /// E-RTMP video tag bodies of HEVC, AV1 or VP9 (an RTMP publisher's,
+    /// for its WebRTC players, as H264).
+    Enhanced(ertmp::Fourcc),
     /// Whole frames of a codec FLV does not carry (a WebRTC publisher's,
     /// for its RTMP players).
     Coded(VideoCodec),
@@ -106,9 +124,9 @@ pub struct Reencoder {
     input: Input,
     decoder: decoder::Video,
     encoder: Option<Encoder>,
-    /// The source's parameter sets, put before each keyframe it sends.
-    sps: Vec<u8>,
-    pps: Vec<u8>,
+    /// What goes before each keyframe of an FLV source: H264's and HEVC's
+    /// parameter sets (Annex B), AV1's configuration OBUs.
+    params: Vec<u8>,
     /// The parameter sets of the sequence header last made.
     sent: Option<(Vec<u8>, Vec<u8>)>,
     annexb: Vec<u8>,
@@ -136,14 +154,16 @@ impl Reencoder {
         let found = match input {
             Input::FlvH264 | Input::Coded(VideoCodec::H264) => decoder::find(codec::Id::H264),
             Input::Coded(VideoCodec::Vp8) => decoder::find(codec::Id::VP8),
-            Input::Coded(VideoCodec::Vp9) => decoder::find(codec::Id::VP9),
+            Input::Coded(VideoCodec::Vp9) | Input::Enhanced(ertmp::Fourcc::Vp9) => {
+                decoder::find(codec::Id::VP9)
+            }
+            Input::Enhanced(ertmp::Fourcc::Hevc) => decoder::find(codec::Id::HEVC),
             // FFmpeg's native AV1 decoder only drives hardware decoders.
-            Input::Coded(VideoCodec::Av1) => decoder::find_by_name("libdav1d"),
+            Input::Coded(VideoCodec::Av1) | Input::Enhanced(ertmp::Fourcc::Av1) => {
+                decoder::find_by_name("libdav1d")
+            }
         };
-        let name = match input {
-            Input::FlvH264 => "H264",
-            Input::Coded(c) => c.name(),
-        };
+        let name = input.name();
         let found = found.ok_or_else(|| format!("FFmpeg has no {name} decoder"))?;
         let mut ctx = codec::context::Context::new_with_codec(found);
         // One thread, no frame threading: frame threads add a frame of
@@ -161,8 +181,7 @@ impl Reencoder {
             input,
             decoder,
             encoder: None,
-            sps: Vec::new(),
-            pps: Vec::new(),
+            params: Vec::new(),
             sent: None,
             annexb: Vec::new(),
             picture: frame::Video::empty(),
@@ -231,43 +250,115 @@ impl Reencoder {
     /// One FLV video tag body of the source at FLV time `ms`; appends the
     /// re-encoded tag bodies made now, each with its presentation time (ms).
     pub fn push(&mut self, ms: u32, body: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
-        if self.gave_up || body.len() < 5 || !h264::is_flv(body) {
+        if self.gave_up {
             return;
+        }
+        self.annexb.clear();
+        let (key, cts) = match self.input {
+            Input::FlvH264 => match self.h264_tag(body) {
+                Some(frame) => frame,
+                None => return,
+            },
+            Input::Enhanced(codec) => match self.enhanced_tag(codec, body) {
+                Some(frame) => frame,
+                None => return,
+            },
+            Input::Coded(_) => return,
+        };
+        let mut packet = Packet::copy(&self.annexb);
+        packet.set_dts(Some(ms as i64));
+        packet.set_pts(Some(ms as i64 + cts as i64));
+        if key {
+            packet.set_flags(ff::packet::Flags::KEY);
+        }
+        if let Err(e) = self.decoder.send_packet(&packet) {
+            tracing::debug!("{} decoder refused a frame: {e}", self.input.name());
+            return;
+        }
+        while self.decoder.receive_frame(&mut self.picture).is_ok() {
+            self.encode(out);
+        }
+    }
+
+    /// A legacy H264 tag: its parameter sets kept, or its frame as an
+    /// Annex B access unit (the parameter sets first on a keyframe) in
+    /// `annexb`, with (keyframe, composition offset).
+    fn h264_tag(&mut self, body: &[u8]) -> Option<(bool, i32)> {
+        if body.len() < 5 || !h264::is_flv(body) {
+            return None;
         }
         if body[1] == 0 {
             if let Some((w, h, _)) = h264::picture(&body[5..]) {
                 self.check_size(w, h);
             }
             if let Some((sps, pps)) = parameter_sets(&body[5..]) {
-                self.sps = sps.to_vec();
-                self.pps = pps.to_vec();
+                self.params.clear();
+                for set in [sps, pps] {
+                    self.params.extend_from_slice(&START);
+                    self.params.extend_from_slice(set);
+                }
             }
-            return;
+            return None;
         }
         if body[1] != 1 {
-            return;
+            return None;
         }
-        let cts = composition_offset(body);
-        self.annexb.clear();
-        if body[0] >> 4 == 1 && !self.sps.is_empty() {
-            for set in [&self.sps, &self.pps] {
-                self.annexb.extend_from_slice(&START);
-                self.annexb.extend_from_slice(set);
-            }
+        let key = body[0] >> 4 == 1;
+        if key {
+            self.annexb.extend_from_slice(&self.params);
         }
         for nal in avcc_nals(&body[5..]) {
             self.annexb.extend_from_slice(&START);
             self.annexb.extend_from_slice(nal);
         }
-        let mut packet = Packet::copy(&self.annexb);
-        packet.set_dts(Some(ms as i64));
-        packet.set_pts(Some(ms as i64 + cts as i64));
-        if let Err(e) = self.decoder.send_packet(&packet) {
-            tracing::debug!("H264 decoder refused a frame: {e}");
-            return;
-        }
-        while self.decoder.receive_frame(&mut self.picture).is_ok() {
-            self.encode(out);
+        Some((key, composition_offset(body)))
+    }
+
+    /// An E-RTMP tag: its configuration kept (HEVC's parameter sets as
+    /// Annex B, AV1's configuration OBUs), or its frame in `annexb` as the
+    /// decoder takes it (HEVC: Annex B; AV1: OBUs; VP9: the frame), the
+    /// configuration first on a keyframe.
+    fn enhanced_tag(&mut self, codec: ertmp::Fourcc, body: &[u8]) -> Option<(bool, i32)> {
+        match ertmp::read(body)? {
+            ertmp::Tag::Config { codec: c, record } if c == codec => {
+                self.params.clear();
+                match codec {
+                    ertmp::Fourcc::Hevc => match ertmp::hevc_parameter_sets(record) {
+                        Some((sets, 4)) => {
+                            for set in sets {
+                                self.params.extend_from_slice(&START);
+                                self.params.extend_from_slice(set);
+                            }
+                        }
+                        _ => self.give_up("video: HEVC whose configuration record cannot be read (or with NAL lengths other than 4 bytes) cannot be re-encoded for WebRTC players".into()),
+                    },
+                    // av1C: 4 bytes, then the configuration OBUs (a sequence header).
+                    ertmp::Fourcc::Av1 => self.params.extend_from_slice(record.get(4..).unwrap_or_default()),
+                    ertmp::Fourcc::Vp9 => {}
+                }
+                None
+            }
+            ertmp::Tag::Frame {
+                codec: c,
+                key,
+                cts,
+                data,
+            } if c == codec => {
+                if key {
+                    self.annexb.extend_from_slice(&self.params);
+                }
+                match codec {
+                    ertmp::Fourcc::Hevc => {
+                        for nal in avcc_nals(data) {
+                            self.annexb.extend_from_slice(&START);
+                            self.annexb.extend_from_slice(nal);
+                        }
+                    }
+                    ertmp::Fourcc::Av1 | ertmp::Fourcc::Vp9 => self.annexb.extend_from_slice(data),
+                }
+                Some((key, cts))
+            }
+            _ => None,
         }
     }
 
@@ -276,6 +367,7 @@ impl Reencoder {
         if width.saturating_mul(height) > MAX_PIXELS {
             let why = match self.input {
                 Input::FlvH264 => format!("video: {width}x{height} H264 with B-frames is over 1080p, too large to re-encode for WebRTC players"),
+                Input::Enhanced(c) => format!("video: {width}x{height} {} is over 1080p, too large to transcode for WebRTC players", c.name()),
                 Input::Coded(c) => format!("video: {width}x{height} {} is over 1080p, too large to transcode for RTMP and HTTP-FLV players", c.name()),
             };
             self.give_up(why);
@@ -298,6 +390,7 @@ impl Reencoder {
         if !matches!(format, Pixel::YUV420P | Pixel::YUVJ420P) {
             let why = match self.input {
                 Input::FlvH264 => format!("video: H264 in {format:?} cannot be re-encoded for WebRTC players (only 4:2:0 8-bit)"),
+                Input::Enhanced(c) => format!("video: {} in {format:?} cannot be transcoded for WebRTC players (only 4:2:0 8-bit)", c.name()),
                 Input::Coded(c) => format!("video: {} in {format:?} cannot be transcoded for RTMP and HTTP-FLV players (only 4:2:0 8-bit)", c.name()),
             };
             self.give_up(why);
@@ -313,7 +406,7 @@ impl Reencoder {
         if !same {
             let gop = match self.input {
                 // Keyframes follow the source's; this only bounds a source without any.
-                Input::FlvH264 => 300,
+                Input::FlvH264 | Input::Enhanced(_) => 300,
                 Input::Coded(_) => TRANSCODE_GOP,
             };
             match open_encoder(width, height, format, gop) {

@@ -582,8 +582,8 @@ fn pyav_ertmp(args: &[&str]) -> std::process::Command {
 /// AV1 (FourCC `hvc1`, `av01` in the ExVideoTagHeader), is played as it
 /// is: a player that joins a second and a half in gets the sequence header
 /// and the cached GOP from its keyframe, over RTMP and HTTP-FLV, and
-/// decodes the codec at once; the room is told that WebRTC players do not
-/// get it.
+/// decodes the codec at once. WebRTC players get it transcoded to H264 on
+/// the re-encode thread (aiortc decodes it), and the room is told so.
 #[test]
 fn an_enhanced_rtmp_push_plays_as_it_is_from_the_gop_cache() {
     let gw = Gateway::start(1, &[]);
@@ -593,13 +593,16 @@ fn an_enhanced_rtmp_push_plays_as_it_is_from_the_gop_cache() {
         let mut events = gw.events(&room);
         let url = gw.rtmp_url(&format!("{room}/cam"));
         let _push = Reap(
-            pyav_ertmp(&["push", &url, codec, "8"])
+            pyav_ertmp(&["push", &url, codec, "30"])
                 .spawn()
                 .expect("python"),
         );
         let e = events.next_matching(Duration::from_secs(15), |e| e["event"] == "media_warning");
         let reason = e["reason"].as_str().unwrap_or("");
-        assert!(reason.contains(fourcc) && reason.contains("WebRTC"), "{e}");
+        assert!(
+            reason.contains(fourcc) && reason.contains("transcoded to H264"),
+            "{e}"
+        );
         // In the middle of a GOP (a keyframe a second): the cache starts
         // the player at the last keyframe, not at the next one.
         wait_for(
@@ -635,5 +638,14 @@ fn an_enhanced_rtmp_push_plays_as_it_is_from_the_gop_cache() {
                 "{over}: {report}"
             );
         }
+        // A browser's side: H264 from the re-encode thread, which started
+        // from the cached GOP.
+        let play = aiortc_play(&gw, &room, 3.0, &[]);
+        eprintln!("{codec} to a WebRTC player: {play}");
+        assert!(
+            play["video_frames"].as_u64().unwrap_or(0) >= 45,
+            "{play}\n{}",
+            gw.logs()
+        );
     }
 }

@@ -45,6 +45,7 @@
 //! them); the controlplane's `--video-codecs` then offers it.
 
 pub mod av1;
+pub mod ertmp;
 mod frames;
 pub mod h264;
 pub mod vp8;

@@ -28,6 +28,10 @@ pub(super) struct RtpOut {
     /// whether its video goes through the shard's re-encode thread
     /// ([`Job::Video`]) before the packetizer (under the shard's limit then).
     pub(super) reencode: Option<bool>,
+    /// Decided at its publisher's first E-RTMP video (HEVC, AV1, VP9),
+    /// for the publisher's life: whether it is transcoded to H264 on the
+    /// re-encode thread for WebRTC players (under `--video-transcodes`).
+    pub(super) transcode: Option<bool>,
     audio_ssrc: u32,
     audio_seq: u16,
     /// RTP time of the next Opus packet.
@@ -66,6 +70,7 @@ impl RtpOut {
         RtpOut {
             packetizer: FlvCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
             reencode: None,
+            transcode: None,
             audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
@@ -78,6 +83,9 @@ impl Hub {
     /// hands it to the re-encode thread when it has B-frames (which
     /// browsers cannot play) and the shard re-encodes fewer than its limit.
     pub(super) fn packetize_for_webrtc(&mut self, pid: ParticipantId, m: &Media) -> Pushed {
+        if crate::codec::ertmp::codec(&m.payload).is_some() {
+            return self.transcode_for_webrtc(pid, m);
+        }
         let reencoded = |s: &Stream| s.rtp.as_ref().is_some_and(|r| r.reencode == Some(true));
         // Decided once per publisher, at its first B-frame.
         let decide = has_bframes(m)
@@ -133,6 +141,52 @@ impl Hub {
         out.push(&m.payload, ts, room, key, pid, &mut self.out)
     }
 
+    /// An E-RTMP push's video (HEVC, AV1, VP9): to the re-encode thread,
+    /// which makes H264 of it for the room's WebRTC side, when the shard
+    /// transcodes fewer than `--video-transcodes` (decided at its first
+    /// video message); the configuration and the GOP so far first, so
+    /// WebRTC players need not wait for the next keyframe.
+    fn transcode_for_webrtc(&mut self, pid: ParticipantId, m: &Media) -> Pushed {
+        let decide = self
+            .streams
+            .get(&pid)
+            .is_some_and(|s| s.rtp.as_ref().is_none_or(|r| r.transcode.is_none()));
+        let start = decide && self.transcoding(pid) < self.video_transcodes as usize;
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return Pushed::Nothing;
+        };
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        if decide {
+            out.transcode = Some(start);
+        }
+        if out.transcode != Some(true) {
+            return Pushed::Nothing;
+        }
+        let mut flv: Vec<&Media> = Vec::new();
+        if start {
+            tracing::info!(%pid, "RTMP publisher's E-RTMP video: transcoded to H264 for WebRTC players");
+            let config = s
+                .cache
+                .configs()
+                .filter(|c| crate::rtmp::stream::is_video_config(c));
+            let gop = s.cache.gop().iter().filter(|g| g.type_id == types::VIDEO);
+            flv.extend(config.chain(gop));
+        }
+        flv.push(m);
+        let jobs: Vec<Job> = flv
+            .into_iter()
+            .map(|c| Job::Video {
+                stream: pid,
+                ms: c.timestamp,
+                flv: c.payload.to_vec(),
+            })
+            .collect();
+        for job in jobs {
+            self.out.push(Output::Transcode { job, from: None });
+        }
+        Pushed::Nothing
+    }
+
     /// Video of participant `pid`'s RTMP publisher re-encoded without
     /// B-frames (FLV tag bodies at their presentation times), for the
     /// room's WebRTC side.
@@ -142,7 +196,8 @@ impl Hub {
         };
         let (room, key) = (s.room, s.key);
         // A publisher since then that is not re-encoded: stale output.
-        let Some(out) = s.rtp.as_mut().filter(|r| r.reencode == Some(true)) else {
+        let reencoded = |r: &&mut RtpOut| r.reencode == Some(true) || r.transcode == Some(true);
+        let Some(out) = s.rtp.as_mut().filter(reencoded) else {
             return;
         };
         for (ms, body) in tags {
@@ -218,12 +273,17 @@ fn bridged_codecs() -> String {
 /// needs for an error ("avcodec_receive_frame error: -11"), drops the
 /// frames and asks for keyframes, whatever the RTP times (measured: 9 of
 /// 150 frames in 5 s; tests/tests/webrtc_chromium.rs). So they are
-/// re-encoded away for the WebRTC side (`reencoded`, up to `limit` per
-/// shard; crate::reencode), or, past the limit or without the feature,
+/// re-encoded away for the WebRTC side (`reencoded`, up to the first of
+/// `limits` per shard; crate::reencode), or, past the limit or without the feature,
 /// bridged as they are with presentation times as RTP times, which
 /// decoders that reorder (ffmpeg, aiortc) play in order. Either way the
 /// encoder can spare the cost: the event names the setting.
-pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u8, String)> {
+pub(super) fn media_warning(
+    m: &Media,
+    reencoded: bool,
+    limits: (u32, u32),
+) -> Option<(u8, String)> {
+    let (limit, transcodes) = limits;
     let first = *m.payload.first()?;
     let over = "RTMP and HTTP-FLV players get it as is";
     // Events carry 200 bytes (gateway_ring::msg::MAX_TEXT): the fix first.
@@ -232,8 +292,18 @@ pub(super) fn media_warning(m: &Media, reencoded: bool, limit: u32) -> Option<(u
         types::VIDEO if first & 0x80 != 0 => {
             let fourcc = m.payload.get(1..5).unwrap_or_default();
             let fourcc = String::from_utf8_lossy(fourcc);
-            let ours = bridged_codecs();
-            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only {ours} is; {over}")))
+            if crate::codec::ertmp::codec(&m.payload).is_none() {
+                let ours = bridged_codecs();
+                return Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only {ours} is; {over}")));
+            }
+            if reencoded {
+                return Some((1, format!("video: {fourcc} (enhanced RTMP) is transcoded to H264 for WebRTC players at a CPU cost; {over}")));
+            }
+            let why = match transcodes {
+                0 => "transcoding is off or not built in".to_string(),
+                n => format!("the shard already transcodes {n}, --video-transcodes"),
+            };
+            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC ({why}); {over}")))
         }
         types::VIDEO if FlvCodec::of_flv(&m.payload).is_none() => {
             let name = match first & 0x0f {
@@ -305,7 +375,7 @@ mod tests {
         );
         assert_eq!(presentation_ms(&video(1000, [0x17, 1, 0, 0, 0])), 1000);
         assert_eq!(
-            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, 2),
+            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, (2, 2)),
             None
         );
         for (reencoded, limit, says) in [
@@ -313,22 +383,49 @@ mod tests {
             (false, 2, "already re-encodes 2"),
             (false, 0, "re-encoding is off"),
         ] {
-            let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66]), reencoded, limit);
+            let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66]), reencoded, (limit, 2));
             let (kind, what) = bframes.unwrap();
             assert_eq!(kind, 4);
             assert!(what.contains("B-frames") && what.contains(says), "{what}");
             assert!(what.contains("bframes=0"), "{what}");
             assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
         }
-        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, 2).unwrap();
+        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, (2, 2)).unwrap();
         assert_eq!(hevc.0, 1);
         assert!(hevc.1.contains("HEVC"), "{}", hevc.1);
+        // E-RTMP: transcoded, or not and why; a FourCC we do not decode.
+        let ex = |fourcc: &[u8]| Media {
+            type_id: types::VIDEO,
+            timestamp: 0,
+            payload: Bytes::from([&[0x90][..], fourcc, &[1, 2]].concat()),
+        };
+        for (fourcc, transcoded, limit, says) in [
+            (
+                &b"av01"[..],
+                true,
+                2,
+                "av01 (enhanced RTMP) is transcoded to H264",
+            ),
+            (
+                b"hvc1",
+                false,
+                2,
+                "already transcodes 2, --video-transcodes",
+            ),
+            (b"vp09", false, 0, "transcoding is off"),
+            (b"avc3", false, 2, "only H264 is"),
+        ] {
+            let (kind, what) = media_warning(&ex(fourcc), transcoded, (2, limit)).unwrap();
+            assert_eq!(kind, 1);
+            assert!(what.contains(says), "{what}");
+            assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
+        }
         let mp3 = Media {
             type_id: types::AUDIO,
             timestamp: 0,
             payload: Bytes::from_static(&[0x2f, 0xff]),
         };
-        let mp3 = media_warning(&mp3, false, 2).unwrap();
+        let mp3 = media_warning(&mp3, false, (2, 2)).unwrap();
         assert_eq!(mp3.0, 2);
         assert!(mp3.1.contains("MP3"), "{}", mp3.1);
     }

@@ -305,12 +305,7 @@ impl Hub {
     /// [`Hub::video_transcodes`]. When not, its publisher `source` is told
     /// why, once per codec, and its players get no picture.
     fn may_transcode(&mut self, pid: ParticipantId, codec: VideoCodec, source: Source) -> bool {
-        let busy = self
-            .streams
-            .iter()
-            .filter(|(p, s)| **p != pid && s.bridge.as_ref().is_some_and(|b| b.transcodes))
-            .count();
-        if busy < self.video_transcodes as usize {
+        if self.transcoding(pid) < self.video_transcodes as usize {
             return true;
         }
         let Some(session) = source.session() else {
@@ -335,6 +330,20 @@ impl Hub {
         self.out
             .event(gateway_ring::msg::Event::MediaWarning { session, what });
         false
+    }
+
+    /// Streams but `pid`'s whose video the shard transcodes now, both ways
+    /// (a WebRTC publisher's VP8/VP9/AV1 for RTMP players, an E-RTMP push
+    /// for WebRTC players): what `--video-transcodes` bounds.
+    pub(super) fn transcoding(&self, pid: ParticipantId) -> usize {
+        let transcodes = |s: &super::streams::Stream| {
+            s.bridge.as_ref().is_some_and(|b| b.transcodes)
+                || s.rtp.as_ref().is_some_and(|r| r.transcode == Some(true))
+        };
+        self.streams
+            .iter()
+            .filter(|(p, s)| **p != pid && transcodes(s))
+            .count()
     }
 
     /// H264 FLV tag bodies the re-encode thread made of participant

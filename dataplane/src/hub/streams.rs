@@ -206,14 +206,17 @@ impl Hub {
             types::VIDEO => self.packetize_for_webrtc(pid, &m),
             _ => Pushed::Nothing,
         };
-        // Only B-frames' warning depends on it: no lookup for the rest.
-        let reencoded = has_bframes(&m)
+        // Only B-frames' and E-RTMP's warnings depend on it: no lookup for
+        // the rest.
+        let enhanced =
+            m.type_id == types::VIDEO && crate::codec::ertmp::codec(&m.payload).is_some();
+        let reencoded = (has_bframes(&m) || enhanced)
             && self
                 .streams
                 .get(&pid)
                 .and_then(|s| s.rtp.as_ref())
-                .is_some_and(|r| r.reencode == Some(true));
-        let limit = self.bframe_reencodes;
+                .is_some_and(|r| r.reencode == Some(true) || r.transcode == Some(true));
+        let limits = (self.bframe_reencodes, self.video_transcodes);
         if let Some(st) = self.conns.get_mut(&idx) {
             st.stats.packets += 1;
             st.stats.bytes += m.payload.len() as u64;
@@ -221,7 +224,7 @@ impl Hub {
             if pushed == Pushed::BadConfig {
                 st.stats.drops[DropReason::Malformed as usize] += 1;
             }
-            let warning = media_warning(&m, reencoded, limit);
+            let warning = media_warning(&m, reencoded, limits);
             if let Some((kind, what)) = warning.filter(|(k, _)| st.warned & k == 0) {
                 st.warned |= kind;
                 if let Some(session) = st.session {

@@ -16,21 +16,11 @@ use bytes::Bytes;
 
 use super::chunk::{write_message, OUT_CHUNK_SIZE};
 use super::conn::{types, Media, CSID_AUDIO, CSID_STREAM, CSID_VIDEO, STREAM_ID};
-use crate::codec::FlvCodec;
+use crate::codec::{ertmp, FlvCodec};
 
 /// GOP cache bounds: beyond either, the cache is dropped until the next keyframe.
 pub const MAX_GOP_BYTES: usize = 8 << 20;
 pub const MAX_GOP_MS: u32 = 10_000;
-
-/// E-RTMP (enhanced RTMP, 2023): a video tag body whose first byte has
-/// IsExHeader set carries `[1 | frame type (3) | packet type (4)][FourCC]`
-/// instead of the legacy `[frame type (4) | codec id (4)][AVC packet type]`.
-const EX_HEADER: u8 = 0x80;
-/// E-RTMP packet types: a decoder configuration, coded frames (with a
-/// composition time, or without: `X`).
-const EX_SEQUENCE_START: u8 = 0;
-const EX_CODED_FRAMES: u8 = 1;
-const EX_CODED_FRAMES_X: u8 = 3;
 
 /// A video sequence header (the decoder configuration a player needs
 /// first): legacy H264's, or any E-RTMP codec's (HEVC, AV1, VP9).
@@ -38,13 +28,10 @@ pub fn is_video_config(m: &Media) -> bool {
     if m.type_id != types::VIDEO {
         return false;
     }
-    match m.payload.first() {
-        Some(b) if b & EX_HEADER != 0 => b & 0x0f == EX_SEQUENCE_START && m.payload.len() > 5,
-        Some(_) => {
-            m.payload.len() >= 2 && FlvCodec::of_flv(&m.payload).is_some() && m.payload[1] == 0
-        }
-        None => false,
+    if ertmp::is_enhanced(&m.payload) {
+        return ertmp::is_sequence_start(&m.payload);
     }
+    m.payload.len() >= 2 && FlvCodec::of_flv(&m.payload).is_some() && m.payload[1] == 0
 }
 
 /// A keyframe's coded picture, legacy (an AVC-style packet) or E-RTMP.
@@ -52,24 +39,20 @@ pub fn is_keyframe(m: &Media) -> bool {
     if m.type_id != types::VIDEO || m.payload.len() < 2 {
         return false;
     }
-    let b = m.payload[0];
-    if b & EX_HEADER != 0 {
-        let coded = matches!(b & 0x0f, EX_CODED_FRAMES | EX_CODED_FRAMES_X);
-        return (b >> 4) & 0x07 == 1 && coded && m.payload.len() > 5;
+    if ertmp::is_enhanced(&m.payload) {
+        return ertmp::is_keyframe(&m.payload);
     }
-    b >> 4 == 1 && m.payload[1] == 1
+    m.payload[0] >> 4 == 1 && m.payload[1] == 1
 }
 
 /// The codec of a video sequence header as `onMetaData` names it: FLV's
 /// codec id (7: H264), or for E-RTMP its FourCC as a number (the spec's
 /// `videocodecid`).
 pub fn video_codec_id(config: &[u8]) -> Option<f64> {
-    let b = *config.first()?;
-    if b & EX_HEADER != 0 {
-        let fourcc = config.get(1..5)?;
-        return Some(u32::from_be_bytes([fourcc[0], fourcc[1], fourcc[2], fourcc[3]]) as f64);
+    if ertmp::is_enhanced(config) {
+        return ertmp::fourcc_number(config).map(f64::from);
     }
-    Some((b & 0x0f) as f64)
+    Some((config.first()? & 0x0f) as f64)
 }
 
 pub fn is_audio_config(m: &Media) -> bool {

@@ -508,7 +508,7 @@ fn spawn_reencode(
             let mut streams: HashMap<ParticipantId, (Input, Option<Reencoder>)> = HashMap::new();
             while let Ok(job) = inbox.recv() {
                 let (stream, input) = match &job {
-                    Job::Video { stream, .. } => (*stream, Input::FlvH264),
+                    Job::Video { stream, flv, .. } => (*stream, Input::of_flv(flv)),
                     Job::Transcode { stream, codec, .. } => (*stream, Input::Coded(*codec)),
                     Job::Reset { stream } => {
                         streams.remove(stream);
@@ -555,7 +555,7 @@ fn spawn_reencode(
                 let key = key.then_some(Done::KeyframeWanted { stream });
                 let video = match input {
                     _ if tags.is_empty() => None,
-                    Input::FlvH264 => Some(Done::Video { stream, tags }),
+                    Input::FlvH264 | Input::Enhanced(_) => Some(Done::Video { stream, tags }),
                     Input::Coded(_) => Some(Done::Transcoded { stream, tags }),
                 };
                 let mut any = false;
