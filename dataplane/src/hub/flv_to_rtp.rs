@@ -513,6 +513,77 @@ mod tests {
         assert!(h.out.rtmp_video().next().is_none());
     }
 
+    /// E-RTMP pushes (AV1 here): up to the shard's `--video-transcodes`
+    /// their video goes to the re-encode thread, the cached configuration
+    /// and GOP first for a push that starts mid-GOP, and what comes back is
+    /// packetized as H264; past the limit nothing reaches WebRTC, and the
+    /// room is told which. Nothing of either is packetized as it is.
+    #[test]
+    fn enhanced_rtmp_is_transcoded_for_webrtc_up_to_the_shards_limit() {
+        let mut rooms = OneRoom::creating();
+        let (mut h, config) = reencoding_hub(2);
+        h.video_transcodes = 1;
+        let t0 = Instant::now();
+        let mut a = Outputs::default();
+        let av01 = |head: u8, body: &[u8]| [&[head][..], b"av01", body].concat();
+        let start = av01(0x90, &[0x81, 0, 0x0c, 0, 0x0a, 1, 0]);
+        let key = av01(0x91, &[0x12, 0, 0x32, 1, 7]);
+        let mut pids = Vec::new();
+        for (idx, name) in [(0, "a"), (1, "b")] {
+            h.on_bytes(
+                t0,
+                idx,
+                &publish_of(&format!("r/{name}")),
+                &mut rooms,
+                &mut a,
+            );
+            let mut media = Vec::new();
+            write_message(&mut media, 6, 0, types::VIDEO, 1, &start, 128);
+            write_message(&mut media, 6, 40, types::VIDEO, 1, &key, 128);
+            h.on_bytes(t0, idx, &media, &mut rooms, &mut a);
+            let Some(Role::Publisher { pid, .. }) = h.conns.get(&idx).map(|c| c.role) else {
+                panic!("{name} publishes");
+            };
+            pids.push(pid);
+        }
+        let videos: Vec<(ParticipantId, u32)> = h
+            .out
+            .jobs()
+            .filter_map(|j| match j {
+                Job::Video { stream, ms, .. } => Some((*stream, *ms)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(videos, [(pids[0], 0), (pids[0], 40)]);
+        assert!(h.out.rtmp_video().next().is_none(), "nothing as it is");
+        let warnings: Vec<String> = h
+            .out
+            .events()
+            .filter_map(|e| match e {
+                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("transcoded to H264"), "{warnings:?}");
+        assert!(warnings[1].contains("already transcodes 1"), "{warnings:?}");
+        // The H264 the re-encode thread made of a's: packetized; any for b
+        // (not transcoded) is stale: dropped.
+        let idr = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        h.out.clear();
+        h.on_reencoded(pids[0], vec![(40, config.clone()), (40, idr.to_vec())]);
+        h.on_reencoded(pids[1], vec![(40, config), (40, idr.to_vec())]);
+        let packetized: Vec<ParticipantId> = h.out.rtmp_video().map(|r| r.pid).collect();
+        assert_eq!(
+            packetized,
+            [pids[0], pids[0]],
+            "parameter sets, then the IDR"
+        );
+        // What the limit reads: a's transcode, not b's refusal.
+        assert_eq!(h.transcoding(pids[1]), 1);
+        assert_eq!(h.transcoding(pids[0]), 0);
+    }
+
     /// A publisher whose composition offsets start after its keyframe:
     /// the re-encoder gets the GOP so far first, so WebRTC players need not
     /// wait for the next keyframe.
