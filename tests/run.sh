@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of the repository on a fresh Debian machine.
-# Installs what the tests need (ffmpeg, Chromium, aiortc in .venv,
+# Installs what the tests need (ffmpeg, Chromium, redis-server, aiortc in .venv,
 # playwright-core in tests/webrtc, FFmpeg's headers for the dataplane's
 # default `reencode` feature: deploy/install-deps.sh), then: fmt, clippy, build, test, and
 # every fuzz target for 10 s (installs cargo-fuzz if missing).
@@ -12,6 +12,8 @@ need_apt=()
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# The node pool's store (`--cluster`): the tests start their own on loopback.
+command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 # nginx-rtmp: the baseline of the load tool's RTMP scenario.
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || need_apt+=(nginx-light libnginx-mod-rtmp)

@@ -36,6 +36,8 @@ pub struct App {
     /// Spawn mode: false from the moment the supervisor sees the child exit.
     pub dataplane_running: AtomicBool,
     pub shutting_down: AtomicBool,
+    /// The pool this node is in (`--cluster`), if any.
+    pub pool: Option<Arc<crate::cluster::Pool>>,
 }
 
 type AppState = Ext<Arc<App>>;
@@ -72,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router {
                 crate::ratelimit::limit_sessions,
             )),
         )
+        .route("/v1/cluster", get(get_cluster))
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
         .route(
@@ -336,6 +339,44 @@ pub(crate) async fn create_room_named(app: &App, name: String) -> Result<(String
             lock(app).remove_room(&spec.name);
             Err(e)
         }
+    }
+}
+
+/// The pool of nodes: each live node's record (`--cluster`).
+async fn get_cluster(Ext(app): AppState) -> Result<Json<Value>, ApiError> {
+    let Some(pool) = &app.pool else {
+        return Err(ApiError::not_found(
+            "this node is in no pool: start it with --cluster redis://HOST:PORT",
+        ));
+    };
+    let nodes = pool
+        .store
+        .nodes()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the pool's store is unreachable: {e}")))?;
+    Ok(Json(json!({ "node": pool.id, "nodes": nodes })))
+}
+
+/// What this node says of itself in the pool.
+pub fn node_record(app: &App, id: &str) -> crate::cluster::Node {
+    let (rooms, sessions) = {
+        let st = lock(app);
+        (st.rooms.len(), st.sessions.len())
+    };
+    crate::cluster::Node {
+        id: id.to_string(),
+        state: "up".into(),
+        http: app.cfg.http.to_string(),
+        rtmp: app.cfg.rtmp.clone(),
+        http_flv: app.cfg.http_flv.clone(),
+        public_ip: app.cfg.public_ip.to_string(),
+        udp_ports: [app.cfg.udp_ports.0, app.cfg.udp_ports.1],
+        load: crate::cluster::Load {
+            rooms,
+            sessions,
+            shards: app.link.region.shards() as usize,
+        },
+        at_ms: crate::cluster::now_ms(),
     }
 }
 

@@ -67,6 +67,14 @@ pub struct Config {
     /// copy where the browser can send it.
     #[arg(long, env = "MGW_VIDEO_CODECS", default_value = "H264,VP8,VP9,AV1", value_delimiter = ',', value_parser = parse_video_codec)]
     pub video_codecs: Vec<Codec>,
+    /// Join a pool of nodes kept in Redis (`redis://HOST:PORT[/DB]`): this
+    /// node's addresses and load, renewed every second, listed by
+    /// `GET /v1/cluster` on every node; unset: a node alone.
+    #[arg(long, env = "MGW_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's name in the pool (default: the host name).
+    #[arg(long, env = "MGW_NODE_ID")]
+    pub node_id: Option<String>,
     /// Keep each stream's latest GOP so a new RTMP player gets a picture at once.
     #[arg(long, env = "MGW_GOP_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub gop_cache: bool,
@@ -196,6 +204,8 @@ const FILE_KEYS: &[&str] = &[
     "dataplane_bin",
     "egress_allow",
     "video_codecs",
+    "cluster",
+    "node_id",
     "auto_room",
     "rtmp",
     "gop_cache",

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod cluster;
 mod config;
 mod error;
 mod events;
@@ -80,6 +81,22 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    // A node that cannot join its pool does not start (before anything is
+    // created, as above).
+    let pool = match &cfg.cluster {
+        Some(url) => match cluster::RedisStore::connect(url).await {
+            Ok(store) => {
+                let id = cfg.node_id.clone().unwrap_or_else(cluster::default_node_id);
+                info!(node = %id, "joining the pool at {url}");
+                Some(Arc::new(cluster::Pool::new(id, Box::new(store))))
+            }
+            Err(e) => {
+                error!("{e}");
+                std::process::exit(2);
+            }
+        },
+        None => None,
+    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
@@ -131,6 +148,7 @@ async fn main() {
         warn!("no --token-secret: WHIP and WHEP are open to anyone who can reach this address");
     }
     let app = Arc::new(api::App {
+        pool: pool.clone(),
         auth,
         limiter: ratelimit::SessionLimits::new(&cfg),
         cfg: cfg.clone(),
@@ -189,6 +207,11 @@ async fn main() {
             sessions = st.sessions.len(),
             "view of the dataplane recovered"
         );
+    }
+
+    if let Some(pool) = pool {
+        let (app, id) = (app.clone(), pool.id.clone());
+        cluster::spawn_heartbeat(pool, move || api::node_record(&app, &id));
     }
 
     let listener = match tokio::net::TcpListener::bind(cfg.http).await {

@@ -19,6 +19,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ("get", "/v1/openapi.json", "This description", "", ""),
     ("get", "/v1/rooms", "List rooms", "", "admin"),
     (
+        "get",
+        "/v1/cluster",
+        "The pool of nodes (--cluster): each live node's id, state, addresses and load (404 in no pool, 503 when the pool's store does not answer)",
+        "",
+        "admin",
+    ),
+    (
         "post",
         "/v1/rooms",
         "Create a room {\"name\"}",

@@ -1632,3 +1632,56 @@ impl Gateway {
         Events(rx)
     }
 }
+
+/// Debian's `redis-server` on a free loopback port, without persistence,
+/// for the node pool (`--cluster`); stopped when dropped.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let [port] = free_tcp_ports::<1>();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/run.sh installs it)");
+        let r = Redis { child, port };
+        wait_for(
+            "redis-server to answer PING",
+            PATIENCE,
+            || r.command("PING"),
+            |reply| reply.starts_with("+PONG"),
+        );
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One inline command's first reply line (empty if it did not answer).
+    pub fn command(&self, cmd: &str) -> String {
+        use std::io::{BufRead, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(format!("{cmd}\r\n").as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(s).read_line(&mut line);
+        line
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,293 @@
+//! The pool of nodes (issue 27, its first part): with `--cluster
+//! redis://HOST:PORT[/DB]`, this node (a controlplane and its dataplane)
+//! says every [`HEARTBEAT`] that it is up, with its addresses and load, in
+//! a record that expires after [`TTL`]; `GET /v1/cluster` lists the
+//! records there are. A node whose heartbeat stops (killed, cut off) is
+//! out of the pool when its record expires: no one has to remove it, and
+//! no home-made consensus decides it.
+//!
+//! ```text
+//! every HEARTBEAT: Node { id, state, addresses, load } ─▶ Store::put(node, TTL)
+//! GET /v1/cluster:  Store::nodes() ─▶ the live records, sorted by id
+//! ```
+//!
+//! The store is behind [`Store`], two calls, so another one (etcd leases)
+//! could take Redis's place. Redis through the `redis` crate (the
+//! maintained client; its `ConnectionManager` reconnects by itself, so a
+//! node rejoins when Redis returns). Only the controlplane talks to it:
+//! the dataplane stays free of any runtime.
+//!
+//! While the store is unreachable the node serves what it has; the
+//! heartbeat says so in the log once, and again when it is back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+/// How often a node renews its record.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a record outlives its last renewal: a node whose heartbeat
+/// stopped is out of the pool within this (three heartbeats missed).
+pub const TTL: Duration = Duration::from_secs(3);
+/// Longest a store call may take before it counts as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// What a node says of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    /// `up` (the only state until draining is built).
+    pub state: String,
+    /// Where its API, RTMP and HTTP-FLV listen, its media address and UDP range.
+    pub http: String,
+    pub rtmp: String,
+    pub http_flv: String,
+    pub public_ip: String,
+    pub udp_ports: [u16; 2],
+    pub load: Load,
+    /// When it last said so (ms since the Unix epoch, its own clock).
+    pub at_ms: u64,
+}
+
+/// A node's load, as its last heartbeat said.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    pub rooms: usize,
+    /// Live UDP sessions (WebRTC, RTP) and RTMP/HTTP-FLV clients.
+    pub sessions: usize,
+    pub shards: usize,
+}
+
+/// Where the pool is kept.
+pub trait Store: Send + Sync {
+    /// Writes `node`'s record, to expire after `ttl` unless written again.
+    fn put<'a>(&'a self, node: &'a Node, ttl: Duration) -> BoxFuture<'a, Result<(), String>>;
+    /// Every record not yet expired.
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>>;
+}
+
+/// Keys of node records in Redis.
+const PREFIX: &str = "mgw:node:";
+
+/// The pool in Redis: a key per node (`mgw:node:ID`, JSON) set with an
+/// expiry (`SET ... PX`), read back by `SCAN` and `MGET`.
+pub struct RedisStore {
+    conn: redis::aio::ConnectionManager,
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://HOST:PORT[/DB]`, `rediss://` for TLS).
+    pub async fn connect(url: &str) -> Result<RedisStore, String> {
+        if url.starts_with("redis+sentinel://") {
+            return Err("--cluster: Sentinel URLs (redis+sentinel://) are not supported yet; give the master's redis://HOST:PORT".into());
+        }
+        let client = redis::Client::open(url).map_err(|e| format!("--cluster {url}: {e}"))?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| format!("--cluster {url}: no answer within 5 s"))?
+            .map_err(|e| format!("--cluster {url}: {e}"))?;
+        Ok(RedisStore { conn })
+    }
+}
+
+impl Store for RedisStore {
+    fn put<'a>(&'a self, node: &'a Node, ttl: Duration) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let json = serde_json::to_string(node).map_err(|e| e.to_string())?;
+            let mut c = self.conn.clone();
+            let mut set = redis::cmd("SET");
+            set.arg(format!("{PREFIX}{}", node.id))
+                .arg(json)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64);
+            timed(set.query_async::<()>(&mut c)).await
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let mut keys: Vec<String> = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, batch) = timed(scan.query_async::<(u64, Vec<String>)>(&mut c)).await?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut get = redis::cmd("MGET");
+            get.arg(&keys);
+            let values = timed(get.query_async::<Vec<Option<String>>>(&mut c)).await?;
+            // A record that expired between SCAN and MGET is None; one that
+            // does not parse is another program's key: both left out.
+            let mut nodes: Vec<Node> = values
+                .into_iter()
+                .flatten()
+                .filter_map(|v| serde_json::from_str(&v).ok())
+                .collect();
+            nodes.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(nodes)
+        })
+    }
+}
+
+/// A store call, bounded by [`CALL_TIMEOUT`].
+async fn timed<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+    }
+}
+
+/// This node's place in the pool.
+pub struct Pool {
+    pub id: String,
+    pub store: Box<dyn Store>,
+    /// Whether the last heartbeat reached the store.
+    reachable: AtomicBool,
+}
+
+impl Pool {
+    pub fn new(id: String, store: Box<dyn Store>) -> Pool {
+        Pool {
+            id,
+            store,
+            reachable: AtomicBool::new(true),
+        }
+    }
+
+    /// One heartbeat: `node`'s record renewed. Logs when the store stops
+    /// answering, and when it answers again.
+    pub async fn beat(&self, node: &Node) {
+        match self.store.put(node, TTL).await {
+            Ok(()) => {
+                if !self.reachable.swap(true, Ordering::SeqCst) {
+                    info!(node = %self.id, "the pool's store answers again: this node is back in the pool");
+                }
+            }
+            Err(e) => {
+                if self.reachable.swap(false, Ordering::SeqCst) {
+                    warn!(node = %self.id, "the pool's store is unreachable ({e}): this node keeps serving its rooms, and leaves the pool until it answers");
+                }
+            }
+        }
+    }
+}
+
+/// The node id when `--node-id` is not given: the host name.
+pub fn default_node_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if r == 0 && !name.is_empty() => name.to_string(),
+        _ => "node".to_string(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Renews `node()`'s record every [`HEARTBEAT`], for the process's life.
+pub fn spawn_heartbeat(pool: Arc<Pool>, node: impl Fn() -> Node + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            pool.beat(&node()).await;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A store that fails while `down`, and keeps what it was given.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        put: Mutex<Vec<Node>>,
+    }
+
+    impl Store for Arc<Flaky> {
+        fn put<'a>(&'a self, node: &'a Node, _: Duration) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err("connection refused".into());
+                }
+                self.put.lock().unwrap().push(node.clone());
+                Ok(())
+            })
+        }
+        fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
+            Box::pin(async move { Ok(self.put.lock().unwrap().clone()) })
+        }
+    }
+
+    fn node(id: &str) -> Node {
+        Node {
+            id: id.into(),
+            state: "up".into(),
+            http: "127.0.0.1:8080".into(),
+            rtmp: "127.0.0.1:1935".into(),
+            http_flv: "127.0.0.1:8088".into(),
+            public_ip: "127.0.0.1".into(),
+            udp_ports: [40000, 40999],
+            load: Load::default(),
+            at_ms: 1,
+        }
+    }
+
+    /// A heartbeat while the store is down is lost, said once, and the
+    /// node is back with the first one that reaches it.
+    #[tokio::test]
+    async fn a_heartbeat_that_fails_is_said_once_and_the_node_comes_back() {
+        let store = Arc::new(Flaky::default());
+        let pool = Pool::new("a".into(), Box::new(store.clone()));
+        pool.beat(&node("a")).await;
+        store.down.store(true, Ordering::SeqCst);
+        pool.beat(&node("a")).await;
+        pool.beat(&node("a")).await;
+        assert!(!pool.reachable.load(Ordering::SeqCst));
+        store.down.store(false, Ordering::SeqCst);
+        pool.beat(&node("a")).await;
+        assert!(pool.reachable.load(Ordering::SeqCst));
+        assert_eq!(store.put.lock().unwrap().len(), 2);
+    }
+
+    /// A record is the JSON `GET /v1/cluster` shows.
+    #[test]
+    fn a_record_round_trips_through_json() {
+        let n = node("b");
+        let json = serde_json::to_value(&n).unwrap();
+        assert_eq!(json["id"], "b");
+        assert_eq!(json["udp_ports"], serde_json::json!([40000, 40999]));
+        assert_eq!(serde_json::from_value::<Node>(json).unwrap(), n);
+        assert!(!default_node_id().is_empty());
+    }
+}

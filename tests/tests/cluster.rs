@@ -1,0 +1,89 @@
+//! The pool of nodes (`--cluster`, issue 27): gateways on one Redis
+//! (Debian's redis-server, started here on a loopback port) see each other
+//! in `GET /v1/cluster`, and one that is killed leaves the pool when its
+//! record expires.
+
+use std::time::Instant;
+
+use e2e::*;
+
+/// `GET /v1/cluster` of `gw`: the ids of the nodes it lists.
+fn node_ids(gw: &Gateway) -> Vec<String> {
+    let (code, v) = gw.get("/v1/cluster");
+    assert_eq!(code, 200, "{v}");
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Two nodes join one pool and each lists both, with the addresses and
+/// load the other said; `kill -9` of one: the other stops listing it
+/// within the record's 3 s (measured), while serving on. A node without
+/// `--cluster` says it is in no pool; one whose Redis does not answer does
+/// not start.
+#[test]
+fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = Gateway::start(1, &["--cluster", &url, "--node-id", "a"]);
+    let mut b = Gateway::start(1, &["--cluster", &url, "--node-id", "b"]);
+    b.room("busy");
+    let both = |ids: &Vec<String>| ids == &["a".to_string(), "b".to_string()];
+    wait_for("a to list a and b", PATIENCE, || node_ids(&a), both);
+    wait_for("b to list a and b", PATIENCE, || node_ids(&b), both);
+    let (_, v) = a.get("/v1/cluster");
+    assert_eq!(v["node"], "a", "{v}");
+    let bs = &v["nodes"][1];
+    assert_eq!(bs["state"], "up", "{v}");
+    assert_eq!(bs["http"], format!("127.0.0.1:{}", b.http), "{v}");
+    assert_eq!(bs["rtmp"], format!("127.0.0.1:{}", b.rtmp), "{v}");
+    assert_eq!(bs["udp_ports"], json!([b.ports.0, b.ports.1]), "{v}");
+    wait_for(
+        "b's room in its load, as a sees it",
+        PATIENCE,
+        || a.get("/v1/cluster").1,
+        |v| v["nodes"][1]["load"]["rooms"] == 1,
+    );
+    // kill -9: no goodbye; its record expires.
+    let killed = Instant::now();
+    kill9(b.controlplane.as_ref().unwrap().id());
+    wait_for(
+        "a to stop listing b",
+        PATIENCE,
+        || node_ids(&a),
+        |ids| ids == &["a".to_string()],
+    );
+    eprintln!("a killed node left the pool after {:?}", killed.elapsed());
+    let _ = b.controlplane.take().map(|mut c| c.wait());
+    assert_eq!(a.healthz().0, 200);
+
+    let alone = Gateway::start(1, &[]);
+    let (code, v) = alone.get("/v1/cluster");
+    assert_eq!(code, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("--cluster"),
+        "{v}"
+    );
+
+    // A Redis that is not there: refused at start, saying why, leaving no
+    // shared memory behind.
+    let [dead] = free_tcp_ports::<1>();
+    let shm = format!("mgw-test-cluster-{}", std::process::id());
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "20"])
+        .arg(bin("controlplane"))
+        .args(["--http", "127.0.0.1:0", "--shm-name", &shm])
+        .args(["--cluster", &format!("redis://127.0.0.1:{dead}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster") && err.contains(&dead.to_string()),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(&format!("/dev/shm/{shm}")).exists());
+}
