@@ -38,6 +38,8 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// The pool this node is in (`--cluster`), if any.
     pub pool: Option<Arc<crate::cluster::Pool>>,
+    /// `POST /v1/cluster/drain` was called: no new sessions here.
+    pub draining: AtomicBool,
 }
 
 type AppState = Ext<Arc<App>>;
@@ -75,6 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
             )),
         )
         .route("/v1/cluster", get(get_cluster))
+        .route("/v1/cluster/drain", post(drain))
         .route("/v1/rooms/{room}/ingest/{id}", delete(delete_ingest))
         .route("/v1/rooms/{room}/egress/{id}", delete(delete_egress))
         .route(
@@ -223,6 +226,7 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         .collect();
     let running = app.cfg.attach || app.dataplane_running.load(Ordering::SeqCst);
     let alive = running && app.link.ready();
+    let draining = app.draining.load(Ordering::SeqCst);
     let (in_use, total) = {
         let st = lock(&app);
         (
@@ -231,7 +235,7 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
         )
     };
     let body = json!({
-        "status": if alive { "ok" } else { "down" },
+        "status": if !alive { "down" } else if draining { "draining" } else { "ok" },
         "shards": shards.len(),
         "shard_health": shards,
         "udp_ports": { "in_use": in_use, "total": total },
@@ -245,8 +249,9 @@ async fn healthz(Ext(app): AppState) -> (StatusCode, Json<Value>) {
             "restarts": app.restarts.load(Ordering::Relaxed),
         },
     });
+    // A draining node is taken out of a load balancer's rotation.
     (
-        if alive {
+        if alive && !draining {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
@@ -357,6 +362,16 @@ async fn get_cluster(Ext(app): AppState) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "node": pool.id, "nodes": nodes })))
 }
 
+/// Stops new sessions on this node (those it has go on), for a rolling
+/// restart: `/healthz` answers 503 `draining`, the pool lists it as such.
+async fn drain(Ext(app): AppState) -> Json<Value> {
+    if !app.draining.swap(true, Ordering::SeqCst) {
+        tracing::warn!("draining: no new sessions on this node");
+    }
+    let node = app.pool.as_ref().map(|p| p.id.clone());
+    Json(json!({ "node": node, "state": "draining" }))
+}
+
 /// What this node says of itself in the pool.
 pub fn node_record(app: &App, id: &str) -> crate::cluster::Node {
     let (rooms, sessions) = {
@@ -365,7 +380,12 @@ pub fn node_record(app: &App, id: &str) -> crate::cluster::Node {
     };
     crate::cluster::Node {
         id: id.to_string(),
-        state: "up".into(),
+        state: if app.draining.load(Ordering::SeqCst) {
+            "draining"
+        } else {
+            "up"
+        }
+        .into(),
         http: app.cfg.http.to_string(),
         rtmp: app.cfg.rtmp.clone(),
         http_flv: app.cfg.http_flv.clone(),
@@ -733,6 +753,11 @@ pub(crate) async fn open_session(
     make: impl Fn(SessionId, RoomId, u16) -> (Command, Role),
 ) -> Result<(SessionId, u16), ApiError> {
     const ATTEMPTS: usize = 4;
+    if app.draining.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable(
+            "this node is draining (POST /v1/cluster/drain): open the session on another node",
+        ));
+    }
     app.link.check_ready()?;
     // Counted as opening on its shard until this returns.
     let (shard, _opening) = place(app, room, placement).await?;

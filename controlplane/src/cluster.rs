@@ -40,7 +40,7 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
-    /// `up` (the only state until draining is built).
+    /// `up`, or `draining` (`POST /v1/cluster/drain`: no new sessions).
     pub state: String,
     /// Where its API, RTMP and HTTP-FLV listen, its media address and UDP range.
     pub http: String,
@@ -68,6 +68,8 @@ pub trait Store: Send + Sync {
     fn put<'a>(&'a self, node: &'a Node, ttl: Duration) -> BoxFuture<'a, Result<(), String>>;
     /// Every record not yet expired.
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>>;
+    /// Sets `key` to `value` unless it is set; the value it holds after.
+    fn claim<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<String, String>>;
 }
 
 /// Keys of node records in Redis.
@@ -143,6 +145,68 @@ impl Store for RedisStore {
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(nodes)
         })
+    }
+
+    fn claim<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let key = RedisStore::claim_key(key);
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(value).arg("NX");
+            timed(set.query_async::<Option<String>>(&mut c)).await?;
+            let mut get = redis::cmd("GET");
+            get.arg(&key);
+            let held = timed(get.query_async::<Option<String>>(&mut c)).await?;
+            held.ok_or_else(|| format!("{key} vanished"))
+        })
+    }
+}
+
+/// What the pool keeps of a node's secrets to check that every node has
+/// the same: an HMAC of a fixed text under each (never the secret). The
+/// admin key and room tokens then work on every node.
+pub fn secrets_fingerprint(admin_key: &str, token_secret: &str) -> String {
+    let mac = |secret: &str| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = ring::hmac::sign(&key, b"mediagw pool: same secrets on every node");
+        tag.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    format!("admin {} token {}", mac(admin_key), mac(token_secret))
+}
+
+/// Joins the pool: this node's secrets must be the pool's (the first
+/// node's to join). `Err` says what differs.
+pub async fn check_secrets(store: &dyn Store, mine: &str) -> Result<(), String> {
+    let held = store.claim("secrets", mine).await?;
+    if held == mine {
+        return Ok(());
+    }
+    let differs = |what: &str| {
+        let part = |s: &str| {
+            s.split(' ')
+                .skip_while(|w| *w != what)
+                .nth(1)
+                .map(str::to_string)
+        };
+        part(&held) != part(mine)
+    };
+    let which: Vec<&str> = [("admin", "--admin-key"), ("token", "--token-secret")]
+        .into_iter()
+        .filter(|(w, _)| differs(w))
+        .map(|(_, flag)| flag)
+        .collect();
+    Err(format!(
+        "refused by the pool: this node's {} differs from the pool's (its first node's): the admin key and room tokens must work on every node; start it with the pool's",
+        which.join(" and ")
+    ))
+}
+
+impl RedisStore {
+    fn claim_key(key: &str) -> String {
+        format!("mgw:pool:{key}")
     }
 }
 
@@ -232,6 +296,7 @@ mod tests {
     struct Flaky {
         down: AtomicBool,
         put: Mutex<Vec<Node>>,
+        held: Mutex<Option<String>>,
     }
 
     impl Store for Arc<Flaky> {
@@ -247,6 +312,36 @@ mod tests {
         fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
             Box::pin(async move { Ok(self.put.lock().unwrap().clone()) })
         }
+        fn claim<'a>(
+            &'a self,
+            _: &'a str,
+            value: &'a str,
+        ) -> BoxFuture<'a, Result<String, String>> {
+            Box::pin(async move {
+                let mut held = self.held.lock().unwrap();
+                Ok(held.get_or_insert_with(|| value.to_string()).clone())
+            })
+        }
+    }
+
+    /// The first node's secrets are the pool's: the same are let in, and
+    /// a node with another token secret is told which flag differs.
+    #[tokio::test]
+    async fn a_node_with_other_secrets_is_refused_naming_them() {
+        let store = Arc::new(Flaky::default());
+        let first = secrets_fingerprint("admin-key-0123456789", "token-secret-0123456789");
+        assert!(
+            !first.contains("admin-key-0123456789"),
+            "never the secret itself"
+        );
+        check_secrets(&store, &first).await.unwrap();
+        check_secrets(&store, &first).await.unwrap();
+        let other = secrets_fingerprint("admin-key-0123456789", "another-token-secret-01");
+        let why = check_secrets(&store, &other).await.unwrap_err();
+        assert!(
+            why.contains("--token-secret") && !why.contains("--admin-key"),
+            "{why}"
+        );
     }
 
     fn node(id: &str) -> Node {

@@ -54,6 +54,17 @@ async fn shutdown_signal() {
     info!("shutting down");
 }
 
+/// Connects to the pool's store at `url`, checking that this node has the
+/// pool's secrets (which a pool needs set: generated ones differ per node).
+async fn join_pool(cfg: &config::Config, url: &str) -> Result<cluster::RedisStore, String> {
+    let (Some(admin), Some(token)) = (&cfg.admin_key, &cfg.token_secret) else {
+        return Err("--cluster needs --admin-key and --token-secret, the same on every node of the pool (generated ones would differ per node)".into());
+    };
+    let store = cluster::RedisStore::connect(url).await?;
+    cluster::check_secrets(&store, &cluster::secrets_fingerprint(admin, token)).await?;
+    Ok(store)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     tracing_subscriber::fmt()
@@ -84,7 +95,7 @@ async fn main() {
     // A node that cannot join its pool does not start (before anything is
     // created, as above).
     let pool = match &cfg.cluster {
-        Some(url) => match cluster::RedisStore::connect(url).await {
+        Some(url) => match join_pool(&cfg, url).await {
             Ok(store) => {
                 let id = cfg.node_id.clone().unwrap_or_else(cluster::default_node_id);
                 info!(node = %id, "joining the pool at {url}");
@@ -149,6 +160,7 @@ async fn main() {
     }
     let app = Arc::new(api::App {
         pool: pool.clone(),
+        draining: AtomicBool::new(false),
         auth,
         limiter: ratelimit::SessionLimits::new(&cfg),
         cfg: cfg.clone(),

@@ -27,6 +27,13 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     ),
     (
         "post",
+        "/v1/cluster/drain",
+        "Stop new sessions on this node, for a rolling restart (/healthz: 503 draining)",
+        "application/json",
+        "admin",
+    ),
+    (
+        "post",
         "/v1/rooms",
         "Create a room {\"name\"}",
         "application/json",

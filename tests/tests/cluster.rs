@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use e2e::*;
 
+/// The pool's room-token secret.
+const SECRET: &str = "pool-token-secret-0123456789";
+
 /// `GET /v1/cluster` of `gw`: the ids of the nodes it lists.
 fn node_ids(gw: &Gateway) -> Vec<String> {
     let (code, v) = gw.get("/v1/cluster");
@@ -22,14 +25,19 @@ fn node_ids(gw: &Gateway) -> Vec<String> {
 /// Two nodes join one pool and each lists both, with the addresses and
 /// load the other said; `kill -9` of one: the other stops listing it
 /// within the record's 3 s (measured), while serving on. A node without
-/// `--cluster` says it is in no pool; one whose Redis does not answer does
-/// not start.
+/// `--cluster` says it is in no pool; one whose Redis does not answer, or
+/// whose token secret is not the pool's, does not start.
 #[test]
 fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
     let redis = Redis::start();
     let url = redis.url();
-    let a = Gateway::start(1, &["--cluster", &url, "--node-id", "a"]);
-    let mut b = Gateway::start(1, &["--cluster", &url, "--node-id", "b"]);
+    let pool = |id: &'static str| {
+        ["--cluster", &url, "--node-id", id, "--token-secret", SECRET].map(str::to_string)
+    };
+    let args = pool("a");
+    let a = Gateway::start(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = pool("b");
+    let mut b = Gateway::start(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
     b.room("busy");
     let both = |ids: &Vec<String>| ids == &["a".to_string(), "b".to_string()];
     wait_for("a to list a and b", PATIENCE, || node_ids(&a), both);
@@ -68,22 +76,72 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
         "{v}"
     );
 
-    // A Redis that is not there: refused at start, saying why, leaving no
-    // shared memory behind.
+    // Refused at start, saying why, leaving no shared memory behind: a
+    // Redis that is not there, a token secret that is not the pool's.
+    let refused = |args: &[&str]| {
+        let shm = format!("mgw-test-cluster-{}-{}", std::process::id(), args.len());
+        let out = std::process::Command::new("timeout")
+            .args(["-s", "KILL", "20"])
+            .arg(bin("controlplane"))
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--shm-name",
+                &shm,
+                "--admin-key",
+                ADMIN_KEY,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(!std::path::Path::new(&format!("/dev/shm/{shm}")).exists());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     let [dead] = free_tcp_ports::<1>();
-    let shm = format!("mgw-test-cluster-{}", std::process::id());
-    let out = std::process::Command::new("timeout")
-        .args(["-s", "KILL", "20"])
-        .arg(bin("controlplane"))
-        .args(["--http", "127.0.0.1:0", "--shm-name", &shm])
-        .args(["--cluster", &format!("redis://127.0.0.1:{dead}")])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let dead_url = format!("redis://127.0.0.1:{dead}");
+    let err = refused(&["--cluster", &dead_url, "--token-secret", SECRET]);
     assert!(
         err.contains("--cluster") && err.contains(&dead.to_string()),
         "{err}"
     );
-    assert!(!std::path::Path::new(&format!("/dev/shm/{shm}")).exists());
+    let err = refused(&[
+        "--cluster",
+        &url,
+        "--token-secret",
+        "another-secret-0123456789",
+    ]);
+    assert!(
+        err.contains("refused by the pool") && err.contains("--token-secret"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("--admin-key and"),
+        "the admin key is the pool's: {err}"
+    );
+    let err = refused(&["--cluster", &url]);
+    assert!(
+        err.contains("needs --admin-key and --token-secret"),
+        "{err}"
+    );
+
+    // Draining a for a rolling restart: no new sessions there, /healthz
+    // says so (503), the pool lists it as draining; what it has goes on.
+    let (code, v) = a.post("/v1/cluster/drain", json!({}));
+    assert_eq!((code, &v["state"]), (200, &json!("draining")), "{v}");
+    let (code, h) = a.healthz();
+    assert_eq!((code, &h["status"]), (503, &json!("draining")), "{h}");
+    a.room("later");
+    let (code, v) = a.post("/v1/rooms/later/ingest/rtp", json!({ "kind": "video" }));
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("draining"),
+        "{v}"
+    );
+    wait_for(
+        "the pool to list a as draining",
+        PATIENCE,
+        || a.get("/v1/cluster").1,
+        |v| v["nodes"][0]["state"] == "draining",
+    );
 }
