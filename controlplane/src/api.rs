@@ -373,13 +373,22 @@ async fn drain(Ext(app): AppState) -> Json<Value> {
 }
 
 /// What this node says of itself in the pool.
-pub fn node_record(app: &App, id: &str) -> crate::cluster::Node {
-    let (rooms, sessions) = {
+pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> crate::cluster::Node {
+    let (rooms, sessions, publishers, datagrams) = {
         let st = lock(app);
-        (st.rooms.len(), st.sessions.len())
+        let publishers = st.sessions.values().filter(|s| s.role.is_ingest()).count();
+        let datagrams = st.shard_stats.iter().map(|s| s.udp_datagrams).sum::<u64>();
+        (st.rooms.len(), st.sessions.len(), publishers, datagrams)
     };
+    let cpu_us = crate::cluster::process_cpu_us(app.link.region.dataplane_pid()).unwrap_or(0);
+    let (cpu, packets_per_s) =
+        pool.rates
+            .lock()
+            .expect("rates lock")
+            .update(Instant::now(), cpu_us, datagrams);
+    let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
     crate::cluster::Node {
-        id: id.to_string(),
+        id: pool.id.clone(),
         state: if app.draining.load(Ordering::SeqCst) {
             "draining"
         } else {
@@ -394,7 +403,10 @@ pub fn node_record(app: &App, id: &str) -> crate::cluster::Node {
         load: crate::cluster::Load {
             rooms,
             sessions,
+            publishers,
             shards: app.link.region.shards() as usize,
+            cpu: round(cpu, 3),
+            packets_per_s: round(packets_per_s, 0),
         },
         at_ms: crate::cluster::now_ms(),
     }

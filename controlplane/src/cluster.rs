@@ -59,7 +59,49 @@ pub struct Load {
     pub rooms: usize,
     /// Live UDP sessions (WebRTC, RTP) and RTMP/HTTP-FLV clients.
     pub sessions: usize,
+    /// Of them, publishers (WHIP, RTP ingests, RTMP pushes).
+    pub publishers: usize,
     pub shards: usize,
+    /// The dataplane process's CPU (cores: 1.0 is one core busy) and the
+    /// UDP datagrams its shards sent per second, over the last heartbeat.
+    pub cpu: f64,
+    pub packets_per_s: f64,
+}
+
+/// Turns cumulative counters into rates between two heartbeats.
+#[derive(Debug, Default)]
+pub struct Rates {
+    last: Option<(std::time::Instant, u64, u64)>,
+}
+
+impl Rates {
+    /// (cores, packets/s) since the last call, from the dataplane's CPU
+    /// time (µs) and datagrams sent, both cumulative; zeros the first time
+    /// and after a dataplane restart (a counter went back).
+    pub fn update(&mut self, now: std::time::Instant, cpu_us: u64, datagrams: u64) -> (f64, f64) {
+        let rates = match self.last {
+            Some((then, c, d)) if cpu_us >= c && datagrams >= d && now > then => {
+                let s = (now - then).as_secs_f64();
+                ((cpu_us - c) as f64 / 1e6 / s, (datagrams - d) as f64 / s)
+            }
+            _ => (0.0, 0.0),
+        };
+        self.last = Some((now, cpu_us, datagrams));
+        rates
+    }
+}
+
+/// A process's CPU time (user + system, µs) from `/proc/PID/stat`.
+pub fn process_cpu_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from the third.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split(' ');
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    // SAFETY: sysconf with a valid name only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some((utime + stime) * 1_000_000 / hz)
 }
 
 /// Where the pool is kept.
@@ -224,6 +266,8 @@ async fn timed<T>(
 pub struct Pool {
     pub id: String,
     pub store: Box<dyn Store>,
+    /// The load's rates between heartbeats.
+    pub rates: std::sync::Mutex<Rates>,
     /// Whether the last heartbeat reached the store.
     reachable: AtomicBool,
 }
@@ -233,6 +277,7 @@ impl Pool {
         Pool {
             id,
             store,
+            rates: Default::default(),
             reachable: AtomicBool::new(true),
         }
     }
@@ -373,6 +418,37 @@ mod tests {
         pool.beat(&node("a")).await;
         assert!(pool.reachable.load(Ordering::SeqCst));
         assert_eq!(store.put.lock().unwrap().len(), 2);
+    }
+
+    /// Rates from cumulative counters: per second over the interval, zero
+    /// the first time and when a counter goes back (a new dataplane).
+    #[test]
+    fn rates_between_heartbeats() {
+        let t0 = std::time::Instant::now();
+        let mut r = Rates::default();
+        assert_eq!(r.update(t0, 1_000_000, 100), (0.0, 0.0));
+        let (cpu, pps) = r.update(t0 + Duration::from_secs(2), 2_000_000, 100_100);
+        assert!(
+            (cpu - 0.5).abs() < 1e-9 && (pps - 50_000.0).abs() < 1e-6,
+            "{cpu} {pps}"
+        );
+        assert_eq!(r.update(t0 + Duration::from_secs(3), 10, 5), (0.0, 0.0));
+        // Our own CPU time, as /proc says it, against the kernel's clock for
+        // it, after 50 ms of work: the same within a couple of clock ticks.
+        let cpu_clock = || {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes one timespec we own.
+            unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+            ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+        };
+        let start = cpu_clock();
+        let mut x = 0u64;
+        while cpu_clock() < start + 50_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let (me, kernel) = (process_cpu_us(std::process::id()).unwrap(), cpu_clock());
+        assert!(me + 30_000 >= kernel && me <= kernel + 30_000, "{me} µs, the kernel says {kernel}");
+        assert_eq!(process_cpu_us(u32::MAX), None);
     }
 
     /// A record is the JSON `GET /v1/cluster` shows.

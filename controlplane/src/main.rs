@@ -222,8 +222,8 @@ async fn main() {
     }
 
     if let Some(pool) = pool {
-        let (app, id) = (app.clone(), pool.id.clone());
-        cluster::spawn_heartbeat(pool, move || api::node_record(&app, &id));
+        let (app, me) = (app.clone(), pool.clone());
+        cluster::spawn_heartbeat(pool, move || api::node_record(&app, &me));
     }
 
     let listener = match tokio::net::TcpListener::bind(cfg.http).await {

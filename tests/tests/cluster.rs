@@ -55,6 +55,11 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
         || a.get("/v1/cluster").1,
         |v| v["nodes"][1]["load"]["rooms"] == 1,
     );
+    let (_, v) = a.get("/v1/cluster");
+    let load = &v["nodes"][1]["load"];
+    for field in ["sessions", "publishers", "shards", "cpu", "packets_per_s"] {
+        assert!(load[field].is_number(), "{field}: {v}");
+    }
     // kill -9: no goodbye; its record expires.
     let killed = Instant::now();
     kill9(b.controlplane.as_ref().unwrap().id());
