@@ -366,8 +366,10 @@ async fn get_cluster(Ext(app): AppState) -> Result<Json<Value>, ApiError> {
 /// restart: `/healthz` answers 503 `draining`, the pool lists it as such.
 async fn drain(Ext(app): AppState) -> Json<Value> {
     if !app.draining.swap(true, Ordering::SeqCst) {
-        tracing::warn!("draining: no new sessions on this node");
+        tracing::warn!("draining: no new sessions or RTMP clients on this node");
     }
+    // The dataplane refuses new RTMP and HTTP-FLV clients from its next turn.
+    app.link.region.set_draining(true);
     let node = app.pool.as_ref().map(|p| p.id.clone());
     Json(json!({ "node": node, "state": "draining" }))
 }

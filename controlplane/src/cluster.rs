@@ -436,7 +436,10 @@ mod tests {
         // Our own CPU time, as /proc says it, against the kernel's clock for
         // it, after 50 ms of work: the same within a couple of clock ticks.
         let cpu_clock = || {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
             // SAFETY: clock_gettime writes one timespec we own.
             unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
             ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
@@ -447,7 +450,10 @@ mod tests {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let (me, kernel) = (process_cpu_us(std::process::id()).unwrap(), cpu_clock());
-        assert!(me + 30_000 >= kernel && me <= kernel + 30_000, "{me} µs, the kernel says {kernel}");
+        assert!(
+            me + 30_000 >= kernel && me <= kernel + 30_000,
+            "{me} µs, the kernel says {kernel}"
+        );
         assert_eq!(process_cpu_us(u32::MAX), None);
     }
 

@@ -130,8 +130,8 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
         "{err}"
     );
 
-    // Draining a for a rolling restart: no new sessions there, /healthz
-    // says so (503), the pool lists it as draining; what it has goes on.
+    // Draining a for a rolling restart: no new sessions or RTMP clients
+    // there, /healthz says so (503), the pool lists it as draining.
     let (code, v) = a.post("/v1/cluster/drain", json!({}));
     assert_eq!((code, &v["state"]), (200, &json!("draining")), "{v}");
     let (code, h) = a.healthz();
@@ -143,6 +143,36 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
         v["error"].as_str().unwrap_or("").contains("draining"),
         "{v}"
     );
+    // RTMP and HTTP-FLV clients too: a mini-program's push is refused with
+    // an onStatus error naming the drain, an HTTP-FLV player gets 503.
+    let push = std::process::Command::new("timeout")
+        .args([
+            "-s",
+            "KILL",
+            "20",
+            "ffmpeg",
+            "-hide_banner",
+            "-re",
+            "-t",
+            "3",
+            "-i",
+        ])
+        .arg(clip())
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(a.rtmp_url("later/bob"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&push.stderr);
+    assert!(!push.status.success(), "{err}");
+    assert!(err.contains("draining"), "{err}");
+    let flv = ureq::get(&a.flv_url("later/bob", "")).call();
+    match flv {
+        Err(ureq::Error::Status(503, r)) => {
+            let body = r.into_string().unwrap_or_default();
+            assert!(body.contains("draining"), "{body}");
+        }
+        other => panic!("HTTP-FLV of a draining node: {other:?}"),
+    }
     wait_for(
         "the pool to list a as draining",
         PATIENCE,

@@ -27,7 +27,7 @@ use crate::spsc::{self, Consumer, Producer, RingHeader};
 /// "MGWRING1" as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGWRING1");
 /// Bump when the layout or message encoding changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Slots per ring. A power of two.
 pub const SLOTS: u64 = 4096;
 /// Bytes per slot: one message.
@@ -50,6 +50,9 @@ struct Header {
     /// SHA-256 of the dataplane's DTLS certificate (the SDP `a=fingerprint`),
     /// written before the epoch is published.
     dtls_fingerprint: [AtomicU64; 4],
+    /// Set by the controlplane (`POST /v1/cluster/drain`): the dataplane
+    /// takes no new RTMP or HTTP-FLV client.
+    draining: AtomicU32,
 }
 
 /// Per-shard block: heartbeat on its own line, then the two rings.
@@ -338,6 +341,16 @@ impl Region {
 
     pub fn dataplane_pid(&self) -> u32 {
         self.header().dataplane_pid.load(Ordering::Relaxed) as u32
+    }
+
+    /// The node drains (the controlplane's word): no new RTMP or HTTP-FLV
+    /// clients. Read once per shard turn.
+    pub fn set_draining(&self, on: bool) {
+        self.header().draining.store(on as u32, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.header().draining.load(Ordering::Relaxed) != 0
     }
 }
 

@@ -509,6 +509,13 @@ impl Core {
         self.collect(now);
     }
 
+    /// Whether the node drains: new RTMP and HTTP-FLV clients are refused
+    /// (those it has go on). The shard passes the controlplane's word in.
+    #[inline]
+    pub fn set_draining(&mut self, on: bool) {
+        self.hub.draining = on;
+    }
+
     /// Sets how many streams the shard transcodes to H264 (tests: as
     /// `--video-transcodes` does).
     #[cfg(test)]

@@ -86,6 +86,15 @@ impl Hub {
                     let why = "this connection already publishes or plays";
                     return self.reject(idx, bad, 400, why, actions);
                 }
+                if self.draining {
+                    let code = if publish {
+                        "NetStream.Publish.Rejected"
+                    } else {
+                        "NetStream.Play.Failed"
+                    };
+                    let why = "this node is draining: connect to another node";
+                    return self.reject(idx, code, 503, why, actions);
+                }
                 let addr = match address::parse(app, key, query) {
                     Ok(a) => a,
                     Err(why) => return self.reject(idx, bad, 400, &why, actions),

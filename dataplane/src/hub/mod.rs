@@ -139,6 +139,8 @@ pub struct Hub {
     /// may transcode to H264 for RTMP players at once (0 when the feature
     /// is not built in).
     pub video_transcodes: u32,
+    /// The node drains: `publish` and `play` are refused (503 over HTTP-FLV).
+    pub draining: bool,
     /// Streams of other shards' rooms relayed here for this shard's
     /// players (see `relay.rs`): by (owner, the owner's stream id), and by
     /// (room name, participant name); the players waiting for an owner's
@@ -173,6 +175,7 @@ impl Hub {
             limits: ConnLimits::default(),
             bframe_reencodes: 0,
             video_transcodes: 0,
+            draining: false,
             replicas: HashMap::new(),
             replica_names: HashMap::new(),
             waiting: HashMap::new(),

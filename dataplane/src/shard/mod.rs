@@ -360,6 +360,7 @@ impl Shard {
         while !stop.load(Ordering::Relaxed) {
             let turn_start = Instant::now();
             self.cfg.region.beat_shard(self.cfg.index);
+            self.core.set_draining(self.cfg.region.draining());
             // Read before looking for work: a ring after this ends the sleep.
             self.arm_doorbell();
             self.poll_commands(turn_start);
