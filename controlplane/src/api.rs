@@ -354,12 +354,20 @@ async fn get_cluster(Ext(app): AppState) -> Result<Json<Value>, ApiError> {
             "this node is in no pool: start it with --cluster redis://HOST:PORT",
         ));
     };
-    let nodes = pool
+    let unreachable =
+        |e: String| ApiError::unavailable(format!("the pool's store is unreachable: {e}"));
+    let nodes = pool.store.nodes().await.map_err(unreachable)?;
+    let rooms: Vec<Value> = pool
         .store
-        .nodes()
+        .leases()
         .await
-        .map_err(|e| ApiError::unavailable(format!("the pool's store is unreachable: {e}")))?;
-    Ok(Json(json!({ "node": pool.id, "nodes": nodes })))
+        .map_err(unreachable)?
+        .into_iter()
+        .map(|(name, home)| json!({ "name": name, "home": home }))
+        .collect();
+    Ok(Json(
+        json!({ "node": pool.id, "nodes": nodes, "rooms": rooms }),
+    ))
 }
 
 /// Stops new sessions on this node (those it has go on), for a rolling
@@ -374,14 +382,17 @@ async fn drain(Ext(app): AppState) -> Json<Value> {
     Json(json!({ "node": node, "state": "draining" }))
 }
 
-/// What this node says of itself in the pool.
-pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> crate::cluster::Node {
-    let (rooms, sessions, publishers, datagrams) = {
+/// What this node says of itself in the pool, and the names of its rooms
+/// (whose homes it leases).
+pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> (crate::cluster::Node, Vec<String>) {
+    let (names, sessions, publishers, datagrams) = {
         let st = lock(app);
         let publishers = st.sessions.values().filter(|s| s.role.is_ingest()).count();
         let datagrams = st.shard_stats.iter().map(|s| s.udp_datagrams).sum::<u64>();
-        (st.rooms.len(), st.sessions.len(), publishers, datagrams)
+        let names: Vec<String> = st.rooms.keys().cloned().collect();
+        (names, st.sessions.len(), publishers, datagrams)
     };
+    let rooms = names.len();
     let cpu_us = crate::cluster::process_cpu_us(app.link.region.dataplane_pid()).unwrap_or(0);
     let (cpu, packets_per_s) =
         pool.rates
@@ -389,7 +400,7 @@ pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> crate::cluster::No
             .expect("rates lock")
             .update(Instant::now(), cpu_us, datagrams);
     let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
-    crate::cluster::Node {
+    let node = crate::cluster::Node {
         id: pool.id.clone(),
         state: if app.draining.load(Ordering::SeqCst) {
             "draining"
@@ -411,7 +422,8 @@ pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> crate::cluster::No
             packets_per_s: round(packets_per_s, 0),
         },
         at_ms: crate::cluster::now_ms(),
-    }
+    };
+    (node, names)
 }
 
 async fn list_rooms(Ext(app): AppState) -> Json<Value> {

@@ -8,7 +8,9 @@
 //!
 //! ```text
 //! every HEARTBEAT: Node { id, state, addresses, load } ─▶ Store::put(node, TTL)
-//! GET /v1/cluster:  Store::nodes() ─▶ the live records, sorted by id
+//!                  each room here ─▶ Store::lease(rooms, id, TTL): its home, this node
+//!                  unless another node's lease on it is live (re-homed when that expires)
+//! GET /v1/cluster:  Store::nodes() ─▶ the live records, sorted by id; Store::leases() ─▶ homes
 //! ```
 //!
 //! The store is behind [`Store`], two calls, so another one (etcd leases)
@@ -112,7 +114,38 @@ pub trait Store: Send + Sync {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>>;
     /// Sets `key` to `value` unless it is set; the value it holds after.
     fn claim<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<String, String>>;
+    /// For each of `names`, a lease held by `holder` for `ttl`: taken if
+    /// free (or expired), renewed if `holder` has it; who holds each after.
+    fn lease<'a>(
+        &'a self,
+        names: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    /// Every lease not yet expired: (name, holder), sorted by name.
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>>;
 }
+
+/// Takes or renews one lease per key in one round trip: `SET NX PX`, else
+/// `PEXPIRE` if the holder is us; returns the holders.
+const LEASE_SCRIPT: &str = r"
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = ARGV[1]
+  else
+    local holder = redis.call('GET', key)
+    if holder == ARGV[1] then
+      redis.call('PEXPIRE', key, ARGV[2])
+    end
+    out[i] = holder or ARGV[1]
+  end
+end
+return out
+";
+
+/// Keys of room leases (a room's home) in Redis.
+const ROOM_PREFIX: &str = "mgw:room:";
 
 /// Keys of node records in Redis.
 const PREFIX: &str = "mgw:node:";
@@ -155,22 +188,7 @@ impl Store for RedisStore {
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
         Box::pin(async move {
             let mut c = self.conn.clone();
-            let mut keys: Vec<String> = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let mut scan = redis::cmd("SCAN");
-                scan.arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{PREFIX}*"))
-                    .arg("COUNT")
-                    .arg(1000);
-                let (next, batch) = timed(scan.query_async::<(u64, Vec<String>)>(&mut c)).await?;
-                keys.extend(batch);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            let keys = scan(&mut c, PREFIX).await?;
             if keys.is_empty() {
                 return Ok(Vec::new());
             }
@@ -186,6 +204,47 @@ impl Store for RedisStore {
                 .collect();
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(nodes)
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        names: &'a [String],
+        holder: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            if names.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut c = self.conn.clone();
+            let mut script = redis::cmd("EVAL");
+            script.arg(LEASE_SCRIPT).arg(names.len());
+            for n in names {
+                script.arg(format!("{ROOM_PREFIX}{n}"));
+            }
+            script.arg(holder).arg(ttl.as_millis() as u64);
+            timed(script.query_async::<Vec<String>>(&mut c)).await
+        })
+    }
+
+    fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
+        Box::pin(async move {
+            let mut c = self.conn.clone();
+            let keys = scan(&mut c, ROOM_PREFIX).await?;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut get = redis::cmd("MGET");
+            get.arg(&keys);
+            let holders = timed(get.query_async::<Vec<Option<String>>>(&mut c)).await?;
+            let mut out: Vec<(String, String)> = keys
+                .iter()
+                .zip(holders)
+                .filter_map(|(k, h)| Some((k.strip_prefix(ROOM_PREFIX)?.to_string(), h?)))
+                .collect();
+            out.sort();
+            Ok(out)
         })
     }
 
@@ -252,6 +311,26 @@ impl RedisStore {
     }
 }
 
+/// Every key under `prefix` (`SCAN`, a thousand at a time).
+async fn scan(c: &mut redis::aio::ConnectionManager, prefix: &str) -> Result<Vec<String>, String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000);
+        let (next, batch) = timed(scan.query_async::<(u64, Vec<String>)>(c)).await?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
 /// A store call, bounded by [`CALL_TIMEOUT`].
 async fn timed<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -284,8 +363,13 @@ impl Pool {
 
     /// One heartbeat: `node`'s record renewed. Logs when the store stops
     /// answering, and when it answers again.
-    pub async fn beat(&self, node: &Node) {
-        match self.store.put(node, TTL).await {
+    pub async fn beat(&self, node: &Node, rooms: &[String]) {
+        let put = async {
+            self.store.put(node, TTL).await?;
+            // Each room here has a home: this node, unless another holds it.
+            self.store.lease(rooms, &node.id, TTL).await.map(|_| ())
+        };
+        match put.await {
             Ok(()) => {
                 if !self.reachable.swap(true, Ordering::SeqCst) {
                     info!(node = %self.id, "the pool's store answers again: this node is back in the pool");
@@ -319,14 +403,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Renews `node()`'s record every [`HEARTBEAT`], for the process's life.
-pub fn spawn_heartbeat(pool: Arc<Pool>, node: impl Fn() -> Node + Send + 'static) {
+/// Renews `node()`'s record, and the leases of the rooms it names, every
+/// [`HEARTBEAT`], for the process's life.
+pub fn spawn_heartbeat(pool: Arc<Pool>, node: impl Fn() -> (Node, Vec<String>) + Send + 'static) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            pool.beat(&node()).await;
+            let (me, rooms) = node();
+            pool.beat(&me, &rooms).await;
         }
     });
 }
@@ -356,6 +442,17 @@ mod tests {
         }
         fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
             Box::pin(async move { Ok(self.put.lock().unwrap().clone()) })
+        }
+        fn lease<'a>(
+            &'a self,
+            names: &'a [String],
+            holder: &'a str,
+            _: Duration,
+        ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+            Box::pin(async move { Ok(names.iter().map(|_| holder.to_string()).collect()) })
+        }
+        fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
+            Box::pin(async move { Ok(Vec::new()) })
         }
         fn claim<'a>(
             &'a self,
@@ -409,13 +506,13 @@ mod tests {
     async fn a_heartbeat_that_fails_is_said_once_and_the_node_comes_back() {
         let store = Arc::new(Flaky::default());
         let pool = Pool::new("a".into(), Box::new(store.clone()));
-        pool.beat(&node("a")).await;
+        pool.beat(&node("a"), &[]).await;
         store.down.store(true, Ordering::SeqCst);
-        pool.beat(&node("a")).await;
-        pool.beat(&node("a")).await;
+        pool.beat(&node("a"), &[]).await;
+        pool.beat(&node("a"), &[]).await;
         assert!(!pool.reachable.load(Ordering::SeqCst));
         store.down.store(false, Ordering::SeqCst);
-        pool.beat(&node("a")).await;
+        pool.beat(&node("a"), &[]).await;
         assert!(pool.reachable.load(Ordering::SeqCst));
         assert_eq!(store.put.lock().unwrap().len(), 2);
     }

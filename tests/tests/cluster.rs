@@ -23,8 +23,9 @@ fn node_ids(gw: &Gateway) -> Vec<String> {
 }
 
 /// Two nodes join one pool and each lists both, with the addresses and
-/// load the other said; `kill -9` of one: the other stops listing it
-/// within the record's 3 s (measured), while serving on. A node without
+/// load the other said, and each room's home (the node that had it first); `kill -9` of one: the other stops listing it
+/// within the record's 3 s (measured), while serving on, and its room is
+/// re-homed on the node that has it too. A node without
 /// `--cluster` says it is in no pool; one whose Redis does not answer, or
 /// whose token secret is not the pool's, does not start.
 #[test]
@@ -60,6 +61,30 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
     for field in ["sessions", "publishers", "shards", "cpu", "packets_per_s"] {
         assert!(load[field].is_number(), "{field}: {v}");
     }
+    // A room's home: the node that had it first (b), held by a lease b
+    // renews; a node that makes the room later does not take it.
+    let home_of_busy = |gw: &Gateway| {
+        let (_, v) = gw.get("/v1/cluster");
+        let rooms = v["rooms"].as_array().cloned().unwrap_or_default();
+        rooms
+            .iter()
+            .find(|r| r["name"] == "busy")
+            .map(|r| r["home"].as_str().unwrap_or("").to_string())
+    };
+    wait_for(
+        "busy's home to be b",
+        PATIENCE,
+        || home_of_busy(&a),
+        |h| h.as_deref() == Some("b"),
+    );
+    a.room("busy");
+    wait_for(
+        "a's heartbeat with its room",
+        PATIENCE,
+        || a.get("/v1/cluster").1,
+        |v| v["nodes"][0]["load"]["rooms"] == 1,
+    );
+    assert_eq!(home_of_busy(&a).as_deref(), Some("b"));
     // kill -9: no goodbye; its record expires.
     let killed = Instant::now();
     kill9(b.controlplane.as_ref().unwrap().id());
@@ -71,6 +96,14 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
     );
     eprintln!("a killed node left the pool after {:?}", killed.elapsed());
     let _ = b.controlplane.take().map(|mut c| c.wait());
+    // Its room is re-homed on the node that has it: a.
+    wait_for(
+        "busy re-homed on a",
+        PATIENCE,
+        || home_of_busy(&a),
+        |h| h.as_deref() == Some("a"),
+    );
+    eprintln!("re-homed {:?} after the kill", killed.elapsed());
     assert_eq!(a.healthz().0, 200);
 
     let alone = Gateway::start(1, &[]);
