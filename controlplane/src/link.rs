@@ -282,16 +282,10 @@ fn handle_event(link: &Link, state: &Mutex<State>, shard: u32, e: Event) {
             drop(st);
             adopt(state, shard, Role::Rtmp(spec))
         }
-        Event::Shard(s) => {
-            if let Some(slot) = state
-                .lock()
-                .expect("state lock")
-                .shard_stats
-                .get_mut(s.shard as usize)
-            {
-                *slot = s;
-            }
-        }
+        Event::Shard(s) => state
+            .lock()
+            .expect("state lock")
+            .shard_report(s, std::time::Instant::now()),
         Event::ResyncDone { epoch } => {
             if epoch == link.epoch.load(Ordering::SeqCst) {
                 let _ = link

@@ -232,6 +232,9 @@ pub struct State {
     pub events: crate::events::Events,
     /// Latest loop-turn timing per shard.
     pub shard_stats: Vec<gateway_ring::msg::ShardStats>,
+    /// Per shard: how busy its loop is (the share of a core, smoothed over
+    /// its last reports), and the report it was last measured from.
+    pub shard_busy: Vec<(f64, Option<(std::time::Instant, u64)>)>,
     /// Per shard: sessions being opened now (placed, not answered yet).
     pub opening: Vec<usize>,
     /// Participants' signalling connections and messages.
@@ -307,12 +310,20 @@ impl Totals {
     }
 }
 
+/// A shard whose loop is busier than this (a share of its core) takes no
+/// new player while another shard is not.
+pub const BUSY_SHARD: f64 = 0.8;
+/// How much of each report's busy share moves the smoothed one (at a
+/// report every 250 ms, about a second to follow a change).
+const BUSY_SMOOTHING: f64 = 0.3;
+
 impl State {
     pub fn new(ports: Vec<PortPool>) -> State {
         State {
             retired: vec![Totals::default(); ports.len()],
             events: Default::default(),
             shard_stats: vec![Default::default(); ports.len()],
+            shard_busy: vec![(0.0, None); ports.len()],
             opening: vec![0; ports.len()],
             signal: Default::default(),
             rooms: HashMap::new(),
@@ -363,10 +374,33 @@ impl State {
         Some(room)
     }
 
+    /// A shard's report (every 250 ms): its counters, and how busy its
+    /// loop was since the last one, smoothed (an EWMA over about a second).
+    pub fn shard_report(&mut self, s: gateway_ring::msg::ShardStats, now: std::time::Instant) {
+        let i = s.shard as usize;
+        if let Some(slot) = self.shard_stats.get_mut(i) {
+            *slot = s;
+        }
+        if let Some((busy, last)) = self.shard_busy.get_mut(i) {
+            if let Some((then, us)) = *last {
+                let dt = now.saturating_duration_since(then).as_micros() as f64;
+                // A counter that went back is a new dataplane: start afresh.
+                if dt > 0.0 && s.busy_us >= us {
+                    let share = ((s.busy_us - us) as f64 / dt).min(1.0);
+                    *busy += BUSY_SMOOTHING * (share - *busy);
+                }
+            }
+            *last = Some((now, s.busy_us));
+        }
+    }
+
     /// Where a new player of room `owner`'s room goes: the shard with the
     /// fewest live sessions, the owner on a tie (its players need no
     /// relay). Every shard forwards, so a big audience spreads over every
-    /// core; a shard whose ports are exhausted is skipped.
+    /// core; a shard whose ports are exhausted is skipped, and so is one
+    /// whose loop is over [`BUSY_SHARD`] while another is not (sessions
+    /// differ in cost: a shard with 2000 RTMP players, which are no
+    /// sessions here, or a big fan-out, is busy with few).
     pub fn player_shard(&self, owner: u32) -> u32 {
         // Sessions being opened count too: a burst of offers spreads
         // before any of them is live.
@@ -378,8 +412,11 @@ impl State {
             }
         }
         let free = |sh: usize| self.ports[sh].in_use() < self.ports[sh].size();
-        (0..self.ports.len())
-            .filter(|&sh| free(sh))
+        let busy = |sh: usize| self.shard_busy.get(sh).is_some_and(|b| b.0 > BUSY_SHARD);
+        let open: Vec<usize> = (0..self.ports.len()).filter(|&sh| free(sh)).collect();
+        let calm = open.iter().any(|&sh| !busy(sh));
+        open.into_iter()
+            .filter(|&sh| !calm || !busy(sh))
             .min_by_key(|&sh| (live[sh], sh as u32 != owner))
             .map_or(owner, |sh| sh as u32)
     }
@@ -712,6 +749,42 @@ mod tests {
             0,
         );
         st
+    }
+
+    /// Players go to the shard with the fewest sessions (the owner on a
+    /// tie), but not to one whose loop is over BUSY_SHARD while another is
+    /// not; the busy share follows the shards' reports, smoothed.
+    #[test]
+    fn players_go_to_the_least_loaded_shard_that_is_not_busy() {
+        let mut st = State::new(port_slices(40000, 40099, 2));
+        let t0 = std::time::Instant::now();
+        let report = |st: &mut State, shard: u32, ms: u64, busy_us: u64| {
+            let s = gateway_ring::msg::ShardStats {
+                shard,
+                busy_us,
+                ..Default::default()
+            };
+            st.shard_report(s, t0 + std::time::Duration::from_millis(ms));
+        };
+        // Shard 0 busy 90 % of every 250 ms, shard 1 10 %, for 2 s.
+        for k in 0..=8u64 {
+            report(&mut st, 0, k * 250, k * 225_000);
+            report(&mut st, 1, k * 250, k * 25_000);
+        }
+        let (b0, b1) = (st.shard_busy[0].0, st.shard_busy[1].0);
+        assert!((0.82..=0.9).contains(&b0) && (0.08..=0.1).contains(&b1), "{b0} {b1}");
+        st.opening[1] = 5; // shard 1 has more sessions
+        assert_eq!(st.player_shard(0), 1, "not the busy owner");
+        // Both busy: the fewest sessions again.
+        for k in 9..=16u64 {
+            report(&mut st, 0, k * 250, 8 * 225_000 + (k - 8) * 225_000);
+            report(&mut st, 1, k * 250, 8 * 25_000 + (k - 8) * 225_000);
+        }
+        assert_eq!(st.player_shard(0), 0);
+        // Calm again (a new dataplane: its counters start from 0).
+        report(&mut st, 0, 5000, 0);
+        st.shard_busy[0].0 = 0.3;
+        assert_eq!(st.player_shard(1), 0, "fewer sessions, not busy");
     }
 
     #[test]
