@@ -772,7 +772,10 @@ mod tests {
             report(&mut st, 1, k * 250, k * 25_000);
         }
         let (b0, b1) = (st.shard_busy[0].0, st.shard_busy[1].0);
-        assert!((0.82..=0.9).contains(&b0) && (0.08..=0.1).contains(&b1), "{b0} {b1}");
+        assert!(
+            (0.82..=0.9).contains(&b0) && (0.08..=0.1).contains(&b1),
+            "{b0} {b1}"
+        );
         st.opening[1] = 5; // shard 1 has more sessions
         assert_eq!(st.player_shard(0), 1, "not the busy owner");
         // Both busy: the fewest sessions again.

@@ -579,7 +579,7 @@ fn pyav_ertmp(args: &[&str]) -> std::process::Command {
 }
 
 /// An enhanced RTMP (E-RTMP) push, as OBS 30 and FFmpeg 7+ send HEVC and
-/// AV1 (FourCC `hvc1`, `av01` in the ExVideoTagHeader), is played as it
+/// AV1 (FourCC `hvc1`, `av01`, `vp09` in the ExVideoTagHeader), is played as it
 /// is: a player that joins a second and a half in gets the sequence header
 /// and the cached GOP from its keyframe, over RTMP and HTTP-FLV, and
 /// decodes the codec at once. WebRTC players get it transcoded to H264 on
@@ -587,7 +587,7 @@ fn pyav_ertmp(args: &[&str]) -> std::process::Command {
 #[test]
 fn an_enhanced_rtmp_push_plays_as_it_is_from_the_gop_cache() {
     let gw = Gateway::start(1, &[]);
-    for (codec, fourcc) in [("av1", "av01"), ("hevc", "hvc1")] {
+    for (codec, fourcc) in [("av1", "av01"), ("hevc", "hvc1"), ("vp9", "vp09")] {
         let room = format!("ex{codec}");
         gw.room(&room);
         let mut events = gw.events(&room);
