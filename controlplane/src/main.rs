@@ -131,6 +131,9 @@ async fn main() {
             }
         }
     };
+    // This controlplane starts undrained, and so does the dataplane it
+    // speaks for (a drain set by the one before it, in attach mode, ends).
+    region.set_draining(false);
     let shards = region.shards();
     let ports = state::port_slices(cfg.udp_ports.0, cfg.udp_ports.1, shards);
     let link = Arc::new(link::Link::new(region));

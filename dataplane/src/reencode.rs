@@ -173,6 +173,11 @@ impl Reencoder {
             count: 1,
             ..Default::default()
         });
+        // Every decoder refuses a picture over MAX_PIXELS before it
+        // allocates it: a hostile sequence header may declare 16k x 16k.
+        // SAFETY: the context is ours, not opened yet; max_pixels is a plain
+        // field libavcodec reads when it opens and sizes frames.
+        unsafe { (*ctx.as_mut_ptr()).max_pixels = MAX_PIXELS as i64 };
         let decoder = ctx
             .decoder()
             .video()
@@ -189,7 +194,9 @@ impl Reencoder {
             refused: None,
             gave_up: false,
             next: None,
-            waiting_key: false,
+            // Coded input starts at a keyframe: one made afresh mid-stream
+            // (after a panic, a codec change) waits for the next and asks.
+            waiting_key: matches!(input, Input::Coded(_)),
             wants_keyframe: false,
         })
     }
@@ -223,6 +230,9 @@ impl Reencoder {
                 // Refused before a hostile 16k picture is decoded.
                 if let Some((w, h)) = crate::codec::vp8::keyframe_size(frame) {
                     self.check_size(w, h);
+                }
+                if self.gave_up {
+                    return;
                 }
             }
         }
@@ -722,6 +732,20 @@ mod tests {
     fn ffmpeg_rtp(encoder: &[&str], frames: u32) -> Vec<Vec<u8>> {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
+        // Room for the whole stream (a few hundred packets), so a reader
+        // held back on a busy machine loses none.
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: setsockopt on a socket we own with a correctly sized int.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                &size as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
         let mut ffmpeg = std::process::Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
             .args(["-i", "testsrc2=size=320x240:rate=30"])

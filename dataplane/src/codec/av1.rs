@@ -109,6 +109,9 @@ impl Depacketizer {
             let elem = p.get(i..i.checked_add(len)?)?;
             i += len;
             if k == 1 && z {
+                if self.obu.is_empty() {
+                    return None; // continues an OBU no packet began
+                }
                 self.obu.extend_from_slice(elem);
             } else {
                 if !self.obu.is_empty() {
@@ -275,6 +278,14 @@ mod tests {
         let mut out = Vec::new();
         d.push(1, 0, true, &[0x18, 0x08, 0x00], &mut out); // a keyframe: sequence header
         assert_eq!(coded(&out).len(), 1);
+        // Z on a new unit's packet: it continues an OBU no packet began.
+        out.clear();
+        d.push(10, 5000, false, &[0x18, 0x08, 0x00], &mut out);
+        d.push(11, 5000, true, &[0x90, 0x30, 0x07], &mut out);
+        assert!(coded(&out).is_empty(), "an orphan continuation");
+        d.push(12, 6000, true, &[0x18, 0x08, 0x00], &mut out);
+        assert_eq!(coded(&out).len(), 1, "the next keyframe");
+        out.clear();
         for (seq, bad) in [
             (2u16, &[0x00, 0x09, 0x30][..]), // element size past the packet
             (3, &[0x90, 0x30, 1]),           // Z with nothing to continue

@@ -348,7 +348,8 @@ fn in_codec(mut spec: WebrtcSpec, codec: Codec) -> WebrtcSpec {
 /// the re-encode thread, numbered without a gap from a keyframe on; the
 /// H264 it gets back reaches the players on both shards, a picture a frame.
 /// A second VP8 publisher past the shard's `--video-transcodes` (1) is
-/// told so, and its RTMP player gets no picture.
+/// told so, and its RTMP player gets no picture, until the first one's
+/// players leave and give its slot back.
 #[test]
 fn vp8_publishers_reach_rtmp_players_transcoded_up_to_the_limit() {
     let mut net = Net::new();
@@ -413,6 +414,33 @@ fn vp8_publishers_reach_rtmp_players_transcoded_up_to_the_limit() {
     assert_eq!(warned[0].0, net.clients[late].session);
     assert!(warned[0].1.contains("already transcodes 1"), "{warned:?}");
     assert!(net.clients[refused].rtmp().videos.is_empty());
+    // The first publisher's players leave: its slot is given back, and the
+    // second publisher, looked at again within a second, takes it from a
+    // keyframe it asks for; its player gets pictures.
+    let now = net.now;
+    for c in [near, far] {
+        let (shard, idx) = (net.clients[c].shard, net.clients[c].rtmp().idx);
+        net.t.cores[shard].rtmp_remove(now, idx);
+    }
+    let before = net.transcoded.len();
+    net.run(2500, &[cam, late]);
+    let later = &net.transcoded[before..];
+    assert!(
+        later.len() > 30,
+        "the second publisher transcoded: {}",
+        later.len()
+    );
+    assert!(
+        later[0].2 && later[0].1 == 0,
+        "from a keyframe, numbered afresh"
+    );
+    let pictures = net.clients[refused]
+        .rtmp()
+        .videos
+        .iter()
+        .filter(|m| m.payload.get(1) == Some(&1))
+        .count();
+    assert!(pictures > 30, "{pictures}");
 }
 
 /// A VP8 call, its players on both shards behind lossy ways down: the SFU

@@ -94,7 +94,14 @@ impl Hub {
         parts: &mut Participants,
     ) {
         if let Some(s) = self.streams.get_mut(&pid) {
-            s.bridge = None;
+            // Its transcoders (the re-encode thread's video, the audio) go
+            // with its bridge, not with the stream its players still hold.
+            if s.bridge.take().is_some() {
+                self.out.push(Output::Transcode {
+                    job: Job::Reset { stream: pid },
+                    from: None,
+                });
+            }
         }
         if self.speakers.get(&room) == Some(&pid) {
             self.speakers.remove(&room);

@@ -36,6 +36,8 @@ pub(super) struct Bridge {
     codec: Option<VideoCodec>,
     pub(super) transcodes: bool,
     coded: u32,
+    /// A publisher refused a transcode is looked at again from then.
+    recheck_at: Instant,
     /// FLV time 0.
     epoch: Instant,
     pub(super) video: Option<Anchor>,
@@ -59,6 +61,7 @@ impl Bridge {
             codec: None,
             transcodes: false,
             coded: 0,
+            recheck_at: now,
             // A second of room before the first packet, so an audio anchor
             // moved earlier than the video's stays on the timeline.
             epoch: now
@@ -105,6 +108,10 @@ impl Bridge {
         }
     }
 }
+
+/// How often a publisher refused a transcode (the shard was full) is
+/// looked at again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The bridged AAC clock behind the publisher's RTP time by more than this
 /// (beyond the encoder's delay) jumps ahead.
@@ -243,10 +250,32 @@ impl Hub {
         if s.publisher.is_some() {
             return bridged;
         }
-        let fresh = s
+        // A transcode holds one of the shard's `--video-transcodes` and a
+        // share of its re-encode thread: only while someone watches the
+        // stream (a player, a program, another shard). When the last one
+        // goes, its slot is given back and its re-encoder reset; a refused
+        // publisher is looked at again at its keyframes (a slot may be free).
+        let watched = !s.players.is_empty() || !s.watchers.is_empty() || s.relays != 0;
+        if codec.flv().is_none() && !watched {
+            if let Some(b) = s.bridge.as_mut().filter(|b| b.transcodes) {
+                (b.transcodes, b.depack, b.codec) = (false, None, None);
+                self.out.push(Output::Transcode {
+                    job: Job::Reset { stream: pid },
+                    from: None,
+                });
+            }
+            return bridged;
+        }
+        let refused = s.bridge.as_ref().is_some_and(|b| b.depack.is_none());
+        let changed = s
             .bridge
             .as_ref()
             .is_none_or(|b| b.codec != Some(codec) || b.video.is_none_or(|a| a.source != source));
+        // A refused publisher is looked at again every RECHECK (a slot
+        // may have been given back): a lookup over the shard's streams, not
+        // one per packet.
+        let again = !changed && refused && s.bridge.as_ref().is_some_and(|b| now >= b.recheck_at);
+        let fresh = changed || again;
         // A codec FLV does not carry is transcoded, while the shard has room
         // (looked up again then: a new publisher, not a packet).
         let mut transcodes = false;
@@ -269,7 +298,8 @@ impl Hub {
             // A new publisher session (or SSRC, or codec) of this
             // participant: a fresh depacketizer waiting for its first
             // keyframe, on the same timeline.
-            bridged.need_keyframe = true;
+            bridged.need_keyframe = codec.flv().is_some() || transcodes;
+            b.recheck_at = now + RECHECK;
             b.codec = Some(codec);
             b.transcodes = transcodes;
             b.depack = (codec.flv().is_some() || transcodes).then(|| codec.depacketizer());
