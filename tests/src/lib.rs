@@ -1052,9 +1052,12 @@ impl AiortcPublisher {
 
     /// An aiortc publisher whose camera stamps each frame's capture time
     /// into the picture (video only; `aiortc_play(.., &["--stamps"])` reads
-    /// them back: glass-to-glass delay).
-    pub fn start_stamping(gw: &Gateway, room: &str, secs: f64) -> AiortcPublisher {
-        Self::start_source(gw, room, secs, &["--stamp"])
+    /// them back: glass-to-glass delay); `extra`: more of the script's
+    /// flags (`--codec vp8`).
+    pub fn start_stamping(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> AiortcPublisher {
+        let mut args = vec!["--stamp"];
+        args.extend(extra);
+        Self::start_source(gw, room, secs, &args)
     }
 
     fn start_source(gw: &Gateway, room: &str, secs: f64, source: &[&str]) -> AiortcPublisher {
@@ -1088,7 +1091,8 @@ impl AiortcPublisher {
 
 /// A browser in a call (aiortc): publishes `clip` as `name` in `room` over
 /// WHIP and plays the room as `name` over WHEP with `lines` video+audio
-/// lines, for `secs` after it joins.
+/// lines, for `secs` after it joins; `extra`: more of the script's flags
+/// (`--codec vp8`).
 pub struct AiortcCall(JsonReports);
 
 impl AiortcCall {
@@ -1099,10 +1103,12 @@ impl AiortcCall {
         clip: Option<&Path>,
         lines: u32,
         secs: f64,
+        extra: &[&str],
     ) -> AiortcCall {
         let (secs, lines) = (secs.to_string(), lines.to_string());
         let mut args = vec!["call", gw.api.as_str(), room, name];
         args.extend(["--seconds", secs.as_str(), "--lines", lines.as_str()]);
+        args.extend(extra);
         if let Some(c) = clip {
             args.extend(["--file", c.to_str().unwrap()]);
         }

@@ -85,44 +85,83 @@ fn still_pushing(p: &mut Child, who: &str) {
 /// `a=msid` when bob was there first, by a `line_changed` event when he
 /// came after). Returns the time to first frame on each side: (browser
 /// from joining, mini-program from starting its player).
-fn a_call(browser_first: bool) -> (Duration, Duration) {
+///
+/// With `codec` "vp8" the browser publishes VP8 (and its player takes VP8,
+/// then H264, as a browser's default offer does): the mini-program gets
+/// alice transcoded to H264, alice gets bob's H264 as it is, and a VP8-only
+/// WHEP player gets alice in VP8.
+fn a_call(browser_first: bool, codec: &str) -> (Duration, Duration) {
     let gw = Gateway::start(2, &[]);
-    let room = if browser_first { "call-b" } else { "call-m" };
+    let first = if browser_first { "b" } else { "m" };
+    let room = format!("call-{first}-{codec}");
+    let room = room.as_str();
+    let flags = ["--codec", codec];
     gw.room(room);
     let mut events = gw.events(room);
     let bob_clip = clip_sized(320, 240, 660);
     let (alice, mut bob_push) = if browser_first {
-        let mut alice = AiortcCall::start(&gw, room, "alice", Some(&clip()), 1, 12.0);
+        let mut alice = AiortcCall::start(&gw, room, "alice", Some(&clip()), 1, 12.0, &flags);
         alice.joined();
         let push = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &bob_clip, 30);
         (alice, push)
     } else {
         let push = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &bob_clip, 30);
         wait_publishing(&gw, room, "bob");
-        let mut alice = AiortcCall::start(&gw, room, "alice", Some(&clip()), 1, 8.0);
+        let mut alice = AiortcCall::start(&gw, room, "alice", Some(&clip()), 1, 8.0, &flags);
         alice.joined();
         (alice, push)
     };
     wait_publishing(&gw, room, "alice");
     wait_publishing(&gw, room, "bob");
 
-    // The mini-program plays alice: her picture, her (transcoded) voice.
-    let alice_url = gw.rtmp_url(&format!("{room}/alice"));
-    let bob_first = rtmp_first_frame(&alice_url).expect("bob decodes alice");
-    assert_eq!(probed_size(&alice_url), Some((640, 360)));
-    let (video, audio, log) = ffmpeg_rtmp_play(&alice_url, 3, Duration::from_secs(20));
-    assert!(
-        video >= 60 && audio >= 100,
-        "{video} video / {audio} audio frames\n{log}"
-    );
-    // The room as bob (`?participant=bob`): the other party, not himself.
-    let as_bob = gw.rtmp_url(&format!("{room}?participant=bob"));
-    assert_eq!(probed_size(&as_bob), Some((640, 360)));
-    still_pushing(&mut bob_push, "bob");
+    // A WHEP player of the room that takes only the browser's codec (VP8):
+    // alice as she is, from a keyframe (bob's H264 has no line in it). It
+    // plays while the mini-program does: alice's clip lasts 10 s.
+    let only_player = std::thread::scope(|sc| {
+        let only = (codec != "h264")
+            .then(|| sc.spawn(|| aiortc_play(&gw, room, 3.0, &["--codec", codec])));
+
+        // The mini-program plays alice: her picture, her (transcoded) voice.
+        let alice_url = gw.rtmp_url(&format!("{room}/alice"));
+        let bob_first = rtmp_first_frame(&alice_url).expect("bob decodes alice");
+        assert_eq!(probed_size(&alice_url), Some((640, 360)));
+        let (video, audio, log) = ffmpeg_rtmp_play(&alice_url, 3, Duration::from_secs(20));
+        assert!(
+            video >= 60 && audio >= 100,
+            "{video} video / {audio} audio frames\n{log}"
+        );
+        // The room as bob (`?participant=bob`): the other party, not himself.
+        let as_bob = gw.rtmp_url(&format!("{room}?participant=bob"));
+        assert_eq!(probed_size(&as_bob), Some((640, 360)));
+        still_pushing(&mut bob_push, "bob");
+        (
+            only.map(|t| t.join().expect("the player's thread")),
+            bob_first,
+        )
+    });
+    let (only, bob_first) = only_player;
+    if let Some(only) = only {
+        assert_eq!(
+            only["video_codec"],
+            codec.to_uppercase(),
+            "{only}\n{}",
+            gw.logs()
+        );
+        // aiortc's own encoder makes alice's frames: 10-30 a second here.
+        assert!(
+            only["video_frames"].as_u64().unwrap_or(0) >= 10
+                && (only["width"].as_u64(), only["height"].as_u64()) == (Some(640), Some(360))
+                && only["decode_errors"] == 0,
+            "alice in {codec}: {only}\n{}",
+            gw.logs()
+        );
+    }
 
     // The browser got bob's picture and voice, and never its own.
     let report = alice.finish();
     assert_eq!(report["participant"], "alice", "{report}");
+    assert_eq!(report["published_codec"], codec.to_uppercase(), "{report}");
+    assert_eq!(report["video_codec"], "H264", "bob's codec: {report}");
     let v = videos(&report);
     assert_eq!(v.len(), 1, "{report}");
     assert_eq!(
@@ -148,15 +187,27 @@ fn a_call(browser_first: bool) -> (Duration, Duration) {
 
 #[test]
 fn a_browser_calls_a_mini_program_first() {
-    let (browser, mini) = a_call(true);
+    let (browser, mini) = a_call(true, "h264");
     // Figures for the issue note and PERFORMANCE.md (no timing asserted).
     eprintln!("browser first: mini-program's first frame of alice {mini:?} after its play started; browser's first frame {browser:?} after joining (bob came later)");
 }
 
 #[test]
 fn a_mini_program_calls_a_browser_first() {
-    let (browser, mini) = a_call(false);
+    let (browser, mini) = a_call(false, "h264");
     eprintln!("mini-program first: browser's first frame of bob {browser:?} after joining; mini-program's first frame of alice {mini:?} after its play started");
+}
+
+#[test]
+fn a_vp8_browser_calls_a_mini_program_first() {
+    let (browser, mini) = a_call(true, "vp8");
+    eprintln!("VP8 browser first: mini-program's first frame of alice (transcoded) {mini:?}; browser's first frame {browser:?}");
+}
+
+#[test]
+fn a_mini_program_calls_a_vp8_browser_first() {
+    let (browser, mini) = a_call(false, "vp8");
+    eprintln!("mini-program first, VP8 browser: browser's first frame of bob {browser:?}; mini-program's first frame of alice (transcoded) {mini:?}");
 }
 
 /// Three browsers (a, b, c) and a mini-program (d) in one room, each its
@@ -188,7 +239,7 @@ fn three_browsers_and_a_mini_program_in_one_room() {
     }
     let mut d = ffmpeg_rtmp_push(&gw, &format!("{room}/d"), &clips[3], 60);
     wait_publishing(&gw, room, "d");
-    let mut a = AiortcCall::start(&gw, room, "a", Some(&clips[0]), 3, 25.0);
+    let mut a = AiortcCall::start(&gw, room, "a", Some(&clips[0]), 3, 25.0, &[]);
     a.joined();
     wait_publishing(&gw, room, "a");
 

@@ -514,7 +514,7 @@ fn glass_to_glass_delay_under_impairments() {
     for (i, (name, spec)) in conditions.iter().enumerate() {
         let room = format!("g2g{i}");
         let relay = Impair::start(&gw, &["--up", spec]);
-        let mut publisher = AiortcPublisher::start_stamping(&gw, &room, 14.0);
+        let mut publisher = AiortcPublisher::start_stamping(&gw, &room, 14.0, &[]);
         publisher.connected();
         let play = aiortc_play(&gw, &room, 10.0, &["--stamps"]);
         drop(publisher);
@@ -542,20 +542,29 @@ fn glass_to_glass_delay_under_impairments() {
 /// WebRTC publisher (aiortc's stamping camera) and a mini-program's player
 /// of it (ffmpeg over RTMP and over HTTP-FLV, decoding as fast as frames
 /// come), then the same under 5 % loss on the publisher's leg (the bridge's
-/// reorder buffer waits for the resends). Printed, not asserted; asserted:
-/// the stamps come through readable.
+/// reorder buffer waits for the resends), and the same camera in VP8
+/// (transcoded to H264 on the re-encode thread) beside H264 in the same
+/// run. Printed, not asserted; asserted: the stamps come through readable.
 #[test]
 fn glass_to_glass_delay_to_a_mini_program() {
     let _ns = Netns::enter();
     let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
-    for (i, (name, spec)) in [("clean", ""), ("5 % loss", "loss=0.05")]
-        .iter()
-        .enumerate()
+    for (i, (name, spec, codec)) in [
+        ("clean", "", "h264"),
+        ("VP8 clean", "", "vp8"),
+        ("5 % loss", "loss=0.05", "h264"),
+    ]
+    .iter()
+    .enumerate()
     {
         let room = format!("g2gm{i}");
         let relay = Impair::start(&gw, &["--up", spec]);
-        let mut publisher =
-            AiortcPublisher::start_stamping(&gw, &format!("{room}?participant=cam"), 24.0);
+        let mut publisher = AiortcPublisher::start_stamping(
+            &gw,
+            &format!("{room}?participant=cam"),
+            24.0,
+            &["--codec", codec],
+        );
         publisher.connected();
         wait_playing(&gw.rtmp_url(&format!("{room}/cam")));
         for (path, url) in [

@@ -158,11 +158,28 @@ def new_pc():
     )
 
 
-def prefer_h264(transceiver):
+# --codec: the video codec a publisher sends and a player takes first
+# (h264 or vp8, aiortc's two). A player of a call also takes H264 after it,
+# as a browser's default offer does, so it sees an RTMP push's H264.
+CODEC = "h264"
+
+
+def prefer_codec(transceiver, also_h264=False):
     codecs = RTCRtpSender.getCapabilities("video").codecs
-    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"]
+    want = [f"video/{CODEC}"] + (["video/h264"] if also_h264 and CODEC != "h264" else [])
+    chosen = [c for w in want for c in codecs if c.mimeType.lower() == w]
     rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
-    transceiver.setCodecPreferences(h264 + rtx)
+    transceiver.setCodecPreferences(chosen + rtx)
+
+
+def answered_video_codec(pc):
+    """The codec the answer put first on the first video line, e.g. "VP8"."""
+    sdp = pc.remoteDescription.sdp if pc.remoteDescription else ""
+    m = re.search(r"^m=video \S+ \S+ (\d+)", sdp, re.M)
+    if not m:
+        return None
+    name = re.search(rf"^a=rtpmap:{m.group(1)} ([^/\s]+)", sdp, re.M)
+    return name.group(1) if name else None
 
 
 class LossyRelay(asyncio.DatagramProtocol):
@@ -246,7 +263,8 @@ async def wait_connected(pc, timeout):
 
 
 async def publish(args):
-    # Pass-through (decode=False) sends the clip's H264 as is, so a keyframe
+    # Pass-through (decode=False) sends the clip's H264 as is (any other
+    # --codec encodes), so a keyframe
     # request waits for the clip's next IDR; --encode lets aiortc encode and
     # answer PLI with a fresh keyframe, as a camera would.
     # --lavfi: an ffmpeg filter graph as the camera, encoded by aiortc;
@@ -254,14 +272,14 @@ async def publish(args):
     if args.stamp:
         video, audio = StampCamera(), None
     else:
-        player = MediaPlayer(args.lavfi, format="lavfi") if args.lavfi else MediaPlayer(args.file, decode=args.encode)
+        player = MediaPlayer(args.lavfi, format="lavfi") if args.lavfi else MediaPlayer(args.file, decode=args.encode or CODEC != "h264")
         video, audio = player.video, player.audio
     pc = new_pc()
     t0 = time.monotonic()
     video_sender = None
     if video:
         t = pc.addTransceiver(video, direction="sendonly")
-        prefer_h264(t)
+        prefer_codec(t)
         video_sender = t.sender
     if audio:
         pc.addTransceiver(audio, direction="sendonly")
@@ -294,7 +312,7 @@ async def play(args):
     pc = new_pc()
     # One video and one audio line per publisher the player wants to see.
     for _ in range(args.lines):
-        prefer_h264(pc.addTransceiver("video", direction="recvonly"))
+        prefer_codec(pc.addTransceiver("video", direction="recvonly"))
         pc.addTransceiver("audio", direction="recvonly")
     stats = {"video_frames": 0, "audio_frames": 0, "first_frame_ms": None, "width": 0, "height": 0,
              "video_frames_per_track": [], "video_pts_backwards": 0}
@@ -349,6 +367,7 @@ async def play(args):
         resource = await exchange(s, args.url, pc, relay)
         ok = await wait_connected(pc, 10)
         stats["connected"] = ok
+        stats["video_codec"] = answered_video_codec(pc)
         stats["connected_ms"] = (time.monotonic() - t0) * 1000
         if ok and args.pli_at is not None:
             # As a decoder that lost the picture would: a PLI for every
@@ -365,6 +384,13 @@ async def play(args):
             stats["frames_after_pli"] = sum(1 for f in frame_times if at <= f < at + 1)
         elif ok:
             await asyncio.sleep(args.seconds)
+        # What reached the receiver, decoded or not.
+        report = await pc.getStats()
+        stats["video_packets"] = sum(
+            getattr(r, "packetsReceived", 0)
+            for r in report.values()
+            if r.type == "inbound-rtp" and r.kind == "video"
+        )
         async with s.delete(resource, headers=auth_headers()) as r:
             stats["deleted"] = r.status
     await pc.close()
@@ -392,7 +418,7 @@ async def direct(args):
     publisher's leg does in the gateway's measurement."""
     sender, receiver = new_pc(), new_pc()
     relay = None
-    prefer_h264(sender.addTransceiver(StampCamera(), direction="sendonly"))
+    prefer_codec(sender.addTransceiver(StampCamera(), direction="sendonly"))
     delays, tasks = [], []
 
     async def consume(track):
@@ -498,7 +524,7 @@ async def call(args):
     tasks = []
     play_pc = new_pc()
     for _ in range(args.lines):
-        prefer_h264(play_pc.addTransceiver("video", direction="recvonly"))
+        prefer_codec(play_pc.addTransceiver("video", direction="recvonly"), also_h264=True)
         play_pc.addTransceiver("audio", direction="recvonly")
 
     async def consume(track, info):
@@ -531,10 +557,10 @@ async def call(args):
     pub_pc = None
     async with aiohttp.ClientSession() as s:
         if args.file:
-            media = MediaPlayer(args.file, decode=False)
+            media = MediaPlayer(args.file, decode=CODEC != "h264")
             pub_pc = new_pc()
             if media.video:
-                prefer_h264(pub_pc.addTransceiver(media.video, direction="sendonly"))
+                prefer_codec(pub_pc.addTransceiver(media.video, direction="sendonly"))
             if media.audio:
                 pub_pc.addTransceiver(media.audio, direction="sendonly")
             headers = {}
@@ -545,6 +571,9 @@ async def call(args):
         headers = {}
         await exchange(s, f"{base}/whep/{args.room}{query}", play_pc, headers_out=headers)
         out["player_participant"] = headers.get("x-participant")
+        out["video_codec"] = answered_video_codec(play_pc)
+        if pub_pc is not None:
+            out["published_codec"] = answered_video_codec(pub_pc)
         out["connected"] = await wait_connected(play_pc, 10)
         print(json.dumps({"event": "joined", "ok": out["connected"]}), flush=True)
         if out["connected"]:
@@ -575,6 +604,8 @@ def main():
     p.add_argument("--bad-fingerprint", action="store_true", help="offer a wrong DTLS fingerprint")
     p.add_argument("--lines", type=int, default=1, help="play: video+audio lines to offer")
     p.add_argument("--loss", type=float, default=0, help="play: drop this share of RTP")
+    p.add_argument("--codec", choices=["h264", "vp8"], default="h264",
+                   help="video codec: what a publisher sends, what a player takes first")
     p.add_argument("--token", help="a room token (Authorization: Bearer)")
     p.add_argument("--stamp", action="store_true", help="publish: a camera stamping each frame's capture time")
     p.add_argument("--stamps", action="store_true", help="play: read the capture time stamped in each frame")
@@ -582,8 +613,9 @@ def main():
     p.add_argument("--pli-at", type=float, help="play: send a PLI this many seconds after connecting")
     p.add_argument("--tones", help="play: report the audio's energy at these Hz (comma-separated)")
     args = p.parse_args()
-    global TOKEN
+    global TOKEN, CODEC
     TOKEN = args.token
+    CODEC = args.codec
     run = {"publish": publish, "play": play, "call": call, "direct": direct, "flv-stamps": flv_stamps}[args.mode]
     asyncio.run(run(args))
 

@@ -579,6 +579,35 @@ fn a_vp8_line_changes_publisher_at_a_keyframe_and_its_picture_ids_go_on() {
     );
 }
 
+/// A VP8 line that joins mid-picture-group starts at a keyframe, asked
+/// for (a VP8 decoder cannot begin on a delta frame): on the owner's
+/// shard and on the other one, through the owner.
+#[test]
+fn a_late_vp8_line_starts_at_a_keyframe() {
+    let mut net = Net::new();
+    let clean = Impairment::CLEAN;
+    // The keyframe asked for comes 300 ms later: deltas come meanwhile.
+    let far_away = Impairment {
+        delay: std::time::Duration::from_millis(150),
+        ..clean
+    };
+    let cam = net.webrtc(0, in_codec(publisher(1), Codec::Vp8), far_away, far_away);
+    net.run(1500, &[cam]);
+    let plis = net.clients[cam].publisher().plis;
+    let near = net.webrtc(0, in_codec(player(2, "p2", 1), Codec::Vp8), clean, clean);
+    let far = net.webrtc(1, in_codec(player(4, "p4", 1), Codec::Vp8), clean, clean);
+    net.run(1500, &[cam]);
+    assert!(net.clients[cam].publisher().plis > plis, "never asked");
+    for (c, ssrc) in [(near, 0x5002), (far, 0x5004)] {
+        let got = &net.clients[c].player().got[&ssrc];
+        let first = got.values().next().expect("nothing came");
+        assert!(
+            crate::codec::vp8::starts_keyframe(first),
+            "line {ssrc:#x} began on a delta frame"
+        );
+    }
+}
+
 /// A player's line carries every codec its answer gave it: an H264
 /// publisher has it first; when that one stops, a VP8 publisher takes it
 /// at a keyframe, on the session's VP8 payload type, and the line goes on

@@ -302,8 +302,10 @@ impl Router {
                         Source::Rtmp(_) => {}
                     }
                 }
-                // VP8, VP9, AV1: a line changes publisher at the new one's
-                // keyframe (asked for), and picture ids continue across it.
+                // VP8, VP9, AV1: a line starts, or changes publisher, at
+                // the publisher's keyframe (asked for): their decoders
+                // cannot begin on a delta frame. Picture ids continue
+                // across a change.
                 let codec = inbound.codec.filter(|c| c.switches_at_keyframes());
                 let mut switched = false;
                 if let Some(codec) = codec {
@@ -312,7 +314,7 @@ impl Router {
                     }
                     switched = track.source != Some(source);
                     let payload = payload_of(pkt, inbound.len)?;
-                    if switched && track.source.is_some() && !codec.starts_keyframe(payload) {
+                    if switched && !codec.starts_keyframe(payload) {
                         self.out.note(Note::KeyframeWanted {
                             source: inbound.source,
                         });
