@@ -34,6 +34,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         play: Mode::Play {
             video: 0,
             audio: args.publishers as usize,
+            codec: args.codec,
         },
         pt: AUDIO_PT,
         copies: args.subscribers as u64,

@@ -147,7 +147,8 @@ fn receive(
                         None => len,
                     };
                     if plain >= 20 {
-                        let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
+                        let at = plain - 8;
+                        let sent = u64::from_be_bytes(buf[at..plain].try_into().expect("8 bytes"));
                         let now = t0.elapsed().as_nanos() as u64;
                         out.latencies_us.push(now.saturating_sub(sent) / 1000);
                     }
@@ -170,6 +171,10 @@ pub(crate) struct Target {
     pub ctx: Option<SrtpContext>,
     pub pt: u8,
     pub ssrc: u32,
+    /// VP8 (`--codec vp8` on a video line): each packet starts with a
+    /// VP8 payload descriptor, and a frame's first packet with a VP8 frame
+    /// header, a keyframe's each second.
+    pub vp8: bool,
 }
 
 impl Target {
@@ -183,20 +188,22 @@ impl Target {
             ctx,
             pt: 96,
             ssrc: SSRC,
+            vp8: false,
         }
     }
 }
 
 /// Sends `--rate` packets/s of `--size` bytes from every target for
-/// `--seconds`, each with its send time (ns since `t0`) at the start of the
-/// payload; returns the packets each sent. With `--fps F` the packets go
+/// `--seconds`, each with its send time (ns since `t0`) in the payload's
+/// last 8 bytes (its start is the codec's); returns the packets each sent. With `--fps F` the packets go
 /// out as F frame bursts a second (one RTP timestamp each, marker on the
 /// last), as an unpaced encoder sends them; with `--fps 0` evenly spaced.
 /// Publishers are independent: target i of n starts its frames i/n of a
 /// frame interval after target 0, so their packets do not arrive in step.
 fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
     let (rate, size) = (args.rate as u64, args.size);
-    let mut buf = vec![0u8; size.max(20) + MAX_TRAILER];
+    let size = size.max(12 + VP8_HEAD + 8);
+    let mut buf = vec![0u8; size + MAX_TRAILER];
     let total = (rate as f64 * args.seconds) as u64;
     // Packet k belongs to "frame" k·fps/rate, which leaves at frame/fps.
     let per_second = if args.fps > 0 { args.fps as u64 } else { rate };
@@ -223,7 +230,11 @@ fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
                 buf[2..4].copy_from_slice(&(k as u16).to_be_bytes());
                 buf[4..8].copy_from_slice(&ts.to_be_bytes());
                 buf[8..12].copy_from_slice(&t.ssrc.to_be_bytes());
-                buf[12..20].copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
+                if t.vp8 {
+                    vp8_head(&mut buf[12..12 + VP8_HEAD], frame, k == first, per_second);
+                }
+                buf[size - 8..size]
+                    .copy_from_slice(&(t0.elapsed().as_nanos() as u64).to_be_bytes());
                 let n = match &mut t.ctx {
                     Some(c) => c.protect_rtp(&mut buf, size).expect("room for the tag"),
                     None => size,
@@ -234,6 +245,29 @@ fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
         first = end;
     }
     total
+}
+
+/// The bytes [`vp8_head`] writes: a descriptor and a keyframe's header.
+const VP8_HEAD: usize = 4 + 10;
+
+/// RFC 7741's payload descriptor (X, I with a 15-bit picture id: the
+/// frame's number; S on the frame's first packet), and on that packet the
+/// frame header (RFC 6386 §9.1: a keyframe every `per_second` frames, its
+/// start code and 640x360). What the SFU reads of a VP8 packet.
+fn vp8_head(out: &mut [u8], frame: u64, first: bool, per_second: u64) {
+    let pic = (frame & 0x7fff) as u16 | 0x8000;
+    out[..4].copy_from_slice(&[
+        0x80 | if first { 0x10 } else { 0 },
+        0x80,
+        (pic >> 8) as u8,
+        pic as u8,
+    ]);
+    let header: [u8; 10] = match (first, frame.is_multiple_of(per_second)) {
+        (true, true) => [0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01],
+        (true, false) => [0x51, 0x2a, 0x00, 0, 0, 0, 0, 0, 0, 0],
+        (false, _) => [0; 10],
+    };
+    out[4..].copy_from_slice(&header);
 }
 
 /// p50, p99, p99.9 and the sample count of sorted delays (µs).

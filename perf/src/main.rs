@@ -11,7 +11,8 @@
 //!                                                        unprotect → latency
 //! ```
 //!
-//! Scenarios: `fanout` (P=1 publisher → S subscribers), `meeting` (rooms
+//! Scenarios: `fanout` (P=1 publisher → S subscribers), `sfu` (one WHIP
+//! publisher → S WHEP players, in `--codec` H264 or VP8), `meeting` (rooms
 //! of WebRTC participants), `audio` (P WebRTC audio publishers → S WebRTC
 //! players hearing all of them; `--baseline` runs the same fan-out through
 //! the relays), `rtmp` (one RTMP publisher → S RTMP players and
@@ -34,6 +35,7 @@ mod rooms;
 mod rtmp;
 mod rtmp_client;
 mod setup;
+mod sfu;
 mod webrtc_client;
 
 use clap::parser::ValueSource;
@@ -69,6 +71,10 @@ pub struct Args {
     stream: bool,
     #[arg(long, default_value = "fanout")]
     scenario: String,
+    /// The video codec of the WebRTC scenarios' offers and packets (sfu,
+    /// meeting, setup).
+    #[arg(long, value_enum, default_value = "h264")]
+    codec: webrtc_client::VideoCodec,
     /// Publishers (audio: 10).
     #[arg(long, default_value_t = 1)]
     publishers: u32,
@@ -169,6 +175,7 @@ fn main() {
         "churn" => (churn::run, churn::print_table),
         "setup" => (setup::run, setup::print_table),
         "meeting" => (meeting::run, meeting::print_table),
+        "sfu" => (sfu::run, sfu::print_table),
         "audio" => (audio::run, audio::print_table),
         "rtmp" if args.publishers == 1 => (rtmp::run, rtmp::print_table),
         "rtmp" => {
@@ -177,7 +184,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "loadgen: unknown scenario {other:?}; use fanout, meeting, audio, rtmp, setup or churn"
+                "loadgen: unknown scenario {other:?}; use fanout, sfu, meeting, audio, rtmp, setup or churn"
             );
             std::process::exit(2);
         }

@@ -24,6 +24,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         play: Mode::Play {
             video: others as usize,
             audio: 0,
+            codec: args.codec,
         },
         pt: VIDEO_PT,
         copies: others as u64,

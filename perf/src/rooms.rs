@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::api::Api;
 use crate::fanout::{add_udp_sends, drive, fmt, print_measurements, Target};
 use crate::proc_stats::rss_bytes;
-use crate::webrtc_client::{self, Identity, Mode, Session};
+use crate::webrtc_client::{self, Identity, Mode, Session, VideoCodec};
 use crate::Args;
 
 /// Payload types of the offers `webrtc_client` makes.
@@ -75,7 +75,8 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
         let room = format!("loadgen-{scenario}-{}-{r}", std::process::id());
         api.call("POST", "/v1/rooms", Some(json!({ "name": room })))?;
         jobs.extend((0..layout.players).map(|_| (format!("/whep/{room}"), layout.play)));
-        jobs.extend((0..layout.publishers).map(|_| (format!("/whip/{room}"), Mode::Publish)));
+        let publish = Mode::Publish { codec: args.codec };
+        jobs.extend((0..layout.publishers).map(|_| (format!("/whip/{room}"), publish)));
         opened.rooms.push(room);
     }
     let rss0 = rss_bytes(pid);
@@ -84,7 +85,7 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
         .zip(&jobs)
     {
         match mode {
-            Mode::Publish => opened.publishers.push(s),
+            Mode::Publish { .. } => opened.publishers.push(s),
             Mode::Play { .. } => opened.players.push(s),
         }
     }
@@ -122,6 +123,7 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
                 ctx: Some(SrtpContext::new(&s.tx)),
                 pt: layout.pt,
                 ssrc: 0x4d00_0000 + i as u32,
+                vp8: layout.pt == VIDEO_PT && args.codec == VideoCodec::Vp8,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -149,6 +151,7 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
         "seconds": args.seconds,
         "rate_per_publisher": args.rate,
         "packet_size": args.size,
+        "codec": format!("{:?}", args.codec),
         "pps_in": r["pps_in"],
         "pps_out": r["pps_out"],
         "mbps_out": r["mbps_out"],

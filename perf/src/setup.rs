@@ -43,9 +43,14 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let jobs: Vec<(String, Mode)> = (0..total)
         .map(|i| {
             if i < args.publishers {
-                (format!("/whip/{room}"), Mode::Publish)
+                (format!("/whip/{room}"), Mode::Publish { codec: args.codec })
             } else {
-                (format!("/whep/{room}"), Mode::Play { video: 1, audio: 1 })
+                let play = Mode::Play {
+                    video: 1,
+                    audio: 1,
+                    codec: args.codec,
+                };
+                (format!("/whep/{room}"), play)
             }
         })
         .collect();

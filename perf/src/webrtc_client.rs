@@ -82,18 +82,35 @@ fn random_token<const N: usize>() -> String {
 /// What the session does with media.
 #[derive(Clone, Copy)]
 pub enum Mode {
-    /// WHIP: one H264 video and one Opus audio line, sendonly.
-    Publish,
-    /// WHEP: this many video and audio lines, recvonly (one publisher's
-    /// track on each).
-    Play { video: usize, audio: usize },
+    /// WHIP: one video line in `codec` and one Opus audio line, sendonly.
+    Publish { codec: VideoCodec },
+    /// WHEP: this many video lines (in `codec`) and audio lines, recvonly
+    /// (one publisher's track on each).
+    Play {
+        video: usize,
+        audio: usize,
+        codec: VideoCodec,
+    },
+}
+
+/// The video codec a session offers (`--codec`): what the SFU forwards
+/// differs per codec (a VP8 line rewrites picture ids and starts at a
+/// keyframe), so the same fan-out runs in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VideoCodec {
+    H264,
+    Vp8,
 }
 
 /// A browser-like offer: BUNDLE, rtcp-mux, DTLS client (`setup:active`).
 fn offer_sdp(id: &Identity, ufrag: &str, pwd: &str, mode: Mode) -> String {
-    let (video, audio, dir) = match mode {
-        Mode::Publish => (1, 1, "sendonly"),
-        Mode::Play { video, audio } => (video, audio, "recvonly"),
+    let (video, audio, dir, codec) = match mode {
+        Mode::Publish { codec } => (1, 1, "sendonly", codec),
+        Mode::Play {
+            video,
+            audio,
+            codec,
+        } => (video, audio, "recvonly", codec),
     };
     let kinds: Vec<&str> = std::iter::repeat_n("video", video)
         .chain(std::iter::repeat_n("audio", audio))
@@ -106,6 +123,7 @@ fn offer_sdp(id: &Identity, ufrag: &str, pwd: &str, mode: Mode) -> String {
     );
     for (mid, kind) in kinds.iter().enumerate() {
         let (pt, codec) = match *kind {
+            "video" if codec == VideoCodec::Vp8 => (102, "a=rtpmap:102 VP8/90000\r\n"),
             "video" => (
                 102,
                 "a=rtpmap:102 H264/90000\r\n\
@@ -427,8 +445,13 @@ mod tests {
             &id,
             "abcd",
             "p".repeat(24).as_str(),
-            Mode::Play { video: 3, audio: 2 },
+            Mode::Play {
+                video: 3,
+                audio: 2,
+                codec: VideoCodec::Vp8,
+            },
         );
+        assert_eq!(sdp.matches("a=rtpmap:102 VP8/90000").count(), 3, "{sdp}");
         assert_eq!(sdp.matches("m=video").count(), 3, "{sdp}");
         assert_eq!(sdp.matches("m=audio").count(), 2, "{sdp}");
         assert!(sdp.contains("a=group:BUNDLE 0 1 2 3 4\r\n"), "{sdp}");

@@ -127,6 +127,44 @@ fn loadgen_fanout_smoke_with_baseline() {
     );
 }
 
+/// The `sfu` scenario (one WHIP publisher to WHEP players, real DTLS-SRTP)
+/// in H264 and in VP8: every packet reaches every player in both (a VP8
+/// line starts at the first frame, a keyframe), and the report names the
+/// codec.
+#[test]
+fn loadgen_sfu_smoke_in_h264_and_vp8() {
+    let gw = Gateway::start(1, &[]);
+    for codec in ["h264", "vp8"] {
+        let r = loadgen(
+            &gw,
+            &[
+                "--scenario",
+                "sfu",
+                "--codec",
+                codec,
+                "--subscribers",
+                "8",
+                "--seconds",
+                "2",
+            ],
+            120,
+            &format!("loadgen-sfu-{codec}.json"),
+        );
+        assert_eq!(
+            r["codec"].as_str().map(str::to_lowercase).as_deref(),
+            Some(codec),
+            "{r}"
+        );
+        assert_eq!(r["subscribers"], json!(8), "{r}");
+        assert!(r["loss_ratio"].as_f64().unwrap() < 0.01, "{codec}: {r}");
+        assert!(
+            r["latency_us"]["samples"].as_u64().unwrap() > 10,
+            "{codec}: {r}"
+        );
+    }
+    assert_eq!(gw.get("/v1/rooms").1["rooms"], json!([]));
+}
+
 #[test]
 fn loadgen_rtmp_smoke_against_nginx_rtmp() {
     let gw = Gateway::start(1, &[]);
