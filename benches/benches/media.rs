@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dataplane::codec::h264::{Depacketizer, Packetizer};
-use dataplane::codec::Out;
+use dataplane::codec::{Out, RtpWriter};
 use dataplane::ice::lite::IceLite;
 use dataplane::ice::stun::{self, attr, Writer};
 use dataplane::router::Router;
@@ -161,7 +161,7 @@ fn h264(c: &mut Criterion) {
                 black_box(&out);
             })
         });
-        let mut pk = Packetizer::new(1, 96);
+        let mut pk = Packetizer::new(RtpWriter::new(1, 96));
         pk.push(&flv_config(), 0, &mut Vec::new());
         let mut rtp = Vec::new();
         let mut ts = 0u32;
@@ -175,7 +175,7 @@ fn h264(c: &mut Criterion) {
         });
         // The same frame's packets back into an FLV tag body.
         let mut packets = Vec::new();
-        let mut cfg_pk = Packetizer::new(1, 96);
+        let mut cfg_pk = Packetizer::new(RtpWriter::new(1, 96));
         cfg_pk.push(&flv_config(), 0, &mut Vec::new());
         // A keyframe carries SPS/PPS in front, so the depacketizer emits its config once.
         cfg_pk.push(&flv_frame(true, 1000), 0, &mut packets);

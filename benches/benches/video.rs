@@ -19,7 +19,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dataplane::codec::h264::Packetizer;
-use dataplane::codec::VideoCodec;
+use dataplane::codec::{RtpWriter, VideoCodec};
 use dataplane::reencode::{ffmpeg_coded_frames, x264_bframes_flv, Input, Reencoder};
 
 fn video(c: &mut Criterion) {
@@ -32,7 +32,7 @@ fn video(c: &mut Criterion) {
             .find(|(_, b)| b[1] == 0)
             .expect("a sequence header");
         let tags: Vec<&(u32, Vec<u8>)> = tags.iter().filter(|(_, b)| b[1] == 1).collect();
-        let mut pk = Packetizer::new(1, 96);
+        let mut pk = Packetizer::new(RtpWriter::new(1, 96));
         let mut packets = Vec::new();
         pk.push(&config.1, 0, &mut packets);
         let mut i = 0;

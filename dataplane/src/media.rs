@@ -16,11 +16,15 @@ pub type Handle = u32;
 
 /// Where media in the fan-out comes from: a publishing UDP session (an RTP
 /// ingest, a WHIP publisher), or an RTMP publisher, which enters the
-/// fan-out as its participant (its connection is no UDP session).
+/// fan-out as its participant (its connection is no UDP session): its own
+/// media, and for an E-RTMP push of AV1 or VP9 also its video transcoded
+/// to H264 (`RtmpTranscoded`, naming the codec it was transcoded from),
+/// for the lines that do not carry that codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     Session(SessionId),
     Rtmp(ParticipantId),
+    RtmpTranscoded(ParticipantId, VideoCodec),
 }
 
 impl Source {
@@ -29,7 +33,18 @@ impl Source {
     pub fn session(self) -> Option<SessionId> {
         match self {
             Source::Session(s) => Some(s),
-            Source::Rtmp(_) => None,
+            Source::Rtmp(_) | Source::RtmpTranscoded(..) => None,
+        }
+    }
+
+    /// Whether a WebRTC line that carries `codec`s per `carries` takes
+    /// this source's packets: a transcode only where the line does not
+    /// carry what it was transcoded from (that line takes the push as it is).
+    #[inline]
+    pub fn fits(self, carries: impl Fn(VideoCodec) -> bool) -> bool {
+        match self {
+            Source::RtmpTranscoded(_, from) => !carries(from),
+            Source::Session(_) | Source::Rtmp(_) => true,
         }
     }
 }
@@ -65,19 +80,27 @@ pub struct Inbound {
     pub lost_before: u16,
 }
 
-/// An RTMP publisher's media as RTP, for the room's WebRTC side.
+/// An RTMP publisher's media as RTP, for the room's WebRTC side: video in
+/// `codec` (audio: Opus, `codec` unused), a transcode of the push's own
+/// codec `transcoded_from` if it is one.
 #[derive(Debug, Clone)]
 pub struct RtpFromRtmp {
     pub room: RoomId,
     pub pid: ParticipantId,
     pub key: u32,
     pub packet: Bytes,
+    pub codec: VideoCodec,
+    pub transcoded_from: Option<VideoCodec>,
 }
 
 impl RtpFromRtmp {
-    /// The source it enters the fan-out as: its participant's RTMP push.
+    /// The source it enters the fan-out as: its participant's RTMP push,
+    /// or the H264 made of it.
     pub fn source(&self) -> Source {
-        Source::Rtmp(self.pid)
+        match self.transcoded_from {
+            Some(from) => Source::RtmpTranscoded(self.pid, from),
+            None => Source::Rtmp(self.pid),
+        }
     }
 
     /// What the fan-out sees of it: a `kind` packet of its source (`None`
@@ -91,7 +114,7 @@ impl RtpFromRtmp {
             key: self.key,
             level: None,
             kind,
-            codec: video_codec(kind, VideoCodec::NEGOTIATED),
+            codec: video_codec(kind, self.codec),
             len: self.packet.len(),
             seq_no: h.seq_no,
             timestamp: h.timestamp,

@@ -68,7 +68,11 @@ pub enum Message {
     /// starts watching: that shard's new players get a picture at its next
     /// frame, as they would on the owner, not at the next keyframe (a
     /// push cannot be asked for one). The packets are shared, not copied.
-    Gop { source: Source, packets: Vec<Bytes> },
+    Gop {
+        source: Source,
+        codec: crate::codec::VideoCodec,
+        packets: Vec<Bytes>,
+    },
     /// A player on the sender lost the picture of `source` (a WebRTC or RTP
     /// publisher on the receiver): ask it for a keyframe.
     KeyframeWanted { source: Source },

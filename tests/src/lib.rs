@@ -1131,6 +1131,16 @@ impl AiortcCall {
     }
 }
 
+/// `pyav_ertmp.py ARGS...` (FFmpeg 8 through PyAV, tests/rtmp/).
+pub fn pyav_ertmp(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-s", "KILL", "40"])
+        .arg(aiortc_python())
+        .arg(repo_root().join("tests/rtmp/pyav_ertmp.py"))
+        .args(args);
+    cmd
+}
+
 /// Runs an aiortc WHEP player for `secs` after it connects; returns its report.
 pub fn aiortc_play(gw: &Gateway, room: &str, secs: f64, extra: &[&str]) -> Value {
     let url = format!("{}/whep/{room}", gw.api);

@@ -568,16 +568,6 @@ fn b_frames_from_rtmp_play_in_order_everywhere() {
     }
 }
 
-/// `pyav_ertmp.py ARGS...` (FFmpeg 8 through PyAV, tests/rtmp/).
-fn pyav_ertmp(args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new("timeout");
-    cmd.args(["-s", "KILL", "40"])
-        .arg(aiortc_python())
-        .arg(repo_root().join("tests/rtmp/pyav_ertmp.py"))
-        .args(args);
-    cmd
-}
-
 /// An enhanced RTMP (E-RTMP) push, as OBS 30 and FFmpeg 7+ send HEVC and
 /// AV1 (FourCC `hvc1`, `av01`, `vp09` in the ExVideoTagHeader), is played as it
 /// is: a player that joins a second and a half in gets the sequence header

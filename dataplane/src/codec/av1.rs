@@ -14,7 +14,7 @@
 //! ```
 
 use super::frames::Frames;
-use super::Out;
+use super::{ertmp, Out, Pushed, RtpWriter, RTP_PAYLOAD};
 
 /// OBU types: a sequence header, and those the RTP format leaves out of
 /// a temporal unit (a temporal delimiter, a tile list, padding).
@@ -162,6 +162,133 @@ fn write_obu(obu: &[u8], frame: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// The OBUs of a temporal unit in the low-overhead format (each with its
+/// size field, or the last running to the end), as the RTP format carries
+/// them: without their size fields, and without the types it drops.
+/// `None` if one is malformed.
+fn rtp_obus(mut data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut obus = Vec::new();
+    while !data.is_empty() {
+        let h = data[0];
+        if h & 0x80 != 0 {
+            return None; // the forbidden bit
+        }
+        let header = 1 + usize::from(h & 0x04 != 0);
+        let mut i = header;
+        let len = if h & 0x02 != 0 {
+            leb128(data, &mut i)?
+        } else {
+            data.len().checked_sub(header)?
+        };
+        let end = i.checked_add(len).filter(|&e| e <= data.len())?;
+        if !matches!(
+            (h >> 3) & 0x0f,
+            OBU_TEMPORAL_DELIMITER | OBU_TILE_LIST | OBU_PADDING
+        ) {
+            let mut obu = Vec::with_capacity(header + len);
+            obu.push(h & !0x02);
+            obu.extend_from_slice(&data[1..header]);
+            obu.extend_from_slice(&data[i..end]);
+            obus.push(obu);
+        }
+        data = &data[end..];
+    }
+    Some(obus)
+}
+
+/// The type of an OBU (its header's first byte).
+fn obu_type(obu: &[u8]) -> u8 {
+    (obu[0] >> 3) & 0x0f
+}
+
+/// An E-RTMP push's AV1 (`av01` tags: temporal units in the low-overhead
+/// format) into RTP (the AOM payload format) for WebRTC players that
+/// offered AV1: the OBUs without size fields, each a sized element (W 0),
+/// one split across packets where it does not fit (Y, then Z); a
+/// keyframe opens a coded video sequence (N) with the sequence header
+/// first, the configuration record's when the frame has none; the
+/// marker on a temporal unit's last packet.
+pub struct Packetizer {
+    rtp: RtpWriter,
+    sequence_header: Vec<u8>,
+}
+
+impl Packetizer {
+    /// For a push whose configuration record (`av1C`) is `record`; `None`
+    /// unless it says profile 0 (main), the one the SDP offers.
+    pub fn new(rtp: RtpWriter, record: &[u8]) -> Option<Packetizer> {
+        let (&[marker, profile, ..], obus) = (record, record.get(4..).unwrap_or_default()) else {
+            return None;
+        };
+        if marker != 0x81 || profile >> 5 != 0 {
+            return None;
+        }
+        let sequence_header = rtp_obus(obus)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|o| obu_type(o) == OBU_SEQUENCE_HEADER)
+            .unwrap_or_default();
+        Some(Packetizer {
+            rtp,
+            sequence_header,
+        })
+    }
+
+    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
+        let Some(ertmp::Tag::Frame {
+            codec: ertmp::Fourcc::Av1,
+            key,
+            data,
+            ..
+        }) = ertmp::read(body)
+        else {
+            return Pushed::Nothing;
+        };
+        let Some(mut obus) = rtp_obus(data).filter(|o| !o.is_empty()) else {
+            return Pushed::Nothing;
+        };
+        if obu_type(&obus[0]) == OBU_SEQUENCE_HEADER {
+            self.sequence_header.clone_from(&obus[0]);
+        } else if key && !self.sequence_header.is_empty() {
+            obus.insert(0, self.sequence_header.clone());
+        }
+        let new_sequence = key && obu_type(&obus[0]) == OBU_SEQUENCE_HEADER;
+        // Payloads with their Z and Y: each element a LEB128 length (at
+        // most 2 bytes within RTP_PAYLOAD) and its bytes.
+        let mut payloads: Vec<(Vec<u8>, bool, bool)> = Vec::new();
+        let (mut cur, mut z) = (Vec::with_capacity(RTP_PAYLOAD), false);
+        for obu in &obus {
+            let mut rest = &obu[..];
+            while !rest.is_empty() {
+                let room = RTP_PAYLOAD - 1 - cur.len();
+                if room <= 2 {
+                    payloads.push((std::mem::take(&mut cur), z, false));
+                    z = false;
+                    continue;
+                }
+                let n = rest.len().min(room - 2);
+                write_leb128(n, &mut cur);
+                cur.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                if !rest.is_empty() {
+                    payloads.push((std::mem::take(&mut cur), z, true));
+                    z = true;
+                }
+            }
+        }
+        if !cur.is_empty() {
+            payloads.push((cur, z, false));
+        }
+        let last = payloads.len() - 1;
+        for (i, (p, z, y)) in payloads.iter().enumerate() {
+            let n = new_sequence && i == 0;
+            let aggregation = (*z as u8) << 7 | (*y as u8) << 6 | (n as u8) << 3;
+            self.rtp.packet(ts, i == last, &[&[aggregation], p], out);
+        }
+        Pushed::Packets
+    }
+}
+
 /// The type of the first OBU that begins in this packet, if the packet
 /// begins one and its element is within the packet.
 fn first_obu_type(p: &[u8]) -> Option<u8> {
@@ -224,6 +351,53 @@ mod tests {
         for n in 0..6 {
             let _ = starts_keyframe(&[0x00, 0x83, 0x80, 0x80, 0x80, 0x01][..n]);
         }
+    }
+
+    /// An E-RTMP AV1 keyframe (a temporal delimiter, a frame OBU of 3000
+    /// bytes; the sequence header only in the configuration record) and an
+    /// inter frame through the packetizer and back through the
+    /// depacketizer: the keyframe opens a coded video sequence with the
+    /// record's sequence header, the OBUs come back as they were (with
+    /// their size fields), every packet within the budget; a profile 1
+    /// record is not forwarded.
+    #[test]
+    fn av1_temporal_units_to_rtp_and_back() {
+        let seq = [0x0a, 0x03, 0x00, 0x00, 0x00]; // sequence header, 3 bytes
+        let record = [&[0x81, 0x08, 0x0c, 0x00][..], &seq].concat();
+        assert!(Packetizer::new(RtpWriter::new(1, 96), &[0x81, 0x28, 0, 0]).is_none());
+        let mut p = Packetizer::new(RtpWriter::new(1, 96), &record).unwrap();
+        let mut frame_obu = vec![0x32, 0xb8, 0x17]; // frame OBU, 3000 bytes
+        frame_obu.extend((0..3000).map(|i| i as u8));
+        let key_tu = [&TEMPORAL_DELIMITER[..], &frame_obu].concat();
+        let inter_obu = [0x32, 0x02, 0xaa, 0xbb];
+        let tag = |key: u8, data: &[u8]| [&[0x80 | key << 4 | 1][..], b"av01", data].concat();
+        let mut rtp = Vec::new();
+        assert_eq!(p.push(&tag(1, &key_tu), 0, &mut rtp), Pushed::Packets);
+        let first_inter = rtp.len();
+        assert_eq!(p.push(&tag(2, &inter_obu), 3000, &mut rtp), Pushed::Packets);
+        assert!(rtp.iter().all(|r| r.len() <= 12 + RTP_PAYLOAD));
+        assert!(
+            starts_keyframe(&rtp[0][12..]) && rtp[0][12] & 0x08 != 0,
+            "N"
+        );
+        assert!(!starts_keyframe(&rtp[first_inter][12..]));
+        let mut d = Depacketizer::default();
+        let mut out = Vec::new();
+        for r in &rtp {
+            let h = crate::rtp::RtpHeader::parse(r).unwrap();
+            d.push(h.seq_no, h.timestamp, h.marker, &r[12..], &mut out);
+        }
+        let want_key = [&TEMPORAL_DELIMITER[..], &seq, &frame_obu].concat();
+        let want_inter = [&TEMPORAL_DELIMITER[..], &inter_obu].concat();
+        assert_eq!(
+            coded(&out),
+            [(true, 0, want_key), (false, 3000, want_inter)]
+        );
+        // Junk: an OBU longer than its tag.
+        assert_eq!(
+            p.push(&tag(2, &[0x32, 0x09, 0x00]), 6000, &mut rtp),
+            Pushed::Nothing
+        );
     }
 
     fn coded(out: &[Out]) -> Vec<(bool, u32, Vec<u8>)> {

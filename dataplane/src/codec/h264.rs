@@ -16,7 +16,7 @@
 //! but the re-encoder of H264 with B-frames (`reencode.rs`), the fuzz
 //! targets, tests and benches; the rest asks a [`super::VideoCodec`].
 
-use super::{Out, Pushed, RTP_PAYLOAD};
+use super::{Out, Pushed, RtpWriter, RTP_PAYLOAD};
 
 /// FLV's codec id for H264 (AVC): the low 4 bits of a video tag's first byte.
 pub const FLV_CODEC_ID: u8 = 7;
@@ -252,36 +252,22 @@ impl Depacketizer {
 /// mode 1): SPS and PPS in a STAP-A before every IDR, NALs that fit sent
 /// whole, larger ones as FU-A; the marker bit ends each access unit.
 pub struct Packetizer {
-    pub ssrc: u32,
-    pub pt: u8,
-    seq: u16,
+    rtp: RtpWriter,
     sps: Vec<u8>,
     pps: Vec<u8>,
 }
 
 impl Packetizer {
-    pub fn new(ssrc: u32, pt: u8) -> Packetizer {
+    pub fn new(rtp: RtpWriter) -> Packetizer {
         Packetizer {
-            ssrc,
-            pt,
-            seq: 0,
+            rtp,
             sps: Vec::new(),
             pps: Vec::new(),
         }
     }
 
     fn packet(&mut self, ts: u32, marker: bool, payload: &[&[u8]], out: &mut Vec<Vec<u8>>) {
-        let len: usize = payload.iter().map(|p| p.len()).sum();
-        let mut p = Vec::with_capacity(12 + len);
-        p.extend_from_slice(&[0x80, self.pt | if marker { 0x80 } else { 0 }]);
-        p.extend_from_slice(&self.seq.to_be_bytes());
-        p.extend_from_slice(&ts.to_be_bytes());
-        p.extend_from_slice(&self.ssrc.to_be_bytes());
-        for part in payload {
-            p.extend_from_slice(part);
-        }
-        self.seq = self.seq.wrapping_add(1);
-        out.push(p);
+        self.rtp.packet(ts, marker, payload, out);
     }
 
     /// One FLV video tag body at `ts` (90 kHz); appends whole RTP packets,
@@ -485,7 +471,7 @@ pub fn flv_body(annexb: &[u8], key: bool) -> (Option<Sets>, Option<Vec<u8>>) {
 /// the depacketizer, and what it emits packetizes back.
 pub fn fuzz_depacketize(data: &[u8]) {
     let mut d = Depacketizer::new();
-    let mut pk = Packetizer::new(1, 96);
+    let mut pk = Packetizer::new(RtpWriter::new(1, 96));
     let mut out = Vec::new();
     let mut rtp = Vec::new();
     for (i, part) in data.chunks(61).enumerate() {
@@ -511,7 +497,7 @@ pub fn fuzz_config(data: &[u8]) {
         assert!(!valid_sps(sps) || !valid_pps(pps));
         return;
     };
-    let mut pk = Packetizer::new(1, 96);
+    let mut pk = Packetizer::new(RtpWriter::new(1, 96));
     let mut rtp = Vec::new();
     assert_eq!(pk.push(&tag, 0, &mut rtp), Pushed::Nothing);
     assert_eq!((&pk.sps[..], &pk.pps[..]), (sps, pps));
@@ -525,7 +511,7 @@ pub fn fuzz_config(data: &[u8]) {
 /// The body of the `flv_video` fuzz target: any FLV video tag body (from an
 /// RTMP publisher) packetizes without panicking, within the payload budget.
 pub fn fuzz_flv(data: &[u8]) {
-    let mut pk = Packetizer::new(1, 96);
+    let mut pk = Packetizer::new(RtpWriter::new(1, 96));
     let mut rtp = Vec::new();
     for body in data.split(|&b| b == 0xfe) {
         pk.push(body, 0, &mut rtp);
@@ -668,7 +654,7 @@ mod tests {
             frame.extend_from_slice(&(nal.len() as u32).to_be_bytes());
             frame.extend_from_slice(nal);
         }
-        let mut p = Packetizer::new(7, 96);
+        let mut p = Packetizer::new(RtpWriter::new(7, 96));
         let mut rtp = Vec::new();
         assert_eq!(
             p.push(&config_tag(SPS, PPS).unwrap(), 0, &mut rtp),
@@ -727,7 +713,7 @@ mod tests {
             f.extend_from_slice(nal);
             f
         };
-        let mut p = Packetizer::new(7, 96);
+        let mut p = Packetizer::new(RtpWriter::new(7, 96));
         let mut rtp = Vec::new();
         let cfg = config_tag(&big_sps, &big_pps).unwrap();
         assert_eq!(p.push(&cfg, 0, &mut rtp), Pushed::Nothing);

@@ -319,7 +319,10 @@ impl FlvCodec {
     /// A packetizer sending on `ssrc` with [`payload_type`](Self::payload_type).
     pub fn packetizer(self, ssrc: u32) -> Packetizer {
         match self {
-            FlvCodec::H264 => Packetizer::H264(h264::Packetizer::new(ssrc, self.payload_type())),
+            FlvCodec::H264 => Packetizer::H264(h264::Packetizer::new(RtpWriter::new(
+                ssrc,
+                self.payload_type(),
+            ))),
         }
     }
 
@@ -334,8 +337,9 @@ impl FlvCodec {
 }
 
 /// The body of the `video_payloads` fuzz target, shared with the unit
-/// tests: any RTP payload, read as each codec's, and any bytes as a stream
-/// of each codec's packets. Nothing may panic, a descriptor's offsets stay
+/// tests: any RTP payload, read as each codec's, any bytes as a stream
+/// of each codec's packets, and as an E-RTMP push's AV1 and VP9 to
+/// packetize. Nothing may panic, a descriptor's offsets stay
 /// inside the payload, and a depacketizer's whole frames are never empty
 /// nor larger than their packets (with the size fields AV1's OBUs gain).
 pub fn fuzz_payloads(data: &[u8]) {
@@ -352,6 +356,23 @@ pub fn fuzz_payloads(data: &[u8]) {
                 assert!(
                     !frame.is_empty() && frame.len() <= data.len() + 16 * data.len().div_ceil(97)
                 );
+            }
+        }
+    }
+    // The same bytes as an E-RTMP push's AV1 and VP9: as a configuration
+    // record, and as a frame after a good one; packets within the budget.
+    for fourcc in [&b"av01"[..], b"vp09"] {
+        let good: &[u8] = if fourcc == b"av01" {
+            &[0x81, 0, 0, 0]
+        } else {
+            &[0]
+        };
+        for record in [data, good] {
+            let config = [&[0x90][..], fourcc, record].concat();
+            if let Some((_, mut p)) = Packetizer::enhanced(&config, 1) {
+                let mut rtp = Vec::new();
+                p.push(&[&[0x91][..], fourcc, data].concat(), 0, &mut rtp);
+                assert!(rtp.iter().all(|r| r.len() <= 12 + RTP_PAYLOAD));
             }
         }
     }
@@ -433,9 +454,13 @@ impl Depacketizer {
     }
 }
 
-/// FLV video tags into RTP packets of one codec ([`VideoCodec::packetizer`]).
+/// FLV video tags into RTP packets of one codec: H264's ([`FlvCodec::packetizer`]),
+/// and those of an E-RTMP push's AV1 and VP9 ([`Packetizer::enhanced`]),
+/// forwarded as they are to WebRTC players that offered them.
 pub enum Packetizer {
     H264(h264::Packetizer),
+    Vp9(vp9::Packetizer),
+    Av1(av1::Packetizer),
 }
 
 impl Packetizer {
@@ -445,7 +470,64 @@ impl Packetizer {
     pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
         match self {
             Packetizer::H264(p) => p.push(body, ts, out),
+            Packetizer::Vp9(p) => p.push(body, ts, out),
+            Packetizer::Av1(p) => p.push(body, ts, out),
         }
+    }
+
+    /// The packetizer of an E-RTMP push whose sequence start is `config`
+    /// (its configuration record), sending on `ssrc`, and the codec it
+    /// makes, if WebRTC players can be given it as it is: AV1 and VP9 of
+    /// profile 0, what the SDP offers (HEVC is no WebRTC codec here).
+    pub fn enhanced(config: &[u8], ssrc: u32) -> Option<(VideoCodec, Packetizer)> {
+        let pt = FlvCodec::NEGOTIATED.payload_type(); // a line rewrites it
+        match ertmp::read(config)? {
+            ertmp::Tag::Config {
+                codec: ertmp::Fourcc::Av1,
+                record,
+            } => {
+                let p = av1::Packetizer::new(RtpWriter::new(ssrc, pt), record)?;
+                Some((VideoCodec::Av1, Packetizer::Av1(p)))
+            }
+            ertmp::Tag::Config {
+                codec: ertmp::Fourcc::Vp9,
+                record,
+            } => {
+                let p = vp9::Packetizer::new(RtpWriter::new(ssrc, pt), record)?;
+                Some((VideoCodec::Vp9, Packetizer::Vp9(p)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An RTP stream's header numbering, for a packetizer: its SSRC, payload
+/// type and next sequence number.
+pub struct RtpWriter {
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+}
+
+impl RtpWriter {
+    pub fn new(ssrc: u32, pt: u8) -> RtpWriter {
+        RtpWriter { ssrc, pt, seq: 0 }
+    }
+
+    /// Appends the next packet: a 12-byte header (`marker` set on a
+    /// frame's last) and `payload`'s parts.
+    pub fn packet(&mut self, ts: u32, marker: bool, payload: &[&[u8]], out: &mut Vec<Vec<u8>>) {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        let mut p = Vec::with_capacity(12 + len);
+        p.extend_from_slice(&[0x80, self.pt | if marker { 0x80 } else { 0 }]);
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        for part in payload {
+            p.extend_from_slice(part);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        out.push(p);
     }
 }
 

@@ -20,7 +20,7 @@
 //! ```
 
 use super::frames::Frames;
-use super::Out;
+use super::{ertmp, Out, Pushed, RtpWriter, RTP_PAYLOAD};
 
 /// What a VP9 payload descriptor says, as offsets into the RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,9 +156,105 @@ impl Depacketizer {
     }
 }
 
+/// An E-RTMP push's VP9 (`vp09` tags: whole frames, or superframes) into
+/// RTP (RFC 9628) for WebRTC players that offered VP9: one layer,
+/// non-flexible mode without layer indices, a 15-bit picture id per frame
+/// (which a line renumbers across a change of publisher as it does a
+/// browser's); B and E around each frame, P on inter frames, the marker on
+/// a frame's last packet. libwebrtc finds the references of a stream
+/// without TL0PICIDX by sequence number, as it does FFmpeg's VP9.
+pub struct Packetizer {
+    rtp: RtpWriter,
+    picture: u16,
+}
+
+impl Packetizer {
+    /// For a push whose configuration record (`vpcC`) is `record`; `None`
+    /// unless it says profile 0, the one the SDP offers.
+    pub fn new(rtp: RtpWriter, record: &[u8]) -> Option<Packetizer> {
+        // FFmpeg writes the box's version (1) and flags before the record.
+        let profile = match record {
+            [1, 0, 0, 0, profile, ..] => *profile,
+            [profile, ..] => *profile,
+            [] => return None,
+        };
+        (profile == 0).then_some(Packetizer { rtp, picture: 0 })
+    }
+
+    pub fn push(&mut self, body: &[u8], ts: u32, out: &mut Vec<Vec<u8>>) -> Pushed {
+        let Some(ertmp::Tag::Frame {
+            codec: ertmp::Fourcc::Vp9,
+            data,
+            ..
+        }) = ertmp::read(body)
+        else {
+            return Pushed::Nothing;
+        };
+        if data.is_empty() {
+            return Pushed::Nothing;
+        }
+        let inter = if is_key(data) { 0 } else { 0x40 };
+        let id = (self.picture & 0x7fff) | 0x8000;
+        self.picture = self.picture.wrapping_add(1);
+        let chunks = data.chunks(RTP_PAYLOAD - 3);
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.enumerate() {
+            let b = if i == 0 { 0x08 } else { 0 };
+            let e = if i == last { 0x04 } else { 0 };
+            let head = [0x80 | inter | b | e, (id >> 8) as u8, id as u8];
+            self.rtp.packet(ts, i == last, &[&head, chunk], out);
+        }
+        Pushed::Packets
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An E-RTMP VP9 keyframe of 3000 bytes and an inter frame through the
+    /// packetizer and back through the depacketizer: the same frames, the
+    /// first packet a keyframe's, picture ids one apart, every packet
+    /// within the budget; a profile 2 stream is not forwarded.
+    #[test]
+    fn vp9_frames_to_rtp_and_back() {
+        let mut p = Packetizer::new(RtpWriter::new(5, 96), &[1, 0, 0, 0, 0, 31, 0x80]).unwrap();
+        assert!(Packetizer::new(RtpWriter::new(5, 96), &[1, 0, 0, 0, 2, 31, 0xa0]).is_none());
+        let key: Vec<u8> = [0x82, 0x49, 0x83, 0x42, 0x00]
+            .iter()
+            .copied()
+            .chain((0..2995).map(|i| i as u8))
+            .collect();
+        let inter = vec![0x86, 0x00, 0x40, 0x92];
+        let tag =
+            |key_flag: u8, data: &[u8]| [&[0x80 | key_flag << 4 | 1][..], b"vp09", data].concat();
+        let mut rtp = Vec::new();
+        assert_eq!(p.push(&tag(1, &key), 0, &mut rtp), Pushed::Packets);
+        assert_eq!(p.push(&tag(2, &inter), 3000, &mut rtp), Pushed::Packets);
+        assert_eq!(rtp.len(), 4, "3 for the keyframe, 1 for the inter frame");
+        assert!(rtp.iter().all(|r| r.len() <= 12 + RTP_PAYLOAD));
+        assert!(starts_keyframe(&rtp[0][12..]));
+        assert!(!starts_keyframe(&rtp[3][12..]));
+        let ids: Vec<u16> = [0, 3]
+            .iter()
+            .map(|&i| u16::from_be_bytes([rtp[i][13], rtp[i][14]]) & 0x7fff)
+            .collect();
+        assert_eq!(ids, [0, 1]);
+        let mut d = Depacketizer::default();
+        let mut frames = Vec::new();
+        for r in &rtp {
+            let h = crate::rtp::RtpHeader::parse(r).unwrap();
+            d.push(h.seq_no, h.timestamp, h.marker, &r[12..], &mut frames);
+        }
+        let coded: Vec<(bool, &Vec<u8>)> = frames
+            .iter()
+            .filter_map(|o| match o {
+                Out::Coded { key, frame, .. } => Some((*key, frame)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(coded, [(true, &key), (false, &inter)]);
+    }
 
     /// A keyframe's first packet as Chrome sends it without layers: I
     /// (15-bit id), B, V with one layer's size and a one-picture group.

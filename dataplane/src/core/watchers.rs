@@ -126,8 +126,7 @@ impl Core {
     /// whose GOP is held is announced to it, and the GOP sent after.
     fn send_gops(&mut self, room: RoomId, to: u32) {
         let bit = 1u64 << (to % 64);
-        for (pid, packets) in self.router.rtmp_gops(room) {
-            let source = Source::Rtmp(pid);
+        for (source, pid, codec, packets) in self.router.rtmp_gops(room) {
             let Some(w) = self.watchers.rooms.get_mut(&room) else {
                 return;
             };
@@ -154,7 +153,11 @@ impl Core {
                 };
                 self.out.push(Output::Relay { to, msg });
             }
-            let msg = Message::Gop { source, packets };
+            let msg = Message::Gop {
+                source,
+                codec,
+                packets,
+            };
             self.out.push(Output::Relay { to, msg });
         }
     }
@@ -204,11 +207,15 @@ impl Core {
                 self.router.add_relayed(*room, *source, name, *key, from);
             }
             Message::TrackDown { source, .. } => self.router.remove_relayed(*source),
-            Message::Gop { source, packets } => {
+            Message::Gop {
+                source,
+                codec,
+                packets,
+            } => {
                 // Only for a publisher announced here (by the `TrackUp`
                 // just before it).
                 if self.router.relayed_origin(*source) == Some(from) {
-                    self.router.seed_video(now, *source, packets);
+                    self.router.seed_video(now, *source, *codec, packets);
                 }
             }
             Message::KeyframeWanted { source } => self.router.request_keyframe_of(now, *source),
@@ -247,7 +254,7 @@ impl Core {
         self.now = self.now.max(now);
         let data = pkt.payload();
         let inbound = self.router.relayed_inbound(now, from, &pkt.inbound, data)?;
-        if let (MediaKind::Video, Source::Rtmp(_)) = (inbound.kind, inbound.source) {
+        if inbound.kind == MediaKind::Video && inbound.source.session().is_none() {
             self.router
                 .keep_video(now, &inbound, Bytes::copy_from_slice(data));
         }

@@ -257,6 +257,8 @@ pub fn fuzz_udp_router(data: &[u8]) {
                     pid: crate::participants::ParticipantId::new(9),
                     key: 0,
                     packet: bytes::Bytes::from(buf.clone()),
+                    codec: crate::codec::VideoCodec::H264,
+                    transcoded_from: None,
                 };
                 let Some(inbound) = rtp.inbound(MediaKind::Video) else {
                     continue;

@@ -11,7 +11,7 @@ use gateway_ring::RoomId;
 
 use super::streams::Stream;
 use super::Hub;
-use crate::codec::{FlvCodec, Packetizer, Pushed};
+use crate::codec::{ertmp, FlvCodec, Packetizer, Pushed, VideoCodec};
 use crate::media::RtpFromRtmp;
 use crate::output::{Note, Output, Outputs};
 use crate::participants::ParticipantId;
@@ -24,6 +24,11 @@ use crate::transcode::Job;
 /// keyframe) the router serves from its track cache.
 pub(super) struct RtpOut {
     packetizer: Packetizer,
+    /// An E-RTMP push of AV1 or VP9 (profile 0), from its sequence start:
+    /// its video packetized as it is, on an SSRC of its own, for the WebRTC
+    /// lines that carry its codec; what `packetizer` makes of the
+    /// transcode goes to the others.
+    pub(super) native: Option<(VideoCodec, Packetizer)>,
     /// Decided at its publisher's first B-frame, for the publisher's life:
     /// whether its video goes through the shard's re-encode thread
     /// ([`Job::Video`]) before the packetizer (under the shard's limit then).
@@ -40,9 +45,13 @@ pub(super) struct RtpOut {
 
 impl RtpOut {
     /// One FLV video tag body at RTP time `ts` into RTP packets, noted for
-    /// the router (its track cache, then the fan-out).
+    /// the router (its track cache, then the fan-out): H264 (the push's,
+    /// or what the re-encode thread made of it), or with `native` the
+    /// push's own AV1 or VP9.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
+        native: bool,
         body: &[u8],
         ts: u32,
         room: RoomId,
@@ -50,17 +59,22 @@ impl RtpOut {
         pid: ParticipantId,
         out: &mut Outputs,
     ) -> Pushed {
+        let own = self.native.as_ref().map(|n| n.0);
+        let (codec, transcoded_from, packetizer) = match (&mut self.native, native) {
+            (Some((codec, p)), true) => (*codec, None, p),
+            (None, true) => return Pushed::Nothing,
+            (_, false) => (FlvCodec::NEGOTIATED.video(), own, &mut self.packetizer),
+        };
         let mut packets = Vec::new();
-        let pushed = self.packetizer.push(body, ts, &mut packets);
-        if packets.is_empty() {
-            return pushed;
-        }
+        let pushed = packetizer.push(body, ts, &mut packets);
         for p in packets {
             out.note(Note::RtmpVideo(RtpFromRtmp {
                 room,
                 pid,
                 key,
                 packet: Bytes::from(p),
+                codec,
+                transcoded_from,
             }));
         }
         pushed
@@ -69,6 +83,7 @@ impl RtpOut {
     pub(super) fn new(pid: ParticipantId) -> RtpOut {
         RtpOut {
             packetizer: FlvCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
+            native: None,
             reencode: None,
             transcode: None,
             audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
@@ -83,7 +98,8 @@ impl Hub {
     /// hands it to the re-encode thread when it has B-frames (which
     /// browsers cannot play) and the shard re-encodes fewer than its limit.
     pub(super) fn packetize_for_webrtc(&mut self, pid: ParticipantId, m: &Media) -> Pushed {
-        if crate::codec::ertmp::codec(&m.payload).is_some() {
+        if ertmp::codec(&m.payload).is_some() {
+            self.forward_enhanced(pid, m);
             return self.transcode_for_webrtc(pid, m);
         }
         let reencoded = |s: &Stream| s.rtp.as_ref().is_some_and(|r| r.reencode == Some(true));
@@ -138,7 +154,31 @@ impl Hub {
             return Pushed::Nothing;
         }
         let ts = presentation_ms(m).wrapping_mul(90);
-        out.push(&m.payload, ts, room, key, pid, &mut self.out)
+        out.push(false, &m.payload, ts, room, key, pid, &mut self.out)
+    }
+
+    /// An E-RTMP push's AV1 or VP9 (profile 0) as it is, for the WebRTC
+    /// lines that carry its codec: packetized from its sequence start on
+    /// (its configuration says the profile), at its FLV time (these
+    /// FourCCs carry no composition offset).
+    fn forward_enhanced(&mut self, pid: ParticipantId, m: &Media) {
+        let Some(s) = self.streams.get_mut(&pid) else {
+            return;
+        };
+        let (room, key) = (s.room, s.key);
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        if ertmp::is_sequence_start(&m.payload) {
+            if out.native.is_none() {
+                out.native =
+                    Packetizer::enhanced(&m.payload, pid.get().wrapping_mul(0xc2b2_ae35) | 1);
+                if let Some((codec, _)) = &out.native {
+                    tracing::info!(%pid, "RTMP publisher's E-RTMP video: {} as it is to WebRTC players that offered it", codec.name());
+                }
+            }
+            return;
+        }
+        let ts = m.timestamp.wrapping_mul(90);
+        out.push(true, &m.payload, ts, room, key, pid, &mut self.out);
     }
 
     /// An E-RTMP push's video (HEVC, AV1, VP9): to the re-encode thread,
@@ -201,7 +241,15 @@ impl Hub {
             return;
         };
         for (ms, body) in tags {
-            out.push(&body, ms.wrapping_mul(90), room, key, pid, &mut self.out);
+            out.push(
+                false,
+                &body,
+                ms.wrapping_mul(90),
+                room,
+                key,
+                pid,
+                &mut self.out,
+            );
         }
     }
 
@@ -236,6 +284,8 @@ impl Hub {
                 pid,
                 key,
                 packet: Bytes::from(pkt),
+                codec: VideoCodec::NEGOTIATED, // unused: audio
+                transcoded_from: None,
             });
         }
         out.audio_ts = Some(ts);
@@ -281,6 +331,7 @@ fn bridged_codecs() -> String {
 pub(super) fn media_warning(
     m: &Media,
     reencoded: bool,
+    native: bool,
     limits: (u32, u32),
 ) -> Option<(u8, String)> {
     let (limit, transcodes) = limits;
@@ -296,14 +347,17 @@ pub(super) fn media_warning(
                 let ours = bridged_codecs();
                 return Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC, only {ours} is; {over}")));
             }
-            if reencoded {
-                return Some((1, format!("video: {fourcc} (enhanced RTMP) is transcoded to H264 for WebRTC players at a CPU cost; {over}")));
-            }
             let why = match transcodes {
                 0 => "transcoding is off or not built in".to_string(),
                 n => format!("the shard already transcodes {n}, --video-transcodes"),
             };
-            Some((1, format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC ({why}); {over}")))
+            let as_is = "goes as it is to WebRTC players that offered it";
+            Some((1, match (native, reencoded) {
+                (true, true) => format!("video: {fourcc} (enhanced RTMP) {as_is}, transcoded to H264 for the others at a CPU cost; {over}"),
+                (true, false) => format!("video: {fourcc} (enhanced RTMP) {as_is}; the others get none ({why}); {over}"),
+                (false, true) => format!("video: {fourcc} (enhanced RTMP) is transcoded to H264 for WebRTC players at a CPU cost; {over}"),
+                (false, false) => format!("video: {fourcc} (enhanced RTMP) is not bridged to WebRTC ({why}); {over}"),
+            }))
         }
         types::VIDEO if FlvCodec::of_flv(&m.payload).is_none() => {
             let name = match first & 0x0f {
@@ -375,7 +429,7 @@ mod tests {
         );
         assert_eq!(presentation_ms(&video(1000, [0x17, 1, 0, 0, 0])), 1000);
         assert_eq!(
-            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, (2, 2)),
+            media_warning(&video(1000, [0x17, 1, 0, 0, 0]), false, false, (2, 2)),
             None
         );
         for (reencoded, limit, says) in [
@@ -383,14 +437,19 @@ mod tests {
             (false, 2, "already re-encodes 2"),
             (false, 0, "re-encoding is off"),
         ] {
-            let bframes = media_warning(&video(1000, [0x27, 1, 0, 0, 66]), reencoded, (limit, 2));
+            let bframes = media_warning(
+                &video(1000, [0x27, 1, 0, 0, 66]),
+                reencoded,
+                false,
+                (limit, 2),
+            );
             let (kind, what) = bframes.unwrap();
             assert_eq!(kind, 4);
             assert!(what.contains("B-frames") && what.contains(says), "{what}");
             assert!(what.contains("bframes=0"), "{what}");
             assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
         }
-        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, (2, 2)).unwrap();
+        let hevc = media_warning(&video(0, [0x1c, 1, 0, 0, 0]), false, false, (2, 2)).unwrap();
         assert_eq!(hevc.0, 1);
         assert!(hevc.1.contains("HEVC"), "{}", hevc.1);
         // E-RTMP: transcoded, or not and why; a FourCC we do not decode.
@@ -415,7 +474,7 @@ mod tests {
             (b"vp09", false, 0, "transcoding is off"),
             (b"avc3", false, 2, "only H264 is"),
         ] {
-            let (kind, what) = media_warning(&ex(fourcc), transcoded, (2, limit)).unwrap();
+            let (kind, what) = media_warning(&ex(fourcc), transcoded, false, (2, limit)).unwrap();
             assert_eq!(kind, 1);
             assert!(what.contains(says), "{what}");
             assert!(what.len() <= gateway_ring::msg::MAX_TEXT, "{what}");
@@ -425,7 +484,7 @@ mod tests {
             timestamp: 0,
             payload: Bytes::from_static(&[0x2f, 0xff]),
         };
-        let mp3 = media_warning(&mp3, false, (2, 2)).unwrap();
+        let mp3 = media_warning(&mp3, false, false, (2, 2)).unwrap();
         assert_eq!(mp3.0, 2);
         assert!(mp3.1.contains("MP3"), "{}", mp3.1);
     }
@@ -513,11 +572,13 @@ mod tests {
         assert!(h.out.rtmp_video().next().is_none());
     }
 
-    /// E-RTMP pushes (AV1 here): up to the shard's `--video-transcodes`
-    /// their video goes to the re-encode thread, the cached configuration
-    /// and GOP first for a push that starts mid-GOP, and what comes back is
-    /// packetized as H264; past the limit nothing reaches WebRTC, and the
-    /// room is told which. Nothing of either is packetized as it is.
+    /// E-RTMP pushes (AV1 here): each is packetized as it is, in AV1, for
+    /// the lines that carry AV1; up to the shard's `--video-transcodes`
+    /// their video also goes to the re-encode thread, the cached
+    /// configuration and GOP first for a push that starts mid-GOP, and what
+    /// comes back is packetized as H264 (a transcode of AV1, for the other
+    /// lines); past the limit those lines get nothing, and the room is told
+    /// which.
     #[test]
     fn enhanced_rtmp_is_transcoded_for_webrtc_up_to_the_shards_limit() {
         let mut rooms = OneRoom::creating();
@@ -555,7 +616,19 @@ mod tests {
             })
             .collect();
         assert_eq!(videos, [(pids[0], 0), (pids[0], 40)]);
-        assert!(h.out.rtmp_video().next().is_none(), "nothing as it is");
+        let as_is: Vec<_> = h
+            .out
+            .rtmp_video()
+            .map(|r| (r.pid, r.codec, r.transcoded_from))
+            .collect();
+        let av1 = VideoCodec::Av1;
+        assert_eq!(as_is, [(pids[0], av1, None), (pids[1], av1, None)]);
+        let first = h.out.rtmp_video().next().unwrap();
+        assert!(
+            av1.starts_keyframe(&first.packet[12..]),
+            "{:?}",
+            first.packet
+        );
         let warnings: Vec<String> = h
             .out
             .events()
@@ -565,7 +638,16 @@ mod tests {
             })
             .collect();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].contains("transcoded to H264"), "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.contains("as it is to WebRTC players that offered it")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].contains("transcoded to H264 for the others"),
+            "{warnings:?}"
+        );
         assert!(warnings[1].contains("already transcodes 1"), "{warnings:?}");
         // The H264 the re-encode thread made of a's: packetized; any for b
         // (not transcoded) is stale: dropped.
@@ -573,12 +655,13 @@ mod tests {
         h.out.clear();
         h.on_reencoded(pids[0], vec![(40, config.clone()), (40, idr.to_vec())]);
         h.on_reencoded(pids[1], vec![(40, config), (40, idr.to_vec())]);
-        let packetized: Vec<ParticipantId> = h.out.rtmp_video().map(|r| r.pid).collect();
-        assert_eq!(
-            packetized,
-            [pids[0], pids[0]],
-            "parameter sets, then the IDR"
-        );
+        let packetized: Vec<_> = h
+            .out
+            .rtmp_video()
+            .map(|r| (r.pid, r.codec, r.transcoded_from))
+            .collect();
+        let h264 = (pids[0], VideoCodec::H264, Some(av1));
+        assert_eq!(packetized, [h264, h264], "parameter sets, then the IDR");
         // What the limit reads: a's transcode, not b's refusal.
         assert_eq!(h.transcoding(pids[1]), 1);
         assert_eq!(h.transcoding(pids[0]), 0);

@@ -210,12 +210,11 @@ impl Hub {
         // the rest.
         let enhanced =
             m.type_id == types::VIDEO && crate::codec::ertmp::codec(&m.payload).is_some();
-        let reencoded = (has_bframes(&m) || enhanced)
-            && self
-                .streams
-                .get(&pid)
-                .and_then(|s| s.rtp.as_ref())
-                .is_some_and(|r| r.reencode == Some(true) || r.transcode == Some(true));
+        let rtp = (has_bframes(&m) || enhanced)
+            .then(|| self.streams.get(&pid).and_then(|s| s.rtp.as_ref()))
+            .flatten();
+        let reencoded = rtp.is_some_and(|r| r.reencode == Some(true) || r.transcode == Some(true));
+        let native = rtp.is_some_and(|r| r.native.is_some());
         let limits = (self.bframe_reencodes, self.video_transcodes);
         if let Some(st) = self.conns.get_mut(&idx) {
             st.stats.packets += 1;
@@ -224,7 +223,7 @@ impl Hub {
             if pushed == Pushed::BadConfig {
                 st.stats.drops[DropReason::Malformed as usize] += 1;
             }
-            let warning = media_warning(&m, reencoded, limits);
+            let warning = media_warning(&m, reencoded, native, limits);
             if let Some((kind, what)) = warning.filter(|(k, _)| st.warned & k == 0) {
                 st.warned |= kind;
                 if let Some(session) = st.session {

@@ -36,10 +36,9 @@ pub(super) fn pick_track(
     now: Instant,
 ) -> Option<(usize, bool)> {
     let of_kind = || {
-        tracks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == kind && t.carries(codec))
+        tracks.iter().enumerate().filter(|(_, t)| {
+            t.kind == kind && t.carries(codec) && source.fits(|c| t.carries(Some(c)))
+        })
     };
     let long_ago = |at: Option<Instant>| {
         at.is_none_or(|at| now.saturating_duration_since(at) >= SOURCE_TIMEOUT)
@@ -298,8 +297,10 @@ impl Router {
                         // replay, which the track cache serves (and binds
                         // the line with) before the packet that begins
                         // the next frame is fanned out.
-                        Source::Rtmp(_) if track.last_at.is_none() => return None,
-                        Source::Rtmp(_) => {}
+                        Source::Rtmp(_) | Source::RtmpTranscoded(..) if track.last_at.is_none() => {
+                            return None
+                        }
+                        Source::Rtmp(_) | Source::RtmpTranscoded(..) => {}
                     }
                 }
                 // VP8, VP9, AV1: a line starts, or changes publisher, at
@@ -373,5 +374,49 @@ impl Router {
         s.stats.bytes += len as u64;
         s.dirty = true;
         Some((len, dest))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::participants::ParticipantId;
+
+    /// An E-RTMP AV1 push's two tracks: a line that carries AV1 (with or
+    /// without H264, as a browser's) takes the push as it is and never its
+    /// H264 transcode; a line of H264 only takes the transcode. Whichever
+    /// comes first, the rule is the same.
+    #[test]
+    fn a_line_takes_a_push_as_it_is_or_its_transcode_never_both() {
+        let now = Instant::now();
+        let pid = ParticipantId::new(7);
+        let (own, h264) = (
+            Source::Rtmp(pid),
+            Source::RtmpTranscoded(pid, VideoCodec::Av1),
+        );
+        let both = || {
+            let mut t = OutTrack::new(MediaKind::Video, Some(VideoCodec::H264), 1, 102, 0);
+            t.pts[VideoCodec::Av1.index()] = (45, 0);
+            t
+        };
+        let only_h264 = || OutTrack::new(MediaKind::Video, Some(VideoCodec::H264), 2, 102, 0);
+        let only_av1 = || OutTrack::new(MediaKind::Video, Some(VideoCodec::Av1), 3, 45, 0);
+        let pick = |tracks: &[OutTrack], codec, source| {
+            pick_track(tracks, MediaKind::Video, Some(codec), source, 9, now, now).map(|p| p.0)
+        };
+        for tracks in [vec![both(), only_h264()], vec![only_h264(), both()]] {
+            let b = tracks.iter().position(|t| t.ssrc == 1);
+            let h = tracks.iter().position(|t| t.ssrc == 2);
+            assert_eq!(pick(&tracks, VideoCodec::Av1, own), b);
+            assert_eq!(pick(&tracks, VideoCodec::H264, h264), h);
+        }
+        assert_eq!(pick(&[both()], VideoCodec::H264, h264), None);
+        assert_eq!(pick(&[only_av1()], VideoCodec::H264, h264), None);
+        assert_eq!(pick(&[only_av1()], VideoCodec::Av1, own), Some(0));
+        // Anyone else's H264 goes on a line of both as before.
+        assert_eq!(
+            pick(&[both()], VideoCodec::H264, Source::Rtmp(pid)),
+            Some(0)
+        );
     }
 }

@@ -78,12 +78,12 @@ impl Router {
                         s.dirty = true;
                     }
                     match src {
-                        Source::Rtmp(_)
+                        Source::Rtmp(_) | Source::RtmpTranscoded(..)
                             if self.track_caches.get(&src).is_some_and(|c| c.replays()) =>
                         {
                             self.want_replay(now, h, i)
                         }
-                        Source::Rtmp(_) => {}
+                        Source::Rtmp(_) | Source::RtmpTranscoded(..) => {}
                         Source::Session(_) => self.request_keyframe_of(now, src),
                     }
                 }

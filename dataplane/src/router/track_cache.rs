@@ -80,10 +80,10 @@ impl TrackCache {
     }
 
     /// The cache of an RTMP publisher's track.
-    fn gop(now: Instant) -> TrackCache {
+    fn gop(now: Instant, codec: VideoCodec) -> TrackCache {
         TrackCache {
             last: now,
-            held: Held::Gop(Gop::new()),
+            held: Held::Gop(Gop::new(codec)),
         }
     }
 
@@ -142,12 +142,12 @@ pub(super) struct Gop {
 }
 
 impl Gop {
-    fn new() -> Gop {
+    fn new(codec: VideoCodec) -> Gop {
         Gop {
             packets: VecDeque::new(),
             first: 0,
             bytes: 0,
-            codec: VideoCodec::NEGOTIATED,
+            codec,
             keyframe: None,
         }
     }
@@ -356,9 +356,10 @@ impl Router {
             out,
             ..
         } = self;
+        let codec = live.codec.unwrap_or(VideoCodec::NEGOTIATED);
         let cache = track_caches
             .entry(live.source)
-            .or_insert_with(|| TrackCache::gop(now));
+            .or_insert_with(|| TrackCache::gop(now, codec));
         cache.keep(now, packet);
         let Some(cache) = cache.as_gop() else {
             return;
@@ -406,10 +407,10 @@ impl Router {
     /// The GOPs held of room `room`'s RTMP publishers (each one's latest
     /// keyframe and every packet since): what a shard that starts watching
     /// the room is sent ([`crate::relay::Message::Gop`]).
-    pub fn rtmp_gops(&self, room: RoomId) -> Vec<(ParticipantId, Vec<Bytes>)> {
+    pub fn rtmp_gops(&self, room: RoomId) -> Vec<(Source, ParticipantId, VideoCodec, Vec<Bytes>)> {
         let mut gops = Vec::new();
-        for (source, cache) in &self.track_caches {
-            let Source::Rtmp(pid) = *source else {
+        for (&source, cache) in &self.track_caches {
+            let (Source::Rtmp(pid) | Source::RtmpTranscoded(pid, _)) = source else {
                 continue;
             };
             if self.participants.room_of(pid) != Some(room) {
@@ -420,7 +421,7 @@ impl Router {
             };
             let next = cache.first.wrapping_add(cache.packets.len() as u16);
             if let Some(gop) = cache.gop_before(next) {
-                gops.push((pid, gop.cloned().collect()));
+                gops.push((source, pid, cache.codec, gop.cloned().collect()));
             }
         }
         gops
@@ -430,11 +431,17 @@ impl Router {
     /// when this shard started watching: the players here that want a
     /// replay get it at the track's next frame, as on the owner. Nothing
     /// is fanned out now.
-    pub fn seed_video(&mut self, now: Instant, source: Source, packets: &[Bytes]) {
+    pub fn seed_video(
+        &mut self,
+        now: Instant,
+        source: Source,
+        codec: VideoCodec,
+        packets: &[Bytes],
+    ) {
         let cache = self
             .track_caches
             .entry(source)
-            .or_insert_with(|| TrackCache::gop(now));
+            .or_insert_with(|| TrackCache::gop(now, codec));
         for p in packets {
             cache.keep(now, p.clone());
         }
@@ -510,7 +517,7 @@ mod tests {
     /// window; without a keyframe the NACK window is all that is kept.
     #[test]
     fn keeps_the_nack_window_and_the_latest_gop_within_its_bound() {
-        let mut c = Gop::new();
+        let mut c = Gop::new(VideoCodec::H264);
         let start = 65000u16;
         // 100 packets before the keyframe, then a GOP of 3000 packets.
         for k in 0..3100u16 {
@@ -549,7 +556,7 @@ mod tests {
     /// it.
     #[test]
     fn a_keyframe_in_slices_begins_at_its_parameter_sets() {
-        let mut c = Gop::new();
+        let mut c = Gop::new(VideoCodec::H264);
         let mut seq = 0u16;
         let mut push = |c: &mut Gop, ts: u32, payload: &[u8]| {
             let mut p = vec![0x80, 96];
@@ -584,7 +591,7 @@ mod tests {
     /// answered or replayed as the new one's.
     #[test]
     fn a_track_numbered_anew_starts_the_cache_again() {
-        let mut c = Gop::new();
+        let mut c = Gop::new(VideoCodec::H264);
         for seq in 500..520u16 {
             c.insert(packet(seq, seq as u32, seq == 505, 100));
         }

@@ -399,6 +399,8 @@ fn rtmp_live(
         pid,
         key: 0,
         packet: pkt,
+        codec: crate::codec::VideoCodec::H264,
+        transcoded_from: None,
     };
     r.cache_rtmp_video(at, &rtp);
     let inb = rtp.inbound(MediaKind::Video).unwrap();
