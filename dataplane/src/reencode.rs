@@ -928,6 +928,67 @@ mod tests {
         assert_eq!(pictures, 5 + 30, "frames 0-4, then from the keyframe at 30");
     }
 
+    /// Bad input on every transcode path (the coded frames a WebRTC
+    /// publisher's depacketizer hands on, an E-RTMP push's tags): random
+    /// bytes, a real keyframe cut short, a delta after it, each flagged as
+    /// a keyframe; never a panic, never a picture of random bytes, and the
+    /// VP8 one still transcodes the real stream after it.
+    #[test]
+    fn junk_on_every_transcode_path_is_dropped() {
+        let mut seed = 0x2545_f491_u32;
+        let mut junk = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed as u8
+                })
+                .collect()
+        };
+        let real = depacketized(
+            VideoCodec::Vp8,
+            &ffmpeg_rtp(&["-c:v", "libvpx", "-deadline", "realtime", "-g", "30"], 30),
+        )
+        .0;
+        let cut = real[0].2[..real[0].2.len() / 3].to_vec();
+        let bad: Vec<Vec<u8>> = vec![junk(1), junk(40), junk(3000), cut, real[5].2.clone()];
+        let mut out = Vec::new();
+        for codec in [VideoCodec::Vp8, VideoCodec::Vp9, VideoCodec::Av1] {
+            let mut r = Reencoder::new(Input::Coded(codec)).unwrap();
+            for (n, frame) in bad.iter().enumerate() {
+                r.push_coded(n as u32, n as u32 * 33, true, frame, &mut out);
+                let pictures = out.iter().filter(|(_, b)| b.get(1) == Some(&1)).count();
+                // Random bytes make no picture; a cut keyframe (and the
+                // delta on it) may, concealed by the decoder.
+                assert!(n >= 3 || pictures == 0, "{codec:?}: a picture of junk {n}");
+            }
+            out.clear();
+            if codec == VideoCodec::Vp8 {
+                let n0 = bad.len() as u32;
+                for (n, (key, ts, frame)) in real.iter().enumerate() {
+                    r.push_coded(n0 + n as u32, ts / 90, *key, frame, &mut out);
+                }
+                let pictures = out.iter().filter(|(_, b)| b.get(1) == Some(&1)).count();
+                assert!(pictures >= 25, "VP8 after junk: {pictures} pictures");
+                out.clear();
+            }
+        }
+        for fourcc in [&b"hvc1"[..], b"av01", b"vp09"] {
+            let mut r = Reencoder::new(Input::of_flv(&[&[0x90][..], fourcc].concat())).unwrap();
+            for (i, body) in bad.iter().enumerate() {
+                // A sequence start of junk, then coded frames of junk.
+                let head = if i == 0 { 0x90 } else { 0x91 };
+                let tag = [&[head][..], fourcc, &[0, 0, 0], body].concat();
+                r.push(i as u32 * 33, &tag, &mut out);
+                r.push(i as u32 * 33, &tag[..tag.len().min(7)], &mut out);
+            }
+            let pictures = out.iter().filter(|(_, b)| b.get(1) == Some(&1)).count();
+            assert_eq!(pictures, 0, "{}", String::from_utf8_lossy(fourcc));
+            out.clear();
+        }
+    }
+
     /// A VP8 keyframe that declares a picture over 1080p is refused
     /// before it is decoded, and said why.
     #[test]

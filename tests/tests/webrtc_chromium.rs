@@ -500,6 +500,54 @@ fn chromium_plays_an_rtmp_push_with_b_frames_reencoded() {
     plays_in_order(&report, decoded);
 }
 
+/// A Chromium player's line changes publisher mid-stream, VP8 to VP8: "a"
+/// (640x360) publishes, leaves, and "b" (320x240) comes; the line takes b
+/// at b's keyframe (asked for), its picture ids going on from a's (the
+/// net tests check the numbers), and Chromium decodes through the change:
+/// a's pictures first, b's at the end, nothing dropped.
+#[test]
+fn a_chromium_players_vp8_line_changes_publisher_and_decodes_on() {
+    let _browser = one_browser_at_a_time();
+    let _driver = chromium_driver_dir();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &[]);
+    gw.room("swap");
+    let vp8 = ["--codec", "vp8"];
+    let mut a = AiortcPublisher::start_with(&gw, "swap?participant=a", &clip(), 6.0, &vp8);
+    a.connected();
+    let page = {
+        let api = gw.api.clone();
+        std::thread::spawn(move || {
+            driver(
+                "chromium_play.js",
+                &[api.as_ref(), "swap".as_ref(), "10".as_ref()],
+                90,
+            )
+            .output()
+            .expect("run node")
+        })
+    };
+    assert_eq!(a.finish()["deleted"], 200);
+    let b_clip = clip_sized(320, 240, 660);
+    let mut b = AiortcPublisher::start_with(&gw, "swap?participant=b", &b_clip, 10.0, &vp8);
+    b.connected();
+    let out = page.join().unwrap();
+    let report = report(&gw, &out, "the Chromium player");
+    eprintln!("chromium, VP8 a then b: {report}");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    assert_eq!(report["later"]["mimeType"], "video/VP8", "{report}");
+    assert_eq!(report["first"]["frameWidth"], 640, "a's first: {report}");
+    assert_eq!(
+        report["later"]["frameWidth"], 320,
+        "b's at the end: {report}"
+    );
+    let decoded = report["later"]["framesDecoded"].as_u64().unwrap_or(0)
+        - report["first"]["framesDecoded"].as_u64().unwrap_or(0);
+    assert!(decoded >= 60, "{decoded} frames in 10 s: {report}");
+    assert_eq!(report["later"]["framesDropped"], 0, "{report}");
+    drop(b);
+}
+
 /// An E-RTMP push of AV1 and one of VP9 (FFmpeg 8 through PyAV) reach a
 /// Chromium player as they are, in their own codec (which its offer
 /// holds), decoded frame after frame; the room is told that players
