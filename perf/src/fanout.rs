@@ -201,8 +201,7 @@ impl Target {
 /// Publishers are independent: target i of n starts its frames i/n of a
 /// frame interval after target 0, so their packets do not arrive in step.
 fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
-    let (rate, size) = (args.rate as u64, args.size);
-    let size = size.max(12 + VP8_HEAD + 8);
+    let (rate, size) = (args.rate as u64, packet_size(args));
     let mut buf = vec![0u8; size + MAX_TRAILER];
     let total = (rate as f64 * args.seconds) as u64;
     // Packet k belongs to "frame" k·fps/rate, which leaves at frame/fps.
@@ -245,6 +244,12 @@ fn send(targets: &mut [Target], args: &Args, t0: Instant) -> u64 {
         first = end;
     }
     total
+}
+
+/// The size of the packets sent: `--size`, or the least that holds a
+/// header, a VP8 head and the send time.
+pub(crate) fn packet_size(args: &Args) -> usize {
+    args.size.max(12 + VP8_HEAD + 8)
 }
 
 /// The bytes [`vp8_head`] writes: a descriptor and a keyframe's header.
@@ -385,7 +390,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
             "subscribers": args.subscribers,
             "seconds": args.seconds,
             "rate_per_publisher": args.rate,
-            "packet_size": args.size,
+            "packet_size": packet_size(args),
             "fps": args.fps,
             "pps_in": gw["pps_in"],
             "pps_out": gw["pps_out"],

@@ -209,7 +209,7 @@ fn obu_type(obu: &[u8]) -> u8 {
 /// first, the configuration record's when the frame has none; the
 /// marker on a temporal unit's last packet.
 pub struct Packetizer {
-    rtp: RtpWriter,
+    pub(super) rtp: RtpWriter,
     sequence_header: Vec<u8>,
 }
 
@@ -261,7 +261,9 @@ impl Packetizer {
             let mut rest = &obu[..];
             while !rest.is_empty() {
                 let room = RTP_PAYLOAD - 1 - cur.len();
-                if room <= 2 {
+                // An element of at least an OBU's header, extension and a
+                // byte: a receiver need not join a header across packets.
+                if room < 2 + 3 {
                     payloads.push((std::mem::take(&mut cur), z, false));
                     z = false;
                     continue;

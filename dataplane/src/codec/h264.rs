@@ -252,7 +252,7 @@ impl Depacketizer {
 /// mode 1): SPS and PPS in a STAP-A before every IDR, NALs that fit sent
 /// whole, larger ones as FU-A; the marker bit ends each access unit.
 pub struct Packetizer {
-    rtp: RtpWriter,
+    pub(super) rtp: RtpWriter,
     sps: Vec<u8>,
     pps: Vec<u8>,
 }

@@ -480,23 +480,42 @@ impl Packetizer {
     /// makes, if WebRTC players can be given it as it is: AV1 and VP9 of
     /// profile 0, what the SDP offers (HEVC is no WebRTC codec here).
     pub fn enhanced(config: &[u8], ssrc: u32) -> Option<(VideoCodec, Packetizer)> {
+        // A codec's own SSRC: a push that changes codec is another stream.
+        let ssrc = |c: VideoCodec| ssrc ^ ((c.index() as u32) << 8);
         let pt = FlvCodec::NEGOTIATED.payload_type(); // a line rewrites it
         match ertmp::read(config)? {
             ertmp::Tag::Config {
                 codec: ertmp::Fourcc::Av1,
                 record,
             } => {
-                let p = av1::Packetizer::new(RtpWriter::new(ssrc, pt), record)?;
+                let p = av1::Packetizer::new(RtpWriter::new(ssrc(VideoCodec::Av1), pt), record)?;
                 Some((VideoCodec::Av1, Packetizer::Av1(p)))
             }
             ertmp::Tag::Config {
                 codec: ertmp::Fourcc::Vp9,
                 record,
             } => {
-                let p = vp9::Packetizer::new(RtpWriter::new(ssrc, pt), record)?;
+                let p = vp9::Packetizer::new(RtpWriter::new(ssrc(VideoCodec::Vp9), pt), record)?;
                 Some((VideoCodec::Vp9, Packetizer::Vp9(p)))
             }
             _ => None,
+        }
+    }
+}
+
+impl Packetizer {
+    /// Goes on where `old` (the same codec's, before a sequence start sent
+    /// again) stopped: its sequence numbers (and VP9's picture ids), so
+    /// its players see one stream under the new configuration.
+    pub fn continue_from(&mut self, old: Packetizer) {
+        match (self, old) {
+            (Packetizer::Av1(new), Packetizer::Av1(old)) => new.rtp = old.rtp,
+            (Packetizer::Vp9(new), Packetizer::Vp9(old)) => {
+                new.rtp = old.rtp;
+                new.picture = old.picture;
+            }
+            (Packetizer::H264(new), Packetizer::H264(old)) => new.rtp = old.rtp,
+            _ => {}
         }
     }
 }

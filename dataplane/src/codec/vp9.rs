@@ -164,8 +164,8 @@ impl Depacketizer {
 /// a frame's last packet. libwebrtc finds the references of a stream
 /// without TL0PICIDX by sequence number, as it does FFmpeg's VP9.
 pub struct Packetizer {
-    rtp: RtpWriter,
-    picture: u16,
+    pub(super) rtp: RtpWriter,
+    pub(super) picture: u16,
 }
 
 impl Packetizer {

@@ -159,8 +159,9 @@ impl Hub {
 
     /// An E-RTMP push's AV1 or VP9 (profile 0) as it is, for the WebRTC
     /// lines that carry its codec: packetized from its sequence start on
-    /// (its configuration says the profile), at its FLV time (these
-    /// FourCCs carry no composition offset).
+    /// (its configuration says the profile; each one sent again is taken,
+    /// going on in the same stream for the same codec), at its FLV time
+    /// (these FourCCs carry no composition offset).
     fn forward_enhanced(&mut self, pid: ParticipantId, m: &Media) {
         let Some(s) = self.streams.get_mut(&pid) else {
             return;
@@ -168,13 +169,16 @@ impl Hub {
         let (room, key) = (s.room, s.key);
         let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
         if ertmp::is_sequence_start(&m.payload) {
-            if out.native.is_none() {
-                out.native =
-                    Packetizer::enhanced(&m.payload, pid.get().wrapping_mul(0xc2b2_ae35) | 1);
-                if let Some((codec, _)) = &out.native {
+            let ssrc = pid.get().wrapping_mul(0xc2b2_ae35) | 1;
+            let mut fresh = Packetizer::enhanced(&m.payload, ssrc);
+            match (out.native.take(), &mut fresh) {
+                (Some((was, old)), Some((codec, new))) if was == *codec => new.continue_from(old),
+                (_, Some((codec, _))) => {
                     tracing::info!(%pid, "RTMP publisher's E-RTMP video: {} as it is to WebRTC players that offered it", codec.name());
                 }
+                (_, None) => {}
             }
+            out.native = fresh;
             return;
         }
         let ts = m.timestamp.wrapping_mul(90);
@@ -665,6 +669,43 @@ mod tests {
         // What the limit reads: a's transcode, not b's refusal.
         assert_eq!(h.transcoding(pids[1]), 1);
         assert_eq!(h.transcoding(pids[0]), 0);
+    }
+
+    /// An E-RTMP push that sends its sequence start again (an encoder's new
+    /// configuration) goes on in the same RTP stream, numbered on; one that
+    /// changes codec (AV1 to VP9) starts another stream, its own SSRC.
+    #[test]
+    fn a_sequence_start_sent_again_goes_on_and_a_new_codec_is_a_new_stream() {
+        let mut rooms = OneRoom::creating();
+        let (mut h, _) = reencoding_hub(2);
+        let t0 = Instant::now();
+        let mut a = Outputs::default();
+        let tag = |fourcc: &[u8], head: u8, body: &[u8]| [&[head][..], fourcc, body].concat();
+        let av1_start = tag(b"av01", 0x90, &[0x81, 0, 0x0c, 0, 0x0a, 1, 0]);
+        let av1_key = tag(b"av01", 0x91, &[0x12, 0, 0x32, 1, 7]);
+        let vp9_start = tag(b"vp09", 0x90, &[1, 0, 0, 0, 0, 31, 0x80]);
+        let vp9_key = tag(b"vp09", 0x91, &[0x82, 0x49, 0x83, 0x42, 0x00]);
+        h.on_bytes(t0, 0, &publish_of("r/a"), &mut rooms, &mut a);
+        let mut media = Vec::new();
+        let tags = [&av1_start, &av1_key, &av1_start, &av1_key, &vp9_start, &vp9_key];
+        for (i, body) in tags.iter().enumerate() {
+            write_message(&mut media, 6, i as u32 * 40, types::VIDEO, 1, body, 128);
+        }
+        h.on_bytes(t0, 0, &media, &mut rooms, &mut a);
+        let own: Vec<(VideoCodec, u32, u16)> = h
+            .out
+            .rtmp_video()
+            .filter(|r| r.transcoded_from.is_none())
+            .map(|r| {
+                let hd = crate::rtp::RtpHeader::parse(&r.packet).unwrap();
+                (r.codec, hd.ssrc, hd.seq_no)
+            })
+            .collect();
+        let codecs: Vec<VideoCodec> = own.iter().map(|o| o.0).collect();
+        assert_eq!(codecs, [VideoCodec::Av1, VideoCodec::Av1, VideoCodec::Vp9]);
+        assert_eq!(own[0].1, own[1].1, "one stream");
+        assert_eq!(own[1].2, own[0].2.wrapping_add(1), "numbered on");
+        assert_ne!(own[2].1, own[0].1, "another codec, another stream");
     }
 
     /// A publisher whose composition offsets start after its keyframe:

@@ -25,7 +25,7 @@
 //! session's cache goes with its session, an RTMP track's after
 //! [`TRACK_CACHE_IDLE`] without a packet.
 
-use std::collections::{vec_deque, VecDeque};
+use std::collections::{vec_deque, HashMap, VecDeque};
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -123,6 +123,24 @@ impl TrackCache {
             Held::Gop(g) => Some(g),
             Held::Window(_) => None,
         }
+    }
+
+    /// The GOP cache of `source` in `codec` in `caches`: a new one if there
+    /// is none, or if the one there holds another codec (a name pushed
+    /// again in another codec: where a keyframe starts is the codec's).
+    fn gop_of(
+        caches: &mut HashMap<Source, TrackCache>,
+        source: Source,
+        codec: VideoCodec,
+        now: Instant,
+    ) -> &mut TrackCache {
+        let cache = caches
+            .entry(source)
+            .or_insert_with(|| TrackCache::gop(now, codec));
+        if cache.as_gop().is_some_and(|g| g.codec != codec) {
+            *cache = TrackCache::gop(now, codec);
+        }
+        cache
     }
 }
 
@@ -357,9 +375,7 @@ impl Router {
             ..
         } = self;
         let codec = live.codec.unwrap_or(VideoCodec::NEGOTIATED);
-        let cache = track_caches
-            .entry(live.source)
-            .or_insert_with(|| TrackCache::gop(now, codec));
+        let cache = TrackCache::gop_of(track_caches, live.source, codec, now);
         cache.keep(now, packet);
         let Some(cache) = cache.as_gop() else {
             return;
@@ -438,10 +454,7 @@ impl Router {
         codec: VideoCodec,
         packets: &[Bytes],
     ) {
-        let cache = self
-            .track_caches
-            .entry(source)
-            .or_insert_with(|| TrackCache::gop(now, codec));
+        let cache = TrackCache::gop_of(&mut self.track_caches, source, codec, now);
         for p in packets {
             cache.keep(now, p.clone());
         }
@@ -500,6 +513,22 @@ mod tests {
         p.push(if key { 0x67 } else { 0x41 });
         p.resize(len.max(13), 0xaa);
         Bytes::from(p)
+    }
+
+    /// A track pushed again in another codec under the same source gets a
+    /// new cache in that codec (where its keyframes start is its own); the
+    /// same codec keeps what it held.
+    #[test]
+    fn a_track_in_another_codec_starts_a_cache_of_its_own() {
+        let now = Instant::now();
+        let source = Source::Rtmp(ParticipantId::new(3));
+        let mut caches = HashMap::new();
+        TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now).keep(now, packet(1, 0, true, 50));
+        let same = TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now);
+        assert!(same.as_gop().unwrap().get(1).is_some(), "kept");
+        let av1 = TrackCache::gop_of(&mut caches, source, VideoCodec::Av1, now);
+        let g = av1.as_gop().unwrap();
+        assert_eq!((g.codec, g.get(1).is_some()), (VideoCodec::Av1, false));
     }
 
     /// The oldest sequence number held, counted back from `last`.
