@@ -402,6 +402,7 @@ pub fn node_record(app: &App, pool: &crate::cluster::Pool) -> (crate::cluster::N
     let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
     let node = crate::cluster::Node {
         id: pool.id.clone(),
+        instance: pool.instance.clone(),
         state: if app.draining.load(Ordering::SeqCst) {
             "draining"
         } else {

@@ -20,7 +20,12 @@
 //! the dataplane stays free of any runtime.
 //!
 //! While the store is unreachable the node serves what it has; the
-//! heartbeat says so in the log once, and again when it is back.
+//! heartbeat says so in the log once, and again when it is back, when it
+//! claims the pool's secrets again (a Redis that restarted empty has
+//! forgotten them). A node id is one node's: a second process that starts
+//! with an id whose record another keeps renewing is refused
+//! ([`check_node_id`]); a record left by a killed process of the same id
+//! is waited out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How often a node renews its record.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -42,6 +47,10 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
     pub id: String,
+    /// Which process says so (random per start): tells a second node
+    /// started with the same id from this one.
+    #[serde(default)]
+    pub instance: String,
     /// `up`, or `draining` (`POST /v1/cluster/drain`: no new sessions).
     pub state: String,
     /// Where its API, RTMP and HTTP-FLV listen, its media address and UDP range.
@@ -305,6 +314,33 @@ pub async fn check_secrets(store: &dyn Store, mine: &str) -> Result<(), String> 
     ))
 }
 
+/// Joins the pool as `id`, this process being `instance`: `Err` if another
+/// live node has the id. A record of the id from another process is
+/// waited on for [`TTL`] and a heartbeat (a killed node's expires; a live
+/// one's is renewed, with a newer time).
+pub async fn check_node_id(store: &dyn Store, id: &str, instance: &str) -> Result<(), String> {
+    let other = |nodes: Vec<Node>| nodes.into_iter().find(|n| n.id == id && n.instance != instance);
+    let Some(first) = other(store.nodes().await?) else {
+        return Ok(());
+    };
+    tokio::time::sleep(TTL + HEARTBEAT).await;
+    match other(store.nodes().await?) {
+        Some(n) if n.at_ms != first.at_ms => Err(format!(
+            "refused by the pool: --node-id {id} is a live node's (its API at {}): give this node another --node-id",
+            n.http
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A random [`Node::instance`] for this process.
+pub fn new_instance() -> String {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system's random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 impl RedisStore {
     fn claim_key(key: &str) -> String {
         format!("mgw:pool:{key}")
@@ -344,6 +380,11 @@ async fn timed<T>(
 /// This node's place in the pool.
 pub struct Pool {
     pub id: String,
+    /// This process's [`Node::instance`].
+    pub instance: String,
+    /// Its secrets' [`secrets_fingerprint`], claimed again when the store
+    /// returns.
+    secrets: String,
     pub store: Box<dyn Store>,
     /// The load's rates between heartbeats.
     pub rates: std::sync::Mutex<Rates>,
@@ -352,9 +393,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(id: String, store: Box<dyn Store>) -> Pool {
+    pub fn new(id: String, instance: String, secrets: String, store: Box<dyn Store>) -> Pool {
         Pool {
             id,
+            instance,
+            secrets,
             store,
             rates: Default::default(),
             reachable: AtomicBool::new(true),
@@ -373,6 +416,11 @@ impl Pool {
             Ok(()) => {
                 if !self.reachable.swap(true, Ordering::SeqCst) {
                     info!(node = %self.id, "the pool's store answers again: this node is back in the pool");
+                    // A store that restarted empty: the pool's secrets are
+                    // this node's again (or another's that came back first).
+                    if let Err(e) = check_secrets(&*self.store, &self.secrets).await {
+                        error!(node = %self.id, "{e}");
+                    }
                 }
             }
             Err(e) => {
@@ -497,7 +545,45 @@ mod tests {
             udp_ports: [40000, 40999],
             load: Load::default(),
             at_ms: 1,
+            instance: "i1".into(),
         }
+    }
+
+    /// A second process with a live node's id is refused, naming it; one
+    /// whose namesake's record has stopped being renewed (a killed node's)
+    /// joins; the same process again is no clash.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_id_of_a_live_node_is_refused() {
+        let store = Arc::new(Flaky::default());
+        assert!(check_node_id(&store, "a", "i2").await.is_ok(), "an empty pool");
+        store.put.lock().unwrap().push(node("a"));
+        assert!(check_node_id(&store, "a", "i1").await.is_ok(), "itself");
+        assert!(check_node_id(&store, "a", "i2").await.is_ok(), "a record not renewed");
+        // A live namesake renews its record meanwhile.
+        let renewing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(HEARTBEAT).await;
+                store.put.lock().unwrap()[0].at_ms = 2;
+            })
+        };
+        let why = check_node_id(&store, "a", "i2").await.unwrap_err();
+        renewing.await.unwrap();
+        assert!(why.contains("--node-id a") && why.contains("127.0.0.1:8080"), "{why}");
+    }
+
+    /// The store comes back (a Redis restarted empty): the node claims the
+    /// pool's secrets again.
+    #[tokio::test]
+    async fn the_secrets_are_claimed_again_when_the_store_returns() {
+        let store = Arc::new(Flaky::default());
+        let pool = Pool::new("a".into(), "i1".into(), "fingerprint".into(), Box::new(store.clone()));
+        store.down.store(true, Ordering::SeqCst);
+        pool.beat(&node("a"), &[]).await;
+        assert_eq!(*store.held.lock().unwrap(), None);
+        store.down.store(false, Ordering::SeqCst);
+        pool.beat(&node("a"), &[]).await;
+        assert_eq!(store.held.lock().unwrap().as_deref(), Some("fingerprint"));
     }
 
     /// A heartbeat while the store is down is lost, said once, and the
@@ -505,7 +591,7 @@ mod tests {
     #[tokio::test]
     async fn a_heartbeat_that_fails_is_said_once_and_the_node_comes_back() {
         let store = Arc::new(Flaky::default());
-        let pool = Pool::new("a".into(), Box::new(store.clone()));
+        let pool = Pool::new("a".into(), "i1".into(), "s".into(), Box::new(store.clone()));
         pool.beat(&node("a"), &[]).await;
         store.down.store(true, Ordering::SeqCst);
         pool.beat(&node("a"), &[]).await;

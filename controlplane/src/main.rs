@@ -55,14 +55,19 @@ async fn shutdown_signal() {
 }
 
 /// Connects to the pool's store at `url`, checking that this node has the
-/// pool's secrets (which a pool needs set: generated ones differ per node).
-async fn join_pool(cfg: &config::Config, url: &str) -> Result<cluster::RedisStore, String> {
+/// pool's secrets (which a pool needs set: generated ones differ per node)
+/// and that no live node has its id.
+async fn join_pool(cfg: &config::Config, url: &str) -> Result<cluster::Pool, String> {
     let (Some(admin), Some(token)) = (&cfg.admin_key, &cfg.token_secret) else {
         return Err("--cluster needs --admin-key and --token-secret, the same on every node of the pool (generated ones would differ per node)".into());
     };
     let store = cluster::RedisStore::connect(url).await?;
-    cluster::check_secrets(&store, &cluster::secrets_fingerprint(admin, token)).await?;
-    Ok(store)
+    let secrets = cluster::secrets_fingerprint(admin, token);
+    cluster::check_secrets(&store, &secrets).await?;
+    let id = cfg.node_id.clone().unwrap_or_else(cluster::default_node_id);
+    let instance = cluster::new_instance();
+    cluster::check_node_id(&store, &id, &instance).await?;
+    Ok(cluster::Pool::new(id, instance, secrets, Box::new(store)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -96,10 +101,9 @@ async fn main() {
     // created, as above).
     let pool = match &cfg.cluster {
         Some(url) => match join_pool(&cfg, url).await {
-            Ok(store) => {
-                let id = cfg.node_id.clone().unwrap_or_else(cluster::default_node_id);
-                info!(node = %id, "joining the pool at {url}");
-                Some(Arc::new(cluster::Pool::new(id, Box::new(store))))
+            Ok(pool) => {
+                info!(node = %pool.id, "joining the pool at {url}");
+                Some(Arc::new(pool))
             }
             Err(e) => {
                 error!("{e}");

@@ -1659,20 +1659,43 @@ pub struct Redis {
 impl Redis {
     pub fn start() -> Redis {
         let [port] = free_tcp_ports::<1>();
-        let child = Command::new("redis-server")
+        let r = Redis {
+            child: Redis::spawn(port),
+            port,
+        };
+        r.wait_ping();
+        r
+    }
+
+    fn spawn(port: u16) -> Child {
+        Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server (tests/run.sh installs it)");
-        let r = Redis { child, port };
+            .expect("redis-server (tests/run.sh installs it)")
+    }
+
+    fn wait_ping(&self) {
         wait_for(
             "redis-server to answer PING",
             PATIENCE,
-            || r.command("PING"),
+            || self.command("PING"),
             |reply| reply.starts_with("+PONG"),
         );
-        r
+    }
+
+    /// Stops it (SIGTERM, then SIGKILL): the port answers nothing.
+    pub fn stop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(2));
+    }
+
+    /// Starts it again on the same port, empty (no persistence), as a
+    /// Redis that restarted.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Redis::spawn(self.port);
+        self.wait_ping();
     }
 
     /// `redis://127.0.0.1:PORT`

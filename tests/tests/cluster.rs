@@ -22,6 +22,72 @@ fn node_ids(gw: &Gateway) -> Vec<String> {
         .collect()
 }
 
+/// Redis stopped under a node and started again empty (a Redis without
+/// persistence that restarted): the node serves its rooms meanwhile (an
+/// RTMP player decodes its push, `/healthz` is 200), `GET /v1/cluster`
+/// answers 503 naming the store, and the node is back in the pool within a
+/// few heartbeats of Redis's return, the pool's secrets claimed again. A
+/// second process with the id of a live node is refused, naming it.
+#[test]
+fn a_node_serves_through_a_redis_restart_and_an_id_is_one_nodes() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let args = ["--cluster", &url, "--node-id", "a", "--token-secret", SECRET];
+    let a = Gateway::start(1, &args);
+    let only_a = |v: &(u16, Value)| {
+        v.0 == 200 && v.1["nodes"].as_array().is_some_and(|n| n.len() == 1 && n[0]["id"] == "a")
+    };
+    wait_for("a in the pool", PATIENCE, || a.get("/v1/cluster"), only_a);
+    a.room("live");
+    let _push = Reap(ffmpeg_rtmp_push(&a, "live/cam", &clip(), 60));
+    wait_playing(&a.rtmp_url("live/cam"));
+
+    redis.stop();
+    let (_, v) = wait_for(
+        "GET /v1/cluster to answer 503",
+        PATIENCE,
+        || a.get("/v1/cluster"),
+        |(code, _)| *code == 503,
+    );
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("the pool's store is unreachable"),
+        "{v}"
+    );
+    let (video, audio, log) = ffmpeg_rtmp_play(
+        &a.rtmp_url("live/cam"),
+        2,
+        std::time::Duration::from_secs(20),
+    );
+    assert!(video >= 30 && audio >= 50, "{video} video / {audio} audio\n{log}");
+    assert_eq!(a.healthz().0, 200);
+
+    redis.restart();
+    let back = Instant::now();
+    wait_for("a back in the pool", PATIENCE, || a.get("/v1/cluster"), only_a);
+    eprintln!("back in the pool {:?} after Redis returned", back.elapsed());
+    let secrets = redis.command("GET mgw:pool:secrets");
+    assert!(
+        secrets.starts_with('$') && !secrets.starts_with("$-1"),
+        "the secrets claimed again: {secrets:?}"
+    );
+
+    // The same id, another process: refused while a renews its record.
+    let shm = format!("mgw-test-clash-{}", std::process::id());
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "30"])
+        .arg(bin("controlplane"))
+        .args(["--http", "127.0.0.1:0", "--shm-name", &shm, "--admin-key", ADMIN_KEY])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--node-id a is a live node's") && err.contains(&a.http.to_string()),
+        "{err}"
+    );
+}
+
 /// Two nodes join one pool and each lists both, with the addresses and
 /// load the other said, and each room's home (the node that had it first); `kill -9` of one: the other stops listing it
 /// within the record's 3 s (measured), while serving on, and its room is
