@@ -133,6 +133,11 @@ pub trait Store: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<String>, String>>;
     /// Every lease not yet expired: (name, holder), sorted by name.
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>>;
+    /// Connects anew after a call failed (the heartbeat's, once a second
+    /// while the store does not answer); nothing for a store that needs not.
+    fn reconnect(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Takes or renews one lease per key in one round trip: `SET NX PX`, else
@@ -161,8 +166,15 @@ const PREFIX: &str = "mgw:node:";
 
 /// The pool in Redis: a key per node (`mgw:node:ID`, JSON) set with an
 /// expiry (`SET ... PX`), read back by `SCAN` and `MGET`.
+///
+/// The `ConnectionManager` reconnects by itself after a lost connection,
+/// but measured against a Redis stopped for a few seconds and started
+/// again, it did not within 15 s (each call timed out): so a failed
+/// heartbeat also makes a new one ([`Store::reconnect`]), its attempts
+/// bounded by [`CALL_TIMEOUT`].
 pub struct RedisStore {
-    conn: redis::aio::ConnectionManager,
+    client: redis::Client,
+    conn: std::sync::Mutex<redis::aio::ConnectionManager>,
 }
 
 impl RedisStore {
@@ -172,11 +184,30 @@ impl RedisStore {
             return Err("--cluster: Sentinel URLs (redis+sentinel://) are not supported yet; give the master's redis://HOST:PORT".into());
         }
         let client = redis::Client::open(url).map_err(|e| format!("--cluster {url}: {e}"))?;
-        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+        let conn = tokio::time::timeout(Duration::from_secs(5), RedisStore::manager(&client))
             .await
             .map_err(|_| format!("--cluster {url}: no answer within 5 s"))?
             .map_err(|e| format!("--cluster {url}: {e}"))?;
-        Ok(RedisStore { conn })
+        Ok(RedisStore {
+            client,
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    /// A connection whose calls and connection attempts give up within
+    /// [`CALL_TIMEOUT`], retried twice.
+    async fn manager(client: &redis::Client) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(CALL_TIMEOUT)
+            .set_response_timeout(CALL_TIMEOUT)
+            .set_number_of_retries(2)
+            .set_max_delay(200);
+        client.get_connection_manager_with_config(config).await
+    }
+
+    /// The connection (a handle: clones share it).
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.conn.lock().expect("redis connection lock").clone()
     }
 }
 
@@ -184,7 +215,7 @@ impl Store for RedisStore {
     fn put<'a>(&'a self, node: &'a Node, ttl: Duration) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let json = serde_json::to_string(node).map_err(|e| e.to_string())?;
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             let mut set = redis::cmd("SET");
             set.arg(format!("{PREFIX}{}", node.id))
                 .arg(json)
@@ -196,7 +227,7 @@ impl Store for RedisStore {
 
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
         Box::pin(async move {
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             let keys = scan(&mut c, PREFIX).await?;
             if keys.is_empty() {
                 return Ok(Vec::new());
@@ -226,7 +257,7 @@ impl Store for RedisStore {
             if names.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             let mut script = redis::cmd("EVAL");
             script.arg(LEASE_SCRIPT).arg(names.len());
             for n in names {
@@ -239,7 +270,7 @@ impl Store for RedisStore {
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
         Box::pin(async move {
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             let keys = scan(&mut c, ROOM_PREFIX).await?;
             if keys.is_empty() {
                 return Ok(Vec::new());
@@ -257,9 +288,19 @@ impl Store for RedisStore {
         })
     }
 
+    fn reconnect(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(Ok(conn)) =
+                tokio::time::timeout(CALL_TIMEOUT, RedisStore::manager(&self.client)).await
+            {
+                *self.conn.lock().expect("redis connection lock") = conn;
+            }
+        })
+    }
+
     fn claim<'a>(&'a self, key: &'a str, value: &'a str) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(async move {
-            let mut c = self.conn.clone();
+            let mut c = self.conn();
             let key = RedisStore::claim_key(key);
             let mut set = redis::cmd("SET");
             set.arg(&key).arg(value).arg("NX");
@@ -319,7 +360,11 @@ pub async fn check_secrets(store: &dyn Store, mine: &str) -> Result<(), String> 
 /// waited on for [`TTL`] and a heartbeat (a killed node's expires; a live
 /// one's is renewed, with a newer time).
 pub async fn check_node_id(store: &dyn Store, id: &str, instance: &str) -> Result<(), String> {
-    let other = |nodes: Vec<Node>| nodes.into_iter().find(|n| n.id == id && n.instance != instance);
+    let other = |nodes: Vec<Node>| {
+        nodes
+            .into_iter()
+            .find(|n| n.id == id && n.instance != instance)
+    };
     let Some(first) = other(store.nodes().await?) else {
         return Ok(());
     };
@@ -427,6 +472,7 @@ impl Pool {
                 if self.reachable.swap(false, Ordering::SeqCst) {
                     warn!(node = %self.id, "the pool's store is unreachable ({e}): this node keeps serving its rooms, and leaves the pool until it answers");
                 }
+                self.store.reconnect().await;
             }
         }
     }
@@ -555,10 +601,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_node_id_of_a_live_node_is_refused() {
         let store = Arc::new(Flaky::default());
-        assert!(check_node_id(&store, "a", "i2").await.is_ok(), "an empty pool");
+        assert!(
+            check_node_id(&store, "a", "i2").await.is_ok(),
+            "an empty pool"
+        );
         store.put.lock().unwrap().push(node("a"));
         assert!(check_node_id(&store, "a", "i1").await.is_ok(), "itself");
-        assert!(check_node_id(&store, "a", "i2").await.is_ok(), "a record not renewed");
+        assert!(
+            check_node_id(&store, "a", "i2").await.is_ok(),
+            "a record not renewed"
+        );
         // A live namesake renews its record meanwhile.
         let renewing = {
             let store = store.clone();
@@ -569,7 +621,10 @@ mod tests {
         };
         let why = check_node_id(&store, "a", "i2").await.unwrap_err();
         renewing.await.unwrap();
-        assert!(why.contains("--node-id a") && why.contains("127.0.0.1:8080"), "{why}");
+        assert!(
+            why.contains("--node-id a") && why.contains("127.0.0.1:8080"),
+            "{why}"
+        );
     }
 
     /// The store comes back (a Redis restarted empty): the node claims the
@@ -577,7 +632,12 @@ mod tests {
     #[tokio::test]
     async fn the_secrets_are_claimed_again_when_the_store_returns() {
         let store = Arc::new(Flaky::default());
-        let pool = Pool::new("a".into(), "i1".into(), "fingerprint".into(), Box::new(store.clone()));
+        let pool = Pool::new(
+            "a".into(),
+            "i1".into(),
+            "fingerprint".into(),
+            Box::new(store.clone()),
+        );
         store.down.store(true, Ordering::SeqCst);
         pool.beat(&node("a"), &[]).await;
         assert_eq!(*store.held.lock().unwrap(), None);

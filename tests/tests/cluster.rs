@@ -32,15 +32,36 @@ fn node_ids(gw: &Gateway) -> Vec<String> {
 fn a_node_serves_through_a_redis_restart_and_an_id_is_one_nodes() {
     let mut redis = Redis::start();
     let url = redis.url();
-    let args = ["--cluster", &url, "--node-id", "a", "--token-secret", SECRET];
+    let args = [
+        "--cluster",
+        &url,
+        "--node-id",
+        "a",
+        "--token-secret",
+        SECRET,
+    ];
     let a = Gateway::start(1, &args);
     let only_a = |v: &(u16, Value)| {
-        v.0 == 200 && v.1["nodes"].as_array().is_some_and(|n| n.len() == 1 && n[0]["id"] == "a")
+        v.0 == 200
+            && v.1["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 1 && n[0]["id"] == "a")
     };
     wait_for("a in the pool", PATIENCE, || a.get("/v1/cluster"), only_a);
-    a.room("live");
-    let _push = Reap(ffmpeg_rtmp_push(&a, "live/cam", &clip(), 60));
-    wait_playing(&a.rtmp_url("live/cam"));
+    a.room("served");
+    // The pool has a token secret: RTMP needs room tokens too.
+    let (publish, play) = (
+        a.mint_token("served", "publish"),
+        a.mint_token("served", "subscribe"),
+    );
+    let _push = Reap(ffmpeg_rtmp_push(
+        &a,
+        &format!("served/cam?token={publish}"),
+        &clip(),
+        60,
+    ));
+    let played = a.rtmp_url(&format!("served/cam?token={play}"));
+    wait_playing(&played);
 
     redis.stop();
     let (_, v) = wait_for(
@@ -50,20 +71,27 @@ fn a_node_serves_through_a_redis_restart_and_an_id_is_one_nodes() {
         |(code, _)| *code == 503,
     );
     assert!(
-        v["error"].as_str().unwrap_or("").contains("the pool's store is unreachable"),
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the pool's store is unreachable"),
         "{v}"
     );
-    let (video, audio, log) = ffmpeg_rtmp_play(
-        &a.rtmp_url("live/cam"),
-        2,
-        std::time::Duration::from_secs(20),
+    let (video, audio, log) = ffmpeg_rtmp_play(&played, 2, std::time::Duration::from_secs(20));
+    assert!(
+        video >= 30 && audio >= 50,
+        "{video} video / {audio} audio\n{log}"
     );
-    assert!(video >= 30 && audio >= 50, "{video} video / {audio} audio\n{log}");
     assert_eq!(a.healthz().0, 200);
 
     redis.restart();
     let back = Instant::now();
-    wait_for("a back in the pool", PATIENCE, || a.get("/v1/cluster"), only_a);
+    wait_for(
+        "a back in the pool",
+        PATIENCE,
+        || a.get("/v1/cluster"),
+        only_a,
+    );
     eprintln!("back in the pool {:?} after Redis returned", back.elapsed());
     let secrets = redis.command("GET mgw:pool:secrets");
     assert!(
@@ -76,7 +104,14 @@ fn a_node_serves_through_a_redis_restart_and_an_id_is_one_nodes() {
     let out = std::process::Command::new("timeout")
         .args(["-s", "KILL", "30"])
         .arg(bin("controlplane"))
-        .args(["--http", "127.0.0.1:0", "--shm-name", &shm, "--admin-key", ADMIN_KEY])
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--shm-name",
+            &shm,
+            "--admin-key",
+            ADMIN_KEY,
+        ])
         .args(args)
         .output()
         .unwrap();

@@ -687,7 +687,9 @@ mod tests {
         let vp9_key = tag(b"vp09", 0x91, &[0x82, 0x49, 0x83, 0x42, 0x00]);
         h.on_bytes(t0, 0, &publish_of("r/a"), &mut rooms, &mut a);
         let mut media = Vec::new();
-        let tags = [&av1_start, &av1_key, &av1_start, &av1_key, &vp9_start, &vp9_key];
+        let tags = [
+            &av1_start, &av1_key, &av1_start, &av1_key, &vp9_start, &vp9_key,
+        ];
         for (i, body) in tags.iter().enumerate() {
             write_message(&mut media, 6, i as u32 * 40, types::VIDEO, 1, body, 128);
         }

@@ -523,7 +523,8 @@ mod tests {
         let now = Instant::now();
         let source = Source::Rtmp(ParticipantId::new(3));
         let mut caches = HashMap::new();
-        TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now).keep(now, packet(1, 0, true, 50));
+        TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now)
+            .keep(now, packet(1, 0, true, 50));
         let same = TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now);
         assert!(same.as_gop().unwrap().get(1).is_some(), "kept");
         let av1 = TrackCache::gop_of(&mut caches, source, VideoCodec::Av1, now);
