@@ -79,8 +79,14 @@ pub enum Output {
 #[derive(Debug)]
 pub enum Note {
     /// A participant stopped publishing: RTMP players that followed it move
-    /// on, and it is no longer a speaker.
-    Unpublished { room: RoomId, pid: ParticipantId },
+    /// on, it is no longer a speaker, and the shards that watch its room
+    /// end its relayed tracks. `rtmp`: an RTMP push, whose programs and
+    /// bridges the hub let go already.
+    Unpublished {
+        room: RoomId,
+        pid: ParticipantId,
+        rtmp: bool,
+    },
     /// RTP an RTMP publisher's video became: kept in the router's track
     /// cache (for NACKs and GOP replays), then fanned out.
     RtmpVideo(RtpFromRtmp),

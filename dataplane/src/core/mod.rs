@@ -729,9 +729,11 @@ impl Core {
                 return;
             };
             match note {
-                Note::Unpublished { room, pid } => {
-                    self.hub
-                        .publisher_gone(now, room, pid, &mut self.router.participants);
+                Note::Unpublished { room, pid, rtmp } => {
+                    if !rtmp {
+                        self.hub
+                            .publisher_gone(now, room, pid, &mut self.router.participants);
+                    }
                     self.speakers.forget(room, pid);
                     self.relay_unpublished(room, pid);
                 }

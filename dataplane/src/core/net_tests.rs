@@ -200,6 +200,36 @@ fn an_rtmp_push_reaches_lossy_players_on_both_shards() {
     );
 }
 
+/// An RTMP push that ends ends its tracks on the other shard too: the
+/// replica lets its relayed publisher go (before, it stayed until the room
+/// went).
+#[test]
+fn an_rtmp_push_that_ends_ends_its_relayed_tracks() {
+    let mut net = Net::new();
+    let push = net.rtmp(0, "publish", &format!("{}/bob", net.room_name()));
+    let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, Impairment::CLEAN);
+    net.push_frame(push, 0, true, true);
+    net.run(500, &[push]);
+    assert!(
+        net.clients[far].player().got.contains_key(&0x5004),
+        "the far player got bob"
+    );
+    let bob = net.t.cores[0]
+        .router
+        .participants
+        .find(crate::fuzz::ROOM, "bob")
+        .expect("bob on the owner");
+    let relayed = |net: &Net| {
+        net.t.cores[1]
+            .router
+            .relayed_origin(crate::media::Source::Rtmp(bob))
+    };
+    assert_eq!(relayed(&net), Some(0), "relayed while it pushes");
+    net.close_rtmp(push);
+    net.run(100, &[]);
+    assert_eq!(relayed(&net), None, "gone with the push");
+}
+
 /// A keyframe request goes to the track's origin from either shard: the
 /// far player's PLI reaches the publisher through the owner, and the
 /// keyframe it sends reaches the player.

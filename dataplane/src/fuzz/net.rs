@@ -451,6 +451,12 @@ impl Net {
         self.clients.len() - 1
     }
 
+    /// RTMP client `c`'s connection closes (as a pusher that quits).
+    pub fn close_rtmp(&mut self, c: usize) {
+        let (shard, idx) = (self.clients[c].shard, self.clients[c].rtmp().idx);
+        self.t.cores[shard].rtmp_remove(self.now, idx);
+    }
+
     /// An RTMP client on `shard` that sent `cmd` (publish or play) of
     /// `key` (TCP: in order and lossless, so no path).
     pub fn rtmp(&mut self, shard: usize, cmd: &str, key: &str) -> usize {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::timers::Timer;
 use super::{Hub, Rooms};
-use crate::output::{Action, Output, Outputs};
+use crate::output::{Action, Note, Output, Outputs};
 use crate::participants::{Kinds, ParticipantId, Participants};
 use crate::rtmp::chunk::MediaLimits;
 use crate::rtmp::conn::{Conn, Event, RtmpError};
@@ -184,6 +184,14 @@ impl Hub {
                         s.publisher = None;
                         s.rtp = None;
                         self.publisher_gone(now, room, pid, parts);
+                        // The rest of the core hears it as of a WebRTC
+                        // publisher: the room's speakers, and the shards
+                        // that watch it (its relayed tracks end there).
+                        self.out.note(Note::Unpublished {
+                            room,
+                            pid,
+                            rtmp: true,
+                        });
                     }
                 }
             }

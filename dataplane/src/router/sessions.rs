@@ -297,6 +297,7 @@ impl Router {
             self.out.note(Note::Unpublished {
                 room: s.room,
                 pid: s.pid,
+                rtmp: false,
             });
         }
         self.participants.leave(s.pid);
