@@ -227,20 +227,12 @@ impl Store for RedisStore {
 
     fn nodes(&self) -> BoxFuture<'_, Result<Vec<Node>, String>> {
         Box::pin(async move {
-            let mut c = self.conn();
-            let keys = scan(&mut c, PREFIX).await?;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut get = redis::cmd("MGET");
-            get.arg(&keys);
-            let values = timed(get.query_async::<Vec<Option<String>>>(&mut c)).await?;
+            let values = scan_values(&mut self.conn(), PREFIX).await?;
             // A record that expired between SCAN and MGET is None; one that
             // does not parse is another program's key: both left out.
             let mut nodes: Vec<Node> = values
                 .into_iter()
-                .flatten()
-                .filter_map(|v| serde_json::from_str(&v).ok())
+                .filter_map(|(_, v)| serde_json::from_str(&v?).ok())
                 .collect();
             nodes.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(nodes)
@@ -270,17 +262,9 @@ impl Store for RedisStore {
 
     fn leases(&self) -> BoxFuture<'_, Result<Vec<(String, String)>, String>> {
         Box::pin(async move {
-            let mut c = self.conn();
-            let keys = scan(&mut c, ROOM_PREFIX).await?;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut get = redis::cmd("MGET");
-            get.arg(&keys);
-            let holders = timed(get.query_async::<Vec<Option<String>>>(&mut c)).await?;
-            let mut out: Vec<(String, String)> = keys
-                .iter()
-                .zip(holders)
+            let holders = scan_values(&mut self.conn(), ROOM_PREFIX).await?;
+            let mut out: Vec<(String, String)> = holders
+                .into_iter()
                 .filter_map(|(k, h)| Some((k.strip_prefix(ROOM_PREFIX)?.to_string(), h?)))
                 .collect();
             out.sort();
@@ -410,6 +394,22 @@ async fn scan(c: &mut redis::aio::ConnectionManager, prefix: &str) -> Result<Vec
         }
         cursor = next;
     }
+}
+
+/// Every key under `prefix` with its value (`SCAN`, then one `MGET`;
+/// `None` for a key that expired in between).
+async fn scan_values(
+    c: &mut redis::aio::ConnectionManager,
+    prefix: &str,
+) -> Result<Vec<(String, Option<String>)>, String> {
+    let keys = scan(c, prefix).await?;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut get = redis::cmd("MGET");
+    get.arg(&keys);
+    let values = timed(get.query_async::<Vec<Option<String>>>(c)).await?;
+    Ok(keys.into_iter().zip(values).collect())
 }
 
 /// A store call, bounded by [`CALL_TIMEOUT`].

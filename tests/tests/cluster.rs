@@ -22,6 +22,23 @@ fn node_ids(gw: &Gateway) -> Vec<String> {
         .collect()
 }
 
+/// A controlplane started with `args` (and the admin key) that refuses to
+/// start: exit 2, no shared memory left behind; what it said.
+fn refused_at_start(args: &[&str]) -> String {
+    let shm = format!("mgw-test-cluster-{}-{}", std::process::id(), args.len());
+    let out = std::process::Command::new("timeout")
+        .args(["-s", "KILL", "30"])
+        .arg(bin("controlplane"))
+        .args(["--http", "127.0.0.1:0", "--shm-name", &shm])
+        .args(["--admin-key", ADMIN_KEY])
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!std::path::Path::new(&format!("/dev/shm/{shm}")).exists());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Redis stopped under a node and started again empty (a Redis without
 /// persistence that restarted): the node serves its rooms meanwhile (an
 /// RTMP player decodes its push, `/healthz` is 200), `GET /v1/cluster`
@@ -100,23 +117,7 @@ fn a_node_serves_through_a_redis_restart_and_an_id_is_one_nodes() {
     );
 
     // The same id, another process: refused while a renews its record.
-    let shm = format!("mgw-test-clash-{}", std::process::id());
-    let out = std::process::Command::new("timeout")
-        .args(["-s", "KILL", "30"])
-        .arg(bin("controlplane"))
-        .args([
-            "--http",
-            "127.0.0.1:0",
-            "--shm-name",
-            &shm,
-            "--admin-key",
-            ADMIN_KEY,
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused_at_start(&args);
     assert!(
         err.contains("--node-id a is a live node's") && err.contains(&a.http.to_string()),
         "{err}"
@@ -217,34 +218,14 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
 
     // Refused at start, saying why, leaving no shared memory behind: a
     // Redis that is not there, a token secret that is not the pool's.
-    let refused = |args: &[&str]| {
-        let shm = format!("mgw-test-cluster-{}-{}", std::process::id(), args.len());
-        let out = std::process::Command::new("timeout")
-            .args(["-s", "KILL", "20"])
-            .arg(bin("controlplane"))
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--shm-name",
-                &shm,
-                "--admin-key",
-                ADMIN_KEY,
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        assert!(!std::path::Path::new(&format!("/dev/shm/{shm}")).exists());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
     let [dead] = free_tcp_ports::<1>();
     let dead_url = format!("redis://127.0.0.1:{dead}");
-    let err = refused(&["--cluster", &dead_url, "--token-secret", SECRET]);
+    let err = refused_at_start(&["--cluster", &dead_url, "--token-secret", SECRET]);
     assert!(
         err.contains("--cluster") && err.contains(&dead.to_string()),
         "{err}"
     );
-    let err = refused(&[
+    let err = refused_at_start(&[
         "--cluster",
         &url,
         "--token-secret",
@@ -258,7 +239,7 @@ fn nodes_see_each_other_and_a_killed_one_leaves_the_pool() {
         !err.contains("--admin-key and"),
         "the admin key is the pool's: {err}"
     );
-    let err = refused(&["--cluster", &url]);
+    let err = refused_at_start(&["--cluster", &url]);
     assert!(
         err.contains("needs --admin-key and --token-secret"),
         "{err}"

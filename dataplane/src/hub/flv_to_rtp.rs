@@ -555,14 +555,7 @@ mod tests {
         assert!(rtp_ts(&h, a_pid).is_empty());
         // b's as it is: parameter sets and the IDR, at presentation time.
         assert_eq!(rtp_ts(&h, b_pid), [1066 * 90, 1066 * 90]);
-        let warnings: Vec<String> = h
-            .out
-            .events()
-            .filter_map(|e| match e {
-                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
-                _ => None,
-            })
-            .collect();
+        let warnings = media_warnings(&h);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("is re-encoded"), "{warnings:?}");
         assert!(warnings[1].contains("already re-encodes 1"), "{warnings:?}");
@@ -574,6 +567,17 @@ mod tests {
         h.out.clear();
         h.on_reencoded(b_pid, vec![(1100, idr.to_vec())]);
         assert!(h.out.rtmp_video().next().is_none());
+    }
+
+    /// The `media_warning` events the hub queued, in order.
+    fn media_warnings(h: &Hub) -> Vec<String> {
+        h.out
+            .events()
+            .filter_map(|e| match e {
+                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// E-RTMP pushes (AV1 here): each is packetized as it is, in AV1, for
@@ -633,14 +637,7 @@ mod tests {
             "{:?}",
             first.packet
         );
-        let warnings: Vec<String> = h
-            .out
-            .events()
-            .filter_map(|e| match e {
-                RingEvent::MediaWarning { what, .. } => Some(what.clone()),
-                _ => None,
-            })
-            .collect();
+        let warnings = media_warnings(&h);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(
             warnings
