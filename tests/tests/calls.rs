@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 
-/// Held by the VP8 call (aiortc encodes its VP8 itself, a core's worth)
-/// for writing, by every other test here for reading: it runs alone.
+/// Held by the browser/mini-program calls for writing (aiortc's receiver,
+/// in Python, loses packets when starved: a full run beside another test
+/// saw it decode 56 of 240 frames; and in VP8 aiortc encodes too), by
+/// every other test here for reading: each call runs alone.
 static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// What a test other than the VP8 call holds while it runs.
@@ -185,7 +187,12 @@ fn a_call(browser_first: bool, codec: &str) -> (Duration, Duration) {
         json!(["320x240"]),
         "only bob's picture: {report}"
     );
-    assert!(v[0]["frames"].as_u64().unwrap() >= 90, "{report}");
+    assert!(
+        v[0]["frames"].as_u64().unwrap() >= 90,
+        "{report}\n{}\n{}",
+        gw.logs(),
+        gw.get(&format!("/v1/rooms/{room}")).1
+    );
     assert!(audio_frames(&report) >= 100, "bob's voice: {report}");
     let line = events.next_matching(Duration::from_secs(5), |e| {
         e["event"] == "line_changed" && e["participant"] == "alice" && e["source"] == "bob"
@@ -203,7 +210,7 @@ fn a_call(browser_first: bool, codec: &str) -> (Duration, Duration) {
 
 #[test]
 fn a_browser_calls_a_mini_program_first() {
-    let _alongside = alongside_others();
+    let _alone = HEAVY.write().unwrap_or_else(|e| e.into_inner());
     let (browser, mini) = a_call(true, "h264");
     // Figures for the issue note and PERFORMANCE.md (no timing asserted).
     eprintln!("browser first: mini-program's first frame of alice {mini:?} after its play started; browser's first frame {browser:?} after joining (bob came later)");
@@ -211,7 +218,7 @@ fn a_browser_calls_a_mini_program_first() {
 
 #[test]
 fn a_mini_program_calls_a_browser_first() {
-    let _alongside = alongside_others();
+    let _alone = HEAVY.write().unwrap_or_else(|e| e.into_inner());
     let (browser, mini) = a_call(false, "h264");
     eprintln!("mini-program first: browser's first frame of bob {browser:?} after joining; mini-program's first frame of alice {mini:?} after its play started");
 }
