@@ -339,8 +339,15 @@ fn a_mini_program_that_reconnects_takes_its_stream_over() {
     wait_publishing(&gw, room, "bob");
     let url = gw.rtmp_url(&format!("{room}/bob"));
     let player = std::thread::spawn(move || ffmpeg_rtmp_play(&url, 8, Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_secs(3));
-    let mut lte = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &clip(), 40);
+    // A browser watches too: its line goes on from the stale push to the
+    // new one (in its own numbering; the new push's RTP starts afresh).
+    let browser = std::thread::scope(|sc| {
+        let browser = sc.spawn(|| aiortc_play(&gw, room, 8.0, &[]));
+        std::thread::sleep(Duration::from_secs(3));
+        let lte = ffmpeg_rtmp_push(&gw, &format!("{room}/bob"), &clip(), 40);
+        (browser.join().unwrap(), lte)
+    });
+    let (browser, mut lte) = browser;
     assert!(
         wait_bounded(&mut wifi, Duration::from_secs(5)),
         "the stale push was not closed"
@@ -349,6 +356,14 @@ fn a_mini_program_that_reconnects_takes_its_stream_over() {
     assert!(
         video >= 180,
         "the player stopped at the switch: {video} frames\n{log}"
+    );
+    // 8 s from the browser's start, the switch about 3 s in: its last 3 s
+    // are the new push's.
+    let tail = browser["video_frames_last_3s"].as_u64().unwrap_or(0);
+    assert!(
+        tail >= 30,
+        "the browser froze at the switch: {browser}\n{}",
+        gw.logs()
     );
     still_pushing(&mut lte, "bob (new connection)");
     let publishers: Vec<Value> = gw

@@ -384,6 +384,10 @@ async def play(args):
             stats["frames_after_pli"] = sum(1 for f in frame_times if at <= f < at + 1)
         elif ok:
             await asyncio.sleep(args.seconds)
+        # The picture at the end: frames decoded in the last 3 s (0 when
+        # it froze earlier, e.g. at a change of publisher).
+        end = time.monotonic()
+        stats["video_frames_last_3s"] = sum(1 for f in frame_times if f >= end - 3)
         # What reached the receiver, decoded or not.
         report = await pc.getStats()
         stats["video_packets"] = sum(

@@ -730,7 +730,9 @@ impl Core {
             };
             match note {
                 Note::Unpublished { room, pid, rtmp } => {
-                    if !rtmp {
+                    if rtmp {
+                        self.router.push_ended(room, pid);
+                    } else {
                         self.hub
                             .publisher_gone(now, room, pid, &mut self.router.participants);
                     }

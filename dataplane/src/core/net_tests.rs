@@ -670,3 +670,40 @@ fn a_line_of_two_codecs_takes_a_publisher_in_either() {
     assert!(p.pts[first_vp8..].iter().all(|&pt| pt == 98), "{:?}", p.pts);
     assert!(p.keyframes >= 2, "the VP8 publisher's keyframe");
 }
+
+/// A mini-program that pushes its name again (a reconnect), its old push
+/// closed first or still open (taken over): the players already there go
+/// on in their own numbering, one line from the first push to the second,
+/// on both shards, and the second push reaches them as the first did.
+#[test]
+fn a_name_pushed_again_goes_on_in_its_players_numbering() {
+    for closed_first in [true, false] {
+        let mut net = Net::new();
+        let key = format!("{}/bob", net.room_name());
+        let push = net.rtmp(0, "publish", &key);
+        let near = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
+        let far = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, Impairment::CLEAN);
+        let lines = [(near, 0x5002), (far, 0x5004)];
+        net.push_frame(push, 0, true, true);
+        net.run(1000, &[push]);
+        let first: Vec<usize> = lines
+            .iter()
+            .map(|&(c, s)| complete(&mut net, c, s))
+            .collect();
+        if closed_first {
+            net.close_rtmp(push);
+        }
+        net.run(200, &[]);
+        let again = net.rtmp(0, "publish", &key);
+        net.push_frame(again, 1200, true, true);
+        net.run(1000, &[again]);
+        for (i, &(c, ssrc)) in lines.iter().enumerate() {
+            let got = complete(&mut net, c, ssrc);
+            assert!(
+                got >= first[i] + 28,
+                "closed first {closed_first}, line {ssrc:#x}: {} packets of the first push, {got} with the second",
+                first[i]
+            );
+        }
+    }
+}

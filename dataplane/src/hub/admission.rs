@@ -259,6 +259,7 @@ impl Hub {
         let key = participant_key(me);
         let s = self.stream(room, pid, key);
         s.publisher = Some(idx);
+        s.pushes = s.pushes.wrapping_add(1);
         // A new publisher's GOP starts afresh; headers come with its first
         // messages. An RTMP publisher takes over from bridged RTP.
         s.cache = GopCache::new(s.cache.enabled);

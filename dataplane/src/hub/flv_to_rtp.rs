@@ -37,6 +37,8 @@ pub(super) struct RtpOut {
     /// for the publisher's life: whether it is transcoded to H264 on the
     /// re-encode thread for WebRTC players (under `--video-transcodes`).
     pub(super) transcode: Option<bool>,
+    /// What its SSRCs are made from: its participant and push number.
+    seed: u32,
     audio_ssrc: u32,
     audio_seq: u16,
     /// RTP time of the next Opus packet.
@@ -80,13 +82,16 @@ impl RtpOut {
         pushed
     }
 
-    pub(super) fn new(pid: ParticipantId) -> RtpOut {
+    /// Push number `push` of participant `pid`: SSRCs of its own.
+    pub(super) fn new(pid: ParticipantId, push: u32) -> RtpOut {
+        let seed = pid.get() ^ push.wrapping_mul(0x2545_f491);
         RtpOut {
-            packetizer: FlvCodec::NEGOTIATED.packetizer(pid.get().wrapping_mul(0x9e37_79b1) | 1),
+            packetizer: FlvCodec::NEGOTIATED.packetizer(seed.wrapping_mul(0x9e37_79b1) | 1),
             native: None,
             reencode: None,
             transcode: None,
-            audio_ssrc: pid.get().wrapping_mul(0x85eb_ca6b) | 1,
+            seed,
+            audio_ssrc: seed.wrapping_mul(0x85eb_ca6b) | 1,
             audio_seq: 0,
             audio_ts: None,
         }
@@ -116,7 +121,7 @@ impl Hub {
             return Pushed::Nothing;
         };
         let (room, key) = (s.room, s.key);
-        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid, s.pushes));
         if decide {
             out.reencode = Some(start);
         }
@@ -167,9 +172,9 @@ impl Hub {
             return;
         };
         let (room, key) = (s.room, s.key);
-        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid, s.pushes));
         if ertmp::is_sequence_start(&m.payload) {
-            let ssrc = pid.get().wrapping_mul(0xc2b2_ae35) | 1;
+            let ssrc = out.seed.wrapping_mul(0xc2b2_ae35) | 1;
             let mut fresh = Packetizer::enhanced(&m.payload, ssrc);
             match (out.native.take(), &mut fresh) {
                 (Some((was, old)), Some((codec, new))) if was == *codec => new.continue_from(old),
@@ -199,7 +204,7 @@ impl Hub {
         let Some(s) = self.streams.get_mut(&pid) else {
             return Pushed::Nothing;
         };
-        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+        let out = s.rtp.get_or_insert_with(|| RtpOut::new(pid, s.pushes));
         if decide {
             out.transcode = Some(start);
         }

@@ -56,6 +56,11 @@ pub(super) struct Stream {
     /// A replica: the owner shard of its room, and the stream's id there
     /// (a participant's stream, or a program).
     pub(super) origin: Option<(u32, crate::relay::FlvKey)>,
+    /// RTMP pushes it has had. Each push's RTP has SSRCs of its own, so
+    /// where the stream is played (lines, track caches, other shards) a
+    /// push that takes over from a stale one reads as a new stream of the
+    /// same source: lines go on in their numbering, caches start afresh.
+    pub(super) pushes: u32,
 }
 
 impl Stream {
@@ -88,6 +93,7 @@ impl Hub {
             unbridged: None,
             relays: 0,
             origin: None,
+            pushes: 0,
         })
     }
 
@@ -235,7 +241,7 @@ impl Hub {
         if m.type_id == types::AUDIO {
             // The RTP side exists once video started; audio joins it.
             if let Some(s) = self.streams.get_mut(&pid) {
-                let rtp = s.rtp.get_or_insert_with(|| RtpOut::new(pid));
+                let rtp = s.rtp.get_or_insert_with(|| RtpOut::new(pid, s.pushes));
                 if Frame::of(&m) == Frame::Config {
                     rtp.audio_ts = None;
                 }

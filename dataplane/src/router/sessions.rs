@@ -317,39 +317,64 @@ impl Router {
             Role::Relayed(r) => Some(r.source),
             _ => None,
         };
+        if let Some(id) = publisher {
+            self.free_lines(s.room, |source| source == id);
+        }
+    }
+
+    /// RTMP push `pid` of `room` ended (its connection closed or was taken
+    /// over): its track caches go, and the lines it fed are freed as a
+    /// leaving ingest's are. A push of the same name again (a
+    /// mini-program that reconnects) restarts its RTP at sequence 0 on the
+    /// same source: it must find the lines free, to continue each in its
+    /// player's numbering, and no cached GOP of the old push.
+    pub fn push_ended(&mut self, room: RoomId, pid: ParticipantId) {
+        let of_push = move |source: Source| match source {
+            Source::Rtmp(p) | Source::RtmpTranscoded(p, _) => p == pid,
+            Source::Session(_) => false,
+        };
+        self.track_caches.retain(|&source, _| !of_push(source));
+        self.free_lines(room, of_push);
+    }
+
+    /// Frees the egress tracks and player lines of `room` that `ended`
+    /// sources fed, keeping each one's numbering for the next publisher;
+    /// WebRTC players hear that the stream ended (RTCP BYE, a `Line`
+    /// event), and a later publisher continues on the same SSRCs.
+    fn free_lines(&mut self, room: RoomId, ended: impl Fn(Source) -> bool) {
+        let Some(room) = self.rooms.get(&room) else {
+            return;
+        };
         let mut byes: Vec<(Handle, u32)> = Vec::new();
-        if let (Some(id), Some(room)) = (publisher, self.rooms.get(&s.room)) {
-            for &e in &room.egresses {
-                let Some(sub) = self.sessions[e as usize].as_mut() else {
+        for &e in &room.egresses {
+            let Some(sub) = self.sessions[e as usize].as_mut() else {
+                continue;
+            };
+            let session = sub.stats.session;
+            let (tracks, webrtc): (Vec<&mut OutTrack>, bool) = match &mut sub.role {
+                Role::Egress(eg) => (vec![&mut eg.video, &mut eg.audio], false),
+                Role::Webrtc(w) => (w.tracks.iter_mut().collect(), true),
+                _ => continue,
+            };
+            for (line, t) in tracks.into_iter().enumerate() {
+                if !t.source.is_some_and(|s| ended(s.0)) {
                     continue;
-                };
-                let session = sub.stats.session;
-                let (tracks, webrtc): (Vec<&mut OutTrack>, bool) = match &mut sub.role {
-                    Role::Egress(eg) => (vec![&mut eg.video, &mut eg.audio], false),
-                    Role::Webrtc(w) => (w.tracks.iter_mut().collect(), true),
-                    _ => continue,
-                };
-                for (line, t) in tracks.into_iter().enumerate() {
-                    if t.source.map(|s| s.0) == Some(id) {
-                        t.source = None;
-                        if webrtc {
-                            byes.push((e, t.ssrc));
-                            if t.source_pid != ParticipantId::NOBODY {
-                                self.out.event(Event::Line {
-                                    session,
-                                    line: line as u8,
-                                    participant: String::new(),
-                                });
-                            }
-                        }
-                        t.source_pid = ParticipantId::NOBODY;
-                        t.source_key = 0;
+                }
+                t.source = None;
+                if webrtc {
+                    byes.push((e, t.ssrc));
+                    if t.source_pid != ParticipantId::NOBODY {
+                        self.out.event(Event::Line {
+                            session,
+                            line: line as u8,
+                            participant: String::new(),
+                        });
                     }
                 }
+                t.source_pid = ParticipantId::NOBODY;
+                t.source_key = 0;
             }
         }
-        // WebRTC subscribers hear that the stream ended (RTCP BYE); a later
-        // publisher continues on the same SSRCs.
         for (sub, ssrc) in byes {
             self.send_bye(sub, ssrc);
         }

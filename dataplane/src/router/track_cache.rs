@@ -80,10 +80,10 @@ impl TrackCache {
     }
 
     /// The cache of an RTMP publisher's track.
-    fn gop(now: Instant, codec: VideoCodec) -> TrackCache {
+    fn gop(now: Instant, ssrc: u32, codec: VideoCodec) -> TrackCache {
         TrackCache {
             last: now,
-            held: Held::Gop(Gop::new(codec)),
+            held: Held::Gop(Gop::new(codec, ssrc)),
         }
     }
 
@@ -125,20 +125,25 @@ impl TrackCache {
         }
     }
 
-    /// The GOP cache of `source` in `codec` in `caches`: a new one if there
-    /// is none, or if the one there holds another codec (a name pushed
-    /// again in another codec: where a keyframe starts is the codec's).
+    /// The GOP cache of `source`'s `ssrc` in `codec` in `caches`: a new
+    /// one if there is none, or if the one there holds another SSRC (a
+    /// name pushed again: its RTP starts afresh) or another codec (where a
+    /// keyframe starts is the codec's).
     fn gop_of(
         caches: &mut HashMap<Source, TrackCache>,
         source: Source,
+        ssrc: u32,
         codec: VideoCodec,
         now: Instant,
     ) -> &mut TrackCache {
         let cache = caches
             .entry(source)
-            .or_insert_with(|| TrackCache::gop(now, codec));
-        if cache.as_gop().is_some_and(|g| g.codec != codec) {
-            *cache = TrackCache::gop(now, codec);
+            .or_insert_with(|| TrackCache::gop(now, ssrc, codec));
+        if cache
+            .as_gop()
+            .is_some_and(|g| g.codec != codec || g.ssrc != ssrc)
+        {
+            *cache = TrackCache::gop(now, ssrc, codec);
         }
         cache
     }
@@ -154,18 +159,21 @@ pub(super) struct Gop {
     bytes: usize,
     /// Its video codec, which tells where a keyframe starts.
     codec: VideoCodec,
+    /// The SSRC it holds.
+    ssrc: u32,
     /// Sequence number of the packet that began the latest keyframe, while
     /// it is held.
     keyframe: Option<u16>,
 }
 
 impl Gop {
-    fn new(codec: VideoCodec) -> Gop {
+    fn new(codec: VideoCodec, ssrc: u32) -> Gop {
         Gop {
             packets: VecDeque::new(),
             first: 0,
             bytes: 0,
             codec,
+            ssrc,
             keyframe: None,
         }
     }
@@ -375,7 +383,7 @@ impl Router {
             ..
         } = self;
         let codec = live.codec.unwrap_or(VideoCodec::NEGOTIATED);
-        let cache = TrackCache::gop_of(track_caches, live.source, codec, now);
+        let cache = TrackCache::gop_of(track_caches, live.source, live.ssrc, codec, now);
         cache.keep(now, packet);
         let Some(cache) = cache.as_gop() else {
             return;
@@ -454,7 +462,10 @@ impl Router {
         codec: VideoCodec,
         packets: &[Bytes],
     ) {
-        let cache = TrackCache::gop_of(&mut self.track_caches, source, codec, now);
+        let Some(first) = packets.first().and_then(|p| RtpHeader::parse(p).ok()) else {
+            return;
+        };
+        let cache = TrackCache::gop_of(&mut self.track_caches, source, first.ssrc, codec, now);
         for p in packets {
             cache.keep(now, p.clone());
         }
@@ -515,21 +526,25 @@ mod tests {
         Bytes::from(p)
     }
 
-    /// A track pushed again in another codec under the same source gets a
-    /// new cache in that codec (where its keyframes start is its own); the
-    /// same codec keeps what it held.
+    /// A track pushed again in another codec, or on another SSRC (a push
+    /// that took over from a stale one), under the same source gets a new
+    /// cache (where its keyframes start and its numbering are its own);
+    /// the same codec and SSRC keep what they held.
     #[test]
-    fn a_track_in_another_codec_starts_a_cache_of_its_own() {
+    fn a_track_in_another_codec_or_ssrc_starts_a_cache_of_its_own() {
         let now = Instant::now();
         let source = Source::Rtmp(ParticipantId::new(3));
         let mut caches = HashMap::new();
-        TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now)
+        TrackCache::gop_of(&mut caches, source, 7, VideoCodec::H264, now)
             .keep(now, packet(1, 0, true, 50));
-        let same = TrackCache::gop_of(&mut caches, source, VideoCodec::H264, now);
+        let same = TrackCache::gop_of(&mut caches, source, 7, VideoCodec::H264, now);
         assert!(same.as_gop().unwrap().get(1).is_some(), "kept");
-        let av1 = TrackCache::gop_of(&mut caches, source, VideoCodec::Av1, now);
+        let av1 = TrackCache::gop_of(&mut caches, source, 7, VideoCodec::Av1, now);
         let g = av1.as_gop().unwrap();
         assert_eq!((g.codec, g.get(1).is_some()), (VideoCodec::Av1, false));
+        av1.keep(now, packet(1, 0, true, 50));
+        let next = TrackCache::gop_of(&mut caches, source, 8, VideoCodec::Av1, now);
+        assert!(next.as_gop().unwrap().get(1).is_none(), "a new push's own");
     }
 
     /// The oldest sequence number held, counted back from `last`.
@@ -547,7 +562,7 @@ mod tests {
     /// window; without a keyframe the NACK window is all that is kept.
     #[test]
     fn keeps_the_nack_window_and_the_latest_gop_within_its_bound() {
-        let mut c = Gop::new(VideoCodec::H264);
+        let mut c = Gop::new(VideoCodec::H264, 1);
         let start = 65000u16;
         // 100 packets before the keyframe, then a GOP of 3000 packets.
         for k in 0..3100u16 {
@@ -586,7 +601,7 @@ mod tests {
     /// it.
     #[test]
     fn a_keyframe_in_slices_begins_at_its_parameter_sets() {
-        let mut c = Gop::new(VideoCodec::H264);
+        let mut c = Gop::new(VideoCodec::H264, 1);
         let mut seq = 0u16;
         let mut push = |c: &mut Gop, ts: u32, payload: &[u8]| {
             let mut p = vec![0x80, 96];
@@ -621,7 +636,7 @@ mod tests {
     /// answered or replayed as the new one's.
     #[test]
     fn a_track_numbered_anew_starts_the_cache_again() {
-        let mut c = Gop::new(VideoCodec::H264);
+        let mut c = Gop::new(VideoCodec::H264, 1);
         for seq in 500..520u16 {
             c.insert(packet(seq, seq as u32, seq == 505, 100));
         }
