@@ -462,6 +462,9 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             "keyframe_requests": s.stats.keyframe_requests,
             "bridge_gaps_filled": s.stats.bridge_gaps_filled,
             "bridge_gaps_given_up": s.stats.bridge_gaps_given_up,
+            // A WebRTC player that offered transport-cc: our estimate of
+            // its path, from its feedback (null until there is one).
+            "estimate_bps": (s.stats.estimate_bps > 0).then_some(s.stats.estimate_bps),
         },
     });
     if let Some(reason) = &s.ended {

@@ -14,6 +14,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use gateway_ring::msg::{DropReason, Limit, TURN_BUCKETS_US};
 
+/// Bounds of the players' estimate histogram (bit/s): a mobile link's
+/// low layer, 360p, 540p, 720p and above.
+const ESTIMATE_BUCKETS_BPS: [u64; 7] = [
+    150_000, 300_000, 500_000, 1_000_000, 1_500_000, 2_500_000, 4_000_000,
+];
+
 use crate::api::{lock, App};
 
 /// One metric family: HELP and TYPE, then its samples.
@@ -218,6 +224,41 @@ pub async fn metrics(Ext(app): Ext<Arc<App>>) -> impl IntoResponse {
             s.busy_us as f64 / 1e6,
         );
         f.sample("mgw_loop_turn_seconds_count", &[("shard", &shard)], count);
+    }
+    // Players' estimates as a distribution per shard, not a series per
+    // player: thousands of players would be thousands of series (each
+    // player's own is in GET /v1/rooms/{room}).
+    let mut f = Family::new(
+        &mut out,
+        "mgw_player_estimate_bps",
+        "histogram",
+        "Live WebRTC players' path estimates (bit/s, from their transport-cc feedback).",
+    );
+    for (i, _) in st.shard_stats.iter().enumerate() {
+        let shard = i.to_string();
+        let estimates: Vec<u64> = st
+            .sessions
+            .values()
+            .filter(|r| r.shard == i as u32 && r.ended.is_none() && r.stats.estimate_bps > 0)
+            .map(|r| r.stats.estimate_bps)
+            .collect();
+        for bound in ESTIMATE_BUCKETS_BPS {
+            let below = estimates.iter().filter(|&&e| e <= bound).count();
+            let le = bound.to_string();
+            f.sample(
+                "mgw_player_estimate_bps_bucket",
+                &[("shard", &shard), ("le", &le)],
+                below,
+            );
+        }
+        let (count, sum) = (estimates.len(), estimates.iter().sum::<u64>());
+        f.sample(
+            "mgw_player_estimate_bps_bucket",
+            &[("shard", &shard), ("le", "+Inf")],
+            count,
+        );
+        f.sample("mgw_player_estimate_bps_sum", &[("shard", &shard)], sum);
+        f.sample("mgw_player_estimate_bps_count", &[("shard", &shard)], count);
     }
     for (name, help, value) in [
         (

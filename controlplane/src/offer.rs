@@ -252,8 +252,9 @@ pub struct Chosen {
     /// Audio: the id of RFC 6464 audio levels, when offered. A publisher's
     /// feed the active speaker; a player's carry each packet's level.
     pub audio_level: Option<u8>,
-    /// Publish: the transport-wide sequence number extension id, when
-    /// offered; the answer accepts it with `transport-cc` feedback.
+    /// The transport-wide sequence number extension id, when offered; the
+    /// answer accepts it with `transport-cc` feedback (a publisher's for its
+    /// encoder, a player's for our estimate of its path).
     pub twcc: Option<u8>,
     /// Publish, without transport-cc: the abs-send-time extension id, when
     /// offered with `goog-remb`; the answer accepts both and we send REMB.
@@ -573,10 +574,9 @@ pub fn negotiate(offer: &Offer, mode: Mode, prefs: &[WireCodec]) -> Result<Negot
             MediaKind::Audio => m.extmap_id(AUDIO_LEVEL_URI),
             MediaKind::Video => None,
         };
-        let twcc = match mode {
-            Mode::Publish => m.extmap_id(TWCC_URI),
-            Mode::Play => None,
-        };
+        // Both ways: a publisher's feedback drives its encoder; a player's
+        // drives our estimate of its path (`dataplane/src/bwe.rs`).
+        let twcc = m.extmap_id(TWCC_URI);
         let remb = codec.feedback.iter().any(|f| f == "goog-remb");
         let abs_send_time = match mode {
             Mode::Publish if twcc.is_none() && remb => m.extmap_id(ABS_SEND_TIME_URI),
@@ -754,6 +754,12 @@ pub fn answer(offer: &Offer, neg: &Negotiated, p: &AnswerParams<'_>) -> String {
         if let Some(id) = neg.tracks[k].twcc {
             let _ = write!(s, "a=extmap:{id} {TWCC_URI}\r\n");
             let _ = write!(s, "a=rtcp-fb:{} transport-cc\r\n", codec.pt);
+            // The other codecs a player's line carries, where offered.
+            for (other, _) in codecs.iter().skip(1) {
+                if other.feedback.iter().any(|f| f == "transport-cc") {
+                    let _ = write!(s, "a=rtcp-fb:{} transport-cc\r\n", other.pt);
+                }
+            }
         }
         if let Some(id) = neg.tracks[k].abs_send_time {
             let _ = write!(s, "a=extmap:{id} {ABS_SEND_TIME_URI}\r\n");

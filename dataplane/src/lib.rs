@@ -10,6 +10,7 @@
 //! - [`uring`]: the Linux-only I/O layer (io_uring, sockets, CPU pinning).
 //! - [`shard`]: the drive loop that joins the two and talks to the controlplane rings.
 
+pub mod bwe;
 pub mod codec;
 pub mod core;
 pub mod demux;

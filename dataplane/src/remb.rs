@@ -85,7 +85,7 @@ enum RateState {
 
 #[derive(Clone, Copy)]
 struct Group {
-    /// Send times (abs-send-time, extended past its 64 s wrap).
+    /// Send times (µs).
     first_send: i64,
     last_send: i64,
     /// Arrival of its last packet (µs since the estimator's start).
@@ -174,6 +174,13 @@ impl Estimator {
         self.estimate.map(|e| e as u32)
     }
 
+    /// Bit/s that arrived over the last second (of arrival time), once
+    /// anything did: for the send side, what the player acknowledged.
+    pub fn received(&self) -> Option<u32> {
+        let at = (self.bucket_at + 1) * BUCKET_US;
+        self.received_bps(at, RATE_BUCKETS).map(|r| r as u32)
+    }
+
     /// What the delay trend said last.
     pub fn usage(&self) -> Usage {
         self.usage
@@ -187,8 +194,20 @@ impl Estimator {
     /// 24-bit value), arrived at `now`.
     pub fn on_packet(&mut self, now: Instant, abs_send_time: u32, size: usize) {
         let at = self.micros(now);
+        let send = to_us(self.extend(abs_send_time & 0xff_ffff));
+        self.on_sample(at, send, size);
+    }
+
+    /// A packet of `size` bytes sent at `send` and arrived at `at` (µs, each
+    /// on its own clock: only differences count). The receive side (above)
+    /// and the send side of a player's path ([`crate::bwe`], from its
+    /// transport-cc feedback) both run the estimate on these. Arrivals
+    /// before 0 are not taken.
+    pub fn on_sample(&mut self, at: i64, send: i64, size: usize) {
+        if at < 0 {
+            return;
+        }
         self.count_bytes(at, size);
-        let send = self.extend(abs_send_time & 0xff_ffff);
         match self.group {
             None => self.group = Some(Group::new(send, at)),
             Some(g) if send < g.first_send => {} // reordered: no delay sample
@@ -199,7 +218,7 @@ impl Estimator {
             }
             Some(g) => {
                 if let Some(p) = self.prev {
-                    let send_us = to_us(g.last_send - p.last_send);
+                    let send_us = g.last_send - p.last_send;
                     self.on_delta(send_us, g.last_arrival - p.last_arrival, g.last_arrival);
                 }
                 self.prev = Some(g);
@@ -439,9 +458,9 @@ impl Group {
     /// Whether a packet sent at `send` arriving at `at` belongs here.
     fn takes(&self, send: i64, at: i64) -> bool {
         let arrival_delta = at - self.last_arrival;
-        let send_delta = to_us(send - self.last_send);
+        let send_delta = send - self.last_send;
         let burst = send_delta == 0 || (arrival_delta < send_delta && arrival_delta <= BURST_US);
-        burst || to_us(send - self.first_send) <= GROUP_SPAN_US
+        burst || send - self.first_send <= GROUP_SPAN_US
     }
 }
 

@@ -175,16 +175,19 @@ pub struct Peer {
     pub feedback: Option<Box<Feedback>>,
 }
 
-/// The congestion feedback a publisher gets: one kind per publisher, chosen
-/// by its offer (transport-cc if offered; else REMB if it offered
-/// `goog-remb` and abs-send-time; else none).
-// Boxed as a whole, one per publisher: the variants' sizes do not matter.
+/// The congestion control of a peer's path, one kind per peer, chosen by
+/// its offer. A publisher: transport-cc feedback if offered; else REMB if
+/// it offered `goog-remb` and abs-send-time; else none. A player: our
+/// send-side estimate, if it offered transport-cc.
+// Boxed as a whole, one per peer: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 pub enum Feedback {
     /// Its packets' arrival times: its own estimator runs on them.
     Twcc(crate::twcc::Recorder),
     /// Our receive-side estimate of its path, as a bitrate.
     Remb(crate::remb::Estimator),
+    /// Player: what we send it numbered, and the estimate its feedback gives.
+    SendSide(crate::bwe::SendSide),
 }
 
 impl Peer {
@@ -196,6 +199,9 @@ impl Peer {
             }
             Direction::Publish if spec.abs_send_time_id() != 0 => {
                 Some(Box::new(Feedback::Remb(crate::remb::Estimator::new(now))))
+            }
+            Direction::Subscribe if spec.twcc_id() != 0 => {
+                Some(Box::new(Feedback::SendSide(crate::bwe::SendSide::new(now))))
             }
             _ => None,
         };
@@ -237,8 +243,30 @@ impl Peer {
         }
     }
 
-    /// Protects RTP `buf[..len]` for this peer; returns the wire length.
-    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+    /// Sends RTP `buf[..len]` to this player: writes its own header
+    /// extensions (`level`: an audio level's id and value; our
+    /// transport-wide sequence number, if it offered transport-cc), then
+    /// protects it; returns the wire length. `buf` has room after the
+    /// packet for them and SRTP's trailer (a packet without it goes without
+    /// them). Every packet a player gets passes here: forwarded, resent,
+    /// replayed, so its estimate counts all it is sent.
+    pub fn protect_rtp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        level: Option<(u8, u8)>,
+    ) -> Result<usize, SrtpError> {
+        let twcc = self.transport_seq(now, len);
+        let len = if level.is_some() || twcc.is_some() {
+            let (level_id, level) = level.map_or((0, [0]), |(id, l)| (id, [l & 0x7f]));
+            let (twcc_id, seq) = twcc.map_or((0, [0; 2]), |(id, s)| (id, s.to_be_bytes()));
+            let elements: [(u8, &[u8]); 2] = [(level_id, &level), (twcc_id, &seq)];
+            let room = buf.len().saturating_sub(crate::srtp::MAX_TRAILER);
+            crate::rtp::write_extensions(&mut buf[..room], len, &elements)
+        } else {
+            len
+        };
         self.tx
             .as_mut()
             .ok_or(SrtpError::Malformed)?
@@ -336,7 +364,7 @@ impl Peer {
                             e.on_packet(now, sent, len);
                         }
                     }
-                    None => {}
+                    Some(Feedback::SendSide(_)) | None => {}
                 }
                 if rtx {
                     // Counted above for congestion control, now made the
@@ -408,7 +436,34 @@ impl Peer {
         match self.feedback.as_deref() {
             Some(Feedback::Twcc(r)) => r.due(now),
             Some(Feedback::Remb(e)) => e.due(now),
-            None => false,
+            Some(Feedback::SendSide(_)) | None => false,
+        }
+    }
+
+    /// Player: the transport-wide sequence number of a packet of `size`
+    /// bytes sent to it now, and the extension id to write it under
+    /// (`None` if it did not offer transport-cc).
+    fn transport_seq(&mut self, now: Instant, size: usize) -> Option<(u8, u16)> {
+        match self.feedback.as_deref_mut() {
+            Some(Feedback::SendSide(b)) => Some((self.spec.twcc_id(), b.on_sent(now, size))),
+            _ => None,
+        }
+    }
+
+    /// Player: the transport-cc feedback in RTCP compound `rtcp` (plain).
+    pub fn on_player_rtcp(&mut self, now: Instant, rtcp: &[u8]) {
+        if let Some(Feedback::SendSide(b)) = self.feedback.as_deref_mut() {
+            for packet in crate::rtcp::transport_feedbacks(rtcp) {
+                b.on_feedback(now, packet);
+            }
+        }
+    }
+
+    /// Player: the estimate of its path (bit/s), once there is one.
+    pub fn estimate(&self) -> Option<u32> {
+        match self.feedback.as_deref() {
+            Some(Feedback::SendSide(b)) => b.estimate(),
+            _ => None,
         }
     }
 
@@ -427,7 +482,7 @@ impl Peer {
                 };
                 e.write_remb(now, ours, ssrcs, out)
             }
-            None => 0,
+            Some(Feedback::SendSide(_)) | None => 0,
         }
     }
 

@@ -126,6 +126,12 @@ fn publish_and_play(codec: &str, mime: &str, room: &str) -> (Gateway, Value) {
         "{whip}"
     );
     assert_eq!(whip["stats"]["drops"]["auth_failed"], 0, "{whip}");
+    // The player offered transport-cc: each packet it got carried our
+    // transport-wide number, and its feedback gave an estimate of its path.
+    let whep = gw.session_of_kind(room, "whep");
+    let estimate = whep["stats"]["estimate_bps"].as_u64().unwrap_or(0);
+    eprintln!("Chromium {codec} player's path estimate: {estimate} bit/s");
+    assert!(estimate >= 100_000, "{whep}");
     let ((probed, rtmp, rtmp_log), (flv, flv_log)) = rtmp_players;
     eprintln!(
         "{codec} from Chromium to mini-programs as {probed:?}: {rtmp} frames in 3 s over RTMP, \

@@ -101,10 +101,14 @@ fn chrome_publish_offer_negotiates_h264_pm1_and_opus() {
     ] {
         assert!(a3.contains(&want), "missing {want:?} in\n{a3}");
     }
-    // A player is not fed back to: its answer does not accept them.
-    assert!(
-        negotiate(&offer3, Mode::Play, &WireCodec::VIDEO).is_err_and(|e| e.contains("receives"))
-    );
+    // A player's too: its feedback drives our estimate of its path.
+    let play = with_twcc.replace("a=sendonly", "a=recvonly");
+    let offer4 = parse(&play).unwrap();
+    let n4 = negotiate(&offer4, Mode::Play, &WireCodec::VIDEO).unwrap();
+    assert_eq!(n4.tracks[0].twcc, Some(3));
+    let a4 = answer(&offer4, &n4, &params(Mode::Play));
+    assert!(a4.contains(&format!("a=extmap:3 {TWCC_URI}")), "{a4}");
+    assert!(a4.contains("a=rtcp-fb:111 transport-cc"), "{a4}");
     // A WHEP answer to the same offer fails: it only sends.
     assert!(negotiate(&offer, Mode::Play, &WireCodec::VIDEO)
         .unwrap_err()

@@ -707,3 +707,31 @@ fn a_name_pushed_again_goes_on_in_its_players_numbering() {
         }
     }
 }
+
+/// Two players of a 1.9 Mbit/s publisher, one on an open path, one behind
+/// a 600 kbit/s link (a drop-tail queue of 300 ms): each offered
+/// transport-cc, so each packet it is sent carries our transport-wide
+/// number and its feedback drives our estimate of its path. The narrow
+/// player's estimate finds its link; the open one's stays near what flows.
+#[test]
+fn each_players_estimate_finds_its_own_path() {
+    let mut net = Net::new();
+    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
+    let p = net.clients[cam].publisher();
+    (p.slices, p.slice_bytes) = (8, 1000);
+    let narrow = Impairment {
+        rate_bps: 600_000,
+        queue: std::time::Duration::from_millis(300),
+        ..Impairment::CLEAN
+    };
+    let open = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
+    let capped = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, narrow);
+    net.run(8000, &[cam]);
+    let estimate = |net: &Net, c: usize| net.stats[&net.clients[c].session].estimate_bps;
+    let (open, capped) = (estimate(&net, open), estimate(&net, capped));
+    assert!(
+        (300_000..=900_000).contains(&capped),
+        "capped at 600 kbit/s, estimate {capped}"
+    );
+    assert!(open > 1_500_000, "open path, estimate {open}");
+}

@@ -240,6 +240,9 @@ pub struct Player {
     /// The payload type of each media packet it got, in order.
     pub pts: Vec<u8>,
     last_keyframe: Option<u32>,
+    /// It offered transport-cc (as a browser does): the extension id, and
+    /// the arrivals it feeds back every 100 ms.
+    twcc: Option<(u8, Box<crate::twcc::Recorder>)>,
 }
 
 /// An RTMP client: its connection's index on its shard.
@@ -380,6 +383,7 @@ impl Net {
             .and_then(VideoCodec::of_wire)
             .unwrap_or(VideoCodec::H264);
         let abs_send_time = spec.abs_send_time_id();
+        let twcc_id = spec.twcc_id();
         let s = session.get() as u8;
         let (Some(remote), Some(local)) = (key(2 * s + 1), key(2 * s + 2)) else {
             panic!("keys");
@@ -408,6 +412,9 @@ impl Net {
                 pt_codecs,
                 pts: Vec::new(),
                 last_keyframe: None,
+                twcc: Some(twcc_id)
+                    .filter(|&id| id != 0)
+                    .map(|id| (id, Box::new(crate::twcc::Recorder::new(self.now)))),
             })
         };
         self.clients.push(Client {
@@ -775,6 +782,11 @@ impl Net {
         };
         let Ok(h) = RtpHeader::parse(&d) else { return };
         p.pts.push(h.pt);
+        if let Some((id, r)) = &mut p.twcc {
+            if let Some(seq) = crate::twcc::sequence(&d[..h.len], *id) {
+                r.record(seq, now);
+            }
+        }
         let (ssrc, seq, payload) = if p.rtx_pts.contains(&h.pt) {
             // RTX: the original sequence number leads the payload.
             let Some(osn) = d.get(h.len..h.len + 2) else {
@@ -833,10 +845,22 @@ impl Net {
             }
         }
         p.nacks += due.len();
+        let feedback = match &mut p.twcc {
+            Some((_, r)) if r.due(now) => {
+                let mut buf = vec![0u8; 1500];
+                let n = r.feedback(now, 0xc1, 0, &mut buf);
+                buf.truncate(n);
+                (n > 0).then_some(buf)
+            }
+            _ => None,
+        };
         for (ssrc, seq) in due {
             let mut buf = vec![0u8; 64];
             let n = rtcp::write_nack(&mut buf, 0xc1, ssrc, seq, 0);
             buf.truncate(n);
+            send_rtcp(client, now, buf);
+        }
+        if let Some(buf) = feedback {
             send_rtcp(client, now, buf);
         }
     }

@@ -13,7 +13,6 @@ use crate::codec::{PictureIds, VideoCodec};
 use crate::output::Note;
 use crate::participants::ParticipantId;
 use crate::rtp::RtpHeader;
-use crate::srtp::MAX_TRAILER;
 
 use super::sessions::Role;
 use super::{Handle, Inbound, Router, Source, SOURCE_TIMEOUT};
@@ -351,16 +350,10 @@ impl Router {
                 track.octets = track
                     .octets
                     .wrapping_add((inbound.len.saturating_sub(12)) as u32);
-                let len = match inbound.level {
-                    Some(level) if track.audio_level != 0 => {
-                        // Room for SRTP's trailer stays behind it.
-                        let room = pkt.len().saturating_sub(MAX_TRAILER);
-                        let pkt = &mut pkt[..room];
-                        crate::rtp::write_audio_level(pkt, inbound.len, track.audio_level, level)
-                    }
-                    _ => inbound.len,
-                };
-                match w.peer.protect_rtp(pkt, len) {
+                // Each packet's audio level under the player's own id.
+                let level = inbound.level.filter(|_| track.audio_level != 0);
+                let level = level.map(|l| (track.audio_level, l));
+                match w.peer.protect_rtp(now, pkt, inbound.len, level) {
                     Ok(n) => (n, dest),
                     Err(_) => {
                         s.stats.drops[DropReason::Send as usize] += 1;

@@ -99,7 +99,7 @@ impl Router {
                             self.count_drop(h, DropReason::RateLimited);
                             continue;
                         }
-                        self.retransmit(h, media_ssrc, seq);
+                        self.retransmit(now, h, media_ssrc, seq);
                     }
                 }
                 Feedback::SenderReport(sr) => {
@@ -139,7 +139,7 @@ impl Router {
     /// SSRC `media_ssrc` from the publisher's cache (a WebRTC publisher's,
     /// or an RTMP publisher's RTP); a miss becomes a NACK to a WebRTC
     /// publisher.
-    fn retransmit(&mut self, h: Handle, media_ssrc: u32, out_seq: u16) {
+    fn retransmit(&mut self, now: Instant, h: Handle, media_ssrc: u32, out_seq: u16) {
         let Some((src, i)) = self.track_source(h, media_ssrc) else {
             return;
         };
@@ -195,7 +195,7 @@ impl Router {
         } else {
             RtpHeader::rewrite(&mut buf, pt, out_seq, ts, ssrc);
         }
-        let Ok(n) = w.peer.protect_rtp(&mut buf, len) else {
+        let Ok(n) = w.peer.protect_rtp(now, &mut buf, len, None) else {
             return;
         };
         buf.truncate(n);

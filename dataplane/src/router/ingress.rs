@@ -94,6 +94,8 @@ impl Router {
                         Err(None)
                     }
                     Ok(PeerEvent::Rtcp(n)) => {
+                        w.peer.on_player_rtcp(now, &buf[..n]);
+                        s.stats.estimate_bps = w.peer.estimate().map_or(0, u64::from);
                         let fb = &mut self.feedback;
                         fb.clear();
                         rtcp::walk(&buf[..n], |f| fb.push(f));

@@ -334,7 +334,7 @@ fn replay_gop(
         let len = pkt.len();
         buf[..len].copy_from_slice(pkt);
         RtpHeader::rewrite(&mut buf, t.pt, seq, ts, t.ssrc);
-        let Ok(m) = peer.protect_rtp(&mut buf, len) else {
+        let Ok(m) = peer.protect_rtp(now, &mut buf, len, None) else {
             continue;
         };
         buf.truncate(m);

@@ -69,40 +69,6 @@ impl RtpHeader {
     }
 }
 
-/// Writes RFC 6464 audio level `level` (-dBov: 0 loudest, 127 silence) as
-/// one-byte extension `id` (RFC 8285) into RTP packet `pkt[..len]`, whose
-/// buffer has room after it; returns the new length. The publisher's
-/// packet came with an extension block (its elements blanked to padding at
-/// ingress, the publisher's ids meaning nothing to a player): the level
-/// goes in its first word. Without one, a one-word block is inserted after
-/// the header (8 bytes: the payload moves). Left as it is if neither fits.
-pub fn write_audio_level(pkt: &mut [u8], len: usize, id: u8, level: u8) -> usize {
-    if len < 12 || !(1..=14).contains(&id) {
-        return len;
-    }
-    let at = 12 + 4 * (pkt[0] & 0x0f) as usize;
-    let element = [id << 4, level & 0x7f];
-    if pkt[0] & 0x10 != 0 {
-        let words = pkt
-            .get(at + 2..at + 4)
-            .map_or(0, |w| u16::from_be_bytes([w[0], w[1]]) as usize);
-        if words == 0 || at + 4 + 4 * words > len {
-            return len;
-        }
-        // One-byte form (a two-byte block's padding is zeros too).
-        pkt[at..at + 2].copy_from_slice(&[0xbe, 0xde]);
-        pkt[at + 4..at + 6].copy_from_slice(&element);
-        return len;
-    }
-    if at > len || len + 8 > pkt.len() {
-        return len;
-    }
-    pkt.copy_within(at..len, at + 8);
-    pkt[0] |= 0x10;
-    pkt[at..at + 8].copy_from_slice(&[0xbe, 0xde, 0, 1, element[0], element[1], 0, 0]);
-    len + 8
-}
-
 /// RFC 5761 §4: with RTCP muxed on the RTP port, packet types 192-223 (the
 /// second byte, which for RTP holds M|PT) are RTCP (SR 200, RR 201, ...).
 pub fn is_rtcp(pkt: &[u8]) -> bool {
@@ -140,31 +106,6 @@ mod tests {
     fn rejects_short_and_wrong_version() {
         assert_eq!(RtpHeader::parse(&[0x80; 11]), Err(RtpError::UnexpectedEnd));
         assert_eq!(RtpHeader::parse(&[0x40; 12]), Err(RtpError::BadVersion));
-    }
-
-    #[test]
-    fn audio_levels_are_written_into_a_blanked_block_or_a_new_one() {
-        // A blanked two-word block from the publisher: the level takes its
-        // first element, the rest stays padding.
-        let mut pkt = vec![0x90, 111, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3];
-        pkt.extend_from_slice(&[0xbe, 0xde, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, b'o', b'p']);
-        let len = pkt.len();
-        assert_eq!(write_audio_level(&mut pkt, len, 5, 30), len);
-        assert_eq!(&pkt[12..20], &[0xbe, 0xde, 0, 2, 0x50, 30, 0, 0]);
-        assert_eq!(crate::rtp::audio_level(&pkt[..24], 5), Some(30));
-        // No block: one is inserted, the payload moves 8 bytes on.
-        let mut pkt = vec![
-            0x80, 111, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, b'o', b'p', 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(write_audio_level(&mut pkt, 14, 1, 127), 22);
-        let h = RtpHeader::parse(&pkt[..22]).unwrap();
-        assert_eq!((h.len, &pkt[h.len..22]), (20, &b"op"[..]));
-        assert_eq!(crate::rtp::audio_level(&pkt[..20], 1), Some(127));
-        // No room after it, or a bad id: left alone.
-        let mut short = pkt[..14].to_vec();
-        short[0] = 0x80;
-        assert_eq!(write_audio_level(&mut short, 14, 1, 10), 14);
-        assert_eq!(write_audio_level(&mut pkt, 22, 15, 10), 22);
     }
 
     #[test]

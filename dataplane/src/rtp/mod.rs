@@ -16,5 +16,5 @@ pub mod header;
 /// 1900`) must be set to 1500 or less: browsers never send more than ~1200.
 pub const MAX_PACKET: usize = 1500;
 
-pub use extensions::{audio_level, one_byte_extension};
-pub use header::{is_rtcp, write_audio_level, RtpError, RtpHeader};
+pub use extensions::{audio_level, one_byte_extension, write_audio_level, write_extensions};
+pub use header::{is_rtcp, RtpError, RtpHeader};

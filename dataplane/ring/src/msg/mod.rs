@@ -8,7 +8,7 @@ use crate::ids::{RoomId, SessionId};
 use crate::layout::SLOT_SIZE;
 
 /// Message encoding version; bump with any incompatible field change.
-pub const MSG_VERSION: u8 = 11;
+pub const MSG_VERSION: u8 = 12;
 /// Longest room name carried in a message (the controlplane validates names).
 pub const MAX_NAME: usize = 64;
 /// Longest description carried in an event (cut at a character boundary).
@@ -250,8 +250,9 @@ pub struct TrackSpec {
     /// answer accepted (0: none): read from a publisher's packets, written
     /// into a player's.
     pub audio_level: u8,
-    /// Publish: the RTP header extension id of transport-wide sequence
-    /// numbers the answer accepted, with `transport-cc` feedback (0: none).
+    /// The RTP header extension id of transport-wide sequence numbers the
+    /// answer accepted, with `transport-cc` feedback (0: none): read from a
+    /// publisher's packets, written into a player's.
     pub twcc: u8,
     /// Publish: the RTP header extension id of abs-send-time the answer
     /// accepted with `goog-remb` feedback, for a publisher without
@@ -619,6 +620,9 @@ pub struct SessionStats {
     /// ... and given up on: its RTMP players' picture froze to the next
     /// keyframe.
     pub bridge_gaps_given_up: u64,
+    /// WebRTC player that offered transport-cc: the estimate of its path
+    /// from its feedback, bit/s (0: none yet).
+    pub estimate_bps: u64,
 }
 
 impl Default for SessionStats {
@@ -634,6 +638,7 @@ impl Default for SessionStats {
             keyframe_requests: 0,
             bridge_gaps_filled: 0,
             bridge_gaps_given_up: 0,
+            estimate_bps: 0,
         }
     }
 }

@@ -122,6 +122,7 @@ fn samples() -> (Vec<Command>, Vec<Event>) {
             keyframe_requests: 13,
             bridge_gaps_filled: 17,
             bridge_gaps_given_up: 18,
+            estimate_bps: 19,
         }),
         Event::SessionEnded {
             session: SessionId::new(1),

@@ -440,6 +440,7 @@ impl Message for Event {
                 w.u64(s.keyframe_requests);
                 w.u64(s.bridge_gaps_filled);
                 w.u64(s.bridge_gaps_given_up);
+                w.u64(s.estimate_bps);
             }
             Event::SessionEnded { session, reason } => {
                 w.session_id(*session);
@@ -493,6 +494,7 @@ impl Message for Event {
                     keyframe_requests: r.u64()?,
                     bridge_gaps_filled: r.u64()?,
                     bridge_gaps_given_up: r.u64()?,
+                    estimate_bps: r.u64()?,
                 })
             }
             7 => Event::SessionEnded {
