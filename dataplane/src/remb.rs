@@ -18,7 +18,9 @@
 //!
 //! A queue building up anywhere on the publisher's path shows as a growing
 //! d long before packets are lost, so the publisher backs off on delay, not
-//! on loss. Everything is fixed-size: no allocation per packet.
+//! on loss. Everything is fixed-size: no allocation per packet. The same
+//! estimator runs on the send side of a player's path ([`crate::bwe`]),
+//! fed from its transport-cc feedback through [`Estimator::on_sample`].
 //!
 //! The constants are libwebrtc's (its trendline estimator, overuse detector
 //! and AIMD rate control), which the draft describes and browsers and aiortc
