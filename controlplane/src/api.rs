@@ -465,6 +465,8 @@ fn session_json(s: &SessionRecord, public_ip: Ipv4Addr) -> Value {
             // A WebRTC player that offered transport-cc: our estimate of
             // its path, from its feedback (null until there is one).
             "estimate_bps": (s.stats.estimate_bps > 0).then_some(s.stats.estimate_bps),
+            // ... and how often its video paused: its path could not take it.
+            "video_pauses": s.stats.video_pauses,
         },
     });
     if let Some(reason) = &s.ended {

@@ -13,15 +13,24 @@
 //!                 > 10 %: × (1 − loss/2), not under what was received;
 //!                 < 2 %: +5 %/s;  else hold
 //! estimate = min(delay-based, loss-based)
+//!
+//! each video packet offered to the player ─▶ video(now, size): the gate
+//!     Open   ─▶ estimate under 60 % of the video offered (its last second)
+//!                for 1 s ─▶ Paused (video stops: audio goes on)
+//!     Paused ─▶ after the backoff (2 s, doubling to 8 s) ─▶ Trial: video
+//!                again from a keyframe, as a probe of the path
+//!     Trial  ─▶ after 2 s: the player acknowledged ≥ 75 % of what it was
+//!                offered ─▶ Open, the estimate raised to it; else Paused
 //! ```
 //!
 //! The feedback's format is read by `rtcp-types` (the GStreamer RTP
 //! developers' crate, which `twcc.rs` writes it with); the bookkeeping is
 //! ours. Fixed-size: nothing is allocated per packet or per feedback.
-//! Not yet here: probing above what flows (the delay-based estimate stays
-//! within 1.5 × what the player acknowledges).
+//! While video flows the delay-based estimate stays within 1.5 × what the
+//! player acknowledges; past a pause, a trial of the video itself is the
+//! probe (padding probes, and layers to fall back on, are still to come).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtcp_types::{RtcpPacketParser, TransportFeedback, Twcc, TwccPacketStatus};
 
@@ -39,6 +48,46 @@ const LOSS_LOW: f64 = 0.02;
 const LOSS_INCREASE: f64 = 1.05;
 /// Never less than this (bit/s): audio and a minimal picture.
 const MIN_BPS: f64 = 50_000.0;
+/// Video pauses when the estimate stays under this share of what the
+/// player's video lines are offered for [`PAUSE_AFTER`]: a link that
+/// clearly cannot take it (a dip of one overuse, 85 %, does not).
+const PAUSE_BELOW: f64 = 0.6;
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+/// A trial resumes video for this long, and passes if the player
+/// acknowledged at least [`TRIAL_PASS`] of what it was offered.
+const TRIAL: Duration = Duration::from_secs(2);
+const TRIAL_PASS: f64 = 0.75;
+/// Resends take at most this share of the estimate (in packets of
+/// [`RESEND_SIZE`] bytes), and are never held under [`RESEND_MIN`] a second:
+/// what the link cannot take, resent, only pushes out what comes next.
+const RESEND_SHARE: f64 = 0.25;
+const RESEND_SIZE: f64 = 1200.0;
+const RESEND_MIN: u32 = 5;
+/// The wait before a trial: doubled by each failed one, to the last.
+const BACKOFF_MIN: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// What the player's video lines are offered is counted in buckets of
+/// this many µs, over [`OFFER_BUCKETS`] of them (1 s).
+const OFFER_BUCKET_US: i64 = 100_000;
+const OFFER_BUCKETS: usize = 10;
+
+/// What a player's video does with the packet offered now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Video {
+    /// Send it.
+    Flow,
+    /// Do not: the player's path cannot take its video now.
+    Paused,
+    /// Video resumes (a trial): from a keyframe, so ask for one.
+    Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open { low_since: Option<Instant> },
+    Paused { retry_at: Instant },
+    Trial { until: Instant },
+}
 
 #[derive(Clone, Copy, Default)]
 struct Sent {
@@ -73,6 +122,14 @@ pub struct SendSide {
     loss_at: i64,
     /// Feedback packets that did not parse.
     pub malformed: u64,
+    /// Whether its video flows, and the bytes of video offered to it per
+    /// bucket (the newest at `offered_at`, µs / [`OFFER_BUCKET_US`]).
+    gate: Gate,
+    backoff: Duration,
+    offered: [u64; OFFER_BUCKETS],
+    offered_at: i64,
+    /// Times its video paused.
+    pub pauses: u64,
 }
 
 impl SendSide {
@@ -91,7 +148,101 @@ impl SendSide {
             lost: 0,
             loss_at: 0,
             malformed: 0,
+            gate: Gate::Open { low_since: None },
+            backoff: BACKOFF_MIN,
+            offered: [0; OFFER_BUCKETS],
+            offered_at: 0,
+            pauses: 0,
         }
+    }
+
+    /// A video packet of `size` bytes is offered to the player now: whether
+    /// to send it. Time moves the gate on (see the module's drive loop):
+    /// packets come while a publisher sends, so no timer is needed.
+    pub fn video(&mut self, now: Instant, size: usize) -> Video {
+        let at = self.micros(now);
+        self.count_offered(at, size);
+        let needed = self.offered_bps(at);
+        match self.gate {
+            Gate::Open { low_since } => {
+                let low = self
+                    .estimate()
+                    .is_some_and(|e| (e as f64) < PAUSE_BELOW * needed);
+                let low_since = match (low, low_since) {
+                    (false, _) => None,
+                    (true, None) => Some(now),
+                    (true, Some(t)) => Some(t),
+                };
+                if low_since.is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER) {
+                    self.pauses += 1;
+                    self.gate = Gate::Paused {
+                        retry_at: now + self.backoff,
+                    };
+                    return Video::Paused;
+                }
+                self.gate = Gate::Open { low_since };
+                Video::Flow
+            }
+            Gate::Paused { retry_at } if now < retry_at => Video::Paused,
+            Gate::Paused { .. } => {
+                self.gate = Gate::Trial { until: now + TRIAL };
+                Video::Resume
+            }
+            Gate::Trial { until } if now < until => Video::Flow,
+            Gate::Trial { .. } => {
+                let acked = self.delay.received().unwrap_or(0) as f64;
+                if acked >= TRIAL_PASS * needed {
+                    // The trial was the probe: the path carries what it took.
+                    self.delay.raise_to(acked as u32);
+                    self.loss_bps = self.loss_bps.map(|l| l.max(acked));
+                    self.backoff = BACKOFF_MIN;
+                    self.gate = Gate::Open { low_since: None };
+                    Video::Flow
+                } else {
+                    self.pauses += 1;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    self.gate = Gate::Paused {
+                        retry_at: now + self.backoff,
+                    };
+                    Video::Paused
+                }
+            }
+        }
+    }
+
+    /// Resends the player may be sent per second: the operator's `limit`,
+    /// within a share of the estimate; none while its video is paused (it
+    /// resumes from a keyframe).
+    pub fn resend_rate(&self, limit: u32) -> u32 {
+        if matches!(self.gate, Gate::Paused { .. }) {
+            return 0;
+        }
+        match self.estimate() {
+            Some(e) => {
+                let share = (e as f64 * RESEND_SHARE / (8.0 * RESEND_SIZE)) as u32;
+                limit.min(share.max(RESEND_MIN))
+            }
+            None => limit,
+        }
+    }
+
+    fn count_offered(&mut self, at: i64, size: usize) {
+        let bucket = at / OFFER_BUCKET_US;
+        if bucket - self.offered_at >= OFFER_BUCKETS as i64 {
+            self.offered = [0; OFFER_BUCKETS];
+        } else {
+            for b in self.offered_at + 1..=bucket {
+                self.offered[b as usize % OFFER_BUCKETS] = 0;
+            }
+        }
+        self.offered_at = self.offered_at.max(bucket);
+        self.offered[bucket as usize % OFFER_BUCKETS] += size as u64;
+    }
+
+    /// Bit/s of video offered over the last second.
+    fn offered_bps(&self, at: i64) -> f64 {
+        let span = at.clamp(OFFER_BUCKET_US, OFFER_BUCKETS as i64 * OFFER_BUCKET_US);
+        self.offered.iter().sum::<u64>() as f64 * 8.0 * 1e6 / span as f64
     }
 
     fn micros(&self, now: Instant) -> i64 {

@@ -183,6 +183,15 @@ impl Estimator {
         self.received_bps(at, RATE_BUCKETS).map(|r| r as u32)
     }
 
+    /// The path was seen to carry `bps` (a probe passed): the estimate is
+    /// at least that, and the increase starts from there.
+    pub fn raise_to(&mut self, bps: u32) {
+        let bps = bps as f64;
+        if self.estimate.is_none_or(|e| e < bps) {
+            self.estimate = Some(bps.max(MIN_BPS));
+        }
+    }
+
     /// What the delay trend said last.
     pub fn usage(&self) -> Usage {
         self.usage

@@ -459,6 +459,33 @@ impl Peer {
         }
     }
 
+    /// Player: what to do with a video packet of `size` bytes offered to
+    /// it now, by its estimate; its video flows if it gave us no
+    /// transport-cc.
+    pub fn video(&mut self, now: Instant, size: usize) -> crate::bwe::Video {
+        match self.feedback.as_deref_mut() {
+            Some(Feedback::SendSide(b)) => b.video(now, size),
+            _ => crate::bwe::Video::Flow,
+        }
+    }
+
+    /// Player: resends it may be sent per second, of the operator's
+    /// `limit` (by its estimate, if it gave us transport-cc).
+    pub fn resend_rate(&self, limit: u32) -> u32 {
+        match self.feedback.as_deref() {
+            Some(Feedback::SendSide(b)) => b.resend_rate(limit),
+            _ => limit,
+        }
+    }
+
+    /// Player: times its video paused (its path could not take it).
+    pub fn video_pauses(&self) -> u64 {
+        match self.feedback.as_deref() {
+            Some(Feedback::SendSide(b)) => b.pauses,
+            _ => 0,
+        }
+    }
+
     /// Player: the estimate of its path (bit/s), once there is one.
     pub fn estimate(&self) -> Option<u32> {
         match self.feedback.as_deref() {

@@ -708,30 +708,105 @@ fn a_name_pushed_again_goes_on_in_its_players_numbering() {
     }
 }
 
-/// Two players of a 1.9 Mbit/s publisher, one on an open path, one behind
-/// a 600 kbit/s link (a drop-tail queue of 300 ms): each offered
+/// Two players of a 1.2 Mbit/s publisher, one on an open path, one behind
+/// a 1 Mbit/s link (a drop-tail queue of 300 ms): each offered
 /// transport-cc, so each packet it is sent carries our transport-wide
 /// number and its feedback drives our estimate of its path. The narrow
-/// player's estimate finds its link; the open one's stays near what flows.
+/// player's estimate finds its link (its video still flows: the link
+/// takes most of it); the open one's stays near what flows.
 #[test]
 fn each_players_estimate_finds_its_own_path() {
     let mut net = Net::new();
     let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
     let p = net.clients[cam].publisher();
-    (p.slices, p.slice_bytes) = (8, 1000);
+    (p.slices, p.slice_bytes) = (5, 1000);
     let narrow = Impairment {
-        rate_bps: 600_000,
+        rate_bps: 1_000_000,
         queue: std::time::Duration::from_millis(300),
         ..Impairment::CLEAN
     };
     let open = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
     let capped = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, narrow);
     net.run(8000, &[cam]);
-    let estimate = |net: &Net, c: usize| net.stats[&net.clients[c].session].estimate_bps;
-    let (open, capped) = (estimate(&net, open), estimate(&net, capped));
+    let stats = |c: usize| net.stats[&net.clients[c].session];
+    let (open, capped) = (stats(open), stats(capped));
     assert!(
-        (300_000..=900_000).contains(&capped),
-        "capped at 600 kbit/s, estimate {capped}"
+        (600_000..=1_100_000).contains(&capped.estimate_bps),
+        "capped at 1 Mbit/s, estimate {}",
+        capped.estimate_bps
     );
-    assert!(open > 1_500_000, "open path, estimate {open}");
+    assert_eq!(capped.video_pauses, 0);
+    assert!(
+        open.estimate_bps > 1_400_000,
+        "open path, estimate {}",
+        open.estimate_bps
+    );
+}
+
+/// A player whose link narrows from 3 Mbit/s to 500 kbit/s under a
+/// 1.9 Mbit/s publisher (one video line, no layer to fall back on): its
+/// video pauses instead of flooding the link, tried again now and then;
+/// once the link is wide again video resumes from a keyframe, in the
+/// line's own numbering, whole.
+#[test]
+fn a_players_video_pauses_on_a_narrow_link_and_resumes_on_a_wide_one() {
+    let mut net = Net::new();
+    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
+    let p = net.clients[cam].publisher();
+    (p.slices, p.slice_bytes) = (8, 1000);
+    let link = |rate_bps| Impairment {
+        rate_bps,
+        queue: std::time::Duration::from_millis(300),
+        ..Impairment::CLEAN
+    };
+    let open = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
+    let mobile = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, link(3_000_000));
+    net.run(4000, &[cam]);
+    let sent = |net: &Net| (net.clients[open].down.sent, net.clients[mobile].down.sent);
+    let (open0, mobile0) = sent(&net);
+    assert!(
+        mobile0 + 20 >= open0,
+        "wide: all of it ({mobile0} of {open0})"
+    );
+    // Narrow for 12 s: paused but for its trials.
+    net.clients[mobile].down.imp = link(500_000);
+    net.run(12_000, &[cam]);
+    let (open1, mobile1) = sent(&net);
+    let session = net.clients[mobile].session;
+    let pauses = net.stats[&session].video_pauses;
+    assert!(pauses >= 2, "paused, and tried again: {pauses}");
+    assert!(
+        (mobile1 - mobile0) * 2 < open1 - open0,
+        "narrow: sent {} against {} to the open player",
+        mobile1 - mobile0,
+        open1 - open0
+    );
+    // Wide again: within a backoff and a trial, video flows whole.
+    net.clients[mobile].down.imp = link(3_000_000);
+    let keyframes = net.clients[mobile].player().keyframes;
+    net.run(12_000, &[cam]);
+    assert!(
+        net.clients[mobile].player().keyframes > keyframes,
+        "resumed at a keyframe"
+    );
+    let last_before = *net.clients[mobile].player().got[&0x5004]
+        .keys()
+        .last()
+        .unwrap();
+    let (open2, mobile2) = sent(&net);
+    net.run(2000, &[cam]);
+    let (open3, mobile3) = sent(&net);
+    assert!(
+        (mobile3 - mobile2) + 20 >= open3 - open2,
+        "wide again: {} against {}",
+        mobile3 - mobile2,
+        open3 - open2
+    );
+    let got = &net.clients[mobile].player().got[&0x5004];
+    let tail: Vec<u64> = got.keys().copied().filter(|&k| k > last_before).collect();
+    assert!(tail.len() > 400, "{} packets in the last 2 s", tail.len());
+    assert!(
+        tail.windows(2).all(|w| w[1] == w[0] + 1),
+        "the line's numbering goes on without holes"
+    );
 }

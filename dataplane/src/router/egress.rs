@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use gateway_ring::msg::{DropReason, MediaKind};
 
+use crate::bwe::Video;
 use crate::codec::{PictureIds, VideoCodec};
 use crate::output::Note;
 use crate::participants::ParticipantId;
@@ -120,6 +121,12 @@ pub(super) struct OutTrack {
     pub(super) replayed_until: Option<u16>,
     /// Video (VP8, VP9): the picture numbering its player sees.
     pub(super) pictures: PictureIds,
+    /// Video: the player's path could not take it, and the line takes
+    /// nothing until its source's next keyframe ...
+    pub(super) await_keyframe: bool,
+    /// ... from which it goes on in its own numbering, past what it did
+    /// not send (as at a change of publisher).
+    pub(super) rebase: bool,
 }
 
 impl OutTrack {
@@ -163,6 +170,8 @@ impl OutTrack {
             rtx_pt: 0,
             rtx_seq: 0,
             pictures: PictureIds::default(),
+            await_keyframe: false,
+            rebase: false,
         }
     }
 
@@ -203,7 +212,8 @@ impl OutTrack {
         ts: u32,
         take: bool,
     ) -> Option<(u16, u32)> {
-        if self.source != Some(source) {
+        let rebase = std::mem::take(&mut self.rebase);
+        if self.source != Some(source) || rebase {
             if !self.accepts(now, source, take) {
                 return None;
             }
@@ -287,7 +297,34 @@ impl Router {
                     created,
                     now,
                 )?;
+                // What the player's path can take: a paused line drops its
+                // video (audio goes on), a line that resumes waits for a
+                // keyframe (asked for) and goes on in its numbering.
+                if inbound.kind == MediaKind::Video {
+                    match w.peer.video(now, inbound.len) {
+                        Video::Flow => {}
+                        Video::Paused => {
+                            w.tracks[i].await_keyframe = true;
+                            return None;
+                        }
+                        Video::Resume => {
+                            let video = w.tracks.iter_mut().filter(|t| t.kind == MediaKind::Video);
+                            video.for_each(|t| t.await_keyframe = true);
+                        }
+                    }
+                }
                 let track = &mut w.tracks[i];
+                let mut resumed = false;
+                if track.await_keyframe {
+                    let payload = payload_of(pkt, inbound.len)?;
+                    if !inbound.codec.is_some_and(|c| c.starts_keyframe(payload)) {
+                        self.out.note(Note::KeyframeWanted {
+                            source: inbound.source,
+                        });
+                        return None;
+                    }
+                    (track.await_keyframe, track.rebase, resumed) = (false, true, true);
+                }
                 if track.replay_wanted {
                     match inbound.source {
                         // A publisher that can be asked was asked for a keyframe.
@@ -328,7 +365,8 @@ impl Router {
                 if let Some(codec) = codec {
                     let end = inbound.len;
                     if let Some(payload) = payload_of_mut(pkt, end) {
-                        codec.rewrite_picture_ids(payload, &mut track.pictures, switched, false);
+                        let jumped = switched || resumed;
+                        codec.rewrite_picture_ids(payload, &mut track.pictures, jumped, false);
                     }
                 }
                 if track.source_pid != inbound.participant {

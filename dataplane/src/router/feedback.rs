@@ -93,8 +93,9 @@ impl Router {
                     blp,
                 } => {
                     for seq in Feedback::nacked(pid, blp) {
-                        let rate = self.nack_per_s;
+                        let limit = self.nack_per_s;
                         let Some(w) = self.webrtc_mut(h) else { break };
+                        let rate = w.peer.resend_rate(limit);
                         if !w.nack_budget.take(now, rate) {
                             self.count_drop(h, DropReason::RateLimited);
                             continue;

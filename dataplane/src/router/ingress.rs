@@ -96,6 +96,7 @@ impl Router {
                     Ok(PeerEvent::Rtcp(n)) => {
                         w.peer.on_player_rtcp(now, &buf[..n]);
                         s.stats.estimate_bps = w.peer.estimate().map_or(0, u64::from);
+                        s.stats.video_pauses = w.peer.video_pauses();
                         let fb = &mut self.feedback;
                         fb.clear();
                         rtcp::walk(&buf[..n], |f| fb.push(f));

@@ -623,6 +623,8 @@ pub struct SessionStats {
     /// WebRTC player that offered transport-cc: the estimate of its path
     /// from its feedback, bit/s (0: none yet).
     pub estimate_bps: u64,
+    /// ... and the times its video paused: its path could not take it.
+    pub video_pauses: u64,
 }
 
 impl Default for SessionStats {
@@ -639,6 +641,7 @@ impl Default for SessionStats {
             bridge_gaps_filled: 0,
             bridge_gaps_given_up: 0,
             estimate_bps: 0,
+            video_pauses: 0,
         }
     }
 }

@@ -123,6 +123,7 @@ fn samples() -> (Vec<Command>, Vec<Event>) {
             bridge_gaps_filled: 17,
             bridge_gaps_given_up: 18,
             estimate_bps: 19,
+            video_pauses: 20,
         }),
         Event::SessionEnded {
             session: SessionId::new(1),

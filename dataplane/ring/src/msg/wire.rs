@@ -441,6 +441,7 @@ impl Message for Event {
                 w.u64(s.bridge_gaps_filled);
                 w.u64(s.bridge_gaps_given_up);
                 w.u64(s.estimate_bps);
+                w.u64(s.video_pauses);
             }
             Event::SessionEnded { session, reason } => {
                 w.session_id(*session);
@@ -495,6 +496,7 @@ impl Message for Event {
                     bridge_gaps_filled: r.u64()?,
                     bridge_gaps_given_up: r.u64()?,
                     estimate_bps: r.u64()?,
+                    video_pauses: r.u64()?,
                 })
             }
             7 => Event::SessionEnded {
