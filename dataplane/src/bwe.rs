@@ -11,7 +11,7 @@
 //!                 (the same trendline, detector and AIMD as a publisher's REMB)
 //!     lost     ─▶ loss over ≥ 20 packets reported:                  loss-based
 //!                 > 10 %: × (1 − loss/2), not under what was received;
-//!                 < 2 %: +5 %/s;  else hold
+//!                 < 2 %: +5 %/s, not under the delay-based;  else hold
 //! estimate = min(delay-based, loss-based)
 //!
 //! each video packet offered to the player ─▶ video(now, size): the gate
@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use rtcp_types::{RtcpPacketParser, TransportFeedback, Twcc, TwccPacketStatus};
 
-use crate::remb::Estimator;
+use crate::remb::{Estimator, Usage};
 
 /// Packets remembered by transport-wide sequence number: at 4 Mbit/s (about
 /// 400 packets a second) a feedback up to 10 s late still finds its packets.
@@ -62,7 +62,7 @@ const TRIAL_PASS: f64 = 0.75;
 /// what the link cannot take, resent, only pushes out what comes next.
 const RESEND_SHARE: f64 = 0.25;
 const RESEND_SIZE: f64 = 1200.0;
-const RESEND_MIN: u32 = 5;
+const RESEND_MIN: u32 = 20;
 /// The wait before a trial: doubled by each failed one, to the last.
 const BACKOFF_MIN: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
@@ -120,6 +120,8 @@ pub struct SendSide {
     reported: u32,
     lost: u32,
     loss_at: i64,
+    /// The loss the controller last decided on.
+    last_loss: f64,
     /// Feedback packets that did not parse.
     pub malformed: u64,
     /// Whether its video flows, and the bytes of video offered to it per
@@ -147,6 +149,7 @@ impl SendSide {
             reported: 0,
             lost: 0,
             loss_at: 0,
+            last_loss: 0.0,
             malformed: 0,
             gate: Gate::Open { low_since: None },
             backoff: BACKOFF_MIN,
@@ -307,6 +310,16 @@ impl SendSide {
         }
         self.acked = acked;
         self.on_loss(self.micros(now));
+        // What the player acknowledged on a path that shows no overuse and
+        // little loss, it can take: the estimate is at least that. (GCC's
+        // increase assumes the sender follows the estimate; the publisher
+        // does not follow one player's, and its own ramp-up must not read
+        // as a path too narrow.)
+        if self.delay.usage() != Usage::Overuse && self.last_loss <= LOSS_HIGH {
+            if let Some(received) = self.delay.received() {
+                self.delay.raise_to(received);
+            }
+        }
     }
 
     /// The packet sent with sequence number `seq`, if it is still known.
@@ -344,6 +357,7 @@ impl SendSide {
             return;
         }
         let loss = self.lost as f64 / self.reported as f64;
+        self.last_loss = loss;
         let elapsed = ((at - self.loss_at) as f64 / 1e6).clamp(0.0, 1.0);
         (self.reported, self.lost, self.loss_at) = (0, 0, at);
         let Some(delay) = self.delay.estimate() else {
@@ -358,7 +372,8 @@ impl SendSide {
             let received = self.delay.received().unwrap_or(0) as f64;
             (current * (1.0 - 0.5 * loss)).max(received.min(current))
         } else if loss < LOSS_LOW {
-            current * LOSS_INCREASE.powf(elapsed)
+            // Little loss: no bound under the delay-based estimate.
+            current.max(delay as f64) * LOSS_INCREASE.powf(elapsed)
         } else {
             current
         };
@@ -493,6 +508,28 @@ mod tests {
             (heavy as f64) < 0.6 * none as f64,
             "25 %: {heavy} against {none}"
         );
+    }
+
+    /// A publisher that ramps up from 300 kbit/s to 2.5 Mbit/s in 5 s (as a
+    /// browser's encoder does) on an open path: the estimate follows what
+    /// the player acknowledges, and its video never pauses.
+    #[test]
+    fn a_publishers_ramp_up_is_not_a_narrow_path() {
+        let mut s = SendSide::new(Instant::now());
+        let mut link = Link::new();
+        for step in 0..10 {
+            let bps = 300_000.0 + 220_000.0 * step as f64;
+            let t0 = link.now_ms;
+            link.run(&mut s, 500.0, bps, 20_000_000.0, 0.0);
+            // Every packet sent was offered to the gate as video.
+            let packets = ((link.now_ms - t0) * bps / (1200.0 * 8.0 * 1000.0)) as usize;
+            let now = link.t0 + Duration::from_micros((link.now_ms * 1000.0) as u64);
+            for _ in 0..packets {
+                assert_eq!(s.video(now, 1200), Video::Flow, "paused at {bps} bit/s");
+            }
+        }
+        let e = s.estimate().unwrap();
+        assert!(e >= 2_000_000, "{e}");
     }
 
     /// The `rtcp_walk` fuzz target reaches the estimate: a compound of a
