@@ -870,3 +870,56 @@ fn chromium_players_see_the_publishers_audio_levels() {
     assert!(levels[0] > 0.01, "{levels:?}");
     assert!(levels[1] < levels[0] / 20.0, "{levels:?}");
 }
+
+/// A Chromium player whose link narrows to 150 kbit/s under a mini-program's
+/// 400 kbit/s push (one layer: nothing lower to fall back on), through the
+/// impairment relay: the gateway's estimate of the player's path (its
+/// transport-cc feedback) pauses its video instead of flooding the link,
+/// and its audio goes on; once the link is wide again, video resumes from a
+/// keyframe.
+#[test]
+fn a_chromium_players_video_pauses_on_a_narrow_link_and_resumes() {
+    let _browser = one_browser_at_a_time();
+    let _driver = chromium_driver_dir();
+    let _ns = Netns::enter();
+    let gw = Gateway::start(1, &["--public-ip", "127.0.0.2"]);
+    let _push = Reap(ffmpeg_rtmp_push(&gw, "narrow/mini", &clip(), 90));
+    wait_playing(&gw.rtmp_url("narrow/mini"));
+    // Relay seconds: wide, narrow from 12 to 26, wide again.
+    let script = "12:down:rate=150k;26:down:rate=3000k";
+    let relay = Impair::start(
+        &gw,
+        &["--down", "rate=3000k,queue=300ms", "--script", script],
+    );
+    let args = [gw.api.as_ref(), "narrow".as_ref(), "40".as_ref()];
+    let out = driver("chromium_play.js", &args, 120)
+        .output()
+        .expect("run node");
+    let reports = relay.finish();
+    let report = report(&gw, &out, "the narrow Chromium player");
+    assert!(report["error"].is_null(), "{report}\n{}", gw.logs());
+    Impair::print(&reports, "down");
+    let whep = gw.session_of_kind("narrow", "whep");
+    let pauses = whep["stats"]["video_pauses"].as_u64().unwrap_or(0);
+    let timeline: Vec<(u64, u64)> = report["timeline"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|s| (s["frames"].as_u64().unwrap_or(0), s["samples"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("video paused {pauses} times; (frames, audio samples) each second: {timeline:?}");
+    assert!(timeline.len() >= 35, "{report}");
+    assert!(pauses >= 1, "{whep}");
+    // Paused: some 3 s with (almost) no picture ...
+    let least = timeline.windows(4).map(|w| w[3].0 - w[0].0).min().unwrap();
+    assert!(least <= 10, "frames decoded in 3 s, at least: {least}");
+    // ... while audio went on, every 2 s of the page's life ...
+    let quiet = timeline.windows(3).map(|w| w[2].1 - w[0].1).min().unwrap();
+    assert!(quiet > 0, "audio stopped for 2 s: {timeline:?}");
+    // ... and the picture is back at the end (a 30 fps source).
+    let n = timeline.len();
+    let tail = timeline[n - 1].0 - timeline[n - 6].0;
+    assert!(tail >= 100, "{tail} frames in the last 5 s: {timeline:?}\n{}", gw.logs());
+}

@@ -1,7 +1,8 @@
 // Headless Chromium plays ROOM over WHEP on the gateway's demo page and
 // reports what its <video> got: frames decoded and dropped, freezes, and
-// the presented frames' RTP times (how often one went back); and the
-// loudest audio level its receivers saw (audioLevelMax, null if none).
+// the presented frames' RTP times (how often one went back); the loudest
+// audio level its receivers saw (audioLevelMax, null if none); and a
+// timeline, each second, of video frames decoded and audio samples received.
 //
 //   node chromium_play.js http://127.0.0.1:8080 ROOM SECONDS
 "use strict";
@@ -19,8 +20,26 @@ report(async (browser, out) => {
   // Meanwhile the loudest RFC 6464 level its audio receivers report (the
   // gateway writes each packet's level under the page's own id).
   out.audioLevelMax = null;
+  // Each second: video frames decoded and audio samples received so far,
+  // from the page's start (what froze and what went on, second by second).
+  out.timeline = [];
+  const t0 = Date.now();
+  let next = t0;
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
+    if (Date.now() >= next) {
+      next += 1000;
+      const sample = await page.evaluate(async () => {
+        const out = { frames: 0, samples: 0 };
+        (await window.mgw.pc.getStats()).forEach((s) => {
+          if (s.type !== "inbound-rtp") return;
+          if (s.kind === "video") out.frames += s.framesDecoded || 0;
+          if (s.kind === "audio") out.samples += s.totalSamplesReceived || 0;
+        });
+        return out;
+      });
+      out.timeline.push({ t: Math.round((Date.now() - t0) / 1000), ...sample });
+    }
     const level = await page.evaluate(() => Math.max(-1, ...window.mgw.pc.getReceivers()
       .filter((r) => r.track && r.track.kind === "audio")
       .flatMap((r) => r.getSynchronizationSources().map((s) => s.audioLevel ?? -1))));
