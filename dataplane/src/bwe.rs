@@ -37,8 +37,9 @@ use rtcp_types::{RtcpPacketParser, TransportFeedback, Twcc, TwccPacketStatus};
 use crate::remb::{Estimator, Usage};
 
 /// Packets remembered by transport-wide sequence number: at 4 Mbit/s (about
-/// 400 packets a second) a feedback up to 10 s late still finds its packets.
-const RING: usize = 4096;
+/// 400 packets a second) a feedback up to 2.5 s late (browsers send one
+/// every 100 ms) still finds its packets; 16 KiB a player.
+const RING: usize = 1024;
 /// The loss-based controller decides on at least this many packets.
 const LOSS_WINDOW: u32 = 20;
 /// Above this loss the estimate falls; below [`LOSS_LOW`] it may rise.
@@ -91,11 +92,12 @@ enum Gate {
 
 #[derive(Clone, Copy, Default)]
 struct Sent {
-    /// Extended sequence number + 1 (0: empty slot).
-    seq: u64,
+    /// Extended sequence number + 1, its low 32 bits (0: empty slot; a
+    /// slot is overwritten long before they wrap).
+    seq: u32,
+    size: u32,
     /// Microseconds since the estimate's start.
     at_us: i64,
-    size: u32,
 }
 
 /// One player's numbering of what it is sent, and the estimate its
@@ -258,7 +260,7 @@ impl SendSide {
         let seq = self.next;
         self.next += 1;
         self.ring[seq as usize % RING] = Sent {
-            seq: seq + 1,
+            seq: (seq + 1) as u32,
             at_us: self.micros(now),
             size: size as u32,
         };
@@ -291,13 +293,13 @@ impl SendSide {
                 self.malformed += 1;
                 break;
             };
-            let Some(sent) = self.sent(seq) else {
+            let Some((ext, sent)) = self.sent(seq) else {
                 continue;
             };
-            if acked.is_some_and(|a| sent.seq - 1 <= a) {
+            if acked.is_some_and(|a| ext <= a) {
                 continue;
             }
-            acked = Some(sent.seq - 1);
+            acked = Some(ext);
             self.reported += 1;
             match status {
                 TwccPacketStatus::NotReceived => self.lost += 1,
@@ -322,15 +324,16 @@ impl SendSide {
         }
     }
 
-    /// The packet sent with sequence number `seq`, if it is still known.
-    fn sent(&self, seq: u16) -> Option<Sent> {
+    /// The packet sent with sequence number `seq` (its extended number),
+    /// if it is still known.
+    fn sent(&self, seq: u16) -> Option<(u64, Sent)> {
         let back = (self.next as u16).wrapping_sub(seq) as u64;
         if back == 0 || back > RING as u64 || back > self.next {
             return None;
         }
         let ext = self.next - back;
         let s = self.ring[ext as usize % RING];
-        (s.seq == ext + 1).then_some(s)
+        (s.seq == (ext + 1) as u32).then_some((ext, s))
     }
 
     /// Reference time `raw` (24 bits of 64 ms) in µs on the player's clock,

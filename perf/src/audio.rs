@@ -35,6 +35,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
             video: 0,
             audio: args.publishers as usize,
             codec: args.codec,
+            twcc: false,
         },
         pt: AUDIO_PT,
         copies: args.subscribers as u64,

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use dataplane::rtp::is_rtcp;
+use dataplane::rtp::{is_rtcp, RtpHeader};
 use dataplane::srtp::{SrtpContext, MAX_TRAILER};
+use dataplane::twcc::{sequence, Recorder};
 use gateway_ring::msg::{SrtpKey, SrtpSuite};
 use serde_json::{json, Value};
 
 use crate::api::Api;
 use crate::proc_stats::{cpu_seconds, keep_off, pinned_cpu, rss_bytes, set_affinity};
+use crate::webrtc_client::TWCC_ID;
 use crate::Args;
 
 /// One in this many packets per subscriber is decrypted for its latency.
@@ -99,9 +101,18 @@ impl RecvBatch {
 fn receive(
     socks: Vec<UdpSocket>,
     mut ctxs: Vec<Option<SrtpContext>>,
+    feedback: Vec<Option<SrtpContext>>,
     t0: Instant,
     stop: Arc<AtomicBool>,
 ) -> Received {
+    // Players that offered transport-cc feed back what arrived, as a
+    // browser does: the numbers are read from the SRTP header as it came
+    // (extensions are not encrypted), the feedback every 100 ms.
+    let mut twcc: Vec<Option<(SrtpContext, Box<Recorder>)>> = feedback
+        .into_iter()
+        .map(|tx| tx.map(|tx| (tx, Box::new(Recorder::new(Instant::now())))))
+        .collect();
+    let mut next_feedback = Instant::now();
     // SAFETY: plain epoll syscalls on descriptors we own; errors checked.
     let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(ep >= 0, "epoll_create1");
@@ -136,6 +147,12 @@ fn receive(
                     out.packets += 1;
                     out.bytes += len as u64;
                     counts[i] += 1;
+                    if let Some(Some((_, r))) = twcc.get_mut(i) {
+                        let header = RtpHeader::parse(buf).map(|h| &buf[..h.len]);
+                        if let Some(seq) = header.ok().and_then(|h| sequence(h, TWCC_ID)) {
+                            r.record(seq, Instant::now());
+                        }
+                    }
                     if counts[i] % SAMPLE_EVERY != 1 {
                         continue;
                     }
@@ -155,6 +172,23 @@ fn receive(
                 }
                 if got < RECV_BATCH {
                     break;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= next_feedback {
+            next_feedback = now + Duration::from_millis(10);
+            let mut fb = [0u8; 1500];
+            for (i, player) in twcc.iter_mut().enumerate() {
+                let Some((tx, r)) = player else { continue };
+                if !r.due(now) {
+                    continue;
+                }
+                let n = r.feedback(now, 1, 0, &mut fb);
+                if n > 0 {
+                    if let Ok(m) = tx.protect_rtcp(&mut fb, n) {
+                        let _ = socks[i].send(&fb[..m]);
+                    }
                 }
             }
         }
@@ -300,6 +334,7 @@ pub(crate) fn drive(
     copies: u64,
     socks: Vec<UdpSocket>,
     ctxs: Vec<Option<SrtpContext>>,
+    feedback: Vec<Option<SrtpContext>>,
     args: &Args,
     cpu_pid: u32,
 ) -> Value {
@@ -313,7 +348,7 @@ pub(crate) fn drive(
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let rx = std::thread::spawn(move || receive(socks, ctxs, t0, s));
+    let rx = std::thread::spawn(move || receive(socks, ctxs, feedback, t0, s));
     let cpu0 = cpu_seconds(cpu_pid);
     let started = Instant::now();
     let sent = send(&mut targets, args, t0) * targets.len() as u64;
@@ -382,7 +417,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         let sends0 = api.udp_sends();
         let target = Target::to_port(ingest_port, key(&ingest)?);
         let copies = args.subscribers as u64;
-        let gw = drive(vec![target], copies, socks, ctxs, args, pid);
+        let gw = drive(vec![target], copies, socks, ctxs, Vec::new(), args, pid);
         let mut report = json!({
             "scenario": "fanout",
             "srtp": !args.plain,
@@ -498,6 +533,7 @@ fn baseline(args: &Args, publishers: u32, gso: bool, cpu: Option<usize>) -> Resu
         args.subscribers as u64,
         socks,
         ctxs,
+        Vec::new(),
         args,
         child.id(),
     );

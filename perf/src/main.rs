@@ -75,6 +75,11 @@ pub struct Args {
     /// meeting, setup).
     #[arg(long, value_enum, default_value = "h264")]
     codec: webrtc_client::VideoCodec,
+    /// sfu: the players offer transport-cc, as browsers do, and feed back
+    /// every 100 ms what arrived: the gateway numbers every packet it sends
+    /// them and runs an estimate of each one's path.
+    #[arg(long)]
+    twcc: bool,
     /// Publishers (audio: 10).
     #[arg(long, default_value_t = 1)]
     publishers: u32,

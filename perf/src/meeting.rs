@@ -25,6 +25,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
             video: others as usize,
             audio: 0,
             codec: args.codec,
+            twcc: false,
         },
         pt: VIDEO_PT,
         copies: others as u64,

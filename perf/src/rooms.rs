@@ -137,8 +137,15 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
         .iter()
         .map(|p| Some(SrtpContext::new(&p.rx)))
         .collect();
+    // Players that offered transport-cc send their feedback with their keys.
+    let twcc = matches!(layout.play, Mode::Play { twcc: true, .. });
+    let feedback = opened
+        .players
+        .iter()
+        .map(|p| twcc.then(|| SrtpContext::new(&p.tx)))
+        .collect();
     let sends0 = api.udp_sends();
-    let r = drive(targets, layout.copies, socks, ctxs, args, pid);
+    let r = drive(targets, layout.copies, socks, ctxs, feedback, args, pid);
     let sends1 = api.udp_sends();
     stop.store(true, Ordering::Relaxed);
     let _ = keeper.join();
@@ -152,6 +159,7 @@ pub(crate) fn run(args: &Args, scenario: &str, layout: &Layout) -> Result<Value,
         "rate_per_publisher": args.rate,
         "packet_size": crate::fanout::packet_size(args),
         "codec": format!("{:?}", args.codec),
+        "twcc": twcc,
         "pps_in": r["pps_in"],
         "pps_out": r["pps_out"],
         "mbps_out": r["mbps_out"],

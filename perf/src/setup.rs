@@ -49,6 +49,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
                     video: 1,
                     audio: 1,
                     codec: args.codec,
+                    twcc: false,
                 };
                 (format!("/whep/{room}"), play)
             }

@@ -20,6 +20,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
             video: 1,
             audio: 0,
             codec: args.codec,
+            twcc: args.twcc,
         },
         pt: VIDEO_PT,
         copies: args.subscribers as u64,

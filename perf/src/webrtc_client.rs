@@ -90,8 +90,13 @@ pub enum Mode {
         video: usize,
         audio: usize,
         codec: VideoCodec,
+        /// It offers transport-cc (under [`TWCC_ID`]), as a browser does.
+        twcc: bool,
     },
 }
+
+/// The transport-wide sequence number extension's id in a player's offer.
+pub const TWCC_ID: u8 = 3;
 
 /// The video codec a session offers (`--codec`): what the SFU forwards
 /// differs per codec (a VP8 line rewrites picture ids and starts at a
@@ -104,13 +109,14 @@ pub enum VideoCodec {
 
 /// A browser-like offer: BUNDLE, rtcp-mux, DTLS client (`setup:active`).
 fn offer_sdp(id: &Identity, ufrag: &str, pwd: &str, mode: Mode) -> String {
-    let (video, audio, dir, codec) = match mode {
-        Mode::Publish { codec } => (1, 1, "sendonly", codec),
+    let (video, audio, dir, codec, twcc) = match mode {
+        Mode::Publish { codec } => (1, 1, "sendonly", codec, false),
         Mode::Play {
             video,
             audio,
             codec,
-        } => (video, audio, "recvonly", codec),
+            twcc,
+        } => (video, audio, "recvonly", codec, twcc),
     };
     let kinds: Vec<&str> = std::iter::repeat_n("video", video)
         .chain(std::iter::repeat_n("audio", audio))
@@ -137,6 +143,12 @@ fn offer_sdp(id: &Identity, ufrag: &str, pwd: &str, mode: Mode) -> String {
              a=fingerprint:sha-256 {}\r\na=setup:active\r\na={dir}\r\na=rtcp-mux\r\n{codec}",
             id.fingerprint
         ));
+        if twcc {
+            s.push_str(&format!(
+                "a=extmap:{TWCC_ID} http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+                 a=rtcp-fb:{pt} transport-cc\r\n"
+            ));
+        }
     }
     s
 }
@@ -449,8 +461,10 @@ mod tests {
                 video: 3,
                 audio: 2,
                 codec: VideoCodec::Vp8,
+                twcc: true,
             },
         );
+        assert_eq!(sdp.matches("transport-cc").count(), 5, "{sdp}");
         assert_eq!(sdp.matches("a=rtpmap:102 VP8/90000").count(), 3, "{sdp}");
         assert_eq!(sdp.matches("m=video").count(), 3, "{sdp}");
         assert_eq!(sdp.matches("m=audio").count(), 2, "{sdp}");

@@ -905,7 +905,12 @@ fn a_chromium_players_video_pauses_on_a_narrow_link_and_resumes() {
         .as_array()
         .map(|t| {
             t.iter()
-                .map(|s| (s["frames"].as_u64().unwrap_or(0), s["samples"].as_u64().unwrap_or(0)))
+                .map(|s| {
+                    (
+                        s["frames"].as_u64().unwrap_or(0),
+                        s["samples"].as_u64().unwrap_or(0),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -921,5 +926,9 @@ fn a_chromium_players_video_pauses_on_a_narrow_link_and_resumes() {
     // ... and the picture is back at the end (a 30 fps source).
     let n = timeline.len();
     let tail = timeline[n - 1].0 - timeline[n - 6].0;
-    assert!(tail >= 100, "{tail} frames in the last 5 s: {timeline:?}\n{}", gw.logs());
+    assert!(
+        tail >= 100,
+        "{tail} frames in the last 5 s: {timeline:?}\n{}",
+        gw.logs()
+    );
 }
