@@ -386,6 +386,28 @@ impl SendSide {
     }
 }
 
+/// The body of the `rtcp_walk` fuzz target's second half: a player's
+/// transport-cc feedback, whatever it says, read by a send-side
+/// estimate that has sent it 300 packets: every feedback found lies within
+/// the compound, and the estimate takes it (junk counted) without a panic.
+/// Returns how many feedbacks it found.
+pub fn fuzz_feedback(data: &[u8]) -> usize {
+    let t0 = std::time::Instant::now();
+    let ms = std::time::Duration::from_millis;
+    let mut bwe = SendSide::new(t0);
+    for i in 0..300 {
+        bwe.on_sent(t0 + ms(i * 3), 1200);
+    }
+    let mut found = 0;
+    for (i, p) in crate::rtcp::transport_feedbacks(data).enumerate() {
+        let inside = data.as_ptr_range();
+        assert!(inside.start <= p.as_ptr() && p.as_ptr_range().end <= inside.end);
+        bwe.on_feedback(t0 + ms(1000 + 100 * i as u64), p);
+        found += 1;
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,7 +566,7 @@ mod tests {
         let fb = link.feedback();
         let rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
         let compound = [&rr[..], &fb].concat();
-        assert_eq!(crate::rtcp::fuzz_transport_feedback(&compound), 1);
+        assert_eq!(fuzz_feedback(&compound), 1);
     }
 
     #[test]

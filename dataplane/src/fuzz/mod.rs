@@ -793,6 +793,7 @@ mod tests {
         for w in junk.chunks(300) {
             fuzz_dtls_client(w);
             crate::rtcp::fuzz_walk(w);
+            crate::bwe::fuzz_feedback(w);
             crate::srtp::fuzz_unprotect(w);
             crate::codec::h264::fuzz_config(w);
         }
