@@ -10,17 +10,24 @@
 //!     received ─▶ remb::Estimator::on_sample(arrival, send, size)   delay-based
 //!                 (the same trendline, detector and AIMD as a publisher's REMB)
 //!     lost     ─▶ loss over ≥ 20 packets reported:                  loss-based
+//!                 (from the first loss over 10 % on)
 //!                 > 10 %: × (1 − loss/2), not under what was received;
-//!                 < 2 %: +5 %/s, not under the delay-based;  else hold
+//!                 < 2 %: +5 %/s, not under the delay-based;
+//!                 else held, not under what was received
 //! estimate = min(delay-based, loss-based)
 //!
-//! each video packet offered to the player ─▶ video(now, size): the gate
-//!     Open   ─▶ estimate under 60 % of the video offered (its last second)
-//!                for 1 s ─▶ Paused (video stops: audio goes on)
-//!     Paused ─▶ after the backoff (2 s, doubling to 8 s) ─▶ Trial: video
-//!                again from a keyframe, as a probe of the path
-//!     Trial  ─▶ after 2 s: the player acknowledged ≥ 75 % of what it was
-//!                offered ─▶ Open, the estimate raised to it; else Paused
+//! each video packet offered to the player, on its line of rank r
+//! (the active speaker's line first) ─▶ video(now, r, size): the gate keeps
+//! the lines of the first ranks flowing, the rest paused (audio goes on)
+//!     Steady  ─▶ estimate under 80 % of what the flowing lines are offered
+//!                (their last second) for 1 s ─▶ pause lines from the last
+//!                rank until the rest fit ─▶ Backoff
+//!     Backoff ─▶ after it (2 s, doubling to 8 s) ─▶ Trial: one line more,
+//!                from a keyframe, as a probe of the path
+//!     Trial   ─▶ after 2 s (once its video went out): the player lost
+//!                ≤ 10 % of what was sent meanwhile ─▶ kept (the estimate
+//!                raised to what it acknowledged; the next line's trial
+//!                after 2 s), else paused again
 //! ```
 //!
 //! The feedback's format is read by `rtcp-types` (the GStreamer RTP
@@ -49,15 +56,19 @@ const LOSS_LOW: f64 = 0.02;
 const LOSS_INCREASE: f64 = 1.05;
 /// Never less than this (bit/s): audio and a minimal picture.
 const MIN_BPS: f64 = 50_000.0;
-/// Video pauses when the estimate stays under this share of what the
-/// player's video lines are offered for [`PAUSE_AFTER`]: a link that
-/// clearly cannot take it (a dip of one overuse, 85 %, does not).
-const PAUSE_BELOW: f64 = 0.6;
+/// Lines pause when the estimate stays under this share of what the
+/// player's flowing video lines are offered for [`PAUSE_AFTER`]: on a
+/// healthy path the estimate is at least what the player acknowledges, and
+/// the dip of one overuse (85 %) is lifted at the next feedback, so only a
+/// link that cannot take them stays under it.
+const PAUSE_BELOW: f64 = 0.8;
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
-/// A trial resumes video for this long, and passes if the player
-/// acknowledged at least [`TRIAL_PASS`] of what it was offered.
+/// A trial resumes video for this long, and passes if the player lost at
+/// most [`TRIAL_LOSS`] of what went out to it meanwhile (a link that
+/// cannot take it drops the rest at its queue; one that takes 90 % would
+/// pass each trial and pause again: the pause needs under 80 %).
 const TRIAL: Duration = Duration::from_secs(2);
-const TRIAL_PASS: f64 = 0.75;
+const TRIAL_LOSS: f64 = 0.1;
 /// Resends take at most this share of the estimate (in packets of
 /// [`RESEND_SIZE`] bytes), and are never held under [`RESEND_MIN`] a second:
 /// what the link cannot take, resent, only pushes out what comes next.
@@ -72,21 +83,51 @@ const BACKOFF_MAX: Duration = Duration::from_secs(8);
 const OFFER_BUCKET_US: i64 = 100_000;
 const OFFER_BUCKETS: usize = 10;
 
-/// What a player's video does with the packet offered now.
+/// A trial whose line has sent under this share of what it is offered
+/// (waiting for a keyframe) runs on, a second at a time, up to
+/// [`TRIAL_WAITS`] times.
+const TRIAL_CARRIED: f64 = 0.5;
+const TRIAL_WAITS: u32 = 4;
+
+/// Moves `buckets` (bytes per [`OFFER_BUCKET_US`], the newest at index
+/// `newest`) on to `at` µs: the buckets passed in between are emptied.
+fn roll(buckets: &mut [u64; OFFER_BUCKETS], newest: &mut i64, at: i64) {
+    let bucket = at / OFFER_BUCKET_US;
+    if bucket - *newest >= OFFER_BUCKETS as i64 {
+        *buckets = [0; OFFER_BUCKETS];
+    } else {
+        for b in *newest + 1..=bucket {
+            buckets[b as usize % OFFER_BUCKETS] = 0;
+        }
+    }
+    *newest = (*newest).max(bucket);
+}
+
+/// Bit/s over the last second of `buckets` (at `at` µs of its clock).
+fn bps(buckets: &[u64; OFFER_BUCKETS], at: i64) -> f64 {
+    let span = at.clamp(OFFER_BUCKET_US, OFFER_BUCKETS as i64 * OFFER_BUCKET_US);
+    buckets.iter().sum::<u64>() as f64 * 8.0 * 1e6 / span as f64
+}
+
+/// Video lines of a player the gate ranks (more share the last rank).
+const MAX_LINES: usize = 16;
+
+/// What a player's video line does with the packet offered now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Video {
-    /// Send it.
+    /// Send it (a line that was paused starts again at a keyframe).
     Flow,
-    /// Do not: the player's path cannot take its video now.
+    /// Do not: the player's path cannot take this line now.
     Paused,
-    /// Video resumes (a trial): from a keyframe, so ask for one.
-    Resume,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gate {
-    Open { low_since: Option<Instant> },
-    Paused { retry_at: Instant },
+    /// Every line offered flows, or as many as the last trial left.
+    Steady,
+    /// Some lines paused: the next trial at `retry_at`.
+    Backoff { retry_at: Instant },
+    /// One line more flows until `until`, on trial.
     Trial { until: Instant },
 }
 
@@ -126,12 +167,23 @@ pub struct SendSide {
     last_loss: f64,
     /// Feedback packets that did not parse.
     pub malformed: u64,
-    /// Whether its video flows, and the bytes of video offered to it per
-    /// bucket (the newest at `offered_at`, µs / [`OFFER_BUCKET_US`]).
+    /// Which of its video lines flow: all but the `paused` of the last
+    /// ranks, and since when the estimate has been too low for those.
     gate: Gate,
+    paused: usize,
+    low_since: Option<Instant>,
     backoff: Duration,
-    offered: [u64; OFFER_BUCKETS],
+    /// The bytes of video offered to each rank per bucket (the newest at
+    /// `offered_at`, µs / [`OFFER_BUCKET_US`]).
+    offered: Box<[[u64; OFFER_BUCKETS]; MAX_LINES]>,
     offered_at: i64,
+    /// The bytes sent to it per bucket (the newest at `sent_at`), and how
+    /// often the running trial waited for its line's first packets.
+    sent: [u64; OFFER_BUCKETS],
+    sent_at: i64,
+    waited: u32,
+    /// Packets the player reported, and lost, since the trial began.
+    trial: (u32, u32),
     /// Times its video paused.
     pub pauses: u64,
 }
@@ -153,73 +205,146 @@ impl SendSide {
             loss_at: 0,
             last_loss: 0.0,
             malformed: 0,
-            gate: Gate::Open { low_since: None },
+            gate: Gate::Steady,
+            paused: 0,
+            low_since: None,
             backoff: BACKOFF_MIN,
-            offered: [0; OFFER_BUCKETS],
+            offered: Box::new([[0; OFFER_BUCKETS]; MAX_LINES]),
             offered_at: 0,
+            sent: [0; OFFER_BUCKETS],
+            sent_at: 0,
+            waited: 0,
+            trial: (0, 0),
             pauses: 0,
         }
     }
 
-    /// A video packet of `size` bytes is offered to the player now: whether
-    /// to send it. Time moves the gate on (see the module's drive loop):
-    /// packets come while a publisher sends, so no timer is needed.
-    pub fn video(&mut self, now: Instant, size: usize) -> Video {
+    /// A video packet of `size` bytes is offered to the player now, on its
+    /// line of priority `rank` (0 first): whether to send it. Time moves
+    /// the gate on (see the module's drive loop): packets come while
+    /// publishers send, so no timer is needed.
+    pub fn video(&mut self, now: Instant, rank: usize, size: usize) -> Video {
+        let rank = rank.min(MAX_LINES - 1);
         let at = self.micros(now);
-        self.count_offered(at, size);
-        let needed = self.offered_bps(at);
-        match self.gate {
-            Gate::Open { low_since } => {
-                let low = self
-                    .estimate()
-                    .is_some_and(|e| (e as f64) < PAUSE_BELOW * needed);
-                let low_since = match (low, low_since) {
-                    (false, _) => None,
-                    (true, None) => Some(now),
-                    (true, Some(t)) => Some(t),
-                };
-                if low_since.is_some_and(|t| now.saturating_duration_since(t) >= PAUSE_AFTER) {
-                    self.pauses += 1;
-                    self.gate = Gate::Paused {
-                        retry_at: now + self.backoff,
-                    };
-                    return Video::Paused;
-                }
-                self.gate = Gate::Open { low_since };
-                Video::Flow
-            }
-            Gate::Paused { retry_at } if now < retry_at => Video::Paused,
-            Gate::Paused { .. } => {
-                self.gate = Gate::Trial { until: now + TRIAL };
-                Video::Resume
-            }
-            Gate::Trial { until } if now < until => Video::Flow,
-            Gate::Trial { .. } => {
-                let acked = self.delay.received().unwrap_or(0) as f64;
-                if acked >= TRIAL_PASS * needed {
-                    // The trial was the probe: the path carries what it took.
-                    self.delay.raise_to(acked as u32);
-                    self.loss_bps = self.loss_bps.map(|l| l.max(acked));
-                    self.backoff = BACKOFF_MIN;
-                    self.gate = Gate::Open { low_since: None };
-                    Video::Flow
-                } else {
-                    self.pauses += 1;
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                    self.gate = Gate::Paused {
-                        retry_at: now + self.backoff,
-                    };
-                    Video::Paused
-                }
-            }
+        self.count_offered(at, rank, size);
+        self.step(now, at);
+        let lines = self.lines_offered();
+        if rank < lines.saturating_sub(self.paused) {
+            Video::Flow
+        } else {
+            Video::Paused
         }
     }
 
+    /// The gate's next state at `now` (`at` µs).
+    fn step(&mut self, now: Instant, at: i64) {
+        let lines = self.lines_offered();
+        self.paused = self.paused.min(lines);
+        let flowing = lines - self.paused;
+        if let Gate::Trial { until } = self.gate {
+            if now < until {
+                return;
+            }
+            // The line on trial waits for a keyframe (an RTMP push's may
+            // be seconds away): the trial runs on until video went out.
+            let sent = bps(&self.sent, at);
+            if sent < TRIAL_CARRIED * self.needed(at, flowing) && self.waited < TRIAL_WAITS {
+                self.waited += 1;
+                self.gate = Gate::Trial {
+                    until: now + PAUSE_AFTER,
+                };
+                return;
+            }
+            self.waited = 0;
+            // Passed if the path lost little of what went out meanwhile.
+            let (reported, lost) = std::mem::take(&mut self.trial);
+            let acked = self.delay.received().unwrap_or(0) as f64;
+            if reported >= LOSS_WINDOW && (lost as f64) <= TRIAL_LOSS * reported as f64 {
+                // The trial was the probe: the path carries what it took.
+                self.delay.raise_to(acked as u32);
+                self.loss_bps = self.loss_bps.map(|l| l.max(acked));
+                self.backoff = BACKOFF_MIN;
+                self.gate = match self.paused {
+                    0 => Gate::Steady,
+                    _ => Gate::Backoff {
+                        retry_at: now + BACKOFF_MIN,
+                    },
+                };
+            } else {
+                self.paused += 1;
+                self.pauses += 1;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.gate = Gate::Backoff {
+                    retry_at: now + self.backoff,
+                };
+            }
+            self.low_since = None;
+            return;
+        }
+        // Down at once, to what fits, once the estimate has stayed low.
+        let estimate = self.estimate().map(|e| e as f64);
+        let low =
+            flowing > 0 && estimate.is_some_and(|e| e < PAUSE_BELOW * self.needed(at, flowing));
+        self.low_since = if low {
+            Some(self.low_since.unwrap_or(now))
+        } else {
+            None
+        };
+        if let (Some(since), Some(e)) = (self.low_since, estimate) {
+            if now.saturating_duration_since(since) >= PAUSE_AFTER {
+                let mut keep = flowing - 1;
+                while keep > 0 && self.needed(at, keep) > e {
+                    keep -= 1;
+                }
+                self.paused = lines - keep;
+                self.pauses += 1;
+                self.low_since = None;
+                self.gate = Gate::Backoff {
+                    retry_at: now + self.backoff,
+                };
+                return;
+            }
+        }
+        match self.gate {
+            Gate::Backoff { .. } if self.paused == 0 => self.gate = Gate::Steady,
+            Gate::Backoff { retry_at } if now >= retry_at => {
+                self.paused -= 1;
+                self.trial = (0, 0);
+                self.gate = Gate::Trial { until: now + TRIAL };
+            }
+            _ => {}
+        }
+    }
+
+    fn count_offered(&mut self, at: i64, rank: usize, size: usize) {
+        let mut newest = self.offered_at;
+        for r in self.offered.iter_mut() {
+            newest = self.offered_at;
+            roll(r, &mut newest, at);
+        }
+        self.offered_at = newest;
+        self.offered[rank][(self.offered_at as usize) % OFFER_BUCKETS] += size as u64;
+    }
+
+    /// How many ranks were offered video in the last second (the first
+    /// ones: lines with a publisher rank before those without).
+    fn lines_offered(&self) -> usize {
+        self.offered
+            .iter()
+            .rposition(|r| r.iter().any(|&b| b > 0))
+            .map_or(0, |last| last + 1)
+    }
+
+    /// Bit/s of video offered over the last second to the first `lines` ranks.
+    fn needed(&self, at: i64, lines: usize) -> f64 {
+        self.offered.iter().take(lines).map(|r| bps(r, at)).sum()
+    }
+
     /// Resends the player may be sent per second: the operator's `limit`,
-    /// within a share of the estimate; none while its video is paused (it
-    /// resumes from a keyframe).
+    /// within a share of the estimate; none while all its video is paused
+    /// (it resumes from a keyframe).
     pub fn resend_rate(&self, limit: u32) -> u32 {
-        if matches!(self.gate, Gate::Paused { .. }) {
+        if self.paused > 0 && self.paused >= self.lines_offered() {
             return 0;
         }
         match self.estimate() {
@@ -231,25 +356,6 @@ impl SendSide {
         }
     }
 
-    fn count_offered(&mut self, at: i64, size: usize) {
-        let bucket = at / OFFER_BUCKET_US;
-        if bucket - self.offered_at >= OFFER_BUCKETS as i64 {
-            self.offered = [0; OFFER_BUCKETS];
-        } else {
-            for b in self.offered_at + 1..=bucket {
-                self.offered[b as usize % OFFER_BUCKETS] = 0;
-            }
-        }
-        self.offered_at = self.offered_at.max(bucket);
-        self.offered[bucket as usize % OFFER_BUCKETS] += size as u64;
-    }
-
-    /// Bit/s of video offered over the last second.
-    fn offered_bps(&self, at: i64) -> f64 {
-        let span = at.clamp(OFFER_BUCKET_US, OFFER_BUCKETS as i64 * OFFER_BUCKET_US);
-        self.offered.iter().sum::<u64>() as f64 * 8.0 * 1e6 / span as f64
-    }
-
     fn micros(&self, now: Instant) -> i64 {
         now.saturating_duration_since(self.start).as_micros() as i64
     }
@@ -259,6 +365,9 @@ impl SendSide {
     pub fn on_sent(&mut self, now: Instant, size: usize) -> u16 {
         let seq = self.next;
         self.next += 1;
+        let at = self.micros(now);
+        roll(&mut self.sent, &mut self.sent_at, at);
+        self.sent[(self.sent_at as usize) % OFFER_BUCKETS] += size as u64;
         self.ring[seq as usize % RING] = Sent {
             seq: (seq + 1) as u32,
             at_us: self.micros(now),
@@ -301,8 +410,12 @@ impl SendSide {
             }
             acked = Some(ext);
             self.reported += 1;
+            self.trial.0 += 1;
             match status {
-                TwccPacketStatus::NotReceived => self.lost += 1,
+                TwccPacketStatus::NotReceived => {
+                    self.lost += 1;
+                    self.trial.1 += 1;
+                }
                 TwccPacketStatus::Received { delta } => {
                     arrival += delta as i64 * 250;
                     self.delay
@@ -366,19 +479,24 @@ impl SendSide {
         let Some(delay) = self.delay.estimate() else {
             return;
         };
-        let current = self.loss_bps.unwrap_or(delay as f64);
-        let next = if loss > LOSS_HIGH {
+        let received = self.delay.received().unwrap_or(0) as f64;
+        // The loss-based bound exists from the first heavy loss on.
+        let next = match self.loss_bps {
+            None if loss <= LOSS_HIGH => return,
+            None => delay as f64 * (1.0 - 0.5 * loss),
             // GCC's decrease, but never under what the player received:
             // packets we send past its link are lost whatever we estimate
             // (an SFU does not slow the publisher for one player), and
             // what gets through is what the link carries.
-            let received = self.delay.received().unwrap_or(0) as f64;
-            (current * (1.0 - 0.5 * loss)).max(received.min(current))
-        } else if loss < LOSS_LOW {
+            Some(current) if loss > LOSS_HIGH => {
+                (current * (1.0 - 0.5 * loss)).max(received.min(current))
+            }
             // Little loss: no bound under the delay-based estimate.
-            current.max(delay as f64) * LOSS_INCREASE.powf(elapsed)
-        } else {
-            current
+            Some(current) if loss < LOSS_LOW => {
+                current.max(delay as f64) * LOSS_INCREASE.powf(elapsed)
+            }
+            // Some loss: held, but not under what got through.
+            Some(current) => current.max(received.min(delay as f64)),
         };
         // Loss alone never lifts the estimate past what the delay allows
         // by much: it only brings it down.
@@ -550,7 +668,7 @@ mod tests {
             let packets = ((link.now_ms - t0) * bps / (1200.0 * 8.0 * 1000.0)) as usize;
             let now = link.t0 + Duration::from_micros((link.now_ms * 1000.0) as u64);
             for _ in 0..packets {
-                assert_eq!(s.video(now, 1200), Video::Flow, "paused at {bps} bit/s");
+                assert_eq!(s.video(now, 0, 1200), Video::Flow, "paused at {bps} bit/s");
             }
         }
         let e = s.estimate().unwrap();

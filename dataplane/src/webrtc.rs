@@ -460,11 +460,11 @@ impl Peer {
     }
 
     /// Player: what to do with a video packet of `size` bytes offered to
-    /// it now, by its estimate; its video flows if it gave us no
-    /// transport-cc.
-    pub fn video(&mut self, now: Instant, size: usize) -> crate::bwe::Video {
+    /// it now on its line of priority `rank` (0 first), by its estimate;
+    /// its video flows if it gave us no transport-cc.
+    pub fn video(&mut self, now: Instant, rank: usize, size: usize) -> crate::bwe::Video {
         match self.feedback.as_deref_mut() {
-            Some(Feedback::SendSide(b)) => b.video(now, size),
+            Some(Feedback::SendSide(b)) => b.video(now, rank, size),
             _ => crate::bwe::Video::Flow,
         }
     }

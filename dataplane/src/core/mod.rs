@@ -373,9 +373,11 @@ impl Core {
         let Some(pid) = self.speakers.on_level(now, room, pid, level) else {
             return;
         };
-        // The room's programs switch to the new speaker at its keyframe.
+        // The room's programs switch to the new speaker at its keyframe;
+        // narrow players keep its line first.
         self.hub
             .speaker_changed(now, room, pid, &mut self.router.participants);
+        self.router.set_speaker(room, pid);
         let participant = self.router.participants.name(pid).unwrap_or("").to_string();
         self.out.event(Event::Speaker { room, participant });
     }

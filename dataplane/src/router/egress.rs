@@ -55,6 +55,23 @@ pub(super) fn pick_track(
         .map(|(i, _)| (i, false))
 }
 
+/// The priority of video line `i` among `tracks`' video lines (0 first):
+/// a line of the room's active `speaker` first, then lines that carry
+/// someone, then the rest, each group in line order.
+pub(super) fn line_rank(tracks: &[OutTrack], i: usize, speaker: Option<ParticipantId>) -> usize {
+    let key = |j: usize, t: &OutTrack| {
+        let idle = t.source.is_none();
+        let speaks = !idle && speaker.is_some_and(|p| p == t.source_pid);
+        (!speaks, idle, j)
+    };
+    let mine = key(i, &tracks[i]);
+    tracks
+        .iter()
+        .enumerate()
+        .filter(|(j, t)| t.kind == MediaKind::Video && key(*j, t) < mine)
+        .count()
+}
+
 /// The RTP payload of packet `pkt[..len]`, if its header parses.
 fn payload_of(pkt: &[u8], len: usize) -> Option<&[u8]> {
     let pkt = pkt.get(..len)?;
@@ -297,20 +314,16 @@ impl Router {
                     created,
                     now,
                 )?;
-                // What the player's path can take: a paused line drops its
-                // video (audio goes on), a line that resumes waits for a
+                // What the player's path can take, its lines in priority
+                // (the active speaker's first): a paused line drops its
+                // video (audio goes on); when it flows again it waits for a
                 // keyframe (asked for) and goes on in its numbering.
                 if inbound.kind == MediaKind::Video {
-                    match w.peer.video(now, inbound.len) {
-                        Video::Flow => {}
-                        Video::Paused => {
-                            w.tracks[i].await_keyframe = true;
-                            return None;
-                        }
-                        Video::Resume => {
-                            let video = w.tracks.iter_mut().filter(|t| t.kind == MediaKind::Video);
-                            video.for_each(|t| t.await_keyframe = true);
-                        }
+                    let speaker = self.rooms.get(&inbound.room).and_then(|r| r.speaker);
+                    let rank = line_rank(&w.tracks, i, speaker);
+                    if w.peer.video(now, rank, inbound.len) == Video::Paused {
+                        w.tracks[i].await_keyframe = true;
+                        return None;
                     }
                 }
                 let track = &mut w.tracks[i];

@@ -41,7 +41,7 @@ use gateway_ring::{RoomId, SessionId};
 
 use crate::media::{Handle, Inbound, Source};
 use crate::output::{Control, Note, Output, Outputs};
-use crate::participants::Participants;
+use crate::participants::{ParticipantId, Participants};
 use crate::rtcp::Feedback;
 use crate::srtp::MAX_TRAILER;
 use crate::webrtc::Peer;
@@ -79,6 +79,8 @@ struct Room {
     /// only; see `relayed.rs`), and whether it watches the owner's room.
     owner: Option<u32>,
     watching: bool,
+    /// Its active speaker, whose line a narrow player keeps first.
+    speaker: Option<ParticipantId>,
 }
 
 /// A buffer for a packet that is not a fan-out copy, from `pool`: room for
@@ -159,9 +161,18 @@ impl Router {
                 replays: Vec::new(),
                 owner,
                 watching: false,
+                speaker: None,
             },
         );
         Outcome::Ok
+    }
+
+    /// `room`'s active speaker is now `pid`: a narrow player's line of it
+    /// keeps its video first.
+    pub fn set_speaker(&mut self, room: RoomId, pid: ParticipantId) {
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.speaker = Some(pid);
+        }
     }
 
     /// Removes the room and returns the handles of its sessions (now removed)
