@@ -451,12 +451,16 @@ impl Peer {
     }
 
     /// Player: the transport-cc feedback in RTCP compound `rtcp` (plain).
-    pub fn on_player_rtcp(&mut self, now: Instant, rtcp: &[u8]) {
-        if let Some(Feedback::SendSide(b)) = self.feedback.as_deref_mut() {
-            for packet in crate::rtcp::transport_feedbacks(rtcp) {
-                b.on_feedback(now, packet);
-            }
+    /// Returns how many of them did not parse.
+    pub fn on_player_rtcp(&mut self, now: Instant, rtcp: &[u8]) -> u64 {
+        let Some(Feedback::SendSide(b)) = self.feedback.as_deref_mut() else {
+            return 0;
+        };
+        let before = b.malformed;
+        for packet in crate::rtcp::transport_feedbacks(rtcp) {
+            b.on_feedback(now, packet);
         }
+        b.malformed - before
     }
 
     /// Player: what to do with a video packet of `size` bytes offered to

@@ -774,6 +774,13 @@ fn chromium_plays_an_rtmp_push_through_5_percent_loss() {
         "{report}"
     );
     assert!(decoded >= 270, "{decoded} of 300 frames: {report}");
+    // Random loss is not a narrow link: its estimate holds and its video
+    // never paused.
+    let whep = gw.session_of_kind("lossy", "whep");
+    let estimate = whep["stats"]["estimate_bps"].as_u64().unwrap_or(0);
+    eprintln!("its path's estimate: {estimate} bit/s");
+    assert_eq!(whep["stats"]["video_pauses"], 0, "{whep}");
+    assert!(estimate >= 100_000, "{whep}");
 }
 
 /// A Chromium publisher behind 5 % loss and 2 % reordering (the relay, on

@@ -94,7 +94,9 @@ impl Router {
                         Err(None)
                     }
                     Ok(PeerEvent::Rtcp(n)) => {
-                        w.peer.on_player_rtcp(now, &buf[..n]);
+                        // Junk feedback is a counted drop, as junk media is.
+                        let junk = w.peer.on_player_rtcp(now, &buf[..n]);
+                        s.stats.drops[DropReason::Malformed as usize] += junk;
                         s.stats.estimate_bps = w.peer.estimate().map_or(0, u64::from);
                         s.stats.video_pauses = w.peer.video_pauses();
                         let fb = &mut self.feedback;

@@ -942,3 +942,41 @@ fn consent_expiry_ends_the_session() {
     });
     assert_eq!(closed.len(), 2, "their DTLS state is released too");
 }
+
+/// A player's transport-cc feedback that does not parse is a counted drop
+/// (`malformed`), as junk media is; the session goes on, and a good
+/// feedback after it is taken.
+#[test]
+fn a_players_junk_transport_feedback_is_a_counted_drop() {
+    let (mut r, p, s, mut client, t0) = connected();
+    forward(&mut r, (p, s), &mut client, t0, 0..50);
+    let mut sub_tx = SrtpContext::new(&keys(3));
+    let malformed = |r: &mut Router| {
+        let mut stats = Vec::new();
+        r.take_dirty_stats(&mut stats, 10);
+        stats
+            .iter()
+            .find(|x| x.session == sid(2))
+            .map(|x| x.drops[DropReason::Malformed as usize])
+    };
+    let before = malformed(&mut r).unwrap_or(0);
+    // RTPFB fmt 15 with its SSRCs and no FCI: too short for a feedback.
+    let junk = [0x8f, 205, 0, 2, 0, 0, 0, 9, 0, 0, 0x50, 0x02];
+    player_rtcp(&mut r, (s, &mut sub_tx), t0, |b| {
+        b[..junk.len()].copy_from_slice(&junk);
+        junk.len()
+    });
+    assert_eq!(malformed(&mut r), Some(before + 1));
+    // A good one for what was sent: taken, nothing counted.
+    let statuses = [rtcp_types::TwccPacketStatus::Received { delta: 4 }; 50];
+    let fci = rtcp_types::Twcc::builder(0, 1, 0, &statuses, None);
+    let good = rtcp_types::TransportFeedback::builder(&fci)
+        .sender_ssrc(9)
+        .media_ssrc(0x5002);
+    player_rtcp(&mut r, (s, &mut sub_tx), t0, |b| {
+        use rtcp_types::RtcpPacketWriter;
+        good.write_into_unchecked(b)
+    });
+    assert_eq!(malformed(&mut r), Some(before + 1), "no new drop");
+    forward(&mut r, (p, s), &mut client, t0, 50..60);
+}
