@@ -881,3 +881,27 @@ fn narrow_client(net: &Net, n: u64) -> usize {
         .position(|c| c.session.get() == n)
         .unwrap()
 }
+
+/// Hysteresis, over a minute of a 1.9 Mbit/s publisher: a player whose link
+/// carries 95 % of it never pauses; one whose link carries 70 % pauses and
+/// stays paused but for its trials, backed off to one every 10 s, never
+/// flapping on and off.
+#[test]
+fn a_players_video_does_not_flap_around_its_links_capacity() {
+    let mut net = Net::new();
+    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
+    let p = net.clients[cam].publisher();
+    (p.slices, p.slice_bytes) = (8, 1000);
+    let link = |rate_bps| Impairment {
+        rate_bps,
+        queue: std::time::Duration::from_millis(300),
+        ..Impairment::CLEAN
+    };
+    let wide = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, link(2_000_000));
+    let tight = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, link(1_350_000));
+    net.run(60_000, &[cam]);
+    let pauses = |c: usize| net.stats[&net.clients[c].session].video_pauses;
+    assert_eq!(pauses(wide), 0);
+    let tight = pauses(tight);
+    assert!((1..=8).contains(&tight), "{tight} pauses in 60 s");
+}
