@@ -463,6 +463,12 @@ impl Peer {
         b.malformed - before
     }
 
+    /// Player: whether we estimate its path (it offered transport-cc), so
+    /// its video lines are gated by the estimate.
+    pub fn estimates(&self) -> bool {
+        matches!(self.feedback.as_deref(), Some(Feedback::SendSide(_)))
+    }
+
     /// Player: what to do with a video packet of `size` bytes offered to
     /// it now on its line of priority `rank` (0 first), by its estimate;
     /// its video flows if it gave us no transport-cc.

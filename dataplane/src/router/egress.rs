@@ -318,7 +318,7 @@ impl Router {
                 // (the active speaker's first): a paused line drops its
                 // video (audio goes on); when it flows again it waits for a
                 // keyframe (asked for) and goes on in its numbering.
-                if inbound.kind == MediaKind::Video {
+                if inbound.kind == MediaKind::Video && w.peer.estimates() {
                     let speaker = self.rooms.get(&inbound.room).and_then(|r| r.speaker);
                     let rank = line_rank(&w.tracks, i, speaker);
                     if w.peer.video(now, rank, inbound.len) == Video::Paused {
