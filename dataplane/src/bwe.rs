@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rtcp_types::{RtcpPacketParser, TransportFeedback, Twcc, TwccPacketStatus};
 
-use crate::remb::{Estimator, Usage};
+use crate::remb::{roll, Estimator, Usage};
 
 /// Packets remembered by transport-wide sequence number: at 4 Mbit/s (about
 /// 400 packets a second) a feedback up to 2.5 s late (browsers send one
@@ -88,20 +88,6 @@ const OFFER_BUCKETS: usize = 10;
 /// [`TRIAL_WAITS`] times.
 const TRIAL_CARRIED: f64 = 0.5;
 const TRIAL_WAITS: u32 = 4;
-
-/// Moves `buckets` (bytes per [`OFFER_BUCKET_US`], the newest at index
-/// `newest`) on to `at` µs: the buckets passed in between are emptied.
-fn roll(buckets: &mut [u64; OFFER_BUCKETS], newest: &mut i64, at: i64) {
-    let bucket = at / OFFER_BUCKET_US;
-    if bucket - *newest >= OFFER_BUCKETS as i64 {
-        *buckets = [0; OFFER_BUCKETS];
-    } else {
-        for b in *newest + 1..=bucket {
-            buckets[b as usize % OFFER_BUCKETS] = 0;
-        }
-    }
-    *newest = (*newest).max(bucket);
-}
 
 /// Bit/s over the last second of `buckets` (at `at` µs of its clock).
 fn bps(buckets: &[u64; OFFER_BUCKETS], at: i64) -> f64 {
@@ -317,12 +303,13 @@ impl SendSide {
     }
 
     fn count_offered(&mut self, at: i64, rank: usize, size: usize) {
-        let mut newest = self.offered_at;
+        // Every rank's window moves on together, from the same newest bucket.
+        let bucket = at / OFFER_BUCKET_US;
         for r in self.offered.iter_mut() {
-            newest = self.offered_at;
-            roll(r, &mut newest, at);
+            let mut newest = self.offered_at;
+            roll(r, &mut newest, bucket);
         }
-        self.offered_at = newest;
+        self.offered_at = self.offered_at.max(bucket);
         self.offered[rank][(self.offered_at as usize) % OFFER_BUCKETS] += size as u64;
     }
 
@@ -366,7 +353,7 @@ impl SendSide {
         let seq = self.next;
         self.next += 1;
         let at = self.micros(now);
-        roll(&mut self.sent, &mut self.sent_at, at);
+        roll(&mut self.sent, &mut self.sent_at, at / OFFER_BUCKET_US);
         self.sent[(self.sent_at as usize) % OFFER_BUCKETS] += size as u64;
         self.ring[seq as usize % RING] = Sent {
             seq: (seq + 1) as u32,

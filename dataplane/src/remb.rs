@@ -318,16 +318,8 @@ impl Estimator {
 
     fn count_bytes(&mut self, at: i64, size: usize) {
         self.first_packet_us.get_or_insert(at);
-        let bucket = at / BUCKET_US;
-        if bucket - self.bucket_at >= RATE_BUCKETS as i64 {
-            self.buckets = [0; RATE_BUCKETS];
-        } else {
-            for b in self.bucket_at + 1..=bucket {
-                self.buckets[b as usize % RATE_BUCKETS] = 0;
-            }
-        }
-        self.bucket_at = self.bucket_at.max(bucket);
-        self.buckets[bucket as usize % RATE_BUCKETS] += size as u64;
+        roll(&mut self.buckets, &mut self.bucket_at, at / BUCKET_US);
+        self.buckets[self.bucket_at as usize % RATE_BUCKETS] += size as u64;
     }
 
     /// Bit/s received over the last `buckets` buckets (or since the first
@@ -473,6 +465,21 @@ impl Group {
         let burst = send_delta == 0 || (arrival_delta < send_delta && arrival_delta <= BURST_US);
         burst || send - self.first_send <= GROUP_SPAN_US
     }
+}
+
+/// Moves a ring of byte counts per time bucket (`buckets`, the newest
+/// numbered `newest`) on to bucket number `bucket`: those passed in between
+/// are emptied. The received rate here and a player's rates in
+/// [`crate::bwe`] keep their windows this way.
+pub(crate) fn roll<const N: usize>(buckets: &mut [u64; N], newest: &mut i64, bucket: i64) {
+    if bucket - *newest >= N as i64 {
+        *buckets = [0; N];
+    } else {
+        for b in *newest + 1..=bucket {
+            buckets[b as usize % N] = 0;
+        }
+    }
+    *newest = (*newest).max(bucket);
 }
 
 /// abs-send-time units (1/2^18 s) to µs.
