@@ -30,6 +30,25 @@ fn player(n: u64, who: &str, lines: u32) -> WebrtcSpec {
     spec
 }
 
+/// A link of `rate_bps` with a drop-tail queue of 300 ms (a mobile link's
+/// bottleneck).
+fn capped(rate_bps: u64) -> Impairment {
+    Impairment {
+        rate_bps,
+        queue: std::time::Duration::from_millis(300),
+        ..Impairment::CLEAN
+    }
+}
+
+/// Publisher `n` on shard 0 over clean paths, sending frames of `slices`
+/// packets of 1000 bytes (8: 1.9 Mbit/s at 30 frames a second).
+fn camera(net: &mut Net, n: u64, slices: usize) -> usize {
+    let c = net.webrtc(0, publisher(n), Impairment::CLEAN, Impairment::CLEAN);
+    let p = net.clients[c].publisher();
+    (p.slices, p.slice_bytes) = (slices, 1000);
+    c
+}
+
 /// The line `ssrc` of player `c` got every packet from its first to its
 /// last (what was lost was resent); returns how many that is.
 fn complete(net: &mut Net, c: usize, ssrc: u32) -> usize {
@@ -267,12 +286,7 @@ fn the_publishers_estimate_finds_a_capped_link() {
             t.twcc = 0;
             t.abs_send_time = if t.kind == MediaKind::Video { 2 } else { 0 };
         }
-        let up = Impairment {
-            rate_bps: cap,
-            queue: std::time::Duration::from_millis(300),
-            ..Impairment::CLEAN
-        };
-        let cam = net.webrtc(0, spec, up, Impairment::CLEAN);
+        let cam = net.webrtc(0, spec, capped(cap), Impairment::CLEAN);
         let p = net.clients[cam].publisher();
         (p.slices, p.slice_bytes) = (8, 1000);
         net.run(8000, &[cam]);
@@ -717,16 +731,9 @@ fn a_name_pushed_again_goes_on_in_its_players_numbering() {
 #[test]
 fn each_players_estimate_follows_its_own_path() {
     let mut net = Net::new();
-    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
-    let p = net.clients[cam].publisher();
-    (p.slices, p.slice_bytes) = (8, 1000);
-    let narrow = Impairment {
-        rate_bps: 600_000,
-        queue: std::time::Duration::from_millis(300),
-        ..Impairment::CLEAN
-    };
+    let cam = camera(&mut net, 1, 8);
     let open = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
-    let capped = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, narrow);
+    let capped = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, capped(600_000));
     net.run(8000, &[cam]);
     let stats = |c: usize| net.stats[&net.clients[c].session];
     let (open, capped) = (stats(open), stats(capped));
@@ -752,16 +759,9 @@ fn each_players_estimate_follows_its_own_path() {
 #[test]
 fn a_players_video_pauses_on_a_narrow_link_and_resumes_on_a_wide_one() {
     let mut net = Net::new();
-    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
-    let p = net.clients[cam].publisher();
-    (p.slices, p.slice_bytes) = (8, 1000);
-    let link = |rate_bps| Impairment {
-        rate_bps,
-        queue: std::time::Duration::from_millis(300),
-        ..Impairment::CLEAN
-    };
+    let cam = camera(&mut net, 1, 8);
     let open = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, Impairment::CLEAN);
-    let mobile = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, link(3_000_000));
+    let mobile = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, capped(3_000_000));
     net.run(4000, &[cam]);
     let sent = |net: &Net| (net.clients[open].down.sent, net.clients[mobile].down.sent);
     let (open0, mobile0) = sent(&net);
@@ -770,7 +770,7 @@ fn a_players_video_pauses_on_a_narrow_link_and_resumes_on_a_wide_one() {
         "wide: all of it ({mobile0} of {open0})"
     );
     // Narrow for 12 s: paused but for its trials.
-    net.clients[mobile].down.imp = link(500_000);
+    net.clients[mobile].down.imp = capped(500_000);
     net.run(12_000, &[cam]);
     let (open1, mobile1) = sent(&net);
     let session = net.clients[mobile].session;
@@ -785,7 +785,7 @@ fn a_players_video_pauses_on_a_narrow_link_and_resumes_on_a_wide_one() {
         open1 - open0
     );
     // Wide again: within a backoff and a trial, video flows whole.
-    net.clients[mobile].down.imp = link(3_000_000);
+    net.clients[mobile].down.imp = capped(3_000_000);
     let keyframes = net.clients[mobile].player().keyframes;
     net.run(12_000, &[cam]);
     assert!(
@@ -821,22 +821,10 @@ fn a_players_video_pauses_on_a_narrow_link_and_resumes_on_a_wide_one() {
 #[test]
 fn a_narrow_player_keeps_the_lines_that_fit() {
     let mut net = Net::new();
-    let cams: Vec<usize> = [1, 3, 5]
-        .iter()
-        .map(|&n| {
-            let c = net.webrtc(0, publisher(n), Impairment::CLEAN, Impairment::CLEAN);
-            let p = net.clients[c].publisher();
-            (p.slices, p.slice_bytes) = (2, 1000);
-            c
-        })
-        .collect();
-    let link = Impairment {
-        rate_bps: 1_100_000,
-        queue: std::time::Duration::from_millis(300),
-        ..Impairment::CLEAN
-    };
+    let cams: Vec<usize> = [1, 3, 5].map(|n| camera(&mut net, n, 2)).to_vec();
     let open = net.webrtc(0, player(2, "p2", 3), Impairment::CLEAN, Impairment::CLEAN);
-    let narrow = net.webrtc(1, player(4, "p4", 3), Impairment::CLEAN, link);
+    let narrow = net.webrtc(1, player(4, "p4", 3), Impairment::CLEAN, capped(1_100_000));
+    let session = net.clients[narrow].session;
     net.run(6000, &cams);
     let count = |net: &mut Net, c: usize, ssrc: u32| {
         net.clients[c]
@@ -858,7 +846,6 @@ fn a_narrow_player_keeps_the_lines_that_fit() {
     );
     let got = |a: [usize; 3], b: [usize; 3]| [b[0] - a[0], b[1] - a[1], b[2] - a[2]];
     let (open, narrow) = (got(open0, open1), got(narrow0, narrow1));
-    let session = net.clients[narrow_client(&net, 4)].session;
     let pauses = net.stats[&session].video_pauses;
     assert!(pauses >= 1, "{pauses}");
     // The first two lines, all of it; the last, its trials at most.
@@ -874,14 +861,6 @@ fn a_narrow_player_keeps_the_lines_that_fit() {
     );
 }
 
-/// The index of the client whose session is `n`.
-fn narrow_client(net: &Net, n: u64) -> usize {
-    net.clients
-        .iter()
-        .position(|c| c.session.get() == n)
-        .unwrap()
-}
-
 /// Hysteresis, over a minute of a 1.9 Mbit/s publisher: a player whose link
 /// carries 95 % of it never pauses; one whose link carries 70 % pauses and
 /// stays paused but for its trials, backed off to one every 10 s, never
@@ -889,16 +868,9 @@ fn narrow_client(net: &Net, n: u64) -> usize {
 #[test]
 fn a_players_video_does_not_flap_around_its_links_capacity() {
     let mut net = Net::new();
-    let cam = net.webrtc(0, publisher(1), Impairment::CLEAN, Impairment::CLEAN);
-    let p = net.clients[cam].publisher();
-    (p.slices, p.slice_bytes) = (8, 1000);
-    let link = |rate_bps| Impairment {
-        rate_bps,
-        queue: std::time::Duration::from_millis(300),
-        ..Impairment::CLEAN
-    };
-    let wide = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, link(2_000_000));
-    let tight = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, link(1_350_000));
+    let cam = camera(&mut net, 1, 8);
+    let wide = net.webrtc(0, player(2, "p2", 1), Impairment::CLEAN, capped(2_000_000));
+    let tight = net.webrtc(1, player(4, "p4", 1), Impairment::CLEAN, capped(1_350_000));
     net.run(60_000, &[cam]);
     let pauses = |c: usize| net.stats[&net.clients[c].session].video_pauses;
     assert_eq!(pauses(wide), 0);
